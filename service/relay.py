@@ -1,0 +1,266 @@
+"""Carrying a turn's events from the worker to the web process that serves the client.
+
+Worker side, `Publisher`: every event gets a sequence number and goes, in one Redis
+pipeline, onto the completion's pub/sub channel and its short-lived replay log. Text
+deltas are coalesced: the first one and any after a quiet spell go out at once, a burst
+is merged for at most `coalesce_ms`, so Redis and the client see fewer, larger messages
+without the first token ever waiting.
+
+Web side, `RelayHub`: one shared pub/sub connection per process, read by one listener
+thread (a greenlet under gevent), dispatching messages to per-request `Subscription`
+queues. A subscription is confirmed by Redis before `subscribe()` returns, so a job
+enqueued afterwards cannot publish into the void. Sequence numbers let a subscription
+notice a lost message and fill the gap from the replay log; a late reader can read the
+whole log.
+
+Events are JSON objects with "seq" and "type": delta, progress, citation, suggestions,
+limits, done or error (the last two are terminal).
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import queue
+import threading
+import time
+import uuid
+from collections.abc import Callable
+from typing import Any
+
+from redis import Redis
+from redis.client import Pipeline
+
+log = logging.getLogger(__name__)
+
+TERMINAL = ("done", "error")
+
+
+def channel_name(completion_id: str) -> str:
+    """The pub/sub channel of one completion."""
+    return f"relay:{completion_id}"
+
+
+def log_key(completion_id: str) -> str:
+    """The replay log (a Redis list, index == seq) of one completion."""
+    return f"relay:{completion_id}:log"
+
+
+class Publisher:
+    """Publishes one completion's events in order, coalescing text deltas."""
+
+    def __init__(
+        self,
+        redis: Redis,
+        completion_id: str,
+        *,
+        coalesce_ms: float = 8.0,
+        replay_ttl: int = 300,
+        clock: Callable[[], float] = time.monotonic,
+    ) -> None:
+        self._redis = redis
+        self._channel = channel_name(completion_id)
+        self._log = log_key(completion_id)
+        self._window = coalesce_ms / 1000.0
+        self._ttl = replay_ttl
+        self._clock = clock
+        self._lock = threading.Lock()
+        self._seq = 0
+        self._pending: list[str] = []
+        self._last_sent = float("-inf")
+        self._timer: threading.Timer | None = None
+        self.closed = False
+
+    def delta(self, text: str) -> None:
+        """Queue answer text; sent now unless a message went out within the window."""
+        if not text:
+            return
+        with self._lock:
+            self._pending.append(text)
+            wait = self._last_sent + self._window - self._clock()
+            if wait <= 0:
+                self._flush_locked(None)
+            elif self._timer is None:
+                self._timer = threading.Timer(wait, self._flush_from_timer)
+                self._timer.daemon = True
+                self._timer.start()
+
+    def event(self, event: dict[str, Any]) -> None:
+        """Send a non-text event now, after any pending text."""
+        with self._lock:
+            self._flush_locked(event)
+
+    def finish(self, event: dict[str, Any], extra: Callable[[Pipeline], None] | None = None) -> None:
+        """Send the terminal event; `extra` adds commands to the same MULTI (e.g. saving the turn)."""
+        with self._lock:
+            self._flush_locked(event, extra=extra)
+            self.closed = True
+
+    def _flush_from_timer(self) -> None:
+        with self._lock:
+            self._timer = None
+            if self._pending and not self.closed:
+                self._flush_locked(None)
+
+    def _flush_locked(self, event: dict[str, Any] | None, extra: Callable[[Pipeline], None] | None = None) -> None:
+        if self.closed:
+            return
+        messages: list[str] = []
+        if self._pending:
+            messages.append(self._encode({"type": "delta", "text": "".join(self._pending)}))
+            self._pending.clear()
+        if event is not None:
+            messages.append(self._encode(event))
+        if not messages and extra is None:
+            return
+        if self._timer is not None:
+            self._timer.cancel()
+            self._timer = None
+        with self._redis.pipeline(transaction=True) as pipe:
+            if extra is not None:
+                extra(pipe)
+            for message in messages:
+                pipe.rpush(self._log, message)
+                pipe.publish(self._channel, message)
+            pipe.expire(self._log, self._ttl)
+            pipe.execute()
+        self._last_sent = self._clock()
+
+    def _encode(self, event: dict[str, Any]) -> str:
+        payload = dict(event, seq=self._seq)
+        self._seq += 1
+        return json.dumps(payload, separators=(",", ":"), ensure_ascii=False)
+
+
+def read_log(redis: Redis, completion_id: str, start: int = 0) -> list[dict[str, Any]]:
+    """Events of a completion from `start` on, from its replay log."""
+    return [json.loads(raw) for raw in redis.lrange(log_key(completion_id), start, -1)]
+
+
+class Subscription:
+    """One request's view of one completion's events, in sequence order."""
+
+    def __init__(self, hub: RelayHub, completion_id: str) -> None:
+        self.completion_id = completion_id
+        self.channel = channel_name(completion_id)
+        self._hub = hub
+        self._queue: queue.Queue[dict[str, Any]] = queue.Queue()
+        self._confirmed = threading.Event()
+        self._next_seq = 0
+        self._backlog: list[dict[str, Any]] = []
+        self.finished = False
+
+    def next(self, timeout: float) -> dict[str, Any] | None:
+        """The next event, or None if none arrived within `timeout` seconds."""
+        if self._backlog:
+            return self._take(self._backlog.pop(0))
+        deadline = time.monotonic() + timeout
+        while True:
+            remaining = deadline - time.monotonic()
+            if remaining <= 0:
+                return None
+            try:
+                event = self._queue.get(timeout=remaining)
+            except queue.Empty:
+                return None
+            seq = int(event.get("seq", -1))
+            if seq < self._next_seq:
+                continue  # a duplicate, already delivered from the log
+            if seq > self._next_seq:
+                self.catch_up()
+                if self._backlog:
+                    return self._take(self._backlog.pop(0))
+                continue
+            return self._take(event)
+
+    def catch_up(self) -> bool:
+        """Read events this subscription missed from the replay log; True if any."""
+        missed = read_log(self._hub.redis, self.completion_id, self._next_seq + len(self._backlog))
+        self._backlog.extend(missed)
+        return bool(missed)
+
+    def _take(self, event: dict[str, Any]) -> dict[str, Any]:
+        self._next_seq = int(event["seq"]) + 1
+        if event.get("type") in TERMINAL:
+            self.finished = True
+        return event
+
+    def close(self) -> None:
+        """Stop receiving; safe to call twice."""
+        self._hub.unsubscribe(self)
+
+
+class RelayHub:
+    """The web process's single pub/sub connection and its dispatcher."""
+
+    def __init__(self, redis: Redis, *, confirm_timeout: float = 5.0) -> None:
+        self.redis = redis
+        self._confirm_timeout = confirm_timeout
+        self._subs: dict[str, Subscription] = {}
+        self._lock = threading.Lock()
+        self._pubsub = None
+        self._thread: threading.Thread | None = None
+        self._home = f"relay:hub:{uuid.uuid4().hex}"
+
+    def subscribe(self, completion_id: str) -> Subscription:
+        """Subscribe and return once Redis has confirmed the subscription."""
+        sub = Subscription(self, completion_id)
+        with self._lock:
+            self._ensure_listener()
+            self._subs[sub.channel] = sub
+            self._pubsub.subscribe(sub.channel)
+        if not sub._confirmed.wait(self._confirm_timeout):
+            self.unsubscribe(sub)
+            raise TimeoutError("Redis did not confirm the relay subscription")
+        return sub
+
+    def unsubscribe(self, sub: Subscription) -> None:
+        """Forget a subscription and tell Redis, once."""
+        with self._lock:
+            if self._subs.get(sub.channel) is not sub:
+                return
+            del self._subs[sub.channel]
+            try:
+                self._pubsub.unsubscribe(sub.channel)
+            except Exception:  # the listener reconnects and resubscribes what is left
+                log.warning("event=relay_unsubscribe_failed channel=%s", sub.channel, exc_info=True)
+
+    @property
+    def subscription_count(self) -> int:
+        """Open subscriptions (for metrics and tests)."""
+        return len(self._subs)
+
+    def _ensure_listener(self) -> None:
+        if self._thread is not None and self._thread.is_alive():
+            return
+        self._pubsub = self.redis.pubsub(ignore_subscribe_messages=False)
+        home = threading.Event()
+        self._pubsub.subscribe(self._home)
+        self._thread = threading.Thread(target=self._listen, args=(home,), name="relay-hub", daemon=True)
+        self._thread.start()
+        home.wait(self._confirm_timeout)
+
+    def _listen(self, home: threading.Event) -> None:
+        pubsub = self._pubsub
+        while True:
+            try:
+                message = pubsub.get_message(timeout=1.0)
+            except Exception:
+                log.warning("event=relay_listener_error", exc_info=True)
+                time.sleep(0.2)
+                continue
+            if message is None:
+                continue
+            channel = message["channel"]
+            channel = channel.decode() if isinstance(channel, bytes) else channel
+            kind = message["type"]
+            if channel == self._home:
+                home.set()
+                continue
+            sub = self._subs.get(channel)
+            if sub is None:
+                continue
+            if kind == "subscribe":
+                sub._confirmed.set()
+            elif kind == "message":
+                sub._queue.put(json.loads(message["data"]))

@@ -1,0 +1,97 @@
+"""The contract between the web tier and the workers: one turn's job payload.
+
+The web tier enqueues `workers.jobs.run_turn` by dotted path with `TurnRequest.to_json()`
+as its only argument, so it never imports worker code, and the worker rebuilds the
+request with `TurnRequest.from_json`. Keys that both tiers touch for a running turn
+(cancel flag, liveness lease) live here too.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import secrets
+import string
+from typing import Any
+
+from redis import Redis
+from rq import Queue
+
+from service.settings import Settings
+
+JOB_FUNCTION = "workers.jobs.run_turn"
+_ALPHABET = string.ascii_letters + string.digits
+
+
+def new_token(length: int = 24) -> str:
+    """An unguessable id part: 24 base-62 characters is ~143 bits of entropy."""
+    return "".join(secrets.choice(_ALPHABET) for _ in range(length))
+
+
+def new_completion_id() -> str:
+    """A fresh OpenAI-style completion id; also the RQ job id and the relay channel."""
+    return f"chatcmpl-{new_token()}"
+
+
+def new_conversation_id() -> str:
+    """A fresh conversation id, returned to clients in `X-Conversation-Id`."""
+    return f"conv_{new_token()}"
+
+
+@dataclasses.dataclass(frozen=True)
+class TurnRequest:
+    """Everything a worker needs to run one turn; JSON-plain by construction.
+
+    `prompt` is the new user message. `context` is history/system text the upstream
+    has not seen, to inject when a new upstream conversation is started (empty when
+    continuing). `continues` says whether `conversation_id` already exists in the store.
+    `owner` is the hashed API key that owns the conversation.
+    """
+
+    completion_id: str
+    conversation_id: str
+    owner: str
+    model: str
+    prompt: str
+    context: str = ""
+    system: str = ""
+    continues: bool = False
+    created: int = 0
+
+    def to_json(self) -> dict[str, Any]:
+        """The job argument."""
+        return dataclasses.asdict(self)
+
+    @classmethod
+    def from_json(cls, data: dict[str, Any]) -> TurnRequest:
+        """Rebuild from a job argument, ignoring keys a newer web tier may add."""
+        names = {field.name for field in dataclasses.fields(cls)}
+        return cls(**{key: value for key, value in data.items() if key in names})
+
+
+def enqueue_turn(queue: Queue, request: TurnRequest, settings: Settings) -> None:
+    """Put the turn on the queue with explicit timeouts and short-lived results."""
+    queue.enqueue(
+        JOB_FUNCTION,
+        request.to_json(),
+        job_id=request.completion_id,
+        job_timeout=settings.job_timeout,
+        result_ttl=60,
+        failure_ttl=24 * 3600,
+        ttl=int(settings.queue_wait_timeout) + 5,
+        description=f"turn {request.completion_id} of {request.conversation_id}",
+    )
+
+
+def cancel_key(completion_id: str) -> str:
+    """Set by the web tier when the client went away; the job polls it."""
+    return f"turn:{completion_id}:cancel"
+
+
+def lease_key(completion_id: str) -> str:
+    """Kept alive by the worker while the turn runs; its expiry means the worker died."""
+    return f"turn:{completion_id}:lease"
+
+
+def request_cancel(redis: Redis, completion_id: str, ttl: int = 600) -> None:
+    """Ask the worker running this turn to stop (idempotent)."""
+    redis.set(cancel_key(completion_id), b"1", ex=ttl)

@@ -1,0 +1,1 @@
+"""RQ workers that run upstream turns: `python -m workers` starts one process."""

@@ -1,0 +1,95 @@
+"""Upstream failures, raised by dialects and the transport, and what clients see of them.
+
+    UpstreamError                 502 upstream_error: anything the upstream did wrong
+     ├── Throttled                429 rate_limit_exceeded, retry_after seconds
+     ├── AccountError             502, x-should-retry: false: the operator must act
+     │    ├── CaptchaRequired     (ChatHub CaptchaChallenge)
+     │    └── Unauthorized        (UnauthorizedRequest, Forbidden, 401s)
+     ├── ConversationExpired      the upstream conversation is gone (InvalidSession); recoverable
+     ├── ConversationLimitReached turn limit / Disengaged / TurnLimiter; recoverable
+     ├── Interrupted              the socket dropped or closed mid-answer; `partial` text
+     ├── UpstreamTimeout          504: no first frame, or silence mid-answer
+     └── ProtocolError            frames we cannot make sense of
+
+Each class carries the attributes `service.errors.ApiError.from_exception` reads
+(`status`, `error_type`, `code`, `should_retry`, `retry_after`): that is the only
+coupling between these exceptions and the OpenAI error shape.
+"""
+
+from __future__ import annotations
+
+
+class UpstreamError(Exception):
+    """The upstream failed this turn."""
+
+    status: int = 502
+    error_type: str = "api_error"
+    code: str = "upstream_error"
+    should_retry: bool | None = None
+    retry_after: float | None = None
+
+
+class Throttled(UpstreamError):
+    """The upstream account hit its request cap."""
+
+    status = 429
+    error_type = "requests"
+    code = "rate_limit_exceeded"
+
+    def __init__(self, message: str, *, retry_after: float = 60.0) -> None:
+        super().__init__(message)
+        self.retry_after = retry_after
+
+
+class AccountError(UpstreamError):
+    """The upstream account needs the operator's attention; retrying will not help."""
+
+    code = "upstream_account_error"
+    should_retry = False
+
+
+class CaptchaRequired(AccountError):
+    """The upstream wants a CAPTCHA solved in a browser with this account's cookies."""
+
+    code = "upstream_captcha_required"
+
+
+class Unauthorized(AccountError):
+    """The upstream rejected the account's credentials."""
+
+    code = "upstream_unauthorized"
+
+
+class ConversationExpired(UpstreamError):
+    """The upstream conversation no longer exists; start a new one."""
+
+    code = "upstream_conversation_expired"
+
+
+class ConversationLimitReached(UpstreamError):
+    """The upstream conversation accepts no more turns; start a new one."""
+
+    code = "upstream_conversation_limit"
+
+
+class Interrupted(UpstreamError):
+    """The upstream stopped mid-answer; `partial` is what had arrived."""
+
+    code = "upstream_interrupted"
+
+    def __init__(self, message: str, *, partial: str = "") -> None:
+        super().__init__(message)
+        self.partial = partial
+
+
+class UpstreamTimeout(UpstreamError):
+    """The upstream did not answer in time."""
+
+    status = 504
+    code = "upstream_timeout"
+
+
+class ProtocolError(UpstreamError):
+    """The upstream sent something the dialect cannot interpret."""
+
+    code = "upstream_protocol_error"
