@@ -41,10 +41,11 @@ def new_conversation_id() -> str:
 class TurnRequest:
     """Everything a worker needs to run one turn; JSON-plain by construction.
 
-    `prompt` is the new user message. `context` is history/system text the upstream
-    has not seen, to inject when a new upstream conversation is started (empty when
-    continuing). `continues` says whether `conversation_id` already exists in the store.
-    `owner` is the hashed API key that owns the conversation.
+    `prompt` is the new user message. `history` is earlier messages
+    (`{"role": "user"|"assistant", "content": str}`) the upstream has not seen and
+    `system` the client's system/developer text: both are injected only when a new
+    upstream conversation is started. `continues` says whether `conversation_id`
+    already exists in the store. `owner` is the hashed API key that owns it.
     """
 
     completion_id: str
@@ -52,7 +53,7 @@ class TurnRequest:
     owner: str
     model: str
     prompt: str
-    context: str = ""
+    history: list[dict[str, str]] = dataclasses.field(default_factory=list)
     system: str = ""
     continues: bool = False
     created: int = 0
