@@ -46,6 +46,7 @@ class Conversation:
     owner: str
     model: str
     messages: list[dict[str, str]] = dataclasses.field(default_factory=list)
+    system: str = ""
     handle: dict[str, Any] | None = None
     created: float = dataclasses.field(default_factory=time.time)
     updated: float = dataclasses.field(default_factory=time.time)
@@ -96,7 +97,9 @@ class ConversationStore:
             return None
         return conversation
 
-    def save(self, conversation: Conversation, pipe: Pipeline | None = None, completion_id: str | None = None) -> None:
+    def save(
+        self, conversation: Conversation, pipe: Pipeline | None = None, completion_id: str | None = None
+    ) -> None:
         """Write the conversation (and map `completion_id` to it), in `pipe` if given."""
         target = pipe if pipe is not None else self.redis.pipeline(transaction=True)
         conversation.updated = time.time()

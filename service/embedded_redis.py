@@ -55,13 +55,20 @@ class EmbeddedRedis:
         self.process = subprocess.Popen(
             [
                 redis_server_binary(),
-                "--port", str(self.port),
-                "--bind", "127.0.0.1",
-                "--save", "",
-                "--appendonly", "no",
-                "--dir", self._dir,
-                "--maxclients", "10000",
-                "--loglevel", "warning",
+                "--port",
+                str(self.port),
+                "--bind",
+                "127.0.0.1",
+                "--save",
+                "",
+                "--appendonly",
+                "no",
+                "--dir",
+                self._dir,
+                "--maxclients",
+                "10000",
+                "--loglevel",
+                "warning",
             ],
             stdout=subprocess.DEVNULL,
             stderr=subprocess.DEVNULL,
@@ -75,7 +82,9 @@ class EmbeddedRedis:
                     return self
                 except Exception:
                     if self.process.poll() is not None or time.monotonic() > deadline:
-                        raise RuntimeError(f"embedded redis-server did not start on port {self.port}") from None
+                        raise RuntimeError(
+                            f"embedded redis-server did not start on port {self.port}"
+                        ) from None
                     time.sleep(0.05)
         finally:
             client.close()

@@ -16,6 +16,7 @@ imports worker code. The web tier renders every error through `ApiError.body()`.
 
 from __future__ import annotations
 
+import math
 from typing import Any
 
 
@@ -64,7 +65,7 @@ class ApiError(Exception):
         """Headers that tell SDKs whether and when to retry."""
         headers: dict[str, str] = {}
         if self.retry_after is not None:
-            headers["Retry-After"] = str(max(1, int(round(self.retry_after))))
+            headers["Retry-After"] = str(max(1, math.ceil(self.retry_after)))
         if self.should_retry is not None:
             headers["x-should-retry"] = "true" if self.should_retry else "false"
         return headers

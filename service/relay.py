@@ -102,7 +102,9 @@ class Publisher:
             if self._pending and not self.closed:
                 self._flush_locked(None)
 
-    def _flush_locked(self, event: dict[str, Any] | None, extra: Callable[[Pipeline], None] | None = None) -> None:
+    def _flush_locked(
+        self, event: dict[str, Any] | None, extra: Callable[[Pipeline], None] | None = None
+    ) -> None:
         if self.closed:
             return
         messages: list[str] = []
@@ -200,6 +202,7 @@ class RelayHub:
         self._lock = threading.Lock()
         self._pubsub = None
         self._thread: threading.Thread | None = None
+        self._closed = threading.Event()
         self._home = f"relay:hub:{uuid.uuid4().hex}"
 
     def subscribe(self, completion_id: str) -> Subscription:
@@ -230,6 +233,16 @@ class RelayHub:
         """Open subscriptions (for metrics and tests)."""
         return len(self._subs)
 
+    def close(self) -> None:
+        """Stop the listener and release the pub/sub connection."""
+        self._closed.set()
+        with self._lock:
+            thread, self._thread = self._thread, None
+        if thread is not None:
+            thread.join(2.0)
+        if self._pubsub is not None:
+            self._pubsub.close()
+
     def _ensure_listener(self) -> None:
         if self._thread is not None and self._thread.is_alive():
             return
@@ -242,10 +255,12 @@ class RelayHub:
 
     def _listen(self, home: threading.Event) -> None:
         pubsub = self._pubsub
-        while True:
+        while not self._closed.is_set():
             try:
-                message = pubsub.get_message(timeout=1.0)
+                message = pubsub.get_message(timeout=0.5)
             except Exception:
+                if self._closed.is_set():
+                    return
                 log.warning("event=relay_listener_error", exc_info=True)
                 time.sleep(0.2)
                 continue

@@ -1,0 +1,42 @@
+"""Logging set-up for entry points, and the filter that stamps ids on every record.
+
+Only entry points call `configure_logging`; library code just uses
+`logging.getLogger(__name__)`. The request id (web) and job id (worker) live in
+context variables — greenlet-local under gevent — and `IdsFilter` copies them onto
+each record so one grep follows a turn across processes.
+"""
+
+from __future__ import annotations
+
+import contextvars
+import logging
+import sys
+
+request_id_var: contextvars.ContextVar[str] = contextvars.ContextVar("request_id", default="-")
+job_id_var: contextvars.ContextVar[str] = contextvars.ContextVar("job_id", default="-")
+
+FORMAT = "%(asctime)s %(levelname)s %(name)s request_id=%(request_id)s job_id=%(job_id)s %(message)s"
+
+
+class IdsFilter(logging.Filter):
+    """Adds `request_id` and `job_id` attributes to every record."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        """Stamp the ids of the current request or job; never drops a record."""
+        record.request_id = request_id_var.get()
+        record.job_id = job_id_var.get()
+        return True
+
+
+def configure_logging(level: str) -> None:
+    """Send key=value logs to stderr at `level`, with ids stamped on each line."""
+    handler = logging.StreamHandler(sys.stderr)
+    handler.setFormatter(logging.Formatter(FORMAT))
+    handler.addFilter(IdsFilter())
+    root = logging.getLogger()
+    root.handlers[:] = [handler]
+    root.setLevel(level)
+    # RQ logs every job at INFO through its own handler; keep one handler, ours.
+    for name in ("rq.worker", "rq.queue", "rq.job"):
+        logging.getLogger(name).handlers[:] = []
+        logging.getLogger(name).propagate = True

@@ -1,0 +1,174 @@
+"""Real processes for end-to-end tests: RQ workers, gunicorn, and an in-process Werkzeug server.
+
+Every helper talks only to loopback and stops what it started, even when a test fails.
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import threading
+import time
+from collections.abc import Mapping
+from pathlib import Path
+
+import requests
+from werkzeug.serving import make_server
+
+from service.embedded_redis import free_port
+
+ROOT = Path(__file__).resolve().parents[2]
+
+
+def gateway_env(redis_url: str, sim_http_url: str, **overrides: str) -> dict[str, str]:
+    """Environment for gateway processes pointed at `redis_url` and the simulator."""
+    host = sim_http_url.split("://", 1)[1]
+    env = {
+        key: value
+        for key, value in os.environ.items()
+        if not key.startswith(("BING_", "UPSTREAM", "API_KEYS", "RQ_", "REDIS_URL"))
+    }
+    env.update(
+        {
+            "REDIS_URL": redis_url,
+            "BING_CREATE_URL": f"{sim_http_url}/turing/conversation/create",
+            "BING_CHATHUB_URL": f"ws://{host}/sydney/ChatHub",
+            "UPSTREAM_COOKIES": "_U=test-account; MUID=abc",
+            "UPSTREAM_FIRST_TOKEN_TIMEOUT": "4",
+            "UPSTREAM_IDLE_TIMEOUT": "3",
+            "UPSTREAM_CONNECT_TIMEOUT": "3",
+            "QUEUE_WAIT_TIMEOUT": "10",
+            "WORKER_LEASE_SECONDS": "3",
+            "SSE_HEARTBEAT_SECONDS": "2",
+            "STREAM_HOLD_SECONDS": "1",
+            "WORKER_CONCURRENCY": "50",
+            "LOG_LEVEL": "WARNING",
+            "PYTHONUNBUFFERED": "1",
+        }
+    )
+    env.update(overrides)
+    return env
+
+
+class WorkerProcess:
+    """`python -m workers` as a child process."""
+
+    def __init__(self, env: Mapping[str, str]) -> None:
+        self.env = dict(env)
+        self.process: subprocess.Popen[bytes] | None = None
+
+    def start(self) -> WorkerProcess:
+        """Spawn the worker; it is ready once it has registered with RQ."""
+        self.process = subprocess.Popen([sys.executable, "-m", "workers"], cwd=ROOT, env=self.env)
+        self._wait_registered()
+        return self
+
+    def _wait_registered(self, timeout: float = 15.0) -> None:
+        from redis import Redis
+        from rq import Worker
+
+        client = Redis.from_url(self.env["REDIS_URL"])
+        deadline = time.monotonic() + timeout
+        try:
+            while time.monotonic() < deadline:
+                assert self.process is not None
+                if self.process.poll() is not None:
+                    raise RuntimeError(f"worker exited with {self.process.returncode}")
+                if any(w.pid == self.process.pid for w in Worker.all(connection=client)):
+                    return
+                time.sleep(0.05)
+            raise RuntimeError("worker did not register in time")
+        finally:
+            client.close()
+
+    @property
+    def name_suffix(self) -> str:
+        """The tail of the RQ worker name (`host.pid`)."""
+        assert self.process is not None
+        return f".{self.process.pid}"
+
+    def stop(self, sig: int = signal.SIGTERM, timeout: float = 30.0) -> int | None:
+        """Signal the worker and wait for it to exit; returns its exit code."""
+        if self.process is None or self.process.poll() is not None:
+            return self.process.returncode if self.process else None
+        self.process.send_signal(sig)
+        try:
+            return self.process.wait(timeout)
+        except subprocess.TimeoutExpired:
+            self.process.kill()
+            return self.process.wait(5)
+
+    def kill(self) -> None:
+        """SIGKILL: the worker dies mid-whatever, as on a crashed machine."""
+        if self.process is not None and self.process.poll() is None:
+            self.process.kill()
+            self.process.wait(5)
+
+
+class GunicornServer:
+    """The production web server (gevent workers) as a child process."""
+
+    def __init__(self, env: Mapping[str, str], workers: int = 1) -> None:
+        self.port = free_port()
+        self.env = dict(env, PORT=str(self.port), WEB_CONCURRENCY=str(workers))
+        self.url = f"http://127.0.0.1:{self.port}"
+        self.process: subprocess.Popen[bytes] | None = None
+
+    def start(self, timeout: float = 20.0) -> GunicornServer:
+        """Spawn gunicorn and wait until /healthz answers."""
+        self.process = subprocess.Popen(
+            [
+                sys.executable,
+                "-m",
+                "gunicorn",
+                "-c",
+                "deploy/gunicorn.conf.py",
+                "--access-logfile",
+                "/dev/null",
+                "wsgi:app",
+            ],
+            cwd=ROOT,
+            env=self.env,
+        )
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            if self.process.poll() is not None:
+                raise RuntimeError(f"gunicorn exited with {self.process.returncode}")
+            try:
+                if requests.get(f"{self.url}/healthz", timeout=1).status_code == 200:
+                    return self
+            except requests.RequestException:
+                pass
+            time.sleep(0.1)
+        raise RuntimeError("gunicorn did not become healthy in time")
+
+    def stop(self) -> None:
+        """Stop gunicorn gracefully, then hard."""
+        if self.process is not None and self.process.poll() is None:
+            self.process.send_signal(signal.SIGTERM)
+            try:
+                self.process.wait(15)
+            except subprocess.TimeoutExpired:
+                self.process.kill()
+                self.process.wait(5)
+
+
+class WerkzeugServer:
+    """A threaded Werkzeug server in this process, for apps built with test-specific settings."""
+
+    def __init__(self, app: object) -> None:
+        self.server = make_server("127.0.0.1", 0, app, threaded=True)
+        self.url = f"http://127.0.0.1:{self.server.server_port}"
+        self._thread = threading.Thread(target=self.server.serve_forever, daemon=True)
+
+    def start(self) -> WerkzeugServer:
+        """Serve in a background thread."""
+        self._thread.start()
+        return self
+
+    def stop(self) -> None:
+        """Shut the server down."""
+        self.server.shutdown()
+        self._thread.join(5)

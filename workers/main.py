@@ -1,0 +1,46 @@
+"""The worker process: settings, logging, one Redis pool, and a `GeventWorker` on the queue."""
+
+from __future__ import annotations
+
+import logging
+import os
+import socket
+from collections.abc import Mapping
+
+from rq import Queue
+from rq.serializers import JSONSerializer
+
+from service.logs import configure_logging
+from service.settings import SettingsError, load_settings
+from workers.context import build_context, set_context
+from workers.pool import GeventWorker
+
+log = logging.getLogger(__name__)
+
+
+def main(environ: Mapping[str, str]) -> int:
+    """Run a worker until SIGTERM; returns the process exit code."""
+    try:
+        settings = load_settings(environ)
+        context = build_context(settings)
+    except SettingsError as exc:
+        print(f"worker: {exc}", flush=True)
+        return 2
+    configure_logging(settings.log_level)
+    set_context(context)
+    queue = Queue(settings.queue_name, connection=context.redis, serializer=JSONSerializer)
+    worker = GeventWorker(
+        [queue],
+        connection=context.redis,
+        serializer=JSONSerializer,
+        concurrency=settings.worker_concurrency,
+        name=f"{socket.gethostname()}.{os.getpid()}",
+    )
+    log.info(
+        "event=worker_start queue=%s concurrency=%d upstream=%s",
+        settings.queue_name,
+        settings.worker_concurrency,
+        settings.upstream,
+    )
+    worker.work(logging_level=settings.log_level)
+    return 0

@@ -1,0 +1,224 @@
+"""One chat turn, end to end inside the worker: conversation → upstream → relay → store.
+
+`TurnRunner.run()` is what the RQ job delegates to. It
+
+1. loads the conversation (if the client continues one) and its upstream handle;
+2. creates an upstream conversation when there is none, or when the old one expired
+   or reached its turn limit — seeded with the transcript so context survives;
+3. streams the upstream's events onto the relay as they arrive;
+4. on `Done`, saves the turn and publishes `done` in ONE Redis transaction, so a
+   client that sends its next turn the moment it sees `done` finds the turn stored,
+   and a failed or cancelled turn never touches the stored conversation;
+5. on failure publishes a terminal `error` event and re-raises, so RQ's failed-job
+   registry tells the truth.
+
+A watcher greenlet keeps the turn's liveness lease fresh (the web tier reports a dead
+worker when it lapses) and polls the cancel flag the web tier sets when the client
+disconnects; the upstream read loop checks it at least twice a second.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+import time
+from typing import Any
+
+from redis import Redis
+from rq.timeouts import JobTimeoutException
+
+from service.conversations import Conversation, ConversationStore
+from service.errors import ApiError, NotFound
+from service.models import find_model
+from service.relay import Publisher
+from service.settings import Settings
+from service.turns import TurnRequest, cancel_key, lease_key
+from workers.context import WorkerContext
+from workers.pool import WorkerShutdown
+from workers.upstream.bing import BingClient
+from workers.upstream.chathub import BingHandle, TurnInput
+from workers.upstream.errors import ConversationExpired, ConversationLimitReached, ProtocolError
+from workers.upstream.events import Citation, Done, Event, Limits, Progress, Suggestions, TextDelta
+
+log = logging.getLogger(__name__)
+
+CANCEL_POLL_SECONDS = 0.3
+
+
+class TurnRunner:
+    """Runs one `TurnRequest`; see the module docstring for the sequence."""
+
+    def __init__(self, context: WorkerContext, request: TurnRequest, *, clock: Any = time.time) -> None:
+        self.settings: Settings = context.settings
+        self.redis: Redis = context.redis
+        self.request = request
+        self.store = ConversationStore(self.redis, ttl=self.settings.conversation_ttl)
+        self.clock = clock
+        self._cancelled = threading.Event()
+        self._stopped = threading.Event()
+
+    def run(self) -> dict[str, Any]:
+        """Run the turn; returns a small summary, raises on failure."""
+        publisher = Publisher(
+            self.redis,
+            self.request.completion_id,
+            coalesce_ms=self.settings.coalesce_ms,
+            replay_ttl=self.settings.replay_ttl,
+        )
+        self.redis.set(lease_key(self.request.completion_id), b"1", ex=self.settings.worker_lease_seconds)
+        watcher = threading.Thread(target=self._watch, name="turn-watch", daemon=True)
+        watcher.start()
+        try:
+            return self._run(publisher)
+        except BaseException as exc:
+            if not publisher.closed and not self._cancelled.is_set():
+                error = ApiError.from_exception(_describe(exc))
+                log.warning("event=turn_failed status=%s code=%s error=%s", error.status, error.code, exc)
+                publisher.finish({"type": "error", "error": error.to_event()})
+            raise
+        finally:
+            self._stopped.set()
+            self.redis.delete(lease_key(self.request.completion_id))
+
+    def _run(self, publisher: Publisher) -> dict[str, Any]:
+        request = self.request
+        spec = find_model(request.model)
+        if spec is None:
+            raise NotFound(
+                f"The model `{request.model}` does not exist.", code="model_not_found", param="model"
+            )
+        conversation = self._load_conversation()
+        handle = BingHandle.from_json(conversation.handle) if conversation.handle else None
+        seed = list(conversation.messages) if request.continues else list(request.history)
+        account = handle.account if handle else self._pick_account()
+        client = self._client(account)
+
+        for attempt in (1, 2):
+            if handle is None or handle.is_expired(self.clock()):
+                handle = client.create_conversation(account=account)
+                log.info(
+                    "event=upstream_conversation_created attempt=%d seeded_messages=%d", attempt, len(seed)
+                )
+            fresh = handle.invocation == 0
+            turn = TurnInput(
+                text=request.prompt,
+                tone=spec.tone,
+                gpt4_turbo=spec.gpt4_turbo,
+                history=tuple((m["role"], m["content"]) for m in seed) if fresh else (),
+                system=conversation.system if fresh else "",
+                max_context_chars=self.settings.context_max_chars,
+            )
+            streamed = False
+            try:
+                done = None
+                for event in client.stream_turn(handle, turn, should_stop=self._cancelled.is_set):
+                    streamed = streamed or isinstance(event, TextDelta)
+                    if isinstance(event, Done):
+                        done = event
+                    else:
+                        self._relay(publisher, event)
+            except (ConversationExpired, ConversationLimitReached) as exc:
+                if streamed or attempt == 2:
+                    raise
+                log.info("event=upstream_rollover reason=%s", exc.__class__.__name__)
+                handle = None
+                continue
+            break
+
+        if self._cancelled.is_set():
+            log.info("event=turn_cancelled")
+            return {"status": "cancelled"}
+        if done is None:
+            raise ProtocolError("the upstream ended the turn without an answer")
+        conversation.messages = [
+            *(conversation.messages if request.continues else request.history),
+            {"role": "user", "content": request.prompt},
+            {"role": "assistant", "content": done.text},
+        ]
+        conversation.handle = handle.to_json()
+        publisher.finish(
+            {"type": "done", "text": done.text, "finish_reason": done.finish_reason},
+            extra=lambda pipe: self.store.save(conversation, pipe, request.completion_id),
+        )
+        return {"status": "done", "conversation_id": conversation.id, "finish_reason": done.finish_reason}
+
+    def _load_conversation(self) -> Conversation:
+        request = self.request
+        if not request.continues:
+            return Conversation(
+                id=request.conversation_id, owner=request.owner, model=request.model, system=request.system
+            )
+        conversation = self.store.get(request.conversation_id)
+        if conversation is None or conversation.owner != request.owner:
+            raise NotFound(
+                f"No conversation found with id '{request.conversation_id}'.",
+                code="conversation_not_found",
+                param="id",
+            )
+        return conversation
+
+    def _pick_account(self) -> int:
+        """Round-robin new upstream conversations over the configured accounts."""
+        accounts = len(self.settings.upstream_cookies)
+        if accounts <= 1:
+            return 0
+        return int(self.redis.incr("upstream:accounts:next")) % accounts
+
+    def _client(self, account: int) -> BingClient:
+        cookies = self.settings.upstream_cookies
+        return BingClient(
+            create_url=self.settings.bing_create_url,
+            chathub_url=self.settings.bing_chathub_url,
+            cookies=cookies[account % len(cookies)] if cookies else "",
+            connect_timeout=self.settings.upstream_connect_timeout,
+            first_token_timeout=self.settings.upstream_first_token_timeout,
+            idle_timeout=self.settings.upstream_idle_timeout,
+        )
+
+    def _relay(self, publisher: Publisher, event: Event) -> None:
+        if isinstance(event, TextDelta):
+            publisher.delta(event.text)
+        elif isinstance(event, Progress):
+            publisher.event({"type": "progress", "kind": event.kind, "text": event.text})
+        elif isinstance(event, Citation):
+            publisher.event(
+                {"type": "citation", "index": event.index, "url": event.url, "title": event.title}
+            )
+        elif isinstance(event, Suggestions):
+            publisher.event({"type": "suggestions", "items": list(event.items)})
+        elif isinstance(event, Limits):
+            publisher.event({"type": "limits", "used": event.used, "max": event.max})
+
+    def _watch(self) -> None:
+        """Refresh the liveness lease and notice cancellation until the turn stops."""
+        completion_id = self.request.completion_id
+        lease_every = max(1.0, self.settings.worker_lease_seconds / 3)
+        last_lease = time.monotonic()
+        while not self._stopped.wait(CANCEL_POLL_SECONDS):
+            try:
+                with self.redis.pipeline(transaction=False) as pipe:
+                    pipe.exists(cancel_key(completion_id))
+                    if time.monotonic() - last_lease >= lease_every:
+                        pipe.set(lease_key(completion_id), b"1", ex=self.settings.worker_lease_seconds)
+                        last_lease = time.monotonic()
+                    cancelled = pipe.execute()[0]
+            except Exception:
+                log.warning("event=turn_watch_failed", exc_info=True)
+                continue
+            if cancelled:
+                self._cancelled.set()
+                return
+
+
+def _describe(exc: BaseException) -> BaseException:
+    """Give failures that are not upstream errors a client-facing meaning."""
+    if isinstance(exc, JobTimeoutException):
+        return ApiError("The turn took longer than JOB_TIMEOUT allows.", status=504, code="turn_timeout")
+    if isinstance(exc, WorkerShutdown):
+        return ApiError(
+            "The worker restarted while running this turn; please retry.",
+            status=503,
+            code="worker_restarting",
+            should_retry=True,
+        )
+    return exc
