@@ -54,7 +54,9 @@ def test_one_process_runs_many_jobs_at_once(worker: WorkerProcess, queue: Queue,
     assert int(redis_client.get("conc:max")) >= 15
 
 
-def test_concurrency_is_capped_by_the_setting(worker_env: dict[str, str], queue: Queue, redis_client: Redis) -> None:
+def test_concurrency_is_capped_by_the_setting(
+    worker_env: dict[str, str], queue: Queue, redis_client: Redis
+) -> None:
     process = WorkerProcess(dict(worker_env, WORKER_CONCURRENCY="3")).start()
     try:
         for _ in range(7):
@@ -77,7 +79,9 @@ def test_registries_tell_the_truth(worker: WorkerProcess, queue: Queue, redis_cl
     assert ok.return_value(refresh=True) == "ok"
 
 
-def test_job_timeout_is_enforced_in_the_greenlet(worker: WorkerProcess, queue: Queue, redis_client: Redis) -> None:
+def test_job_timeout_is_enforced_in_the_greenlet(
+    worker: WorkerProcess, queue: Queue, redis_client: Redis
+) -> None:
     slow = queue.enqueue("tests.support.jobs.track", "slow", 30.0, job_timeout=1)
     quick = queue.enqueue("tests.support.jobs.track", "quick", 0.0)
     wait_for(lambda: slow.get_status(refresh=True) == JobStatus.FAILED)
