@@ -1,0 +1,131 @@
+"""Server-sent events: the one function every SSE byte goes through, and the stream body.
+
+OpenAI streams `data: <json>\\n\\n` frames and ends with `data: [DONE]\\n\\n`. We also
+send comment frames (`: text\\n\\n`), which every SSE parser ignores, for progress
+notes and keep-alive heartbeats that stop proxies from closing an idle stream.
+A newline inside a comment would end it early and turn the rest into a field line,
+so comments are flattened to one line.
+"""
+
+from __future__ import annotations
+
+import itertools
+import json
+import logging
+from collections.abc import Callable, Iterator, Mapping
+from typing import Any
+
+from service.errors import ApiError
+from service.web.openai_format import Answer, ChunkBuilder
+
+log = logging.getLogger(__name__)
+
+DONE = "[DONE]"
+
+
+def frame(data: Mapping[str, Any] | str | None = None, *, comment: str | None = None) -> str:
+    """One SSE frame: a JSON `data:` frame, the literal `[DONE]` frame, or a comment.
+
+    Pass a mapping for a JSON event, `DONE` for the terminator, or `comment=` for a
+    comment line.
+    """
+    if comment is not None:
+        flat = " ".join(comment.replace("\r", "\n").split("\n")).strip()
+        return f": {flat}\n\n"
+    if data == DONE:
+        return f"data: {DONE}\n\n"
+    if not isinstance(data, Mapping):
+        raise TypeError("an SSE data frame needs a mapping or DONE")
+    # json.dumps escapes control characters, so the payload is always one line.
+    return f"data: {json.dumps(data, separators=(',', ':'), ensure_ascii=False)}\n\n"
+
+
+class EventStream:
+    """The SSE body of a streamed completion, built from relay events (`first`, then `events`).
+
+    Sends the role chunk, text as content chunks, progress notes and heartbeats as
+    comments, then annotations, the finish chunk, the usage chunk if asked for, and
+    `[DONE]`. An error after the stream began is sent as an `{"error": …}` frame, the
+    only way left once the 200 is out. It takes plain arguments, not the request
+    context, because it is iterated after the view has returned.
+
+    `on_close(finished)` runs exactly once, when the WSGI server closes the body (as
+    PEP 3333 requires, also when the client went away mid-stream) or when it is
+    exhausted; `finished` is False if no terminal event was sent, so the caller can
+    cancel the job. A class rather than a bare generator because closing a generator
+    that never started skips its `finally`.
+    """
+
+    def __init__(
+        self,
+        events: Iterator[dict[str, Any] | None],
+        first: dict[str, Any] | None,
+        *,
+        chunks: ChunkBuilder,
+        answer: Answer,
+        on_close: Callable[[bool], None],
+    ) -> None:
+        self.finished = False
+        self._chunks = chunks
+        self._answer = answer
+        self._on_close = on_close
+        self._closed = False
+        self._frames = self._generate(itertools.chain([first] if first is not None else [], events))
+
+    def __iter__(self) -> EventStream:
+        return self
+
+    def __next__(self) -> str:
+        try:
+            return next(self._frames)
+        except StopIteration:
+            self.close()
+            raise
+
+    def close(self) -> None:
+        """Stop streaming and run the clean-up once (the client went away, or we are done)."""
+        if self._closed:
+            return
+        self._closed = True
+        try:
+            self._frames.close()
+        finally:
+            self._on_close(self.finished)
+
+    def _generate(self, events: Iterator[dict[str, Any] | None]) -> Iterator[str]:
+        chunks, answer = self._chunks, self._answer
+        try:
+            yield frame(chunks.role())
+            for event in events:
+                if event is None:
+                    yield frame(comment="keep-alive")
+                    continue
+                kind = event.get("type")
+                if kind == "delta":
+                    answer.add(event)
+                    yield frame(chunks.content(str(event.get("text", ""))))
+                elif kind == "progress":
+                    yield frame(comment=str(event.get("text", "")))
+                elif kind == "done":
+                    self.finished = True
+                    if not answer.deltas and event.get("text"):
+                        yield frame(chunks.content(str(event["text"])))
+                    answer.add(event)
+                    if answer.citations:
+                        yield frame(chunks.annotations(answer.annotations()))
+                    yield frame(chunks.finish(answer.finish_reason))
+                    if chunks.include_usage:
+                        yield frame(chunks.usage(answer.usage()))
+                    yield frame(DONE)
+                    return
+                elif kind == "error":
+                    self.finished = True
+                    yield frame(ApiError.from_event(event.get("error") or {}).body())
+                    yield frame(DONE)
+                    return
+                else:
+                    answer.add(event)  # citations (and suggestions, limits) are kept for the end
+        except Exception as exc:  # e.g. Redis failed mid-stream: tell the client, then end
+            log.error("event=stream_failed error=%s", exc.__class__.__name__, exc_info=True)
+            yield frame(ApiError.from_exception(exc).body())
+            yield frame(DONE)
