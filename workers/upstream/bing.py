@@ -1,0 +1,273 @@
+"""The Bing Chat (ChatHub) client: the pure dialect driven over the transport.
+
+`BingClient.create_conversation` makes an upstream conversation and returns its
+persistable `BingHandle`; `BingClient.stream_turn` runs one turn on a fresh websocket
+(the norm for ChatHub clients, A1.3) and yields dialect-neutral events. This is where
+the turn's deadlines live: a generous one for the first token (Bing may search the
+web first) and a shorter idle one between frames, plus a cancellation poll so a
+client that went away frees the worker within half a second.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+import uuid
+from collections.abc import Callable, Iterator
+from datetime import datetime
+from typing import Any
+from urllib.parse import quote
+
+import requests
+
+from workers.upstream import chathub
+from workers.upstream.chathub import BingHandle, ChatHubDecoder, TurnInput
+from workers.upstream.errors import Interrupted, ProtocolError, UpstreamError, UpstreamTimeout
+from workers.upstream.events import Done, Event, Limits
+from workers.upstream.transport import WebSocketTransport, http_get
+
+log = logging.getLogger(__name__)
+
+BUNDLE_VERSION = "1.1816.0"
+ORIGIN = "https://www.bing.com"
+USER_AGENT = (
+    "Mozilla/5.0 (Windows NT 10.0; Win64; x64) AppleWebKit/537.36 (KHTML, like Gecko) "
+    "Chrome/120.0.0.0 Safari/537.36 Edg/120.0.0.0"
+)
+PING_INTERVAL = 15.0  # node-chatgpt-api's keepalive; Bing drops sockets silent for ~40 s
+STOP_POLL = 0.5  # how long a cancelled turn may keep the worker
+
+
+def _new_id() -> str:
+    return str(uuid.uuid4())
+
+
+def _closed_error(partial: str) -> UpstreamError:
+    """What a socket that died before `Done` means for the turn: partial text or no reply."""
+    if partial:
+        return Interrupted("Bing closed the connection mid-answer", partial=partial)
+    return UpstreamError("upstream closed the connection without replying")
+
+
+def _local_timestamp(epoch: float) -> str:
+    """Local ISO-8601 time with offset, as a browser sends in `message.timestamp`."""
+    return datetime.fromtimestamp(epoch).astimezone().isoformat(timespec="seconds")
+
+
+class BingClient:
+    """Talks to one Bing account (one cookie string) over ChatHub."""
+
+    def __init__(
+        self,
+        *,
+        # where
+        create_url: str,
+        chathub_url: str,
+        # who
+        cookies: str = "",
+        # how long
+        connect_timeout: float = 10.0,
+        first_token_timeout: float = 60.0,
+        idle_timeout: float = 30.0,
+        ping_interval: float = PING_INTERVAL,
+        # collaborators
+        clock: Callable[[], float] = time.time,
+        new_id: Callable[[], str] = _new_id,
+        transport_factory: Callable[[], WebSocketTransport] = WebSocketTransport,
+        session: requests.Session | None = None,
+        logger: logging.Logger | None = None,
+    ) -> None:
+        self._create_url = create_url
+        self._chathub_url = chathub_url
+        self._cookies = cookies
+        self._connect_timeout = connect_timeout
+        self._first_token_timeout = first_token_timeout
+        self._idle_timeout = idle_timeout
+        self._ping_interval = ping_interval
+        self._clock = clock
+        self._new_id = new_id
+        self._transport_factory = transport_factory
+        self._session = session
+        self._log = logger or log
+
+    def create_conversation(self, *, account: int = 0) -> BingHandle:
+        """Create an upstream conversation; `account` is recorded so resumes use the same cookies."""
+        url = self._create_url
+        if "?" not in url:
+            url += f"?bundleVersion={BUNDLE_VERSION}"
+        headers = {
+            "User-Agent": USER_AGENT,
+            "Accept": "application/json",
+            "Accept-Language": "en-US,en;q=0.9",
+            "Referer": f"{ORIGIN}/search?q=Bing+AI&showconv=1",
+            "x-ms-client-request-id": self._new_id(),
+        }
+        if self._cookies:
+            headers["Cookie"] = self._cookies
+        status, response_headers, body = http_get(
+            url, headers=headers, timeout=self._connect_timeout, session=self._session
+        )
+        handle = chathub.parse_create_response(
+            status, response_headers, body, now=self._clock(), account=account
+        )
+        self._log.info(
+            "event=bing_conversation_created account=%d anonymous=%s",
+            account,
+            "BingProdUnAuthenticatedUsers" in handle.conversation_id,
+        )
+        return handle
+
+    def stream_turn(
+        self, handle: BingHandle, turn: TurnInput, *, should_stop: Callable[[], bool] = lambda: False
+    ) -> Iterator[Event]:
+        """Run one turn and yield its events, ending with `Done` (or nothing if stopped).
+
+        On success the handle is updated in place (next invocation, turn counters,
+        expiry) before `Done` is yielded, so a consumer that stops at `Done` still
+        persists the right state. The socket is closed on every exit path.
+        """
+        decoder = ChatHubDecoder(account=handle.account)
+        transport = self._transport_factory()
+        started = time.monotonic()
+        try:
+            transport.open(
+                self._socket_url(handle), headers=self._socket_headers(), timeout=self._connect_timeout
+            )
+            pending = self._handshake(transport, should_stop)
+            if pending is None:
+                return
+            invocation = chathub.build_invocation(
+                handle,
+                turn,
+                request_id=self._new_id(),
+                trace_id=self._new_id().replace("-", ""),
+                timestamp=_local_timestamp(self._clock()),
+            )
+            try:
+                transport.send(chathub.PING)
+                transport.send(invocation)
+            except Interrupted as exc:
+                raise _closed_error("") from exc
+            for event in self._read(transport, decoder, pending, should_stop):
+                if isinstance(event, Done):
+                    self._advance(handle, decoder)
+                    self._log.info(
+                        "event=bing_turn_done invocation=%d chars=%d finish_reason=%s seconds=%.2f",
+                        handle.invocation,
+                        len(event.text),
+                        event.finish_reason,
+                        time.monotonic() - started,
+                    )
+                yield event
+                if isinstance(event, Done):
+                    return
+        except UpstreamError as exc:
+            self._log.info("event=bing_turn_failed error=%s", type(exc).__name__)
+            raise
+        finally:
+            transport.close()
+
+    def _socket_url(self, handle: BingHandle) -> str:
+        if not handle.encrypted_signature:
+            return self._chathub_url  # pre-Oct-2023 conversations carry no token
+        joiner = "&" if "?" in self._chathub_url else "?"
+        return f"{self._chathub_url}{joiner}sec_access_token={quote(handle.encrypted_signature, safe='')}"
+
+    def _socket_headers(self) -> dict[str, str]:
+        headers = {
+            "Origin": ORIGIN,
+            "User-Agent": USER_AGENT,
+            "Cache-Control": "no-cache",
+            "Pragma": "no-cache",
+        }
+        if self._cookies:
+            headers["Cookie"] = self._cookies
+        return headers
+
+    def _handshake(
+        self, transport: WebSocketTransport, should_stop: Callable[[], bool]
+    ) -> list[dict[str, Any]] | None:
+        """Send the SignalR handshake and wait for `{}`; returns records that came with it.
+
+        None means `should_stop` fired while waiting.
+        """
+        deadline = time.monotonic() + self._connect_timeout
+        sent = False
+        while True:
+            if should_stop():
+                self._log.info("event=bing_turn_cancelled stage=handshake")
+                return None
+            remaining = deadline - time.monotonic()
+            if remaining <= 0:
+                raise UpstreamTimeout(f"no ChatHub handshake reply within {self._connect_timeout:g}s")
+            try:
+                if not sent:
+                    transport.send(chathub.HANDSHAKE)
+                    sent = True
+                message = transport.recv(min(STOP_POLL, remaining))
+            except Interrupted as exc:
+                raise UpstreamError("the upstream closed the connection during the handshake") from exc
+            if message is None:
+                continue
+            records = [r for r in chathub.split_records(message) if r.get("type") != 6]
+            if not records:
+                continue
+            ack, rest = records[0], records[1:]
+            if ack.get("error"):
+                raise UpstreamError(f"ChatHub refused the handshake: {ack['error']}")
+            if ack:
+                raise ProtocolError("ChatHub answered the handshake with something other than {}")
+            return rest
+
+    def _read(
+        self,
+        transport: WebSocketTransport,
+        decoder: ChatHubDecoder,
+        pending: list[dict[str, Any]],
+        should_stop: Callable[[], bool],
+    ) -> Iterator[Event]:
+        """Events until `Done`, enforcing the first-token and idle deadlines."""
+        now = time.monotonic()
+        deadline = now + self._first_token_timeout
+        answering = False  # a meaningful event arrived; from then on the idle deadline applies
+        last_sent = now
+        while True:
+            for record in pending:
+                if record.get("type") == 6:
+                    continue  # our own pings keep the socket alive; no need to echo
+                events = decoder.feed(record)
+                if any(not isinstance(event, Limits) for event in events):
+                    answering = True
+                if answering:
+                    deadline = time.monotonic() + self._idle_timeout
+                yield from events
+                if decoder.done:
+                    return
+            if should_stop():
+                self._log.info("event=bing_turn_cancelled stage=stream chars=%d", len(decoder.text))
+                return
+            now = time.monotonic()
+            if now >= deadline:
+                raise UpstreamTimeout(
+                    f"Bing went silent for {self._idle_timeout:g}s mid-answer"
+                    if answering
+                    else f"Bing did not start answering within {self._first_token_timeout:g}s"
+                )
+            try:
+                if now - last_sent >= self._ping_interval:
+                    transport.send(chathub.PING)
+                    last_sent = now
+                wait = min(STOP_POLL, deadline - now, last_sent + self._ping_interval - now)
+                message = transport.recv(max(wait, 0.001))
+            except Interrupted as exc:
+                raise _closed_error(decoder.text) from exc
+            pending = chathub.split_records(message) if message is not None else []
+
+    def _advance(self, handle: BingHandle, decoder: ChatHubDecoder) -> None:
+        """Record a completed turn on the handle so the next one resumes correctly."""
+        handle.invocation += 1
+        if decoder.limits is not None:
+            handle.turns_used, handle.turns_max = decoder.limits.used, decoder.limits.max
+        expires_at = chathub.parse_expiry(decoder.expiry_time)
+        if expires_at is not None:
+            handle.expires_at = expires_at

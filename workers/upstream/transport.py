@@ -1,0 +1,171 @@
+"""The only module that touches the network on the worker's upstream side.
+
+Dialects (`workers.upstream.chathub`) are pure; this module owns the websocket
+(`websocket-client`, which gevent's monkey-patching makes cooperative in the worker)
+and the plain HTTP calls (`requests`), their timeouts and retries, and maps every
+low-level failure onto the `workers.upstream.errors` tree, so callers never see a
+socket or library exception.
+
+URLs may carry credentials (ChatHub's `sec_access_token`), so anything logged or put
+in an error message goes through `redact_url` first.
+"""
+
+from __future__ import annotations
+
+import logging
+import socket
+import time
+from collections.abc import Callable, Mapping
+from urllib.parse import urlsplit
+
+import requests
+import websocket
+
+from workers.upstream.errors import Interrupted, Throttled, Unauthorized, UpstreamError, UpstreamTimeout
+
+log = logging.getLogger(__name__)
+
+
+def redact_url(url: str) -> str:
+    """The URL without its query and credentials: safe to log."""
+    parts = urlsplit(url)
+    host = parts.hostname or ""
+    port = f":{parts.port}" if parts.port else ""
+    return f"{parts.scheme}://{host}{port}{parts.path}"
+
+
+class WebSocketTransport:
+    """One websocket connection with per-call receive deadlines.
+
+    `recv` returns None when nothing arrived in time, so the caller keeps its own
+    deadlines (first token, idle) and can poll for cancellation between slices.
+    A close or reset raises `Interrupted`; the caller knows whether text had streamed.
+    """
+
+    def __init__(self, *, close_timeout: float = 0.5, logger: logging.Logger | None = None) -> None:
+        self._ws: websocket.WebSocket | None = None
+        self._close_timeout = close_timeout
+        self._log = logger or log
+        self._where = ""
+
+    def open(self, url: str, *, headers: Mapping[str, str], timeout: float) -> None:
+        """Connect and upgrade; raise `Unauthorized`/`Throttled`/`UpstreamTimeout`/`UpstreamError`.
+
+        `Origin` and `Cookie` are handed to websocket-client separately because it
+        would otherwise add an Origin of its own next to ours.
+        """
+        self._where = redact_url(url)
+        extra = {key: value for key, value in headers.items() if key.lower() not in ("origin", "cookie")}
+        origin = next((v for k, v in headers.items() if k.lower() == "origin"), None)
+        cookie = next((v for k, v in headers.items() if k.lower() == "cookie"), None)
+        try:
+            self._ws = websocket.create_connection(
+                url,
+                timeout=timeout,
+                header=[f"{key}: {value}" for key, value in extra.items()],
+                origin=origin,
+                cookie=cookie or None,
+                enable_multithread=False,
+            )
+        except websocket.WebSocketBadStatusException as exc:
+            raise _handshake_error(exc.status_code, self._where) from exc
+        except (websocket.WebSocketTimeoutException, TimeoutError) as exc:
+            raise UpstreamTimeout(f"no websocket handshake from {self._where} within {timeout:g}s") from exc
+        except (websocket.WebSocketAddressException, socket.gaierror) as exc:
+            raise UpstreamError(f"cannot resolve the upstream host of {self._where}: {exc}") from exc
+        except ConnectionRefusedError as exc:
+            raise UpstreamError(f"the upstream refused the connection to {self._where}") from exc
+        except (websocket.WebSocketException, OSError) as exc:
+            raise UpstreamError(f"cannot open the websocket to {self._where}: {exc}") from exc
+        self._log.debug("event=ws_open url=%s", self._where)
+
+    def send(self, text: str) -> None:
+        """Send one text message; a dead socket raises `Interrupted`."""
+        if self._ws is None:
+            raise Interrupted("the upstream websocket is not open")
+        try:
+            self._ws.send(text)
+        except (websocket.WebSocketException, OSError) as exc:
+            raise Interrupted(f"the upstream websocket failed while sending: {exc}") from exc
+
+    def recv(self, timeout: float) -> str | None:
+        """The next text message, or None if none arrived within `timeout` seconds."""
+        if self._ws is None:
+            raise Interrupted("the upstream websocket is not open")
+        try:
+            self._ws.settimeout(max(timeout, 0.001))
+            data = self._ws.recv()
+        except (websocket.WebSocketTimeoutException, TimeoutError):
+            return None
+        except websocket.WebSocketConnectionClosedException as exc:
+            raise Interrupted("the upstream closed the websocket") from exc
+        except (websocket.WebSocketException, OSError) as exc:
+            raise Interrupted(f"the upstream websocket failed: {exc}") from exc
+        if isinstance(data, bytes):
+            return data.decode("utf-8", errors="replace")
+        if data == "":  # websocket-client's way of reporting a close frame
+            raise Interrupted("the upstream closed the websocket")
+        return data
+
+    def close(self) -> None:
+        """Close the socket; safe to call twice and never raises, so it fits `finally`."""
+        ws, self._ws = self._ws, None
+        if ws is None:
+            return
+        try:
+            ws.close(timeout=self._close_timeout)
+        except Exception:  # closing a broken socket must not mask the real error
+            self._log.debug("event=ws_close_failed url=%s", self._where, exc_info=True)
+        finally:
+            try:
+                ws.shutdown()
+            except Exception:
+                pass
+        self._log.debug("event=ws_closed url=%s", self._where)
+
+
+def _handshake_error(status: int, where: str) -> UpstreamError:
+    if status in (401, 403):
+        return Unauthorized(
+            f"the upstream refused the websocket at {where} with HTTP {status}; "
+            "refresh the Bing cookies in UPSTREAM_COOKIES"
+        )
+    if status == 429:
+        return Throttled(f"the upstream rate-limited the websocket at {where} (HTTP 429)")
+    return UpstreamError(f"the websocket handshake at {where} failed with HTTP {status}")
+
+
+def http_get(
+    url: str,
+    *,
+    headers: Mapping[str, str],
+    timeout: float,
+    session: requests.Session | None = None,
+    retries: int = 2,
+    backoff: float = 0.5,
+    sleep: Callable[[float], None] = time.sleep,
+) -> tuple[int, Mapping[str, str], bytes]:
+    """GET and return (status, headers, body), retrying briefly on what is transient.
+
+    Only connection failures and 5xx are retried (Cloudflare hiccups); other statuses
+    are returned for the dialect to judge. A timeout is not retried, since it already
+    spent the caller's budget, and becomes `UpstreamTimeout`.
+    """
+    where = redact_url(url)
+    getter = session.get if session is not None else requests.get
+    for attempt in range(retries + 1):
+        last = attempt == retries
+        try:
+            response = getter(url, headers=dict(headers), timeout=timeout, allow_redirects=False)
+        except requests.Timeout as exc:
+            raise UpstreamTimeout(f"no answer from {where} within {timeout:g}s") from exc
+        except requests.RequestException as exc:
+            if last:
+                raise UpstreamError(f"cannot reach {where}: {type(exc).__name__}") from exc
+            log.info("event=http_retry url=%s attempt=%d error=%s", where, attempt + 1, type(exc).__name__)
+        else:
+            if response.status_code < 500 or last:
+                return response.status_code, response.headers, response.content
+            log.info("event=http_retry url=%s attempt=%d status=%d", where, attempt + 1, response.status_code)
+        sleep(backoff * (attempt + 1))
+    raise AssertionError("unreachable")  # the loop always returns or raises
