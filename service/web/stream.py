@@ -1,0 +1,108 @@
+"""Watching one completion's relay events until it ends, so a client never waits forever.
+
+The web process only learns about a turn through the relay. If no worker takes the
+job, or the worker running it dies, no terminal event will ever come; `watch` notices
+both from Redis alone and synthesizes the terminal error the client should get:
+
+- the worker's liveness lease (`service.turns.lease_key`) never appeared within
+  `QUEUE_WAIT_TIMEOUT` → 503: no worker picked the request up;
+- the lease appeared and then expired with no terminal event in the replay log →
+  502 `worker_lost`.
+
+Synthesized errors carry `"synthetic": True`: the job may still be queued or
+running, so the caller should cancel it. `watch` also yields `None` after every
+`SSE_HEARTBEAT_SECONDS` of silence, so a streaming caller can send a keep-alive
+comment without a timer of its own.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections.abc import Callable, Iterator
+from typing import Any
+
+from redis import Redis
+
+from service.errors import ApiError, ServiceUnavailable
+from service.relay import TERMINAL, Subscription
+from service.settings import Settings
+from service.turns import lease_key
+
+log = logging.getLogger(__name__)
+
+SLICE_SECONDS = 1.0  # longest single wait on the subscription; bounds how late we notice a dead worker
+
+
+def no_worker_event(waited: float) -> dict[str, Any]:
+    """The terminal error for a job that no worker picked up in time."""
+    error = ServiceUnavailable(
+        f"No worker picked up this request within {waited:g} s; is a worker process running?",
+        should_retry=True,
+    )
+    return {"type": "error", "error": error.to_event(), "synthetic": True}
+
+
+def worker_lost_event() -> dict[str, Any]:
+    """The terminal error for a turn whose worker stopped without finishing it."""
+    error = ApiError(
+        "The worker running this request stopped before finishing; please retry.",
+        status=502,
+        code="worker_lost",
+        should_retry=True,
+    )
+    return {"type": "error", "error": error.to_event(), "synthetic": True}
+
+
+def watch(
+    sub: Subscription,
+    redis: Redis,
+    completion_id: str,
+    settings: Settings,
+    clock: Callable[[], float] = time.monotonic,
+    *,
+    hold: float | None = None,
+) -> Iterator[dict[str, Any] | None]:
+    """Yield the completion's events in order through the terminal one; `None` on silence.
+
+    `None` comes after `settings.sse_heartbeat_seconds` without anything yielded. With
+    `hold`, the first `None` comes after `hold` seconds instead: a streaming view uses
+    it to wait a bounded time for the first event before committing to a 200.
+    """
+    started = clock()
+    last_yield = started
+    quiet_limit = settings.sse_heartbeat_seconds if hold is None else hold
+    picked_up = False
+    while True:
+        now = clock()
+        wait = min(SLICE_SECONDS, quiet_limit - (now - last_yield))
+        if not picked_up:
+            wait = min(wait, settings.queue_wait_timeout - (now - started))
+        event = sub.next(timeout=max(0.01, wait))
+        if event is None:
+            # Read the lease before the log: a worker logs its terminal event before
+            # dropping the lease, so "lease gone and nothing new in the log" really
+            # means the worker is gone. The log also fills any pub/sub gap.
+            alive = bool(redis.exists(lease_key(completion_id)))
+            if sub.catch_up():
+                continue  # the backlog is returned by the next `sub.next` at once
+            picked_up = picked_up or alive
+            if picked_up and not alive:
+                log.warning("event=worker_lost completion_id=%s", completion_id)
+                yield worker_lost_event()
+                return
+            waited = clock() - started
+            if not picked_up and waited >= settings.queue_wait_timeout:
+                log.warning("event=no_worker completion_id=%s waited=%.1f", completion_id, waited)
+                yield no_worker_event(settings.queue_wait_timeout)
+                return
+            if clock() - last_yield >= quiet_limit:
+                quiet_limit = settings.sse_heartbeat_seconds
+                last_yield = clock()
+                yield None
+            continue
+        picked_up = True
+        last_yield = clock()
+        yield event
+        if event.get("type") in TERMINAL:
+            return
