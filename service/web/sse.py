@@ -51,9 +51,10 @@ class EventStream:
 
     `on_close(finished)` runs exactly once, when the WSGI server closes the body (as
     PEP 3333 requires, also when the client went away mid-stream) or when it is
-    exhausted; `finished` is False if no terminal event was sent, so the caller can
-    cancel the job. A class rather than a bare generator because closing a generator
-    that never started skips its `finally`.
+    exhausted; `finished` is False unless the worker itself ended the turn (a
+    terminal event it published), so the caller knows to cancel the job. A class
+    rather than a bare generator because closing a generator that never started
+    skips its `finally`.
     """
 
     def __init__(
@@ -107,7 +108,7 @@ class EventStream:
                 elif kind == "progress":
                     yield frame(comment=str(event.get("text", "")))
                 elif kind == "done":
-                    self.finished = True
+                    self.finished = not event.get("synthetic", False)
                     if not answer.deltas and event.get("text"):
                         yield frame(chunks.content(str(event["text"])))
                     answer.add(event)
@@ -119,7 +120,7 @@ class EventStream:
                     yield frame(DONE)
                     return
                 elif kind == "error":
-                    self.finished = True
+                    self.finished = not event.get("synthetic", False)
                     yield frame(ApiError.from_event(event.get("error") or {}).body())
                     yield frame(DONE)
                     return

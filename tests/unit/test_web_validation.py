@@ -125,64 +125,65 @@ def _user_then(message: dict[str, Any]) -> list[dict[str, Any]]:
     return [message, USER]
 
 
-@pytest.mark.parametrize(
-    ("body", "param"),
-    [
-        ({"messages": [USER]}, "model"),
-        ({"model": 4, "messages": [USER]}, "model"),
-        ({"model": "gpt-4"}, "messages"),
-        (ok(messages=[]), "messages"),
-        (ok(messages="hi"), "messages"),
-        (ok(messages=["hi"]), "messages[0]"),
-        (ok(messages=_user_then({"content": "x"})), "messages[0].role"),
-        (ok(messages=_user_then({"role": "bot", "content": "x"})), "messages[0].role"),
-        (ok(messages=_user_then({"role": "user"})), "messages[0].content"),
-        (ok(messages=_user_then({"role": "system", "content": None})), "messages[0].content"),
-        (ok(messages=_user_then({"role": "user", "content": 5})), "messages[0].content"),
-        (ok(messages=_user_then({"role": "user", "content": ["x"]})), "messages[0].content[0]"),
-        (
-            ok(messages=_user_then({"role": "user", "content": [{"text": "x"}]})),
-            "messages[0].content[0].type",
+# Every validation error, with the param it must name; also replayed over HTTP in test_web_app.
+ERROR_CASES: list[tuple[dict[str, Any], str]] = [
+    ({"messages": [USER]}, "model"),
+    ({"model": 4, "messages": [USER]}, "model"),
+    ({"model": "gpt-4"}, "messages"),
+    (ok(messages=[]), "messages"),
+    (ok(messages="hi"), "messages"),
+    (ok(messages=["hi"]), "messages[0]"),
+    (ok(messages=_user_then({"content": "x"})), "messages[0].role"),
+    (ok(messages=_user_then({"role": "bot", "content": "x"})), "messages[0].role"),
+    (ok(messages=_user_then({"role": "user"})), "messages[0].content"),
+    (ok(messages=_user_then({"role": "system", "content": None})), "messages[0].content"),
+    (ok(messages=_user_then({"role": "user", "content": 5})), "messages[0].content"),
+    (ok(messages=_user_then({"role": "user", "content": ["x"]})), "messages[0].content[0]"),
+    (
+        ok(messages=_user_then({"role": "user", "content": [{"text": "x"}]})),
+        "messages[0].content[0].type",
+    ),
+    (
+        ok(
+            messages=_user_then(
+                {"role": "user", "content": [{"type": "text", "text": "a"}, {"type": "text"}]}
+            )
         ),
-        (
-            ok(
-                messages=_user_then(
-                    {"role": "user", "content": [{"type": "text", "text": "a"}, {"type": "text"}]}
-                )
-            ),
-            "messages[0].content[1].text",
-        ),
-        (
-            ok(messages=_user_then({"role": "user", "content": [{"type": "image_url", "image_url": {}}]})),
-            "messages[0].content[0].type",
-        ),
-        (ok(messages=[USER, {"role": "assistant", "content": "a"}]), "messages"),
-        (
-            ok(messages=[USER, {"role": "assistant", "content": "a"}, {"role": "user", "content": " "}]),
-            "messages[2].content",
-        ),
-        (ok(messages=[{"role": "user", "content": [{"type": "text", "text": "  "}]}]), "messages[0].content"),
-        (ok(stream="true"), "stream"),
-        (ok(stream_options={"include_usage": True}), "stream_options"),
-        (ok(stream=False, stream_options={}), "stream_options"),
-        (ok(stream=True, stream_options="yes"), "stream_options"),
-        (ok(stream=True, stream_options={"include_usage": 1}), "stream_options.include_usage"),
-        (ok(n=2), "n"),
-        (ok(n="1"), "n"),
-        (ok(temperature=2.5), "temperature"),
-        (ok(temperature="hot"), "temperature"),
-        (ok(temperature=True), "temperature"),
-        (ok(top_p=-0.1), "top_p"),
-        (ok(presence_penalty=3), "presence_penalty"),
-        (ok(frequency_penalty=-2.1), "frequency_penalty"),
-        (ok(max_tokens=0), "max_tokens"),
-        (ok(max_tokens=1.5), "max_tokens"),
-        (ok(max_completion_tokens=-1), "max_completion_tokens"),
-        (ok(user=5), "user"),
-        (ok(conversation_id=5), "conversation_id"),
-        (ok(id=["x"]), "id"),
-    ],
-)
+        "messages[0].content[1].text",
+    ),
+    (
+        ok(messages=_user_then({"role": "user", "content": [{"type": "image_url", "image_url": {}}]})),
+        "messages[0].content[0].type",
+    ),
+    (ok(messages=[USER, {"role": "assistant", "content": "a"}]), "messages"),
+    (
+        ok(messages=[USER, {"role": "assistant", "content": "a"}, {"role": "user", "content": " "}]),
+        "messages[2].content",
+    ),
+    (ok(messages=[{"role": "user", "content": [{"type": "text", "text": "  "}]}]), "messages[0].content"),
+    (ok(stream="true"), "stream"),
+    (ok(stream_options={"include_usage": True}), "stream_options"),
+    (ok(stream=False, stream_options={}), "stream_options"),
+    (ok(stream=True, stream_options="yes"), "stream_options"),
+    (ok(stream=True, stream_options={"include_usage": 1}), "stream_options.include_usage"),
+    (ok(n=2), "n"),
+    (ok(n="1"), "n"),
+    (ok(temperature=2.5), "temperature"),
+    (ok(temperature="hot"), "temperature"),
+    (ok(temperature=True), "temperature"),
+    (ok(top_p=-0.1), "top_p"),
+    (ok(presence_penalty=3), "presence_penalty"),
+    (ok(frequency_penalty=-2.1), "frequency_penalty"),
+    (ok(max_tokens=0), "max_tokens"),
+    (ok(max_tokens=1.5), "max_tokens"),
+    (ok(max_completion_tokens=-1), "max_completion_tokens"),
+    (ok(user=5), "user"),
+    (ok(conversation_id=5), "conversation_id"),
+    (ok(id=["x"]), "id"),
+]
+
+
+@pytest.mark.parametrize(("body", "param"), ERROR_CASES)
 def test_every_error_names_its_param(body: dict[str, Any], param: str) -> None:
     with pytest.raises(ApiError) as info:
         parse(body)

@@ -1,0 +1,44 @@
+"""The gateway's web tier: a Flask app that speaks OpenAI's Chat Completions API.
+
+A request is authenticated and validated here, enqueued as an RQ job
+(`workers.jobs.run_turn`), and answered from the events the worker publishes on the
+relay — as one JSON object or as an SSE stream. This package is imported by nothing
+else: shared code lives in plain `service` modules so workers never load Flask.
+
+    create_app(overrides) → Flask app
+      extension    Gateway: settings, Redis, relay hub, conversation store, queue
+      middleware   request ids, CORS, preflight, auth
+      completions  POST …/completions  (validation → enqueue → stream.watch → SSE/JSON)
+      meta         /v1/models, /v1/conversations/<id>, /healthz
+      errors       every failure rendered as OpenAI's error JSON
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Mapping
+
+from flask import Flask
+
+from service.settings import load_settings
+from service.web import completions, errors, meta, middleware
+from service.web.extension import init_app
+
+
+def create_app(overrides: Mapping[str, str] | None = None) -> Flask:
+    """Build the web app from the environment plus `overrides` (tests pass a dict).
+
+    Raises `SettingsError` on a bad or missing setting (REDIS_URL is required), so a
+    misconfigured deploy fails at start-up. Connects to nothing.
+    """
+    settings = load_settings({**os.environ, **(overrides or {})})
+    app = Flask(__name__, static_folder=None)  # an API: no /static route to shadow paths
+    # Flask's JSON provider would sort keys; keep OpenAI's key order on the wire.
+    app.json.sort_keys = False  # type: ignore[attr-defined]
+    init_app(app, settings)
+    middleware.init_app(app)
+    errors.init_app(app)
+    app.register_blueprint(meta.blueprint)
+    # Its catch-all rule loses to every more specific rule, whatever the order.
+    app.register_blueprint(completions.blueprint)
+    return app

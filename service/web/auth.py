@@ -1,0 +1,68 @@
+"""API-key authentication, OpenAI style.
+
+With `API_KEYS` set, every request except health checks and CORS preflights must
+present one of the keys, as `Authorization: Bearer <key>` (what the SDKs send) or an
+`api-key` header (what Azure-style clients send). Keys are compared in constant time
+against every configured key, so response timing does not reveal a key's prefix.
+With no keys configured the gateway is open and any key, or none, is accepted.
+
+Either way the key decides the caller's *owner tag* (`owner_of`, a hash), which scopes
+conversations: one key cannot read or continue another key's conversations. Keys are
+never logged, and the error for an unknown key shows only its ends.
+"""
+
+from __future__ import annotations
+
+import hmac
+import logging
+from collections.abc import Mapping
+
+from service.conversations import owner_of
+from service.errors import AuthenticationFailed
+
+log = logging.getLogger(__name__)
+
+MISSING_KEY = (
+    "You didn't provide an API key. You need to provide your API key in an Authorization header "
+    "using Bearer auth (i.e. Authorization: Bearer YOUR_KEY)."
+)
+
+
+def presented_key(headers: Mapping[str, str]) -> str | None:
+    """The key the request carries (Bearer token first, then `api-key`), or None."""
+    authorization = (headers.get("Authorization") or "").strip()
+    scheme, _, token = authorization.partition(" ")
+    if scheme.lower() == "bearer" and token.strip():
+        return token.strip()
+    api_key = (headers.get("api-key") or "").strip()
+    return api_key or None
+
+
+def mask_key(key: str) -> str:
+    """The key with its middle starred out (`sk-ab**********wxyz`); short keys fully."""
+    hidden = len(key) - 9
+    if hidden < 8:
+        return "*" * len(key)
+    return f"{key[:5]}{'*' * hidden}{key[-4:]}"
+
+
+def is_known(key: str, keys: tuple[str, ...]) -> bool:
+    """Whether `key` is one of `keys`, comparing against all of them in constant time."""
+    candidate = key.encode()
+    found = False
+    for known in keys:
+        found |= hmac.compare_digest(candidate, known.encode())
+    return found
+
+
+def authenticate(headers: Mapping[str, str], keys: tuple[str, ...]) -> str:
+    """The caller's owner tag; raises `AuthenticationFailed` (401) when auth is on and fails."""
+    key = presented_key(headers)
+    if not keys:
+        return owner_of(key or "")
+    if key is None:
+        raise AuthenticationFailed(MISSING_KEY)
+    if not is_known(key, keys):
+        log.info("event=auth_rejected reason=unknown_key")
+        raise AuthenticationFailed(f"Incorrect API key provided: {mask_key(key)}.")
+    return owner_of(key)

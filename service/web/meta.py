@@ -1,0 +1,85 @@
+"""Everything but completions: the model list, stored conversations and the health check.
+
+`/v1/models` lets SDKs and front-ends discover the tone-named models; both the `/v1`
+and bare forms are served because clients differ in how they join the base URL.
+Conversations are readable and deletable only with the key that created them; another
+key's conversation is reported as missing, so ids cannot be probed.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from flask import Blueprint, Response, g, jsonify
+
+from service.errors import NotFound
+from service.models import CATALOG, find_model
+from service.web.errors import error_response, redis_unavailable
+from service.web.extension import gateway
+
+blueprint = Blueprint("meta", __name__)
+
+
+def conversation_not_found(conversation_id: str, param: str | None) -> NotFound:
+    """The 404 for a conversation that does not exist or belongs to another key."""
+    return NotFound(
+        f"No conversation found with id '{conversation_id}'.", param=param, code="conversation_not_found"
+    )
+
+
+@blueprint.get("/v1/models")
+@blueprint.get("/models")
+def list_models() -> Response:
+    """OpenAI's model list: every catalog entry as a model card."""
+    return jsonify({"object": "list", "data": [spec.card() for spec in CATALOG]})
+
+
+@blueprint.get("/v1/models/<path:model_id>")
+@blueprint.get("/models/<path:model_id>")
+def get_model(model_id: str) -> Response:
+    """One model card, or 404 `model_not_found`."""
+    spec = find_model(model_id)
+    if spec is None:
+        raise NotFound(
+            f"The model `{model_id}` does not exist or you do not have access to it.",
+            param="model",
+            code="model_not_found",
+        )
+    return jsonify(spec.card())
+
+
+@blueprint.get("/v1/conversations/<conversation_id>")
+def get_conversation(conversation_id: str) -> Response:
+    """The caller's conversation transcript, as the client saw it."""
+    conversation = gateway().store.get_owned(conversation_id, g.owner)
+    if conversation is None:
+        raise conversation_not_found(conversation_id, None)
+    body: dict[str, Any] = {
+        "id": conversation.id,
+        "object": "conversation",
+        "created": int(conversation.created),
+        "model": conversation.model,
+        "messages": [{"role": m["role"], "content": m["content"]} for m in conversation.messages],
+    }
+    return jsonify(body)
+
+
+@blueprint.delete("/v1/conversations/<conversation_id>")
+def delete_conversation(conversation_id: str) -> Response:
+    """Forget the caller's conversation; the next turn with its id is a 404."""
+    store = gateway().store
+    conversation = store.get_owned(conversation_id, g.owner)
+    if conversation is None:
+        raise conversation_not_found(conversation_id, None)
+    store.delete(conversation.id)
+    return jsonify({"id": conversation.id, "object": "conversation.deleted", "deleted": True})
+
+
+@blueprint.get("/healthz")
+def healthz() -> Response:
+    """200 when this process can reach Redis (load balancers and the launcher poll it)."""
+    try:
+        gateway().redis.ping()
+    except Exception:  # any failure to reach Redis means "not ready", whatever its type
+        return error_response(redis_unavailable())
+    return jsonify({"status": "ok"})
