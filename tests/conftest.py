@@ -8,6 +8,7 @@ import pytest
 from redis import Redis
 
 from service.embedded_redis import EmbeddedRedis
+from tests.support.simulator import SimulatorProcess
 
 
 @pytest.fixture(scope="session")
@@ -32,3 +33,17 @@ def redis_client(redis_url: str) -> Iterator[Redis]:
     client = Redis.from_url(redis_url)
     yield client
     client.close()
+
+
+@pytest.fixture(scope="session")
+def simulator() -> Iterator[SimulatorProcess]:
+    """One ChatHub simulator process for the session (state is NOT reset between tests)."""
+    with SimulatorProcess() as process:
+        yield process
+
+
+@pytest.fixture()
+def sim(simulator: SimulatorProcess) -> Iterator[SimulatorProcess]:
+    """The session's simulator, reset (conversations, counters, config) before the test."""
+    simulator.reset()
+    yield simulator

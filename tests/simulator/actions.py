@@ -1,0 +1,34 @@
+"""The I/O-free steps a turn plan is made of; `turns` yields them, `server` performs them."""
+
+from __future__ import annotations
+
+import dataclasses
+
+
+@dataclasses.dataclass(frozen=True)
+class Send:
+    """Send one websocket text message (possibly several 0x1E records)."""
+
+    message: str
+
+
+@dataclasses.dataclass(frozen=True)
+class Sleep:
+    """Pause the stream."""
+
+    seconds: float
+
+
+@dataclasses.dataclass(frozen=True)
+class Close:
+    """End the socket: a normal close handshake, or an abrupt TCP abort."""
+
+    abrupt: bool = False
+
+
+@dataclasses.dataclass(frozen=True)
+class Hang:
+    """Send nothing more; keep the socket open until the client gives up."""
+
+
+Action = Send | Sleep | Close | Hang

@@ -1,0 +1,198 @@
+"""The simulator's plain-HTTP routes: Bing's conversation create and the `/_sim` control API.
+
+websockets serves HTTP only through `process_request`, so every non-websocket request
+is answered here and `/sydney/ChatHub` falls through (return None) to the websocket
+handshake. One port for both keeps the simulator's address a single URL, like Bing's.
+
+websockets' HTTP parser refuses request bodies (a handshake has none), so
+`BodyAwareConnection` lifts a control request's body off the byte stream before the
+parser sees it; `POST /_sim/config` then reads JSON from the body (or the query string).
+"""
+
+from __future__ import annotations
+
+import email.utils
+import json
+import logging
+import secrets
+from http import HTTPStatus
+from typing import Any
+from urllib.parse import parse_qsl, unquote, urlsplit
+
+from websockets.asyncio.server import ServerConnection
+from websockets.datastructures import Headers
+from websockets.http11 import Request, Response
+
+from tests.simulator import chathub
+from tests.simulator.state import SimulatorState
+
+log = logging.getLogger(__name__)
+
+CHATHUB_PATH = "/sydney/ChatHub"
+CREATE_SUFFIX = "/turing/conversation/create"
+
+
+def json_response(status: int, body: Any, extra: list[tuple[str, str]] | None = None) -> Response:
+    """A complete HTTP/1.1 JSON response; `Connection: close` because websockets closes after it."""
+    payload = json.dumps(body, ensure_ascii=False).encode()
+    code = HTTPStatus(status)
+    headers = Headers(
+        [
+            ("Date", email.utils.formatdate(usegmt=True)),
+            ("Connection", "close"),
+            ("Content-Type", "application/json; charset=utf-8"),
+            ("Content-Length", str(len(payload))),
+            *(extra or []),
+        ]
+    )
+    return Response(code.value, code.phrase, headers, payload)
+
+
+class BodyAwareConnection(ServerConnection):
+    """A `ServerConnection` that lets plain-HTTP requests carry a (small) body.
+
+    It holds incoming bytes until the request head is complete; if the head announces a
+    body, it waits for it, keeps it as `self.body` and passes the head on with
+    `Content-Length: 0`. Once the head has been passed on, bytes flow straight through,
+    so websocket traffic is untouched.
+    """
+
+    MAX_HEAD = 64 * 1024
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self.body = b""
+        self._pending: bytes | None = b""
+
+    def data_received(self, data: bytes) -> None:
+        """asyncio entry point for received bytes (see the class docstring)."""
+        if self._pending is None:
+            super().data_received(data)
+            return
+        pending = self._pending + data
+        head, separator, rest = pending.partition(b"\r\n\r\n")
+        if not separator and len(pending) < self.MAX_HEAD:
+            self._pending = pending
+            return
+        lines = head.split(b"\r\n")
+        length = 0
+        for index, line in enumerate(lines):
+            name, _, value = line.partition(b":")
+            if name.strip().lower() == b"content-length" and value.strip().isdigit():
+                length = int(value.strip())
+                lines[index] = b"Content-Length: 0"
+        if length and len(rest) < length:
+            self._pending = pending
+            return
+        self._pending = None
+        if not separator or not length:
+            super().data_received(pending)
+            return
+        self.body = rest[:length]
+        super().data_received(b"\r\n".join(lines) + separator + rest[length:])
+
+
+def cookies(request: Request) -> dict[str, str]:
+    """The request's cookies by name (lenient: Bing cookie strings are messy)."""
+    jar: dict[str, str] = {}
+    for header in request.headers.get_all("Cookie"):
+        for pair in header.split(";"):
+            name, sep, value = pair.strip().partition("=")
+            if sep:
+                jar[name.strip()] = value.strip()
+    return jar
+
+
+class Routes:
+    """`process_request` for the simulator: answers HTTP, lets the ChatHub upgrade through."""
+
+    def __init__(self, state: SimulatorState) -> None:
+        self.state = state
+
+    def __call__(self, connection: ServerConnection, request: Request) -> Response | None:
+        """Dispatch one request; None means "go on with the websocket handshake"."""
+        url = urlsplit(request.path)
+        path, method = url.path, request.method
+        if path == CHATHUB_PATH:
+            origins = request.headers.get_all("Origin")
+            if len(origins) > 1:
+                # websockets would refuse the upgrade (RFC 6454 allows one Origin); Bing's
+                # front end is not known to, so flag the client bug and carry on.
+                self.state.violation(f"{len(origins)} Origin headers on the ChatHub upgrade (send one)")
+                del request.headers["Origin"]
+                request.headers["Origin"] = origins[-1]
+            return None
+        if path.endswith(CREATE_SUFFIX):
+            return self.create(request) if method == "GET" else json_response(405, {"error": "GET only"})
+        if path.startswith("/_sim/"):
+            values: dict[str, Any] = dict(parse_qsl(url.query, keep_blank_values=True))
+            body = getattr(connection, "body", b"")
+            if body:
+                try:
+                    loaded = json.loads(body)
+                except ValueError:
+                    return json_response(400, {"error": "the body must be a JSON object"})
+                if not isinstance(loaded, dict):
+                    return json_response(400, {"error": "the body must be a JSON object"})
+                values.update(loaded)
+            return self.control(method, path, values)
+        return json_response(404, {"error": f"no route for {path}"})
+
+    def create(self, request: Request) -> Response:
+        """`GET /turing/conversation/create` (A1.1): ids in the body, signatures in headers."""
+        jar = cookies(request)
+        muid_value = secrets.token_hex(16).upper()
+        muid = ("Set-Cookie", f"MUIDB={muid_value}; Path=/; HttpOnly; SameSite=None; Secure")
+        if jar.get("_U") == "revoked":
+            body = {"result": {"value": "UnauthorizedRequest", "message": chathub.LOGIN_TEXT}}
+            log.info("event=create result=UnauthorizedRequest")
+            return json_response(200, body, [muid])
+        conversation = self.state.create_conversation(signed_in="_U" in jar)
+        log.info("event=create conversation=%s signed_in=%s", conversation.id, conversation.signed_in)
+        body = {
+            "conversationId": conversation.id,
+            "clientId": conversation.client_id,
+            "result": {"value": "Success", "message": None},
+        }
+        return json_response(
+            200,
+            body,
+            [
+                ("X-Sydney-Conversationsignature", conversation.signature),
+                ("X-Sydney-Encryptedconversationsignature", conversation.encrypted_signature),
+                muid,
+            ],
+        )
+
+    def control(self, method: str, path: str, query: dict[str, Any]) -> Response:
+        """The `/_sim/*` control API used by tests and the support fixture."""
+        state = self.state
+        name = path[len("/_sim/") :]
+        if method == "GET":
+            if name == "health":
+                return json_response(200, {"ok": True})
+            if name == "stats":
+                return json_response(200, state.stats.as_json())
+            if name == "conversations":
+                return json_response(200, list(state.conversations))
+            if name.startswith("conversations/"):
+                conversation = state.conversations.get(unquote(name[len("conversations/") :]))
+                if conversation is None:
+                    return json_response(404, {"error": "no such conversation"})
+                return json_response(200, conversation.as_json(state.config.expiry_seconds))
+            if name == "last_invocation":
+                return json_response(200, state.last_invocation)
+            if name == "config":
+                return json_response(200, state.config.as_json())
+        elif method == "POST":
+            if name == "config":
+                try:
+                    state.config.update(query)
+                except ValueError as exc:
+                    return json_response(400, {"error": str(exc)})
+                log.info("event=configure keys=%s", ",".join(sorted(query)))
+                return json_response(200, state.config.as_json())
+            if name == "reset":
+                state.reset()
+                return json_response(200, {"ok": True})
+        return json_response(404, {"error": f"no route for {method} {path}"})

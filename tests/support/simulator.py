@@ -1,0 +1,188 @@
+"""Start the ChatHub simulator as a child process and steer it through its control API.
+
+Tests, benchmarks and the offline demo all talk to the simulator over real loopback
+sockets, so it runs as its own process (`python -m tests.simulator --port 0`), exactly
+like a remote Bing would. `SimulatorProcess` owns that child: it learns the port from
+the `READY` line, wraps the `/_sim/*` control endpoints, and makes sure the child dies
+with us (SIGTERM, then SIGKILL; and the child exits by itself once its parent is gone).
+"""
+
+from __future__ import annotations
+
+import os
+import select
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+from types import TracebackType
+from typing import IO, Any, NoReturn
+from urllib.parse import quote
+
+import requests
+
+REPO_ROOT = Path(__file__).resolve().parents[2]
+
+
+class SimulatorProcess:
+    """A running simulator child process; use as a context manager or call start()/stop()."""
+
+    def __init__(
+        self,
+        *,
+        host: str = "127.0.0.1",
+        token_delay: float = 0.005,
+        max_turns: int = 30,
+        expiry: float = 21600.0,
+        words_per_update: int = 1,
+        log_level: str = "INFO",
+        startup_timeout: float = 15.0,
+    ) -> None:
+        self.args = [
+            "--host", host,
+            "--port", "0",
+            "--token-delay", str(token_delay),
+            "--max-turns", str(max_turns),
+            "--expiry", str(expiry),
+            "--words-per-update", str(words_per_update),
+            "--log-level", log_level,
+        ]  # fmt: skip
+        self.startup_timeout = startup_timeout
+        self.process: subprocess.Popen[bytes] | None = None
+        self.http_url = ""
+        self._log: IO[bytes] | None = None
+        self.log_path: Path | None = None
+        """The child's stderr while it runs (removed by stop())."""
+
+    # -- lifecycle --------------------------------------------------------------------
+
+    def start(self) -> SimulatorProcess:
+        """Spawn the child and wait for its READY line."""
+        self._log = tempfile.NamedTemporaryFile(prefix="chathub-sim-", suffix=".log", delete=False)  # noqa: SIM115
+        self.log_path = Path(self._log.name)
+        self.process = subprocess.Popen(
+            [sys.executable, "-m", "tests.simulator", *self.args, "--parent-pid", str(os.getpid())],
+            cwd=REPO_ROOT,
+            stdin=subprocess.DEVNULL,
+            stdout=subprocess.PIPE,
+            stderr=self._log,
+        )
+        assert self.process.stdout is not None
+        deadline = time.monotonic() + self.startup_timeout
+        line = b""
+        while not line.endswith(b"\n"):
+            remaining = deadline - time.monotonic()
+            if remaining <= 0 or self.process.poll() is not None:
+                self._fail("simulator did not start")
+            ready, _, _ = select.select([self.process.stdout], [], [], remaining)
+            if ready:
+                chunk = os.read(self.process.stdout.fileno(), 1)
+                if not chunk:
+                    continue
+                line += chunk
+        text = line.decode().strip()
+        if not text.startswith("READY "):
+            self._fail(f"unexpected simulator output {text!r}")
+        self.http_url = text.split(" ", 1)[1]
+        return self
+
+    def _fail(self, what: str) -> NoReturn:
+        tail = self.log_tail()
+        self.stop()
+        raise RuntimeError(f"{what}; simulator log:\n{tail}")
+
+    def stop(self) -> None:
+        """Terminate the child (SIGTERM, then SIGKILL after 5 s) and close our pipe."""
+        process, self.process = self.process, None
+        if process is not None and process.poll() is None:
+            process.terminate()
+            try:
+                process.wait(timeout=5)
+            except subprocess.TimeoutExpired:
+                process.kill()
+                process.wait(timeout=5)
+        if process is not None and process.stdout is not None:
+            process.stdout.close()
+        if self._log is not None:
+            self._log.close()
+            self._log = None
+        if self.log_path is not None:
+            self.log_path.unlink(missing_ok=True)
+            self.log_path = None
+
+    def __enter__(self) -> SimulatorProcess:
+        return self.start()
+
+    def __exit__(
+        self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
+    ) -> None:
+        self.stop()
+
+    def log_tail(self, lines: int = 40) -> str:
+        """The end of the child's stderr log, for failure messages."""
+        if self._log is None or self.log_path is None:
+            return ""
+        self._log.flush()
+        try:
+            return "\n".join(self.log_path.read_text(errors="replace").splitlines()[-lines:])
+        except OSError:
+            return ""
+
+    # -- addresses --------------------------------------------------------------------
+
+    @property
+    def create_url(self) -> str:
+        """Bing's conversation-create endpoint on the simulator."""
+        return f"{self.http_url}/turing/conversation/create"
+
+    @property
+    def chathub_url(self) -> str:
+        """The ChatHub websocket URL (append `?sec_access_token=…`)."""
+        return self.http_url.replace("http://", "ws://", 1) + "/sydney/ChatHub"
+
+    # -- control API ------------------------------------------------------------------
+
+    def _get(self, path: str) -> Any:
+        response = requests.get(f"{self.http_url}/_sim/{path}", timeout=5)
+        response.raise_for_status()
+        return response.json()
+
+    def _post(self, path: str, body: dict[str, Any] | None = None) -> Any:
+        response = requests.post(f"{self.http_url}/_sim/{path}", json=body or {}, timeout=5)
+        response.raise_for_status()
+        return response.json()
+
+    def health(self) -> bool:
+        """Whether the simulator answers its health check."""
+        return bool(self._get("health").get("ok"))
+
+    def stats(self) -> dict[str, Any]:
+        """Counters: creates, sockets, open_sockets, invocations, violations."""
+        return dict(self._get("stats"))
+
+    def conversations(self) -> list[str]:
+        """Ids of every conversation the simulator holds."""
+        return list(self._get("conversations"))
+
+    def conversation(self, conversation_id: str) -> dict[str, Any] | None:
+        """One conversation's turns and injected context, or None if unknown."""
+        url = f"{self.http_url}/_sim/conversations/{quote(conversation_id, safe='')}"
+        response = requests.get(url, timeout=5)
+        if response.status_code == 404:
+            return None
+        response.raise_for_status()
+        return dict(response.json())
+
+    def last_invocation(self) -> dict[str, Any] | None:
+        """The `arguments[0]` of the last chat invocation received (None before any)."""
+        result = self._get("last_invocation")
+        return dict(result) if result is not None else None
+
+    def configure(self, **values: float) -> dict[str, Any]:
+        """Change max_turns / expiry_seconds / clock_offset / token_delay / words_per_update."""
+        return dict(self._post("config", values))
+
+    def reset(self) -> None:
+        """Forget conversations and counters; restore the start-up config."""
+        self._post("reset")
