@@ -8,9 +8,11 @@ WEB_CONCURRENCY (gunicorn's own variable) sets the number of web processes.
 
 import os
 
+from service.logs import configure_logging
 from service.settings import load_settings
 
 _settings = load_settings(os.environ)
+configure_logging(_settings.log_level)
 
 bind = f"0.0.0.0:{_settings.port}"
 worker_class = "gevent"
