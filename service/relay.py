@@ -255,14 +255,20 @@ class RelayHub:
 
     def _listen(self, home: threading.Event) -> None:
         pubsub = self._pubsub
+        failures = 0
         while not self._closed.is_set():
             try:
                 message = pubsub.get_message(timeout=0.5)
-            except Exception:
+                failures = 0
+            except Exception as exc:
                 if self._closed.is_set():
                     return
-                log.warning("event=relay_listener_error", exc_info=True)
-                time.sleep(0.2)
+                # One warning per outage; redis-py resubscribes every channel on reconnect,
+                # and subscriptions fill any gap from the replay log.
+                if failures == 0:
+                    log.warning("event=relay_listener_error error=%r", exc)
+                failures += 1
+                self._closed.wait(min(2.0, 0.1 * 2**failures))
                 continue
             if message is None:
                 continue

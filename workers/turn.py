@@ -35,8 +35,8 @@ from service.settings import Settings
 from service.turns import TurnRequest, cancel_key, lease_key
 from workers.context import WorkerContext
 from workers.pool import WorkerShutdown
-from workers.upstream.bing import BingClient
-from workers.upstream.chathub import BingHandle, TurnInput
+from workers.upstream import build_client, load_handle
+from workers.upstream.context import TurnInput
 from workers.upstream.errors import ConversationExpired, ConversationLimitReached, ProtocolError
 from workers.upstream.events import Citation, Done, Event, Limits, Progress, Suggestions, TextDelta
 
@@ -82,16 +82,16 @@ class TurnRunner:
 
     def _run(self, publisher: Publisher) -> dict[str, Any]:
         request = self.request
-        spec = find_model(request.model)
+        spec = find_model(request.model, self.settings.upstream)
         if spec is None:
             raise NotFound(
                 f"The model `{request.model}` does not exist.", code="model_not_found", param="model"
             )
         conversation = self._load_conversation()
-        handle = BingHandle.from_json(conversation.handle) if conversation.handle else None
+        handle = load_handle(self.settings, conversation.handle)
         seed = list(conversation.messages) if request.continues else list(request.history)
         account = handle.account if handle else self._pick_account()
-        client = self._client(account)
+        client = build_client(self.settings, account)
 
         for attempt in (1, 2):
             if handle is None or handle.is_expired(self.clock()):
@@ -99,11 +99,12 @@ class TurnRunner:
                 log.info(
                     "event=upstream_conversation_created attempt=%d seeded_messages=%d", attempt, len(seed)
                 )
-            fresh = handle.invocation == 0
+            fresh = handle.fresh
             turn = TurnInput(
                 text=request.prompt,
                 tone=spec.tone,
                 gpt4_turbo=spec.gpt4_turbo,
+                mode=spec.mode,
                 history=tuple((m["role"], m["content"]) for m in seed) if fresh else (),
                 system=conversation.system if fresh else "",
                 max_context_chars=self.settings.context_max_chars,
@@ -163,17 +164,6 @@ class TurnRunner:
         if accounts <= 1:
             return 0
         return int(self.redis.incr("upstream:accounts:next")) % accounts
-
-    def _client(self, account: int) -> BingClient:
-        cookies = self.settings.upstream_cookies
-        return BingClient(
-            create_url=self.settings.bing_create_url,
-            chathub_url=self.settings.bing_chathub_url,
-            cookies=cookies[account % len(cookies)] if cookies else "",
-            connect_timeout=self.settings.upstream_connect_timeout,
-            first_token_timeout=self.settings.upstream_first_token_timeout,
-            idle_timeout=self.settings.upstream_idle_timeout,
-        )
 
     def _relay(self, publisher: Publisher, event: Event) -> None:
         if isinstance(event, TextDelta):

@@ -51,7 +51,7 @@ def chat_completions(path: str) -> Response:
     if request.method != "POST":
         raise http.MethodNotAllowed(valid_methods=["POST"])
     gw = gateway()
-    chat = parse_chat_request(request.get_data(cache=False), request.headers)
+    chat = parse_chat_request(request.get_data(cache=False), request.headers, upstream=gw.settings.upstream)
     turn = _turn(gw, chat, g.owner)
     g.conversation_id = turn.conversation_id
     sub = _start(gw, turn)

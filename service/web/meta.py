@@ -13,7 +13,7 @@ from typing import Any
 from flask import Blueprint, Response, g, jsonify
 
 from service.errors import NotFound
-from service.models import CATALOG, find_model
+from service.models import catalog, find_model
 from service.web.errors import error_response, redis_unavailable
 from service.web.extension import gateway
 
@@ -31,14 +31,14 @@ def conversation_not_found(conversation_id: str, param: str | None) -> NotFound:
 @blueprint.get("/models")
 def list_models() -> Response:
     """OpenAI's model list: every catalog entry as a model card."""
-    return jsonify({"object": "list", "data": [spec.card() for spec in CATALOG]})
+    return jsonify({"object": "list", "data": [spec.card() for spec in catalog(gateway().settings.upstream)]})
 
 
 @blueprint.get("/v1/models/<path:model_id>")
 @blueprint.get("/models/<path:model_id>")
 def get_model(model_id: str) -> Response:
     """One model card, or 404 `model_not_found`."""
-    spec = find_model(model_id)
+    spec = find_model(model_id, gateway().settings.upstream)
     if spec is None:
         raise NotFound(
             f"The model `{model_id}` does not exist or you do not have access to it.",

@@ -273,7 +273,7 @@ def _conversation(body: dict[str, Any], headers: Mapping[str, str]) -> tuple[str
     return (header, "X-Conversation-Id") if header else (None, None)
 
 
-def parse_chat_request(raw: bytes, headers: Mapping[str, str]) -> ChatRequest:
+def parse_chat_request(raw: bytes, headers: Mapping[str, str], *, upstream: str = "bing") -> ChatRequest:
     """Validate a Chat Completions body (and the conversation header) into a `ChatRequest`.
 
     Raises `InvalidRequest` (400) naming the param, or `NotFound` (404
@@ -285,7 +285,7 @@ def parse_chat_request(raw: bytes, headers: Mapping[str, str]) -> ChatRequest:
         raise _missing("model")
     if not isinstance(model_name, str):
         raise _wrong_type("model", "a string", model_name)
-    spec = find_model(model_name)
+    spec = find_model(model_name, upstream)
     if spec is None:
         raise NotFound(
             f"The model `{model_name}` does not exist or you do not have access to it.",

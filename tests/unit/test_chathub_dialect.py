@@ -7,8 +7,10 @@ from typing import Any
 
 import pytest
 
-from workers.upstream import chathub
-from workers.upstream.chathub import BingHandle, ChatHubDecoder, TurnInput
+from workers.upstream import chathub, context
+from workers.upstream.chathub import BingHandle
+from workers.upstream.chathub_decode import ChatHubDecoder
+from workers.upstream.context import TurnInput
 from workers.upstream.errors import (
     CaptchaRequired,
     ConversationExpired,
@@ -610,13 +612,13 @@ def test_unknown_tone_is_rejected() -> None:
 
 
 def test_flatten_context_empty() -> None:
-    assert chathub.flatten_context((), "", 100) == ""
-    assert chathub.flatten_context((), "   ", 100) == ""
+    assert context.flatten_context((), "", 100) == ""
+    assert context.flatten_context((), "   ", 100) == ""
 
 
 def test_flatten_context_without_system() -> None:
     assert (
-        chathub.flatten_context(HISTORY, "", 1000)
+        context.flatten_context(HISTORY, "", 1000)
         == "[user](#message)\nWhat is 2+2?\n\n[assistant](#message)\n4."
     )
 
@@ -624,9 +626,9 @@ def test_flatten_context_without_system() -> None:
 def test_flatten_context_keeps_system_and_newest_whole_turns() -> None:
     history = tuple(("user" if i % 2 == 0 else "assistant", f"message {i} " + "x" * 20) for i in range(10))
     system = "[system](#additional_instructions)\nRules."
-    full = chathub.flatten_context(history, "Rules.", 100_000)
+    full = context.flatten_context(history, "Rules.", 100_000)
     cap = len(system) + 3 * (2 + len("[assistant](#message)\nmessage 9 " + "x" * 20))
-    text = chathub.flatten_context(history, "Rules.", cap)
+    text = context.flatten_context(history, "Rules.", cap)
     assert len(text) <= cap < len(full)
     assert text.startswith(system + "\n\n")
     blocks = text.split("\n\n")[1:]
@@ -634,7 +636,7 @@ def test_flatten_context_keeps_system_and_newest_whole_turns() -> None:
 
 
 def test_flatten_context_truncates_an_oversized_system_alone() -> None:
-    text = chathub.flatten_context(HISTORY, "S" * 500, 100)
+    text = context.flatten_context(HISTORY, "S" * 500, 100)
     assert len(text) == 100
     assert text.startswith("[system](#additional_instructions)\nSSS")
     assert "[user]" not in text
@@ -642,11 +644,11 @@ def test_flatten_context_truncates_an_oversized_system_alone() -> None:
 
 def test_flatten_context_drops_a_newest_message_that_cannot_fit() -> None:
     assert (
-        chathub.flatten_context((("user", "y" * 500),), "Rules.", 100)
+        context.flatten_context((("user", "y" * 500),), "Rules.", 100)
         == "[system](#additional_instructions)\nRules."
     )
 
 
 def test_flatten_context_rejects_unknown_roles() -> None:
     with pytest.raises(ValueError, match="role"):
-        chathub.flatten_context((("tool", "x"),), "", 100)
+        context.flatten_context((("tool", "x"),), "", 100)

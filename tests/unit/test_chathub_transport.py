@@ -22,7 +22,8 @@ from websockets.sync.server import Server, ServerConnection, serve
 
 from workers.upstream import chathub
 from workers.upstream.bing import BingClient
-from workers.upstream.chathub import BingHandle, TurnInput
+from workers.upstream.chathub import BingHandle
+from workers.upstream.context import TurnInput
 from workers.upstream.errors import (
     Interrupted,
     Throttled,

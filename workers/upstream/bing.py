@@ -21,7 +21,9 @@ from urllib.parse import quote
 import requests
 
 from workers.upstream import chathub
-from workers.upstream.chathub import BingHandle, ChatHubDecoder, TurnInput
+from workers.upstream.chathub import BingHandle
+from workers.upstream.chathub_decode import ChatHubDecoder
+from workers.upstream.context import TurnInput
 from workers.upstream.errors import Interrupted, ProtocolError, UpstreamError, UpstreamTimeout
 from workers.upstream.events import Done, Event, Limits
 from workers.upstream.transport import WebSocketTransport, http_get

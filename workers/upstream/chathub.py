@@ -6,10 +6,11 @@ invocation, then type-1 updates, a type-2 result and a type-3 completion). See P
 of shared/reference/upstream-protocols.md.
 
 This module only turns data into data, so it is tested from recorded frames with no
-sockets: it builds the outgoing records (`HANDSHAKE`, `PING`, `build_invocation`),
+sockets: it builds the outgoing records (`HANDSHAKE`, `PING`, `build_invocation`) and
 parses the conversation-create reply (`parse_create_response`) into a persistable
-`BingHandle`, and decodes incoming records (`ChatHubDecoder`) into the dialect-neutral
-events of `workers.upstream.events`, raising `workers.upstream.errors` for failures.
+`BingHandle`; `workers.upstream.chathub_decode` turns incoming records into the
+dialect-neutral events of `workers.upstream.events`, raising `workers.upstream.errors`
+for failures.
 The clock, request ids and timestamps are passed in; `workers.upstream.transport`
 owns the sockets and `workers.upstream.bing` combines the two.
 """
@@ -18,21 +19,19 @@ from __future__ import annotations
 
 import dataclasses
 import json
-from collections.abc import Mapping, Sequence
+from collections.abc import Mapping
 from datetime import datetime
 from typing import Any
 
+from workers.upstream.context import TurnInput, flatten_context
 from workers.upstream.errors import (
     CaptchaRequired,
     ConversationExpired,
-    ConversationLimitReached,
-    Interrupted,
     ProtocolError,
     Throttled,
     Unauthorized,
     UpstreamError,
 )
-from workers.upstream.events import Citation, Done, Event, Limits, Progress, Suggestions, TextDelta
 
 RS = "\x1e"
 CONVERSATION_LIFETIME = 6 * 3600.0  # "Conversations expire after 06:00:00" (A4)
@@ -116,9 +115,16 @@ class BingHandle:
     turns_used: int = 0
     turns_max: int = 0
 
+    dialect = "bing"
+
+    @property
+    def fresh(self) -> bool:
+        """No turn has been sent yet: history and system prompt must be injected."""
+        return self.invocation == 0
+
     def to_json(self) -> dict[str, Any]:
-        """The handle as a JSON-plain dict."""
-        return dataclasses.asdict(self)
+        """The handle as a JSON-plain dict, tagged with its dialect."""
+        return {"dialect": self.dialect, **dataclasses.asdict(self)}
 
     @classmethod
     def from_json(cls, data: Mapping[str, Any]) -> BingHandle:
@@ -223,46 +229,6 @@ def parse_expiry(text: str | None) -> float | None:
         return None
 
 
-@dataclasses.dataclass(frozen=True)
-class TurnInput:
-    """One user turn as ChatHub needs it; history and system only matter on a new conversation."""
-
-    text: str
-    tone: str
-    gpt4_turbo: bool = False
-    history: tuple[tuple[str, str], ...] = ()
-    system: str = ""
-    max_context_chars: int = 32000
-
-
-def flatten_context(history: Sequence[tuple[str, str]], system: str, max_chars: int) -> str:
-    """Earlier messages as the `previousMessages` page text that ChatHub reads as context (A2).
-
-    Over `max_chars`, the system block stays (cut only if it alone is too long) and the
-    newest messages that fit are kept: the oldest whole messages go first, since the
-    model needs the recent exchange most and a cut message reads as garbage.
-    """
-    system_block = f"[system](#additional_instructions)\n{system}" if system.strip() else ""
-    blocks = []
-    for role, content in history:
-        if role not in ("user", "assistant"):
-            raise ValueError(f"history role must be 'user' or 'assistant', not {role!r}")
-        if content.strip():
-            blocks.append(f"[{role}](#message)\n{content}")
-    if len(system_block) >= max_chars:
-        return system_block[:max_chars]
-    kept: list[str] = []
-    used = len(system_block)
-    for block in reversed(blocks):
-        cost = len(block) + (2 if used else 0)
-        if used + cost > max_chars:
-            break
-        kept.append(block)
-        used += cost
-    kept.reverse()
-    return "\n\n".join(([system_block] if system_block else []) + kept)
-
-
 def option_sets(tone: str, gpt4_turbo: bool) -> list[str]:
     """The feature flags for a tone; the tone's core flag is what selects the model."""
     if tone not in TONE_OPTIONS:
@@ -324,190 +290,3 @@ def build_invocation(
     return encode(
         {"arguments": [argument], "invocationId": str(handle.invocation), "target": "chat", "type": 4}
     )
-
-
-def _meta_text(message: Mapping[str, Any]) -> str:
-    """A progress message's display text: `text`, else the card's first inline run."""
-    text = message.get("text")
-    if isinstance(text, str) and text:
-        return text
-    for card in message.get("adaptiveCards") or []:
-        for block in card.get("body") or []:
-            for inline in block.get("inlines") or []:
-                if inline.get("text"):
-                    return str(inline["text"])
-    return ""
-
-
-def _limits(throttling: Any) -> Limits | None:
-    if not isinstance(throttling, dict):
-        return None
-    try:
-        return Limits(
-            used=int(throttling.get("numUserMessagesInConversation", 0)),
-            max=int(throttling.get("maxNumUserMessagesInConversation", 0)),
-        )
-    except (TypeError, ValueError):
-        return None
-
-
-class ChatHubDecoder:
-    """Incoming ChatHub records of one turn → dialect-neutral events (A3).
-
-    The answer arrives as cumulative text per bot message, so the decoder keeps what
-    it already emitted and yields only the extension; `text` is everything emitted,
-    which is the answer the client saw even when the server later rewrites or retracts
-    it. Failures raise `UpstreamError` subclasses; `done` turns True with `Done`.
-    """
-
-    def __init__(self, *, account: int = 0) -> None:
-        self.account = account
-        self.done = False
-        self.text = ""
-        self.limits: Limits | None = None
-        self.expiry_time: str | None = None
-        self._message_id: object = None
-        self._accumulated = ""  # the current message's text as far as it was emitted
-        self._retracted = False
-        self._refused = False
-        self._announced: set[tuple[str, object]] = set()
-        self._has_result = False
-
-    def feed(self, record: Mapping[str, Any]) -> list[Event]:
-        """The events one incoming record yields (possibly none)."""
-        kind = record.get("type")
-        if kind == 1:
-            return self._update(record)
-        if kind == 2:
-            return self._result(record)
-        if kind == 3:
-            if record.get("error") and not self.done:
-                raise UpstreamError(f"ChatHub completed the turn with an error: {record['error']}")
-            if not self._has_result:
-                raise ProtocolError("ChatHub completed the turn without sending a result")
-            return []
-        if kind == 7 and not self.done:
-            reason = record.get("error") or "the server closed the conversation"
-            raise Interrupted(f"ChatHub closed mid-answer: {reason}", partial=self.text)
-        return []  # 6 = ping; anything else is not ours to interpret
-
-    def _update(self, record: Mapping[str, Any]) -> list[Event]:
-        events: list[Event] = []
-        for argument in record.get("arguments") or []:
-            if not isinstance(argument, dict):
-                continue
-            limits = _limits(argument.get("throttling"))
-            if limits:
-                self.limits = limits
-                events.append(limits)
-            if "cursor" in argument:  # the server starts writing a fresh text block
-                self._message_id, self._accumulated = None, ""
-            for message in argument.get("messages") or []:
-                events.extend(self._message(message))
-        return events
-
-    def _message(self, message: Mapping[str, Any]) -> list[Event]:
-        if message.get("author") != "bot":
-            return []
-        message_type = message.get("messageType")
-        if message_type in ("InternalSearchQuery", "InternalLoaderMessage"):
-            kind = "search" if message_type == "InternalSearchQuery" else "loader"
-            key = (kind, message.get("messageId"))
-            text = _meta_text(message)
-            if key in self._announced or not text:
-                return []
-            self._announced.add(key)
-            return [Progress(kind, text)]
-        if message_type or message.get("contentOrigin") == "TurnLimiter":
-            return []  # tool calls, cards, limit notices: not answer text
-        if message.get("contentOrigin") == "Apology":
-            if self.text and not self._refused:
-                self._retracted = True  # keep what the client already has; stop there
-                return []
-            self._refused = True
-        return self._stream(message)
-
-    def _stream(self, message: Mapping[str, Any]) -> list[Event]:
-        text = message.get("text")
-        if self._retracted or not isinstance(text, str):
-            return []
-        message_id = message.get("messageId")
-        if message_id != self._message_id:
-            self._message_id, self._accumulated = message_id, ""
-        if len(text) <= len(self._accumulated) or not text.startswith(self._accumulated):
-            return []  # a rewrite: wait until the text extends what was emitted again
-        delta = text[len(self._accumulated) :]
-        self._accumulated = text
-        self.text += delta
-        return [TextDelta(delta)]
-
-    def _result(self, record: Mapping[str, Any]) -> list[Event]:
-        self._has_result = True
-        item = record.get("item") or {}
-        result = item.get("result") or {}
-        value = result.get("value")
-        if item.get("conversationExpiryTime"):
-            self.expiry_time = str(item["conversationExpiryTime"])
-        if value is None:
-            raise ProtocolError("ChatHub sent a result without a value")
-        if value != "Success":
-            message = str(result.get("message") or result.get("error") or "")
-            conversation_id = str(item.get("conversationId") or "")
-            raise result_error(str(value), message, conversation_id=conversation_id, account=self.account)
-        bots = [m for m in item.get("messages") or [] if isinstance(m, dict) and m.get("author") == "bot"]
-        limiter = next((m for m in bots if _is_limit_notice(m)), None)
-        if limiter is not None and not self.text:
-            raise ConversationLimitReached(
-                str(limiter.get("text") or "the Bing conversation accepts no more turns")
-            )
-        answers = [m for m in bots if not m.get("messageType") and m.get("contentOrigin") != "TurnLimiter"]
-        answer = answers[-1] if answers else {}
-        events = self._catch_up(answer)
-        finish = "content_filter" if self._retracted or self._refused else "stop"
-        if finish == "stop":
-            events.extend(_citations(answer.get("sourceAttributions")))
-        suggestions = _suggestions(answer.get("suggestedResponses"))
-        if suggestions:
-            events.append(Suggestions(suggestions))
-        limits = _limits(item.get("throttling"))
-        if limits:
-            self.limits = limits
-            events.append(limits)
-        events.append(Done(text=self.text, finish_reason=finish))
-        self.done = True
-        return events
-
-    def _catch_up(self, answer: Mapping[str, Any]) -> list[Event]:
-        """Text the final answer has beyond the last update (or all of it if none streamed)."""
-        if not answer:
-            return []
-        if answer.get("contentOrigin") == "Apology" and self.text and not self._refused:
-            self._retracted = True
-            return []
-        if answer.get("messageId") == self._message_id or not self.text:
-            if not self.text and answer.get("contentOrigin") == "Apology":
-                self._refused = True
-            return self._stream(answer)
-        return []
-
-
-def _is_limit_notice(message: Mapping[str, Any]) -> bool:
-    """Bing's "I've reached my limit" / "I prefer not to continue" messages (A3.2)."""
-    return message.get("contentOrigin") == "TurnLimiter" or message.get("messageType") == "Disengaged"
-
-
-def _suggestions(responses: Any) -> tuple[str, ...]:
-    return tuple(str(s["text"]) for s in responses or [] if isinstance(s, dict) and s.get("text"))
-
-
-def _citations(attributions: Any) -> list[Event]:
-    """One `Citation` per distinct URL; the index stays the `[^N^]` marker's number."""
-    events: list[Event] = []
-    seen: set[str] = set()
-    for position, source in enumerate(attributions or []):
-        url = source.get("seeMoreUrl") if isinstance(source, dict) else None
-        if not url or url in seen:
-            continue
-        seen.add(url)
-        events.append(Citation(position + 1, str(url), str(source.get("providerDisplayName") or url)))
-    return events
