@@ -17,7 +17,7 @@ from typing import TypeVar
 
 T = TypeVar("T")
 
-UPSTREAMS = ("bing",)
+UPSTREAMS = ("copilot", "bing")
 
 
 class SettingsError(ValueError):
@@ -31,9 +31,11 @@ class Settings:
     port: int = 8000
     redis_url: str | None = None
     api_keys: tuple[str, ...] = ()
-    upstream: str = "bing"
+    upstream: str = "copilot"
     bing_create_url: str = "https://www.bing.com/turing/conversation/create"
     bing_chathub_url: str = "wss://sydney.bing.com/sydney/ChatHub"
+    copilot_url: str = "https://copilot.microsoft.com"
+    copilot_access_token: str = ""
     upstream_cookies: tuple[str, ...] = ()
     queue_name: str = "chat"
     worker_concurrency: int = 100
@@ -153,12 +155,16 @@ def load_settings(environ: Mapping[str, str]) -> Settings:
         redis_url=_read(environ, "REDIS_URL", _redis_url, d.redis_url),
         # API_KEYS: comma-separated bearer keys clients must present; empty = open gateway.
         api_keys=_read(environ, "API_KEYS", _csv, d.api_keys),
-        # UPSTREAM: which upstream dialect the workers speak ("bing").
+        # UPSTREAM: which upstream dialect the workers speak: "copilot" (/c/api/chat) or "bing" (ChatHub).
         upstream=_read(environ, "UPSTREAM", _choice(*UPSTREAMS), d.upstream),
         # BING_CREATE_URL: ChatHub conversation-create endpoint (HTTP GET).
         bing_create_url=_read(environ, "BING_CREATE_URL", _url("http", "https"), d.bing_create_url),
         # BING_CHATHUB_URL: ChatHub websocket endpoint.
         bing_chathub_url=_read(environ, "BING_CHATHUB_URL", _url("ws", "wss"), d.bing_chathub_url),
+        # COPILOT_URL: Copilot's base URL; REST calls go here, the websocket to /c/api/chat on it.
+        copilot_url=_read(environ, "COPILOT_URL", _url("http", "https"), d.copilot_url).rstrip("/"),
+        # COPILOT_ACCESS_TOKEN: optional signed-in MSAL access token (sent as accessToken on the socket).
+        copilot_access_token=_read(environ, "COPILOT_ACCESS_TOKEN", _text, d.copilot_access_token),
         # UPSTREAM_COOKIES: Cookie header string per Bing account, one per line; empty = anonymous.
         upstream_cookies=_read(environ, "UPSTREAM_COOKIES", _lines, d.upstream_cookies),
         # RQ_QUEUE: name of the RQ queue turns are enqueued on.

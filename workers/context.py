@@ -32,7 +32,7 @@ def build_context(settings: Settings, *, max_connections: int = 12) -> WorkerCon
     if settings.redis_url is None:
         raise SettingsError("REDIS_URL is required for a worker (the launcher sets it)")
     return WorkerContext(
-        settings=settings, redis=connect(settings.redis_url, max_connections=max_connections)
+        settings=settings, redis=connect(settings.redis_url, role="worker", max_connections=max_connections)
     )
 
 

@@ -49,7 +49,7 @@ def init_app(app: Flask, settings: Settings) -> Gateway:
             "REDIS_URL is required by the web tier (the launcher sets it, starting an embedded "
             "redis-server when none is configured)"
         )
-    redis = connect(settings.redis_url)
+    redis = connect(settings.redis_url, role="web")
     gateway = Gateway(
         settings=settings,
         redis=redis,

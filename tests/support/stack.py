@@ -35,6 +35,7 @@ def gateway_env(redis_url: str, sim_http_url: str, **overrides: str) -> dict[str
             "REDIS_URL": redis_url,
             "BING_CREATE_URL": f"{sim_http_url}/turing/conversation/create",
             "BING_CHATHUB_URL": f"ws://{host}/sydney/ChatHub",
+            "UPSTREAM": "bing",
             "UPSTREAM_COOKIES": "_U=test-account; MUID=abc",
             "UPSTREAM_FIRST_TOKEN_TIMEOUT": "4",
             "UPSTREAM_IDLE_TIMEOUT": "3",

@@ -37,6 +37,7 @@ def make_app(redis_url: str) -> MakeApp:
     def make(**overrides: str) -> Flask:
         settings = {
             "REDIS_URL": redis_url,
+            "UPSTREAM": "bing",
             "API_KEYS": "",
             "QUEUE_WAIT_TIMEOUT": "1",
             "STREAM_HOLD_SECONDS": "0.5",
@@ -200,6 +201,14 @@ def test_models_list_and_get(client: FlaskClient) -> None:
     assert client.get("/models/creative").get_json()["id"] == "Creative"
     error = assert_openai_error(client.get("/v1/models/gpt-5"), 404, "model_not_found", "model")
     assert error["message"] == "The model `gpt-5` does not exist or you do not have access to it."
+
+
+def test_models_follow_the_configured_upstream(make_app) -> None:
+    client = make_app(UPSTREAM="copilot").test_client()
+    ids = [card["id"] for card in client.get("/v1/models").get_json()["data"]]
+    assert ids[:3] == ["copilot", "think-deeper", "gpt-5"]
+    assert {"Creative", "Balanced", "Precise", "gpt-4"} <= set(ids)
+    assert client.get("/v1/models/gpt-5").get_json()["owned_by"] == "copilot"
 
 
 @pytest.mark.parametrize(
