@@ -4,6 +4,8 @@
      ├── Throttled                429 rate_limit_exceeded, retry_after seconds
      ├── AccountError             502, x-should-retry: false: the operator must act
      │    ├── CaptchaRequired     (ChatHub CaptchaChallenge)
+     │    ├── ChallengeRequired   (Copilot Cloudflare / null-method challenge)
+     │    ├── RegionBlocked       (Copilot chat-service-unavailable)
      │    └── Unauthorized        (UnauthorizedRequest, Forbidden, 401s)
      ├── ConversationExpired      the upstream conversation is gone (InvalidSession); recoverable
      ├── ConversationLimitReached turn limit / Disengaged / TurnLimiter; recoverable
@@ -52,6 +54,18 @@ class CaptchaRequired(AccountError):
     """The upstream wants a CAPTCHA solved in a browser with this account's cookies."""
 
     code = "upstream_captcha_required"
+
+
+class ChallengeRequired(AccountError):
+    """The upstream wants a browser-only challenge (Cloudflare/Turnstile) passed for this account."""
+
+    code = "upstream_challenge_required"
+
+
+class RegionBlocked(AccountError):
+    """The upstream does not serve this account or egress region."""
+
+    code = "upstream_region_unavailable"
 
 
 class Unauthorized(AccountError):

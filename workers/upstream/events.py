@@ -55,6 +55,15 @@ class Limits:
 
 
 @dataclasses.dataclass(frozen=True)
+class Image:
+    """A generated image (Copilot): where it is, what it shows, and a small preview URL."""
+
+    url: str
+    prompt: str = ""
+    thumbnail_url: str = ""
+
+
+@dataclasses.dataclass(frozen=True)
 class Done:
     """The answer finished.
 
@@ -67,4 +76,4 @@ class Done:
     finish_reason: str = "stop"
 
 
-Event = TextDelta | Progress | Citation | Suggestions | Limits | Done
+Event = TextDelta | Progress | Citation | Suggestions | Limits | Image | Done
