@@ -1,14 +1,22 @@
 """Conversations persisted in Redis, so any worker on any machine can serve the next turn.
 
-A conversation is one JSON document under `conv:{id}`: its owner (the hashed API key),
-the model, the transcript as the client saw it, and the upstream handle — the
-dialect's opaque, JSON-plain record needed to continue the upstream conversation
-(for ChatHub: conversationId, clientId, both signatures, invocation counter, expiry).
+A conversation is two keys with separate lifetimes:
 
-Every completion id maps to its conversation (`completion:{id}`), so a client can send
-back the `id` of any response to continue. Turns are written only when they completed,
-inside the same MULTI that publishes the turn's `done` event, so a failed or cancelled
-turn leaves the conversation exactly as it was.
+- `conv:{id}`: owner (the hashed API key), model, system prompt and the transcript as
+  the client saw it — kept `CONVERSATION_TTL` after the last turn;
+- `conv:{id}:upstream`: the dialect's opaque, JSON-plain handle needed to continue the
+  upstream conversation (ChatHub: conversationId, clientId, both signatures,
+  invocation counter, expiry) — kept `UPSTREAM_HANDLE_TTL`, and never past the
+  upstream's own expiry. When it is gone, the next turn starts a new upstream
+  conversation seeded with the transcript; the client's id does not change.
+
+Two indexes point at conversations: every completion id (`completion:{id}`), so a
+client can send back the `id` of any response; and the fingerprint of every
+transcript prefix a turn completed (`hist:{owner}:{sha256}`), so a stateless client
+that re-sends the whole history is recognised (see `fingerprint`).
+
+Turns are written only when they completed, inside the same MULTI that publishes the
+turn's `done` event, so a failed or cancelled turn leaves the conversation as it was.
 """
 
 from __future__ import annotations
@@ -17,6 +25,7 @@ import dataclasses
 import hashlib
 import json
 import time
+from collections.abc import Sequence
 from typing import Any
 
 from redis import Redis
@@ -33,9 +42,34 @@ def conversation_key(conversation_id: str) -> str:
     return f"conv:{conversation_id}"
 
 
+def handle_key(conversation_id: str) -> str:
+    """Where a conversation's upstream handle lives."""
+    return f"conv:{conversation_id}:upstream"
+
+
 def completion_key(completion_id: str) -> str:
     """Where a completion id points at its conversation."""
     return f"completion:{completion_id}"
+
+
+def normalize(text: str) -> str:
+    """Content as compared for matching: line endings unified, whitespace at the ends dropped.
+
+    Clients trim, re-wrap line endings and turn strings into arrays of text parts (the
+    web tier joins those before this); anything else they change is a real edit.
+    """
+    return text.replace("\r\n", "\n").replace("\r", "\n").strip()
+
+
+def fingerprint(system: str, messages: Sequence[dict[str, str]]) -> str:
+    """A digest of what the client sees: the system prompt and each (role, content)."""
+    canonical = [normalize(system), [[m["role"], normalize(m["content"])] for m in messages]]
+    return hashlib.sha256(json.dumps(canonical, ensure_ascii=False).encode()).hexdigest()
+
+
+def history_key(owner: str, digest: str) -> str:
+    """Where a transcript fingerprint points at (conversation, turns at that point)."""
+    return f"hist:{owner}:{digest}"
 
 
 @dataclasses.dataclass
@@ -57,23 +91,41 @@ class Conversation:
         return sum(1 for message in self.messages if message["role"] == "user")
 
     def to_json(self) -> str:
-        """Serialised form stored in Redis."""
-        return json.dumps(dataclasses.asdict(self), separators=(",", ":"), ensure_ascii=False)
+        """Serialised document (without the handle, which has a lifetime of its own)."""
+        data = dataclasses.asdict(self)
+        del data["handle"]
+        return json.dumps(data, separators=(",", ":"), ensure_ascii=False)
 
     @classmethod
-    def from_json(cls, raw: str | bytes) -> Conversation:
-        """Inverse of `to_json`."""
+    def from_json(cls, raw: str | bytes, handle: str | bytes | None = None) -> Conversation:
+        """Inverse of `to_json`, with the stored handle if it is still alive."""
         data = json.loads(raw)
-        names = {field.name for field in dataclasses.fields(cls)}
-        return cls(**{key: value for key, value in data.items() if key in names})
+        names = {field.name for field in dataclasses.fields(cls)} - {"handle"}
+        conversation = cls(**{key: value for key, value in data.items() if key in names})
+        conversation.handle = json.loads(handle) if handle else None
+        return conversation
+
+
+@dataclasses.dataclass(frozen=True)
+class Match:
+    """A stored conversation whose transcript, after `turns` turns, equals the client's history."""
+
+    conversation: Conversation
+    turns: int
+
+    @property
+    def is_latest(self) -> bool:
+        """The history is the whole transcript: continuing upstream is safe."""
+        return self.turns == self.conversation.turns
 
 
 class ConversationStore:
     """Reads and writes conversations; the connection is passed in, never global."""
 
-    def __init__(self, redis: Redis, *, ttl: int) -> None:
+    def __init__(self, redis: Redis, *, ttl: int, handle_ttl: int = 6 * 3600) -> None:
         self.redis = redis
         self.ttl = ttl
+        self.handle_ttl = handle_ttl
 
     def resolve(self, raw_id: str) -> str | None:
         """Map a client-supplied id (conversation id or any completion id) to a conversation id."""
@@ -84,8 +136,8 @@ class ConversationStore:
 
     def get(self, conversation_id: str) -> Conversation | None:
         """The conversation, or None if it does not exist (or expired)."""
-        raw = self.redis.get(conversation_key(conversation_id))
-        return Conversation.from_json(raw) if raw else None
+        raw, handle = self.redis.mget(conversation_key(conversation_id), handle_key(conversation_id))
+        return Conversation.from_json(raw, handle) if raw else None
 
     def get_owned(self, raw_id: str, owner: str) -> Conversation | None:
         """The caller's conversation; another owner's is reported as missing."""
@@ -97,18 +149,44 @@ class ConversationStore:
             return None
         return conversation
 
+    def match(self, owner: str, system: str, history: Sequence[dict[str, str]]) -> Match | None:
+        """The owner's conversation whose transcript (at some turn) is exactly `history`."""
+        if not history:
+            return None
+        raw = self.redis.get(history_key(owner, fingerprint(system, history)))
+        if raw is None:
+            return None
+        entry = json.loads(raw)
+        conversation = self.get(entry["conversation_id"])
+        if conversation is None or conversation.owner != owner or conversation.turns < entry["turns"]:
+            return None
+        return Match(conversation, int(entry["turns"]))
+
     def save(
         self, conversation: Conversation, pipe: Pipeline | None = None, completion_id: str | None = None
     ) -> None:
-        """Write the conversation (and map `completion_id` to it), in `pipe` if given."""
+        """Write the conversation, its handle, its fingerprint and `completion_id`'s pointer."""
         target = pipe if pipe is not None else self.redis.pipeline(transaction=True)
         conversation.updated = time.time()
         target.set(conversation_key(conversation.id), conversation.to_json(), ex=self.ttl)
+        if conversation.handle is not None:
+            ttl = self.handle_ttl
+            expires_at = conversation.handle.get("expires_at")
+            if isinstance(expires_at, int | float):
+                ttl = min(ttl, int(expires_at - conversation.updated))
+            if ttl > 0:
+                target.set(handle_key(conversation.id), json.dumps(conversation.handle), ex=ttl)
+            else:
+                target.delete(handle_key(conversation.id))
         if completion_id is not None:
             target.set(completion_key(completion_id), conversation.id, ex=self.ttl)
+        if conversation.messages:
+            entry = json.dumps({"conversation_id": conversation.id, "turns": conversation.turns})
+            digest = fingerprint(conversation.system, conversation.messages)
+            target.set(history_key(conversation.owner, digest), entry, ex=self.ttl)
         if pipe is None:
             target.execute()
 
     def delete(self, conversation_id: str) -> bool:
-        """Forget a conversation; True if it existed."""
-        return bool(self.redis.delete(conversation_key(conversation_id)))
+        """Forget a conversation and its handle; True if it existed."""
+        return bool(self.redis.delete(conversation_key(conversation_id), handle_key(conversation_id)))

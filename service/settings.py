@@ -48,8 +48,9 @@ class Settings:
     sse_heartbeat_seconds: float = 10.0
     stream_hold_seconds: float = 3.0
     coalesce_ms: float = 8.0
-    replay_ttl: int = 300
+    replay_ttl: int = 3600
     conversation_ttl: int = 7 * 24 * 3600
+    upstream_handle_ttl: int = 6 * 3600
     context_max_chars: int = 32000
     log_level: str = "INFO"
 
@@ -197,10 +198,12 @@ def load_settings(environ: Mapping[str, str]) -> Settings:
         stream_hold_seconds=_read(environ, "STREAM_HOLD_SECONDS", _non_negative_float, d.stream_hold_seconds),
         # STREAM_COALESCE_MS: window in which text deltas after the first are merged into one message.
         coalesce_ms=_read(environ, "STREAM_COALESCE_MS", _non_negative_float, d.coalesce_ms),
-        # REPLAY_TTL: seconds a completion's replay log is kept after its last event.
+        # REPLAY_TTL: seconds a completion's replay log (and its Idempotency-Key) is kept.
         replay_ttl=_read(environ, "REPLAY_TTL", _positive_int, d.replay_ttl),
         # CONVERSATION_TTL: seconds a conversation is kept after its last turn.
         conversation_ttl=_read(environ, "CONVERSATION_TTL", _positive_int, d.conversation_ttl),
+        # UPSTREAM_HANDLE_TTL: seconds an upstream conversation is reused (capped by its own expiry).
+        upstream_handle_ttl=_read(environ, "UPSTREAM_HANDLE_TTL", _positive_int, d.upstream_handle_ttl),
         # CONTEXT_MAX_CHARS: cap on history injected into a new upstream conversation.
         context_max_chars=_read(environ, "CONTEXT_MAX_CHARS", _positive_int, d.context_max_chars),
         # LOG_LEVEL: DEBUG, INFO, WARNING, ERROR or CRITICAL.

@@ -46,6 +46,7 @@ class TurnRequest:
     `system` the client's system/developer text: both are injected only when a new
     upstream conversation is started. `continues` says whether `conversation_id`
     already exists in the store. `owner` is the hashed API key that owns it.
+    `lock_token` holds the conversation's lock (`service.locks`) when continuing.
     """
 
     completion_id: str
@@ -57,6 +58,7 @@ class TurnRequest:
     system: str = ""
     continues: bool = False
     created: int = 0
+    lock_token: str = ""
 
     def to_json(self) -> dict[str, Any]:
         """The job argument."""

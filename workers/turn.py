@@ -27,6 +27,7 @@ from typing import Any
 from redis import Redis
 from rq.timeouts import JobTimeoutException
 
+from service import locks
 from service.conversations import Conversation, ConversationStore
 from service.errors import ApiError, NotFound
 from service.models import find_model
@@ -38,7 +39,7 @@ from workers.pool import WorkerShutdown
 from workers.upstream import build_client, load_handle
 from workers.upstream.context import TurnInput
 from workers.upstream.errors import ConversationExpired, ConversationLimitReached, ProtocolError
-from workers.upstream.events import Citation, Done, Event, Limits, Progress, Suggestions, TextDelta
+from workers.upstream.events import Citation, Done, Event, Image, Limits, Progress, Suggestions, TextDelta
 
 log = logging.getLogger(__name__)
 
@@ -52,7 +53,9 @@ class TurnRunner:
         self.settings: Settings = context.settings
         self.redis: Redis = context.redis
         self.request = request
-        self.store = ConversationStore(self.redis, ttl=self.settings.conversation_ttl)
+        self.store = ConversationStore(
+            self.redis, ttl=self.settings.conversation_ttl, handle_ttl=self.settings.upstream_handle_ttl
+        )
         self.clock = clock
         self._cancelled = threading.Event()
         self._stopped = threading.Event()
@@ -79,6 +82,8 @@ class TurnRunner:
         finally:
             self._stopped.set()
             self.redis.delete(lease_key(self.request.completion_id))
+            if self.request.lock_token:
+                locks.release(self.redis, self.request.conversation_id, self.request.lock_token)
 
     def _run(self, publisher: Publisher) -> dict[str, Any]:
         request = self.request
@@ -94,7 +99,7 @@ class TurnRunner:
         client = build_client(self.settings, account)
 
         for attempt in (1, 2):
-            if handle is None or handle.is_expired(self.clock()):
+            if handle is None or handle.is_expired(self.clock()) or handle.exhausted:
                 handle = client.create_conversation(account=account)
                 log.info(
                     "event=upstream_conversation_created attempt=%d seeded_messages=%d", attempt, len(seed)
@@ -178,20 +183,37 @@ class TurnRunner:
             publisher.event({"type": "suggestions", "items": list(event.items)})
         elif isinstance(event, Limits):
             publisher.event({"type": "limits", "used": event.used, "max": event.max})
+        elif isinstance(event, Image):
+            publisher.event(
+                {
+                    "type": "image",
+                    "url": event.url,
+                    "prompt": event.prompt,
+                    "thumbnail_url": event.thumbnail_url,
+                }
+            )
 
     def _watch(self) -> None:
-        """Refresh the liveness lease and notice cancellation until the turn stops."""
-        completion_id = self.request.completion_id
-        lease_every = max(1.0, self.settings.worker_lease_seconds / 3)
+        """Keep the lease (and the conversation lock) alive and notice cancellation."""
+        request = self.request
+        lease_seconds = self.settings.worker_lease_seconds
+        lease_every = max(1.0, lease_seconds / 3)
         last_lease = time.monotonic()
         while not self._stopped.wait(CANCEL_POLL_SECONDS):
             try:
+                due = time.monotonic() - last_lease >= lease_every
                 with self.redis.pipeline(transaction=False) as pipe:
-                    pipe.exists(cancel_key(completion_id))
-                    if time.monotonic() - last_lease >= lease_every:
-                        pipe.set(lease_key(completion_id), b"1", ex=self.settings.worker_lease_seconds)
-                        last_lease = time.monotonic()
+                    pipe.exists(cancel_key(request.completion_id))
+                    if due:
+                        pipe.set(lease_key(request.completion_id), b"1", ex=lease_seconds)
+                        if request.lock_token:
+                            # The conversation stays locked exactly as long as this turn lives.
+                            locks.refresh(
+                                pipe, request.conversation_id, request.lock_token, ttl=2 * lease_seconds
+                            )
                     cancelled = pipe.execute()[0]
+                if due:
+                    last_lease = time.monotonic()
             except Exception:
                 log.warning("event=turn_watch_failed", exc_info=True)
                 continue

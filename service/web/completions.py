@@ -4,9 +4,10 @@ Served on any path whose last segment is `completions` (`/v1/chat/completions`,
 `/chat/completions`, `/openai/chat/completions`, …) because clients join base URLs in
 every possible way. The flow for one request:
 
-    auth (middleware) → parse_chat_request → resolve the conversation
-      → subscribe to the relay (confirmed by Redis) → enqueue `workers.jobs.run_turn`
-      → stream.watch → one `chat.completion` JSON, or SSE chunks
+    auth (middleware) → parse_chat_request → Idempotency-Key (attach to an earlier run?)
+      → resolve the conversation (new / continue / branch; lock) → subscribe to the relay
+      (confirmed by Redis) → enqueue `workers.jobs.run_turn` → stream.watch
+      → one `chat.completion` JSON, or SSE chunks
 
 Subscribing before enqueueing means no event can be published before we listen. A
 stream first holds up to STREAM_HOLD_SECONDS for the first event so that a failure
@@ -16,6 +17,7 @@ the client as a real HTTP status instead of an error inside a 200 stream.
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 import time
 from collections.abc import Iterator
@@ -24,13 +26,14 @@ from typing import Any
 from flask import Blueprint, Response, g, jsonify, request
 from werkzeug import exceptions as http
 
-from service.errors import ApiError
-from service.relay import TERMINAL, Subscription
-from service.turns import TurnRequest, enqueue_turn, new_completion_id, new_conversation_id, request_cancel
+from service import idempotency, locks
+from service.errors import ApiError, InvalidRequest
+from service.relay import TERMINAL, Subscription, read_log
+from service.turns import TurnRequest, enqueue_turn, new_completion_id, request_cancel
 from service.web.errors import redis_unavailable
 from service.web.extension import Gateway, gateway
-from service.web.meta import conversation_not_found
 from service.web.openai_format import Answer, ChunkBuilder, completion
+from service.web.resolve import resolve
 from service.web.sse import EventStream
 from service.web.stream import watch
 from service.web.validation import ChatRequest, parse_chat_request
@@ -41,6 +44,44 @@ blueprint = Blueprint("completions", __name__)
 
 ENDPOINT = "completions"
 SSE_HEADERS = {"Cache-Control": "no-cache", "X-Accel-Buffering": "no"}
+ATTACH_POLL = 0.05
+
+
+@dataclasses.dataclass
+class Run:
+    """One completion as this request serves it: a turn it started, or one it attached to."""
+
+    turn: TurnRequest
+    sub: Subscription
+    idempotency_key: str | None = None
+    attached: bool = False
+
+    def close(self, gw: Gateway, terminal: dict[str, Any] | None) -> None:
+        """Unsubscribe; cancel what nobody will read; free the claim of a failed turn.
+
+        `terminal` is the event that ended the response, or None if the client went
+        away first. A turn with an Idempotency-Key is not cancelled when its client
+        disappears: the SDK's retry will attach to it.
+        """
+        turn = self.turn
+        try:
+            finished = terminal is not None and not terminal.get("synthetic")
+            if not finished and not self.attached:
+                if gw.queue.remove(turn.completion_id):
+                    # Never started, and now never will: free what the turn held.
+                    if turn.lock_token:
+                        locks.release(gw.redis, turn.conversation_id, turn.lock_token)
+                    if self.idempotency_key:
+                        idempotency.release(gw.redis, turn.owner, self.idempotency_key, turn.completion_id)
+                elif self.idempotency_key is None or terminal is not None:
+                    log.info("event=completion_abandoned completion_id=%s", turn.completion_id)
+                    request_cancel(gw.redis, turn.completion_id)
+            if self.idempotency_key and terminal is not None and terminal.get("type") == "error":
+                idempotency.release(gw.redis, turn.owner, self.idempotency_key, turn.completion_id)
+        except Exception:  # Redis is down: the job's own timeouts end it
+            log.warning("event=cleanup_failed completion_id=%s", turn.completion_id, exc_info=True)
+        finally:
+            self.sub.close()
 
 
 @blueprint.route("/<path:path>", methods=["GET", "POST", "PUT", "PATCH", "DELETE"])
@@ -51,45 +92,99 @@ def chat_completions(path: str) -> Response:
     if request.method != "POST":
         raise http.MethodNotAllowed(valid_methods=["POST"])
     gw = gateway()
-    chat = parse_chat_request(request.get_data(cache=False), request.headers, upstream=gw.settings.upstream)
-    turn = _turn(gw, chat, g.owner)
+    raw = request.get_data(cache=False)
+    chat = parse_chat_request(raw, request.headers, upstream=gw.settings.upstream)
+    key = _idempotency_key()
+    completion_id, created = new_completion_id(), int(time.time())
+    if key is not None:
+        mine = idempotency.Claim(completion_id, idempotency.body_digest(raw), created=created)
+        earlier = idempotency.claim(gw.redis, g.owner, key, mine, ttl=gw.settings.replay_ttl)
+        if earlier is not None:
+            if earlier.body != mine.body:
+                raise InvalidRequest(
+                    "Keys for idempotent requests can only be used with the same parameters "
+                    "they were first used with.",
+                    param=None,
+                    code="idempotency_key_reused",
+                )
+            attached = _attach(gw, earlier, chat, key)
+            if attached is not None:
+                return attached
+            idempotency.claim(gw.redis, g.owner, key, mine, ttl=gw.settings.replay_ttl)
+    resolution = resolve(gw, chat, g.owner)
+    turn = TurnRequest(
+        completion_id=completion_id,
+        conversation_id=resolution.conversation_id,
+        owner=g.owner,
+        model=chat.model,
+        prompt=chat.prompt,
+        history=resolution.history,
+        system=resolution.system,
+        continues=resolution.continues,
+        created=created,
+        lock_token=resolution.lock_token,
+    )
+    if key is not None:
+        idempotency.record(
+            gw.redis, g.owner, key, dataclasses.replace(mine, conversation_id=turn.conversation_id)
+        )
     g.conversation_id = turn.conversation_id
-    sub = _start(gw, turn)
+    if resolution.turns_remaining is not None:
+        g.turns_remaining = resolution.turns_remaining
+    run = Run(turn, _start(gw, turn), idempotency_key=key)
     log.info(
-        "event=completion_enqueued completion_id=%s conversation_id=%s model=%s stream=%s continues=%s",
+        "event=completion_enqueued completion_id=%s conversation_id=%s model=%s stream=%s how=%s",
         turn.completion_id,
         turn.conversation_id,
         turn.model,
         chat.stream,
-        turn.continues,
+        resolution.how,
     )
-    if chat.stream:
-        return _stream(gw, sub, turn, chat)
-    return _complete(gw, sub, turn, chat)
+    return _respond(gw, run, chat)
 
 
-def _turn(gw: Gateway, chat: ChatRequest, owner: str) -> TurnRequest:
-    """Resolve the conversation and build the job payload."""
-    if chat.conversation_id is not None:
-        conversation = gw.store.get_owned(chat.conversation_id, owner)
-        if conversation is None:
-            raise conversation_not_found(chat.conversation_id, chat.conversation_param)
-        # The upstream conversation already holds the earlier turns and instructions.
-        conversation_id, continues, history, system = conversation.id, True, [], ""
-    else:
-        conversation_id, continues = new_conversation_id(), False
-        history, system = [dict(m) for m in chat.history], chat.system
-    return TurnRequest(
-        completion_id=new_completion_id(),
-        conversation_id=conversation_id,
-        owner=owner,
+def _idempotency_key() -> str | None:
+    key = request.headers.get("Idempotency-Key")
+    if key is None:
+        return None
+    key = key.strip()
+    if not key or len(key) > 255:
+        raise InvalidRequest("Idempotency-Key must be 1 to 255 characters.", param="Idempotency-Key")
+    return key
+
+
+def _attach(gw: Gateway, earlier: idempotency.Claim, chat: ChatRequest, key: str) -> Response | None:
+    """Serve a retry from the earlier run of the same request; None if that run failed."""
+    deadline = time.monotonic() + gw.settings.job_timeout + gw.settings.queue_wait_timeout
+    while not earlier.conversation_id:  # the first request is still resolving (e.g. queued on a lock)
+        if time.monotonic() > deadline:
+            return None
+        time.sleep(ATTACH_POLL)
+        refreshed = idempotency.claim(gw.redis, g.owner, key, earlier, ttl=gw.settings.replay_ttl)
+        if refreshed is None:  # the claim was released (failed) and we just took it with *its* data
+            idempotency.release(gw.redis, g.owner, key, earlier.completion_id)
+            return None
+        earlier = refreshed
+    history = read_log(gw.redis, earlier.completion_id)
+    if history and history[-1].get("type") == "error":
+        idempotency.release(gw.redis, g.owner, key, earlier.completion_id)
+        return None
+    turn = TurnRequest(
+        completion_id=earlier.completion_id,
+        conversation_id=earlier.conversation_id,
+        owner=g.owner,
         model=chat.model,
         prompt=chat.prompt,
-        history=history,
-        system=system,
-        continues=continues,
-        created=int(time.time()),
+        created=earlier.created,
     )
+    g.conversation_id = turn.conversation_id
+    try:
+        sub = gw.hub.subscribe(turn.completion_id)
+    except TimeoutError as exc:
+        raise redis_unavailable() from exc
+    sub.catch_up()
+    log.info("event=completion_attached completion_id=%s", turn.completion_id)
+    return _respond(gw, Run(turn, sub, idempotency_key=key, attached=True), chat)
 
 
 def _start(gw: Gateway, turn: TurnRequest) -> Subscription:
@@ -97,46 +192,39 @@ def _start(gw: Gateway, turn: TurnRequest) -> Subscription:
     try:
         sub = gw.hub.subscribe(turn.completion_id)
     except TimeoutError as exc:
+        if turn.lock_token:
+            locks.release(gw.redis, turn.conversation_id, turn.lock_token)
         raise redis_unavailable() from exc
     try:
         enqueue_turn(gw.queue, turn, gw.settings)
     except BaseException:
         sub.close()
+        if turn.lock_token:
+            locks.release(gw.redis, turn.conversation_id, turn.lock_token)
         raise
     return sub
 
 
-def _cleanup(gw: Gateway, sub: Subscription, completion_id: str, finished: bool) -> None:
-    """Unsubscribe; unless the worker ended the turn, drop the queued job and ask it to stop.
-
-    `finished` is False when the client went away, or we gave up on the worker: the
-    job may still be queued (then a late worker never starts it) or running (then it
-    sees the cancel flag), and nobody would read its answer.
-    """
-    try:
-        if not finished:
-            log.info("event=completion_abandoned completion_id=%s", completion_id)
-            gw.queue.remove(completion_id)
-            request_cancel(gw.redis, completion_id)
-    except Exception:  # Redis is down: the job's own timeouts end it
-        log.warning("event=cancel_failed completion_id=%s", completion_id, exc_info=True)
-    finally:
-        sub.close()
+def _respond(gw: Gateway, run: Run, chat: ChatRequest) -> Response:
+    return _stream(gw, run, chat) if chat.stream else _complete(gw, run, chat)
 
 
-def _complete(gw: Gateway, sub: Subscription, turn: TurnRequest, chat: ChatRequest) -> Response:
+def _complete(gw: Gateway, run: Run, chat: ChatRequest) -> Response:
     """Wait for the whole answer and return one `chat.completion` (or the error)."""
+    turn = run.turn
     answer = Answer(chat.messages)
     terminal: dict[str, Any] | None = None
     try:
-        for event in watch(sub, gw.redis, turn.completion_id, gw.settings):
+        for event in watch(run.sub, gw.redis, turn.completion_id, gw.settings):
             if event is None:
                 continue
             if event["type"] in TERMINAL:
                 terminal = event
+            elif event["type"] == "limits":
+                g.turns_remaining = max(0, int(event["max"]) - int(event["used"]))
             answer.add(event)
     finally:
-        _cleanup(gw, sub, turn.completion_id, terminal is not None and not terminal.get("synthetic"))
+        run.close(gw, terminal)
     if terminal is None or terminal["type"] == "error":  # watch only ends on a terminal event
         raise ApiError.from_event((terminal or {}).get("error") or {})
     return jsonify(
@@ -148,39 +236,34 @@ def _complete(gw: Gateway, sub: Subscription, turn: TurnRequest, chat: ChatReque
             finish_reason=answer.finish_reason,
             annotations=answer.annotations(),
             usage=answer.usage(),
+            images=answer.images,
         )
     )
 
 
-def _stream(gw: Gateway, sub: Subscription, turn: TurnRequest, chat: ChatRequest) -> Response:
+def _stream(gw: Gateway, run: Run, chat: ChatRequest) -> Response:
     """Hold briefly for the first event, then commit to a 200 SSE stream."""
+    turn = run.turn
     hold = gw.settings.stream_hold_seconds
     events: Iterator[dict[str, Any] | None] = watch(
-        sub, gw.redis, turn.completion_id, gw.settings, hold=hold if hold > 0 else None
+        run.sub, gw.redis, turn.completion_id, gw.settings, hold=hold if hold > 0 else None
     )
     first: dict[str, Any] | None = None
     if hold > 0:
         try:
             first = next(events)
         except BaseException:
-            _cleanup(gw, sub, turn.completion_id, False)
+            run.close(gw, None)
             raise
         if first is not None and first["type"] == "error":
-            _cleanup(gw, sub, turn.completion_id, not first.get("synthetic"))
+            run.close(gw, first)
             raise ApiError.from_event(first.get("error") or {})
-    completion_id = turn.completion_id
 
-    def on_close(finished: bool) -> None:
-        _cleanup(gw, sub, completion_id, finished)
+    def on_close(terminal: dict[str, Any] | None) -> None:
+        run.close(gw, terminal)
 
     chunks = ChunkBuilder(
-        completion_id, model=turn.model, created=turn.created, include_usage=chat.include_usage
+        turn.completion_id, model=turn.model, created=turn.created, include_usage=chat.include_usage
     )
-    body = EventStream(
-        events,
-        first,
-        chunks=chunks,
-        answer=Answer(chat.messages),
-        on_close=on_close,
-    )
+    body = EventStream(events, first, chunks=chunks, answer=Answer(chat.messages), on_close=on_close)
     return Response(body, status=200, mimetype="text/event-stream", headers=SSE_HEADERS)

@@ -54,7 +54,9 @@ def init_app(app: Flask, settings: Settings) -> Gateway:
         settings=settings,
         redis=redis,
         hub=RelayHub(redis),
-        store=ConversationStore(redis, ttl=settings.conversation_ttl),
+        store=ConversationStore(
+            redis, ttl=settings.conversation_ttl, handle_ttl=settings.upstream_handle_ttl
+        ),
         queue=Queue(settings.queue_name, connection=redis, serializer=JSONSerializer),
     )
     app.extensions[EXTENSION] = gateway

@@ -24,7 +24,9 @@ REQUEST_ID_HEADER = "x-request-id"
 _SANE_ID = re.compile(r"[A-Za-z0-9._-]{1,128}")
 _HEADER_LIST = re.compile(r"[^A-Za-z0-9!#$%&'*+.^_`|~, -]")
 OPEN_PATHS = ("/healthz",)
-EXPOSED_HEADERS = "x-request-id, X-Conversation-Id, Retry-After, x-should-retry"
+EXPOSED_HEADERS = (
+    "x-request-id, X-Conversation-Id, X-Conversation-Turns-Remaining, Retry-After, x-should-retry"
+)
 DEFAULT_ALLOWED_HEADERS = (
     "authorization, content-type, x-conversation-id, idempotency-key, openai-organization, "
     "openai-project, x-request-id, api-key, x-stainless-arch, x-stainless-lang, x-stainless-os, "
@@ -71,6 +73,9 @@ def _decorate(response: Response) -> Response:
     conversation_id = g.get("conversation_id")
     if conversation_id:
         response.headers["X-Conversation-Id"] = conversation_id
+    turns_remaining = g.get("turns_remaining")
+    if turns_remaining is not None:
+        response.headers["X-Conversation-Turns-Remaining"] = str(turns_remaining)
     return response
 
 

@@ -61,6 +61,15 @@ def annotations(content: str, citations: Iterable[Mapping[str, Any]]) -> list[di
     return result
 
 
+def image(event: Mapping[str, Any]) -> dict[str, Any]:
+    """The `images` extension entry for one relayed image event."""
+    return {
+        "url": str(event.get("url", "")),
+        "thumbnail_url": str(event.get("thumbnail_url", "")) or None,
+        "prompt": str(event.get("prompt", "")) or None,
+    }
+
+
 def completion(
     completion_id: str,
     *,
@@ -70,8 +79,21 @@ def completion(
     finish_reason: str,
     annotations: list[dict[str, Any]],
     usage: dict[str, int],
+    images: list[dict[str, Any]] | None = None,
 ) -> dict[str, Any]:
-    """A whole non-streamed `chat.completion` object."""
+    """A whole non-streamed `chat.completion` object.
+
+    `images` (generated images, Copilot) is this gateway's extension field on the
+    message; the same images are also in `content` as markdown links.
+    """
+    message: dict[str, Any] = {
+        "role": "assistant",
+        "content": content,
+        "refusal": None,
+        "annotations": annotations,
+    }
+    if images:
+        message["images"] = images
     return {
         "id": completion_id,
         "object": COMPLETION,
@@ -81,12 +103,7 @@ def completion(
         "choices": [
             {
                 "index": 0,
-                "message": {
-                    "role": "assistant",
-                    "content": content,
-                    "refusal": None,
-                    "annotations": annotations,
-                },
+                "message": message,
                 "logprobs": None,
                 "finish_reason": finish_reason,
             }
@@ -136,6 +153,10 @@ class ChunkBuilder:
         """The chunk carrying all citations, sent after the last content chunk."""
         return self._delta({"annotations": items})
 
+    def images(self, items: list[dict[str, Any]]) -> dict[str, Any]:
+        """A chunk carrying generated images in the `images` extension field."""
+        return self._delta({"images": items})
+
     def finish(self, finish_reason: str) -> dict[str, Any]:
         """The chunk with an empty delta and the finish reason."""
         return self._delta({}, finish_reason)
@@ -157,6 +178,7 @@ class Answer:
         self.messages = list(messages)
         self.deltas: list[str] = []
         self.citations: list[dict[str, Any]] = []
+        self.images: list[dict[str, Any]] = []
         self.done_text = ""
         self.finish_reason = "stop"
 
@@ -167,6 +189,8 @@ class Answer:
             self.deltas.append(str(event.get("text", "")))
         elif kind == "citation":
             self.citations.append(dict(event))
+        elif kind == "image":
+            self.images.append(image(event))
         elif kind == "done":
             self.done_text = str(event.get("text") or "")
             self.finish_reason = str(event.get("finish_reason") or "stop")

@@ -16,7 +16,7 @@ from collections.abc import Callable, Iterator, Mapping
 from typing import Any
 
 from service.errors import ApiError
-from service.web.openai_format import Answer, ChunkBuilder
+from service.web.openai_format import Answer, ChunkBuilder, image
 
 log = logging.getLogger(__name__)
 
@@ -49,10 +49,10 @@ class EventStream:
     only way left once the 200 is out. It takes plain arguments, not the request
     context, because it is iterated after the view has returned.
 
-    `on_close(finished)` runs exactly once, when the WSGI server closes the body (as
+    `on_close(terminal)` runs exactly once, when the WSGI server closes the body (as
     PEP 3333 requires, also when the client went away mid-stream) or when it is
-    exhausted; `finished` is False unless the worker itself ended the turn (a
-    terminal event it published), so the caller knows to cancel the job. A class
+    exhausted; `terminal` is the done/error event that ended the stream, or None when
+    the client went away first, so the caller knows whether to cancel the job. A class
     rather than a bare generator because closing a generator that never started
     skips its `finally`.
     """
@@ -64,9 +64,9 @@ class EventStream:
         *,
         chunks: ChunkBuilder,
         answer: Answer,
-        on_close: Callable[[bool], None],
+        on_close: Callable[[dict[str, Any] | None], None],
     ) -> None:
-        self.finished = False
+        self.terminal: dict[str, Any] | None = None
         self._chunks = chunks
         self._answer = answer
         self._on_close = on_close
@@ -91,7 +91,7 @@ class EventStream:
         try:
             self._frames.close()
         finally:
-            self._on_close(self.finished)
+            self._on_close(self.terminal)
 
     def _generate(self, events: Iterator[dict[str, Any] | None]) -> Iterator[str]:
         chunks, answer = self._chunks, self._answer
@@ -107,8 +107,11 @@ class EventStream:
                     yield frame(chunks.content(str(event.get("text", ""))))
                 elif kind == "progress":
                     yield frame(comment=str(event.get("text", "")))
+                elif kind == "image":
+                    answer.add(event)
+                    yield frame(chunks.images([image(event)]))
                 elif kind == "done":
-                    self.finished = not event.get("synthetic", False)
+                    self.terminal = event
                     if not answer.deltas and event.get("text"):
                         yield frame(chunks.content(str(event["text"])))
                     answer.add(event)
@@ -120,7 +123,7 @@ class EventStream:
                     yield frame(DONE)
                     return
                 elif kind == "error":
-                    self.finished = not event.get("synthetic", False)
+                    self.terminal = event
                     yield frame(ApiError.from_event(event.get("error") or {}).body())
                     yield frame(DONE)
                     return

@@ -29,6 +29,10 @@ class Handle(Protocol):
     def fresh(self) -> bool:
         """No turn sent yet: history and system prompt must be injected."""
 
+    @property
+    def exhausted(self) -> bool:
+        """No more turns fit in this upstream conversation (its turn limit was reached)."""
+
     def to_json(self) -> dict[str, Any]:
         """JSON-plain form, including `"dialect"`."""
 
@@ -67,6 +71,17 @@ def build_client(settings: Settings, account: int) -> Client:
             first_token_timeout=settings.upstream_first_token_timeout,
             idle_timeout=settings.upstream_idle_timeout,
         )
+    if settings.upstream == "copilot":
+        from workers.upstream.copilot_client import CopilotClient
+
+        return CopilotClient(
+            base_url=settings.copilot_url,
+            cookies=account_cookies(settings, account),
+            access_token=settings.copilot_access_token,
+            connect_timeout=settings.upstream_connect_timeout,
+            first_token_timeout=settings.upstream_first_token_timeout,
+            idle_timeout=settings.upstream_idle_timeout,
+        )
     raise ValueError(f"unknown upstream {settings.upstream!r}")
 
 
@@ -81,4 +96,11 @@ def load_handle(settings: Settings, data: Mapping[str, Any] | None) -> Handle | 
         from workers.upstream.chathub import BingHandle
 
         return BingHandle.from_json(data)
+    if dialect == "copilot":
+        from workers.upstream.copilot import CopilotHandle
+
+        try:
+            return CopilotHandle.from_json(data)
+        except (TypeError, ValueError):
+            return None  # a damaged record: a new upstream conversation is the safe answer
     return None

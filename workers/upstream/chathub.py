@@ -122,6 +122,11 @@ class BingHandle:
         """No turn has been sent yet: history and system prompt must be injected."""
         return self.invocation == 0
 
+    @property
+    def exhausted(self) -> bool:
+        """The conversation reached its turn limit; the next turn needs a new one."""
+        return self.turns_max > 0 and self.turns_used >= self.turns_max
+
     def to_json(self) -> dict[str, Any]:
         """The handle as a JSON-plain dict, tagged with its dialect."""
         return {"dialect": self.dialect, **dataclasses.asdict(self)}

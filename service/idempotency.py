@@ -1,0 +1,70 @@
+"""`Idempotency-Key`: a retried request never sends the same user message upstream twice.
+
+The official SDKs retry 408/429/5xx and timeouts. A request carrying an
+`Idempotency-Key` claims the key (per API key) for its completion; a retry with the
+same key and the same body attaches to that completion instead of starting another
+turn — it follows the running turn, or replays the finished one from the relay's
+replay log, which lives as long as the claim (`REPLAY_TTL`). The same key with a
+different body is a 400, as with OpenAI and Stripe. A turn that ended in an error
+releases its claim, so a retry after a 429 or 502 really runs again.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import hashlib
+import json
+
+from redis import Redis
+
+_RELEASE = """
+local raw = redis.call('get', KEYS[1])
+if raw and cjson.decode(raw)['completion_id'] == ARGV[1] then return redis.call('del', KEYS[1]) end
+return 0
+"""
+
+
+def claim_key(owner: str, key: str) -> str:
+    """Where an idempotency key's claim lives (the key itself is hashed)."""
+    return f"idem:{owner}:{hashlib.sha256(key.encode()).hexdigest()[:40]}"
+
+
+def body_digest(raw: bytes) -> str:
+    """A digest of the raw request body: a retry re-sends exactly the same bytes."""
+    return hashlib.sha256(raw).hexdigest()
+
+
+@dataclasses.dataclass(frozen=True)
+class Claim:
+    """The completion an idempotency key belongs to."""
+
+    completion_id: str
+    body: str
+    conversation_id: str = ""
+    created: int = 0
+
+    def to_json(self) -> str:
+        """Stored form."""
+        return json.dumps(dataclasses.asdict(self))
+
+
+def claim(redis: Redis, owner: str, key: str, mine: Claim, *, ttl: int) -> Claim | None:
+    """Claim `key` for `mine`; returns None if claimed now, else the earlier claim."""
+    redis_key = claim_key(owner, key)
+    for _ in range(3):
+        if redis.set(redis_key, mine.to_json(), nx=True, ex=ttl):
+            return None
+        raw = redis.get(redis_key)
+        if raw is not None:
+            return Claim(**json.loads(raw))
+    return None  # released and re-claimed three times in a row: go ahead as a fresh request
+
+
+def record(redis: Redis, owner: str, key: str, mine: Claim) -> None:
+    """Update our claim once the conversation is known (keeps its expiry)."""
+    redis.set(claim_key(owner, key), mine.to_json(), xx=True, keepttl=True)
+
+
+def release(redis: Redis, owner: str, key: str, completion_id: str) -> None:
+    """Drop the claim if it is still `completion_id`'s, so a retry runs afresh."""
+    redis.eval(_RELEASE, 1, claim_key(owner, key), completion_id)
