@@ -1,0 +1,312 @@
+"""The consumer Copilot `/c/api/chat` dialect, without I/O.
+
+Copilot speaks plain JSON events over a websocket: no SignalR, no 0x1E, no invocation
+ids. Conversations live on the server and are addressed by a short id alone, so a turn
+is: open a socket, (wait for `connected`), send `setOptions`, `reportLocalConsents`
+and one `send`, then read events until `done`. See Part B of
+shared/reference/upstream-protocols.md; its confidence tags are quoted where a choice
+rests on them.
+
+This module only turns data into data: it builds the websocket URL and every outgoing
+frame, parses the conversation-create reply into a persistable `CopilotHandle`, splits
+incoming messages into events, and answers the proof-of-work challenges.
+`workers.upstream.copilot_decode` turns the events into dialect-neutral events;
+`workers.upstream.transport` owns the sockets and `workers.upstream.copilot_client`
+combines the three.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import hashlib
+import json
+import re
+from collections.abc import Iterable, Mapping
+from typing import Any
+from urllib.parse import quote, urlsplit
+
+from workers.upstream.context import TurnInput, flatten_context
+from workers.upstream.errors import ProtocolError, Throttled, Unauthorized, UpstreamError
+
+ORIGIN = "https://copilot.microsoft.com"
+CHAT_PATH = "/c/api/chat"
+CREATE_PATH = "/c/api/conversations"
+API_VERSION = "2"
+# Edge-sidebar flags that switch on `context.edge` page context (B1.2); sent only when injecting.
+PAGE_CONTEXT_FLAGS = "features=-,ncedge,edgepagecontext&setflight=-,ncedge,edgepagecontext&ncedge=1"
+PAGE_TITLE = "Conversation so far"
+PAGE_URL = "https://copilot.microsoft.com/"
+THROTTLE_RETRY_AFTER = 60.0
+CREDENTIALS_HINT = "refresh the account's cookies in UPSTREAM_COOKIES (or set COPILOT_ACCESS_TOKEN)"
+# Expected work is 2**bits hashes; the pure-Python loop holds the gevent worker's only
+# thread, so anything past ~16M hashes (~10 s) stalls every other turn. Captures show 1.
+MAX_HASHCASH_BITS = 24
+
+
+@dataclasses.dataclass
+class CopilotHandle:
+    """What it takes to continue a Copilot conversation from any worker (B4).
+
+    Only the id and the identity matter: the next turn sends the same `conversationId`
+    on a new socket with the same cookies, so `account` pins the cookie-pool entry
+    (anonymous conversations are bound to their anon cookie). `turns` counts completed
+    turns; zero means history must still be injected.
+    """
+
+    conversation_id: str
+    account: int = 0
+    turns: int = 0
+    created: float = 0.0
+
+    dialect = "copilot"
+
+    @property
+    def fresh(self) -> bool:
+        """No turn has been sent yet: history and system prompt must be injected."""
+        return self.turns == 0
+
+    @property
+    def exhausted(self) -> bool:
+        """Always False: Copilot documents no per-conversation turn limit."""
+        return False
+
+    def to_json(self) -> dict[str, Any]:
+        """The handle as a JSON-plain dict, tagged with its dialect."""
+        return {"dialect": self.dialect, **dataclasses.asdict(self)}
+
+    @classmethod
+    def from_json(cls, data: Mapping[str, Any]) -> CopilotHandle:
+        """Rebuild a stored handle; unknown keys are ignored, a missing id is a ValueError."""
+        conversation_id = data.get("conversation_id")
+        if not conversation_id or not isinstance(conversation_id, str):
+            raise ValueError("a Copilot handle needs a conversation_id")
+        return cls(
+            conversation_id=conversation_id,
+            account=int(data.get("account") or 0),
+            turns=int(data.get("turns") or 0),
+            created=float(data.get("created") or 0.0),
+        )
+
+    def is_expired(self, now: float) -> bool:
+        """Always False: Copilot documents no conversation expiry (B4, B7.6)."""
+        return False
+
+
+def parse_create_response(
+    status: int, headers: Mapping[str, str], body: bytes, *, account: int = 0, now: float = 0.0
+) -> CopilotHandle:
+    """Turn the `POST /c/api/conversations` reply (`{"id": …}`, B1.1) into a handle, or raise why not."""
+    if status in (401, 403):
+        raise Unauthorized(
+            f"Copilot refused conversation create for account #{account} with HTTP {status}; "
+            f"{CREDENTIALS_HINT}"
+        )
+    if status == 429:
+        raise Throttled(
+            f"Copilot rate-limited conversation create for account #{account} (HTTP 429)",
+            retry_after=THROTTLE_RETRY_AFTER,
+        )
+    if status != 200:
+        raise UpstreamError(f"Copilot conversation create failed with HTTP {status}")
+    try:
+        data = json.loads(body)
+    except ValueError:
+        kind = next((v for k, v in headers.items() if k.lower() == "content-type"), "unknown content type")
+        raise UpstreamError(
+            f"Copilot conversation create returned a non-JSON body ({kind}, {len(body)} bytes)"
+        ) from None
+    conversation_id = data.get("id") if isinstance(data, dict) else None
+    if not conversation_id or not isinstance(conversation_id, str):
+        raise ProtocolError("Copilot conversation create returned no conversation id")
+    return CopilotHandle(conversation_id=conversation_id, account=account, created=now)
+
+
+def chat_url(
+    base_url: str, *, client_session_id: str, access_token: str = "", with_page_context: bool = False
+) -> str:
+    """The websocket URL of one turn (B1.2): https→wss, http→ws, on the base URL's host and path.
+
+    `clientSessionId` is new per socket (2026 servers may answer `invalid-event`
+    without it); the access token rides here, never on REST by default (B1.1 [U]).
+    """
+    parts = urlsplit(base_url)
+    schemes = {"https": "wss", "http": "ws"}
+    if parts.scheme not in schemes or not parts.netloc:
+        raise ValueError(f"the Copilot base URL must be http(s)://host, not {base_url!r}")
+    query = f"api-version={API_VERSION}&clientSessionId={quote(client_session_id, safe='')}"
+    if access_token:
+        query += f"&accessToken={quote(access_token, safe='')}"
+    if with_page_context:
+        query += f"&{PAGE_CONTEXT_FLAGS}"
+    return f"{schemes[parts.scheme]}://{parts.netloc}{parts.path.rstrip('/')}{CHAT_PATH}?{query}"
+
+
+def encode(event: Mapping[str, Any]) -> str:
+    """One outgoing frame: compact JSON, one object per message, no delimiter (B1.2)."""
+    return json.dumps(event, separators=(",", ":"), ensure_ascii=False)
+
+
+def set_options() -> str:
+    """The first preamble frame, as recorded in B7.1: we render images, not cards or ads."""
+    return encode(
+        {
+            "event": "setOptions",
+            "supportedFeatures": ["partial-generated-images"],
+            "supportedCards": ["image"],
+            "ads": {"supportedTypes": []},
+        }
+    )
+
+
+def report_local_consents() -> str:
+    """The second preamble frame (2025–2026 captures): no consents granted."""
+    return encode({"event": "reportLocalConsents", "grantedConsents": []})
+
+
+def send(conversation_id: str, text: str, mode: str, context: Mapping[str, Any]) -> str:
+    """The `send` frame of one turn (B2); no `tone`/`messageId`, which the server does not take."""
+    return encode(
+        {
+            "event": "send",
+            "conversationId": conversation_id,
+            "content": [{"type": "text", "text": text}],
+            "mode": mode,
+            "context": dict(context),
+        }
+    )
+
+
+def challenge_response(method: str, token: str, challenge_id: str | None) -> str:
+    """The answer to a `challenge`, echoing its `id` (2026 servers; older ones sent none)."""
+    frame: dict[str, Any] = {"event": "challengeResponse", "token": token, "method": method}
+    if challenge_id is not None:
+        frame["id"] = challenge_id
+    return encode(frame)
+
+
+def turn_context(turn: TurnInput, *, fresh: bool) -> dict[str, Any]:
+    """The `context` of a `send`: earlier messages as Edge page context on a fresh conversation.
+
+    Copilot has no role or system channel; `context.edge` is its analogue of ChatHub's
+    `previousMessages` WebPage context (B2 [S]). Later turns send `{}`: the server
+    remembers the conversation.
+    """
+    if not fresh:
+        return {}
+    text = flatten_context(turn.history, turn.system, turn.max_context_chars)
+    if not text:
+        return {}
+    return {"edge": {"pageTitle": PAGE_TITLE, "pageContent": text, "pageUrl": PAGE_URL}}
+
+
+_DECODER = json.JSONDecoder()
+_SKIP = " \t\r\n\x1e"
+
+
+def split_events(message: str | bytes) -> list[dict[str, Any]]:
+    """Every JSON object in one websocket message, in order.
+
+    Servers normally send one object per message, but several concatenated objects
+    (B7.3) and stray 0x1E/whitespace occur (B1.2); anything else is a `ProtocolError`.
+    """
+    if isinstance(message, bytes):
+        message = message.decode("utf-8", errors="replace")
+    events: list[dict[str, Any]] = []
+    position = 0
+    while True:
+        while position < len(message) and message[position] in _SKIP:
+            position += 1
+        if position == len(message):
+            return events
+        try:
+            event, position = _DECODER.raw_decode(message, position)
+        except ValueError as exc:
+            raise ProtocolError(
+                f"Copilot sent a message that is not JSON: {message[position : position + 80]!r}"
+            ) from exc
+        if not isinstance(event, dict):
+            raise ProtocolError(f"Copilot sent an event that is not an object: {event!r:.80}")
+        events.append(event)
+
+
+def _hashcash_parameter(parameter: str | None) -> tuple[str, int]:
+    """Seed and difficulty of `"<seed>:<difficulty>"`, split on the LAST colon (B3.1 (b))."""
+    seed, colon, difficulty = (parameter or "").rpartition(":")
+    if not colon or not difficulty.strip().isdigit():
+        raise ProtocolError(f"Copilot sent a hashcash parameter we cannot read: {parameter!r:.80}")
+    return seed, int(difficulty)
+
+
+def solve_hashcash_bits(parameter: str | None, *, max_bits: int = MAX_HASHCASH_BITS) -> str:
+    """Variant (b), capture-backed: the smallest n with ≥ difficulty leading zero BITS in sha256(seed + n).
+
+    From the 2026 clients, "inferred from a capture where the parameter ended in `:1`
+    and the accepted token was `0`" (B3.1, B7.4). Absurd difficulties are refused.
+    """
+    seed, bits = _hashcash_parameter(parameter)
+    if bits > max_bits:
+        raise ProtocolError(f"Copilot asked for {bits}-bit hashcash; more than {max_bits} is refused")
+    if bits == 0:
+        return "0"
+    base, shift = hashlib.sha256(seed.encode()), 32 - bits
+    nonce = 0
+    while True:
+        attempt = base.copy()
+        attempt.update(str(nonce).encode())
+        if int.from_bytes(attempt.digest()[:4], "big") >> shift == 0:
+            return str(nonce)
+        nonce += 1
+
+
+def solve_hashcash_hex(parameter: str | None, *, max_digits: int = MAX_HASHCASH_BITS // 4) -> str:
+    """Variant (a), OmniRoute's: an i whose sha256(f"{seed}:{i}") hex starts with `difficulty` zeros."""
+    seed, digits = _hashcash_parameter(parameter)
+    if digits > max_digits:
+        raise ProtocolError(f"Copilot asked for {digits} zero hex digits; more than {max_digits} is refused")
+    prefix = "0" * digits
+    nonce = 0
+    while not hashlib.sha256(f"{seed}:{nonce}".encode()).hexdigest().startswith(prefix):
+        nonce += 1
+    return str(nonce)
+
+
+# The two published solvers disagree (B3.1 [U]); (b) is the one a capture backs. Switch here.
+HASHCASH = solve_hashcash_bits
+
+
+def solve_arithmetic(parameter: str | None) -> str:
+    """`method:"copilot"`: round(((a³/100) + 25a) mod 22) of the number `a` (B3.1 [S])."""
+    try:
+        number = float(parameter or "")
+    except ValueError:
+        raise ProtocolError(
+            f"Copilot sent an arithmetic challenge we cannot read: {parameter!r:.80}"
+        ) from None
+    a: float = int(number) if number.is_integer() else number
+    return str(round(((a**3 / 100) + 25 * a) % 22))
+
+
+ANSWERABLE = frozenset({"hashcash", "copilot"})
+
+
+def solve_challenge(method: str, parameter: str | None) -> str:
+    """The token for an answerable challenge method (`hashcash`, `copilot`)."""
+    if method == "hashcash":
+        return HASHCASH(parameter)
+    if method == "copilot":
+        return solve_arithmetic(parameter)
+    raise ValueError(f"no solver for challenge method {method!r}")
+
+
+_SECRET_FIELD = re.compile(
+    r'("(?:accessToken|access_token|authorization|cookie|set-cookie)"\s*:\s*)"(?:[^"\\]|\\.)*"', re.IGNORECASE
+)
+
+
+def redact_frame(frame: str, secrets: Iterable[str] = (), *, limit: int = 300) -> str:
+    """A frame safe to log: secret-named fields and known secret values blanked, then cut."""
+    text = _SECRET_FIELD.sub(r'\1"<redacted>"', frame)
+    for secret in secrets:
+        if secret and len(secret) >= 4:
+            text = text.replace(secret, "<redacted>")
+    return text if len(text) <= limit else text[:limit] + "…"
