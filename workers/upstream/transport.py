@@ -145,18 +145,46 @@ def http_get(
     backoff: float = 0.5,
     sleep: Callable[[float], None] = time.sleep,
 ) -> tuple[int, Mapping[str, str], bytes]:
-    """GET and return (status, headers, body), retrying briefly on what is transient.
+    """GET and return (status, headers, body), retrying briefly on what is transient (see `http_request`)."""
+    return http_request(
+        "GET",
+        url,
+        headers=headers,
+        timeout=timeout,
+        session=session,
+        retries=retries,
+        backoff=backoff,
+        sleep=sleep,
+    )
+
+
+def http_request(
+    method: str,
+    url: str,
+    *,
+    headers: Mapping[str, str],
+    timeout: float,
+    body: bytes | None = None,
+    session: requests.Session | None = None,
+    retries: int = 2,
+    backoff: float = 0.5,
+    sleep: Callable[[float], None] = time.sleep,
+) -> tuple[int, Mapping[str, str], bytes]:
+    """Send one request and return (status, headers, body), retrying briefly on what is transient.
 
     Only connection failures and 5xx are retried (Cloudflare hiccups); other statuses
     are returned for the dialect to judge. A timeout is not retried, since it already
-    spent the caller's budget, and becomes `UpstreamTimeout`.
+    spent the caller's budget, and becomes `UpstreamTimeout`. A retried POST may
+    create a second upstream conversation; an orphaned one costs nothing.
     """
     where = redact_url(url)
-    getter = session.get if session is not None else requests.get
+    sender = session.request if session is not None else requests.request
     for attempt in range(retries + 1):
         last = attempt == retries
         try:
-            response = getter(url, headers=dict(headers), timeout=timeout, allow_redirects=False)
+            response = sender(
+                method, url, headers=dict(headers), data=body, timeout=timeout, allow_redirects=False
+            )
         except requests.Timeout as exc:
             raise UpstreamTimeout(f"no answer from {where} within {timeout:g}s") from exc
         except requests.RequestException as exc:
