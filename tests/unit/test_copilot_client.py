@@ -321,6 +321,20 @@ def test_done_without_suggestions_ends_after_the_drain(make_server: Callable[...
     assert 0.25 < time.monotonic() - started < 1.5
 
 
+def test_events_cut_across_messages_and_concatenated_are_read(make_server: Callable[..., Copilot]) -> None:
+    def script(ws: ServerConnection) -> None:
+        ws.send(frame("connected") + "\x1e")
+        server.preamble(ws)
+        text = "".join(answer("Hi", " there"))
+        for cut in range(0, len(text), 37):  # arbitrary cuts, mid-key and mid-string
+            ws.send(text[cut : cut + 37])
+        server.wait_for_client_close(ws)
+
+    server = make_server(script)
+    events = run(client(server.base_url))
+    assert events[-2:] == [Suggestions(("Tell me more",)), Done("Hi there")]
+
+
 # --- challenges ----------------------------------------------------------------------------------
 
 

@@ -178,6 +178,31 @@ def test_split_events_rejects_garbage(garbage: str) -> None:
         copilot.split_events(garbage)
 
 
+def test_event_stream_carries_an_object_cut_across_messages() -> None:
+    stream = copilot.EventStream()
+    assert stream.feed('{"event":"a"}{"event":"appendText","te') == [{"event": "a"}]
+    assert stream.feed('xt":"Hi"}\x1e{"event":"b","ok":tr') == [{"event": "appendText", "text": "Hi"}]
+    assert stream.feed("ue}") == [{"event": "b", "ok": True}]
+    assert stream.feed("") == []
+
+
+@pytest.mark.parametrize("garbage", ["<html>", '{"event":"a"} trailing', "[1,2]", "{nope}"])
+def test_event_stream_still_rejects_garbage(garbage: str) -> None:
+    with pytest.raises(ProtocolError):
+        copilot.EventStream().feed(garbage)
+
+
+def test_event_stream_rejects_a_cut_that_never_ends() -> None:
+    stream = copilot.EventStream(max_carry=30)
+    stream.feed('{"event":"x","text":"')
+    with pytest.raises(ProtocolError, match="longer than 30"):
+        stream.feed("y" * 30)
+    stream = copilot.EventStream()
+    stream.feed('{"event":"x","text":"abc')
+    with pytest.raises(ProtocolError):  # a new object cannot start inside the cut one
+        stream.feed('{"event":"next"}')
+
+
 # --- conversation create ----------------------------------------------------------------------
 
 

@@ -201,6 +201,8 @@ def turn_context(turn: TurnInput, *, fresh: bool) -> dict[str, Any]:
 
 _DECODER = json.JSONDecoder()
 _SKIP = " \t\r\n\x1e"
+_LITERALS = ("true", "false", "null")
+MAX_CARRY = 1 << 20  # an object cut across messages may wait this long for its end
 
 
 def split_events(message: str | bytes) -> list[dict[str, Any]]:
@@ -209,24 +211,65 @@ def split_events(message: str | bytes) -> list[dict[str, Any]]:
     Servers normally send one object per message, but several concatenated objects
     (B7.3) and stray 0x1E/whitespace occur (B1.2); anything else is a `ProtocolError`.
     """
-    if isinstance(message, bytes):
-        message = message.decode("utf-8", errors="replace")
+    events, _ = _scan(_text(message), partial_ok=False)
+    return events
+
+
+class EventStream:
+    """`split_events` across messages: a trailing object cut off by the server waits for its end.
+
+    The 2026 clients read the socket with a streaming JSON decoder for this reason
+    (B1.2); a cut that never completes, or grows past `MAX_CARRY`, is a `ProtocolError`.
+    """
+
+    def __init__(self, *, max_carry: int = MAX_CARRY) -> None:
+        self._carry = ""
+        self._max_carry = max_carry
+
+    def feed(self, message: str | bytes) -> list[dict[str, Any]]:
+        """The complete events so far, keeping an unfinished trailing object for the next message."""
+        events, self._carry = _scan(self._carry + _text(message), partial_ok=True)
+        if len(self._carry) > self._max_carry:
+            raise ProtocolError(f"Copilot sent an event longer than {self._max_carry} characters")
+        return events
+
+
+def _text(message: str | bytes) -> str:
+    return message.decode("utf-8", errors="replace") if isinstance(message, bytes) else message
+
+
+def _scan(text: str, *, partial_ok: bool) -> tuple[list[dict[str, Any]], str]:
+    """The events in `text` and, if `partial_ok`, an unfinished trailing object."""
     events: list[dict[str, Any]] = []
     position = 0
     while True:
-        while position < len(message) and message[position] in _SKIP:
+        while position < len(text) and text[position] in _SKIP:
             position += 1
-        if position == len(message):
-            return events
+        if position == len(text):
+            return events, ""
         try:
-            event, position = _DECODER.raw_decode(message, position)
-        except ValueError as exc:
+            event, position = _DECODER.raw_decode(text, position)
+        except json.JSONDecodeError as exc:
+            if partial_ok and _unfinished(text, position, exc):
+                return events, text[position:]
             raise ProtocolError(
-                f"Copilot sent a message that is not JSON: {message[position : position + 80]!r}"
+                f"Copilot sent a message that is not JSON: {text[position : position + 80]!r}"
             ) from exc
         if not isinstance(event, dict):
             raise ProtocolError(f"Copilot sent an event that is not an object: {event!r:.80}")
         events.append(event)
+
+
+def _unfinished(text: str, start: int, error: json.JSONDecodeError) -> bool:
+    """Whether the object at `start` is merely cut off (more text could complete it), not garbage."""
+    if text[start] != "{":
+        return False
+    rest = text[error.pos :]
+    return (
+        error.pos >= len(text)
+        or error.msg.startswith("Unterminated string")
+        or any(literal.startswith(rest) for literal in _LITERALS)
+    )
 
 
 def _hashcash_parameter(parameter: str | None) -> tuple[str, int]:

@@ -143,6 +143,7 @@ class CopilotClient:
         """
         decoder = CopilotDecoder(account=handle.account, mode=turn.mode, clock=self._clock, logger=self._log)
         frames = _FrameLog(self._secrets())
+        stream = copilot.EventStream()
         context = copilot.turn_context(turn, fresh=handle.fresh)
         url = copilot.chat_url(
             self._base_url,
@@ -155,7 +156,7 @@ class CopilotClient:
         started = time.monotonic()
         try:
             self._open(transport, url, handle.account)
-            first = self._await_connected(transport, frames, should_stop)
+            first = self._await_connected(transport, stream, frames, should_stop)
             if first is None:
                 return
             early = decoder.feed_message(first)  # a server may refuse before we speak
@@ -164,7 +165,7 @@ class CopilotClient:
                 self._answer(transport, frames, challenge, resend=None)
             for frame in (copilot.set_options(), copilot.report_local_consents(), held_send):
                 self._send(transport, frames, frame)
-            for event in self._read(transport, decoder, frames, held_send, early, should_stop):
+            for event in self._read(transport, stream, decoder, frames, held_send, early, should_stop):
                 if isinstance(event, Done):
                     handle.turns += 1
                     self._log.info(
@@ -216,7 +217,11 @@ class CopilotClient:
             raise UpstreamError("Copilot closed the connection without replying") from exc
 
     def _await_connected(
-        self, transport: WebSocketTransport, frames: _FrameLog, should_stop: Callable[[], bool]
+        self,
+        transport: WebSocketTransport,
+        stream: copilot.EventStream,
+        frames: _FrameLog,
+        should_stop: Callable[[], bool],
     ) -> list[dict[str, Any]] | None:
         """Wait up to `connected_wait` for the server's first event; return what came besides `connected`.
 
@@ -240,7 +245,7 @@ class CopilotClient:
             if message is None:
                 continue
             frames.add("S→", message)
-            events = copilot.split_events(message)
+            events = stream.feed(message)
             if events:
                 return [event for event in events if event.get("event") != "connected"]
 
@@ -262,6 +267,7 @@ class CopilotClient:
     def _read(
         self,
         transport: WebSocketTransport,
+        stream: copilot.EventStream,
         decoder: CopilotDecoder,
         frames: _FrameLog,
         held_send: str,
@@ -313,4 +319,4 @@ class CopilotClient:
                 events, arrived = [], False
                 continue
             frames.add("S→", message)
-            events, arrived = decoder.feed_message(copilot.split_events(message)), True
+            events, arrived = decoder.feed_message(stream.feed(message)), True
