@@ -23,8 +23,15 @@ from collections.abc import Callable, Mapping, Sequence
 from datetime import UTC, datetime
 from typing import Any
 
-from workers.upstream.copilot import ANSWERABLE, THROTTLE_RETRY_AFTER
-from workers.upstream.errors import ChallengeRequired, ProtocolError, RegionBlocked, Throttled, UpstreamError
+from workers.upstream.copilot import ANSWERABLE, CREDENTIALS_HINT, THROTTLE_RETRY_AFTER
+from workers.upstream.errors import (
+    ChallengeRequired,
+    ProtocolError,
+    RegionBlocked,
+    Throttled,
+    Unauthorized,
+    UpstreamError,
+)
 from workers.upstream.events import Citation, Done, Event, Image, Progress, Suggestions, TextDelta
 
 log = logging.getLogger(__name__)
@@ -271,6 +278,8 @@ class CopilotDecoder:
             return InvalidEvent(f"Copilot rejected a frame of ours: {_describe(code, event)}")
         if code == "chat-service-unavailable":
             return RegionBlocked(REGION_HINT)
+        if code in ("unauthorized", "invalid-token"):
+            return Unauthorized(f"Copilot rejected the account's credentials ({code}): {CREDENTIALS_HINT}")
         if code == "unsupported-mode":
             return ModeNotAvailable(
                 f"Copilot does not allow mode {self.mode!r} for this account (unsupported-mode); "
