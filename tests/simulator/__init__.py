@@ -1,13 +1,20 @@
-"""A protocol-faithful Bing ChatHub upstream, run as a real server process on loopback.
+"""A protocol-faithful upstream for both dialects, run as a real server process on loopback.
 
-It follows Parts A and E of /work/shared/reference/upstream-protocols.md: HTTP
-`/turing/conversation/create`, the SignalR websocket `/sydney/ChatHub`, cumulative
-type-1 updates, type 2/3 endings, expiry, turn limits, and faults selected by
-`[sim:NAME]` prompt prefixes; plus a `/_sim/*` control API for tests.
+One process, one port, two dialects whose paths do not overlap:
 
-Modules: `chathub` (frame shapes), `faults` (prefixes, memory answers), `search`
-(cited answers), `state` (conversations, counters, clock), `turns` (what a turn
-sends), `control` (HTTP routes), `server` (the websocket I/O), `__main__` (CLI).
-Start it with `python -m tests.simulator --port 0`, or from tests through
+- Bing ChatHub (Parts A and E of /work/shared/reference/upstream-protocols.md): HTTP
+  `/turing/conversation/create`, the SignalR websocket `/sydney/ChatHub`, cumulative
+  type-1 updates, type 2/3 endings, expiry and turn limits.
+- Consumer Copilot (Parts B and E): `GET /`, the `/c/api/*` REST routes, and the JSON
+  websocket `/c/api/chat` with `connected`-first ordering, delta `appendText` events,
+  challenges (hashcash, arithmetic, null, cloudflare), citations, images and errors.
+
+Both pick faults by `[sim:NAME]` prompt prefixes and share the `/_sim/*` control API,
+config and counters. Modules: `chathub` / `copilot` (frame shapes), `faults` (prefixes,
+memory answers), `search` / `copilot_media` (cited and image content), `challenges`
+(Copilot proof-of-work), `state` / `copilot_state` (conversations, counters, clock),
+`turns` / `copilot_turns` (what a turn sends), `control` / `copilot_routes` / `http_util`
+(HTTP routes), `server` / `copilot_session` / `playback` (the websocket I/O), `__main__`
+(CLI). Start it with `python -m tests.simulator --port 0`, or from tests through
 `tests.support.simulator.SimulatorProcess`.
 """

@@ -1,4 +1,7 @@
-"""The I/O-free steps a turn plan is made of; `turns` yields them, `server` performs them."""
+"""The I/O-free steps a turn plan is made of.
+
+`turns` (ChatHub) and `copilot_turns` (Copilot) yield them; `playback.perform` executes them.
+"""
 
 from __future__ import annotations
 
@@ -21,9 +24,11 @@ class Sleep:
 
 @dataclasses.dataclass(frozen=True)
 class Close:
-    """End the socket: a normal close handshake, or an abrupt TCP abort."""
+    """End the socket: a close handshake with `code`/`reason`, or an abrupt TCP abort."""
 
     abrupt: bool = False
+    code: int = 1011
+    reason: str = "Connection closed with an error."
 
 
 @dataclasses.dataclass(frozen=True)

@@ -1,51 +1,37 @@
-"""The simulator's plain-HTTP routes: Bing's conversation create and the `/_sim` control API.
+"""The simulator's plain-HTTP routes: Bing's conversation create, Copilot's REST, the `/_sim` API.
 
 websockets serves HTTP only through `process_request`, so every non-websocket request
-is answered here and `/sydney/ChatHub` falls through (return None) to the websocket
-handshake. One port for both keeps the simulator's address a single URL, like Bing's.
+is answered here and the websocket paths (`/sydney/ChatHub`, `/c/api/chat`) fall through
+(return None) to the handshake. One port for everything keeps the simulator's address a
+single URL; the two dialects' paths do not overlap. Copilot's own routes live in
+`copilot_routes`.
 
 websockets' HTTP parser refuses request bodies (a handshake has none), so
-`BodyAwareConnection` lifts a control request's body off the byte stream before the
-parser sees it; `POST /_sim/config` then reads JSON from the body (or the query string).
+`BodyAwareConnection` lifts a request's body off the byte stream before the parser sees
+it; `POST /_sim/config` then reads JSON from the body (or the query string), and
+`POST /c/api/start` its options.
 """
 
 from __future__ import annotations
 
-import email.utils
 import json
 import logging
 import secrets
-from http import HTTPStatus
 from typing import Any
 from urllib.parse import parse_qsl, unquote, urlsplit
 
 from websockets.asyncio.server import ServerConnection
-from websockets.datastructures import Headers
 from websockets.http11 import Request, Response
 
-from tests.simulator import chathub
+from tests.simulator import chathub, copilot_routes
+from tests.simulator.copilot_routes import CopilotRoutes
+from tests.simulator.http_util import cookies, json_response
 from tests.simulator.state import SimulatorState
 
 log = logging.getLogger(__name__)
 
 CHATHUB_PATH = "/sydney/ChatHub"
 CREATE_SUFFIX = "/turing/conversation/create"
-
-
-def json_response(status: int, body: Any, extra: list[tuple[str, str]] | None = None) -> Response:
-    """A complete HTTP/1.1 JSON response; `Connection: close` because websockets closes after it."""
-    payload = json.dumps(body, ensure_ascii=False).encode()
-    code = HTTPStatus(status)
-    headers = Headers(
-        [
-            ("Date", email.utils.formatdate(usegmt=True)),
-            ("Connection", "close"),
-            ("Content-Type", "application/json; charset=utf-8"),
-            ("Content-Length", str(len(payload))),
-            *(extra or []),
-        ]
-    )
-    return Response(code.value, code.phrase, headers, payload)
 
 
 class BodyAwareConnection(ServerConnection):
@@ -92,22 +78,12 @@ class BodyAwareConnection(ServerConnection):
         super().data_received(b"\r\n".join(lines) + separator + rest[length:])
 
 
-def cookies(request: Request) -> dict[str, str]:
-    """The request's cookies by name (lenient: Bing cookie strings are messy)."""
-    jar: dict[str, str] = {}
-    for header in request.headers.get_all("Cookie"):
-        for pair in header.split(";"):
-            name, sep, value = pair.strip().partition("=")
-            if sep:
-                jar[name.strip()] = value.strip()
-    return jar
-
-
 class Routes:
-    """`process_request` for the simulator: answers HTTP, lets the ChatHub upgrade through."""
+    """`process_request` for the simulator: answers HTTP, lets valid websocket upgrades through."""
 
     def __init__(self, state: SimulatorState) -> None:
         self.state = state
+        self.copilot = CopilotRoutes(state)
 
     def __call__(self, connection: ServerConnection, request: Request) -> Response | None:
         """Dispatch one request; None means "go on with the websocket handshake"."""
@@ -122,6 +98,10 @@ class Routes:
                 del request.headers["Origin"]
                 request.headers["Origin"] = origins[-1]
             return None
+        if path == copilot_routes.CHAT_PATH:
+            return self.copilot.check_upgrade(request, url.query)
+        if path == "/" or path.startswith(copilot_routes.API):
+            return self.copilot(method, path, request, getattr(connection, "body", b""))
         if path.endswith(CREATE_SUFFIX):
             return self.create(request) if method == "GET" else json_response(405, {"error": "GET only"})
         if path.startswith("/_sim/"):
@@ -140,7 +120,7 @@ class Routes:
 
     def create(self, request: Request) -> Response:
         """`GET /turing/conversation/create` (A1.1): ids in the body, signatures in headers."""
-        jar = cookies(request)
+        jar = cookies(request.headers)
         muid_value = secrets.token_hex(16).upper()
         muid = ("Set-Cookie", f"MUIDB={muid_value}; Path=/; HttpOnly; SameSite=None; Secure")
         if jar.get("_U") == "revoked":
@@ -174,14 +154,24 @@ class Routes:
             if name == "stats":
                 return json_response(200, state.stats.as_json())
             if name == "conversations":
-                return json_response(200, list(state.conversations))
+                dialect = query.get("dialect")
+                ids = [*state.conversations] if dialect in (None, "chathub") else []
+                ids += [*state.copilot_conversations] if dialect in (None, "copilot") else []
+                return json_response(200, ids)
             if name.startswith("conversations/"):
-                conversation = state.conversations.get(unquote(name[len("conversations/") :]))
+                conversation_id = unquote(name[len("conversations/") :])
+                if conversation_id in state.copilot_conversations:
+                    return json_response(200, state.copilot_conversations[conversation_id].as_json())
+                conversation = state.conversations.get(conversation_id)
                 if conversation is None:
                     return json_response(404, {"error": "no such conversation"})
                 return json_response(200, conversation.as_json(state.config.expiry_seconds))
             if name == "last_invocation":
                 return json_response(200, state.last_invocation)
+            if name == "last_send":
+                return json_response(200, state.last_send)
+            if name == "challenges":
+                return json_response(200, [challenge.as_json() for challenge in state.challenges])
             if name == "config":
                 return json_response(200, state.config.as_json())
         elif method == "POST":

@@ -3,7 +3,9 @@
 A test picks a behaviour by starting the user message with `[sim:NAME]` or
 `[sim:NAME=VALUE]` (chainable: `[sim:slow=0.3][sim:long=50] hi`); the rest of the text is
 the prompt. Keeping the selector inside the prompt means a test drives a fault through
-the whole gateway (HTTP → Redis → worker → websocket) without any side channel.
+the whole gateway (HTTP → Redis → worker → websocket) without any side channel. Each
+dialect has its vocabulary (`FLAGS` for ChatHub, `COPILOT_FLAGS` for Copilot); names that
+mean the same thing are shared so gateway tests can be parametrized over dialects.
 
 This module also reads the flattened history that clients inject via `previousMessages`
 (`[user](#message)` / `[system](#additional_instructions)` blocks, A2) so the `recall`
@@ -37,10 +39,33 @@ FLAGS = frozenset(
         "recall",
     }
 )
-"""Prefixes that take no value."""
+"""ChatHub's prefixes that take no value."""
+
+COPILOT_FLAGS = frozenset(
+    {
+        "throttled",
+        "captcha",
+        "cloudflare",
+        "hashcash",
+        "arithmetic",
+        "unavailable",
+        "invalid_event",
+        "unauthorized",
+        "internal",
+        "disconnect",
+        "drop",
+        "search",
+        "image",
+        "image_close",
+        "reasoning",
+        "hang",
+        "recall",
+    }
+)
+"""Copilot's prefixes that take no value (no retraction, disengagement or expiry there)."""
 
 NUMBERS = {"slow": float, "long": int, "hang_after": int, "stamp": int}
-"""Prefixes that take a numeric value, and its type."""
+"""Prefixes that take a numeric value, and its type (both dialects)."""
 
 ERROR_FAULTS = {
     "throttled": ("Throttled", chathub.THROTTLED_TEXT),
@@ -67,8 +92,8 @@ class Script:
         return name in self.flags or name in self.values
 
 
-def parse(text: str) -> Script:
-    """Strip leading `[sim:…]` prefixes off `text` and interpret them."""
+def parse(text: str, known: frozenset[str] = FLAGS) -> Script:
+    """Strip leading `[sim:…]` prefixes off `text` and interpret them (`known`: the dialect's flags)."""
     flags: set[str] = set()
     values: dict[str, float | int] = {}
     problems: list[str] = []
@@ -76,7 +101,7 @@ def parse(text: str) -> Script:
     while match := PREFIX.match(rest):
         name, raw = match.group(1), match.group(2)
         rest = rest[match.end() :].lstrip()
-        if name in FLAGS and raw is None:
+        if name in known and raw is None:
             flags.add(name)
         elif name in NUMBERS and raw is not None:
             try:

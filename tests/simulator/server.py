@@ -1,10 +1,13 @@
-"""Serving: one asyncio websockets server for Bing's HTTP routes and `/sydney/ChatHub`.
+"""Serving: one asyncio websockets server for both dialects' HTTP routes and websockets.
 
-This is the simulator's only I/O module. Each websocket is a `ChatHubSession`: it does
-the SignalR handshake, echoes pings, and hands every `chat` invocation to a
-`turns.TurnPlayer`, executing the actions it plans in a task while it keeps reading (so
-pings and client closes are seen mid-answer). Everything runs on one event loop — a
-hundred concurrent streaming sessions cost a hundred small tasks, not threads.
+This module owns the listening socket and ChatHub's websocket I/O; Copilot's websocket
+I/O is `copilot_session`, and both execute turn plans through `playback.perform`. A
+`/sydney/ChatHub` websocket is a `ChatHubSession`: it does the SignalR handshake, echoes
+pings, and hands every `chat` invocation to a `turns.TurnPlayer`, executing the actions
+it plans in a task while it keeps reading (so pings and client closes are seen
+mid-answer). A `/c/api/chat` websocket is a `copilot_session.CopilotSession`. Everything
+runs on one event loop — a hundred concurrent streaming sessions cost a hundred small
+tasks, not threads.
 """
 
 from __future__ import annotations
@@ -13,16 +16,17 @@ import asyncio
 import contextlib
 import logging
 from collections import deque
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from typing import Any
 from urllib.parse import parse_qs, urlsplit
 
 from websockets.asyncio.server import Server, ServerConnection, serve
 from websockets.exceptions import ConnectionClosed
 
-from tests.simulator import chathub
-from tests.simulator.actions import Action, Close, Hang, Send, Sleep
+from tests.simulator import chathub, copilot_routes
 from tests.simulator.control import BodyAwareConnection, Routes
+from tests.simulator.copilot_session import CopilotSession
+from tests.simulator.playback import perform, start_close
 from tests.simulator.state import SimulatorState
 from tests.simulator.turns import TurnPlayer
 
@@ -81,7 +85,7 @@ class ChatHubSession:
         first = await self.next_record()
         if first != HANDSHAKE:
             self.state.violation(f"first record must be the SignalR handshake, got {first!r:.200}")
-            await self.ws.close(1002, "handshake expected")
+            await start_close(self.ws, 1002, "handshake expected")
             return
         await self.ws.send(chathub.encode({}))
         await self._serve()
@@ -102,7 +106,7 @@ class ChatHubSession:
                 done, _ = await asyncio.wait(waiting, timeout=timeout, return_when=asyncio.FIRST_COMPLETED)
                 if not done:
                     log.debug("event=idle_close")
-                    await self.ws.close()
+                    await start_close(self.ws)
                     return
                 if turn is not None and turn in done:
                     if turn.result() == "closed":
@@ -129,7 +133,7 @@ class ChatHubSession:
         if kind == 6:
             await self.ws.send(chathub.encode({"type": 6}))
         elif kind == 4 and record.get("target") == "chat":
-            self.state.stats.invocations += 1
+            self.state.stats.invoked("chathub")
             arguments = record.get("arguments")
             if not (isinstance(arguments, list) and arguments and isinstance(arguments[0], dict)):
                 self.state.violation("chat invocation without an arguments[0] object")
@@ -143,37 +147,20 @@ class ChatHubSession:
             except (TypeError, AttributeError, KeyError) as exc:
                 self.state.violation(f"malformed chat invocation: {exc!r}")
                 raise _Abort from exc
-            return asyncio.ensure_future(self._perform(player.play()))
+            return asyncio.ensure_future(perform(self.ws, player.play()))
         elif kind == 5:
             # CancelInvocation: stop streaming; the turn is not recorded.
             if turn is not None:
                 turn.cancel()
             return None
         elif kind == 7:
-            await self.ws.close()
+            await start_close(self.ws)
         else:
             self.state.violation(f"unexpected client record {record!r:.200}")
         return turn
 
-    async def _perform(self, actions: Iterator[Action]) -> str:
-        """Execute a turn plan; "closed" when the plan ended the socket, else "done"."""
-        for action in actions:
-            if isinstance(action, Send):
-                await self.ws.send(action.message)
-            elif isinstance(action, Sleep):
-                await asyncio.sleep(action.seconds)
-            elif isinstance(action, Close):
-                if action.abrupt and self.ws.transport is not None:
-                    self.ws.transport.abort()  # no close frame: the client sees a dead socket
-                else:
-                    await self.ws.close(1011, "Connection closed with an error.")
-                return "closed"
-            elif isinstance(action, Hang):
-                await asyncio.Event().wait()  # until the client (or shutdown) closes the socket
-        return "done"
 
-
-class ChatHubServer:
+class SimulatorServer:
     """The simulator server: owns the state and the websockets `Server`."""
 
     def __init__(self, state: SimulatorState) -> None:
@@ -181,17 +168,25 @@ class ChatHubServer:
         self.routes = Routes(state)
 
     async def handle(self, ws: ServerConnection) -> None:
-        """websockets connection handler for `/sydney/ChatHub`."""
-        stats = self.state.stats
-        stats.sockets += 1
-        stats.open_sockets += 1
+        """websockets connection handler: `/c/api/chat` is Copilot, anything else ChatHub.
+
+        `Routes` only lets those two paths through to the handshake.
+        """
+        path = urlsplit(ws.request.path).path if ws.request else ""
+        dialect = "copilot" if path == copilot_routes.CHAT_PATH else "chathub"
+        self.state.stats.opened(dialect)
         try:
-            await ChatHubSession(self.state, ws).run()
+            if dialect == "copilot":
+                await CopilotSession(self.state, ws).run()
+            else:
+                await ChatHubSession(self.state, ws).run()
         except (ConnectionClosed, _Abort):
             pass
         finally:
-            # reset() replaces the Stats object; count down on the current one.
-            self.state.stats.open_sockets = max(0, self.state.stats.open_sockets - 1)
+            # reset() replaces the Stats object; count down on the current one. A socket
+            # stops counting as open once its session is over, even if the client has yet
+            # to finish the closing handshake awaited below.
+            self.state.stats.closed(dialect)
             if ws.transport is not None and not ws.transport.is_closing():
                 await ws.close()
 
@@ -203,7 +198,7 @@ class ChatHubServer:
             port,
             process_request=self.routes,
             create_connection=BodyAwareConnection,
-            ping_interval=None,  # Bing keeps alive with SignalR type 6, not protocol pings
+            ping_interval=None,  # Bing keeps alive with SignalR type 6; Copilot clients do not ping
             max_size=4 * 2**20,
             close_timeout=2,
         )
@@ -211,7 +206,7 @@ class ChatHubServer:
 
 async def run(state: SimulatorState, host: str, port: int, *, ready: Callable[[str], None]) -> None:
     """Serve until cancelled; `ready` receives the base URL once the port is bound."""
-    server = ChatHubServer(state)
+    server = SimulatorServer(state)
     async with server.serve(host, port) as listening:
         bound_host, bound_port = listening.sockets[0].getsockname()[:2]
         ready(f"http://{bound_host}:{bound_port}")

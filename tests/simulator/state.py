@@ -1,9 +1,10 @@
 """The simulator's memory: configuration, conversations, counters and its clock.
 
 Everything a test may want to inspect or steer lives in one `SimulatorState`, owned by
-the server process and shown through the control API. The clock is injectable
-(`clock_offset`) so expiry can be tested without waiting six hours. The state is only
-touched from the asyncio loop, so it needs no locks.
+the server process and shown through the control API; both dialects (ChatHub and
+Copilot) share it, one config, one set of counters. The clock is injectable
+(`clock_offset`) so ChatHub expiry can be tested without waiting six hours. The state is
+only touched from the asyncio loop, so it needs no locks.
 """
 
 from __future__ import annotations
@@ -15,8 +16,28 @@ import time
 from collections.abc import Callable
 from typing import Any
 
-CONFIG_KEYS = ("max_turns", "expiry_seconds", "clock_offset", "token_delay", "words_per_update", "linger")
+from tests.simulator.challenges import Challenge
+from tests.simulator.copilot_state import CopilotConversation, nanoid
+
+CONFIG_KEYS = (
+    "max_turns",
+    "expiry_seconds",
+    "clock_offset",
+    "token_delay",
+    "words_per_update",
+    "linger",
+    "copilot_strict",
+    "copilot_connected_twice",
+    "copilot_connected_delay",
+    "copilot_unknown_conversation_code",
+    "copilot_modes",
+    "hashcash_difficulty",
+    "hashcash_variant",
+)
 """The settings the control API may change at run time."""
+
+HASHCASH_VARIANTS = ("bits", "hex")
+DIALECTS = ("chathub", "copilot")
 
 
 @dataclasses.dataclass
@@ -30,19 +51,43 @@ class SimConfig:
     clock_offset: float = 0.0
     linger: float = 5.0
     """Seconds to wait for the client to close after a turn before closing ourselves."""
+    # -- Copilot only (ChatHub's max_turns / expiry_seconds never apply to it) --
+    copilot_strict: bool = True
+    """2026 behaviour: `connected` first, order checked, clientSessionId required (B1.3)."""
+    copilot_connected_twice: bool = False
+    """Send `connected` twice (strict mode only), as some 2026 sessions did."""
+    copilot_connected_delay: float = 0.02
+    """Seconds before `connected`; frames arriving earlier are out of order in strict mode."""
+    copilot_unknown_conversation_code: str = "invalid-event"
+    """errorCode for a `send` to an unknown or foreign conversation (B7.6 leaves it open)."""
+    copilot_modes: str = "chat,reasoning,smart"
+    """Comma-separated modes this identity may use; others get `unsupported-mode`."""
+    hashcash_difficulty: int = 8
+    """Difficulty written into hashcash challenges: zero bits ("bits") or zero hex digits ("hex")."""
+    hashcash_variant: str = "bits"
+    """Which hashcash verifier the server uses (B3.1 (b) "bits" or (a) "hex")."""
 
     def update(self, values: dict[str, Any]) -> None:
         """Apply control-API values, coercing types; unknown keys or bad values raise ValueError."""
         for key, value in values.items():
             if key not in CONFIG_KEYS:
                 raise ValueError(f"unknown config key {key!r}; allowed: {', '.join(CONFIG_KEYS)}")
-            kind = type(getattr(self, key))
-            number = kind(float(value)) if kind is int else kind(value)
-            if key in ("max_turns", "words_per_update") and number < 1:
+            coerced = _coerce(type(getattr(self, key)), key, value)
+            if key in ("max_turns", "words_per_update") and coerced < 1:
                 raise ValueError(f"{key} must be at least 1")
-            if key in ("token_delay", "expiry_seconds", "linger") and number < 0:
+            if key in ("token_delay", "expiry_seconds", "linger", "copilot_connected_delay") and coerced < 0:
                 raise ValueError(f"{key} must not be negative")
-            setattr(self, key, number)
+            if key == "hashcash_difficulty" and not 0 <= coerced <= 64:
+                raise ValueError("hashcash_difficulty must be between 0 and 64")
+            if key == "hashcash_variant" and coerced not in HASHCASH_VARIANTS:
+                raise ValueError(f"hashcash_variant must be one of {', '.join(HASHCASH_VARIANTS)}")
+            if key in ("copilot_unknown_conversation_code", "copilot_modes") and not coerced.strip(", "):
+                raise ValueError(f"{key} must not be empty")
+            setattr(self, key, coerced)
+
+    def modes(self) -> frozenset[str]:
+        """The Copilot modes currently allowed."""
+        return frozenset(mode.strip() for mode in self.copilot_modes.split(",") if mode.strip())
 
     def as_json(self) -> dict[str, Any]:
         """The config as the control API returns it."""
@@ -92,6 +137,7 @@ class Conversation:
         """The control-API view (signatures left out: they are credentials)."""
         return {
             "id": self.id,
+            "dialect": "chathub",
             "clientId": self.client_id,
             "created": self.created,
             "expires": self.created + expiry_seconds,
@@ -103,18 +149,62 @@ class Conversation:
 
 
 @dataclasses.dataclass
+class DialectStats:
+    """One dialect's share of the counters."""
+
+    creates: int = 0
+    sockets: int = 0
+    open_sockets: int = 0
+    invocations: int = 0
+    """ChatHub `chat` invocations, or Copilot `send` events."""
+
+
+@dataclasses.dataclass
 class Stats:
-    """Counters the tests assert on; violations are human-readable protocol complaints."""
+    """Counters the tests assert on; violations are human-readable protocol complaints.
+
+    The top-level counters add both dialects up (older tests read them); `chathub` and
+    `copilot` hold each dialect's share. Change them through the methods so both move.
+    """
 
     creates: int = 0
     sockets: int = 0
     open_sockets: int = 0
     invocations: int = 0
     violations: list[str] = dataclasses.field(default_factory=list)
+    chathub: DialectStats = dataclasses.field(default_factory=DialectStats)
+    copilot: DialectStats = dataclasses.field(default_factory=DialectStats)
 
     def as_json(self) -> dict[str, Any]:
         """The `GET /_sim/stats` body."""
         return dataclasses.asdict(self)
+
+    def dialect(self, name: str) -> DialectStats:
+        """The per-dialect counters for "chathub" or "copilot"."""
+        return self.copilot if name == "copilot" else self.chathub
+
+    def created(self, dialect: str) -> None:
+        """Count a conversation creation."""
+        self.creates += 1
+        self.dialect(dialect).creates += 1
+
+    def opened(self, dialect: str) -> None:
+        """Count a websocket that has been accepted."""
+        self.sockets += 1
+        self.open_sockets += 1
+        self.dialect(dialect).sockets += 1
+        self.dialect(dialect).open_sockets += 1
+
+    def closed(self, dialect: str) -> None:
+        """Count a websocket that has ended."""
+        self.open_sockets = max(0, self.open_sockets - 1)
+        share = self.dialect(dialect)
+        share.open_sockets = max(0, share.open_sockets - 1)
+
+    def invoked(self, dialect: str) -> None:
+        """Count a chat request (ChatHub invocation or Copilot send)."""
+        self.invocations += 1
+        self.dialect(dialect).invocations += 1
 
 
 class SimulatorState:
@@ -125,8 +215,12 @@ class SimulatorState:
         self._wall_clock = wall_clock
         self.config = dataclasses.replace(defaults)
         self.conversations: dict[str, Conversation] = {}
+        self.copilot_conversations: dict[str, CopilotConversation] = {}
         self.stats = Stats()
         self.last_invocation: dict[str, Any] | None = None
+        self.last_send: dict[str, Any] | None = None
+        self.challenges: list[Challenge] = []
+        """Every Copilot challenge issued, with the client's answer and the verdict."""
 
     def now(self) -> float:
         """The simulator's clock: wall time plus the configured offset."""
@@ -136,9 +230,17 @@ class SimulatorState:
         """Forget every conversation and counter and restore the CLI defaults."""
         self.config = dataclasses.replace(self._defaults)
         self.conversations.clear()
-        open_sockets = self.stats.open_sockets
-        self.stats = Stats(open_sockets=open_sockets)
+        self.copilot_conversations.clear()
+        old = self.stats
+        # Sockets still open stay counted, so their eventual close balances out.
+        self.stats = Stats(
+            open_sockets=old.open_sockets,
+            chathub=DialectStats(open_sockets=old.chathub.open_sockets),
+            copilot=DialectStats(open_sockets=old.copilot.open_sockets),
+        )
         self.last_invocation = None
+        self.last_send = None
+        self.challenges.clear()
 
     def violation(self, text: str) -> None:
         """Record a protocol violation by a client."""
@@ -156,12 +258,40 @@ class SimulatorState:
             signed_in=signed_in,
         )
         self.conversations[conversation.id] = conversation
-        self.stats.creates += 1
+        self.stats.created("chathub")
+        return conversation
+
+    def create_copilot_conversation(self, *, owner: str, signed_in: bool) -> CopilotConversation:
+        """A new Copilot conversation with a 21-character nanoid, bound to `owner`."""
+        conversation = CopilotConversation(id=nanoid(), owner=owner, created=self.now(), signed_in=signed_in)
+        self.copilot_conversations[conversation.id] = conversation
+        self.stats.created("copilot")
         return conversation
 
     def expired(self, conversation: Conversation) -> bool:
         """Whether the conversation's lifetime has passed on the simulator clock."""
         return conversation.created + self.config.expiry_seconds < self.now()
+
+
+def _coerce(kind: type, key: str, value: Any) -> Any:
+    """A control-API value (JSON or query string) as the config field's type."""
+    if kind is bool:
+        if isinstance(value, bool):
+            return value
+        text = str(value).strip().lower()
+        if text in ("1", "true", "yes", "on"):
+            return True
+        if text in ("0", "false", "no", "off"):
+            return False
+        raise ValueError(f"{key} must be a boolean")
+    if kind is str:
+        if not isinstance(value, str):
+            raise ValueError(f"{key} must be a string")
+        return value.strip()
+    try:
+        return kind(float(value)) if kind is int else kind(value)
+    except (TypeError, ValueError) as exc:
+        raise ValueError(f"{key} must be a number") from exc
 
 
 def _encrypted_signature() -> str:

@@ -1,0 +1,179 @@
+"""Copilot's HTTP side (B1.1, B1.2): the landing page, `/c/api/*` REST, and the chat upgrade check.
+
+`control.Routes` hands every `/` and `/c/api/…` request here. REST answers are plain
+JSON; the websocket path `/c/api/chat` is only *checked* here (api-version=2, an Origin,
+no revoked token — the failures B7.6 lists) and then goes on to the handshake and
+`copilot_session`.
+
+Cookies are set without `Secure`: the simulator speaks plain http, where a real cookie
+jar (Python's `http.cookiejar` included) would never send a Secure cookie back, and the
+anonymous identity would be lost. A token or `_U` cookie equal to `revoked` is the
+simulator's invalid/expired credential (HTTP 401).
+"""
+
+from __future__ import annotations
+
+import email.utils
+import json
+import logging
+import secrets
+import time
+from typing import Any
+from urllib.parse import parse_qs, unquote
+
+from websockets.datastructures import Headers
+from websockets.http11 import Request, Response
+
+from tests.simulator.copilot_state import REVOKED, CopilotConversation, identity
+from tests.simulator.http_util import cookies, http_response, json_response
+from tests.simulator.state import SimulatorState
+
+log = logging.getLogger(__name__)
+
+CHAT_PATH = "/c/api/chat"
+API = "/c/api/"
+REMAINING_TURNS = 100
+"""What `/c/api/start` reports as `remainingTurns`; informational, never enforced (B4 has no limit)."""
+LANDING_PAGE = (
+    b"<!doctype html><html><head><title>Microsoft Copilot: Your AI companion</title></head>"
+    b"<body><div id='app'>Copilot (simulated)</div></body></html>"
+)
+
+
+def _bearer(headers: Headers) -> str | None:
+    value = headers.get("Authorization", "")
+    return value[len("Bearer ") :].strip() if value.startswith("Bearer ") else None
+
+
+def _revoked(headers: Headers, jar: dict[str, str], access_token: str | None = None) -> bool:
+    return REVOKED in (jar.get("_U"), _bearer(headers), access_token)
+
+
+def _cookie(name: str, value: str, *, max_age: int | None = None) -> tuple[str, str]:
+    """A Set-Cookie header (host-only, Path=/, no Secure: see the module docstring)."""
+    parts = [f"{name}={value}", "Path=/"]
+    if max_age is not None:
+        expires = email.utils.formatdate(time.time() + max_age, usegmt=True)
+        parts.append(f"Expires={expires}")
+    parts.extend(["HttpOnly", "SameSite=Lax"])
+    return ("Set-Cookie", "; ".join(parts))
+
+
+class CopilotRoutes:
+    """Answers Copilot's HTTP requests against the shared simulator state."""
+
+    def __init__(self, state: SimulatorState) -> None:
+        self.state = state
+
+    def violation(self, text: str) -> None:
+        """Record a client violation, tagged with the dialect."""
+        self.state.violation(f"copilot: {text}")
+
+    def check_upgrade(self, request: Request, query: str) -> Response | None:
+        """Refuse a bad `/c/api/chat` upgrade (400 / 403 / 401); None lets the handshake go on."""
+        params = parse_qs(query, keep_blank_values=True)
+        if params.get("api-version", [None])[0] != "2":
+            return json_response(400, {"error": "api-version=2 is required"})
+        if not request.headers.get_all("Origin"):
+            return json_response(403, {"error": "Origin header required"})
+        token = params.get("accessToken", [None])[0]
+        if _revoked(request.headers, cookies(request.headers), token):
+            log.info("event=copilot_upgrade_refused reason=revoked_token")
+            return json_response(401, {"error": "unauthorized"})
+        return None
+
+    def __call__(self, method: str, path: str, request: Request, body: bytes) -> Response:
+        """One REST request (`/` or `/c/api/…`)."""
+        jar = cookies(request.headers)
+        if path == "/":
+            return self.landing() if method == "GET" else json_response(405, {"error": "GET only"})
+        if _revoked(request.headers, jar):
+            return json_response(401, {"error": "unauthorized", "message": "Invalid or expired access token"})
+        owner = identity(jar)
+        signed_in = "_U" in jar or _bearer(request.headers) is not None
+        name = path[len(API) :]
+        if name == "start" and method == "POST":
+            return self.start(owner, signed_in, body)
+        if name == "conversations" and method == "POST":
+            conversation = self.state.create_copilot_conversation(owner=owner, signed_in=signed_in)
+            log.info("event=copilot_create conversation=%s", conversation.id)
+            return json_response(200, {"id": conversation.id})
+        if name == "conversations" and method == "GET":
+            return json_response(200, {"results": [_summary(c) for c in self._owned(owner)]})
+        if name == "user" and method == "GET":
+            return json_response(200, {"firstName": "Test" if signed_in else None})
+        if name.startswith("conversations/"):
+            return self.conversation(method, unquote(name[len("conversations/") :]), owner)
+        return json_response(404, {"error": f"no route for {method} {path}"})
+
+    def landing(self) -> Response:
+        """`GET /`: the page clients fetch first for Cloudflare and session cookies."""
+        extra = [
+            _cookie("__cf_bm", secrets.token_urlsafe(32), max_age=1800),
+            _cookie("MUID", secrets.token_hex(16).upper(), max_age=34_560_000),
+            _cookie("_EDGE_S", f"F=1&SID={secrets.token_hex(16).upper()}"),
+        ]
+        return http_response(200, LANDING_PAGE, "text/html; charset=utf-8", extra)
+
+    def start(self, owner: str, signed_in: bool, body: bytes) -> Response:
+        """`POST /c/api/start`: a (new or current) conversation, and an anon cookie if needed."""
+        options: Any = None
+        try:
+            options = json.loads(body) if body else None
+        except ValueError:
+            pass
+        if not isinstance(options, dict):
+            self.violation("POST /c/api/start without a JSON object body")
+            options = {}
+        extra = []
+        if not owner:
+            anon = secrets.token_urlsafe(24)
+            extra.append(_cookie("__Host-copilot-anon", anon, max_age=31_536_000))
+            owner = identity({"__Host-copilot-anon": anon})
+        owned = self._owned(owner)
+        if options.get("startNewConversation", True) is False and owned:
+            conversation = owned[0]
+        else:
+            conversation = self.state.create_copilot_conversation(owner=owner, signed_in=signed_in)
+        body_out = {
+            "currentConversationId": conversation.id,
+            "remainingTurns": REMAINING_TURNS,
+            "isBlocked": False,
+            "banExpiresAt": None,
+        }
+        return json_response(200, body_out, extra)
+
+    def conversation(self, method: str, rest: str, owner: str) -> Response:
+        """`GET …/<id>/history` and `DELETE …/<id>`; unknown or foreign ids are 404."""
+        conversation_id, _, tail = rest.partition("/")
+        conversation = self.state.copilot_conversations.get(conversation_id)
+        if conversation is None or not conversation.usable_by(owner):
+            return json_response(404, {"error": "conversation not found"})
+        if method == "GET" and tail == "history":
+            return json_response(200, {"results": _history(conversation)})
+        if method == "DELETE" and not tail:
+            conversation.deleted = True
+            log.info("event=copilot_delete conversation=%s", conversation.id)
+            return json_response(200, {})
+        return json_response(404, {"error": f"no route for {method} {API}conversations/{rest}"})
+
+    def _owned(self, owner: str) -> list[CopilotConversation]:
+        """`owner`'s live conversations, newest first."""
+        return [c for c in reversed(self.state.copilot_conversations.values()) if c.usable_by(owner)]
+
+
+def _summary(conversation: CopilotConversation) -> dict[str, Any]:
+    """One entry of `GET /c/api/conversations` (the reference names no fields; kept minimal)."""
+    return {"id": conversation.id, "title": conversation.title}
+
+
+def _history(conversation: CopilotConversation) -> list[dict[str, Any]]:
+    """The messages of completed turns, human then ai."""
+    messages: list[dict[str, Any]] = []
+    for turn in conversation.turns:
+        messages.append({"author": "human", "content": [{"type": "text", "text": turn.user}]})
+        content: list[dict[str, Any]] = [{"type": "text", "text": turn.bot}]
+        if turn.image is not None:
+            content.append({"type": "image", "url": turn.image["url"]})
+        messages.append({"author": "ai", "content": content})
+    return messages

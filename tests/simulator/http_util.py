@@ -1,0 +1,45 @@
+"""Plain-HTTP helpers shared by the simulator's routes: responses and cookie reading."""
+
+from __future__ import annotations
+
+import email.utils
+import json
+from http import HTTPStatus
+from typing import Any
+
+from websockets.datastructures import Headers
+from websockets.http11 import Response
+
+
+def http_response(
+    status: int, payload: bytes, content_type: str, extra: list[tuple[str, str]] | None = None
+) -> Response:
+    """A complete HTTP/1.1 response; `Connection: close` because websockets closes after it."""
+    code = HTTPStatus(status)
+    headers = Headers(
+        [
+            ("Date", email.utils.formatdate(usegmt=True)),
+            ("Connection", "close"),
+            ("Content-Type", content_type),
+            ("Content-Length", str(len(payload))),
+            *(extra or []),
+        ]
+    )
+    return Response(code.value, code.phrase, headers, payload)
+
+
+def json_response(status: int, body: Any, extra: list[tuple[str, str]] | None = None) -> Response:
+    """A JSON response (see `http_response`)."""
+    payload = json.dumps(body, ensure_ascii=False).encode()
+    return http_response(status, payload, "application/json; charset=utf-8", extra)
+
+
+def cookies(headers: Headers) -> dict[str, str]:
+    """A request's cookies by name (lenient: Bing cookie strings are messy)."""
+    jar: dict[str, str] = {}
+    for header in headers.get_all("Cookie"):
+        for pair in header.split(";"):
+            name, sep, value = pair.strip().partition("=")
+            if sep:
+                jar[name.strip()] = value.strip()
+    return jar
