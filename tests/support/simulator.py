@@ -1,4 +1,4 @@
-"""Start the ChatHub simulator as a child process and steer it through its control API.
+"""Start the upstream simulator (ChatHub and Copilot) as a child process and steer it.
 
 Tests, benchmarks and the offline demo all talk to the simulator over real loopback
 sockets, so it runs as its own process (`python -m tests.simulator --port 0`), exactly
@@ -9,6 +9,7 @@ with us (SIGTERM, then SIGKILL; and the child exits by itself once its parent is
 
 from __future__ import annotations
 
+import gc
 import os
 import select
 import subprocess
@@ -141,6 +142,16 @@ class SimulatorProcess:
         """The ChatHub websocket URL (append `?sec_access_token=…`)."""
         return self.http_url.replace("http://", "ws://", 1) + "/sydney/ChatHub"
 
+    @property
+    def copilot_url(self) -> str:
+        """Copilot's base URL (REST under `/c/api/…`, the websocket at `/c/api/chat`): the http base."""
+        return self.http_url
+
+    @property
+    def copilot_chat_url(self) -> str:
+        """The Copilot websocket URL (append `?api-version=2&clientSessionId=…`)."""
+        return self.http_url.replace("http://", "ws://", 1) + "/c/api/chat"
+
     # -- control API ------------------------------------------------------------------
 
     def _get(self, path: str) -> Any:
@@ -158,15 +169,19 @@ class SimulatorProcess:
         return bool(self._get("health").get("ok"))
 
     def stats(self) -> dict[str, Any]:
-        """Counters: creates, sockets, open_sockets, invocations, violations."""
+        """Counters: creates, sockets, open_sockets, invocations, violations.
+
+        The top-level numbers add both dialects up; "chathub" and "copilot" hold each
+        dialect's creates, sockets, open_sockets and invocations (Copilot: `send` events).
+        """
         return dict(self._get("stats"))
 
-    def conversations(self) -> list[str]:
-        """Ids of every conversation the simulator holds."""
-        return list(self._get("conversations"))
+    def conversations(self, dialect: str | None = None) -> list[str]:
+        """Ids of every conversation the simulator holds (of one dialect, if given)."""
+        return list(self._get("conversations" + (f"?dialect={dialect}" if dialect else "")))
 
     def conversation(self, conversation_id: str) -> dict[str, Any] | None:
-        """One conversation's turns and injected context, or None if unknown."""
+        """One conversation's turns and injected context (with its "dialect"), or None if unknown."""
         url = f"{self.http_url}/_sim/conversations/{quote(conversation_id, safe='')}"
         response = requests.get(url, timeout=5)
         if response.status_code == 404:
@@ -179,10 +194,33 @@ class SimulatorProcess:
         result = self._get("last_invocation")
         return dict(result) if result is not None else None
 
-    def configure(self, **values: float) -> dict[str, Any]:
-        """Change max_turns / expiry_seconds / clock_offset / token_delay / words_per_update."""
+    def last_send(self) -> dict[str, Any] | None:
+        """The last Copilot `send` event received, whole (None before any)."""
+        result = self._get("last_send")
+        return dict(result) if result is not None else None
+
+    def challenges(self) -> list[dict[str, Any]]:
+        """Every Copilot challenge issued: method, parameter, id, variant, answered, token, solved."""
+        return list(self._get("challenges"))
+
+    def configure(self, **values: float | bool | str) -> dict[str, Any]:
+        """Change run-time config; returns the whole config.
+
+        Keys are `tests.simulator.state.CONFIG_KEYS`: ChatHub's max_turns / expiry_seconds /
+        clock_offset, the shared token_delay / words_per_update / linger, and Copilot's
+        copilot_strict / copilot_connected_twice / copilot_connected_delay /
+        copilot_unknown_conversation_code / copilot_modes / hashcash_difficulty / hashcash_variant.
+        """
         return dict(self._post("config", values))
 
     def reset(self) -> None:
-        """Forget conversations and counters; restore the start-up config."""
+        """Forget conversations and counters; restore the start-up config.
+
+        If sockets are still open, collects garbage first: a client socket an earlier test
+        dropped without closing stays open (and counted in `open_sockets`) until its object
+        is finalized, so a test that counts open sockets would otherwise depend on when the
+        collector last ran.
+        """
+        if self._get("stats")["open_sockets"]:
+            gc.collect()
         self._post("reset")
