@@ -1,0 +1,97 @@
+"""`python -m tests.benchmarks [--dialect bing|copilot|both] [--quick]` (or `deploy/bench`).
+
+Measures each dialect on a stack of its own, prints every figure as it is measured and
+one side-by-side table at the end. The exit code is 0 whether targets were met or not
+(benchmarks measure, they do not assert); it is 1 only if a dialect could not be
+measured at all, and 130 after Ctrl-C. Every process started is stopped either way.
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import os
+import signal
+import sys
+import time
+from types import FrameType
+
+from tests.benchmarks import measures
+from tests.benchmarks.harness import DIALECTS, running_stack
+from tests.benchmarks.report import Metric, announce, table
+
+
+def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
+    """The command line: which dialect(s), and whether to take fewer samples."""
+    parser = argparse.ArgumentParser(prog="python -m tests.benchmarks", description=__doc__)
+    parser.add_argument(
+        "--dialect", choices=[*DIALECTS, "both"], default="bing", help="upstream dialect(s) to measure"
+    )
+    parser.add_argument(
+        "--quick", action="store_true", help="20 TTFT runs instead of 100 and shorter sessions (~1 min)"
+    )
+    return parser.parse_args(argv)
+
+
+def measure_dialect(dialect: str, *, quick: bool, metrics: list[Metric]) -> None:
+    """Start a stack for `dialect`, run the four measurements, append their figures to `metrics`."""
+    started = time.monotonic()
+    # Other work on the machine competes for the same cores; say how busy it was.
+    metrics.append(Metric("load", "machine load (1-min avg) before", os.getloadavg()[0], digits=2))
+    with running_stack(dialect) as stack:
+        print(f"[{dialect}] stack up: web {stack.web.url} worker pid {stack.worker_pid}", flush=True)
+
+        def record(new: list[Metric]) -> None:
+            announce(dialect, new)
+            metrics.extend(new)
+
+        record(measures.time_to_first_token(stack, runs=20 if quick else 100))
+        token_metrics, token_sampler = measures.per_token_latency(stack)
+        record(token_metrics)
+        session_metrics, session_sampler = measures.sessions_per_worker(stack, words=30 if quick else 60)
+        record(session_metrics)
+        record(measures.redis_connections([token_sampler, session_sampler]))
+    print(f"[{dialect}] done in {time.monotonic() - started:.0f} s", flush=True)
+
+
+_stopping = False
+
+
+def _interrupt(signum: int, frame: FrameType | None) -> None:
+    """SIGINT/SIGTERM: unwind through every `finally`, which stops the processes."""
+    global _stopping
+    _stopping = True
+    raise KeyboardInterrupt
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Run the benchmark; see the module docstring for the exit codes."""
+    args = parse_args(argv)
+    logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s %(message)s")
+    # Ctrl-C reaches the children too (same process group), so a measurement may fail
+    # on a dead simulator before the interrupt reaches us: the flag tells the two apart.
+    signal.signal(signal.SIGINT, _interrupt)
+    signal.signal(signal.SIGTERM, _interrupt)
+    dialects = list(DIALECTS) if args.dialect == "both" else [args.dialect]
+    results: dict[str, list[Metric]] = {}
+    failures: dict[str, str] = {}
+    try:
+        for dialect in dialects:
+            metrics = results.setdefault(dialect, [])
+            try:
+                measure_dialect(dialect, quick=args.quick, metrics=metrics)
+            except Exception as exc:  # one dialect failing must not hide the other's figures
+                if _stopping:
+                    raise KeyboardInterrupt from exc
+                failures[dialect] = f"{type(exc).__name__}: {exc}"
+                print(f"[{dialect}] could not be measured: {failures[dialect]}", flush=True)
+    except KeyboardInterrupt:
+        print("\ninterrupted; every process started was stopped", flush=True)
+        print(table(results, failures), flush=True)
+        return 130
+    print("\n" + table(results, failures), flush=True)
+    return 1 if failures else 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

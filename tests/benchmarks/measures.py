@@ -1,0 +1,239 @@
+"""The four figures, each measured against a running `BenchStack`.
+
+1. `time_to_first_token`: what the whole path (HTTP → web → Redis/RQ → worker →
+   upstream → relay → SSE) adds to the first token, over the same upstream client run
+   in this process — so the simulator's own pace cancels out.
+2. `per_token_latency`: with 100 streams at once, how long each token takes from the
+   moment the simulator sends it (`[sim:stamp=N]` writes its send time into the text)
+   to the moment the client reads it.
+3. `sessions_per_worker`: how many long turns one worker process holds at once, and
+   what each costs in resident memory.
+4. `redis_connections`: the most Redis connections one web or worker process held
+   during runs 2 and 3 (their samplers), to show the pools stay bounded.
+
+Every measurement is bounded in count and time, warms up before it measures, and
+returns `Metric`s; none of them asserts.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import time
+from collections.abc import Sequence
+
+import requests
+
+from service.models import find_model
+from tests.benchmarks.harness import SIM_TOKEN_DELAY, BenchStack
+from tests.benchmarks.probes import Probe, Sampler, rss_kb
+from tests.benchmarks.report import Metric, Target, percentile
+from tests.benchmarks.streams import StreamOutcome, run_streams
+from workers.upstream import build_client
+from workers.upstream.context import TurnInput
+from workers.upstream.events import TextDelta
+
+TTFT_PROMPT = "[sim:long=5] hi"
+WARMUP_PROMPT = "[sim:long=5] warm up"
+MS = 1000.0
+MB = 1024.0  # VmRSS is in KiB
+
+
+def _ms(key: str, label: str, seconds: float, target: Target | None = None) -> Metric:
+    return Metric(key, label, seconds * MS, unit="ms", target=target, digits=1)
+
+
+# -- 1. added time-to-first-token ---------------------------------------------------------
+
+
+def _baseline_ttft(stack: BenchStack, prompt: str) -> float:
+    """Seconds to the first text from the upstream client called in this process."""
+    spec = find_model(stack.model, stack.dialect)
+    assert spec is not None
+    turn = TurnInput(text=prompt, tone=spec.tone, gpt4_turbo=spec.gpt4_turbo, mode=spec.mode)
+    settings = stack.settings
+    started = time.perf_counter()
+    client = build_client(settings, 0)  # the worker builds one per turn too
+    handle = client.create_conversation(account=0)
+    first = math.nan
+    for event in client.stream_turn(handle, turn, should_stop=lambda: False):
+        if math.isnan(first) and isinstance(event, TextDelta) and event.text:
+            first = time.perf_counter() - started
+    if math.isnan(first):
+        raise RuntimeError("the upstream client streamed no text")
+    return first
+
+
+def _full_ttft(stack: BenchStack, prompt: str) -> float:
+    """Seconds to the first SSE chunk with content, through gunicorn and a worker."""
+    body = stack.chat_body(prompt)
+    started = time.perf_counter()
+    first = math.nan
+    with requests.post(stack.completions_url, json=body, stream=True, timeout=30) as response:
+        response.raise_for_status()
+        for line in response.iter_lines():
+            if not math.isnan(first) or not line.startswith(b"data: {"):
+                continue
+            choices = json.loads(line[6:]).get("choices") or []
+            if any((choice.get("delta") or {}).get("content") for choice in choices):
+                first = time.perf_counter() - started
+    if math.isnan(first):
+        raise RuntimeError("the gateway streamed no content")
+    return first
+
+
+def time_to_first_token(stack: BenchStack, *, runs: int, warmup: int = 5) -> list[Metric]:
+    """Baseline and full-path TTFT, interleaved run by run so both see the same conditions.
+
+    The order within a pair alternates, so neither side always runs on a freshly idle
+    machine. Both read their stream to the end, so no turn is cancelled half-way.
+    """
+    baseline: list[float] = []
+    full: list[float] = []
+    for index in range(warmup + runs):
+        pair = (_baseline_ttft, _full_ttft) if index % 2 == 0 else (_full_ttft, _baseline_ttft)
+        seconds = {measure: measure(stack, TTFT_PROMPT) for measure in pair}
+        if index >= warmup:
+            baseline.append(seconds[_baseline_ttft])
+            full.append(seconds[_full_ttft])
+    b50, b99 = percentile(baseline, 50), percentile(baseline, 99)
+    f50, f99 = percentile(full, 50), percentile(full, 99)
+    return [
+        _ms("ttft_base_p50", f"TTFT in-process client p50 (n={runs})", b50),
+        _ms("ttft_base_p99", "TTFT in-process client p99", b99),
+        _ms("ttft_full_p50", "TTFT full path p50", f50),
+        _ms("ttft_full_p99", "TTFT full path p99", f99),
+        _ms("ttft_added_p50", "TTFT added by the gateway p50", f50 - b50, Target("<=", 5)),
+        _ms("ttft_added_p99", "TTFT added by the gateway p99", f99 - b99, Target("<=", 15)),
+    ]
+
+
+# -- 2. per-token relay latency -----------------------------------------------------------
+
+
+def stamped_tokens(outcomes: Sequence[StreamOutcome]) -> list[tuple[float, float]]:
+    """(send time, latency) of every stamp found in the streamed content, in seconds."""
+    tokens: list[tuple[float, float]] = []
+    for outcome in outcomes:
+        for arrived, content in outcome.contents:
+            for word in content.split():
+                try:
+                    sent = float(word)
+                except ValueError:
+                    continue  # not a stamp
+                tokens.append((sent, arrived - sent))
+    return tokens
+
+
+def all_open_window(outcomes: Sequence[StreamOutcome]) -> tuple[float, float]:
+    """From the last stream's first token to the first stream's last: when all were streaming.
+
+    Outside it, some streams are still being set up or already finishing, so the
+    tokens inside it are the relay at full concurrency, without arrival bursts.
+    """
+    spans: list[tuple[float, float]] = []
+    for outcome in outcomes:
+        sent = [stamp for stamp, _ in stamped_tokens([outcome])]
+        if not sent:
+            return math.nan, math.nan  # a stream that never streamed: never all open
+        spans.append((min(sent), max(sent)))
+    return max(first for first, _ in spans), min(last for _, last in spans)
+
+
+def per_token_latency(
+    stack: BenchStack,
+    *,
+    streams: int = 100,
+    stamps: int = 40,
+    token_delay: float = 0.05,
+    ramp: float = 1.0,
+    warmup: int = 5,
+) -> tuple[list[Metric], Sampler]:
+    """`streams` concurrent streams of `stamps` tokens, `token_delay` apart; latency per token.
+
+    Clients arrive evenly over `ramp` seconds rather than in one instant: a hundred turn
+    set-ups in the same millisecond is not a load anyone offers, and it would measure
+    the set-up burst, not the relay. Every token counts in the headline figures; the
+    "all open" ones keep only tokens sent while every stream was streaming.
+    """
+    body = stack.chat_body(f"[sim:stamp={stamps}] go")
+    stack.simulator.configure(token_delay=token_delay)
+    run_streams(stack.completions_url, [body] * warmup, timeout=30)
+    probe = Probe(stack.redis, stack.settings.queue_name)
+    with Sampler(probe) as sampler:
+        outcomes = run_streams(stack.completions_url, [body] * streams, stagger=ramp / streams, timeout=60)
+    # Not in a `finally`: after a failure the stack is torn down, and a dead simulator
+    # would only replace the real error with a connection error.
+    stack.simulator.configure(token_delay=SIM_TOKEN_DELAY)
+    tokens = stamped_tokens(outcomes)
+    latencies = [latency for _, latency in tokens]
+    opened, closed = all_open_window(outcomes)
+    steady = [latency for sent, latency in tokens if opened <= sent <= closed]
+    finished = sum(outcome.finished for outcome in outcomes)
+    running = max((sample.running for sample in sampler.samples), default=math.nan)
+    at_most_15 = Target("<=", 15)
+    return [
+        _ms("token_p50", f"per-token latency p50 ({streams} streams)", percentile(latencies, 50)),
+        _ms("token_p99", "per-token latency p99", percentile(latencies, 99), at_most_15),
+        _ms("token_max", "per-token latency max", max(latencies, default=math.nan)),
+        Metric("token_count", "tokens measured", len(latencies), unit=f"of {streams * stamps}", digits=0),
+        Metric("token_streams", "streams finished", finished, unit=f"of {streams}", digits=0),
+        Metric("token_running", "peak turns running", running, digits=0),
+        _ms("token_steady_p50", "per-token p50, all streams open", percentile(steady, 50)),
+        _ms("token_steady_p99", "per-token p99, all streams open", percentile(steady, 99)),
+        Metric("token_steady_count", "tokens sent with all streams open", len(steady), digits=0),
+    ], sampler
+
+
+# -- 3. sessions held by one worker process -----------------------------------------------
+
+
+def sessions_per_worker(
+    stack: BenchStack, *, sessions: int = 150, words: int = 60, pace: float = 0.2, warmup: int = 5
+) -> tuple[list[Metric], Sampler]:
+    """`sessions` long turns at once against a fresh worker; peak running turns and RSS.
+
+    The worker is restarted first so its idle memory is not already grown by earlier
+    runs; a few short turns then load every module a turn needs before idle is read.
+    """
+    stack.restart_worker()
+    run_streams(stack.completions_url, [stack.chat_body(WARMUP_PROMPT)] * warmup, timeout=30)
+    time.sleep(0.5)
+    pid = stack.worker_pid
+    idle = rss_kb(pid) or 0
+    body = stack.chat_body(f"[sim:slow={pace:g}][sim:long={words}] go")
+    probe = Probe(stack.redis, stack.settings.queue_name, worker_pid=pid, simulator=stack.simulator)
+    with Sampler(probe) as sampler:
+        outcomes = run_streams(
+            stack.completions_url, [body] * sessions, stagger=1.0 / sessions, timeout=words * pace + 60
+        )
+    samples = sampler.samples
+    busiest = max(samples, key=lambda s: (s.running, s.worker_rss_kb or 0), default=None)
+    peak = busiest.running if busiest else 0
+    at_peak = (busiest.worker_rss_kb or 0) if busiest else 0
+    rss_peak = max((s.worker_rss_kb or 0 for s in samples), default=0)
+    sockets = max((s.open_sockets or 0 for s in samples), default=math.nan)
+    finished = sum(outcome.finished for outcome in outcomes)
+    per_session = (at_peak - idle) / MB / peak if peak else math.nan
+    return [
+        Metric("sessions_peak", "peak sessions in one worker", peak, target=Target(">=", 100), digits=0),
+        Metric("sessions_sockets", "peak upstream sockets open", sockets, digits=0),
+        Metric("sessions_done", "sessions finished", finished, unit=f"of {sessions}", digits=0),
+        Metric("rss_idle", "worker RSS idle", idle / MB, unit="MB"),
+        Metric("rss_peak", "worker RSS peak", rss_peak / MB, unit="MB"),
+        Metric("rss_per_session", "worker RSS per session", per_session, unit="MB", digits=2),
+    ], sampler
+
+
+# -- 4. Redis connections per process -----------------------------------------------------
+
+
+def redis_connections(samplers: Sequence[Sampler]) -> list[Metric]:
+    """The peak connections of any one web and any one worker process across `samplers`."""
+    web = max((s.peak_connections("web") for s in samplers), default=0)
+    worker = max((s.peak_connections("worker") for s in samplers), default=0)
+    at_most_20 = Target("<=", 20)
+    return [
+        Metric("redis_web", "Redis connections, web process", web, target=at_most_20, digits=0),
+        Metric("redis_worker", "Redis connections, worker process", worker, target=at_most_20, digits=0),
+    ]
