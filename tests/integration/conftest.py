@@ -20,11 +20,14 @@ from service.embedded_redis import EmbeddedRedis
 from tests.support.simulator import SimulatorProcess
 from tests.support.stack import GunicornServer, WorkerProcess, gateway_env
 
+DIALECTS = ("bing", "copilot")
+
 
 @dataclasses.dataclass
 class Stack:
     """Handles on the running gateway."""
 
+    dialect: str
     env: dict[str, str]
     url: str
     redis: Redis
@@ -44,6 +47,20 @@ class Stack:
         assert conversation is not None and conversation.handle is not None
         return str(conversation.handle["conversation_id"])
 
+    def upstream(self, conversation_id: str) -> dict[str, Any]:
+        """The simulator's view of the upstream conversation behind a gateway conversation."""
+        view = self.simulator.conversation(self.upstream_id(conversation_id))
+        assert view is not None
+        return view
+
+    def upstream_users(self, conversation_id: str) -> list[str]:
+        """User messages the upstream conversation received, in order."""
+        return [turn["user"] for turn in self.upstream(conversation_id)["turns"]]
+
+    def last_request(self) -> dict[str, Any]:
+        """The last turn request the upstream received (ChatHub invocation or Copilot send)."""
+        return self.simulator.last_invocation() if self.dialect == "bing" else self.simulator.last_send()
+
 
 @pytest.fixture(scope="session")
 def stack_redis() -> Iterator[EmbeddedRedis]:
@@ -52,17 +69,23 @@ def stack_redis() -> Iterator[EmbeddedRedis]:
         yield server
 
 
-@pytest.fixture(scope="session")
-def stack(stack_redis: EmbeddedRedis, simulator: SimulatorProcess) -> Iterator[Stack]:
-    """gunicorn (gevent) + two worker processes, pointed at the simulator."""
-    env = gateway_env(stack_redis.url, simulator.http_url)
+@pytest.fixture(scope="session", params=DIALECTS)
+def stack(
+    request: pytest.FixtureRequest, stack_redis: EmbeddedRedis, simulator: SimulatorProcess
+) -> Iterator[Stack]:
+    """gunicorn (gevent) + two worker processes, pointed at the simulator, once per dialect."""
+    env = gateway_env(
+        stack_redis.url, simulator.http_url, UPSTREAM=request.param, RQ_QUEUE=f"chat-{request.param}"
+    )
     workers: list[WorkerProcess] = []
     web = GunicornServer(env)
     try:
         workers = [WorkerProcess(env).start(), WorkerProcess(env).start()]
         web.start()
         client = Redis.from_url(stack_redis.url)
-        yield Stack(env=env, url=web.url, redis=client, simulator=simulator, workers=workers)
+        yield Stack(
+            dialect=request.param, env=env, url=web.url, redis=client, simulator=simulator, workers=workers
+        )
         client.close()
     finally:
         web.stop()
@@ -75,6 +98,18 @@ def gateway(stack: Stack, sim: SimulatorProcess) -> Iterator[Stack]:
     """The running stack with the simulator reset; the client must not break the protocol."""
     yield stack
     assert sim.stats()["violations"] == []
+
+
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    """`@pytest.mark.dialects("bing")` runs a test only against the dialects it names."""
+    for item in items:
+        marker = item.get_closest_marker("dialects")
+        callspec = getattr(item, "callspec", None)
+        if marker is None or callspec is None or "stack" not in callspec.params:
+            continue
+        if callspec.params["stack"] not in marker.args:
+            reason = marker.kwargs.get("reason", f"only for {', '.join(marker.args)}")
+            item.add_marker(pytest.mark.skip(reason=reason))
 
 
 def body(content: str, model: str = "Balanced", **extra: Any) -> dict[str, Any]:

@@ -67,7 +67,10 @@ def test_models_are_listed_and_fetched(gateway: Stack) -> None:
 
     listing = requests.get(gateway.url + "/v1/models", timeout=5).json()
     assert listing["object"] == "list"
-    assert {m["id"] for m in listing["data"]} == {"Creative", "Balanced", "Precise", "gpt-4"}
+    expected = {"Creative", "Balanced", "Precise", "gpt-4"}
+    if gateway.dialect == "copilot":
+        expected |= {"copilot", "think-deeper", "gpt-5"}
+    assert {m["id"] for m in listing["data"]} == expected
     assert requests.get(gateway.url + "/models", timeout=5).json() == listing
     one = requests.get(gateway.url + "/v1/models/gpt-4", timeout=5)
     assert one.json()["id"] == "gpt-4"
@@ -76,13 +79,25 @@ def test_models_are_listed_and_fetched(gateway: Stack) -> None:
     assert missing.json()["error"]["code"] == "model_not_found"
 
 
-def test_gpt4_model_sends_creative_with_turbo_option_sets(gateway: Stack) -> None:
+def test_gpt4_model_selects_the_strongest_upstream_setting(gateway: Stack) -> None:
     response = gateway.post(body("which tone", model="gpt-4"))
     assert response.status_code == 200
-    invocation = gateway.simulator.last_invocation()
-    assert invocation["tone"] == "Creative"
-    assert "h3imaginative" in invocation["optionsSets"]
-    assert "gpt4tmncnp" in invocation["optionsSets"]
+    sent = gateway.last_request()
+    if gateway.dialect == "bing":
+        assert sent["tone"] == "Creative"
+        assert "h3imaginative" in sent["optionsSets"]
+        assert "gpt4tmncnp" in sent["optionsSets"]
+    else:
+        assert sent["mode"] == "smart"
+
+
+@pytest.mark.dialects("copilot")
+@pytest.mark.parametrize(
+    ("model", "mode"), [("copilot", "chat"), ("think-deeper", "reasoning"), ("gpt-5", "smart")]
+)
+def test_copilot_models_select_their_modes(gateway: Stack, model: str, mode: str) -> None:
+    assert gateway.post(body("mode?", model=model)).status_code == 200
+    assert gateway.last_request()["mode"] == mode
 
 
 def test_cors_preflight_needs_no_auth(gateway: Stack) -> None:

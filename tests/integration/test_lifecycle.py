@@ -57,7 +57,7 @@ def test_a_failed_turn_leaves_the_conversation_as_it_was(gateway: Stack) -> None
 
 @pytest.fixture()
 def lonely(gateway: Stack) -> Iterator[tuple[WerkzeugServer, dict[str, str]]]:
-    env = dict(gateway.env, RQ_QUEUE="lonely", QUEUE_WAIT_TIMEOUT="2")
+    env = dict(gateway.env, RQ_QUEUE=f"lonely-{gateway.dialect}", QUEUE_WAIT_TIMEOUT="2")
     server = WerkzeugServer(create_app(env)).start()
     yield server, env
     server.stop()

@@ -28,13 +28,14 @@ def gateway_env(redis_url: str, sim_http_url: str, **overrides: str) -> dict[str
     env = {
         key: value
         for key, value in os.environ.items()
-        if not key.startswith(("BING_", "UPSTREAM", "API_KEYS", "RQ_", "REDIS_URL"))
+        if not key.startswith(("BING_", "COPILOT_", "UPSTREAM", "API_KEYS", "RQ_", "REDIS_URL"))
     }
     env.update(
         {
             "REDIS_URL": redis_url,
             "BING_CREATE_URL": f"{sim_http_url}/turing/conversation/create",
             "BING_CHATHUB_URL": f"ws://{host}/sydney/ChatHub",
+            "COPILOT_URL": sim_http_url,
             "UPSTREAM": "bing",
             "UPSTREAM_COOKIES": "_U=test-account; MUID=abc",
             "UPSTREAM_FIRST_TOKEN_TIMEOUT": "4",
