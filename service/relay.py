@@ -108,6 +108,7 @@ class Publisher:
         if self.closed:
             return
         messages: list[str] = []
+        carried_text = bool(self._pending)
         if self._pending:
             messages.append(self._encode({"type": "delta", "text": "".join(self._pending)}))
             self._pending.clear()
@@ -118,15 +119,23 @@ class Publisher:
         if self._timer is not None:
             self._timer.cancel()
             self._timer = None
-        with self._redis.pipeline(transaction=True) as pipe:
+        first = self._seq == len(messages)
+        terminal = event is not None and event.get("type") in TERMINAL
+        # Ordering needs no MULTI: one publisher per completion, under a lock. Only the
+        # terminal event with `extra` (saving the turn) must be atomic with its publish.
+        with self._redis.pipeline(transaction=extra is not None) as pipe:
             if extra is not None:
                 extra(pipe)
             for message in messages:
                 pipe.rpush(self._log, message)
                 pipe.publish(self._channel, message)
-            pipe.expire(self._log, self._ttl)
+            if first or terminal:
+                pipe.expire(self._log, self._ttl)
             pipe.execute()
-        self._last_sent = self._clock()
+        if carried_text:
+            # The window runs from the last *text* sent: a progress or limits event must
+            # not hold back the first token behind it.
+            self._last_sent = self._clock()
 
     def _encode(self, event: dict[str, Any]) -> str:
         payload = dict(event, seq=self._seq)

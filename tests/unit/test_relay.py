@@ -161,3 +161,14 @@ def test_subscriptions_from_many_threads_each_get_their_own_events(
     for thread in threads:
         thread.join(10)
     assert results == {i: f"answer {i}" for i in range(20)}
+
+
+def test_a_non_text_event_does_not_hold_back_the_first_token(redis_client: Redis, hub: RelayHub) -> None:
+    clock = FakeClock()
+    sub = hub.subscribe("chatcmpl-i")
+    publisher = Publisher(redis_client, "chatcmpl-i", coalesce_ms=10_000, clock=clock)
+    publisher.event({"type": "limits", "used": 1, "max": 30})
+    publisher.delta("first")  # same instant: must go out now, not after the 10 s window
+    assert [sub.next(1.0)["type"], sub.next(1.0)] == ["limits", {"type": "delta", "text": "first", "seq": 1}]
+    publisher.finish({"type": "done", "text": "first", "finish_reason": "stop"})
+    sub.close()

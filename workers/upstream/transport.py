@@ -21,7 +21,14 @@ from urllib.parse import urlsplit
 import requests
 import websocket
 
-from workers.upstream.errors import Interrupted, Throttled, Unauthorized, UpstreamError, UpstreamTimeout
+from workers.upstream.errors import (
+    Interrupted,
+    ProtocolError,
+    Throttled,
+    Unauthorized,
+    UpstreamError,
+    UpstreamTimeout,
+)
 
 log = logging.getLogger(__name__)
 
@@ -66,6 +73,9 @@ class WebSocketTransport:
                 origin=origin,
                 cookie=cookie or None,
                 enable_multithread=False,
+                # websocket-client's pure-Python UTF-8 check cost more CPU than the rest of a
+                # turn; `recv` decodes text strictly (C) anyway and maps bad bytes below.
+                skip_utf8_validation=True,
             )
         except websocket.WebSocketBadStatusException as exc:
             raise _handshake_error(exc.status_code, self._where) from exc
@@ -97,6 +107,8 @@ class WebSocketTransport:
             data = self._ws.recv()
         except (websocket.WebSocketTimeoutException, TimeoutError):
             return None
+        except UnicodeDecodeError as exc:
+            raise ProtocolError("the upstream sent a text frame that is not UTF-8") from exc
         except websocket.WebSocketConnectionClosedException as exc:
             raise Interrupted("the upstream closed the websocket") from exc
         except (websocket.WebSocketException, OSError) as exc:
