@@ -177,7 +177,7 @@ def test_an_sdk_retry_with_an_idempotency_key_reaches_the_upstream_once(gateway:
     completion = client.chat.completions.create(
         model="Balanced",
         messages=[{"role": "user", "content": "[sim:slow=0.4][sim:long=6] once"}],
-        extra_headers={"Idempotency-Key": "retry-me-1"},
+        extra_headers={"Idempotency-Key": f"retry-me-{gateway.dialect}"},
     )
     assert completion.choices[0].message.content == "w1 w2 w3 w4 w5 w6"
     assert len(attempts) >= 2  # the SDK really did retry
@@ -185,7 +185,7 @@ def test_an_sdk_retry_with_an_idempotency_key_reaches_the_upstream_once(gateway:
 
 
 def test_an_idempotent_request_replays_its_result(gateway: Stack) -> None:
-    headers = {"Idempotency-Key": "replay-1"}
+    headers = {"Idempotency-Key": f"replay-{gateway.dialect}"}
     first = gateway.post(body("only once"), headers=headers)
     again = gateway.post(body("only once"), headers=headers)
     assert again.json()["id"] == first.json()["id"]
@@ -197,7 +197,7 @@ def test_an_idempotent_request_replays_its_result(gateway: Stack) -> None:
 
 
 def test_an_idempotency_key_with_another_body_is_rejected(gateway: Stack) -> None:
-    headers = {"Idempotency-Key": "reuse-1"}
+    headers = {"Idempotency-Key": f"reuse-{gateway.dialect}"}
     assert gateway.post(body("one body"), headers=headers).status_code == 200
     other = gateway.post(body("another body"), headers=headers)
     assert other.status_code == 400
@@ -205,7 +205,7 @@ def test_an_idempotency_key_with_another_body_is_rejected(gateway: Stack) -> Non
 
 
 def test_a_failed_idempotent_request_runs_again_on_retry(gateway: Stack) -> None:
-    headers = {"Idempotency-Key": "fails-1"}
+    headers = {"Idempotency-Key": f"fails-{gateway.dialect}"}
     assert gateway.post(body("[sim:throttled] x"), headers=headers).status_code == 429
     assert gateway.post(body("[sim:throttled] x"), headers=headers).status_code == 429
     assert gateway.simulator.stats()["invocations"] == 2
