@@ -60,6 +60,12 @@ def claim(redis: Redis, owner: str, key: str, mine: Claim, *, ttl: int) -> Claim
     return None  # released and re-claimed three times in a row: go ahead as a fresh request
 
 
+def lookup(redis: Redis, owner: str, key: str) -> Claim | None:
+    """The current claim of `key`, if any."""
+    raw = redis.get(claim_key(owner, key))
+    return Claim(**json.loads(raw)) if raw is not None else None
+
+
 def record(redis: Redis, owner: str, key: str, mine: Claim) -> None:
     """Update our claim once the conversation is known (keeps its expiry)."""
     redis.set(claim_key(owner, key), mine.to_json(), xx=True, keepttl=True)

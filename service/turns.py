@@ -23,8 +23,17 @@ _ALPHABET = string.ascii_letters + string.digits
 
 
 def new_token(length: int = 24) -> str:
-    """An unguessable id part: 24 base-62 characters is ~143 bits of entropy."""
-    return "".join(secrets.choice(_ALPHABET) for _ in range(length))
+    """An unguessable id part: 24 base-62 characters from 143 random bits.
+
+    One draw of random bits cut into base-62 digits: `secrets.choice` per character
+    cost a noticeable share of a request's time.
+    """
+    number = secrets.randbits(143)
+    digits = []
+    for _ in range(length):
+        number, digit = divmod(number, 62)
+        digits.append(_ALPHABET[digit])
+    return "".join(digits)
 
 
 def new_completion_id() -> str:
@@ -72,17 +81,23 @@ class TurnRequest:
 
 
 def enqueue_turn(queue: Queue, request: TurnRequest, settings: Settings) -> None:
-    """Put the turn on the queue with explicit timeouts and short-lived results."""
-    queue.enqueue(
-        JOB_FUNCTION,
-        request.to_json(),
-        job_id=request.completion_id,
-        job_timeout=settings.job_timeout,
-        result_ttl=60,
-        failure_ttl=24 * 3600,
-        ttl=int(settings.queue_wait_timeout) + 5,
-        description=f"turn {request.completion_id} of {request.conversation_id}",
-    )
+    """Put the turn on the queue with explicit timeouts and short-lived results.
+
+    Through one pipeline, so enqueueing is a single Redis round trip (RQ alone takes two).
+    """
+    with queue.connection.pipeline() as pipe:
+        queue.enqueue(
+            JOB_FUNCTION,
+            request.to_json(),
+            job_id=request.completion_id,
+            job_timeout=settings.job_timeout,
+            result_ttl=60,
+            failure_ttl=24 * 3600,
+            ttl=int(settings.queue_wait_timeout) + 5,
+            description=f"turn {request.completion_id} of {request.conversation_id}",
+            pipeline=pipe,
+        )
+        pipe.execute()
 
 
 def cancel_key(completion_id: str) -> str:

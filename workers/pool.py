@@ -33,9 +33,12 @@ from rq.exceptions import DequeueTimeout, StopRequested
 from rq.job import Job
 from rq.queue import Queue
 from rq.timeouts import BaseDeathPenalty, JobTimeoutException
+from rq.utils import now
 from rq.worker import SimpleWorker, WorkerStatus
 
 log = logging.getLogger(__name__)
+
+HEARTBEAT_EVERY = 1.0
 
 
 class GeventDeathPenalty(BaseDeathPenalty):
@@ -139,13 +142,25 @@ class GeventWorker(SimpleWorker):
         raise StopRequested()
 
     def execute_job(self, job: Job, queue: Queue) -> None:
-        """Start the job in a greenlet and return at once."""
-        self.set_state(WorkerStatus.BUSY)
+        """Start the job in a greenlet, let it begin, and return."""
         self._pool.spawn(self._run_job, job, queue)
+        # Yield once so the turn starts its bookkeeping now, ahead of the loop's own
+        # heartbeat and suspension checks: those can wait, the first token cannot.
+        gevent.sleep(0)
+
+    def heartbeat(self, timeout: int | None = None, pipeline: Any = None) -> None:
+        """RQ's heartbeat, at most once a second from the loop (its TTL is minutes)."""
+        recent = (
+            self.last_heartbeat is not None
+            and (now() - self.last_heartbeat).total_seconds() < HEARTBEAT_EVERY
+        )
+        if timeout is None and pipeline is None and recent:
+            return
+        super().heartbeat(timeout, pipeline)
 
     def _run_job(self, job: Job, queue: Queue) -> None:
         try:
-            self.prepare_execution(job)
+            self.prepare_execution(job)  # also marks the worker busy
             self.perform_job(job, queue)
         except Exception:
             log.exception("event=job_bookkeeping_failed job_id=%s", job.id)

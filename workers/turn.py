@@ -68,7 +68,6 @@ class TurnRunner:
             coalesce_ms=self.settings.coalesce_ms,
             replay_ttl=self.settings.replay_ttl,
         )
-        self.redis.set(lease_key(self.request.completion_id), b"1", ex=self.settings.worker_lease_seconds)
         watcher = threading.Thread(target=self._watch, name="turn-watch", daemon=True)
         watcher.start()
         try:
@@ -198,8 +197,8 @@ class TurnRunner:
         request = self.request
         lease_seconds = self.settings.worker_lease_seconds
         lease_every = max(1.0, lease_seconds / 3)
-        last_lease = time.monotonic()
-        while not self._stopped.wait(CANCEL_POLL_SECONDS):
+        last_lease = float("-inf")  # the first lease goes out at once, beside the upstream connect
+        while not self._stopped.wait(0 if last_lease < 0 else CANCEL_POLL_SECONDS):
             try:
                 due = time.monotonic() - last_lease >= lease_every
                 with self.redis.pipeline(transaction=False) as pipe:

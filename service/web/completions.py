@@ -160,10 +160,9 @@ def _attach(gw: Gateway, earlier: idempotency.Claim, chat: ChatRequest, key: str
         if time.monotonic() > deadline:
             return None
         time.sleep(ATTACH_POLL)
-        refreshed = idempotency.claim(gw.redis, g.owner, key, earlier, ttl=gw.settings.replay_ttl)
-        if refreshed is None:  # the claim was released (failed) and we just took it with *its* data
-            idempotency.release(gw.redis, g.owner, key, earlier.completion_id)
-            return None
+        refreshed = idempotency.lookup(gw.redis, g.owner, key)
+        if refreshed is None or refreshed.completion_id != earlier.completion_id:
+            return None  # released (that run failed): run afresh
         earlier = refreshed
     history = read_log(gw.redis, earlier.completion_id)
     if history and history[-1].get("type") == "error":
