@@ -46,6 +46,9 @@ def _limits(throttling: Any) -> Limits | None:
         return None
 
 
+ANCHOR = 64  # trailing characters compared to tell an extension from a rewrite
+
+
 class ChatHubDecoder:
     """Incoming ChatHub records of one turn → dialect-neutral events (A3).
 
@@ -58,7 +61,7 @@ class ChatHubDecoder:
     def __init__(self, *, account: int = 0) -> None:
         self.account = account
         self.done = False
-        self.text = ""
+        self._parts: list[str] = []  # every delta emitted, joined only when asked for
         self.limits: Limits | None = None
         self.expiry_time: str | None = None
         self._message_id: object = None
@@ -67,6 +70,13 @@ class ChatHubDecoder:
         self._refused = False
         self._announced: set[tuple[str, object]] = set()
         self._has_result = False
+
+    @property
+    def text(self) -> str:
+        """All answer text emitted so far."""
+        if len(self._parts) > 1:
+            self._parts[:] = ["".join(self._parts)]
+        return self._parts[0] if self._parts else ""
 
     def feed(self, record: Mapping[str, Any]) -> list[Event]:
         """The events one incoming record yields (possibly none)."""
@@ -116,7 +126,7 @@ class ChatHubDecoder:
         if message_type or message.get("contentOrigin") == "TurnLimiter":
             return []  # tool calls, cards, limit notices: not answer text
         if message.get("contentOrigin") == "Apology":
-            if self.text and not self._refused:
+            if self._parts and not self._refused:
                 self._retracted = True  # keep what the client already has; stop there
                 return []
             self._refused = True
@@ -129,11 +139,15 @@ class ChatHubDecoder:
         message_id = message.get("messageId")
         if message_id != self._message_id:
             self._message_id, self._accumulated = message_id, ""
-        if len(text) <= len(self._accumulated) or not text.startswith(self._accumulated):
+        seen = len(self._accumulated)
+        anchor = max(0, seen - ANCHOR)
+        if len(text) <= seen or text[anchor:seen] != self._accumulated[anchor:]:
             return []  # a rewrite: wait until the text extends what was emitted again
-        delta = text[len(self._accumulated) :]
+        # Only the anchor and the new suffix are touched, so a growing answer costs time
+        # proportional to what is new, not to everything repeated in each update.
+        delta = text[seen:]
         self._accumulated = text
-        self.text += delta
+        self._parts.append(delta)
         return [TextDelta(delta)]
 
     def _result(self, record: Mapping[str, Any]) -> list[Event]:
@@ -151,7 +165,7 @@ class ChatHubDecoder:
             raise result_error(str(value), message, conversation_id=conversation_id, account=self.account)
         bots = [m for m in item.get("messages") or [] if isinstance(m, dict) and m.get("author") == "bot"]
         limiter = next((m for m in bots if _is_limit_notice(m)), None)
-        if limiter is not None and not self.text:
+        if limiter is not None and not self._parts:
             raise ConversationLimitReached(
                 str(limiter.get("text") or "the Bing conversation accepts no more turns")
             )
@@ -176,11 +190,11 @@ class ChatHubDecoder:
         """Text the final answer has beyond the last update (or all of it if none streamed)."""
         if not answer:
             return []
-        if answer.get("contentOrigin") == "Apology" and self.text and not self._refused:
+        if answer.get("contentOrigin") == "Apology" and self._parts and not self._refused:
             self._retracted = True
             return []
-        if answer.get("messageId") == self._message_id or not self.text:
-            if not self.text and answer.get("contentOrigin") == "Apology":
+        if answer.get("messageId") == self._message_id or not self._parts:
+            if not self._parts and answer.get("contentOrigin") == "Apology":
                 self._refused = True
             return self._stream(answer)
         return []
