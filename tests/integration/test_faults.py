@@ -181,7 +181,9 @@ def test_a_wrongly_answered_challenge_is_a_protocol_error(gateway: Stack) -> Non
     assert response.status_code == 502
     assert error_of(response)["code"] == "upstream_protocol_error"
     # Our re-sent `send` after the rejected answer is a violation the test itself provoked.
-    assert gateway.simulator.stats()["violations"] == ["copilot: duplicate send without a challenge in between"]
+    assert gateway.simulator.stats()["violations"] == [
+        "copilot: duplicate send without a challenge in between"
+    ]
     gateway.simulator.reset()
 
 
