@@ -25,7 +25,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     """The command line: which dialect(s), and whether to take fewer samples."""
     parser = argparse.ArgumentParser(prog="python -m tests.benchmarks", description=__doc__)
     parser.add_argument(
-        "--dialect", choices=[*DIALECTS, "both"], default="bing", help="upstream dialect(s) to measure"
+        "--dialect", choices=[*DIALECTS, "both"], default="both", help="upstream dialect(s) to measure"
     )
     parser.add_argument(
         "--quick", action="store_true", help="20 TTFT runs instead of 100 and shorter sessions (~1 min)"
