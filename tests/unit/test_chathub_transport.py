@@ -13,13 +13,12 @@ import socket
 import threading
 import time
 from collections.abc import Callable, Iterator
-from http import HTTPStatus
 from typing import Any
 
 import pytest
-from websockets.exceptions import ConnectionClosed
-from websockets.sync.server import Server, ServerConnection, serve
+from websockets.sync.server import ServerConnection
 
+from tests.support.scripted_ws import ScriptedServer
 from workers.upstream import chathub
 from workers.upstream.bing import BingClient
 from workers.upstream.chathub import BingHandle
@@ -68,48 +67,16 @@ def final(text: str, invocation: str = "0") -> str:
     )
 
 
-class Hub:
+class Hub(ScriptedServer):
     """A scripted ChatHub websocket server: one `script(ws)` call per connection."""
 
     def __init__(self, script: Callable[[ServerConnection], None], reject: int | None = None) -> None:
-        self.script = script
-        self.reject = reject
+        super().__init__(script, reject)
         self.received: list[str] = []
-        self.paths: list[str] = []
-        self.headers: list[dict[str, str]] = []
-        self.closed = threading.Event()
-        self.closed_at = 0.0
-        self.server: Server = serve(
-            self._handle,
-            "127.0.0.1",
-            0,
-            process_request=self._process,
-            ping_interval=None,
-            compression=None,
-            close_timeout=1,
-        )
-        self.thread = threading.Thread(target=self.server.serve_forever, daemon=True)
-        self.thread.start()
 
     @property
     def url(self) -> str:
         return f"ws://127.0.0.1:{self.server.socket.getsockname()[1]}/sydney/ChatHub"
-
-    def _process(self, connection: ServerConnection, request: Any) -> Any:
-        self.paths.append(request.path)
-        self.headers.append({key.lower(): value for key, value in request.headers.raw_items()})
-        if self.reject:
-            return connection.respond(HTTPStatus(self.reject), "rejected\n")
-        return None
-
-    def _handle(self, ws: ServerConnection) -> None:
-        try:
-            self.script(ws)
-        except ConnectionClosed:
-            pass
-        finally:
-            self.closed_at = time.monotonic()
-            self.closed.set()
 
     def recv(self, ws: ServerConnection) -> str:
         message = ws.recv()
@@ -128,10 +95,6 @@ class Hub:
     def wait_for_client_close(self, ws: ServerConnection) -> None:
         while True:
             self.recv(ws)  # raises ConnectionClosed when the client goes
-
-    def stop(self) -> None:
-        self.server.shutdown()
-        self.thread.join(2)
 
 
 class CreateEndpoint(http.server.ThreadingHTTPServer):

@@ -15,15 +15,14 @@ import threading
 import time
 from collections.abc import Callable, Iterator
 from datetime import datetime
-from http import HTTPStatus
 from typing import Any
 from urllib.parse import parse_qs, urlsplit
 
 import pytest
-from websockets.exceptions import ConnectionClosed
-from websockets.sync.server import Server, ServerConnection, serve
+from websockets.sync.server import ServerConnection
 
 from service.settings import Settings
+from tests.support.scripted_ws import ScriptedServer
 from workers.upstream import build_client, copilot, load_handle
 from workers.upstream.context import TurnInput
 from workers.upstream.copilot import CopilotHandle
@@ -68,51 +67,17 @@ def answer(*texts: str, message_id: str = BOT_ID, suggestions: bool = True) -> l
     return frames
 
 
-class Copilot:
+class Copilot(ScriptedServer):
     """A scripted `/c/api/chat` websocket server: one `script(ws)` call per connection."""
 
     def __init__(self, script: Callable[[ServerConnection], None], reject: int | None = None) -> None:
-        self.script = script
-        self.reject = reject
+        super().__init__(script, reject)
         self.received: list[dict[str, Any]] = []
         self.raw: list[str] = []
-        self.paths: list[str] = []
-        self.origins: list[list[str]] = []
-        self.headers: list[dict[str, str]] = []
-        self.closed = threading.Event()
-        self.closed_at = 0.0
-        self.server: Server = serve(
-            self._handle,
-            "127.0.0.1",
-            0,
-            process_request=self._process,
-            ping_interval=None,
-            compression=None,
-            close_timeout=1,
-        )
-        self.thread = threading.Thread(target=self.server.serve_forever, daemon=True)
-        self.thread.start()
 
     @property
     def base_url(self) -> str:
         return f"http://127.0.0.1:{self.server.socket.getsockname()[1]}"
-
-    def _process(self, connection: ServerConnection, request: Any) -> Any:
-        self.paths.append(request.path)
-        self.origins.append(request.headers.get_all("Origin"))
-        self.headers.append({key.lower(): value for key, value in request.headers.raw_items()})
-        if self.reject:
-            return connection.respond(HTTPStatus(self.reject), "rejected\n")
-        return None
-
-    def _handle(self, ws: ServerConnection) -> None:
-        try:
-            self.script(ws)
-        except ConnectionClosed:
-            pass
-        finally:
-            self.closed_at = time.monotonic()
-            self.closed.set()
 
     def recv(self, ws: ServerConnection, timeout: float | None = None) -> dict[str, Any]:
         message = ws.recv(timeout)
@@ -140,10 +105,6 @@ class Copilot:
 
     def events(self, name: str) -> list[dict[str, Any]]:
         return [event for event in self.received if event.get("event") == name]
-
-    def stop(self) -> None:
-        self.server.shutdown()
-        self.thread.join(2)
 
 
 class RestEndpoint(http.server.ThreadingHTTPServer):
