@@ -3,8 +3,8 @@
 Starts a private redis-server on loopback when `REDIS_URL` is unset, then the web tier
 (gunicorn, as in the Procfile) and one worker process, passing them the same
 environment; Ctrl-C (or SIGTERM) stops them all, and if any child dies the rest are
-stopped too. `--demo` also starts the upstream simulator and points the gateway at it,
-for trying the product with no Bing account and no network.
+stopped too. `--demo` also starts the upstream simulator and points the gateway at it (both
+dialects), for trying the product with no Microsoft account and no network.
 
 On a PaaS the Procfile runs the web and worker processes directly instead.
 """
@@ -78,6 +78,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             host = url.split("://", 1)[1]
             env["BING_CREATE_URL"] = f"{url}/turing/conversation/create"
             env["BING_CHATHUB_URL"] = f"ws://{host}/sydney/ChatHub"
+            env["COPILOT_URL"] = url
             print(f"launcher: upstream simulator at {url}", flush=True)
         settings = load_settings(env)
         if settings.redis_url is None:
