@@ -16,7 +16,7 @@ import sys
 import time
 from types import FrameType
 
-from tests.benchmarks import measures
+from tests.benchmarks import matching, measures
 from tests.benchmarks.harness import DIALECTS, running_stack
 from tests.benchmarks.report import Metric, announce, table
 
@@ -51,6 +51,7 @@ def measure_dialect(dialect: str, *, quick: bool, metrics: list[Metric]) -> None
         session_metrics, session_sampler = measures.sessions_per_worker(stack, words=30 if quick else 60)
         record(session_metrics)
         record(measures.redis_connections([token_sampler, session_sampler]))
+        record(matching.history_matching(stack.redis, runs=200 if quick else 1000))
     print(f"[{dialect}] done in {time.monotonic() - started:.0f} s", flush=True)
 
 
