@@ -96,21 +96,11 @@ def chat_completions(path: str) -> Response:
     chat = parse_chat_request(raw, request.headers, upstream=gw.settings.upstream)
     key = _idempotency_key()
     completion_id, created = new_completion_id(), int(time.time())
+    mine = idempotency.Claim(completion_id, idempotency.body_digest(raw), created=created)
     if key is not None:
-        mine = idempotency.Claim(completion_id, idempotency.body_digest(raw), created=created)
-        earlier = idempotency.claim(gw.redis, g.owner, key, mine, ttl=gw.settings.replay_ttl)
-        if earlier is not None:
-            if earlier.body != mine.body:
-                raise InvalidRequest(
-                    "Keys for idempotent requests can only be used with the same parameters "
-                    "they were first used with.",
-                    param=None,
-                    code="idempotency_key_reused",
-                )
-            attached = _attach(gw, earlier, chat, key)
-            if attached is not None:
-                return attached
-            idempotency.claim(gw.redis, g.owner, key, mine, ttl=gw.settings.replay_ttl)
+        attached = _claim_or_attach(gw, key, mine, chat)
+        if attached is not None:
+            return attached
     resolution = resolve(gw, chat, g.owner)
     turn = TurnRequest(
         completion_id=completion_id,
@@ -151,6 +141,24 @@ def _idempotency_key() -> str | None:
     if not key or len(key) > 255:
         raise InvalidRequest("Idempotency-Key must be 1 to 255 characters.", param="Idempotency-Key")
     return key
+
+
+def _claim_or_attach(gw: Gateway, key: str, mine: idempotency.Claim, chat: ChatRequest) -> Response | None:
+    """Claim the Idempotency-Key for this request, or serve it from the run that has it."""
+    earlier = idempotency.claim(gw.redis, g.owner, key, mine, ttl=gw.settings.replay_ttl)
+    if earlier is None:
+        return None
+    if earlier.body != mine.body:
+        raise InvalidRequest(
+            "Keys for idempotent requests can only be used with the same parameters "
+            "they were first used with.",
+            param=None,
+            code="idempotency_key_reused",
+        )
+    attached = _attach(gw, earlier, chat, key)
+    if attached is None:  # that run failed: this request runs afresh under the key
+        idempotency.claim(gw.redis, g.owner, key, mine, ttl=gw.settings.replay_ttl)
+    return attached
 
 
 def _attach(gw: Gateway, earlier: idempotency.Claim, chat: ChatRequest, key: str) -> Response | None:
