@@ -10,7 +10,7 @@ from typing import Any
 import pytest
 
 from service.errors import ApiError
-from workers.upstream import copilot
+from workers.upstream import challenges, copilot
 from workers.upstream.context import TurnInput, flatten_context
 from workers.upstream.copilot import CopilotHandle
 from workers.upstream.copilot_decode import Challenge, CopilotDecoder, InvalidEvent, ModeNotAvailable
@@ -381,46 +381,46 @@ def brute_hex(seed: str, digits: int) -> str:
 
 def test_b74_seed_at_difficulty_1_gives_token_0_under_variant_b() -> None:
     assert hashlib.sha256(f"{SEED}0".encode()).digest()[0] < 0x80  # the capture's accepted answer
-    assert copilot.solve_hashcash_bits(f"{SEED}:1") == "0"
-    assert copilot.HASHCASH is copilot.solve_hashcash_bits
-    assert copilot.solve_challenge("hashcash", f"{SEED}:1") == "0"
+    assert challenges.solve_hashcash_bits(f"{SEED}:1") == "0"
+    assert challenges.HASHCASH is challenges.solve_hashcash_bits
+    assert challenges.solve_challenge("hashcash", f"{SEED}:1") == "0"
 
 
 @pytest.mark.parametrize("bits", [0, 3, 8, 12])
 def test_variant_b_matches_brute_force(bits: int) -> None:
     for seed in (SEED, "abc", "x:y"):
-        assert copilot.solve_hashcash_bits(f"{seed}:{bits}") == brute_bits(seed, bits)
+        assert challenges.solve_hashcash_bits(f"{seed}:{bits}") == brute_bits(seed, bits)
 
 
 @pytest.mark.parametrize("digits", [0, 1, 2])
 def test_variant_a_matches_brute_force(digits: int) -> None:
     for seed in (SEED, "abc"):
-        assert copilot.solve_hashcash_hex(f"{seed}:{digits}") == brute_hex(seed, digits)
-    assert copilot.solve_hashcash_hex(f"{SEED}:1") == "19"  # why (a) cannot be what the capture used
+        assert challenges.solve_hashcash_hex(f"{seed}:{digits}") == brute_hex(seed, digits)
+    assert challenges.solve_hashcash_hex(f"{SEED}:1") == "19"  # why (a) cannot be what the capture used
 
 
 def test_hashcash_splits_on_the_last_colon_and_refuses_nonsense() -> None:
-    assert copilot.solve_hashcash_bits("a:b:4") == brute_bits("a:b", 4)
+    assert challenges.solve_hashcash_bits("a:b:4") == brute_bits("a:b", 4)
     for parameter in ("no-colon", f"{SEED}:x", f"{SEED}:-1", None):
         with pytest.raises(ProtocolError):
-            copilot.solve_hashcash_bits(parameter)
+            challenges.solve_hashcash_bits(parameter)
     with pytest.raises(ProtocolError, match="refused"):
-        copilot.solve_hashcash_bits(f"{SEED}:33")
+        challenges.solve_hashcash_bits(f"{SEED}:33")
     with pytest.raises(ProtocolError, match="refused"):
-        copilot.solve_hashcash_hex(f"{SEED}:9")
+        challenges.solve_hashcash_hex(f"{SEED}:9")
 
 
 @pytest.mark.parametrize(("a", "token"), [("5", "16"), ("10", "18"), ("3", "9"), ("7.5", "16"), ("0", "0")])
 def test_arithmetic_challenge(a: str, token: str) -> None:
-    assert copilot.solve_arithmetic(a) == token
-    assert copilot.solve_challenge("copilot", a) == token
+    assert challenges.solve_arithmetic(a) == token
+    assert challenges.solve_challenge("copilot", a) == token
 
 
 def test_arithmetic_challenge_rejects_non_numbers() -> None:
     with pytest.raises(ProtocolError):
-        copilot.solve_arithmetic("seven")
+        challenges.solve_arithmetic("seven")
     with pytest.raises(ValueError):
-        copilot.solve_challenge("cloudflare", "x")
+        challenges.solve_challenge("cloudflare", "x")
 
 
 def test_answerable_challenge_is_handed_to_the_client_once() -> None:

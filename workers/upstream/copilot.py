@@ -18,7 +18,6 @@ combines the three.
 from __future__ import annotations
 
 import dataclasses
-import hashlib
 import json
 import re
 from collections.abc import Iterable, Mapping
@@ -38,9 +37,6 @@ PAGE_TITLE = "Conversation so far"
 PAGE_URL = "https://copilot.microsoft.com/"
 THROTTLE_RETRY_AFTER = 60.0
 CREDENTIALS_HINT = "refresh the account's cookies in UPSTREAM_COOKIES (or set COPILOT_ACCESS_TOKEN)"
-# Expected work is 2**bits hashes; the pure-Python loop holds the gevent worker's only
-# thread, so anything past ~16M hashes (~10 s) stalls every other turn. Captures show 1.
-MAX_HASHCASH_BITS = 24
 
 
 @dataclasses.dataclass
@@ -270,75 +266,6 @@ def _unfinished(text: str, start: int, error: json.JSONDecodeError) -> bool:
         or error.msg.startswith("Unterminated string")
         or any(literal.startswith(rest) for literal in _LITERALS)
     )
-
-
-def _hashcash_parameter(parameter: str | None) -> tuple[str, int]:
-    """Seed and difficulty of `"<seed>:<difficulty>"`, split on the LAST colon (B3.1 (b))."""
-    seed, colon, difficulty = (parameter or "").rpartition(":")
-    if not colon or not difficulty.strip().isdigit():
-        raise ProtocolError(f"Copilot sent a hashcash parameter we cannot read: {parameter!r:.80}")
-    return seed, int(difficulty)
-
-
-def solve_hashcash_bits(parameter: str | None, *, max_bits: int = MAX_HASHCASH_BITS) -> str:
-    """Variant (b), capture-backed: the smallest n with ≥ difficulty leading zero BITS in sha256(seed + n).
-
-    From the 2026 clients, "inferred from a capture where the parameter ended in `:1`
-    and the accepted token was `0`" (B3.1, B7.4). Absurd difficulties are refused.
-    """
-    seed, bits = _hashcash_parameter(parameter)
-    if bits > max_bits:
-        raise ProtocolError(f"Copilot asked for {bits}-bit hashcash; more than {max_bits} is refused")
-    if bits == 0:
-        return "0"
-    base, shift = hashlib.sha256(seed.encode()), 32 - bits
-    nonce = 0
-    while True:
-        attempt = base.copy()
-        attempt.update(str(nonce).encode())
-        if int.from_bytes(attempt.digest()[:4], "big") >> shift == 0:
-            return str(nonce)
-        nonce += 1
-
-
-def solve_hashcash_hex(parameter: str | None, *, max_digits: int = MAX_HASHCASH_BITS // 4) -> str:
-    """Variant (a), OmniRoute's: an i whose sha256(f"{seed}:{i}") hex starts with `difficulty` zeros."""
-    seed, digits = _hashcash_parameter(parameter)
-    if digits > max_digits:
-        raise ProtocolError(f"Copilot asked for {digits} zero hex digits; more than {max_digits} is refused")
-    prefix = "0" * digits
-    nonce = 0
-    while not hashlib.sha256(f"{seed}:{nonce}".encode()).hexdigest().startswith(prefix):
-        nonce += 1
-    return str(nonce)
-
-
-# The two published solvers disagree (B3.1 [U]); (b) is the one a capture backs. Switch here.
-HASHCASH = solve_hashcash_bits
-
-
-def solve_arithmetic(parameter: str | None) -> str:
-    """`method:"copilot"`: round(((a³/100) + 25a) mod 22) of the number `a` (B3.1 [S])."""
-    try:
-        number = float(parameter or "")
-    except ValueError:
-        raise ProtocolError(
-            f"Copilot sent an arithmetic challenge we cannot read: {parameter!r:.80}"
-        ) from None
-    a: float = int(number) if number.is_integer() else number
-    return str(round(((a**3 / 100) + 25 * a) % 22))
-
-
-ANSWERABLE = frozenset({"hashcash", "copilot"})
-
-
-def solve_challenge(method: str, parameter: str | None) -> str:
-    """The token for an answerable challenge method (`hashcash`, `copilot`)."""
-    if method == "hashcash":
-        return HASHCASH(parameter)
-    if method == "copilot":
-        return solve_arithmetic(parameter)
-    raise ValueError(f"no solver for challenge method {method!r}")
 
 
 _SECRET_FIELD = re.compile(

@@ -22,6 +22,7 @@ from typing import Any
 import requests
 
 from workers.upstream import copilot
+from workers.upstream.challenges import solve_challenge
 from workers.upstream.context import TurnInput
 from workers.upstream.copilot import CopilotHandle
 from workers.upstream.copilot_decode import Challenge, CopilotDecoder, InvalidEvent
@@ -254,7 +255,7 @@ class CopilotClient:
     ) -> None:
         """Reply to a proof-of-work challenge, then re-send the held `send` (B7.4)."""
         started = time.monotonic()
-        token = copilot.solve_challenge(challenge.method, challenge.parameter)
+        token = solve_challenge(challenge.method, challenge.parameter)
         self._log.info(
             "event=copilot_challenge_answered method=%s seconds=%.3f",
             challenge.method,

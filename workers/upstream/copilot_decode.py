@@ -23,7 +23,8 @@ from collections.abc import Callable, Mapping, Sequence
 from datetime import UTC, datetime
 from typing import Any
 
-from workers.upstream.copilot import ANSWERABLE, CREDENTIALS_HINT, THROTTLE_RETRY_AFTER
+from workers.upstream.challenges import ANSWERABLE
+from workers.upstream.copilot import CREDENTIALS_HINT, THROTTLE_RETRY_AFTER
 from workers.upstream.errors import (
     ChallengeRequired,
     ProtocolError,

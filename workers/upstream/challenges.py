@@ -1,0 +1,87 @@
+"""Copilot's challenges (B3.1): proof of work and arithmetic, answered without I/O.
+
+Copilot may answer a `send` with a `challenge`; the client answers it and re-sends the
+held `send`. Two readings of the hashcash puzzle exist in public clients and the
+reference cannot tell which is right: (b) leading zero *bits* of sha256(seed + n),
+inferred from a capture where `:1` was answered with `0`, is the default; (a) leading
+zero *hex digits* of sha256(f"{seed}:{i}") is kept one line away (`HASHCASH`).
+The solvers run on the worker's event loop, so difficulty is capped: a puzzle beyond
+the cap is refused rather than stalling every other turn of the process.
+"""
+
+from __future__ import annotations
+
+import hashlib
+
+from workers.upstream.errors import ProtocolError
+
+MAX_HASHCASH_BITS = 24  # ~16M hashes (~10 s of pure Python) at worst; captures show 1
+
+
+def _hashcash_parameter(parameter: str | None) -> tuple[str, int]:
+    """Seed and difficulty of `"<seed>:<difficulty>"`, split on the LAST colon (B3.1 (b))."""
+    seed, colon, difficulty = (parameter or "").rpartition(":")
+    if not colon or not difficulty.strip().isdigit():
+        raise ProtocolError(f"Copilot sent a hashcash parameter we cannot read: {parameter!r:.80}")
+    return seed, int(difficulty)
+
+
+def solve_hashcash_bits(parameter: str | None, *, max_bits: int = MAX_HASHCASH_BITS) -> str:
+    """Variant (b), capture-backed: the smallest n with ≥ difficulty leading zero BITS in sha256(seed + n).
+
+    From the 2026 clients, "inferred from a capture where the parameter ended in `:1`
+    and the accepted token was `0`" (B3.1, B7.4). Absurd difficulties are refused.
+    """
+    seed, bits = _hashcash_parameter(parameter)
+    if bits > max_bits:
+        raise ProtocolError(f"Copilot asked for {bits}-bit hashcash; more than {max_bits} is refused")
+    if bits == 0:
+        return "0"
+    base, shift = hashlib.sha256(seed.encode()), 32 - bits
+    nonce = 0
+    while True:
+        attempt = base.copy()
+        attempt.update(str(nonce).encode())
+        if int.from_bytes(attempt.digest()[:4], "big") >> shift == 0:
+            return str(nonce)
+        nonce += 1
+
+
+def solve_hashcash_hex(parameter: str | None, *, max_digits: int = MAX_HASHCASH_BITS // 4) -> str:
+    """Variant (a), OmniRoute's: an i whose sha256(f"{seed}:{i}") hex starts with `difficulty` zeros."""
+    seed, digits = _hashcash_parameter(parameter)
+    if digits > max_digits:
+        raise ProtocolError(f"Copilot asked for {digits} zero hex digits; more than {max_digits} is refused")
+    prefix = "0" * digits
+    nonce = 0
+    while not hashlib.sha256(f"{seed}:{nonce}".encode()).hexdigest().startswith(prefix):
+        nonce += 1
+    return str(nonce)
+
+
+# The two published solvers disagree (B3.1 [U]); (b) is the one a capture backs. Switch here.
+HASHCASH = solve_hashcash_bits
+
+
+def solve_arithmetic(parameter: str | None) -> str:
+    """`method:"copilot"`: round(((a³/100) + 25a) mod 22) of the number `a` (B3.1 [S])."""
+    try:
+        number = float(parameter or "")
+    except ValueError:
+        raise ProtocolError(
+            f"Copilot sent an arithmetic challenge we cannot read: {parameter!r:.80}"
+        ) from None
+    a: float = int(number) if number.is_integer() else number
+    return str(round(((a**3 / 100) + 25 * a) % 22))
+
+
+ANSWERABLE = frozenset({"hashcash", "copilot"})
+
+
+def solve_challenge(method: str, parameter: str | None) -> str:
+    """The token for an answerable challenge method (`hashcash`, `copilot`)."""
+    if method == "hashcash":
+        return HASHCASH(parameter)
+    if method == "copilot":
+        return solve_arithmetic(parameter)
+    raise ValueError(f"no solver for challenge method {method!r}")
