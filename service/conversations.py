@@ -67,6 +67,11 @@ def fingerprint(system: str, messages: Sequence[dict[str, str]]) -> str:
     return hashlib.sha256(json.dumps(canonical, ensure_ascii=False).encode()).hexdigest()
 
 
+def digests_key(conversation_id: str) -> str:
+    """The set of fingerprint index keys that point at a conversation (to forget them with it)."""
+    return f"conv:{conversation_id}:hist"
+
+
 def history_key(owner: str, digest: str) -> str:
     """Where a transcript fingerprint points at (conversation, turns at that point)."""
     return f"hist:{owner}:{digest}"
@@ -108,15 +113,14 @@ class Conversation:
 
 @dataclasses.dataclass(frozen=True)
 class Match:
-    """A stored conversation whose transcript, after `turns` turns, equals the client's history."""
+    """A conversation of the owner whose transcript, after `turns` turns, was the client's history.
 
-    conversation: Conversation
+    Only the index is read: whoever continues loads the conversation once, under its
+    lock, and checks it is still the caller's and still at `turns`.
+    """
+
+    conversation_id: str
     turns: int
-
-    @property
-    def is_latest(self) -> bool:
-        """The history is the whole transcript: continuing upstream is safe."""
-        return self.turns == self.conversation.turns
 
 
 class ConversationStore:
@@ -150,17 +154,14 @@ class ConversationStore:
         return conversation
 
     def match(self, owner: str, system: str, history: Sequence[dict[str, str]]) -> Match | None:
-        """The owner's conversation whose transcript (at some turn) is exactly `history`."""
+        """The owner's conversation whose transcript (at some turn) was exactly `history`."""
         if not history:
             return None
         raw = self.redis.get(history_key(owner, fingerprint(system, history)))
         if raw is None:
             return None
         entry = json.loads(raw)
-        conversation = self.get(entry["conversation_id"])
-        if conversation is None or conversation.owner != owner or conversation.turns < entry["turns"]:
-            return None
-        return Match(conversation, int(entry["turns"]))
+        return Match(str(entry["conversation_id"]), int(entry["turns"]))
 
     def save(
         self, conversation: Conversation, pipe: Pipeline | None = None, completion_id: str | None = None
@@ -182,11 +183,21 @@ class ConversationStore:
             target.set(completion_key(completion_id), conversation.id, ex=self.ttl)
         if conversation.messages:
             entry = json.dumps({"conversation_id": conversation.id, "turns": conversation.turns})
-            digest = fingerprint(conversation.system, conversation.messages)
-            target.set(history_key(conversation.owner, digest), entry, ex=self.ttl)
+            index = history_key(conversation.owner, fingerprint(conversation.system, conversation.messages))
+            target.set(index, entry, ex=self.ttl)
+            target.sadd(digests_key(conversation.id), index)
+            target.expire(digests_key(conversation.id), self.ttl)
         if pipe is None:
             target.execute()
 
     def delete(self, conversation_id: str) -> bool:
-        """Forget a conversation and its handle; True if it existed."""
-        return bool(self.redis.delete(conversation_key(conversation_id), handle_key(conversation_id)))
+        """Forget a conversation, its handle and every fingerprint pointing at it; True if it existed."""
+        existed = bool(self.redis.exists(conversation_key(conversation_id)))
+        indexes = self.redis.smembers(digests_key(conversation_id))
+        self.redis.delete(
+            conversation_key(conversation_id),
+            handle_key(conversation_id),
+            digests_key(conversation_id),
+            *indexes,
+        )
+        return existed

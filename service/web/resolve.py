@@ -62,7 +62,7 @@ def resolve(gw: Gateway, chat: ChatRequest, owner: str) -> Resolution:
         return _continue(gw, conversation.id, owner, chat, how="id", expected=history)
     match = gw.store.match(owner, chat.system, history)
     if match is not None:
-        return _continue(gw, match.conversation.id, owner, chat, how="matched", expected=history)
+        return _continue(gw, match.conversation_id, owner, chat, how="matched", expected=history)
     return Resolution(new_conversation_id(), continues=False, history=history, system=chat.system)
 
 
@@ -83,8 +83,12 @@ def _continue(
             retry_after=5,
         )
     conversation = gw.store.get(conversation_id)
-    if conversation is None or conversation.owner != owner:  # deleted while we waited
+    if conversation is None or conversation.owner != owner:  # deleted meanwhile (or a stale index entry)
         locks.release(gw.redis, conversation_id, token)
+        if how == "matched":
+            return Resolution(
+                new_conversation_id(), continues=False, history=expected or [], system=chat.system
+            )
         raise conversation_not_found(chat.conversation_id or conversation_id, chat.conversation_param)
     if expected is not None and not _sees_whole_transcript(conversation, chat.system, expected):
         locks.release(gw.redis, conversation_id, token)

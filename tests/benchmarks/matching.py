@@ -2,9 +2,10 @@
 
 A stateless client re-sends its whole history every turn; before the gateway can decide
 to continue a stored conversation it fingerprints that history and looks it up. This
-measures exactly that step, in process against the stack's real Redis: a hit (two
-GETs: the fingerprint index, then the conversation with its handle) and a miss (one
-GET), each on a 50-turn (100-message) history with ~400-character messages.
+measures exactly that step, in process against the stack's real Redis — fingerprint the
+history, read the fingerprint index — for a hit and a miss, on a 50-turn (100-message)
+history with ~400-character messages. (Continuing then loads the conversation once,
+under its lock, as continuing by id does.)
 """
 
 from __future__ import annotations

@@ -7,7 +7,7 @@ import time
 from redis import Redis
 
 from service import idempotency, locks
-from service.conversations import Conversation, ConversationStore, fingerprint, handle_key
+from service.conversations import Conversation, ConversationStore, Match, fingerprint, handle_key
 
 U1 = {"role": "user", "content": "hi"}
 A1 = {"role": "assistant", "content": "Hello!"}
@@ -37,10 +37,8 @@ def test_every_completed_prefix_matches_with_its_turn_count(redis_client: Redis)
     conversation.messages += [U2, A2]
     conversations.save(conversation, completion_id="chatcmpl-2")
 
-    latest = conversations.match("o", "S", [U1, A1, U2, A2])
-    assert latest is not None and latest.turns == 2 and latest.is_latest
-    earlier = conversations.match("o", "S", [U1, A1])
-    assert earlier is not None and earlier.turns == 1 and not earlier.is_latest
+    assert conversations.match("o", "S", [U1, A1, U2, A2]) == Match("conv_1", 2)
+    assert conversations.match("o", "S", [U1, A1]) == Match("conv_1", 1)  # an earlier point: a branch
     assert conversations.match("someone-else", "S", [U1, A1]) is None
     assert conversations.match("o", "", [U1, A1]) is None
     assert conversations.match("o", "S", []) is None
