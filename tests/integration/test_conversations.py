@@ -135,6 +135,12 @@ def test_deleted_conversation_is_forgotten(gateway: Stack) -> None:
     conversation_id = first.headers["X-Conversation-Id"]
     assert requests.delete(f"{gateway.url}/v1/conversations/{conversation_id}", timeout=5).json()["deleted"]
     assert gateway.post(body("still there?", id=conversation_id)).status_code == 404
+    # Its history is not recognised any more either: a stateless client starts afresh.
+    answer = first.json()["choices"][0]["message"]["content"]
+    history = [{"role": "user", "content": "forget me"}, {"role": "assistant", "content": answer}]
+    again = gateway.post({"model": "Balanced", "messages": [*history, {"role": "user", "content": "hello?"}]})
+    assert again.status_code == 200
+    assert again.headers["X-Conversation-Id"] != conversation_id
 
 
 def test_concurrent_turns_on_one_conversation_are_serialized(gateway: Stack) -> None:
