@@ -446,6 +446,15 @@ def test_http_get_retries_5xx_then_succeeds(make_endpoint: Callable[..., CreateE
     assert len(pauses) == 2
 
 
+def test_the_shared_session_never_carries_one_accounts_cookies_to_another(
+    make_endpoint: Callable[..., CreateEndpoint],
+) -> None:
+    endpoint = make_endpoint((200, {"Set-Cookie": "MUIDB=account-a; Path=/"}, b"a"), (200, {}, b"b"))
+    http_get(endpoint.url, headers={"Cookie": "_U=account-a"}, timeout=2.0)
+    http_get(endpoint.url, headers={}, timeout=2.0)  # an anonymous account
+    assert [headers.get("cookie") for _, headers in endpoint.requests] == ["_U=account-a", None]
+
+
 def test_http_get_returns_the_last_5xx_when_retries_run_out(
     make_endpoint: Callable[..., CreateEndpoint],
 ) -> None:

@@ -12,6 +12,7 @@ in an error message goes through `redact_url` first.
 
 from __future__ import annotations
 
+import http.cookiejar
 import logging
 import socket
 import time
@@ -170,6 +171,25 @@ def http_get(
     )
 
 
+_SESSION: requests.Session | None = None
+
+
+def shared_session() -> requests.Session:
+    """One `requests.Session` per process, so calls to the upstream reuse connections.
+
+    A fresh session per call (what `requests.request` does) cost a TCP connect and a
+    connection pool per conversation create. The session never stores cookies: each
+    request carries its account's `Cookie` header explicitly, and a shared jar would
+    leak one account's cookies into another's requests.
+    """
+    global _SESSION
+    if _SESSION is None:
+        session = requests.Session()
+        session.cookies.set_policy(http.cookiejar.DefaultCookiePolicy(allowed_domains=[]))
+        _SESSION = session
+    return _SESSION
+
+
 def http_request(
     method: str,
     url: str,
@@ -190,7 +210,7 @@ def http_request(
     create a second upstream conversation; an orphaned one costs nothing.
     """
     where = redact_url(url)
-    sender = session.request if session is not None else requests.request
+    sender = (session or shared_session()).request
     for attempt in range(retries + 1):
         last = attempt == retries
         try:
