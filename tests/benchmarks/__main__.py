@@ -55,6 +55,7 @@ def measure_dialect(dialect: str, *, quick: bool, metrics: list[Metric]) -> None
     print(f"[{dialect}] done in {time.monotonic() - started:.0f} s", flush=True)
 
 
+SETTLE_SECONDS = 15
 _stopping = False
 
 
@@ -77,7 +78,11 @@ def main(argv: list[str] | None = None) -> int:
     results: dict[str, list[Metric]] = {}
     failures: dict[str, str] = {}
     try:
-        for dialect in dialects:
+        for index, dialect in enumerate(dialects):
+            if index:
+                # Let the previous stack's processes finish exiting before the next one is measured.
+                print(f"settling {SETTLE_SECONDS} s before {dialect}", flush=True)
+                time.sleep(SETTLE_SECONDS)
             metrics = results.setdefault(dialect, [])
             try:
                 measure_dialect(dialect, quick=args.quick, metrics=metrics)
