@@ -153,7 +153,10 @@ def test_concurrent_turns_on_one_conversation_are_serialized(gateway: Stack) -> 
 
     slow = threading.Thread(target=send, args=("slow", "[sim:slow=0.2][sim:long=8] A"))
     slow.start()
-    time.sleep(0.3)  # the slow turn holds the conversation now
+    deadline = time.monotonic() + 10
+    while gateway.simulator.stats()["open_sockets"] < 1:  # the slow turn holds the conversation now
+        assert time.monotonic() < deadline, "the slow turn never reached the upstream"
+        time.sleep(0.02)
     quick = threading.Thread(target=send, args=("quick", "[sim:recall] B"))
     quick.start()
     slow.join(30)
