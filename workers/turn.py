@@ -93,7 +93,7 @@ class TurnRunner:
             )
         conversation = self._load_conversation()
         handle = load_handle(self.settings, conversation.handle)
-        seed = list(conversation.messages) if request.continues else list(request.history)
+        seed = list(conversation.messages)  # what the client has seen: injected into a new upstream
         account = handle.account if handle else self._pick_account()
         client = build_client(self.settings, account)
 
@@ -136,7 +136,7 @@ class TurnRunner:
         if done is None:
             raise ProtocolError("the upstream ended the turn without an answer")
         conversation.messages = [
-            *(conversation.messages if request.continues else request.history),
+            *conversation.messages,
             {"role": "user", "content": request.prompt},
             {"role": "assistant", "content": done.text},
         ]
@@ -150,8 +150,13 @@ class TurnRunner:
     def _load_conversation(self) -> Conversation:
         request = self.request
         if not request.continues:
+            # A new conversation starts from the history the client brought (if any).
             return Conversation(
-                id=request.conversation_id, owner=request.owner, model=request.model, system=request.system
+                id=request.conversation_id,
+                owner=request.owner,
+                model=request.model,
+                messages=list(request.history),
+                system=request.system,
             )
         conversation = self.store.get(request.conversation_id)
         if conversation is None or conversation.owner != request.owner:
