@@ -148,6 +148,12 @@ def read_log(redis: Redis, completion_id: str, start: int = 0) -> list[dict[str,
     return [json.loads(raw) for raw in redis.lrange(log_key(completion_id), start, -1)]
 
 
+def last_event(redis: Redis, completion_id: str) -> dict[str, Any] | None:
+    """The latest event in a completion's replay log, if any."""
+    raw = redis.lindex(log_key(completion_id), -1)
+    return json.loads(raw) if raw is not None else None
+
+
 class Subscription:
     """One request's view of one completion's events, in sequence order."""
 

@@ -28,7 +28,7 @@ from werkzeug import exceptions as http
 
 from service import idempotency, locks
 from service.errors import ApiError, InvalidRequest
-from service.relay import TERMINAL, Subscription, read_log
+from service.relay import TERMINAL, Subscription, last_event
 from service.turns import TurnRequest, enqueue_turn, new_completion_id, request_cancel
 from service.web.errors import redis_unavailable
 from service.web.extension import Gateway, gateway
@@ -66,17 +66,17 @@ class Run:
         turn = self.turn
         try:
             finished = terminal is not None and not terminal.get("synthetic")
+            free_claim = terminal is not None and terminal.get("type") == "error"
             if not finished and not self.attached:
                 if gw.queue.remove(turn.completion_id):
                     # Never started, and now never will: free what the turn held.
+                    free_claim = True
                     if turn.lock_token:
                         locks.release(gw.redis, turn.conversation_id, turn.lock_token)
-                    if self.idempotency_key:
-                        idempotency.release(gw.redis, turn.owner, self.idempotency_key, turn.completion_id)
                 elif self.idempotency_key is None or terminal is not None:
                     log.info("event=completion_abandoned completion_id=%s", turn.completion_id)
                     request_cancel(gw.redis, turn.completion_id)
-            if self.idempotency_key and terminal is not None and terminal.get("type") == "error":
+            if self.idempotency_key and free_claim:
                 idempotency.release(gw.redis, turn.owner, self.idempotency_key, turn.completion_id)
         except Exception:  # Redis is down: the job's own timeouts end it
             log.warning("event=cleanup_failed completion_id=%s", turn.completion_id, exc_info=True)
@@ -172,8 +172,8 @@ def _attach(gw: Gateway, earlier: idempotency.Claim, chat: ChatRequest, key: str
         if refreshed is None or refreshed.completion_id != earlier.completion_id:
             return None  # released (that run failed): run afresh
         earlier = refreshed
-    history = read_log(gw.redis, earlier.completion_id)
-    if history and history[-1].get("type") == "error":
+    last = last_event(gw.redis, earlier.completion_id)
+    if last is not None and last.get("type") == "error":
         idempotency.release(gw.redis, g.owner, key, earlier.completion_id)
         return None
     turn = TurnRequest(
@@ -185,27 +185,30 @@ def _attach(gw: Gateway, earlier: idempotency.Claim, chat: ChatRequest, key: str
         created=earlier.created,
     )
     g.conversation_id = turn.conversation_id
-    try:
-        sub = gw.hub.subscribe(turn.completion_id)
-    except TimeoutError as exc:
-        raise redis_unavailable() from exc
+    sub = _subscribe(gw, turn.completion_id)
     sub.catch_up()
     log.info("event=completion_attached completion_id=%s", turn.completion_id)
     return _respond(gw, Run(turn, sub, idempotency_key=key, attached=True), chat)
 
 
-def _start(gw: Gateway, turn: TurnRequest) -> Subscription:
-    """Subscribe to the turn's relay channel, then enqueue it; 503 if Redis fails."""
+def _subscribe(gw: Gateway, completion_id: str) -> Subscription:
+    """Subscribe to a completion's relay channel; 503 if Redis does not confirm."""
     try:
-        sub = gw.hub.subscribe(turn.completion_id)
+        return gw.hub.subscribe(completion_id)
     except TimeoutError as exc:
-        if turn.lock_token:
-            locks.release(gw.redis, turn.conversation_id, turn.lock_token)
         raise redis_unavailable() from exc
+
+
+def _start(gw: Gateway, turn: TurnRequest) -> Subscription:
+    """Subscribe to the turn's relay channel, then enqueue it; on failure free its lock."""
     try:
-        enqueue_turn(gw.queue, turn, gw.settings)
+        sub = _subscribe(gw, turn.completion_id)
+        try:
+            enqueue_turn(gw.queue, turn, gw.settings)
+        except BaseException:
+            sub.close()
+            raise
     except BaseException:
-        sub.close()
         if turn.lock_token:
             locks.release(gw.redis, turn.conversation_id, turn.lock_token)
         raise
