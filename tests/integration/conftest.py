@@ -6,6 +6,7 @@ Helpers here speak raw HTTP so tests can check the wire format byte for byte.
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import json
 from collections.abc import Iterator
@@ -17,8 +18,9 @@ from redis import Redis
 
 from service.conversations import ConversationStore
 from service.embedded_redis import EmbeddedRedis
+from service.web import create_app
 from tests.support.simulator import SimulatorProcess
-from tests.support.stack import GunicornServer, WorkerProcess, gateway_env
+from tests.support.stack import GunicornServer, WerkzeugServer, WorkerProcess, gateway_env
 
 DIALECTS = ("bing", "copilot")
 
@@ -98,6 +100,22 @@ def gateway(stack: Stack, sim: SimulatorProcess) -> Iterator[Stack]:
     """The running stack with the simulator reset; the client must not break the protocol."""
     yield stack
     assert sim.stats()["violations"] == []
+
+
+@contextlib.contextmanager
+def isolated_app(
+    stack: Stack, queue: str, **overrides: str
+) -> Iterator[tuple[WerkzeugServer, dict[str, str]]]:
+    """A web app on a queue of its own (no stack worker serves it), with settings overridden.
+
+    For tests that must control which worker runs a turn, or whether any does.
+    """
+    env = dict(stack.env, RQ_QUEUE=f"{queue}-{stack.dialect}", **overrides)
+    server = WerkzeugServer(create_app(env)).start()
+    try:
+        yield server, env
+    finally:
+        server.stop()
 
 
 def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:

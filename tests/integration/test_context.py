@@ -10,8 +10,7 @@ import requests
 from rq.job import Job
 from rq.serializers import JSONSerializer
 
-from service.web import create_app
-from tests.integration.conftest import Stack, body
+from tests.integration.conftest import Stack, body, isolated_app
 from tests.support.stack import WerkzeugServer, WorkerProcess
 
 
@@ -65,10 +64,8 @@ def test_turn_limit_rolls_over_with_the_same_conversation_id(gateway: Stack) -> 
 @pytest.fixture()
 def isolated(gateway: Stack) -> Iterator[tuple[WerkzeugServer, dict[str, str]]]:
     """A web app and queue of this test's own, so it controls which worker runs what."""
-    env = dict(gateway.env, RQ_QUEUE=f"cross-process-{gateway.dialect}")
-    server = WerkzeugServer(create_app(env)).start()
-    yield server, env
-    server.stop()
+    with isolated_app(gateway, "cross-process") as app:
+        yield app
 
 
 def test_a_conversation_continues_on_another_worker_process(

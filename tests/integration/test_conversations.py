@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import threading
-import time
 
 import httpx2 as httpx
 import pytest
@@ -11,6 +10,7 @@ import requests
 from openai import OpenAI
 
 from tests.integration.conftest import Stack, body
+from tests.support.stack import wait_for
 
 
 def sdk(gateway: Stack, key: str = "sk-one", **kwargs) -> OpenAI:
@@ -153,10 +153,9 @@ def test_concurrent_turns_on_one_conversation_are_serialized(gateway: Stack) -> 
 
     slow = threading.Thread(target=send, args=("slow", "[sim:slow=0.2][sim:long=8] A"))
     slow.start()
-    deadline = time.monotonic() + 10
-    while gateway.simulator.stats()["open_sockets"] < 1:  # the slow turn holds the conversation now
-        assert time.monotonic() < deadline, "the slow turn never reached the upstream"
-        time.sleep(0.02)
+    wait_for(
+        lambda: gateway.simulator.stats()["open_sockets"] >= 1
+    )  # the slow turn holds the conversation now
     quick = threading.Thread(target=send, args=("quick", "[sim:recall] B"))
     quick.start()
     slow.join(30)

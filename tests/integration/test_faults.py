@@ -5,9 +5,8 @@ from __future__ import annotations
 import pytest
 import requests
 
-from service.web import create_app
-from tests.integration.conftest import Stack, body, sse_data, sse_lines, streamed_text
-from tests.support.stack import WerkzeugServer, WorkerProcess
+from tests.integration.conftest import Stack, body, isolated_app, sse_data, sse_lines, streamed_text
+from tests.support.stack import WorkerProcess
 
 
 def error_of(response: requests.Response) -> dict:
@@ -55,14 +54,12 @@ def test_account_problems_tell_the_operator_and_say_do_not_retry(gateway: Stack,
 
 
 def test_revoked_account_cookies_are_an_account_error(gateway: Stack) -> None:
-    env = dict(gateway.env, RQ_QUEUE=f"revoked-{gateway.dialect}", UPSTREAM_COOKIES="_U=revoked")
-    server = WerkzeugServer(create_app(env)).start()
-    worker = WorkerProcess(env).start()
-    try:
-        response = requests.post(server.url + "/v1/chat/completions", json=body("hi"), timeout=30)
-    finally:
-        worker.stop()
-        server.stop()
+    with isolated_app(gateway, "revoked", UPSTREAM_COOKIES="_U=revoked") as (server, env):
+        worker = WorkerProcess(env).start()
+        try:
+            response = requests.post(server.url + "/v1/chat/completions", json=body("hi"), timeout=30)
+        finally:
+            worker.stop()
     assert response.status_code == 502
     assert response.headers["x-should-retry"] == "false"
     error = error_of(response)

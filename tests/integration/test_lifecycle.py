@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import signal
 import socket
-import time
 from collections.abc import Iterator
 
 import pytest
@@ -12,19 +11,8 @@ import requests
 from rq.job import Job, JobStatus
 from rq.serializers import JSONSerializer
 
-from service.web import create_app
-from tests.integration.conftest import Stack, body, sse_data, sse_lines
-from tests.support.stack import WerkzeugServer, WorkerProcess
-
-
-def wait_for(predicate, timeout: float = 10.0):
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        value = predicate()
-        if value:
-            return value
-        time.sleep(0.05)
-    raise AssertionError("condition not met in time")
+from tests.integration.conftest import Stack, body, isolated_app, sse_data, sse_lines
+from tests.support.stack import WerkzeugServer, WorkerProcess, wait_for
 
 
 def test_client_disconnect_cancels_the_upstream_turn(gateway: Stack) -> None:
@@ -57,10 +45,8 @@ def test_a_failed_turn_leaves_the_conversation_as_it_was(gateway: Stack) -> None
 
 @pytest.fixture()
 def lonely(gateway: Stack) -> Iterator[tuple[WerkzeugServer, dict[str, str]]]:
-    env = dict(gateway.env, RQ_QUEUE=f"lonely-{gateway.dialect}", QUEUE_WAIT_TIMEOUT="2")
-    server = WerkzeugServer(create_app(env)).start()
-    yield server, env
-    server.stop()
+    with isolated_app(gateway, "lonely", QUEUE_WAIT_TIMEOUT="2") as app:
+        yield app
 
 
 def test_a_worker_dying_mid_turn_ends_the_stream_with_an_error(
