@@ -23,6 +23,7 @@ from __future__ import annotations
 
 import dataclasses
 import hashlib
+import hmac
 import json
 import time
 from collections.abc import Sequence
@@ -32,9 +33,14 @@ from redis import Redis
 from redis.client import Pipeline
 
 
-def owner_of(api_key: str | None) -> str:
-    """The owner tag stored with a conversation: a hash, never the key itself."""
-    return hashlib.sha256((api_key or "").encode()).hexdigest()[:32]
+def owner_of(api_key: str | None, *, secret: str) -> str:
+    """The owner tag stored with a conversation and in key names: HMAC-SHA256 of the key.
+
+    Keyed with the server's `SECRET_KEY`, so someone who reads Redis (a backup, a shared
+    instance) cannot test guessed API keys against the tags, as they could a bare hash.
+    Changing the secret changes every tag: existing conversations stop matching their keys.
+    """
+    return hmac.new(secret.encode(), (api_key or "").encode(), hashlib.sha256).hexdigest()[:32]
 
 
 def conversation_key(conversation_id: str) -> str:

@@ -12,8 +12,10 @@ Each key is documented where it is parsed, and in the README's table.
 from __future__ import annotations
 
 import dataclasses
+import re
 from collections.abc import Callable, Mapping
 from typing import TypeVar
+from urllib.parse import urlsplit
 
 T = TypeVar("T")
 
@@ -31,6 +33,10 @@ class Settings:
     port: int = 8000
     redis_url: str | None = None
     api_keys: tuple[str, ...] = ()
+    allow_open: bool = False
+    cors_allow_origins: tuple[str, ...] | None = None
+    secret_key: str = ""
+    data_dir: str = ""
     upstream: str = "copilot"
     bing_create_url: str = "https://www.bing.com/turing/conversation/create"
     bing_chathub_url: str = "wss://sydney.bing.com/sydney/ChatHub"
@@ -58,6 +64,25 @@ class Settings:
     def auth_enabled(self) -> bool:
         """Auth is on when at least one API key is configured."""
         return bool(self.api_keys)
+
+    @property
+    def listen_host(self) -> str:
+        """Where the web tier binds: every interface only when keyed or deliberately open.
+
+        With no keys the gateway relays anyone to the operator's account, so unless
+        `ALLOW_OPEN` says that is meant, only this machine may reach it.
+        """
+        return "0.0.0.0" if self.auth_enabled or self.allow_open else "127.0.0.1"
+
+    @property
+    def cors_origins(self) -> tuple[str, ...]:
+        """Origins browsers may call from: as configured, else `*` when keyed and none when open.
+
+        An open gateway on a laptop must not be drivable by any web page the operator visits.
+        """
+        if self.cors_allow_origins is not None:
+            return self.cors_allow_origins
+        return ("*",) if self.auth_enabled else ()
 
 
 def _text(value: str) -> str:
@@ -108,7 +133,30 @@ def _redis_url(value: str) -> str | None:
         return None
     if not url.startswith(("redis://", "rediss://", "unix://")):
         raise ValueError("must be a redis://, rediss:// or unix:// URL")
+    try:
+        urlsplit(url).port  # noqa: B018 - parsed for its ValueError on a bad port
+    except ValueError:
+        raise ValueError("has a port that is not a number from 0 to 65535") from None
     return url
+
+
+def _flag(value: str) -> bool:
+    word = value.strip().lower()
+    if word in ("1", "true", "yes", "on"):
+        return True
+    if word in ("0", "false", "no", "off"):
+        return False
+    raise ValueError("must be 1 or 0 (true/false, yes/no, on/off)")
+
+
+def _secret(value: str) -> str:
+    secret = value.strip()
+    if len(secret) < 16:
+        raise ValueError(
+            "must be at least 16 characters "
+            "(e.g. `python -c 'import secrets; print(secrets.token_urlsafe(32))'`)"
+        )
+    return secret
 
 
 def _csv(value: str) -> tuple[str, ...]:
@@ -136,6 +184,21 @@ def _log_level(value: str) -> str:
     return level
 
 
+# Keys whose values are credentials: an error names the key but never shows the value.
+SECRET_KEYS = ("API_KEYS", "SECRET_KEY", "COPILOT_ACCESS_TOKEN", "UPSTREAM_COOKIES")
+
+
+def redact_url(url: str) -> str:
+    """`url` with the password of its user-info starred out (`redis://:***@host/0`)."""
+    return re.sub(r"^([A-Za-z][A-Za-z0-9+.-]*://[^:@/]*:)[^@/]*@", r"\1***@", url.strip())
+
+
+def _shown(key: str, raw: str) -> str:
+    if key in SECRET_KEYS:
+        return f"{key} (value not shown)"
+    return f"{key}={redact_url(raw)!r}"
+
+
 def _read(environ: Mapping[str, str], key: str, parse: Callable[[str], T], default: T) -> T:
     raw = environ.get(key)
     if raw is None or not raw.strip():
@@ -143,7 +206,8 @@ def _read(environ: Mapping[str, str], key: str, parse: Callable[[str], T], defau
     try:
         return parse(raw)
     except ValueError as exc:
-        raise SettingsError(f"{key}={raw!r} is invalid: {exc}") from exc
+        # No `from exc`: the parser's own message may quote the raw value (a password).
+        raise SettingsError(f"{_shown(key, raw)} is invalid: {exc}") from None
 
 
 def load_settings(environ: Mapping[str, str]) -> Settings:
@@ -154,8 +218,16 @@ def load_settings(environ: Mapping[str, str]) -> Settings:
         port=_read(environ, "PORT", _port, d.port),
         # REDIS_URL: Redis for jobs, pub/sub and conversations; unset = embedded redis-server.
         redis_url=_read(environ, "REDIS_URL", _redis_url, d.redis_url),
-        # API_KEYS: comma-separated bearer keys clients must present; empty = open gateway.
+        # API_KEYS: comma-separated bearer keys clients must present; empty = open gateway (loopback only).
         api_keys=_read(environ, "API_KEYS", _csv, d.api_keys),
+        # ALLOW_OPEN: 1 = serve without keys on every interface (an open relay of the account, on purpose).
+        allow_open=_read(environ, "ALLOW_OPEN", _flag, d.allow_open),
+        # CORS_ALLOW_ORIGINS: comma-separated browser origins (or *); unset = * when keyed, none when open.
+        cors_allow_origins=_read(environ, "CORS_ALLOW_ORIGINS", _csv, d.cors_allow_origins),
+        # SECRET_KEY: server secret for owner tags (HMAC of the API key); required with API_KEYS.
+        secret_key=_read(environ, "SECRET_KEY", _secret, d.secret_key),
+        # DATA_DIR: where `deploy/start` keeps Redis data and generated secrets; "" = .data/ of the project.
+        data_dir=_read(environ, "DATA_DIR", _text, d.data_dir),
         # UPSTREAM: which upstream dialect the workers speak: "copilot" (/c/api/chat) or "bing" (ChatHub).
         upstream=_read(environ, "UPSTREAM", _choice(*UPSTREAMS), d.upstream),
         # BING_CREATE_URL: ChatHub conversation-create endpoint (HTTP GET).
@@ -211,4 +283,9 @@ def load_settings(environ: Mapping[str, str]) -> Settings:
     )
     if settings.stream_hold_seconds > settings.sse_heartbeat_seconds:
         raise SettingsError("STREAM_HOLD_SECONDS must not exceed SSE_HEARTBEAT_SECONDS")
+    if settings.api_keys and not settings.secret_key:
+        raise SettingsError(
+            "SECRET_KEY is required when API_KEYS is set: it keys the HMAC that tags each API key's "
+            "conversations (generate one: python -c 'import secrets; print(secrets.token_urlsafe(32))')"
+        )
     return settings

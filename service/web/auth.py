@@ -6,7 +6,8 @@ present one of the keys, as `Authorization: Bearer <key>` (what the SDKs send) o
 against every configured key, so response timing does not reveal a key's prefix.
 With no keys configured the gateway is open and any key, or none, is accepted.
 
-Either way the key decides the caller's *owner tag* (`owner_of`, a hash), which scopes
+Either way the key decides the caller's *owner tag* (`owner_of`, an HMAC keyed with
+`SECRET_KEY`), which scopes
 conversations: one key cannot read or continue another key's conversations. Keys are
 never logged, and the error for an unknown key shows only its ends.
 """
@@ -55,14 +56,14 @@ def is_known(key: str, keys: tuple[str, ...]) -> bool:
     return found
 
 
-def authenticate(headers: Mapping[str, str], keys: tuple[str, ...]) -> str:
+def authenticate(headers: Mapping[str, str], keys: tuple[str, ...], *, secret: str) -> str:
     """The caller's owner tag; raises `AuthenticationFailed` (401) when auth is on and fails."""
     key = presented_key(headers)
     if not keys:
-        return owner_of(key or "")
+        return owner_of(key or "", secret=secret)
     if key is None:
         raise AuthenticationFailed(MISSING_KEY)
     if not is_known(key, keys):
         log.info("event=auth_rejected reason=unknown_key")
         raise AuthenticationFailed(f"Incorrect API key provided: {mask_key(key)}.")
-    return owner_of(key)
+    return owner_of(key, secret=secret)

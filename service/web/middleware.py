@@ -1,9 +1,15 @@
 """Cross-cutting request handling: request ids, CORS, preflight and authentication.
 
 Every response, errors included, carries an `x-request-id` (the client's own, if it
-sent a sane one, so its logs and ours line up) and permissive CORS headers, because
-browser front-ends call the gateway directly. The id is also put in
+sent a sane one, so its logs and ours line up). The id is also put in
 `service.logs.request_id_var`, which `IdsFilter` stamps on every log record.
+
+CORS follows `CORS_ALLOW_ORIGINS`: browser front-ends call a keyed gateway directly, so
+it allows `*` by default; an open gateway (no keys) allows no origin by default, since
+any web page the operator visits could otherwise use it. In open mode a POST must also
+say `Content-Type: application/json` (else 415): that is never a CORS "simple" request,
+so a page cannot reach the open gateway even with a form post or a no-cors `fetch`
+whose answer it never reads. With keys, a JSON body under any type is accepted (`curl -d`).
 
 Preflight `OPTIONS` requests are answered here, before authentication: browsers never
 send credentials on a preflight, so requiring them would break every web client.
@@ -16,6 +22,7 @@ import uuid
 
 from flask import Flask, Response, g, request
 
+from service.errors import ApiError
 from service.logs import request_id_var
 from service.web.auth import authenticate
 from service.web.extension import gateway
@@ -47,11 +54,22 @@ def _assign_request_id() -> None:
     request_id_var.set(g.request_id)
 
 
+def allowed_origin(origin: str | None, allowed: tuple[str, ...]) -> str | None:
+    """The `Access-Control-Allow-Origin` value for a request from `origin`, or None to allow none."""
+    if "*" in allowed:
+        return "*"
+    if origin and origin in allowed:
+        return origin
+    return None
+
+
 def _preflight() -> Response | None:
     if request.method != "OPTIONS":
         return None
     response = Response(status=204)
     del response.headers["Content-Type"]  # a 204 has no body, so no type
+    if allowed_origin(request.headers.get("Origin"), gateway().settings.cors_origins) is None:
+        return response  # no Access-Control-Allow-* headers: the browser refuses the real request
     response.headers["Access-Control-Allow-Methods"] = "GET, POST, DELETE, OPTIONS"
     # Echo what the browser asks for (header names only), so new SDK headers just work.
     requested = _HEADER_LIST.sub("", request.headers.get("Access-Control-Request-Headers") or "").strip()
@@ -63,13 +81,34 @@ def _preflight() -> Response | None:
 def _authenticate() -> None:
     if request.path in OPEN_PATHS:
         return
-    g.owner = authenticate(request.headers, gateway().settings.api_keys)
+    settings = gateway().settings
+    g.owner = authenticate(request.headers, settings.api_keys, secret=settings.secret_key)
+
+
+def _require_json() -> None:
+    chunked = "chunked" in request.headers.get("Transfer-Encoding", "").lower()
+    if request.method != "POST" or not (request.content_length or chunked):
+        return  # no body to misread: unknown paths stay 404, an empty body a 400
+    if gateway().settings.auth_enabled or request.mimetype == "application/json":
+        return
+    raise ApiError(
+        "This gateway runs without API keys, so request bodies must be sent with "
+        "'Content-Type: application/json' (got "
+        f"{request.mimetype or 'none'!r}).",
+        status=415,
+        error_type="invalid_request_error",
+        code="unsupported_media_type",
+    )
 
 
 def _decorate(response: Response) -> Response:
     response.headers[REQUEST_ID_HEADER] = g.get("request_id") or request_id(None)
-    response.headers["Access-Control-Allow-Origin"] = "*"
-    response.headers["Access-Control-Expose-Headers"] = EXPOSED_HEADERS
+    origin = allowed_origin(request.headers.get("Origin"), gateway().settings.cors_origins)
+    if origin is not None:
+        response.headers["Access-Control-Allow-Origin"] = origin
+        response.headers["Access-Control-Expose-Headers"] = EXPOSED_HEADERS
+    if origin not in (None, "*"):
+        response.vary.add("Origin")
     conversation_id = g.get("conversation_id")
     if conversation_id:
         response.headers["X-Conversation-Id"] = conversation_id
@@ -80,8 +119,9 @@ def _decorate(response: Response) -> Response:
 
 
 def init_app(app: Flask) -> None:
-    """Register the hooks; order matters: id first, then preflight, then auth."""
+    """Register the hooks; order matters: id first, then preflight, then auth, then body type."""
     app.before_request(_assign_request_id)
     app.before_request(_preflight)
     app.before_request(_authenticate)
+    app.before_request(_require_json)
     app.after_request(_decorate)

@@ -26,6 +26,7 @@ from service.web.validation import PARSE_ERROR
 from tests.unit.test_web_validation import ERROR_CASES
 
 KEY = "sk-ab0123456789wxyz"
+SECRET = "test-secret-0123456789abcdef"
 CHAT = {"model": "gpt-4", "messages": [{"role": "user", "content": "hi"}]}
 MakeApp = Callable[..., Flask]
 
@@ -39,6 +40,7 @@ def make_app(redis_url: str) -> MakeApp:
             "REDIS_URL": redis_url,
             "UPSTREAM": "bing",
             "API_KEYS": "",
+            "SECRET_KEY": SECRET,
             "QUEUE_WAIT_TIMEOUT": "1",
             "STREAM_HOLD_SECONDS": "0.5",
             "SSE_HEARTBEAT_SECONDS": "5",
@@ -146,7 +148,8 @@ def test_auth_applies_to_completions_and_conversations(secured: FlaskClient) -> 
 # --- CORS and request ids ------------------------------------------------------------------
 
 
-def test_preflight_answers_cors(client: FlaskClient) -> None:
+def test_preflight_answers_cors(secured: FlaskClient) -> None:
+    client = secured
     response = client.options("/v1/chat/completions")
     assert response.status_code == 204
     assert response.data == b""
@@ -164,7 +167,8 @@ def test_preflight_answers_cors(client: FlaskClient) -> None:
     assert echoed.headers["Access-Control-Allow-Headers"] == "authorization, x-stainless-foo, x-custom"
 
 
-def test_every_response_has_cors_and_a_request_id(client: FlaskClient) -> None:
+def test_every_response_has_cors_and_a_request_id(secured: FlaskClient) -> None:
+    client = secured
     for response in (
         client.get("/v1/models"),
         client.post("/v1/nope"),
@@ -244,7 +248,7 @@ def test_wrong_method_on_completions_is_an_openai_405(client: FlaskClient) -> No
     ],
 )
 def test_every_completions_path_form_is_served(client: FlaskClient, path: str) -> None:
-    assert_openai_error(client.post(path, data=b"nope"), 400, None)
+    assert_openai_error(client.post(path, data=b"nope", content_type="application/json"), 400, None)
 
 
 def test_healthz(client: FlaskClient) -> None:
@@ -279,7 +283,9 @@ def test_unexpected_exceptions_are_opaque_openai_500s(make_app: MakeApp) -> None
 
 def test_unparseable_body(client: FlaskClient) -> None:
     for raw in (b"{", b"[]", b""):
-        error = assert_openai_error(client.post("/v1/chat/completions", data=raw), 400, None)
+        error = assert_openai_error(
+            client.post("/v1/chat/completions", data=raw, content_type="application/json"), 400, None
+        )
         assert error["message"] == PARSE_ERROR
 
 
@@ -317,7 +323,7 @@ def test_unknown_conversation_is_404(
 
 
 def test_another_keys_conversation_is_404(client: FlaskClient, redis_url: str) -> None:
-    theirs = save_conversation(redis_url, owner_of("their-key"))
+    theirs = save_conversation(redis_url, owner_of("their-key", secret=SECRET))
     response = client.post(
         "/v1/chat/completions", json={**CHAT, "conversation_id": theirs.id}, headers=bearer("mine")
     )
@@ -329,7 +335,7 @@ def test_another_keys_conversation_is_404(client: FlaskClient, redis_url: str) -
 
 def test_conversation_get_and_delete(client: FlaskClient, redis_url: str) -> None:
     messages = [{"role": "user", "content": "hi"}, {"role": "assistant", "content": "hello"}]
-    mine = save_conversation(redis_url, owner_of(KEY), messages=messages)
+    mine = save_conversation(redis_url, owner_of(KEY, secret=SECRET), messages=messages)
     body = client.get(f"/v1/conversations/{mine.id}", headers=bearer()).get_json()
     assert body == {
         "id": mine.id,
@@ -374,7 +380,7 @@ def test_completion_is_enqueued_and_ends_503_without_a_worker(client: FlaskClien
     assert payload == {
         "completion_id": job.id,
         "conversation_id": conversation_id,
-        "owner": owner_of("k1"),
+        "owner": owner_of("k1", secret=SECRET),
         "model": "gpt-4",
         "prompt": "second",
         "history": [{"role": "user", "content": "first"}, {"role": "assistant", "content": "reply"}],
@@ -390,7 +396,7 @@ def test_completion_is_enqueued_and_ends_503_without_a_worker(client: FlaskClien
 
 
 def test_continuing_a_conversation_sends_no_history(client: FlaskClient, redis_url: str) -> None:
-    mine = save_conversation(redis_url, owner_of("k1"), completion_id="chatcmpl-earlier")
+    mine = save_conversation(redis_url, owner_of("k1", secret=SECRET), completion_id="chatcmpl-earlier")
     body = {**CHAT, "messages": [{"role": "system", "content": "x"}, {"role": "user", "content": "again"}]}
     response = client.post(
         "/v1/chat/completions", json={**body, "id": "chatcmpl-earlier"}, headers=bearer("k1")
