@@ -389,7 +389,7 @@ def test_invalid_event_is_logged_with_redacted_frames(
     text = record.getMessage()
     assert "C→" in text and "setOptions" in text and '"event":"send"' in text and "invalid-event" in text
     assert "S→" in text
-    for secret in (TOKEN, "secret+token", "cf-secret", "anon-secret"):
+    for secret in (TOKEN, "secret+token", "cf-secret", "anon-secret", "automated test message", "earlier"):
         assert secret not in text
     assert all(TOKEN not in r.getMessage() and "cf-secret" not in r.getMessage() for r in caplog.records)
 

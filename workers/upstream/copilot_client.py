@@ -13,6 +13,7 @@ that went away frees the worker within half a second.
 from __future__ import annotations
 
 import collections
+import json
 import logging
 import time
 import uuid
@@ -50,15 +51,42 @@ def _new_id() -> str:
     return str(uuid.uuid4())
 
 
+# Frame fields whose text is protocol, not the user's words or the answer's; every other
+# string in a remembered frame is replaced by its length.
+_FRAME_WORDS = frozenset({"event", "id", "type", "mode", "method", "errorCode", "messageId", "partId"})
+
+
+def _frame_shape(frame: str) -> str:
+    """The frame with the text of every field outside `_FRAME_WORDS` replaced by `<N chars>`."""
+
+    def shape(value: object, key: str = "") -> object:
+        if isinstance(value, dict):
+            return {k: shape(v, k) for k, v in value.items()}
+        if isinstance(value, list):
+            return [shape(v, key) for v in value]
+        if isinstance(value, str) and key not in _FRAME_WORDS:
+            return f"<{len(value)} chars>"
+        return value
+
+    try:
+        return json.dumps(shape(json.loads(frame)), separators=(",", ":"))
+    except ValueError:
+        return f"<{len(frame)} chars, not one JSON object>"
+
+
 class _FrameLog:
-    """The last few frames both ways, redacted, to show what drew an `invalid-event`."""
+    """The last few frames both ways, as shapes, to show what drew an `invalid-event`.
+
+    Only the protocol's words are kept: user prompts, injected history and answers
+    never reach the log (the secrets pass is kept as a second line of defence).
+    """
 
     def __init__(self, secrets: list[str]) -> None:
         self._frames: collections.deque[str] = collections.deque(maxlen=FRAME_MEMORY)
         self._secrets = secrets
 
     def add(self, direction: str, frame: str) -> None:
-        self._frames.append(f"{direction} {copilot.redact_frame(frame, self._secrets)}")
+        self._frames.append(f"{direction} {copilot.redact_frame(_frame_shape(frame), self._secrets)}")
 
     def dump(self) -> str:
         return " | ".join(self._frames)

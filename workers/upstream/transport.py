@@ -7,7 +7,15 @@ low-level failure onto the `workers.upstream.errors` tree, so callers never see 
 socket or library exception.
 
 URLs may carry credentials (ChatHub's `sec_access_token`), so anything logged or put
-in an error message goes through `redact_url` first.
+in an error message goes through `redact_url` first. Library exceptions are never
+chained as they are: websocket-client's `WebSocketBadStatusException` carries the
+handshake's response headers (Set-Cookie) and body in its message, and requests'
+errors the full URL with its query, and RQ stores the whole chain as the failed
+job's `exc_info`. A rejected handshake is chained as `HandshakeStatus` (the status
+alone); the rest are not chained at all.
+
+Nothing follows redirects: the websocket's `Cookie` header (the account) would be
+re-sent to whatever host the `Location` names, and so would a REST call's.
 """
 
 from __future__ import annotations
@@ -32,6 +40,14 @@ from workers.upstream.errors import (
 )
 
 log = logging.getLogger(__name__)
+
+
+class HandshakeStatus(Exception):
+    """The HTTP status a websocket handshake was refused with, and nothing else it said."""
+
+    def __init__(self, status_code: int) -> None:
+        super().__init__(f"HTTP {status_code}")
+        self.status_code = status_code
 
 
 def redact_url(url: str) -> str:
@@ -77,17 +93,26 @@ class WebSocketTransport:
                 # websocket-client's pure-Python UTF-8 check cost more CPU than the rest of a
                 # turn; `recv` decodes text strictly (C) anyway and maps bad bytes below.
                 skip_utf8_validation=True,
+                # A redirect would re-send the account's Cookie header to the Location's host.
+                redirect_limit=0,
             )
         except websocket.WebSocketBadStatusException as exc:
-            raise _handshake_error(exc.status_code, self._where) from exc
-        except (websocket.WebSocketTimeoutException, TimeoutError) as exc:
-            raise UpstreamTimeout(f"no websocket handshake from {self._where} within {timeout:g}s") from exc
-        except (websocket.WebSocketAddressException, socket.gaierror) as exc:
-            raise UpstreamError(f"cannot resolve the upstream host of {self._where}: {exc}") from exc
-        except ConnectionRefusedError as exc:
-            raise UpstreamError(f"the upstream refused the connection to {self._where}") from exc
-        except (websocket.WebSocketException, OSError) as exc:
-            raise UpstreamError(f"cannot open the websocket to {self._where}: {exc}") from exc
+            raise _handshake_error(exc.status_code, self._where) from HandshakeStatus(exc.status_code)
+        except (websocket.WebSocketTimeoutException, TimeoutError):
+            raise UpstreamTimeout(f"no websocket handshake from {self._where} within {timeout:g}s") from None
+        except (websocket.WebSocketAddressException, socket.gaierror):
+            raise UpstreamError(f"cannot resolve the upstream host of {self._where}") from None
+        except ConnectionRefusedError:
+            raise UpstreamError(f"the upstream refused the connection to {self._where}") from None
+        except websocket.WebSocketException as exc:
+            if str(exc).startswith("Redirect"):
+                raise UpstreamError(
+                    f"the upstream answered the websocket handshake at {self._where} with a redirect, "
+                    "which is never followed (it would carry the account's cookies to another host)"
+                ) from None
+            raise UpstreamError(f"cannot open the websocket to {self._where}: {type(exc).__name__}") from None
+        except OSError as exc:
+            raise UpstreamError(f"cannot open the websocket to {self._where}: {type(exc).__name__}") from None
         self._log.debug("event=ws_open url=%s", self._where)
 
     def send(self, text: str) -> None:
@@ -205,7 +230,8 @@ def http_request(
     """Send one request and return (status, headers, body), retrying briefly on what is transient.
 
     Only connection failures and 5xx are retried (Cloudflare hiccups); other statuses
-    are returned for the dialect to judge. A timeout is not retried, since it already
+    are returned for the dialect to judge; so are redirects, never followed (the request's
+    `Cookie` header would go to the new host). A timeout is not retried, since it already
     spent the caller's budget, and becomes `UpstreamTimeout`. A retried POST may
     create a second upstream conversation; an orphaned one costs nothing.
     """
@@ -217,11 +243,11 @@ def http_request(
             response = sender(
                 method, url, headers=dict(headers), data=body, timeout=timeout, allow_redirects=False
             )
-        except requests.Timeout as exc:
-            raise UpstreamTimeout(f"no answer from {where} within {timeout:g}s") from exc
+        except requests.Timeout:
+            raise UpstreamTimeout(f"no answer from {where} within {timeout:g}s") from None
         except requests.RequestException as exc:
             if last:
-                raise UpstreamError(f"cannot reach {where}: {type(exc).__name__}") from exc
+                raise UpstreamError(f"cannot reach {where}: {type(exc).__name__}") from None
             log.info("event=http_retry url=%s attempt=%d error=%s", where, attempt + 1, type(exc).__name__)
         else:
             if response.status_code < 500 or last:
