@@ -12,10 +12,11 @@ Each key is documented where it is parsed, and in the README's table.
 from __future__ import annotations
 
 import dataclasses
-import re
 from collections.abc import Callable, Mapping
 from typing import TypeVar
 from urllib.parse import urlsplit
+
+from service.logs import redact_passwords
 
 T = TypeVar("T")
 
@@ -188,15 +189,10 @@ def _log_level(value: str) -> str:
 SECRET_KEYS = ("API_KEYS", "SECRET_KEY", "COPILOT_ACCESS_TOKEN", "UPSTREAM_COOKIES")
 
 
-def redact_url(url: str) -> str:
-    """`url` with the password of its user-info starred out (`redis://:***@host/0`)."""
-    return re.sub(r"^([A-Za-z][A-Za-z0-9+.-]*://[^:@/]*:)[^@/]*@", r"\1***@", url.strip())
-
-
 def _shown(key: str, raw: str) -> str:
     if key in SECRET_KEYS:
         return f"{key} (value not shown)"
-    return f"{key}={redact_url(raw)!r}"
+    return f"{key}={redact_passwords(raw.strip())!r}"
 
 
 def _read(environ: Mapping[str, str], key: str, parse: Callable[[str], T], default: T) -> T:

@@ -186,3 +186,31 @@ def test_keyed_gateway_accepts_a_json_body_under_any_type(make_app: MakeApp) -> 
     )
     assert response.status_code == 404  # parsed and judged: unknown model, not 415
     assert response.get_json()["error"]["code"] == "model_not_found"
+
+
+# --- logs -----------------------------------------------------------------------------------------
+
+
+def test_log_lines_never_carry_a_url_password() -> None:
+    import io
+    import logging
+
+    from service.logs import FORMAT, IdsFilter, RedactingFormatter
+
+    sink = io.StringIO()
+    handler = logging.StreamHandler(sink)
+    handler.setFormatter(RedactingFormatter(FORMAT))
+    handler.addFilter(IdsFilter())
+    logger = logging.getLogger("tests.redaction")
+    logger.addHandler(handler)
+    try:
+        logger.error("event=redis_down url=%s", "redis://:pw-SECRET-1@10.0.0.5:6379/0")
+        try:
+            raise ConnectionError("cannot reach rediss://default:pw-SECRET-2@cache.example:6380")
+        except ConnectionError:
+            logger.exception("event=boom")
+    finally:
+        logger.removeHandler(handler)
+    text = sink.getvalue()
+    assert "redis://:***@10.0.0.5:6379/0" in text and "rediss://default:***@cache.example" in text
+    assert "pw-SECRET" not in text
