@@ -205,7 +205,10 @@ def main(argv: Sequence[str] | None = None) -> int:
                 print("launcher: a process exited; stopping the rest", flush=True)
                 return 1
             time.sleep(0.2)
-        print("launcher: stopping: web tier, then workers (finishing their turns), then Redis", flush=True)
+        print(
+            "launcher: stopping the web tier, then the workers (they finish their turns), then the rest",
+            flush=True,
+        )
         return 0
     except (SettingsError, RuntimeError) as exc:  # LaunchError, or Redis that would not start
         print(f"launcher: {exc}", file=sys.stderr, flush=True)

@@ -93,8 +93,8 @@ def _require_json() -> None:
         return
     raise ApiError(
         "This gateway runs without API keys, so request bodies must be sent with "
-        "'Content-Type: application/json' (got "
-        f"{request.mimetype or 'none'!r}).",
+        f"'Content-Type: application/json' (got {request.mimetype or 'none'!r}); "
+        "with curl, add -H 'Content-Type: application/json'.",
         status=415,
         error_type="invalid_request_error",
         code="unsupported_media_type",
