@@ -6,7 +6,7 @@ import re
 
 import pytest
 
-from tests.integration.conftest import Stack, body, sse_data, sse_lines, streamed_text
+from tests.integration.conftest import Stack, body, isolated_app, sse_data, sse_lines, streamed_text
 
 PATHS = ["/v1/chat/completions", "/chat/completions", "/openai/chat/completions", "/api/v1/chat/completions"]
 
@@ -103,15 +103,17 @@ def test_copilot_models_select_their_modes(gateway: Stack, model: str, mode: str
 def test_cors_preflight_needs_no_auth(gateway: Stack) -> None:
     import requests
 
-    response = requests.options(
-        gateway.url + "/v1/chat/completions",
-        headers={
-            "Origin": "https://chat.example",
-            "Access-Control-Request-Method": "POST",
-            "Access-Control-Request-Headers": "authorization, content-type, x-stainless-os",
-        },
-        timeout=5,
-    )
+    # Keyed, as a gateway that browsers may call is (an open one allows no origin by default).
+    with isolated_app(gateway, "cors", API_KEYS="k1", SECRET_KEY="contract-secret-0123456789") as (server, _):
+        response = requests.options(
+            server.url + "/v1/chat/completions",
+            headers={
+                "Origin": "https://chat.example",
+                "Access-Control-Request-Method": "POST",
+                "Access-Control-Request-Headers": "authorization, content-type, x-stainless-os",
+            },
+            timeout=5,
+        )
     assert response.status_code in (200, 204)
     assert response.headers["Access-Control-Allow-Origin"] == "*"
     allowed = response.headers["Access-Control-Allow-Headers"].lower()
