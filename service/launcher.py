@@ -54,10 +54,10 @@ class Child:
     grace: float
 
 
-def _popen(argv: list[str], env: dict[str, str], **kwargs: object) -> subprocess.Popen[str]:
+def _popen(argv: list[str], env: dict[str, str], *, stdout: int | None = None) -> subprocess.Popen[str]:
     # process_group=0: the terminal's Ctrl-C goes to the launcher alone, which stops
     # the children itself, in order.
-    return subprocess.Popen(argv, cwd=ROOT, env=env, text=True, process_group=0, **kwargs)  # type: ignore[call-overload]
+    return subprocess.Popen(argv, cwd=ROOT, env=env, text=True, process_group=0, stdout=stdout)
 
 
 def check_port(host: str, port: int) -> None:
