@@ -1,4 +1,4 @@
-"""Cross-cutting request handling: request ids, CORS, preflight and authentication.
+"""Cross-cutting request handling: request ids, CORS, preflight, authentication, body type.
 
 Every response, errors included, carries an `x-request-id` (the client's own, if it
 sent a sane one, so its logs and ours line up). The id is also put in
@@ -103,12 +103,13 @@ def _require_json() -> None:
 
 def _decorate(response: Response) -> Response:
     response.headers[REQUEST_ID_HEADER] = g.get("request_id") or request_id(None)
-    origin = allowed_origin(request.headers.get("Origin"), gateway().settings.cors_origins)
+    allowed = gateway().settings.cors_origins
+    origin = allowed_origin(request.headers.get("Origin"), allowed)
     if origin is not None:
         response.headers["Access-Control-Allow-Origin"] = origin
         response.headers["Access-Control-Expose-Headers"] = EXPOSED_HEADERS
-    if origin not in (None, "*"):
-        response.vary.add("Origin")
+    if allowed and "*" not in allowed:
+        response.vary.add("Origin")  # the answer depends on who asks; caches must know
     conversation_id = g.get("conversation_id")
     if conversation_id:
         response.headers["X-Conversation-Id"] = conversation_id

@@ -155,7 +155,8 @@ def test_configured_origins_are_echoed_one_at_a_time(make_app: MakeApp) -> None:
         cors(client.options("/v1/models", headers={"Origin": "https://chat.example"}))
         == "https://chat.example"
     )
-    assert cors(client.get("/v1/models", headers={"Origin": "https://evil.example"})) is None
+    refused = client.get("/v1/models", headers={"Origin": "https://evil.example"})
+    assert cors(refused) is None and "Origin" in refused.headers["Vary"]
 
 
 @pytest.mark.parametrize(
