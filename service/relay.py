@@ -226,7 +226,11 @@ class RelayHub:
         with self._lock:
             self._ensure_listener()
             self._subs[sub.channel] = sub
-            self._pubsub.subscribe(sub.channel)
+            try:
+                self._pubsub.subscribe(sub.channel)
+            except Exception:  # Redis unreachable: forget it, the caller answers 503
+                del self._subs[sub.channel]
+                raise
         if not sub._confirmed.wait(self._confirm_timeout):
             self.unsubscribe(sub)
             raise TimeoutError("Redis did not confirm the relay subscription")
@@ -261,9 +265,11 @@ class RelayHub:
     def _ensure_listener(self) -> None:
         if self._thread is not None and self._thread.is_alive():
             return
+        if self._pubsub is not None:
+            self._pubsub.close()
         self._pubsub = self.redis.pubsub(ignore_subscribe_messages=False)
         home = threading.Event()
-        self._pubsub.subscribe(self._home)
+        self._pubsub.subscribe(self._home)  # raises while Redis is down; the next request retries
         self._thread = threading.Thread(target=self._listen, args=(home,), name="relay-hub", daemon=True)
         self._thread.start()
         home.wait(self._confirm_timeout)

@@ -7,7 +7,9 @@ both from Redis alone and synthesizes the terminal error the client should get:
 - the worker's liveness lease (`service.turns.lease_key`) never appeared within
   `QUEUE_WAIT_TIMEOUT` → 503: no worker picked the request up;
 - the lease appeared and then expired with no terminal event in the replay log →
-  502 `worker_lost`.
+  502 `worker_lost`;
+- Redis itself is unreachable → 503 `service_unavailable` with a Retry-After, at
+  once: the worker cannot publish either, so waiting would only turn into a hang.
 
 Synthesized errors carry `"synthetic": True`: the job may still be queued or
 running, so the caller should cancel it. `watch` also yields `None` after every
@@ -23,11 +25,13 @@ from collections.abc import Callable, Iterator
 from typing import Any
 
 from redis import Redis
+from redis.exceptions import RedisError
 
 from service.errors import ApiError, ServiceUnavailable
 from service.relay import TERMINAL, Subscription
 from service.settings import Settings
 from service.turns import lease_key
+from service.web.errors import redis_unavailable
 
 log = logging.getLogger(__name__)
 
@@ -54,6 +58,11 @@ def worker_lost_event() -> dict[str, Any]:
     return {"type": "error", "error": error.to_event(), "synthetic": True}
 
 
+def redis_down_event() -> dict[str, Any]:
+    """The terminal error for a completion whose events can no longer be read from Redis."""
+    return {"type": "error", "error": redis_unavailable().to_event(), "synthetic": True}
+
+
 def watch(
     sub: Subscription,
     redis: Redis,
@@ -78,14 +87,24 @@ def watch(
         wait = min(SLICE_SECONDS, quiet_limit - (now - last_yield))
         if not picked_up:
             wait = min(wait, settings.queue_wait_timeout - (now - started))
-        event = sub.next(timeout=max(0.01, wait))
+        try:
+            event = sub.next(timeout=max(0.01, wait))  # may read the replay log to fill a gap
+        except RedisError as exc:
+            log.warning("event=relay_redis_unreachable completion_id=%s error=%r", completion_id, exc)
+            yield redis_down_event()
+            return
         if event is None:
             # Read the lease before the log: a worker logs its terminal event before
             # dropping the lease, so "lease gone and nothing new in the log" really
             # means the worker is gone. The log also fills any pub/sub gap.
-            alive = bool(redis.exists(lease_key(completion_id)))
-            if sub.catch_up():
-                continue  # the backlog is returned by the next `sub.next` at once
+            try:
+                alive = bool(redis.exists(lease_key(completion_id)))
+                if sub.catch_up():
+                    continue  # the backlog is returned by the next `sub.next` at once
+            except RedisError as exc:
+                log.warning("event=relay_redis_unreachable completion_id=%s error=%r", completion_id, exc)
+                yield redis_down_event()
+                return
             picked_up = picked_up or alive
             if picked_up and not alive:
                 log.warning("event=worker_lost completion_id=%s", completion_id)

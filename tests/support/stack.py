@@ -69,13 +69,21 @@ def wait_for(predicate: Callable[[], Any], timeout: float = 15.0, interval: floa
 class WorkerProcess:
     """`python -m workers` as a child process."""
 
-    def __init__(self, env: Mapping[str, str]) -> None:
+    def __init__(self, env: Mapping[str, str], *, stderr: Path | None = None) -> None:
         self.env = dict(env)
+        self.stderr = stderr  # a file to collect the worker's log in, for tests that read it
         self.process: subprocess.Popen[bytes] | None = None
 
     def start(self) -> WorkerProcess:
         """Spawn the worker; it is ready once it has registered with RQ."""
-        self.process = subprocess.Popen([sys.executable, "-m", "workers"], cwd=ROOT, env=self.env)
+        log = self.stderr.open("ab") if self.stderr is not None else None
+        try:
+            self.process = subprocess.Popen(
+                [sys.executable, "-m", "workers"], cwd=ROOT, env=self.env, stderr=log
+            )
+        finally:
+            if log is not None:
+                log.close()
         self._wait_registered()
         return self
 
