@@ -24,3 +24,10 @@ graceful_timeout = 25
 keepalive = 5
 accesslog = "-"
 access_log_format = '%(h)s "%(r)s" %(s)s %(b)s %(M)sms request_id=%({x-request-id}o)s'
+
+
+def post_worker_init(worker: object) -> None:
+    """On SIGTERM, end responses still open just before graceful_timeout, visibly (SSE error event)."""
+    from service.web.stream import drain_on_sigterm
+
+    drain_on_sigterm(worker.wsgi, worker.cfg.graceful_timeout)

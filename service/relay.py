@@ -202,6 +202,11 @@ class Subscription:
             self.finished = True
         return event
 
+    @property
+    def draining_over(self) -> bool:
+        """The web process is stopping and this subscription's response must end now."""
+        return self._hub.draining_over
+
     def close(self) -> None:
         """Stop receiving; safe to call twice."""
         self._hub.unsubscribe(self)
@@ -219,6 +224,7 @@ class RelayHub:
         self._thread: threading.Thread | None = None
         self._closed = threading.Event()
         self._home = f"relay:hub:{uuid.uuid4().hex}"
+        self._drain_deadline: float | None = None
 
     def subscribe(self, completion_id: str) -> Subscription:
         """Subscribe and return once Redis has confirmed the subscription."""
@@ -235,6 +241,16 @@ class RelayHub:
             self.unsubscribe(sub)
             raise TimeoutError("Redis did not confirm the relay subscription")
         return sub
+
+    def drain(self, seconds: float) -> None:
+        """The process is stopping: streams still open in `seconds` must end (see `draining_over`)."""
+        self._drain_deadline = time.monotonic() + max(0.0, seconds)
+        log.info("event=relay_draining open=%d seconds=%.1f", len(self._subs), seconds)
+
+    @property
+    def draining_over(self) -> bool:
+        """True once a drain's deadline has passed: subscribers should end their responses now."""
+        return self._drain_deadline is not None and time.monotonic() >= self._drain_deadline
 
     def unsubscribe(self, sub: Subscription) -> None:
         """Forget a subscription and tell Redis, once."""
