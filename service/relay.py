@@ -30,6 +30,7 @@ from typing import Any
 
 from redis import Redis
 from redis.client import Pipeline
+from redis.exceptions import RedisError
 
 log = logging.getLogger(__name__)
 
@@ -69,6 +70,7 @@ class Publisher:
         self._pending: list[str] = []
         self._last_sent = float("-inf")
         self._timer: threading.Timer | None = None
+        self._broken: RedisError | None = None  # a timed flush failed; the next publish raises it
         self.closed = False
 
     def delta(self, text: str) -> None:
@@ -76,6 +78,7 @@ class Publisher:
         if not text:
             return
         with self._lock:
+            self._raise_if_broken()
             self._pending.append(text)
             wait = self._last_sent + self._window - self._clock()
             if wait <= 0:
@@ -88,6 +91,7 @@ class Publisher:
     def event(self, event: dict[str, Any]) -> None:
         """Send a non-text event now, after any pending text."""
         with self._lock:
+            self._raise_if_broken()
             self._flush_locked(event)
 
     def finish(self, event: dict[str, Any], extra: Callable[[Pipeline], None] | None = None) -> None:
@@ -100,7 +104,17 @@ class Publisher:
         with self._lock:
             self._timer = None
             if self._pending and not self.closed:
-                self._flush_locked(None)
+                try:
+                    self._flush_locked(None)
+                except RedisError as exc:
+                    # No one to raise to on a timer thread: the turn's next publish raises it,
+                    # so the turn fails instead of streaming on with a hole in its text.
+                    log.warning("event=relay_publish_failed error=%s", exc.__class__.__name__)
+                    self._broken = exc
+
+    def _raise_if_broken(self) -> None:
+        if self._broken is not None:
+            raise self._broken
 
     def _flush_locked(
         self, event: dict[str, Any] | None, extra: Callable[[Pipeline], None] | None = None

@@ -256,6 +256,14 @@ def _describe(exc: BaseException) -> BaseException:
     """Give failures that are not upstream errors a client-facing meaning."""
     if isinstance(exc, JobTimeoutException):
         return ApiError("The turn took longer than JOB_TIMEOUT allows.", status=504, code="turn_timeout")
+    if isinstance(exc, RedisError):
+        return ApiError(
+            "The gateway lost its Redis while running this turn; please retry.",
+            status=503,
+            code="service_unavailable",
+            should_retry=True,
+            retry_after=5,
+        )
     if isinstance(exc, WorkerShutdown):
         return ApiError(
             "The worker restarted while running this turn; please retry.",

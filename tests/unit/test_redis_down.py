@@ -1,4 +1,4 @@
-"""The turn watcher against a Redis that is not there: it waits, it does not spin."""
+"""Worker-side pieces against a Redis that is not there: they wait or fail, never spin or hide it."""
 
 from __future__ import annotations
 
@@ -8,8 +8,10 @@ import time
 
 import pytest
 from redis import Redis
+from redis.exceptions import ConnectionError as RedisConnectionError
 
-from service.embedded_redis import free_port
+from service.embedded_redis import EmbeddedRedis, free_port
+from service.relay import Publisher
 from service.settings import load_settings
 from service.turns import TurnRequest, lease_key
 from workers.context import WorkerContext
@@ -57,3 +59,19 @@ def test_the_watcher_keeps_the_lease_when_redis_is_there(redis_client: Redis, re
     turn = runner(redis_url)
     watch_for(turn, 0.5)
     assert redis_client.ttl(lease_key("chatcmpl-watch")) > 0
+
+
+def test_a_publish_lost_on_the_coalescing_timer_fails_the_next_publish() -> None:
+    server = EmbeddedRedis().start()
+    try:
+        redis = Redis.from_url(server.url, socket_connect_timeout=1)
+        publisher = Publisher(redis, "chatcmpl-lost", coalesce_ms=300)
+        publisher.delta("first ")  # sent at once
+        server.stop()
+        publisher.delta("second ")  # held for the window, then flushed from a timer: fails there
+        time.sleep(0.6)
+        server = EmbeddedRedis(port=server.port).start()  # a blip: Redis is back
+        with pytest.raises(RedisConnectionError):
+            publisher.delta("third")  # the turn learns of the lost text instead of streaming on
+    finally:
+        server.stop()
