@@ -14,7 +14,8 @@ heartbeats, job timeouts — but runs each job in a greenlet from a bounded pool
 - Redis going away (a restart, a failover, a blip) never ends the process: the
   loop backs off exponentially (RQ's own factors, capped at a few seconds so a
   returning Redis is noticed quickly), logs one warning per outage, and on return
-  re-registers the worker if a Redis that lost its data forgot it;
+  re-registers the worker if a Redis that lost its data forgot it; a worker started
+  before its Redis waits for it the same way;
 - SIGTERM stops dequeuing and lets running turns finish for up to `shutdown_grace`
   seconds (PaaS platforms send SIGKILL ~30 s after SIGTERM); a second SIGTERM or
   SIGINT, or the end of the grace period, kills the remaining jobs, which then fail
@@ -85,11 +86,13 @@ class GeventWorker(SimpleWorker):
         self, *args: Any, concurrency: int = 100, shutdown_grace: float = 25.0, **kwargs: Any
     ) -> None:
         self._local = gevent.local.local()
+        self._redis_down_since: float | None = None
+        if kwargs.get("connection") is not None:
+            self._await_redis(kwargs["connection"])  # RQ's constructor already talks to Redis
         super().__init__(*args, **kwargs)
         self.concurrency = concurrency
         self.shutdown_grace = shutdown_grace
         self._pool = gevent.pool.Pool(concurrency)
-        self._redis_down_since: float | None = None
 
     # RQ keeps the running execution on the worker; make it per greenlet.
     @property
@@ -282,7 +285,23 @@ class GeventWorker(SimpleWorker):
         if self.running_jobs:
             log.warning("event=worker_killing_jobs running=%d", self.running_jobs)
             self._pool.kill(WorkerShutdown("the worker was stopped"), block=True, timeout=5)
-        super().teardown()
+        try:
+            super().teardown()
+        except REDIS_DOWN as exc:  # stopped during an outage: the worker's key expires by itself
+            log.warning("event=worker_deregister_failed error=%s", exc.__class__.__name__)
+
+    def _await_redis(self, connection: Any) -> None:
+        """Wait, with the loop's backoff, for a Redis that is not up yet (a worker may start first)."""
+        backoff = 1.0
+        while True:
+            try:
+                connection.ping()
+                break
+            except REDIS_DOWN as exc:
+                self._redis_failed(exc)
+                time.sleep(backoff)
+                backoff = min(backoff * self.exponential_backoff_factor, self.max_connection_wait_time)
+        self._redis_back()
 
 
 __all__ = ["GeventDeathPenalty", "GeventWorker", "JobTimeoutException", "WorkerShutdown"]

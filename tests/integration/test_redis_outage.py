@@ -157,3 +157,21 @@ def test_after_a_redis_restart_the_next_requests_work_without_restarting_anythin
     logged = outage.worker_log.read_text(errors="replace").splitlines()
     assert len(logged) < 30, "\n".join(logged[:80])
     assert not any("Traceback" in line for line in logged), "\n".join(logged[:80])
+
+
+def test_a_worker_started_before_its_redis_waits_for_it(sim: SimulatorProcess, tmp_path: Path) -> None:
+    port = free_port()
+    env = gateway_env(f"redis://127.0.0.1:{port}/0", sim.http_url, RQ_QUEUE="early")
+    worker = WorkerProcess(env, stderr=tmp_path / "worker.log").start(wait=False)
+    redis: EmbeddedRedis | None = None
+    try:
+        time.sleep(3)  # the worker meets no Redis, for a few of its retries
+        assert worker.process is not None and worker.process.poll() is None
+        redis = EmbeddedRedis(port=port).start()
+        worker.wait_registered(timeout=30)
+    finally:
+        worker.stop(signal.SIGKILL)
+        if redis is not None:
+            redis.stop()
+    logged = (tmp_path / "worker.log").read_text(errors="replace").splitlines()
+    assert len(logged) < 10, "\n".join(logged)

@@ -74,8 +74,8 @@ class WorkerProcess:
         self.stderr = stderr  # a file to collect the worker's log in, for tests that read it
         self.process: subprocess.Popen[bytes] | None = None
 
-    def start(self) -> WorkerProcess:
-        """Spawn the worker; it is ready once it has registered with RQ."""
+    def start(self, *, wait: bool = True) -> WorkerProcess:
+        """Spawn the worker; it is ready once it has registered with RQ (awaited unless `wait=False`)."""
         log = self.stderr.open("ab") if self.stderr is not None else None
         try:
             self.process = subprocess.Popen(
@@ -84,10 +84,12 @@ class WorkerProcess:
         finally:
             if log is not None:
                 log.close()
-        self._wait_registered()
+        if wait:
+            self.wait_registered()
         return self
 
-    def _wait_registered(self, timeout: float = 15.0) -> None:
+    def wait_registered(self, timeout: float = 15.0) -> None:
+        """Block until RQ lists this worker (fails if it exits first)."""
         from redis import Redis
         from rq import Worker
 
