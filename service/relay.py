@@ -274,8 +274,8 @@ class RelayHub:
             del self._subs[sub.channel]
             try:
                 self._pubsub.unsubscribe(sub.channel)
-            except Exception:  # the listener reconnects and resubscribes what is left
-                log.warning("event=relay_unsubscribe_failed channel=%s", sub.channel, exc_info=True)
+            except RedisError as exc:  # the listener reconnects and resubscribes what is left
+                log.warning("event=relay_unsubscribe_failed channel=%s error=%r", sub.channel, exc)
 
     @property
     def subscription_count(self) -> int:
