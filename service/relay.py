@@ -274,7 +274,10 @@ class RelayHub:
             del self._subs[sub.channel]
             try:
                 self._pubsub.unsubscribe(sub.channel)
-            except RedisError as exc:  # the listener reconnects and resubscribes what is left
+            except RedisError as exc:
+                # redis-py resubscribes every channel it still lists when the listener
+                # reconnects; drop this one so no dead channel outlives the outage.
+                self._pubsub.channels.pop(sub.channel.encode(), None)
                 log.warning("event=relay_unsubscribe_failed channel=%s error=%r", sub.channel, exc)
 
     @property

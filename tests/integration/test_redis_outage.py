@@ -152,6 +152,13 @@ def test_after_a_redis_restart_the_next_requests_work_without_restarting_anythin
     assert chunks[-1] == "[DONE]"
     assert streamed_text(chunks) == "Earlier you said: hello again"
 
+    # The relay listener resubscribed only what is still open: not the stream that died.
+    client = Redis.from_url(outage.redis.url)
+    try:
+        assert client.pubsub_channels("relay:chatcmpl-*") == []
+    finally:
+        client.close()
+
     # The worker said so briefly: a few lines per outage, not a traceback per retry.
     assert worker.poll() is None
     logged = outage.worker_log.read_text(errors="replace").splitlines()
