@@ -13,6 +13,7 @@ import signal
 import threading
 import time
 from collections.abc import Iterator
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
 
@@ -35,6 +36,7 @@ class Outage:
     """A gateway on a Redis of its own that the test can kill and bring back."""
 
     def __init__(self, sim: SimulatorProcess, tmp: Path) -> None:
+        self.sim = sim
         self.port = free_port()
         self.redis = EmbeddedRedis(port=self.port).start()
         self.env = gateway_env(self.redis.url, sim.http_url, RQ_QUEUE="outage")
@@ -104,7 +106,12 @@ def start_slow_stream(outage: Outage) -> tuple[threading.Thread, list[str]]:
 
 def test_during_a_redis_outage_clients_get_503s_and_streams_end(outage: Outage) -> None:
     reader, lines = start_slow_stream(outage)
-    outage.kill_redis()
+    with ThreadPoolExecutor(1) as pool:
+        waiting = pool.submit(outage.post, body("[sim:slow=0.5][sim:long=60] whole"))
+        wait_for(lambda: outage.sim.stats()["open_sockets"] == 2)  # both turns are mid-answer
+        outage.kill_redis()
+        # A request waiting for a whole answer gets a 503 as JSON.
+        assert_redis_503(waiting.result(timeout=30))
 
     # The stream in flight ends with an SSE error event and [DONE], never a hang.
     reader.join(15)
