@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import json
 import signal
-import threading
+import time
 from collections.abc import Iterator
 from concurrent.futures import Future, ThreadPoolExecutor
 from typing import Any
@@ -136,8 +136,7 @@ def test_sigterm_twice_mid_turn_ends_it_visibly_and_frees_everything(
         conversation_id, before, payload, pending = start_continued_turn(gateway, server, "term-twice")
         assert worker.process is not None
         worker.process.send_signal(signal.SIGTERM)
-        wait_for(lambda: worker.process is not None and worker.process.poll() is None)
-        threading.Event().wait(0.3)  # let the first signal be handled before the second
+        time.sleep(0.3)  # let the first signal be handled before the second (not an assertion)
         worker.process.send_signal(signal.SIGTERM)  # cold: the running turn is stopped
         stopped = pending.result(timeout=30)
         worker.process.wait(30)
