@@ -55,3 +55,10 @@ def when_ready(server: Any) -> None:
     """Say, once the socket is bound, who can reach it."""
     level, line = access_summary()
     getattr(server.log, level)(line)
+
+
+def post_worker_init(worker: object) -> None:
+    """On SIGTERM, end responses still open just before graceful_timeout, visibly (SSE error event)."""
+    from service.web.stream import drain_on_sigterm
+
+    drain_on_sigterm(worker.wsgi, worker.cfg.graceful_timeout)

@@ -30,6 +30,7 @@ from typing import Any
 
 from redis import Redis
 from redis.client import Pipeline
+from redis.exceptions import RedisError
 
 log = logging.getLogger(__name__)
 
@@ -69,6 +70,7 @@ class Publisher:
         self._pending: list[str] = []
         self._last_sent = float("-inf")
         self._timer: threading.Timer | None = None
+        self._broken: RedisError | None = None  # a timed flush failed; the next publish raises it
         self.closed = False
 
     def delta(self, text: str) -> None:
@@ -76,6 +78,7 @@ class Publisher:
         if not text:
             return
         with self._lock:
+            self._raise_if_broken()
             self._pending.append(text)
             wait = self._last_sent + self._window - self._clock()
             if wait <= 0:
@@ -88,6 +91,7 @@ class Publisher:
     def event(self, event: dict[str, Any]) -> None:
         """Send a non-text event now, after any pending text."""
         with self._lock:
+            self._raise_if_broken()
             self._flush_locked(event)
 
     def finish(self, event: dict[str, Any], extra: Callable[[Pipeline], None] | None = None) -> None:
@@ -100,7 +104,17 @@ class Publisher:
         with self._lock:
             self._timer = None
             if self._pending and not self.closed:
-                self._flush_locked(None)
+                try:
+                    self._flush_locked(None)
+                except RedisError as exc:
+                    # No one to raise to on a timer thread: the turn's next publish raises it,
+                    # so the turn fails instead of streaming on with a hole in its text.
+                    log.warning("event=relay_publish_failed error=%s", exc.__class__.__name__)
+                    self._broken = exc
+
+    def _raise_if_broken(self) -> None:
+        if self._broken is not None:
+            raise self._broken
 
     def _flush_locked(
         self, event: dict[str, Any] | None, extra: Callable[[Pipeline], None] | None = None
@@ -202,6 +216,11 @@ class Subscription:
             self.finished = True
         return event
 
+    @property
+    def draining_over(self) -> bool:
+        """The web process is stopping and this subscription's response must end now."""
+        return self._hub.draining_over
+
     def close(self) -> None:
         """Stop receiving; safe to call twice."""
         self._hub.unsubscribe(self)
@@ -219,6 +238,7 @@ class RelayHub:
         self._thread: threading.Thread | None = None
         self._closed = threading.Event()
         self._home = f"relay:hub:{uuid.uuid4().hex}"
+        self._drain_deadline: float | None = None
 
     def subscribe(self, completion_id: str) -> Subscription:
         """Subscribe and return once Redis has confirmed the subscription."""
@@ -226,11 +246,25 @@ class RelayHub:
         with self._lock:
             self._ensure_listener()
             self._subs[sub.channel] = sub
-            self._pubsub.subscribe(sub.channel)
+            try:
+                self._pubsub.subscribe(sub.channel)
+            except Exception:  # Redis unreachable: forget it, the caller answers 503
+                del self._subs[sub.channel]
+                raise
         if not sub._confirmed.wait(self._confirm_timeout):
             self.unsubscribe(sub)
             raise TimeoutError("Redis did not confirm the relay subscription")
         return sub
+
+    def drain(self, seconds: float) -> None:
+        """The process is stopping: streams still open in `seconds` must end (see `draining_over`)."""
+        self._drain_deadline = time.monotonic() + max(0.0, seconds)
+        log.info("event=relay_draining open=%d seconds=%.1f", len(self._subs), seconds)
+
+    @property
+    def draining_over(self) -> bool:
+        """True once a drain's deadline has passed: subscribers should end their responses now."""
+        return self._drain_deadline is not None and time.monotonic() >= self._drain_deadline
 
     def unsubscribe(self, sub: Subscription) -> None:
         """Forget a subscription and tell Redis, once."""
@@ -240,8 +274,11 @@ class RelayHub:
             del self._subs[sub.channel]
             try:
                 self._pubsub.unsubscribe(sub.channel)
-            except Exception:  # the listener reconnects and resubscribes what is left
-                log.warning("event=relay_unsubscribe_failed channel=%s", sub.channel, exc_info=True)
+            except RedisError as exc:
+                # redis-py resubscribes every channel it still lists when the listener
+                # reconnects; drop this one so no dead channel outlives the outage.
+                self._pubsub.channels.pop(sub.channel.encode(), None)
+                log.warning("event=relay_unsubscribe_failed channel=%s error=%r", sub.channel, exc)
 
     @property
     def subscription_count(self) -> int:
@@ -261,9 +298,11 @@ class RelayHub:
     def _ensure_listener(self) -> None:
         if self._thread is not None and self._thread.is_alive():
             return
+        if self._pubsub is not None:
+            self._pubsub.close()
         self._pubsub = self.redis.pubsub(ignore_subscribe_messages=False)
         home = threading.Event()
-        self._pubsub.subscribe(self._home)
+        self._pubsub.subscribe(self._home)  # raises while Redis is down; the next request retries
         self._thread = threading.Thread(target=self._listen, args=(home,), name="relay-hub", daemon=True)
         self._thread.start()
         home.wait(self._confirm_timeout)

@@ -11,6 +11,11 @@ heartbeats, job timeouts — but runs each job in a greenlet from a bounded pool
   worker object and concurrent jobs would otherwise overwrite each other's;
 - job timeouts are a `gevent.Timeout` raised in the job's greenlet (SIGALRM would hit
   whichever greenlet happened to be running);
+- Redis going away (a restart, a failover, a blip) never ends the process: the
+  loop backs off exponentially (RQ's own factors, capped at a few seconds so a
+  returning Redis is noticed quickly), logs one warning per outage, and on return
+  re-registers the worker if a Redis that lost its data forgot it; a worker started
+  before its Redis waits for it the same way;
 - SIGTERM stops dequeuing and lets running turns finish for up to `shutdown_grace`
   seconds (PaaS platforms send SIGKILL ~30 s after SIGTERM); a second SIGTERM or
   SIGINT, or the end of the grace period, kills the remaining jobs, which then fail
@@ -24,11 +29,15 @@ from __future__ import annotations
 
 import logging
 import signal
+import time
 from typing import Any
 
 import gevent
 import gevent.local
 import gevent.pool
+from redis.exceptions import ConnectionError as RedisConnectionError
+from redis.exceptions import TimeoutError as RedisTimeoutError
+from rq import worker_registration
 from rq.exceptions import DequeueTimeout, StopRequested
 from rq.job import Job
 from rq.queue import Queue
@@ -39,6 +48,10 @@ from rq.worker import SimpleWorker, WorkerStatus
 log = logging.getLogger(__name__)
 
 HEARTBEAT_EVERY = 1.0
+REDIS_DOWN = (RedisConnectionError, RedisTimeoutError)
+
+
+_AGAIN = object()  # the dequeue step found nothing to return yet; loop again
 
 
 class GeventDeathPenalty(BaseDeathPenalty):
@@ -65,11 +78,17 @@ class GeventWorker(SimpleWorker):
     """RQ worker running up to `concurrency` jobs concurrently in greenlets."""
 
     death_penalty_class = GeventDeathPenalty
+    # RQ's reconnect backoff (1 s, doubling), capped low: a worker that waits a minute
+    # after Redis returned would make every turn in that minute a 503.
+    max_connection_wait_time = 5.0
 
     def __init__(
         self, *args: Any, concurrency: int = 100, shutdown_grace: float = 25.0, **kwargs: Any
     ) -> None:
         self._local = gevent.local.local()
+        self._redis_down_since: float | None = None
+        if kwargs.get("connection") is not None:
+            self._await_redis(kwargs["connection"])  # RQ's constructor already talks to Redis
         super().__init__(*args, **kwargs)
         self.concurrency = concurrency
         self.shutdown_grace = shutdown_grace
@@ -110,36 +129,93 @@ class GeventWorker(SimpleWorker):
     def dequeue_job_and_maintain_ttl(
         self, timeout: int | None, max_idle_time: int | None = None
     ) -> tuple[Job, Queue] | None:
-        """Wait for a free slot, then for a job; give up when a stop is requested."""
+        """Wait for a free slot, then for a job; give up when a stop is requested.
+
+        Unreachable Redis is waited out here with RQ's backoff (its own loop does the
+        same), so neither `work()`'s catch-all nor the launcher ever sees it.
+        """
         burst = timeout is None
+        backoff = 1.0
         while not self._stop_requested:
-            if self._pool.full():
-                self._pool.wait_available(timeout=1.0)
-                self.heartbeat()
-                continue
-            self.heartbeat()
-            if self.should_run_maintenance_tasks:
-                self.run_maintenance_tasks()
             try:
-                result = self.queue_class.dequeue_any(
-                    self._ordered_queues,
-                    None if burst else self.dequeue_timeout,
-                    connection=self.connection,
-                    job_class=self.job_class,
-                    serializer=self.serializer,
-                    death_penalty_class=self.death_penalty_class,
-                )
+                result = self._dequeue_once(burst)
             except DequeueTimeout:
                 continue
-            if result is None and burst and self.running_jobs:
-                self._pool.join(timeout=0.05)
+            except REDIS_DOWN as exc:
+                self._redis_failed(exc)
+                self._sleep_unless_stopped(backoff)
+                backoff = min(backoff * self.exponential_backoff_factor, self.max_connection_wait_time)
                 continue
-            if result is not None:
-                job, queue = result
-                self.reorder_queues(reference_queue=queue)
-                log.info("event=job_dequeued job_id=%s queue=%s", job.id, queue.name)
-            return result
+            if result is _AGAIN:
+                continue
+            return result  # type: ignore[return-value]
         raise StopRequested()
+
+    def _dequeue_once(self, burst: bool) -> tuple[Job, Queue] | object | None:
+        if self._pool.full():
+            self._pool.wait_available(timeout=1.0)
+            self.heartbeat()
+            return _AGAIN
+        self.heartbeat()
+        if self.should_run_maintenance_tasks:
+            self.run_maintenance_tasks()
+        result = self.queue_class.dequeue_any(
+            self._ordered_queues,
+            None if burst else self.dequeue_timeout,
+            connection=self.connection,
+            job_class=self.job_class,
+            serializer=self.serializer,
+            death_penalty_class=self.death_penalty_class,
+        )
+        self._redis_back()
+        if result is None and burst and self.running_jobs:
+            self._pool.join(timeout=0.05)
+            return _AGAIN
+        if result is not None:
+            job, queue = result
+            self.reorder_queues(reference_queue=queue)
+            log.info("event=job_dequeued job_id=%s queue=%s", job.id, queue.name)
+        return result
+
+    def _sleep_unless_stopped(self, seconds: float) -> None:
+        deadline = time.monotonic() + seconds
+        while not self._stop_requested and time.monotonic() < deadline:
+            gevent.sleep(min(0.2, deadline - time.monotonic()))
+
+    def _redis_failed(self, exc: BaseException) -> None:
+        """Note an outage: one warning when it starts, not one per retry."""
+        if self._redis_down_since is None:
+            self._redis_down_since = time.monotonic()
+            log.warning("event=worker_redis_unreachable error=%s retrying=backoff", exc.__class__.__name__)
+
+    def _redis_back(self) -> None:
+        if self._redis_down_since is None:
+            return
+        down_for = time.monotonic() - self._redis_down_since
+        self._redis_down_since = None
+        log.warning("event=worker_redis_reachable down_seconds=%.1f", down_for)
+
+    def check_for_suspension(self, burst: bool) -> None:
+        """RQ's check, except that unreachable Redis is left to the dequeue loop's backoff."""
+        try:
+            super().check_for_suspension(burst)
+        except REDIS_DOWN as exc:
+            self._redis_failed(exc)
+
+    def run_maintenance_tasks(self) -> None:
+        """RQ's registry clean-up; skipped (retried next time) while Redis is unreachable."""
+        try:
+            super().run_maintenance_tasks()
+        except REDIS_DOWN as exc:
+            self._redis_failed(exc)
+
+    def _pubsub_exception_handler(self, exc: Exception, pubsub: Any, pubsub_thread: Any) -> None:
+        """RQ's command listener retries on ConnectionError; also on timeouts, and quietly."""
+        if isinstance(exc, REDIS_DOWN):
+            self._redis_failed(exc)
+            time.sleep(2.0)
+            return
+        super()._pubsub_exception_handler(exc, pubsub, pubsub_thread)
 
     def execute_job(self, job: Job, queue: Queue) -> None:
         """Start the job in a greenlet, let it begin, and return."""
@@ -149,25 +225,57 @@ class GeventWorker(SimpleWorker):
         gevent.sleep(0)
 
     def heartbeat(self, timeout: int | None = None, pipeline: Any = None) -> None:
-        """RQ's heartbeat, at most once a second from the loop (its TTL is minutes)."""
+        """RQ's heartbeat, at most once a second from the loop (its TTL is minutes).
+
+        The loop's own heartbeat also checks that the worker is still registered: a
+        Redis restarted without its data has forgotten every worker, and RQ's heartbeat
+        alone would leave a half hash that `Worker.all()` never lists.
+        """
+        if pipeline is not None or timeout is not None:
+            super().heartbeat(timeout, pipeline)
+            return
         recent = (
             self.last_heartbeat is not None
             and (now() - self.last_heartbeat).total_seconds() < HEARTBEAT_EVERY
         )
-        if timeout is None and pipeline is None and recent:
+        if recent:
             return
-        super().heartbeat(timeout, pipeline)
+        try:
+            with self.connection.pipeline(transaction=False) as pipe:
+                super().heartbeat(None, pipe)
+                pipe.hexists(self.key, "birth")
+                registered = pipe.execute()[-1]
+            if not registered:
+                self._register_again()
+        except REDIS_DOWN as exc:  # `work()` would quit on it; the dequeue loop backs off instead
+            self._redis_failed(exc)
+
+    def _register_again(self) -> None:
+        """RQ's `register_birth` minus its "already exists" check (our own heartbeat made the hash)."""
+        log.warning("event=worker_reregistered reason=redis_forgot_worker")
+        with self.connection.pipeline() as pipe:
+            pipe.delete(self.key)
+            self.birth_date = self.last_heartbeat = now()
+            pipe.hset(self.key, mapping=self.serialize())
+            worker_registration.register(self, pipe)
+            pipe.expire(self.key, self.worker_ttl + 60)
+            pipe.execute()
 
     def _run_job(self, job: Job, queue: Queue) -> None:
         try:
             self.prepare_execution(job)  # also marks the worker busy
             self.perform_job(job, queue)
+        except REDIS_DOWN as exc:  # RQ could not record the outcome; the job's keys expire
+            log.warning("event=job_bookkeeping_failed job_id=%s error=%s", job.id, exc.__class__.__name__)
         except Exception:
             log.exception("event=job_bookkeeping_failed job_id=%s", job.id)
         finally:
             self.execution = None
             if self.running_jobs <= 1:
-                self.set_state(WorkerStatus.IDLE)
+                try:
+                    self.set_state(WorkerStatus.IDLE)
+                except REDIS_DOWN:
+                    pass  # the next heartbeat after the outage rewrites the worker's hash
 
     def teardown(self) -> None:
         """Let running turns finish (bounded), then deregister as RQ does."""
@@ -177,7 +285,23 @@ class GeventWorker(SimpleWorker):
         if self.running_jobs:
             log.warning("event=worker_killing_jobs running=%d", self.running_jobs)
             self._pool.kill(WorkerShutdown("the worker was stopped"), block=True, timeout=5)
-        super().teardown()
+        try:
+            super().teardown()
+        except REDIS_DOWN as exc:  # stopped during an outage: the worker's key expires by itself
+            log.warning("event=worker_deregister_failed error=%s", exc.__class__.__name__)
+
+    def _await_redis(self, connection: Any) -> None:
+        """Wait, with the loop's backoff, for a Redis that is not up yet (a worker may start first)."""
+        backoff = 1.0
+        while True:
+            try:
+                connection.ping()
+                break
+            except REDIS_DOWN as exc:
+                self._redis_failed(exc)
+                time.sleep(backoff)
+                backoff = min(backoff * self.exponential_backoff_factor, self.max_connection_wait_time)
+        self._redis_back()
 
 
 __all__ = ["GeventDeathPenalty", "GeventWorker", "JobTimeoutException", "WorkerShutdown"]

@@ -25,6 +25,7 @@ import time
 from typing import Any
 
 from redis import Redis
+from redis.exceptions import RedisError
 from rq.timeouts import JobTimeoutException
 
 from service import locks
@@ -44,6 +45,7 @@ from workers.upstream.events import Citation, Done, Event, Image, Limits, Progre
 log = logging.getLogger(__name__)
 
 CANCEL_POLL_SECONDS = 0.3
+WATCH_BACKOFF_MAX = 2.0  # longest pause between watcher retries while Redis is unreachable
 
 
 class TurnRunner:
@@ -76,13 +78,23 @@ class TurnRunner:
             if not publisher.closed and not self._cancelled.is_set():
                 error = ApiError.from_exception(_describe(exc))
                 log.warning("event=turn_failed status=%s code=%s error=%s", error.status, error.code, exc)
-                publisher.finish({"type": "error", "error": error.to_event()})
+                try:
+                    publisher.finish({"type": "error", "error": error.to_event()})
+                except RedisError:  # Redis is gone: the web tier notices the lease lapse instead
+                    log.warning("event=turn_error_unpublished")
             raise
         finally:
             self._stopped.set()
+            self._let_go()
+
+    def _let_go(self) -> None:
+        """Drop the lease and the lock; with Redis gone both simply expire (lease, then 2× lease)."""
+        try:
             self.redis.delete(lease_key(self.request.completion_id))
             if self.request.lock_token:
                 locks.release(self.redis, self.request.conversation_id, self.request.lock_token)
+        except RedisError as exc:
+            log.warning("event=turn_release_failed error=%s", exc.__class__.__name__)
 
     def _run(self, publisher: Publisher) -> dict[str, Any]:
         request = self.request
@@ -198,12 +210,20 @@ class TurnRunner:
             )
 
     def _watch(self) -> None:
-        """Keep the lease (and the conversation lock) alive and notice cancellation."""
+        """Keep the lease (and the conversation lock) alive and notice cancellation.
+
+        Redis being unreachable is waited out with a capped backoff and one warning:
+        the turn itself fails as soon as it cannot publish, so there is nothing to
+        gain from hammering Redis here (and it must never spin).
+        """
         request = self.request
         lease_seconds = self.settings.worker_lease_seconds
         lease_every = max(1.0, lease_seconds / 3)
         last_lease = float("-inf")  # the first lease goes out at once, beside the upstream connect
-        while not self._stopped.wait(0 if last_lease < 0 else CANCEL_POLL_SECONDS):
+        wait = 0.0
+        failures = 0
+        while not self._stopped.wait(wait):
+            wait = CANCEL_POLL_SECONDS
             try:
                 due = time.monotonic() - last_lease >= lease_every
                 with self.redis.pipeline(transaction=False) as pipe:
@@ -218,9 +238,15 @@ class TurnRunner:
                     cancelled = pipe.execute()[0]
                 if due:
                     last_lease = time.monotonic()
-            except Exception:
-                log.warning("event=turn_watch_failed", exc_info=True)
+            except Exception as exc:
+                if failures == 0:
+                    log.warning("event=turn_watch_failed error=%s", exc.__class__.__name__)
+                failures += 1
+                wait = min(WATCH_BACKOFF_MAX, CANCEL_POLL_SECONDS * 2**failures)
                 continue
+            if failures:
+                log.info("event=turn_watch_recovered failures=%d", failures)
+                failures = 0
             if cancelled:
                 self._cancelled.set()
                 return
@@ -230,6 +256,14 @@ def _describe(exc: BaseException) -> BaseException:
     """Give failures that are not upstream errors a client-facing meaning."""
     if isinstance(exc, JobTimeoutException):
         return ApiError("The turn took longer than JOB_TIMEOUT allows.", status=504, code="turn_timeout")
+    if isinstance(exc, RedisError):
+        return ApiError(
+            "The gateway lost its Redis while running this turn; please retry.",
+            status=503,
+            code="service_unavailable",
+            should_retry=True,
+            retry_after=5,
+        )
     if isinstance(exc, WorkerShutdown):
         return ApiError(
             "The worker restarted while running this turn; please retry.",

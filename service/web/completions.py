@@ -24,6 +24,7 @@ from collections.abc import Iterator
 from typing import Any
 
 from flask import Blueprint, Response, g, jsonify, request
+from redis.exceptions import RedisError
 from werkzeug import exceptions as http
 
 from service import idempotency, locks
@@ -76,9 +77,14 @@ class Run:
                 elif self.idempotency_key is None or terminal is not None:
                     log.info("event=completion_abandoned completion_id=%s", turn.completion_id)
                     request_cancel(gw.redis, turn.completion_id)
+                if turn.lock_token and (terminal or {}).get("error", {}).get("code") == "worker_lost":
+                    # Its worker died holding the conversation's lock: free it now, not in 2× the lease.
+                    locks.release(gw.redis, turn.conversation_id, turn.lock_token)
             if self.idempotency_key and free_claim:
                 idempotency.release(gw.redis, turn.owner, self.idempotency_key, turn.completion_id)
-        except Exception:  # Redis is down: the job's own timeouts end it
+        except RedisError as exc:  # Redis is down: the lock, claim and job expire by themselves
+            log.warning("event=cleanup_failed completion_id=%s error=%r", turn.completion_id, exc)
+        except Exception:
             log.warning("event=cleanup_failed completion_id=%s", turn.completion_id, exc_info=True)
         finally:
             self.sub.close()

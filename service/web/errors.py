@@ -6,7 +6,7 @@ response and decide on retries from the status and the `Retry-After` /
 
 - `ApiError` (validation, auth, not found, relayed worker errors): its own status,
   `body()` and `headers()` — `service.errors` is the only place bodies are built;
-- Redis unreachable: 503, retryable;
+- Redis unreachable: 503 `service_unavailable` with `Retry-After`, on every path;
 - werkzeug's routing errors: 404 `Invalid URL (POST /v1/foo)` as OpenAI words it, 405 alike;
 - anything else: a logged traceback and an opaque 500.
 """
@@ -32,10 +32,15 @@ def error_response(error: ApiError) -> Response:
     return response
 
 
+REDIS_RETRY_AFTER = 5  # seconds; a Redis restart takes a few, and SDKs back off on their own too
+
+
 def redis_unavailable() -> ServiceUnavailable:
-    """The error clients get when the gateway cannot reach its Redis."""
+    """The error clients get when the gateway cannot reach its Redis (503, Retry-After)."""
     return ServiceUnavailable(
-        "The gateway cannot reach its Redis right now; please retry shortly.", should_retry=True
+        "The gateway cannot reach its Redis right now; please retry shortly.",
+        should_retry=True,
+        retry_after=REDIS_RETRY_AFTER,
     )
 
 
@@ -46,7 +51,7 @@ def _api_error(error: ApiError) -> Response:
 
 
 def _redis_error(error: RedisError) -> Response:
-    log.error("event=redis_unavailable error=%s detail=%s", error.__class__.__name__, error)
+    log.warning("event=redis_unavailable error=%s detail=%s", error.__class__.__name__, error)
     return error_response(redis_unavailable())
 
 

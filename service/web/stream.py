@@ -7,7 +7,12 @@ both from Redis alone and synthesizes the terminal error the client should get:
 - the worker's liveness lease (`service.turns.lease_key`) never appeared within
   `QUEUE_WAIT_TIMEOUT` → 503: no worker picked the request up;
 - the lease appeared and then expired with no terminal event in the replay log →
-  502 `worker_lost`.
+  502 `worker_lost`;
+- Redis itself is unreachable → 503 `service_unavailable` with a Retry-After, at
+  once: the worker cannot publish either, so waiting would only turn into a hang;
+- the web process is stopping (gunicorn got SIGTERM) and its drain deadline, set by
+  `drain_on_sigterm` just short of gunicorn's `graceful_timeout`, has passed → 503
+  `service_unavailable`: the stream ends visibly instead of being cut by the kill.
 
 Synthesized errors carry `"synthetic": True`: the job may still be queued or
 running, so the caller should cancel it. `watch` also yields `None` after every
@@ -18,20 +23,25 @@ comment without a timer of its own.
 from __future__ import annotations
 
 import logging
+import signal
 import time
 from collections.abc import Callable, Iterator
 from typing import Any
 
+from flask import Flask
 from redis import Redis
+from redis.exceptions import RedisError
 
 from service.errors import ApiError, ServiceUnavailable
 from service.relay import TERMINAL, Subscription
 from service.settings import Settings
 from service.turns import lease_key
+from service.web.errors import redis_unavailable
 
 log = logging.getLogger(__name__)
 
 SLICE_SECONDS = 1.0  # longest single wait on the subscription; bounds how late we notice a dead worker
+DRAIN_MARGIN_SECONDS = 3.0  # streams end this long before gunicorn's graceful_timeout kills them
 
 
 def no_worker_event(waited: float) -> dict[str, Any]:
@@ -54,6 +64,38 @@ def worker_lost_event() -> dict[str, Any]:
     return {"type": "error", "error": error.to_event(), "synthetic": True}
 
 
+def redis_down_event() -> dict[str, Any]:
+    """The terminal error for a completion whose events can no longer be read from Redis."""
+    return {"type": "error", "error": redis_unavailable().to_event(), "synthetic": True}
+
+
+def shutting_down_event() -> dict[str, Any]:
+    """The terminal error for a response still open when its web process must stop."""
+    error = ServiceUnavailable(
+        "The gateway is restarting and ended this response; please retry.", should_retry=True, retry_after=1
+    )
+    return {"type": "error", "error": error.to_event(), "synthetic": True}
+
+
+def drain_on_sigterm(app: Flask, graceful_timeout: float) -> None:
+    """Chain a SIGTERM handler that lets responses in flight finish for most of `graceful_timeout`.
+
+    Installed from gunicorn's `post_worker_init` hook (after gunicorn's own handlers):
+    gunicorn stops accepting and waits up to `graceful_timeout` for open responses,
+    then kills them mid-stream; ending them ourselves a little earlier turns that into
+    an SSE error event and `[DONE]` (and frees the turn's claim and job).
+    """
+    hub = app.extensions["gateway"].hub
+    previous = signal.getsignal(signal.SIGTERM)
+
+    def on_term(signum: int, frame: Any) -> None:
+        hub.drain(graceful_timeout - DRAIN_MARGIN_SECONDS)
+        if callable(previous):
+            previous(signum, frame)
+
+    signal.signal(signal.SIGTERM, on_term)
+
+
 def watch(
     sub: Subscription,
     redis: Redis,
@@ -74,18 +116,32 @@ def watch(
     quiet_limit = settings.sse_heartbeat_seconds if hold is None else hold
     picked_up = False
     while True:
+        if sub.draining_over:
+            log.warning("event=response_ended_by_shutdown completion_id=%s", completion_id)
+            yield shutting_down_event()
+            return
         now = clock()
         wait = min(SLICE_SECONDS, quiet_limit - (now - last_yield))
         if not picked_up:
             wait = min(wait, settings.queue_wait_timeout - (now - started))
-        event = sub.next(timeout=max(0.01, wait))
+        try:
+            event = sub.next(timeout=max(0.01, wait))  # may read the replay log to fill a gap
+        except RedisError as exc:
+            log.warning("event=relay_redis_unreachable completion_id=%s error=%r", completion_id, exc)
+            yield redis_down_event()
+            return
         if event is None:
             # Read the lease before the log: a worker logs its terminal event before
             # dropping the lease, so "lease gone and nothing new in the log" really
             # means the worker is gone. The log also fills any pub/sub gap.
-            alive = bool(redis.exists(lease_key(completion_id)))
-            if sub.catch_up():
-                continue  # the backlog is returned by the next `sub.next` at once
+            try:
+                alive = bool(redis.exists(lease_key(completion_id)))
+                if sub.catch_up():
+                    continue  # the backlog is returned by the next `sub.next` at once
+            except RedisError as exc:
+                log.warning("event=relay_redis_unreachable completion_id=%s error=%r", completion_id, exc)
+                yield redis_down_event()
+                return
             picked_up = picked_up or alive
             if picked_up and not alive:
                 log.warning("event=worker_lost completion_id=%s", completion_id)

@@ -69,17 +69,27 @@ def wait_for(predicate: Callable[[], Any], timeout: float = 15.0, interval: floa
 class WorkerProcess:
     """`python -m workers` as a child process."""
 
-    def __init__(self, env: Mapping[str, str]) -> None:
+    def __init__(self, env: Mapping[str, str], *, stderr: Path | None = None) -> None:
         self.env = dict(env)
+        self.stderr = stderr  # a file to collect the worker's log in, for tests that read it
         self.process: subprocess.Popen[bytes] | None = None
 
-    def start(self) -> WorkerProcess:
-        """Spawn the worker; it is ready once it has registered with RQ."""
-        self.process = subprocess.Popen([sys.executable, "-m", "workers"], cwd=ROOT, env=self.env)
-        self._wait_registered()
+    def start(self, *, wait: bool = True) -> WorkerProcess:
+        """Spawn the worker; it is ready once it has registered with RQ (awaited unless `wait=False`)."""
+        log = self.stderr.open("ab") if self.stderr is not None else None
+        try:
+            self.process = subprocess.Popen(
+                [sys.executable, "-m", "workers"], cwd=ROOT, env=self.env, stderr=log
+            )
+        finally:
+            if log is not None:
+                log.close()
+        if wait:
+            self.wait_registered()
         return self
 
-    def _wait_registered(self, timeout: float = 15.0) -> None:
+    def wait_registered(self, timeout: float = 15.0) -> None:
+        """Block until RQ lists this worker (fails if it exits first)."""
         from redis import Redis
         from rq import Worker
 
