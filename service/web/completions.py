@@ -94,6 +94,7 @@ def chat_completions(path: str) -> Response:
     gw = gateway()
     raw = request.get_data(cache=False)
     chat = parse_chat_request(raw, request.headers, upstream=gw.settings.upstream)
+    g.model = chat.model  # labels this request's metrics (service.web.telemetry)
     key = _idempotency_key()
     completion_id, created = new_completion_id(), int(time.time())
     mine = idempotency.Claim(completion_id, idempotency.body_digest(raw), created=created)
