@@ -6,13 +6,18 @@ costs far more. PORT is parsed by the same strict settings module as everything 
 WEB_CONCURRENCY (gunicorn's own variable) sets the number of web processes.
 """
 
+import glob
 import os
+import shutil
+import tempfile
 
-from service.logs import configure_logging
+from gunicorn import glogging
+
+from service.logs import IdsFilter, JsonFormatter, configure_logging
 from service.settings import load_settings
 
 _settings = load_settings(os.environ)
-configure_logging(_settings.log_level)
+configure_logging(_settings.log_level, _settings.log_format)
 
 bind = f"0.0.0.0:{_settings.port}"
 worker_class = "gevent"
@@ -24,3 +29,46 @@ graceful_timeout = 25
 keepalive = 5
 accesslog = "-"
 access_log_format = '%(h)s "%(r)s" %(s)s %(b)s %(M)sms request_id=%({x-request-id}o)s'
+
+# --- Prometheus multi-process mode (service.metrics) -------------------------------------
+# Each web process writes its metric values to files in PROMETHEUS_MULTIPROC_DIR, and
+# /metrics merges them. The directory must be empty at every start (stale files from an
+# earlier run would add up into the new one), so it is a fresh temporary directory unless
+# the operator names one, which is then emptied. Set here, before any worker imports the
+# app: prometheus-client decides at import whether it runs in multi-process mode.
+_metrics_dir = os.environ.get("PROMETHEUS_MULTIPROC_DIR") or tempfile.mkdtemp(prefix="gateway-metrics-")
+_own_metrics_dir = not os.environ.get("PROMETHEUS_MULTIPROC_DIR")
+os.makedirs(_metrics_dir, exist_ok=True)
+for _stale in glob.glob(os.path.join(_metrics_dir, "*.db")):
+    os.remove(_stale)
+os.environ["PROMETHEUS_MULTIPROC_DIR"] = _metrics_dir
+
+
+def child_exit(server, worker):
+    """A web process exited: its live gauges (turns in flight…) must stop counting."""
+    # prometheus-client itself, not service.metrics: the master must not create metric files.
+    from prometheus_client import multiprocess
+
+    multiprocess.mark_process_dead(worker.pid)
+
+
+def on_exit(server):
+    """Remove the metrics directory this start created."""
+    if _own_metrics_dir:
+        shutil.rmtree(_metrics_dir, ignore_errors=True)
+
+
+# --- LOG_FORMAT=json: gunicorn's own error and access lines as JSON too -------------------
+class _JsonLogger(glogging.Logger):
+    """gunicorn's logger with our JSON formatter and id filter on its handlers."""
+
+    def setup(self, cfg):
+        super().setup(cfg)
+        for log in (self.error_log, self.access_log):
+            for handler in log.handlers:
+                handler.setFormatter(JsonFormatter())
+                handler.addFilter(IdsFilter())
+
+
+if _settings.log_format == "json":
+    logger_class = _JsonLogger

@@ -150,9 +150,3 @@ def exposition() -> bytes:
 def start_worker_server(port: int, addr: str = "0.0.0.0") -> None:
     """Serve this worker process's metrics on `port` (a daemon thread; dies with the process)."""
     start_http_server(port, addr=addr)
-
-
-def mark_process_dead(pid: int) -> None:
-    """Drop a dead web process's live gauges (gunicorn's `child_exit` hook calls this)."""
-    if multiprocess_dir() is not None:
-        multiprocess.mark_process_dead(pid)

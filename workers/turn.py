@@ -35,6 +35,7 @@ from service.relay import Publisher
 from service.settings import Settings
 from service.turns import TurnRequest, cancel_key, lease_key
 from workers.context import WorkerContext
+from workers.instrument import UpstreamTimer
 from workers.pool import WorkerShutdown
 from workers.upstream import build_client, load_handle
 from workers.upstream.context import TurnInput
@@ -97,6 +98,7 @@ class TurnRunner:
         account = handle.account if handle else self._pick_account()
         client = build_client(self.settings, account)
 
+        timer = UpstreamTimer(self.settings.upstream, request, account)  # metrics
         for attempt in (1, 2):
             if handle is None or handle.is_expired(self.clock()) or handle.exhausted:
                 handle = client.create_conversation(account=account)
@@ -116,7 +118,8 @@ class TurnRunner:
             streamed = False
             try:
                 done = None
-                for event in client.stream_turn(handle, turn, should_stop=self._cancelled.is_set):
+                events = client.stream_turn(handle, turn, should_stop=self._cancelled.is_set)
+                for event in timer.watch(events):
                     streamed = streamed or isinstance(event, TextDelta)
                     if isinstance(event, Done):
                         done = event

@@ -1,4 +1,4 @@
-"""Request metrics of the web tier, recorded in one `after_request` hook.
+"""Request metrics of the web tier, recorded in one `after_request` hook (and log ids reset).
 
 Views do not call metrics: they leave what they know on `g` (`g.model` once the
 request is validated; `g.surface` if the path alone does not say which API it is)
@@ -12,6 +12,7 @@ from __future__ import annotations
 from flask import Flask, Response, g, request
 
 from service import metrics
+from service.logs import conversation_id_var, job_id_var
 from service.web.middleware import OPEN_PATHS
 
 # The last path segment names the API surface whatever the prefix (/v1, /openai, …).
@@ -34,6 +35,12 @@ def surface_of(path: str) -> str:
     return "other"
 
 
+def _unbind() -> None:
+    # A keep-alive connection serves many requests in one greenlet: start each clean.
+    job_id_var.set("-")
+    conversation_id_var.set("-")
+
+
 def _record(response: Response) -> Response:
     if request.path not in OPEN_PATHS and request.method != "OPTIONS":
         metrics.REQUESTS.labels(
@@ -45,5 +52,6 @@ def _record(response: Response) -> Response:
 
 
 def init_app(app: Flask) -> None:
-    """Register the hook."""
+    """Register the hooks."""
+    app.before_request(_unbind)
     app.after_request(_record)
