@@ -35,13 +35,18 @@ access_log_format = '%(h)s "%(r)s" %(s)s %(b)s %(M)sms request_id=%({x-request-i
 # /metrics merges them. The directory must be empty at every start (stale files from an
 # earlier run would add up into the new one), so it is a fresh temporary directory unless
 # the operator names one, which is then emptied. Set here, before any worker imports the
-# app: prometheus-client decides at import whether it runs in multi-process mode.
-_metrics_dir = os.environ.get("PROMETHEUS_MULTIPROC_DIR") or tempfile.mkdtemp(prefix="gateway-metrics-")
-_own_metrics_dir = not os.environ.get("PROMETHEUS_MULTIPROC_DIR")
-os.makedirs(_metrics_dir, exist_ok=True)
-for _stale in glob.glob(os.path.join(_metrics_dir, "*.db")):
-    os.remove(_stale)
-os.environ["PROMETHEUS_MULTIPROC_DIR"] = _metrics_dir
+# app: prometheus-client decides at import whether it runs in multi-process mode. A
+# reload (SIGHUP) runs this file again in the same master: the directory is kept then.
+_master = str(os.getpid())
+if os.environ.get("GATEWAY_METRICS_MASTER") != _master:
+    if os.environ.get("PROMETHEUS_MULTIPROC_DIR"):
+        os.makedirs(os.environ["PROMETHEUS_MULTIPROC_DIR"], exist_ok=True)
+        for _stale in glob.glob(os.path.join(os.environ["PROMETHEUS_MULTIPROC_DIR"], "*.db")):
+            os.remove(_stale)
+    else:
+        os.environ["PROMETHEUS_MULTIPROC_DIR"] = tempfile.mkdtemp(prefix="gateway-metrics-")
+        os.environ["GATEWAY_METRICS_TMPDIR"] = f"{_master}:{os.environ['PROMETHEUS_MULTIPROC_DIR']}"
+    os.environ["GATEWAY_METRICS_MASTER"] = _master
 
 
 def child_exit(server, worker):
@@ -53,9 +58,10 @@ def child_exit(server, worker):
 
 
 def on_exit(server):
-    """Remove the metrics directory this start created."""
-    if _own_metrics_dir:
-        shutil.rmtree(_metrics_dir, ignore_errors=True)
+    """Remove the temporary metrics directory this master created (never the operator's)."""
+    owner, _, directory = os.environ.get("GATEWAY_METRICS_TMPDIR", "").partition(":")
+    if owner == str(os.getpid()) and directory:
+        shutil.rmtree(directory, ignore_errors=True)
 
 
 # --- LOG_FORMAT=json: gunicorn's own error and access lines as JSON too -------------------

@@ -53,6 +53,8 @@ def ops(
     )
     # gunicorn empties this directory at start; naming it lets the test see each process's file.
     metrics_dir = root / "prom"
+    metrics_dir.mkdir()
+    (metrics_dir / "counter_1.db").write_bytes(b"left over from an earlier run")
     web_env = dict(env, PROMETHEUS_MULTIPROC_DIR=str(metrics_dir))
     web_log, worker_log = root / "web.log", root / "worker.log"
     logs: list[IO[bytes]] = [web_log.open("wb"), worker_log.open("wb")]
@@ -103,7 +105,8 @@ def test_metrics_add_up_across_web_processes_and_the_worker_serves_its_own(
         with requests.Session() as session:
             assert session.get(ops.url + "/v1/models", timeout=10).status_code == 200
 
-    # Both web processes recorded requests in files of their own …
+    # The earlier run's file was cleared at start; both web processes write files of their own …
+    assert not (ops.metrics_dir / "counter_1.db").exists()
     pids = {re.sub(r"\D", "", path.name) for path in ops.metrics_dir.glob("counter_*.db")}
     assert len(pids) >= 2, pids
     # … and /metrics (whichever process serves it) merges them exactly.
