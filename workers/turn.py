@@ -19,6 +19,7 @@ disconnects; the upstream read loop checks it at least twice a second.
 
 from __future__ import annotations
 
+import contextvars
 import logging
 import threading
 import time
@@ -69,7 +70,9 @@ class TurnRunner:
             coalesce_ms=self.settings.coalesce_ms,
             replay_ttl=self.settings.replay_ttl,
         )
-        watcher = threading.Thread(target=self._watch, name="turn-watch", daemon=True)
+        # In this turn's context, so its log lines carry the turn's ids too.
+        watch = contextvars.copy_context().run
+        watcher = threading.Thread(target=watch, args=(self._watch,), name="turn-watch", daemon=True)
         watcher.start()
         try:
             return self._run(publisher)
