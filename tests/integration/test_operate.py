@@ -190,3 +190,7 @@ def test_one_request_id_follows_a_turn_through_both_tiers(ops: Ops) -> None:
     assert {line["conversation_id"] for line in worker} == {conversation_id}
     assert {line["job_id"] for line in worker} == {completion_id}
     assert any(line["conversation_id"] == conversation_id for line in web)
+    # Structured means every line, gunicorn's and RQ's own included.
+    for path in (ops.web_log, ops.worker_log):
+        lines = [raw for raw in path.read_text(errors="replace").splitlines() if raw.strip()]
+        assert lines and all(raw.startswith("{") for raw in lines), path.name
