@@ -26,8 +26,7 @@ from rq.utils import utcparse
 from rq.worker_registration import get_keys
 
 from service import metrics
-from service.settings import Settings
-from service.web.extension import gateway
+from service.web.extension import Gateway, gateway
 
 log = logging.getLogger(__name__)
 
@@ -54,7 +53,7 @@ def readyz() -> Response:
         checks["workers"] = check_workers(gw.queue)
     else:
         checks["workers"] = {"ok": False, "skipped": "redis unreachable"}
-    checks["accounts"] = check_accounts(gw.settings)
+    checks["accounts"] = check_accounts(gw)
     ok = all(check["ok"] for check in checks.values())
     response = jsonify({"status": "ok" if ok else "fail", "checks": checks})
     response.status_code = 200 if ok else 503
@@ -107,17 +106,17 @@ def check_workers(queue: Queue, *, now: datetime.datetime | None = None) -> Chec
     return {"ok": live > 0, "queue": queue.name, "live": live, "registered": len(keys)}
 
 
-def ready_accounts(settings: Settings) -> int:
+def ready_accounts(gw: Gateway) -> int:
     """How many upstream accounts could take a turn now.
 
     Until the account pool reports states, every configured account (a line of
     UPSTREAM_COOKIES, or the one anonymous account) counts as ready. Re-point this one
-    function at the pool.
+    function at the pool (it gets the whole Gateway: settings and Redis).
     """
-    return max(1, len(settings.upstream_cookies))
+    return max(1, len(gw.settings.upstream_cookies))
 
 
-def check_accounts(settings: Settings) -> Check:
+def check_accounts(gw: Gateway) -> Check:
     """At least one upstream account is ready."""
-    ready = ready_accounts(settings)
-    return {"ok": ready > 0, "ready": ready, "configured": len(settings.upstream_cookies) or "anonymous"}
+    ready = ready_accounts(gw)
+    return {"ok": ready > 0, "ready": ready, "configured": len(gw.settings.upstream_cookies) or "anonymous"}
