@@ -155,6 +155,8 @@ def test_every_manifest_runs_the_same_two_entry_points() -> None:
     assert commands == {"web": WEB, "worker": WORKER}
     app = load_json(ROOT / "app.json")
     assert set(app["formation"]) == set(procfile())  # Heroku runs the Procfile's types
+    assert app["env"]["API_KEYS"].get("required", True) is True
+    assert app["env"]["SECRET_KEY"]["generator"] == "secret"
 
 
 def test_the_image_is_small_non_root_and_has_what_the_entry_points_import() -> None:
@@ -214,6 +216,8 @@ def test_secrets_live_in_the_secret_and_settings_parse() -> None:
     assert not {"API_KEYS", "SECRET_KEY", "ADMIN_KEY", "UPSTREAM_COOKIES"} & set(config)
     settings = load_settings({**config, **secret})  # every value is one the gateway accepts
     assert settings.log_format == "json" and settings.worker_metrics_port == 9100
+    assert settings.auth_enabled  # keyed: the web tier listens beyond loopback
+    assert len(secret["SECRET_KEY"]) >= 16
     for name in ("copilot-gateway-web", "copilot-gateway-worker"):
         sources = k8s_object("Deployment", name)["spec"]["template"]["spec"]["containers"][0]["envFrom"]
         assert {"secretRef": {"name": "copilot-gateway"}} in sources
@@ -231,7 +235,10 @@ def test_compose_scales_workers_and_persists_redis() -> None:
 
 
 @pytest.mark.parametrize("service", ["web", "worker"])
-def test_compose_points_both_tiers_at_its_redis(service: str) -> None:
+def test_compose_points_both_tiers_at_its_redis_and_requires_keys(service: str) -> None:
     environment = compose()["services"][service]["environment"]
     assert environment["REDIS_URL"] == "redis://redis:6379/0"
+    # `${VAR:?message}`: compose refuses to start without them, rather than run unreachable.
+    assert environment["API_KEYS"].startswith("${API_KEYS:?")
+    assert environment["SECRET_KEY"].startswith("${SECRET_KEY:?")
     assert "redis" in compose()["services"][service]["depends_on"]

@@ -19,7 +19,14 @@ KEY = "sk-ab0123456789wxyz"
 
 
 def make_app(redis_url: str, **overrides: str) -> Flask:
-    settings = {"REDIS_URL": redis_url, "UPSTREAM": "bing", "API_KEYS": KEY, "RQ_QUEUE": "chat", **overrides}
+    settings = {
+        "REDIS_URL": redis_url,
+        "UPSTREAM": "bing",
+        "API_KEYS": KEY,
+        "SECRET_KEY": "test-secret-key-0123456789",  # keys need one (security defaults)
+        "RQ_QUEUE": "chat",
+        **overrides,
+    }
     app = create_app(settings)
     app.config["TESTING"] = True
     return app
