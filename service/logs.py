@@ -86,16 +86,13 @@ class JsonFormatter(logging.Formatter):
         return json.dumps(entry, ensure_ascii=False, default=str)
 
 
-def formatter(log_format: str) -> logging.Formatter:
-    """The formatter for LOG_FORMAT (`text` or `json`)."""
-    return JsonFormatter() if log_format == "json" else logging.Formatter(FORMAT)
-
-
 def configure_logging(level: str, log_format: str = "text") -> None:
     """Send logs to stderr at `level` (key=value text or JSON lines), with ids stamped on each."""
     handler = logging.StreamHandler(sys.stderr)
-    handler.setFormatter(formatter(log_format))
+    handler.setFormatter(logging.Formatter(FORMAT))
     handler.addFilter(IdsFilter())
+    if log_format == "json":
+        handler.setFormatter(JsonFormatter())
     root = logging.getLogger()
     root.handlers[:] = [handler]
     root.setLevel(level)
