@@ -53,6 +53,8 @@ def bind_turn(*, request_id: str = "", job_id: str = "", conversation_id: str = 
         conversation_id_var.set(conversation_id)
 
 
+# The password of a URL (`redis://user:PASSWORD@host`): never written, whatever the field.
+_JSON_URL_PASSWORD = re.compile(r"([A-Za-z][A-Za-z0-9+.-]*://[^:@/\s\"]*:)[^@/\s\"]+@")
 # `key=value` pairs in a message; a value runs to the next space.
 _FIELD = re.compile(r"(?<![^\s])([a-z_][a-z0-9_]*)=(\S+)")
 # Attributes every LogRecord has: anything else on a record came from `extra=`.
@@ -83,7 +85,7 @@ class JsonFormatter(logging.Formatter):
                 entry[key] = value if isinstance(value, (str, int, float, bool, type(None))) else str(value)
         if record.exc_info:
             entry["exc_info"] = self.formatException(record.exc_info)
-        return json.dumps(entry, ensure_ascii=False, default=str)
+        return _JSON_URL_PASSWORD.sub(r"\1***@", json.dumps(entry, ensure_ascii=False, default=str))
 
 
 def configure_logging(level: str, log_format: str = "text") -> None:

@@ -60,6 +60,17 @@ def test_a_traceback_stays_inside_its_one_line(captured: tuple[logging.Logger, i
     assert entry["request_id"] == "-"  # nothing bound: the placeholder, never a stale id
 
 
+def test_url_passwords_never_reach_a_json_line(captured: tuple[logging.Logger, io.StringIO]) -> None:
+    logger, stream = captured
+    logger.warning(
+        "event=redis_down url=%s", "redis://:s3cret-pw@10.0.0.5:6379/0", extra={"dsn": "rediss://u:pw2@h"}
+    )
+    line = stream.getvalue()
+    assert "s3cret-pw" not in line and "pw2" not in line
+    entry = json.loads(line)
+    assert entry["url"] == "redis://:***@10.0.0.5:6379/0" and entry["dsn"] == "rediss://u:***@h"
+
+
 def test_bind_turn_leaves_unnamed_ids_alone() -> None:
     token = request_id_var.set("req_keep")
     try:
