@@ -11,17 +11,22 @@ loopback only unless `ALLOW_OPEN=1` says serving everyone is meant. On a PaaS th
 makes the health check fail, and the start-up line says which setting to add.
 """
 
+import glob
 import os
+import shutil
+import tempfile
 from typing import Any
 
-from service.logs import configure_logging
+from gunicorn import glogging
+
+from service.logs import IdsFilter, JsonFormatter, configure_logging
 from service.settings import SettingsError, load_settings
 
 try:
     _settings = load_settings(os.environ)
 except SettingsError as exc:  # one clear line, not gunicorn's traceback of this file
     raise SystemExit(f"web: {exc}") from None
-configure_logging(_settings.log_level)
+configure_logging(_settings.log_level, _settings.log_format)
 
 bind = f"{_settings.listen_host}:{_settings.port}"
 worker_class = "gevent"
@@ -55,6 +60,56 @@ def when_ready(server: Any) -> None:
     """Say, once the socket is bound, who can reach it."""
     level, line = access_summary()
     getattr(server.log, level)(line)
+
+
+# --- Prometheus multi-process mode (service.metrics) -------------------------------------
+# Each web process writes its metric values to files in PROMETHEUS_MULTIPROC_DIR, and
+# /metrics merges them. The directory must be empty at every start (stale files from an
+# earlier run would add up into the new one), so it is a fresh temporary directory unless
+# the operator names one, which is then emptied. Set here, before any worker imports the
+# app: prometheus-client decides at import whether it runs in multi-process mode. A
+# reload (SIGHUP) runs this file again in the same master: the directory is kept then.
+_master = str(os.getpid())
+if os.environ.get("GATEWAY_METRICS_MASTER") != _master:
+    if os.environ.get("PROMETHEUS_MULTIPROC_DIR"):
+        os.makedirs(os.environ["PROMETHEUS_MULTIPROC_DIR"], exist_ok=True)
+        for _stale in glob.glob(os.path.join(os.environ["PROMETHEUS_MULTIPROC_DIR"], "*.db")):
+            os.remove(_stale)
+    else:
+        os.environ["PROMETHEUS_MULTIPROC_DIR"] = tempfile.mkdtemp(prefix="gateway-metrics-")
+        os.environ["GATEWAY_METRICS_TMPDIR"] = f"{_master}:{os.environ['PROMETHEUS_MULTIPROC_DIR']}"
+    os.environ["GATEWAY_METRICS_MASTER"] = _master
+
+
+def child_exit(server, worker):
+    """A web process exited: its live gauges (turns in flight…) must stop counting."""
+    # prometheus-client itself, not service.metrics: the master must not create metric files.
+    from prometheus_client import multiprocess
+
+    multiprocess.mark_process_dead(worker.pid)
+
+
+def on_exit(server):
+    """Remove the temporary metrics directory this master created (never the operator's)."""
+    owner, _, directory = os.environ.get("GATEWAY_METRICS_TMPDIR", "").partition(":")
+    if owner == str(os.getpid()) and directory:
+        shutil.rmtree(directory, ignore_errors=True)
+
+
+# --- LOG_FORMAT=json: gunicorn's own error and access lines as JSON too -------------------
+class _JsonLogger(glogging.Logger):
+    """gunicorn's logger with our JSON formatter and id filter on its handlers."""
+
+    def setup(self, cfg):
+        super().setup(cfg)
+        for log in (self.error_log, self.access_log):
+            for handler in log.handlers:
+                handler.setFormatter(JsonFormatter())
+                handler.addFilter(IdsFilter())
+
+
+if _settings.log_format == "json":
+    logger_class = _JsonLogger
 
 
 def post_worker_init(worker: object) -> None:

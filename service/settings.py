@@ -60,6 +60,8 @@ class Settings:
     upstream_handle_ttl: int = 6 * 3600
     context_max_chars: int = 32000
     log_level: str = "INFO"
+    log_format: str = "text"
+    worker_metrics_port: int = 0
 
     @property
     def auth_enabled(self) -> bool:
@@ -102,6 +104,10 @@ def _port(value: str) -> int:
     if number > 65535:
         raise ValueError("must be a TCP port (1-65535)")
     return number
+
+
+def _port_or_off(value: str) -> int:
+    return 0 if value.strip() == "0" else _port(value)
 
 
 def _positive_float(value: str) -> float:
@@ -276,6 +282,10 @@ def load_settings(environ: Mapping[str, str]) -> Settings:
         context_max_chars=_read(environ, "CONTEXT_MAX_CHARS", _positive_int, d.context_max_chars),
         # LOG_LEVEL: DEBUG, INFO, WARNING, ERROR or CRITICAL.
         log_level=_read(environ, "LOG_LEVEL", _log_level, d.log_level),
+        # LOG_FORMAT: "text" (key=value lines) or "json" (one JSON object per line, for log pipelines).
+        log_format=_read(environ, "LOG_FORMAT", _choice("text", "json"), d.log_format),
+        # WORKER_METRICS_PORT: port each worker process serves Prometheus metrics on; 0 = off.
+        worker_metrics_port=_read(environ, "WORKER_METRICS_PORT", _port_or_off, d.worker_metrics_port),
     )
     if settings.stream_hold_seconds > settings.sse_heartbeat_seconds:
         raise SettingsError("STREAM_HOLD_SECONDS must not exceed SSE_HEARTBEAT_SECONDS")

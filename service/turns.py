@@ -68,6 +68,8 @@ class TurnRequest:
     continues: bool = False
     created: int = 0
     lock_token: str = ""
+    # The web request's x-request-id, so the worker's log lines carry it too ("" = none).
+    request_id: str = ""
 
     def to_json(self) -> dict[str, Any]:
         """The job argument."""

@@ -4,14 +4,22 @@ from __future__ import annotations
 
 from typing import Any
 
-from service.logs import job_id_var
+from rq import get_current_job
+
+from service.logs import bind_turn
 from service.turns import TurnRequest
 from workers.context import current_context
+from workers.instrument import job_metrics
 from workers.turn import TurnRunner
 
 
 def run_turn(payload: dict[str, Any]) -> dict[str, Any]:
     """Run one chat turn upstream and relay it; raises on failure so RQ records it."""
     request = TurnRequest.from_json(payload)
-    job_id_var.set(request.completion_id)
-    return TurnRunner(current_context(), request).run()
+    # Every log line of this greenlet now names the request, completion and conversation.
+    bind_turn(
+        request_id=request.request_id, job_id=request.completion_id, conversation_id=request.conversation_id
+    )
+    with job_metrics(get_current_job()) as summary:
+        summary.update(TurnRunner(current_context(), request).run())
+    return summary

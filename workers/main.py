@@ -1,4 +1,4 @@
-"""The worker process: settings, logging, one Redis pool, and a `GeventWorker` on the queue."""
+"""The worker process: settings, logging, metrics, one Redis pool, and a `GeventWorker` on the queue."""
 
 from __future__ import annotations
 
@@ -11,8 +11,10 @@ from rq import Queue
 from rq.serializers import JSONSerializer
 
 from service.logs import configure_logging
-from service.settings import SettingsError, load_settings
+from service.metrics import start_worker_server
+from service.settings import Settings, SettingsError, load_settings
 from workers.context import build_context, set_context
+from workers.instrument import publish_configured_accounts
 from workers.pool import GeventWorker
 
 log = logging.getLogger(__name__)
@@ -26,8 +28,9 @@ def main(environ: Mapping[str, str]) -> int:
     except SettingsError as exc:
         print(f"worker: {exc}", flush=True)
         return 2
-    configure_logging(settings.log_level)
+    configure_logging(settings.log_level, settings.log_format)
     set_context(context)
+    serve_metrics(settings)
     queue = Queue(settings.queue_name, connection=context.redis, serializer=JSONSerializer)
     worker = GeventWorker(
         [queue],
@@ -44,3 +47,20 @@ def main(environ: Mapping[str, str]) -> int:
     )
     worker.work(logging_level=settings.log_level)
     return 0
+
+
+def serve_metrics(settings: Settings) -> None:
+    """Serve this process's Prometheus metrics on WORKER_METRICS_PORT (0 = off).
+
+    A port already taken (two worker processes sharing a host and a port) is logged,
+    not fatal: turns matter more than their metrics.
+    """
+    publish_configured_accounts(len(settings.upstream_cookies))
+    if not settings.worker_metrics_port:
+        return
+    try:
+        start_worker_server(settings.worker_metrics_port)
+    except OSError as exc:
+        log.warning("event=metrics_port_unavailable port=%d error=%s", settings.worker_metrics_port, exc)
+        return
+    log.info("event=metrics_serving port=%d", settings.worker_metrics_port)

@@ -19,6 +19,7 @@ disconnects; the upstream read loop checks it at least twice a second.
 
 from __future__ import annotations
 
+import contextvars
 import logging
 import threading
 import time
@@ -36,6 +37,7 @@ from service.relay import Publisher
 from service.settings import Settings
 from service.turns import TurnRequest, cancel_key, lease_key
 from workers.context import WorkerContext
+from workers.instrument import UpstreamTimer
 from workers.pool import WorkerShutdown
 from workers.upstream import build_client, load_handle
 from workers.upstream.context import TurnInput
@@ -70,7 +72,9 @@ class TurnRunner:
             coalesce_ms=self.settings.coalesce_ms,
             replay_ttl=self.settings.replay_ttl,
         )
-        watcher = threading.Thread(target=self._watch, name="turn-watch", daemon=True)
+        # In this turn's context, so its log lines carry the turn's ids too.
+        watch = contextvars.copy_context().run
+        watcher = threading.Thread(target=watch, args=(self._watch,), name="turn-watch", daemon=True)
         watcher.start()
         try:
             return self._run(publisher)
@@ -109,6 +113,7 @@ class TurnRunner:
         account = handle.account if handle else self._pick_account()
         client = build_client(self.settings, account)
 
+        timer = UpstreamTimer(self.settings.upstream, request, account)  # metrics
         for attempt in (1, 2):
             if handle is None or handle.is_expired(self.clock()) or handle.exhausted:
                 handle = client.create_conversation(account=account)
@@ -128,7 +133,8 @@ class TurnRunner:
             streamed = False
             try:
                 done = None
-                for event in client.stream_turn(handle, turn, should_stop=self._cancelled.is_set):
+                events = client.stream_turn(handle, turn, should_stop=self._cancelled.is_set)
+                for event in timer.watch(events):
                     streamed = streamed or isinstance(event, TextDelta)
                     if isinstance(event, Done):
                         done = event

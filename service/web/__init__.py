@@ -9,7 +9,9 @@ else: shared code lives in plain `service` modules so workers never load Flask.
       extension    Gateway: settings, Redis, relay hub, conversation store, queue
       middleware   request ids, CORS, preflight, auth
       completions  POST …/completions  (validation → enqueue → stream.watch → SSE/JSON)
-      meta         /v1/models, /v1/conversations/<id>, /healthz
+      meta         /v1/models, /v1/conversations/<id>
+      health       /healthz (liveness), /readyz (readiness), /metrics (Prometheus)
+      telemetry    request metrics recorded in one after_request hook
       errors       every failure rendered as OpenAI's error JSON
 """
 
@@ -21,7 +23,7 @@ from collections.abc import Mapping
 from flask import Flask
 
 from service.settings import load_settings
-from service.web import completions, errors, meta, middleware
+from service.web import completions, errors, health, meta, middleware, telemetry
 from service.web.extension import init_app
 
 
@@ -38,6 +40,8 @@ def create_app(overrides: Mapping[str, str] | None = None) -> Flask:
     init_app(app, settings)
     middleware.init_app(app)
     errors.init_app(app)
+    telemetry.init_app(app)
+    app.register_blueprint(health.blueprint)
     app.register_blueprint(meta.blueprint)
     # Its catch-all rule loses to every more specific rule, whatever the order.
     app.register_blueprint(completions.blueprint)

@@ -29,6 +29,7 @@ from werkzeug import exceptions as http
 
 from service import idempotency, locks
 from service.errors import ApiError, InvalidRequest
+from service.logs import bind_turn
 from service.relay import TERMINAL, Subscription, last_event
 from service.turns import TurnRequest, enqueue_turn, new_completion_id, request_cancel
 from service.web.errors import redis_unavailable
@@ -100,6 +101,7 @@ def chat_completions(path: str) -> Response:
     gw = gateway()
     raw = request.get_data(cache=False)
     chat = parse_chat_request(raw, request.headers, upstream=gw.settings.upstream)
+    g.model = chat.model  # labels this request's metrics (service.web.telemetry)
     key = _idempotency_key()
     completion_id, created = new_completion_id(), int(time.time())
     mine = idempotency.Claim(completion_id, idempotency.body_digest(raw), created=created)
@@ -119,12 +121,14 @@ def chat_completions(path: str) -> Response:
         continues=resolution.continues,
         created=created,
         lock_token=resolution.lock_token,
+        request_id=g.request_id,
     )
     if key is not None:
         idempotency.record(
             gw.redis, g.owner, key, dataclasses.replace(mine, conversation_id=turn.conversation_id)
         )
     g.conversation_id = turn.conversation_id
+    bind_turn(job_id=turn.completion_id, conversation_id=turn.conversation_id)  # on every log line
     if resolution.turns_remaining is not None:
         g.turns_remaining = resolution.turns_remaining
     run = Run(turn, _start(gw, turn), idempotency_key=key)

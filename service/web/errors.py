@@ -19,6 +19,7 @@ from flask import Flask, Response, jsonify, request
 from redis.exceptions import RedisError
 from werkzeug.exceptions import HTTPException
 
+from service import metrics
 from service.errors import ApiError, ServiceUnavailable
 
 log = logging.getLogger(__name__)
@@ -52,6 +53,7 @@ def _api_error(error: ApiError) -> Response:
 
 def _redis_error(error: RedisError) -> Response:
     log.warning("event=redis_unavailable error=%s detail=%s", error.__class__.__name__, error)
+    metrics.REDIS_ERRORS.labels(tier="web").inc()
     return error_response(redis_unavailable())
 
 

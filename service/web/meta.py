@@ -1,4 +1,4 @@
-"""Everything but completions: the model list, stored conversations and the health check.
+"""Everything but completions and health: the model list and stored conversations.
 
 `/v1/models` lets SDKs and front-ends discover the tone-named models; both the `/v1`
 and bare forms are served because clients differ in how they join the base URL.
@@ -14,7 +14,6 @@ from flask import Blueprint, Response, g, jsonify
 
 from service.errors import NotFound
 from service.models import catalog, find_model
-from service.web.errors import error_response, redis_unavailable
 from service.web.extension import gateway
 
 blueprint = Blueprint("meta", __name__)
@@ -73,13 +72,3 @@ def delete_conversation(conversation_id: str) -> Response:
         raise conversation_not_found(conversation_id, None)
     store.delete(conversation.id)
     return jsonify({"id": conversation.id, "object": "conversation.deleted", "deleted": True})
-
-
-@blueprint.get("/healthz")
-def healthz() -> Response:
-    """200 when this process can reach Redis (load balancers and the launcher poll it)."""
-    try:
-        gateway().redis.ping()
-    except Exception:  # any failure to reach Redis means "not ready", whatever its type
-        return error_response(redis_unavailable())
-    return jsonify({"status": "ok"})

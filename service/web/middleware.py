@@ -30,7 +30,7 @@ from service.web.extension import gateway
 REQUEST_ID_HEADER = "x-request-id"
 _SANE_ID = re.compile(r"[A-Za-z0-9._-]{1,128}")
 _HEADER_LIST = re.compile(r"[^A-Za-z0-9!#$%&'*+.^_`|~, -]")
-OPEN_PATHS = ("/healthz",)
+OPEN_PATHS = ("/healthz", "/readyz", "/metrics")
 EXPOSED_HEADERS = (
     "x-request-id, X-Conversation-Id, X-Conversation-Turns-Remaining, Retry-After, x-should-retry"
 )

@@ -126,7 +126,9 @@ def test_during_a_redis_outage_clients_get_503s_and_streams_end(outage: Outage) 
     assert_redis_503(outage.post(body("while down")))
     assert_redis_503(outage.post(body("while down", stream=True)))
     assert_redis_503(requests.get(f"{outage.web.url}/v1/conversations/conv_x", timeout=30))
-    assert requests.get(f"{outage.web.url}/healthz", timeout=30).status_code == 503
+    # Readiness fails (take this process out of rotation); liveness holds (don't restart it).
+    assert requests.get(f"{outage.web.url}/readyz", timeout=30).status_code == 503
+    assert requests.get(f"{outage.web.url}/healthz", timeout=30).status_code == 200
 
 
 def test_after_a_redis_restart_the_next_requests_work_without_restarting_anything(outage: Outage) -> None:

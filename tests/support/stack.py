@@ -13,7 +13,7 @@ import threading
 import time
 from collections.abc import Callable, Mapping
 from pathlib import Path
-from typing import Any
+from typing import IO, Any
 
 import requests
 from werkzeug.serving import make_server
@@ -134,7 +134,8 @@ class WorkerProcess:
 class GunicornServer:
     """The production web server (gevent workers) as a child process."""
 
-    def __init__(self, env: Mapping[str, str], workers: int = 1) -> None:
+    def __init__(self, env: Mapping[str, str], workers: int = 1, stderr: IO[bytes] | None = None) -> None:
+        self.stderr = stderr  # where its logs go (None: this process's stderr)
         self.port = free_port()
         self.env = dict(env, PORT=str(self.port), WEB_CONCURRENCY=str(workers))
         self.url = f"http://127.0.0.1:{self.port}"
@@ -155,6 +156,7 @@ class GunicornServer:
             ],
             cwd=ROOT,
             env=self.env,
+            stderr=self.stderr,
         )
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:

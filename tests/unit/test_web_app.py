@@ -251,15 +251,9 @@ def test_every_completions_path_form_is_served(client: FlaskClient, path: str) -
     assert_openai_error(client.post(path, data=b"nope", content_type="application/json"), 400, None)
 
 
-def test_healthz(client: FlaskClient) -> None:
-    response = client.get("/healthz")
-    assert response.status_code == 200
-    assert response.get_json() == {"status": "ok"}
-
-
-def test_healthz_and_completions_are_503_when_redis_is_down(make_app: MakeApp) -> None:
+def test_completions_are_503_when_redis_is_down(make_app: MakeApp) -> None:
+    # (/healthz and /readyz when Redis is down: tests/unit/test_health.py)
     client = make_app(REDIS_URL=f"redis://127.0.0.1:{free_port()}").test_client()
-    assert_openai_error(client.get("/healthz"), 503, "service_unavailable")
     response = client.post("/v1/chat/completions", json=CHAT)
     assert_openai_error(response, 503, "service_unavailable")
     assert response.headers["x-should-retry"] == "true"
@@ -388,6 +382,7 @@ def test_completion_is_enqueued_and_ends_503_without_a_worker(client: FlaskClien
         "continues": False,
         "created": payload["created"],
         "lock_token": "",
+        "request_id": response.headers["x-request-id"],
     }
     assert abs(payload["created"] - time.time()) < 10
     # Given up on: the job is dropped from the queue, so a late worker never runs it.

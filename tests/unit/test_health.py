@@ -1,0 +1,124 @@
+"""Liveness, readiness and /metrics of the web app, over a real Redis and real RQ workers' registry."""
+
+from __future__ import annotations
+
+import datetime
+from collections.abc import Iterator
+
+import pytest
+from flask import Flask
+from redis import Redis
+from rq import Queue, SimpleWorker
+from rq.serializers import JSONSerializer
+
+from service.embedded_redis import free_port
+from service.web import create_app
+from service.web.health import WORKER_HEARTBEAT_MAX_AGE, check_workers
+
+KEY = "sk-ab0123456789wxyz"
+
+
+def make_app(redis_url: str, **overrides: str) -> Flask:
+    settings = {
+        "REDIS_URL": redis_url,
+        "UPSTREAM": "bing",
+        "API_KEYS": KEY,
+        "SECRET_KEY": "test-secret-key-0123456789",  # keys need one (security defaults)
+        "RQ_QUEUE": "chat",
+        **overrides,
+    }
+    app = create_app(settings)
+    app.config["TESTING"] = True
+    return app
+
+
+@pytest.fixture()
+def worker(redis_client: Redis) -> Iterator[SimpleWorker]:
+    """A real RQ worker registered on the `chat` queue, as `python -m workers` registers."""
+    queue = Queue("chat", connection=redis_client, serializer=JSONSerializer)
+    registered = SimpleWorker([queue], connection=redis_client, serializer=JSONSerializer)
+    registered.register_birth()
+    registered.heartbeat()
+    yield registered
+    registered.register_death()
+
+
+def test_healthz_is_liveness_only_and_needs_no_key(redis_url: str) -> None:
+    # Redis is unreachable, yet the process is alive: liveness must not restart it.
+    app = make_app(f"redis://127.0.0.1:{free_port()}")
+    response = app.test_client().get("/healthz")
+    assert response.status_code == 200
+    assert response.get_json() == {"status": "ok", "checks": {"process": {"ok": True}}}
+
+
+def test_readyz_is_ok_with_redis_a_live_worker_and_an_account(redis_url: str, worker: SimpleWorker) -> None:
+    response = make_app(redis_url).test_client().get("/readyz")  # no API key sent
+    assert response.status_code == 200
+    body = response.get_json()
+    assert body["status"] == "ok"
+    assert body["checks"]["redis"] == {"ok": True}
+    assert body["checks"]["workers"] == {"ok": True, "queue": "chat", "live": 1, "registered": 1}
+    assert body["checks"]["accounts"] == {"ok": True, "ready": 1, "configured": "anonymous"}
+
+
+def test_readyz_counts_configured_accounts(redis_url: str, worker: SimpleWorker) -> None:
+    app = make_app(redis_url, UPSTREAM_COOKIES="_U=a\n_U=b")
+    accounts = app.test_client().get("/readyz").get_json()["checks"]["accounts"]
+    assert accounts == {"ok": True, "ready": 2, "configured": 2}
+
+
+def test_readyz_fails_without_a_worker_on_the_queue(redis_url: str, worker: SimpleWorker) -> None:
+    # The worker serves `chat`; this app enqueues on `other`.
+    response = make_app(redis_url, RQ_QUEUE="other").test_client().get("/readyz")
+    assert response.status_code == 503
+    body = response.get_json()
+    assert body["status"] == "fail"
+    assert body["checks"]["workers"] == {"ok": False, "queue": "other", "live": 0, "registered": 0}
+    assert body["checks"]["redis"]["ok"] is True
+
+
+def test_a_silent_worker_is_not_live(redis_client: Redis, worker: SimpleWorker) -> None:
+    queue = Queue("chat", connection=redis_client, serializer=JSONSerializer)
+    assert check_workers(queue)["live"] == 1
+    later = datetime.datetime.now(datetime.UTC) + datetime.timedelta(seconds=WORKER_HEARTBEAT_MAX_AGE + 1)
+    assert check_workers(queue, now=later) == {"ok": False, "queue": "chat", "live": 0, "registered": 1}
+
+
+def test_readyz_is_503_naming_redis_when_redis_is_down(redis_url: str) -> None:
+    response = make_app(f"redis://127.0.0.1:{free_port()}").test_client().get("/readyz")
+    assert response.status_code == 503
+    checks = response.get_json()["checks"]
+    assert checks["redis"] == {"ok": False, "error": "ConnectionError"}
+    assert checks["workers"] == {"ok": False, "skipped": "redis unreachable"}
+
+
+def test_metrics_are_open_and_count_requests(redis_url: str) -> None:
+    client = make_app(redis_url).test_client()
+    headers = {"Authorization": f"Bearer {KEY}"}
+    assert client.get("/v1/models", headers=headers).status_code == 200
+    assert client.get("/v1/models").status_code == 401
+    response = client.get("/metrics")
+    assert response.status_code == 200
+    assert response.headers["Content-Type"].startswith("text/plain; version=0.0.4")
+    text = response.get_data(as_text=True)
+    assert 'gateway_requests_total{model="-",status="200",surface="models"}' in text
+    assert 'gateway_requests_total{model="-",status="401",surface="models"}' in text
+    assert "/healthz" not in text and 'surface="other"' not in text
+
+
+@pytest.mark.parametrize(
+    ("path", "surface"),
+    [
+        ("/v1/chat/completions", "chat.completions"),
+        ("/openai/deployments/x/chat/completions", "chat.completions"),
+        ("/v1/responses", "responses"),
+        ("/v1/messages", "messages"),
+        ("/v1/models/gpt-4", "models"),
+        ("/v1/conversations/conv_1", "conversations"),
+        ("/v1/whatever/else/entirely", "other"),
+    ],
+)
+def test_surface_labels_are_bounded(path: str, surface: str) -> None:
+    from service.web.telemetry import surface_of
+
+    assert surface_of(path) == surface
