@@ -101,6 +101,25 @@ def chat_completions(path: str) -> Response:
         attached = _claim_or_attach(gw, key, mine, chat)
         if attached is not None:
             return attached
+    try:
+        run = _begin(gw, chat, key, mine)
+    except BaseException:
+        if key is not None:  # nothing will fulfil the claim: a retry must run afresh at once
+            _release_claim(gw, key, completion_id)
+        raise
+    return _respond(gw, run, chat)
+
+
+def _release_claim(gw: Gateway, key: str, completion_id: str) -> None:
+    try:
+        idempotency.release(gw.redis, g.owner, key, completion_id)
+    except Exception:  # Redis is down: the claim expires with REPLAY_TTL
+        log.warning("event=claim_release_failed completion_id=%s", completion_id, exc_info=True)
+
+
+def _begin(gw: Gateway, chat: ChatRequest, key: str | None, mine: idempotency.Claim) -> Run:
+    """Resolve the conversation and start the turn (the claim, if any, is taken)."""
+    completion_id, created = mine.completion_id, mine.created
     resolution = resolve(gw, chat, g.owner)
     turn = TurnRequest(
         completion_id=completion_id,
@@ -130,7 +149,7 @@ def chat_completions(path: str) -> Response:
         chat.stream,
         resolution.how,
     )
-    return _respond(gw, run, chat)
+    return run
 
 
 def _idempotency_key() -> str | None:
