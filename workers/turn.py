@@ -99,6 +99,10 @@ class TurnRunner:
             )
         conversation = self._load_conversation()
         handle = load_handle(self.settings, conversation.handle)
+        if handle is not None and handle.account >= max(1, len(self.settings.upstream_cookies)):
+            # The account list shrank: its cookies are gone, so is the upstream conversation.
+            log.info("event=upstream_rollover reason=account_gone account=%d", handle.account)
+            handle = None
         seed = list(conversation.messages)  # what the client has seen: injected into a new upstream
         account = handle.account if handle else self._pick_account()
         client = build_client(self.settings, account)
