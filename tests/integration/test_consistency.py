@@ -15,8 +15,8 @@ from redis import Redis
 
 from service import locks
 from service.conversations import ConversationStore, conversation_key, handle_key
-from tests.integration.conftest import Stack, body, isolated_app
-from tests.support.stack import wait_for
+from tests.integration.conftest import Stack, body, isolated_app, sse_data, streamed_text
+from tests.support.stack import WorkerProcess, wait_for
 
 
 def start(gateway: Stack, text: str = "hello") -> tuple[str, str]:
@@ -266,3 +266,46 @@ def test_a_handle_whose_account_is_gone_rolls_over(gateway: Stack) -> None:
     assert response.status_code == 200, response.text
     assert gateway.upstream_id(conversation_id) != upstream
     assert "account one" in seed_of(gateway, conversation_id)
+
+
+# -- CPU-heavy work off the event loop ------------------------------------------------------
+
+# A seed whose 22-bit puzzle (B3.1 (b)) first solves at nonce 8,932,355: ~7 s of hashing,
+# more than twice WORKER_LEASE_SECONDS (3 s in the test stack), fixed so the work is known.
+HARD_SEED = "37ec2ba86d0b5057fa0cbaab273a296a5f0f745943f2b07de9e77d18e20a5346"
+
+
+@pytest.mark.dialects("copilot")
+def test_a_hard_proof_of_work_does_not_stall_other_turns_on_the_worker(gateway: Stack) -> None:
+    # linger: the simulator waits that long for the answer to its challenge (default 5 s).
+    gateway.simulator.configure(hashcash_difficulty=22, hashcash_seed=HARD_SEED, linger=60)
+    overrides = {"UPSTREAM_FIRST_TOKEN_TIMEOUT": "90", "JOB_TIMEOUT": "120"}
+    try:
+        with isolated_app(gateway, "pow", **overrides) as (server, env):
+            worker = WorkerProcess(env).start()  # one worker process runs both turns
+            url = server.url + "/v1/chat/completions"
+            try:
+                with concurrent.futures.ThreadPoolExecutor(1) as pool:
+                    streaming = pool.submit(
+                        lambda: requests.post(
+                            url, json=body("[sim:slow=0.3][sim:long=30] meanwhile", stream=True), timeout=120
+                        )
+                    )
+                    wait_for(lambda: list(gateway.redis.scan_iter("turn:*:lease")))
+                    challenged = requests.post(url, json=body("[sim:hashcash] prove it"), timeout=120)
+                    other = streaming.result(timeout=120)
+            finally:
+                worker.stop()
+        [challenge] = gateway.simulator.challenges()
+    finally:
+        gateway.simulator.reset()
+    assert challenged.status_code == 200, challenged.text
+    assert (
+        challenged.json()["choices"][0]["message"]["content"] == "Hello! You said: prove it. This is turn 1."
+    )
+    assert other.status_code == 200
+    assert "worker_lost" not in other.text
+    assert streamed_text(sse_data([line for line in other.text.splitlines() if line])) == " ".join(
+        f"w{i}" for i in range(1, 31)
+    )
+    assert challenge["parameter"] == f"{HARD_SEED}:22" and challenge["solved"]
