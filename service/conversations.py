@@ -16,7 +16,9 @@ transcript prefix a turn completed (`hist:{owner}:{sha256}`), so a stateless cli
 that re-sends the whole history is recognised (see `fingerprint`).
 
 Turns are written only when they completed, inside the same MULTI that publishes the
-turn's `done` event, so a failed or cancelled turn leaves the conversation as it was.
+turn's `done` event, so a failed or cancelled turn leaves the conversation as it was;
+the worker fences that MULTI on its lock token and on the conversation still existing
+(`service.locks.fence`), so a stalled turn or a DELETE in between cannot be overwritten.
 """
 
 from __future__ import annotations

@@ -8,13 +8,19 @@
 3. streams the upstream's events onto the relay as they arrive;
 4. on `Done`, saves the turn and publishes `done` in ONE Redis transaction, so a
    client that sends its next turn the moment it sees `done` finds the turn stored,
-   and a failed or cancelled turn never touches the stored conversation;
+   and a failed or cancelled turn never touches the stored conversation. The
+   transaction is fenced (`service.locks.fence`): it commits only while this turn's
+   token holds the conversation's lock and the conversation was not deleted;
 5. on failure publishes a terminal `error` event and re-raises, so RQ's failed-job
-   registry tells the truth.
+   registry tells the truth. A failed or cancelled turn that reached a stored upstream
+   conversation forgets its handle (`_forget_upstream`): the upstream saw a message our
+   transcript lacks, so the next turn starts a new upstream conversation seeded with
+   the transcript rather than continue one that disagrees with it.
 
 A watcher greenlet keeps the turn's liveness lease fresh (the web tier reports a dead
 worker when it lapses) and polls the cancel flag the web tier sets when the client
-disconnects; the upstream read loop checks it at least twice a second.
+disconnects; the upstream read loop checks it at least twice a second. A refresh that
+finds the lock gone stops the turn too (it could not save anyway).
 """
 
 from __future__ import annotations
@@ -166,7 +172,7 @@ class TurnRunner:
             raise locks.LockLost()
         if self._cancelled.is_set():
             log.info("event=turn_cancelled")
-            if conversation.handle is not None:
+            if conversation.handle is not None and self._reached_upstream:
                 self._forget_upstream()
             return {"status": "cancelled"}
         if done is None:
