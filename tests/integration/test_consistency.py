@@ -29,7 +29,7 @@ def start(gateway: Stack, text: str = "hello") -> tuple[str, str]:
 def turn(gateway: Stack, conversation_id: str, text: str, **kwargs: Any) -> requests.Response:
     """One turn continuing `conversation_id` by id (a 0.28-style client that keeps no history)."""
     headers = {"X-Conversation-Id": conversation_id, **kwargs.pop("headers", {})}
-    return gateway.post(body(text), headers=headers, **kwargs)
+    return gateway.post(body(text, stream=kwargs.get("stream", False)), headers=headers, **kwargs)
 
 
 def transcript(gateway: Stack, conversation_id: str) -> list[str]:
@@ -217,13 +217,33 @@ def seed_of(gateway: Stack, conversation_id: str) -> str:
     return "\n".join(gateway.upstream(conversation_id)["context"])
 
 
+def fail_mid_answer(gateway: Stack, conversation_id: str, how: str) -> None:
+    """A turn the upstream received and began to answer, then failed (or the client left)."""
+    if how == "cancelled":
+        with turn(
+            gateway, conversation_id, "[sim:slow=0.3][sim:long=40] half answered", stream=True
+        ) as response:
+            lines = response.iter_lines()
+            while b"content" not in next(lines):  # the answer has begun
+                pass
+        # The client went away: the turn is cancelled and the conversation's lock freed.
+        wait_for(lambda: not gateway.redis.exists(locks.lock_key(conversation_id)))
+        return
+    fault, code = {
+        "dropped": ("disconnect", "upstream_interrupted"),
+        "timed out": ("hang_after=2", "upstream_timeout"),
+    }[how]
+    failed = turn(gateway, conversation_id, f"[sim:{fault}] half answered")
+    assert error_code(failed) == code
+
+
+@pytest.mark.parametrize("how", ["dropped", "timed out", "cancelled"])
 def test_a_turn_that_failed_mid_answer_rolls_over_to_a_conversation_seeded_with_the_transcript(
-    gateway: Stack,
+    gateway: Stack, how: str
 ) -> None:
     conversation_id, answer = start(gateway, "first question")
     before = gateway.upstream_id(conversation_id)
-    failed = turn(gateway, conversation_id, "[sim:disconnect] half answered")
-    assert failed.status_code == 502 and error_code(failed) == "upstream_interrupted"
+    fail_mid_answer(gateway, conversation_id, how)
     after = turn(gateway, conversation_id, "third")
     assert after.status_code == 200, after.text
     assert gateway.upstream_id(conversation_id) != before
