@@ -37,6 +37,7 @@ from contextlib import AbstractContextManager
 from redis import Redis
 from redis.client import Pipeline
 
+from service.conversations import conversation_key
 from service.errors import ApiError, NotFound
 
 FALLBACK_POLL = 1.0  # seconds between retries when no release message arrives
@@ -52,6 +53,10 @@ return 0
 _REFRESH = """
 if redis.call('get', KEYS[1]) == ARGV[1] then return redis.call('pexpire', KEYS[1], ARGV[2]) end
 return 0
+"""
+
+_INSPECT = """
+return {redis.call('get', KEYS[1]) or '', redis.call('exists', KEYS[2])}
 """
 
 Waker = Callable[[str], AbstractContextManager[threading.Event]]
@@ -151,10 +156,9 @@ def fence(pipe: Pipeline, conversation_id: str, token: str, *, exists: bool) -> 
     calls again, and this check then says why. `exists`: the conversation must exist (a
     continued one; a new conversation has no lock to hold and nothing to delete yet).
     """
-    from service.conversations import conversation_key  # the store imports nothing from here
-
-    pipe.watch(lock_key(conversation_id), conversation_key(conversation_id))
-    holder, present = pipe.get(lock_key(conversation_id)), pipe.exists(conversation_key(conversation_id))
+    keys = (lock_key(conversation_id), conversation_key(conversation_id))
+    pipe.watch(*keys)
+    holder, present = pipe.eval(_INSPECT, len(keys), *keys)  # one round trip for both
     if exists and not present:
         pipe.reset()
         raise ConversationGone(conversation_id)
