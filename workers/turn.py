@@ -39,13 +39,13 @@ from rq.timeouts import JobTimeoutException
 from service import locks
 from service.conversations import Conversation, ConversationStore, handle_key
 from service.errors import ApiError, NotFound
-from service.models import find_model
+from service.models import ModelSpec, find_model
 from service.relay import Publisher
 from service.settings import Settings
 from service.turns import TurnRequest, cancel_key, lease_key
 from workers.context import WorkerContext
 from workers.pool import WorkerShutdown
-from workers.upstream import build_client, load_handle
+from workers.upstream import Client, Handle, build_client, load_handle
 from workers.upstream.context import TurnInput
 from workers.upstream.errors import ConversationExpired, ConversationLimitReached, ProtocolError
 from workers.upstream.events import Citation, Done, Event, Image, Limits, Progress, Suggestions, TextDelta
@@ -126,13 +126,14 @@ class TurnRunner:
     def _converse(
         self,
         publisher: Publisher,
-        spec: Any,
+        spec: ModelSpec,
         conversation: Conversation,
-        handle: Any,
+        handle: Handle | None,
         seed: list[dict[str, str]],
-        client: Any,
+        client: Client,
         account: int,
     ) -> dict[str, Any]:
+        """Steps 2–4 of the module docstring: upstream conversation, stream, fenced save."""
         request = self.request
         for attempt in (1, 2):
             if handle is None or handle.is_expired(self.clock()) or handle.exhausted:
@@ -191,7 +192,9 @@ class TurnRunner:
         )
         return {"status": "done", "conversation_id": conversation.id, "finish_reason": done.finish_reason}
 
-    def _fenced(self, write: Callable[[Callable[[Pipeline], None]], None], queue: Any) -> None:
+    def _fenced(
+        self, write: Callable[[Callable[[Pipeline], None]], None], queue: Callable[[Pipeline], object]
+    ) -> None:
         """Run `write(extra)` whose `extra(pipe)` fences the transaction, then queues `queue(pipe)`.
 
         The save happens only while this turn's token holds the conversation's lock and
