@@ -66,10 +66,10 @@ def test_a_turn_that_lost_its_lock_does_not_save_and_the_other_turn_does(gateway
     assert transcript(gateway, conversation_id) == ["hello", answer, "quick one", quick_answer]
 
 
-def test_a_stolen_lock_fences_the_save_even_when_the_turn_finishes(gateway: Stack) -> None:
+def test_a_turn_whose_lock_was_taken_saves_nothing_and_frees_nothing(gateway: Stack) -> None:
     conversation_id, answer = start(gateway)
     with concurrent.futures.ThreadPoolExecutor(1) as pool:
-        slow = pool.submit(turn, gateway, conversation_id, "[sim:slow=0.4][sim:long=5] slow one")
+        slow = pool.submit(turn, gateway, conversation_id, "[sim:slow=0.4][sim:long=10] slow one")
         wait_for(lambda: running(gateway.redis, conversation_id))
         gateway.redis.set(locks.lock_key(conversation_id), "someone-else", px=60_000)
         lost = slow.result(timeout=60)
@@ -110,7 +110,7 @@ def set_calls(redis: Redis) -> int:
 def test_delete_during_a_turn_wins(gateway: Stack) -> None:
     conversation_id, answer = start(gateway, "remember me")
     with concurrent.futures.ThreadPoolExecutor(1) as pool:
-        slow = pool.submit(turn, gateway, conversation_id, "[sim:slow=0.4][sim:long=5] slow one")
+        slow = pool.submit(turn, gateway, conversation_id, "[sim:slow=0.4][sim:long=10] slow one")
         wait_for(lambda: running(gateway.redis, conversation_id))
         deleted = requests.delete(f"{gateway.url}/v1/conversations/{conversation_id}", timeout=10)
         assert deleted.status_code == 200
