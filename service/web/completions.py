@@ -44,7 +44,7 @@ blueprint = Blueprint("completions", __name__)
 
 ENDPOINT = "completions"
 SSE_HEADERS = {"Cache-Control": "no-cache", "X-Accel-Buffering": "no"}
-ATTACH_POLL = 0.05
+ATTACH_POLL = 1.0  # fallback re-check of a claim while its first request resolves
 
 
 @dataclasses.dataclass
@@ -182,15 +182,20 @@ def _claim_or_attach(gw: Gateway, key: str, mine: idempotency.Claim, chat: ChatR
 
 def _attach(gw: Gateway, earlier: idempotency.Claim, chat: ChatRequest, key: str) -> Response | None:
     """Serve a retry from the earlier run of the same request; None if that run failed."""
-    deadline = time.monotonic() + gw.settings.job_timeout + gw.settings.queue_wait_timeout
-    while not earlier.conversation_id:  # the first request is still resolving (e.g. queued on a lock)
-        if time.monotonic() > deadline:
-            return None
-        time.sleep(ATTACH_POLL)
-        refreshed = idempotency.lookup(gw.redis, g.owner, key)
-        if refreshed is None or refreshed.completion_id != earlier.completion_id:
-            return None  # released (that run failed): run afresh
-        earlier = refreshed
+    if not earlier.conversation_id:  # the first request is still resolving (e.g. queued on a lock)
+        deadline = time.monotonic() + gw.settings.job_timeout + gw.settings.queue_wait_timeout
+        with gw.hub.notifications(idempotency.claim_channel(g.owner, key)) as changed:
+            while not earlier.conversation_id:
+                remaining = deadline - time.monotonic()
+                if remaining <= 0:
+                    return None
+                changed.clear()
+                refreshed = idempotency.lookup(gw.redis, g.owner, key)
+                if refreshed is None or refreshed.completion_id != earlier.completion_id:
+                    return None  # released (that run failed): run afresh
+                earlier = refreshed
+                if not earlier.conversation_id:  # woken by `record`/`release`, else a slow re-check
+                    changed.wait(min(ATTACH_POLL, remaining))
     last = last_event(gw.redis, earlier.completion_id)
     if last is not None and last.get("type") == "error":
         idempotency.release(gw.redis, g.owner, key, earlier.completion_id)

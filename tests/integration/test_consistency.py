@@ -100,8 +100,30 @@ def test_waiters_for_a_busy_conversation_do_not_poll_redis(gateway: Stack) -> No
     assert sorted(transcript(gateway, conversation_id)[2::2]) == [f"waiter {n}" for n in range(waiters)]
 
 
-def set_calls(redis: Redis) -> int:
-    return int(redis.info("commandstats").get("cmdstat_set", {}).get("calls", 0))
+def set_calls(redis: Redis, command: str = "set") -> int:
+    return int(redis.info("commandstats").get(f"cmdstat_{command}", {}).get("calls", 0))
+
+
+@pytest.mark.dialects("bing", reason="the web tier's waiting does not depend on the dialect")
+def test_a_retry_waiting_for_its_first_request_does_not_poll_redis(gateway: Stack) -> None:
+    conversation_id, _ = start(gateway)
+    token = "held-by-the-test"
+    gateway.redis.set(locks.lock_key(conversation_id), token, px=120_000)
+    headers = {"Idempotency-Key": "patient-retry"}
+    with concurrent.futures.ThreadPoolExecutor(2) as pool:
+        first = pool.submit(turn, gateway, conversation_id, "once", headers=headers)
+        wait_for(lambda: claims(gateway.redis, "patient-retry"))  # the first request holds the key
+        retry = pool.submit(turn, gateway, conversation_id, "once", headers=headers)
+        time.sleep(1.0)  # let the retry reach its wait (not an assertion)
+        before = set_calls(gateway.redis, "get")
+        time.sleep(3.0)
+        during = set_calls(gateway.redis, "get") - before
+        assert locks.release(gateway.redis, conversation_id, token)
+        answers = [first.result(timeout=60), retry.result(timeout=60)]
+    assert during <= 15, during  # polling every 50 ms would be ~60
+    assert [a.status_code for a in answers] == [200, 200]
+    assert answers[0].json()["id"] == answers[1].json()["id"]  # the retry attached to the first run
+    assert transcript(gateway, conversation_id)[2::2] == ["once"]
 
 
 # -- DELETE during a turn -------------------------------------------------------------------
