@@ -6,7 +6,10 @@ same key and the same body attaches to that completion instead of starting anoth
 turn — it follows the running turn, or replays the finished one from the relay's
 replay log, which lives as long as the claim (`REPLAY_TTL`). The same key with a
 different body is a 400, as with OpenAI and Stripe. A turn that ended in an error
-releases its claim, so a retry after a 429 or 502 really runs again.
+releases its claim, so a retry after a 429 or 502 really runs again; so does a request
+that fails before its turn starts (404, 429 busy, Redis or enqueue errors). A retry that
+arrives while the first request is still resolving waits on `claim_channel`, where
+`record` and `release` announce the claim's change, instead of polling it.
 """
 
 from __future__ import annotations
