@@ -16,7 +16,9 @@ transcript prefix a turn completed (`hist:{owner}:{sha256}`), so a stateless cli
 that re-sends the whole history is recognised (see `fingerprint`).
 
 Turns are written only when they completed, inside the same MULTI that publishes the
-turn's `done` event, so a failed or cancelled turn leaves the conversation as it was.
+turn's `done` event, so a failed or cancelled turn leaves the conversation as it was;
+the worker fences that MULTI on its lock token and on the conversation still existing
+(`service.locks.fence`), so a stalled turn or a DELETE in between cannot be overwritten.
 """
 
 from __future__ import annotations
@@ -31,6 +33,14 @@ from typing import Any
 
 from redis import Redis
 from redis.client import Pipeline
+
+_DELETE = """
+local existed = redis.call('exists', KEYS[1])
+local indexes = redis.call('smembers', KEYS[3])
+redis.call('del', KEYS[1], KEYS[2], KEYS[3])
+for _, index in ipairs(indexes) do redis.call('del', index) end
+return existed
+"""
 
 
 def owner_of(api_key: str | None, *, secret: str) -> str:
@@ -197,13 +207,11 @@ class ConversationStore:
             target.execute()
 
     def delete(self, conversation_id: str) -> bool:
-        """Forget a conversation, its handle and every fingerprint pointing at it; True if it existed."""
-        existed = bool(self.redis.exists(conversation_key(conversation_id)))
-        indexes = self.redis.smembers(digests_key(conversation_id))
-        self.redis.delete(
-            conversation_key(conversation_id),
-            handle_key(conversation_id),
-            digests_key(conversation_id),
-            *indexes,
-        )
-        return existed
+        """Forget a conversation, its handle and every fingerprint pointing at it; True if it existed.
+
+        One script, so a turn's save cannot slip a fingerprint in between reading the
+        index set and deleting it. A turn in flight then finds the conversation gone in
+        its fenced save (`service.locks.fence`) and does not re-create it: DELETE wins.
+        """
+        keys = (conversation_key(conversation_id), handle_key(conversation_id), digests_key(conversation_id))
+        return bool(self.redis.eval(_DELETE, len(keys), *keys))

@@ -19,13 +19,14 @@ limits, done or error (the last two are terminal).
 
 from __future__ import annotations
 
+import contextlib
 import json
 import logging
 import queue
 import threading
 import time
 import uuid
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from typing import Any
 
 from redis import Redis
@@ -137,15 +138,23 @@ class Publisher:
         terminal = event is not None and event.get("type") in TERMINAL
         # Ordering needs no MULTI: one publisher per completion, under a lock. Only the
         # terminal event with `extra` (saving the turn) must be atomic with its publish.
-        with self._redis.pipeline(transaction=extra is not None) as pipe:
-            if extra is not None:
-                extra(pipe)
-            for message in messages:
-                pipe.rpush(self._log, message)
-                pipe.publish(self._channel, message)
-            if first or terminal:
-                pipe.expire(self._log, self._ttl)
-            pipe.execute()
+        try:
+            with self._redis.pipeline(transaction=extra is not None) as pipe:
+                if extra is not None:
+                    extra(pipe)
+                for message in messages:
+                    pipe.rpush(self._log, message)
+                    pipe.publish(self._channel, message)
+                if first or terminal:
+                    pipe.expire(self._log, self._ttl)
+                pipe.execute()
+        except BaseException:
+            # Nothing went out (`extra` refused the save, or Redis failed): the next event
+            # (e.g. the error instead of `done`) reuses these numbers and carries the text.
+            self._seq -= len(messages)
+            if carried_text:
+                self._pending.insert(0, json.loads(messages[0])["text"])
+            raise
         if carried_text:
             # The window runs from the last *text* sent: a progress or limits event must
             # not hold back the first token behind it.
@@ -233,6 +242,7 @@ class RelayHub:
         self.redis = redis
         self._confirm_timeout = confirm_timeout
         self._subs: dict[str, Subscription] = {}
+        self._waiters: dict[str, list[threading.Event]] = {}
         self._lock = threading.Lock()
         self._pubsub = None
         self._thread: threading.Thread | None = None
@@ -279,6 +289,34 @@ class RelayHub:
                 # reconnects; drop this one so no dead channel outlives the outage.
                 self._pubsub.channels.pop(sub.channel.encode(), None)
                 log.warning("event=relay_unsubscribe_failed channel=%s error=%r", sub.channel, exc)
+
+    @contextlib.contextmanager
+    def notifications(self, channel: str) -> Iterator[threading.Event]:
+        """While inside, the yielded event is set on every message published on `channel`.
+
+        A generic subscription on the same shared connection (e.g. a lock's release
+        channel, `service.locks`): several waiters in one process share one Redis
+        subscription. Not confirmed before returning, so callers keep a fallback poll.
+        """
+        event = threading.Event()
+        with self._lock:
+            self._ensure_listener()
+            waiters = self._waiters.setdefault(channel, [])
+            waiters.append(event)
+            if len(waiters) == 1:
+                self._pubsub.subscribe(channel)
+        try:
+            yield event
+        finally:
+            with self._lock:
+                waiters = self._waiters.get(channel, [])
+                waiters.remove(event)
+                if not waiters:
+                    del self._waiters[channel]
+                    try:
+                        self._pubsub.unsubscribe(channel)
+                    except Exception:  # the listener reconnects and resubscribes what is left
+                        log.warning("event=relay_unsubscribe_failed channel=%s", channel, exc_info=True)
 
     @property
     def subscription_count(self) -> int:
@@ -331,6 +369,10 @@ class RelayHub:
             kind = message["type"]
             if channel == self._home:
                 home.set()
+                continue
+            if kind == "message" and channel in self._waiters:
+                for waiter in list(self._waiters.get(channel, ())):
+                    waiter.set()
                 continue
             sub = self._subs.get(channel)
             if sub is None:

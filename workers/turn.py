@@ -8,13 +8,19 @@
 3. streams the upstream's events onto the relay as they arrive;
 4. on `Done`, saves the turn and publishes `done` in ONE Redis transaction, so a
    client that sends its next turn the moment it sees `done` finds the turn stored,
-   and a failed or cancelled turn never touches the stored conversation;
+   and a failed or cancelled turn never touches the stored conversation. The
+   transaction is fenced (`service.locks.fence`): it commits only while this turn's
+   token holds the conversation's lock and the conversation was not deleted;
 5. on failure publishes a terminal `error` event and re-raises, so RQ's failed-job
-   registry tells the truth.
+   registry tells the truth. A failed or cancelled turn that reached a stored upstream
+   conversation forgets its handle (`_forget_upstream`): the upstream saw a message our
+   transcript lacks, so the next turn starts a new upstream conversation seeded with
+   the transcript rather than continue one that disagrees with it.
 
 A watcher greenlet keeps the turn's liveness lease fresh (the web tier reports a dead
 worker when it lapses) and polls the cancel flag the web tier sets when the client
-disconnects; the upstream read loop checks it at least twice a second.
+disconnects; the upstream read loop checks it at least twice a second. A refresh that
+finds the lock gone stops the turn too (it could not save anyway).
 """
 
 from __future__ import annotations
@@ -23,23 +29,26 @@ import contextvars
 import logging
 import threading
 import time
+from collections.abc import Callable
 from typing import Any
 
 from redis import Redis
 from redis.exceptions import RedisError
+from redis.client import Pipeline
+from redis.exceptions import WatchError
 from rq.timeouts import JobTimeoutException
 
 from service import locks
-from service.conversations import Conversation, ConversationStore
+from service.conversations import Conversation, ConversationStore, handle_key
 from service.errors import ApiError, NotFound
-from service.models import find_model
+from service.models import ModelSpec, find_model
 from service.relay import Publisher
 from service.settings import Settings
 from service.turns import TurnRequest, cancel_key, lease_key
 from workers.context import WorkerContext
 from workers.instrument import UpstreamTimer
 from workers.pool import WorkerShutdown
-from workers.upstream import build_client, load_handle
+from workers.upstream import Client, Handle, build_client, load_handle
 from workers.upstream.context import TurnInput
 from workers.upstream.errors import ConversationExpired, ConversationLimitReached, ProtocolError
 from workers.upstream.events import Citation, Done, Event, Image, Limits, Progress, Suggestions, TextDelta
@@ -48,6 +57,7 @@ log = logging.getLogger(__name__)
 
 CANCEL_POLL_SECONDS = 0.3
 WATCH_BACKOFF_MAX = 2.0  # longest pause between watcher retries while Redis is unreachable
+FENCE_ATTEMPTS = 5  # WATCH retries of a save (our own lock refresh can trip one)
 
 
 class TurnRunner:
@@ -63,6 +73,8 @@ class TurnRunner:
         self.clock = clock
         self._cancelled = threading.Event()
         self._stopped = threading.Event()
+        self._lock_lost = threading.Event()
+        self._reached_upstream = False
 
     def run(self) -> dict[str, Any]:
         """Run the turn; returns a small summary, raises on failure."""
@@ -109,10 +121,36 @@ class TurnRunner:
             )
         conversation = self._load_conversation()
         handle = load_handle(self.settings, conversation.handle)
+        if handle is not None and handle.account >= max(1, len(self.settings.upstream_cookies)):
+            # The account list shrank: its cookies are gone, so is the upstream conversation.
+            log.info("event=upstream_rollover reason=account_gone account=%d", handle.account)
+            handle = None
         seed = list(conversation.messages)  # what the client has seen: injected into a new upstream
         account = handle.account if handle else self._pick_account()
         client = build_client(self.settings, account)
 
+        # A stored handle is an upstream conversation the next turn would continue: if this
+        # turn reaches it and then does not save, it must be forgotten (`_forget_upstream`).
+        stored = conversation.handle is not None
+        try:
+            return self._converse(publisher, spec, conversation, handle, seed, client, account)
+        except BaseException:
+            if stored and self._reached_upstream:
+                self._forget_upstream()
+            raise
+
+    def _converse(
+        self,
+        publisher: Publisher,
+        spec: ModelSpec,
+        conversation: Conversation,
+        handle: Handle | None,
+        seed: list[dict[str, str]],
+        client: Client,
+        account: int,
+    ) -> dict[str, Any]:
+        """Steps 2–4 of the module docstring: upstream conversation, stream, fenced save."""
+        request = self.request
         timer = UpstreamTimer(self.settings.upstream, request, account)  # metrics
         for attempt in (1, 2):
             if handle is None or handle.is_expired(self.clock()) or handle.exhausted:
@@ -131,9 +169,10 @@ class TurnRunner:
                 max_context_chars=self.settings.context_max_chars,
             )
             streamed = False
+            self._reached_upstream = True
             try:
                 done = None
-                events = client.stream_turn(handle, turn, should_stop=self._cancelled.is_set)
+                events = client.stream_turn(handle, turn, should_stop=self._should_stop)
                 for event in timer.watch(events):
                     streamed = streamed or isinstance(event, TextDelta)
                     if isinstance(event, Done):
@@ -148,8 +187,12 @@ class TurnRunner:
                 continue
             break
 
+        if self._lock_lost.is_set():
+            raise locks.LockLost()
         if self._cancelled.is_set():
             log.info("event=turn_cancelled")
+            if conversation.handle is not None and self._reached_upstream:
+                self._forget_upstream()
             return {"status": "cancelled"}
         if done is None:
             raise ProtocolError("the upstream ended the turn without an answer")
@@ -159,11 +202,54 @@ class TurnRunner:
             {"role": "assistant", "content": done.text},
         ]
         conversation.handle = handle.to_json()
-        publisher.finish(
-            {"type": "done", "text": done.text, "finish_reason": done.finish_reason},
-            extra=lambda pipe: self.store.save(conversation, pipe, request.completion_id),
+        self._fenced(
+            lambda extra: publisher.finish(
+                {"type": "done", "text": done.text, "finish_reason": done.finish_reason}, extra=extra
+            ),
+            lambda pipe: self.store.save(conversation, pipe, request.completion_id),
         )
         return {"status": "done", "conversation_id": conversation.id, "finish_reason": done.finish_reason}
+
+    def _fenced(
+        self, write: Callable[[Callable[[Pipeline], None]], None], queue: Callable[[Pipeline], object]
+    ) -> None:
+        """Run `write(extra)` whose `extra(pipe)` fences the transaction, then queues `queue(pipe)`.
+
+        The save happens only while this turn's token holds the conversation's lock and
+        the conversation was not deleted (`locks.fence`); a refresh of the lock by our own
+        watcher also trips the WATCH, so a `WatchError` is retried and the fence then says
+        whether it was benign.
+        """
+        request = self.request
+
+        def extra(pipe: Pipeline) -> None:
+            locks.fence(pipe, request.conversation_id, request.lock_token, exists=request.continues)
+            queue(pipe)
+
+        for attempt in range(FENCE_ATTEMPTS):
+            try:
+                write(extra)
+                return
+            except WatchError:
+                if attempt == FENCE_ATTEMPTS - 1:
+                    raise locks.LockLost() from None
+
+    def _forget_upstream(self) -> None:
+        """Drop the stored upstream handle after a turn the upstream saw but we did not save.
+
+        The upstream now holds a question (and perhaps part of an answer) that our
+        transcript lacks; ChatHub would also see the same invocation id again. With the
+        handle gone, the next turn starts a new upstream conversation seeded with our
+        transcript, so both sides agree again. Fenced like a save: never another turn's handle.
+        """
+        try:
+            self._fenced(
+                lambda extra: _execute(self.redis, extra),
+                lambda pipe: pipe.delete(handle_key(self.request.conversation_id)),
+            )
+            log.info("event=upstream_handle_forgotten reason=unsaved_turn")
+        except Exception as exc:  # lock lost, deleted, or Redis down: nothing of ours to fix
+            log.info("event=upstream_handle_kept error=%s", type(exc).__name__)
 
     def _load_conversation(self) -> Conversation:
         request = self.request
@@ -215,6 +301,9 @@ class TurnRunner:
                 }
             )
 
+    def _should_stop(self) -> bool:
+        return self._cancelled.is_set() or self._lock_lost.is_set()
+
     def _watch(self) -> None:
         """Keep the lease (and the conversation lock) alive and notice cancellation.
 
@@ -241,9 +330,12 @@ class TurnRunner:
                             locks.refresh(
                                 pipe, request.conversation_id, request.lock_token, ttl=2 * lease_seconds
                             )
-                    cancelled = pipe.execute()[0]
+                    replies = pipe.execute()
+                cancelled = replies[0]
                 if due:
                     last_lease = time.monotonic()
+                    if request.lock_token and not replies[-1]:
+                        self._lock_lost.set()  # another turn may hold it now: stop, never save
             except Exception as exc:
                 if failures == 0:
                     log.warning("event=turn_watch_failed error=%s", exc.__class__.__name__)
@@ -256,6 +348,12 @@ class TurnRunner:
             if cancelled:
                 self._cancelled.set()
                 return
+
+
+def _execute(redis: Redis, extra: Callable[[Pipeline], None]) -> None:
+    with redis.pipeline(transaction=True) as pipe:
+        extra(pipe)
+        pipe.execute()
 
 
 def _describe(exc: BaseException) -> BaseException:

@@ -46,7 +46,7 @@ blueprint = Blueprint("completions", __name__)
 
 ENDPOINT = "completions"
 SSE_HEADERS = {"Cache-Control": "no-cache", "X-Accel-Buffering": "no"}
-ATTACH_POLL = 0.05
+ATTACH_POLL = 1.0  # fallback re-check of a claim while its first request resolves
 
 
 @dataclasses.dataclass
@@ -109,6 +109,25 @@ def chat_completions(path: str) -> Response:
         attached = _claim_or_attach(gw, key, mine, chat)
         if attached is not None:
             return attached
+    try:
+        run = _begin(gw, chat, key, mine)
+    except BaseException:
+        if key is not None:  # nothing will fulfil the claim: a retry must run afresh at once
+            _release_claim(gw, key, completion_id)
+        raise
+    return _respond(gw, run, chat)
+
+
+def _release_claim(gw: Gateway, key: str, completion_id: str) -> None:
+    try:
+        idempotency.release(gw.redis, g.owner, key, completion_id)
+    except Exception:  # Redis is down: the claim expires with REPLAY_TTL
+        log.warning("event=claim_release_failed completion_id=%s", completion_id, exc_info=True)
+
+
+def _begin(gw: Gateway, chat: ChatRequest, key: str | None, mine: idempotency.Claim) -> Run:
+    """Resolve the conversation and start the turn (the claim, if any, is taken)."""
+    completion_id, created = mine.completion_id, mine.created
     resolution = resolve(gw, chat, g.owner)
     turn = TurnRequest(
         completion_id=completion_id,
@@ -140,7 +159,7 @@ def chat_completions(path: str) -> Response:
         chat.stream,
         resolution.how,
     )
-    return _respond(gw, run, chat)
+    return run
 
 
 def _idempotency_key() -> str | None:
@@ -173,15 +192,20 @@ def _claim_or_attach(gw: Gateway, key: str, mine: idempotency.Claim, chat: ChatR
 
 def _attach(gw: Gateway, earlier: idempotency.Claim, chat: ChatRequest, key: str) -> Response | None:
     """Serve a retry from the earlier run of the same request; None if that run failed."""
-    deadline = time.monotonic() + gw.settings.job_timeout + gw.settings.queue_wait_timeout
-    while not earlier.conversation_id:  # the first request is still resolving (e.g. queued on a lock)
-        if time.monotonic() > deadline:
-            return None
-        time.sleep(ATTACH_POLL)
-        refreshed = idempotency.lookup(gw.redis, g.owner, key)
-        if refreshed is None or refreshed.completion_id != earlier.completion_id:
-            return None  # released (that run failed): run afresh
-        earlier = refreshed
+    if not earlier.conversation_id:  # the first request is still resolving (e.g. queued on a lock)
+        deadline = time.monotonic() + gw.settings.job_timeout + gw.settings.queue_wait_timeout
+        with gw.hub.notifications(idempotency.claim_channel(g.owner, key)) as changed:
+            while not earlier.conversation_id:
+                remaining = deadline - time.monotonic()
+                if remaining <= 0:
+                    return None
+                changed.clear()
+                refreshed = idempotency.lookup(gw.redis, g.owner, key)
+                if refreshed is None or refreshed.completion_id != earlier.completion_id:
+                    return None  # released (that run failed): run afresh
+                earlier = refreshed
+                if not earlier.conversation_id:  # woken by `record`/`release`, else a slow re-check
+                    changed.wait(min(ATTACH_POLL, remaining))
     last = last_event(gw.redis, earlier.completion_id)
     if last is not None and last.get("type") == "error":
         idempotency.release(gw.redis, g.owner, key, earlier.completion_id)

@@ -75,6 +75,7 @@ def _continue(
         conversation_id,
         ttl=settings.queue_wait_timeout + 10,
         wait=settings.job_timeout + settings.queue_wait_timeout,
+        waker=gw.hub.notifications,  # woken by the release, not polling Redis every few ms
     )
     if token is None:
         raise RateLimited(

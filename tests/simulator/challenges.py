@@ -56,10 +56,10 @@ class Challenge:
         }
 
 
-def issue(kind: str, *, difficulty: int, variant: str) -> Challenge:
+def issue(kind: str, *, difficulty: int, variant: str, seed: str = "") -> Challenge:
     """A fresh challenge of `kind`: "hashcash", "arithmetic", "captcha" or "cloudflare"."""
     if kind == "hashcash":
-        seed = secrets.token_hex(32)
+        seed = seed or secrets.token_hex(32)
         return Challenge("hashcash", f"{seed}:{difficulty}", "0.1", variant=variant)
     if kind == "arithmetic":
         return Challenge("copilot", str(secrets.randbelow(999) + 1), "0.1")

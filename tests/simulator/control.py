@@ -185,4 +185,13 @@ class Routes:
             if name == "reset":
                 state.reset()
                 return json_response(200, {"ok": True})
+            if name == "forget":
+                # The upstream loses a conversation (server-side expiry, a purge): unlike a
+                # DELETE from the account's UI, nothing is left of it, for either dialect.
+                conversation_id = str(query.get("conversation") or "")
+                found = state.copilot_conversations.pop(conversation_id, None) or state.conversations.pop(
+                    conversation_id, None
+                )
+                log.info("event=forget conversation=%s found=%s", conversation_id, found is not None)
+                return json_response(200 if found is not None else 404, {"forgotten": found is not None})
         return json_response(404, {"error": f"no route for {method} {path}"})

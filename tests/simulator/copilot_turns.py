@@ -99,7 +99,10 @@ class CopilotTurnPlayer:
         kind = next((name for name in CHALLENGE_FAULTS if script.on(name)), None)
         if kind is not None and self.cleared is None:
             self.challenge = challenges.issue(
-                kind, difficulty=config.hashcash_difficulty, variant=config.hashcash_variant
+                kind,
+                difficulty=config.hashcash_difficulty,
+                variant=config.hashcash_variant,
+                seed=config.hashcash_seed,
             )
             self.state.challenges.append(self.challenge)
             issued = self.challenge

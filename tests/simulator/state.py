@@ -33,6 +33,7 @@ CONFIG_KEYS = (
     "copilot_modes",
     "hashcash_difficulty",
     "hashcash_variant",
+    "hashcash_seed",
 )
 """The settings the control API may change at run time."""
 
@@ -66,6 +67,8 @@ class SimConfig:
     """Difficulty written into hashcash challenges: zero bits ("bits") or zero hex digits ("hex")."""
     hashcash_variant: str = "bits"
     """Which hashcash verifier the server uses (B3.1 (b) "bits" or (a) "hex")."""
+    hashcash_seed: str = ""
+    """A fixed hashcash seed (64 hex digits), so a test knows how much work a puzzle takes; "" = random."""
 
     def update(self, values: dict[str, Any]) -> None:
         """Apply control-API values, coercing types; unknown keys or bad values raise ValueError."""
@@ -81,6 +84,12 @@ class SimConfig:
                 raise ValueError("hashcash_difficulty must be between 0 and 64")
             if key == "hashcash_variant" and coerced not in HASHCASH_VARIANTS:
                 raise ValueError(f"hashcash_variant must be one of {', '.join(HASHCASH_VARIANTS)}")
+            if (
+                key == "hashcash_seed"
+                and coerced
+                and (len(coerced) != 64 or coerced.strip("0123456789abcdef"))
+            ):
+                raise ValueError("hashcash_seed must be 64 lower-case hex digits, or empty")
             if key in ("copilot_unknown_conversation_code", "copilot_modes") and not coerced.strip(", "):
                 raise ValueError(f"{key} must not be empty")
             setattr(self, key, coerced)

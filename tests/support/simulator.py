@@ -209,9 +209,14 @@ class SimulatorProcess:
         Keys are `tests.simulator.state.CONFIG_KEYS`: ChatHub's max_turns / expiry_seconds /
         clock_offset, the shared token_delay / words_per_update / linger, and Copilot's
         copilot_strict / copilot_connected_twice / copilot_connected_delay /
-        copilot_unknown_conversation_code / copilot_modes / hashcash_difficulty / hashcash_variant.
+        copilot_unknown_conversation_code / copilot_modes / hashcash_difficulty / hashcash_variant /
+        hashcash_seed.
         """
         return dict(self._post("config", values))
+
+    def forget(self, conversation_id: str) -> None:
+        """Make the upstream forget a conversation entirely (as if expired or purged server-side)."""
+        self._post("forget", {"conversation": conversation_id})
 
     def reset(self) -> None:
         """Forget conversations and counters; restore the start-up config.

@@ -30,6 +30,7 @@ from workers.upstream.copilot_client import CopilotClient
 from workers.upstream.copilot_decode import InvalidEvent
 from workers.upstream.errors import (
     ChallengeRequired,
+    ConversationExpired,
     Interrupted,
     Throttled,
     Unauthorized,
@@ -392,6 +393,22 @@ def test_invalid_event_is_logged_with_redacted_frames(
     for secret in (TOKEN, "secret+token", "cf-secret", "anon-secret", "automated test message", "earlier"):
         assert secret not in text
     assert all(TOKEN not in r.getMessage() and "cf-secret" not in r.getMessage() for r in caplog.records)
+
+
+def test_invalid_event_on_a_continued_conversation_means_copilot_forgot_it(
+    make_server: Callable[..., Copilot],
+) -> None:
+    def script(ws: ServerConnection) -> None:
+        server.preamble(ws)
+        ws.send(frame("error", errorCode="invalid-event", id="0.0002"))
+        server.wait_for_client_close(ws)
+
+    server = make_server(script)
+    with pytest.raises(ConversationExpired) as caught:  # the turn runner rolls over on this
+        run(client(server.base_url, connected_wait=0.1), CopilotHandle(CONV, turns=3))
+    assert isinstance(caught.value.__cause__, InvalidEvent)
+    with pytest.raises(InvalidEvent):  # on a fresh conversation it stays a protocol error
+        run(client(server.base_url, connected_wait=0.1), CopilotHandle(CONV, turns=0))
 
 
 # --- images and failures mid-stream -----------------------------------------------------------------

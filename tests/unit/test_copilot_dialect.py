@@ -410,6 +410,13 @@ def test_hashcash_splits_on_the_last_colon_and_refuses_nonsense() -> None:
         challenges.solve_hashcash_hex(f"{SEED}:9")
 
 
+def test_a_hard_hashcash_is_solved_in_a_child_process_and_an_absurd_one_refused() -> None:
+    bits = challenges.INLINE_BITS + 2
+    assert challenges.solve_challenge("hashcash", f"{SEED}:{bits}") == brute_bits(SEED, bits)
+    with pytest.raises(ProtocolError, match="refused"):
+        challenges.solve_challenge("hashcash", f"{SEED}:{challenges.MAX_HASHCASH_BITS + 1}")
+
+
 @pytest.mark.parametrize(("a", "token"), [("5", "16"), ("10", "18"), ("3", "9"), ("7.5", "16"), ("0", "0")])
 def test_arithmetic_challenge(a: str, token: str) -> None:
     assert challenges.solve_arithmetic(a) == token

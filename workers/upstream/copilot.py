@@ -84,7 +84,12 @@ class CopilotHandle:
         )
 
     def is_expired(self, now: float) -> bool:
-        """Always False: Copilot documents no conversation expiry (B4, B7.6)."""
+        """Always False: Copilot documents no conversation expiry (B4, B7.6).
+
+        A conversation Copilot forgot anyway (deleted in the account's UI, purged) shows
+        up as `invalid-event` on the next `send`; the client raises `ConversationExpired`
+        for it and the turn runner rolls over, as for ChatHub's expiry.
+        """
         return False
 
 

@@ -27,7 +27,13 @@ from workers.upstream.challenges import solve_challenge
 from workers.upstream.context import TurnInput
 from workers.upstream.copilot import CopilotHandle
 from workers.upstream.copilot_decode import Challenge, CopilotDecoder, InvalidEvent
-from workers.upstream.errors import Interrupted, Unauthorized, UpstreamError, UpstreamTimeout
+from workers.upstream.errors import (
+    ConversationExpired,
+    Interrupted,
+    Unauthorized,
+    UpstreamError,
+    UpstreamTimeout,
+)
 from workers.upstream.events import Done, Event
 from workers.upstream.transport import WebSocketTransport, http_request, redact_url
 
@@ -212,6 +218,15 @@ class CopilotClient:
                 self._log.warning(
                     "event=copilot_invalid_event url=%s frames=%s", redact_url(url), frames.dump()
                 )
+                if not handle.fresh and not decoder.text:
+                    # On a conversation that worked before, the usual cause is that Copilot no
+                    # longer knows it (deleted in the account's UI, expired server-side, or a
+                    # different cookie): the turn runner rolls over to a new, seeded one.
+                    self._log.info("event=copilot_conversation_forgotten turns=%d", handle.turns)
+                    raise ConversationExpired(
+                        "Copilot no longer accepts this conversation (invalid-event on a continued "
+                        "conversation)"
+                    ) from exc
             self._log.info("event=copilot_turn_failed error=%s", type(exc).__name__)
             raise
         finally:
