@@ -33,9 +33,8 @@ from collections.abc import Callable
 from typing import Any
 
 from redis import Redis
-from redis.exceptions import RedisError
 from redis.client import Pipeline
-from redis.exceptions import WatchError
+from redis.exceptions import RedisError, WatchError
 from rq.timeouts import JobTimeoutException
 
 from service import locks
