@@ -53,6 +53,13 @@ class Settings:
     upstream_handle_ttl: int = 6 * 3600
     context_max_chars: int = 32000
     log_level: str = "INFO"
+    secret_key: str = dataclasses.field(default="", repr=False)
+    admin_key: str = dataclasses.field(default="", repr=False)
+    account_max_concurrent: int = 2
+    account_rpm: int = 12
+    account_probe_seconds: float = 300.0
+    account_health: bool = True
+    queue_max_wait_seconds: float = 30.0
 
     @property
     def auth_enabled(self) -> bool:
@@ -90,6 +97,23 @@ def _non_negative_float(value: str) -> float:
     if number < 0:
         raise ValueError("must be zero or more")
     return number
+
+
+def _secret(value: str) -> str:
+    secret = value.strip()
+    if len(secret) < 16:
+        raise ValueError(
+            "must be at least 16 characters "
+            "(e.g. `python -c 'import secrets; print(secrets.token_urlsafe(32))'`)"
+        )
+    return secret
+
+
+def _flag(value: str) -> bool:
+    flag = value.strip().lower()
+    if flag not in ("1", "0", "true", "false", "on", "off", "yes", "no"):
+        raise ValueError("must be on or off")
+    return flag in ("1", "true", "on", "yes")
 
 
 def _url(*schemes: str) -> Callable[[str], str]:
@@ -208,6 +232,27 @@ def load_settings(environ: Mapping[str, str]) -> Settings:
         context_max_chars=_read(environ, "CONTEXT_MAX_CHARS", _positive_int, d.context_max_chars),
         # LOG_LEVEL: DEBUG, INFO, WARNING, ERROR or CRITICAL.
         log_level=_read(environ, "LOG_LEVEL", _log_level, d.log_level),
+        # SECRET_KEY: server secret; keys the encryption of account cookies/tokens at rest (HKDF -> Fernet).
+        secret_key=_read(environ, "SECRET_KEY", _secret, d.secret_key),
+        # ADMIN_KEY: bearer key of the /admin/ API; unset = no admin API at all (404).
+        admin_key=_read(environ, "ADMIN_KEY", _secret, d.admin_key),
+        # ACCOUNT_MAX_CONCURRENT: turns in flight per upstream account (all workers together).
+        account_max_concurrent=_read(
+            environ, "ACCOUNT_MAX_CONCURRENT", _positive_int, d.account_max_concurrent
+        ),
+        # ACCOUNT_RPM: turns started per upstream account per sliding minute (all workers together).
+        account_rpm=_read(environ, "ACCOUNT_RPM", _positive_int, d.account_rpm),
+        # ACCOUNT_PROBE_SECONDS: how often one worker probes accounts needing attention (a REST call).
+        account_probe_seconds=_read(
+            environ, "ACCOUNT_PROBE_SECONDS", _positive_float, d.account_probe_seconds
+        ),
+        # ACCOUNT_HEALTH: on = account errors cool or park the account; off = pass them through
+        # (one-off injected faults in tests must not park the only account).
+        account_health=_read(environ, "ACCOUNT_HEALTH", _flag, d.account_health),
+        # QUEUE_MAX_WAIT_SECONDS: expected wait for an account slot above which a request gets 429 at once.
+        queue_max_wait_seconds=_read(
+            environ, "QUEUE_MAX_WAIT_SECONDS", _positive_float, d.queue_max_wait_seconds
+        ),
     )
     if settings.stream_hold_seconds > settings.sse_heartbeat_seconds:
         raise SettingsError("STREAM_HOLD_SECONDS must not exceed SSE_HEARTBEAT_SECONDS")
