@@ -256,4 +256,12 @@ def load_settings(environ: Mapping[str, str]) -> Settings:
     )
     if settings.stream_hold_seconds > settings.sse_heartbeat_seconds:
         raise SettingsError("STREAM_HOLD_SECONDS must not exceed SSE_HEARTBEAT_SECONDS")
+    if (
+        settings.upstream_cookies or settings.copilot_access_token or settings.admin_key
+    ) and not settings.secret_key:
+        raise SettingsError(
+            "SECRET_KEY is required when UPSTREAM_COOKIES, COPILOT_ACCESS_TOKEN or ADMIN_KEY is set: account "
+            "secrets are encrypted with it in Redis "
+            "(generate one: python -c 'import secrets; print(secrets.token_urlsafe(32))')"
+        )
     return settings

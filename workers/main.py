@@ -7,11 +7,14 @@ import os
 import socket
 from collections.abc import Mapping
 
+import gevent
 from rq import Queue
 from rq.serializers import JSONSerializer
 
+from service.accounts.sealing import SealingError
 from service.logs import configure_logging
 from service.settings import SettingsError, load_settings
+from workers.account_pool import pool_for, run_prober
 from workers.context import build_context, set_context
 from workers.pool import GeventWorker
 
@@ -28,6 +31,12 @@ def main(environ: Mapping[str, str]) -> int:
         return 2
     configure_logging(settings.log_level)
     set_context(context)
+    try:
+        pool_for(settings, context.redis).seed()  # UPSTREAM_COOKIES -> env-1…; idempotent
+    except SealingError as exc:
+        print(f"worker: {exc}", flush=True)
+        return 2
+    gevent.spawn(run_prober, settings, context.redis, stop=lambda: False, sleep=gevent.sleep)
     queue = Queue(settings.queue_name, connection=context.redis, serializer=JSONSerializer)
     worker = GeventWorker(
         [queue],

@@ -34,11 +34,17 @@ from service.models import find_model
 from service.relay import Publisher
 from service.settings import Settings
 from service.turns import TurnRequest, cancel_key, lease_key
+from workers.account_pool import AccountLane, pool_for
 from workers.context import WorkerContext
 from workers.pool import WorkerShutdown
 from workers.upstream import build_client, load_handle
 from workers.upstream.context import TurnInput
-from workers.upstream.errors import ConversationExpired, ConversationLimitReached, ProtocolError
+from workers.upstream.errors import (
+    ConversationExpired,
+    ConversationLimitReached,
+    ProtocolError,
+    UpstreamError,
+)
 from workers.upstream.events import Citation, Done, Event, Image, Limits, Progress, Suggestions, TextDelta
 
 log = logging.getLogger(__name__)
@@ -59,6 +65,7 @@ class TurnRunner:
         self.clock = clock
         self._cancelled = threading.Event()
         self._stopped = threading.Event()
+        self.lane: AccountLane | None = None
 
     def run(self) -> dict[str, Any]:
         """Run the turn; returns a small summary, raises on failure."""
@@ -80,6 +87,8 @@ class TurnRunner:
             raise
         finally:
             self._stopped.set()
+            if self.lane is not None:
+                self.lane.release()
             self.redis.delete(lease_key(self.request.completion_id))
             if self.request.lock_token:
                 locks.release(self.redis, self.request.conversation_id, self.request.lock_token)
@@ -94,42 +103,51 @@ class TurnRunner:
         conversation = self._load_conversation()
         handle = load_handle(self.settings, conversation.handle)
         seed = list(conversation.messages)  # what the client has seen: injected into a new upstream
-        account = handle.account if handle else self._pick_account()
-        client = build_client(self.settings, account)
-
-        for attempt in (1, 2):
-            if handle is None or handle.is_expired(self.clock()) or handle.exhausted:
-                handle = client.create_conversation(account=account)
-                log.info(
-                    "event=upstream_conversation_created attempt=%d seeded_messages=%d", attempt, len(seed)
-                )
-            fresh = handle.fresh
-            turn = TurnInput(
-                text=request.prompt,
-                tone=spec.tone,
-                gpt4_turbo=spec.gpt4_turbo,
-                mode=spec.mode,
-                history=tuple((m["role"], m["content"]) for m in seed) if fresh else (),
-                system=conversation.system if fresh else "",
-                max_context_chars=self.settings.context_max_chars,
-            )
+        # The pool picks the account (waiting its turn if every slot is taken); an account
+        # failure before any token moves the turn to another account, seeded like a rollover.
+        self.lane = lane = AccountLane(
+            pool_for(self.settings, self.redis), request.owner, publisher, self._cancelled.is_set
+        )
+        account = lane.take(handle.account if handle else None)
+        rollovers = 0
+        while account is not None:
+            if handle is not None and handle.account != account.id:
+                handle = None  # the conversation's account is gone or unwell: a new upstream one
+            client = build_client(self.settings, account)
             streamed = False
             try:
+                if handle is None or handle.is_expired(self.clock()) or handle.exhausted:
+                    handle = client.create_conversation(account=account.id)
+                    log.info("event=upstream_conversation_created seeded_messages=%d", len(seed))
                 done = None
-                for event in client.stream_turn(handle, turn, should_stop=self._cancelled.is_set):
+                for event in client.stream_turn(
+                    handle,
+                    self._turn_input(spec, handle.fresh, conversation, seed),
+                    should_stop=self._cancelled.is_set,
+                ):
                     streamed = streamed or isinstance(event, TextDelta)
                     if isinstance(event, Done):
                         done = event
                     else:
                         self._relay(publisher, event)
             except (ConversationExpired, ConversationLimitReached) as exc:
-                if streamed or attempt == 2:
+                if streamed or rollovers:
                     raise
+                rollovers += 1
                 log.info("event=upstream_rollover reason=%s", exc.__class__.__name__)
                 handle = None
                 continue
+            except UpstreamError as exc:
+                if streamed or not lane.fail_over(exc):
+                    raise
+                log.info("event=account_failover from=%s reason=%s", account.id, exc.__class__.__name__)
+                account = lane.take(None)
+                continue
             break
 
+        if account is None:  # cancelled while waiting for an account
+            log.info("event=turn_cancelled")
+            return {"status": "cancelled"}
         if self._cancelled.is_set():
             log.info("event=turn_cancelled")
             return {"status": "cancelled"}
@@ -167,12 +185,17 @@ class TurnRunner:
             )
         return conversation
 
-    def _pick_account(self) -> int:
-        """Round-robin new upstream conversations over the configured accounts."""
-        accounts = len(self.settings.upstream_cookies)
-        if accounts <= 1:
-            return 0
-        return int(self.redis.incr("upstream:accounts:next")) % accounts
+    def _turn_input(self, spec: Any, fresh: bool, conversation: Conversation, seed: list[Any]) -> TurnInput:
+        """The turn as the dialect needs it; a fresh upstream conversation gets the history injected."""
+        return TurnInput(
+            text=self.request.prompt,
+            tone=spec.tone,
+            gpt4_turbo=spec.gpt4_turbo,
+            mode=spec.mode,
+            history=tuple((m["role"], m["content"]) for m in seed) if fresh else (),
+            system=conversation.system if fresh else "",
+            max_context_chars=self.settings.context_max_chars,
+        )
 
     def _relay(self, publisher: Publisher, event: Event) -> None:
         if isinstance(event, TextDelta):

@@ -10,6 +10,7 @@ else: shared code lives in plain `service` modules so workers never load Flask.
       middleware   request ids, CORS, preflight, auth
       completions  POST …/completions  (validation → enqueue → stream.watch → SSE/JSON)
       meta         /v1/models, /v1/conversations/<id>, /healthz
+      admin        /admin/accounts (only with ADMIN_KEY); the pool's admission check
       errors       every failure rendered as OpenAI's error JSON
 """
 
@@ -21,7 +22,7 @@ from collections.abc import Mapping
 from flask import Flask
 
 from service.settings import load_settings
-from service.web import completions, errors, meta, middleware
+from service.web import admin, completions, errors, meta, middleware
 from service.web.extension import init_app
 
 
@@ -39,6 +40,7 @@ def create_app(overrides: Mapping[str, str] | None = None) -> Flask:
     middleware.init_app(app)
     errors.init_app(app)
     app.register_blueprint(meta.blueprint)
+    admin.init_app(app, settings)  # /admin/ only with ADMIN_KEY
     # Its catch-all rule loses to every more specific rule, whatever the order.
     app.register_blueprint(completions.blueprint)
     return app

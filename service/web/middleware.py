@@ -61,8 +61,8 @@ def _preflight() -> Response | None:
 
 
 def _authenticate() -> None:
-    if request.path in OPEN_PATHS:
-        return
+    if request.path in OPEN_PATHS or request.path.startswith("/admin/"):
+        return  # /admin/ checks ADMIN_KEY itself (or does not exist)
     g.owner = authenticate(request.headers, gateway().settings.api_keys)
 
 

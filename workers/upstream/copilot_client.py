@@ -102,7 +102,7 @@ class CopilotClient:
         self._session = session
         self._log = logger or log
 
-    def create_conversation(self, *, account: int = 0) -> CopilotHandle:
+    def create_conversation(self, *, account: str = "") -> CopilotHandle:
         """Create a server-side conversation; `account` is recorded so later turns use the same cookies."""
         headers = {
             "Origin": copilot.ORIGIN,
@@ -127,7 +127,7 @@ class CopilotClient:
             status, response_headers, body, account=account, now=self._clock()
         )
         self._log.info(
-            "event=copilot_conversation_created account=%d anonymous=%s",
+            "event=copilot_conversation_created account=%s anonymous=%s",
             account,
             not (self._cookies or self._access_token),
         )
@@ -195,7 +195,7 @@ class CopilotClient:
         values += [part.partition("=")[2].strip() for part in self._cookies.split(";")]
         return [value for value in values if value]
 
-    def _open(self, transport: WebSocketTransport, url: str, account: int) -> None:
+    def _open(self, transport: WebSocketTransport, url: str, account: str) -> None:
         # Origin goes through the transport, which hands it to websocket-client separately so
         # it is sent exactly once (the library adds its own next to a header-list Origin).
         headers = {"Origin": copilot.ORIGIN, "User-Agent": USER_AGENT}
