@@ -18,14 +18,17 @@ import json
 import logging
 import secrets
 import time
+from collections.abc import Callable
 from typing import Any
 from urllib.parse import parse_qs, unquote
 
 from websockets.datastructures import Headers
 from websockets.http11 import Request, Response
 
+from tests.simulator import copilot
+from tests.simulator.accounts import account_of
 from tests.simulator.copilot_state import REVOKED, CopilotConversation, identity
-from tests.simulator.http_util import cookies, http_response, json_response
+from tests.simulator.http_util import challenge_page, cookies, http_response, json_response
 from tests.simulator.state import SimulatorState
 
 log = logging.getLogger(__name__)
@@ -34,6 +37,8 @@ CHAT_PATH = "/c/api/chat"
 API = "/c/api/"
 REMAINING_TURNS = 100
 """What `/c/api/start` reports as `remainingTurns`; informational, never enforced (B4 has no limit)."""
+REGION_BODY = {"errorCode": "chat-service-unavailable", "message": "Copilot is not available in your region."}
+UNAUTHORIZED_BODY = {"error": "unauthorized", "message": "Invalid or expired access token"}
 LANDING_PAGE = (
     b"<!doctype html><html><head><title>Microsoft Copilot: Your AI companion</title></head>"
     b"<body><div id='app'>Copilot (simulated)</div></body></html>"
@@ -47,6 +52,12 @@ def _bearer(headers: Headers) -> str | None:
 
 def _revoked(headers: Headers, jar: dict[str, str], access_token: str | None = None) -> bool:
     return REVOKED in (jar.get("_U"), _bearer(headers), access_token)
+
+
+def request_account(request: Request, query: str = "") -> str:
+    """The account of a Copilot request (`accounts.account_of`): socket token, Bearer, `_U`, anon cookie."""
+    token = parse_qs(query, keep_blank_values=True).get("accessToken", [None])[0]
+    return account_of(cookies(request.headers), access_token=token or _bearer(request.headers))
 
 
 def _cookie(name: str, value: str, *, max_age: int | None = None) -> tuple[str, str]:
@@ -69,6 +80,10 @@ class CopilotRoutes:
         """Record a client violation, tagged with the dialect."""
         self.state.violation(f"copilot: {text}")
 
+    def account(self, request: Request, query: str = "") -> str:
+        """The account of a request (see `request_account`)."""
+        return request_account(request, query)
+
     def check_upgrade(self, request: Request, query: str) -> Response | None:
         """Refuse a bad `/c/api/chat` upgrade (400 / 403 / 401); None lets the handshake go on."""
         params = parse_qs(query, keep_blank_values=True)
@@ -80,20 +95,58 @@ class CopilotRoutes:
         if _revoked(request.headers, cookies(request.headers), token):
             log.info("event=copilot_upgrade_refused reason=revoked_token")
             return json_response(401, {"error": "unauthorized"})
+        account = self.account(request, query)
+        if self.state.accounts.fault(account) == "unauthorized":
+            self.state.accounts.reject(account, "unauthorized")
+            log.info("event=copilot_upgrade_refused reason=account_unauthorized")
+            return json_response(401, {"error": "unauthorized"})
         return None
+
+    def account_fault(self, method: str, name: str, account: str) -> Response | None:
+        """How an account's fault shows on REST (None: not at all, the request goes on).
+
+        `unauthorized` → 401 everywhere (B7.6, g4f); `cloudflare` → the challenge page
+        everywhere (B5: Cloudflare gates page and chat). `GET /c/api/user` is the account
+        probe and also reflects `captcha` (the same browser-only verdict) and `region`
+        (403 with the chat's `chat-service-unavailable` code) — simulator choices, since the
+        real endpoint is only documented to 401; `throttled` shows on `POST /c/api/start`
+        as `isBlocked`/`banExpiresAt` instead. The landing page (`name` "/") only shows
+        `cloudflare`.
+        """
+        fault = self.state.accounts.fault(account)
+        probe = name == "user" and method == "GET"
+        refusals: dict[str, Callable[[], Response]] = {
+            "unauthorized": lambda: json_response(401, UNAUTHORIZED_BODY),
+            "cloudflare": challenge_page,
+        }
+        if probe:
+            refusals.update(captcha=challenge_page, region=lambda: json_response(403, REGION_BODY))
+        elif name == "/":
+            del refusals["unauthorized"]  # the landing page needs no credential
+        if fault not in refusals:
+            return None
+        self.state.accounts.reject(account, fault)
+        log.info("event=copilot_rest_refused fault=%s", fault)
+        return refusals[fault]()
 
     def __call__(self, method: str, path: str, request: Request, body: bytes) -> Response:
         """One REST request (`/` or `/c/api/…`)."""
         jar = cookies(request.headers)
+        account = self.account(request)
         if path == "/":
-            return self.landing() if method == "GET" else json_response(405, {"error": "GET only"})
+            if method != "GET":
+                return json_response(405, {"error": "GET only"})
+            return self.account_fault(method, "/", account) or self.landing()
         if _revoked(request.headers, jar):
-            return json_response(401, {"error": "unauthorized", "message": "Invalid or expired access token"})
+            return json_response(401, UNAUTHORIZED_BODY)
+        name = path[len(API) :]
+        refused = self.account_fault(method, name, account)
+        if refused is not None:
+            return refused
         owner = identity(jar)
         signed_in = "_U" in jar or _bearer(request.headers) is not None
-        name = path[len(API) :]
         if name == "start" and method == "POST":
-            return self.start(owner, signed_in, body)
+            return self.start(owner, signed_in, body, account)
         if name == "conversations" and method == "POST":
             conversation = self.state.create_copilot_conversation(owner=owner, signed_in=signed_in)
             log.info("event=copilot_create conversation=%s", conversation.id)
@@ -115,7 +168,7 @@ class CopilotRoutes:
         ]
         return http_response(200, LANDING_PAGE, "text/html; charset=utf-8", extra)
 
-    def start(self, owner: str, signed_in: bool, body: bytes) -> Response:
+    def start(self, owner: str, signed_in: bool, body: bytes, account: str) -> Response:
         """`POST /c/api/start`: a (new or current) conversation, and an anon cookie if needed."""
         options: Any = None
         try:
@@ -135,11 +188,13 @@ class CopilotRoutes:
             conversation = owned[0]
         else:
             conversation = self.state.create_copilot_conversation(owner=owner, signed_in=signed_in)
+        blocked = self.state.accounts.fault(account) == "throttled"
+        ban = copilot.iso_offset(self.state.accounts.throttled_until(account)) if blocked else None
         body_out = {
             "currentConversationId": conversation.id,
             "remainingTurns": REMAINING_TURNS,
-            "isBlocked": False,
-            "banExpiresAt": None,
+            "isBlocked": blocked,
+            "banExpiresAt": ban,
         }
         return json_response(200, body_out, extra)
 
