@@ -31,7 +31,7 @@ from redis import Redis
 from redis.client import Pipeline
 
 from service.accounts import health
-from service.accounts.registry import Account, Registry
+from service.accounts.registry import Account, AccountNotFound, Registry
 from service.accounts.scheduler import Lease, Scheduler
 from service.relay import Publisher
 from service.settings import Settings
@@ -105,7 +105,12 @@ class AccountLane:
             return None
         self.lease = lease
         log.info("event=account_taken account=%s preferred=%s", lease.account.id, preferred or "-")
-        return self.pool.credentials(lease.account)
+        try:
+            # Credentials are read now, not from the pool snapshot: a refresh made a moment ago counts.
+            return self.pool.credentials(self.pool.registry.get(lease.account.id))
+        except AccountNotFound:  # deleted since the slot was granted
+            self.tried.add(lease.account.id)
+            return self.take(None)
 
     def fail_over(self, exc: BaseException) -> bool:
         """Record what `exc` says about the account; True if the turn should try another account."""

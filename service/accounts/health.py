@@ -20,7 +20,7 @@ from collections.abc import Callable
 
 from redis import Redis
 
-from service.accounts.registry import HEALTH_FIELDS, NEEDS_ATTENTION, Account, Registry
+from service.accounts.registry import NEEDS_ATTENTION, Account, Registry
 
 log = logging.getLogger(__name__)
 
@@ -78,7 +78,7 @@ def record(registry: Registry, account_id: str, verdict: Verdict, now: float) ->
 
 def recover(registry: Registry, account_id: str) -> None:
     """Back to ready: a probe succeeded."""
-    registry.set_health(account_id, {}, clear=HEALTH_FIELDS)
+    registry.set_health(account_id, {}, clear=("attention", "cooling_until"))
     log.info("event=account_recovered account=%s", account_id)
 
 
@@ -103,11 +103,9 @@ def probe_once(
             continue
         try:
             probe(account)
-        except Exception as exc:  # still broken: keep the state, note the latest message
-            verdict = classify(exc)
+        except Exception as exc:  # still broken: the state and its message stay as they are
+            # (writing here could undo a refresh the operator made while the probe ran)
             log.info("event=account_probe_failed account=%s code=%s", account.id, getattr(exc, "code", ""))
-            if verdict is not None and verdict.kind == "attention":
-                record(registry, account.id, verdict, now)
             continue
         recover(registry, account.id)
         recovered += 1

@@ -6,7 +6,8 @@ on its account), else every ready account. The answer comes from one Lua script,
 `ADMIT`, that in one atomic step
 
 1. puts the turn in the waiting line if it is not there yet, tagged for fairness;
-2. counts the free slots of every ready account (min of free concurrency and free rate);
+2. counts the free slots of every ready account (min of free concurrency and free rate; an
+   account deleted, disabled or unwell since the caller's snapshot has none);
 3. walks the line from its head, letting each earlier ticket reserve the candidate with
    the most headroom; if a slot is left among this turn's candidates, takes it (lease +
    rate entry) and leaves the line; else reports the turn's position.
@@ -70,6 +71,9 @@ for i = 10, #ARGV, 3 do
   redis.call('ZREMRANGEBYSCORE', rate, '-inf', now - window)
   local f = math.min(tonumber(ARGV[i + 1]) - redis.call('ZCARD', leases),
                      tonumber(ARGV[i + 2]) - redis.call('ZCARD', rate))
+  -- The caller's view of the pool may be a second old: deleted, disabled, unwell = no slot.
+  local h = redis.call('HMGET', prefix .. ':a:' .. id, 'enabled', 'attention', 'cooling_until')
+  if h[1] ~= '1' or h[2] == '1' or tonumber(h[3] or '0') > now then f = 0 end
   if f < 0 then f = 0 end
   free[id] = f
   total = total + f
@@ -173,8 +177,13 @@ class Scheduler:
     ) -> tuple[Lease | None, int]:
         """One atomic try: (the lease, 0) or (None, the ticket's position in the line)."""
         accounts = self.registry.all()
+        if preferred and all(a.id != preferred for a in accounts):
+            accounts = self.registry.all(fresh=True)  # maybe added within the snapshot's second
         now = self.clock()
         ready = [a for a in accounts if a.state(now) == READY and a.id not in exclude]
+        if not ready:  # before failing the turn, make sure no account was refreshed meanwhile
+            accounts = self.registry.all(fresh=True)
+            ready = [a for a in accounts if a.state(now) == READY and a.id not in exclude]
         if not ready:
             raise pool_unavailable(accounts, now, exclude)
         want = [a for a in ready if a.id == preferred] or ready
