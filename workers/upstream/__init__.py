@@ -11,6 +11,7 @@ runner, relay, web tier) is the same for every dialect.
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Callable, Iterator, Mapping
 from typing import Any, Protocol
 
@@ -58,6 +59,12 @@ def account_cookies(settings: Settings, account: int) -> str:
     return cookies[account % len(cookies)] if cookies else ""
 
 
+_COPILOT_JARS: dict[tuple[int, str], str] = {}
+"""Each Copilot account's latest cookie header in this process, keyed by (account, configured
+cookies), so an anonymous session and rotated cookies outlive one turn's client. Interim: the
+account pool persists jars (encrypted, shared by every worker) through the same `on_cookies`."""
+
+
 def build_client(settings: Settings, account: int) -> Client:
     """The client of the configured dialect, for one account of the cookie pool."""
     if settings.upstream == "bing":
@@ -72,12 +79,15 @@ def build_client(settings: Settings, account: int) -> Client:
             idle_timeout=settings.upstream_idle_timeout,
         )
     if settings.upstream == "copilot":
-        from workers.upstream.copilot_client import CopilotClient
+        from workers.upstream.copilot_client import USER_AGENT, CopilotClient
 
+        key = (account, account_cookies(settings, account))
         return CopilotClient(
             base_url=settings.copilot_url,
-            cookies=account_cookies(settings, account),
+            cookies=_COPILOT_JARS.get(key, key[1]),
             access_token=settings.copilot_access_token,
+            user_agent=USER_AGENT,
+            on_cookies=functools.partial(_COPILOT_JARS.__setitem__, key),
             connect_timeout=settings.upstream_connect_timeout,
             first_token_timeout=settings.upstream_first_token_timeout,
             idle_timeout=settings.upstream_idle_timeout,
