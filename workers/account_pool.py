@@ -33,6 +33,7 @@ from redis.client import Pipeline
 from service.accounts import health
 from service.accounts.registry import Account, AccountNotFound, Registry
 from service.accounts.scheduler import Lease, Scheduler
+from service.accounts.sealing import SealingError
 from service.relay import Publisher
 from service.settings import Settings
 from workers.upstream import Credentials
@@ -56,12 +57,26 @@ class Pool:
             rpm=settings.account_rpm,
             lease_seconds=2 * settings.worker_lease_seconds,
         )
+        # Without SECRET_KEY nothing secret may be stored, so an anonymous account's session
+        # cookies (Copilot) stay in this process only.
+        self.local_jars: dict[str, str] = {}
+
+    def cookie_sink(self, account_id: str) -> Callable[[str], None]:
+        """Where a client reports the account's updated cookie header: the registry, for every worker."""
+
+        def store(header: str) -> None:
+            try:
+                self.registry.store_cookies(account_id, header)
+            except SealingError:
+                self.local_jars[account_id] = header
+
+        return store
 
     def credentials(self, account: Account) -> Credentials:
         """The account's opened secrets, for building its client."""
         return Credentials(
             id=account.id,
-            cookies=self.registry.cookies(account),
+            cookies=self.registry.cookies(account) or self.local_jars.get(account.id, ""),
             access_token=self.registry.access_token(account),
             user_agent=account.user_agent,
         )

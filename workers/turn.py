@@ -113,7 +113,7 @@ class TurnRunner:
         while account is not None:
             if handle is not None and handle.account != account.id:
                 handle = None  # the conversation's account is gone or unwell: a new upstream one
-            client = build_client(self.settings, account)
+            client = build_client(self.settings, account, on_cookies=lane.pool.cookie_sink(account.id))
             streamed = False
             try:
                 if handle is None or handle.is_expired(self.clock()) or handle.exhausted:

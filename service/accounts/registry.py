@@ -244,6 +244,12 @@ class Registry:
         self._snapshot = None
         return self.get(account_id)
 
+    def store_cookies(self, account_id: str, cookies: str) -> None:
+        """Persist the cookie jar the upstream updated (Set-Cookie); unlike a refresh, health stays."""
+        sealed = self.sealer.seal(cookies)
+        if self.redis.exists(self.key(account_id)):
+            self.redis.hset(self.key(account_id), "cookies", sealed)
+
     def delete(self, account_id: str) -> None:
         """Remove an account; its conversations move to another account on their next turn."""
         with self.redis.pipeline() as pipe:

@@ -52,6 +52,7 @@ THROTTLE_DEFAULT = 60.0
 """How long a `throttled` fault lasts when no `next_available_at` is given."""
 OVERLOAD = "overload"
 """Rejection kind: an upgrade past `max_concurrent` (HTTP 502)."""
+MAX_AGENTS = 5
 RATE = "rate"
 """Rejection kind: a turn past `rpm` (the dialect's throttle answer)."""
 
@@ -84,6 +85,8 @@ class Account:
     max_in_flight: int = 0
     starts: collections.deque[float] = dataclasses.field(default_factory=collections.deque)
     rejections: collections.Counter[str] = dataclasses.field(default_factory=collections.Counter)
+    user_agents: list[str] = dataclasses.field(default_factory=list)
+    """Distinct User-Agent headers seen (bridges present one per account; B5a binds clearance to it)."""
 
 
 class Lease:
@@ -144,6 +147,12 @@ class AccountBook:
             account.fault, account.next_available_at = None, None
             return None
         return account.fault
+
+    def saw(self, name: str, user_agent: str | None) -> None:
+        """Note the user agent of a request of `name` (the first few distinct ones are kept)."""
+        agents = self.get(name).user_agents
+        if user_agent and user_agent not in agents and len(agents) < MAX_AGENTS:
+            agents.append(user_agent)
 
     def reject(self, name: str, kind: str) -> None:
         """Count a request of `name` refused because of `kind` (a fault name, OVERLOAD or RATE)."""
@@ -220,6 +229,7 @@ class AccountBook:
             "in_flight": account.in_flight,
             "max_in_flight": account.max_in_flight,
             "rejections": dict(account.rejections),
+            "user_agents": list(account.user_agents),
             "fault": self.fault(account.name),
             "next_available_at": account.next_available_at,
             "max_concurrent": max_concurrent,
@@ -241,6 +251,7 @@ class AccountBook:
             account.turns, account.max_in_flight = 0, account.in_flight
             account.starts.clear()
             account.rejections.clear()
+            account.user_agents.clear()
 
 
 def _expire(starts: collections.deque[float], now: float) -> None:

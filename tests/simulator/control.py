@@ -107,6 +107,7 @@ class Routes:
                 del request.headers["Origin"]
                 request.headers["Origin"] = origins[-1]
             account = account_of(cookies(request.headers))
+            self.state.accounts.saw(account, request.headers.get("User-Agent"))
             if self.state.accounts.fault(account) == "cloudflare":
                 self.state.accounts.reject(account, "cloudflare")
                 return challenge_page()
@@ -156,6 +157,7 @@ class Routes:
         muid_value = secrets.token_hex(16).upper()
         muid = ("Set-Cookie", f"MUIDB={muid_value}; Path=/; HttpOnly; SameSite=None; Secure")
         account = account_of(jar)
+        self.state.accounts.saw(account, request.headers.get("User-Agent"))
         fault = "unauthorized" if jar.get("_U") == "revoked" else self.state.accounts.fault(account)
         if fault is not None:
             self.state.accounts.reject(account, fault)

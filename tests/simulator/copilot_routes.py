@@ -9,11 +9,22 @@ Cookies are set without `Secure`: the simulator speaks plain http, where a real 
 jar (Python's `http.cookiejar` included) would never send a Secure cookie back, and the
 anonymous identity would be lost. A token or `_U` cookie equal to `revoked` is the
 simulator's invalid/expired credential (HTTP 401).
+
+Anonymous mode (no `_U`, no access token) works the way public bridges bootstrap it (B1.1,
+B5): `GET /` sets `__cf_bm` / `MUID` / `_EDGE_S`, `POST /c/api/start` issues the session
+cookie `__Host-copilot-anon` (signed with a per-process key, so it survives `/_sim/reset`
+but not a forged value), and with `copilot_anon_required` (default on) the conversation
+routes and the chat upgrade answer 401 without a valid one. `copilot_rotate_cookie` makes
+every `/c/api/*` answer set a fresh `__cf_bm`, as Cloudflare does, for clients that must
+merge what the upstream sets.
 """
 
 from __future__ import annotations
 
+import base64
 import email.utils
+import hashlib
+import hmac
 import json
 import logging
 import secrets
@@ -39,6 +50,11 @@ REMAINING_TURNS = 100
 """What `/c/api/start` reports as `remainingTurns`; informational, never enforced (B4 has no limit)."""
 REGION_BODY = {"errorCode": "chat-service-unavailable", "message": "Copilot is not available in your region."}
 UNAUTHORIZED_BODY = {"error": "unauthorized", "message": "Invalid or expired access token"}
+NO_SESSION_BODY = {
+    "error": "unauthorized",
+    "message": "Missing or invalid __Host-copilot-anon session: start one with POST /c/api/start",
+}
+ANON_COOKIE = "__Host-copilot-anon"
 LANDING_PAGE = (
     b"<!doctype html><html><head><title>Microsoft Copilot: Your AI companion</title></head>"
     b"<body><div id='app'>Copilot (simulated)</div></body></html>"
@@ -95,12 +111,40 @@ class CopilotRoutes:
         if _revoked(request.headers, cookies(request.headers), token):
             log.info("event=copilot_upgrade_refused reason=revoked_token")
             return json_response(401, {"error": "unauthorized"})
+        if self.needs_session(request, query):
+            log.info("event=copilot_upgrade_refused reason=no_anonymous_session")
+            return json_response(401, NO_SESSION_BODY)
         account = self.account(request, query)
+        self.state.accounts.saw(account, request.headers.get("User-Agent"))
         if self.state.accounts.fault(account) == "unauthorized":
             self.state.accounts.reject(account, "unauthorized")
             log.info("event=copilot_upgrade_refused reason=account_unauthorized")
             return json_response(401, {"error": "unauthorized"})
         return None
+
+    def anon_value(self) -> str:
+        """A fresh `__Host-copilot-anon` value: a nonce and its signature."""
+        nonce = secrets.token_urlsafe(18)
+        return f"{nonce}.{self._sign(nonce)}"
+
+    def anon_valid(self, value: str | None) -> bool:
+        """Whether `value` is an anonymous session this process issued."""
+        nonce, dot, signature = (value or "").rpartition(".")
+        return bool(dot and nonce) and hmac.compare_digest(signature, self._sign(nonce))
+
+    def _sign(self, nonce: str) -> str:
+        digest = hmac.new(self.state.anon_secret, nonce.encode(), hashlib.sha256).digest()
+        return base64.urlsafe_b64encode(digest[:16]).decode().rstrip("=")
+
+    def needs_session(self, request: Request, query: str = "") -> bool:
+        """Anonymous (no `_U`, no token) without a valid anon session, while that is required."""
+        if not self.state.config.copilot_anon_required:
+            return False
+        jar = cookies(request.headers)
+        token = parse_qs(query, keep_blank_values=True).get("accessToken", [None])[0]
+        if jar.get("_U") or token or _bearer(request.headers):
+            return False
+        return not self.anon_valid(jar.get(ANON_COOKIE))
 
     def account_fault(self, method: str, name: str, account: str) -> Response | None:
         """How an account's fault shows on REST (None: not at all, the request goes on).
@@ -130,9 +174,16 @@ class CopilotRoutes:
         return refusals[fault]()
 
     def __call__(self, method: str, path: str, request: Request, body: bytes) -> Response:
-        """One REST request (`/` or `/c/api/…`)."""
+        """One REST request (`/` or `/c/api/…`), with a rotated `__cf_bm` if so configured."""
+        response = self._answer(method, path, request, body)
+        if path.startswith(API) and self.state.config.copilot_rotate_cookie:
+            response.headers["Set-Cookie"] = _cookie("__cf_bm", secrets.token_urlsafe(32), max_age=1800)[1]
+        return response
+
+    def _answer(self, method: str, path: str, request: Request, body: bytes) -> Response:
         jar = cookies(request.headers)
         account = self.account(request)
+        self.state.accounts.saw(account, request.headers.get("User-Agent"))
         if path == "/":
             if method != "GET":
                 return json_response(405, {"error": "GET only"})
@@ -143,10 +194,14 @@ class CopilotRoutes:
         refused = self.account_fault(method, name, account)
         if refused is not None:
             return refused
-        owner = identity(jar)
         signed_in = "_U" in jar or _bearer(request.headers) is not None
         if name == "start" and method == "POST":
-            return self.start(owner, signed_in, body, account)
+            anonymous = not signed_in and not self.anon_valid(jar.get(ANON_COOKIE))
+            return self.start("" if anonymous else identity(jar), signed_in, body, account)
+        if name.split("/")[0] == "conversations" and self.needs_session(request):
+            log.info("event=copilot_rest_refused reason=no_anonymous_session")
+            return json_response(401, NO_SESSION_BODY)
+        owner = identity(jar)
         if name == "conversations" and method == "POST":
             conversation = self.state.create_copilot_conversation(owner=owner, signed_in=signed_in)
             log.info("event=copilot_create conversation=%s", conversation.id)
@@ -180,9 +235,9 @@ class CopilotRoutes:
             options = {}
         extra = []
         if not owner:
-            anon = secrets.token_urlsafe(24)
-            extra.append(_cookie("__Host-copilot-anon", anon, max_age=31_536_000))
-            owner = identity({"__Host-copilot-anon": anon})
+            anon = self.anon_value()
+            extra.append(_cookie(ANON_COOKIE, anon, max_age=31_536_000))
+            owner = identity({ANON_COOKIE: anon})
         owned = self._owned(owner)
         if options.get("startNewConversation", True) is False and owned:
             conversation = owned[0]

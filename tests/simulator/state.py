@@ -36,6 +36,8 @@ CONFIG_KEYS = (
     "hashcash_variant",
     "account_max_concurrent",
     "account_rpm",
+    "copilot_anon_required",
+    "copilot_rotate_cookie",
 )
 """The settings the control API may change at run time."""
 
@@ -46,6 +48,8 @@ NON_NEGATIVE = (
     "copilot_connected_delay",
     "account_max_concurrent",
     "account_rpm",
+    "copilot_anon_required",
+    "copilot_rotate_cookie",
 )
 HASHCASH_VARIANTS = ("bits", "hex")
 DIALECTS = ("chathub", "copilot")
@@ -77,6 +81,10 @@ class SimConfig:
     """Difficulty written into hashcash challenges: zero bits ("bits") or zero hex digits ("hex")."""
     hashcash_variant: str = "bits"
     """Which hashcash verifier the server uses (B3.1 (b) "bits" or (a) "hex")."""
+    copilot_anon_required: bool = True
+    """Anonymous mode (no `_U`, no token) needs a `__Host-copilot-anon` this process issued (B5)."""
+    copilot_rotate_cookie: bool = False
+    """Every `/c/api/*` answer sets a fresh `__cf_bm`, as Cloudflare rotates it; clients must merge it."""
     # -- per account, both dialects (see `accounts`; 0 = unlimited) --
     account_max_concurrent: int = 4
     """Chat sockets in flight per account before upgrades get HTTP 502 (B5a: about 4)."""
@@ -240,6 +248,8 @@ class SimulatorState:
         self.challenges: list[Challenge] = []
         """Every Copilot challenge issued, with the client's answer and the verdict."""
         self.accounts = AccountBook(clock=self.now, limits=self._account_limits)
+        self.anon_secret = secrets.token_bytes(16)
+        """Signs the `__Host-copilot-anon` values this process issues, so they outlive `reset`."""
 
     def _account_limits(self) -> tuple[int, int]:
         return self.config.account_max_concurrent, self.config.account_rpm

@@ -329,6 +329,7 @@ def test_accounts_counters_in_stats_and_reset_clears_them(sim: SimulatorProcess)
         "in_flight": 0,
         "max_in_flight": 1,
         "rejections": {},
+        "user_agents": [requests.utils.default_user_agent()],  # websocket-client sends none
         "fault": None,
         "next_available_at": None,
         "max_concurrent": 0,

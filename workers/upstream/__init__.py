@@ -63,8 +63,15 @@ class Credentials:
     user_agent: str = ""
 
 
-def build_client(settings: Settings, account: Credentials) -> Client:
-    """The client of the configured dialect, speaking as one account of the pool."""
+def build_client(
+    settings: Settings, account: Credentials, *, on_cookies: Callable[[str], None] | None = None
+) -> Client:
+    """The client of the configured dialect, speaking as one account of the pool.
+
+    `on_cookies(header)` receives the account's cookie header whenever the upstream changed
+    it (Copilot's anonymous session, rotated cookies), so the pool can persist it for every
+    worker (`workers.account_pool.Pool.cookie_sink`).
+    """
     if settings.upstream == "bing":
         from workers.upstream.bing import BingClient
 
@@ -77,14 +84,14 @@ def build_client(settings: Settings, account: Credentials) -> Client:
             idle_timeout=settings.upstream_idle_timeout,
         )
     if settings.upstream == "copilot":
-        from workers.upstream.copilot_client import CopilotClient
+        from workers.upstream.copilot_client import USER_AGENT, CopilotClient
 
-        # TODO(lead): once the anonymous-session bootstrap lands, pass user_agent=account.user_agent and
-        # on_cookies=workers.account_pool.cookie_sink(account.id) so Set-Cookie merges reach the registry.
         return CopilotClient(
             base_url=settings.copilot_url,
             cookies=account.cookies,
             access_token=account.access_token or settings.copilot_access_token,
+            user_agent=account.user_agent or USER_AGENT,
+            on_cookies=on_cookies,
             connect_timeout=settings.upstream_connect_timeout,
             first_token_timeout=settings.upstream_first_token_timeout,
             idle_timeout=settings.upstream_idle_timeout,
