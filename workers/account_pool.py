@@ -38,7 +38,6 @@ from service.relay import Publisher
 from service.settings import Settings
 from workers.upstream import Credentials
 from workers.upstream.errors import Unauthorized, UpstreamError
-from workers.upstream.transport import http_request
 
 log = logging.getLogger(__name__)
 
@@ -167,17 +166,19 @@ def probe(settings: Settings, credentials: Credentials) -> None:
             connect_timeout=settings.upstream_connect_timeout,
         ).create_conversation(account=credentials.id)
         return
-    headers = {"Accept": "application/json", "Origin": settings.copilot_url}
-    if credentials.cookies:
-        headers["Cookie"] = credentials.cookies
-    if credentials.access_token:
-        headers["Authorization"] = f"Bearer {credentials.access_token}"
-    status, _, _ = http_request(
-        "GET",
-        f"{settings.copilot_url}/c/api/user",
-        headers=headers,
+    from workers.upstream.copilot_client import REST_BEARER, USER_AGENT
+    from workers.upstream.copilot_session import AccountSession, raise_for_gate
+
+    session = AccountSession(
+        base_url=settings.copilot_url,
+        cookies=credentials.cookies,
+        access_token=credentials.access_token,
+        user_agent=credentials.user_agent or USER_AGENT,
+        rest_bearer=REST_BEARER,
         timeout=settings.upstream_connect_timeout,
     )
+    status, headers, _ = session.request("GET", "/c/api/user")
+    raise_for_gate(status, headers, "the account probe")
     if status in (401, 403):
         raise Unauthorized(f"Copilot still refuses account {credentials.id} (HTTP {status})")
     if status != 200:
