@@ -191,7 +191,10 @@ def test_all_accounts_cooling_is_429_until_the_earliest_end(pool: Pool) -> None:
     response = pool.chat("hi again")
     assert response.status_code == 429
     assert response.json()["error"]["code"] == "rate_limit_exceeded"
-    assert 1 <= int(response.headers["Retry-After"]) <= 61  # the earliest end of cooling (60 s)
+    [account] = pool.accounts().values()
+    assert account["state"] == "cooling"
+    until = account["next_available_at"] - time.time()  # what the upstream said (ChatHub: 60 s)
+    assert until - 3 <= int(response.headers["Retry-After"]) <= until + 3
 
 
 def test_a_captchad_accounts_conversation_rolls_over_with_context_to_another_account(pool: Pool) -> None:
@@ -273,9 +276,9 @@ def test_one_key_flooding_does_not_starve_another(pool: Pool) -> None:
         return status
 
     with concurrent.futures.ThreadPoolExecutor(8) as executor:
-        flood = [executor.submit(send, KEY_ONE, f"[sim:slow=0.1][sim:long=6] flood {n}") for n in range(6)]
+        flood = [executor.submit(send, KEY_ONE, f"[sim:slow=0.4][sim:long=4] flood {n}") for n in range(6)]
         wait_for(lambda: pool.redis.zcard(f"accounts:{QUEUE}:line") >= 5, timeout=30)  # the flood is queued
-        other = executor.submit(send, KEY_TWO, "[sim:slow=0.1][sim:long=6] me too")
+        other = executor.submit(send, KEY_TWO, "[sim:slow=0.4][sim:long=4] me too")
         assert other.result() == 200 and all(f.result() == 200 for f in flood)
     assert order.index(KEY_TWO) <= 2, order  # served third at the latest, not after the flood
 
