@@ -336,3 +336,27 @@ def test_no_admin_api_without_an_admin_key(pool: Pool) -> None:
         server.stop()
     assert response.status_code == 404
     assert set(response.json()["error"]) == {"message", "type", "param", "code"}
+
+
+def test_disabling_or_removing_an_account_moves_its_conversations_with_context(pool: Pool) -> None:
+    first_id, second_id, third_id = pool.only(fresh("a"), fresh("b"), fresh("c"))
+    for other in (second_id, third_id):
+        pool.admin("PATCH", f"/{other}", json={"enabled": False})
+    opening = pool.chat("remember plum")
+    conversation_id = opening.headers["X-Conversation-Id"]
+    assert pool.account_of(opening) == first_id
+
+    pool.admin("PATCH", f"/{second_id}", json={"enabled": True})
+    pool.admin("PATCH", f"/{first_id}", json={"enabled": False})
+    moved = pool.chat("[sim:recall] fruit?", conversation_id=conversation_id)
+    assert moved.json()["choices"][0]["message"]["content"] == "Earlier you said: remember plum"
+    assert pool.account_of(moved) == second_id
+
+    pool.admin("PATCH", f"/{third_id}", json={"enabled": True})
+    assert pool.admin("DELETE", f"/{second_id}").status_code == 200
+    again = pool.chat("[sim:recall] and now?", conversation_id=conversation_id)
+    assert again.json()["choices"][0]["message"]["content"] == (
+        "Earlier you said: remember plum | [sim:recall] fruit?"
+    )
+    assert pool.account_of(again) == third_id
+    assert pool.admin("DELETE", f"/{second_id}").status_code == 404

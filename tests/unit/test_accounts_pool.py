@@ -179,3 +179,16 @@ def test_no_ready_account_is_429_until_the_earliest_end_or_503_for_the_operator(
     with pytest.raises(UpstreamUnavailable, match="Solve the CAPTCHA") as raised:
         scheduler(reg, clock).acquire("a")
     assert raised.value.headers()["x-should-retry"] == "false"
+
+
+def test_settings_require_a_secret_key_when_accounts_carry_secrets() -> None:
+    from service.settings import SettingsError, load_settings
+
+    with pytest.raises(SettingsError, match="SECRET_KEY is required"):
+        load_settings({"UPSTREAM_COOKIES": COOKIE})
+    with pytest.raises(SettingsError, match="SECRET_KEY is required"):
+        load_settings({"ADMIN_KEY": "a" * 20})
+    settings = load_settings({"UPSTREAM_COOKIES": COOKIE, "SECRET_KEY": KEY, "ACCOUNT_HEALTH": "off"})
+    assert settings.account_max_concurrent == 2 and settings.account_rpm == 12 and not settings.account_health
+    assert KEY not in repr(settings)
+    assert load_settings({}).queue_max_wait_seconds == 30
