@@ -186,14 +186,25 @@ def probe(settings: Settings, credentials: Credentials) -> None:
 
 
 def run_prober(
-    settings: Settings, redis: Redis, *, stop: Callable[[], bool], sleep: Callable[[float], None]
+    settings: Settings,
+    redis: Redis,
+    *,
+    seeded: bool,
+    stop: Callable[[], bool],
+    sleep: Callable[[float], None],
 ) -> None:
-    """Probe accounts needing attention every ACCOUNT_PROBE_SECONDS until `stop()` (a worker greenlet)."""
+    """Probe accounts needing attention every ACCOUNT_PROBE_SECONDS until `stop()` (a worker greenlet).
+
+    `seeded` False (Redis was down at start-up): seed the pool first, retrying every few seconds.
+    """
     pool = pool_for(settings, redis)
     every = settings.account_probe_seconds
     while not stop():
-        sleep(every)
+        sleep(min(every, 5.0) if not seeded else every)
         try:
+            if not seeded:
+                pool.seed()
+                seeded = True
             health.probe_once(
                 redis,
                 pool.registry,

@@ -8,6 +8,7 @@ import socket
 from collections.abc import Mapping
 
 import gevent
+from redis.exceptions import RedisError
 from rq import Queue
 from rq.serializers import JSONSerializer
 
@@ -31,12 +32,16 @@ def main(environ: Mapping[str, str]) -> int:
         return 2
     configure_logging(settings.log_level)
     set_context(context)
+    seeded = False
     try:
         pool_for(settings, context.redis).seed()  # UPSTREAM_COOKIES -> env-1…; idempotent
+        seeded = True
     except SealingError as exc:
         print(f"worker: {exc}", flush=True)
         return 2
-    gevent.spawn(run_prober, settings, context.redis, stop=lambda: False, sleep=gevent.sleep)
+    except RedisError:  # the prober seeds once Redis answers
+        log.warning("event=account_seed_failed", exc_info=True)
+    gevent.spawn(run_prober, settings, context.redis, seeded=seeded, stop=lambda: False, sleep=gevent.sleep)
     queue = Queue(settings.queue_name, connection=context.redis, serializer=JSONSerializer)
     worker = GeventWorker(
         [queue],
