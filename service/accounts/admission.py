@@ -5,7 +5,7 @@ The web tier asks before it enqueues. The estimate assumes the pool's rate limit
 minute): every ready account can start `rpm` turns in any minute, so its future start
 times are its free rate slots now, then each recorded start plus one minute, then the
 same again a minute later, and so on. Merging those over the ready accounts, the turn
-that arrives behind `Q` waiting ones starts at the (Q+1)-th earliest time.
+that the fair line puts behind `Q` waiting ones starts at the (Q+1)-th earliest time.
 
 Above `QUEUE_MAX_WAIT_SECONDS` the answer is 429 `rate_limit_exceeded` with
 `Retry-After` = that wait minus the allowed wait: a client that comes back then finds
@@ -23,14 +23,26 @@ from service.accounts.registry import READY, Registry
 from service.errors import RateLimited
 
 
-def expected_wait(registry: Registry, *, max_concurrent: int, rpm: int, now: float) -> float | None:
-    """Seconds until a turn arriving now would start; None when no account is ready (the worker
-    answers that with the pool's own error)."""
+def expected_wait(
+    registry: Registry, *, owner: str = "", max_concurrent: int, rpm: int, now: float
+) -> float | None:
+    """Seconds until a turn of `owner` arriving now would start; None when no account is ready
+    (the worker answers that with the pool's own error).
+
+    The turns ahead of it are those the fair line would serve first: tagged at or below the
+    tag it would get (`scheduler.ADMIT`), so one key's flood does not close the door on others.
+    """
     ready = [a for a in registry.all() if a.state(now) == READY]
     if not ready:
         return None
     ids = [a.id for a in ready]
-    waiting = int(registry.redis.zcount(f"{registry.prefix}:line:alive", f"({now}", "+inf"))
+    line = f"{registry.prefix}:line"
+    with registry.redis.pipeline(transaction=False) as pipe:
+        pipe.get(f"{line}:vt")
+        pipe.hget(f"{line}:tags", owner)
+        virtual, last = pipe.execute()
+    tag = max(float(virtual or 0), float(last or 0)) + 1
+    waiting = int(registry.redis.zcount(line, "-inf", tag))
     starts = capacity.starts(registry.redis, registry.prefix, ids, now)
     streams = [_start_times(starts[a.id], a.limits(max_concurrent, rpm)[1], now) for a in ready]
     for position, start in enumerate(heapq.merge(*streams)):
@@ -50,9 +62,11 @@ def _start_times(recent: list[float], rpm: int, now: float) -> Iterator[float]:
         cycle += 1
 
 
-def admit(registry: Registry, *, max_concurrent: int, rpm: int, max_wait: float, now: float) -> None:
+def admit(
+    registry: Registry, *, owner: str = "", max_concurrent: int, rpm: int, max_wait: float, now: float
+) -> None:
     """Raise 429 with a computed `Retry-After` if the expected wait exceeds `max_wait`."""
-    wait = expected_wait(registry, max_concurrent=max_concurrent, rpm=rpm, now=now)
+    wait = expected_wait(registry, owner=owner, max_concurrent=max_concurrent, rpm=rpm, now=now)
     if wait is None or wait <= max_wait:
         return
     retry_after = max(1.0, math.ceil(wait - max_wait))

@@ -17,7 +17,7 @@ from __future__ import annotations
 import hmac
 import time
 
-from flask import Blueprint, Flask, Response, current_app, jsonify, request
+from flask import Blueprint, Flask, Response, current_app, g, jsonify, request
 from redis import Redis
 
 from service.accounts import admission, manage
@@ -55,6 +55,7 @@ def admit() -> None:
     settings = gateway().settings
     admission.admit(
         registry(),
+        owner=g.owner,
         max_concurrent=settings.account_max_concurrent,
         rpm=settings.account_rpm,
         max_wait=settings.queue_max_wait_seconds,

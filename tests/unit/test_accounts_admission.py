@@ -34,10 +34,12 @@ def test_the_wait_follows_the_line_and_the_pools_rate(redis_client: Redis) -> No
     assert admission.expected_wait(registry, max_concurrent=2, rpm=3, now=NOW + 5) == 55
     for _ in range(6):  # six turns wait: they take the slots freed at NOW+60
         assert scheduler.poll(new_ticket(), "y")[0] is None
-    assert admission.expected_wait(registry, max_concurrent=2, rpm=3, now=NOW + 5) == 115
+    assert admission.expected_wait(registry, owner="y", max_concurrent=2, rpm=3, now=NOW + 5) == 115
     with pytest.raises(RateLimited) as refused:
-        admission.admit(registry, max_concurrent=2, rpm=3, max_wait=30, now=NOW + 5)
+        admission.admit(registry, owner="y", max_concurrent=2, rpm=3, max_wait=30, now=NOW + 5)
     assert refused.value.retry_after == 85  # a client back then expects 30 s: admitted
+    # Another key is served after y's first waiting turn, not after y's whole flood.
+    assert admission.expected_wait(registry, owner="z", max_concurrent=2, rpm=3, now=NOW + 5) == 55
 
 
 def test_no_ready_account_is_left_to_the_worker(redis_client: Redis) -> None:
