@@ -192,3 +192,16 @@ def test_settings_require_a_secret_key_when_accounts_carry_secrets() -> None:
     assert settings.account_max_concurrent == 2 and settings.account_rpm == 12 and not settings.account_health
     assert KEY not in repr(settings)
     assert load_settings({}).queue_max_wait_seconds == 30
+
+
+def test_a_dead_workers_waiting_ticket_leaves_the_line(redis_client: Redis) -> None:
+    clock = Clock()
+    reg = registry(redis_client, clock)
+    reg.seed([COOKIE])
+    sched = scheduler(reg, clock, max_concurrent=1)
+    held = sched.acquire("a")
+    assert held is not None
+    assert sched.poll(new_ticket(), "a") == (None, 1)  # then its worker dies: no more polls
+    clock.now += 11  # past TICKET_SECONDS (the held lease expires too: its worker stopped refreshing)
+    lease, _ = sched.poll(new_ticket(), "b")
+    assert lease is not None
