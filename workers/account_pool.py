@@ -34,6 +34,7 @@ from service.accounts import health
 from service.accounts.registry import Account, AccountNotFound, Registry
 from service.accounts.scheduler import Lease, Scheduler
 from service.accounts.sealing import SealingError
+from service.errors import UpstreamUnavailable
 from service.relay import Publisher
 from service.settings import Settings
 from workers.upstream import Credentials
@@ -125,6 +126,8 @@ class AccountLane:
         except AccountNotFound:  # deleted since the slot was granted
             self.tried.add(lease.account.id)
             return self.take(None)
+        except SealingError as exc:  # SECRET_KEY changed: only the operator can fix it
+            raise UpstreamUnavailable(f"Account {lease.account.id}'s secrets cannot be read: {exc}.") from exc
 
     def fail_over(self, exc: BaseException) -> bool:
         """Record what `exc` says about the account; True if the turn should try another account."""
