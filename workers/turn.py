@@ -233,6 +233,8 @@ class TurnRunner:
                     pipe.exists(cancel_key(request.completion_id))
                     if due:
                         pipe.set(lease_key(request.completion_id), b"1", ex=lease_seconds)
+                        if self.lane is not None:
+                            self.lane.refresh(pipe)  # the account slot lives exactly as long as the turn
                         if request.lock_token:
                             # The conversation stays locked exactly as long as this turn lives.
                             locks.refresh(

@@ -360,3 +360,18 @@ def test_disabling_or_removing_an_account_moves_its_conversations_with_context(p
     )
     assert pool.account_of(again) == third_id
     assert pool.admin("DELETE", f"/{second_id}").status_code == 404
+
+
+def test_a_long_turn_keeps_its_slot_past_the_lease_time(pool: Pool) -> None:
+    name = fresh("long")
+    [account_id] = pool.only(name, max_concurrent=1)
+    leases = f"accounts:{QUEUE}:leases:{account_id}"
+    with concurrent.futures.ThreadPoolExecutor(2) as executor:
+        long_turn = executor.submit(pool.chat, "[sim:slow=0.3][sim:long=24] a long answer")
+        wait_for(lambda: pool.redis.zcard(leases) == 1, timeout=30)
+        [(_, first_expiry)] = pool.redis.zrange(leases, 0, -1, withscores=True)
+        # The watcher pushes the expiry out while the turn runs (WORKER_LEASE_SECONDS=3: lease 6 s).
+        wait_for(lambda: pool.redis.zrange(leases, 0, -1, withscores=True)[0][1] > first_expiry, timeout=10)
+        second = executor.submit(pool.chat, "second")
+        assert long_turn.result().status_code == 200 and second.result().status_code == 200
+    assert pool.sim.accounts()[name]["max_in_flight"] == 1
