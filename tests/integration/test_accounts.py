@@ -280,7 +280,9 @@ def test_one_key_flooding_does_not_starve_another(pool: Pool) -> None:
         wait_for(lambda: pool.redis.zcard(f"accounts:{QUEUE}:line") >= 5, timeout=30)  # the flood is queued
         other = executor.submit(send, KEY_TWO, "[sim:slow=0.4][sim:long=4] me too")
         assert other.result() == 200 and all(f.result() == 200 for f in flood)
-    assert order.index(KEY_TWO) <= 2, order  # served third at the latest, not after the flood
+    # First come, first served would put it last (index 6); the fair line serves it right after the
+    # flood turn(s) already tagged when it arrived, so at least two flood turns still come after it.
+    assert order.index(KEY_TWO) <= 4, order
 
 
 def test_admission_answers_429_at_once_with_a_retry_after_from_the_pools_rate(pool: Pool) -> None:
