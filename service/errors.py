@@ -5,7 +5,9 @@
      ├── AuthenticationFailed        401 invalid_api_key
      ├── NotFound                    404 (model_not_found, conversation_not_found, ...)
      ├── RateLimited                 429 rate_limit_exceeded, with Retry-After
-     └── ServiceUnavailable          503 (no worker picked the turn up, Redis down)
+     ├── ServiceUnavailable          503 (no worker picked the turn up, Redis down)
+     └── UpstreamUnavailable         503 upstream_unavailable: no upstream account can take
+                                     turns until the operator acts (x-should-retry: false)
 
 Upstream failures are raised in the worker as `workers.upstream.errors.UpstreamError`
 subclasses. They cross to the web tier as plain JSON (`ApiError.to_event()`), built by
@@ -152,3 +154,14 @@ class ServiceUnavailable(ApiError):
     status = 503
     error_type = "api_error"
     code = "service_unavailable"
+
+
+class UpstreamUnavailable(ApiError):
+    """No upstream account can take the turn until the operator acts; the message says what to do."""
+
+    status = 503
+    error_type = "api_error"
+    code = "upstream_unavailable"
+
+    def __init__(self, message: str) -> None:
+        super().__init__(message, should_retry=False)

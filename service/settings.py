@@ -36,7 +36,7 @@ class Settings:
     api_keys: tuple[str, ...] = ()
     allow_open: bool = False
     cors_allow_origins: tuple[str, ...] | None = None
-    secret_key: str = ""
+    secret_key: str = dataclasses.field(default="", repr=False)
     data_dir: str = ""
     upstream: str = "copilot"
     bing_create_url: str = "https://www.bing.com/turing/conversation/create"
@@ -62,6 +62,12 @@ class Settings:
     log_level: str = "INFO"
     log_format: str = "text"
     worker_metrics_port: int = 0
+    admin_key: str = dataclasses.field(default="", repr=False)
+    account_max_concurrent: int = 2
+    account_rpm: int = 12
+    account_probe_seconds: float = 300.0
+    account_health: bool = True
+    queue_max_wait_seconds: float = 30.0
 
     @property
     def auth_enabled(self) -> bool:
@@ -124,6 +130,23 @@ def _non_negative_float(value: str) -> float:
     return number
 
 
+def _secret(value: str) -> str:
+    secret = value.strip()
+    if len(secret) < 16:
+        raise ValueError(
+            "must be at least 16 characters "
+            "(e.g. `python -c 'import secrets; print(secrets.token_urlsafe(32))'`)"
+        )
+    return secret
+
+
+def _flag(value: str) -> bool:
+    flag = value.strip().lower()
+    if flag not in ("1", "0", "true", "false", "on", "off", "yes", "no"):
+        raise ValueError("must be on or off")
+    return flag in ("1", "true", "on", "yes")
+
+
 def _url(*schemes: str) -> Callable[[str], str]:
     def parse(value: str) -> str:
         url = value.strip()
@@ -145,25 +168,6 @@ def _redis_url(value: str) -> str | None:
     except ValueError:
         raise ValueError("has a port that is not a number from 0 to 65535") from None
     return url
-
-
-def _flag(value: str) -> bool:
-    word = value.strip().lower()
-    if word in ("1", "true", "yes", "on"):
-        return True
-    if word in ("0", "false", "no", "off"):
-        return False
-    raise ValueError("must be 1 or 0 (true/false, yes/no, on/off)")
-
-
-def _secret(value: str) -> str:
-    secret = value.strip()
-    if len(secret) < 16:
-        raise ValueError(
-            "must be at least 16 characters "
-            "(e.g. `python -c 'import secrets; print(secrets.token_urlsafe(32))'`)"
-        )
-    return secret
 
 
 def _csv(value: str) -> tuple[str, ...]:
@@ -192,7 +196,7 @@ def _log_level(value: str) -> str:
 
 
 # Keys whose values are credentials: an error names the key but never shows the value.
-SECRET_KEYS = ("API_KEYS", "SECRET_KEY", "COPILOT_ACCESS_TOKEN", "UPSTREAM_COOKIES")
+SECRET_KEYS = ("API_KEYS", "SECRET_KEY", "ADMIN_KEY", "COPILOT_ACCESS_TOKEN", "UPSTREAM_COOKIES")
 
 
 def _shown(key: str, raw: str) -> str:
@@ -286,6 +290,25 @@ def load_settings(environ: Mapping[str, str]) -> Settings:
         log_format=_read(environ, "LOG_FORMAT", _choice("text", "json"), d.log_format),
         # WORKER_METRICS_PORT: port each worker process serves Prometheus metrics on; 0 = off.
         worker_metrics_port=_read(environ, "WORKER_METRICS_PORT", _port_or_off, d.worker_metrics_port),
+        # ADMIN_KEY: bearer key of the /admin/ API; unset = no admin API at all (404).
+        admin_key=_read(environ, "ADMIN_KEY", _secret, d.admin_key),
+        # ACCOUNT_MAX_CONCURRENT: turns in flight per upstream account (all workers together).
+        account_max_concurrent=_read(
+            environ, "ACCOUNT_MAX_CONCURRENT", _positive_int, d.account_max_concurrent
+        ),
+        # ACCOUNT_RPM: turns started per upstream account per sliding minute (all workers together).
+        account_rpm=_read(environ, "ACCOUNT_RPM", _positive_int, d.account_rpm),
+        # ACCOUNT_PROBE_SECONDS: how often one worker probes accounts needing attention (a REST call).
+        account_probe_seconds=_read(
+            environ, "ACCOUNT_PROBE_SECONDS", _positive_float, d.account_probe_seconds
+        ),
+        # ACCOUNT_HEALTH: on = account errors cool or park the account; off = pass them through
+        # (one-off injected faults in tests must not park the only account).
+        account_health=_read(environ, "ACCOUNT_HEALTH", _flag, d.account_health),
+        # QUEUE_MAX_WAIT_SECONDS: expected wait for an account slot above which a request gets 429 at once.
+        queue_max_wait_seconds=_read(
+            environ, "QUEUE_MAX_WAIT_SECONDS", _positive_float, d.queue_max_wait_seconds
+        ),
     )
     if settings.stream_hold_seconds > settings.sse_heartbeat_seconds:
         raise SettingsError("STREAM_HOLD_SECONDS must not exceed SSE_HEARTBEAT_SECONDS")
@@ -293,5 +316,13 @@ def load_settings(environ: Mapping[str, str]) -> Settings:
         raise SettingsError(
             "SECRET_KEY is required when API_KEYS is set: it keys the HMAC that tags each API key's "
             "conversations (generate one: python -c 'import secrets; print(secrets.token_urlsafe(32))')"
+        )
+    if (
+        settings.upstream_cookies or settings.copilot_access_token or settings.admin_key
+    ) and not settings.secret_key:
+        raise SettingsError(
+            "SECRET_KEY is required when UPSTREAM_COOKIES, COPILOT_ACCESS_TOKEN or ADMIN_KEY is set: account "
+            "secrets are encrypted with it in Redis "
+            "(generate one: python -c 'import secrets; print(secrets.token_urlsafe(32))')"
         )
     return settings

@@ -7,12 +7,16 @@ import os
 import socket
 from collections.abc import Mapping
 
+import gevent
+from redis.exceptions import RedisError
 from rq import Queue
 from rq.serializers import JSONSerializer
 
+from service.accounts.sealing import SealingError
 from service.logs import configure_logging
 from service.metrics import start_worker_server
 from service.settings import Settings, SettingsError, load_settings
+from workers.account_pool import pool_for, run_prober
 from workers.context import build_context, set_context
 from workers.instrument import publish_configured_accounts
 from workers.pool import GeventWorker
@@ -31,6 +35,16 @@ def main(environ: Mapping[str, str]) -> int:
     configure_logging(settings.log_level, settings.log_format)
     set_context(context)
     serve_metrics(settings)
+    seeded = False
+    try:
+        pool_for(settings, context.redis).seed()  # UPSTREAM_COOKIES -> env-1…; idempotent
+        seeded = True
+    except SealingError as exc:
+        print(f"worker: {exc}", flush=True)
+        return 2
+    except RedisError:  # the prober seeds once Redis answers
+        log.warning("event=account_seed_failed", exc_info=True)
+    gevent.spawn(run_prober, settings, context.redis, seeded=seeded, stop=lambda: False, sleep=gevent.sleep)
     queue = Queue(settings.queue_name, connection=context.redis, serializer=JSONSerializer)
     worker = GeventWorker(
         [queue],

@@ -44,12 +44,18 @@ from service.models import ModelSpec, find_model
 from service.relay import Publisher
 from service.settings import Settings
 from service.turns import TurnRequest, cancel_key, lease_key
+from workers.account_pool import AccountLane, pool_for
 from workers.context import WorkerContext
 from workers.instrument import UpstreamTimer
 from workers.pool import WorkerShutdown
-from workers.upstream import Client, Handle, build_client, load_handle
+from workers.upstream import Handle, build_client, load_handle
 from workers.upstream.context import TurnInput
-from workers.upstream.errors import ConversationExpired, ConversationLimitReached, ProtocolError
+from workers.upstream.errors import (
+    ConversationExpired,
+    ConversationLimitReached,
+    ProtocolError,
+    UpstreamError,
+)
 from workers.upstream.events import Citation, Done, Event, Image, Limits, Progress, Suggestions, TextDelta
 
 log = logging.getLogger(__name__)
@@ -74,6 +80,7 @@ class TurnRunner:
         self._stopped = threading.Event()
         self._lock_lost = threading.Event()
         self._reached_upstream = False
+        self.lane: AccountLane | None = None
 
     def run(self) -> dict[str, Any]:
         """Run the turn; returns a small summary, raises on failure."""
@@ -105,6 +112,8 @@ class TurnRunner:
     def _let_go(self) -> None:
         """Drop the lease and the lock; with Redis gone both simply expire (lease, then 2× lease)."""
         try:
+            if self.lane is not None:
+                self.lane.release()
             self.redis.delete(lease_key(self.request.completion_id))
             if self.request.lock_token:
                 locks.release(self.redis, self.request.conversation_id, self.request.lock_token)
@@ -120,19 +129,12 @@ class TurnRunner:
             )
         conversation = self._load_conversation()
         handle = load_handle(self.settings, conversation.handle)
-        if handle is not None and handle.account >= max(1, len(self.settings.upstream_cookies)):
-            # The account list shrank: its cookies are gone, so is the upstream conversation.
-            log.info("event=upstream_rollover reason=account_gone account=%d", handle.account)
-            handle = None
         seed = list(conversation.messages)  # what the client has seen: injected into a new upstream
-        account = handle.account if handle else self._pick_account()
-        client = build_client(self.settings, account)
-
         # A stored handle is an upstream conversation the next turn would continue: if this
         # turn reaches it and then does not save, it must be forgotten (`_forget_upstream`).
         stored = conversation.handle is not None
         try:
-            return self._converse(publisher, spec, conversation, handle, seed, client, account)
+            return self._converse(publisher, spec, conversation, handle, seed)
         except BaseException:
             if stored and self._reached_upstream:
                 self._forget_upstream()
@@ -145,33 +147,34 @@ class TurnRunner:
         conversation: Conversation,
         handle: Handle | None,
         seed: list[dict[str, str]],
-        client: Client,
-        account: int,
     ) -> dict[str, Any]:
-        """Steps 2–4 of the module docstring: upstream conversation, stream, fenced save."""
+        """Steps 2–4 of the module docstring: account, upstream conversation, stream, fenced save."""
         request = self.request
-        timer = UpstreamTimer(self.settings.upstream, request, account)  # metrics
-        for attempt in (1, 2):
-            if handle is None or handle.is_expired(self.clock()) or handle.exhausted:
-                handle = client.create_conversation(account=account)
-                log.info(
-                    "event=upstream_conversation_created attempt=%d seeded_messages=%d", attempt, len(seed)
-                )
-            fresh = handle.fresh
-            turn = TurnInput(
-                text=request.prompt,
-                tone=spec.tone,
-                gpt4_turbo=spec.gpt4_turbo,
-                mode=spec.mode,
-                history=tuple((m["role"], m["content"]) for m in seed) if fresh else (),
-                system=conversation.system if fresh else "",
-                max_context_chars=self.settings.context_max_chars,
-            )
+        # The pool picks the account (waiting its turn if every slot is taken); an account
+        # failure before any token moves the turn to another account, seeded like a rollover.
+        self.lane = lane = AccountLane(
+            pool_for(self.settings, self.redis), request.owner, publisher, self._cancelled.is_set
+        )
+        account = lane.take(handle.account if handle else None)
+        rollovers = 0
+        done = None
+        while account is not None:
+            if handle is not None and handle.account != account.id:
+                handle = None  # the conversation's account is gone or unwell: a new upstream one
+            client = build_client(self.settings, account, on_cookies=lane.pool.cookie_sink(account.id))
+            timer = UpstreamTimer(self.settings.upstream, request, account.id)  # metrics
             streamed = False
             self._reached_upstream = True
             try:
+                if handle is None or handle.is_expired(self.clock()) or handle.exhausted:
+                    handle = client.create_conversation(account=account.id)
+                    log.info("event=upstream_conversation_created seeded_messages=%d", len(seed))
                 done = None
-                events = client.stream_turn(handle, turn, should_stop=self._should_stop)
+                events = client.stream_turn(
+                    handle,
+                    self._turn_input(spec, handle.fresh, conversation, seed),
+                    should_stop=self._should_stop,
+                )
                 for event in timer.watch(events):
                     streamed = streamed or isinstance(event, TextDelta)
                     if isinstance(event, Done):
@@ -179,15 +182,25 @@ class TurnRunner:
                     else:
                         self._relay(publisher, event)
             except (ConversationExpired, ConversationLimitReached) as exc:
-                if streamed or attempt == 2:
+                if streamed or rollovers:
                     raise
+                rollovers += 1
                 log.info("event=upstream_rollover reason=%s", exc.__class__.__name__)
                 handle = None
+                continue
+            except UpstreamError as exc:
+                if streamed or not lane.fail_over(exc):
+                    raise
+                log.info("event=account_failover from=%s reason=%s", account.id, exc.__class__.__name__)
+                account = lane.take(None)
                 continue
             break
 
         if self._lock_lost.is_set():
             raise locks.LockLost()
+        if account is None:  # cancelled while waiting for an account
+            log.info("event=turn_cancelled")
+            return {"status": "cancelled"}
         if self._cancelled.is_set():
             log.info("event=turn_cancelled")
             if conversation.handle is not None and self._reached_upstream:
@@ -270,12 +283,17 @@ class TurnRunner:
             )
         return conversation
 
-    def _pick_account(self) -> int:
-        """Round-robin new upstream conversations over the configured accounts."""
-        accounts = len(self.settings.upstream_cookies)
-        if accounts <= 1:
-            return 0
-        return int(self.redis.incr("upstream:accounts:next")) % accounts
+    def _turn_input(self, spec: Any, fresh: bool, conversation: Conversation, seed: list[Any]) -> TurnInput:
+        """The turn as the dialect needs it; a fresh upstream conversation gets the history injected."""
+        return TurnInput(
+            text=self.request.prompt,
+            tone=spec.tone,
+            gpt4_turbo=spec.gpt4_turbo,
+            mode=spec.mode,
+            history=tuple((m["role"], m["content"]) for m in seed) if fresh else (),
+            system=conversation.system if fresh else "",
+            max_context_chars=self.settings.context_max_chars,
+        )
 
     def _relay(self, publisher: Publisher, event: Event) -> None:
         if isinstance(event, TextDelta):
@@ -324,6 +342,8 @@ class TurnRunner:
                     pipe.exists(cancel_key(request.completion_id))
                     if due:
                         pipe.set(lease_key(request.completion_id), b"1", ex=lease_seconds)
+                        if self.lane is not None:
+                            self.lane.refresh(pipe)  # the account slot lives exactly as long as the turn
                         if request.lock_token:
                             # The conversation stays locked exactly as long as this turn lives.
                             locks.refresh(

@@ -12,6 +12,7 @@ else: shared code lives in plain `service` modules so workers never load Flask.
       meta         /v1/models, /v1/conversations/<id>
       health       /healthz (liveness), /readyz (readiness), /metrics (Prometheus)
       telemetry    request metrics recorded in one after_request hook
+      admin        /admin/accounts (only with ADMIN_KEY); the pool's admission check
       errors       every failure rendered as OpenAI's error JSON
 """
 
@@ -23,7 +24,7 @@ from collections.abc import Mapping
 from flask import Flask
 
 from service.settings import load_settings
-from service.web import completions, errors, health, meta, middleware, telemetry
+from service.web import admin, completions, errors, health, meta, middleware, telemetry
 from service.web.extension import init_app
 
 
@@ -43,6 +44,7 @@ def create_app(overrides: Mapping[str, str] | None = None) -> Flask:
     telemetry.init_app(app)
     app.register_blueprint(health.blueprint)
     app.register_blueprint(meta.blueprint)
+    admin.init_app(app, settings)  # /admin/ only with ADMIN_KEY
     # Its catch-all rule loses to every more specific rule, whatever the order.
     app.register_blueprint(completions.blueprint)
     return app

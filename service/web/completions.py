@@ -32,6 +32,7 @@ from service.errors import ApiError, InvalidRequest
 from service.logs import bind_turn
 from service.relay import TERMINAL, Subscription, last_event
 from service.turns import TurnRequest, enqueue_turn, new_completion_id, request_cancel
+from service.web import admin
 from service.web.errors import redis_unavailable
 from service.web.extension import Gateway, gateway
 from service.web.openai_format import Answer, ChunkBuilder, completion
@@ -102,6 +103,7 @@ def chat_completions(path: str) -> Response:
     raw = request.get_data(cache=False)
     chat = parse_chat_request(raw, request.headers, upstream=gw.settings.upstream)
     g.model = chat.model  # labels this request's metrics (service.web.telemetry)
+    admin.admit()  # 429 at once if the account pool's line is too long
     key = _idempotency_key()
     completion_id, created = new_completion_id(), int(time.time())
     mine = idempotency.Claim(completion_id, idempotency.body_digest(raw), created=created)

@@ -107,6 +107,8 @@ class EventStream:
                     yield frame(chunks.content(str(event.get("text", ""))))
                 elif kind == "progress":
                     yield frame(comment=str(event.get("text", "")))
+                elif kind == "queued":  # waiting for an upstream account slot
+                    yield frame(comment=f"queued, position {int(event.get('position') or 0)}")
                 elif kind == "image":
                     answer.add(event)
                     yield frame(chunks.images([image(event)]))

@@ -29,7 +29,7 @@ from tests.benchmarks.harness import SIM_TOKEN_DELAY, BenchStack
 from tests.benchmarks.probes import Probe, Sampler, rss_kb
 from tests.benchmarks.report import Metric, Target, percentile
 from tests.benchmarks.streams import StreamOutcome, run_streams
-from workers.upstream import build_client
+from workers.upstream import Credentials, build_client
 from workers.upstream.context import TurnInput
 from workers.upstream.events import TextDelta
 
@@ -53,8 +53,10 @@ def _baseline_ttft(stack: BenchStack, prompt: str) -> float:
     turn = TurnInput(text=prompt, tone=spec.tone, gpt4_turbo=spec.gpt4_turbo, mode=spec.mode)
     settings = stack.settings
     started = time.perf_counter()
-    client = build_client(settings, 0)  # the worker builds one per turn too
-    handle = client.create_conversation(account=0)
+    cookies = settings.upstream_cookies[0] if settings.upstream_cookies else ""
+    # the worker builds one client per turn too
+    client = build_client(settings, Credentials("env-1", cookies=cookies))
+    handle = client.create_conversation(account="env-1")
     first = math.nan
     for event in client.stream_turn(handle, turn, should_stop=lambda: False):
         if math.isnan(first) and isinstance(event, TextDelta) and event.text:

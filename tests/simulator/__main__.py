@@ -27,6 +27,18 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--max-turns", type=int, default=30, help="maxNumUserMessagesInConversation")
     parser.add_argument("--expiry", type=float, default=21600.0, help="conversation lifetime in seconds")
     parser.add_argument("--words-per-update", type=int, default=1, help="words added by each answer update")
+    parser.add_argument(
+        "--account-max-concurrent",
+        type=int,
+        default=4,
+        help="chat sockets in flight per account before HTTP 502; 0 = unlimited (default 4, B5a)",
+    )
+    parser.add_argument(
+        "--account-rpm",
+        type=int,
+        default=15,
+        help="turns per minute per account before the throttle answer; 0 = unlimited (default 15, B5a)",
+    )
     parser.add_argument("--log-level", default="INFO", help="stderr log level (DEBUG logs client frames)")
     parser.add_argument("--parent-pid", type=int, default=None, help="exit when this process is gone")
     return parser.parse_args(argv)
@@ -38,6 +50,8 @@ async def _main(args: argparse.Namespace) -> None:
         max_turns=args.max_turns,
         expiry_seconds=args.expiry,
         words_per_update=args.words_per_update,
+        account_max_concurrent=max(0, args.account_max_concurrent),
+        account_rpm=max(0, args.account_rpm),
     )
     state = SimulatorState(config)
     serving = asyncio.ensure_future(run(state, args.host, args.port, ready=_announce))

@@ -33,6 +33,7 @@ SUGGESTIONS = ("Tell me more.", "Can you give me an example?", "What else can yo
 # Error texts, exactly as captured (A3.2, A7.3–A7.5).
 THROTTLED_TEXT = "Request is throttled."
 CAPTCHA_TEXT = "User needs to solve CAPTCHA to continue."
+REGION_TEXT = "Sorry, looks like your network settings are preventing access to this feature."
 LOGIN_TEXT = "Sorry, you need to login first to access this service."
 SIGNATURE_TEXT = (
     "The conversationSignature is not set and is required to ensure that you have permission "

@@ -24,8 +24,9 @@ from websockets.asyncio.server import ServerConnection
 from websockets.http11 import Request, Response
 
 from tests.simulator import chathub, copilot_routes
+from tests.simulator.accounts import Lease, account_of
 from tests.simulator.copilot_routes import CopilotRoutes
-from tests.simulator.http_util import cookies, json_response
+from tests.simulator.http_util import bad_gateway, challenge_page, cookies, json_response
 from tests.simulator.state import SimulatorState
 
 log = logging.getLogger(__name__)
@@ -49,6 +50,14 @@ class BodyAwareConnection(ServerConnection):
         super().__init__(*args, **kwargs)
         self.body = b""
         self._pending: bytes | None = b""
+        self.account_lease: Lease | None = None
+        """The account slot a chat upgrade took (`Routes.upgrade`); the session releases it."""
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        """asyncio entry point: the socket is gone, so its account slot is free (even mid-handshake)."""
+        if self.account_lease is not None:
+            self.account_lease.release()
+        super().connection_lost(exc)
 
     def data_received(self, data: bytes) -> None:
         """asyncio entry point for received bytes (see the class docstring)."""
@@ -97,9 +106,17 @@ class Routes:
                 self.state.violation(f"{len(origins)} Origin headers on the ChatHub upgrade (send one)")
                 del request.headers["Origin"]
                 request.headers["Origin"] = origins[-1]
-            return None
+            account = account_of(cookies(request.headers))
+            self.state.accounts.saw(account, request.headers.get("User-Agent"))
+            if self.state.accounts.fault(account) == "cloudflare":
+                self.state.accounts.reject(account, "cloudflare")
+                return challenge_page()
+            return self.upgrade(connection, account)
         if path == copilot_routes.CHAT_PATH:
-            return self.copilot.check_upgrade(request, url.query)
+            refused = self.copilot.check_upgrade(request, url.query)
+            if refused is not None:
+                return refused
+            return self.upgrade(connection, self.copilot.account(request, url.query))
         if path == "/" or path.startswith(copilot_routes.API):
             return self.copilot(method, path, request, getattr(connection, "body", b""))
         if path.endswith(CREATE_SUFFIX):
@@ -118,15 +135,45 @@ class Routes:
             return self.control(method, path, values)
         return json_response(404, {"error": f"no route for {path}"})
 
+    def upgrade(self, connection: ServerConnection, account: str) -> Response | None:
+        """Take an account slot for a chat websocket, or refuse the upgrade with 502 (B5a)."""
+        lease = self.state.accounts.acquire(account)
+        if lease is None:
+            log.info("event=upgrade_refused reason=account_overloaded")
+            return bad_gateway()
+        if isinstance(connection, BodyAwareConnection):
+            connection.account_lease = lease
+        return None
+
     def create(self, request: Request) -> Response:
-        """`GET /turing/conversation/create` (A1.1): ids in the body, signatures in headers."""
+        """`GET /turing/conversation/create` (A1.1): ids in the body, signatures in headers.
+
+        Also the ChatHub account probe: an account's fault shows here as A1.1 documents it
+        (`UnauthorizedRequest` / `Forbidden` bodies, 404 for throttling, a Cloudflare page),
+        and `captcha` as a `CaptchaChallenge` result (a simulator choice: Bing is not
+        known to refuse create for it).
+        """
         jar = cookies(request.headers)
         muid_value = secrets.token_hex(16).upper()
         muid = ("Set-Cookie", f"MUIDB={muid_value}; Path=/; HttpOnly; SameSite=None; Secure")
-        if jar.get("_U") == "revoked":
-            body = {"result": {"value": "UnauthorizedRequest", "message": chathub.LOGIN_TEXT}}
-            log.info("event=create result=UnauthorizedRequest")
-            return json_response(200, body, [muid])
+        account = account_of(jar)
+        self.state.accounts.saw(account, request.headers.get("User-Agent"))
+        fault = "unauthorized" if jar.get("_U") == "revoked" else self.state.accounts.fault(account)
+        if fault is not None:
+            self.state.accounts.reject(account, fault)
+            log.info("event=create refused=%s", fault)
+        if fault == "cloudflare":
+            return challenge_page()
+        if fault == "throttled":
+            return json_response(404, {"error": "not found"})
+        results = {
+            "unauthorized": ("UnauthorizedRequest", chathub.LOGIN_TEXT),
+            "region": ("Forbidden", chathub.REGION_TEXT),
+            "captcha": ("CaptchaChallenge", chathub.CAPTCHA_TEXT),
+        }
+        if fault in results:
+            value, message = results[fault]
+            return json_response(200, {"result": {"value": value, "message": message}}, [muid])
         conversation = self.state.create_conversation(signed_in="_U" in jar)
         log.info("event=create conversation=%s signed_in=%s", conversation.id, conversation.signed_in)
         body = {
@@ -152,7 +199,14 @@ class Routes:
             if name == "health":
                 return json_response(200, {"ok": True})
             if name == "stats":
-                return json_response(200, state.stats.as_json())
+                return json_response(200, {**state.stats.as_json(), "accounts": state.accounts.as_json()})
+            if name == "accounts":
+                return json_response(200, state.accounts.as_json())
+            if name.startswith("accounts/"):
+                account = state.accounts.accounts.get(unquote(name[len("accounts/") :]))
+                if account is None:
+                    return json_response(404, {"error": "no such account"})
+                return json_response(200, state.accounts.view(account))
             if name == "conversations":
                 dialect = query.get("dialect")
                 ids = [*state.conversations] if dialect in (None, "chathub") else []
@@ -194,4 +248,11 @@ class Routes:
                 )
                 log.info("event=forget conversation=%s found=%s", conversation_id, found is not None)
                 return json_response(200 if found is not None else 404, {"forgotten": found is not None})
+            if name.startswith("accounts/") and len(name) > len("accounts/"):
+                try:
+                    account = state.accounts.configure(unquote(name[len("accounts/") :]), query)
+                except ValueError as exc:
+                    return json_response(400, {"error": str(exc)})
+                log.info("event=configure_account keys=%s", ",".join(sorted(query)))
+                return json_response(200, state.accounts.view(account))
         return json_response(404, {"error": f"no route for {method} {path}"})

@@ -30,7 +30,9 @@ from urllib.parse import parse_qs, urlsplit
 from websockets.asyncio.server import ServerConnection
 
 from tests.simulator import challenges, copilot
-from tests.simulator.challenges import Challenge
+from tests.simulator.accounts import Lease, account_of
+from tests.simulator.challenges import ANSWERABLE, Challenge
+from tests.simulator.copilot_routes import request_account
 from tests.simulator.copilot_state import identity
 from tests.simulator.copilot_turns import CopilotTurnPlayer, SocketInfo
 from tests.simulator.http_util import cookies
@@ -54,9 +56,11 @@ def _send_key(event: dict[str, Any]) -> str:
 class CopilotSession:
     """One `/c/api/chat` websocket, from upgrade to close."""
 
-    def __init__(self, state: SimulatorState, ws: ServerConnection) -> None:
+    def __init__(self, state: SimulatorState, ws: ServerConnection, lease: Lease | None = None) -> None:
         self.state = state
         self.ws = ws
+        self.lease = lease
+        """The account slot taken at the upgrade: held while a turn runs (see `accounts`)."""
         request = ws.request
         query = parse_qs(urlsplit(request.path).query if request else "", keep_blank_values=True)
         jar = cookies(request.headers) if request else {}
@@ -64,6 +68,7 @@ class CopilotSession:
             owner=identity(jar),
             client_session_id=query.get("clientSessionId", [None])[0] or None,
             features=query.get("features", [None])[0],
+            account=request_account(request, urlsplit(request.path).query) if request else account_of({}),
         )
         self.strict = state.config.copilot_strict  # fixed per socket, like a deployed server
         self.connected = not self.strict
@@ -111,6 +116,9 @@ class CopilotSession:
                     await start_close(self.ws)
                     return
                 if turn is not None and turn in done:
+                    pending = self._pending()
+                    if self.lease is not None and (pending is None or pending.method not in ANSWERABLE):
+                        self.lease.release()  # the turn is over unless it waits for a challenge answer
                     if turn.result() == "closed":
                         return
                     turn = None
@@ -204,6 +212,8 @@ class CopilotSession:
                 await self.reject()
             return turn
         self.accepted.add(key)
+        if self.lease is not None:
+            self.lease.hold()
         self.player, self.player_key = CopilotTurnPlayer(self.state, event, self.socket, cleared=cleared), key
         return asyncio.ensure_future(perform(self.ws, self.player.play()))
 

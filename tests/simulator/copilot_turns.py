@@ -19,6 +19,7 @@ from collections.abc import Callable, Iterator
 from typing import Any
 
 from tests.simulator import challenges, copilot, copilot_media, faults
+from tests.simulator.accounts import ANONYMOUS
 from tests.simulator.actions import Action, Close, Hang, Send, Sleep
 from tests.simulator.challenges import Challenge
 from tests.simulator.copilot_state import CopilotTurn, nanoid
@@ -49,6 +50,8 @@ class SocketInfo:
     owner: str
     client_session_id: str | None
     features: str | None
+    account: str = ANONYMOUS
+    """Whose limits and faults apply (`accounts.account_of`)."""
     seq: copilot.Sequence = dataclasses.field(default_factory=copilot.Sequence)
     set_options: dict[str, Any] | None = None
     local_consents: dict[str, Any] | None = None
@@ -85,6 +88,11 @@ class CopilotTurnPlayer:
     def play(self) -> Iterator[Action]:
         """Validate the send, then challenge, reject or answer it."""
         conversation, config = self.conversation, self.state.config
+        if self.cleared is None:  # a re-send after a solved challenge is the same turn
+            refusal = self._account_refusal()
+            if refusal is not None:
+                yield from refusal
+                return
         if conversation is None or not conversation.usable_by(self.socket.owner):
             yield Send(copilot.encode(copilot.error(config.copilot_unknown_conversation_code)))
             return
@@ -113,15 +121,48 @@ class CopilotTurnPlayer:
                 yield Send(copilot.encode(frame))
                 return
         if script.on("throttled"):
-            self.challenge = challenges.null_challenge(copilot.ERROR_ID)
-            self.state.challenges.append(self.challenge)
-            throttle = copilot.throttled(self.state.now() + THROTTLE_SECONDS)
-            yield Send(copilot.encode(throttle, copilot.challenge(None, None, self.challenge.id)))
+            yield from self._throttle(self.state.now() + THROTTLE_SECONDS)
             return
         if script.on("hang"):
             yield Hang()
             return
         yield from self._answer(script)
+
+    def _account_refusal(self) -> Iterator[Action] | None:
+        """The answer when the account is in a fault or over its rate (`accounts`), else None.
+
+        Over the rate, or `throttled`: B7.3's `chatMessageError` with `nextAvailableAt` and
+        its null challenge; `captcha`: the null challenge of B7.5; `cloudflare`: a
+        cloudflare-method challenge (B5: an expired clearance shows up so); `region`:
+        `chat-service-unavailable`; `unauthorized` (normally a 401 at the upgrade): the
+        `unauthorized` error. Only admitted turns count toward the rate.
+        """
+        accounts, name = self.state.accounts, self.socket.account
+        fault = accounts.fault(name)
+        if fault is None:
+            until = accounts.admit_turn(name)
+            if until is None:
+                return None
+            return self._throttle(until)
+        accounts.reject(name, fault)
+        if fault == "throttled":
+            return self._throttle(accounts.throttled_until(name))
+        if fault in ("captcha", "cloudflare"):
+            config = self.state.config
+            self.challenge = challenges.issue(
+                fault, difficulty=config.hashcash_difficulty, variant=config.hashcash_variant
+            )
+            self.state.challenges.append(self.challenge)
+            issued = self.challenge
+            return iter([Send(copilot.encode(copilot.challenge(issued.method, issued.parameter, issued.id)))])
+        frame = ERROR_FAULTS["unavailable" if fault == "region" else "unauthorized"]
+        return iter([Send(copilot.encode(frame))])
+
+    def _throttle(self, until: float) -> Iterator[Action]:
+        """B7.3: the throttle and a null challenge in one websocket message."""
+        self.challenge = challenges.null_challenge(copilot.ERROR_ID)
+        self.state.challenges.append(self.challenge)
+        yield Send(copilot.encode(copilot.throttled(until), copilot.challenge(None, None, self.challenge.id)))
 
     # -- answers ----------------------------------------------------------------------
 

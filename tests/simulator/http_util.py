@@ -34,6 +34,23 @@ def json_response(status: int, body: Any, extra: list[tuple[str, str]] | None = 
     return http_response(status, payload, "application/json; charset=utf-8", extra)
 
 
+CHALLENGE_PAGE = (
+    b"<!DOCTYPE html><html><head><title>Just a moment...</title></head>"
+    b"<body><div id='cf-turnstile'></div>Verifying you are human (simulated).</body></html>"
+)
+BAD_GATEWAY_PAGE = b"<html><head><title>502 Bad Gateway</title></head><body>502 Bad Gateway</body></html>"
+
+
+def challenge_page() -> Response:
+    """Cloudflare's managed-challenge answer: 403, HTML, `cf-mitigated: challenge` (needs a browser)."""
+    return http_response(403, CHALLENGE_PAGE, "text/html; charset=UTF-8", [("cf-mitigated", "challenge")])
+
+
+def bad_gateway() -> Response:
+    """The HTTP 502 an overloaded account's upgrade gets (B5a)."""
+    return http_response(502, BAD_GATEWAY_PAGE, "text/html")
+
+
 def cookies(headers: Headers) -> dict[str, str]:
     """A request's cookies by name (lenient: Bing cookie strings are messy)."""
     jar: dict[str, str] = {}

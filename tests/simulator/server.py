@@ -24,8 +24,10 @@ from websockets.asyncio.server import Server, ServerConnection, serve
 from websockets.exceptions import ConnectionClosed
 
 from tests.simulator import chathub, copilot_routes
+from tests.simulator.accounts import Lease, account_of
 from tests.simulator.control import BodyAwareConnection, Routes
 from tests.simulator.copilot_session import CopilotSession
+from tests.simulator.http_util import cookies
 from tests.simulator.playback import perform, start_close
 from tests.simulator.state import SimulatorState
 from tests.simulator.turns import TurnPlayer
@@ -58,9 +60,12 @@ def _redacted(message: str | bytes) -> str:
 class ChatHubSession:
     """One `/sydney/ChatHub` websocket, from handshake to close."""
 
-    def __init__(self, state: SimulatorState, ws: ServerConnection) -> None:
+    def __init__(self, state: SimulatorState, ws: ServerConnection, lease: Lease | None = None) -> None:
         self.state = state
         self.ws = ws
+        self.lease = lease
+        """The account slot taken at the upgrade: held while a turn runs (see `accounts`)."""
+        self.account = account_of(cookies(ws.request.headers)) if ws.request else account_of({})
         self.records: deque[dict[str, Any]] = deque()
         query = parse_qs(urlsplit(ws.request.path).query if ws.request else "", keep_blank_values=True)
         # parse_qs turns a raw "+" into a space: a client that forgets to URL-encode the
@@ -109,6 +114,8 @@ class ChatHubSession:
                     await start_close(self.ws)
                     return
                 if turn is not None and turn in done:
+                    if self.lease is not None:
+                        self.lease.release()
                     if turn.result() == "closed":
                         return
                     turn = None
@@ -143,15 +150,19 @@ class ChatHubSession:
                 self.state.violation("a second chat invocation arrived while a turn was still streaming")
                 return turn
             try:
-                player = TurnPlayer(self.state, record, self.access_token)
+                player = TurnPlayer(self.state, record, self.access_token, account=self.account)
             except (TypeError, AttributeError, KeyError) as exc:
                 self.state.violation(f"malformed chat invocation: {exc!r}")
                 raise _Abort from exc
+            if self.lease is not None:
+                self.lease.hold()
             return asyncio.ensure_future(perform(self.ws, player.play()))
         elif kind == 5:
             # CancelInvocation: stop streaming; the turn is not recorded.
             if turn is not None:
                 turn.cancel()
+            if self.lease is not None:
+                self.lease.release()
             return None
         elif kind == 7:
             await start_close(self.ws)
@@ -174,15 +185,18 @@ class SimulatorServer:
         """
         path = urlsplit(ws.request.path).path if ws.request else ""
         dialect = "copilot" if path == copilot_routes.CHAT_PATH else "chathub"
+        lease = ws.account_lease if isinstance(ws, BodyAwareConnection) else None
         self.state.stats.opened(dialect)
         try:
             if dialect == "copilot":
-                await CopilotSession(self.state, ws).run()
+                await CopilotSession(self.state, ws, lease).run()
             else:
-                await ChatHubSession(self.state, ws).run()
+                await ChatHubSession(self.state, ws, lease).run()
         except (ConnectionClosed, _Abort):
             pass
         finally:
+            if lease is not None:
+                lease.release()
             # reset() replaces the Stats object; count down on the current one. A socket
             # stops counting as open once its session is over, even if the client has yet
             # to finish the closing handshake awaited below.

@@ -16,6 +16,7 @@ import time
 from collections.abc import Callable
 from typing import Any
 
+from tests.simulator.accounts import AccountBook
 from tests.simulator.challenges import Challenge
 from tests.simulator.copilot_state import CopilotConversation, nanoid
 
@@ -34,9 +35,23 @@ CONFIG_KEYS = (
     "hashcash_difficulty",
     "hashcash_variant",
     "hashcash_seed",
+    "account_max_concurrent",
+    "account_rpm",
+    "copilot_anon_required",
+    "copilot_rotate_cookie",
 )
 """The settings the control API may change at run time."""
 
+NON_NEGATIVE = (
+    "token_delay",
+    "expiry_seconds",
+    "linger",
+    "copilot_connected_delay",
+    "account_max_concurrent",
+    "account_rpm",
+    "copilot_anon_required",
+    "copilot_rotate_cookie",
+)
 HASHCASH_VARIANTS = ("bits", "hex")
 DIALECTS = ("chathub", "copilot")
 
@@ -69,16 +84,27 @@ class SimConfig:
     """Which hashcash verifier the server uses (B3.1 (b) "bits" or (a) "hex")."""
     hashcash_seed: str = ""
     """A fixed hashcash seed (64 hex digits), so a test knows how much work a puzzle takes; "" = random."""
+    copilot_anon_required: bool = True
+    """Anonymous mode (no `_U`, no token) needs a `__Host-copilot-anon` this process issued (B5)."""
+    copilot_rotate_cookie: bool = False
+    """Every `/c/api/*` answer sets a fresh `__cf_bm`, as Cloudflare rotates it; clients must merge it."""
+    # -- per account, both dialects (see `accounts`; 0 = unlimited) --
+    account_max_concurrent: int = 4
+    """Chat sockets in flight per account before upgrades get HTTP 502 (B5a: about 4)."""
+    account_rpm: int = 15
+    """Turns per minute per account before the dialect's throttle answer (B5a: about 15)."""
 
     def update(self, values: dict[str, Any]) -> None:
         """Apply control-API values, coercing types; unknown keys or bad values raise ValueError."""
         for key, value in values.items():
             if key not in CONFIG_KEYS:
                 raise ValueError(f"unknown config key {key!r}; allowed: {', '.join(CONFIG_KEYS)}")
+            if key in ("account_max_concurrent", "account_rpm") and value in (None, ""):
+                value = 0  # None means unlimited, like 0
             coerced = _coerce(type(getattr(self, key)), key, value)
             if key in ("max_turns", "words_per_update") and coerced < 1:
                 raise ValueError(f"{key} must be at least 1")
-            if key in ("token_delay", "expiry_seconds", "linger", "copilot_connected_delay") and coerced < 0:
+            if key in NON_NEGATIVE and coerced < 0:
                 raise ValueError(f"{key} must not be negative")
             if key == "hashcash_difficulty" and not 0 <= coerced <= 64:
                 raise ValueError("hashcash_difficulty must be between 0 and 64")
@@ -230,6 +256,12 @@ class SimulatorState:
         self.last_send: dict[str, Any] | None = None
         self.challenges: list[Challenge] = []
         """Every Copilot challenge issued, with the client's answer and the verdict."""
+        self.accounts = AccountBook(clock=self.now, limits=self._account_limits)
+        self.anon_secret = secrets.token_bytes(16)
+        """Signs the `__Host-copilot-anon` values this process issues, so they outlive `reset`."""
+
+    def _account_limits(self) -> tuple[int, int]:
+        return self.config.account_max_concurrent, self.config.account_rpm
 
     def now(self) -> float:
         """The simulator's clock: wall time plus the configured offset."""
@@ -250,6 +282,7 @@ class SimulatorState:
         self.last_invocation = None
         self.last_send = None
         self.challenges.clear()
+        self.accounts.reset()
 
     def violation(self, text: str) -> None:
         """Record a protocol violation by a client."""

@@ -14,6 +14,7 @@ from collections.abc import Callable, Iterator
 from typing import Any
 
 from tests.simulator import chathub, faults, search
+from tests.simulator.accounts import ANONYMOUS
 from tests.simulator.actions import Action, Close, Hang, Send, Sleep
 from tests.simulator.state import SimulatorState, Turn
 
@@ -30,10 +31,12 @@ class TurnPlayer:
         record: dict[str, Any],
         access_token: str | None,
         *,
+        account: str = ANONYMOUS,
         stamp_clock: Callable[[], float] = time.time,
     ) -> None:
         self.state = state
         self.access_token = access_token
+        self.account = account
         self.stamp_clock = stamp_clock
         self.invocation_id = str(record.get("invocationId", ""))
         self.args: dict[str, Any] = record["arguments"][0]
@@ -57,6 +60,10 @@ class TurnPlayer:
     def play(self) -> Iterator[Action]:
         """Validate the invocation, then answer it (or reject it) as Bing would."""
         conversation, config = self.conversation, self.state.config
+        refusal = self._account_refusal()
+        if refusal is not None:
+            yield from refusal
+            return
         if conversation is None or self.state.expired(conversation):
             text = chathub.expired_text(self.conversation_id, config.expiry_seconds)
             yield from self._error("InvalidSession", text, coalesce=True)
@@ -84,6 +91,31 @@ class TurnPlayer:
         for problem in script.problems:
             self.state.violation(f"{problem} in a message to {conversation.id}")
         yield from self._answer(script)
+
+    def _account_refusal(self) -> Iterator[Action] | None:
+        """The answer when the account is in a fault or over its rate (`accounts`), else None.
+
+        The turn counts toward the rate only when admitted. Faults answer as A3.2 lists
+        them; `region` borrows create's `Forbidden` (ChatHub has no in-chat region error)
+        and `cloudflare` (normally refused at the upgrade) ends the socket with type 7.
+        """
+        accounts = self.state.accounts
+        fault = accounts.fault(self.account)
+        if fault is None:
+            if accounts.admit_turn(self.account) is None:
+                return None
+            fault = "throttled"  # over the rate: counted as a "rate" rejection by admit_turn
+        else:
+            accounts.reject(self.account, fault)
+        if fault == "cloudflare":
+            return iter([Send(chathub.encode(chathub.server_close())), Close()])
+        value, text = {
+            "captcha": ("CaptchaChallenge", chathub.CAPTCHA_TEXT),
+            "throttled": ("Throttled", chathub.THROTTLED_TEXT),
+            "unauthorized": ("UnauthorizedRequest", chathub.LOGIN_TEXT),
+            "region": ("Forbidden", chathub.REGION_TEXT),
+        }[fault]
+        return self._error(value, text)
 
     # -- answers ----------------------------------------------------------------------
 

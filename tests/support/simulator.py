@@ -27,7 +27,13 @@ REPO_ROOT = Path(__file__).resolve().parents[2]
 
 
 class SimulatorProcess:
-    """A running simulator child process; use as a context manager or call start()/stop()."""
+    """A running simulator child process; use as a context manager or call start()/stop().
+
+    Per-account limits default to unlimited here (0), unlike the simulator's own CLI
+    defaults (B5a's 4 in flight / 15 a minute, which `deploy/start --demo` gets): the test
+    suite runs hundreds of turns a minute on one account. `reset()` restores these
+    start-up values; a test that wants limits calls `configure_limits` (or `set_account`).
+    """
 
     def __init__(
         self,
@@ -37,6 +43,8 @@ class SimulatorProcess:
         max_turns: int = 30,
         expiry: float = 21600.0,
         words_per_update: int = 1,
+        account_max_concurrent: int = 0,
+        account_rpm: int = 0,
         log_level: str = "INFO",
         startup_timeout: float = 15.0,
     ) -> None:
@@ -47,6 +55,8 @@ class SimulatorProcess:
             "--max-turns", str(max_turns),
             "--expiry", str(expiry),
             "--words-per-update", str(words_per_update),
+            "--account-max-concurrent", str(account_max_concurrent),
+            "--account-rpm", str(account_rpm),
             "--log-level", log_level,
         ]  # fmt: skip
         self.startup_timeout = startup_timeout
@@ -217,6 +227,27 @@ class SimulatorProcess:
     def forget(self, conversation_id: str) -> None:
         """Make the upstream forget a conversation entirely (as if expired or purged server-side)."""
         self._post("forget", {"conversation": conversation_id})
+
+    def configure_limits(
+        self, *, max_concurrent: int | None = None, rpm: int | None = None
+    ) -> dict[str, Any]:
+        """Set every account's default limits (0 or None = unlimited); returns the whole config."""
+        return self.configure(account_max_concurrent=max_concurrent or 0, account_rpm=rpm or 0)
+
+    def set_account(self, account: str, **values: Any) -> dict[str, Any]:
+        """Configure one account (`fault`, `next_available_at`, `max_concurrent`, `rpm`); returns its view.
+
+        `fault` is one of captcha, throttled, cloudflare, unauthorized, region, or None to
+        clear; a throttled fault lapses at `next_available_at` (epoch seconds, default one
+        minute on). Account names follow `tests.simulator.accounts.account_of`: the `_U`
+        value, the access token, `anon:<cookie>`, or "anonymous".
+        """
+        return dict(self._post(f"accounts/{quote(account, safe='')}", values))
+
+    def accounts(self) -> dict[str, dict[str, Any]]:
+        """Per-account counters: turns, turns_last_minute, in_flight, max_in_flight, rejections
+        (by kind: overload, rate, or a fault name), plus fault, next_available_at and limits."""
+        return dict(self._get("accounts"))
 
     def reset(self) -> None:
         """Forget conversations and counters; restore the start-up config.

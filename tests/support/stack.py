@@ -29,7 +29,19 @@ def gateway_env(redis_url: str, sim_http_url: str, **overrides: str) -> dict[str
     env = {
         key: value
         for key, value in os.environ.items()
-        if not key.startswith(("BING_", "COPILOT_", "UPSTREAM", "API_KEYS", "RQ_", "REDIS_URL"))
+        if not key.startswith(
+            (
+                "BING_",
+                "COPILOT_",
+                "UPSTREAM",
+                "API_KEYS",
+                "RQ_",
+                "REDIS_URL",
+                "ACCOUNT_",
+                "SECRET_KEY",
+                "ADMIN_KEY",
+            )
+        )
     }
     env.update(
         {
@@ -49,6 +61,13 @@ def gateway_env(redis_url: str, sim_http_url: str, **overrides: str) -> dict[str
             "WORKER_CONCURRENCY": "50",
             "LOG_LEVEL": "WARNING",
             "PYTHONUNBUFFERED": "1",
+            "SECRET_KEY": "test-secret-key-0123456789",
+            # The suite runs hundreds of turns a minute on one account and injects one-off account
+            # faults per prompt: the pool's limits and health are off here; tests/integration/
+            # test_accounts.py runs the pool at its defaults.
+            "ACCOUNT_MAX_CONCURRENT": "1000",
+            "ACCOUNT_RPM": "100000",
+            "ACCOUNT_HEALTH": "off",
         }
     )
     env.update(overrides)

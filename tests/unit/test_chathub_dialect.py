@@ -294,11 +294,13 @@ def test_throttled() -> None:
 
 def test_captcha_for_a_signed_in_account_tells_the_operator_what_to_do() -> None:
     with pytest.raises(CaptchaRequired) as caught:
-        ChatHubDecoder(account=2).feed(result("CaptchaChallenge", "User needs to solve CAPTCHA to continue."))
+        ChatHubDecoder(account="env-3").feed(
+            result("CaptchaChallenge", "User needs to solve CAPTCHA to continue.")
+        )
     message = str(caught.value)
     assert "https://www.bing.com/turing/captcha/challenge" in message
     assert "UPSTREAM_COOKIES" in message
-    assert "#2" in message
+    assert "#env-3" in message
 
 
 def test_captcha_for_an_anonymous_conversation_asks_for_a_signed_in_account() -> None:
@@ -420,7 +422,9 @@ def test_apology_with_nothing_streamed_is_a_refusal() -> None:
 
 
 def test_handle_round_trips_through_json_and_tolerates_extra_keys() -> None:
-    handle = BingHandle(CONV, "844426658913453", "sig", "enc", expires_at=1000.0, invocation=3, account=1)
+    handle = BingHandle(
+        CONV, "844426658913453", "sig", "enc", expires_at=1000.0, invocation=3, account="env-2"
+    )
     data = json.loads(json.dumps(handle.to_json()))
     assert BingHandle.from_json({**data, "dialect": "bing"}) == handle
 
@@ -449,9 +453,9 @@ def test_create_reads_signatures_from_headers_case_insensitively() -> None:
         "x-sydney-conversationsignature": "sig-abc",
         "X-SYDNEY-ENCRYPTEDCONVERSATIONSIGNATURE": "enc-XYZ+/=",
     }
-    handle = chathub.parse_create_response(200, headers, CREATED, now=1000.0, account=2)
+    handle = chathub.parse_create_response(200, headers, CREATED, now=1000.0, account="env-3")
     assert handle == BingHandle(
-        CONV, "844426658913453", "sig-abc", "enc-XYZ+/=", expires_at=1000.0 + 6 * 3600, account=2
+        CONV, "844426658913453", "sig-abc", "enc-XYZ+/=", expires_at=1000.0 + 6 * 3600, account="env-3"
     )
 
 

@@ -218,8 +218,12 @@ def test_create_then_two_turns(
     endpoint = make_endpoint(CREATED)
     bing = client(hub.url, endpoint.url)
 
-    handle = bing.create_conversation(account=1)
-    assert (handle.conversation_id, handle.conversation_signature, handle.account) == (CONV, "sig-abc", 1)
+    handle = bing.create_conversation(account="env-2")
+    assert (handle.conversation_id, handle.conversation_signature, handle.account) == (
+        CONV,
+        "sig-abc",
+        "env-2",
+    )
     path, headers = endpoint.requests[0]
     assert path == "/turing/conversation/create?bundleVersion=1.1816.0"
     assert headers["cookie"] == COOKIES

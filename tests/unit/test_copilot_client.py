@@ -23,7 +23,7 @@ from websockets.sync.server import ServerConnection
 
 from service.settings import Settings
 from tests.support.scripted_ws import ScriptedServer
-from workers.upstream import build_client, copilot, load_handle
+from workers.upstream import Credentials, build_client, copilot, load_handle
 from workers.upstream.context import TurnInput
 from workers.upstream.copilot import CopilotHandle
 from workers.upstream.copilot_client import CopilotClient
@@ -201,7 +201,7 @@ def test_waits_for_connected_then_speaks_once_and_streams_b71(make_server: Calla
 
     server = make_server(script)
     copilot_client = client(server.base_url)
-    handle = CopilotHandle(CONV, account=1)
+    handle = CopilotHandle(CONV, account="env-2")
     events = list(copilot_client.stream_turn(handle, TURN))
 
     assert [e.text for e in events if isinstance(e, TextDelta)] == [
@@ -558,8 +558,8 @@ def make_rest() -> Iterator[Callable[..., RestEndpoint]]:
 
 def test_create_conversation_posts_with_cookies_and_no_bearer(make_rest: Callable[..., RestEndpoint]) -> None:
     rest = make_rest((200, json.dumps({"id": CONV}).encode()))
-    handle = client(rest.base_url, clock=lambda: 1234.0).create_conversation(account=2)
-    assert handle == CopilotHandle(CONV, account=2, turns=0, created=1234.0)
+    handle = client(rest.base_url, clock=lambda: 1234.0).create_conversation(account="env-3")
+    assert handle == CopilotHandle(CONV, account="env-3", turns=0, created=1234.0)
     path, headers, body = rest.requests[0]
     assert (path, body) == ("/c/api/conversations", b"")
     assert headers["origin"] == "https://copilot.microsoft.com"
@@ -577,9 +577,11 @@ def test_create_conversation_rejection(make_rest: Callable[..., RestEndpoint]) -
 
 def test_boundary_builds_copilot_clients_and_loads_copilot_handles() -> None:
     settings = Settings(upstream="copilot", upstream_cookies=("a=1", "b=2"))
-    assert isinstance(build_client(settings, 1), CopilotClient)
-    stored = CopilotHandle(CONV, account=1, turns=1).to_json()
-    assert load_handle(settings, stored) == CopilotHandle(CONV, account=1, turns=1)
+    assert isinstance(build_client(settings, Credentials("env-2", cookies="b=2")), CopilotClient)
+    stored = CopilotHandle(CONV, account="env-2", turns=1).to_json()
+    assert load_handle(settings, stored) == CopilotHandle(CONV, account="env-2", turns=1)
+    legacy = {**stored, "account": 1}  # stored before the pool: the cookie index
+    assert load_handle(settings, legacy) == CopilotHandle(CONV, account="env-2", turns=1)
     assert load_handle(settings, {"dialect": "copilot"}) is None  # damaged: start afresh
     assert load_handle(Settings(upstream="bing"), stored) is None
     assert copilot.CopilotHandle is CopilotHandle

@@ -207,15 +207,17 @@ def test_event_stream_rejects_a_cut_that_never_ends() -> None:
 
 
 def test_create_response_gives_a_fresh_handle() -> None:
-    handle = copilot.parse_create_response(200, {}, b'{"id":"dRUXwuM545tff65JPZ3rn"}', account=2, now=99.0)
-    assert handle == CopilotHandle(CONV, account=2, turns=0, created=99.0)
+    handle = copilot.parse_create_response(
+        200, {}, b'{"id":"dRUXwuM545tff65JPZ3rn"}', account="env-3", now=99.0
+    )
+    assert handle == CopilotHandle(CONV, account="env-3", turns=0, created=99.0)
     assert handle.fresh and not handle.is_expired(10**12) and not handle.exhausted
 
 
 @pytest.mark.parametrize("status", [401, 403])
 def test_create_rejections_say_what_to_refresh(status: int) -> None:
     with pytest.raises(Unauthorized) as caught:
-        copilot.parse_create_response(status, {}, b"", account=1)
+        copilot.parse_create_response(status, {}, b"", account="env-2")
     message = str(caught.value)
     assert str(status) in message and "UPSTREAM_COOKIES" in message and "COPILOT_ACCESS_TOKEN" in message
 
@@ -237,9 +239,15 @@ def test_create_failures() -> None:
 
 
 def test_handle_json_round_trip_and_tolerance() -> None:
-    handle = CopilotHandle(CONV, account=3, turns=2, created=12.5)
+    handle = CopilotHandle(CONV, account="env-4", turns=2, created=12.5)
     data = handle.to_json()
-    assert data == {"dialect": "copilot", "conversation_id": CONV, "account": 3, "turns": 2, "created": 12.5}
+    assert data == {
+        "dialect": "copilot",
+        "conversation_id": CONV,
+        "account": "env-4",
+        "turns": 2,
+        "created": 12.5,
+    }
     assert CopilotHandle.from_json(json.loads(json.dumps(data))) == handle
     assert CopilotHandle.from_json({"conversation_id": CONV, "future_field": 1}) == CopilotHandle(CONV)
     assert not handle.fresh
@@ -458,11 +466,11 @@ def test_a_different_challenge_after_answering_is_fatal() -> None:
 
 @pytest.mark.parametrize("method", [None, "cloudflare", "clarity"])
 def test_b75_browser_challenges_fail_with_the_operator_message(method: str | None) -> None:
-    decoder = CopilotDecoder(account=2)
+    decoder = CopilotDecoder(account="env-3")
     with pytest.raises(ChallengeRequired) as caught:
         decoder.feed({"event": "challenge", "method": method, "parameter": None, "id": "1"})
     message = str(caught.value)
-    assert "#2" in message
+    assert "#env-3" in message
     assert "clearance required — open Copilot in a browser with this account, pass the check" in message
     assert "cf_clearance cookie in UPSTREAM_COOKIES (or COPILOT_ACCESS_TOKEN)" in message
     assert decoder.pending_challenge is None

@@ -1,6 +1,6 @@
 """The upstream boundary: one client API over every dialect the gateway speaks.
 
-    build_client(settings, account) -> Client      the configured dialect's client
+    build_client(settings, account) -> Client      the configured dialect's client, as one account
     load_handle(settings, data)     -> Handle|None  a stored handle, if it is this dialect's
 
 A `Client` creates upstream conversations and streams one turn as the dialect-neutral
@@ -11,6 +11,7 @@ runner, relay, web tier) is the same for every dialect.
 
 from __future__ import annotations
 
+import dataclasses
 from collections.abc import Callable, Iterator, Mapping
 from typing import Any, Protocol
 
@@ -23,7 +24,7 @@ class Handle(Protocol):
     """A persisted upstream conversation."""
 
     dialect: str
-    account: int
+    account: str
 
     @property
     def fresh(self) -> bool:
@@ -43,7 +44,7 @@ class Handle(Protocol):
 class Client(Protocol):
     """One account's connection to the upstream."""
 
-    def create_conversation(self, *, account: int = 0) -> Any:
+    def create_conversation(self, *, account: str = "") -> Any:
         """Start a new upstream conversation and return its handle."""
 
     def stream_turn(
@@ -52,32 +53,45 @@ class Client(Protocol):
         """Send one turn and yield its events through `Done`; raise on failure."""
 
 
-def account_cookies(settings: Settings, account: int) -> str:
-    """The Cookie header of account `account` of the pool ("" = anonymous)."""
-    cookies = settings.upstream_cookies
-    return cookies[account % len(cookies)] if cookies else ""
+@dataclasses.dataclass(frozen=True)
+class Credentials:
+    """Who a client speaks as: the pool account's id and its opened secrets (never printed)."""
+
+    id: str
+    cookies: str = dataclasses.field(default="", repr=False)
+    access_token: str = dataclasses.field(default="", repr=False)
+    user_agent: str = ""
 
 
-def build_client(settings: Settings, account: int) -> Client:
-    """The client of the configured dialect, for one account of the cookie pool."""
+def build_client(
+    settings: Settings, account: Credentials, *, on_cookies: Callable[[str], None] | None = None
+) -> Client:
+    """The client of the configured dialect, speaking as one account of the pool.
+
+    `on_cookies(header)` receives the account's cookie header whenever the upstream changed
+    it (Copilot's anonymous session, rotated cookies), so the pool can persist it for every
+    worker (`workers.account_pool.Pool.cookie_sink`).
+    """
     if settings.upstream == "bing":
         from workers.upstream.bing import BingClient
 
         return BingClient(
             create_url=settings.bing_create_url,
             chathub_url=settings.bing_chathub_url,
-            cookies=account_cookies(settings, account),
+            cookies=account.cookies,
             connect_timeout=settings.upstream_connect_timeout,
             first_token_timeout=settings.upstream_first_token_timeout,
             idle_timeout=settings.upstream_idle_timeout,
         )
     if settings.upstream == "copilot":
-        from workers.upstream.copilot_client import CopilotClient
+        from workers.upstream.copilot_client import USER_AGENT, CopilotClient
 
         return CopilotClient(
             base_url=settings.copilot_url,
-            cookies=account_cookies(settings, account),
-            access_token=settings.copilot_access_token,
+            cookies=account.cookies,
+            access_token=account.access_token or settings.copilot_access_token,
+            user_agent=account.user_agent or USER_AGENT,
+            on_cookies=on_cookies,
             connect_timeout=settings.upstream_connect_timeout,
             first_token_timeout=settings.upstream_first_token_timeout,
             idle_timeout=settings.upstream_idle_timeout,

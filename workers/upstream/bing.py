@@ -92,7 +92,7 @@ class BingClient:
         self._session = session
         self._log = logger or log
 
-    def create_conversation(self, *, account: int = 0) -> BingHandle:
+    def create_conversation(self, *, account: str = "") -> BingHandle:
         """Create an upstream conversation; `account` is recorded so resumes use the same cookies."""
         url = self._create_url
         if "?" not in url:
@@ -113,7 +113,7 @@ class BingClient:
             status, response_headers, body, now=self._clock(), account=account
         )
         self._log.info(
-            "event=bing_conversation_created account=%d anonymous=%s",
+            "event=bing_conversation_created account=%s anonymous=%s",
             account,
             "BingProdUnAuthenticatedUsers" in handle.conversation_id,
         )

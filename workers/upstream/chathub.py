@@ -101,7 +101,7 @@ class BingHandle:
     """What it takes to resume a ChatHub conversation from another worker (A4).
 
     JSON-plain so the conversation store can persist it. `invocation` counts completed
-    turns; `account` indexes the configured cookie pool, because a conversation only
+    turns; `account` is the id of the pool's account, because a conversation only
     works with the cookies that created it.
     """
 
@@ -111,7 +111,7 @@ class BingHandle:
     encrypted_signature: str | None
     expires_at: float
     invocation: int = 0
-    account: int = 0
+    account: str = ""
     turns_used: int = 0
     turns_max: int = 0
 
@@ -135,7 +135,11 @@ class BingHandle:
     def from_json(cls, data: Mapping[str, Any]) -> BingHandle:
         """Rebuild a stored handle, ignoring keys a newer worker may have added."""
         names = {field.name for field in dataclasses.fields(cls)}
-        return cls(**{key: value for key, value in data.items() if key in names})
+        fields = {key: value for key, value in data.items() if key in names}
+        account = fields.get("account")
+        if isinstance(account, int) and not isinstance(account, bool):
+            fields["account"] = f"env-{account + 1}"  # stored before the pool: the index (0 = env-1)
+        return cls(**fields)
 
     def is_expired(self, now: float, margin: float = 60.0) -> bool:
         """Whether the conversation is (nearly) gone; the margin covers a turn in flight."""
@@ -150,7 +154,7 @@ def _header(headers: Mapping[str, str], name: str) -> str | None:
     return None
 
 
-def result_error(value: str, message: str, *, conversation_id: str = "", account: int = 0) -> UpstreamError:
+def result_error(value: str, message: str, *, conversation_id: str = "", account: str = "") -> UpstreamError:
     """The exception for a non-Success ChatHub `result` (A3.2 table), worded for the operator."""
     detail = f"{value}: {message}" if message else value
     if value == "Throttled":
@@ -174,7 +178,7 @@ def result_error(value: str, message: str, *, conversation_id: str = "", account
 
 
 def parse_create_response(
-    status: int, headers: Mapping[str, str], body: bytes, *, now: float, account: int = 0
+    status: int, headers: Mapping[str, str], body: bytes, *, now: float, account: str = ""
 ) -> BingHandle:
     """Turn the conversation-create reply (A1.1) into a handle, or raise why not.
 

@@ -58,7 +58,7 @@ class ChatHubDecoder:
     it. Failures raise `UpstreamError` subclasses; `done` turns True with `Done`.
     """
 
-    def __init__(self, *, account: int = 0) -> None:
+    def __init__(self, *, account: str = "") -> None:
         self.account = account
         self.done = False
         self._parts: list[str] = []  # every delta emitted, joined only when asked for

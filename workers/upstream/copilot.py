@@ -44,13 +44,13 @@ class CopilotHandle:
     """What it takes to continue a Copilot conversation from any worker (B4).
 
     Only the id and the identity matter: the next turn sends the same `conversationId`
-    on a new socket with the same cookies, so `account` pins the cookie-pool entry
+    on a new socket with the same cookies, so `account` pins the pool's account (its id)
     (anonymous conversations are bound to their anon cookie). `turns` counts completed
     turns; zero means history must still be injected.
     """
 
     conversation_id: str
-    account: int = 0
+    account: str = ""
     turns: int = 0
     created: float = 0.0
 
@@ -78,7 +78,7 @@ class CopilotHandle:
             raise ValueError("a Copilot handle needs a conversation_id")
         return cls(
             conversation_id=conversation_id,
-            account=int(data.get("account") or 0),
+            account=account_id(data.get("account")),
             turns=int(data.get("turns") or 0),
             created=float(data.get("created") or 0.0),
         )
@@ -93,8 +93,15 @@ class CopilotHandle:
         return False
 
 
+def account_id(value: Any) -> str:
+    """The account id a stored handle names; handles from before the pool kept the index (0 = env-1)."""
+    if isinstance(value, int) and not isinstance(value, bool):
+        return f"env-{value + 1}"
+    return str(value or "")
+
+
 def parse_create_response(
-    status: int, headers: Mapping[str, str], body: bytes, *, account: int = 0, now: float = 0.0
+    status: int, headers: Mapping[str, str], body: bytes, *, account: str = "", now: float = 0.0
 ) -> CopilotHandle:
     """Turn the `POST /c/api/conversations` reply (`{"id": …}`, B1.1) into a handle, or raise why not."""
     if status in (401, 403):

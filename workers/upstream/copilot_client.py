@@ -27,6 +27,7 @@ from workers.upstream.challenges import solve_challenge
 from workers.upstream.context import TurnInput
 from workers.upstream.copilot import CopilotHandle
 from workers.upstream.copilot_decode import Challenge, CopilotDecoder, InvalidEvent
+from workers.upstream.copilot_session import AccountSession, raise_for_gate
 from workers.upstream.errors import (
     ConversationExpired,
     Interrupted,
@@ -35,7 +36,7 @@ from workers.upstream.errors import (
     UpstreamTimeout,
 )
 from workers.upstream.events import Done, Event
-from workers.upstream.transport import WebSocketTransport, http_request, redact_url
+from workers.upstream.transport import WebSocketTransport, redact_url
 
 log = logging.getLogger(__name__)
 
@@ -109,6 +110,8 @@ class CopilotClient:
         # who
         cookies: str = "",
         access_token: str = "",
+        user_agent: str = USER_AGENT,
+        on_cookies: Callable[[str], None] | None = None,
         # how long
         connect_timeout: float = 10.0,
         first_token_timeout: float = 60.0,
@@ -123,7 +126,6 @@ class CopilotClient:
         logger: logging.Logger | None = None,
     ) -> None:
         self._base_url = base_url.rstrip("/")
-        self._cookies = cookies
         self._access_token = access_token
         self._connect_timeout = connect_timeout
         self._first_token_timeout = first_token_timeout
@@ -135,35 +137,42 @@ class CopilotClient:
         self._transport_factory = transport_factory
         self._session = session
         self._log = logger or log
-
-    def create_conversation(self, *, account: int = 0) -> CopilotHandle:
-        """Create a server-side conversation; `account` is recorded so later turns use the same cookies."""
-        headers = {
-            "Origin": copilot.ORIGIN,
-            "Referer": f"{copilot.ORIGIN}/",
-            "User-Agent": USER_AGENT,
-            "Accept": "application/json",
-            "x-search-uilang": "en-us",
-        }
-        if self._cookies:
-            headers["Cookie"] = self._cookies
-        if REST_BEARER and self._access_token:
-            headers["Authorization"] = f"Bearer {self._access_token}"
-        status, response_headers, body = http_request(
-            "POST",
-            f"{self._base_url}{copilot.CREATE_PATH}",
-            headers=headers,
-            body=b"",
-            timeout=self._connect_timeout,
-            session=self._session,
+        # The account's jar, user agent and anonymous session (`copilot_session`); every
+        # Set-Cookie lands there and is reported through `on_cookies`.
+        self._account = AccountSession(
+            base_url=base_url,
+            cookies=cookies,
+            access_token=access_token,
+            user_agent=user_agent,
+            on_cookies=on_cookies,
+            rest_bearer=REST_BEARER,
+            timeout=connect_timeout,
+            session=session,
+            clock=clock,
+            logger=self._log,
         )
+
+    def create_conversation(self, *, account: str = "") -> CopilotHandle:
+        """Create a server-side conversation; `account` is recorded so later turns use the same cookies.
+
+        An anonymous account first gets its session (`AccountSession.ensure_ready`); if
+        Copilot refuses that session, it is started afresh once.
+        """
+        for attempt in (1, 2):
+            self._account.ensure_ready()
+            status, response_headers, body = self._account.request("POST", copilot.CREATE_PATH, body=b"")
+            raise_for_gate(status, response_headers, "conversation create")
+            if status == 401 and attempt == 1 and self._account.anonymous and self._account.has_session:
+                self._account.forget_session()
+                continue
+            break
         handle = copilot.parse_create_response(
             status, response_headers, body, account=account, now=self._clock()
         )
         self._log.info(
-            "event=copilot_conversation_created account=%d anonymous=%s",
+            "event=copilot_conversation_created account=%s anonymous=%s",
             account,
-            not (self._cookies or self._access_token),
+            self._account.anonymous,
         )
         return handle
 
@@ -190,6 +199,7 @@ class CopilotClient:
         transport = self._transport_factory()
         started = time.monotonic()
         try:
+            self._account.ensure_ready()
             self._open(transport, url, handle.account)
             first = self._await_connected(transport, stream, frames, should_stop)
             if first is None:
@@ -228,24 +238,22 @@ class CopilotClient:
                         "conversation)"
                     ) from exc
             self._log.info("event=copilot_turn_failed error=%s", type(exc).__name__)
+            refused = self._account.refused(exc, account=handle.account)
+            if refused is not exc:
+                raise refused from exc  # an expired token, or an anonymous session to start afresh
             raise
         finally:
             transport.close()
 
     def _secrets(self) -> list[str]:
         """Values that must never reach a log: the token, the cookie string and each cookie value."""
-        values = [self._access_token, self._cookies]
-        values += [part.partition("=")[2].strip() for part in self._cookies.split(";")]
-        return [value for value in values if value]
+        return self._account.secret_values()
 
-    def _open(self, transport: WebSocketTransport, url: str, account: int) -> None:
+    def _open(self, transport: WebSocketTransport, url: str, account: str) -> None:
         # Origin goes through the transport, which hands it to websocket-client separately so
         # it is sent exactly once (the library adds its own next to a header-list Origin).
-        headers = {"Origin": copilot.ORIGIN, "User-Agent": USER_AGENT}
-        if self._cookies:
-            headers["Cookie"] = self._cookies
         try:
-            transport.open(url, headers=headers, timeout=self._connect_timeout)
+            transport.open(url, headers=self._account.socket_headers(), timeout=self._connect_timeout)
         except Unauthorized as exc:
             status = getattr(exc.__cause__, "status_code", "401/403")
             raise Unauthorized(

@@ -101,7 +101,7 @@ class CopilotDecoder:
     def __init__(
         self,
         *,
-        account: int = 0,
+        account: str = "",
         mode: str = "chat",
         clock: Callable[[], float] = time.time,
         logger: logging.Logger | None = None,

@@ -7,6 +7,7 @@
      │    ├── ChallengeRequired   (Copilot Cloudflare / null-method challenge)
      │    ├── RegionBlocked       (Copilot chat-service-unavailable)
      │    └── Unauthorized        (UnauthorizedRequest, Forbidden, 401s)
+     │         └── TokenExpired   (a signed-in Copilot access token refused: refresh it)
      ├── ConversationExpired      the upstream conversation is gone (InvalidSession); recoverable
      ├── ConversationLimitReached turn limit / Disengaged / TurnLimiter; recoverable
      ├── Interrupted              the socket dropped or closed mid-answer; `partial` text
@@ -72,6 +73,16 @@ class Unauthorized(AccountError):
     """The upstream rejected the account's credentials."""
 
     code = "upstream_unauthorized"
+
+
+class TokenExpired(Unauthorized):
+    """The account's signed-in access token was refused: expired (about hourly) or wrong audience.
+
+    Distinct from bad cookies because the cure differs: the operator sends the account a
+    fresh token (`PATCH /admin/accounts/{id}`); the message says so.
+    """
+
+    code = "upstream_token_expired"
 
 
 class ConversationExpired(UpstreamError):

@@ -1,0 +1,262 @@
+"""Which account a turn runs on, and the fair waiting line in front of the pool.
+
+A turn asks for a slot with `Scheduler.acquire`. Its *candidates* are the ready accounts
+it may use: only its conversation's account while that one is ready (a conversation stays
+on its account), else every ready account. The answer comes from one Lua script,
+`ADMIT`, that in one atomic step
+
+1. puts the turn in the waiting line if it is not there yet, tagged for fairness;
+2. counts the free slots of every ready account (min of free concurrency and free rate; an
+   account deleted, disabled or unwell since the caller's snapshot has none);
+3. walks the line from its head, letting each earlier ticket reserve the candidate with
+   the most headroom; if a slot is left among this turn's candidates, takes it (lease +
+   rate entry) and leaves the line; else reports the turn's position.
+
+Fairness across API keys is start-time fair queuing: a ticket's tag is
+`max(virtual time, the owner's last tag) + 1`, the line is ordered by tag (then arrival),
+and the virtual time advances to the tag of each ticket served. One key queuing a
+hundred turns gets tags 1…100; another key's turn arriving later gets the tag after the
+one being served, so keys take turns instead of first-come-first-served.
+
+A waiting turn polls (it is a cheap greenlet) and keeps its ticket alive; a ticket whose
+worker died expires after `TICKET_SECONDS` and leaves the line. When no account at all
+can take the turn, `acquire` raises at once: every enabled account cooling → 429 with
+`Retry-After` = the earliest end; otherwise 503 `upstream_unavailable` naming what the
+operator must do.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import logging
+import random
+import time
+from collections.abc import Callable, Collection
+
+from redis import Redis
+from redis.client import Pipeline
+
+from service.accounts import capacity
+from service.accounts.registry import COOLING, NEEDS_ATTENTION, READY, Account, Registry
+from service.errors import ApiError, RateLimited, UpstreamUnavailable
+
+log = logging.getLogger(__name__)
+
+POLL_SECONDS = 0.25
+TICKET_SECONDS = 10.0
+SCAN = 200  # how far down the line the script looks; a turn further back just waits
+
+ADMIT = """
+local prefix, now, ticket, owner, want = ARGV[1], tonumber(ARGV[2]), ARGV[3], ARGV[4], ARGV[5]
+local ticket_ttl, lease_ttl, window, scan = tonumber(ARGV[6]), tonumber(ARGV[7]), tonumber(ARGV[8]),
+  tonumber(ARGV[9])
+local line = prefix .. ':line'
+local wants, alive, tags, vt_key = line .. ':want', line .. ':alive', line .. ':tags', line .. ':vt'
+for _, dead in ipairs(redis.call('ZRANGEBYSCORE', alive, '-inf', now)) do
+  redis.call('ZREM', line, dead); redis.call('HDEL', wants, dead); redis.call('ZREM', alive, dead)
+end
+if not redis.call('ZSCORE', line, ticket) then
+  local vt = tonumber(redis.call('GET', vt_key) or '0')
+  local tag = math.max(vt, tonumber(redis.call('HGET', tags, owner) or '0')) + 1
+  redis.call('HSET', tags, owner, tag)
+  redis.call('ZADD', line, tag, ticket)
+end
+redis.call('ZADD', alive, now + ticket_ttl, ticket)
+redis.call('HSET', wants, ticket, want)
+local free, total = {}, 0
+for i = 10, #ARGV, 3 do
+  local id = ARGV[i]
+  local leases, rate = prefix .. ':leases:' .. id, prefix .. ':rate:' .. id
+  redis.call('ZREMRANGEBYSCORE', leases, '-inf', now)
+  redis.call('ZREMRANGEBYSCORE', rate, '-inf', now - window)
+  local f = math.min(tonumber(ARGV[i + 1]) - redis.call('ZCARD', leases),
+                     tonumber(ARGV[i + 2]) - redis.call('ZCARD', rate))
+  -- The caller's view of the pool may be a second old: deleted, disabled, unwell = no slot.
+  local h = redis.call('HMGET', prefix .. ':a:' .. id, 'enabled', 'attention', 'cooling_until')
+  if h[1] ~= '1' or h[2] == '1' or tonumber(h[3] or '0') > now then f = 0 end
+  if f < 0 then f = 0 end
+  free[id] = f
+  total = total + f
+end
+local rank = redis.call('ZRANK', line, ticket)
+if total == 0 or rank >= scan then return {0, rank + 1} end
+local function best(csv)
+  local pick, most = nil, 0
+  for id in string.gmatch(csv or '', '[^,]+') do
+    local f = free[id]
+    if f and f > most then pick, most = id, f end
+  end
+  return pick
+end
+local ahead = {}
+if rank > 0 then ahead = redis.call('ZRANGE', line, 0, rank - 1) end
+for _, other in ipairs(ahead) do
+  local pick = best(redis.call('HGET', wants, other))
+  if pick then free[pick] = free[pick] - 1 end
+end
+local pick = best(want)
+if not pick then return {0, rank + 1} end
+local lease_key, rate_key = prefix .. ':leases:' .. pick, prefix .. ':rate:' .. pick
+redis.call('ZADD', lease_key, now + lease_ttl, ticket)
+redis.call('ZADD', rate_key, now, ticket)
+redis.call('EXPIRE', lease_key, math.ceil(lease_ttl + window))
+redis.call('EXPIRE', rate_key, math.ceil(2 * window))
+local tag = tonumber(redis.call('ZSCORE', line, ticket))
+redis.call('ZREM', line, ticket); redis.call('HDEL', wants, ticket); redis.call('ZREM', alive, ticket)
+redis.call('SET', vt_key, math.max(tag, tonumber(redis.call('GET', vt_key) or '0')))
+return {1, pick}
+"""
+
+
+@dataclasses.dataclass(frozen=True)
+class Lease:
+    """A slot held on one account; refresh it while the turn runs, release it after."""
+
+    account: Account
+    id: str
+    prefix: str
+
+
+class Scheduler:
+    """Hands out account slots to turns, fairly, waiting when the pool is full."""
+
+    def __init__(
+        self,
+        registry: Registry,
+        *,
+        max_concurrent: int,
+        rpm: int,
+        lease_seconds: float,
+        clock: Callable[[], float] = time.time,
+        sleep: Callable[[float], None] = time.sleep,
+    ) -> None:
+        self.registry = registry
+        self.redis = registry.redis
+        self.prefix = registry.prefix
+        self.max_concurrent = max_concurrent
+        self.rpm = rpm
+        self.lease_seconds = lease_seconds
+        self.clock = clock
+        self.sleep = sleep
+        self._admit = self.redis.register_script(ADMIT)
+
+    def acquire(
+        self,
+        owner: str,
+        *,
+        preferred: str | None = None,
+        exclude: Collection[str] = (),
+        should_stop: Callable[[], bool] = lambda: False,
+        on_position: Callable[[int], None] = lambda position: None,
+    ) -> Lease | None:
+        """Wait for a slot (None if `should_stop` turned true first); raises if no account can serve.
+
+        `preferred` is the conversation's account: used while it is ready, else any ready one.
+        `on_position(n)` is called whenever the turn's place in the line changes.
+        """
+        ticket = new_ticket()
+        position = 0
+        try:
+            while True:
+                lease, now_at = self.poll(ticket, owner, preferred=preferred, exclude=exclude)
+                if lease is not None:
+                    ticket = ""  # it left the line inside the script
+                    return lease
+                if now_at != position:
+                    position = now_at
+                    on_position(position)
+                if should_stop():
+                    return None
+                self.sleep(POLL_SECONDS * (0.75 + random.random() / 2))
+        finally:
+            if ticket:
+                self.leave(ticket)
+
+    def poll(
+        self, ticket: str, owner: str, *, preferred: str | None = None, exclude: Collection[str] = ()
+    ) -> tuple[Lease | None, int]:
+        """One atomic try: (the lease, 0) or (None, the ticket's position in the line)."""
+        accounts = self.registry.all()
+        if preferred and all(a.id != preferred for a in accounts):
+            accounts = self.registry.all(fresh=True)  # maybe added within the snapshot's second
+        now = self.clock()
+        ready = [a for a in accounts if a.state(now) == READY and a.id not in exclude]
+        if not ready:  # before failing the turn, make sure no account was refreshed meanwhile
+            accounts = self.registry.all(fresh=True)
+            ready = [a for a in accounts if a.state(now) == READY and a.id not in exclude]
+        if not ready:
+            raise pool_unavailable(accounts, now, exclude)
+        want = [a for a in ready if a.id == preferred] or ready
+        args: list[str | float | int] = [
+            self.prefix,
+            repr(now),
+            ticket,
+            owner,
+            ",".join(a.id for a in want),
+            TICKET_SECONDS,
+            self.lease_seconds,
+            capacity.WINDOW_SECONDS,
+            SCAN,
+        ]
+        for account in ready:
+            args.extend((account.id, *account.limits(self.max_concurrent, self.rpm)))
+        granted, value = self._admit(args=args)
+        if granted:
+            chosen = next(a for a in ready if a.id == value.decode())
+            return Lease(account=chosen, id=ticket, prefix=self.prefix), 0
+        return None, int(value)
+
+    def refresh(self, pipe: Redis | Pipeline, lease: Lease) -> None:
+        """Keep the lease alive (the turn's watcher calls this with its pipeline)."""
+        capacity.refresh(
+            pipe, self.prefix, lease.account.id, lease.id, expires=self.clock() + self.lease_seconds
+        )
+
+    def release(self, lease: Lease) -> None:
+        """Give the slot back."""
+        capacity.release(self.redis, self.prefix, lease.account.id, lease.id)
+
+    def leave(self, ticket: str) -> None:
+        """Take a ticket out of the line (the turn stopped waiting)."""
+        line = f"{self.prefix}:line"
+        with self.redis.pipeline(transaction=False) as pipe:
+            pipe.zrem(line, ticket)
+            pipe.hdel(f"{line}:want", ticket)
+            pipe.zrem(f"{line}:alive", ticket)
+            pipe.execute()
+
+
+def new_ticket() -> str:
+    """A unique ticket that sorts by arrival (ties in the line go to the earlier turn)."""
+    return f"{time.time_ns():020d}.{random.getrandbits(40):010x}"
+
+
+def pool_unavailable(accounts: list[Account], now: float, exclude: Collection[str] = ()) -> ApiError:
+    """The error for a turn no account can take: 429 while some cool, else 503 for the operator."""
+    cooling = [a for a in accounts if a.state(now) == COOLING]
+    if cooling:
+        until = min(a.cooling_until for a in cooling)
+        return RateLimited(
+            "Every upstream account is cooling down after the upstream throttled it; "
+            f"retry in {max(1, round(until - now))} s.",
+            retry_after=max(1.0, until - now),
+        )
+    attention = [a for a in accounts if a.state(now) == NEEDS_ATTENTION]
+    notes = "; ".join(
+        f"{a.id} ({a.label or 'no label'}): {a.error_message or a.error_code}" for a in attention
+    )
+    if attention:
+        return UpstreamUnavailable(
+            "No upstream account can take turns; the operator must act. "
+            f"{notes}. Refresh an account's cookies or token with PATCH /admin/accounts/<id> "
+            "(or `python -m service.admin update <id> --cookies …`), or add one."
+        )
+    if exclude and any(a.id in exclude for a in accounts):
+        return UpstreamUnavailable(
+            "The upstream account this turn was on failed and no other account is ready; "
+            "add an account with POST /admin/accounts (or `python -m service.admin add`)."
+        )
+    return UpstreamUnavailable(
+        "No upstream account is enabled; the operator must enable or add one with "
+        "POST /admin/accounts (or `python -m service.admin add`)."
+    )

@@ -1,0 +1,118 @@
+"""`python -m service.admin`: the admin API's operations from a shell, straight against Redis.
+
+    python -m service.admin list
+    python -m service.admin add [--cookies C] [--access-token T] [--label L] [--max-concurrent N] [--rpm N]
+    python -m service.admin update ID [--cookies C] [--access-token T] [--label L] [--enable|--disable]
+                                      [--max-concurrent N|default] [--rpm N|default]
+    python -m service.admin delete ID
+
+It reads the same environment as the gateway (REDIS_URL, RQ_QUEUE, SECRET_KEY): it needs
+no running web process, and what it changes reaches every worker on its next turn. A
+cookie passed as `-` is read from standard input, so it stays out of the shell history.
+Output is JSON (the admin API's account view: never a secret).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import sys
+from collections.abc import Mapping, Sequence
+from typing import Any
+
+from service.accounts import manage
+from service.accounts.registry import AccountNotFound, Registry
+from service.accounts.sealing import SealingError
+from service.errors import ApiError
+from service.redis_conn import connect
+from service.settings import SettingsError, load_settings
+
+
+def _limit(value: str) -> int | None:
+    if value == "default":
+        return None
+    number = int(value)
+    if number <= 0:
+        raise argparse.ArgumentTypeError("must be a positive integer or `default`")
+    return number
+
+
+def parser() -> argparse.ArgumentParser:
+    """The command line."""
+    top = argparse.ArgumentParser(prog="python -m service.admin", description="Manage upstream accounts.")
+    commands = top.add_subparsers(dest="command", required=True)
+    commands.add_parser("list", help="every account, its state and load")
+    for name in ("add", "update"):
+        command = commands.add_parser(name, help=f"{name} an account")
+        if name == "update":
+            command.add_argument("id")
+            toggle = command.add_mutually_exclusive_group()
+            toggle.add_argument("--enable", dest="enabled", action="store_true", default=None)
+            toggle.add_argument("--disable", dest="enabled", action="store_false")
+        command.add_argument("--cookies", help="the account's Cookie header (`-` = read stdin)")
+        command.add_argument("--access-token", help="a signed-in access token (`-` = read stdin)")
+        command.add_argument("--label")
+        command.add_argument("--user-agent")
+        command.add_argument("--max-concurrent", type=_limit, default=False)
+        command.add_argument("--rpm", type=_limit, default=False)
+    delete = commands.add_parser("delete", help="remove an account")
+    delete.add_argument("id")
+    return top
+
+
+def _changes(args: argparse.Namespace) -> dict[str, Any]:
+    body: dict[str, Any] = {}
+    for name in ("cookies", "access_token", "label", "user_agent"):
+        value = getattr(args, name)
+        if value == "-" and name in ("cookies", "access_token"):
+            value = sys.stdin.readline().strip()
+        if value is not None:
+            body[name] = value
+    for name in ("max_concurrent", "rpm"):
+        if getattr(args, name) is not False:
+            body[name] = getattr(args, name)
+    if getattr(args, "enabled", None) is not None:
+        body["enabled"] = args.enabled
+    return body
+
+
+def run(argv: Sequence[str], environ: Mapping[str, str]) -> int:
+    """Run one command; returns the exit code (0 ok, 1 refused, 2 misconfigured)."""
+    args = parser().parse_args(argv)
+    try:
+        settings = load_settings(environ)
+    except SettingsError as exc:
+        print(f"admin: {exc}", file=sys.stderr)
+        return 2
+    if settings.redis_url is None:
+        print("admin: REDIS_URL is required", file=sys.stderr)
+        return 2
+    redis = connect(settings.redis_url, role="admin", max_connections=2)
+    registry = Registry(redis, namespace=settings.queue_name, secret_key=settings.secret_key)
+    try:
+        if args.command == "list":
+            result: Any = manage.views(registry, registry.all(fresh=True))
+        elif args.command == "add":
+            account = manage.add(registry, manage.parse_changes(_changes(args), creating=True))
+            result = manage.views(registry, [account])[0]
+        elif args.command == "update":
+            changes = manage.parse_changes(_changes(args), creating=False)
+            result = manage.views(registry, [manage.update(registry, args.id, changes)])[0]
+        else:
+            registry.delete(args.id)
+            result = {"id": args.id, "deleted": True}
+    except AccountNotFound:
+        print(f"admin: no account with id '{args.id}'", file=sys.stderr)
+        return 1
+    except (ApiError, SealingError) as exc:
+        print(f"admin: {exc}", file=sys.stderr)
+        return 1
+    finally:
+        redis.close()
+    print(json.dumps(result, indent=2))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(run(sys.argv[1:], os.environ))

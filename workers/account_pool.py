@@ -1,0 +1,219 @@
+"""The worker's side of the account pool: a turn's hold on an account, failover, and the prober.
+
+`AccountLane` is what `workers.turn.TurnRunner` holds for one turn:
+
+    lane.take(preferred)  wait (fairly, publishing `queued` positions) for a slot on the
+                          conversation's account, or on the ready account with the most
+                          headroom; returns the account's `Credentials`, None if cancelled
+    lane.fail_over(exc)   an upstream failure before any token reached the client: record
+                          what it says about the account (cooling / needs_attention) and
+                          say whether the turn should move to another account
+    lane.refresh(pipe)    keep the slot's lease alive (the turn's watcher)
+    lane.release()        give the slot back
+
+Waiting happens inside the job (a greenlet): the turn's liveness lease is kept fresh by
+the watcher meanwhile, so the web tier does not mistake a queued turn for a lost worker.
+Waiting counts towards JOB_TIMEOUT; the web tier's admission check keeps expected waits
+under QUEUE_MAX_WAIT_SECONDS, far below it.
+
+One `Pool` per worker process (`pool_for`), so the registry snapshot is shared by the
+process's turns. `run_prober` is the periodic probe of accounts needing attention: a
+cheap REST call per account, claimed by one worker per round across the deployment.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections.abc import Callable
+
+from redis import Redis
+from redis.client import Pipeline
+
+from service.accounts import health
+from service.accounts.registry import Account, AccountNotFound, Registry
+from service.accounts.scheduler import Lease, Scheduler
+from service.accounts.sealing import SealingError
+from service.errors import UpstreamUnavailable
+from service.relay import Publisher
+from service.settings import Settings
+from workers.upstream import Credentials
+from workers.upstream.errors import Unauthorized, UpstreamError
+
+log = logging.getLogger(__name__)
+
+_pools: dict[tuple[int, str], Pool] = {}
+
+
+class Pool:
+    """The process's registry and scheduler for one settings/Redis pair."""
+
+    def __init__(self, settings: Settings, redis: Redis) -> None:
+        self.settings = settings
+        self.registry = Registry(redis, namespace=settings.queue_name, secret_key=settings.secret_key)
+        self.scheduler = Scheduler(
+            self.registry,
+            max_concurrent=settings.account_max_concurrent,
+            rpm=settings.account_rpm,
+            lease_seconds=2 * settings.worker_lease_seconds,
+        )
+        # Without SECRET_KEY nothing secret may be stored, so an anonymous account's session
+        # cookies (Copilot) stay in this process only.
+        self.local_jars: dict[str, str] = {}
+
+    def cookie_sink(self, account_id: str) -> Callable[[str], None]:
+        """Where a client reports the account's updated cookie header: the registry, for every worker."""
+
+        def store(header: str) -> None:
+            try:
+                self.registry.store_cookies(account_id, header)
+            except SealingError:
+                self.local_jars[account_id] = header
+
+        return store
+
+    def credentials(self, account: Account) -> Credentials:
+        """The account's opened secrets, for building its client."""
+        return Credentials(
+            id=account.id,
+            cookies=self.registry.cookies(account) or self.local_jars.get(account.id, ""),
+            access_token=self.registry.access_token(account),
+            user_agent=account.user_agent,
+        )
+
+    def seed(self) -> None:
+        """Seed `env-N` accounts from UPSTREAM_COOKIES (idempotent across processes)."""
+        self.registry.seed(self.settings.upstream_cookies, access_token=self.settings.copilot_access_token)
+
+
+def pool_for(settings: Settings, redis: Redis) -> Pool:
+    """This process's pool for these settings and Redis client."""
+    key = (id(redis), settings.queue_name)
+    pool = _pools.get(key)
+    if pool is None:
+        pool = _pools[key] = Pool(settings, redis)
+    return pool
+
+
+class AccountLane:
+    """One turn's hold on the pool; see the module docstring."""
+
+    def __init__(self, pool: Pool, owner: str, publisher: Publisher, should_stop: Callable[[], bool]) -> None:
+        self.pool = pool
+        self.owner = owner
+        self.publisher = publisher
+        self.should_stop = should_stop
+        self.lease: Lease | None = None
+        self.tried: set[str] = set()
+
+    def take(self, preferred: str | None) -> Credentials | None:
+        """Wait for a slot; the account's credentials, or None if the turn was cancelled meanwhile."""
+        self.release()
+        lease = self.pool.scheduler.acquire(
+            self.owner,
+            preferred=preferred,
+            exclude=self.tried,
+            should_stop=self.should_stop,
+            on_position=self._queued,
+        )
+        if lease is None:
+            return None
+        self.lease = lease
+        log.info("event=account_taken account=%s preferred=%s", lease.account.id, preferred or "-")
+        try:
+            # Credentials are read now, not from the pool snapshot: a refresh made a moment ago counts.
+            return self.pool.credentials(self.pool.registry.get(lease.account.id))
+        except AccountNotFound:  # deleted since the slot was granted
+            self.tried.add(lease.account.id)
+            return self.take(None)
+        except SealingError as exc:  # SECRET_KEY changed: only the operator can fix it
+            raise UpstreamUnavailable(f"Account {lease.account.id}'s secrets cannot be read: {exc}.") from exc
+
+    def fail_over(self, exc: BaseException) -> bool:
+        """Record what `exc` says about the account; True if the turn should try another account."""
+        if self.lease is None or not self.pool.settings.account_health:
+            return False
+        verdict = health.classify(exc)
+        if verdict is None:
+            return False
+        account_id = self.lease.account.id
+        health.record(self.pool.registry, account_id, verdict, time.time())
+        self.tried.add(account_id)
+        return True
+
+    def refresh(self, pipe: Redis | Pipeline) -> None:
+        """Keep the held slot's lease alive (called by the turn's watcher)."""
+        lease = self.lease
+        if lease is not None:
+            self.pool.scheduler.refresh(pipe, lease)
+
+    def release(self) -> None:
+        """Give the held slot back, if any."""
+        lease, self.lease = self.lease, None
+        if lease is not None:
+            self.pool.scheduler.release(lease)
+
+    def _queued(self, position: int) -> None:
+        self.publisher.event({"type": "queued", "position": position})
+
+
+def probe(settings: Settings, credentials: Credentials) -> None:
+    """A cheap REST call as the account (never a chat turn); raises the upstream error if it fails."""
+    if settings.upstream == "bing":
+        from workers.upstream.bing import BingClient
+
+        BingClient(
+            create_url=settings.bing_create_url,
+            chathub_url=settings.bing_chathub_url,
+            cookies=credentials.cookies,
+            connect_timeout=settings.upstream_connect_timeout,
+        ).create_conversation(account=credentials.id)
+        return
+    from workers.upstream.copilot_client import REST_BEARER, USER_AGENT
+    from workers.upstream.copilot_session import AccountSession, raise_for_gate
+
+    session = AccountSession(
+        base_url=settings.copilot_url,
+        cookies=credentials.cookies,
+        access_token=credentials.access_token,
+        user_agent=credentials.user_agent or USER_AGENT,
+        rest_bearer=REST_BEARER,
+        timeout=settings.upstream_connect_timeout,
+    )
+    status, headers, _ = session.request("GET", "/c/api/user")
+    raise_for_gate(status, headers, "the account probe")
+    if status in (401, 403):
+        raise Unauthorized(f"Copilot still refuses account {credentials.id} (HTTP {status})")
+    if status != 200:
+        raise UpstreamError(f"Copilot's account probe answered HTTP {status}")
+
+
+def run_prober(
+    settings: Settings,
+    redis: Redis,
+    *,
+    seeded: bool,
+    stop: Callable[[], bool],
+    sleep: Callable[[float], None],
+) -> None:
+    """Probe accounts needing attention every ACCOUNT_PROBE_SECONDS until `stop()` (a worker greenlet).
+
+    `seeded` False (Redis was down at start-up): seed the pool first, retrying every few seconds.
+    """
+    pool = pool_for(settings, redis)
+    every = settings.account_probe_seconds
+    while not stop():
+        sleep(min(every, 5.0) if not seeded else every)
+        try:
+            if not seeded:
+                pool.seed()
+                seeded = True
+            health.probe_once(
+                redis,
+                pool.registry,
+                lambda account: probe(settings, pool.credentials(account)),
+                every=every,
+                now=time.time(),
+            )
+        except Exception:  # Redis down, a bug: try again next round
+            log.warning("event=account_probe_round_failed", exc_info=True)

@@ -1,0 +1,289 @@
+"""One Copilot account's HTTP identity: its cookie jar, its user agent, its anonymous session.
+
+Public bridges that work against the real consumer Copilot (B1.1, B5; audit finding 10)
+keep, per account, a cookie jar that every upstream answer updates, and present one user
+agent on every request of that account (Cloudflare binds its clearance to it, B5a). In
+anonymous mode — no `_U` cookie, no access token — they first fetch the landing page
+(`GET /`, for `__cf_bm`, `MUID`, `_EDGE_S`) and then `POST /c/api/start`, whose answer
+sets the anonymous session cookie `__Host-copilot-anon`; without it conversation create
+and the chat socket are refused (g4f: "Missing cookie: __Host-copilot-anon").
+
+`AccountSession` owns that state for one account: `request` sends a REST call with the
+jar and merges every `Set-Cookie` of the answer; `ensure_ready` bootstraps the anonymous
+session when needed; each change of the jar is reported through `on_cookies(header)`
+with the whole new `Cookie` header, so the caller can persist it (encrypted) and every
+worker shares the same session. Cookie values are never logged: only names are.
+"""
+
+from __future__ import annotations
+
+import email.utils
+import json
+import logging
+import time
+from collections.abc import Callable, Iterable, Mapping
+from typing import Any, cast
+
+import requests
+
+from workers.upstream import copilot
+from workers.upstream.errors import ChallengeRequired, TokenExpired, Unauthorized, UpstreamError
+from workers.upstream.transport import http_request, shared_session
+
+log = logging.getLogger(__name__)
+
+ANON_COOKIE = "__Host-copilot-anon"
+SIGNED_IN_COOKIE = "_U"
+START_PATH = "/c/api/start"
+START_BODY = {
+    "timeZone": "UTC",
+    "startNewConversation": True,
+    "teenSupportEnabled": True,
+    "correctPersonalizationSetting": True,
+    "performUserMerge": True,
+    "deferredDataUseCapable": True,
+}
+"""The `/c/api/start` options of B1.1 (a conversation is started too; it costs nothing)."""
+TOKEN_HINT = (
+    "refresh it: send the account a new access token with PATCH /admin/accounts/{id} "
+    "(or update COPILOT_ACCESS_TOKEN); signed-in tokens go stale after about an hour"
+)
+
+
+def parse_cookie_header(header: str) -> dict[str, str]:
+    """`a=1; b=2` as an ordered name → value map (lenient: pieces without `=` are dropped)."""
+    jar: dict[str, str] = {}
+    for piece in header.split(";"):
+        name, sep, value = piece.strip().partition("=")
+        if sep and name.strip():
+            jar[name.strip()] = value.strip()
+    return jar
+
+
+def cookie_header(jar: Mapping[str, str]) -> str:
+    """The `Cookie` header for `jar`."""
+    return "; ".join(f"{name}={value}" for name, value in jar.items())
+
+
+def parse_set_cookie(line: str, *, now: float) -> tuple[str, str | None] | None:
+    """One `Set-Cookie` line as (name, value), value None when it deletes the cookie; None if unusable.
+
+    Only what a jar needs is read: the pair, and `Max-Age`/`Expires` for deletion
+    (RFC 6265: `Max-Age` wins; zero or negative, or a past date, removes the cookie).
+    Domain and path are not checked: the jar belongs to one upstream host.
+    """
+    pair, *attributes = line.split(";")
+    name, sep, value = pair.strip().partition("=")
+    if not sep or not name.strip():
+        return None
+    expired: bool | None = None
+    for attribute in attributes:
+        key, _, raw = attribute.strip().partition("=")
+        key = key.strip().lower()
+        if key == "max-age":
+            try:
+                expired = int(raw.strip()) <= 0
+            except ValueError:
+                continue
+            break  # Max-Age takes precedence over Expires
+        if key == "expires" and expired is None:
+            when = email.utils.parsedate_to_datetime(raw.strip()) if raw.strip() else None
+            expired = when is not None and when.timestamp() <= now
+    return name.strip(), None if expired else value.strip().strip('"')
+
+
+class _CookieRecorder:
+    """A `requests.Session` stand-in that keeps every answer's raw `Set-Cookie` lines.
+
+    `requests` folds repeated headers into one comma-joined string, which cannot be split
+    back reliably (`Expires` holds a comma); urllib3's raw headers keep them apart.
+    """
+
+    def __init__(self, session: requests.Session) -> None:
+        self._session = session
+        self.lines: list[str] = []
+
+    def request(self, *args: Any, **kwargs: Any) -> requests.Response:
+        response = self._session.request(*args, **kwargs)
+        raw_headers = getattr(response.raw, "headers", None)
+        if raw_headers is not None and hasattr(raw_headers, "getlist"):
+            self.lines.extend(raw_headers.getlist("Set-Cookie"))
+        return response
+
+
+class AccountSession:
+    """The cookie jar, user agent and anonymous session of one Copilot account."""
+
+    def __init__(
+        self,
+        *,
+        base_url: str = copilot.ORIGIN,
+        cookies: str = "",
+        access_token: str = "",
+        user_agent: str,
+        on_cookies: Callable[[str], None] | None = None,
+        rest_bearer: bool = False,
+        timeout: float = 10.0,
+        session: requests.Session | None = None,
+        clock: Callable[[], float] = time.time,
+        logger: logging.Logger | None = None,
+    ) -> None:
+        self._base_url = base_url.rstrip("/")
+        self._jar = parse_cookie_header(cookies)
+        self._access_token = access_token
+        self.user_agent = user_agent
+        self._on_cookies = on_cookies
+        self._rest_bearer = rest_bearer
+        self._timeout = timeout
+        self._session = session
+        self._clock = clock
+        self._log = logger or log
+
+    # -- the jar ---------------------------------------------------------------------
+
+    @property
+    def cookies(self) -> str:
+        """The account's current `Cookie` header ("" when it has none)."""
+        return cookie_header(self._jar)
+
+    @property
+    def anonymous(self) -> bool:
+        """No access token and no `_U`: Copilot's anonymous mode, which needs a session cookie."""
+        return not self._access_token and not self._jar.get(SIGNED_IN_COOKIE)
+
+    @property
+    def has_session(self) -> bool:
+        """Whether the jar holds an anonymous session cookie."""
+        return bool(self._jar.get(ANON_COOKIE))
+
+    def secret_values(self) -> list[str]:
+        """Everything that must never reach a log: the token, the header and each cookie value."""
+        values = [self._access_token, self.cookies, *self._jar.values()]
+        return [value for value in values if value]
+
+    def merge(self, set_cookie_lines: Iterable[str]) -> bool:
+        """Apply `Set-Cookie` lines to the jar; report the new header through `on_cookies` if it changed."""
+        changed: list[str] = []
+        now = self._clock()
+        for line in set_cookie_lines:
+            parsed = parse_set_cookie(line, now=now)
+            if parsed is None:
+                continue
+            name, value = parsed
+            if value is None:
+                if self._jar.pop(name, None) is not None:
+                    changed.append(name)
+            elif self._jar.get(name) != value:
+                self._jar[name] = value
+                changed.append(name)
+        if changed:
+            self._changed(changed)
+        return bool(changed)
+
+    def forget_session(self) -> None:
+        """Drop the anonymous session cookie (the upstream refused it), so the next call bootstraps."""
+        if self._jar.pop(ANON_COOKIE, None) is not None:
+            self._changed([ANON_COOKIE])
+
+    def _changed(self, names: list[str]) -> None:
+        self._log.info("event=copilot_cookies_updated names=%s", ",".join(sorted(set(names))))
+        if self._on_cookies is not None:
+            self._on_cookies(self.cookies)
+
+    # -- requests --------------------------------------------------------------------
+
+    def socket_headers(self) -> dict[str, str]:
+        """Headers of the chat websocket upgrade: Origin, this account's user agent and cookies."""
+        headers = {"Origin": copilot.ORIGIN, "User-Agent": self.user_agent}
+        if self._jar:
+            headers["Cookie"] = self.cookies
+        return headers
+
+    def request(
+        self, method: str, path: str, *, body: bytes | None = None, accept: str = "application/json"
+    ) -> tuple[int, Mapping[str, str], bytes]:
+        """One REST call as this account; every `Set-Cookie` of the answer lands in the jar."""
+        headers = {
+            "Origin": copilot.ORIGIN,
+            "Referer": f"{copilot.ORIGIN}/",
+            "User-Agent": self.user_agent,
+            "Accept": accept,
+            "x-search-uilang": "en-us",
+        }
+        if body:
+            headers["Content-Type"] = "application/json"
+        if self._jar:
+            headers["Cookie"] = self.cookies
+        if self._rest_bearer and self._access_token:
+            headers["Authorization"] = f"Bearer {self._access_token}"
+        recorder = _CookieRecorder(self._session or shared_session())
+        try:
+            return http_request(
+                method,
+                f"{self._base_url}{path}",
+                headers=headers,
+                body=body,
+                timeout=self._timeout,
+                session=cast(requests.Session, recorder),
+            )
+        finally:
+            self.merge(recorder.lines)
+
+    def refused(self, exc: UpstreamError, *, account: str) -> UpstreamError:
+        """What to raise for a failed chat turn: `exc`, unless Copilot refused the credentials.
+
+        With an access token that is `TokenExpired`, naming the cure. Anonymous, the
+        session cookie is dropped so the next conversation starts a new session (the old
+        session's conversations are lost with it: they belong to that cookie, B4).
+        """
+        if not isinstance(exc, Unauthorized) or isinstance(exc, TokenExpired):
+            return exc
+        if self._access_token:
+            return TokenExpired(
+                f"Copilot refused account #{account}'s access token ({exc}): it has expired or has the "
+                f"wrong audience; {TOKEN_HINT}"
+            )
+        if self.anonymous and self.has_session:
+            self.forget_session()
+            return Unauthorized(
+                f"Copilot refused account #{account}'s anonymous session ({exc}); a new session will be "
+                "started for the next conversation"
+            )
+        return exc
+
+    def ensure_ready(self) -> None:
+        """Bootstrap the anonymous session if this account is anonymous and has none yet."""
+        if self.anonymous and not self.has_session:
+            self.bootstrap()
+
+    def bootstrap(self) -> None:
+        """The landing page, then `POST /c/api/start`, as public bridges do (B1.1); raise if no session.
+
+        A Cloudflare page on either is `ChallengeRequired`; 401/403 from start is
+        `Unauthorized`; a 200 that sets no `__Host-copilot-anon` is an `UpstreamError`.
+        """
+        started = time.monotonic()
+        status, headers, _ = self.request("GET", "/", accept="text/html,application/xhtml+xml")
+        raise_for_gate(status, headers, "the landing page")
+        status, headers, _ = self.request("POST", START_PATH, body=json.dumps(START_BODY).encode())
+        raise_for_gate(status, headers, "POST /c/api/start")
+        if status in (401, 403):
+            raise Unauthorized(
+                f"Copilot refused to start an anonymous session (HTTP {status}); anonymous access may be "
+                f"blocked for this egress: {copilot.CREDENTIALS_HINT}"
+            )
+        if status != 200:
+            raise UpstreamError(f"Copilot's POST /c/api/start failed with HTTP {status}")
+        if not self.has_session:
+            raise UpstreamError("Copilot's POST /c/api/start set no __Host-copilot-anon session cookie")
+        self._log.info("event=copilot_anonymous_session_started seconds=%.2f", time.monotonic() - started)
+
+
+def raise_for_gate(status: int, headers: Mapping[str, str], where: str) -> None:
+    """A Cloudflare managed challenge (`cf-mitigated: challenge`) needs a browser: stop here."""
+    mitigated = next((value for key, value in headers.items() if key.lower() == "cf-mitigated"), "")
+    if status in (403, 503) and mitigated.lower() == "challenge":
+        raise ChallengeRequired(
+            f"Cloudflare challenged {where} (HTTP {status}): clearance required — open Copilot in a browser "
+            "with this account and user agent, pass the check, then refresh the account's cookies"
+        )
