@@ -36,7 +36,7 @@ from service.web.openai_format import Answer, ChunkBuilder, completion
 from service.web.resolve import resolve
 from service.web.sse import EventStream
 from service.web.stream import watch
-from service.web.validation import ChatRequest, parse_chat_request
+from service.web.validation import Bounds, ChatRequest, parse_chat_request
 
 log = logging.getLogger(__name__)
 
@@ -93,7 +93,7 @@ def chat_completions(path: str) -> Response:
         raise http.MethodNotAllowed(valid_methods=["POST"])
     gw = gateway()
     raw = request.get_data(cache=False)
-    chat = parse_chat_request(raw, request.headers, upstream=gw.settings.upstream)
+    chat = parse_chat_request(raw, request.headers, upstream=gw.settings.upstream, bounds=_bounds(gw))
     key = _idempotency_key()
     completion_id, created = new_completion_id(), int(time.time())
     mine = idempotency.Claim(completion_id, idempotency.body_digest(raw), created=created)
@@ -131,6 +131,11 @@ def chat_completions(path: str) -> Response:
         resolution.how,
     )
     return _respond(gw, run, chat)
+
+
+def _bounds(gw: Gateway) -> Bounds:
+    settings = gw.settings
+    return Bounds(settings.max_messages, settings.max_input_chars, upstream=settings.upstream)
 
 
 def _idempotency_key() -> str | None:
