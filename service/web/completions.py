@@ -135,7 +135,7 @@ def chat_completions(path: str) -> Response:
 
 def _bounds(gw: Gateway) -> Bounds:
     settings = gw.settings
-    return Bounds(settings.max_messages, settings.max_input_chars, upstream=settings.upstream)
+    return Bounds(settings.max_messages, settings.max_input_chars)
 
 
 def _idempotency_key() -> str | None:

@@ -11,7 +11,7 @@ Standard fields the upstream cannot honour are still checked, then accepted when
 break clients that always send them. Those whose honouring would change what the
 answer *is* get a 400 naming them instead: `n` > 1 and `logprobs: true`.
 
-Size bounds come from settings (`Bounds`): the body's nesting depth, the number of
+Size bounds come from settings (`Bounds`) and the upstream: the nesting depth, the number of
 messages, their total characters, and the upstream's own per-message limit
 (`service.limits`), all checked before anything is enqueued.
 
@@ -55,11 +55,10 @@ _TYPE_PHRASES = {
 
 @dataclasses.dataclass(frozen=True)
 class Bounds:
-    """Size limits a request must stay within (MAX_MESSAGES, MAX_INPUT_CHARS, the upstream)."""
+    """Size limits a request must stay within (MAX_MESSAGES, MAX_INPUT_CHARS)."""
 
     max_messages: int = 2048
     max_input_chars: int = 400_000
-    upstream: str = "bing"
 
 
 @dataclasses.dataclass(frozen=True)
@@ -382,7 +381,7 @@ def parse_chat_request(
     Raises `InvalidRequest` (400) naming the param, or `NotFound` (404
     `model_not_found`) for a model the catalog does not have.
     """
-    bounds = bounds or Bounds(upstream=upstream)
+    bounds = bounds or Bounds()
     body = parse_body(raw)
     _check_schema(body)
     spec = find_model(body["model"], upstream)
@@ -394,7 +393,7 @@ def parse_chat_request(
         )
     messages = _messages(body, bounds)
     _check_semantics(body)
-    check_prompt(messages[-1]["content"], bounds.upstream)
+    check_prompt(messages[-1]["content"], upstream)
     stream, include_usage = _stream_flags(body)
     conversation_id, conversation_param = _conversation(body, headers)
     system = "\n\n".join(m["content"] for m in messages if m["role"] in INSTRUCTION_ROLES and m["content"])
