@@ -30,6 +30,7 @@ from service import idempotency, locks
 from service.errors import ApiError, InvalidRequest
 from service.relay import TERMINAL, Subscription, last_event
 from service.turns import TurnRequest, enqueue_turn, new_completion_id, request_cancel
+from service.web.body import read_body
 from service.web.errors import redis_unavailable
 from service.web.extension import Gateway, gateway
 from service.web.openai_format import Answer, ChunkBuilder, completion
@@ -92,7 +93,7 @@ def chat_completions(path: str) -> Response:
     if request.method != "POST":
         raise http.MethodNotAllowed(valid_methods=["POST"])
     gw = gateway()
-    raw = request.get_data(cache=False)
+    raw = read_body()
     chat = parse_chat_request(raw, request.headers, upstream=gw.settings.upstream, bounds=_bounds(gw))
     key = _idempotency_key()
     completion_id, created = new_completion_id(), int(time.time())
