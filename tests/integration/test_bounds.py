@@ -47,10 +47,24 @@ def assert_openai_error(
     return dict(error)
 
 
-def padded(size: int) -> bytes:
-    """A valid chat body of exactly `size` bytes."""
-    base = json.dumps(body("hi", pad="")).encode()
-    return json.dumps(body("hi", pad="x" * (size - len(base)))).encode()
+def padded(size: int, **extra: Any) -> bytes:
+    """A chat body of exactly `size` bytes."""
+    base = json.dumps(body("hi", pad="", **extra)).encode()
+    data = json.dumps(body("hi", pad="x" * (size - len(base)), **extra)).encode()
+    assert len(data) == size
+    return data
+
+
+CHUNKED_HEAD = (
+    b"POST /v1/chat/completions HTTP/1.1\r\nHost: gateway\r\nContent-Type: application/json\r\n"
+    b"Transfer-Encoding: chunked\r\nConnection: close\r\n\r\n"
+)
+
+
+def chunked(data: bytes, size: int = 8192) -> list[bytes]:
+    """`data` framed as HTTP/1.1 chunks, with the final empty chunk."""
+    parts = [data[i : i + size] for i in range(0, len(data), size)]
+    return [f"{len(part):x}\r\n".encode() + part + b"\r\n" for part in parts] + [b"0\r\n\r\n"]
 
 
 def raw_post(url: str, head: bytes, chunks: list[bytes]) -> tuple[int, dict[str, Any]]:
@@ -95,26 +109,16 @@ def test_a_body_over_the_limit_is_a_413(small_web: GunicornServer) -> None:
 
 
 def test_a_chunked_body_over_the_limit_is_a_413(small_web: GunicornServer) -> None:
-    data = padded(LIMIT + 4096)
-    chunks = [data[i : i + 8192] for i in range(0, len(data), 8192)]
-    head = (
-        b"POST /v1/chat/completions HTTP/1.1\r\nHost: gateway\r\nContent-Type: application/json\r\n"
-        b"Transfer-Encoding: chunked\r\nConnection: close\r\n\r\n"
-    )
-    framed = [f"{len(chunk):x}\r\n".encode() + chunk + b"\r\n" for chunk in chunks] + [b"0\r\n\r\n"]
-    error = assert_openai_error(raw_post(small_web.url, head, framed), 413)
+    error = assert_openai_error(raw_post(small_web.url, CHUNKED_HEAD, chunked(padded(LIMIT + 4096))), 413)
     assert error["code"] == "request_too_large"
 
 
-def test_a_chunked_body_within_the_limit_is_read(small_web: GunicornServer) -> None:
-    data = json.dumps({"model": "gpt-4", "messages": [{"role": "user", "content": "hi"}], "stop": 5}).encode()
-    head = (
-        b"POST /v1/chat/completions HTTP/1.1\r\nHost: gateway\r\nContent-Type: application/json\r\n"
-        b"Transfer-Encoding: chunked\r\nConnection: close\r\n\r\n"
-    )
-    framed = [f"{len(data):x}\r\n".encode() + data + b"\r\n", b"0\r\n\r\n"]
-    error = assert_openai_error(raw_post(small_web.url, head, framed), 400)
+def test_a_chunked_body_of_exactly_the_limit_is_read_whole(small_web: GunicornServer) -> None:
+    data = padded(LIMIT, stop=5)
+    error = assert_openai_error(raw_post(small_web.url, CHUNKED_HEAD, chunked(data)), 400)
     assert error["param"] == "stop"  # the body arrived whole and was validated
+    too_big = padded(LIMIT + 1, stop=5)
+    assert assert_openai_error(raw_post(small_web.url, CHUNKED_HEAD, chunked(too_big)), 413)
 
 
 @pytest.mark.parametrize(
