@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import dataclasses
 import functools
+import itertools
 import json
 from collections.abc import Iterable, Mapping
 from typing import Any
@@ -42,6 +43,15 @@ PARSE_ERROR = (
 MAX_DEPTH = 64
 """Deepest nesting of arrays and objects accepted; OpenAI's own schemas need far less."""
 TOO_DEEP = f"The JSON body of your request nests arrays or objects more than {MAX_DEPTH} levels deep."
+MAX_VALUES = 25_000
+"""Most JSON values (every string, number, array, object...) one body may hold.
+
+Validation costs tens of microseconds per value on the web tier's event loop, so a
+4 MiB body of tiny values could hold the loop for seconds; a 2048-message chat with
+tools needs a fraction of this.
+"""
+MAX_ERRORS = 64
+"""Schema errors looked at before choosing the one to report (a bad array may hold thousands)."""
 _FIELD_ORDER = {name: i for i, name in enumerate(SCHEMA["properties"])}
 _TYPE_PHRASES = {
     "string": "a string",
@@ -136,23 +146,34 @@ def parse_body(raw: bytes) -> dict[str, Any]:
         raise InvalidRequest(TOO_DEEP, param=None, code="invalid_value") from None
     if not isinstance(body, dict):
         raise InvalidRequest(PARSE_ERROR, param=None)
-    if _depth_exceeds(body, MAX_DEPTH):
-        raise InvalidRequest(TOO_DEEP, param=None, code="invalid_value")
+    _check_shape(body)
     return body
 
 
-def _depth_exceeds(value: Any, limit: int) -> bool:
-    """Whether `value` nests containers more than `limit` deep; iterative, so never recursion."""
-    stack: list[tuple[Any, int]] = [(value, 1)]
-    while stack:
-        item, depth = stack.pop()
-        children: Iterable[Any] = item.values() if isinstance(item, dict) else item
-        for child in children:
-            if isinstance(child, dict | list):
-                if depth + 1 > limit:
-                    return True
-                stack.append((child, depth + 1))
-    return False
+def _check_shape(body: dict[str, Any]) -> None:
+    """400 if the body nests deeper than MAX_DEPTH or holds more than MAX_VALUES values.
+
+    Iterative, so a deep body can never exhaust the stack; the field that pushes the
+    count over the limit is named.
+    """
+    count = 0
+    for name, value in body.items():
+        stack: list[tuple[Any, int]] = [(value, 2)]
+        while stack:
+            item, depth = stack.pop()
+            count += 1
+            if count > MAX_VALUES:
+                raise InvalidRequest(
+                    f"Invalid '{name}': the request body holds more than {MAX_VALUES} JSON values "
+                    "(strings, numbers, arrays, objects...); this gateway accepts no more.",
+                    param=name,
+                    code="invalid_value",
+                )
+            if isinstance(item, dict | list):
+                if depth > MAX_DEPTH:
+                    raise InvalidRequest(TOO_DEEP, param=None, code="invalid_value")
+                children: Iterable[Any] = item.values() if isinstance(item, dict) else item
+                stack.extend((child, depth + 1) for child in children)
 
 
 # -- the schema, and its errors in OpenAI's words ------------------------------------
@@ -172,7 +193,8 @@ def param_name(path: Iterable[Any]) -> str:
 
 
 def _check_schema(body: dict[str, Any]) -> None:
-    errors = list(_validator().iter_errors(body))
+    # Errors come lazily in the schema's order (required fields, then each documented field).
+    errors = list(itertools.islice(_validator().iter_errors(body), MAX_ERRORS))
     if not errors:
         return
 
@@ -181,9 +203,11 @@ def _check_schema(body: dict[str, Any]) -> None:
         top = error.absolute_path[0] if error.absolute_path else _missing_name(error) or ""
         return _FIELD_ORDER.get(str(top), len(_FIELD_ORDER))
 
-    first = min(field(error) for error in errors)
-    chosen = best_match(error for error in errors if field(error) == first)
-    raise _translate(chosen if chosen is not None else errors[0])
+    first = min(errors, key=field)  # the earliest of the earliest field: `messages[0]` before `[31]`
+    where = list(first.absolute_path)[:2]
+    alternatives = [e for e in errors if field(e) == field(first) and list(e.absolute_path)[:2] == where]
+    chosen = best_match(alternatives)
+    raise _translate(chosen if chosen is not None else first)
 
 
 def _missing_name(error: ValidationError) -> str | None:

@@ -13,7 +13,7 @@ from typing import Any
 import pytest
 
 from service.errors import ApiError
-from service.web.validation import MAX_DEPTH, Bounds, parse_chat_request
+from service.web.validation import MAX_DEPTH, MAX_VALUES, Bounds, parse_chat_request
 
 USER = {"role": "user", "content": "hi"}
 TOOL = {"type": "function", "function": {"name": "get_weather", "parameters": {"type": "object"}}}
@@ -329,3 +329,22 @@ def test_a_prompt_over_copilots_limit_is_context_length_exceeded() -> None:
     )
     # ChatHub documents no such limit: only MAX_INPUT_CHARS applies.
     assert parse(ok(messages=[{"role": "user", "content": "x" * 10_241}]), upstream="bing")
+
+
+def test_the_number_of_json_values_is_bounded() -> None:
+    # Validation costs per value: a body of countless tiny values is refused before the schema runs.
+    with pytest.raises(ApiError) as info:
+        parse(ok(logit_bias={str(i): 1 for i in range(MAX_VALUES)}))
+    assert (info.value.status, info.value.param) == (400, "logit_bias")
+    with pytest.raises(ApiError) as info:
+        parse(ok(stop=[1] * (MAX_VALUES + 1)))
+    assert (info.value.status, info.value.param) == (400, "stop")
+    long_chat = [{"role": "user", "content": [{"type": "text", "text": "a"}]}] * 2047 + [USER]
+    assert parse(ok(messages=long_chat)).prompt == "hi"
+
+
+def test_the_first_bad_message_is_named() -> None:
+    bad = {"role": "user", "content": [{"type": "text"}]}
+    with pytest.raises(ApiError) as info:
+        parse(ok(messages=[USER, bad, bad, bad, USER]))
+    assert info.value.param == "messages[1].content[0].text"
