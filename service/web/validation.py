@@ -22,18 +22,17 @@ from __future__ import annotations
 
 import dataclasses
 import functools
-import itertools
 import json
 from collections.abc import Iterable, Mapping
 from typing import Any
 
 from jsonschema import Draft202012Validator
-from jsonschema.exceptions import ValidationError, best_match
 
 from service.errors import InvalidRequest, NotFound
 from service.limits import check_prompt
 from service.models import find_model
 from service.web.chat_schema import SCHEMA
+from service.web.schema_errors import invalid, raise_first
 
 INSTRUCTION_ROLES = ("system", "developer")
 PARSE_ERROR = (
@@ -50,17 +49,7 @@ Validation costs tens of microseconds per value on the web tier's event loop, so
 4 MiB body of tiny values could hold the loop for seconds; a 2048-message chat with
 tools needs a fraction of this.
 """
-MAX_ERRORS = 64
-"""Schema errors looked at before choosing the one to report (a bad array may hold thousands)."""
 _FIELD_ORDER = {name: i for i, name in enumerate(SCHEMA["properties"])}
-_TYPE_PHRASES = {
-    "string": "a string",
-    "array": "an array",
-    "object": "an object",
-    "integer": "an integer",
-    "number": "a decimal",
-    "boolean": "a boolean",
-}
 
 
 @dataclasses.dataclass(frozen=True)
@@ -91,40 +80,6 @@ class ChatRequest:
     include_usage: bool = False
     conversation_id: str | None = None
     conversation_param: str | None = None
-
-
-def _type_name(value: Any) -> str:
-    if value is None:
-        return "null"
-    if isinstance(value, bool):
-        return "boolean"
-    if isinstance(value, int):
-        return "integer"
-    if isinstance(value, float):
-        return "number"
-    if isinstance(value, str):
-        return "string"
-    if isinstance(value, list):
-        return "array"
-    return "object"
-
-
-def _wrong_type(param: str, expected: str, value: Any) -> InvalidRequest:
-    return InvalidRequest(
-        f"Invalid type for '{param}': expected {expected}, but got {_type_name(value)} instead.",
-        param=param,
-        code="invalid_type",
-    )
-
-
-def _missing(param: str) -> InvalidRequest:
-    return InvalidRequest(
-        f"Missing required parameter: '{param}'.", param=param, code="missing_required_parameter"
-    )
-
-
-def _invalid(param: str, message: str, code: str = "invalid_value") -> InvalidRequest:
-    return InvalidRequest(message, param=param, code=code)
 
 
 def parse_body(raw: bytes) -> dict[str, Any]:
@@ -176,7 +131,7 @@ def _check_shape(body: dict[str, Any]) -> None:
                 stack.extend((child, depth + 1) for child in children)
 
 
-# -- the schema, and its errors in OpenAI's words ------------------------------------
+# -- the schema ---------------------------------------------------------------------
 
 
 @functools.cache
@@ -184,115 +139,8 @@ def _validator() -> Draft202012Validator:
     return Draft202012Validator(SCHEMA)
 
 
-def param_name(path: Iterable[Any]) -> str:
-    """`["messages", 2, "content", 0, "type"]` → `messages[2].content[0].type`."""
-    name = ""
-    for part in path:
-        name += f"[{part}]" if isinstance(part, int) else (f".{part}" if name else str(part))
-    return name
-
-
 def _check_schema(body: dict[str, Any]) -> None:
-    # Errors come lazily in the schema's order (required fields, then each documented field).
-    errors = list(itertools.islice(_validator().iter_errors(body), MAX_ERRORS))
-    if not errors:
-        return
-
-    # One error, as OpenAI reports: the first field in the documented order, then the most relevant.
-    def field(error: ValidationError) -> int:
-        top = error.absolute_path[0] if error.absolute_path else _missing_name(error) or ""
-        return _FIELD_ORDER.get(str(top), len(_FIELD_ORDER))
-
-    first = min(errors, key=field)  # the earliest of the earliest field: `messages[0]` before `[31]`
-    where = list(first.absolute_path)[:2]
-    alternatives = [e for e in errors if field(e) == field(first) and list(e.absolute_path)[:2] == where]
-    chosen = best_match(alternatives)
-    raise _translate(chosen if chosen is not None else first)
-
-
-def _missing_name(error: ValidationError) -> str | None:
-    if error.validator != "required" or not isinstance(error.instance, dict):
-        return None
-    return next((name for name in error.validator_value if name not in error.instance), None)
-
-
-def _translate(error: ValidationError) -> InvalidRequest:
-    """One jsonschema error as the 400 OpenAI would send for it."""
-    param = param_name(error.absolute_path)
-    kind, expected, value = error.validator, error.validator_value, error.instance
-    if kind == "required":
-        missing = _missing_name(error) or ""
-        return _missing(f"{param}.{missing}" if param else missing)
-    if kind == "type":
-        phrase = error.schema.get("x-expected")
-        if phrase is None:
-            kinds = [k for k in (expected if isinstance(expected, list) else [expected]) if k != "null"]
-            phrase = " or ".join(_TYPE_PHRASES.get(k, k) for k in kinds)
-        return _wrong_type(param, str(phrase), value)
-    if kind in ("enum", "const"):
-        allowed = [f"'{v}'" for v in ([expected] if kind == "const" else expected)]
-        listed = allowed[0] if len(allowed) == 1 else ", ".join(allowed[:-1]) + f", and {allowed[-1]}"
-        return _invalid(param, f"Invalid value: {_short(value)}. Supported values are: {listed}.")
-    if kind in ("minimum", "maximum"):
-        declared = error.schema.get("type")
-        number = (
-            "decimal" if "number" in (declared if isinstance(declared, list) else [declared]) else "integer"
-        )
-        below = kind == "minimum"
-        side = "below minimum" if below else "above maximum"
-        code = (
-            f"integer_{'below_min' if below else 'above_max'}_value"
-            if number == "integer"
-            else f"decimal_{side.replace(' ', '_')}_value"
-        )
-        bound = f"{'>=' if below else '<='} {expected:g}"
-        return _invalid(
-            param,
-            f"Invalid '{param}': {number} {side} value. Expected a value {bound}, but got {value} instead.",
-            code,
-        )
-    if kind == "minItems" and not value:
-        return _invalid(
-            param,
-            f"Invalid '{param}': empty array. Expected an array with minimum length {expected}, "
-            "but got an empty array instead.",
-            "empty_array",
-        )
-    if kind == "maxItems":
-        return _invalid(
-            param,
-            f"Invalid '{param}': array too long. Expected an array with maximum length {expected}, "
-            f"but got an array with length {len(value)} instead.",
-            "array_above_max_length",
-        )
-    if kind == "maxProperties":
-        return _invalid(
-            param,
-            f"Invalid '{param}': too many properties. Expected an object with at most {expected} "
-            f"properties, but got an object with {len(value)} properties instead.",
-            "object_above_max_properties",
-        )
-    if kind == "maxLength":
-        where = "a key of " if "propertyNames" in error.schema_path else ""
-        return _invalid(
-            param,
-            f"Invalid '{param}': {where}string too long. Expected a string with maximum length {expected}, "
-            f"but got a string with length {len(value)} instead.",
-            "string_above_max_length",
-        )
-    if kind == "pattern":
-        where = f"key {_short(value)} of " if "propertyNames" in error.schema_path else ""
-        return _invalid(
-            param,
-            f"Invalid '{param}': {where}string does not match pattern. "
-            f"Expected a string that matches the pattern '{expected}'.",
-        )
-    return _invalid(param, f"Invalid value for '{param}': {error.message}")
-
-
-def _short(value: Any, limit: int = 100) -> str:
-    text = json.dumps(value)
-    return text if len(text) <= limit else text[:limit] + "..."
+    raise_first(_validator().iter_errors(body), _FIELD_ORDER)
 
 
 # -- what the gateway acts on ----------------------------------------------------------
@@ -310,7 +158,7 @@ def message_text(content: Any) -> str:
 def _messages(body: dict[str, Any], bounds: Bounds) -> list[dict[str, str]]:
     messages = body["messages"]
     if len(messages) > bounds.max_messages:
-        raise _invalid(
+        raise invalid(
             "messages",
             f"Invalid 'messages': array too long. Expected an array with maximum length "
             f"{bounds.max_messages}, but got an array with length {len(messages)} instead.",
@@ -323,7 +171,7 @@ def _messages(body: dict[str, Any], bounds: Bounds) -> list[dict[str, str]]:
         if isinstance(content, list):
             for j, part in enumerate(content):
                 if part["type"] not in ("text", "refusal"):
-                    raise _invalid(
+                    raise invalid(
                         f"messages[{i}].content[{j}].type",
                         f"Invalid value: {json.dumps(part['type'])}. "
                         "This gateway supports only 'text' content parts.",
@@ -333,7 +181,7 @@ def _messages(body: dict[str, Any], bounds: Bounds) -> list[dict[str, str]]:
             entry["name"] = message["name"]
         total += len(entry["content"]) + len(entry.get("name", ""))
         if total > bounds.max_input_chars:
-            raise _invalid(
+            raise invalid(
                 "messages",
                 f"Your messages are longer than this gateway accepts: at most {bounds.max_input_chars} "
                 "characters of message text per request (MAX_INPUT_CHARS). "
@@ -343,11 +191,11 @@ def _messages(body: dict[str, Any], bounds: Bounds) -> list[dict[str, str]]:
         result.append(entry)
     last = len(result) - 1
     if result[last]["role"] != "user":
-        raise _invalid(
+        raise invalid(
             "messages", "The last message must have role 'user': this gateway answers the last user message."
         )
     if not result[last]["content"]:
-        raise _invalid(
+        raise invalid(
             f"messages[{last}].content",
             f"Invalid 'messages[{last}].content': the last user message has no text.",
         )
@@ -358,18 +206,18 @@ def _check_semantics(body: dict[str, Any]) -> None:
     """Rules beyond the schema: values that would change what the answer is."""
     n = body.get("n")
     if n is not None and n != 1:
-        raise _invalid(
+        raise invalid(
             "n",
             f"Invalid 'n': this gateway returns exactly one choice, so 'n' must be 1, but got {n} instead.",
         )
     if body.get("logprobs") is True:
-        raise _invalid(
+        raise invalid(
             "logprobs",
             "Invalid 'logprobs': this gateway cannot return log probabilities "
             "(the upstream does not expose them); omit it or set it to false.",
         )
     if body.get("top_logprobs") is not None:
-        raise _invalid(
+        raise invalid(
             "top_logprobs",
             "Invalid 'top_logprobs': 'logprobs' must be set to true when 'top_logprobs' is used, "
             "and this gateway cannot return log probabilities.",
