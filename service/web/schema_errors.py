@@ -109,8 +109,8 @@ def translate(error: ValidationError) -> InvalidRequest:
     param = param_name(error.absolute_path)
     kind, expected, value = error.validator, error.validator_value, error.instance
     if kind == "required":
-        missing = _missing_name(error) or ""
-        return missing(f"{param}.{missing}" if param else missing)
+        name = _missing_name(error) or ""
+        return missing(f"{param}.{name}" if param else name)
     if kind == "type":
         phrase = error.schema.get("x-expected")
         if phrase is None:
