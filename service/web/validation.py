@@ -11,7 +11,7 @@ Standard fields the upstream cannot honour are still checked, then accepted when
 break clients that always send them. Those whose honouring would change what the
 answer *is* get a 400 naming them instead: `n` > 1 and `logprobs: true`.
 
-Size bounds come from settings (`Bounds`) and the upstream: the nesting depth, the number of
+Size bounds come from settings (`Bounds`) and the upstream: nesting depth and value count, the number of
 messages, their total characters, and the upstream's own per-message limit
 (`service.limits`), all checked before anything is enqueued.
 
