@@ -7,8 +7,8 @@ response and decide on retries from the status and the `Retry-After` /
 - `ApiError` (validation, auth, not found, relayed worker errors): its own status,
   `body()` and `headers()` — `service.errors` is the only place bodies are built;
 - Redis unreachable: 503, retryable;
-- a body over MAX_REQUEST_BYTES: 413 `request_too_large`;
 - werkzeug's routing errors: 404 `Invalid URL (POST /v1/foo)` as OpenAI words it, 405 alike;
+- a body over MAX_REQUEST_BYTES: 413 `request_too_large`;
 - anything else: a logged traceback and an opaque 500.
 """
 
