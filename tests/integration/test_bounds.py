@@ -18,15 +18,16 @@ from service.embedded_redis import EmbeddedRedis
 from service.limits import COPILOT_TEXT_LIMIT
 from service.settings import Settings
 from tests.integration.conftest import Stack, body
-from tests.support.stack import GunicornServer
+from tests.support.simulator import SimulatorProcess
+from tests.support.stack import GunicornServer, gateway_env
 
 LIMIT = 64 * 1024
 
 
 @pytest.fixture(scope="module")
-def small_web(stack_redis: EmbeddedRedis) -> Iterator[GunicornServer]:
+def small_web(stack_redis: EmbeddedRedis, simulator: SimulatorProcess) -> Iterator[GunicornServer]:
     """gunicorn with a 64 KiB body limit; no worker: everything here is refused before enqueueing."""
-    env = {"REDIS_URL": stack_redis.url, "MAX_REQUEST_BYTES": str(LIMIT), "LOG_LEVEL": "WARNING"}
+    env = gateway_env(stack_redis.url, simulator.http_url, MAX_REQUEST_BYTES=str(LIMIT), RQ_QUEUE="bounds")
     web = GunicornServer(env)
     try:
         yield web.start()
