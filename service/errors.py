@@ -12,7 +12,7 @@
 Upstream failures are raised in the worker as `workers.upstream.errors.UpstreamError`
 subclasses. They cross to the web tier as plain JSON (`ApiError.to_event()`), built by
 `ApiError.from_exception`, which reads the class attributes every such exception carries
-(`status`, `error_type`, `code`, `should_retry`, `retry_after`), so this module never
+(`status`, `error_type`, `code`, `should_retry`, `retry_after`, optional `param`), so this module never
 imports worker code. The web tier renders every error through `ApiError.body()`.
 """
 
@@ -110,6 +110,7 @@ class ApiError(Exception):
             status=status,
             error_type=getattr(exc, "error_type", "api_error"),
             code=getattr(exc, "code", None),
+            param=getattr(exc, "param", None),
             retry_after=getattr(exc, "retry_after", None),
             should_retry=getattr(exc, "should_retry", None),
         )

@@ -59,6 +59,9 @@ class Settings:
     conversation_ttl: int = 7 * 24 * 3600
     upstream_handle_ttl: int = 6 * 3600
     context_max_chars: int = 32000
+    max_request_bytes: int = 4 * 1024 * 1024
+    max_messages: int = 2048
+    max_input_chars: int = 400_000
     log_level: str = "INFO"
     log_format: str = "text"
     worker_metrics_port: int = 0
@@ -284,6 +287,12 @@ def load_settings(environ: Mapping[str, str]) -> Settings:
         upstream_handle_ttl=_read(environ, "UPSTREAM_HANDLE_TTL", _positive_int, d.upstream_handle_ttl),
         # CONTEXT_MAX_CHARS: cap on history injected into a new upstream conversation.
         context_max_chars=_read(environ, "CONTEXT_MAX_CHARS", _positive_int, d.context_max_chars),
+        # MAX_REQUEST_BYTES: largest request body accepted (413 above it), chunked bodies included.
+        max_request_bytes=_read(environ, "MAX_REQUEST_BYTES", _positive_int, d.max_request_bytes),
+        # MAX_MESSAGES: most messages one request may carry (400 naming `messages` above it).
+        max_messages=_read(environ, "MAX_MESSAGES", _positive_int, d.max_messages),
+        # MAX_INPUT_CHARS: most characters of message text one request may carry (400 above it).
+        max_input_chars=_read(environ, "MAX_INPUT_CHARS", _positive_int, d.max_input_chars),
         # LOG_LEVEL: DEBUG, INFO, WARNING, ERROR or CRITICAL.
         log_level=_read(environ, "LOG_LEVEL", _log_level, d.log_level),
         # LOG_FORMAT: "text" (key=value lines) or "json" (one JSON object per line, for log pipelines).

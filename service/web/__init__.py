@@ -38,6 +38,8 @@ def create_app(overrides: Mapping[str, str] | None = None) -> Flask:
     app = Flask(__name__, static_folder=None)  # an API: no /static route to shadow paths
     # Flask's JSON provider would sort keys; keep OpenAI's key order on the wire.
     app.json.sort_keys = False  # type: ignore[attr-defined]
+    # Werkzeug enforces it on every read, chunked bodies included: a 413 before the rest arrives.
+    app.config["MAX_CONTENT_LENGTH"] = settings.max_request_bytes
     init_app(app, settings)
     middleware.init_app(app)
     errors.init_app(app)

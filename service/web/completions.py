@@ -33,13 +33,14 @@ from service.logs import bind_turn
 from service.relay import TERMINAL, Subscription, last_event
 from service.turns import TurnRequest, enqueue_turn, new_completion_id, request_cancel
 from service.web import admin
+from service.web.body import read_body
 from service.web.errors import redis_unavailable
 from service.web.extension import Gateway, gateway
 from service.web.openai_format import Answer, ChunkBuilder, completion
 from service.web.resolve import resolve
 from service.web.sse import EventStream
 from service.web.stream import watch
-from service.web.validation import ChatRequest, parse_chat_request
+from service.web.validation import Bounds, ChatRequest, parse_chat_request
 
 log = logging.getLogger(__name__)
 
@@ -100,8 +101,8 @@ def chat_completions(path: str) -> Response:
     if request.method != "POST":
         raise http.MethodNotAllowed(valid_methods=["POST"])
     gw = gateway()
-    raw = request.get_data(cache=False)
-    chat = parse_chat_request(raw, request.headers, upstream=gw.settings.upstream)
+    raw = read_body()
+    chat = parse_chat_request(raw, request.headers, upstream=gw.settings.upstream, bounds=_bounds(gw))
     g.model = chat.model  # labels this request's metrics (service.web.telemetry)
     admin.admit()  # 429 at once if the account pool's line is too long
     key = _idempotency_key()
@@ -162,6 +163,11 @@ def _begin(gw: Gateway, chat: ChatRequest, key: str | None, mine: idempotency.Cl
         resolution.how,
     )
     return run
+
+
+def _bounds(gw: Gateway) -> Bounds:
+    settings = gw.settings
+    return Bounds(settings.max_messages, settings.max_input_chars)
 
 
 def _idempotency_key() -> str | None:

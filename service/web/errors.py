@@ -8,6 +8,7 @@ response and decide on retries from the status and the `Retry-After` /
   `body()` and `headers()` — `service.errors` is the only place bodies are built;
 - Redis unreachable: 503 `service_unavailable` with `Retry-After`, on every path;
 - werkzeug's routing errors: 404 `Invalid URL (POST /v1/foo)` as OpenAI words it, 405 alike;
+- a body over MAX_REQUEST_BYTES: 413 `request_too_large`;
 - anything else: a logged traceback and an opaque 500.
 """
 
@@ -15,9 +16,9 @@ from __future__ import annotations
 
 import logging
 
-from flask import Flask, Response, jsonify, request
+from flask import Flask, Response, current_app, jsonify, request
 from redis.exceptions import RedisError
-from werkzeug.exceptions import HTTPException
+from werkzeug.exceptions import HTTPException, RequestEntityTooLarge
 
 from service import metrics
 from service.errors import ApiError, ServiceUnavailable
@@ -73,6 +74,14 @@ def _http_error(error: HTTPException) -> Response:
     return response
 
 
+def _too_large(error: RequestEntityTooLarge) -> Response:
+    limit = current_app.config["MAX_CONTENT_LENGTH"]
+    message = f"Request body too large: this gateway accepts at most {limit} bytes (MAX_REQUEST_BYTES)."
+    return error_response(
+        ApiError(message, status=413, error_type="invalid_request_error", code="request_too_large")
+    )
+
+
 def _unexpected(error: Exception) -> Response:
     log.exception("event=unhandled_exception path=%s", request.path)
     return error_response(ApiError("The server had an error while processing your request.", status=500))
@@ -83,4 +92,5 @@ def init_app(app: Flask) -> None:
     app.register_error_handler(ApiError, _api_error)
     app.register_error_handler(RedisError, _redis_error)
     app.register_error_handler(HTTPException, _http_error)
+    app.register_error_handler(RequestEntityTooLarge, _too_large)
     app.register_error_handler(Exception, _unexpected)

@@ -1,13 +1,19 @@
 """Turning a Chat Completions request body into a `ChatRequest`, or a 400 naming the param.
 
-Rules follow OpenAI's: same required fields, same types and ranges, and errors that
-name the offending parameter exactly as OpenAI does (`messages[2].content[0].type`),
-so SDK users see familiar messages. Unknown fields are accepted and ignored, because
-chat front-ends send many (`tools`, `seed`, `logit_bias`, vendor extras).
+Rules follow OpenAI's: the same required fields, types, ranges and shapes for every
+standard field (`chat_schema`, checked with jsonschema), and errors that name the
+offending parameter exactly as OpenAI does (`messages[2].content[0].type`), so SDK
+users see familiar messages. Unknown fields are accepted and ignored, because chat
+front-ends send vendor extras.
 
-Sampling knobs (`temperature`, `top_p`, penalties, token limits, `user`) are checked
-for type and range and then ignored: Bing offers no such settings, and rejecting
-them would break clients that always send them.
+Standard fields the upstream cannot honour are still checked, then accepted when valid
+(sampling knobs, `tools`, `response_format`, `seed`, `stop`...): rejecting them would
+break clients that always send them. Those whose honouring would change what the
+answer *is* get a 400 naming them instead: `n` > 1 and `logprobs: true`.
+
+Size bounds come from settings (`Bounds`) and the upstream: nesting depth and value count, the number of
+messages, their total characters, and the upstream's own per-message limit
+(`service.limits`), all checked before anything is enqueued.
 
 This module is pure: it takes the raw body and the headers and does no I/O.
 """
@@ -15,25 +21,43 @@ This module is pure: it takes the raw body and the headers and does no I/O.
 from __future__ import annotations
 
 import dataclasses
+import functools
 import json
-from collections.abc import Mapping
+from collections.abc import Iterable, Mapping
 from typing import Any
 
-from service.errors import InvalidRequest, NotFound
-from service.models import find_model
+from jsonschema import Draft202012Validator
 
-ROLES = ("system", "developer", "user", "assistant", "tool", "function")
+from service.errors import InvalidRequest, NotFound
+from service.limits import check_prompt
+from service.models import find_model
+from service.web.chat_schema import SCHEMA
+from service.web.schema_errors import invalid, raise_first
+
 INSTRUCTION_ROLES = ("system", "developer")
 PARSE_ERROR = (
     "We could not parse the JSON body of your request. (HINT: This likely means you aren't using your "
     "HTTP library correctly. The API expects a JSON payload, but what was sent was not valid JSON.)"
 )
-_RANGES = {  # param: (minimum, maximum), both inclusive, as OpenAI documents them
-    "temperature": (0.0, 2.0),
-    "top_p": (0.0, 1.0),
-    "presence_penalty": (-2.0, 2.0),
-    "frequency_penalty": (-2.0, 2.0),
-}
+MAX_DEPTH = 64
+"""Deepest nesting of arrays and objects accepted; OpenAI's own schemas need far less."""
+TOO_DEEP = f"The JSON body of your request nests arrays or objects more than {MAX_DEPTH} levels deep."
+MAX_VALUES = 25_000
+"""Most JSON values (every string, number, array, object...) one body may hold.
+
+Validation costs tens of microseconds per value on the web tier's event loop, so a
+4 MiB body of tiny values could hold the loop for seconds; a 2048-message chat with
+tools needs a fraction of this.
+"""
+_FIELD_ORDER = {name: i for i, name in enumerate(SCHEMA["properties"])}
+
+
+@dataclasses.dataclass(frozen=True)
+class Bounds:
+    """Size limits a request must stay within (MAX_MESSAGES, MAX_INPUT_CHARS)."""
+
+    max_messages: int = 2048
+    max_input_chars: int = 400_000
 
 
 @dataclasses.dataclass(frozen=True)
@@ -58,42 +82,13 @@ class ChatRequest:
     conversation_param: str | None = None
 
 
-def _type_name(value: Any) -> str:
-    if value is None:
-        return "null"
-    if isinstance(value, bool):
-        return "boolean"
-    if isinstance(value, int):
-        return "integer"
-    if isinstance(value, float):
-        return "number"
-    if isinstance(value, str):
-        return "string"
-    if isinstance(value, list):
-        return "array"
-    return "object"
-
-
-def _wrong_type(param: str, expected: str, value: Any) -> InvalidRequest:
-    return InvalidRequest(
-        f"Invalid type for '{param}': expected {expected}, but got {_type_name(value)} instead.",
-        param=param,
-        code="invalid_type",
-    )
-
-
-def _missing(param: str) -> InvalidRequest:
-    return InvalidRequest(
-        f"Missing required parameter: '{param}'.", param=param, code="missing_required_parameter"
-    )
-
-
-def _is_number(value: Any) -> bool:
-    return isinstance(value, int | float) and not isinstance(value, bool)
-
-
 def parse_body(raw: bytes) -> dict[str, Any]:
-    """The body as a JSON object, or the 400 OpenAI sends for an unparseable body."""
+    """The body as a JSON object, or the 400 OpenAI sends for an unparseable body.
+
+    Nesting beyond MAX_DEPTH is a 400 too: Python's parser gives up with a
+    RecursionError somewhere near a thousand levels, and any recursive walk of a
+    body just under that would fail later, further from the cause.
+    """
 
     def reject_constant(name: str) -> Any:
         raise ValueError(f"{name} is not JSON")
@@ -102,199 +97,176 @@ def parse_body(raw: bytes) -> dict[str, Any]:
         body = json.loads(raw, parse_constant=reject_constant)
     except (ValueError, UnicodeDecodeError):
         raise InvalidRequest(PARSE_ERROR, param=None) from None
+    except RecursionError:
+        raise InvalidRequest(TOO_DEEP, param=None, code="invalid_value") from None
     if not isinstance(body, dict):
         raise InvalidRequest(PARSE_ERROR, param=None)
+    _check_shape(body)
     return body
 
 
-def message_text(content: Any, param: str, *, nullable: bool) -> str:
-    """A message's text: string content stripped, or its text parts joined by newlines."""
+def _check_shape(body: dict[str, Any]) -> None:
+    """400 if the body nests deeper than MAX_DEPTH or holds more than MAX_VALUES values.
+
+    Iterative, so a deep body can never exhaust the stack; the field that pushes the
+    count over the limit is named.
+    """
+    count = 0
+    for name, value in body.items():
+        stack: list[tuple[Any, int]] = [(value, 2)]
+        while stack:
+            item, depth = stack.pop()
+            count += 1
+            if count > MAX_VALUES:
+                raise InvalidRequest(
+                    f"Invalid '{name}': the request body holds more than {MAX_VALUES} JSON values "
+                    "(strings, numbers, arrays, objects...); this gateway accepts no more.",
+                    param=name,
+                    code="invalid_value",
+                )
+            if isinstance(item, dict | list):
+                if depth > MAX_DEPTH:
+                    raise InvalidRequest(TOO_DEEP, param=None, code="invalid_value")
+                children: Iterable[Any] = item.values() if isinstance(item, dict) else item
+                stack.extend((child, depth + 1) for child in children)
+
+
+# -- the schema ---------------------------------------------------------------------
+
+
+@functools.cache
+def _validator() -> Draft202012Validator:
+    return Draft202012Validator(SCHEMA)
+
+
+def _check_schema(body: dict[str, Any]) -> None:
+    raise_first(_validator().iter_errors(body), _FIELD_ORDER)
+
+
+# -- what the gateway acts on ----------------------------------------------------------
+
+
+def message_text(content: Any) -> str:
+    """A (schema-valid) message's text: string content stripped, or its text parts joined."""
     if content is None:
-        if nullable:
-            return ""
-        raise _missing(param)
+        return ""
     if isinstance(content, str):
         return content.strip()
-    if not isinstance(content, list):
-        raise _wrong_type(param, "one of a string or array of objects", content)
-    texts: list[str] = []
-    for j, part in enumerate(content):
-        where = f"{param}[{j}]"
-        if not isinstance(part, dict):
-            raise _wrong_type(where, "an object", part)
-        kind = part.get("type")
-        if kind is None:
-            raise _missing(f"{where}.type")
-        if kind != "text":
-            raise InvalidRequest(
-                f"Invalid value: {json.dumps(kind)}. This gateway supports only 'text' content parts.",
-                param=f"{where}.type",
-                code="invalid_value",
-            )
-        text = part.get("text")
-        if text is None:
-            raise _missing(f"{where}.text")
-        if not isinstance(text, str):
-            raise _wrong_type(f"{where}.text", "a string", text)
-        texts.append(text)
-    return "\n".join(texts).strip()
+    return "\n".join(part["text"] for part in content if part["type"] == "text").strip()
 
 
-def _messages(body: dict[str, Any]) -> list[dict[str, str]]:
-    if "messages" not in body:
-        raise _missing("messages")
+def _messages(body: dict[str, Any], bounds: Bounds) -> list[dict[str, str]]:
     messages = body["messages"]
-    if not isinstance(messages, list):
-        raise _wrong_type("messages", "an array", messages)
-    if not messages:
-        raise InvalidRequest(
-            "Invalid 'messages': empty array. Expected an array with minimum length 1, "
-            "but got an empty array instead.",
-            param="messages",
-            code="empty_array",
+    if len(messages) > bounds.max_messages:
+        raise invalid(
+            "messages",
+            f"Invalid 'messages': array too long. Expected an array with maximum length "
+            f"{bounds.max_messages}, but got an array with length {len(messages)} instead.",
+            "array_above_max_length",
         )
     result: list[dict[str, str]] = []
+    total = 0
     for i, message in enumerate(messages):
-        where = f"messages[{i}]"
-        if not isinstance(message, dict):
-            raise _wrong_type(where, "an object", message)
-        role = message.get("role")
-        if role is None:
-            raise _missing(f"{where}.role")
-        if role not in ROLES:
-            allowed = ", ".join(f"'{r}'" for r in ROLES[:-1]) + f", and '{ROLES[-1]}'"
-            raise InvalidRequest(
-                f"Invalid value: {json.dumps(role)}. Supported values are: {allowed}.",
-                param=f"{where}.role",
-                code="invalid_value",
-            )
-        if "content" not in message and role != "assistant":
-            raise _missing(f"{where}.content")
-        text = message_text(message.get("content"), f"{where}.content", nullable=role == "assistant")
-        entry = {"role": role, "content": text}
+        content = message.get("content")
+        if isinstance(content, list):
+            for j, part in enumerate(content):
+                if part["type"] not in ("text", "refusal"):
+                    raise invalid(
+                        f"messages[{i}].content[{j}].type",
+                        f"Invalid value: {json.dumps(part['type'])}. "
+                        "This gateway supports only 'text' content parts.",
+                    )
+        entry = {"role": message["role"], "content": message_text(content)}
         if isinstance(message.get("name"), str) and message["name"]:
             entry["name"] = message["name"]
+        total += len(entry["content"]) + len(entry.get("name", ""))
+        if total > bounds.max_input_chars:
+            raise invalid(
+                "messages",
+                f"Your messages are longer than this gateway accepts: at most {bounds.max_input_chars} "
+                "characters of message text per request (MAX_INPUT_CHARS). "
+                "Please reduce the length of the messages.",
+                "context_length_exceeded",
+            )
         result.append(entry)
     last = len(result) - 1
     if result[last]["role"] != "user":
-        raise InvalidRequest(
-            "The last message must have role 'user': this gateway answers the last user message.",
-            param="messages",
-            code="invalid_value",
+        raise invalid(
+            "messages", "The last message must have role 'user': this gateway answers the last user message."
         )
     if not result[last]["content"]:
-        raise InvalidRequest(
+        raise invalid(
+            f"messages[{last}].content",
             f"Invalid 'messages[{last}].content': the last user message has no text.",
-            param=f"messages[{last}].content",
-            code="invalid_value",
         )
     return result
 
 
-def _check_knobs(body: dict[str, Any]) -> None:
-    for param, (low, high) in _RANGES.items():
-        value = body.get(param)
-        if value is None:
-            continue
-        if not _is_number(value):
-            raise _wrong_type(param, "a decimal", value)
-        if not low <= value <= high:
-            side = "below minimum" if value < low else "above maximum"
-            bound = f">= {low:g}" if value < low else f"<= {high:g}"
-            raise InvalidRequest(
-                f"Invalid '{param}': decimal {side} value. "
-                f"Expected a value {bound}, but got {value} instead.",
-                param=param,
-                code=f"decimal_{side.replace(' ', '_')}_value",
-            )
-    for param in ("max_tokens", "max_completion_tokens"):
-        value = body.get(param)
-        if value is None:
-            continue
-        if not isinstance(value, int) or isinstance(value, bool):
-            raise _wrong_type(param, "an integer", value)
-        if value < 1:
-            raise InvalidRequest(
-                f"Invalid '{param}': integer below minimum value. "
-                f"Expected a value >= 1, but got {value} instead.",
-                param=param,
-                code="integer_below_min_value",
-            )
+def _check_semantics(body: dict[str, Any]) -> None:
+    """Rules beyond the schema: values that would change what the answer is."""
     n = body.get("n")
-    if n is not None:
-        if not isinstance(n, int) or isinstance(n, bool):
-            raise _wrong_type("n", "an integer", n)
-        if n != 1:
-            raise InvalidRequest(
-                f"Invalid 'n': this gateway returns exactly one choice, "
-                f"so 'n' must be 1, but got {n} instead.",
-                param="n",
-                code="invalid_value",
-            )
-    if body.get("user") is not None and not isinstance(body["user"], str):
-        raise _wrong_type("user", "a string", body["user"])
+    if n is not None and n != 1:
+        raise invalid(
+            "n",
+            f"Invalid 'n': this gateway returns exactly one choice, so 'n' must be 1, but got {n} instead.",
+        )
+    if body.get("logprobs") is True:
+        raise invalid(
+            "logprobs",
+            "Invalid 'logprobs': this gateway cannot return log probabilities "
+            "(the upstream does not expose them); omit it or set it to false.",
+        )
+    if body.get("top_logprobs") is not None:
+        raise invalid(
+            "top_logprobs",
+            "Invalid 'top_logprobs': 'logprobs' must be set to true when 'top_logprobs' is used, "
+            "and this gateway cannot return log probabilities.",
+        )
 
 
 def _stream_flags(body: dict[str, Any]) -> tuple[bool, bool]:
-    stream = body.get("stream")
-    if stream is None:
-        stream = False
-    if not isinstance(stream, bool):
-        raise _wrong_type("stream", "a boolean", stream)
-    options = body.get("stream_options")
-    if options is None:
-        return stream, False
-    if not stream:
-        raise InvalidRequest(
-            "The 'stream_options' parameter is only allowed when 'stream' is enabled.",
-            param="stream_options",
-            code="invalid_value",
-        )
-    if not isinstance(options, dict):
-        raise _wrong_type("stream_options", "an object", options)
-    include = options.get("include_usage")
-    if include is None:
-        include = False
-    if not isinstance(include, bool):
-        raise _wrong_type("stream_options.include_usage", "a boolean", include)
-    return stream, include
+    """`stream`, and `include_usage` from `stream_options`, which a non-stream request may send
+    and have ignored (LobeChat always sends it; OpenAI's own check is laxer than its docs)."""
+    stream = bool(body.get("stream"))
+    options = body.get("stream_options") or {}
+    return stream, stream and bool(options.get("include_usage"))
 
 
 def _conversation(body: dict[str, Any], headers: Mapping[str, str]) -> tuple[str | None, str | None]:
     for param in ("conversation_id", "id"):
         value = body.get(param)
-        if value is None:
-            continue
-        if not isinstance(value, str):
-            raise _wrong_type(param, "a string", value)
-        if value.strip():
+        if isinstance(value, str) and value.strip():
             return value.strip(), param
     header = (headers.get("X-Conversation-Id") or "").strip()
     return (header, "X-Conversation-Id") if header else (None, None)
 
 
-def parse_chat_request(raw: bytes, headers: Mapping[str, str], *, upstream: str = "bing") -> ChatRequest:
+def parse_chat_request(
+    raw: bytes,
+    headers: Mapping[str, str],
+    *,
+    upstream: str = "bing",
+    bounds: Bounds | None = None,
+) -> ChatRequest:
     """Validate a Chat Completions body (and the conversation header) into a `ChatRequest`.
 
     Raises `InvalidRequest` (400) naming the param, or `NotFound` (404
     `model_not_found`) for a model the catalog does not have.
     """
+    bounds = bounds or Bounds()
     body = parse_body(raw)
-    model_name = body.get("model")
-    if model_name is None:
-        raise _missing("model")
-    if not isinstance(model_name, str):
-        raise _wrong_type("model", "a string", model_name)
-    spec = find_model(model_name, upstream)
+    _check_schema(body)
+    spec = find_model(body["model"], upstream)
     if spec is None:
         raise NotFound(
-            f"The model `{model_name}` does not exist or you do not have access to it.",
+            f"The model `{body['model']}` does not exist or you do not have access to it.",
             param="model",
             code="model_not_found",
         )
-    messages = _messages(body)
+    messages = _messages(body, bounds)
+    _check_semantics(body)
+    check_prompt(messages[-1]["content"], upstream)
     stream, include_usage = _stream_flags(body)
-    _check_knobs(body)
     conversation_id, conversation_param = _conversation(body, headers)
     system = "\n\n".join(m["content"] for m in messages if m["role"] in INSTRUCTION_ROLES and m["content"])
     history = tuple(_history_entry(m) for m in messages[:-1] if m["role"] not in INSTRUCTION_ROLES)

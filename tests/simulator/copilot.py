@@ -24,6 +24,8 @@ FORBIDDEN_SEND_FIELDS = ("tone", "toneId", "messageId")
 ERROR_ID = "0.0002"
 """The fractional id captured on `invalid-event` rejections and the throttle's null challenge."""
 
+TEXT_LIMIT = 10_240
+"""Longest user text (and, conservatively, page context) Copilot accepts: `text-too-long` above (B5a)."""
 SUGGESTIONS = ("Can you show me what you can do?", "Tell me a fun fact")
 UNAUTHORIZED_TEXT = "Invalid or expired access token"
 INTERNAL_TEXT = "Something went wrong"

@@ -36,6 +36,7 @@ ERROR_FAULTS = {
     "invalid_event": copilot.error("invalid-event", event_id=copilot.ERROR_ID),
     "unauthorized": copilot.error("unauthorized", message=copilot.UNAUTHORIZED_TEXT),
     "internal": copilot.error("internal-error", message=copilot.INTERNAL_TEXT),
+    "text_too_long": copilot.error("text-too-long"),
 }
 """Faults answered with one `error` event before anything is streamed."""
 WORD = re.compile(r"\s*\S+")
@@ -98,6 +99,9 @@ class CopilotTurnPlayer:
             return
         if self.mode not in config.modes():
             yield Send(copilot.encode(copilot.error("unsupported-mode")))
+            return
+        if len(self.text) > copilot.TEXT_LIMIT or len(self.page or "") > copilot.TEXT_LIMIT:
+            yield Send(copilot.encode(copilot.error("text-too-long")))
             return
         script = faults.parse(self.text, faults.COPILOT_FLAGS)
         for problem in script.problems:

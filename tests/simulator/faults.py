@@ -52,6 +52,7 @@ COPILOT_FLAGS = frozenset(
         "invalid_event",
         "unauthorized",
         "internal",
+        "text_too_long",
         "disconnect",
         "drop",
         "search",

@@ -24,6 +24,7 @@ SHARED = [
     "service.idempotency",
     "service.models",
     "service.tokens",
+    "service.limits",
     "service.redis_conn",
     "service.logs",
 ]

@@ -36,3 +36,57 @@ def test_a_name_costs_its_tokens_plus_one() -> None:
 
 def test_no_messages_still_costs_the_reply_priming() -> None:
     assert tokens.count_messages([]) == 3
+
+
+OFF_LOOP_PROBE = """
+from gevent import monkey
+
+monkey.patch_all()
+import gevent
+
+from service import tokens
+
+tokens.encoding()
+ticks = []
+
+
+def ticker():
+    while True:
+        ticks.append(1)
+        gevent.sleep(0)
+
+
+def count():
+    before = len(ticks)
+    n = tokens.count_messages([{"role": "user", "content": "word " * 300_000}])
+    return n, len(ticks) - before
+
+
+spinner = gevent.spawn(ticker)
+counter = gevent.spawn(count)
+counter.join()
+spinner.kill()
+tokens_counted, ticks_meanwhile = counter.value
+print(tokens_counted, ticks_meanwhile)
+"""
+
+
+def test_a_long_text_is_tokenized_off_the_event_loop() -> None:
+    # In a gevent process (as gunicorn's web workers are), another greenlet keeps running
+    # while the big count is in progress: the loop is never stalled by tokenizing.
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    root = Path(__file__).resolve().parents[2]
+    out = subprocess.run(
+        [sys.executable, "-c", OFF_LOOP_PROBE], cwd=root, capture_output=True, text=True, timeout=60
+    )
+    assert out.returncode == 0, out.stderr
+    counted, ticks = (int(x) for x in out.stdout.split())
+    assert counted > 300_000
+    assert ticks > 0
+
+
+def test_a_short_text_stays_on_the_caller() -> None:
+    assert tokens.off_loop(len, "abc") == 3

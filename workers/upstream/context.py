@@ -6,6 +6,8 @@ upstream conversation is new (the upstream remembers the rest); both dialects in
 them as one block of text in the shape Bing's own "chat about this page" feature
 uses — `[system](#additional_instructions)`, `[user](#message)`, `[assistant](#message)`
 blocks — ChatHub through `previousMessages`, Copilot through its context channel.
+`max_context_chars` is CONTEXT_MAX_CHARS; a dialect whose upstream accepts less lowers it
+to `service.limits.context_budget` (Copilot's page context: ~10,240 characters).
 """
 
 from __future__ import annotations

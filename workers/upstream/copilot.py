@@ -24,6 +24,7 @@ from collections.abc import Iterable, Mapping
 from typing import Any
 from urllib.parse import quote, urlsplit
 
+from service.limits import context_budget
 from workers.upstream.context import TurnInput, flatten_context
 from workers.upstream.errors import ProtocolError, Throttled, Unauthorized, UpstreamError
 
@@ -201,7 +202,7 @@ def turn_context(turn: TurnInput, *, fresh: bool) -> dict[str, Any]:
     """
     if not fresh:
         return {}
-    text = flatten_context(turn.history, turn.system, turn.max_context_chars)
+    text = flatten_context(turn.history, turn.system, context_budget("copilot", turn.max_context_chars))
     if not text:
         return {}
     return {"edge": {"pageTitle": PAGE_TITLE, "pageContent": text, "pageUrl": PAGE_URL}}

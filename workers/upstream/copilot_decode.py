@@ -27,6 +27,7 @@ from workers.upstream.challenges import ANSWERABLE
 from workers.upstream.copilot import CREDENTIALS_HINT, THROTTLE_RETRY_AFTER
 from workers.upstream.errors import (
     ChallengeRequired,
+    InputTooLong,
     ProtocolError,
     RegionBlocked,
     Throttled,
@@ -279,6 +280,11 @@ class CopilotDecoder:
             return InvalidEvent(f"Copilot rejected a frame of ours: {_describe(code, event)}")
         if code == "chat-service-unavailable":
             return RegionBlocked(REGION_HINT)
+        if code == "text-too-long":
+            return InputTooLong(
+                "Copilot refused the message as too long (text-too-long). "
+                "Please reduce the length of the messages."
+            )
         if code in ("unauthorized", "invalid-token"):
             return Unauthorized(f"Copilot rejected the account's credentials ({code}): {CREDENTIALS_HINT}")
         if code == "unsupported-mode":

@@ -12,10 +12,11 @@
      ├── ConversationLimitReached turn limit / Disengaged / TurnLimiter; recoverable
      ├── Interrupted              the socket dropped or closed mid-answer; `partial` text
      ├── UpstreamTimeout          504: no first frame, or silence mid-answer
+     ├── InputTooLong             400 context_length_exceeded: the upstream refused the text's length
      └── ProtocolError            frames we cannot make sense of
 
 Each class carries the attributes `service.errors.ApiError.from_exception` reads
-(`status`, `error_type`, `code`, `should_retry`, `retry_after`): that is the only
+(`status`, `error_type`, `code`, `param`, `should_retry`, `retry_after`): that is the only
 coupling between these exceptions and the OpenAI error shape.
 """
 
@@ -118,3 +119,17 @@ class ProtocolError(UpstreamError):
     """The upstream sent something the dialect cannot interpret."""
 
     code = "upstream_protocol_error"
+
+
+class InputTooLong(UpstreamError):
+    """The upstream refused the message as too long (Copilot `text-too-long`).
+
+    The gateway checks prompts against `service.limits` before enqueueing, so this
+    arrives only if the upstream's limit moved: the client must shorten its messages.
+    """
+
+    status = 400
+    error_type = "invalid_request_error"
+    code = "context_length_exceeded"
+    param = "messages"
+    should_retry = False
