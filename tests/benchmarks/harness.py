@@ -78,8 +78,8 @@ class BenchStack:
         self.worker = WorkerProcess(self.env).start()
 
 
-def stack_env(redis_url: str, sim_url: str, dialect: str) -> dict[str, str]:
-    """Environment for the gateway processes: the test wiring, production timeouts, `dialect`."""
+def stack_env(redis_url: str, sim_url: str, dialect: str, **overrides: str) -> dict[str, str]:
+    """Environment for the gateway processes: the test wiring, production timeouts, `dialect`, `overrides`."""
     defaults = Settings()
     return gateway_env(
         redis_url,
@@ -97,18 +97,22 @@ def stack_env(redis_url: str, sim_url: str, dialect: str) -> dict[str, str]:
         WORKER_LEASE_SECONDS=str(defaults.worker_lease_seconds),
         SSE_HEARTBEAT_SECONDS=str(defaults.sse_heartbeat_seconds),
         STREAM_HOLD_SECONDS=str(defaults.stream_hold_seconds),
+        **overrides,
     )
 
 
 @contextlib.contextmanager
-def running_stack(dialect: str) -> Iterator[BenchStack]:
-    """Start redis, the simulator, one worker and one web process; stop them all on exit."""
+def running_stack(dialect: str, **overrides: str) -> Iterator[BenchStack]:
+    """Start redis, the simulator, one worker and one web process; stop them all on exit.
+
+    `overrides` change the gateway's environment (the Overload run's accounts and keys).
+    """
     if dialect not in DIALECTS:
         raise ValueError(f"unknown dialect {dialect!r}")
     with contextlib.ExitStack() as stack:
         redis_server = stack.enter_context(EmbeddedRedis())
         simulator = stack.enter_context(SimulatorProcess(token_delay=SIM_TOKEN_DELAY, log_level="WARNING"))
-        env = stack_env(redis_server.url, simulator.http_url, dialect)
+        env = stack_env(redis_server.url, simulator.http_url, dialect, **overrides)
         client = Redis.from_url(redis_server.url)
         stack.callback(client.close)
         bench = BenchStack(
