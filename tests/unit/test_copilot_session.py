@@ -26,7 +26,7 @@ from workers.upstream.copilot_session import (
     parse_cookie_header,
     parse_set_cookie,
 )
-from workers.upstream.errors import ChallengeRequired, TokenExpired, Unauthorized
+from workers.upstream.errors import ChallengeRequired, RegionBlocked, TokenExpired, Unauthorized
 from workers.upstream.events import Done
 
 AGENT = "Mozilla/5.0 (X11; Linux x86_64) Gecko/20100101 Firefox/135.0 test-agent"
@@ -165,6 +165,35 @@ def test_cookie_values_never_reach_the_log(sim: SimulatorProcess, caplog: pytest
     values = [value for value in parse_cookie_header(updates[-1]).values() if len(value) >= 4]
     assert values and not [value for value in values if value in caplog.text]
     assert "copilot_anonymous_session_started" in caplog.text
+
+
+@pytest.mark.parametrize(
+    ("fault", "error"),
+    [("captcha", ChallengeRequired), ("cloudflare", ChallengeRequired), ("region", RegionBlocked),
+     ("unauthorized", Unauthorized)],
+)  # fmt: skip
+def test_probe_reflects_the_account_fault_and_passes_once_cleared(
+    sim: SimulatorProcess, fault: str, error: type[Exception]
+) -> None:
+    copilot = client(sim, [], cookies="_U=acct-p")
+    copilot.probe()
+    sim.set_account("acct-p", fault=fault)
+
+    with pytest.raises(error):
+        copilot.probe()
+    sim.set_account("acct-p", fault=None)
+    copilot.probe()
+
+    assert sim.accounts()["acct-p"]["rejections"] == {fault: 1}
+    assert sim.stats()["invocations"] == 0  # a probe is never a chat turn
+
+
+def test_probe_of_an_anonymous_account_starts_its_session(sim: SimulatorProcess) -> None:
+    updates: list[str] = []
+
+    client(sim, updates).probe()
+
+    assert ANON_COOKIE in parse_cookie_header(updates[-1])
 
 
 # -- the jar, without the network ------------------------------------------------------------
