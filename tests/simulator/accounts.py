@@ -15,7 +15,9 @@ Identity (`account_of`, the one rule both dialects use):
 
 Names are the raw credential values because only test credentials ever reach the
 simulator and a test must be able to name the account it configures; the control API
-is for tests only.
+is for tests only. (Who owns a Copilot conversation is a separate rule,
+`copilot_state.identity`, where a token only authenticates.) ChatHub clients must send
+their cookies on the websocket too (A5), or their turns count as `anonymous`.
 
 What an account runs into (the answers each dialect gives live with the dialect):
 
