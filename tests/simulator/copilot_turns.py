@@ -99,6 +99,9 @@ class CopilotTurnPlayer:
         if self.mode not in config.modes():
             yield Send(copilot.encode(copilot.error("unsupported-mode")))
             return
+        if config.copilot_max_text and len(self.text) > config.copilot_max_text:
+            yield Send(copilot.encode(copilot.error("text-too-long")))  # B5a: ~10,240 characters
+            return
         script = faults.parse(self.text, faults.COPILOT_FLAGS)
         for problem in script.problems:
             self._violation(f"{problem} in a message to {conversation.id}")
