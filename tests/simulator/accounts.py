@@ -94,9 +94,10 @@ class Account:
 class Lease:
     """One chat socket's slot on its account; `release()` is idempotent, `hold()` takes it again."""
 
-    def __init__(self, account: Account) -> None:
+    def __init__(self, account: Account, book: AccountBook) -> None:
         self.account = account
         self.held = True
+        self._book = book
 
     def release(self) -> None:
         """Give the slot back (the turn is over, or the socket is gone)."""
@@ -108,6 +109,7 @@ class Lease:
         """Take the slot again for another turn on the same socket (never refused: already upgraded)."""
         if not self.held:
             self.held = True
+            self.account = self._book.get(self.account.name)  # a reset may have replaced it
             _enter(self.account)
 
 
@@ -168,7 +170,7 @@ class AccountBook:
             account.rejections[OVERLOAD] += 1
             return None
         _enter(account)
-        return Lease(account)
+        return Lease(account, self)
 
     def admit_turn(self, name: str) -> float | None:
         """Count a turn of `name`; if it is over the rate, count a RATE rejection and return when
