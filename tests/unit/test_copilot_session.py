@@ -207,6 +207,7 @@ def test_set_cookie_lines_set_replace_and_delete() -> None:
     assert parse_set_cookie("d=x; Expires=Thu, 01 Jan 1970 00:00:00 GMT", now=now) == ("d", None)
     assert parse_set_cookie("e=x; Max-Age=60; Expires=Thu, 01 Jan 1970 00:00:00 GMT", now=now) == ("e", "x")
     assert parse_set_cookie("garbage", now=now) is None
+    assert parse_set_cookie("f=y; Expires=not a date", now=now) == ("f", "y")
 
     updates: list[str] = []
     session = AccountSession(

@@ -95,8 +95,10 @@ def parse_set_cookie(line: str, *, now: float) -> tuple[str, str | None] | None:
                 continue
             break  # Max-Age takes precedence over Expires
         if key == "expires" and expired is None:
-            when = email.utils.parsedate_to_datetime(raw.strip()) if raw.strip() else None
-            expired = when is not None and when.timestamp() <= now
+            try:
+                expired = email.utils.parsedate_to_datetime(raw.strip()).timestamp() <= now
+            except (TypeError, ValueError, IndexError):
+                continue  # an unreadable date: treat the cookie as a session cookie
     return name.strip(), None if expired else value.strip().strip('"')
 
 
