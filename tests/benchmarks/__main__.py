@@ -1,4 +1,7 @@
-"""`python -m tests.benchmarks [--dialect bing|copilot|both] [--quick]` (or `deploy/bench`).
+"""`python -m tests.benchmarks [--dialect bing|copilot|both] [--quick] [--overload]` (or `deploy/bench`).
+
+`--overload` runs the Overload benchmark (`overload`: three accounts, four keys, 200
+clients; a few minutes per dialect) instead of the four default measurements.
 
 Measures each dialect on a stack of its own, prints every figure as it is measured and
 one side-by-side table at the end. The exit code is 0 whether targets were met or not
@@ -16,7 +19,7 @@ import sys
 import time
 from types import FrameType
 
-from tests.benchmarks import matching, measures
+from tests.benchmarks import matching, measures, overload
 from tests.benchmarks.harness import DIALECTS, running_stack
 from tests.benchmarks.report import Metric, announce, table
 
@@ -30,7 +33,25 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument(
         "--quick", action="store_true", help="20 TTFT runs instead of 100 and shorter sessions (~1 min)"
     )
+    parser.add_argument(
+        "--overload",
+        action="store_true",
+        help="run the Overload benchmark instead (3 accounts, 4 keys, 200 clients; ~6 min per dialect, "
+        "~3 with --quick)",
+    )
     return parser.parse_args(argv)
+
+
+def measure_overload(dialect: str, *, quick: bool, metrics: list[Metric]) -> None:
+    """Start a stack with three accounts and four keys, overload it, append the figures to `metrics`."""
+    started = time.monotonic()
+    metrics.append(Metric("load", "machine load (1-min avg) before", os.getloadavg()[0], digits=2))
+    with running_stack(dialect, **overload.ENV) as stack:
+        print(f"[{dialect}] overload stack up: web {stack.web.url}; this takes a few minutes", flush=True)
+        new = overload.measure(stack, run_seconds=120.0 if quick else 240.0)
+        announce(dialect, new)
+        metrics.extend(new)
+    print(f"[{dialect}] done in {time.monotonic() - started:.0f} s", flush=True)
 
 
 def measure_dialect(dialect: str, *, quick: bool, metrics: list[Metric]) -> None:
@@ -85,7 +106,8 @@ def main(argv: list[str] | None = None) -> int:
                 time.sleep(SETTLE_SECONDS)
             metrics = results.setdefault(dialect, [])
             try:
-                measure_dialect(dialect, quick=args.quick, metrics=metrics)
+                run = measure_overload if args.overload else measure_dialect
+                run(dialect, quick=args.quick, metrics=metrics)
             except Exception as exc:  # one dialect failing must not hide the other's figures
                 if _stopping:
                     raise KeyboardInterrupt from exc

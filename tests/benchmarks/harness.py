@@ -78,37 +78,39 @@ class BenchStack:
         self.worker = WorkerProcess(self.env).start()
 
 
-def stack_env(redis_url: str, sim_url: str, dialect: str) -> dict[str, str]:
-    """Environment for the gateway processes: the test wiring, production timeouts, `dialect`."""
+def stack_env(redis_url: str, sim_url: str, dialect: str, **overrides: str) -> dict[str, str]:
+    """Environment for the gateway processes: the test wiring, production timeouts, `dialect`, `overrides`."""
     defaults = Settings()
-    return gateway_env(
-        redis_url,
-        sim_url,
-        UPSTREAM=dialect,
-        COPILOT_URL=sim_url,
-        WORKER_CONCURRENCY=str(WORKER_CONCURRENCY),
-        LOG_LEVEL="WARNING",
+    env = {
+        "UPSTREAM": dialect,
+        "COPILOT_URL": sim_url,
+        "WORKER_CONCURRENCY": str(WORKER_CONCURRENCY),
+        "LOG_LEVEL": "WARNING",
         # gunicorn's own start/stop chatter would interleave with the figures.
-        GUNICORN_CMD_ARGS="--log-level warning",
-        UPSTREAM_CONNECT_TIMEOUT=str(defaults.upstream_connect_timeout),
-        UPSTREAM_FIRST_TOKEN_TIMEOUT=str(defaults.upstream_first_token_timeout),
-        UPSTREAM_IDLE_TIMEOUT=str(defaults.upstream_idle_timeout),
-        QUEUE_WAIT_TIMEOUT=str(defaults.queue_wait_timeout),
-        WORKER_LEASE_SECONDS=str(defaults.worker_lease_seconds),
-        SSE_HEARTBEAT_SECONDS=str(defaults.sse_heartbeat_seconds),
-        STREAM_HOLD_SECONDS=str(defaults.stream_hold_seconds),
-    )
+        "GUNICORN_CMD_ARGS": "--log-level warning",
+        "UPSTREAM_CONNECT_TIMEOUT": str(defaults.upstream_connect_timeout),
+        "UPSTREAM_FIRST_TOKEN_TIMEOUT": str(defaults.upstream_first_token_timeout),
+        "UPSTREAM_IDLE_TIMEOUT": str(defaults.upstream_idle_timeout),
+        "QUEUE_WAIT_TIMEOUT": str(defaults.queue_wait_timeout),
+        "WORKER_LEASE_SECONDS": str(defaults.worker_lease_seconds),
+        "SSE_HEARTBEAT_SECONDS": str(defaults.sse_heartbeat_seconds),
+        "STREAM_HOLD_SECONDS": str(defaults.stream_hold_seconds),
+    }
+    return gateway_env(redis_url, sim_url, **{**env, **overrides})
 
 
 @contextlib.contextmanager
-def running_stack(dialect: str) -> Iterator[BenchStack]:
-    """Start redis, the simulator, one worker and one web process; stop them all on exit."""
+def running_stack(dialect: str, **overrides: str) -> Iterator[BenchStack]:
+    """Start redis, the simulator, one worker and one web process; stop them all on exit.
+
+    `overrides` change the gateway's environment (the Overload run's accounts and keys).
+    """
     if dialect not in DIALECTS:
         raise ValueError(f"unknown dialect {dialect!r}")
     with contextlib.ExitStack() as stack:
         redis_server = stack.enter_context(EmbeddedRedis())
         simulator = stack.enter_context(SimulatorProcess(token_delay=SIM_TOKEN_DELAY, log_level="WARNING"))
-        env = stack_env(redis_server.url, simulator.http_url, dialect)
+        env = stack_env(redis_server.url, simulator.http_url, dialect, **overrides)
         client = Redis.from_url(redis_server.url)
         stack.callback(client.close)
         bench = BenchStack(

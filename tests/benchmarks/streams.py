@@ -33,6 +33,14 @@ class StreamOutcome:
     """Why it failed: an HTTP status, an error frame, a timeout or a socket error."""
     contents: list[tuple[float, str]] = dataclasses.field(default_factory=list)
     """(arrival `time.time()`, `delta.content`) of every non-empty content chunk."""
+    sent: float = 0.0
+    """`time.time()` when the request was written."""
+    ended: float = 0.0
+    """`time.time()` when the stream ended (or failed)."""
+    retry_after: float | None = None
+    """The `Retry-After` header of a non-200 answer, in seconds."""
+    queued: int = 0
+    """How many `: queued, position N` comments the stream carried while waiting for an account."""
 
     @property
     def finished(self) -> bool:
@@ -54,6 +62,8 @@ class _SseReader:
             for line in raw.split(b"\n"):
                 if line.startswith(b"data: "):
                     self._data(line[6:], arrived)
+                elif line.startswith(b":") and b"queued" in line:
+                    self._outcome.queued += 1
 
     def _data(self, payload: bytes, arrived: float) -> None:
         if payload == b"[DONE]":
@@ -69,32 +79,38 @@ class _SseReader:
                 self._outcome.contents.append((arrived, content))
 
 
-def _request(url: str, body: dict[str, Any]) -> tuple[str, int, bytes]:
+def _request(url: str, body: dict[str, Any], headers: dict[str, str] | None = None) -> tuple[str, int, bytes]:
     parts = urlsplit(url)
     payload = json.dumps(body).encode()
+    extra = "".join(f"{name}: {value}\r\n" for name, value in (headers or {}).items())
     head = (
         f"POST {parts.path or '/'} HTTP/1.1\r\n"
         f"Host: {parts.netloc}\r\n"
         "Content-Type: application/json\r\n"
         "Accept: text/event-stream\r\n"
+        f"{extra}"
         f"Content-Length: {len(payload)}\r\n"
         "Connection: close\r\n\r\n"
     )
     return parts.hostname or "127.0.0.1", parts.port or 80, head.encode() + payload
 
 
-async def stream_completion(url: str, body: dict[str, Any], *, timeout: float = 60.0) -> StreamOutcome:
-    """POST one streamed completion and read it to the end (or `timeout` seconds)."""
+async def stream_completion(
+    url: str, body: dict[str, Any], *, timeout: float = 60.0, headers: dict[str, str] | None = None
+) -> StreamOutcome:
+    """POST one streamed completion (with extra `headers`) and read it to the end (or `timeout` s)."""
     outcome = StreamOutcome()
-    host, port, request = _request(url, body)
+    host, port, request = _request(url, body, headers)
     writer: asyncio.StreamWriter | None = None
     try:
         async with asyncio.timeout(timeout):
             reader, writer = await asyncio.open_connection(host, port, limit=2**20)
+            outcome.sent = time.time()
             writer.write(request)
             await writer.drain()
             head = (await reader.readuntil(b"\r\n\r\n")).decode("latin-1").lower()
             outcome.status = int(head.split(" ", 2)[1])
+            outcome.retry_after = _retry_after(head)
             if outcome.status != 200:
                 outcome.error = f"HTTP {outcome.status}: {(await reader.read())[:200]!r}"
                 return outcome
@@ -109,9 +125,22 @@ async def stream_completion(url: str, body: dict[str, Any], *, timeout: float = 
     except (TimeoutError, OSError, ValueError, asyncio.IncompleteReadError) as exc:
         outcome.error = outcome.error or f"{type(exc).__name__}: {exc}"
     finally:
+        outcome.ended = time.time()
         if writer is not None:
             writer.close()
     return outcome
+
+
+def _retry_after(head: str) -> float | None:
+    """The `Retry-After` seconds of a (lower-cased) response head, if it has a numeric one."""
+    for line in head.split("\r\n"):
+        name, _, value = line.partition(":")
+        if name.strip() == "retry-after":
+            try:
+                return float(value.strip())
+            except ValueError:
+                return None
+    return None
 
 
 async def _stream_many(

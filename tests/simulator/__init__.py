@@ -10,7 +10,9 @@ One process, one port, two dialects whose paths do not overlap:
   challenges (hashcash, arithmetic, null, cloudflare), citations, images and errors.
 
 Both pick faults by `[sim:NAME]` prompt prefixes and share the `/_sim/*` control API,
-config and counters. Modules: `chathub` / `copilot` (frame shapes), `faults` (prefixes,
+config and counters, and one per-account model (`accounts`: who a request is, B5a's
+in-flight and per-minute limits, forced account faults, per-account counters).
+Modules: `chathub` / `copilot` (frame shapes), `faults` (prefixes,
 memory answers), `search` / `copilot_media` (cited and image content), `challenges`
 (Copilot proof-of-work), `state` / `copilot_state` (conversations, counters, clock),
 `turns` / `copilot_turns` (what a turn sends), `control` / `copilot_routes` / `http_util`

@@ -15,7 +15,9 @@ Identity (`account_of`, the one rule both dialects use):
 
 Names are the raw credential values because only test credentials ever reach the
 simulator and a test must be able to name the account it configures; the control API
-is for tests only.
+is for tests only. (Who owns a Copilot conversation is a separate rule,
+`copilot_state.identity`, where a token only authenticates.) ChatHub clients must send
+their cookies on the websocket too (A5), or their turns count as `anonymous`.
 
 What an account runs into (the answers each dialect gives live with the dialect):
 
@@ -92,9 +94,10 @@ class Account:
 class Lease:
     """One chat socket's slot on its account; `release()` is idempotent, `hold()` takes it again."""
 
-    def __init__(self, account: Account) -> None:
+    def __init__(self, account: Account, book: AccountBook) -> None:
         self.account = account
         self.held = True
+        self._book = book
 
     def release(self) -> None:
         """Give the slot back (the turn is over, or the socket is gone)."""
@@ -106,6 +109,7 @@ class Lease:
         """Take the slot again for another turn on the same socket (never refused: already upgraded)."""
         if not self.held:
             self.held = True
+            self.account = self._book.get(self.account.name)  # a reset may have replaced it
             _enter(self.account)
 
 
@@ -166,7 +170,7 @@ class AccountBook:
             account.rejections[OVERLOAD] += 1
             return None
         _enter(account)
-        return Lease(account)
+        return Lease(account, self)
 
     def admit_turn(self, name: str) -> float | None:
         """Count a turn of `name`; if it is over the rate, count a RATE rejection and return when

@@ -100,7 +100,8 @@ class CopilotTurnPlayer:
         if self.mode not in config.modes():
             yield Send(copilot.encode(copilot.error("unsupported-mode")))
             return
-        if len(self.text) > copilot.TEXT_LIMIT or len(self.page or "") > copilot.TEXT_LIMIT:
+        limit = config.copilot_max_text  # B5a: ~10,240 characters (copilot.TEXT_LIMIT); 0 = off
+        if limit and (len(self.text) > limit or len(self.page or "") > limit):
             yield Send(copilot.encode(copilot.error("text-too-long")))
             return
         script = faults.parse(self.text, faults.COPILOT_FLAGS)

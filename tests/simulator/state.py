@@ -39,6 +39,7 @@ CONFIG_KEYS = (
     "account_rpm",
     "copilot_anon_required",
     "copilot_rotate_cookie",
+    "copilot_max_text",
 )
 """The settings the control API may change at run time."""
 
@@ -51,6 +52,7 @@ NON_NEGATIVE = (
     "account_rpm",
     "copilot_anon_required",
     "copilot_rotate_cookie",
+    "copilot_max_text",
 )
 HASHCASH_VARIANTS = ("bits", "hex")
 DIALECTS = ("chathub", "copilot")
@@ -86,6 +88,8 @@ class SimConfig:
     """A fixed hashcash seed (64 hex digits), so a test knows how much work a puzzle takes; "" = random."""
     copilot_anon_required: bool = True
     """Anonymous mode (no `_U`, no token) needs a `__Host-copilot-anon` this process issued (B5)."""
+    copilot_max_text: int = 10240  # = copilot.TEXT_LIMIT
+    """Longest user text a `send` may carry before `text-too-long` (B5a [S]); 0 = no limit."""
     copilot_rotate_cookie: bool = False
     """Every `/c/api/*` answer sets a fresh `__cf_bm`, as Cloudflare rotates it; clients must merge it."""
     # -- per account, both dialects (see `accounts`; 0 = unlimited) --

@@ -27,7 +27,7 @@ from workers.upstream.copilot_session import (
     parse_cookie_header,
     parse_set_cookie,
 )
-from workers.upstream.errors import ChallengeRequired, TokenExpired, Unauthorized
+from workers.upstream.errors import ChallengeRequired, RegionBlocked, TokenExpired, Unauthorized
 from workers.upstream.events import Done
 
 AGENT = "Mozilla/5.0 (X11; Linux x86_64) Gecko/20100101 Firefox/135.0 test-agent"
@@ -176,6 +176,35 @@ def test_cookie_values_never_reach_the_log(sim: SimulatorProcess, caplog: pytest
     assert "copilot_anonymous_session_started" in caplog.text
 
 
+@pytest.mark.parametrize(
+    ("fault", "error"),
+    [("captcha", ChallengeRequired), ("cloudflare", ChallengeRequired), ("region", RegionBlocked),
+     ("unauthorized", Unauthorized)],
+)  # fmt: skip
+def test_probe_reflects_the_account_fault_and_passes_once_cleared(
+    sim: SimulatorProcess, fault: str, error: type[Exception]
+) -> None:
+    copilot = client(sim, [], cookies="_U=acct-p")
+    copilot.probe()
+    sim.set_account("acct-p", fault=fault)
+
+    with pytest.raises(error):
+        copilot.probe()
+    sim.set_account("acct-p", fault=None)
+    copilot.probe()
+
+    assert sim.accounts()["acct-p"]["rejections"] == {fault: 1}
+    assert sim.stats()["invocations"] == 0  # a probe is never a chat turn
+
+
+def test_probe_of_an_anonymous_account_starts_its_session(sim: SimulatorProcess) -> None:
+    updates: list[str] = []
+
+    client(sim, updates).probe()
+
+    assert ANON_COOKIE in parse_cookie_header(updates[-1])
+
+
 # -- the jar, without the network ------------------------------------------------------------
 
 
@@ -187,6 +216,7 @@ def test_set_cookie_lines_set_replace_and_delete() -> None:
     assert parse_set_cookie("d=x; Expires=Thu, 01 Jan 1970 00:00:00 GMT", now=now) == ("d", None)
     assert parse_set_cookie("e=x; Max-Age=60; Expires=Thu, 01 Jan 1970 00:00:00 GMT", now=now) == ("e", "x")
     assert parse_set_cookie("garbage", now=now) is None
+    assert parse_set_cookie("f=y; Expires=not a date", now=now) == ("f", "y")
 
     updates: list[str] = []
     session = AccountSession(

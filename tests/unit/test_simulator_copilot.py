@@ -882,3 +882,16 @@ def test_control_api_covers_both_dialects(sim: SimulatorProcess) -> None:
 
     assert sim.conversations() == [] and sim.last_send() is None and sim.challenges() == []
     assert sim.configure()["copilot_strict"] is True
+
+
+def test_text_over_the_limit_is_text_too_long(sim: SimulatorProcess) -> None:
+    conversation_id = create(sim)
+
+    at_limit = turn(sim, conversation_id, "x" * 10240)
+    over = turn(sim, conversation_id, "x" * 10241)
+    sim.configure(copilot_max_text=0)
+    unlimited = turn(sim, conversation_id, "x" * 20000)
+
+    assert at_limit.of("done") and unlimited.of("done")
+    assert over.events == [{"event": "error", "errorCode": "text-too-long"}]
+    assert len(sim.conversation(conversation_id)["turns"]) == 2

@@ -176,6 +176,10 @@ class CopilotClient:
         )
         return handle
 
+    def probe(self) -> None:
+        """One cheap REST call that raises if the account needs attention (`AccountSession.probe`)."""
+        self._account.probe()
+
     def stream_turn(
         self, handle: CopilotHandle, turn: TurnInput, *, should_stop: Callable[[], bool] = lambda: False
     ) -> Iterator[Event]:

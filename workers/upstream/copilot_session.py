@@ -12,7 +12,8 @@ and the chat socket are refused (g4f: "Missing cookie: __Host-copilot-anon").
 jar and merges every `Set-Cookie` of the answer; `ensure_ready` bootstraps the anonymous
 session when needed; each change of the jar is reported through `on_cookies(header)`
 with the whole new `Cookie` header, so the caller can persist it (encrypted) and every
-worker shares the same session. Cookie values are never logged: only names are.
+worker shares the same session; `probe` is the pool's cheap health check (`GET
+/c/api/user`). Cookie values are never logged: only names are.
 """
 
 from __future__ import annotations
@@ -27,7 +28,13 @@ from typing import Any, cast
 import requests
 
 from workers.upstream import copilot
-from workers.upstream.errors import ChallengeRequired, TokenExpired, Unauthorized, UpstreamError
+from workers.upstream.errors import (
+    ChallengeRequired,
+    RegionBlocked,
+    TokenExpired,
+    Unauthorized,
+    UpstreamError,
+)
 from workers.upstream.transport import http_request, shared_session
 
 log = logging.getLogger(__name__)
@@ -35,6 +42,7 @@ log = logging.getLogger(__name__)
 ANON_COOKIE = "__Host-copilot-anon"
 SIGNED_IN_COOKIE = "_U"
 START_PATH = "/c/api/start"
+USER_PATH = "/c/api/user"
 START_BODY = {
     "timeZone": "UTC",
     "startNewConversation": True,
@@ -87,8 +95,10 @@ def parse_set_cookie(line: str, *, now: float) -> tuple[str, str | None] | None:
                 continue
             break  # Max-Age takes precedence over Expires
         if key == "expires" and expired is None:
-            when = email.utils.parsedate_to_datetime(raw.strip()) if raw.strip() else None
-            expired = when is not None and when.timestamp() <= now
+            try:
+                expired = email.utils.parsedate_to_datetime(raw.strip()).timestamp() <= now
+            except (TypeError, ValueError, IndexError):
+                continue  # an unreadable date: treat the cookie as a session cookie
     return name.strip(), None if expired else value.strip().strip('"')
 
 
@@ -250,6 +260,42 @@ class AccountSession:
                 "started for the next conversation"
             )
         return exc
+
+    def probe(self) -> None:
+        """Check the account with one cheap REST call (`GET /c/api/user`), never a chat turn; raise why not.
+
+        For an account pool's periodic health check: returns when the account answers,
+        raises `ChallengeRequired` for a Cloudflare page, `RegionBlocked` for
+        `chat-service-unavailable`, `Unauthorized` (`TokenExpired` with a token) for
+        401/403, `UpstreamError` otherwise. An anonymous account bootstraps its session
+        first, so a probe also repairs a lost session. REST carries no access token
+        (`rest_bearer`, B1.1 [U]), so a token-only failure shows on the socket, not here.
+        """
+        self.ensure_ready()
+        status, headers, body = self.request("GET", USER_PATH)
+        raise_for_gate(status, headers, "GET /c/api/user")
+        if status == 200:
+            return
+        try:
+            code = json.loads(body).get("errorCode") if body else None
+        except (ValueError, AttributeError):
+            code = None
+        if code == "chat-service-unavailable":
+            raise RegionBlocked("Copilot is not available to this account from this region (GET /c/api/user)")
+        if status in (401, 403):
+            if self._rest_bearer and self._access_token:
+                raise TokenExpired(
+                    f"Copilot refused the account's access token (HTTP {status}); {TOKEN_HINT}"
+                )
+            if self.anonymous:
+                self.forget_session()  # the next call starts a new one
+                raise Unauthorized(
+                    f"Copilot refused the anonymous session (HTTP {status}); it will be restarted"
+                )
+            raise Unauthorized(
+                f"Copilot refused the account's cookies (HTTP {status}); {copilot.CREDENTIALS_HINT}"
+            )
+        raise UpstreamError(f"Copilot's GET /c/api/user failed with HTTP {status}")
 
     def ensure_ready(self) -> None:
         """Bootstrap the anonymous session if this account is anonymous and has none yet."""
