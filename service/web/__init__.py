@@ -8,7 +8,8 @@ else: shared code lives in plain `service` modules so workers never load Flask.
     create_app(overrides) → Flask app
       extension    Gateway: settings, Redis, relay hub, conversation store, queue
       middleware   request ids, CORS, preflight, auth
-      completions  POST …/completions  (validation → enqueue → stream.watch → SSE/JSON)
+      pipeline     the one turn pipeline every surface feeds (claim → resolve → enqueue → watch)
+      completions  POST …/completions: Chat Completions parse + render
       meta         /v1/models, /v1/conversations/<id>, /healthz
       errors       every failure rendered as OpenAI's error JSON
 """
