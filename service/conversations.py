@@ -31,6 +31,8 @@ from typing import Any
 from redis import Redis
 from redis.client import Pipeline
 
+COMPLETION_PREFIXES = ("chatcmpl-", "resp_", "msg_")  # ids of turns, whatever surface served them
+
 
 def owner_of(api_key: str | None) -> str:
     """The owner tag stored with a conversation: a hash, never the key itself."""
@@ -133,7 +135,7 @@ class ConversationStore:
 
     def resolve(self, raw_id: str) -> str | None:
         """Map a client-supplied id (conversation id or any completion id) to a conversation id."""
-        if raw_id.startswith("chatcmpl-"):
+        if raw_id.startswith(COMPLETION_PREFIXES):
             found = self.redis.get(completion_key(raw_id))
             return found.decode() if isinstance(found, bytes) else found
         return raw_id

@@ -143,7 +143,10 @@ class TurnRunner:
         conversation.handle = handle.to_json()
         publisher.finish(
             {"type": "done", "text": done.text, "finish_reason": done.finish_reason},
-            extra=lambda pipe: self.store.save(conversation, pipe, request.completion_id),
+            # `store: false` (Responses): nothing of the turn is kept once it is over.
+            extra=(lambda pipe: self.store.save(conversation, pipe, request.completion_id))
+            if request.store
+            else None,
         )
         return {"status": "done", "conversation_id": conversation.id, "finish_reason": done.finish_reason}
 

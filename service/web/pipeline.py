@@ -88,10 +88,12 @@ def submit(
     respond: Respond,
     *,
     completion_id: str | None = None,
+    store: bool = True,
 ) -> Response:
     """Run `chat` as a turn (or attach to the run its Idempotency-Key names); `respond` renders it.
 
-    `completion_id` lets a surface pick its own id prefix (`resp_`, `msg_`).
+    `completion_id` lets a surface pick its own id prefix (`resp_`, `msg_`); `store`
+    False asks the worker to keep nothing once the turn is over.
     """
     key = _idempotency_key()
     completion_id, created = completion_id or new_completion_id(), int(time.time())
@@ -112,6 +114,7 @@ def submit(
         continues=resolution.continues,
         created=created,
         lock_token=resolution.lock_token,
+        store=store,
     )
     if key is not None:
         idempotency.record(

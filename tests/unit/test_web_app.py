@@ -382,6 +382,7 @@ def test_completion_is_enqueued_and_ends_503_without_a_worker(client: FlaskClien
         "continues": False,
         "created": payload["created"],
         "lock_token": "",
+        "store": True,
     }
     assert abs(payload["created"] - time.time()) < 10
     # Given up on: the job is dropped from the queue, so a late worker never runs it.
