@@ -11,6 +11,7 @@ else: shared code lives in plain `service` modules so workers never load Flask.
       pipeline     the one turn pipeline every surface feeds (claim → resolve → enqueue → watch)
       completions  POST …/completions: Chat Completions parse + render
       responses    POST …/responses and stored responses: the Responses API
+      messages     POST /v1/messages and count_tokens: Anthropic Messages
       meta         /v1/models, /v1/conversations/<id>, /healthz
       errors       every failure rendered as OpenAI's error JSON
 """
@@ -23,7 +24,7 @@ from collections.abc import Mapping
 from flask import Flask
 
 from service.settings import load_settings
-from service.web import completions, errors, meta, middleware, responses
+from service.web import completions, errors, messages, meta, middleware, responses
 from service.web.extension import init_app
 
 
@@ -42,6 +43,7 @@ def create_app(overrides: Mapping[str, str] | None = None) -> Flask:
     errors.init_app(app)
     app.register_blueprint(meta.blueprint)
     app.register_blueprint(responses.blueprint)
+    app.register_blueprint(messages.blueprint)
     # Its catch-all rule loses to every more specific rule, whatever the order.
     app.register_blueprint(completions.blueprint)
     return app
