@@ -15,6 +15,8 @@ import dataclasses
 from collections.abc import Callable, Mapping
 from typing import TypeVar
 
+from service.models import find_model, parse_aliases
+
 T = TypeVar("T")
 
 UPSTREAMS = ("copilot", "bing")
@@ -53,6 +55,7 @@ class Settings:
     upstream_handle_ttl: int = 6 * 3600
     context_max_chars: int = 32000
     log_level: str = "INFO"
+    model_aliases: tuple[tuple[str, str], ...] = ()
 
     @property
     def auth_enabled(self) -> bool:
@@ -208,7 +211,15 @@ def load_settings(environ: Mapping[str, str]) -> Settings:
         context_max_chars=_read(environ, "CONTEXT_MAX_CHARS", _positive_int, d.context_max_chars),
         # LOG_LEVEL: DEBUG, INFO, WARNING, ERROR or CRITICAL.
         log_level=_read(environ, "LOG_LEVEL", _log_level, d.log_level),
+        # MODEL_ALIASES: `glob=model,…` mapping client model names onto catalog models (before the defaults).
+        model_aliases=_read(environ, "MODEL_ALIASES", parse_aliases, d.model_aliases),
     )
+    for pattern, target in settings.model_aliases:
+        if find_model(target, settings.upstream) is None:
+            raise SettingsError(
+                f"MODEL_ALIASES maps {pattern!r} to {target!r}, "
+                f"which UPSTREAM={settings.upstream} does not have"
+            )
     if settings.stream_hold_seconds > settings.sse_heartbeat_seconds:
         raise SettingsError("STREAM_HOLD_SECONDS must not exceed SSE_HEARTBEAT_SECONDS")
     return settings

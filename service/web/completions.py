@@ -37,7 +37,9 @@ def chat_completions(path: str) -> Response:
         raise http.MethodNotAllowed(valid_methods=["POST"])
     gw = gateway()
     raw = request.get_data(cache=False)
-    chat = parse_chat_request(raw, request.headers, upstream=gw.settings.upstream)
+    chat = parse_chat_request(
+        raw, request.headers, upstream=gw.settings.upstream, aliases=gw.settings.model_aliases
+    )
     return submit(gw, raw, chat, _respond)
 
 

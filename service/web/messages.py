@@ -33,7 +33,9 @@ def create_message() -> Response:
     """Run one turn and answer as an Anthropic `message`, or its event stream."""
     gw = gateway()
     raw = request.get_data(cache=False)
-    req = parse_messages_request(raw, request.headers, upstream=gw.settings.upstream)
+    req = parse_messages_request(
+        raw, request.headers, upstream=gw.settings.upstream, aliases=gw.settings.model_aliases
+    )
     return submit(gw, raw, req.chat, functools.partial(_respond, req), completion_id=new_message_id())
 
 
@@ -43,7 +45,11 @@ def count_tokens() -> Response:
     """The request's input tokens, counted as for every answer's usage."""
     gw = gateway()
     req = parse_messages_request(
-        request.get_data(cache=False), request.headers, upstream=gw.settings.upstream, count_only=True
+        request.get_data(cache=False),
+        request.headers,
+        upstream=gw.settings.upstream,
+        aliases=gw.settings.model_aliases,
+        count_only=True,
     )
     return jsonify({"input_tokens": count_messages(req.chat.messages)})
 

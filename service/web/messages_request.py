@@ -23,7 +23,7 @@ from collections.abc import Mapping
 from typing import Any
 
 from service.errors import InvalidRequest, NotFound
-from service.models import find_model
+from service.models import Aliases, find_model
 from service.web.validation import ChatRequest, parse_body
 
 ROLES = ("user", "assistant")
@@ -157,7 +157,7 @@ def _knobs(body: dict[str, Any], *, count_only: bool) -> int | None:
 
 
 def parse_messages_request(
-    raw: bytes, headers: Mapping[str, str], *, upstream: str, count_only: bool = False
+    raw: bytes, headers: Mapping[str, str], *, upstream: str, aliases: Aliases = (), count_only: bool = False
 ) -> MessagesRequest:
     """Validate a Messages (or count_tokens) body; 400 naming the field, 404 for an unknown model."""
     body = parse_body(raw)
@@ -165,7 +165,7 @@ def parse_messages_request(
     if model is None:
         raise _invalid("model: Field required")
     _expect(model, str, "model", "a valid string")
-    spec = find_model(model, upstream)
+    spec = find_model(model, upstream, aliases)
     if spec is None:
         raise NotFound(f"model: {model}", param="model", code="model_not_found")
     messages = _messages(body)

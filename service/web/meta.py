@@ -38,14 +38,18 @@ def list_models() -> Response:
 @blueprint.get("/models/<path:model_id>")
 def get_model(model_id: str) -> Response:
     """One model card, or 404 `model_not_found`."""
-    spec = find_model(model_id, gateway().settings.upstream)
+    settings = gateway().settings
+    spec = find_model(model_id, settings.upstream, settings.model_aliases)
     if spec is None:
         raise NotFound(
             f"The model `{model_id}` does not exist or you do not have access to it.",
             param="model",
             code="model_not_found",
         )
-    return jsonify(spec.card())
+    card = spec.card()
+    if spec.id.lower() != model_id.strip().lower():
+        card["id"] = model_id  # an alias answers under the name asked for
+    return jsonify(card)
 
 
 @blueprint.get("/v1/conversations/<conversation_id>")

@@ -47,7 +47,9 @@ def create_response(prefix: str = "") -> Response:
     """Run one turn and answer as a `response` object or its typed event stream."""
     gw = gateway()
     raw = request.get_data(cache=False)
-    req = parse_responses_request(raw, request.headers, upstream=gw.settings.upstream)
+    req = parse_responses_request(
+        raw, request.headers, upstream=gw.settings.upstream, aliases=gw.settings.model_aliases
+    )
     respond = functools.partial(_respond, req)
     try:
         return submit(gw, raw, req.chat, respond, completion_id=new_response_id(), store=req.store)

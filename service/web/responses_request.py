@@ -28,7 +28,7 @@ from collections.abc import Mapping
 from typing import Any
 
 from service.errors import InvalidRequest, NotFound
-from service.models import find_model
+from service.models import Aliases, find_model
 from service.web.validation import ChatRequest, _missing, _wrong_type, parse_body
 
 TEXT_PARTS = ("input_text", "output_text", "text", "summary_text", "refusal")
@@ -204,7 +204,9 @@ def _echo(body: dict[str, Any]) -> dict[str, Any]:
     }
 
 
-def parse_responses_request(raw: bytes, headers: Mapping[str, str], *, upstream: str) -> ResponsesRequest:
+def parse_responses_request(
+    raw: bytes, headers: Mapping[str, str], *, upstream: str, aliases: Aliases = ()
+) -> ResponsesRequest:
     """Validate a Responses body into a `ResponsesRequest`; 400 naming the param, 404 for a model."""
     body = parse_body(raw)
     model_name = body.get("model")
@@ -212,7 +214,7 @@ def parse_responses_request(raw: bytes, headers: Mapping[str, str], *, upstream:
         raise _missing("model")
     if not isinstance(model_name, str):
         raise _wrong_type("model", "a string", model_name)
-    spec = find_model(model_name, upstream)
+    spec = find_model(model_name, upstream, aliases)
     if spec is None:
         raise NotFound(
             f"The model `{model_name}` does not exist or you do not have access to it.",

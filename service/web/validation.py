@@ -20,7 +20,7 @@ from collections.abc import Mapping
 from typing import Any
 
 from service.errors import InvalidRequest, NotFound
-from service.models import find_model
+from service.models import Aliases, find_model
 
 ROLES = ("system", "developer", "user", "assistant", "tool", "function")
 INSTRUCTION_ROLES = ("system", "developer")
@@ -273,7 +273,9 @@ def _conversation(body: dict[str, Any], headers: Mapping[str, str]) -> tuple[str
     return (header, "X-Conversation-Id") if header else (None, None)
 
 
-def parse_chat_request(raw: bytes, headers: Mapping[str, str], *, upstream: str = "bing") -> ChatRequest:
+def parse_chat_request(
+    raw: bytes, headers: Mapping[str, str], *, upstream: str = "bing", aliases: Aliases = ()
+) -> ChatRequest:
     """Validate a Chat Completions body (and the conversation header) into a `ChatRequest`.
 
     Raises `InvalidRequest` (400) naming the param, or `NotFound` (404
@@ -285,7 +287,7 @@ def parse_chat_request(raw: bytes, headers: Mapping[str, str], *, upstream: str 
         raise _missing("model")
     if not isinstance(model_name, str):
         raise _wrong_type("model", "a string", model_name)
-    spec = find_model(model_name, upstream)
+    spec = find_model(model_name, upstream, aliases)
     if spec is None:
         raise NotFound(
             f"The model `{model_name}` does not exist or you do not have access to it.",

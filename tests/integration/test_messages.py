@@ -50,12 +50,14 @@ def test_stream_events_in_anthropic_order(client: Anthropic) -> None:
 
 
 def test_messages_stream_helper_text(client: Anthropic) -> None:
+    # Claude Code's model name works through the default aliases and is echoed back.
     with client.messages.stream(
-        model="Balanced", max_tokens=64, messages=[{"role": "user", "content": "helper"}]
+        model="claude-opus-4-8", max_tokens=64, messages=[{"role": "user", "content": "helper"}]
     ) as stream:
         text = "".join(stream.text_stream)
         final = stream.get_final_message()
     assert text == final.content[0].text == "Hello! You said: helper. This is turn 1."
+    assert final.model == "claude-opus-4-8"
 
 
 def test_count_tokens(client: Anthropic) -> None:

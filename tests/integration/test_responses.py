@@ -43,7 +43,7 @@ def test_create_returns_a_response_object(client: OpenAI, gateway: Stack) -> Non
 
 
 def test_stream_sends_typed_events_in_openai_order(client: OpenAI) -> None:
-    with client.responses.stream(model="Creative", input="stream responses") as stream:
+    with client.responses.stream(model="gpt-5.3-codex", input="stream responses") as stream:
         events = list(stream)
         final = stream.get_final_response()
     kinds = [event.type for event in events]
@@ -63,6 +63,7 @@ def test_stream_sends_typed_events_in_openai_order(client: OpenAI) -> None:
     assert [event.sequence_number for event in events] == list(range(len(events)))
     text = "".join(event.delta for event in events if event.type == "response.output_text.delta")
     assert text == final.output_text == "Hello! You said: stream responses. This is turn 1."
+    assert final.model == "gpt-5.3-codex"  # Codex CLI's name, through the default aliases
 
 
 def test_stream_wire_has_event_lines_and_no_done(gateway: Stack) -> None:

@@ -202,8 +202,8 @@ def test_models_list_and_get(client: FlaskClient) -> None:
     card = client.get("/v1/models/gpt-4").get_json()
     assert card == {"id": "gpt-4", "object": "model", "created": 1677610602, "owned_by": "bing"}
     assert client.get("/models/creative").get_json()["id"] == "Creative"
-    error = assert_openai_error(client.get("/v1/models/gpt-5"), 404, "model_not_found", "model")
-    assert error["message"] == "The model `gpt-5` does not exist or you do not have access to it."
+    error = assert_openai_error(client.get("/v1/models/dall-e-3"), 404, "model_not_found", "model")
+    assert error["message"] == "The model `dall-e-3` does not exist or you do not have access to it."
 
 
 def test_models_follow_the_configured_upstream(make_app) -> None:
@@ -294,7 +294,7 @@ def test_every_validation_error_names_its_param(
 
 
 def test_unknown_model_is_404(client: FlaskClient) -> None:
-    response = client.post("/v1/chat/completions", json={**CHAT, "model": "gpt-5"})
+    response = client.post("/v1/chat/completions", json={**CHAT, "model": "dall-e-3"})
     assert_openai_error(response, 404, "model_not_found", "model")
 
 
