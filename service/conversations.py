@@ -89,6 +89,7 @@ class Conversation:
     messages: list[dict[str, str]] = dataclasses.field(default_factory=list)
     system: str = ""
     handle: dict[str, Any] | None = None
+    metadata: dict[str, str] = dataclasses.field(default_factory=dict)
     created: float = dataclasses.field(default_factory=time.time)
     updated: float = dataclasses.field(default_factory=time.time)
 

@@ -12,7 +12,8 @@ else: shared code lives in plain `service` modules so workers never load Flask.
       completions  POST …/completions: Chat Completions parse + render
       responses    POST …/responses and stored responses: the Responses API
       messages     POST /v1/messages and count_tokens: Anthropic Messages
-      meta         /v1/models, /v1/conversations/<id>, /healthz
+      conversations  OpenAI's Conversations API (create, read, metadata, items)
+      meta         /v1/models, DELETE /v1/conversations/<id>, /healthz
       errors       every failure rendered as OpenAI's error JSON
 """
 
@@ -24,7 +25,7 @@ from collections.abc import Mapping
 from flask import Flask
 
 from service.settings import load_settings
-from service.web import completions, errors, messages, meta, middleware, responses
+from service.web import completions, conversations, errors, messages, meta, middleware, responses
 from service.web.extension import init_app
 
 
@@ -44,6 +45,7 @@ def create_app(overrides: Mapping[str, str] | None = None) -> Flask:
     app.register_blueprint(meta.blueprint)
     app.register_blueprint(responses.blueprint)
     app.register_blueprint(messages.blueprint)
+    app.register_blueprint(conversations.blueprint)
     # Its catch-all rule loses to every more specific rule, whatever the order.
     app.register_blueprint(completions.blueprint)
     return app

@@ -2,13 +2,12 @@
 
 `/v1/models` lets SDKs and front-ends discover the tone-named models; both the `/v1`
 and bare forms are served because clients differ in how they join the base URL.
-Conversations are readable and deletable only with the key that created them; another
-key's conversation is reported as missing, so ids cannot be probed.
+Conversations are deletable only with the key that created them; another key's
+conversation is reported as missing, so ids cannot be probed. The rest of the
+Conversations API (create, read, metadata, items) is `service.web.conversations`.
 """
 
 from __future__ import annotations
-
-from typing import Any
 
 from flask import Blueprint, Response, g, jsonify
 
@@ -50,22 +49,6 @@ def get_model(model_id: str) -> Response:
     if spec.id.lower() != model_id.strip().lower():
         card["id"] = model_id  # an alias answers under the name asked for
     return jsonify(card)
-
-
-@blueprint.get("/v1/conversations/<conversation_id>")
-def get_conversation(conversation_id: str) -> Response:
-    """The caller's conversation transcript, as the client saw it."""
-    conversation = gateway().store.get_owned(conversation_id, g.owner)
-    if conversation is None:
-        raise conversation_not_found(conversation_id, None)
-    body: dict[str, Any] = {
-        "id": conversation.id,
-        "object": "conversation",
-        "created": int(conversation.created),
-        "model": conversation.model,
-        "messages": [{"role": m["role"], "content": m["content"]} for m in conversation.messages],
-    }
-    return jsonify(body)
 
 
 @blueprint.delete("/v1/conversations/<conversation_id>")

@@ -331,13 +331,13 @@ def test_conversation_get_and_delete(client: FlaskClient, redis_url: str) -> Non
     messages = [{"role": "user", "content": "hi"}, {"role": "assistant", "content": "hello"}]
     mine = save_conversation(redis_url, owner_of(KEY), messages=messages)
     body = client.get(f"/v1/conversations/{mine.id}", headers=bearer()).get_json()
-    assert body == {
-        "id": mine.id,
-        "object": "conversation",
-        "created": int(mine.created),
-        "model": "Creative",
-        "messages": messages,
-    }
+    assert body == {"id": mine.id, "object": "conversation", "created_at": int(mine.created), "metadata": {}}
+    listed = client.get(f"/v1/conversations/{mine.id}/items?order=asc", headers=bearer()).get_json()
+    assert [(item["role"], item["content"][0]["text"]) for item in listed["data"]] == [
+        ("user", "hi"),
+        ("assistant", "hello"),
+    ]
+    assert [item["content"][0]["type"] for item in listed["data"]] == ["input_text", "output_text"]
     deleted = client.delete(f"/v1/conversations/{mine.id}", headers=bearer())
     assert deleted.get_json() == {"id": mine.id, "object": "conversation.deleted", "deleted": True}
     assert_openai_error(
