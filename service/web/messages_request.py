@@ -26,7 +26,7 @@ from service.errors import InvalidRequest, NotFound
 from service.models import Aliases, find_model
 from service.web.validation import ChatRequest, parse_body
 
-ROLES = ("user", "assistant")
+ROLES = ("user", "assistant", "system")
 
 
 @dataclasses.dataclass(frozen=True)
@@ -85,34 +85,41 @@ def _content_text(content: Any, field: str) -> str:
     return "\n".join(texts).strip()
 
 
-def _messages(body: dict[str, Any]) -> list[dict[str, str]]:
+def _messages(body: dict[str, Any]) -> tuple[list[dict[str, str]], list[str]]:
+    """The user/assistant turns, and the texts of `system` messages (instructions, e.g. Claude Code's
+    environment block), which join the system prompt."""
     if "messages" not in body:
         raise _invalid("messages: Field required")
     messages = _expect(body["messages"], list, "messages", "a valid list")
     if not messages:
         raise _invalid("messages: at least one message is required")
     result: list[dict[str, str]] = []
+    instructions: list[str] = []
     for i, message in enumerate(messages):
         field = f"messages.{i}"
         _expect(message, dict, field, "a valid dictionary")
         role = message.get("role")
         if role not in ROLES:
-            raise _invalid(f"{field}.role: Input should be 'user' or 'assistant'")
+            raise _invalid(f"{field}.role: Input should be 'user', 'assistant' or 'system'")
         if "content" not in message:
             raise _invalid(f"{field}.content: Field required")
         text = _content_text(message["content"], f"{field}.content")
+        if role == "system":
+            if text:
+                instructions.append(text)
+            continue
         if result and result[-1]["role"] == role:  # Anthropic merges consecutive turns of one role
             result[-1]["content"] = f"{result[-1]['content']}\n\n{text}".strip()
         else:
             result.append({"role": role, "content": text})
-    if result[-1]["role"] != "user":
+    if not result or result[-1]["role"] != "user":
         raise _invalid(
             "messages: the last message must have role 'user': "
             "this gateway cannot continue an assistant prefill"
         )
     if not result[-1]["content"]:
-        raise _invalid(f"messages.{len(messages) - 1}.content: the last user message has no text")
-    return result
+        raise _invalid("messages: the last user message has no text")
+    return result, instructions
 
 
 def _system(body: dict[str, Any]) -> str:
@@ -168,8 +175,8 @@ def parse_messages_request(
     spec = find_model(model, upstream, aliases)
     if spec is None:
         raise NotFound(f"model: {model}", param="model", code="model_not_found")
-    messages = _messages(body)
-    system = _system(body)
+    messages, instructions = _messages(body)
+    system = "\n\n".join(part for part in (_system(body), *instructions) if part)
     max_tokens = _knobs(body, count_only=count_only)
     stream = body.get("stream")
     if stream is not None:
