@@ -169,6 +169,9 @@ def test_cancel_stops_a_running_response(client: OpenAI, gateway: Stack) -> None
     events = iter(stream)
     created = next(events)
     assert created.type == "response.created"
+    # A streamed response is stored once its text flows: read up to the second delta.
+    deltas = (event for event in events if event.type == "response.output_text.delta")
+    next(deltas), next(deltas)
     cancelled = client.responses.cancel(created.response.id)
     assert cancelled.status == "cancelled"
     stream.close()
