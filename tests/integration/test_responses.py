@@ -176,3 +176,22 @@ def test_cancel_stops_a_running_response(client: OpenAI, gateway: Stack) -> None
     assert cancelled.status == "cancelled"
     stream.close()
     assert client.responses.retrieve(created.response.id).status == "cancelled"
+
+
+def test_citations_are_url_citation_annotations_and_search_progress_is_not_text(
+    client: OpenAI, gateway: Stack
+) -> None:
+    response = client.responses.create(model="Balanced", input="[sim:search] cake")
+    notes = response.output[0].content[0].annotations
+    assert [note.type for note in notes] == ["url_citation", "url_citation"]
+    assert all(note.url.startswith("https://") and note.title for note in notes)
+    lines = sse_lines(
+        gateway.post(
+            {"model": "Balanced", "input": "[sim:search] pie", "stream": True}, "/v1/responses", stream=True
+        )
+    )
+    payloads = [json.loads(line[len("data: ") :]) for line in lines if line.startswith("data: ")]
+    added = [p for p in payloads if p["type"] == "response.output_text.annotation.added"]
+    assert len(added) == 2
+    text = "".join(p["delta"] for p in payloads if p["type"] == "response.output_text.delta")
+    assert "Searching the web" not in text
