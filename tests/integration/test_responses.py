@@ -195,3 +195,15 @@ def test_citations_are_url_citation_annotations_and_search_progress_is_not_text(
     assert len(added) == 2
     text = "".join(p["delta"] for p in payloads if p["type"] == "response.output_text.delta")
     assert "Searching the web" not in text
+
+
+def test_store_false_on_a_stored_conversation_leaves_it_untouched(client: OpenAI, gateway: Stack) -> None:
+    first = client.responses.create(model="Balanced", input="my name is Ada")
+    aside = client.responses.create(
+        model="Balanced", input="[sim:recall] aside", previous_response_id=first.id, store=False
+    )
+    assert aside.output_text == "Earlier you said: my name is Ada"  # it saw the context
+    then = client.responses.create(model="Balanced", input="[sim:recall] next", previous_response_id=first.id)
+    assert then.output_text == "Earlier you said: my name is Ada"  # the aside left no trace
+    conversation_id = gateway.redis.get(f"completion:{first.id}").decode()
+    assert gateway.upstream_users(conversation_id) == ["my name is Ada", "[sim:recall] next"]
