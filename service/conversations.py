@@ -34,6 +34,8 @@ from typing import Any
 from redis import Redis
 from redis.client import Pipeline
 
+COMPLETION_PREFIXES = ("chatcmpl-", "resp_", "msg_")  # ids of turns, whatever surface served them
+
 _DELETE = """
 local existed = redis.call('exists', KEYS[1])
 local indexes = redis.call('smembers', KEYS[3])
@@ -103,6 +105,7 @@ class Conversation:
     messages: list[dict[str, str]] = dataclasses.field(default_factory=list)
     system: str = ""
     handle: dict[str, Any] | None = None
+    metadata: dict[str, str] = dataclasses.field(default_factory=dict)
     created: float = dataclasses.field(default_factory=time.time)
     updated: float = dataclasses.field(default_factory=time.time)
 
@@ -149,7 +152,7 @@ class ConversationStore:
 
     def resolve(self, raw_id: str) -> str | None:
         """Map a client-supplied id (conversation id or any completion id) to a conversation id."""
-        if raw_id.startswith("chatcmpl-"):
+        if raw_id.startswith(COMPLETION_PREFIXES):
             found = self.redis.get(completion_key(raw_id))
             return found.decode() if isinstance(found, bytes) else found
         return raw_id

@@ -1,4 +1,4 @@
-"""The gateway's error tree and the one place errors become OpenAI's wire shape.
+"""The gateway's error tree and the one place errors become wire shapes (OpenAI's; Anthropic's too).
 
     ApiError                         any failure a client sees: status + OpenAI error body
      ├── InvalidRequest              400 invalid_request_error, names the offending `param`
@@ -20,6 +20,19 @@ from __future__ import annotations
 
 import math
 from typing import Any
+
+ANTHROPIC_TYPES = {
+    400: "invalid_request_error",
+    401: "authentication_error",
+    403: "permission_error",
+    404: "not_found_error",
+    413: "request_too_large",
+    429: "rate_limit_error",
+    500: "api_error",
+    504: "timeout_error",
+    529: "overloaded_error",
+}
+"""Anthropic's error `type` for each status it uses."""
 
 
 class ApiError(Exception):
@@ -62,6 +75,16 @@ class ApiError(Exception):
                 "code": self.code,
             }
         }
+
+    def anthropic(self) -> tuple[int, dict[str, Any]]:
+        """The same failure in Anthropic's shape: (status, `{"type": "error", "error": {type, message}}`).
+
+        Anthropic has one error type per status; where it would say the service is
+        overloaded (our 503: no worker, upstream unavailable) it uses 529.
+        """
+        status = 529 if self.status == 503 else self.status
+        kind = ANTHROPIC_TYPES.get(status, "api_error" if status >= 500 else "invalid_request_error")
+        return status, {"type": "error", "error": {"type": kind, "message": self.message}}
 
     def headers(self) -> dict[str, str]:
         """Headers that tell SDKs whether and when to retry."""

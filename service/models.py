@@ -5,11 +5,19 @@ option sets, as the seed product documented. Copilot (`UPSTREAM=copilot`) has mo
 `copilot` is "Quick response" (`chat`), `think-deeper` is `reasoning`, `gpt-5` is
 `smart`; the seed names keep working there, mapped onto the nearest mode (see the
 README's table). Names match case-insensitively, so "creative" works too.
+
+Clients default to model names of their own (LangChain `gpt-3.5-turbo`, Codex CLI
+`gpt-5…-codex`, Claude Code `claude-opus-…`), so names that are not in the catalog go
+through aliases: glob → catalog model, the `MODEL_ALIASES` setting's first, then the
+upstream's defaults (`DEFAULT_ALIASES`), first match wins. `/v1/models` lists only the
+catalog: aliases are a courtesy, not models.
 """
 
 from __future__ import annotations
 
 import dataclasses
+from collections.abc import Sequence
+from fnmatch import fnmatchcase
 
 MODEL_CREATED = 1677610602  # a fixed, plausible `created` for /v1/models
 
@@ -48,12 +56,62 @@ CATALOGS: dict[str, tuple[ModelSpec, ...]] = {
 }
 
 
+Aliases = Sequence[tuple[str, str]]
+
+DEFAULT_ALIASES: dict[str, tuple[tuple[str, str], ...]] = {
+    "copilot": (
+        ("claude-*", "copilot"),
+        ("gpt-3.5*", "copilot"),
+        ("gpt-4o*", "copilot"),
+        ("gpt-4.1*", "copilot"),
+        ("chatgpt-*", "copilot"),
+        ("o1*", "think-deeper"),
+        ("o3*", "think-deeper"),
+        ("o4*", "think-deeper"),
+        ("gpt-5*", "gpt-5"),
+        ("codex-*", "gpt-5"),
+    ),
+    "bing": (
+        ("claude-*", "Balanced"),
+        ("gpt-3.5*", "Balanced"),
+        ("gpt-4o*", "Balanced"),
+        ("gpt-4.1*", "Creative"),
+        ("chatgpt-*", "Balanced"),
+        ("o1*", "Precise"),
+        ("o3*", "Precise"),
+        ("o4*", "Precise"),
+        ("gpt-5*", "gpt-4"),
+        ("codex-*", "gpt-4"),
+    ),
+}
+"""What common client defaults mean on each upstream when MODEL_ALIASES does not say."""
+
+
+def parse_aliases(value: str) -> tuple[tuple[str, str], ...]:
+    """`glob=model,glob=model` as pairs; raises ValueError on an entry without both sides."""
+    pairs = []
+    for entry in value.split(","):
+        if not entry.strip():
+            continue
+        pattern, sep, target = entry.partition("=")
+        if not sep or not pattern.strip() or not target.strip():
+            raise ValueError(f"entry {entry.strip()!r} is not glob=model")
+        pairs.append((pattern.strip(), target.strip()))
+    return tuple(pairs)
+
+
 def catalog(upstream: str) -> tuple[ModelSpec, ...]:
     """The models the given upstream accepts."""
     return CATALOGS[upstream]
 
 
-def find_model(name: str, upstream: str) -> ModelSpec | None:
-    """The model called `name` (any case) on `upstream`, or None."""
+def find_model(name: str, upstream: str, aliases: Aliases = ()) -> ModelSpec | None:
+    """The model called `name` (any case) on `upstream`, else what an alias maps it to, or None."""
     wanted = name.strip().lower()
-    return next((spec for spec in CATALOGS[upstream] if spec.id.lower() == wanted), None)
+    spec = next((spec for spec in CATALOGS[upstream] if spec.id.lower() == wanted), None)
+    if spec is not None or not wanted:
+        return spec
+    for pattern, target in (*aliases, *DEFAULT_ALIASES[upstream]):
+        if fnmatchcase(wanted, pattern.lower()):
+            return find_model(target, upstream)
+    return None

@@ -17,6 +17,7 @@ from typing import TypeVar
 from urllib.parse import urlsplit
 
 from service.logs import redact_passwords
+from service.models import find_model, parse_aliases
 
 T = TypeVar("T")
 
@@ -71,6 +72,8 @@ class Settings:
     account_probe_seconds: float = 300.0
     account_health: bool = True
     queue_max_wait_seconds: float = 30.0
+    upstream_max_turn_chars: int = 10000
+    model_aliases: tuple[tuple[str, str], ...] = ()
 
     @property
     def auth_enabled(self) -> bool:
@@ -318,7 +321,19 @@ def load_settings(environ: Mapping[str, str]) -> Settings:
         queue_max_wait_seconds=_read(
             environ, "QUEUE_MAX_WAIT_SECONDS", _positive_float, d.queue_max_wait_seconds
         ),
+        # UPSTREAM_MAX_TURN_CHARS: most text one upstream turn carries; more is primed over several turns.
+        upstream_max_turn_chars=_read(
+            environ, "UPSTREAM_MAX_TURN_CHARS", _positive_int, d.upstream_max_turn_chars
+        ),
+        # MODEL_ALIASES: `glob=model,…` mapping client model names onto catalog models (before the defaults).
+        model_aliases=_read(environ, "MODEL_ALIASES", parse_aliases, d.model_aliases),
     )
+    for pattern, target in settings.model_aliases:
+        if find_model(target, settings.upstream) is None:
+            raise SettingsError(
+                f"MODEL_ALIASES maps {pattern!r} to {target!r}, "
+                f"which UPSTREAM={settings.upstream} does not have"
+            )
     if settings.stream_hold_seconds > settings.sse_heartbeat_seconds:
         raise SettingsError("STREAM_HOLD_SECONDS must not exceed SSE_HEARTBEAT_SECONDS")
     if settings.api_keys and not settings.secret_key:

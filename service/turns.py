@@ -41,6 +41,16 @@ def new_completion_id() -> str:
     return f"chatcmpl-{new_token()}"
 
 
+def new_response_id() -> str:
+    """A fresh Responses API id (`resp_…`); used as the completion id of its turn."""
+    return f"resp_{new_token()}"
+
+
+def new_message_id() -> str:
+    """A fresh message id (`msg_…`): an Anthropic message, or a Responses output/input item."""
+    return f"msg_{new_token()}"
+
+
 def new_conversation_id() -> str:
     """A fresh conversation id, returned to clients in `X-Conversation-Id`."""
     return f"conv_{new_token()}"
@@ -56,6 +66,7 @@ class TurnRequest:
     upstream conversation is started. `continues` says whether `conversation_id`
     already exists in the store. `owner` is the hashed API key that owns it.
     `lock_token` holds the conversation's lock (`service.locks`) when continuing.
+    `store` False (a Responses `store: false`) keeps nothing once the turn is over.
     """
 
     completion_id: str
@@ -70,6 +81,7 @@ class TurnRequest:
     lock_token: str = ""
     # The web request's x-request-id, so the worker's log lines carry it too ("" = none).
     request_id: str = ""
+    store: bool = True
 
     def to_json(self) -> dict[str, Any]:
         """The job argument."""

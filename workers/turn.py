@@ -26,6 +26,7 @@ finds the lock gone stops the turn too (it could not save anyway).
 from __future__ import annotations
 
 import contextvars
+import dataclasses
 import logging
 import threading
 import time
@@ -44,6 +45,7 @@ from service.models import ModelSpec, find_model
 from service.relay import Publisher
 from service.settings import Settings
 from service.turns import TurnRequest, cancel_key, lease_key
+from workers import priming
 from workers.account_pool import AccountLane, pool_for
 from workers.context import WorkerContext
 from workers.instrument import UpstreamTimer
@@ -128,11 +130,14 @@ class TurnRunner:
                 f"The model `{request.model}` does not exist.", code="model_not_found", param="model"
             )
         conversation = self._load_conversation()
-        handle = load_handle(self.settings, conversation.handle)
+        # `store: false` keeps nothing, so it must not advance the stored upstream conversation
+        # either: such a turn runs on a new one, seeded with the transcript.
+        handle = load_handle(self.settings, conversation.handle) if request.store else None
         seed = list(conversation.messages)  # what the client has seen: injected into a new upstream
         # A stored handle is an upstream conversation the next turn would continue: if this
         # turn reaches it and then does not save, it must be forgotten (`_forget_upstream`).
-        stored = conversation.handle is not None
+        # (`store: false` never touches the stored one, so has nothing to forget.)
+        stored = request.store and conversation.handle is not None
         try:
             return self._converse(publisher, spec, conversation, handle, seed)
         except BaseException:
@@ -169,12 +174,12 @@ class TurnRunner:
                 if handle is None or handle.is_expired(self.clock()) or handle.exhausted:
                     handle = client.create_conversation(account=account.id)
                     log.info("event=upstream_conversation_created seeded_messages=%d", len(seed))
+                # More than one upstream turn can carry goes ahead in parts (workers/priming.py),
+                # on this account's new upstream conversation, inside the same account lane.
+                turn, primers = self._turn_input(spec, handle.fresh, conversation, seed)
+                self._prime(client, handle, turn, primers, publisher)
                 done = None
-                events = client.stream_turn(
-                    handle,
-                    self._turn_input(spec, handle.fresh, conversation, seed),
-                    should_stop=self._should_stop,
-                )
+                events = client.stream_turn(handle, turn, should_stop=self._should_stop)
                 for event in timer.watch(events):
                     streamed = streamed or isinstance(event, TextDelta)
                     if isinstance(event, Done):
@@ -203,7 +208,7 @@ class TurnRunner:
             return {"status": "cancelled"}
         if self._cancelled.is_set():
             log.info("event=turn_cancelled")
-            if conversation.handle is not None and self._reached_upstream:
+            if request.store and conversation.handle is not None and self._reached_upstream:
                 self._forget_upstream()
             return {"status": "cancelled"}
         if done is None:
@@ -218,9 +223,28 @@ class TurnRunner:
             lambda extra: publisher.finish(
                 {"type": "done", "text": done.text, "finish_reason": done.finish_reason}, extra=extra
             ),
-            lambda pipe: self.store.save(conversation, pipe, request.completion_id),
+            # `store: false` (Responses): nothing of the turn is kept, but the done event is
+            # fenced all the same, so a turn that lost its lock never reports success.
+            (lambda pipe: self.store.save(conversation, pipe, request.completion_id))
+            if request.store
+            else (lambda pipe: None),
         )
         return {"status": "done", "conversation_id": conversation.id, "finish_reason": done.finish_reason}
+
+    def _prime(
+        self, client: Any, handle: Handle, turn: TurnInput, primers: tuple[str, ...], publisher: Publisher
+    ) -> None:
+        """Send the priming parts as turns of their own; their answers are not the client's."""
+        for index, text in enumerate(primers, start=1):
+            if self._should_stop():
+                return
+            note = f"Priming the upstream conversation with the context ({index}/{len(primers)})"
+            publisher.event({"type": "progress", "kind": "priming", "text": note})
+            part = dataclasses.replace(turn, text=text, history=(), system="")
+            for _event in client.stream_turn(handle, part, should_stop=self._should_stop):
+                pass
+        if primers:
+            log.info("event=upstream_primed parts=%d", len(primers))
 
     def _fenced(
         self, write: Callable[[Callable[[Pipeline], None]], None], queue: Callable[[Pipeline], object]
@@ -283,17 +307,33 @@ class TurnRunner:
             )
         return conversation
 
-    def _turn_input(self, spec: Any, fresh: bool, conversation: Conversation, seed: list[Any]) -> TurnInput:
-        """The turn as the dialect needs it; a fresh upstream conversation gets the history injected."""
-        return TurnInput(
-            text=self.request.prompt,
+    def _turn_input(
+        self, spec: Any, fresh: bool, conversation: Conversation, seed: list[Any]
+    ) -> tuple[TurnInput, tuple[str, ...]]:
+        """The turn as the dialect needs it, and the priming parts to send before it.
+
+        A fresh upstream conversation gets the history injected; when that (or the
+        prompt) is more than one upstream turn carries, it is primed instead.
+        """
+        history = tuple((m["role"], m["content"]) for m in seed) if fresh else ()
+        system = conversation.system if fresh else ""
+        primed = priming.plan(
+            self.request.prompt,
+            history,
+            system,
+            budget=self.settings.upstream_max_turn_chars,
+            max_context=self.settings.context_max_chars,
+        )
+        turn = TurnInput(
+            text=primed.text,
             tone=spec.tone,
             gpt4_turbo=spec.gpt4_turbo,
             mode=spec.mode,
-            history=tuple((m["role"], m["content"]) for m in seed) if fresh else (),
-            system=conversation.system if fresh else "",
+            history=history if primed.inject else (),
+            system=system if primed.inject else "",
             max_context_chars=self.settings.context_max_chars,
         )
+        return turn, primed.primers
 
     def _relay(self, publisher: Publisher, event: Event) -> None:
         if isinstance(event, TextDelta):

@@ -8,8 +8,12 @@ else: shared code lives in plain `service` modules so workers never load Flask.
     create_app(overrides) → Flask app
       extension    Gateway: settings, Redis, relay hub, conversation store, queue
       middleware   request ids, CORS, preflight, auth
-      completions  POST …/completions  (validation → enqueue → stream.watch → SSE/JSON)
-      meta         /v1/models, /v1/conversations/<id>
+      pipeline     the one turn pipeline every surface feeds (claim → resolve → admit → enqueue → watch)
+      completions  POST …/completions: Chat Completions parse + render
+      responses    POST …/responses and stored responses: the Responses API
+      messages     POST /v1/messages and count_tokens: Anthropic Messages
+      conversations  OpenAI's Conversations API (create, read, metadata, items)
+      meta         /v1/models, DELETE /v1/conversations/<id>
       health       /healthz (liveness), /readyz (readiness), /metrics (Prometheus)
       telemetry    request metrics recorded in one after_request hook
       admin        /admin/accounts (only with ADMIN_KEY); the pool's admission check
@@ -24,7 +28,18 @@ from collections.abc import Mapping
 from flask import Flask
 
 from service.settings import load_settings
-from service.web import admin, completions, errors, health, meta, middleware, telemetry
+from service.web import (
+    admin,
+    completions,
+    conversations,
+    errors,
+    health,
+    messages,
+    meta,
+    middleware,
+    responses,
+    telemetry,
+)
 from service.web.extension import init_app
 
 
@@ -47,6 +62,9 @@ def create_app(overrides: Mapping[str, str] | None = None) -> Flask:
     app.register_blueprint(health.blueprint)
     app.register_blueprint(meta.blueprint)
     admin.init_app(app, settings)  # /admin/ only with ADMIN_KEY
+    app.register_blueprint(responses.blueprint)
+    app.register_blueprint(messages.blueprint)
+    app.register_blueprint(conversations.blueprint)
     # Its catch-all rule loses to every more specific rule, whatever the order.
     app.register_blueprint(completions.blueprint)
     return app

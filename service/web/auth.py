@@ -30,12 +30,15 @@ MISSING_KEY = (
 
 
 def presented_key(headers: Mapping[str, str]) -> str | None:
-    """The key the request carries (Bearer token first, then `api-key`), or None."""
+    """The key the request carries (Bearer token first, then `api-key`, then `x-api-key`), or None.
+
+    `x-api-key` is how Anthropic clients (anthropic-python, Claude Code) send theirs.
+    """
     authorization = (headers.get("Authorization") or "").strip()
     scheme, _, token = authorization.partition(" ")
     if scheme.lower() == "bearer" and token.strip():
         return token.strip()
-    api_key = (headers.get("api-key") or "").strip()
+    api_key = (headers.get("api-key") or headers.get("x-api-key") or "").strip()
     return api_key or None
 
 

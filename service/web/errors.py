@@ -1,4 +1,7 @@
-"""The web tier's error handlers: every failure leaves as OpenAI's error JSON, never HTML.
+"""The web tier's error handlers: every failure leaves as the surface's error JSON, never HTML.
+
+Anthropic Messages routes (`/v1/messages…`) get Anthropic's shape (`ApiError.anthropic`);
+every other route gets OpenAI's, described here.
 
 SDKs parse `{"error": {"message", "type", "param", "code"}}` on every non-2xx
 response and decide on retries from the status and the `Retry-After` /
@@ -16,7 +19,7 @@ from __future__ import annotations
 
 import logging
 
-from flask import Flask, Response, current_app, jsonify, request
+from flask import Flask, Response, current_app, g, jsonify, request
 from redis.exceptions import RedisError
 from werkzeug.exceptions import HTTPException, RequestEntityTooLarge
 
@@ -26,10 +29,24 @@ from service.errors import ApiError, ServiceUnavailable
 log = logging.getLogger(__name__)
 
 
+def anthropic_surface() -> bool:
+    """Whether this request is on the Anthropic Messages surface, whose errors have their own shape."""
+    if request.blueprint == "messages":
+        return True
+    path = request.path.rstrip("/")
+    return path.endswith("/messages") or "/v1/messages/" in path
+
+
 def error_response(error: ApiError) -> Response:
-    """The JSON response for an `ApiError`: its status, body and retry headers."""
-    response = jsonify(error.body())
-    response.status_code = error.status
+    """The JSON response for an `ApiError`: its status, body (in the surface's shape) and retry headers."""
+    if anthropic_surface():
+        status, body = error.anthropic()
+        body["request_id"] = g.get("request_id")
+        response = jsonify(body)
+        response.status_code = status
+    else:
+        response = jsonify(error.body())
+        response.status_code = error.status
     response.headers.update(error.headers())
     return response
 

@@ -2,13 +2,12 @@
 
 `/v1/models` lets SDKs and front-ends discover the tone-named models; both the `/v1`
 and bare forms are served because clients differ in how they join the base URL.
-Conversations are readable and deletable only with the key that created them; another
-key's conversation is reported as missing, so ids cannot be probed.
+Conversations are deletable only with the key that created them; another key's
+conversation is reported as missing, so ids cannot be probed. The rest of the
+Conversations API (create, read, metadata, items) is `service.web.conversations`.
 """
 
 from __future__ import annotations
-
-from typing import Any
 
 from flask import Blueprint, Response, g, jsonify
 
@@ -37,30 +36,18 @@ def list_models() -> Response:
 @blueprint.get("/models/<path:model_id>")
 def get_model(model_id: str) -> Response:
     """One model card, or 404 `model_not_found`."""
-    spec = find_model(model_id, gateway().settings.upstream)
+    settings = gateway().settings
+    spec = find_model(model_id, settings.upstream, settings.model_aliases)
     if spec is None:
         raise NotFound(
             f"The model `{model_id}` does not exist or you do not have access to it.",
             param="model",
             code="model_not_found",
         )
-    return jsonify(spec.card())
-
-
-@blueprint.get("/v1/conversations/<conversation_id>")
-def get_conversation(conversation_id: str) -> Response:
-    """The caller's conversation transcript, as the client saw it."""
-    conversation = gateway().store.get_owned(conversation_id, g.owner)
-    if conversation is None:
-        raise conversation_not_found(conversation_id, None)
-    body: dict[str, Any] = {
-        "id": conversation.id,
-        "object": "conversation",
-        "created": int(conversation.created),
-        "model": conversation.model,
-        "messages": [{"role": m["role"], "content": m["content"]} for m in conversation.messages],
-    }
-    return jsonify(body)
+    card = spec.card()
+    if spec.id.lower() != model_id.strip().lower():
+        card["id"] = model_id  # an alias answers under the name asked for
+    return jsonify(card)
 
 
 @blueprint.delete("/v1/conversations/<conversation_id>")

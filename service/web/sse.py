@@ -23,11 +23,14 @@ log = logging.getLogger(__name__)
 DONE = "[DONE]"
 
 
-def frame(data: Mapping[str, Any] | str | None = None, *, comment: str | None = None) -> str:
+def frame(
+    data: Mapping[str, Any] | str | None = None, *, comment: str | None = None, event: str | None = None
+) -> str:
     """One SSE frame: a JSON `data:` frame, the literal `[DONE]` frame, or a comment.
 
     Pass a mapping for a JSON event, `DONE` for the terminator, or `comment=` for a
-    comment line.
+    comment line. `event=` adds an `event:` line (the Responses and Anthropic streams
+    name every event).
     """
     if comment is not None:
         flat = " ".join(comment.replace("\r", "\n").split("\n")).strip()
@@ -37,17 +40,16 @@ def frame(data: Mapping[str, Any] | str | None = None, *, comment: str | None = 
     if not isinstance(data, Mapping):
         raise TypeError("an SSE data frame needs a mapping or DONE")
     # json.dumps escapes control characters, so the payload is always one line.
-    return f"data: {json.dumps(data, separators=(',', ':'), ensure_ascii=False)}\n\n"
+    prefix = f"event: {event}\n" if event else ""
+    return f"{prefix}data: {json.dumps(data, separators=(',', ':'), ensure_ascii=False)}\n\n"
 
 
-class EventStream:
-    """The SSE body of a streamed completion, built from relay events (`first`, then `events`).
+class FrameStream:
+    """The SSE body of a streamed turn, built from relay events (`first`, then `events`).
 
-    Sends the role chunk, text as content chunks, progress notes and heartbeats as
-    comments, then annotations, the finish chunk, the usage chunk if asked for, and
-    `[DONE]`. An error after the stream began is sent as an `{"error": …}` frame, the
-    only way left once the 200 is out. It takes plain arguments, not the request
-    context, because it is iterated after the view has returned.
+    Each surface subclasses it with its own `_generate` (its renderer); the closing
+    contract is shared. It takes plain arguments, not the request context, because it
+    is iterated after the view has returned.
 
     `on_close(terminal)` runs exactly once, when the WSGI server closes the body (as
     PEP 3333 requires, also when the client went away mid-stream) or when it is
@@ -62,18 +64,14 @@ class EventStream:
         events: Iterator[dict[str, Any] | None],
         first: dict[str, Any] | None,
         *,
-        chunks: ChunkBuilder,
-        answer: Answer,
         on_close: Callable[[dict[str, Any] | None], None],
     ) -> None:
         self.terminal: dict[str, Any] | None = None
-        self._chunks = chunks
-        self._answer = answer
         self._on_close = on_close
         self._closed = False
         self._frames = self._generate(itertools.chain([first] if first is not None else [], events))
 
-    def __iter__(self) -> EventStream:
+    def __iter__(self) -> FrameStream:
         return self
 
     def __next__(self) -> str:
@@ -92,6 +90,32 @@ class EventStream:
             self._frames.close()
         finally:
             self._on_close(self.terminal)
+
+    def _generate(self, events: Iterator[dict[str, Any] | None]) -> Iterator[str]:
+        raise NotImplementedError
+
+
+class EventStream(FrameStream):
+    """Chat Completions' stream: `chat.completion.chunk` frames ending with `[DONE]`.
+
+    Sends the role chunk, text as content chunks, progress notes and heartbeats as
+    comments, then annotations, the finish chunk, the usage chunk if asked for, and
+    `[DONE]`. An error after the stream began is sent as an `{"error": …}` frame, the
+    only way left once the 200 is out.
+    """
+
+    def __init__(
+        self,
+        events: Iterator[dict[str, Any] | None],
+        first: dict[str, Any] | None,
+        *,
+        chunks: ChunkBuilder,
+        answer: Answer,
+        on_close: Callable[[dict[str, Any] | None], None],
+    ) -> None:
+        self._chunks = chunks
+        self._answer = answer
+        super().__init__(events, first, on_close=on_close)
 
     def _generate(self, events: Iterator[dict[str, Any] | None]) -> Iterator[str]:
         chunks, answer = self._chunks, self._answer

@@ -30,7 +30,7 @@ from jsonschema import Draft202012Validator
 
 from service.errors import InvalidRequest, NotFound
 from service.limits import check_prompt
-from service.models import find_model
+from service.models import Aliases, find_model
 from service.web.chat_schema import SCHEMA
 from service.web.schema_errors import invalid, raise_first
 
@@ -155,15 +155,32 @@ def message_text(content: Any) -> str:
     return "\n".join(part["text"] for part in content if part["type"] == "text").strip()
 
 
-def _messages(body: dict[str, Any], bounds: Bounds) -> list[dict[str, str]]:
-    messages = body["messages"]
-    if len(messages) > bounds.max_messages:
+def check_count(count: int, bounds: Bounds, *, param: str = "messages") -> None:
+    """400 if a request carries more messages (or input items) than MAX_MESSAGES; every surface."""
+    if count > bounds.max_messages:
         raise invalid(
-            "messages",
-            f"Invalid 'messages': array too long. Expected an array with maximum length "
-            f"{bounds.max_messages}, but got an array with length {len(messages)} instead.",
+            param,
+            f"Invalid '{param}': array too long. Expected an array with maximum length "
+            f"{bounds.max_messages}, but got an array with length {count} instead.",
             "array_above_max_length",
         )
+
+
+def check_chars(total: int, bounds: Bounds, *, param: str = "messages") -> None:
+    """400 if a request's message text is longer in total than MAX_INPUT_CHARS; every surface."""
+    if total > bounds.max_input_chars:
+        raise invalid(
+            param,
+            f"Your messages are longer than this gateway accepts: at most {bounds.max_input_chars} "
+            "characters of message text per request (MAX_INPUT_CHARS). "
+            "Please reduce the length of the messages.",
+            "context_length_exceeded",
+        )
+
+
+def _messages(body: dict[str, Any], bounds: Bounds) -> list[dict[str, str]]:
+    messages = body["messages"]
+    check_count(len(messages), bounds)
     result: list[dict[str, str]] = []
     total = 0
     for i, message in enumerate(messages):
@@ -180,14 +197,7 @@ def _messages(body: dict[str, Any], bounds: Bounds) -> list[dict[str, str]]:
         if isinstance(message.get("name"), str) and message["name"]:
             entry["name"] = message["name"]
         total += len(entry["content"]) + len(entry.get("name", ""))
-        if total > bounds.max_input_chars:
-            raise invalid(
-                "messages",
-                f"Your messages are longer than this gateway accepts: at most {bounds.max_input_chars} "
-                "characters of message text per request (MAX_INPUT_CHARS). "
-                "Please reduce the length of the messages.",
-                "context_length_exceeded",
-            )
+        check_chars(total, bounds)
         result.append(entry)
     last = len(result) - 1
     if result[last]["role"] != "user":
@@ -247,6 +257,7 @@ def parse_chat_request(
     *,
     upstream: str = "bing",
     bounds: Bounds | None = None,
+    aliases: Aliases = (),
 ) -> ChatRequest:
     """Validate a Chat Completions body (and the conversation header) into a `ChatRequest`.
 
@@ -256,7 +267,7 @@ def parse_chat_request(
     bounds = bounds or Bounds()
     body = parse_body(raw)
     _check_schema(body)
-    spec = find_model(body["model"], upstream)
+    spec = find_model(body["model"], upstream, aliases)
     if spec is None:
         raise NotFound(
             f"The model `{body['model']}` does not exist or you do not have access to it.",

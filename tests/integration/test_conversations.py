@@ -123,11 +123,11 @@ def test_another_key_can_neither_continue_match_nor_read(gateway: Stack) -> None
     read = requests.get(f"{gateway.url}/v1/conversations/{conversation_id}", headers=bob, timeout=5)
     assert read.status_code == 404
     own = requests.get(
-        f"{gateway.url}/v1/conversations/{conversation_id}",
+        f"{gateway.url}/v1/conversations/{conversation_id}/items?order=asc",
         headers={"Authorization": "Bearer sk-alice"},
         timeout=5,
     )
-    assert [m["content"] for m in own.json()["messages"]] == ["secret", answer]
+    assert [m["content"][0]["text"] for m in own.json()["data"]] == ["secret", answer]
 
 
 def test_deleted_conversation_is_forgotten(gateway: Stack) -> None:

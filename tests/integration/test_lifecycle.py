@@ -34,8 +34,9 @@ def test_client_disconnect_cancels_the_upstream_turn(gateway: Stack) -> None:
 def test_a_failed_turn_leaves_the_conversation_as_it_was(gateway: Stack) -> None:
     first = gateway.post(body("keep me"))
     conversation_id = first.headers["X-Conversation-Id"]
-    url = f"{gateway.url}/v1/conversations/{conversation_id}"
+    url = f"{gateway.url}/v1/conversations/{conversation_id}/items"
     before = requests.get(url, timeout=5).json()
+    assert len(before["data"]) == 2
     failed = gateway.post(body("[sim:throttled] lost", conversation_id=conversation_id))
     assert failed.status_code == 429
     assert requests.get(url, timeout=5).json() == before

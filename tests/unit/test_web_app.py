@@ -206,8 +206,8 @@ def test_models_list_and_get(client: FlaskClient) -> None:
     card = client.get("/v1/models/gpt-4").get_json()
     assert card == {"id": "gpt-4", "object": "model", "created": 1677610602, "owned_by": "bing"}
     assert client.get("/models/creative").get_json()["id"] == "Creative"
-    error = assert_openai_error(client.get("/v1/models/gpt-5"), 404, "model_not_found", "model")
-    assert error["message"] == "The model `gpt-5` does not exist or you do not have access to it."
+    error = assert_openai_error(client.get("/v1/models/dall-e-3"), 404, "model_not_found", "model")
+    assert error["message"] == "The model `dall-e-3` does not exist or you do not have access to it."
 
 
 def test_models_follow_the_configured_upstream(make_app) -> None:
@@ -294,7 +294,7 @@ def test_every_validation_error_names_its_param(
 
 
 def test_unknown_model_is_404(client: FlaskClient) -> None:
-    response = client.post("/v1/chat/completions", json={**CHAT, "model": "gpt-5"})
+    response = client.post("/v1/chat/completions", json={**CHAT, "model": "dall-e-3"})
     assert_openai_error(response, 404, "model_not_found", "model")
 
 
@@ -331,13 +331,13 @@ def test_conversation_get_and_delete(client: FlaskClient, redis_url: str) -> Non
     messages = [{"role": "user", "content": "hi"}, {"role": "assistant", "content": "hello"}]
     mine = save_conversation(redis_url, owner_of(KEY, secret=SECRET), messages=messages)
     body = client.get(f"/v1/conversations/{mine.id}", headers=bearer()).get_json()
-    assert body == {
-        "id": mine.id,
-        "object": "conversation",
-        "created": int(mine.created),
-        "model": "Creative",
-        "messages": messages,
-    }
+    assert body == {"id": mine.id, "object": "conversation", "created_at": int(mine.created), "metadata": {}}
+    listed = client.get(f"/v1/conversations/{mine.id}/items?order=asc", headers=bearer()).get_json()
+    assert [(item["role"], item["content"][0]["text"]) for item in listed["data"]] == [
+        ("user", "hi"),
+        ("assistant", "hello"),
+    ]
+    assert [item["content"][0]["type"] for item in listed["data"]] == ["input_text", "output_text"]
     deleted = client.delete(f"/v1/conversations/{mine.id}", headers=bearer())
     assert deleted.get_json() == {"id": mine.id, "object": "conversation.deleted", "deleted": True}
     assert_openai_error(
@@ -383,6 +383,7 @@ def test_completion_is_enqueued_and_ends_503_without_a_worker(client: FlaskClien
         "created": payload["created"],
         "lock_token": "",
         "request_id": response.headers["x-request-id"],
+        "store": True,
     }
     assert abs(payload["created"] - time.time()) < 10
     # Given up on: the job is dropped from the queue, so a late worker never runs it.

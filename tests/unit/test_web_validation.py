@@ -8,6 +8,8 @@ from typing import Any
 import pytest
 
 from service.errors import ApiError, InvalidRequest, NotFound
+from service.models import find_model
+from service.settings import SettingsError, load_settings
 from service.web.validation import PARSE_ERROR, parse_chat_request
 
 USER = {"role": "user", "content": "hi"}
@@ -115,10 +117,10 @@ def test_unparseable_bodies(raw: bytes) -> None:
 
 def test_unknown_model_is_a_404() -> None:
     with pytest.raises(NotFound) as info:
-        parse(ok(model="gpt-5"))
+        parse(ok(model="dall-e-3"))
     error = info.value
     assert (error.status, error.code, error.param) == (404, "model_not_found", "model")
-    assert error.message == "The model `gpt-5` does not exist or you do not have access to it."
+    assert error.message == "The model `dall-e-3` does not exist or you do not have access to it."
 
 
 def _user_then(message: dict[str, Any]) -> list[dict[str, Any]]:
@@ -225,3 +227,23 @@ def test_error_messages_read_like_openai() -> None:
 def test_assistant_content_may_be_null_or_absent() -> None:
     chat = parse(ok(messages=[{"role": "assistant"}, {"role": "assistant", "content": None}, USER]))
     assert chat.history == ()
+
+
+def test_client_default_model_names_go_through_aliases() -> None:
+    """Clients' own defaults work out of the box; MODEL_ALIASES entries win over the defaults."""
+    assert find_model("claude-opus-4-8", "copilot").id == "copilot"
+    assert find_model("gpt-3.5-turbo", "bing").id == "Balanced"
+    assert find_model("o3", "copilot").id == "think-deeper"
+    assert find_model("gpt-5.3-codex", "copilot").id == "gpt-5"
+    assert find_model("CLAUDE-3-haiku", "copilot", (("claude-*", "think-deeper"),)).id == "think-deeper"
+    assert find_model("dall-e-3", "copilot") is None
+    assert parse(ok(model="gpt-4o-mini")).model == "Balanced"
+
+
+def test_model_aliases_setting_is_strict() -> None:
+    settings = load_settings({"MODEL_ALIASES": "claude-*=think-deeper, o3=copilot", "UPSTREAM": "copilot"})
+    assert settings.model_aliases == (("claude-*", "think-deeper"), ("o3", "copilot"))
+    with pytest.raises(SettingsError, match="MODEL_ALIASES"):
+        load_settings({"MODEL_ALIASES": "claude-*", "UPSTREAM": "copilot"})
+    with pytest.raises(SettingsError, match="does not have"):
+        load_settings({"MODEL_ALIASES": "claude-*=think-deeper", "UPSTREAM": "bing"})

@@ -1,0 +1,208 @@
+"""Turning an Anthropic Messages request body into the neutral `ChatRequest`, or a 400 naming the field.
+
+Anthropic clients are stateless: every request carries the whole conversation, so
+history matching (`service.conversations`) is what gives them a real multi-turn
+upstream conversation, exactly as for Chat Completions clients. `system` (a string or
+text blocks) is the system prompt; `messages` hold `text` blocks, and the tool blocks
+agent clients replay (`tool_use`, `tool_result`, shown to the upstream as text;
+`thinking` blocks are skipped). The last message must be the user's: the gateway
+answers it (an assistant prefill cannot be honoured, so it is a 400).
+
+`max_tokens` is required as Anthropic requires it; it, `tools`, `tool_choice`,
+`thinking`, `metadata` and the sampling knobs are type-checked and accepted (what the
+token limit and tools do belongs to other issues). `stop_sequences` would change the
+answer and cannot be honoured upstream, so a non-empty list is a 400. Images and
+documents likewise. This module does no I/O.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+from collections.abc import Mapping
+from typing import Any
+
+from service.errors import InvalidRequest, NotFound
+from service.limits import check_prompt
+from service.models import Aliases, find_model
+from service.web.validation import Bounds, ChatRequest, check_chars, check_count, parse_body
+
+ROLES = ("user", "assistant", "system")
+
+
+@dataclasses.dataclass(frozen=True)
+class MessagesRequest:
+    """A validated Messages request: the neutral turn plus the model name to echo."""
+
+    chat: ChatRequest
+    model: str
+    max_tokens: int | None = None
+
+
+def _invalid(message: str) -> InvalidRequest:
+    # Anthropic names the field inside the message (`messages.0.content: …`); `param` keeps it for logs.
+    param = message.split(":", 1)[0]
+    return InvalidRequest(message, param=param, code="invalid_value")
+
+
+def _type_name(value: Any) -> str:
+    return {bool: "boolean", int: "integer", float: "number", str: "string", list: "array"}.get(
+        type(value), "null" if value is None else "object"
+    )
+
+
+def _expect(value: Any, kind: type | tuple[type, ...], field: str, expected: str) -> Any:
+    if not isinstance(value, kind) or (isinstance(value, bool) and kind is not bool):
+        raise _invalid(f"{field}: Input should be {expected} (got {_type_name(value)})")
+    return value
+
+
+def _block_text(block: Any, field: str) -> str | None:
+    _expect(block, dict, field, "a valid dictionary")
+    kind = block.get("type")
+    if kind == "text":
+        return str(_expect(block.get("text"), str, f"{field}.text", "a valid string"))
+    if kind == "tool_use":
+        arguments = json.dumps(block.get("input", {}), ensure_ascii=False, sort_keys=True)
+        return f"Called tool {block.get('name', '')}({arguments})"
+    if kind == "tool_result":
+        content = block.get("content", "")
+        text = content if isinstance(content, str) else _content_text(content, f"{field}.content")
+        return f"Output of tool call {block.get('tool_use_id', '')}:\n{text}".strip()
+    if kind in ("thinking", "redacted_thinking", "server_tool_use", "web_search_tool_result"):
+        return None
+    if kind in ("image", "document", "search_result", "container_upload"):
+        raise _invalid(f"{field}.type: this gateway answers text only; '{kind}' blocks are not supported")
+    raise _invalid(
+        f"{field}.type: Input tag '{kind}' found using 'type' does not match any of the expected tags"
+    )
+
+
+def _content_text(content: Any, field: str) -> str:
+    if isinstance(content, str):
+        return content.strip()
+    _expect(content, list, field, "a valid string or list")
+    texts = [t for j, block in enumerate(content) if (t := _block_text(block, f"{field}.{j}")) is not None]
+    return "\n".join(texts).strip()
+
+
+def _messages(body: dict[str, Any], bounds: Bounds) -> tuple[list[dict[str, str]], list[str]]:
+    """The user/assistant turns, and the texts of `system` messages (instructions, e.g. Claude Code's
+    environment block), which join the system prompt."""
+    if "messages" not in body:
+        raise _invalid("messages: Field required")
+    messages = _expect(body["messages"], list, "messages", "a valid list")
+    if not messages:
+        raise _invalid("messages: at least one message is required")
+    check_count(len(messages), bounds)
+    result: list[dict[str, str]] = []
+    instructions: list[str] = []
+    for i, message in enumerate(messages):
+        field = f"messages.{i}"
+        _expect(message, dict, field, "a valid dictionary")
+        role = message.get("role")
+        if role not in ROLES:
+            raise _invalid(f"{field}.role: Input should be 'user', 'assistant' or 'system'")
+        if "content" not in message:
+            raise _invalid(f"{field}.content: Field required")
+        text = _content_text(message["content"], f"{field}.content")
+        if role == "system":
+            if text:
+                instructions.append(text)
+            continue
+        if result and result[-1]["role"] == role:  # Anthropic merges consecutive turns of one role
+            result[-1]["content"] = f"{result[-1]['content']}\n\n{text}".strip()
+        else:
+            result.append({"role": role, "content": text})
+    if not result or result[-1]["role"] != "user":
+        raise _invalid(
+            "messages: the last message must have role 'user': "
+            "this gateway cannot continue an assistant prefill"
+        )
+    if not result[-1]["content"]:
+        raise _invalid("messages: the last user message has no text")
+    return result, instructions
+
+
+def _system(body: dict[str, Any]) -> str:
+    system = body.get("system")
+    if system is None:
+        return ""
+    if isinstance(system, str):
+        return system.strip()
+    _expect(system, list, "system", "a valid string or list")
+    return _content_text(system, "system")
+
+
+def _knobs(body: dict[str, Any], *, count_only: bool) -> int | None:
+    max_tokens = body.get("max_tokens")
+    if max_tokens is None and not count_only:
+        raise _invalid("max_tokens: Field required")
+    if max_tokens is not None:
+        _expect(max_tokens, int, "max_tokens", "a valid integer")
+        if max_tokens < 1:
+            raise _invalid("max_tokens: Input should be greater than or equal to 1")
+    for field, low, high in (("temperature", 0.0, 1.0), ("top_p", 0.0, 1.0)):
+        value = body.get(field)
+        if value is not None:
+            _expect(value, (int, float), field, "a valid number")
+            if not low <= value <= high:
+                raise _invalid(f"{field}: Input should be between {low:g} and {high:g}")
+    if body.get("top_k") is not None:
+        _expect(body["top_k"], int, "top_k", "a valid integer")
+    stops = body.get("stop_sequences")
+    if stops is not None:
+        _expect(stops, list, "stop_sequences", "a valid list")
+        if stops:
+            raise _invalid(
+                "stop_sequences: this gateway cannot stop the upstream at a sequence; leave it empty"
+            )
+    for field in ("metadata", "thinking", "tool_choice"):
+        if body.get(field) is not None:
+            _expect(body[field], dict, field, "a valid dictionary")
+    if body.get("tools") is not None:
+        _expect(body["tools"], list, "tools", "a valid list")
+    return max_tokens
+
+
+def parse_messages_request(
+    raw: bytes,
+    headers: Mapping[str, str],
+    *,
+    upstream: str,
+    bounds: Bounds | None = None,
+    aliases: Aliases = (),
+    count_only: bool = False,
+) -> MessagesRequest:
+    """Validate a Messages (or count_tokens) body; 400 naming the field, 404 for an unknown model.
+
+    The same size bounds as Chat Completions (`validation.Bounds`, nesting in `parse_body`,
+    the upstream's per-message limit) apply.
+    """
+    bounds = bounds or Bounds()
+    body = parse_body(raw)
+    model = body.get("model")
+    if model is None:
+        raise _invalid("model: Field required")
+    _expect(model, str, "model", "a valid string")
+    spec = find_model(model, upstream, aliases)
+    if spec is None:
+        raise NotFound(f"model: {model}", param="model", code="model_not_found")
+    messages, instructions = _messages(body, bounds)
+    system = "\n\n".join(part for part in (_system(body), *instructions) if part)
+    check_chars(len(system) + sum(len(m["content"]) for m in messages), bounds)
+    if not count_only:
+        check_prompt(messages[-1]["content"], upstream)
+    max_tokens = _knobs(body, count_only=count_only)
+    stream = body.get("stream")
+    if stream is not None:
+        _expect(stream, bool, "stream", "a valid boolean")
+    chat = ChatRequest(
+        model=spec.id,
+        prompt=messages[-1]["content"],
+        system=system,
+        history=tuple(m for m in messages[:-1] if m["content"]),
+        messages=tuple(([{"role": "system", "content": system}] if system else []) + messages),
+        stream=bool(stream),
+    )
+    return MessagesRequest(chat=chat, model=model, max_tokens=max_tokens)
