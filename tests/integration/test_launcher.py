@@ -192,11 +192,11 @@ def test_a_conversation_survives_a_restart(data_dir: Path) -> None:
     second = Launcher(data_dir)
     try:
         second.wait_ready()
-        stored = requests.get(f"{second.url}/v1/conversations/{conversation_id}", timeout=10)
+        stored = requests.get(f"{second.url}/v1/conversations/{conversation_id}/items?order=asc", timeout=10)
         assert stored.status_code == 200, stored.text
-        assert stored.json()["messages"] == [
-            {"role": "user", "content": "remember me"},
-            {"role": "assistant", "content": "Hello! You said: remember me. This is turn 1."},
+        assert [(item["role"], item["content"][0]["text"]) for item in stored.json()["data"]] == [
+            ("user", "remember me"),
+            ("assistant", "Hello! You said: remember me. This is turn 1."),
         ]
     finally:
         assert second.stop() == 0, second.output

@@ -50,9 +50,11 @@ def claims_for(redis: Redis, payload: dict[str, Any]) -> list[str]:
 
 
 def transcript(url: str, conversation_id: str) -> dict[str, Any]:
-    response = requests.get(f"{url}/v1/conversations/{conversation_id}", timeout=10)
+    """The stored transcript as `{"messages": [{"role", "content"}, …]}`, read via the Conversations API."""
+    response = requests.get(f"{url}/v1/conversations/{conversation_id}/items?order=asc", timeout=10)
     assert response.status_code == 200
-    return response.json()
+    items = response.json()["data"]
+    return {"messages": [{"role": i["role"], "content": i["content"][0]["text"]} for i in items]}
 
 
 @pytest.fixture()
