@@ -297,6 +297,30 @@ def test_admission_answers_429_at_once_with_a_retry_after_from_the_pools_rate(po
     assert expected - 3 <= int(refused.headers["Retry-After"]) <= expected + 3
 
 
+def test_admission_applies_to_every_surface(pool: Pool) -> None:
+    pool.only(fresh("admission-surfaces"), rpm=1)
+    assert pool.chat("turn 1").status_code == 200
+    headers = {"Authorization": f"Bearer {KEY_ONE}"}
+    responses = requests.post(
+        f"{pool.url}/v1/responses", json={"model": "gpt-4o", "input": "hi"}, headers=headers, timeout=30
+    )
+    assert responses.status_code == 429, responses.text
+    assert responses.json()["error"]["code"] == "rate_limit_exceeded"
+    messages = requests.post(
+        f"{pool.url}/v1/messages",
+        json={
+            "model": "claude-sonnet-4-5",
+            "max_tokens": 10,
+            "messages": [{"role": "user", "content": "hi"}],
+        },
+        headers=headers,
+        timeout=30,
+    )
+    assert messages.status_code == 429, messages.text
+    assert messages.json()["error"]["type"] == "rate_limit_error"  # Anthropic's shape on its route
+    assert int(messages.headers["Retry-After"]) > 0
+
+
 def test_a_crashed_workers_slot_frees_itself(pool: Pool) -> None:
     env = dict(pool.env, RQ_QUEUE=f"{QUEUE}-crash", ACCOUNT_MAX_CONCURRENT="1", WORKER_LEASE_SECONDS="2")
     server = WerkzeugServer(create_app(env)).start()

@@ -8,8 +8,10 @@ from typing import Any
 import pytest
 
 from service.errors import ApiError, InvalidRequest, NotFound, RateLimited, ServiceUnavailable
+from service.limits import COPILOT_TEXT_LIMIT
 from service.web.messages_request import parse_messages_request
 from service.web.responses_request import parse_responses_request
+from service.web.validation import Bounds
 
 
 def responses(body: dict[str, Any]) -> Any:
@@ -160,3 +162,44 @@ def test_anthropic_error_shape_per_status() -> None:
     assert ServiceUnavailable("busy").anthropic()[0] == 529
     assert ServiceUnavailable("busy").anthropic()[1]["error"]["type"] == "overloaded_error"
     assert ApiError("boom", status=502).anthropic()[1]["error"]["type"] == "api_error"
+
+
+# -- the same size bounds as Chat Completions, through the shared checks --------------------
+
+
+def test_responses_apply_the_upstream_limit_and_the_request_bounds() -> None:
+    with pytest.raises(InvalidRequest) as long_prompt:
+        responses({"model": "copilot", "input": "x" * (COPILOT_TEXT_LIMIT + 1)})
+    assert (long_prompt.value.param, long_prompt.value.code) == ("input", "context_length_exceeded")
+    items = [{"role": "user", "content": "hi"}] * 3
+    tight = Bounds(max_messages=2, max_input_chars=10)
+    raw = json.dumps({"model": "copilot", "input": items}).encode()
+    with pytest.raises(InvalidRequest) as too_many:
+        parse_responses_request(raw, {}, upstream="copilot", bounds=tight)
+    assert (too_many.value.param, too_many.value.code) == ("input", "array_above_max_length")
+    raw = json.dumps({"model": "copilot", "instructions": "x" * 11, "input": "hi"}).encode()
+    with pytest.raises(InvalidRequest) as too_long:
+        parse_responses_request(raw, {}, upstream="copilot", bounds=tight)
+    assert too_long.value.code == "context_length_exceeded"
+
+
+def test_messages_apply_the_upstream_limit_and_the_request_bounds() -> None:
+    base = {"model": "claude-sonnet-4-5", "max_tokens": 10}
+    with pytest.raises(InvalidRequest) as long_prompt:
+        messages({**base, "messages": [{"role": "user", "content": "x" * (COPILOT_TEXT_LIMIT + 1)}]})
+    assert long_prompt.value.code == "context_length_exceeded"
+    turns = [{"role": "user", "content": "hi"}, {"role": "assistant", "content": "yo"}] * 2
+    with pytest.raises(InvalidRequest) as too_many:
+        messages({**base, "messages": [*turns, {"role": "user", "content": "hi"}]}, bounds=Bounds(4, 100))
+    assert too_many.value.code == "array_above_max_length"
+    with pytest.raises(InvalidRequest) as too_long:
+        messages(
+            {**base, "system": "x" * 200, "messages": [{"role": "user", "content": "hi"}]},
+            bounds=Bounds(4, 100),
+        )
+    assert too_long.value.code == "context_length_exceeded"
+    with pytest.raises(InvalidRequest):  # nesting is checked by the shared parse_body
+        deep: Any = "x"
+        for _ in range(70):
+            deep = [deep]
+        messages({**base, "messages": [{"role": "user", "content": "hi"}], "metadata": {"d": deep}})
