@@ -3,8 +3,12 @@
 `TurnRunner.run()` is what the RQ job delegates to. It
 
 1. loads the conversation (if the client continues one) and its upstream handle;
-2. creates an upstream conversation when there is none, or when the old one expired
-   or reached its turn limit — seeded with the transcript so context survives;
+2. takes an upstream account (`AccountLane`) and creates an upstream conversation when
+   there is none, or when the old one expired or reached its turn limit — seeded with
+   the transcript so context survives; a seed longer than one upstream turn carries is
+   *primed* over several turns first (`workers.priming`), on the same account. A
+   `store: false` turn (Responses) runs on a new upstream conversation and saves
+   nothing, but its `done` is fenced like a save;
 3. streams the upstream's events onto the relay as they arrive;
 4. on `Done`, saves the turn and publishes `done` in ONE Redis transaction, so a
    client that sends its next turn the moment it sees `done` finds the turn stored,

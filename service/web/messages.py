@@ -13,7 +13,7 @@ from __future__ import annotations
 import functools
 from typing import Any
 
-from flask import Blueprint, Response, jsonify, request
+from flask import Blueprint, Response, g, jsonify, request
 
 from service.tokens import count_messages
 from service.turns import new_message_id
@@ -57,6 +57,7 @@ def count_tokens() -> Response:
         aliases=gw.settings.model_aliases,
         count_only=True,
     )
+    g.model = req.chat.model  # labels this request's metrics (service.web.telemetry)
     return jsonify({"input_tokens": count_messages(req.chat.messages)})
 
 
