@@ -296,4 +296,9 @@ class Registry:
                 position = account.id.removeprefix("env-")
                 if account.source == "env" and position.isdigit() and int(position) > len(lines):
                     self.delete(account.id)
+            self.redis.set(f"{self.prefix}:seeded", b"1")
         self._snapshot = None
+
+    def seeded(self) -> bool:
+        """Whether this Redis has seen a seed (False after a restart of a Redis that lost its data)."""
+        return bool(self.redis.exists(f"{self.prefix}:seeded"))
