@@ -62,11 +62,16 @@ class Settings:
     log_level: str = "INFO"
     log_format: str = "text"
     worker_metrics_port: int = 0
+    admin_key: str = dataclasses.field(default="", repr=False)
+    key_default_rpm: int = 0
+    key_default_concurrent: int = 0
+    key_default_tokens_per_day: int = 0
+    key_default_models: tuple[str, ...] = ()
 
     @property
     def auth_enabled(self) -> bool:
-        """Auth is on when at least one API key is configured."""
-        return bool(self.api_keys)
+        """Auth is on when a static API key is configured, or ADMIN_KEY (managed keys) is set."""
+        return bool(self.api_keys or self.admin_key)
 
     @property
     def listen_host(self) -> str:
@@ -96,6 +101,13 @@ def _positive_int(value: str) -> int:
     number = int(value.strip())
     if number <= 0:
         raise ValueError("must be a positive whole number")
+    return number
+
+
+def _count(value: str) -> int:
+    number = int(value.strip())
+    if number < 0:
+        raise ValueError("must be a whole number, 0 or more (0 = no limit)")
     return number
 
 
@@ -192,7 +204,7 @@ def _log_level(value: str) -> str:
 
 
 # Keys whose values are credentials: an error names the key but never shows the value.
-SECRET_KEYS = ("API_KEYS", "SECRET_KEY", "COPILOT_ACCESS_TOKEN", "UPSTREAM_COOKIES")
+SECRET_KEYS = ("API_KEYS", "SECRET_KEY", "COPILOT_ACCESS_TOKEN", "UPSTREAM_COOKIES", "ADMIN_KEY")
 
 
 def _shown(key: str, raw: str) -> str:
@@ -286,12 +298,26 @@ def load_settings(environ: Mapping[str, str]) -> Settings:
         log_format=_read(environ, "LOG_FORMAT", _choice("text", "json"), d.log_format),
         # WORKER_METRICS_PORT: port each worker process serves Prometheus metrics on; 0 = off.
         worker_metrics_port=_read(environ, "WORKER_METRICS_PORT", _port_or_off, d.worker_metrics_port),
+        # ADMIN_KEY: bearer key of the /admin/ API; unset = no admin API at all (404). Turns auth on.
+        admin_key=_read(environ, "ADMIN_KEY", _secret, d.admin_key),
+        # KEY_DEFAULT_RPM: turns per sliding minute per key, for static keys and managed keys without
+        # their own; 0 = no limit.
+        key_default_rpm=_read(environ, "KEY_DEFAULT_RPM", _count, d.key_default_rpm),
+        # KEY_DEFAULT_CONCURRENT: turns in flight at once per key (all web processes together); 0 = no limit.
+        key_default_concurrent=_read(environ, "KEY_DEFAULT_CONCURRENT", _count, d.key_default_concurrent),
+        # KEY_DEFAULT_TOKENS_PER_DAY: input+output tokens per key per UTC day; 0 = no limit.
+        key_default_tokens_per_day=_read(
+            environ, "KEY_DEFAULT_TOKENS_PER_DAY", _count, d.key_default_tokens_per_day
+        ),
+        # KEY_DEFAULT_MODELS: comma-separated model names or globs a key may use; empty = all.
+        key_default_models=_read(environ, "KEY_DEFAULT_MODELS", _csv, d.key_default_models),
     )
     if settings.stream_hold_seconds > settings.sse_heartbeat_seconds:
         raise SettingsError("STREAM_HOLD_SECONDS must not exceed SSE_HEARTBEAT_SECONDS")
-    if settings.api_keys and not settings.secret_key:
+    if (settings.api_keys or settings.admin_key) and not settings.secret_key:
         raise SettingsError(
-            "SECRET_KEY is required when API_KEYS is set: it keys the HMAC that tags each API key's "
-            "conversations (generate one: python -c 'import secrets; print(secrets.token_urlsafe(32))')"
+            "SECRET_KEY is required when API_KEYS or ADMIN_KEY is set: it keys the HMAC that tags "
+            "each API key's conversations "
+            "(generate one: python -c 'import secrets; print(secrets.token_urlsafe(32))')"
         )
     return settings

@@ -11,6 +11,8 @@ else: shared code lives in plain `service` modules so workers never load Flask.
       completions  POST …/completions  (validation → enqueue → stream.watch → SSE/JSON)
       meta         /v1/models, /v1/conversations/<id>
       health       /healthz (liveness), /readyz (readiness), /metrics (Prometheus)
+      quota        per-key limits (admit a turn, x-ratelimit-* headers, settle its usage)
+      admin_keys   /admin/keys: managed API keys and their usage (only with ADMIN_KEY)
       telemetry    request metrics recorded in one after_request hook
       errors       every failure rendered as OpenAI's error JSON
 """
@@ -23,7 +25,7 @@ from collections.abc import Mapping
 from flask import Flask
 
 from service.settings import load_settings
-from service.web import completions, errors, health, meta, middleware, telemetry
+from service.web import admin_keys, completions, errors, health, meta, middleware, quota, telemetry
 from service.web.extension import init_app
 
 
@@ -41,8 +43,10 @@ def create_app(overrides: Mapping[str, str] | None = None) -> Flask:
     middleware.init_app(app)
     errors.init_app(app)
     telemetry.init_app(app)
+    quota.init_app(app)
     app.register_blueprint(health.blueprint)
     app.register_blueprint(meta.blueprint)
+    admin_keys.init_app(app, settings)  # /admin/keys only with ADMIN_KEY
     # Its catch-all rule loses to every more specific rule, whatever the order.
     app.register_blueprint(completions.blueprint)
     return app
