@@ -316,7 +316,7 @@ def load_settings(environ: Mapping[str, str]) -> Settings:
         raise SettingsError("STREAM_HOLD_SECONDS must not exceed SSE_HEARTBEAT_SECONDS")
     if (settings.api_keys or settings.admin_key) and not settings.secret_key:
         raise SettingsError(
-            "SECRET_KEY is required when API_KEYS or ADMIN_KEY is set: it keys the HMAC that tags "
+            "SECRET_KEY is required when API_KEYS is set (or ADMIN_KEY): it keys the HMAC that tags "
             "each API key's conversations "
             "(generate one: python -c 'import secrets; print(secrets.token_urlsafe(32))')"
         )
