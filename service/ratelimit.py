@@ -87,6 +87,18 @@ redis.call('HSET', KEYS[3], ARGV[8], t[1])
 return {0, 0, count, reset, used, day_reset, busy}
 """
 
+PEEK = """
+local t = redis.call('TIME')
+local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
+local day = math.floor(now / 86400000)
+local count = redis.call('ZCOUNT', KEYS[1], '(' .. (now - 60000), '+inf')
+local first = redis.call('ZRANGEBYSCORE', KEYS[1], '(' .. (now - 60000), '+inf', 'WITHSCORES', 'LIMIT', 0, 1)
+local reset = 0
+if first[2] then reset = tonumber(first[2]) + 60000 - now end
+local u = redis.call('HMGET', ARGV[1] .. day, 'input_tokens', 'output_tokens')
+return {count, reset, (tonumber(u[1]) or 0) + (tonumber(u[2]) or 0), (day + 1) * 86400000 - now}
+"""
+
 SETTLE = """
 local t = redis.call('TIME')
 local usage = ARGV[2] .. math.floor(tonumber(t[1]) / 86400)
@@ -218,6 +230,14 @@ def admit(redis: Redis, caller: Caller, *, lease_seconds: float) -> Decision:
     )
     status, retry, count, reset, used, day_reset, busy = (int(v) for v in result)
     return Decision(status, retry, limits, count, reset, used, day_reset, busy, lease)
+
+
+def peek(redis: Redis, caller: Caller) -> Decision:
+    """The caller's standing without counting a request: for the headers of other endpoints."""
+    count, reset, used, day_reset = (
+        int(v) for v in redis.eval(PEEK, 1, _requests_key(caller.id), usage_prefix(caller.id))
+    )
+    return Decision(OK, 0, caller.limits, count, reset, used, day_reset, 0, "")
 
 
 def settle(

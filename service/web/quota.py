@@ -1,12 +1,14 @@
 """Per-key limits in the web tier: admit a turn, put the limits on the response, settle at the end.
 
-The completions view calls `admit(gw, model)` once the request is parsed (so the model
-is known). An admitted turn holds a *ticket*: its key and its turn-slot lease. The
-`Run` serving the response takes the ticket (`take_ticket`) and settles it in
-`Run.close` — when the last byte of a stream is sent or the client goes away, which is
-after this request's context is gone, hence the ticket carries the caller. A request
-that fails before a `Run` takes its ticket settles it as an error in teardown, so no
-path leaks a slot (and a dead process's slots expire with their lease).
+Every response to a request by a key with limits carries OpenAI's `x-ratelimit-*`
+headers (a turn's from its admission, other endpoints' from a read-only look). The
+completions view calls `admit(gw, model)` once the request is parsed (so the model is
+known). An admitted turn holds a *ticket*: its key and its turn-slot lease. The `Run`
+serving the response takes the ticket (`take_ticket`) and settles it in `Run.close` —
+when the last byte of a stream is sent or the client goes away, which is after this
+request's context is gone, hence the ticket carries the caller. A request that fails
+before a `Run` takes its ticket settles it as an error in teardown, so no path leaks a
+slot (and a dead process's slots expire with their lease).
 
 A model the key may not use is a 403 `model_not_found`, as OpenAI answers a project
 without access to a model (a 404 would claim the model does not exist).
@@ -117,6 +119,12 @@ def take_ticket() -> Ticket | None:
 
 def _headers(response: Response) -> Response:
     decision: ratelimit.Decision | None = g.get("rate")
+    caller: Caller | None = g.get("caller")
+    if decision is None and caller is not None and (caller.limits.rpm or caller.limits.tokens_per_day):
+        try:  # not a turn (models, conversations): report the key's standing, count nothing
+            decision = ratelimit.peek(gateway().redis, caller)
+        except RedisError:
+            decision = None  # the response itself is what matters
     if decision is not None:
         response.headers.update(decision.headers())
         if decision.status in (ratelimit.RPM, ratelimit.CONCURRENT):
