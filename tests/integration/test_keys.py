@@ -1,5 +1,6 @@
-"""Managed keys, per-key limits and usage on real processes: gunicorn with two web processes
-(limits must hold across them), one RQ worker, the stack's redis-server and the simulator.
+"""Managed keys, per-key limits and usage on real processes: two gunicorn servers (as two web
+hosts would run; the first with two web processes) sharing one RQ worker, the stack's
+redis-server and the simulator. Limits must hold across all three web processes.
 
 Each test creates its own keys through the admin API, so tests share the stack but no state.
 """
@@ -34,6 +35,7 @@ SLOW = "[sim:slow=0.25][sim:long=16] take your time"
 class Gateway:
     url: str
     redis: Redis
+    other_url: str  # the second gunicorn: another "host" on the same Redis
 
     def admin(self, method: str, path: str = "", json: Any = None, key: str = ADMIN_KEY) -> requests.Response:
         return requests.request(
@@ -50,9 +52,11 @@ class Gateway:
         assert created.status_code == 201, created.text
         return created.json()["id"], created.json()["key"]
 
-    def chat(self, key: str, content: str = "hi", **extra: Any) -> requests.Response:
+    def chat(
+        self, key: str, content: str = "hi", *, url: str | None = None, **extra: Any
+    ) -> requests.Response:
         return requests.post(
-            f"{self.url}/v1/chat/completions",
+            f"{url or self.url}/v1/chat/completions",
             json=body(content, **extra),
             headers={"Authorization": f"Bearer {key}"},
             timeout=60,
@@ -77,13 +81,15 @@ def gw(stack_redis: EmbeddedRedis, simulator: SimulatorProcess) -> Iterator[Gate
         UPSTREAM_IDLE_TIMEOUT="10",
     )
     worker = WorkerProcess(env)
-    web = GunicornServer(env, workers=2)
+    web, other = GunicornServer(env, workers=2), GunicornServer(env, workers=1)
     client = Redis.from_url(stack_redis.url)
     try:
         worker.start()
         web.start()
-        yield Gateway(web.url, client)
+        other.start()
+        yield Gateway(web.url, client, other.url)
     finally:
+        other.stop()
         web.stop()
         worker.stop()
         client.close()
@@ -106,8 +112,9 @@ def test_create_use_revoke(gw: Gateway) -> None:
     assert secret.encode() not in every_byte_in(gw.redis)  # only its hash is stored, anywhere
 
     assert gw.admin("DELETE", f"/{key_id}").status_code == 200
-    refused = gw.chat(secret)
-    assert refused.status_code == 401 and refused.json()["error"]["code"] == "invalid_api_key"
+    for url in (gw.url, gw.url, gw.other_url):  # revoked at once, whichever process answers
+        refused = gw.chat(secret, url=url)
+        assert refused.status_code == 401 and refused.json()["error"]["code"] == "invalid_api_key"
     assert (
         requests.get(
             f"{gw.url}/v1/models", headers={"Authorization": f"Bearer {secret}"}, timeout=10
@@ -138,9 +145,9 @@ def test_concurrent_turns_are_capped_across_web_processes(gw: Gateway) -> None:
     key_id, secret = gw.create(max_concurrent=2)
     barrier = threading.Barrier(6)
 
-    def one(_: int) -> requests.Response:
-        barrier.wait()
-        return gw.chat(secret, SLOW)
+    def one(n: int) -> requests.Response:
+        barrier.wait()  # half to each server: whatever serves them, only two may run
+        return gw.chat(secret, SLOW, url=gw.url if n % 2 else gw.other_url)
 
     with concurrent.futures.ThreadPoolExecutor(6) as pool:
         answers = list(pool.map(one, range(6)))
@@ -151,6 +158,14 @@ def test_concurrent_turns_are_capped_across_web_processes(gw: Gateway) -> None:
         assert refused.headers["Retry-After"] == "1"
     wait_for(lambda: gw.redis.zcard(turns_key(key_id)) == 0)  # every slot given back
     assert gw.chat(secret).status_code == 200
+
+
+def test_rpm_is_shared_by_both_servers(gw: Gateway) -> None:
+    _, secret = gw.create(rpm=2)
+    first, second = gw.chat(secret), gw.chat(secret, url=gw.other_url)
+    assert (first.status_code, second.status_code) == (200, 200)
+    assert second.headers["x-ratelimit-remaining-requests"] == "0"
+    assert gw.chat(secret).status_code == 429 and gw.chat(secret, url=gw.other_url).status_code == 429
 
 
 def test_daily_token_quota_is_insufficient_quota_and_not_retried(gw: Gateway) -> None:
