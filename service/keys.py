@@ -54,6 +54,11 @@ def digest_of(secret: str) -> str:
     return hashlib.sha256(secret.encode()).hexdigest()
 
 
+def static_key_id(owner: str) -> str:
+    """The id a static `API_KEYS` key's limits and usage are kept under (from its owner tag)."""
+    return f"static_{owner[:12]}"
+
+
 def looks_managed(secret: str) -> bool:
     """Whether a presented key has the managed format (others are not looked up)."""
     return secret.startswith(KEY_PREFIX) and len(secret) > len(KEY_PREFIX) + 20
@@ -270,6 +275,7 @@ class KeyStore:
             {
                 "id": k.id,
                 "object": "api_key",
+                "managed": True,
                 "prefix": k.prefix,
                 "label": k.label,
                 "created": k.created,

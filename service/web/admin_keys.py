@@ -4,6 +4,7 @@
                                         "tokens_per_day", "models"}; the answer holds the
                                         secret (`key`), the only time it is ever shown
     GET    /admin/keys                  every key: prefix, label, limits, created, last used
+                                        (static API_KEYS too, `"managed": false`, for their ids)
     GET    /admin/keys/<id>             one key
     PATCH  /admin/keys/<id>             change label and/or limits (null = the default)
     DELETE /admin/keys/<id>             revoke: the key's next request is a 401 everywhere
@@ -21,9 +22,12 @@ from typing import Any
 from flask import Blueprint, Flask, Response, jsonify, request
 
 from service import ratelimit
+from service.conversations import owner_of
 from service.errors import AuthenticationFailed, InvalidRequest, NotFound
-from service.keys import KeyNotFound, KeyStore, ManagedKey, parse_limits
+from service.keys import KeyNotFound, KeyStore, ManagedKey, parse_limits, static_key_id
 from service.settings import Settings
+from service.web import quota
+from service.web.auth import mask_key
 from service.web.extension import gateway
 
 blueprint = Blueprint("admin_keys", __name__, url_prefix="/admin/keys")
@@ -85,9 +89,29 @@ def create_key() -> tuple[Response, int]:
 
 @blueprint.get("")
 def list_keys() -> Response:
-    """Every managed key, without secrets."""
+    """Every managed key, then every static key (read-only here), without secrets."""
     store = _store()
-    return jsonify({"object": "list", "data": store.views(store.all())})
+    return jsonify({"object": "list", "data": store.views(store.all()) + _static_views(store)})
+
+
+def _static_views(store: KeyStore) -> list[dict[str, Any]]:
+    settings = gateway().settings
+    ids = [static_key_id(owner_of(key, secret=settings.secret_key)) for key in settings.api_keys]
+    used = store.last_used(ids)
+    limits = quota.defaults(settings).to_json()
+    return [
+        {
+            "id": key_id,
+            "object": "api_key",
+            "managed": False,
+            "prefix": mask_key(key)[:5],
+            "label": "API_KEYS",
+            "created": None,
+            "last_used": used.get(key_id),
+            "limits": limits,
+        }
+        for key_id, key in zip(ids, settings.api_keys, strict=True)
+    ]
 
 
 @blueprint.get("/<key_id>")

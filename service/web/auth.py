@@ -23,7 +23,7 @@ from collections.abc import Callable, Mapping
 
 from service.conversations import owner_of
 from service.errors import AuthenticationFailed
-from service.keys import Limits, ManagedKey
+from service.keys import Limits, ManagedKey, static_key_id
 from service.ratelimit import Caller
 
 log = logging.getLogger(__name__)
@@ -87,7 +87,7 @@ def identify(
         raise AuthenticationFailed(MISSING_KEY)
     if is_known(key, keys):
         owner = owner_of(key, secret=secret)
-        return Caller(id=f"static_{owner[:12]}", owner=owner, limits=Limits().over(defaults or Limits()))
+        return Caller(id=static_key_id(owner), owner=owner, limits=Limits().over(defaults or Limits()))
     record = managed(key) if managed is not None else None
     if record is None:
         log.info("event=auth_rejected reason=unknown_key")

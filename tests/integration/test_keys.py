@@ -209,4 +209,8 @@ def test_static_keys_keep_working_with_default_limits(gw: Gateway) -> None:
     answer = gw.chat(STATIC_KEY)
     assert answer.status_code == 200
     assert answer.headers["x-ratelimit-limit-requests"] == "1000"  # KEY_DEFAULT_RPM
+    [static] = [k for k in gw.admin("GET").json()["data"] if not k["managed"]]
+    assert static["prefix"] == STATIC_KEY[:5] and static["limits"]["rpm"] == 1000
+    assert static["last_used"] is not None and STATIC_KEY[5:].encode() not in every_byte_in(gw.redis)
+    assert gw.usage(static["id"])["requests"] >= 1
     assert gw.chat("sk-gw-" + "x" * 43).status_code == 401  # managed-looking but unknown
