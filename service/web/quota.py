@@ -25,7 +25,7 @@ from flask import Flask, Response, g
 from redis import Redis
 from redis.exceptions import RedisError
 
-from service import ratelimit
+from service import metrics, ratelimit
 from service.errors import ApiError
 from service.keys import Limits
 from service.ratelimit import Caller
@@ -35,6 +35,11 @@ from service.web.extension import Gateway, gateway
 
 log = logging.getLogger(__name__)
 
+LIMIT_NAMES = {
+    ratelimit.QUOTA: "tokens_per_day",
+    ratelimit.RPM: "rpm",
+    ratelimit.CONCURRENT: "max_concurrent",
+}
 LEASE_MARGIN = 30.0  # seconds beyond the longest a turn can take, before a lost slot frees itself
 
 
@@ -91,6 +96,7 @@ def admit(gw: Gateway, model: str) -> None:
     if caller is None or caller.id == "open":
         return
     if not caller.limits.allows(model):
+        metrics.KEY_LIMITED.labels(limit="models").inc()
         raise ApiError(
             f"This API key does not have access to model `{model}`.",
             status=403,
@@ -105,7 +111,9 @@ def admit(gw: Gateway, model: str) -> None:
     g.rate = decision
     error = decision.error(caller)
     if error is not None:
-        log.info("event=key_limited key_id=%s status=%d", caller.id, decision.status)
+        limit = LIMIT_NAMES[decision.status]
+        log.info("event=key_limited key_id=%s limit=%s", caller.id, limit)
+        metrics.KEY_LIMITED.labels(limit=limit).inc()
         raise error
     g.ticket = Ticket(caller, decision.lease)
 

@@ -7,6 +7,7 @@ from typing import Any
 import pytest
 from flask import Flask
 from flask.testing import FlaskClient
+from prometheus_client import REGISTRY
 from redis import Redis
 
 from service.ratelimit import turns_key, usage
@@ -114,8 +115,10 @@ def test_models_and_headers_follow_the_key(keyed: FlaskClient) -> None:
     assert_openai_error(
         keyed.get("/v1/models/Creative", headers=admin(secret)), 404, "model_not_found", "model"
     )
+    before = REGISTRY.get_sample_value("gateway_key_limited_total", {"limit": "models"}) or 0
     refused = keyed.post("/v1/chat/completions", json=CHAT, headers=admin(secret))
     assert_openai_error(refused, 403, "model_not_found", "model")
+    assert REGISTRY.get_sample_value("gateway_key_limited_total", {"limit": "models"}) == before + 1
     assert refused.headers["x-ratelimit-remaining-requests"] == "4"  # refused before counting
 
 
