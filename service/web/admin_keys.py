@@ -19,7 +19,7 @@ from __future__ import annotations
 import hmac
 from typing import Any
 
-from flask import Blueprint, Flask, Response, jsonify, request
+from flask import Blueprint, Flask, Response, g, jsonify, request
 
 from service import ratelimit
 from service.conversations import owner_of
@@ -44,6 +44,7 @@ def init_app(app: Flask, settings: Settings) -> None:
 
 def require_admin_key() -> None:
     """401 unless the request carries `Authorization: Bearer <ADMIN_KEY>` (constant-time compare)."""
+    g.surface = "admin"  # the request counter's label (service.web.telemetry)
     scheme, _, key = request.headers.get("Authorization", "").partition(" ")
     if scheme.lower() != "bearer" or not hmac.compare_digest(
         key.strip().encode(), gateway().settings.admin_key.encode()
