@@ -26,6 +26,9 @@ SHARED = [
     "service.tokens",
     "service.redis_conn",
     "service.logs",
+    "service.keys",
+    "service.ratelimit",
+    "service.keys_cli",
 ]
 
 
