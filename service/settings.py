@@ -204,7 +204,7 @@ def _log_level(value: str) -> str:
 
 
 # Keys whose values are credentials: an error names the key but never shows the value.
-SECRET_KEYS = ("API_KEYS", "SECRET_KEY", "COPILOT_ACCESS_TOKEN", "UPSTREAM_COOKIES", "ADMIN_KEY")
+SECRET_KEYS = ("API_KEYS", "SECRET_KEY", "ADMIN_KEY", "COPILOT_ACCESS_TOKEN", "UPSTREAM_COOKIES")
 
 
 def _shown(key: str, raw: str) -> str:
@@ -298,7 +298,7 @@ def load_settings(environ: Mapping[str, str]) -> Settings:
         log_format=_read(environ, "LOG_FORMAT", _choice("text", "json"), d.log_format),
         # WORKER_METRICS_PORT: port each worker process serves Prometheus metrics on; 0 = off.
         worker_metrics_port=_read(environ, "WORKER_METRICS_PORT", _port_or_off, d.worker_metrics_port),
-        # ADMIN_KEY: bearer key of the /admin/ API; unset = no admin API at all (404). Turns auth on.
+        # ADMIN_KEY: bearer key of the /admin/ API; unset = no admin API at all (404).
         admin_key=_read(environ, "ADMIN_KEY", _secret, d.admin_key),
         # KEY_DEFAULT_RPM: turns per sliding minute per key, for static keys and managed keys without
         # their own; 0 = no limit.
@@ -314,10 +314,14 @@ def load_settings(environ: Mapping[str, str]) -> Settings:
     )
     if settings.stream_hold_seconds > settings.sse_heartbeat_seconds:
         raise SettingsError("STREAM_HOLD_SECONDS must not exceed SSE_HEARTBEAT_SECONDS")
-    if (settings.api_keys or settings.admin_key) and not settings.secret_key:
+    if settings.api_keys and not settings.secret_key:
         raise SettingsError(
-            "SECRET_KEY is required when API_KEYS is set (or ADMIN_KEY): it keys the HMAC that tags "
-            "each API key's conversations "
+            "SECRET_KEY is required when API_KEYS is set: it keys the HMAC that tags each API key's "
+            "conversations (generate one: python -c 'import secrets; print(secrets.token_urlsafe(32))')"
+        )
+    if settings.admin_key and not settings.secret_key:
+        raise SettingsError(
+            "SECRET_KEY is required when ADMIN_KEY is set "
             "(generate one: python -c 'import secrets; print(secrets.token_urlsafe(32))')"
         )
     return settings
