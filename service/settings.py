@@ -319,9 +319,4 @@ def load_settings(environ: Mapping[str, str]) -> Settings:
             "SECRET_KEY is required when API_KEYS is set: it keys the HMAC that tags each API key's "
             "conversations (generate one: python -c 'import secrets; print(secrets.token_urlsafe(32))')"
         )
-    if settings.admin_key and not settings.secret_key:
-        raise SettingsError(
-            "SECRET_KEY is required when ADMIN_KEY is set "
-            "(generate one: python -c 'import secrets; print(secrets.token_urlsafe(32))')"
-        )
     return settings
