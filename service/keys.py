@@ -44,6 +44,10 @@ class KeyNotFound(LookupError):
     """No managed key with that id."""
 
 
+def _text(value: bytes | str) -> str:
+    return value.decode() if isinstance(value, bytes) else value
+
+
 def record_key(digest: str) -> str:
     """Where the record of the key whose secret hashes to `digest` lives."""
     return f"apikey:{digest}"
@@ -212,14 +216,14 @@ class KeyStore:
     def get(self, key_id: str) -> ManagedKey:
         """The key with that id; raises `KeyNotFound`."""
         digest = self.redis.hget(INDEX, key_id)
-        raw = self.redis.get(record_key(digest.decode())) if digest else None
+        raw = self.redis.get(record_key(_text(digest))) if digest else None
         if not raw:
             raise KeyNotFound(key_id)
         return ManagedKey.from_json(json.loads(raw))
 
     def all(self) -> list[ManagedKey]:
         """Every managed key, oldest first."""
-        digests = [d.decode() for d in self.redis.hvals(INDEX)]
+        digests = [_text(d) for d in self.redis.hvals(INDEX)]
         raws = self.redis.mget([record_key(d) for d in digests]) if digests else []
         keys = [ManagedKey.from_json(json.loads(raw)) for raw in raws if raw]
         return sorted(keys, key=lambda k: (k.created, k.id))
@@ -229,7 +233,7 @@ class KeyStore:
         digest = self.redis.hget(INDEX, key_id)
         if not digest:
             raise KeyNotFound(key_id)
-        name = record_key(digest.decode())
+        name = record_key(_text(digest))
         with self.redis.pipeline() as pipe:
             while True:
                 try:
@@ -256,7 +260,7 @@ class KeyStore:
         if not digest:
             raise KeyNotFound(key_id)
         with self.redis.pipeline() as pipe:
-            pipe.delete(record_key(digest.decode()))
+            pipe.delete(record_key(_text(digest)))
             pipe.hdel(INDEX, key_id)
             pipe.hdel(LAST_USED, key_id)
             pipe.execute()
