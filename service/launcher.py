@@ -118,7 +118,9 @@ def banner(settings: Settings, *, demo: bool) -> str:
     where = f"http://127.0.0.1:{settings.port}/v1"
     if settings.auth_enabled:
         access = (
-            f"on every interface (port {settings.port}), keyed: {len(settings.api_keys)} API key(s) required"
+            f"on every interface (port {settings.port}), keyed: {len(settings.api_keys)} static API key(s)"
+            + (" and managed keys" if settings.admin_key else "")
+            + " required"
         )
     elif settings.allow_open:
         access = (

@@ -71,11 +71,15 @@ class Settings:
     account_probe_seconds: float = 300.0
     account_health: bool = True
     queue_max_wait_seconds: float = 30.0
+    key_default_rpm: int = 0
+    key_default_concurrent: int = 0
+    key_default_tokens_per_day: int = 0
+    key_default_models: tuple[str, ...] = ()
 
     @property
     def auth_enabled(self) -> bool:
-        """Auth is on when at least one API key is configured."""
-        return bool(self.api_keys)
+        """Auth is on when a static API key is configured, or ADMIN_KEY (managed keys) is set."""
+        return bool(self.api_keys or self.admin_key)
 
     @property
     def listen_host(self) -> str:
@@ -105,6 +109,13 @@ def _positive_int(value: str) -> int:
     number = int(value.strip())
     if number <= 0:
         raise ValueError("must be a positive whole number")
+    return number
+
+
+def _count(value: str) -> int:
+    number = int(value.strip())
+    if number < 0:
+        raise ValueError("must be a whole number, 0 or more (0 = no limit)")
     return number
 
 
@@ -318,6 +329,17 @@ def load_settings(environ: Mapping[str, str]) -> Settings:
         queue_max_wait_seconds=_read(
             environ, "QUEUE_MAX_WAIT_SECONDS", _positive_float, d.queue_max_wait_seconds
         ),
+        # KEY_DEFAULT_RPM: turns per sliding minute per key, for static keys and managed keys without
+        # their own; 0 = no limit.
+        key_default_rpm=_read(environ, "KEY_DEFAULT_RPM", _count, d.key_default_rpm),
+        # KEY_DEFAULT_CONCURRENT: turns in flight at once per key (all web processes together); 0 = no limit.
+        key_default_concurrent=_read(environ, "KEY_DEFAULT_CONCURRENT", _count, d.key_default_concurrent),
+        # KEY_DEFAULT_TOKENS_PER_DAY: input+output tokens per key per UTC day; 0 = no limit.
+        key_default_tokens_per_day=_read(
+            environ, "KEY_DEFAULT_TOKENS_PER_DAY", _count, d.key_default_tokens_per_day
+        ),
+        # KEY_DEFAULT_MODELS: comma-separated model names or globs a key may use; empty = all.
+        key_default_models=_read(environ, "KEY_DEFAULT_MODELS", _csv, d.key_default_models),
     )
     if settings.stream_hold_seconds > settings.sse_heartbeat_seconds:
         raise SettingsError("STREAM_HOLD_SECONDS must not exceed SSE_HEARTBEAT_SECONDS")

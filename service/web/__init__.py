@@ -11,6 +11,8 @@ else: shared code lives in plain `service` modules so workers never load Flask.
       completions  POST …/completions  (validation → enqueue → stream.watch → SSE/JSON)
       meta         /v1/models, /v1/conversations/<id>
       health       /healthz (liveness), /readyz (readiness), /metrics (Prometheus)
+      quota        per-key limits (admit a turn, x-ratelimit-* headers, settle its usage)
+      admin_keys   /admin/keys: managed API keys and their usage (only with ADMIN_KEY)
       telemetry    request metrics recorded in one after_request hook
       admin        /admin/accounts (only with ADMIN_KEY); the pool's admission check
       errors       every failure rendered as OpenAI's error JSON
@@ -24,7 +26,7 @@ from collections.abc import Mapping
 from flask import Flask
 
 from service.settings import load_settings
-from service.web import admin, completions, errors, health, meta, middleware, telemetry
+from service.web import admin, admin_keys, completions, errors, health, meta, middleware, quota, telemetry
 from service.web.extension import init_app
 
 
@@ -44,9 +46,11 @@ def create_app(overrides: Mapping[str, str] | None = None) -> Flask:
     middleware.init_app(app)
     errors.init_app(app)
     telemetry.init_app(app)
+    quota.init_app(app)
     app.register_blueprint(health.blueprint)
     app.register_blueprint(meta.blueprint)
     admin.init_app(app, settings)  # /admin/ only with ADMIN_KEY
+    admin_keys.init_app(app, settings)  # /admin/keys only with ADMIN_KEY
     # Its catch-all rule loses to every more specific rule, whatever the order.
     app.register_blueprint(completions.blueprint)
     return app

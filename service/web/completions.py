@@ -32,7 +32,7 @@ from service.errors import ApiError, InvalidRequest
 from service.logs import bind_turn
 from service.relay import TERMINAL, Subscription, last_event
 from service.turns import TurnRequest, enqueue_turn, new_completion_id, request_cancel
-from service.web import admin
+from service.web import admin, quota
 from service.web.body import read_body
 from service.web.errors import redis_unavailable
 from service.web.extension import Gateway, gateway
@@ -59,6 +59,9 @@ class Run:
     sub: Subscription
     idempotency_key: str | None = None
     attached: bool = False
+    # The key's admitted-turn ticket (settled in `close`), taken from the request that built the Run.
+    ticket: quota.Ticket | None = dataclasses.field(default_factory=quota.take_ticket)
+    answer: Answer | None = None  # what was sent, for the key's token usage
 
     def close(self, gw: Gateway, terminal: dict[str, Any] | None) -> None:
         """Unsubscribe; cancel what nobody will read; free the claim of a failed turn.
@@ -91,6 +94,8 @@ class Run:
             log.warning("event=cleanup_failed completion_id=%s", turn.completion_id, exc_info=True)
         finally:
             self.sub.close()
+            if self.ticket is not None:
+                self.ticket.settle(gw.redis, terminal, None if self.attached else self.answer)
 
 
 @blueprint.route("/<path:path>", methods=["GET", "POST", "PUT", "PATCH", "DELETE"])
@@ -105,6 +110,7 @@ def chat_completions(path: str) -> Response:
     chat = parse_chat_request(raw, request.headers, upstream=gw.settings.upstream, bounds=_bounds(gw))
     g.model = chat.model  # labels this request's metrics (service.web.telemetry)
     admin.admit()  # 429 at once if the account pool's line is too long
+    quota.admit(gw, chat.model)  # the key's model access and limits: 403/429, or a ticket for the Run
     key = _idempotency_key()
     completion_id, created = new_completion_id(), int(time.time())
     mine = idempotency.Claim(completion_id, idempotency.body_digest(raw), created=created)
@@ -264,7 +270,7 @@ def _respond(gw: Gateway, run: Run, chat: ChatRequest) -> Response:
 def _complete(gw: Gateway, run: Run, chat: ChatRequest) -> Response:
     """Wait for the whole answer and return one `chat.completion` (or the error)."""
     turn = run.turn
-    answer = Answer(chat.messages)
+    answer = run.answer = Answer(chat.messages)
     terminal: dict[str, Any] | None = None
     try:
         for event in watch(run.sub, gw.redis, turn.completion_id, gw.settings):
@@ -317,5 +323,6 @@ def _stream(gw: Gateway, run: Run, chat: ChatRequest) -> Response:
     chunks = ChunkBuilder(
         turn.completion_id, model=turn.model, created=turn.created, include_usage=chat.include_usage
     )
-    body = EventStream(events, first, chunks=chunks, answer=Answer(chat.messages), on_close=on_close)
+    run.answer = Answer(chat.messages)
+    body = EventStream(events, first, chunks=chunks, answer=run.answer, on_close=on_close)
     return Response(body, status=200, mimetype="text/event-stream", headers=SSE_HEADERS)

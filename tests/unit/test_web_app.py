@@ -179,10 +179,10 @@ def test_every_response_has_cors_and_a_request_id(secured: FlaskClient) -> None:
         assert re.fullmatch(r"req_[0-9a-f]{32}", response.headers["x-request-id"])
         assert response.headers["Access-Control-Allow-Origin"] == "*"
         exposed = response.headers["Access-Control-Expose-Headers"]
-        assert (
-            exposed
-            == "x-request-id, X-Conversation-Id, X-Conversation-Turns-Remaining, Retry-After, x-should-retry"
+        assert exposed.startswith(
+            "x-request-id, X-Conversation-Id, X-Conversation-Turns-Remaining, Retry-After, x-should-retry"
         )
+        assert "x-ratelimit-remaining-requests" in exposed and "x-ratelimit-reset-tokens" in exposed
 
 
 def test_sane_incoming_request_ids_are_reused(client: FlaskClient) -> None:
