@@ -256,7 +256,7 @@ def test_killing_a_worker_host_mid_turn_ends_it_within_the_lease_and_the_next_tu
         stop_all(workers)
 
 
-def throughput(cluster: Cluster, hosts: tuple[str, ...], turns: int = 24, clients: int = 12) -> float:
+def throughput(cluster: Cluster, hosts: tuple[str, ...], turns: int = 36, clients: int = 12) -> float:
     """Turns per minute the cluster completes with workers on `hosts` (fresh conversations)."""
     workers = cluster.start_workers(hosts)
     try:
@@ -338,6 +338,7 @@ def test_sentinel_failover_under_load_is_ridden_out_without_restarts(cluster: Cl
     )
     webs: list[GunicornServer] = []
     workers: list[Worker] = []
+    ready: list[int] = []
     stop = threading.Event()
     results: list[Outcome] = []
     threads = [threading.Thread(target=load, args=(webs, stop, results, i)) for i in range(6)]
@@ -361,6 +362,7 @@ def test_sentinel_failover_under_load_is_ridden_out_without_restarts(cluster: Cl
             return first_ok is not None and sum(r.status == 200 for r in after[first_ok:]) >= 20
 
         wait_for(recovered, timeout=120, interval=0.2)
+        ready = [requests.get(f"{web.url}/readyz", timeout=10).status_code for web in webs]
     finally:
         stop.set()
         for thread in threads:
@@ -385,5 +387,6 @@ def test_sentinel_failover_under_load_is_ridden_out_without_restarts(cluster: Cl
     )
     assert new_primary == ha.replica.address, new_primary
     assert alive  # no web or worker process restarted (or died) to get there
+    assert ready == [200, 200]  # /readyz reaches the new primary too
     ordered = sorted(results, key=lambda r: r.started)
     assert all(r.status == 200 for r in ordered[-10:])  # requests after the failover succeed

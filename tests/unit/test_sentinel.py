@@ -56,7 +56,7 @@ def test_bad_sentinel_settings_name_the_key(environ: dict[str, str], names: str)
         load_settings(environ)
 
 
-def test_sentinel_password_is_never_shown() -> None:
+def test_sentinel_password_is_treated_as_a_secret() -> None:
     assert "REDIS_SENTINEL_PASSWORD" in __import__("service.settings").settings.SECRET_KEYS
 
 
