@@ -1,10 +1,12 @@
 """Scale-out on separate hosts: network namespaces on a bridge, each host with its own address.
 
-Hosts: Redis (and, where the kernel lacks netem, a relay that adds the latency in front
-of it), two web hosts (gunicorn), three worker hosts (`python -m workers`), and for the
-high-availability part a Redis primary, a replica and three Sentinels, each on its own
-host. The test process is the ".1" host on the bridge: it runs the upstream simulator and
-is the client. The test proves, with real processes and real sockets:
+Hosts: a client, the upstream simulator, Redis (and, where the kernel lacks netem, a relay
+that adds the latency in front of it), two web hosts (gunicorn), three worker hosts
+(`python -m workers`), and for the high-availability part a Redis primary, a replica and
+three Sentinels, each on its own host. Requests leave from the client host (thread pools
+whose threads `setns` onto it); the test process itself, the ".1" address on the bridge,
+only starts things and reads Redis and the simulator to check. It proves, with real
+processes and real sockets:
 
 - a conversation continues whichever web host and worker host serves each turn;
 - killing a worker host mid-turn ends that turn with an error within the lease bound,
@@ -20,6 +22,7 @@ from __future__ import annotations
 
 import dataclasses
 import signal
+import socket
 import subprocess
 import sys
 import threading
@@ -66,6 +69,7 @@ class Cluster:
     env: dict[str, str]
     webs: list[GunicornServer]
     logs: Path
+    client: ThreadPoolExecutor  # its threads live on the client host
 
     def host(self, name: str) -> Host:
         return self.net.hosts[name]
@@ -119,10 +123,11 @@ def cluster(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Cluster]:
     started: list[Any] = []
     try:
         net.start()
-        for name in ("redis", "web1", "web2", *WORKER_HOSTS, *HA_HOSTS):
+        for name in ("client", "upstream", "redis", "web1", "web2", *WORKER_HOSTS, *HA_HOSTS):
             net.add_host(name)
         print(f"\nmultihost: hosts on {net.subnet}.0/24, latency via {net.latency}", flush=True)
-        simulator = SimulatorProcess(host=net.address, max_turns=1000).start()
+        upstream = net.hosts["upstream"]
+        simulator = SimulatorProcess(host=upstream.address, max_turns=1000, prefix=upstream.prefix).start()
         started.append(simulator)
         redis_host = net.hosts["redis"]
         node = RedisNode(redis_host.address, 6379, prefix=redis_host.prefix).start()
@@ -167,7 +172,11 @@ def cluster(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Cluster]:
             started.append(web)
             webs.append(web.start(timeout=40))
         redis = Redis.from_url(redis_url)
-        yield Cluster(net, simulator, redis_url, redis, env, webs, logs)
+        client = ThreadPoolExecutor(16, initializer=net.hosts["client"].enter_in_this_thread)
+        web1 = net.hosts["web1"].address, webs[0].port
+        assert client.submit(source_address, web1).result() == net.hosts["client"].address
+        yield Cluster(net, simulator, redis_url, redis, env, webs, logs, client)
+        client.shutdown()
         redis.close()
     finally:
         for thing in reversed(started):
@@ -179,8 +188,19 @@ def cluster(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Cluster]:
         net.close()
 
 
-def turn(web: GunicornServer, content: str, **extra: Any) -> requests.Response:
+def source_address(peer: tuple[str, int]) -> str:
+    """The local address a connection to `peer` leaves from (proves which host a thread is on)."""
+    with socket.create_connection(peer, timeout=5) as sock:
+        return str(sock.getsockname()[0])
+
+
+def post(web: GunicornServer, content: str, **extra: Any) -> requests.Response:
     return requests.post(f"{web.url}/v1/chat/completions", json=body(content, **extra), timeout=90)
+
+
+def turn(cluster: Cluster, web: GunicornServer, content: str, **extra: Any) -> requests.Response:
+    """One chat completion, sent from the client host."""
+    return cluster.client.submit(post, web, content, **extra).result()
 
 
 def served_by(cluster: Cluster, completion_id: str, workers: list[Worker], redis: Redis | None = None) -> str:
@@ -203,7 +223,7 @@ def test_conversation_continues_whichever_web_and_worker_host_serves_each_turn(c
         for index in range(8):
             web = cluster.webs[index % 2]
             extra = {"conversation_id": conversation_id} if conversation_id else {}
-            response = turn(web, f"turn {index}", **extra)
+            response = turn(cluster, web, f"turn {index}", **extra)
             assert response.status_code == 200, response.text
             conversation_id = response.headers["X-Conversation-Id"]
             route.append((f"web{index % 2 + 1}", served_by(cluster, response.json()["id"], workers)))
@@ -228,11 +248,11 @@ def test_killing_a_worker_host_mid_turn_ends_it_within_the_lease_and_the_next_tu
     workers = cluster.start_workers(WORKER_HOSTS)
     queue = Queue("chat", connection=cluster.redis, serializer=JSONSerializer)
     try:
-        first = turn(cluster.webs[0], "remember me")
+        first = turn(cluster, cluster.webs[0], "remember me")
         assert first.status_code == 200, first.text
         conversation_id = first.headers["X-Conversation-Id"]
         with ThreadPoolExecutor(1) as pool:
-            pending = pool.submit(turn, cluster.webs[1], SLOW_TURN, conversation_id=conversation_id)
+            pending = pool.submit(turn, cluster, cluster.webs[1], SLOW_TURN, conversation_id=conversation_id)
             job_id = wait_for(lambda: running_job(queue, besides=first.json()["id"]), timeout=30)
             victim = served_by(cluster, job_id, workers)
             time.sleep(1.0)  # well into the answer
@@ -248,7 +268,7 @@ def test_killing_a_worker_host_mid_turn_ends_it_within_the_lease_and_the_next_tu
         assert lost.status_code == 502
         assert lost.json()["error"]["code"] == "worker_lost"
         survivors = [w for w in workers if w.host != victim]
-        following = turn(cluster.webs[0], "still there?", conversation_id=conversation_id)
+        following = turn(cluster, cluster.webs[0], "still there?", conversation_id=conversation_id)
         assert following.status_code == 200, following.text
         assert following.headers["X-Conversation-Id"] == conversation_id
         assert served_by(cluster, following.json()["id"], workers) in {w.host for w in survivors}
@@ -260,14 +280,15 @@ def throughput(cluster: Cluster, hosts: tuple[str, ...], turns: int = 36, client
     """Turns per minute the cluster completes with workers on `hosts` (fresh conversations)."""
     workers = cluster.start_workers(hosts)
     try:
-        turn(cluster.webs[0], "warm up")
+        turn(cluster, cluster.webs[0], "warm up")
         statuses: list[int] = []
         lock = threading.Lock()
         todo = iter(range(turns))
 
         def client() -> None:
+            cluster.host("client").enter_in_this_thread()
             for index in todo:  # threads share the iterator: each turn is taken once
-                response = turn(cluster.webs[index % 2], TIMED_TURN)
+                response = post(cluster.webs[index % 2], TIMED_TURN)
                 with lock:
                     statuses.append(response.status_code)
 
@@ -304,8 +325,11 @@ class Outcome:
     code: str = ""  # the error's code, when it failed
 
 
-def load(webs: list[GunicornServer], stop: threading.Event, results: list[Outcome], index: int) -> None:
-    """One client: quick turns back to back, alternating web hosts, until told to stop."""
+def load(
+    client: Host, webs: list[GunicornServer], stop: threading.Event, results: list[Outcome], index: int
+) -> None:
+    """One client on the client host: quick turns back to back, alternating web hosts, until told to stop."""
+    client.enter_in_this_thread()
     count = 0
     while not stop.is_set():
         count += 1
@@ -341,7 +365,9 @@ def test_sentinel_failover_under_load_is_ridden_out_without_restarts(cluster: Cl
     ready: list[int] = []
     stop = threading.Event()
     results: list[Outcome] = []
-    threads = [threading.Thread(target=load, args=(webs, stop, results, i)) for i in range(6)]
+    threads = [
+        threading.Thread(target=load, args=(cluster.host("client"), webs, stop, results, i)) for i in range(6)
+    ]
     try:
         for name in ("web1", "web2"):
             host = cluster.host(name)

@@ -13,6 +13,7 @@ has netem; otherwise `latency` is "userspace" and the test adds it with
 
 from __future__ import annotations
 
+import ctypes
 import dataclasses
 import os
 import shutil
@@ -20,6 +21,7 @@ import signal
 import subprocess
 
 BASE = "gwmh"
+CLONE_NEWNET = 0x40000000
 
 
 def _ip(*args: str, check: bool = True) -> subprocess.CompletedProcess[str]:
@@ -53,6 +55,21 @@ class Host:
     def prefix(self) -> list[str]:
         """Prepend to a command to run it on this host."""
         return ["ip", "netns", "exec", self.namespace]
+
+    def enter_in_this_thread(self) -> None:
+        """Move the calling thread onto this host: sockets it opens from now on are the host's.
+
+        A network namespace is per thread (`setns(2)`), so a thread pool whose threads call
+        this at start is a client on this host inside the test process.
+        """
+        libc = ctypes.CDLL(None, use_errno=True)
+        fd = os.open(f"/run/netns/{self.namespace}", os.O_RDONLY)
+        try:
+            if libc.setns(fd, CLONE_NEWNET) != 0:
+                errno = ctypes.get_errno()
+                raise OSError(errno, f"setns to {self.namespace}: {os.strerror(errno)}")
+        finally:
+            os.close(fd)
 
     def pids(self) -> list[int]:
         """Every process running in this host's namespace."""

@@ -16,6 +16,7 @@ import subprocess
 import sys
 import tempfile
 import time
+from collections.abc import Sequence
 from pathlib import Path
 from types import TracebackType
 from typing import IO, Any, NoReturn
@@ -39,6 +40,7 @@ class SimulatorProcess:
         words_per_update: int = 1,
         log_level: str = "INFO",
         startup_timeout: float = 15.0,
+        prefix: Sequence[str] = (),
     ) -> None:
         self.args = [
             "--host", host,
@@ -50,6 +52,7 @@ class SimulatorProcess:
             "--log-level", log_level,
         ]  # fmt: skip
         self.startup_timeout = startup_timeout
+        self.prefix = list(prefix)  # e.g. ["ip", "netns", "exec", HOST]: run on another network namespace
         self.process: subprocess.Popen[bytes] | None = None
         self.http_url = ""
         self._log: IO[bytes] | None = None
@@ -63,7 +66,15 @@ class SimulatorProcess:
         self._log = tempfile.NamedTemporaryFile(prefix="chathub-sim-", suffix=".log", delete=False)  # noqa: SIM115
         self.log_path = Path(self._log.name)
         self.process = subprocess.Popen(
-            [sys.executable, "-m", "tests.simulator", *self.args, "--parent-pid", str(os.getpid())],
+            [
+                *self.prefix,
+                sys.executable,
+                "-m",
+                "tests.simulator",
+                *self.args,
+                "--parent-pid",
+                str(os.getpid()),
+            ],
             cwd=REPO_ROOT,
             stdin=subprocess.DEVNULL,
             stdout=subprocess.PIPE,
