@@ -75,7 +75,7 @@ class Cluster:
         return self.net.hosts[name]
 
     def start_workers(
-        self, names: tuple[str, ...], env: dict[str, str] | None = None, **kw: Any
+        self, names: tuple[str, ...], env: dict[str, str] | None = None, registry_url: str | None = None
     ) -> list[Worker]:
         """One worker process on each named host, all registered with RQ."""
         workers = [
@@ -85,7 +85,7 @@ class Cluster:
                     env or self.env,
                     prefix=self.host(name).prefix,
                     stderr=self.logs / f"{name}.log",
-                    registry_url=kw.get("registry_url", self.redis_url),
+                    registry_url=registry_url or self.redis_url,
                 ),
             )
             for name in names
