@@ -11,6 +11,7 @@ import time
 from collections.abc import Iterator
 
 import pytest
+from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import RedisError
 
 from service.embedded_redis import free_port
@@ -101,6 +102,13 @@ def _until_ok(call: object, timeout: float = 40.0) -> tuple[object, int]:
 def test_client_follows_a_failover_without_restart(cluster: SentinelCluster) -> None:
     config = SentinelConfig(tuple(node.address for node in cluster.sentinels), MASTER)
     client = connect(None, role="failover-test", sentinel=config, max_connections=4, timeout=5)
+    capped = connect(None, role="capped", sentinel=config, max_connections=1, timeout=0.2)
+    held = capped.connection_pool.get_connection()
+    with pytest.raises(RedisConnectionError, match="No connection available"):
+        capped.ping()  # the cap holds: a second connection waits, then gives up
+    capped.connection_pool.release(held)
+    assert capped.ping()
+    capped.close()
     client.set("before", "kept")
     assert client.wait(1, 5000) == 1  # the replica has it: a write acked only by the primary could be lost
     assert client.connection_pool.get_master_address() == cluster.primary.address
