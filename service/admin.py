@@ -92,10 +92,10 @@ def run(argv: Sequence[str], environ: Mapping[str, str]) -> int:
     except SettingsError as exc:
         print(f"admin: {exc}", file=sys.stderr)
         return 2
-    if settings.redis_url is None:
-        print("admin: REDIS_URL is required", file=sys.stderr)
+    if not settings.redis_configured:
+        print("admin: REDIS_URL (or REDIS_SENTINELS) is required", file=sys.stderr)
         return 2
-    redis = connect(settings.redis_url, role="admin", max_connections=2)
+    redis = connect(settings.redis_url, role="admin", max_connections=2, sentinel=settings.sentinel)
     registry = Registry(redis, namespace=settings.queue_name, secret_key=settings.secret_key)
     try:
         if args.command == "list":

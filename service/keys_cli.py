@@ -109,8 +109,8 @@ def run(argv: Sequence[str], environ: Mapping[str, str], *, prog: str | None = N
     except SettingsError as exc:
         print(f"keys: {exc}", file=sys.stderr)
         return 2
-    if settings.redis_url is None:
-        print("keys: REDIS_URL is required", file=sys.stderr)
+    if not settings.redis_configured:
+        print("keys: REDIS_URL (or REDIS_SENTINELS) is required", file=sys.stderr)
         return 2
     if args.command == "create" and not settings.auth_enabled:
         print(
@@ -118,7 +118,7 @@ def run(argv: Sequence[str], environ: Mapping[str, str], *, prog: str | None = N
             "asks for no key; set one of them for managed keys to be required",
             file=sys.stderr,
         )
-    redis = connect(settings.redis_url, role="keys-cli", max_connections=2)
+    redis = connect(settings.redis_url, role="keys-cli", max_connections=2, sentinel=settings.sentinel)
     try:
         result = _execute(KeyStore(redis), args)
     except KeyNotFound:

@@ -181,7 +181,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         data_dir = _prepare(env)
         settings = load_settings(env)
         check_port(settings.listen_host, settings.port)
-        if settings.redis_url is None:
+        if not settings.redis_configured:
             redis = EmbeddedRedis(
                 data_dir=data_dir / "redis",
                 password=read_or_create_secret(data_dir / "redis_password"),

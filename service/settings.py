@@ -28,6 +28,15 @@ class SettingsError(ValueError):
 
 
 @dataclasses.dataclass(frozen=True)
+class SentinelConfig:
+    """Where Redis Sentinel runs and which monitored master the gateway uses."""
+
+    addresses: tuple[tuple[str, int], ...]
+    master: str
+    password: str = ""
+
+
+@dataclasses.dataclass(frozen=True)
 class Settings:
     """The parsed configuration; see `load_settings` for each key's meaning."""
 
@@ -75,6 +84,21 @@ class Settings:
     key_default_concurrent: int = 0
     key_default_tokens_per_day: int = 0
     key_default_models: tuple[str, ...] = ()
+    redis_sentinels: tuple[tuple[str, int], ...] = ()
+    redis_sentinel_master: str = ""
+    redis_sentinel_password: str = ""
+
+    @property
+    def sentinel(self) -> SentinelConfig | None:
+        """The Sentinel deployment to discover the Redis primary through; None = plain `REDIS_URL`."""
+        if not self.redis_sentinels:
+            return None
+        return SentinelConfig(self.redis_sentinels, self.redis_sentinel_master, self.redis_sentinel_password)
+
+    @property
+    def redis_configured(self) -> bool:
+        """Whether an external Redis is configured (a URL or Sentinels); else the launcher embeds one."""
+        return self.redis_url is not None or bool(self.redis_sentinels)
 
     @property
     def auth_enabled(self) -> bool:
@@ -184,6 +208,18 @@ def _redis_url(value: str) -> str | None:
     return url
 
 
+def _host_ports(value: str) -> tuple[tuple[str, int], ...]:
+    """`host:port,host:port` (IPv6 hosts in brackets: `[::1]:26379`)."""
+    addresses = []
+    for item in _csv(value):
+        host, sep, port = item.rpartition(":")
+        host = host.removeprefix("[").removesuffix("]")
+        if not sep or not host or not port.isdigit() or not 0 < int(port) <= 65535:
+            raise ValueError(f"{item!r} is not host:port (port 1-65535)")
+        addresses.append((host, int(port)))
+    return tuple(addresses)
+
+
 def _csv(value: str) -> tuple[str, ...]:
     return tuple(item.strip() for item in value.split(",") if item.strip())
 
@@ -210,7 +246,14 @@ def _log_level(value: str) -> str:
 
 
 # Keys whose values are credentials: an error names the key but never shows the value.
-SECRET_KEYS = ("API_KEYS", "SECRET_KEY", "ADMIN_KEY", "COPILOT_ACCESS_TOKEN", "UPSTREAM_COOKIES")
+SECRET_KEYS = (
+    "API_KEYS",
+    "SECRET_KEY",
+    "ADMIN_KEY",
+    "COPILOT_ACCESS_TOKEN",
+    "UPSTREAM_COOKIES",
+    "REDIS_SENTINEL_PASSWORD",
+)
 
 
 def _shown(key: str, raw: str) -> str:
@@ -237,6 +280,7 @@ def load_settings(environ: Mapping[str, str]) -> Settings:
         # PORT: TCP port the web server listens on.
         port=_read(environ, "PORT", _port, d.port),
         # REDIS_URL: Redis for jobs, pub/sub and conversations; unset = embedded redis-server.
+        # With REDIS_SENTINELS only its password, username, db and scheme (rediss = TLS) are used.
         redis_url=_read(environ, "REDIS_URL", _redis_url, d.redis_url),
         # API_KEYS: comma-separated bearer keys clients must present; empty = open gateway (loopback only).
         api_keys=_read(environ, "API_KEYS", _csv, d.api_keys),
@@ -340,7 +384,19 @@ def load_settings(environ: Mapping[str, str]) -> Settings:
         ),
         # KEY_DEFAULT_MODELS: comma-separated model names or globs a key may use; empty = all.
         key_default_models=_read(environ, "KEY_DEFAULT_MODELS", _csv, d.key_default_models),
+        # REDIS_SENTINELS: comma-separated host:port of Redis Sentinels; set = find the primary through them.
+        redis_sentinels=_read(environ, "REDIS_SENTINELS", _host_ports, d.redis_sentinels),
+        # REDIS_SENTINEL_MASTER: the master name the Sentinels monitor (required with REDIS_SENTINELS).
+        redis_sentinel_master=_read(environ, "REDIS_SENTINEL_MASTER", _text, d.redis_sentinel_master),
+        # REDIS_SENTINEL_PASSWORD: password of the Sentinels themselves (Redis's own is in REDIS_URL).
+        redis_sentinel_password=_read(environ, "REDIS_SENTINEL_PASSWORD", _text, d.redis_sentinel_password),
     )
+    if settings.redis_sentinels and not settings.redis_sentinel_master:
+        raise SettingsError("REDIS_SENTINEL_MASTER is required with REDIS_SENTINELS (the monitored name)")
+    if settings.redis_sentinel_master and not settings.redis_sentinels:
+        raise SettingsError("REDIS_SENTINEL_MASTER is set but REDIS_SENTINELS is not (where are they?)")
+    if settings.redis_sentinels and settings.redis_url and settings.redis_url.startswith("unix://"):
+        raise SettingsError("REDIS_URL must be redis:// or rediss:// with REDIS_SENTINELS (for db, password)")
     if settings.stream_hold_seconds > settings.sse_heartbeat_seconds:
         raise SettingsError("STREAM_HOLD_SECONDS must not exceed SSE_HEARTBEAT_SECONDS")
     if settings.api_keys and not settings.secret_key:

@@ -16,6 +16,7 @@ import subprocess
 import sys
 import tempfile
 import time
+from collections.abc import Sequence
 from pathlib import Path
 from types import TracebackType
 from typing import IO, Any, NoReturn
@@ -47,6 +48,7 @@ class SimulatorProcess:
         account_rpm: int = 0,
         log_level: str = "INFO",
         startup_timeout: float = 15.0,
+        prefix: Sequence[str] = (),
     ) -> None:
         self.args = [
             "--host", host,
@@ -60,6 +62,7 @@ class SimulatorProcess:
             "--log-level", log_level,
         ]  # fmt: skip
         self.startup_timeout = startup_timeout
+        self.prefix = list(prefix)  # e.g. ["ip", "netns", "exec", HOST]: run on another network namespace
         self.process: subprocess.Popen[bytes] | None = None
         self.http_url = ""
         self._log: IO[bytes] | None = None
@@ -73,7 +76,15 @@ class SimulatorProcess:
         self._log = tempfile.NamedTemporaryFile(prefix="chathub-sim-", suffix=".log", delete=False)  # noqa: SIM115
         self.log_path = Path(self._log.name)
         self.process = subprocess.Popen(
-            [sys.executable, "-m", "tests.simulator", *self.args, "--parent-pid", str(os.getpid())],
+            [
+                *self.prefix,
+                sys.executable,
+                "-m",
+                "tests.simulator",
+                *self.args,
+                "--parent-pid",
+                str(os.getpid()),
+            ],
             cwd=REPO_ROOT,
             stdin=subprocess.DEVNULL,
             stdout=subprocess.PIPE,
