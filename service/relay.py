@@ -95,7 +95,7 @@ class Publisher:
             self._raise_if_broken()
             self._flush_locked(event)
 
-    def finish(self, event: dict[str, Any], extra: Callable[[Pipeline], None] | None = None) -> None:
+    def finish(self, event: dict[str, Any], extra: Callable[[Pipeline], object] | None = None) -> None:
         """Send the terminal event; `extra` adds commands to the same MULTI (e.g. saving the turn)."""
         with self._lock:
             self._flush_locked(event, extra=extra)
@@ -118,7 +118,7 @@ class Publisher:
             raise self._broken
 
     def _flush_locked(
-        self, event: dict[str, Any] | None, extra: Callable[[Pipeline], None] | None = None
+        self, event: dict[str, Any] | None, extra: Callable[[Pipeline], object] | None = None
     ) -> None:
         if self.closed:
             return
