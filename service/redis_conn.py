@@ -18,8 +18,25 @@ from urllib.parse import unquote, urlsplit
 
 from redis import BlockingConnectionPool, Redis
 from redis.sentinel import Sentinel, SentinelConnectionPool
+from redis.typing import EncodableT, FieldT
 
 from service.settings import SentinelConfig
+
+HashFields = dict[FieldT, EncodableT]
+"""A hash's fields as `hset(mapping=...)` takes them.
+
+redis-py types that parameter `Mapping[FieldT, EncodableT]`, whose key type is invariant: a
+`dict[str, str]` is refused, so dicts built for HSET are annotated with this alias.
+"""
+
+
+def text(reply: bytes | str) -> str:
+    """A string reply as `str`.
+
+    Our clients return bytes (RQ needs `decode_responses=False`); redis-py's types cannot know
+    that and say `bytes | str`.
+    """
+    return reply.decode() if isinstance(reply, bytes) else reply
 
 
 class BlockingSentinelConnectionPool(SentinelConnectionPool, BlockingConnectionPool):

@@ -208,6 +208,7 @@ class TurnRunner:
             return {"status": "cancelled"}
         if done is None:
             raise ProtocolError("the upstream ended the turn without an answer")
+        assert handle is not None  # the answer came on an upstream conversation
         conversation.messages = [
             *conversation.messages,
             {"role": "user", "content": request.prompt},

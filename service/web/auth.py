@@ -19,7 +19,8 @@ from __future__ import annotations
 
 import hmac
 import logging
-from collections.abc import Callable, Mapping
+from collections.abc import Callable
+from typing import Protocol
 
 from service.conversations import owner_of
 from service.errors import AuthenticationFailed
@@ -28,13 +29,21 @@ from service.ratelimit import Caller
 
 log = logging.getLogger(__name__)
 
+
+class HeaderLookup(Protocol):
+    """What the pure request code reads headers through: a plain dict (tests) or werkzeug's
+    case-insensitive `request.headers`, which is no `Mapping`."""
+
+    def get(self, key: str, /) -> str | None: ...
+
+
 MISSING_KEY = (
     "You didn't provide an API key. You need to provide your API key in an Authorization header "
     "using Bearer auth (i.e. Authorization: Bearer YOUR_KEY)."
 )
 
 
-def presented_key(headers: Mapping[str, str]) -> str | None:
+def presented_key(headers: HeaderLookup) -> str | None:
     """The key the request carries (Bearer token first, then `api-key`), or None."""
     authorization = (headers.get("Authorization") or "").strip()
     scheme, _, token = authorization.partition(" ")
@@ -61,13 +70,13 @@ def is_known(key: str, keys: tuple[str, ...]) -> bool:
     return found
 
 
-def authenticate(headers: Mapping[str, str], keys: tuple[str, ...], *, secret: str) -> str:
+def authenticate(headers: HeaderLookup, keys: tuple[str, ...], *, secret: str) -> str:
     """The caller's owner tag; raises `AuthenticationFailed` (401) when auth is on and fails."""
     return identify(headers, keys, secret=secret, required=bool(keys)).owner
 
 
 def identify(
-    headers: Mapping[str, str],
+    headers: HeaderLookup,
     keys: tuple[str, ...],
     *,
     secret: str,

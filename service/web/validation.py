@@ -23,8 +23,8 @@ from __future__ import annotations
 import dataclasses
 import functools
 import json
-from collections.abc import Iterable, Mapping
-from typing import Any
+from collections.abc import Iterable
+from typing import TYPE_CHECKING, Any
 
 from jsonschema import Draft202012Validator
 
@@ -33,6 +33,9 @@ from service.limits import check_prompt
 from service.models import find_model
 from service.web.chat_schema import SCHEMA
 from service.web.schema_errors import invalid, raise_first
+
+if TYPE_CHECKING:
+    from service.web.auth import HeaderLookup
 
 INSTRUCTION_ROLES = ("system", "developer")
 PARSE_ERROR = (
@@ -232,7 +235,7 @@ def _stream_flags(body: dict[str, Any]) -> tuple[bool, bool]:
     return stream, stream and bool(options.get("include_usage"))
 
 
-def _conversation(body: dict[str, Any], headers: Mapping[str, str]) -> tuple[str | None, str | None]:
+def _conversation(body: dict[str, Any], headers: HeaderLookup) -> tuple[str | None, str | None]:
     for param in ("conversation_id", "id"):
         value = body.get(param)
         if isinstance(value, str) and value.strip():
@@ -243,7 +246,7 @@ def _conversation(body: dict[str, Any], headers: Mapping[str, str]) -> tuple[str
 
 def parse_chat_request(
     raw: bytes,
-    headers: Mapping[str, str],
+    headers: HeaderLookup,
     *,
     upstream: str = "bing",
     bounds: Bounds | None = None,

@@ -222,7 +222,7 @@ def test_conversation_continues_whichever_web_and_worker_host_serves_each_turn(c
         route: list[tuple[str, str]] = []
         for index in range(8):
             web = cluster.webs[index % 2]
-            extra = {"conversation_id": conversation_id} if conversation_id else {}
+            extra: dict[str, str] = {"conversation_id": conversation_id} if conversation_id else {}
             response = turn(cluster, web, f"turn {index}", **extra)
             assert response.status_code == 200, response.text
             conversation_id = response.headers["X-Conversation-Id"]
@@ -394,7 +394,8 @@ def test_sentinel_failover_under_load_is_ridden_out_without_restarts(cluster: Cl
         for thread in threads:
             thread.join(70)
         alive = all(
-            p.process is not None and p.process.poll() is None for p in [*webs, *(w.process for w in workers)]
+            process is not None and process.poll() is None
+            for process in [*(web.process for web in webs), *(worker.process.process for worker in workers)]
         )
         for web in webs:
             web.stop()

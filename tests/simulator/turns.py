@@ -108,7 +108,8 @@ class TurnPlayer:
         else:
             accounts.reject(self.account, fault)
         if fault == "cloudflare":
-            return iter([Send(chathub.encode(chathub.server_close())), Close()])
+            ending: list[Action] = [Send(chathub.encode(chathub.server_close())), Close()]
+            return iter(ending)
         value, text = {
             "captcha": ("CaptchaChallenge", chathub.CAPTCHA_TEXT),
             "throttled": ("Throttled", chathub.THROTTLED_TEXT),

@@ -14,6 +14,7 @@ import tempfile
 import time
 from collections.abc import Sequence
 from pathlib import Path
+from typing import Any
 
 from redis import Redis
 
@@ -148,7 +149,7 @@ class SentinelCluster:
         for node in self.sentinels:
             client = node.client()
             try:
-                state = client.sentinel_master(MASTER)
+                state: Any = client.sentinel_master(MASTER)  # redis-py types it dict | bool
                 if int(state["num-other-sentinels"]) < 2 or int(state["num-slaves"]) < 1:
                     return False
             except Exception:
@@ -168,7 +169,8 @@ class SentinelCluster:
         for node in self.sentinels:
             client = node.client()
             try:
-                host, port = client.sentinel_get_master_addr_by_name(MASTER)
+                address: Any = client.sentinel_get_master_addr_by_name(MASTER)  # typed bool | None
+                host, port = address
                 return (host.decode() if isinstance(host, bytes) else str(host), int(port))
             except Exception:
                 continue

@@ -201,12 +201,12 @@ class SimulatorProcess:
         """Ids of every conversation the simulator holds (of one dialect, if given)."""
         return list(self._get("conversations" + (f"?dialect={dialect}" if dialect else "")))
 
-    def conversation(self, conversation_id: str) -> dict[str, Any] | None:
-        """One conversation's turns and injected context (with its "dialect"), or None if unknown."""
+    def conversation(self, conversation_id: str) -> dict[str, Any]:
+        """One conversation's turns and injected context (with its "dialect"); LookupError if unknown."""
         url = f"{self.http_url}/_sim/conversations/{quote(conversation_id, safe='')}"
         response = requests.get(url, timeout=5)
         if response.status_code == 404:
-            return None
+            raise LookupError(f"the simulator has no conversation {conversation_id!r}")
         response.raise_for_status()
         return dict(response.json())
 

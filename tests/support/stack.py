@@ -16,6 +16,7 @@ from pathlib import Path
 from typing import IO, Any
 
 import requests
+from flask import Flask
 from werkzeug.serving import make_server
 
 from service.embedded_redis import free_port
@@ -227,7 +228,7 @@ class GunicornServer:
 class WerkzeugServer:
     """A threaded Werkzeug server in this process, for apps built with test-specific settings."""
 
-    def __init__(self, app: object) -> None:
+    def __init__(self, app: Flask) -> None:
         self.server = make_server("127.0.0.1", 0, app, threaded=True)
         self.url = f"http://127.0.0.1:{self.server.server_port}"
         self._thread = threading.Thread(target=self.server.serve_forever, daemon=True)

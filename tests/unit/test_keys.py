@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import math
 import threading
+from typing import Any
 
 import pytest
 from redis import Redis
@@ -30,11 +31,12 @@ def every_byte_in(redis: Redis) -> bytes:
             for field, value in redis.hgetall(name).items():
                 out += [field, value]
         elif kind == b"zset":
-            out += [member for member, _ in redis.zrange(name, 0, -1, withscores=True)]
+            pairs: Any = redis.zrange(name, 0, -1, withscores=True)  # (member, score) pairs; typed loosely
+            out += [member for member, _ in pairs]
     return b"\n".join(out)
 
 
-def caller(key_id: str = "key_test", **limits: int) -> Caller:
+def caller(key_id: str = "key_test", **limits: Any) -> Caller:
     return Caller(id=key_id, owner=key_id, limits=Limits(**limits))
 
 
@@ -104,8 +106,10 @@ def test_rpm_window_counts_down_and_retry_is_exact(redis_client: Redis) -> None:
     refused = admit(redis_client, who, lease_seconds=60)
     assert refused.status == ratelimit.RPM
     # Exactly when the oldest admitted request leaves the 60 s window, by Redis' own clock.
-    ((_, oldest),) = redis_client.zrange("ratelimit:key_test:requests", 0, 0, withscores=True)
-    seconds, micros = redis_client.time()
+    window: Any = redis_client.zrange("ratelimit:key_test:requests", 0, 0, withscores=True)
+    ((_, oldest),) = window
+    clock: Any = redis_client.time()
+    seconds, micros = clock
     now_ms = seconds * 1000 + micros // 1000
     assert oldest + 60_000 - now_ms <= refused.retry_ms <= 60_000
     error = refused.error(who)
@@ -186,7 +190,7 @@ def test_cli_creates_lists_limits_revokes(
         "models": ["gpt-4*", "Balanced"],
     }
     code, listed = cli("list")
-    assert code == 0 and [k["id"] for k in listed] == [key_id] and "key" not in listed[0]  # type: ignore[index]
+    assert code == 0 and [k["id"] for k in listed] == [key_id] and "key" not in listed[0]  # type: ignore[index, attr-defined]
     code, updated = cli("update", key_id, "--rpm", "default", "--tokens-per-day", "1000")
     assert updated["limits"]["rpm"] is None and updated["limits"]["tokens_per_day"] == 1000  # type: ignore[index]
     code, days = cli("usage", key_id, "--days", "2")

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import time
 from collections.abc import Iterator
+from typing import Any
 
 import pytest
 from redis.exceptions import ConnectionError as RedisConnectionError
@@ -111,7 +112,8 @@ def test_client_follows_a_failover_without_restart(cluster: SentinelCluster) -> 
     capped.close()
     client.set("before", "kept")
     assert client.wait(1, 5000) == 1  # the replica has it: a write acked only by the primary could be lost
-    assert client.connection_pool.get_master_address() == cluster.primary.address
+    pool: Any = client.connection_pool  # a SentinelConnectionPool; typed as the base class
+    assert pool.get_master_address() == cluster.primary.address
 
     cluster.primary.kill()
     value, failures = _until_ok(lambda: client.get("before"))
@@ -119,7 +121,7 @@ def test_client_follows_a_failover_without_restart(cluster: SentinelCluster) -> 
     assert value == b"kept"
     assert failures >= 1  # the dead primary was really in the way
     assert cluster.master_address() == cluster.replica.address
-    assert client.connection_pool.get_master_address() == cluster.replica.address
+    assert pool.get_master_address() == cluster.replica.address
     client.set("after", "written")  # the promoted replica takes writes
     direct = cluster.replica.client()
     try:

@@ -69,7 +69,11 @@ class Reply:
 
 def start(sim: SimulatorProcess, cookie: str = "") -> tuple[str, str]:
     """`POST /c/api/start`; returns the conversation id and the Cookie header to use from now on."""
-    body = {"timeZone": "America/Los_Angeles", "startNewConversation": True, "teenSupportEnabled": True}
+    body: dict[str, Any] = {
+        "timeZone": "America/Los_Angeles",
+        "startNewConversation": True,
+        "teenSupportEnabled": True,
+    }
     response = requests.post(f"{sim.copilot_url}/c/api/start", json=body, headers=_cookie(cookie), timeout=5)
     assert response.status_code == 200, response.text
     anon = response.cookies.get("__Host-copilot-anon")
@@ -223,7 +227,7 @@ def test_landing_page_sets_session_cookies(sim: SimulatorProcess) -> None:
 def test_start_issues_an_anonymous_identity_once(sim: SimulatorProcess) -> None:
     session = requests.Session()
     session.get(sim.copilot_url + "/", timeout=5)
-    body = {"timeZone": "UTC", "startNewConversation": True}
+    body: dict[str, Any] = {"timeZone": "UTC", "startNewConversation": True}
 
     first = session.post(f"{sim.copilot_url}/c/api/start", json=body, timeout=5)
     second = session.post(f"{sim.copilot_url}/c/api/start", json=body, timeout=5)

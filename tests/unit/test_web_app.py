@@ -19,6 +19,7 @@ from rq.serializers import JSONSerializer
 
 from service.conversations import Conversation, ConversationStore, owner_of
 from service.embedded_redis import free_port
+from service.redis_conn import text
 from service.settings import SettingsError
 from service.web import create_app
 from service.web.auth import MISSING_KEY
@@ -89,7 +90,7 @@ def save_conversation(
 
 def enqueued_jobs(redis_url: str) -> list[Job]:
     redis = Redis.from_url(redis_url)
-    ids = sorted(key.decode().removeprefix("rq:job:") for key in redis.keys("rq:job:chatcmpl-*"))
+    ids = sorted(text(key).removeprefix("rq:job:") for key in redis.keys("rq:job:chatcmpl-*"))
     return [Job.fetch(job_id, connection=redis, serializer=JSONSerializer) for job_id in ids]
 
 

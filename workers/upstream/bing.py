@@ -13,7 +13,7 @@ from __future__ import annotations
 import logging
 import time
 import uuid
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Generator, Iterator
 from datetime import datetime
 from typing import Any
 from urllib.parse import quote
@@ -121,7 +121,7 @@ class BingClient:
 
     def stream_turn(
         self, handle: BingHandle, turn: TurnInput, *, should_stop: Callable[[], bool] = lambda: False
-    ) -> Iterator[Event]:
+    ) -> Generator[Event, None, None]:
         """Run one turn and yield its events, ending with `Done` (or nothing if stopped).
 
         On success the handle is updated in place (next invocation, turn counters,

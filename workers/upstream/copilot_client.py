@@ -17,7 +17,7 @@ import json
 import logging
 import time
 import uuid
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Generator, Iterator
 from typing import Any
 
 import requests
@@ -182,7 +182,7 @@ class CopilotClient:
 
     def stream_turn(
         self, handle: CopilotHandle, turn: TurnInput, *, should_stop: Callable[[], bool] = lambda: False
-    ) -> Iterator[Event]:
+    ) -> Generator[Event, None, None]:
         """Run one turn and yield its events, ending with `Done` (or nothing if stopped).
 
         On success `handle.turns` is advanced before `Done` is yielded, so a consumer

@@ -266,7 +266,8 @@ class CopilotDecoder:
 
     def _message_error(self, event: Mapping[str, Any]) -> UpstreamError:
         code = event.get("errorCode")
-        detail = event.get("errorDetail") if isinstance(event.get("errorDetail"), dict) else {}
+        raw_detail = event.get("errorDetail")
+        detail: Mapping[str, Any] = raw_detail if isinstance(raw_detail, dict) else {}
         if code == "throttled" or detail.get("type") == "throttled":
             moment = detail.get("nextAvailableAt") or event.get("nextAvailableAt")
             wait = retry_after(moment, self._clock())
