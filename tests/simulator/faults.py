@@ -57,6 +57,7 @@ COPILOT_FLAGS = frozenset(
         "drop",
         "search",
         "image",
+        "image_throttled",
         "image_close",
         "reasoning",
         "hang",

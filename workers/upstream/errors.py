@@ -45,6 +45,21 @@ class Throttled(UpstreamError):
         self.retry_after = retry_after
 
 
+class ImageThrottled(UpstreamError):
+    """Copilot's image quota is spent (`imageGenerated` with no image, only `nextAvailableAt`).
+
+    Its own code, so the account pool does not cool the account: its chat still works.
+    """
+
+    status = 429
+    error_type = "requests"
+    code = "image_quota_exceeded"
+
+    def __init__(self, message: str, *, retry_after: float = 60.0) -> None:
+        super().__init__(message)
+        self.retry_after = retry_after
+
+
 class AccountError(UpstreamError):
     """The upstream account needs the operator's attention; retrying will not help."""
 
