@@ -1,0 +1,232 @@
+"""Image input end to end: a screenshot-sized PNG through the gateway to the simulated upstream.
+
+Real gunicorn, real workers, the simulator over real sockets. The simulator records every
+`POST /c/api/attachments` upload (bytes, sha256) and its answer says what it "saw", so
+these tests prove the image bytes reached the upstream, once per upstream conversation.
+"""
+
+from __future__ import annotations
+
+import base64
+import hashlib
+import http.server
+import random
+import struct
+import threading
+import zlib
+from collections.abc import Iterator
+from typing import Any
+
+import pytest
+import requests
+
+from tests.integration.conftest import Stack, isolated_app
+from tests.support.stack import WorkerProcess
+
+
+def screenshot_png(width: int = 1280, height: int = 800, seed: int = 7) -> bytes:
+    """A real PNG of screenshot size: flat bands with noisy rows, so it compresses like one."""
+    rng = random.Random(seed)
+    rows = []
+    for y in range(height):
+        if y % 16 == 0:
+            line = rng.randbytes(width * 3)
+        else:
+            shade = (y * 255 // height) & 0xFF
+            line = bytes((shade, 200 - shade // 2, 90)) * width
+        rows.append(b"\0" + line)
+
+    def chunk(kind: bytes, data: bytes) -> bytes:
+        return struct.pack(">I", len(data)) + kind + data + struct.pack(">I", zlib.crc32(kind + data))
+
+    header = struct.pack(">IIBBBBB", width, height, 8, 2, 0, 0, 0)
+    return (
+        b"\x89PNG\r\n\x1a\n"
+        + chunk(b"IHDR", header)
+        + chunk(b"IDAT", zlib.compress(b"".join(rows), 6))
+        + chunk(b"IEND", b"")
+    )
+
+
+def data_uri(data: bytes, mime: str = "image/png") -> str:
+    return f"data:{mime};base64,{base64.b64encode(data).decode()}"
+
+
+def image_message(url: str, text: str = "What is in this screenshot?") -> dict[str, Any]:
+    return {
+        "role": "user",
+        "content": [{"type": "text", "text": text}, {"type": "image_url", "image_url": {"url": url}}],
+    }
+
+
+def uploads(stack: Stack) -> list[dict[str, Any]]:
+    response = requests.get(f"{stack.simulator.http_url}/_sim/attachments", timeout=5)
+    response.raise_for_status()
+    return list(response.json())
+
+
+@pytest.mark.dialects("copilot", reason="Copilot's attachments upload; ChatHub gets a 400 (below)")
+def test_screenshot_reaches_the_upstream_once_per_conversation(gateway: Stack) -> None:
+    png = screenshot_png()
+    assert len(png) > 100_000
+    first = gateway.post({"model": "Balanced", "messages": [image_message(data_uri(png))]})
+    assert first.status_code == 200, first.text
+    answer = first.json()["choices"][0]["message"]["content"]
+    assert f"I see an image ({len(png)} bytes)" in answer
+    (upload,) = uploads(gateway)
+    assert upload["bytes"] == len(png)
+    assert upload["sha256"] == hashlib.sha256(png).hexdigest()
+    assert upload["contentType"] == "image/png" and upload["used"] == 1
+    send = gateway.simulator.last_send()
+    assert send is not None
+    assert [part["type"] for part in send["content"]] == ["image", "text"]
+    assert send["content"][0]["url"] == upload["url"]
+
+    # The stateless client re-sends the history with the image: it continues, nothing re-uploaded.
+    conversation_id = first.headers["X-Conversation-Id"]
+    history = [image_message(data_uri(png)), {"role": "assistant", "content": answer}]
+    second = gateway.post(
+        {"model": "Balanced", "messages": [*history, {"role": "user", "content": "And the colours?"}]}
+    )
+    assert second.status_code == 200, second.text
+    assert second.headers["X-Conversation-Id"] == conversation_id
+    assert len(uploads(gateway)) == 1
+    assert [part["type"] for part in gateway.simulator.last_send()["content"]] == ["text"]
+
+    # The same screenshot again in a new message of the same conversation: its earlier URL is reused.
+    third = gateway.post(
+        {"model": "Balanced", "messages": [image_message(data_uri(png), "Again?")]},
+        headers={"X-Conversation-Id": conversation_id},
+    )
+    assert third.status_code == 200, third.text
+    assert f"I see an image ({len(png)} bytes)" in third.json()["choices"][0]["message"]["content"]
+    (again,) = uploads(gateway)
+    assert again["used"] == 2
+
+
+@pytest.mark.dialects("copilot")
+@pytest.mark.parametrize(
+    ("url", "code"),
+    [
+        (data_uri(b"GIF89a" + b"\0" * 10, "image/png"), None),  # declared png, really gif: accepted as gif
+        (data_uri(b"%PDF-1.4 not an image", "image/png"), "invalid_image_format"),
+        ("data:image/png;base64,@@@@", "invalid_image_url"),
+        ("https://example.com/cat.png", "image_url_fetch_disabled"),
+        ("ftp://example.com/cat.png", "invalid_image_url"),
+    ],
+)
+def test_bad_images_are_400s_naming_the_part(gateway: Stack, url: str, code: str | None) -> None:
+    messages = [{"role": "system", "content": "Be brief."}, image_message(url)]
+    response = gateway.post({"model": "Balanced", "messages": messages})
+    if code is None:
+        assert response.status_code == 200, response.text
+        assert uploads(gateway)[-1]["contentType"] == "image/gif"
+        return
+    assert response.status_code == 400, response.text
+    error = response.json()["error"]
+    assert error["param"] == "messages[1].content[1].image_url"
+    assert error["code"] == code
+    assert "messages[1].content[1].image_url" in error["message"]
+    if code == "image_url_fetch_disabled":
+        assert "IMAGE_URL_FETCH" in error["message"]
+
+
+@pytest.mark.dialects("copilot")
+def test_too_many_and_too_large_images(gateway: Stack) -> None:
+    tiny = data_uri(screenshot_png(8, 8))
+    content: list[dict[str, Any]] = [{"type": "text", "text": "five"}]
+    content += [{"type": "image_url", "image_url": {"url": tiny}}] * 5
+    response = gateway.post({"model": "Balanced", "messages": [{"role": "user", "content": content}]})
+    assert response.status_code == 400
+    assert response.json()["error"]["param"] == "messages[0].content[5].image_url"
+    assert response.json()["error"]["code"] == "too_many_images"
+    with isolated_app(gateway, "images-small", IMAGE_MAX_BYTES="1000") as (server, _env):
+        big = requests.post(
+            f"{server.url}/v1/chat/completions",
+            json={"model": "Balanced", "messages": [image_message(data_uri(screenshot_png()))]},
+            timeout=30,
+        )
+    assert big.status_code == 400
+    assert big.json()["error"]["code"] == "image_too_large"
+    assert big.json()["error"]["param"] == "messages[0].content[1].image_url"
+
+
+@pytest.mark.dialects("bing")
+def test_chathub_refuses_images_naming_the_part(gateway: Stack) -> None:
+    response = gateway.post(
+        {"model": "Balanced", "messages": [image_message(data_uri(screenshot_png(8, 8)))]}
+    )
+    assert response.status_code == 400
+    error = response.json()["error"]
+    assert error["param"] == "messages[0].content[1].image_url"
+    assert "UPSTREAM=copilot" in error["message"]
+
+
+# -- image URLs, fetched by the worker -------------------------------------------------
+
+
+class _Images(http.server.BaseHTTPRequestHandler):
+    png = b""
+    hits: list[str] = []
+
+    def do_GET(self) -> None:  # noqa: N802 (http.server's name)
+        type(self).hits.append(self.path)
+        if self.path.startswith("/hop/"):
+            left = int(self.path.rsplit("/", 1)[-1])
+            target = "/shot.png" if left == 0 else f"/hop/{left - 1}"
+            self.send_response(302)
+            self.send_header("Location", target)
+            self.end_headers()
+            return
+        self.send_response(200)
+        self.send_header("Content-Type", "image/png")
+        self.send_header("Content-Length", str(len(self.png)))
+        self.end_headers()
+        self.wfile.write(self.png)
+
+    def log_message(self, *args: Any) -> None:
+        pass
+
+
+@pytest.fixture()
+def image_server() -> Iterator[tuple[str, type[_Images]]]:
+    handler = type("Handler", (_Images,), {"png": screenshot_png(320, 200), "hits": []})
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), handler)
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    try:
+        yield f"http://127.0.0.1:{server.server_address[1]}", handler
+    finally:
+        server.shutdown()
+        server.server_close()
+
+
+@pytest.mark.dialects("copilot")
+@pytest.mark.parametrize("allow_private", ["0", "1"])
+def test_image_urls_are_fetched_by_the_worker_and_loopback_is_refused(
+    gateway: Stack, image_server: tuple[str, type[_Images]], allow_private: str
+) -> None:
+    base, handler = image_server
+    overrides = {"IMAGE_URL_FETCH": "on", "IMAGE_URL_ALLOW_PRIVATE": allow_private}
+    with isolated_app(gateway, f"images-fetch-{allow_private}", **overrides) as (server, env):
+        worker = WorkerProcess(env).start()
+        try:
+            response = requests.post(
+                f"{server.url}/v1/chat/completions",
+                json={"model": "Balanced", "messages": [image_message(f"{base}/hop/2")]},
+                timeout=60,
+            )
+        finally:
+            worker.stop()
+    if allow_private == "0":
+        assert response.status_code == 400, response.text
+        error = response.json()["error"]
+        assert error["param"] == "messages[0].content[1].image_url"
+        assert "non-public address" in error["message"]
+        assert handler.hits == []  # refused before any connection
+        assert uploads(gateway) == []
+        return
+    assert response.status_code == 200, response.text
+    assert handler.hits == ["/hop/2", "/hop/1", "/hop/0", "/shot.png"]
+    (upload,) = uploads(gateway)
+    assert upload["sha256"] == hashlib.sha256(handler.png).hexdigest()
