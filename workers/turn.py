@@ -161,6 +161,7 @@ class TurnRunner:
         account = lane.take(handle.account if handle else None)
         rollovers = 0
         done = None
+        drawn = False  # an image generation (`kind="image"`) must end with an image
         while account is not None:
             if handle is not None and handle.account != account.id:
                 handle = None  # the conversation's account is gone or unwell: a new upstream one
@@ -180,6 +181,7 @@ class TurnRunner:
                 )
                 for event in timer.watch(events):
                     streamed = streamed or isinstance(event, TextDelta)
+                    drawn = drawn or isinstance(event, Image)
                     if isinstance(event, Done):
                         done = event
                     else:
@@ -211,6 +213,12 @@ class TurnRunner:
             return {"status": "cancelled"}
         if done is None:
             raise ProtocolError("the upstream ended the turn without an answer")
+        if request.kind == "image" and not drawn:
+            raise ApiError(
+                f"Copilot answered without generating an image: {done.text[:300]!r}",
+                status=502,
+                code="no_image_generated",
+            )
         conversation.messages = [
             *conversation.messages,
             {"role": "user", "content": marked(request.prompt, len(request.images))},

@@ -24,7 +24,7 @@ from collections.abc import Mapping
 from flask import Flask
 
 from service.settings import load_settings
-from service.web import admin, completions, errors, health, meta, middleware, telemetry
+from service.web import admin, completions, errors, health, images, meta, middleware, telemetry
 from service.web.extension import init_app
 
 
@@ -46,6 +46,7 @@ def create_app(overrides: Mapping[str, str] | None = None) -> Flask:
     telemetry.init_app(app)
     app.register_blueprint(health.blueprint)
     app.register_blueprint(meta.blueprint)
+    app.register_blueprint(images.blueprint)
     admin.init_app(app, settings)  # /admin/ only with ADMIN_KEY
     # Its catch-all rule loses to every more specific rule, whatever the order.
     app.register_blueprint(completions.blueprint)

@@ -15,7 +15,7 @@ import struct
 import threading
 import zlib
 from collections.abc import Iterator
-from typing import Any
+from typing import Any, ClassVar
 
 import pytest
 import requests
@@ -167,9 +167,9 @@ def test_chathub_refuses_images_naming_the_part(gateway: Stack) -> None:
 
 class _Images(http.server.BaseHTTPRequestHandler):
     png = b""
-    hits: list[str] = []
+    hits: ClassVar[list[str]] = []
 
-    def do_GET(self) -> None:  # noqa: N802 (http.server's name)
+    def do_GET(self) -> None:
         type(self).hits.append(self.path)
         if self.path.startswith("/hop/"):
             left = int(self.path.rsplit("/", 1)[-1])
@@ -230,3 +230,86 @@ def test_image_urls_are_fetched_by_the_worker_and_loopback_is_refused(
     assert handler.hits == ["/hop/2", "/hop/1", "/hop/0", "/shot.png"]
     (upload,) = uploads(gateway)
     assert upload["sha256"] == hashlib.sha256(handler.png).hexdigest()
+
+
+# -- image generation --------------------------------------------------------------------
+
+
+@pytest.mark.dialects("copilot")
+@pytest.mark.parametrize("response_format", ["url", "b64_json"])
+def test_images_generations(gateway: Stack, response_format: str) -> None:
+    response = gateway.post(
+        {
+            "prompt": "a red apple on a desk",
+            "model": "dall-e-3",
+            "size": "1024x1024",
+            "response_format": response_format,
+        },
+        path="/v1/images/generations",
+    )
+    assert response.status_code == 200, response.text
+    body = response.json()
+    assert set(body) == {"created", "data"} and isinstance(body["created"], int)
+    (item,) = body["data"]
+    assert item["revised_prompt"] == "a red apple on a desk"
+    if response_format == "url":
+        assert set(item) == {"url", "revised_prompt"}
+        assert item["url"].startswith("https://copilot.microsoft.com/th/id/BCO.")
+    else:
+        assert set(item) == {"b64_json", "revised_prompt"}
+        assert base64.b64decode(item["b64_json"]).startswith(b"\x89PNG\r\n\x1a\n")
+    send = gateway.simulator.last_send()
+    assert send is not None and send["content"][-1]["text"] == "Create an image: a red apple on a desk"
+
+
+@pytest.mark.dialects("copilot")
+def test_images_generations_with_the_openai_sdk(gateway: Stack) -> None:
+    openai = pytest.importorskip("openai")
+    client = openai.OpenAI(base_url=f"{gateway.url}/v1", api_key="unused", max_retries=0)
+    result = client.images.generate(prompt="a lighthouse at dusk", n=1, response_format="b64_json")
+    assert result.data is not None and result.data[0].b64_json
+    assert result.data[0].revised_prompt == "a lighthouse at dusk"
+
+
+@pytest.mark.dialects("copilot")
+def test_spent_image_quota_is_429_with_retry_after(gateway: Stack) -> None:
+    response = gateway.post({"prompt": "[sim:image_throttled] a cat"}, path="/v1/images/generations")
+    assert response.status_code == 429, response.text
+    assert int(response.headers["Retry-After"]) >= 60
+    assert response.json()["error"]["code"] == "image_quota_exceeded"
+
+
+@pytest.mark.dialects("copilot")
+def test_an_answer_without_an_image_is_an_error(gateway: Stack) -> None:
+    # `[sim:no_image]`: the simulated Copilot answers the request to draw in words only.
+    response = gateway.post({"prompt": "[sim:no_image] words please"}, path="/v1/images/generations")
+    assert response.status_code == 502, response.text
+    assert response.json()["error"]["code"] == "no_image_generated"
+
+
+@pytest.mark.parametrize(
+    ("extra", "param"),
+    [({"n": 2}, "n"), ({"response_format": "png"}, "response_format"), ({"prompt": ""}, "prompt")],
+)
+def test_images_generations_validation(gateway: Stack, extra: dict[str, Any], param: str) -> None:
+    response = gateway.post({"prompt": "a cat", **extra}, path="/v1/images/generations")
+    assert response.status_code == 400, response.text
+    assert response.json()["error"]["param"] == param
+
+
+@pytest.mark.dialects("bing")
+def test_images_generations_needs_copilot(gateway: Stack) -> None:
+    response = gateway.post({"prompt": "a cat"}, path="/v1/images/generations")
+    assert response.status_code == 400
+    assert response.json()["error"]["code"] == "image_generation_unsupported"
+
+
+@pytest.mark.dialects("copilot")
+def test_images_in_chat_keep_their_markdown_and_extension_field(gateway: Stack) -> None:
+    response = gateway.post(
+        {"model": "copilot", "messages": [{"role": "user", "content": "Draw an image: a boat"}]}
+    )
+    assert response.status_code == 200, response.text
+    message = response.json()["choices"][0]["message"]
+    (image,) = message["images"]
+    assert f"({image['url']})" in message["content"]

@@ -58,6 +58,7 @@ COPILOT_FLAGS = frozenset(
         "search",
         "image",
         "image_throttled",
+        "no_image",
         "image_close",
         "reasoning",
         "hang",
