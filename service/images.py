@@ -129,16 +129,7 @@ def parse_image_url(url: Any, part: str, limits: ImageLimits) -> ImageInput:
                 param=part,
                 code="invalid_image_url",
             )
-        payload = url[match.end() :]
-        if len(payload) > limits.max_bytes * 4 // 3 + 4:
-            check_bytes(b"\0" * (limits.max_bytes + 1), part, limits)  # too large, said one way
-        try:
-            data = base64.b64decode(payload, validate=True)
-        except (binascii.Error, ValueError):
-            raise InvalidRequest(
-                f"Invalid '{part}': the data: URI is not valid base64.", param=part, code="invalid_image_url"
-            ) from None
-        return ImageInput(part=part, data=data, mime=check_bytes(data, part, limits))
+        return from_base64(url[match.end() :], part, limits)
     scheme = url.split(":", 1)[0].lower()
     if scheme not in ("http", "https"):
         raise InvalidRequest(
@@ -152,6 +143,21 @@ def parse_image_url(url: Any, part: str, limits: ImageLimits) -> ImageInput:
             code="image_url_fetch_disabled",
         )
     return ImageInput(part=part, url=url)
+
+
+def from_base64(payload: Any, part: str, limits: ImageLimits) -> ImageInput:
+    """Base64 image bytes (a data: URI's payload, Anthropic's `source.data`), checked; 400s name `part`."""
+    if not isinstance(payload, str):
+        raise InvalidRequest(f"Invalid '{part}': expected base64 image data.", param=part)
+    if len(payload) > limits.max_bytes * 4 // 3 + 4:
+        check_bytes(b"\0" * (limits.max_bytes + 1), part, limits)  # too large, said one way
+    try:
+        data = base64.b64decode(payload, validate=True)
+    except (binascii.Error, ValueError):
+        raise InvalidRequest(
+            f"Invalid '{part}': the image data is not valid base64.", param=part, code="invalid_image_url"
+        ) from None
+    return ImageInput(part=part, data=data, mime=check_bytes(data, part, limits))
 
 
 def check_count(count: int, part: str, limits: ImageLimits) -> None:

@@ -326,9 +326,7 @@ def load_settings(environ: Mapping[str, str]) -> Settings:
         # IMAGE_MAX_BYTES: largest image input accepted (decoded bytes; 400 naming the part above it).
         image_max_bytes=_read(environ, "IMAGE_MAX_BYTES", _positive_int, d.image_max_bytes),
         # IMAGE_MAX_PER_MESSAGE: most image parts one message may carry (400 naming the part above it).
-        image_max_per_message=_read(
-            environ, "IMAGE_MAX_PER_MESSAGE", _positive_int, d.image_max_per_message
-        ),
+        image_max_per_message=_read(environ, "IMAGE_MAX_PER_MESSAGE", _positive_int, d.image_max_per_message),
         # IMAGE_URL_FETCH: on = http(s) image URLs are fetched by the worker (SSRF-checked); off = 400.
         image_url_fetch=_read(environ, "IMAGE_URL_FETCH", _flag, d.image_url_fetch),
         # IMAGE_URL_ALLOW_PRIVATE: UNSAFE, tests only: let image fetches reach loopback/private addresses.

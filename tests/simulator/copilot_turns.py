@@ -197,7 +197,8 @@ class CopilotTurnPlayer:
             for thought in THOUGHTS:
                 yield Sleep(delay)
                 yield Send(copilot.encode(copilot.chain_of_thought(bot_id, thought, seq.next())))
-        if (self.draw and not script.on("no_image")) or script.on("image") or script.on("image_close") or script.on("image_throttled"):
+        drawing = ("image", "image_close", "image_throttled")
+        if (self.draw and not script.on("no_image")) or any(script.on(name) for name in drawing):
             yield from self._image(script, bot_id, delay)
             return
 
