@@ -153,11 +153,7 @@ ERROR_CASES: list[tuple[dict[str, Any], str]] = [
         "messages[0].content[1].text",
     ),
     (
-        ok(
-            messages=_user_then(
-                {"role": "user", "content": [{"type": "input_audio", "input_audio": AUDIO}]}
-            )
-        ),
+        ok(messages=_user_then({"role": "user", "content": [{"type": "input_audio", "input_audio": AUDIO}]})),
         "messages[0].content[0].type",
     ),
     (ok(messages=[USER, {"role": "assistant", "content": "a"}]), "messages"),
