@@ -160,6 +160,29 @@ def from_base64(payload: Any, part: str, limits: ImageLimits) -> ImageInput:
     return ImageInput(part=part, data=data, mime=check_bytes(data, part, limits))
 
 
+def responses_image(part: Any, where: str, limits: ImageLimits) -> ImageInput:
+    """A Responses `input_image` part (`image_url`: a data: URI or URL; `file_id` is not supported)."""
+    if part.get("file_id") is not None and part.get("image_url") is None:
+        raise InvalidRequest(
+            f"Invalid '{where}.file_id': this gateway has no Files API; send 'image_url' as a data: URI.",
+            param=f"{where}.file_id",
+        )
+    return parse_image_url(part.get("image_url"), f"{where}.image_url", limits)
+
+
+def anthropic_image(block: Any, where: str, limits: ImageLimits) -> ImageInput:
+    """An Anthropic `image` block: `source` `base64` (`data`) or `url` (`url`)."""
+    source = block.get("source")
+    kind = source.get("type") if isinstance(source, dict) else None
+    if kind == "base64":
+        return from_base64(source.get("data"), f"{where}.source.data", limits)
+    if kind == "url":
+        return parse_image_url(source.get("url"), f"{where}.source.url", limits)
+    raise InvalidRequest(
+        f"{where}.source: expected a 'base64' or 'url' image source", param=f"{where}.source"
+    )
+
+
 def check_count(count: int, part: str, limits: ImageLimits) -> None:
     """A 400 naming the first image part over IMAGE_MAX_PER_MESSAGE."""
     if count > limits.max_per_message:

@@ -267,3 +267,47 @@ def test_a_silent_server_times_out() -> None:
         assert info.value.param == PART
     finally:
         listener.close()
+
+
+# -- the seams for the other surfaces -------------------------------------------------------
+
+
+def test_responses_input_image() -> None:
+    uri = "data:image/png;base64," + base64.b64encode(PNG).decode()
+    image = images.responses_image({"type": "input_image", "image_url": uri}, "input[0].content[1]", LIMITS)
+    assert image.data == PNG and image.part == "input[0].content[1].image_url"
+    with pytest.raises(InvalidRequest) as info:
+        images.responses_image({"type": "input_image", "file_id": "file-1"}, "input[0].content[1]", LIMITS)
+    assert info.value.param == "input[0].content[1].file_id"
+
+
+def test_anthropic_image_blocks() -> None:
+    block = {
+        "type": "image",
+        "source": {"type": "base64", "media_type": "image/gif", "data": base64.b64encode(PNG).decode()},
+    }
+    image = images.anthropic_image(block, "messages.0.content.1", LIMITS)
+    assert image.mime == "image/png" and image.part == "messages.0.content.1.source.data"
+    url = images.anthropic_image({"source": {"type": "url", "url": "https://e.com/a.png"}}, "m", LIMITS)
+    assert url.url == "https://e.com/a.png"
+    with pytest.raises(InvalidRequest) as info:
+        images.anthropic_image({"source": {"type": "file"}}, "m", LIMITS)
+    assert info.value.param == "m.source"
+
+
+def test_rendered_images() -> None:
+    from service.web.images_format import image_generation_call, image_item, images_response
+
+    event = {"type": "image", "url": "https://copilot.microsoft.com/th/id/BCO.x.png", "prompt": "a cat"}
+    assert image_item(event) == {"url": event["url"], "revised_prompt": "a cat"}
+    assert image_item({**event, "prompt": ""}, data=b"\x01") == {"b64_json": "AQ=="}
+    assert images_response(5, [{"url": "u"}]) == {"created": 5, "data": [{"url": "u"}]}
+    call = image_generation_call(event, "ig_1", data=b"\x01")
+    assert call == {
+        "type": "image_generation_call",
+        "id": "ig_1",
+        "status": "completed",
+        "result": "AQ==",
+        "url": event["url"],
+        "revised_prompt": "a cat",
+    }
