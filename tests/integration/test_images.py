@@ -313,3 +313,17 @@ def test_images_in_chat_keep_their_markdown_and_extension_field(gateway: Stack) 
     message = response.json()["choices"][0]["message"]
     (image,) = message["images"]
     assert f"({image['url']})" in message["content"]
+
+
+@pytest.mark.dialects("copilot")
+def test_a_streamed_turn_with_an_image(gateway: Stack) -> None:
+    from tests.integration.conftest import sse_data, sse_lines, streamed_text
+
+    png = screenshot_png(64, 40)
+    messages = [image_message(data_uri(png), "")]  # a pasted screenshot with no words
+    response = gateway.post({"model": "copilot", "messages": messages, "stream": True}, stream=True)
+    assert response.status_code == 200
+    text = streamed_text(sse_data(sse_lines(response)))
+    assert f"I see an image ({len(png)} bytes)" in text
+    (upload,) = uploads(gateway)
+    assert upload["sha256"] == hashlib.sha256(png).hexdigest()
