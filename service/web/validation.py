@@ -176,11 +176,12 @@ def _images(body: dict[str, Any], bounds: Bounds, upstream: str) -> tuple[ImageI
         if part["type"] != "image_url":
             continue
         name = f"messages[{index}].content[{j}].image_url"
-        if upstream == "bing":
+        if upstream == "bing" and found:
             raise invalid(
                 name,
-                f"Invalid '{name}': image input needs UPSTREAM=copilot; this gateway's Bing ChatHub "
-                "dialect does not upload images.",
+                f"Invalid '{name}': Bing ChatHub takes one image per message (UPSTREAM=bing); "
+                "send the others in separate messages.",
+                "too_many_images",
             )
         images.check_count(len(found) + 1, name, bounds.images)
         found.append(images.parse_image_url(part["image_url"]["url"], name, bounds.images))

@@ -65,7 +65,6 @@ def uploads(stack: Stack) -> list[dict[str, Any]]:
     return list(response.json())
 
 
-@pytest.mark.dialects("copilot", reason="Copilot's attachments upload; ChatHub gets a 400 (below)")
 def test_screenshot_reaches_the_upstream_once_per_conversation(gateway: Stack) -> None:
     png = screenshot_png()
     assert len(png) > 100_000
@@ -76,11 +75,16 @@ def test_screenshot_reaches_the_upstream_once_per_conversation(gateway: Stack) -
     (upload,) = uploads(gateway)
     assert upload["bytes"] == len(png)
     assert upload["sha256"] == hashlib.sha256(png).hexdigest()
-    assert upload["contentType"] == "image/png" and upload["used"] == 1
-    send = gateway.simulator.last_send()
-    assert send is not None
-    assert [part["type"] for part in send["content"]] == ["image", "text"]
-    assert send["content"][0]["url"] == upload["url"]
+    assert upload["used"] == 1
+    if gateway.dialect == "copilot":  # Copilot: `/c/api/attachments`, an image part before the text
+        assert upload["contentType"] == "image/png"
+        send = gateway.simulator.last_send()
+        assert send is not None
+        assert [part["type"] for part in send["content"]] == ["image", "text"]
+        assert send["content"][0]["url"] == upload["url"]
+    else:  # ChatHub: `/images/kblob`, the blob URL as the message's imageUrl
+        message = gateway.simulator.last_invocation()["message"]
+        assert message["imageUrl"] == message["originalImageUrl"] == upload["url"]
 
     # The stateless client re-sends the history with the image: it continues, nothing re-uploaded.
     conversation_id = first.headers["X-Conversation-Id"]
@@ -91,7 +95,10 @@ def test_screenshot_reaches_the_upstream_once_per_conversation(gateway: Stack) -
     assert second.status_code == 200, second.text
     assert second.headers["X-Conversation-Id"] == conversation_id
     assert len(uploads(gateway)) == 1
-    assert [part["type"] for part in gateway.simulator.last_send()["content"]] == ["text"]
+    if gateway.dialect == "copilot":
+        assert [part["type"] for part in gateway.simulator.last_send()["content"]] == ["text"]
+    else:
+        assert "imageUrl" not in gateway.simulator.last_invocation()["message"]
 
     # The same screenshot again in a new message of the same conversation: its earlier URL is reused.
     third = gateway.post(
@@ -152,14 +159,13 @@ def test_too_many_and_too_large_images(gateway: Stack) -> None:
 
 
 @pytest.mark.dialects("bing")
-def test_chathub_refuses_images_naming_the_part(gateway: Stack) -> None:
-    response = gateway.post(
-        {"model": "Balanced", "messages": [image_message(data_uri(screenshot_png(8, 8)))]}
-    )
+def test_chathub_takes_one_image_per_message(gateway: Stack) -> None:
+    tiny = {"type": "image_url", "image_url": {"url": data_uri(screenshot_png(8, 8))}}
+    content = [{"type": "text", "text": "two"}, tiny, tiny]
+    response = gateway.post({"model": "Balanced", "messages": [{"role": "user", "content": content}]})
     assert response.status_code == 400
     error = response.json()["error"]
-    assert error["param"] == "messages[0].content[1].image_url"
-    assert "UPSTREAM=copilot" in error["message"]
+    assert error["param"] == "messages[0].content[2].image_url" and error["code"] == "too_many_images"
 
 
 # -- image URLs, fetched by the worker -------------------------------------------------

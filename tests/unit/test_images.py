@@ -311,3 +311,24 @@ def test_rendered_images() -> None:
         "url": event["url"],
         "revised_prompt": "a cat",
     }
+
+
+def test_kblob_upload_body_round_trips_through_the_simulator_parser() -> None:
+    import json
+
+    from tests.simulator.kblob import _parts
+    from workers.upstream import chathub
+    from workers.upstream.errors import UpstreamError
+
+    body, content_type = chathub.kblob_body(
+        PNG, conversation_id="51D|BingProd|X", tone="Creative", boundary="b0"
+    )
+    parts = _parts(content_type, body)
+    assert base64.b64decode(parts["imageBase64"]) == PNG
+    request = json.loads(parts["knowledgeRequest"])["knowledgeRequest"]
+    assert request["invokedSkills"] == ["ImageById"]
+    assert request["convoData"] == {"convoid": "51D|BingProd|X", "convotone": "Creative"}
+    url = chathub.parse_kblob_response(200, b'{"blobId":"abc","processedBlobId":"abc"}')
+    assert url == "https://www.bing.com/images/blob?bcid=abc"
+    with pytest.raises(UpstreamError):
+        chathub.parse_kblob_response(200, b"{}")
