@@ -2,6 +2,7 @@
 
     UpstreamError                 502 upstream_error: anything the upstream did wrong
      ├── Throttled                429 rate_limit_exceeded, retry_after seconds
+     ├── ImageThrottled           429 image_quota_exceeded: the image quota only (chat still works)
      ├── AccountError             502, x-should-retry: false: the operator must act
      │    ├── CaptchaRequired     (ChatHub CaptchaChallenge)
      │    ├── ChallengeRequired   (Copilot Cloudflare / null-method challenge)
