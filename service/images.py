@@ -217,10 +217,10 @@ def park(redis: Redis, images: tuple[ImageInput, ...], ttl: int = IMAGE_TTL) -> 
 def unpark(redis: Redis, ref: ImageRef) -> bytes:
     """The parked bytes of `ref`; a 400 naming its part if they expired before the turn ran."""
     data = redis.get(image_key(ref.digest))
-    if data is None or hashlib.sha256(data).hexdigest() != ref.digest:
+    if not isinstance(data, bytes) or hashlib.sha256(data).hexdigest() != ref.digest:
         raise InvalidRequest(
             f"Invalid '{ref.part}': the image expired before the turn ran; please send it again.",
             param=ref.part,
             code="image_expired",
         )
-    return bytes(data)
+    return data

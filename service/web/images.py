@@ -73,7 +73,7 @@ def generations() -> Response:
     g.conversation_id = turn.conversation_id
     run = Run(turn, _start(gw, turn))
     image = _wait(gw, run)
-    data = _fetch(gw, image["url"]) if response_format == "b64_json" else None
+    data = fetch_generated(gw, image["url"]) if response_format == "b64_json" else None
     log.info("event=image_generated completion_id=%s format=%s", turn.completion_id, response_format)
     return jsonify(images_response(created, [image_item(image, data=data)]))
 
@@ -142,7 +142,7 @@ def _wait(gw: Gateway, run: Run) -> dict[str, Any]:
     return image
 
 
-def _fetch(gw: Gateway, url: str) -> bytes:
+def fetch_generated(gw: Gateway, url: str) -> bytes:
     """The image's bytes from the upstream's own origin (COPILOT_URL), for `b64_json`."""
     parts = urlsplit(url)
     path = parts.path + (f"?{parts.query}" if parts.query else "")

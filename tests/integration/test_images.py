@@ -83,7 +83,7 @@ def test_screenshot_reaches_the_upstream_once_per_conversation(gateway: Stack) -
         assert [part["type"] for part in send["content"]] == ["image", "text"]
         assert send["content"][0]["url"] == upload["url"]
     else:  # ChatHub: `/images/kblob`, the blob URL as the message's imageUrl
-        message = gateway.simulator.last_invocation()["message"]
+        message = (gateway.simulator.last_invocation() or {})["message"]
         assert message["imageUrl"] == message["originalImageUrl"] == upload["url"]
 
     # The stateless client re-sends the history with the image: it continues, nothing re-uploaded.
@@ -96,9 +96,9 @@ def test_screenshot_reaches_the_upstream_once_per_conversation(gateway: Stack) -
     assert second.headers["X-Conversation-Id"] == conversation_id
     assert len(uploads(gateway)) == 1
     if gateway.dialect == "copilot":
-        assert [part["type"] for part in gateway.simulator.last_send()["content"]] == ["text"]
+        assert [part["type"] for part in (gateway.simulator.last_send() or {})["content"]] == ["text"]
     else:
-        assert "imageUrl" not in gateway.simulator.last_invocation()["message"]
+        assert "imageUrl" not in (gateway.simulator.last_invocation() or {})["message"]
 
     # The same screenshot again in a new message of the same conversation: its earlier URL is reused.
     third = gateway.post(

@@ -35,10 +35,11 @@ def _parts(content_type: str, body: bytes) -> dict[str, bytes]:
     if not message.is_multipart():
         return {}
     found: dict[str, bytes] = {}
-    for part in message.iter_parts():  # type: ignore[attr-defined]
+    for part in message.iter_parts():
         name = part.get_param("name", header="content-disposition")
+        payload = part.get_payload(decode=True)
         if name:
-            found[str(name)] = part.get_payload(decode=True) or b""
+            found[str(name)] = payload if isinstance(payload, bytes) else b""
     return found
 
 

@@ -606,8 +606,10 @@ def test_images_are_uploaded_once_per_conversation_and_sent_before_the_text(sim:
     handle = copilot_client.create_conversation(account="env-1")
     for _turn in (1, 2):
         events = list(copilot_client.stream_turn(handle, TurnInput("what is it?", images=(image,))))
-        assert f"I see an image ({len(png)} bytes)" in events[-1].text
+        done = events[-1]
+        assert isinstance(done, Done) and f"I see an image ({len(png)} bytes)" in done.text
         send = sim.last_send()
+        assert send is not None
         assert [part["type"] for part in send["content"]] == ["image", "text"]
         assert send["content"][0]["url"] == handle.images[image.digest]
     (record,) = requests.get(f"{sim.http_url}/_sim/attachments", timeout=5).json()
