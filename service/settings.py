@@ -79,6 +79,11 @@ class Settings:
     account_rpm: int = 12
     account_probe_seconds: float = 300.0
     account_health: bool = True
+    image_max_bytes: int = 10 * 1024 * 1024
+    image_max_per_message: int = 4
+    image_url_fetch: bool = False
+    image_url_allow_private: bool = False
+    image_fetch_timeout: float = 10.0
     queue_max_wait_seconds: float = 30.0
     key_default_rpm: int = 0
     key_default_concurrent: int = 0
@@ -390,6 +395,16 @@ def load_settings(environ: Mapping[str, str]) -> Settings:
         redis_sentinel_master=_read(environ, "REDIS_SENTINEL_MASTER", _text, d.redis_sentinel_master),
         # REDIS_SENTINEL_PASSWORD: password of the Sentinels themselves (Redis's own is in REDIS_URL).
         redis_sentinel_password=_read(environ, "REDIS_SENTINEL_PASSWORD", _text, d.redis_sentinel_password),
+        # IMAGE_MAX_BYTES: largest image input accepted (decoded bytes; 400 naming the part above it).
+        image_max_bytes=_read(environ, "IMAGE_MAX_BYTES", _positive_int, d.image_max_bytes),
+        # IMAGE_MAX_PER_MESSAGE: most image parts one message may carry (400 naming the part above it).
+        image_max_per_message=_read(environ, "IMAGE_MAX_PER_MESSAGE", _positive_int, d.image_max_per_message),
+        # IMAGE_URL_FETCH: on = http(s) image URLs are fetched by the worker (SSRF-checked); off = 400.
+        image_url_fetch=_read(environ, "IMAGE_URL_FETCH", _flag, d.image_url_fetch),
+        # IMAGE_URL_ALLOW_PRIVATE: UNSAFE, tests only: let image fetches reach loopback/private addresses.
+        image_url_allow_private=_read(environ, "IMAGE_URL_ALLOW_PRIVATE", _flag, d.image_url_allow_private),
+        # IMAGE_FETCH_TIMEOUT: seconds an image URL fetch may take in all (every redirect hop included).
+        image_fetch_timeout=_read(environ, "IMAGE_FETCH_TIMEOUT", _positive_float, d.image_fetch_timeout),
     )
     if settings.redis_sentinels and not settings.redis_sentinel_master:
         raise SettingsError("REDIS_SENTINEL_MASTER is required with REDIS_SENTINELS (the monitored name)")

@@ -40,12 +40,14 @@ from rq.timeouts import JobTimeoutException
 from service import locks
 from service.conversations import Conversation, ConversationStore, handle_key
 from service.errors import ApiError, NotFound
+from service.images import marked
 from service.models import ModelSpec, find_model
 from service.relay import Publisher
 from service.settings import Settings
 from service.turns import TurnRequest, cancel_key, lease_key
 from workers.account_pool import AccountLane, pool_for
 from workers.context import WorkerContext
+from workers.image_fetch import load_images
 from workers.instrument import UpstreamTimer
 from workers.pool import WorkerShutdown
 from workers.upstream import Handle, build_client, load_handle
@@ -155,9 +157,11 @@ class TurnRunner:
         self.lane = lane = AccountLane(
             pool_for(self.settings, self.redis), request.owner, publisher, self._cancelled.is_set
         )
+        images = load_images(self.redis, self.settings, request.images)  # a bad URL fails before a slot
         account = lane.take(handle.account if handle else None)
         rollovers = 0
         done = None
+        drawn = False  # an image generation (`kind="image"`) must end with an image
         while account is not None:
             if handle is not None and handle.account != account.id:
                 handle = None  # the conversation's account is gone or unwell: a new upstream one
@@ -172,11 +176,12 @@ class TurnRunner:
                 done = None
                 events = client.stream_turn(
                     handle,
-                    self._turn_input(spec, handle.fresh, conversation, seed),
+                    self._turn_input(spec, handle.fresh, conversation, seed, images),
                     should_stop=self._should_stop,
                 )
                 for event in timer.watch(events):
                     streamed = streamed or isinstance(event, TextDelta)
+                    drawn = drawn or isinstance(event, Image)
                     if isinstance(event, Done):
                         done = event
                     else:
@@ -208,10 +213,16 @@ class TurnRunner:
             return {"status": "cancelled"}
         if done is None:
             raise ProtocolError("the upstream ended the turn without an answer")
+        if request.kind == "image" and not drawn:
+            raise ApiError(
+                f"Copilot answered without generating an image: {done.text[:300]!r}",
+                status=502,
+                code="no_image_generated",
+            )
         assert handle is not None  # the answer came on an upstream conversation
         conversation.messages = [
             *conversation.messages,
-            {"role": "user", "content": request.prompt},
+            {"role": "user", "content": marked(request.prompt, len(request.images))},
             {"role": "assistant", "content": done.text},
         ]
         conversation.handle = handle.to_json()
@@ -284,7 +295,9 @@ class TurnRunner:
             )
         return conversation
 
-    def _turn_input(self, spec: Any, fresh: bool, conversation: Conversation, seed: list[Any]) -> TurnInput:
+    def _turn_input(
+        self, spec: Any, fresh: bool, conversation: Conversation, seed: list[Any], images: tuple[Any, ...]
+    ) -> TurnInput:
         """The turn as the dialect needs it; a fresh upstream conversation gets the history injected."""
         return TurnInput(
             text=self.request.prompt,
@@ -294,6 +307,7 @@ class TurnRunner:
             history=tuple((m["role"], m["content"]) for m in seed) if fresh else (),
             system=conversation.system if fresh else "",
             max_context_chars=self.settings.context_max_chars,
+            images=images,
         )
 
     def _relay(self, publisher: Publisher, event: Event) -> None:

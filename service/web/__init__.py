@@ -26,7 +26,18 @@ from collections.abc import Mapping
 from flask import Flask
 
 from service.settings import load_settings
-from service.web import admin, admin_keys, completions, errors, health, meta, middleware, quota, telemetry
+from service.web import (
+    admin,
+    admin_keys,
+    completions,
+    errors,
+    health,
+    images,
+    meta,
+    middleware,
+    quota,
+    telemetry,
+)
 from service.web.extension import init_app
 
 
@@ -49,6 +60,7 @@ def create_app(overrides: Mapping[str, str] | None = None) -> Flask:
     quota.init_app(app)
     app.register_blueprint(health.blueprint)
     app.register_blueprint(meta.blueprint)
+    app.register_blueprint(images.blueprint)
     admin.init_app(app, settings)  # /admin/ only with ADMIN_KEY
     admin_keys.init_app(app, settings)  # /admin/keys only with ADMIN_KEY
     # Its catch-all rule loses to every more specific rule, whatever the order.

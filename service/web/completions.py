@@ -29,6 +29,7 @@ from werkzeug import exceptions as http
 
 from service import idempotency, locks
 from service.errors import ApiError, InvalidRequest
+from service.images import ImageLimits, park
 from service.logs import bind_turn
 from service.relay import TERMINAL, Subscription, last_event
 from service.turns import TurnRequest, enqueue_turn, new_completion_id, request_cancel
@@ -137,6 +138,7 @@ def _release_claim(gw: Gateway, key: str, completion_id: str) -> None:
 def _begin(gw: Gateway, chat: ChatRequest, key: str | None, mine: idempotency.Claim) -> Run:
     """Resolve the conversation and start the turn (the claim, if any, is taken)."""
     completion_id, created = mine.completion_id, mine.created
+    refs = park(gw.redis, chat.images)  # before the lock: nothing to free if Redis fails here
     resolution = resolve(gw, chat, g.owner)
     turn = TurnRequest(
         completion_id=completion_id,
@@ -150,6 +152,7 @@ def _begin(gw: Gateway, chat: ChatRequest, key: str | None, mine: idempotency.Cl
         created=created,
         lock_token=resolution.lock_token,
         request_id=g.request_id,
+        images=[ref.to_json() for ref in refs],
     )
     if key is not None:
         idempotency.record(
@@ -173,7 +176,8 @@ def _begin(gw: Gateway, chat: ChatRequest, key: str | None, mine: idempotency.Cl
 
 def _bounds(gw: Gateway) -> Bounds:
     settings = gw.settings
-    return Bounds(settings.max_messages, settings.max_input_chars)
+    limits = ImageLimits(settings.image_max_bytes, settings.image_max_per_message, settings.image_url_fetch)
+    return Bounds(settings.max_messages, settings.max_input_chars, limits)
 
 
 def _idempotency_key() -> str | None:

@@ -247,6 +247,7 @@ def test_handle_json_round_trip_and_tolerance() -> None:
         "account": "env-4",
         "turns": 2,
         "created": 12.5,
+        "images": {},
     }
     assert CopilotHandle.from_json(json.loads(json.dumps(data))) == handle
     assert CopilotHandle.from_json({"conversation_id": CONV, "future_field": 1}) == CopilotHandle(CONV)

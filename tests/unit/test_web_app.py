@@ -384,6 +384,8 @@ def test_completion_is_enqueued_and_ends_503_without_a_worker(client: FlaskClien
         "created": payload["created"],
         "lock_token": "",
         "request_id": response.headers["x-request-id"],
+        "images": [],
+        "kind": "chat",
     }
     assert abs(payload["created"] - time.time()) < 10
     # Given up on: the job is dropped from the queue, so a late worker never runs it.
