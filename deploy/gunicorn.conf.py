@@ -44,7 +44,8 @@ def access_summary() -> tuple[str, str]:
     """(level, line) telling the operator who can reach this gateway, and how to change it."""
     where = f"{_settings.listen_host}:{_settings.port}"
     if _settings.auth_enabled:
-        return "info", f"event=web_access bind={where} mode=keyed keys={len(_settings.api_keys)}"
+        keys = f"keys={len(_settings.api_keys)} managed={'on' if _settings.admin_key else 'off'}"
+        return "info", f"event=web_access bind={where} mode=keyed {keys}"
     if _settings.allow_open:
         return "warning", (
             f"event=web_access bind={where} mode=open: ALLOW_OPEN=1 and no API_KEYS, so anyone who "

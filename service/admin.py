@@ -5,6 +5,7 @@
     python -m service.admin update ID [--cookies C] [--access-token T] [--label L] [--enable|--disable]
                                       [--max-concurrent N|default] [--rpm N|default]
     python -m service.admin delete ID
+    python -m service.admin keys create|list|show|update|revoke|usage …   (API keys: service.keys_cli)
 
 It reads the same environment as the gateway (REDIS_URL, RQ_QUEUE, SECRET_KEY): it needs
 no running web process, and what it changes reaches every worker on its next turn. A
@@ -21,6 +22,7 @@ import sys
 from collections.abc import Mapping, Sequence
 from typing import Any
 
+from service import keys_cli
 from service.accounts import manage
 from service.accounts.registry import AccountNotFound, Registry
 from service.accounts.sealing import SealingError
@@ -78,17 +80,22 @@ def _changes(args: argparse.Namespace) -> dict[str, Any]:
 
 
 def run(argv: Sequence[str], environ: Mapping[str, str]) -> int:
-    """Run one command; returns the exit code (0 ok, 1 refused, 2 misconfigured)."""
+    """Run one command; returns the exit code (0 ok, 1 refused, 2 misconfigured).
+
+    `keys …` manages API keys (`service.keys_cli`); everything else manages accounts.
+    """
+    if list(argv[:1]) == ["keys"]:
+        return keys_cli.run(argv[1:], environ, prog="python -m service.admin keys")
     args = parser().parse_args(argv)
     try:
         settings = load_settings(environ)
     except SettingsError as exc:
         print(f"admin: {exc}", file=sys.stderr)
         return 2
-    if settings.redis_url is None:
-        print("admin: REDIS_URL is required", file=sys.stderr)
+    if not settings.redis_configured:
+        print("admin: REDIS_URL (or REDIS_SENTINELS) is required", file=sys.stderr)
         return 2
-    redis = connect(settings.redis_url, role="admin", max_connections=2)
+    redis = connect(settings.redis_url, role="admin", max_connections=2, sentinel=settings.sentinel)
     registry = Registry(redis, namespace=settings.queue_name, secret_key=settings.secret_key)
     try:
         if args.command == "list":

@@ -118,7 +118,9 @@ def banner(settings: Settings, *, demo: bool) -> str:
     where = f"http://127.0.0.1:{settings.port}/v1"
     if settings.auth_enabled:
         access = (
-            f"on every interface (port {settings.port}), keyed: {len(settings.api_keys)} API key(s) required"
+            f"on every interface (port {settings.port}), keyed: {len(settings.api_keys)} static API key(s)"
+            + (" and managed keys" if settings.admin_key else "")
+            + " required"
         )
     elif settings.allow_open:
         access = (
@@ -179,7 +181,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         data_dir = _prepare(env)
         settings = load_settings(env)
         check_port(settings.listen_host, settings.port)
-        if settings.redis_url is None:
+        if not settings.redis_configured:
             redis = EmbeddedRedis(
                 data_dir=data_dir / "redis",
                 password=read_or_create_secret(data_dir / "redis_password"),

@@ -48,6 +48,11 @@ REQUESTS = Counter(
     "HTTP requests answered, by API surface, model and HTTP status.",
     ["surface", "model", "status"],
 )
+KEY_LIMITED = Counter(
+    "gateway_key_limited",
+    "Turns refused by their API key's limits, by limit (never by key: ids are unbounded).",
+    ["limit"],
+)
 
 # --- workers ----------------------------------------------------------------------------
 QUEUE_WAIT = Histogram(

@@ -30,7 +30,7 @@ from collections.abc import Callable, Iterator
 from typing import Any
 
 from redis import Redis
-from redis.client import Pipeline
+from redis.client import Pipeline, PubSub
 from redis.exceptions import RedisError
 
 log = logging.getLogger(__name__)
@@ -95,7 +95,7 @@ class Publisher:
             self._raise_if_broken()
             self._flush_locked(event)
 
-    def finish(self, event: dict[str, Any], extra: Callable[[Pipeline], None] | None = None) -> None:
+    def finish(self, event: dict[str, Any], extra: Callable[[Pipeline], object] | None = None) -> None:
         """Send the terminal event; `extra` adds commands to the same MULTI (e.g. saving the turn)."""
         with self._lock:
             self._flush_locked(event, extra=extra)
@@ -118,7 +118,7 @@ class Publisher:
             raise self._broken
 
     def _flush_locked(
-        self, event: dict[str, Any] | None, extra: Callable[[Pipeline], None] | None = None
+        self, event: dict[str, Any] | None, extra: Callable[[Pipeline], object] | None = None
     ) -> None:
         if self.closed:
             return
@@ -244,7 +244,7 @@ class RelayHub:
         self._subs: dict[str, Subscription] = {}
         self._waiters: dict[str, list[threading.Event]] = {}
         self._lock = threading.Lock()
-        self._pubsub = None
+        self._pubsub: PubSub | None = None
         self._thread: threading.Thread | None = None
         self._closed = threading.Event()
         self._home = f"relay:hub:{uuid.uuid4().hex}"
@@ -254,10 +254,10 @@ class RelayHub:
         """Subscribe and return once Redis has confirmed the subscription."""
         sub = Subscription(self, completion_id)
         with self._lock:
-            self._ensure_listener()
+            pubsub = self._ensure_listener()
             self._subs[sub.channel] = sub
             try:
-                self._pubsub.subscribe(sub.channel)
+                pubsub.subscribe(sub.channel)
             except Exception:  # Redis unreachable: forget it, the caller answers 503
                 del self._subs[sub.channel]
                 raise
@@ -282,12 +282,14 @@ class RelayHub:
             if self._subs.get(sub.channel) is not sub:
                 return
             del self._subs[sub.channel]
+            pubsub = self._pubsub
+            assert pubsub is not None  # a known subscription means the listener has started
             try:
-                self._pubsub.unsubscribe(sub.channel)
+                pubsub.unsubscribe(sub.channel)
             except RedisError as exc:
                 # redis-py resubscribes every channel it still lists when the listener
                 # reconnects; drop this one so no dead channel outlives the outage.
-                self._pubsub.channels.pop(sub.channel.encode(), None)
+                pubsub.channels.pop(sub.channel.encode(), None)
                 log.warning("event=relay_unsubscribe_failed channel=%s error=%r", sub.channel, exc)
 
     @contextlib.contextmanager
@@ -300,11 +302,11 @@ class RelayHub:
         """
         event = threading.Event()
         with self._lock:
-            self._ensure_listener()
+            pubsub = self._ensure_listener()
             waiters = self._waiters.setdefault(channel, [])
             waiters.append(event)
             if len(waiters) == 1:
-                self._pubsub.subscribe(channel)
+                pubsub.subscribe(channel)
         try:
             yield event
         finally:
@@ -314,6 +316,7 @@ class RelayHub:
                 if not waiters:
                     del self._waiters[channel]
                     try:
+                        assert self._pubsub is not None  # started by the subscribe above
                         self._pubsub.unsubscribe(channel)
                     except Exception:  # the listener reconnects and resubscribes what is left
                         log.warning("event=relay_unsubscribe_failed channel=%s", channel, exc_info=True)
@@ -333,20 +336,24 @@ class RelayHub:
         if self._pubsub is not None:
             self._pubsub.close()
 
-    def _ensure_listener(self) -> None:
+    def _ensure_listener(self) -> PubSub:
+        """Start the listener unless it runs; return the shared pub/sub connection it reads."""
         if self._thread is not None and self._thread.is_alive():
-            return
+            assert self._pubsub is not None  # set before the thread is started
+            return self._pubsub
         if self._pubsub is not None:
             self._pubsub.close()
-        self._pubsub = self.redis.pubsub(ignore_subscribe_messages=False)
+        pubsub = self._pubsub = self.redis.pubsub(ignore_subscribe_messages=False)
         home = threading.Event()
-        self._pubsub.subscribe(self._home)  # raises while Redis is down; the next request retries
-        self._thread = threading.Thread(target=self._listen, args=(home,), name="relay-hub", daemon=True)
+        pubsub.subscribe(self._home)  # raises while Redis is down; the next request retries
+        self._thread = threading.Thread(
+            target=self._listen, args=(pubsub, home), name="relay-hub", daemon=True
+        )
         self._thread.start()
         home.wait(self._confirm_timeout)
+        return pubsub
 
-    def _listen(self, home: threading.Event) -> None:
-        pubsub = self._pubsub
+    def _listen(self, pubsub: PubSub, home: threading.Event) -> None:
         failures = 0
         while not self._closed.is_set():
             try:

@@ -29,6 +29,15 @@ class SettingsError(ValueError):
 
 
 @dataclasses.dataclass(frozen=True)
+class SentinelConfig:
+    """Where Redis Sentinel runs and which monitored master the gateway uses."""
+
+    addresses: tuple[tuple[str, int], ...]
+    master: str
+    password: str = ""
+
+
+@dataclasses.dataclass(frozen=True)
 class Settings:
     """The parsed configuration; see `load_settings` for each key's meaning."""
 
@@ -71,14 +80,38 @@ class Settings:
     account_rpm: int = 12
     account_probe_seconds: float = 300.0
     account_health: bool = True
+    image_max_bytes: int = 10 * 1024 * 1024
+    image_max_per_message: int = 4
+    image_url_fetch: bool = False
+    image_url_allow_private: bool = False
+    image_fetch_timeout: float = 10.0
     queue_max_wait_seconds: float = 30.0
     upstream_max_turn_chars: int = 10000
     model_aliases: tuple[tuple[str, str], ...] = ()
+    key_default_rpm: int = 0
+    key_default_concurrent: int = 0
+    key_default_tokens_per_day: int = 0
+    key_default_models: tuple[str, ...] = ()
+    redis_sentinels: tuple[tuple[str, int], ...] = ()
+    redis_sentinel_master: str = ""
+    redis_sentinel_password: str = ""
+
+    @property
+    def sentinel(self) -> SentinelConfig | None:
+        """The Sentinel deployment to discover the Redis primary through; None = plain `REDIS_URL`."""
+        if not self.redis_sentinels:
+            return None
+        return SentinelConfig(self.redis_sentinels, self.redis_sentinel_master, self.redis_sentinel_password)
+
+    @property
+    def redis_configured(self) -> bool:
+        """Whether an external Redis is configured (a URL or Sentinels); else the launcher embeds one."""
+        return self.redis_url is not None or bool(self.redis_sentinels)
 
     @property
     def auth_enabled(self) -> bool:
-        """Auth is on when at least one API key is configured."""
-        return bool(self.api_keys)
+        """Auth is on when a static API key is configured, or ADMIN_KEY (managed keys) is set."""
+        return bool(self.api_keys or self.admin_key)
 
     @property
     def listen_host(self) -> str:
@@ -108,6 +141,13 @@ def _positive_int(value: str) -> int:
     number = int(value.strip())
     if number <= 0:
         raise ValueError("must be a positive whole number")
+    return number
+
+
+def _count(value: str) -> int:
+    number = int(value.strip())
+    if number < 0:
+        raise ValueError("must be a whole number, 0 or more (0 = no limit)")
     return number
 
 
@@ -176,6 +216,18 @@ def _redis_url(value: str) -> str | None:
     return url
 
 
+def _host_ports(value: str) -> tuple[tuple[str, int], ...]:
+    """`host:port,host:port` (IPv6 hosts in brackets: `[::1]:26379`)."""
+    addresses = []
+    for item in _csv(value):
+        host, sep, port = item.rpartition(":")
+        host = host.removeprefix("[").removesuffix("]")
+        if not sep or not host or not port.isdigit() or not 0 < int(port) <= 65535:
+            raise ValueError(f"{item!r} is not host:port (port 1-65535)")
+        addresses.append((host, int(port)))
+    return tuple(addresses)
+
+
 def _csv(value: str) -> tuple[str, ...]:
     return tuple(item.strip() for item in value.split(",") if item.strip())
 
@@ -202,7 +254,14 @@ def _log_level(value: str) -> str:
 
 
 # Keys whose values are credentials: an error names the key but never shows the value.
-SECRET_KEYS = ("API_KEYS", "SECRET_KEY", "ADMIN_KEY", "COPILOT_ACCESS_TOKEN", "UPSTREAM_COOKIES")
+SECRET_KEYS = (
+    "API_KEYS",
+    "SECRET_KEY",
+    "ADMIN_KEY",
+    "COPILOT_ACCESS_TOKEN",
+    "UPSTREAM_COOKIES",
+    "REDIS_SENTINEL_PASSWORD",
+)
 
 
 def _shown(key: str, raw: str) -> str:
@@ -229,6 +288,7 @@ def load_settings(environ: Mapping[str, str]) -> Settings:
         # PORT: TCP port the web server listens on.
         port=_read(environ, "PORT", _port, d.port),
         # REDIS_URL: Redis for jobs, pub/sub and conversations; unset = embedded redis-server.
+        # With REDIS_SENTINELS only its password, username, db and scheme (rediss = TLS) are used.
         redis_url=_read(environ, "REDIS_URL", _redis_url, d.redis_url),
         # API_KEYS: comma-separated bearer keys clients must present; empty = open gateway (loopback only).
         api_keys=_read(environ, "API_KEYS", _csv, d.api_keys),
@@ -327,6 +387,33 @@ def load_settings(environ: Mapping[str, str]) -> Settings:
         ),
         # MODEL_ALIASES: `glob=model,…` mapping client model names onto catalog models (before the defaults).
         model_aliases=_read(environ, "MODEL_ALIASES", parse_aliases, d.model_aliases),
+        # KEY_DEFAULT_RPM: turns per sliding minute per key, for static keys and managed keys without
+        # their own; 0 = no limit.
+        key_default_rpm=_read(environ, "KEY_DEFAULT_RPM", _count, d.key_default_rpm),
+        # KEY_DEFAULT_CONCURRENT: turns in flight at once per key (all web processes together); 0 = no limit.
+        key_default_concurrent=_read(environ, "KEY_DEFAULT_CONCURRENT", _count, d.key_default_concurrent),
+        # KEY_DEFAULT_TOKENS_PER_DAY: input+output tokens per key per UTC day; 0 = no limit.
+        key_default_tokens_per_day=_read(
+            environ, "KEY_DEFAULT_TOKENS_PER_DAY", _count, d.key_default_tokens_per_day
+        ),
+        # KEY_DEFAULT_MODELS: comma-separated model names or globs a key may use; empty = all.
+        key_default_models=_read(environ, "KEY_DEFAULT_MODELS", _csv, d.key_default_models),
+        # REDIS_SENTINELS: comma-separated host:port of Redis Sentinels; set = find the primary through them.
+        redis_sentinels=_read(environ, "REDIS_SENTINELS", _host_ports, d.redis_sentinels),
+        # REDIS_SENTINEL_MASTER: the master name the Sentinels monitor (required with REDIS_SENTINELS).
+        redis_sentinel_master=_read(environ, "REDIS_SENTINEL_MASTER", _text, d.redis_sentinel_master),
+        # REDIS_SENTINEL_PASSWORD: password of the Sentinels themselves (Redis's own is in REDIS_URL).
+        redis_sentinel_password=_read(environ, "REDIS_SENTINEL_PASSWORD", _text, d.redis_sentinel_password),
+        # IMAGE_MAX_BYTES: largest image input accepted (decoded bytes; 400 naming the part above it).
+        image_max_bytes=_read(environ, "IMAGE_MAX_BYTES", _positive_int, d.image_max_bytes),
+        # IMAGE_MAX_PER_MESSAGE: most image parts one message may carry (400 naming the part above it).
+        image_max_per_message=_read(environ, "IMAGE_MAX_PER_MESSAGE", _positive_int, d.image_max_per_message),
+        # IMAGE_URL_FETCH: on = http(s) image URLs are fetched by the worker (SSRF-checked); off = 400.
+        image_url_fetch=_read(environ, "IMAGE_URL_FETCH", _flag, d.image_url_fetch),
+        # IMAGE_URL_ALLOW_PRIVATE: UNSAFE, tests only: let image fetches reach loopback/private addresses.
+        image_url_allow_private=_read(environ, "IMAGE_URL_ALLOW_PRIVATE", _flag, d.image_url_allow_private),
+        # IMAGE_FETCH_TIMEOUT: seconds an image URL fetch may take in all (every redirect hop included).
+        image_fetch_timeout=_read(environ, "IMAGE_FETCH_TIMEOUT", _positive_float, d.image_fetch_timeout),
     )
     for pattern, target in settings.model_aliases:
         if find_model(target, settings.upstream) is None:
@@ -334,6 +421,12 @@ def load_settings(environ: Mapping[str, str]) -> Settings:
                 f"MODEL_ALIASES maps {pattern!r} to {target!r}, "
                 f"which UPSTREAM={settings.upstream} does not have"
             )
+    if settings.redis_sentinels and not settings.redis_sentinel_master:
+        raise SettingsError("REDIS_SENTINEL_MASTER is required with REDIS_SENTINELS (the monitored name)")
+    if settings.redis_sentinel_master and not settings.redis_sentinels:
+        raise SettingsError("REDIS_SENTINEL_MASTER is set but REDIS_SENTINELS is not (where are they?)")
+    if settings.redis_sentinels and settings.redis_url and settings.redis_url.startswith("unix://"):
+        raise SettingsError("REDIS_URL must be redis:// or rediss:// with REDIS_SENTINELS (for db, password)")
     if settings.stream_hold_seconds > settings.sse_heartbeat_seconds:
         raise SettingsError("STREAM_HOLD_SECONDS must not exceed SSE_HEARTBEAT_SECONDS")
     if settings.api_keys and not settings.secret_key:

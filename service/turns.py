@@ -82,6 +82,10 @@ class TurnRequest:
     # The web request's x-request-id, so the worker's log lines carry it too ("" = none).
     request_id: str = ""
     store: bool = True
+    # The new message's images as `service.images.ImageRef` JSON: parked bytes or a URL to fetch.
+    images: list[dict[str, Any]] = dataclasses.field(default_factory=list)
+    # "chat", or "image": an image generation (`/v1/images/generations`) that must end in an image.
+    kind: str = "chat"
 
     def to_json(self) -> dict[str, Any]:
         """The job argument."""

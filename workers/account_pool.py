@@ -29,6 +29,7 @@ from collections.abc import Callable
 
 from redis import Redis
 from redis.client import Pipeline
+from redis.exceptions import RedisError
 
 from service.accounts import health
 from service.accounts.registry import Account, AccountNotFound, Registry
@@ -106,16 +107,28 @@ class AccountLane:
         self.lease: Lease | None = None
         self.tried: set[str] = set()
 
-    def take(self, preferred: str | None) -> Credentials | None:
-        """Wait for a slot; the account's credentials, or None if the turn was cancelled meanwhile."""
-        self.release()
-        lease = self.pool.scheduler.acquire(
+    def _acquire(self, preferred: str | None) -> Lease | None:
+        return self.pool.scheduler.acquire(
             self.owner,
             preferred=preferred,
             exclude=self.tried,
             should_stop=self.should_stop,
             on_position=self._queued,
         )
+
+    def take(self, preferred: str | None) -> Credentials | None:
+        """Wait for a slot; the account's credentials, or None if the turn was cancelled meanwhile."""
+        self.release()
+        try:
+            lease = self._acquire(preferred)
+        except UpstreamUnavailable:
+            if self.pool.registry.seeded():
+                raise
+            # A Redis that restarted without its data forgot the pool: seed it again, as a
+            # worker does at start-up, instead of failing every turn until a worker restarts.
+            log.warning("event=account_pool_reseeded reason=registry_empty")
+            self.pool.seed()
+            lease = self._acquire(preferred)
         if lease is None:
             return None
         self.lease = lease
@@ -215,5 +228,7 @@ def run_prober(
                 every=every,
                 now=time.time(),
             )
-        except Exception:  # Redis down, a bug: try again next round
+        except RedisError as exc:  # Redis down: one line per round, no traceback; try again next round
+            log.warning("event=account_probe_round_failed error=%s", exc.__class__.__name__)
+        except Exception:  # a bug: try again next round
             log.warning("event=account_probe_round_failed", exc_info=True)

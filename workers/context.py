@@ -29,11 +29,12 @@ _current: WorkerContext | None = None
 
 def build_context(settings: Settings, *, max_connections: int = 12) -> WorkerContext:
     """Create the process's context; the Redis pool connects on first use."""
-    if settings.redis_url is None:
-        raise SettingsError("REDIS_URL is required for a worker (the launcher sets it)")
-    return WorkerContext(
-        settings=settings, redis=connect(settings.redis_url, role="worker", max_connections=max_connections)
+    if not settings.redis_configured:
+        raise SettingsError("REDIS_URL (or REDIS_SENTINELS) is required for a worker (the launcher sets it)")
+    redis = connect(
+        settings.redis_url, role="worker", max_connections=max_connections, sentinel=settings.sentinel
     )
+    return WorkerContext(settings=settings, redis=redis)
 
 
 def set_context(context: WorkerContext) -> None:

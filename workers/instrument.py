@@ -63,10 +63,10 @@ class UpstreamTimer:
     tokens of the finished answer, and counts the turn on its account meanwhile.
     """
 
-    def __init__(self, dialect: str, request: TurnRequest, account: int) -> None:
+    def __init__(self, dialect: str, request: TurnRequest, account: str) -> None:
         self.dialect = dialect
         self.request = request
-        self.account = str(account)
+        self.account = account
         self.started = time.monotonic()
         self._first_seen = False
         enqueued = _enqueued_var.get()

@@ -42,8 +42,8 @@ def main(environ: Mapping[str, str]) -> int:
     except SealingError as exc:
         print(f"worker: {exc}", flush=True)
         return 2
-    except RedisError:  # the prober seeds once Redis answers
-        log.warning("event=account_seed_failed", exc_info=True)
+    except RedisError as exc:  # the prober seeds once Redis answers
+        log.warning("event=account_seed_failed error=%s", exc.__class__.__name__)
     gevent.spawn(run_prober, settings, context.redis, seeded=seeded, stop=lambda: False, sleep=gevent.sleep)
     queue = Queue(settings.queue_name, connection=context.redis, serializer=JSONSerializer)
     worker = GeventWorker(

@@ -45,6 +45,7 @@ from rq.timeouts import JobTimeoutException
 from service import locks
 from service.conversations import Conversation, ConversationStore, handle_key
 from service.errors import ApiError, NotFound
+from service.images import marked
 from service.models import ModelSpec, find_model
 from service.relay import Publisher
 from service.settings import Settings
@@ -52,6 +53,7 @@ from service.turns import TurnRequest, cancel_key, lease_key
 from workers import priming
 from workers.account_pool import AccountLane, pool_for
 from workers.context import WorkerContext
+from workers.image_fetch import load_images
 from workers.instrument import UpstreamTimer
 from workers.pool import WorkerShutdown
 from workers.upstream import Handle, build_client, load_handle
@@ -164,9 +166,11 @@ class TurnRunner:
         self.lane = lane = AccountLane(
             pool_for(self.settings, self.redis), request.owner, publisher, self._cancelled.is_set
         )
+        images = load_images(self.redis, self.settings, request.images)  # a bad URL fails before a slot
         account = lane.take(handle.account if handle else None)
         rollovers = 0
         done = None
+        drawn = False  # an image generation (`kind="image"`) must end with an image
         while account is not None:
             if handle is not None and handle.account != account.id:
                 handle = None  # the conversation's account is gone or unwell: a new upstream one
@@ -180,12 +184,13 @@ class TurnRunner:
                     log.info("event=upstream_conversation_created seeded_messages=%d", len(seed))
                 # More than one upstream turn can carry goes ahead in parts (workers/priming.py),
                 # on this account's new upstream conversation, inside the same account lane.
-                turn, primers = self._turn_input(spec, handle.fresh, conversation, seed)
+                turn, primers = self._turn_input(spec, handle.fresh, conversation, seed, images)
                 self._prime(client, handle, turn, primers, publisher)
                 done = None
                 events = client.stream_turn(handle, turn, should_stop=self._should_stop)
                 for event in timer.watch(events):
                     streamed = streamed or isinstance(event, TextDelta)
+                    drawn = drawn or isinstance(event, Image)
                     if isinstance(event, Done):
                         done = event
                     else:
@@ -217,9 +222,16 @@ class TurnRunner:
             return {"status": "cancelled"}
         if done is None:
             raise ProtocolError("the upstream ended the turn without an answer")
+        if request.kind == "image" and not drawn:
+            raise ApiError(
+                f"Copilot answered without generating an image: {done.text[:300]!r}",
+                status=502,
+                code="no_image_generated",
+            )
+        assert handle is not None  # the answer came on an upstream conversation
         conversation.messages = [
             *conversation.messages,
-            {"role": "user", "content": request.prompt},
+            {"role": "user", "content": marked(request.prompt, len(request.images))},
             {"role": "assistant", "content": done.text},
         ]
         conversation.handle = handle.to_json()
@@ -312,7 +324,7 @@ class TurnRunner:
         return conversation
 
     def _turn_input(
-        self, spec: Any, fresh: bool, conversation: Conversation, seed: list[Any]
+        self, spec: Any, fresh: bool, conversation: Conversation, seed: list[Any], images: tuple[Any, ...]
     ) -> tuple[TurnInput, tuple[str, ...]]:
         """The turn as the dialect needs it, and the priming parts to send before it.
 
@@ -336,6 +348,7 @@ class TurnRunner:
             history=history if primed.inject else (),
             system=system if primed.inject else "",
             max_context_chars=self.settings.context_max_chars,
+            images=images,
         )
         return turn, primed.primers
 

@@ -21,6 +21,7 @@ from collections.abc import Callable
 from redis import Redis
 
 from service.accounts.registry import NEEDS_ATTENTION, Account, Registry
+from service.redis_conn import HashFields
 
 log = logging.getLogger(__name__)
 
@@ -61,7 +62,7 @@ def classify(exc: BaseException) -> Verdict | None:
 
 def record(registry: Registry, account_id: str, verdict: Verdict, now: float) -> None:
     """Move the account to cooling or needs_attention, keeping the operator message."""
-    fields = {"error_code": verdict.code, "error_message": verdict.message, "error_at": repr(now)}
+    fields: HashFields = {"error_code": verdict.code, "error_message": verdict.message, "error_at": repr(now)}
     if verdict.kind == "cooling":
         fields["cooling_until"] = repr(now + verdict.seconds)
     else:

@@ -21,12 +21,13 @@ from __future__ import annotations
 import dataclasses
 import secrets as random_ids
 import time
-from collections.abc import Callable, Sequence
-from typing import Any
+from collections.abc import Callable, Mapping, Sequence
+from typing import Any, cast
 
 from redis import Redis
 
 from service.accounts.sealing import Sealer
+from service.redis_conn import HashFields, text
 
 READY, COOLING, NEEDS_ATTENTION, DISABLED = "ready", "cooling", "needs_attention", "disabled"
 HEALTH_FIELDS = ("cooling_until", "attention", "error_code", "error_message", "error_at")
@@ -93,9 +94,9 @@ class Account:
         }
 
     @classmethod
-    def from_hash(cls, account_id: str, raw: dict[bytes, bytes]) -> Account:
+    def from_hash(cls, account_id: str, raw: Mapping[bytes | str, bytes | str]) -> Account:
         """Rebuild an account from its Redis hash."""
-        data = {key.decode(): value.decode() for key, value in raw.items()}
+        data = {text(key): text(value) for key, value in raw.items()}
         return cls(
             id=account_id,
             label=data.get("label", ""),
@@ -138,7 +139,9 @@ class Registry:
         now = time.monotonic()
         if not fresh and self._snapshot is not None and now - self._snapshot[0] < SNAPSHOT_SECONDS:
             return self._snapshot[1]
-        ids = [member.decode() for member in self.redis.zrange(f"{self.prefix}:ids", 0, -1)]
+        # Without `withscores` ZRANGE returns members only; redis-py's return type covers both forms.
+        members = cast("list[bytes]", self.redis.zrange(f"{self.prefix}:ids", 0, -1))
+        ids = [text(member) for member in members]
         with self.redis.pipeline(transaction=False) as pipe:
             for account_id in ids:
                 pipe.hgetall(self.key(account_id))
@@ -184,7 +187,7 @@ class Registry:
     ) -> Account:
         """Create an account (a fresh `acc-…` id unless given) and return it."""
         account_id = account_id or f"acc-{random_ids.token_hex(4)}"
-        fields = {
+        fields: HashFields = {
             "label": label,
             "cookies": self.sealer.seal(cookies),
             "access_token": self.sealer.seal(access_token),
@@ -220,7 +223,7 @@ class Registry:
         `max_concurrent` / `rpm`: False = unchanged, None = back to the default, a number = set.
         """
         self.get(account_id)
-        fields: dict[str, str] = {}
+        fields: HashFields = {}
         if cookies is not None:
             fields["cookies"] = self.sealer.seal(cookies)
         if access_token is not None:
@@ -260,7 +263,7 @@ class Registry:
         if not removed:
             raise AccountNotFound(account_id)
 
-    def set_health(self, account_id: str, fields: dict[str, str], *, clear: Sequence[str] = ()) -> None:
+    def set_health(self, account_id: str, fields: HashFields, *, clear: Sequence[str] = ()) -> None:
         """Write health fields of an existing account (see `health`); a deleted one stays deleted."""
         key = self.key(account_id)
         if not self.redis.exists(key):
@@ -289,11 +292,16 @@ class Registry:
                         source="env",
                         seed=digest,
                     )
-                elif stored.decode() != digest:
+                elif text(stored) != digest:
                     self.update(account_id, cookies=cookies, access_token=access_token)
                     self.redis.hset(self.key(account_id), "seed", digest)
             for account in self.all(fresh=True):
-                position = account.id.removeprefix("env-")
-                if account.source == "env" and position.isdigit() and int(position) > len(lines):
+                number = account.id.removeprefix("env-")
+                if account.source == "env" and number.isdigit() and int(number) > len(lines):
                     self.delete(account.id)
+            self.redis.set(f"{self.prefix}:seeded", b"1")
         self._snapshot = None
+
+    def seeded(self) -> bool:
+        """Whether this Redis has seen a seed (False after a restart of a Redis that lost its data)."""
+        return bool(self.redis.exists(f"{self.prefix}:seeded"))

@@ -15,6 +15,8 @@ else: shared code lives in plain `service` modules so workers never load Flask.
       conversations  OpenAI's Conversations API (create, read, metadata, items)
       meta         /v1/models, DELETE /v1/conversations/<id>
       health       /healthz (liveness), /readyz (readiness), /metrics (Prometheus)
+      quota        per-key limits (admit a turn, x-ratelimit-* headers, settle its usage)
+      admin_keys   /admin/keys: managed API keys and their usage (only with ADMIN_KEY)
       telemetry    request metrics recorded in one after_request hook
       admin        /admin/accounts (only with ADMIN_KEY); the pool's admission check
       errors       every failure rendered as OpenAI's error JSON
@@ -30,13 +32,16 @@ from flask import Flask
 from service.settings import load_settings
 from service.web import (
     admin,
+    admin_keys,
     completions,
     conversations,
     errors,
     health,
+    images,
     messages,
     meta,
     middleware,
+    quota,
     responses,
     telemetry,
 )
@@ -59,12 +64,15 @@ def create_app(overrides: Mapping[str, str] | None = None) -> Flask:
     middleware.init_app(app)
     errors.init_app(app)
     telemetry.init_app(app)
+    quota.init_app(app)
     app.register_blueprint(health.blueprint)
     app.register_blueprint(meta.blueprint)
+    app.register_blueprint(images.blueprint)
     admin.init_app(app, settings)  # /admin/ only with ADMIN_KEY
     app.register_blueprint(responses.blueprint)
     app.register_blueprint(messages.blueprint)
     app.register_blueprint(conversations.blueprint)
+    admin_keys.init_app(app, settings)  # /admin/keys only with ADMIN_KEY
     # Its catch-all rule loses to every more specific rule, whatever the order.
     app.register_blueprint(completions.blueprint)
     return app

@@ -6,8 +6,11 @@ present one of the keys, as `Authorization: Bearer <key>` (what the SDKs send) o
 against every configured key, so response timing does not reveal a key's prefix.
 With no keys configured the gateway is open and any key, or none, is accepted.
 
+Managed keys (`service.keys`, created through /admin/keys or the CLI) are accepted too,
+by one Redis lookup of their hash, whenever auth is on (API_KEYS or ADMIN_KEY set).
+
 Either way the key decides the caller's *owner tag* (`owner_of`, an HMAC keyed with
-`SECRET_KEY`), which scopes
+`SECRET_KEY`; a managed key's id), which scopes
 conversations: one key cannot read or continue another key's conversations. Keys are
 never logged, and the error for an unknown key shows only its ends.
 """
@@ -16,12 +19,23 @@ from __future__ import annotations
 
 import hmac
 import logging
-from collections.abc import Mapping
+from collections.abc import Callable
+from typing import Protocol
 
 from service.conversations import owner_of
 from service.errors import AuthenticationFailed
+from service.keys import Limits, ManagedKey, static_key_id
+from service.ratelimit import Caller
 
 log = logging.getLogger(__name__)
+
+
+class HeaderLookup(Protocol):
+    """What the pure request code reads headers through: a plain dict (tests) or werkzeug's
+    case-insensitive `request.headers`, which is no `Mapping`."""
+
+    def get(self, key: str, /) -> str | None: ...
+
 
 MISSING_KEY = (
     "You didn't provide an API key. You need to provide your API key in an Authorization header "
@@ -29,7 +43,7 @@ MISSING_KEY = (
 )
 
 
-def presented_key(headers: Mapping[str, str]) -> str | None:
+def presented_key(headers: HeaderLookup) -> str | None:
     """The key the request carries (Bearer token first, then `api-key`, then `x-api-key`), or None.
 
     `x-api-key` is how Anthropic clients (anthropic-python, Claude Code) send theirs.
@@ -59,14 +73,35 @@ def is_known(key: str, keys: tuple[str, ...]) -> bool:
     return found
 
 
-def authenticate(headers: Mapping[str, str], keys: tuple[str, ...], *, secret: str) -> str:
+def authenticate(headers: HeaderLookup, keys: tuple[str, ...], *, secret: str) -> str:
     """The caller's owner tag; raises `AuthenticationFailed` (401) when auth is on and fails."""
+    return identify(headers, keys, secret=secret, required=bool(keys)).owner
+
+
+def identify(
+    headers: HeaderLookup,
+    keys: tuple[str, ...],
+    *,
+    secret: str,
+    required: bool,
+    managed: Callable[[str], ManagedKey | None] | None = None,
+    defaults: Limits | None = None,
+) -> Caller:
+    """Who the caller is (id, owner tag, effective limits); 401 when `required` and the key is unknown.
+
+    A static key (`keys`) is checked first, in constant time; then `managed` looks the key
+    up by its hash. Without `required` (an open gateway) anyone passes, with no limits.
+    """
     key = presented_key(headers)
-    if not keys:
-        return owner_of(key or "", secret=secret)
+    if not required:
+        return Caller(id="open", owner=owner_of(key or "", secret=secret), limits=Limits())
     if key is None:
         raise AuthenticationFailed(MISSING_KEY)
-    if not is_known(key, keys):
+    if is_known(key, keys):
+        owner = owner_of(key, secret=secret)
+        return Caller(id=static_key_id(owner), owner=owner, limits=Limits().over(defaults or Limits()))
+    record = managed(key) if managed is not None else None
+    if record is None:
         log.info("event=auth_rejected reason=unknown_key")
         raise AuthenticationFailed(f"Incorrect API key provided: {mask_key(key)}.")
-    return owner_of(key, secret=secret)
+    return Caller(id=record.id, owner=record.owner, limits=record.limits.over(defaults or Limits()))

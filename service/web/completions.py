@@ -55,7 +55,7 @@ def _respond(gw: Gateway, run: Run, chat: ChatRequest) -> Response:
 def _complete(gw: Gateway, run: Run, chat: ChatRequest) -> Response:
     """Wait for the whole answer and return one `chat.completion` (or the error)."""
     turn = run.turn
-    answer = Answer(chat.messages)
+    answer = run.answer = Answer(chat.messages)
     collect(gw, run, answer)
     return jsonify(
         completion(
@@ -82,5 +82,6 @@ def _stream(gw: Gateway, run: Run, chat: ChatRequest) -> Response:
     chunks = ChunkBuilder(
         turn.completion_id, model=turn.model, created=turn.created, include_usage=chat.include_usage
     )
-    body = EventStream(events, first, chunks=chunks, answer=Answer(chat.messages), on_close=on_close)
+    run.answer = Answer(chat.messages)
+    body = EventStream(events, first, chunks=chunks, answer=run.answer, on_close=on_close)
     return Response(body, status=200, mimetype="text/event-stream", headers=SSE_HEADERS)

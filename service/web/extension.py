@@ -44,12 +44,12 @@ def init_app(app: Flask, settings: Settings) -> Gateway:
     The queue uses RQ's JSON serializer, as the workers do, so job payloads stay
     readable and no pickled objects cross between tiers.
     """
-    if settings.redis_url is None:
+    if not settings.redis_configured:
         raise SettingsError(
-            "REDIS_URL is required by the web tier (the launcher sets it, starting an embedded "
-            "redis-server when none is configured)"
+            "REDIS_URL (or REDIS_SENTINELS) is required by the web tier (the launcher sets it, "
+            "starting an embedded redis-server when none is configured)"
         )
-    redis = connect(settings.redis_url, role="web")
+    redis = connect(settings.redis_url, role="web", sentinel=settings.sentinel)
     gateway = Gateway(
         settings=settings,
         redis=redis,

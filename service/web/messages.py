@@ -63,7 +63,7 @@ def count_tokens() -> Response:
 
 def _respond(req: MessagesRequest, gw: Gateway, run: Run, chat: ChatRequest) -> Response:
     builder = MessageBuilder(run.turn.completion_id, model=req.model, messages=chat.messages)
-    answer = Answer(chat.messages)
+    answer = run.answer = Answer(chat.messages)
     if not chat.stream:
         collect(gw, run, answer)
         return jsonify(builder.complete(answer))

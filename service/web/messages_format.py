@@ -15,7 +15,7 @@ SSE comments, never as text.
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+from collections.abc import Generator, Iterator
 from typing import Any
 
 from service.errors import ApiError
@@ -124,7 +124,7 @@ class MessageStream(FrameStream):
     def _event(kind: str, **fields: Any) -> str:
         return frame({"type": kind, **fields}, event=kind)
 
-    def _generate(self, events: Iterator[dict[str, Any] | None]) -> Iterator[str]:
+    def _generate(self, events: Iterator[dict[str, Any] | None]) -> Generator[str, None, None]:
         b, answer = self.builder, self.answer
         try:
             yield self._event("message_start", message=b.message([], None, 1))

@@ -28,8 +28,14 @@ def conversation_not_found(conversation_id: str, param: str | None) -> NotFound:
 @blueprint.get("/v1/models")
 @blueprint.get("/models")
 def list_models() -> Response:
-    """OpenAI's model list: every catalog entry as a model card."""
-    return jsonify({"object": "list", "data": [spec.card() for spec in catalog(gateway().settings.upstream)]})
+    """OpenAI's model list: every catalog entry the caller's key may use, as a model card."""
+    specs = [spec for spec in catalog(gateway().settings.upstream) if _allowed(spec.id)]
+    return jsonify({"object": "list", "data": [spec.card() for spec in specs]})
+
+
+def _allowed(model: str) -> bool:
+    caller = g.get("caller")
+    return caller is None or caller.limits.allows(model)
 
 
 @blueprint.get("/v1/models/<path:model_id>")
@@ -38,7 +44,7 @@ def get_model(model_id: str) -> Response:
     """One model card, or 404 `model_not_found`."""
     settings = gateway().settings
     spec = find_model(model_id, settings.upstream, settings.model_aliases)
-    if spec is None:
+    if spec is None or not _allowed(spec.id):
         raise NotFound(
             f"The model `{model_id}` does not exist or you do not have access to it.",
             param="model",

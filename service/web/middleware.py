@@ -23,8 +23,10 @@ import uuid
 from flask import Flask, Response, g, request
 
 from service.errors import ApiError
+from service.keys import KeyStore
 from service.logs import request_id_var
-from service.web.auth import authenticate
+from service.web import quota
+from service.web.auth import identify
 from service.web.extension import gateway
 
 REQUEST_ID_HEADER = "x-request-id"
@@ -32,7 +34,10 @@ _SANE_ID = re.compile(r"[A-Za-z0-9._-]{1,128}")
 _HEADER_LIST = re.compile(r"[^A-Za-z0-9!#$%&'*+.^_`|~, -]")
 OPEN_PATHS = ("/healthz", "/readyz", "/metrics")
 EXPOSED_HEADERS = (
-    "x-request-id, X-Conversation-Id, X-Conversation-Turns-Remaining, Retry-After, x-should-retry"
+    "x-request-id, X-Conversation-Id, X-Conversation-Turns-Remaining, Retry-After, x-should-retry, "
+    "retry-after-ms, x-ratelimit-limit-requests, x-ratelimit-remaining-requests, "
+    "x-ratelimit-reset-requests, x-ratelimit-limit-tokens, x-ratelimit-remaining-tokens, "
+    "x-ratelimit-reset-tokens"
 )
 DEFAULT_ALLOWED_HEADERS = (
     "authorization, content-type, x-conversation-id, idempotency-key, openai-organization, "
@@ -81,8 +86,17 @@ def _preflight() -> Response | None:
 def _authenticate() -> None:
     if request.path in OPEN_PATHS or request.path.startswith("/admin/"):
         return  # /admin/ checks ADMIN_KEY itself (or does not exist)
-    settings = gateway().settings
-    g.owner = authenticate(request.headers, settings.api_keys, secret=settings.secret_key)
+    gw = gateway()
+    settings = gw.settings
+    g.caller = identify(
+        request.headers,
+        settings.api_keys,
+        secret=settings.secret_key,
+        required=settings.auth_enabled,
+        managed=KeyStore(gw.redis).lookup,
+        defaults=quota.defaults(settings),
+    )
+    g.owner = g.caller.owner
 
 
 def _require_json() -> None:

@@ -31,7 +31,7 @@ def usage(prompt_tokens: int, completion_tokens: int) -> dict[str, int]:
     }
 
 
-def annotations(content: str, citations: Iterable[Mapping[str, Any]]) -> list[dict[str, Any]]:
+def citation_annotations(content: str, citations: Iterable[Mapping[str, Any]]) -> list[dict[str, Any]]:
     """`url_citation` annotations for citation events, spanning each `[^N^]` marker.
 
     The first occurrence of a marker is spanned; a citation whose marker is absent
@@ -202,7 +202,7 @@ class Answer:
 
     def annotations(self) -> list[dict[str, Any]]:
         """The answer's `url_citation` annotations."""
-        return annotations(self.content, self.citations)
+        return citation_annotations(self.content, self.citations)
 
     def usage(self) -> dict[str, int]:
         """Token usage of the request and this answer."""

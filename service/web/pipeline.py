@@ -28,10 +28,11 @@ from redis.exceptions import RedisError
 
 from service import idempotency, locks
 from service.errors import ApiError, InvalidRequest
+from service.images import ImageLimits, park
 from service.logs import bind_turn
 from service.relay import TERMINAL, Subscription, last_event
 from service.turns import TurnRequest, enqueue_turn, new_completion_id, request_cancel
-from service.web import admin
+from service.web import admin, quota
 from service.web.errors import redis_unavailable
 from service.web.extension import Gateway
 from service.web.openai_format import Answer
@@ -53,6 +54,9 @@ class Run:
     sub: Subscription
     idempotency_key: str | None = None
     attached: bool = False
+    # The key's admitted-turn ticket (settled in `close`), taken from the request that built the Run.
+    ticket: quota.Ticket | None = dataclasses.field(default_factory=quota.take_ticket)
+    answer: Answer | None = None  # what was sent, for the key's token usage (each surface sets it)
 
     def close(self, gw: Gateway, terminal: dict[str, Any] | None) -> None:
         """Unsubscribe; cancel what nobody will read; free the claim of a failed turn.
@@ -85,6 +89,8 @@ class Run:
             log.warning("event=cleanup_failed completion_id=%s", turn.completion_id, exc_info=True)
         finally:
             self.sub.close()
+            if self.ticket is not None:
+                self.ticket.settle(gw.redis, terminal, None if self.attached else self.answer)
 
 
 Respond = Callable[[Gateway, Run, ChatRequest], Response]
@@ -108,6 +114,7 @@ def submit(
     """
     g.model = chat.model  # labels this request's metrics (service.web.telemetry)
     admin.admit()  # 429 at once if the account pool's line is too long
+    quota.admit(gw, chat.model)  # the key's model access and limits: 403/429, or a ticket for the Run
     key = _idempotency_key()
     completion_id, created = completion_id or new_completion_id(), int(time.time())
     mine = idempotency.Claim(completion_id, idempotency.body_digest(raw), created=created)
@@ -127,7 +134,8 @@ def submit(
 def bounds(gw: Gateway) -> Bounds:
     """The request size limits of this gateway's settings, for every surface's parser."""
     settings = gw.settings
-    return Bounds(settings.max_messages, settings.max_input_chars)
+    limits = ImageLimits(settings.image_max_bytes, settings.image_max_per_message, settings.image_url_fetch)
+    return Bounds(settings.max_messages, settings.max_input_chars, limits)
 
 
 def _release_claim(gw: Gateway, key: str, completion_id: str) -> None:
@@ -140,6 +148,7 @@ def _release_claim(gw: Gateway, key: str, completion_id: str) -> None:
 def _begin(gw: Gateway, chat: ChatRequest, key: str | None, mine: idempotency.Claim, *, store: bool) -> Run:
     """Resolve the conversation and start the turn (the claim, if any, is taken)."""
     completion_id, created = mine.completion_id, mine.created
+    refs = park(gw.redis, chat.images)  # before the lock: nothing to free if Redis fails here
     resolution = resolve(gw, chat, g.owner)
     turn = TurnRequest(
         completion_id=completion_id,
@@ -154,6 +163,7 @@ def _begin(gw: Gateway, chat: ChatRequest, key: str | None, mine: idempotency.Cl
         lock_token=resolution.lock_token,
         request_id=g.request_id,
         store=store,
+        images=[ref.to_json() for ref in refs],
     )
     if key is not None:
         idempotency.record(

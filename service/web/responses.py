@@ -86,7 +86,7 @@ def _respond(req: ResponsesRequest, gw: Gateway, run: Run, chat: ChatRequest) ->
             return
         store.save(owner, {**(current or builder.response("in_progress")), **change}, items)
 
-    answer = Answer(chat.messages)
+    answer = run.answer = Answer(chat.messages)
     if not chat.stream:
         keep({})  # in progress: retrievable and cancellable while it runs
         try:

@@ -18,7 +18,7 @@ text: the stream sends it as SSE comments.
 from __future__ import annotations
 
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Generator, Iterator
 from typing import Any
 
 from service.errors import ApiError
@@ -173,7 +173,7 @@ class ResponseStream(FrameStream):
         self._seq += 1
         return frame({"type": kind, "sequence_number": self._seq, **fields}, event=kind)
 
-    def _generate(self, events: Iterator[dict[str, Any] | None]) -> Iterator[str]:
+    def _generate(self, events: Iterator[dict[str, Any] | None]) -> Generator[str, None, None]:
         b, answer = self.builder, self.answer
         where = {"item_id": b.item_id, "output_index": 0}
         text_opened = False

@@ -101,18 +101,30 @@ def raise_first(errors: Iterable[ValidationError], field_order: Mapping[str, int
 def _missing_name(error: ValidationError) -> str | None:
     if error.validator != "required" or not isinstance(error.instance, dict):
         return None
-    return next((name for name in error.validator_value if name not in error.instance), None)
+    required: list[str] = _parts(error)[1]
+    return next((name for name in required if name not in error.instance), None)
+
+
+def _parts(error: ValidationError) -> tuple[Any, Any, Any, Mapping[str, Any]]:
+    """The error's keyword, that keyword's value, the offending instance, and the schema holding it.
+
+    jsonschema fills all four on every error a validator yields (its stubs also allow `Unset`,
+    for errors built by hand); a keyword's value and an instance are any JSON, hence `Any`.
+    The schema is a boolean only for a `false` subschema, whose keyword is None.
+    """
+    schema = error.schema if isinstance(error.schema, Mapping) else {}
+    return error.validator, error.validator_value, error.instance, schema
 
 
 def translate(error: ValidationError) -> InvalidRequest:
     """One jsonschema error as the 400 OpenAI would send for it."""
     param = param_name(error.absolute_path)
-    kind, expected, value = error.validator, error.validator_value, error.instance
+    kind, expected, value, schema = _parts(error)
     if kind == "required":
         name = _missing_name(error) or ""
         return missing(f"{param}.{name}" if param else name)
     if kind == "type":
-        phrase = error.schema.get("x-expected")
+        phrase = schema.get("x-expected")
         if phrase is None:
             kinds = [k for k in (expected if isinstance(expected, list) else [expected]) if k != "null"]
             phrase = " or ".join(TYPE_PHRASES.get(k, k) for k in kinds)
@@ -122,7 +134,7 @@ def translate(error: ValidationError) -> InvalidRequest:
         listed = allowed[0] if len(allowed) == 1 else ", ".join(allowed[:-1]) + f", and {allowed[-1]}"
         return invalid(param, f"Invalid value: {_short(value)}. Supported values are: {listed}.")
     if kind in ("minimum", "maximum"):
-        declared = error.schema.get("type")
+        declared = schema.get("type")
         number = (
             "decimal" if "number" in (declared if isinstance(declared, list) else [declared]) else "integer"
         )

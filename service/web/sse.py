@@ -12,7 +12,7 @@ from __future__ import annotations
 import itertools
 import json
 import logging
-from collections.abc import Callable, Iterator, Mapping
+from collections.abc import Callable, Generator, Iterator, Mapping
 from typing import Any
 
 from service.errors import ApiError
@@ -91,7 +91,7 @@ class FrameStream:
         finally:
             self._on_close(self.terminal)
 
-    def _generate(self, events: Iterator[dict[str, Any] | None]) -> Iterator[str]:
+    def _generate(self, events: Iterator[dict[str, Any] | None]) -> Generator[str, None, None]:
         raise NotImplementedError
 
 
@@ -117,7 +117,7 @@ class EventStream(FrameStream):
         self._answer = answer
         super().__init__(events, first, on_close=on_close)
 
-    def _generate(self, events: Iterator[dict[str, Any] | None]) -> Iterator[str]:
+    def _generate(self, events: Iterator[dict[str, Any] | None]) -> Generator[str, None, None]:
         chunks, answer = self._chunks, self._answer
         try:
             yield frame(chunks.role())

@@ -23,16 +23,21 @@ from __future__ import annotations
 import dataclasses
 import functools
 import json
-from collections.abc import Iterable, Mapping
-from typing import Any
+from collections.abc import Iterable
+from typing import TYPE_CHECKING, Any
 
 from jsonschema import Draft202012Validator
 
+from service import images
 from service.errors import InvalidRequest, NotFound
+from service.images import ImageInput, ImageLimits
 from service.limits import check_prompt
 from service.models import Aliases, find_model
 from service.web.chat_schema import SCHEMA
 from service.web.schema_errors import invalid, raise_first
+
+if TYPE_CHECKING:
+    from service.web.auth import HeaderLookup
 
 INSTRUCTION_ROLES = ("system", "developer")
 PARSE_ERROR = (
@@ -58,6 +63,7 @@ class Bounds:
 
     max_messages: int = 2048
     max_input_chars: int = 400_000
+    images: ImageLimits = dataclasses.field(default_factory=ImageLimits)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -80,6 +86,8 @@ class ChatRequest:
     include_usage: bool = False
     conversation_id: str | None = None
     conversation_param: str | None = None
+    # The last user message's images (`service.images`); its `prompt` is the text alone.
+    images: tuple[ImageInput, ...] = ()
 
 
 def parse_body(raw: bytes) -> dict[str, Any]:
@@ -147,12 +155,40 @@ def _check_schema(body: dict[str, Any]) -> None:
 
 
 def message_text(content: Any) -> str:
-    """A (schema-valid) message's text: string content stripped, or its text parts joined."""
+    """A (schema-valid) message's text: string content stripped, or its text parts joined.
+
+    Each image part shows as an `[image]` line before the text (`images.marked`), the
+    form the transcript keeps, so a client re-sending its history still matches it.
+    """
     if content is None:
         return ""
     if isinstance(content, str):
         return content.strip()
-    return "\n".join(part["text"] for part in content if part["type"] == "text").strip()
+    text = "\n".join(part["text"] for part in content if part["type"] == "text").strip()
+    return images.marked(text, sum(1 for part in content if part["type"] == "image_url"))
+
+
+def _images(body: dict[str, Any], bounds: Bounds, upstream: str) -> tuple[ImageInput, ...]:
+    """The last message's image parts, checked (`service.images`); 400s name the part."""
+    index = len(body["messages"]) - 1
+    content = body["messages"][index].get("content")
+    if not isinstance(content, list):
+        return ()
+    found: list[ImageInput] = []
+    for j, part in enumerate(content):
+        if part["type"] != "image_url":
+            continue
+        name = f"messages[{index}].content[{j}].image_url"
+        if upstream == "bing" and found:
+            raise invalid(
+                name,
+                f"Invalid '{name}': Bing ChatHub takes one image per message (UPSTREAM=bing); "
+                "send the others in separate messages.",
+                "too_many_images",
+            )
+        images.check_count(len(found) + 1, name, bounds.images)
+        found.append(images.parse_image_url(part["image_url"]["url"], name, bounds.images))
+    return tuple(found)
 
 
 def check_count(count: int, bounds: Bounds, *, param: str = "messages") -> None:
@@ -187,11 +223,11 @@ def _messages(body: dict[str, Any], bounds: Bounds) -> list[dict[str, str]]:
         content = message.get("content")
         if isinstance(content, list):
             for j, part in enumerate(content):
-                if part["type"] not in ("text", "refusal"):
+                if part["type"] not in ("text", "refusal", "image_url"):
                     raise invalid(
                         f"messages[{i}].content[{j}].type",
                         f"Invalid value: {json.dumps(part['type'])}. "
-                        "This gateway supports only 'text' content parts.",
+                        "This gateway supports only 'text' and 'image_url' content parts.",
                     )
         entry = {"role": message["role"], "content": message_text(content)}
         if isinstance(message.get("name"), str) and message["name"]:
@@ -242,7 +278,7 @@ def _stream_flags(body: dict[str, Any]) -> tuple[bool, bool]:
     return stream, stream and bool(options.get("include_usage"))
 
 
-def _conversation(body: dict[str, Any], headers: Mapping[str, str]) -> tuple[str | None, str | None]:
+def _conversation(body: dict[str, Any], headers: HeaderLookup) -> tuple[str | None, str | None]:
     for param in ("conversation_id", "id"):
         value = body.get(param)
         if isinstance(value, str) and value.strip():
@@ -253,7 +289,7 @@ def _conversation(body: dict[str, Any], headers: Mapping[str, str]) -> tuple[str
 
 def parse_chat_request(
     raw: bytes,
-    headers: Mapping[str, str],
+    headers: HeaderLookup,
     *,
     upstream: str = "bing",
     bounds: Bounds | None = None,
@@ -276,14 +312,16 @@ def parse_chat_request(
         )
     messages = _messages(body, bounds)
     _check_semantics(body)
-    check_prompt(messages[-1]["content"], upstream)
+    found = _images(body, bounds, upstream)
+    prompt = message_text(_texts(body["messages"][-1].get("content")))
+    check_prompt(prompt, upstream)
     stream, include_usage = _stream_flags(body)
     conversation_id, conversation_param = _conversation(body, headers)
     system = "\n\n".join(m["content"] for m in messages if m["role"] in INSTRUCTION_ROLES and m["content"])
     history = tuple(_history_entry(m) for m in messages[:-1] if m["role"] not in INSTRUCTION_ROLES)
     return ChatRequest(
         model=spec.id,
-        prompt=messages[-1]["content"],
+        prompt=prompt,
         system=system,
         history=tuple(entry for entry in history if entry["content"]),
         messages=tuple(messages),
@@ -291,7 +329,13 @@ def parse_chat_request(
         include_usage=include_usage,
         conversation_id=conversation_id,
         conversation_param=conversation_param,
+        images=found,
     )
+
+
+def _texts(content: Any) -> Any:
+    """Content without its image parts: the text that goes upstream as the prompt."""
+    return [part for part in content if part["type"] != "image_url"] if isinstance(content, list) else content
 
 
 def _history_entry(message: dict[str, str]) -> dict[str, str]:

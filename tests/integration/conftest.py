@@ -19,6 +19,7 @@ from redis import Redis
 from service.conversations import ConversationStore
 from service.embedded_redis import EmbeddedRedis
 from service.web import create_app
+from tests.support.http import text_lines
 from tests.support.simulator import SimulatorProcess
 from tests.support.stack import GunicornServer, WerkzeugServer, WorkerProcess, gateway_env
 
@@ -51,9 +52,7 @@ class Stack:
 
     def upstream(self, conversation_id: str) -> dict[str, Any]:
         """The simulator's view of the upstream conversation behind a gateway conversation."""
-        view = self.simulator.conversation(self.upstream_id(conversation_id))
-        assert view is not None
-        return view
+        return self.simulator.conversation(self.upstream_id(conversation_id))
 
     def upstream_users(self, conversation_id: str) -> list[str]:
         """User messages the upstream conversation received, in order."""
@@ -61,7 +60,9 @@ class Stack:
 
     def last_request(self) -> dict[str, Any]:
         """The last turn request the upstream received (ChatHub invocation or Copilot send)."""
-        return self.simulator.last_invocation() if self.dialect == "bing" else self.simulator.last_send()
+        request = self.simulator.last_invocation() if self.dialect == "bing" else self.simulator.last_send()
+        assert request is not None, "the upstream has received no turn request"
+        return request
 
 
 @pytest.fixture(scope="session")
@@ -137,7 +138,7 @@ def body(content: str, model: str = "Balanced", **extra: Any) -> dict[str, Any]:
 
 def sse_lines(response: requests.Response) -> list[str]:
     """Every non-empty line of an SSE response, as sent."""
-    return [line for line in response.iter_lines(decode_unicode=True) if line]
+    return [line for line in text_lines(response) if line]
 
 
 def sse_data(lines: list[str]) -> list[Any]:

@@ -195,6 +195,7 @@ def test_a_redis_error_while_resolving_frees_the_claim(gateway: Stack) -> None:
     ]
     [index] = gateway.redis.smembers(f"conv:{conversation_id}:hist")  # the fingerprint matching reads
     saved = gateway.redis.get(index)
+    assert saved is not None
     gateway.redis.delete(index)
     gateway.redis.rpush(index, "wrong type")  # GET on a list: a real WRONGTYPE error
     headers = {"Idempotency-Key": "retry-redis"}

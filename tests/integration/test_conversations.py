@@ -8,6 +8,7 @@ import httpx2 as httpx
 import pytest
 import requests
 from openai import OpenAI
+from openai.types.chat import ChatCompletionMessageParam
 
 from tests.integration.conftest import Stack, body
 from tests.support.stack import wait_for
@@ -21,7 +22,7 @@ def sdk(gateway: Stack, key: str = "sk-one", **kwargs) -> OpenAI:
 
 def test_a_stateless_sdk_client_gets_one_upstream_conversation_over_five_turns(gateway: Stack) -> None:
     client = sdk(gateway)
-    messages = [{"role": "system", "content": "You are terse."}]
+    messages: list[ChatCompletionMessageParam] = [{"role": "system", "content": "You are terse."}]
     conversation_ids = set()
     for turn in range(1, 6):
         messages.append({"role": "user", "content": f"message {turn}"})

@@ -16,11 +16,13 @@ import subprocess
 import sys
 import uuid
 from pathlib import Path
+from typing import Any
 
 import pytest
 import requests
 
 from service.embedded_redis import free_port
+from tests.support.http import text_lines
 from tests.support.stack import wait_for
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -113,8 +115,8 @@ def data_dir(tmp_path: Path) -> Path:
     return tmp_path / "data"
 
 
-def chat(url: str, content: str, **extra: object) -> requests.Response:
-    body = {"model": "copilot", "messages": [{"role": "user", "content": content}], **extra}
+def chat(url: str, content: str, **extra: Any) -> requests.Response:
+    body: dict[str, Any] = {"model": "copilot", "messages": [{"role": "user", "content": content}], **extra}
     return requests.post(
         f"{url}/v1/chat/completions", json=body, timeout=60, stream=bool(extra.get("stream"))
     )
@@ -135,7 +137,7 @@ def test_the_demo_runs_and_ctrl_c_stops_it_in_order_finishing_a_stream_in_flight
         # A slow answer is streaming when Ctrl-C comes: it must still arrive whole.
         stream = chat(launcher.url, "[sim:slow=0.25][sim:long=16] story", stream=True)
         assert stream.status_code == 200
-        lines = stream.iter_lines(decode_unicode=True)
+        lines = text_lines(stream)
         first = next(line for line in lines if line.startswith("data: ") and '"content"' in line)
         launcher.ctrl_c()
         rest = [line for line in lines if line.startswith("data: ")]

@@ -12,12 +12,13 @@ from rq.job import Job, JobStatus
 from rq.serializers import JSONSerializer
 
 from tests.integration.conftest import Stack, body, isolated_app, sse_data, sse_lines
+from tests.support.http import text_lines
 from tests.support.stack import WerkzeugServer, WorkerProcess, wait_for
 
 
 def test_client_disconnect_cancels_the_upstream_turn(gateway: Stack) -> None:
     response = gateway.post(body("[sim:slow=0.3][sim:long=200] go", stream=True), stream=True)
-    lines = response.iter_lines(decode_unicode=True)
+    lines = text_lines(response)
     first = next(line for line in lines if line.startswith("data: "))
     completion_id = sse_data([first])[0]["id"]
     assert wait_for(lambda: gateway.simulator.stats()["open_sockets"] == 1)
@@ -25,7 +26,8 @@ def test_client_disconnect_cancels_the_upstream_turn(gateway: Stack) -> None:
     wait_for(lambda: gateway.simulator.stats()["open_sockets"] == 0, timeout=5)
     job = Job.fetch(completion_id, connection=gateway.redis, serializer=JSONSerializer)
     wait_for(lambda: job.get_status(refresh=True) == JobStatus.FINISHED)
-    assert job.return_value(refresh=True)["status"] == "cancelled"
+    result = job.return_value(refresh=True)
+    assert result is not None and result["status"] == "cancelled"
     # A cancelled turn is not recorded.
     conversation_id = response.headers["X-Conversation-Id"]
     assert requests.get(f"{gateway.url}/v1/conversations/{conversation_id}", timeout=5).status_code == 404
@@ -62,7 +64,7 @@ def test_a_worker_dying_mid_turn_ends_the_stream_with_an_error(
             stream=True,
             timeout=30,
         )
-        lines = response.iter_lines(decode_unicode=True)
+        lines = text_lines(response)
         next(line for line in lines if line.startswith("data: "))
         worker.kill()  # SIGKILL: no chance to say goodbye
         rest = sse_data([line for line in lines if line])

@@ -25,6 +25,7 @@ from rq import Worker
 
 from service.embedded_redis import EmbeddedRedis, free_port
 from tests.integration.conftest import body, sse_data, streamed_text
+from tests.support.http import text_lines
 from tests.support.simulator import SimulatorProcess
 from tests.support.stack import GunicornServer, WorkerProcess, gateway_env, wait_for
 
@@ -81,7 +82,7 @@ def outage(sim: SimulatorProcess, tmp_path: Path) -> Iterator[Outage]:
 
 def read_stream(response: requests.Response, into: list[str]) -> None:
     """Collect every `data:` line of a stream (runs in a thread, so the test can bound it)."""
-    for line in response.iter_lines(decode_unicode=True):
+    for line in text_lines(response):
         if line.startswith("data: "):
             into.append(line)
 
@@ -159,7 +160,7 @@ def test_after_a_redis_restart_the_next_requests_work_without_restarting_anythin
         body("[sim:recall] what did I say?", stream=True, conversation_id=conversation_id), stream=True
     )
     assert streamed.status_code == 200
-    chunks = sse_data([line for line in streamed.iter_lines(decode_unicode=True) if line])
+    chunks = sse_data([line for line in text_lines(streamed) if line])
     assert chunks[-1] == "[DONE]"
     assert streamed_text(chunks) == "Earlier you said: hello again"
 

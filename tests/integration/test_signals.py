@@ -22,6 +22,7 @@ from redis import Redis
 
 from service import idempotency, locks
 from tests.integration.conftest import Stack, body, isolated_app, sse_data
+from tests.support.http import text_lines
 from tests.support.stack import GunicornServer, WerkzeugServer, WorkerProcess, wait_for
 
 pytestmark = [pytest.mark.slow, pytest.mark.dialects("bing", reason="the mechanism is the same for both")]
@@ -163,7 +164,7 @@ def test_web_sigterm_mid_stream_ends_the_stream_with_an_error_event_in_time(gate
         payload = body("[sim:slow=0.5][sim:long=100] go on", stream=True, conversation_id=conversation_id)
         response = post_raw(web.url, payload, "web-term", stream=True)
         assert response.status_code == 200
-        lines = response.iter_lines(decode_unicode=True)
+        lines = text_lines(response)
         next(line for line in lines if line.startswith("data: "))
         assert web.process is not None
         web.process.send_signal(signal.SIGTERM)

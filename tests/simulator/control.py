@@ -23,7 +23,7 @@ from urllib.parse import parse_qsl, unquote, urlsplit
 from websockets.asyncio.server import ServerConnection
 from websockets.http11 import Request, Response
 
-from tests.simulator import chathub, copilot_routes
+from tests.simulator import chathub, copilot_media, copilot_routes, kblob
 from tests.simulator.accounts import Lease, account_of
 from tests.simulator.copilot_routes import CopilotRoutes
 from tests.simulator.http_util import bad_gateway, challenge_page, cookies, json_response
@@ -117,8 +117,12 @@ class Routes:
             if refused is not None:
                 return refused
             return self.upgrade(connection, self.copilot.account(request, url.query))
+        if path.startswith(copilot_media.GENERATED_PATH) and method == "GET":
+            return copilot_media.serve_generated(path)
         if path == "/" or path.startswith(copilot_routes.API):
             return self.copilot(method, path, request, getattr(connection, "body", b""))
+        if path == kblob.PATH and method == "POST":
+            return kblob.upload(self.state, request, getattr(connection, "body", b""))
         if path.endswith(CREATE_SUFFIX):
             return self.create(request) if method == "GET" else json_response(405, {"error": "GET only"})
         if path.startswith("/_sim/"):
@@ -226,6 +230,8 @@ class Routes:
                 return json_response(200, state.last_send)
             if name == "challenges":
                 return json_response(200, [challenge.as_json() for challenge in state.challenges])
+            if name == "attachments":
+                return json_response(200, list(state.attachments.values()))
             if name == "config":
                 return json_response(200, state.config.as_json())
         elif method == "POST":

@@ -55,7 +55,8 @@ def decode_client(message: str | bytes) -> Decoded:
     if "\x1e" in message:
         problems.append("0x1E record separator in a Copilot frame (that is ChatHub framing)")
         message = message.replace("\x1e", " ")
-    decoder, events, position = json.JSONDecoder(), [], 0
+    decoder, position = json.JSONDecoder(), 0
+    events: list[dict[str, Any]] = []
     while True:
         while position < len(message) and message[position].isspace():
             position += 1

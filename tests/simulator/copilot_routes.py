@@ -36,7 +36,7 @@ from urllib.parse import parse_qs, unquote
 from websockets.datastructures import Headers
 from websockets.http11 import Request, Response
 
-from tests.simulator import copilot
+from tests.simulator import copilot, copilot_media
 from tests.simulator.accounts import account_of
 from tests.simulator.copilot_state import REVOKED, CopilotConversation, identity
 from tests.simulator.http_util import challenge_page, cookies, http_response, json_response
@@ -198,6 +198,8 @@ class CopilotRoutes:
         if name == "start" and method == "POST":
             anonymous = not signed_in and not self.anon_valid(jar.get(ANON_COOKIE))
             return self.start("" if anonymous else identity(jar), signed_in, body, account)
+        if name == "attachments" and method == "POST":
+            return self.attach(request, body, account)
         if name.split("/")[0] == "conversations" and self.needs_session(request):
             log.info("event=copilot_rest_refused reason=no_anonymous_session")
             return json_response(401, NO_SESSION_BODY)
@@ -213,6 +215,24 @@ class CopilotRoutes:
         if name.startswith("conversations/"):
             return self.conversation(method, unquote(name[len("conversations/") :]), owner)
         return json_response(404, {"error": f"no route for {method} {path}"})
+
+    def attach(self, request: Request, body: bytes, account: str) -> Response:
+        """`POST /c/api/attachments`: raw image bytes → `{"url": …}` for a `send` image part (B1.1).
+
+        Needs the account's credentials like the conversation routes (an anonymous caller
+        needs its session cookie). Every upload is recorded for `GET /_sim/attachments`.
+        """
+        if self.needs_session(request):
+            log.info("event=copilot_rest_refused reason=no_anonymous_session")
+            return json_response(401, NO_SESSION_BODY)
+        kind = (request.headers.get("Content-Type") or "").split(";")[0].strip().lower()
+        if not kind.startswith("image/") or not body:
+            self.violation(f"POST /c/api/attachments with content-type {kind!r} and {len(body)} bytes")
+            return json_response(400, {"error": "an image body with an image/* content-type is required"})
+        url, record = copilot_media.attachment(body, kind, account)
+        self.state.attachments[url] = record
+        log.info("event=copilot_attachment bytes=%d", len(body))
+        return json_response(200, {"url": url})
 
     def landing(self) -> Response:
         """`GET /`: the page clients fetch first for Cloudflare and session cookies."""

@@ -76,6 +76,16 @@ class CopilotTurnPlayer:
         self.cleared = cleared
         self.stamp_clock = stamp_clock
         self.text = copilot.user_text(send)
+        self.images = [
+            str(part.get("url"))
+            for part in send["content"]
+            if isinstance(part, dict) and part.get("type") == "image"
+        ]
+        asked = copilot_media.IMAGE_REQUEST.match(self.text)
+        self.draw = asked is not None
+        """The user asked for a picture in plain words: this turn draws one."""
+        if asked is not None:
+            self.text = self.text[asked.end() :]
         self.mode = str(send["mode"])
         self.conversation_id = str(send["conversationId"])
         self.page = copilot.page_content(send)
@@ -105,6 +115,11 @@ class CopilotTurnPlayer:
             yield Send(copilot.encode(copilot.error("text-too-long")))
             return
         script = faults.parse(self.text, faults.COPILOT_FLAGS)
+        for url in self.images:
+            if url not in self.state.attachments:
+                self._violation(f"send with an image part whose url was never uploaded: {url:.80}")
+            else:
+                self.state.attachments[url]["used"] += 1
         for problem in script.problems:
             self._violation(f"{problem} in a message to {conversation.id}")
         if self.page is not None and "edgepagecontext" not in (self.socket.features or ""):
@@ -182,7 +197,8 @@ class CopilotTurnPlayer:
             for thought in THOUGHTS:
                 yield Sleep(delay)
                 yield Send(copilot.encode(copilot.chain_of_thought(bot_id, thought, seq.next())))
-        if script.on("image") or script.on("image_close"):
+        drawing = ("image", "image_close", "image_throttled")
+        if (self.draw and not script.on("no_image")) or any(script.on(name) for name in drawing):
             yield from self._image(script, bot_id, delay)
             return
 
@@ -243,7 +259,8 @@ class CopilotTurnPlayer:
             return faults.recall_answer(pages, earlier)
         if script.on("long"):
             return faults.long_answer(max(1, int(script.values["long"])))
-        return faults.default_answer(script.prompt, len(self.conversation.turns) + 1)
+        seen = copilot_media.seen_images(self.images, self.state.attachments)
+        return seen + faults.default_answer(script.prompt, len(self.conversation.turns) + 1)
 
     def _image(self, script: faults.Script, bot_id: str, delay: float) -> Iterator[Action]:
         """B7.7: a line of text, the image events, then `done` (or, for image_close, a bare close)."""
@@ -252,6 +269,11 @@ class CopilotTurnPlayer:
         yield Sleep(delay)
         started = copilot_media.generating_image(bot_id, part, script.prompt, seq.next())
         yield Send(copilot.encode(started))
+        if script.on("image_throttled"):  # the image quota is spent: no image, only when to come back
+            until = copilot.iso_offset(self.state.now() + THROTTLE_SECONDS)
+            yield Send(copilot.encode(copilot_media.image_quota_exhausted(bot_id, part, until, seq.next())))
+            yield Send(copilot.encode(copilot.done(bot_id, seq.next())))
+            return
         for step in range(2):
             yield Sleep(delay)
             yield Send(copilot.encode(copilot_media.partial_image(bot_id, part, step, seq.next())))

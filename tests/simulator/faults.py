@@ -57,6 +57,8 @@ COPILOT_FLAGS = frozenset(
         "drop",
         "search",
         "image",
+        "image_throttled",
+        "no_image",
         "image_close",
         "reasoning",
         "hang",

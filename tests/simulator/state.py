@@ -259,6 +259,8 @@ class SimulatorState:
         self.last_invocation: dict[str, Any] | None = None
         self.last_send: dict[str, Any] | None = None
         self.challenges: list[Challenge] = []
+        self.attachments: dict[str, dict[str, Any]] = {}
+        """Images uploaded through `POST /c/api/attachments`, by the URL handed out."""
         """Every Copilot challenge issued, with the client's answer and the verdict."""
         self.accounts = AccountBook(clock=self.now, limits=self._account_limits)
         self.anon_secret = secrets.token_bytes(16)
@@ -286,6 +288,7 @@ class SimulatorState:
         self.last_invocation = None
         self.last_send = None
         self.challenges.clear()
+        self.attachments.clear()
         self.accounts.reset()
 
     def violation(self, text: str) -> None:

@@ -13,7 +13,7 @@ import time
 from collections.abc import Callable, Iterator
 from typing import Any
 
-from tests.simulator import chathub, faults, search
+from tests.simulator import chathub, faults, kblob, search
 from tests.simulator.accounts import ANONYMOUS
 from tests.simulator.actions import Action, Close, Hang, Send, Sleep
 from tests.simulator.state import SimulatorState, Turn
@@ -108,7 +108,8 @@ class TurnPlayer:
         else:
             accounts.reject(self.account, fault)
         if fault == "cloudflare":
-            return iter([Send(chathub.encode(chathub.server_close())), Close()])
+            ending: list[Action] = [Send(chathub.encode(chathub.server_close())), Close()]
+            return iter(ending)
         value, text = {
             "captcha": ("CaptchaChallenge", chathub.CAPTCHA_TEXT),
             "throttled": ("Throttled", chathub.THROTTLED_TEXT),
@@ -207,7 +208,8 @@ class TurnPlayer:
             return faults.long_answer(max(1, int(script.values["long"])))
         if script.on("search"):
             return search.answer_text(script.prompt)
-        return faults.default_answer(script.prompt, self.turn_number)
+        seen = kblob.seen(self.state, self.args.get("message") or {})
+        return seen + faults.default_answer(script.prompt, self.turn_number)
 
     def _answer_message(self, bot_id: str, text: str, *, final: bool, cited: str | None) -> dict[str, Any]:
         """One state of the streamed answer; the final one is complete and carries suggestions."""

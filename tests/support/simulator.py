@@ -16,6 +16,7 @@ import subprocess
 import sys
 import tempfile
 import time
+from collections.abc import Sequence
 from pathlib import Path
 from types import TracebackType
 from typing import IO, Any, NoReturn
@@ -47,6 +48,7 @@ class SimulatorProcess:
         account_rpm: int = 0,
         log_level: str = "INFO",
         startup_timeout: float = 15.0,
+        prefix: Sequence[str] = (),
     ) -> None:
         self.args = [
             "--host", host,
@@ -60,6 +62,7 @@ class SimulatorProcess:
             "--log-level", log_level,
         ]  # fmt: skip
         self.startup_timeout = startup_timeout
+        self.prefix = list(prefix)  # e.g. ["ip", "netns", "exec", HOST]: run on another network namespace
         self.process: subprocess.Popen[bytes] | None = None
         self.http_url = ""
         self._log: IO[bytes] | None = None
@@ -73,7 +76,15 @@ class SimulatorProcess:
         self._log = tempfile.NamedTemporaryFile(prefix="chathub-sim-", suffix=".log", delete=False)  # noqa: SIM115
         self.log_path = Path(self._log.name)
         self.process = subprocess.Popen(
-            [sys.executable, "-m", "tests.simulator", *self.args, "--parent-pid", str(os.getpid())],
+            [
+                *self.prefix,
+                sys.executable,
+                "-m",
+                "tests.simulator",
+                *self.args,
+                "--parent-pid",
+                str(os.getpid()),
+            ],
             cwd=REPO_ROOT,
             stdin=subprocess.DEVNULL,
             stdout=subprocess.PIPE,
@@ -190,12 +201,12 @@ class SimulatorProcess:
         """Ids of every conversation the simulator holds (of one dialect, if given)."""
         return list(self._get("conversations" + (f"?dialect={dialect}" if dialect else "")))
 
-    def conversation(self, conversation_id: str) -> dict[str, Any] | None:
-        """One conversation's turns and injected context (with its "dialect"), or None if unknown."""
+    def conversation(self, conversation_id: str) -> dict[str, Any]:
+        """One conversation's turns and injected context (with its "dialect"); LookupError if unknown."""
         url = f"{self.http_url}/_sim/conversations/{quote(conversation_id, safe='')}"
         response = requests.get(url, timeout=5)
         if response.status_code == 404:
-            return None
+            raise LookupError(f"the simulator has no conversation {conversation_id!r}")
         response.raise_for_status()
         return dict(response.json())
 

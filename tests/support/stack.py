@@ -11,11 +11,12 @@ import subprocess
 import sys
 import threading
 import time
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 from typing import IO, Any
 
 import requests
+from flask import Flask
 from werkzeug.serving import make_server
 
 from service.embedded_redis import free_port
@@ -86,11 +87,25 @@ def wait_for(predicate: Callable[[], Any], timeout: float = 15.0, interval: floa
 
 
 class WorkerProcess:
-    """`python -m workers` as a child process."""
+    """`python -m workers` as a child process.
 
-    def __init__(self, env: Mapping[str, str], *, stderr: Path | None = None) -> None:
+    `prefix` runs it under another command (`["ip", "netns", "exec", HOST]` puts it on
+    another network namespace); `registry_url` is where the test checks it registered,
+    when that is not the worker's own `REDIS_URL` (Sentinel, a relay).
+    """
+
+    def __init__(
+        self,
+        env: Mapping[str, str],
+        *,
+        stderr: Path | None = None,
+        prefix: Sequence[str] = (),
+        registry_url: str | None = None,
+    ) -> None:
         self.env = dict(env)
         self.stderr = stderr  # a file to collect the worker's log in, for tests that read it
+        self.prefix = list(prefix)
+        self.registry_url = registry_url
         self.process: subprocess.Popen[bytes] | None = None
 
     def start(self, *, wait: bool = True) -> WorkerProcess:
@@ -98,7 +113,7 @@ class WorkerProcess:
         log = self.stderr.open("ab") if self.stderr is not None else None
         try:
             self.process = subprocess.Popen(
-                [sys.executable, "-m", "workers"], cwd=ROOT, env=self.env, stderr=log
+                [*self.prefix, sys.executable, "-m", "workers"], cwd=ROOT, env=self.env, stderr=log
             )
         finally:
             if log is not None:
@@ -112,7 +127,7 @@ class WorkerProcess:
         from redis import Redis
         from rq import Worker
 
-        client = Redis.from_url(self.env["REDIS_URL"])
+        client = Redis.from_url(self.registry_url or self.env["REDIS_URL"])
         deadline = time.monotonic() + timeout
         try:
             while time.monotonic() < deadline:
@@ -153,17 +168,27 @@ class WorkerProcess:
 class GunicornServer:
     """The production web server (gevent workers) as a child process."""
 
-    def __init__(self, env: Mapping[str, str], workers: int = 1, stderr: IO[bytes] | None = None) -> None:
+    def __init__(
+        self,
+        env: Mapping[str, str],
+        workers: int = 1,
+        stderr: IO[bytes] | None = None,
+        *,
+        prefix: Sequence[str] = (),
+        host: str = "127.0.0.1",
+    ) -> None:
         self.stderr = stderr  # where its logs go (None: this process's stderr)
+        self.prefix = list(prefix)  # e.g. ["ip", "netns", "exec", HOST]: serve from another namespace
         self.port = free_port()
         self.env = dict(env, PORT=str(self.port), WEB_CONCURRENCY=str(workers))
-        self.url = f"http://127.0.0.1:{self.port}"
+        self.url = f"http://{host}:{self.port}"
         self.process: subprocess.Popen[bytes] | None = None
 
     def start(self, timeout: float = 20.0) -> GunicornServer:
         """Spawn gunicorn and wait until /healthz answers."""
         self.process = subprocess.Popen(
             [
+                *self.prefix,
                 sys.executable,
                 "-m",
                 "gunicorn",
@@ -203,7 +228,7 @@ class GunicornServer:
 class WerkzeugServer:
     """A threaded Werkzeug server in this process, for apps built with test-specific settings."""
 
-    def __init__(self, app: object) -> None:
+    def __init__(self, app: Flask) -> None:
         self.server = make_server("127.0.0.1", 0, app, threaded=True)
         self.url = f"http://127.0.0.1:{self.server.server_port}"
         self._thread = threading.Thread(target=self.server.serve_forever, daemon=True)

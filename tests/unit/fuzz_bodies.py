@@ -3,7 +3,7 @@ and arbitrary JSON in every field. Used by `test_request_fuzz` (and reusable by 
 
 "Valid" means accepted by this gateway: OpenAI-valid values it cannot honour but accepts
 (tools, response_format, seed...), never the ones it must refuse (`n` > 1, `logprobs: true`,
-image parts) — those are among the bad values, with the param they must be named by.
+audio parts) — those are among the bad values, with the param they must be named by.
 """
 
 from __future__ import annotations
@@ -244,7 +244,10 @@ BAD_MESSAGE = st.one_of(
         {"role": st.just("user"), "content": st.integers() | st.dictionaries(SHORT, SHORT)}
     ),
     st.fixed_dictionaries(
-        {"role": st.just("user"), "content": st.just([{"type": "image_url", "image_url": {"url": "u"}}])}
+        {
+            "role": st.just("user"),
+            "content": st.just([{"type": "input_audio", "input_audio": {"data": "", "format": "wav"}}]),
+        }
     ),
     st.fixed_dictionaries(
         {"role": st.just("system"), "content": st.just([{"type": "refusal", "refusal": "x"}])}

@@ -7,7 +7,7 @@ from redis import Redis
 
 from service.accounts import capacity, health
 from service.accounts.registry import COOLING, DISABLED, NEEDS_ATTENTION, READY, Registry
-from service.accounts.scheduler import Scheduler, new_ticket, pool_unavailable
+from service.accounts.scheduler import Lease, Scheduler, new_ticket, pool_unavailable
 from service.accounts.sealing import SealingError
 from service.errors import RateLimited, UpstreamUnavailable
 
@@ -25,6 +25,17 @@ class Clock:
 
 def registry(redis: Redis, clock: Clock | None = None, key: str = KEY) -> Registry:
     return Registry(redis, namespace="t", secret_key=key, clock=clock or Clock())
+
+
+def classified(exc: BaseException) -> health.Verdict:
+    verdict = health.classify(exc)
+    assert verdict is not None, f"{exc!r} is no account failure"
+    return verdict
+
+
+def account_of(lease: Lease | None) -> str:
+    assert lease is not None, "no account was granted"
+    return lease.account.id
 
 
 def scheduler(reg: Registry, clock: Clock, **kwargs) -> Scheduler:
@@ -77,12 +88,12 @@ def test_health_states_and_their_way_back(redis_client: Redis) -> None:
     reg = registry(redis_client, clock)
     reg.seed([COOKIE])
     throttled = RateLimited("throttled", retry_after=30)
-    health.record(reg, "env-1", health.classify(throttled), clock.now)
+    health.record(reg, "env-1", classified(throttled), clock.now)
     assert reg.get("env-1").state(clock.now) == COOLING
     assert reg.get("env-1").state(clock.now + 31) == READY  # cooling ends by itself
 
     captcha = type("Captcha", (Exception,), {"code": "upstream_captcha_required"})("solve the CAPTCHA")
-    health.record(reg, "env-1", health.classify(captcha), clock.now)
+    health.record(reg, "env-1", classified(captcha), clock.now)
     account = reg.get("env-1")
     assert account.state(clock.now + 10_000) == NEEDS_ATTENTION
     assert account.public(clock.now)["last_error"]["message"] == "solve the CAPTCHA"
@@ -98,7 +109,7 @@ def test_probe_recovers_accounts_and_only_one_prober_runs_per_round(redis_client
     reg = registry(redis_client, clock)
     reg.seed([COOKIE])
     bad = type("Unauth", (Exception,), {"code": "upstream_unauthorized"})("bad cookies")
-    health.record(reg, "env-1", health.classify(bad), clock.now)
+    health.record(reg, "env-1", classified(bad), clock.now)
     probed: list[str] = []
     assert health.probe_once(redis_client, reg, lambda a: probed.append(a.id), every=60, now=clock.now) == 1
     assert health.probe_once(redis_client, reg, lambda a: probed.append(a.id), every=60, now=clock.now) == 0
@@ -134,9 +145,9 @@ def test_a_conversation_stays_on_its_account_and_new_ones_go_where_there_is_head
     reg = registry(redis_client, clock)
     reg.seed([COOKIE, "_U=two"])
     sched = scheduler(reg, clock)
-    assert sched.acquire("a", preferred="env-2").account.id == "env-2"
-    assert sched.acquire("a").account.id == "env-1"  # env-1 has two free, env-2 one
-    assert sched.acquire("a", preferred="env-2").account.id == "env-2"
+    assert account_of(sched.acquire("a", preferred="env-2")) == "env-2"
+    assert account_of(sched.acquire("a")) == "env-1"  # env-1 has two free, env-2 one
+    assert account_of(sched.acquire("a", preferred="env-2")) == "env-2"
     assert sched.acquire("a", preferred="env-2", should_stop=lambda: True) is None  # full: it waits
 
 

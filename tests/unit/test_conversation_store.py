@@ -91,7 +91,8 @@ def test_an_idempotency_key_is_claimed_once_per_owner(redis_client: Redis) -> No
     assert idempotency.claim(redis_client, "o", "k", theirs, ttl=60) == mine
     assert idempotency.claim(redis_client, "other-owner", "k", theirs, ttl=60) is None
     idempotency.record(redis_client, "o", "k", idempotency.Claim("chatcmpl-a", mine.body, "conv_x", 1))
-    assert idempotency.claim(redis_client, "o", "k", theirs, ttl=60).conversation_id == "conv_x"
+    recorded = idempotency.claim(redis_client, "o", "k", theirs, ttl=60)
+    assert recorded is not None and recorded.conversation_id == "conv_x"
     idempotency.release(redis_client, "o", "k", "chatcmpl-b")  # not its claim: kept
     assert idempotency.claim(redis_client, "o", "k", theirs, ttl=60) is not None
     idempotency.release(redis_client, "o", "k", "chatcmpl-a")

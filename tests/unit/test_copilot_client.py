@@ -585,3 +585,42 @@ def test_boundary_builds_copilot_clients_and_loads_copilot_handles() -> None:
     assert load_handle(settings, {"dialect": "copilot"}) is None  # damaged: start afresh
     assert load_handle(Settings(upstream="bing"), stored) is None
     assert copilot.CopilotHandle is CopilotHandle
+
+
+# --- image input ------------------------------------------------------------------------------------
+
+
+def test_images_are_uploaded_once_per_conversation_and_sent_before_the_text(sim: Any) -> None:
+    import hashlib
+
+    import requests
+
+    from tests.simulator import copilot_media
+    from workers.upstream.context import TurnImage
+
+    png = copilot_media.png(9, 9, 9)
+    image = TurnImage(digest=hashlib.sha256(png).hexdigest(), mime="image/png", data=png)
+    copilot_client = CopilotClient(
+        base_url=sim.copilot_url, cookies="_U=user-one", connected_wait=1.0, done_drain=0.3
+    )
+    handle = copilot_client.create_conversation(account="env-1")
+    for _turn in (1, 2):
+        events = list(copilot_client.stream_turn(handle, TurnInput("what is it?", images=(image,))))
+        done = events[-1]
+        assert isinstance(done, Done) and f"I see an image ({len(png)} bytes)" in done.text
+        send = sim.last_send()
+        assert send is not None
+        assert [part["type"] for part in send["content"]] == ["image", "text"]
+        assert send["content"][0]["url"] == handle.images[image.digest]
+    (record,) = requests.get(f"{sim.http_url}/_sim/attachments", timeout=5).json()
+    assert record["used"] == 2  # one upload, used by both turns
+    assert CopilotHandle.from_json(handle.to_json()).images == handle.images
+
+
+def test_a_refused_upload_is_an_account_error(sim: Any) -> None:
+    from workers.upstream.context import TurnImage
+
+    copilot_client = CopilotClient(base_url=sim.copilot_url, cookies="_U=revoked", connected_wait=1.0)
+    image = TurnImage(digest="0" * 64, mime="image/png", data=b"\x89PNG\r\n\x1a\n")
+    with pytest.raises(Unauthorized):
+        list(copilot_client.stream_turn(CopilotHandle(CONV), TurnInput("x", images=(image,))))

@@ -247,6 +247,7 @@ def test_handle_json_round_trip_and_tolerance() -> None:
         "account": "env-4",
         "turns": 2,
         "created": 12.5,
+        "images": {},
     }
     assert CopilotHandle.from_json(json.loads(json.dumps(data))) == handle
     assert CopilotHandle.from_json({"conversation_id": CONV, "future_field": 1}) == CopilotHandle(CONV)
@@ -338,7 +339,7 @@ NEXT_AVAILABLE = datetime.fromisoformat("2026-08-13T15:17:13+00:00").timestamp()
 
 
 def test_b73_throttle_wins_over_the_null_challenge_in_the_same_message() -> None:
-    decoder = CopilotDecoder(account=4, clock=lambda: NEXT_AVAILABLE - 300)
+    decoder = CopilotDecoder(account="4", clock=lambda: NEXT_AVAILABLE - 300)
     with pytest.raises(Throttled) as caught:
         decoder.feed_message(copilot.split_events(B73))
     assert caught.value.retry_after == pytest.approx(300)
@@ -355,8 +356,8 @@ def test_throttle_wins_even_when_the_challenge_comes_first() -> None:
     ("next_available", "expected"), [("2020-01-01T00:00:00Z", 1.0), ("soon", 60.0), (None, 60.0)]
 )
 def test_throttle_retry_after_floor_and_default(next_available: str | None, expected: float) -> None:
-    event = {"event": "chatMessageError", "errorCode": "throttled", "errorDetail": {"type": "throttled"}}
-    event["errorDetail"]["nextAvailableAt"] = next_available
+    detail: dict[str, str | None] = {"type": "throttled", "nextAvailableAt": next_available}
+    event = {"event": "chatMessageError", "errorCode": "throttled", "errorDetail": detail}
     with pytest.raises(Throttled) as caught:
         CopilotDecoder(clock=lambda: NEXT_AVAILABLE).feed(event)
     assert caught.value.retry_after == expected

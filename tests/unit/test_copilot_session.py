@@ -18,7 +18,7 @@ from redis import Redis
 from service.settings import Settings
 from tests.support.simulator import SimulatorProcess
 from workers.account_pool import Pool
-from workers.upstream import build_client
+from workers.upstream import Client, build_client
 from workers.upstream.context import TurnInput
 from workers.upstream.copilot_client import CopilotClient
 from workers.upstream.copilot_session import (
@@ -47,9 +47,9 @@ def client(sim: SimulatorProcess, jar_updates: list[str], **options: Any) -> Cop
     return CopilotClient(**settings)
 
 
-def chat(copilot: CopilotClient, handle: Any, text: str = "hello") -> str:
+def chat(copilot: Client, handle: Any, text: str = "hello") -> str:
     """One turn; the answer's text."""
-    events = list(copilot.stream_turn(handle, TurnInput(text)))
+    events = list(copilot.stream_turn(handle, TurnInput(text), should_stop=lambda: False))
     assert isinstance(events[-1], Done)
     return events[-1].text
 

@@ -193,9 +193,10 @@ def seconds(value: str) -> int:
 
 def test_grace_periods_cover_the_drains() -> None:
     drain = inspect.signature(GeventWorker.__init__).parameters["shutdown_grace"].default
-    graceful = int(
-        re.search(r"^graceful_timeout = (\d+)$", (ROOT / "deploy" / "gunicorn.conf.py").read_text(), re.M)[1]
-    )
+    config = (ROOT / "deploy" / "gunicorn.conf.py").read_text()
+    setting = re.search(r"^graceful_timeout = (\d+)$", config, re.M)
+    assert setting is not None
+    graceful = int(setting[1])
     worker_pod = k8s_object("Deployment", "copilot-gateway-worker")["spec"]["template"]["spec"]
     web_pod = k8s_object("Deployment", "copilot-gateway-web")["spec"]["template"]["spec"]
     assert worker_pod["terminationGracePeriodSeconds"] >= drain + 5

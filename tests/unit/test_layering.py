@@ -27,6 +27,9 @@ SHARED = [
     "service.limits",
     "service.redis_conn",
     "service.logs",
+    "service.keys",
+    "service.ratelimit",
+    "service.keys_cli",
 ]
 
 

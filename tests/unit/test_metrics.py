@@ -72,7 +72,7 @@ def test_the_upstream_timer_sees_the_first_token_and_counts_tokens() -> None:
     firsts = value("gateway_upstream_first_token_seconds_count", dialect="bing")
     out = value("gateway_tokens_total", direction="out", model="Balanced")
     into = value("gateway_tokens_total", direction="in", model="Balanced")
-    timer = UpstreamTimer("bing", turn(), 1)
+    timer = UpstreamTimer("bing", turn(), "1")
     assert [type(e).__name__ for e in timer.watch(upstream())] == ["TextDelta", "TextDelta", "Done"]  # type: ignore[arg-type]
     assert value("gateway_upstream_first_token_seconds_count", dialect="bing") == firsts + 1
     assert value("gateway_tokens_total", direction="out", model="Balanced") == out + 2

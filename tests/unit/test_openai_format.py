@@ -71,7 +71,7 @@ def test_annotations_span_the_first_marker_or_the_whole_content() -> None:
         {"type": "citation", "index": 1, "url": "https://a", "title": "A"},
         {"type": "citation", "index": 3, "url": "https://c", "title": "C"},
     ]
-    result = fmt.annotations(content, citations)
+    result = fmt.citation_annotations(content, citations)
     assert [a["url_citation"]["url"] for a in result] == ["https://a", "https://b", "https://c"]
     first = result[0]["url_citation"]
     assert content[first["start_index"] : first["end_index"]] == "[^1^]"
@@ -86,7 +86,7 @@ def test_annotations_span_the_first_marker_or_the_whole_content() -> None:
 
 def test_annotation_chunk_carries_only_annotations() -> None:
     chunks = fmt.ChunkBuilder("chatcmpl-x", model="Creative", created=7)
-    items = fmt.annotations("x[^1^]", [{"index": 1, "url": "u", "title": "t"}])
+    items = fmt.citation_annotations("x[^1^]", [{"index": 1, "url": "u", "title": "t"}])
     assert chunks.annotations(items)["choices"][0]["delta"] == {"annotations": items}
 
 

@@ -5,9 +5,11 @@ from __future__ import annotations
 import logging
 import threading
 import time
+from typing import Any
 
 import pytest
 from redis import Redis
+from redis.client import Pipeline
 from redis.exceptions import ConnectionError as RedisConnectionError
 
 from service.embedded_redis import EmbeddedRedis, free_port
@@ -41,7 +43,7 @@ def test_redis_down_at_turn_start_is_one_warning_not_a_spin(caplog: pytest.LogCa
     attempts = 0
     execute = turn.redis.pipeline
 
-    def counting_pipeline(*args: object, **kwargs: object):  # type: ignore[no-untyped-def]
+    def counting_pipeline(*args: Any, **kwargs: Any) -> Pipeline:
         nonlocal attempts
         attempts += 1
         return execute(*args, **kwargs)

@@ -4,11 +4,12 @@ from __future__ import annotations
 
 import json
 import threading
+from typing import Any
 
 import pytest
 from redis import Redis
 
-from service.relay import Publisher, RelayHub, channel_name, log_key, read_log
+from service.relay import Publisher, RelayHub, Subscription, channel_name, log_key, read_log
 
 
 class FakeClock:
@@ -29,8 +30,8 @@ def hub(redis_client: Redis):
     hub.close()
 
 
-def drain(sub, timeout: float = 2.0) -> list[dict]:
-    events = []
+def drain(sub: Subscription, timeout: float = 2.0) -> list[dict[str, Any]]:
+    events: list[dict[str, Any]] = []
     while True:
         event = sub.next(timeout)
         assert event is not None, f"stream stalled after {events}"
@@ -70,7 +71,8 @@ def test_first_delta_is_sent_at_once_and_a_burst_is_merged(redis_client: Redis, 
     assert merged is not None and merged["text"] == " second third"
 
     publisher.finish({"type": "done", "text": "first second third", "finish_reason": "stop"})
-    assert sub.next(1.0)["type"] == "done"
+    done = sub.next(1.0)
+    assert done is not None and done["type"] == "done"
     sub.close()
 
 
@@ -169,6 +171,8 @@ def test_a_non_text_event_does_not_hold_back_the_first_token(redis_client: Redis
     publisher = Publisher(redis_client, "chatcmpl-i", coalesce_ms=10_000, clock=clock)
     publisher.event({"type": "limits", "used": 1, "max": 30})
     publisher.delta("first")  # same instant: must go out now, not after the 10 s window
-    assert [sub.next(1.0)["type"], sub.next(1.0)] == ["limits", {"type": "delta", "text": "first", "seq": 1}]
+    limits, first = sub.next(1.0), sub.next(1.0)
+    assert limits is not None and limits["type"] == "limits"
+    assert first == {"type": "delta", "text": "first", "seq": 1}
     publisher.finish({"type": "done", "text": "first", "finish_reason": "stop"})
     sub.close()

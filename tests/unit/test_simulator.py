@@ -446,7 +446,8 @@ def test_recall_reads_previous_messages_context_first(sim: SimulatorProcess) -> 
     record = sim.conversation(conv.id)
     assert record["context"] == [description]
     assert record["turns"][0]["previousMessages"] == previous
-    assert sim.last_invocation()["previousMessages"] == previous
+    invocation = sim.last_invocation()
+    assert invocation is not None and invocation["previousMessages"] == previous
 
 
 def test_words_per_update_is_configurable(sim: SimulatorProcess) -> None:
@@ -713,8 +714,10 @@ def test_control_api(sim: SimulatorProcess) -> None:
     stats = sim.stats()
     assert (stats["creates"], stats["sockets"], stats["invocations"]) == (1, 1, 1)
     assert sim.conversations() == [conv.id]
-    assert sim.conversation("51D|BingProd|nope") is None
-    assert sim.last_invocation()["message"]["text"] == "hi"
+    with pytest.raises(LookupError):
+        sim.conversation("51D|BingProd|nope")
+    invocation = sim.last_invocation()
+    assert invocation is not None and invocation["message"]["text"] == "hi"
     config = sim.configure(max_turns=5, clock_offset=10, token_delay=0.001, expiry_seconds=60)
     assert (config["max_turns"], config["clock_offset"], config["expiry_seconds"]) == (5, 10.0, 60.0)
     assert requests.post(f"{sim.http_url}/_sim/config", json={"bogus": 1}, timeout=5).status_code == 400

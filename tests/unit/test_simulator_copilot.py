@@ -21,6 +21,7 @@ import pytest
 import requests
 import websocket
 
+from tests.simulator import copilot_media
 from tests.support.simulator import SimulatorProcess
 
 ORIGIN = "https://copilot.microsoft.com"
@@ -69,7 +70,11 @@ class Reply:
 
 def start(sim: SimulatorProcess, cookie: str = "") -> tuple[str, str]:
     """`POST /c/api/start`; returns the conversation id and the Cookie header to use from now on."""
-    body = {"timeZone": "America/Los_Angeles", "startNewConversation": True, "teenSupportEnabled": True}
+    body: dict[str, Any] = {
+        "timeZone": "America/Los_Angeles",
+        "startNewConversation": True,
+        "teenSupportEnabled": True,
+    }
     response = requests.post(f"{sim.copilot_url}/c/api/start", json=body, headers=_cookie(cookie), timeout=5)
     assert response.status_code == 200, response.text
     anon = response.cookies.get("__Host-copilot-anon")
@@ -223,7 +228,7 @@ def test_landing_page_sets_session_cookies(sim: SimulatorProcess) -> None:
 def test_start_issues_an_anonymous_identity_once(sim: SimulatorProcess) -> None:
     session = requests.Session()
     session.get(sim.copilot_url + "/", timeout=5)
-    body = {"timeZone": "UTC", "startNewConversation": True}
+    body: dict[str, Any] = {"timeZone": "UTC", "startNewConversation": True}
 
     first = session.post(f"{sim.copilot_url}/c/api/start", json=body, timeout=5)
     second = session.post(f"{sim.copilot_url}/c/api/start", json=body, timeout=5)
@@ -895,3 +900,61 @@ def test_text_over_the_limit_is_text_too_long(sim: SimulatorProcess) -> None:
     assert at_limit.of("done") and unlimited.of("done")
     assert over.events == [{"event": "error", "errorCode": "text-too-long"}]
     assert len(sim.conversation(conversation_id)["turns"]) == 2
+
+
+# -- attachments (image input) and generated images ------------------------------------------
+
+
+def _attach(sim: SimulatorProcess, body: bytes, cookie: str = "_U=user-one", kind: str = "image/png") -> Any:
+    return requests.post(
+        f"{sim.copilot_url}/c/api/attachments",
+        data=body,
+        headers={"Content-Type": kind, **_cookie(cookie)},
+        timeout=5,
+    )
+
+
+def test_attachments_are_recorded_and_seen_by_the_model(sim: SimulatorProcess) -> None:
+    png = copilot_media.png(1, 2, 3)
+    response = _attach(sim, png)
+    assert response.status_code == 200
+    url = response.json()["url"]
+    conversation = create(sim)
+    content = [{"type": "image", "url": url}, {"type": "text", "text": "what is it?"}]
+    reply = turn(sim, conversation, "unused", content=content)
+    assert reply.text.startswith(f"I see an image ({len(png)} bytes). ")
+    (record,) = requests.get(f"{sim.http_url}/_sim/attachments", timeout=5).json()
+    assert record["sha256"] == hashlib.sha256(png).hexdigest() and record["used"] == 1
+    assert violations(sim) == []
+
+
+def test_attachments_need_the_account_and_an_image(sim: SimulatorProcess) -> None:
+    assert _attach(sim, b"\x89PNG", cookie="").status_code == 401  # anonymous without a session
+    assert _attach(sim, b"\x89PNG", cookie="_U=revoked").status_code == 401
+    assert _attach(sim, b"hello", kind="text/plain").status_code == 400
+    assert any("/c/api/attachments" in v for v in violations(sim))
+    reply = turn(
+        sim,
+        create(sim),
+        "x",
+        content=[{"type": "image", "url": "https://nowhere/x"}, {"type": "text", "text": "x"}],
+    )
+    assert "I see no image" in reply.text
+    assert any("never uploaded" in v for v in violations(sim))
+
+
+def test_asking_in_words_draws_and_the_image_is_served(sim: SimulatorProcess) -> None:
+    reply = turn(sim, create(sim), "Create an image: a red apple")
+    (final,) = reply.of("imageGenerated")
+    assert reply.of("generatingImage")[0]["prompt"] == "a red apple"
+    path = final["url"].removeprefix("https://copilot.microsoft.com")
+    served = requests.get(f"{sim.http_url}{path}", timeout=5)
+    assert served.status_code == 200 and served.content.startswith(b"\x89PNG")
+    assert requests.get(f"{sim.http_url}/th/id/other.png", timeout=5).status_code == 404
+
+
+def test_image_quota_spent(sim: SimulatorProcess) -> None:
+    reply = turn(sim, create(sim), "[sim:image_throttled] a cat")
+    (final,) = reply.of("imageGenerated")
+    assert final["url"] is None and final["nextAvailableAt"]
+    assert reply.of("done")

@@ -131,7 +131,9 @@ def test_rq_stores_no_handshake_headers_in_a_failed_jobs_exc_info(
     SimpleWorker([queue], connection=redis_client, serializer=JSONSerializer).work(burst=True)
     job.refresh()
     assert job.is_failed
-    stored = job.latest_result().exc_string
+    result = job.latest_result()
+    assert result is not None and result.exc_string is not None
+    stored = result.exc_string
     assert "Throttled" in stored
     for secret in ("SET-COOKIE-SECRET", "HEADER-SECRET", "BODY-SECRET", "TOKEN-SECRET", "ACCOUNT-COOKIE"):
         assert secret not in stored

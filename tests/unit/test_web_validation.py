@@ -128,6 +128,7 @@ def _user_then(message: dict[str, Any]) -> list[dict[str, Any]]:
 
 
 # Every validation error, with the param it must name; also replayed over HTTP in test_web_app.
+AUDIO = {"data": "", "format": "wav"}
 ERROR_CASES: list[tuple[dict[str, Any], str]] = [
     ({"messages": [USER]}, "model"),
     ({"model": 4, "messages": [USER]}, "model"),
@@ -154,11 +155,7 @@ ERROR_CASES: list[tuple[dict[str, Any], str]] = [
         "messages[0].content[1].text",
     ),
     (
-        ok(
-            messages=_user_then(
-                {"role": "user", "content": [{"type": "image_url", "image_url": {"url": "https://x/a.png"}}]}
-            )
-        ),
+        ok(messages=_user_then({"role": "user", "content": [{"type": "input_audio", "input_audio": AUDIO}]})),
         "messages[0].content[0].type",
     ),
     (ok(messages=[USER, {"role": "assistant", "content": "a"}]), "messages"),
@@ -217,11 +214,11 @@ def test_error_messages_read_like_openai() -> None:
         parse(
             ok(
                 messages=_user_then(
-                    {"role": "user", "content": [{"type": "image_url", "image_url": {"url": "u"}}]}
+                    {"role": "user", "content": [{"type": "input_audio", "input_audio": AUDIO}]}
                 )
             )
         )
-    assert "only 'text'" in info.value.message and "image_url" in info.value.message
+    assert "only 'text' and 'image_url'" in info.value.message and "input_audio" in info.value.message
 
 
 def test_assistant_content_may_be_null_or_absent() -> None:

@@ -13,20 +13,20 @@ from __future__ import annotations
 import logging
 import time
 import uuid
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Generator, Iterator
 from datetime import datetime
 from typing import Any
-from urllib.parse import quote
+from urllib.parse import quote, urlsplit
 
 import requests
 
 from workers.upstream import chathub
 from workers.upstream.chathub import BingHandle
 from workers.upstream.chathub_decode import ChatHubDecoder
-from workers.upstream.context import TurnInput
-from workers.upstream.errors import Interrupted, ProtocolError, UpstreamError, UpstreamTimeout
+from workers.upstream.context import TurnImage, TurnInput
+from workers.upstream.errors import Interrupted, ProtocolError, Unauthorized, UpstreamError, UpstreamTimeout
 from workers.upstream.events import Done, Event, Limits
-from workers.upstream.transport import WebSocketTransport, http_get
+from workers.upstream.transport import WebSocketTransport, http_get, http_request
 
 log = logging.getLogger(__name__)
 
@@ -49,6 +49,11 @@ def _closed_error(partial: str) -> UpstreamError:
     if partial:
         return Interrupted("Bing closed the connection mid-answer", partial=partial)
     return UpstreamError("upstream closed the connection without replying")
+
+
+def _origin(url: str) -> str:
+    parts = urlsplit(url)
+    return f"{parts.scheme}://{parts.netloc}"
 
 
 def _local_timestamp(epoch: float) -> str:
@@ -121,7 +126,7 @@ class BingClient:
 
     def stream_turn(
         self, handle: BingHandle, turn: TurnInput, *, should_stop: Callable[[], bool] = lambda: False
-    ) -> Iterator[Event]:
+    ) -> Generator[Event, None, None]:
         """Run one turn and yield its events, ending with `Done` (or nothing if stopped).
 
         On success the handle is updated in place (next invocation, turn counters,
@@ -132,6 +137,7 @@ class BingClient:
         transport = self._transport_factory()
         started = time.monotonic()
         try:
+            image_url = self._attach(handle, turn.images[0], turn.tone) if turn.images else None
             transport.open(
                 self._socket_url(handle), headers=self._socket_headers(), timeout=self._connect_timeout
             )
@@ -144,6 +150,7 @@ class BingClient:
                 request_id=self._new_id(),
                 trace_id=self._new_id().replace("-", ""),
                 timestamp=_local_timestamp(self._clock()),
+                image_url=image_url,
             )
             try:
                 transport.send(chathub.PING)
@@ -168,6 +175,42 @@ class BingClient:
             raise
         finally:
             transport.close()
+
+    def _attach(self, handle: BingHandle, image: TurnImage, tone: str) -> str:
+        """The blob URL of `image`: uploaded to kblob once per upstream conversation (`handle.images`)."""
+        known = handle.images.get(image.digest)
+        if known:
+            return known
+        body, content_type = chathub.kblob_body(
+            image.data,
+            conversation_id=handle.conversation_id,
+            tone=tone,
+            boundary=self._new_id().replace("-", ""),
+        )
+        headers = {
+            "User-Agent": USER_AGENT,
+            "Accept": "application/json",
+            "Content-Type": content_type,
+            "Referer": f"{ORIGIN}/search?q=Bing+AI&showconv=1",
+        }
+        if self._cookies:
+            headers["Cookie"] = self._cookies
+        status, _headers, answer = http_request(
+            "POST",
+            _origin(self._create_url) + chathub.KBLOB_PATH,
+            headers=headers,
+            body=body,
+            timeout=self._connect_timeout,
+            session=self._session,
+        )
+        if status in (401, 403):
+            raise Unauthorized(
+                f"Bing refused the image upload for account #{handle.account} with HTTP {status}"
+            )
+        url = chathub.parse_kblob_response(status, answer)
+        handle.images[image.digest] = url
+        self._log.info("event=bing_image_uploaded bytes=%d", len(image.data))
+        return url
 
     def _socket_url(self, handle: BingHandle) -> str:
         if not handle.encrypted_signature:

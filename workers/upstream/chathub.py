@@ -17,11 +17,13 @@ owns the sockets and `workers.upstream.bing` combines the two.
 
 from __future__ import annotations
 
+import base64
 import dataclasses
 import json
 from collections.abc import Mapping
 from datetime import datetime
 from typing import Any
+from urllib.parse import quote
 
 from workers.upstream.context import TurnInput, flatten_context
 from workers.upstream.errors import (
@@ -114,6 +116,8 @@ class BingHandle:
     account: str = ""
     turns_used: int = 0
     turns_max: int = 0
+    # sha256 → blob URL of images this conversation already has: never uploaded twice.
+    images: dict[str, str] = dataclasses.field(default_factory=dict)
 
     dialect = "bing"
 
@@ -238,6 +242,44 @@ def parse_expiry(text: str | None) -> float | None:
         return None
 
 
+KBLOB_PATH = "/images/kblob"
+BLOB_URL = "https://www.bing.com/images/blob?bcid={blob_id}"
+
+
+def kblob_body(image: bytes, *, conversation_id: str, tone: str, boundary: str) -> tuple[bytes, str]:
+    """The multipart body of an image upload to `/images/kblob` (A1.1) and its content type.
+
+    Part `knowledgeRequest` (the JSON the public clients send) and part `imageBase64`.
+    """
+    request = {
+        "imageInfo": {},
+        "knowledgeRequest": {
+            "invokedSkills": ["ImageById"],
+            "subscriptionId": "Bing.Chat.Multimodal",
+            "invokedSkillsRequestData": {"enableFaceBlur": True},
+            "convoData": {"convoid": conversation_id, "convotone": tone},
+        },
+    }
+    parts = [("knowledgeRequest", json.dumps(request).encode()), ("imageBase64", base64.b64encode(image))]
+    body = b"".join(
+        f'--{boundary}\r\nContent-Disposition: form-data; name="{name}"\r\n\r\n'.encode() + value + b"\r\n"
+        for name, value in parts
+    )
+    return body + f"--{boundary}--\r\n".encode(), f"multipart/form-data; boundary={boundary}"
+
+
+def parse_kblob_response(status: int, body: bytes) -> str:
+    """The blob URL a kblob upload answered with (`blobId`), else an UpstreamError."""
+    try:
+        data = json.loads(body) if status == 200 else None
+    except ValueError:
+        data = None
+    blob_id = data.get("blobId") if isinstance(data, dict) else None
+    if not isinstance(blob_id, str) or not blob_id:
+        raise UpstreamError(f"Bing did not accept the image upload (HTTP {status})")
+    return BLOB_URL.format(blob_id=quote(blob_id, safe=""))
+
+
 def option_sets(tone: str, gpt4_turbo: bool) -> list[str]:
     """The feature flags for a tone; the tone's core flag is what selects the model."""
     if tone not in TONE_OPTIONS:
@@ -249,7 +291,13 @@ def option_sets(tone: str, gpt4_turbo: bool) -> list[str]:
 
 
 def build_invocation(
-    handle: BingHandle, turn: TurnInput, *, request_id: str, trace_id: str, timestamp: str
+    handle: BingHandle,
+    turn: TurnInput,
+    *,
+    request_id: str,
+    trace_id: str,
+    timestamp: str,
+    image_url: str | None = None,
 ) -> str:
     """The type-4 `chat` record for one turn (A2, A7.1).
 
@@ -281,6 +329,8 @@ def build_invocation(
         },
         "tone": turn.tone,
     }
+    if image_url:  # vision: the kblob upload's blob URL (A1.1)
+        argument["message"]["imageUrl"] = argument["message"]["originalImageUrl"] = image_url
     if handle.conversation_signature:
         argument["conversationSignature"] = handle.conversation_signature
     argument["participant"] = {"id": handle.client_id}

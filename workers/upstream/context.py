@@ -17,6 +17,15 @@ from collections.abc import Sequence
 
 
 @dataclasses.dataclass(frozen=True)
+class TurnImage:
+    """One image of the new message, checked and loaded (`service.images`); `digest` is its sha256."""
+
+    digest: str
+    mime: str
+    data: bytes = dataclasses.field(repr=False)
+
+
+@dataclasses.dataclass(frozen=True)
 class TurnInput:
     """One user turn; `history` and `system` are injected only into a new upstream conversation."""
 
@@ -27,6 +36,7 @@ class TurnInput:
     history: tuple[tuple[str, str], ...] = ()
     system: str = ""
     max_context_chars: int = 32000
+    images: tuple[TurnImage, ...] = ()
 
 
 def flatten_context(history: Sequence[tuple[str, str]], system: str, max_chars: int) -> str:

@@ -20,7 +20,7 @@ from __future__ import annotations
 import dataclasses
 import json
 import re
-from collections.abc import Iterable, Mapping
+from collections.abc import Iterable, Mapping, Sequence
 from typing import Any
 from urllib.parse import quote, urlsplit
 
@@ -31,6 +31,8 @@ from workers.upstream.errors import ProtocolError, Throttled, Unauthorized, Upst
 ORIGIN = "https://copilot.microsoft.com"
 CHAT_PATH = "/c/api/chat"
 CREATE_PATH = "/c/api/conversations"
+ATTACHMENTS_PATH = "/c/api/attachments"
+MAX_REMEMBERED_IMAGES = 32
 API_VERSION = "2"
 # Edge-sidebar flags that switch on `context.edge` page context (B1.2); sent only when injecting.
 PAGE_CONTEXT_FLAGS = "features=-,ncedge,edgepagecontext&setflight=-,ncedge,edgepagecontext&ncedge=1"
@@ -54,6 +56,8 @@ class CopilotHandle:
     account: str = ""
     turns: int = 0
     created: float = 0.0
+    # sha256 → attachment URL of images this conversation already has: never uploaded twice.
+    images: dict[str, str] = dataclasses.field(default_factory=dict)
 
     dialect = "copilot"
 
@@ -82,7 +86,15 @@ class CopilotHandle:
             account=account_id(data.get("account")),
             turns=int(data.get("turns") or 0),
             created=float(data.get("created") or 0.0),
+            images={str(k): str(v) for k, v in (data.get("images") or {}).items()},
         )
+
+    def remember_image(self, digest: str, url: str) -> None:
+        """Record an uploaded image (the newest MAX_REMEMBERED_IMAGES are kept)."""
+        self.images.pop(digest, None)
+        self.images[digest] = url
+        while len(self.images) > MAX_REMEMBERED_IMAGES:
+            self.images.pop(next(iter(self.images)))
 
     def is_expired(self, now: float) -> bool:
         """Always False: Copilot documents no conversation expiry (B4, B7.6).
@@ -172,17 +184,34 @@ def report_local_consents() -> str:
     return encode({"event": "reportLocalConsents", "grantedConsents": []})
 
 
-def send(conversation_id: str, text: str, mode: str, context: Mapping[str, Any]) -> str:
-    """The `send` frame of one turn (B2); no `tone`/`messageId`, which the server does not take."""
+def send(
+    conversation_id: str, text: str, mode: str, context: Mapping[str, Any], images: Sequence[str] = ()
+) -> str:
+    """The `send` frame of one turn (B2); no `tone`/`messageId`, which the server does not take.
+
+    Attachments (uploaded image URLs) go before the text part, as the public bridges send them.
+    """
     return encode(
         {
             "event": "send",
             "conversationId": conversation_id,
-            "content": [{"type": "text", "text": text}],
+            "content": [*({"type": "image", "url": url} for url in images), {"type": "text", "text": text}],
             "mode": mode,
             "context": dict(context),
         }
     )
+
+
+def parse_attachment_response(status: int, body: bytes) -> str:
+    """The URL of an uploaded image (`POST /c/api/attachments` → `{"url": …}`), else an UpstreamError."""
+    try:
+        data = json.loads(body) if status == 200 else None
+    except ValueError:
+        data = None
+    url = data.get("url") if isinstance(data, dict) else None
+    if not isinstance(url, str) or not url:
+        raise UpstreamError(f"Copilot did not accept the image attachment (HTTP {status})")
+    return url
 
 
 def challenge_response(method: str, token: str, challenge_id: str | None) -> str:

@@ -17,14 +17,14 @@ import json
 import logging
 import time
 import uuid
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Generator, Iterator
 from typing import Any
 
 import requests
 
 from workers.upstream import copilot
 from workers.upstream.challenges import solve_challenge
-from workers.upstream.context import TurnInput
+from workers.upstream.context import TurnImage, TurnInput
 from workers.upstream.copilot import CopilotHandle
 from workers.upstream.copilot_decode import Challenge, CopilotDecoder, InvalidEvent
 from workers.upstream.copilot_session import AccountSession, raise_for_gate
@@ -51,7 +51,9 @@ FRAME_MEMORY = 8  # frames kept to explain an `invalid-event`
 # B1.1 [U]: g4f, OmniRoute and the JS/Go bots send `Authorization: Bearer` on REST; the
 # 2026 Windows-Copilot-API driver found REST must be cookie-only (Bearer → 401) and
 # only the websocket carries the token. We follow the newer report; flip to disagree.
+# The same question and the same answer hold for `POST /c/api/attachments` (image upload).
 REST_BEARER = False
+ATTACHMENTS_BEARER = REST_BEARER
 
 
 def _new_id() -> str:
@@ -182,7 +184,7 @@ class CopilotClient:
 
     def stream_turn(
         self, handle: CopilotHandle, turn: TurnInput, *, should_stop: Callable[[], bool] = lambda: False
-    ) -> Iterator[Event]:
+    ) -> Generator[Event, None, None]:
         """Run one turn and yield its events, ending with `Done` (or nothing if stopped).
 
         On success `handle.turns` is advanced before `Done` is yielded, so a consumer
@@ -199,11 +201,12 @@ class CopilotClient:
             access_token=self._access_token,
             with_page_context=bool(context),
         )
-        held_send = copilot.send(handle.conversation_id, turn.text, turn.mode, context)
         transport = self._transport_factory()
         started = time.monotonic()
         try:
             self._account.ensure_ready()
+            images = [self._attach(handle, image) for image in turn.images]
+            held_send = copilot.send(handle.conversation_id, turn.text, turn.mode, context, images)
             self._open(transport, url, handle.account)
             first = self._await_connected(transport, stream, frames, should_stop)
             if first is None:
@@ -248,6 +251,29 @@ class CopilotClient:
             raise
         finally:
             transport.close()
+
+    def _attach(self, handle: CopilotHandle, image: TurnImage) -> str:
+        """The attachment URL of `image`: uploaded once per upstream conversation (`handle.images`)."""
+        known = handle.images.get(image.digest)
+        if known:
+            self._log.info("event=copilot_image_reused bytes=%d", len(image.data))
+            return known
+        status, headers, body = self._account.request(
+            "POST",
+            copilot.ATTACHMENTS_PATH,
+            body=image.data,
+            content_type=image.mime,
+            bearer=ATTACHMENTS_BEARER,
+        )
+        raise_for_gate(status, headers, "image upload")
+        if status in (401, 403):
+            raise Unauthorized(
+                f"Copilot refused the image upload with HTTP {status}; {copilot.CREDENTIALS_HINT}"
+            )
+        url = copilot.parse_attachment_response(status, body)
+        handle.remember_image(image.digest, url)
+        self._log.info("event=copilot_image_uploaded bytes=%d mime=%s", len(image.data), image.mime)
+        return url
 
     def _secrets(self) -> list[str]:
         """Values that must never reach a log: the token, the cookie string and each cookie value."""

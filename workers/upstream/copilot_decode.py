@@ -27,6 +27,7 @@ from workers.upstream.challenges import ANSWERABLE
 from workers.upstream.copilot import CREDENTIALS_HINT, THROTTLE_RETRY_AFTER
 from workers.upstream.errors import (
     ChallengeRequired,
+    ImageThrottled,
     InputTooLong,
     ProtocolError,
     RegionBlocked,
@@ -228,6 +229,12 @@ class CopilotDecoder:
     def _image(self, event: Mapping[str, Any]) -> list[Event]:
         url = event.get("url")
         if not isinstance(url, str) or not url:
+            moment = event.get("nextAvailableAt")
+            if isinstance(moment, str) and moment:  # no image: the image quota is spent until then
+                raise ImageThrottled(
+                    f"Copilot's image quota for account #{self.account} is used up until {moment}",
+                    retry_after=retry_after(moment, self._clock()),
+                )
             return []
         prompt = str(event.get("prompt") or self._prompt)
         self.image = Image(url=url, prompt=prompt, thumbnail_url=str(event.get("thumbnailUrl") or ""))
@@ -266,7 +273,8 @@ class CopilotDecoder:
 
     def _message_error(self, event: Mapping[str, Any]) -> UpstreamError:
         code = event.get("errorCode")
-        detail = event.get("errorDetail") if isinstance(event.get("errorDetail"), dict) else {}
+        raw_detail = event.get("errorDetail")
+        detail: Mapping[str, Any] = raw_detail if isinstance(raw_detail, dict) else {}
         if code == "throttled" or detail.get("type") == "throttled":
             moment = detail.get("nextAvailableAt") or event.get("nextAvailableAt")
             wait = retry_after(moment, self._clock())

@@ -210,7 +210,14 @@ class AccountSession:
         return headers
 
     def request(
-        self, method: str, path: str, *, body: bytes | None = None, accept: str = "application/json"
+        self,
+        method: str,
+        path: str,
+        *,
+        body: bytes | None = None,
+        accept: str = "application/json",
+        content_type: str = "application/json",
+        bearer: bool | None = None,
     ) -> tuple[int, Mapping[str, str], bytes]:
         """One REST call as this account; every `Set-Cookie` of the answer lands in the jar."""
         headers = {
@@ -221,10 +228,10 @@ class AccountSession:
             "x-search-uilang": "en-us",
         }
         if body:
-            headers["Content-Type"] = "application/json"
+            headers["Content-Type"] = content_type
         if self._jar:
             headers["Cookie"] = self.cookies
-        if self._rest_bearer and self._access_token:
+        if (self._rest_bearer if bearer is None else bearer) and self._access_token:
             headers["Authorization"] = f"Bearer {self._access_token}"
         recorder = _CookieRecorder(self._session or shared_session())
         try:

@@ -2,6 +2,7 @@
 
     UpstreamError                 502 upstream_error: anything the upstream did wrong
      ├── Throttled                429 rate_limit_exceeded, retry_after seconds
+     ├── ImageThrottled           429 image_quota_exceeded: the image quota only (chat still works)
      ├── AccountError             502, x-should-retry: false: the operator must act
      │    ├── CaptchaRequired     (ChatHub CaptchaChallenge)
      │    ├── ChallengeRequired   (Copilot Cloudflare / null-method challenge)
@@ -39,6 +40,21 @@ class Throttled(UpstreamError):
     status = 429
     error_type = "requests"
     code = "rate_limit_exceeded"
+
+    def __init__(self, message: str, *, retry_after: float = 60.0) -> None:
+        super().__init__(message)
+        self.retry_after = retry_after
+
+
+class ImageThrottled(UpstreamError):
+    """Copilot's image quota is spent (`imageGenerated` with no image, only `nextAvailableAt`).
+
+    Its own code, so the account pool does not cool the account: its chat still works.
+    """
+
+    status = 429
+    error_type = "requests"
+    code = "image_quota_exceeded"
 
     def __init__(self, message: str, *, retry_after: float = 60.0) -> None:
         super().__init__(message)
