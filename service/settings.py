@@ -56,6 +56,7 @@ class Settings:
     context_max_chars: int = 32000
     log_level: str = "INFO"
     model_aliases: tuple[tuple[str, str], ...] = ()
+    tool_emulation: bool = True
 
     @property
     def auth_enabled(self) -> bool:
@@ -213,6 +214,9 @@ def load_settings(environ: Mapping[str, str]) -> Settings:
         log_level=_read(environ, "LOG_LEVEL", _log_level, d.log_level),
         # MODEL_ALIASES: `glob=model,…` mapping client model names onto catalog models (before the defaults).
         model_aliases=_read(environ, "MODEL_ALIASES", parse_aliases, d.model_aliases),
+        # TOOL_EMULATION: on = `tools` are emulated by prompting (README); off = a request that
+        # lets the model call tools gets a 400 naming `tools` (never silently ignored).
+        tool_emulation=_read(environ, "TOOL_EMULATION", _choice("on", "off"), "on") == "on",
     )
     for pattern, target in settings.model_aliases:
         if find_model(target, settings.upstream) is None:

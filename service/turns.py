@@ -67,6 +67,8 @@ class TurnRequest:
     already exists in the store. `owner` is the hashed API key that owns it.
     `lock_token` holds the conversation's lock (`service.locks`) when continuing.
     `store` False (a Responses `store: false`) keeps nothing once the turn is over.
+    `options` is `service.tools.options.TurnOptions.to_json()`: tools, structured output
+    and the cuts the worker applies to the answer (empty: the answer passes untouched).
     """
 
     completion_id: str
@@ -80,6 +82,7 @@ class TurnRequest:
     created: int = 0
     lock_token: str = ""
     store: bool = True
+    options: dict[str, Any] = dataclasses.field(default_factory=dict)
 
     def to_json(self) -> dict[str, Any]:
         """The job argument."""

@@ -33,9 +33,11 @@ from service.errors import ApiError, NotFound
 from service.models import find_model
 from service.relay import Publisher
 from service.settings import Settings
+from service.tools.options import TurnOptions
 from service.turns import TurnRequest, cancel_key, lease_key
 from workers.context import WorkerContext
 from workers.pool import WorkerShutdown
+from workers.tooling import Shaping
 from workers.upstream import build_client, load_handle
 from workers.upstream.context import TurnInput
 from workers.upstream.errors import ConversationExpired, ConversationLimitReached, ProtocolError
@@ -96,6 +98,7 @@ class TurnRunner:
         seed = list(conversation.messages)  # what the client has seen: injected into a new upstream
         account = handle.account if handle else self._pick_account()
         client = build_client(self.settings, account)
+        shaping = Shaping(TurnOptions.from_json(request.options), handle=conversation.handle)
 
         for attempt in (1, 2):
             if handle is None or handle.is_expired(self.clock()) or handle.exhausted:
@@ -105,7 +108,7 @@ class TurnRunner:
                 )
             fresh = handle.fresh
             turn = TurnInput(
-                text=request.prompt,
+                text=shaping.prompt(request.prompt, fresh=fresh),
                 tone=spec.tone,
                 gpt4_turbo=spec.gpt4_turbo,
                 mode=spec.mode,
@@ -116,7 +119,7 @@ class TurnRunner:
             streamed = False
             try:
                 done = None
-                for event in client.stream_turn(handle, turn, should_stop=self._cancelled.is_set):
+                for event in shaping.run(client, handle, turn, cancelled=self._cancelled.is_set):
                     streamed = streamed or isinstance(event, TextDelta)
                     if isinstance(event, Done):
                         done = event
@@ -138,11 +141,11 @@ class TurnRunner:
         conversation.messages = [
             *conversation.messages,
             {"role": "user", "content": request.prompt},
-            {"role": "assistant", "content": done.text},
+            {"role": "assistant", "content": shaping.stored_text or done.text},
         ]
-        conversation.handle = handle.to_json()
+        conversation.handle = {**handle.to_json(), **shaping.handle_extra()}
         publisher.finish(
-            {"type": "done", "text": done.text, "finish_reason": done.finish_reason},
+            {"type": "done", "text": done.text, "finish_reason": done.finish_reason, **shaping.done_extra()},
             # `store: false` (Responses): nothing of the turn is kept once it is over.
             extra=(lambda pipe: self.store.save(conversation, pipe, request.completion_id))
             if request.store
@@ -177,8 +180,10 @@ class TurnRunner:
             return 0
         return int(self.redis.incr("upstream:accounts:next")) % accounts
 
-    def _relay(self, publisher: Publisher, event: Event) -> None:
-        if isinstance(event, TextDelta):
+    def _relay(self, publisher: Publisher, event: Event | dict[str, Any]) -> None:
+        if isinstance(event, dict):  # already a relay event (a tool call, from the shaping)
+            publisher.event(event)
+        elif isinstance(event, TextDelta):
             publisher.delta(event.text)
         elif isinstance(event, Progress):
             publisher.event({"type": "progress", "kind": event.kind, "text": event.text})

@@ -38,7 +38,11 @@ def chat_completions(path: str) -> Response:
     gw = gateway()
     raw = request.get_data(cache=False)
     chat = parse_chat_request(
-        raw, request.headers, upstream=gw.settings.upstream, aliases=gw.settings.model_aliases
+        raw,
+        request.headers,
+        upstream=gw.settings.upstream,
+        aliases=gw.settings.model_aliases,
+        tool_emulation=gw.settings.tool_emulation,
     )
     return submit(gw, raw, chat, _respond)
 
@@ -62,6 +66,7 @@ def _complete(gw: Gateway, run: Run, chat: ChatRequest) -> Response:
             annotations=answer.annotations(),
             usage=answer.usage(),
             images=answer.images,
+            tool_calls=answer.tool_calls,
         )
     )
 

@@ -115,6 +115,7 @@ def submit(
         created=created,
         lock_token=resolution.lock_token,
         store=store,
+        options=chat.options,
     )
     if key is not None:
         idempotency.record(

@@ -3,11 +3,13 @@
 Rules follow OpenAI's: same required fields, same types and ranges, and errors that
 name the offending parameter exactly as OpenAI does (`messages[2].content[0].type`),
 so SDK users see familiar messages. Unknown fields are accepted and ignored, because
-chat front-ends send many (`tools`, `seed`, `logit_bias`, vendor extras).
+chat front-ends send many (`seed`, `logit_bias`, vendor extras).
 
-Sampling knobs (`temperature`, `top_p`, penalties, token limits, `user`) are checked
-for type and range and then ignored: Bing offers no such settings, and rejecting
-them would break clients that always send them.
+Sampling knobs (`temperature`, `top_p`, penalties, `user`) are checked for type and
+range and then ignored: Bing offers no such settings, and rejecting them would break
+clients that always send them. Parameters that change what the answer means are not
+ignored: `tools`, `response_format`, `stop` and the token limits become `TurnOptions`
+(`service.tools`), which the worker honours; `n` > 1 and `logprobs` are 400s.
 
 This module is pure: it takes the raw body and the headers and does no I/O.
 """
@@ -21,6 +23,8 @@ from typing import Any
 
 from service.errors import InvalidRequest, NotFound
 from service.models import Aliases, find_model
+from service.tools.history import fold
+from service.tools.openai_params import chat_options
 
 ROLES = ("system", "developer", "user", "assistant", "tool", "function")
 INSTRUCTION_ROLES = ("system", "developer")
@@ -56,6 +60,8 @@ class ChatRequest:
     include_usage: bool = False
     conversation_id: str | None = None
     conversation_param: str | None = None
+    options: dict[str, Any] = dataclasses.field(default_factory=dict)
+    """`service.tools.options.TurnOptions.to_json()`: tools, structured output, stop, token limit."""
 
 
 def _type_name(value: Any) -> str:
@@ -140,7 +146,7 @@ def message_text(content: Any, param: str, *, nullable: bool) -> str:
     return "\n".join(texts).strip()
 
 
-def _messages(body: dict[str, Any]) -> list[dict[str, str]]:
+def _messages(body: dict[str, Any]) -> list[dict[str, Any]]:
     if "messages" not in body:
         raise _missing("messages")
     messages = body["messages"]
@@ -153,7 +159,7 @@ def _messages(body: dict[str, Any]) -> list[dict[str, str]]:
             param="messages",
             code="empty_array",
         )
-    result: list[dict[str, str]] = []
+    result: list[dict[str, Any]] = []
     for i, message in enumerate(messages):
         where = f"messages[{i}]"
         if not isinstance(message, dict):
@@ -171,11 +177,20 @@ def _messages(body: dict[str, Any]) -> list[dict[str, str]]:
         if "content" not in message and role != "assistant":
             raise _missing(f"{where}.content")
         text = message_text(message.get("content"), f"{where}.content", nullable=role == "assistant")
-        entry = {"role": role, "content": text}
+        entry: dict[str, Any] = {"role": role, "content": text}
         if isinstance(message.get("name"), str) and message["name"]:
             entry["name"] = message["name"]
+        if role == "assistant" and message.get("tool_calls"):
+            entry["tool_calls"] = _tool_calls(message["tool_calls"], f"{where}.tool_calls")
+        if role == "tool":
+            call_id = message.get("tool_call_id")
+            if not isinstance(call_id, str) or not call_id:
+                raise _missing(f"{where}.tool_call_id")
+            entry["tool_call_id"] = call_id
         result.append(entry)
     last = len(result) - 1
+    if result[last]["role"] in ("tool", "function"):
+        return result  # tool results are the new turn
     if result[last]["role"] != "user":
         raise InvalidRequest(
             "The last message must have role 'user': this gateway answers the last user message.",
@@ -189,6 +204,22 @@ def _messages(body: dict[str, Any]) -> list[dict[str, str]]:
             code="invalid_value",
         )
     return result
+
+
+def _tool_calls(value: Any, param: str) -> list[dict[str, str]]:
+    """An assistant message's `tool_calls`, reduced to (id, name, arguments)."""
+    if not isinstance(value, list):
+        raise _wrong_type(param, "an array", value)
+    calls = []
+    for i, call in enumerate(value):
+        function = call.get("function") if isinstance(call, dict) else None
+        if not isinstance(function, dict) or not isinstance(function.get("name"), str):
+            raise _missing(f"{param}[{i}].function.name")
+        arguments = function.get("arguments") or ""
+        if not isinstance(arguments, str):
+            raise _wrong_type(f"{param}[{i}].function.arguments", "a string", arguments)
+        calls.append({"id": str(call.get("id") or ""), "name": function["name"], "arguments": arguments})
+    return calls
 
 
 def _check_knobs(body: dict[str, Any]) -> None:
@@ -274,7 +305,12 @@ def _conversation(body: dict[str, Any], headers: Mapping[str, str]) -> tuple[str
 
 
 def parse_chat_request(
-    raw: bytes, headers: Mapping[str, str], *, upstream: str = "bing", aliases: Aliases = ()
+    raw: bytes,
+    headers: Mapping[str, str],
+    *,
+    upstream: str = "bing",
+    aliases: Aliases = (),
+    tool_emulation: bool = True,
 ) -> ChatRequest:
     """Validate a Chat Completions body (and the conversation header) into a `ChatRequest`.
 
@@ -298,25 +334,18 @@ def parse_chat_request(
     stream, include_usage = _stream_flags(body)
     _check_knobs(body)
     conversation_id, conversation_param = _conversation(body, headers)
+    options = chat_options(body, tool_emulation=tool_emulation)
     system = "\n\n".join(m["content"] for m in messages if m["role"] in INSTRUCTION_ROLES and m["content"])
-    history = tuple(_history_entry(m) for m in messages[:-1] if m["role"] not in INSTRUCTION_ROLES)
+    turns = fold([m for m in messages if m["role"] not in INSTRUCTION_ROLES])
     return ChatRequest(
         model=spec.id,
-        prompt=messages[-1]["content"],
+        prompt=turns[-1]["content"],
         system=system,
-        history=tuple(entry for entry in history if entry["content"]),
-        messages=tuple(messages),
+        history=tuple(entry for entry in turns[:-1] if entry["content"]),
+        messages=tuple({"role": m["role"], "content": m["content"]} for m in messages),
         stream=stream,
         include_usage=include_usage,
         conversation_id=conversation_id,
         conversation_param=conversation_param,
+        options=options.to_json(),
     )
-
-
-def _history_entry(message: dict[str, str]) -> dict[str, str]:
-    # Bing has no tool role: a tool's output is shown to it as text the user supplied.
-    if message["role"] in ("tool", "function"):
-        label = f"Output of {message['name']}" if message.get("name") else "Tool output"
-        text = f"{label}:\n{message['content']}" if message["content"] else ""
-        return {"role": "user", "content": text}
-    return {"role": message["role"], "content": message["content"]}
