@@ -18,7 +18,7 @@ import time
 from collections.abc import Callable, Iterator
 from typing import Any
 
-from tests.simulator import challenges, copilot, copilot_media, faults
+from tests.simulator import challenges, copilot, copilot_media, faults, tool_model
 from tests.simulator.actions import Action, Close, Hang, Send, Sleep
 from tests.simulator.challenges import Challenge
 from tests.simulator.copilot_state import CopilotTurn, nanoid
@@ -188,6 +188,9 @@ class CopilotTurnPlayer:
 
     def _answer_text(self, script: faults.Script) -> str:
         assert self.conversation is not None
+        scripted = tool_model.answer(self.text, [turn.user for turn in self.conversation.turns])
+        if scripted is not None:
+            return scripted
         if script.on("recall"):
             earlier = [turn.user for turn in self.conversation.turns]
             pages = [*self.conversation.context, *([self.page] if self.page else [])]

@@ -13,7 +13,7 @@ import time
 from collections.abc import Callable, Iterator
 from typing import Any
 
-from tests.simulator import chathub, faults, search
+from tests.simulator import chathub, faults, search, tool_model
 from tests.simulator.actions import Action, Close, Hang, Send, Sleep
 from tests.simulator.state import SimulatorState, Turn
 
@@ -168,6 +168,9 @@ class TurnPlayer:
 
     def _answer_text(self, script: faults.Script) -> str:
         assert self.conversation is not None
+        scripted = tool_model.answer(self.text, [turn.user for turn in self.conversation.turns])
+        if scripted is not None:
+            return scripted
         if script.on("recall"):
             earlier = [turn.user for turn in self.conversation.turns]
             return faults.recall_answer([*self.conversation.context, *self.descriptions], earlier)
