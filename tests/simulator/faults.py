@@ -22,7 +22,15 @@ from tests.simulator import chathub
 PREFIX = re.compile(r"\[sim:([a-z_]+)(?:=([^\]]*))?\]")
 BLOCK_HEADER = re.compile(r"(?m)^\[(user|assistant|system)\]\(#([A-Za-z_]+)\)[ \t]*\n")
 
-TOOL_STYLES = ("tool_prose", "tool_fenced", "tool_parallel", "tool_malformed", "tool_invalid", "tool_silent")
+TOOL_STYLES = (
+    "tool_prose",
+    "tool_fenced",
+    "tool_parallel",
+    "tool_malformed",
+    "tool_invalid",
+    "tool_silent",
+    "json_bad",
+)
 """The scripted tool-using model's call styles (`tests.simulator.tool_model`)."""
 
 FLAGS = frozenset(

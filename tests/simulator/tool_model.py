@@ -14,6 +14,9 @@ style of the calls is chosen with flags anywhere in the conversation:
     tool_invalid    arguments that violate the schema (the repair gets valid ones)
     tool_silent     never calls, not even when repaired
 
+Asked for structured output, it answers a value sampled from the schema inside a code
+fence after a line of prose (`[sim:json_bad]` in the conversation: prose only, repairs too).
+
 Pure: it reads texts and returns the answer text; both dialects' turn players call it.
 """
 
@@ -30,6 +33,8 @@ TOOL_LINE = re.compile(r"(?m)^- ([A-Za-z0-9_.-]+): .*? parameters=(\{.*\})$")
 NAMED = re.compile(r"you must call the function ([A-Za-z0-9_.-]+)\.")
 REPAIR = "Your previous answer could not be used"
 RESULTS = "[gateway:tool_results]"
+SCHEMA = re.compile(r"valid against this JSON schema: (\{.*\})$", re.M)
+JSON_OBJECT = "Answer with one JSON object only"
 
 
 def tools_in(texts: Sequence[str]) -> list[tuple[str, dict[str, Any]]]:
@@ -66,6 +71,9 @@ def call(name: str, arguments: Any) -> str:
 
 def answer(text: str, earlier: Sequence[str]) -> str | None:
     """The scripted answer to `text` (earlier user texts of the conversation given), or None."""
+    structured = _structured(text, bad=any("[sim:json_bad]" in t for t in (*earlier, text)))
+    if structured is not None:
+        return structured
     texts = [*earlier, text]
     wanted = next((int(m.group(1)) for t in texts for m in [COUNT.search(t)] if m), None)
     if wanted is None:
@@ -82,6 +90,18 @@ def answer(text: str, earlier: Sequence[str]) -> str | None:
     if "tool_silent" in styles:
         return "I can answer that without any function."
     return _calls(tools, text, styles)
+
+
+def _structured(text: str, *, bad: bool) -> str | None:
+    """Asked for JSON: a value sampled from the schema, in a fence after a line of prose
+    (what real models do); `[sim:json_bad]` answers prose first, so the repair is exercised."""
+    schema = SCHEMA.search(text)
+    if schema is None and JSON_OBJECT not in text:
+        return None
+    if bad:
+        return "I would rather describe it in words."
+    value = sample(json.loads(schema.group(1))) if schema else {"answer": "yes"}
+    return "Here you go:\n```json\n" + json.dumps(value) + "\n```"
 
 
 def _calls(tools: list[tuple[str, dict[str, Any]]], text: str, styles: set[str]) -> str:

@@ -37,14 +37,18 @@ def test_strict_call_is_parsed_and_validated() -> None:
 
 
 def test_prose_before_fence_and_trailing_text_are_tolerated() -> None:
-    text = 'Let me check.\n```json\n{"name": "get_weather", "arguments": "{\\"city\\": \\"Oslo\\"}"}\n```\nDone.'
+    text = (
+        'Let me check.\n```json\n{"name": "get_weather", "arguments": "{\\"city\\": \\"Oslo\\"}"}\n```\nDone.'
+    )
     parsed = parser.parse(text, OPTIONS)
     assert parsed.prose == "Let me check."
     assert parsed.calls == (parser.Call("get_weather", '{"city":"Oslo"}'),)
 
 
 def test_missing_close_tag_array_and_parallel_limit() -> None:
-    text = '<tool_call>[{"name": "now", "arguments": {}}, {"name": "get_weather", "arguments": {"city": "A"}}]'
+    text = (
+        '<tool_call>[{"name": "now", "arguments": {}}, {"name": "get_weather", "arguments": {"city": "A"}}]'
+    )
     assert [c.name for c in parser.parse(text, OPTIONS).calls] == ["now", "get_weather"]
     single = TurnOptions(tools=OPTIONS.tools, parallel=False)
     assert [c.name for c in parser.parse(text, single).calls] == ["now"]
@@ -102,7 +106,8 @@ def test_stop_sequence_cuts_across_deltas_and_token_limit_cuts() -> None:
 
 def test_structured_output_extracts_and_validates() -> None:
     schema = OutputFormat(
-        kind="json_schema", schema={"type": "object", "properties": {"n": {"type": "integer"}}, "required": ["n"]}
+        kind="json_schema",
+        schema={"type": "object", "properties": {"n": {"type": "integer"}}, "required": ["n"]},
     )
     assert structured.check('Sure:\n```json\n{"n": 3}\n```', schema) == ('{"n": 3}', "")
     value, problem = structured.check('{"n": "x"}', schema)
