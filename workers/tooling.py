@@ -48,6 +48,7 @@ class Cutter:
         self.shown = ""
         self.pending = ""
         self.finish: str | None = None
+        self.matched: str | None = None  # the stop sequence the answer was cut at
 
     def feed(self, text: str) -> str:
         """Text to show now; sets `finish` ("stop"/"length") when the answer must end."""
@@ -55,9 +56,9 @@ class Cutter:
             return ""
         buffer = self.pending + text
         self.pending = ""
-        hits = [i for i in (buffer.find(s) for s in self.stop) if i >= 0]
+        hits = sorted((i, s) for s in self.stop if (i := buffer.find(s)) >= 0)
         if hits:
-            buffer, self.finish = buffer[: min(hits)], "stop"
+            buffer, self.finish, self.matched = buffer[: hits[0][0]], "stop", hits[0][1]
         else:
             hold = max((n for s in self.stop for n in range(1, len(s)) if buffer.endswith(s[:n])), default=0)
             buffer, self.pending = buffer[: len(buffer) - hold], buffer[len(buffer) - hold :]
@@ -107,8 +108,11 @@ class Shaping:
         return {DIGEST_KEY: self.previous_digest} if self.previous_digest else {}
 
     def done_extra(self) -> dict[str, Any]:
-        """Extra keys of the relay's `done` event."""
-        return {"tool_calls": self.calls} if self.calls else {}
+        """Extra keys of the relay's `done` event: the calls, the stop sequence that cut the answer."""
+        extra: dict[str, Any] = {"tool_calls": self.calls} if self.calls else {}
+        if self.cutter.matched is not None:
+            extra["stop_sequence"] = self.cutter.matched
+        return extra
 
     def run(
         self, client: Any, handle: Any, turn: TurnInput, *, cancelled: Callable[[], bool]

@@ -32,7 +32,7 @@ def parse_tools(value: Any, param: str = "tools", *, nested: bool = True) -> tup
         where = f"{param}[{i}]"
         if not isinstance(item, dict):
             raise _bad(where, "expected an object.")
-        if item.get("type", "function") != "function":
+        if item.get("type", "function") not in ("function", "custom"):
             raise _bad(
                 f"{where}.type", f"only function tools are supported, not {json.dumps(item.get('type'))}."
             )
