@@ -89,6 +89,8 @@ class StreamFilter:
         if self.captured:
             return ""
         safe = self._safe_end()
+        while safe > self.shown and self.text[safe - 1].isspace():
+            safe -= 1  # whitespace may separate prose from a call: shown once more text follows
         out, self.shown = self.text[self.shown : safe], max(self.shown, safe)
         return out
 
@@ -118,7 +120,7 @@ class StreamFilter:
 
     def rest(self, parsed: Parsed) -> str:
         """After the answer ended: held text that turned out not to be a call (shown late)."""
-        held = self.text[self.shown : parsed.start] if parsed.found_markup else self.text[self.shown :]
+        held = self.text[self.shown : parsed.start].rstrip() if parsed.found_markup else self.text[self.shown :]
         self.shown = len(self.text)
         return held
 
