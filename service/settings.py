@@ -54,6 +54,7 @@ class Settings:
     conversation_ttl: int = 7 * 24 * 3600
     upstream_handle_ttl: int = 6 * 3600
     context_max_chars: int = 32000
+    upstream_max_turn_chars: int = 10000
     log_level: str = "INFO"
     model_aliases: tuple[tuple[str, str], ...] = ()
     tool_emulation: bool = True
@@ -210,6 +211,10 @@ def load_settings(environ: Mapping[str, str]) -> Settings:
         upstream_handle_ttl=_read(environ, "UPSTREAM_HANDLE_TTL", _positive_int, d.upstream_handle_ttl),
         # CONTEXT_MAX_CHARS: cap on history injected into a new upstream conversation.
         context_max_chars=_read(environ, "CONTEXT_MAX_CHARS", _positive_int, d.context_max_chars),
+        # UPSTREAM_MAX_TURN_CHARS: most text one upstream turn carries; more is primed over several turns.
+        upstream_max_turn_chars=_read(
+            environ, "UPSTREAM_MAX_TURN_CHARS", _positive_int, d.upstream_max_turn_chars
+        ),
         # LOG_LEVEL: DEBUG, INFO, WARNING, ERROR or CRITICAL.
         log_level=_read(environ, "LOG_LEVEL", _log_level, d.log_level),
         # MODEL_ALIASES: `glob=model,…` mapping client model names onto catalog models (before the defaults).

@@ -19,6 +19,7 @@ disconnects; the upstream read loop checks it at least twice a second.
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 import threading
 import time
@@ -35,6 +36,7 @@ from service.relay import Publisher
 from service.settings import Settings
 from service.tools.options import TurnOptions
 from service.turns import TurnRequest, cancel_key, lease_key
+from workers import priming
 from workers.context import WorkerContext
 from workers.pool import WorkerShutdown
 from workers.tooling import Shaping
@@ -107,17 +109,28 @@ class TurnRunner:
                     "event=upstream_conversation_created attempt=%d seeded_messages=%d", attempt, len(seed)
                 )
             fresh = handle.fresh
+            history = tuple((m["role"], m["content"]) for m in seed) if fresh else ()
+            system = conversation.system if fresh else ""
+            # More than one upstream turn can carry is sent ahead in parts (workers/priming.py).
+            primed = priming.plan(
+                shaping.prompt(request.prompt, fresh=fresh),
+                history,
+                system,
+                budget=self.settings.upstream_max_turn_chars,
+                max_context=self.settings.context_max_chars,
+            )
             turn = TurnInput(
-                text=shaping.prompt(request.prompt, fresh=fresh),
+                text=primed.text,
                 tone=spec.tone,
                 gpt4_turbo=spec.gpt4_turbo,
                 mode=spec.mode,
-                history=tuple((m["role"], m["content"]) for m in seed) if fresh else (),
-                system=conversation.system if fresh else "",
+                history=history if primed.inject else (),
+                system=system if primed.inject else "",
                 max_context_chars=self.settings.context_max_chars,
             )
             streamed = False
             try:
+                self._prime(client, handle, turn, primed.primers, publisher)
                 done = None
                 for event in shaping.run(client, handle, turn, cancelled=self._cancelled.is_set):
                     streamed = streamed or isinstance(event, TextDelta)
@@ -152,6 +165,21 @@ class TurnRunner:
             else None,
         )
         return {"status": "done", "conversation_id": conversation.id, "finish_reason": done.finish_reason}
+
+    def _prime(
+        self, client: Any, handle: Any, turn: TurnInput, primers: tuple[str, ...], publisher: Publisher
+    ) -> None:
+        """Send the priming parts as turns of their own; their answers are not the client's."""
+        for index, text in enumerate(primers, start=1):
+            if self._cancelled.is_set():
+                return
+            note = f"Priming the upstream conversation with the context ({index}/{len(primers)})"
+            publisher.event({"type": "progress", "kind": "priming", "text": note})
+            part = dataclasses.replace(turn, text=text, history=(), system="")
+            for _event in client.stream_turn(handle, part, should_stop=self._cancelled.is_set):
+                pass
+        if primers:
+            log.info("event=upstream_primed parts=%d", len(primers))
 
     def _load_conversation(self) -> Conversation:
         request = self.request

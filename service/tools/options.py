@@ -62,8 +62,8 @@ class TurnOptions:
         return next((tool for tool in self.tools if tool.name == name), None)
 
     def to_json(self) -> dict[str, Any]:
-        """JSON-plain form for the job payload."""
-        return dataclasses.asdict(self)
+        """JSON-plain form for the job payload; {} for the empty options."""
+        return {} if self.empty else dataclasses.asdict(self)
 
     @classmethod
     def from_json(cls, data: dict[str, Any] | None) -> TurnOptions:

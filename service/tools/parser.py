@@ -120,7 +120,9 @@ class StreamFilter:
 
     def rest(self, parsed: Parsed) -> str:
         """After the answer ended: held text that turned out not to be a call (shown late)."""
-        held = self.text[self.shown : parsed.start].rstrip() if parsed.found_markup else self.text[self.shown :]
+        held = (
+            self.text[self.shown : parsed.start].rstrip() if parsed.found_markup else self.text[self.shown :]
+        )
         self.shown = len(self.text)
         return held
 

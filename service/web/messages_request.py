@@ -30,7 +30,7 @@ from service.tools.openai_params import check_emulation, parse_choice, parse_sto
 from service.tools.options import TurnOptions
 from service.web.validation import ChatRequest, parse_body
 
-ROLES = ("user", "assistant")
+ROLES = ("user", "assistant", "system")
 
 
 @dataclasses.dataclass(frozen=True)
@@ -108,7 +108,9 @@ def _tool_parts(message: dict[str, Any], field: str) -> tuple[list[dict[str, Any
     return calls, results
 
 
-def _messages(body: dict[str, Any]) -> list[dict[str, str]]:
+def _messages(body: dict[str, Any]) -> tuple[list[dict[str, str]], list[str]]:
+    """The user/assistant turns, and the texts of `system` messages (instructions, e.g. Claude Code's
+    environment block), which join the system prompt."""
     if "messages" not in body:
         raise _invalid("messages: Field required")
     messages = _expect(body["messages"], list, "messages", "a valid list")
@@ -116,15 +118,20 @@ def _messages(body: dict[str, Any]) -> list[dict[str, str]]:
         raise _invalid("messages: at least one message is required")
     result: list[dict[str, str]] = []
     neutral: list[dict[str, Any]] = []
+    instructions: list[str] = []
     for i, message in enumerate(messages):
         field = f"messages.{i}"
         _expect(message, dict, field, "a valid dictionary")
         role = message.get("role")
         if role not in ROLES:
-            raise _invalid(f"{field}.role: Input should be 'user' or 'assistant'")
+            raise _invalid(f"{field}.role: Input should be 'user', 'assistant' or 'system'")
         if "content" not in message:
             raise _invalid(f"{field}.content: Field required")
         text = _content_text(message["content"], f"{field}.content")
+        if role == "system":
+            if text:
+                instructions.append(text)
+            continue
         calls, results = _tool_parts(message, field)
         neutral.extend(results)
         neutral.append({"role": role, "content": text, **({"tool_calls": calls} if calls else {})})
@@ -139,8 +146,8 @@ def _messages(body: dict[str, Any]) -> list[dict[str, str]]:
             "this gateway cannot continue an assistant prefill"
         )
     if not result[-1]["content"]:
-        raise _invalid(f"messages.{len(messages) - 1}.content: the last user message has no text")
-    return result
+        raise _invalid("messages: the last user message has no text")
+    return result, instructions
 
 
 def _system(body: dict[str, Any]) -> str:
@@ -217,8 +224,8 @@ def parse_messages_request(
     spec = find_model(model, upstream, aliases)
     if spec is None:
         raise NotFound(f"model: {model}", param="model", code="model_not_found")
-    messages = _messages(body)
-    system = _system(body)
+    messages, instructions = _messages(body)
+    system = "\n\n".join(part for part in (_system(body), *instructions) if part)
     max_tokens = _knobs(body, count_only=count_only)
     options = _options(body, max_tokens, tool_emulation=tool_emulation)
     stream = body.get("stream")

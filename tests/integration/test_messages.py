@@ -141,3 +141,13 @@ def test_stream_wire_names_every_event(gateway: Stack) -> None:
     payloads = [json.loads(line[len("data: ") :]) for line in lines if line.startswith("data: ")]
     assert names == [payload["type"] for payload in payloads]
     assert names[-1] == "message_stop" and "[DONE]" not in "\n".join(lines)
+
+
+def test_failure_after_the_stream_began_is_an_error_event(gateway: Stack) -> None:
+    body = {"model": "Balanced", "max_tokens": 5, "stream": True}
+    body["messages"] = [{"role": "user", "content": "[sim:hang_after=2] hi"}]
+    lines = sse_lines(gateway.post(body, "/v1/messages", stream=True))
+    names = [line[len("event: ") :] for line in lines if line.startswith("event: ")]
+    assert names[0] == "message_start" and names[-1] == "error" and "message_stop" not in names
+    error = json.loads(lines[-1][len("data: ") :])
+    assert error["type"] == "error" and error["error"]["type"] == "timeout_error"

@@ -149,3 +149,27 @@ def test_validation_errors_name_the_param(client: OpenAI) -> None:
 def test_upstream_failure_is_an_http_error_not_an_answer(client: OpenAI) -> None:
     with pytest.raises(openai.RateLimitError):
         client.responses.create(model="Balanced", input="[sim:throttled] hi")
+
+
+def test_failure_after_the_stream_began_is_response_failed(gateway: Stack) -> None:
+    body = {"model": "Balanced", "input": "[sim:hang_after=2] hi", "stream": True}
+    lines = sse_lines(gateway.post(body, "/v1/responses", stream=True))
+    payloads = [json.loads(line[len("data: ") :]) for line in lines if line.startswith("data: ")]
+    assert payloads[-1]["type"] == "response.failed"
+    failed = payloads[-1]["response"]
+    assert failed["status"] == "failed" and failed["error"]["code"] == "server_error"
+    assert "response.completed" not in [payload["type"] for payload in payloads]
+    # The stored response says so too.
+    stored = requests.get(f"{gateway.url}/v1/responses/{failed['id']}", timeout=10).json()
+    assert stored["status"] == "failed"
+
+
+def test_cancel_stops_a_running_response(client: OpenAI, gateway: Stack) -> None:
+    stream = client.responses.create(model="Balanced", input="[sim:slow=0.3][sim:long=60] go", stream=True)
+    events = iter(stream)
+    created = next(events)
+    assert created.type == "response.created"
+    cancelled = client.responses.cancel(created.response.id)
+    assert cancelled.status == "cancelled"
+    stream.close()
+    assert client.responses.retrieve(created.response.id).status == "cancelled"

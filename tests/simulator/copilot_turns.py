@@ -91,6 +91,10 @@ class CopilotTurnPlayer:
         if self.mode not in config.modes():
             yield Send(copilot.encode(copilot.error("unsupported-mode")))
             return
+        limit = config.copilot_text_limit
+        if len(self.text) > limit or len(self.page or "") > limit:
+            yield Send(copilot.encode(copilot.error("text-too-long")))
+            return
         script = faults.parse(self.text, faults.COPILOT_FLAGS)
         for problem in script.problems:
             self._violation(f"{problem} in a message to {conversation.id}")

@@ -33,6 +33,7 @@ CONFIG_KEYS = (
     "copilot_modes",
     "hashcash_difficulty",
     "hashcash_variant",
+    "copilot_text_limit",
 )
 """The settings the control API may change at run time."""
 
@@ -66,6 +67,8 @@ class SimConfig:
     """Difficulty written into hashcash challenges: zero bits ("bits") or zero hex digits ("hex")."""
     hashcash_variant: str = "bits"
     """Which hashcash verifier the server uses (B3.1 (b) "bits" or (a) "hex")."""
+    copilot_text_limit: int = 10240
+    """Longest user text, and longest page context, a `send` may carry before `text-too-long` (B5a)."""
 
     def update(self, values: dict[str, Any]) -> None:
         """Apply control-API values, coercing types; unknown keys or bad values raise ValueError."""

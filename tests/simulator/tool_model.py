@@ -84,7 +84,7 @@ def answer(text: str, earlier: Sequence[str]) -> str | None:
         if "tool_silent" in styles:
             return "I still prefer to answer without calling anything."
         return _calls(tools, text, styles - {"tool_malformed", "tool_invalid", "tool_prose"})
-    rounds = sum(1 for t in earlier if t.startswith(RESULTS)) + (1 if text.startswith(RESULTS) else 0)
+    rounds = sum(1 for t in earlier if RESULTS in t) + (1 if RESULTS in text else 0)
     if rounds >= wanted or not tools:
         return None
     if "tool_silent" in styles:

@@ -1,0 +1,109 @@
+"""Codex CLI and Claude Code, the real npm packages, against the gateway and the simulator.
+
+Both open with far more text than one upstream turn carries (Codex ~40 KB of
+instructions and tools, Claude Code ~50–85 KB); the simulator enforces Copilot's
+`text-too-long` limit, so these prove the priming of a new upstream conversation
+(workers/priming.py) and count the upstream turns a session costs. The packages are
+installed once into `.npm-tools/` (git-ignored); without npm or a registry the tests
+skip, saying so.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import subprocess
+from pathlib import Path
+
+import pytest
+
+from tests.integration.conftest import Stack
+from tests.support.stack import ROOT
+
+TOOLS = ROOT / ".npm-tools"
+PACKAGES = {"@openai/codex": "0.171.0", "@anthropic-ai/claude-code": "2.1.332"}
+
+
+def npm_tools() -> Path:
+    """The CLIs' bin directory, installing the pinned packages on first use (or skipping)."""
+    bin_dir = TOOLS / "node_modules" / ".bin"
+    marker = TOOLS / "installed.json"
+    if marker.exists() and json.loads(marker.read_text()) == PACKAGES and bin_dir.exists():
+        return bin_dir
+    npm = shutil.which("npm")
+    if npm is None:
+        pytest.skip("npm is not installed: cannot run Codex CLI or Claude Code")
+    TOOLS.mkdir(exist_ok=True)
+    specs = [f"{name}@{version}" for name, version in PACKAGES.items()]
+    done = subprocess.run(
+        [npm, "install", "--no-audit", "--no-fund", "--prefix", str(TOOLS), *specs],
+        capture_output=True,
+        text=True,
+        timeout=600,
+    )
+    if done.returncode != 0:
+        pytest.skip(f"npm could not install {', '.join(specs)}: {done.stderr.strip()[-300:]}")
+    marker.write_text(json.dumps(PACKAGES))
+    return bin_dir
+
+
+@pytest.fixture(scope="session")
+def tools() -> Path:
+    return npm_tools()
+
+
+def run(command: list[str], env: dict[str, str], cwd: Path) -> str:
+    done = subprocess.run(
+        command, env=env, cwd=cwd, stdin=subprocess.DEVNULL, capture_output=True, text=True, timeout=240
+    )
+    assert done.returncode == 0, (done.stdout[-1500:], done.stderr[-1500:])
+    return done.stdout
+
+
+def upstream_turns(gateway: Stack) -> int:
+    return int(gateway.simulator.stats()["invocations"])
+
+
+def test_codex_exec_answers_through_the_responses_api(tools: Path, gateway: Stack, tmp_path: Path) -> None:
+    home = tmp_path / "codex-home"
+    home.mkdir()
+    (home / "config.toml").write_text(
+        'model = "gpt-5.3-codex"\nmodel_provider = "gateway"\n\n[model_providers.gateway]\n'
+        f'name = "Copilot gateway"\nbase_url = "{gateway.url}/v1"\nenv_key = "GATEWAY_API_KEY"\n'
+        'wire_api = "responses"\n'
+    )
+    env = {
+        "PATH": os.environ["PATH"],
+        "HOME": str(tmp_path),
+        "CODEX_HOME": str(home),
+        "GATEWAY_API_KEY": "sk-x",
+    }
+    output = run([str(tools / "codex"), "exec", "--skip-git-repo-check", "say hello"], env, tmp_path)
+    assert "say hello. This is turn" in output
+    # ~20 KB of developer instructions went ahead in parts: one new upstream conversation.
+    first = upstream_turns(gateway)
+    assert first >= 3
+    assert gateway.simulator.stats()["creates"] == 1
+
+
+def test_claude_code_print_mode_answers_through_messages(tools: Path, gateway: Stack, tmp_path: Path) -> None:
+    env = {
+        "PATH": os.environ["PATH"],
+        "HOME": str(tmp_path),
+        "ANTHROPIC_BASE_URL": gateway.url,
+        "ANTHROPIC_API_KEY": "sk-ant-x",
+        "CLAUDE_CODE_DISABLE_NONESSENTIAL_TRAFFIC": "1",
+        "DISABLE_AUTOUPDATER": "1",
+        "DISABLE_TELEMETRY": "1",
+    }
+    claude = str(tools / "claude")
+    first = run([claude, "-p", "my name is Ada"], env, tmp_path)
+    assert "my name is Ada" in first
+    primed = upstream_turns(gateway)
+    assert primed >= 2  # the system prompt and environment went ahead in parts
+    second = run([claude, "-p", "--continue", "[sim:recall] who am I?"], env, tmp_path)
+    assert "Earlier you said:" in second and "my name is Ada" in second
+    # The continued session re-sent everything; history matching sent only the new turn upstream.
+    assert upstream_turns(gateway) == primed + 1
+    assert gateway.simulator.stats()["creates"] == 1
