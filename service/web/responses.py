@@ -48,7 +48,11 @@ def create_response(prefix: str = "") -> Response:
     gw = gateway()
     raw = request.get_data(cache=False)
     req = parse_responses_request(
-        raw, request.headers, upstream=gw.settings.upstream, aliases=gw.settings.model_aliases
+        raw,
+        request.headers,
+        upstream=gw.settings.upstream,
+        aliases=gw.settings.model_aliases,
+        tool_emulation=gw.settings.tool_emulation,
     )
     respond = functools.partial(_respond, req)
     try:
