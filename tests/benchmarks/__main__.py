@@ -16,7 +16,7 @@ import sys
 import time
 from types import FrameType
 
-from tests.benchmarks import matching, measures
+from tests.benchmarks import matching, measures, surfaces
 from tests.benchmarks.harness import DIALECTS, running_stack
 from tests.benchmarks.report import Metric, announce, table
 
@@ -34,7 +34,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
 
 
 def measure_dialect(dialect: str, *, quick: bool, metrics: list[Metric]) -> None:
-    """Start a stack for `dialect`, run the four measurements, append their figures to `metrics`."""
+    """Start a stack for `dialect`, run the measurements, append their figures to `metrics`."""
     started = time.monotonic()
     # Other work on the machine competes for the same cores; say how busy it was.
     metrics.append(Metric("load", "machine load (1-min avg) before", os.getloadavg()[0], digits=2))
@@ -46,6 +46,7 @@ def measure_dialect(dialect: str, *, quick: bool, metrics: list[Metric]) -> None
             metrics.extend(new)
 
         record(measures.time_to_first_token(stack, runs=20 if quick else 100))
+        record(surfaces.surface_ttft(stack, runs=20 if quick else 100))
         token_metrics, token_sampler = measures.per_token_latency(stack)
         record(token_metrics)
         session_metrics, session_sampler = measures.sessions_per_worker(stack, words=30 if quick else 60)

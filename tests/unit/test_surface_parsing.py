@@ -1,0 +1,162 @@
+"""The Responses and Anthropic Messages parsers: the neutral turn they produce, and their 400s."""
+
+from __future__ import annotations
+
+import json
+from typing import Any
+
+import pytest
+
+from service.errors import ApiError, InvalidRequest, NotFound, RateLimited, ServiceUnavailable
+from service.web.messages_request import parse_messages_request
+from service.web.responses_request import parse_responses_request
+
+
+def responses(body: dict[str, Any]) -> Any:
+    return parse_responses_request(json.dumps(body).encode(), {}, upstream="copilot")
+
+
+def messages(body: dict[str, Any], **kwargs: Any) -> Any:
+    return parse_messages_request(json.dumps(body).encode(), {}, upstream="copilot", **kwargs)
+
+
+def test_stateless_responses_input_is_history_plus_prompt() -> None:
+    req = responses(
+        {
+            "model": "gpt-5.3-codex",
+            "instructions": "Be brief.",
+            "input": [
+                {
+                    "type": "message",
+                    "role": "developer",
+                    "content": [{"type": "input_text", "text": "Rules."}],
+                },
+                {"role": "user", "content": "hi"},
+                {"type": "reasoning", "summary": []},
+                {"type": "function_call", "name": "ls", "arguments": "{}", "call_id": "c1"},
+                {"type": "function_call_output", "call_id": "c1", "output": "a.txt"},
+            ],
+            "store": False,
+            "tools": [{"type": "function", "name": "ls"}],
+        }
+    )
+    chat = req.chat
+    assert chat.model == "gpt-5" and req.echo["model"] == "gpt-5.3-codex"
+    assert chat.system == "Be brief.\n\nRules."
+    assert chat.history == (
+        {"role": "user", "content": "hi"},
+        {"role": "assistant", "content": "Called tool ls({})"},
+    )
+    assert chat.prompt == "Output of tool call c1:\na.txt"
+    assert chat.conversation_id is None and req.store is False
+
+
+def test_continuing_responses_send_every_new_item_upstream() -> None:
+    req = responses({"model": "copilot", "input": "next", "previous_response_id": "resp_x"})
+    assert req.chat.conversation_id == "resp_x" and req.chat.conversation_param == "previous_response_id"
+    assert req.chat.prompt == "next" and req.chat.history == ()
+    req = responses({"model": "copilot", "input": "next", "conversation": {"id": "conv_y"}})
+    assert req.chat.conversation_id == "conv_y" and req.chat.conversation_param == "conversation"
+
+
+@pytest.mark.parametrize(
+    ("body", "param"),
+    [
+        ({"model": "copilot"}, "input"),
+        ({"model": "copilot", "input": 3}, "input"),
+        (
+            {"model": "copilot", "input": [{"role": "user", "content": [{"type": "input_image"}]}]},
+            "input[0].content[0].type",
+        ),
+        ({"model": "copilot", "input": [{"role": "assistant", "content": "x"}]}, "input"),
+        ({"model": "copilot", "input": "x", "background": True}, "background"),
+        ({"model": "copilot", "input": "x", "metadata": {"k": 1}}, "metadata.k"),
+        ({"model": "copilot", "input": "x", "max_output_tokens": 2}, "max_output_tokens"),
+    ],
+)
+def test_responses_400s_name_the_param(body: dict[str, Any], param: str) -> None:
+    with pytest.raises(InvalidRequest) as caught:
+        responses(body)
+    assert caught.value.param == param
+
+
+def test_messages_become_the_neutral_turn() -> None:
+    req = messages(
+        {
+            "model": "claude-opus-4-8",
+            "max_tokens": 100,
+            "system": [{"type": "text", "text": "You are Claude Code."}],
+            "messages": [
+                {"role": "user", "content": [{"type": "text", "text": "a"}, {"type": "text", "text": "b"}]},
+                {"role": "system", "content": [{"type": "text", "text": "Environment."}]},
+                {
+                    "role": "assistant",
+                    "content": [{"type": "thinking", "thinking": "hm"}, {"type": "text", "text": "ok"}],
+                },
+                {
+                    "role": "user",
+                    "content": [{"type": "tool_result", "tool_use_id": "t1", "content": "done"}],
+                },
+                {"role": "user", "content": "and now?"},
+            ],
+        }
+    )
+    chat = req.chat
+    assert chat.model == "copilot" and req.model == "claude-opus-4-8"
+    assert chat.system == "You are Claude Code.\n\nEnvironment."
+    assert chat.history == ({"role": "user", "content": "a\nb"}, {"role": "assistant", "content": "ok"})
+    assert chat.prompt == "Output of tool call t1:\ndone\n\nand now?"  # consecutive user turns merge
+
+
+@pytest.mark.parametrize(
+    ("body", "field"),
+    [
+        ({"model": "copilot", "messages": [{"role": "user", "content": "x"}]}, "max_tokens"),
+        ({"model": "copilot", "max_tokens": 5, "messages": []}, "messages"),
+        (
+            {
+                "model": "copilot",
+                "max_tokens": 5,
+                "messages": [{"role": "user", "content": "x"}, {"role": "assistant", "content": "y"}],
+            },
+            "messages",
+        ),
+        (
+            {
+                "model": "copilot",
+                "max_tokens": 5,
+                "stop_sequences": ["\n"],
+                "messages": [{"role": "user", "content": "x"}],
+            },
+            "stop_sequences",
+        ),
+        (
+            {
+                "model": "copilot",
+                "max_tokens": 5,
+                "messages": [{"role": "user", "content": [{"type": "image"}]}],
+            },
+            "messages.0.content.0.type",
+        ),
+    ],
+)
+def test_messages_400s_name_the_field(body: dict[str, Any], field: str) -> None:
+    with pytest.raises(InvalidRequest) as caught:
+        messages(body)
+    assert caught.value.message.startswith(f"{field}:")
+
+
+def test_count_tokens_needs_no_max_tokens_and_unknown_models_are_404() -> None:
+    assert messages({"model": "copilot", "messages": [{"role": "user", "content": "x"}]}, count_only=True)
+    with pytest.raises(NotFound):
+        messages({"model": "dall-e-3", "max_tokens": 1, "messages": [{"role": "user", "content": "x"}]})
+
+
+def test_anthropic_error_shape_per_status() -> None:
+    assert RateLimited("slow down", retry_after=3).anthropic() == (
+        429,
+        {"type": "error", "error": {"type": "rate_limit_error", "message": "slow down"}},
+    )
+    assert ServiceUnavailable("busy").anthropic()[0] == 529
+    assert ServiceUnavailable("busy").anthropic()[1]["error"]["type"] == "overloaded_error"
+    assert ApiError("boom", status=502).anthropic()[1]["error"]["type"] == "api_error"
