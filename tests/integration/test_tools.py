@@ -209,3 +209,24 @@ def test_unhonourable_parameters_are_400s_naming_them(
 ) -> None:
     response = gateway.post({"model": "Balanced", "messages": [{"role": "user", "content": "hi"}], **extra})
     assert response.status_code == 400 and response.json()["error"]["param"] == param
+
+
+def test_sdk_parse_helper_and_streamed_json_object(client: OpenAI) -> None:
+    from pydantic import BaseModel
+
+    class City(BaseModel):
+        name: str
+        population: int
+
+    parsed = client.chat.completions.parse(
+        model="gpt-4o", messages=[{"role": "user", "content": "a city"}], response_format=City
+    )
+    assert parsed.choices[0].message.parsed == City(name="Paris", population=3)
+    stream = ask(
+        client,
+        [{"role": "user", "content": "yes or no?"}],
+        response_format={"type": "json_object"},
+        stream=True,
+    )
+    text = "".join(chunk.choices[0].delta.content or "" for chunk in stream if chunk.choices)
+    assert json.loads(text) == {"answer": "yes"}  # the fence and the prose around it are gone
