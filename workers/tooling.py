@@ -22,7 +22,7 @@ from __future__ import annotations
 
 import dataclasses
 import logging
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Generator, Iterator
 from typing import Any
 
 from service.errors import ApiError
@@ -139,6 +139,8 @@ class Shaping:
             return
         stream = parser.StreamFilter() if options.calls_tools else None
         done = yield from self._read(events, stream)
+        if done is None:
+            return  # cancelled: the runner notices, nothing is repaired or kept
         if stream is None or done.finish_reason != "stop" or self.cut:
             yield from self._finish(done)
             return
@@ -182,8 +184,8 @@ class Shaping:
 
     def _read(
         self, events: Iterator[Event], stream: parser.StreamFilter | None, *, show: bool = True
-    ) -> Iterator[Relayed]:
-        """Relay one upstream answer through the filters; returns its `Done` (a cut makes one)."""
+    ) -> Generator[Relayed, None, Done | None]:
+        """Relay one upstream answer through the filters; its `Done` (a cut makes one), None if cancelled."""
         done = None
         for event in events:
             if isinstance(event, TextDelta):
@@ -201,7 +203,7 @@ class Shaping:
                 yield event
         if done is None:
             if not self.cut:
-                return Done(text="", finish_reason="stop")  # cancelled: the runner notices
+                return None
             done = Done(text=self.cutter.shown, finish_reason=self.cutter.finish or "stop")
         return done
 

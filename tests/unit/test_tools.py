@@ -3,13 +3,15 @@
 from __future__ import annotations
 
 import json
+from collections.abc import Iterator
+from typing import Any
 
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from service.tools import history, parser, prompts, structured
 from service.tools.options import OutputFormat, Tool, TurnOptions
-from workers.tooling import Cutter
+from workers.tooling import Cutter, Shaping
 
 WEATHER = Tool(
     name="get_weather",
@@ -137,3 +139,50 @@ def test_instruction_block_names_tools_and_choice() -> None:
     assert text.startswith("hi\n\n[gateway:tools]") and "get_weather" in text
     assert "must call the function get_weather" in text
     assert prompts.digest((WEATHER,)) != prompts.digest(OPTIONS.tools)
+
+
+def shaped(
+    options: TurnOptions, answers: list[list[str]], *, complete: bool = True
+) -> tuple[list[Any], Shaping]:
+    """Run `Shaping.shape` over scripted upstream answers (the first, then the repair's)."""
+    from workers.upstream.events import Done, TextDelta
+
+    def answer(deltas: list[str]) -> Iterator[Any]:
+        yield from (TextDelta(d) for d in deltas)
+        if complete:
+            yield Done(text="".join(deltas))
+
+    shaping = Shaping(options, handle=None)
+    rest = iter(answers[1:])
+    return list(shaping.shape(answer(answers[0]), lambda _text: answer(next(rest)))), shaping
+
+
+def test_shaping_turns_markup_into_a_tool_call_event_and_keeps_the_transcript() -> None:
+    events, shaping = shaped(OPTIONS, [["Sure. <tool_", 'call>{"name": "now", "arguments": {}}</tool_call>']])
+    texts = [e.text for e in events if hasattr(e, "text") and not isinstance(e, dict)]
+    calls = [e for e in events if isinstance(e, dict)]
+    assert texts[0] == "Sure." and calls[0]["name"] == "now" and events[-1].finish_reason == "tool_calls"
+    assert shaping.stored_text == prompts.assistant_text("Sure.", [(calls[0]["id"], "now", "{}")])
+    assert shaping.done_extra()["tool_calls"] == [
+        {k: c[k] for k in ("id", "name", "arguments")} for c in calls
+    ]
+
+
+def test_shaping_repairs_once_then_answers_in_prose_under_auto() -> None:
+    broken = ['<tool_call>{"name": "get_weather", "arguments": {}}</tool_call>']
+    events, _ = shaped(OPTIONS, [["Hmm. ", *broken], broken])
+    assert not any(isinstance(e, dict) for e in events)
+    assert events[-1].finish_reason == "stop" and events[-1].text == "Hmm."
+
+
+def test_shaping_required_without_a_call_is_an_error_and_cancel_ends_quietly() -> None:
+    import pytest as _pytest
+
+    from service.errors import ApiError
+
+    required = TurnOptions(tools=OPTIONS.tools, choice="required")
+    with _pytest.raises(ApiError) as caught:
+        shaped(required, [["no call"], ["still none"]])
+    assert caught.value.code == "tool_call_failed"
+    events, _ = shaped(required, [["partial"]], complete=False)
+    assert [type(e).__name__ for e in events] == ["TextDelta"]  # cancelled: no Done, no repair, no error
