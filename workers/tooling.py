@@ -2,9 +2,10 @@
 
 The turn runner hands its upstream stream to `Shaping.shape`, which
 
-- adds the gateway's directives to the user's message (`prompt`): the tool block when
-  the upstream conversation has not seen this tool set (digest kept on the handle),
-  the tool-choice line, the structured-output instruction;
+- adds the gateway's directives to the user's message (`prepare`): the tool block when
+  the upstream conversation has not seen this tool set (digest kept on the handle; a
+  block too long for one turn goes with the system text), the tool-choice line, the
+  structured-output instruction;
 - filters the answer: text before a tool call streams, the call's markup is held back
   and comes out as neutral `tool_call` relay events; a structured answer is held whole,
   extracted and validated; stop sequences and the token limit cut the answer and end
@@ -96,10 +97,25 @@ class Shaping:
         """The answer was cut: the upstream turn should end now."""
         return self.cutter.finish is not None
 
-    def prompt(self, text: str, *, fresh: bool) -> str:
-        """The user's message as sent upstream, with the gateway's directives."""
-        self.sent_tools = self.options.calls_tools and (fresh or self.digest != self.previous_digest)
-        return prompts.turn_text(text, self.options, send_tools=self.sent_tools)
+    def prepare(
+        self, prompt: str, system: str, *, fresh: bool, budget: int, max_context: int
+    ) -> tuple[str, str]:
+        """The user's message and the system text as sent upstream, with the gateway's directives.
+
+        The tool block rides in the message when it fits the upstream's per-turn budget
+        (models heed the message most); a long one (agent CLIs send 20-40 KB of schemas)
+        joins the system text of a new upstream conversation, which priming carries in
+        parts, if that stays within CONTEXT_MAX_CHARS (else the message itself is primed in
+        parts). The tool-choice and format lines always ride in the message.
+        """
+        options = self.options
+        self.sent_tools = options.calls_tools and (fresh or self.digest != self.previous_digest)
+        text = prompts.turn_text(prompt, options, send_tools=self.sent_tools)
+        block = prompts.instructions(options.tools) if self.sent_tools else ""
+        if fresh and len(text) > budget and len(system) + len(block) + 2 <= max_context:
+            text = prompts.turn_text(prompt, options, send_tools=False)
+            system = "\n\n".join(part for part in (system, block) if part)
+        return text, system
 
     def handle_extra(self) -> dict[str, Any]:
         """What to keep on the stored handle: the digest of the tool set the upstream has seen."""

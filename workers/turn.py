@@ -110,10 +110,16 @@ class TurnRunner:
                 )
             fresh = handle.fresh
             history = tuple((m["role"], m["content"]) for m in seed) if fresh else ()
-            system = conversation.system if fresh else ""
+            text, system = shaping.prepare(
+                request.prompt,
+                conversation.system if fresh else "",
+                fresh=fresh,
+                budget=self.settings.upstream_max_turn_chars,
+                max_context=self.settings.context_max_chars,
+            )
             # More than one upstream turn can carry is sent ahead in parts (workers/priming.py).
             primed = priming.plan(
-                shaping.prompt(request.prompt, fresh=fresh),
+                text,
                 history,
                 system,
                 budget=self.settings.upstream_max_turn_chars,

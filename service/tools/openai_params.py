@@ -21,8 +21,16 @@ def _bad(param: str, message: str) -> InvalidRequest:
     return InvalidRequest(f"Invalid '{param}': {message}", param=param, code="invalid_value")
 
 
-def parse_tools(value: Any, param: str = "tools", *, nested: bool = True) -> tuple[Tool, ...]:
-    """Function tools; `nested` is Chat Completions' `{"type","function":{...}}` shape."""
+def parse_tools(
+    value: Any, param: str = "tools", *, nested: bool = True, hosted: bool = False
+) -> tuple[Tool, ...]:
+    """Function tools; `nested` is Chat Completions' `{"type","function":{...}}` shape.
+
+    `hosted` (Responses, Messages): tools of other types — the provider's own (web search,
+    shell, code interpreter, MCP namespaces, freeform `custom` grammars) — are not offered
+    to the model, since the gateway cannot run or emulate them; agent CLIs always send them,
+    and refusing would lock them out. Chat Completions has no such tools: another type is a 400.
+    """
     if value is None:
         return ()
     if not isinstance(value, list):
@@ -32,7 +40,10 @@ def parse_tools(value: Any, param: str = "tools", *, nested: bool = True) -> tup
         where = f"{param}[{i}]"
         if not isinstance(item, dict):
             raise _bad(where, "expected an object.")
-        if item.get("type", "function") not in ("function", "custom"):
+        kind = item.get("type", "function")
+        if hosted and kind not in ("function", None) and not (kind == "custom" and "input_schema" in item):
+            continue
+        if kind not in ("function", "custom"):
             raise _bad(
                 f"{where}.type", f"only function tools are supported, not {json.dumps(item.get('type'))}."
             )

@@ -24,6 +24,7 @@ from service.tools.options import TurnOptions
 from service.tools.prompts import CLOSE, OPEN
 
 FENCE = "```"
+TEMPLATE = "<function name>"
 _FENCE_BODY = re.compile(r"```[A-Za-z_]*[ \t]*\n?(.*?)(?:```|\Z)", re.S)
 _NAME_START = re.compile(r'\{\s*"name"\s*:')
 
@@ -143,7 +144,9 @@ def _candidates(text: str) -> list[tuple[int, str]]:
     stripped = text.lstrip()
     if not found and _NAME_START.match(stripped):
         found.append((len(text) - len(stripped), len(text), stripped))
-    return [(start, body) for start, _, body in sorted(found)]
+    # The format line of the instruction block, quoted back (e.g. a model recalling what it was
+    # told), is not a call.
+    return [(start, body) for start, _, body in sorted(found) if TEMPLATE not in body]
 
 
 def _decode(body: str) -> list[Any]:

@@ -7,9 +7,11 @@ The tool-call format is one strict, documented shape (also in the README):
 one block per call, nothing after the last block. The instruction block (tool
 definitions + format) is sent once per upstream conversation and again only when the
 tool set changes (`digest`); the tool-choice line goes with every turn because the
-choice is per request. Everything stays compact: Copilot refuses a message over about
-10,240 characters, so `INSTRUCTIONS_MAX_CHARS` bounds the block and a request whose
-tools do not fit is refused with a 400 naming `tools` rather than sent cut.
+choice is per request. Everything stays compact (one line per tool). Copilot refuses a
+message over about 10,240 characters: a longer message with its block (agent CLIs send
+20-40 KB of tool schemas) is sent ahead in priming parts (`workers.priming`), once per
+upstream conversation; `INSTRUCTIONS_MAX_CHARS` is only a sanity bound, over which the
+request is a 400 naming `tools` rather than sent cut.
 """
 
 from __future__ import annotations
@@ -22,7 +24,7 @@ from typing import Any
 from service.tools.options import OutputFormat, Tool, TurnOptions
 
 OPEN, CLOSE = "<tool_call>", "</tool_call>"
-INSTRUCTIONS_MAX_CHARS = 6000
+INSTRUCTIONS_MAX_CHARS = 100_000
 HEADER = "[gateway:tools]"
 RESULTS_HEADER = "[gateway:tool_results]"
 
@@ -31,10 +33,40 @@ def _compact(value: Any) -> str:
     return json.dumps(value, separators=(",", ":"), ensure_ascii=False, sort_keys=True)
 
 
+DESCRIPTION_CHARS = 400
+FIELD_DESCRIPTION_CHARS = 160
+
+
+def _shorten(text: str, limit: int) -> str:
+    """The first paragraph of a description, at most `limit` characters (ending in "…" if cut)."""
+    first = " ".join(text.strip().split("\n\n", 1)[0].split())
+    return first if len(first) <= limit else first[: limit - 1].rstrip() + "…"
+
+
+def _schema(value: Any) -> Any:
+    """A parameter schema with its field descriptions shortened (the structure kept whole)."""
+    if isinstance(value, dict):
+        return {
+            key: _shorten(item, FIELD_DESCRIPTION_CHARS)
+            if key == "description" and isinstance(item, str)
+            else _schema(item)
+            for key, item in value.items()
+        }
+    if isinstance(value, list):
+        return [_schema(item) for item in value]
+    return value
+
+
 def tool_line(tool: Tool) -> str:
-    """One tool as one line: name, description, parameter schema."""
-    description = " ".join(tool.description.split())
-    return f"- {tool.name}: {description} parameters={_compact(tool.parameters or {'type': 'object'})}"
+    """One tool as one line: name, description (first paragraph), parameter schema.
+
+    Agent CLIs describe each tool in pages of usage notes; the model needs what the tool
+    does and its exact parameters, so descriptions are cut to their first paragraph.
+    """
+    description = _shorten(tool.description, DESCRIPTION_CHARS)
+    return (
+        f"- {tool.name}: {description} parameters={_compact(_schema(tool.parameters) or {'type': 'object'})}"
+    )
 
 
 def instructions(tools: Sequence[Tool]) -> str:
@@ -67,17 +99,17 @@ def choice_line(options: TurnOptions) -> str:
         parts.append("Call at most one function at a time.")
     elif options.choice in ("auto", "required"):
         parts.append("You may call several functions at once, one block each.")
-    return " ".join(parts)
+    return f"[gateway:tool_choice] {' '.join(parts)}" if parts else ""
 
 
 def output_line(output: OutputFormat) -> str:
     """The instruction for structured output."""
     if output.kind == "json_schema" and output.schema is not None:
         return (
-            "Answer with one JSON value only (no prose, no code fence) that is valid against this "
-            f"JSON schema: {_compact(output.schema)}"
+            "[gateway:format] Answer with one JSON value only (no prose, no code fence) that is valid "
+            f"against this JSON schema: {_compact(output.schema)}"
         )
-    return "Answer with one JSON object only (no prose, no code fence)."
+    return "[gateway:format] Answer with one JSON object only (no prose, no code fence)."
 
 
 def turn_text(prompt: str, options: TurnOptions, *, send_tools: bool) -> str:
@@ -105,7 +137,9 @@ def repair_calls(problems: Iterable[str], options: TurnOptions) -> str:
 
 def repair_output(problem: str, output: OutputFormat) -> str:
     """The one repair turn for a structured answer that was not valid."""
-    return f"Your previous answer could not be used: {problem}. {output_line(output)}"
+    return f"Your previous answer could not be used: {problem}. " + output_line(output).removeprefix(
+        "[gateway:format] "
+    )
 
 
 def results_text(results: Sequence[tuple[str, str, str]], text: str = "") -> str:

@@ -189,7 +189,7 @@ def _options(body: dict[str, Any], max_tokens: int | None, *, tool_emulation: bo
     stops = body.get("stop_sequences")
     if stops is not None:
         _expect(stops, list, "stop_sequences", "a valid list")
-    tools = parse_tools(body.get("tools"), nested=False)
+    tools = parse_tools(body.get("tools"), nested=False, hosted=True)
     choice = body.get("tool_choice") or {}
     kind = choice.get("type", "auto")
     if kind not in ("auto", "any", "tool", "none"):

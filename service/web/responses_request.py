@@ -176,7 +176,7 @@ def _fold(neutral: list[dict[str, Any]]) -> list[dict[str, str]]:
 
 def _options(body: dict[str, Any], *, tool_emulation: bool) -> TurnOptions:
     """`tools`, `tool_choice`, `parallel_tool_calls`, `text.format`, `max_output_tokens` as `TurnOptions`."""
-    tools = parse_tools(body.get("tools"), nested=False)
+    tools = parse_tools(body.get("tools"), nested=False, hosted=True)
     choice = parse_choice(body.get("tool_choice"), tools) if tools else "auto"
     text = body.get("text") or {}
     options = TurnOptions(

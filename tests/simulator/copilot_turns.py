@@ -192,7 +192,8 @@ class CopilotTurnPlayer:
 
     def _answer_text(self, script: faults.Script) -> str:
         assert self.conversation is not None
-        scripted = tool_model.answer(self.text, [turn.user for turn in self.conversation.turns])
+        seen = [*self.conversation.context, *([self.page] if self.page else [])]  # injected context
+        scripted = tool_model.answer(self.text, [*seen, *(turn.user for turn in self.conversation.turns)])
         if scripted is not None:
             return scripted
         if script.on("recall"):
@@ -201,7 +202,7 @@ class CopilotTurnPlayer:
             return faults.recall_answer(pages, earlier)
         if script.on("long"):
             return faults.long_answer(max(1, int(script.values["long"])))
-        return faults.default_answer(script.prompt, len(self.conversation.turns) + 1)
+        return faults.default_answer(tool_model.strip(script.prompt), len(self.conversation.turns) + 1)
 
     def _image(self, script: faults.Script, bot_id: str, delay: float) -> Iterator[Action]:
         """B7.7: a line of text, the image events, then `done` (or, for image_close, a bare close)."""

@@ -37,6 +37,11 @@ SCHEMA = re.compile(r"valid against this JSON schema: (\{.*\})$", re.M)
 JSON_OBJECT = "Answer with one JSON object only"
 
 
+def strip(prompt: str) -> str:
+    """The user's own words: the prompt without the gateway's directives appended to it."""
+    return prompt.split("\n\n[gateway:", 1)[0]
+
+
 def tools_in(texts: Sequence[str]) -> list[tuple[str, dict[str, Any]]]:
     """The functions of the latest `[gateway:tools]` block among `texts`."""
     for text in reversed(texts):

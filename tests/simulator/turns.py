@@ -168,7 +168,8 @@ class TurnPlayer:
 
     def _answer_text(self, script: faults.Script) -> str:
         assert self.conversation is not None
-        scripted = tool_model.answer(self.text, [turn.user for turn in self.conversation.turns])
+        seen = [*self.conversation.context, *self.descriptions]  # injected context
+        scripted = tool_model.answer(self.text, [*seen, *(turn.user for turn in self.conversation.turns)])
         if scripted is not None:
             return scripted
         if script.on("recall"):
@@ -178,7 +179,7 @@ class TurnPlayer:
             return faults.long_answer(max(1, int(script.values["long"])))
         if script.on("search"):
             return search.answer_text(script.prompt)
-        return faults.default_answer(script.prompt, self.turn_number)
+        return faults.default_answer(tool_model.strip(script.prompt), self.turn_number)
 
     def _answer_message(self, bot_id: str, text: str, *, final: bool, cited: str | None) -> dict[str, Any]:
         """One state of the streamed answer; the final one is complete and carries suggestions."""

@@ -186,3 +186,11 @@ def test_shaping_required_without_a_call_is_an_error_and_cancel_ends_quietly() -
     assert caught.value.code == "tool_call_failed"
     events, _ = shaped(required, [["partial"]], complete=False)
     assert [type(e).__name__ for e in events] == ["TextDelta"]  # cancelled: no Done, no repair, no error
+
+
+def test_the_quoted_format_line_is_not_a_call() -> None:
+    text = "You told me: " + prompts.instructions(OPTIONS.tools) + " and my name is Ada"
+    shown, filt = stream(text, [7] * 200)
+    parsed = parser.parse(filt.text, OPTIONS)
+    assert parsed.calls == () and not parsed.found_markup
+    assert shown + filt.rest(parsed) == text
