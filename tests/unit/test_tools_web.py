@@ -9,6 +9,7 @@ from flask.testing import FlaskClient
 
 from service.web import create_app
 
+HUGE = {"type": "object", "properties": {"a": {"enum": ["v" * 1000] * 101}}}  # over the block's bound
 TOOL = {"type": "function", "function": {"name": "f", "parameters": {"type": "object"}}}
 
 
@@ -59,7 +60,7 @@ def test_tool_emulation_off_is_a_400_naming_tools(redis_url: str, path: str, bod
         ({"response_format": {"type": "yaml"}}, "response_format.type"),
         ({"stop": ["a", "b", "c", "d", "e"]}, "stop"),
         ({"top_logprobs": 2}, "top_logprobs"),
-        ({"tools": [{"type": "function", "function": {"name": "f", "description": "d" * 100_001}}]}, "tools"),
+        ({"tools": [{"type": "function", "function": {"name": "f", "parameters": HUGE}}]}, "tools"),
     ],
 )
 def test_bad_tool_parameters_are_400s_naming_them(redis_url: str, extra: dict[str, Any], param: str) -> None:
