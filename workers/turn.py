@@ -96,7 +96,9 @@ class TurnRunner:
                 f"The model `{request.model}` does not exist.", code="model_not_found", param="model"
             )
         conversation = self._load_conversation()
-        handle = load_handle(self.settings, conversation.handle)
+        # `store: false` keeps nothing, so it must not advance the stored upstream conversation
+        # either: such a turn runs on a new one, seeded with the transcript.
+        handle = load_handle(self.settings, conversation.handle) if request.store else None
         seed = list(conversation.messages)  # what the client has seen: injected into a new upstream
         account = handle.account if handle else self._pick_account()
         client = build_client(self.settings, account)

@@ -72,21 +72,22 @@ def _respond(req: ResponsesRequest, gw: Gateway, run: Run, chat: ChatRequest) ->
         model=req.echo["model"],
         conversation_id=turn.conversation_id,
     )
-    store = _responses(gw) if req.store else None
+    store = _responses(gw) if req.store and not run.attached else None
     owner = g.owner
-    if store is not None and not run.attached:
-        store.save(owner, builder.response("in_progress"), builder.input_items())
+    items = builder.input_items() if store is not None else []
 
-    def keep(final: dict[str, Any]) -> None:
+    def keep(change: dict[str, Any], *, only_if_new: bool = False) -> None:
+        """Store the response with `change` applied; a cancelled one stays cancelled."""
         if store is None:
             return
         current = store.get(turn.completion_id, owner)
-        if current is not None and current.get("status") == "cancelled":
+        if current is not None and (only_if_new or current.get("status") == "cancelled"):
             return
-        store.update(turn.completion_id, owner, **final)
+        store.save(owner, {**(current or builder.response("in_progress")), **change}, items)
 
     answer = Answer(chat.messages)
     if not chat.stream:
+        keep({})  # in progress: retrievable and cancellable while it runs
         try:
             collect(gw, run, answer)
         except ApiError as exc:
@@ -110,7 +111,15 @@ def _respond(req: ResponsesRequest, gw: Gateway, run: Run, chat: ChatRequest) ->
             elif store is not None:
                 keep({"status": "cancelled"})
 
-    body = ResponseStream(events, first, builder=builder, answer=answer, on_close=on_close)
+    # A stream stores its in-progress response once text flows, off the first token's path.
+    body = ResponseStream(
+        events,
+        first,
+        builder=builder,
+        answer=answer,
+        on_close=on_close,
+        on_text=lambda: keep({}, only_if_new=True),
+    )
     return Response(body, status=200, mimetype="text/event-stream", headers=SSE_HEADERS)
 
 

@@ -23,7 +23,7 @@ text: the stream sends it as SSE comments.
 from __future__ import annotations
 
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from typing import Any
 
 from service.errors import ApiError
@@ -190,10 +190,12 @@ class ResponseStream(FrameStream):
         builder: ResponseBuilder,
         answer: Answer,
         on_close: Any,
+        on_text: Callable[[], None] | None = None,
     ) -> None:
         self.builder = builder
         self.answer = answer
         self.final: dict[str, Any] | None = None  # the response object the stream ended with
+        self._on_text = on_text  # called once, after the first text went out
         self._seq = -1
         super().__init__(events, first, on_close=on_close)
 
@@ -274,6 +276,9 @@ class ResponseStream(FrameStream):
                     yield self._event(
                         "response.output_text.delta", **where, content_index=0, delta=delta, logprobs=[]
                     )
+                    if self._on_text is not None:
+                        self._on_text()
+                        self._on_text = None
                 elif kind == "progress":
                     yield frame(comment=str(event.get("text", "")))
                 elif kind == "tool_call":

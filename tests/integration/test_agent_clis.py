@@ -1,4 +1,4 @@
-"""Codex CLI and Claude Code, the real npm packages, against the gateway and the simulator.
+"""Codex CLI, Claude Code and openai-node, the real npm packages, against the gateway and the simulator.
 
 Both open with far more text than one upstream turn carries (Codex ~40 KB of
 instructions and tools, Claude Code ~50–85 KB); the simulator enforces Copilot's
@@ -22,7 +22,7 @@ from tests.integration.conftest import Stack
 from tests.support.stack import ROOT
 
 TOOLS = ROOT / ".npm-tools"
-PACKAGES = {"@openai/codex": "0.171.0", "@anthropic-ai/claude-code": "2.1.332"}
+PACKAGES = {"@openai/codex": "0.171.0", "@anthropic-ai/claude-code": "2.1.332", "openai": "7.59.0"}
 
 
 def npm_tools() -> Path:
@@ -107,3 +107,15 @@ def test_claude_code_print_mode_answers_through_messages(tools: Path, gateway: S
     # The continued session re-sent everything; history matching sent only the new turn upstream.
     assert upstream_turns(gateway) == primed + 1
     assert gateway.simulator.stats()["creates"] == 1
+
+
+def test_openai_node_chat_and_responses(tools: Path, gateway: Stack, tmp_path: Path) -> None:
+    env = {"PATH": os.environ["PATH"], "HOME": str(tmp_path), "NODE_PATH": str(TOOLS / "node_modules")}
+    script = ROOT / "tests" / "clients" / "openai_node.cjs"
+    result = json.loads(
+        run(["node", str(script), gateway.url + "/v1"], env, tmp_path).strip().splitlines()[-1]
+    )
+    assert result["chat"] == "Hello! You said: hello node. This is turn 1."
+    assert result["streamed"] == "Hello! You said: stream node. This is turn 1."
+    assert result["response"] == "Hello! You said: responses node. This is turn 1."
+    assert result["followUp"] == "Earlier you said: responses node"

@@ -1,7 +1,8 @@
-"""The OpenAI Agents SDK (`Runner.run` on an `OpenAIResponsesModel`) against the real stack.
+"""Python client libraries with conflicting pins against the real stack: the OpenAI Agents SDK
+(`Runner.run` on an `OpenAIResponsesModel`) and LangChain's `ChatOpenAI`.
 
-The SDK lives in a virtualenv of its own (see requirements-agents.txt), built once and
-kept under the project; the agent runs as a child process of that interpreter.
+They live in a virtualenv of their own (see requirements-agents.txt), built once and kept
+under the project; each client runs as a child process of that interpreter.
 """
 
 from __future__ import annotations
@@ -67,3 +68,20 @@ def test_runner_run_on_the_responses_model(agents: Path, gateway: Stack) -> None
     assert turns[2]["output"].endswith("This is turn 3.")
     conversation_id = gateway.redis.get(f"completion:{turns[2]['response_id']}").decode()
     assert gateway.upstream_users(conversation_id) == prompts
+
+
+def test_langchain_chat_openai_with_its_default_model(agents: Path, gateway: Stack) -> None:
+    done = subprocess.run(
+        [str(agents), str(ROOT / "tests" / "clients" / "langchain_run.py"), gateway.url + "/v1"],
+        capture_output=True,
+        text=True,
+        timeout=120,
+        cwd=ROOT,
+    )
+    assert done.returncode == 0, done.stderr[-2000:]
+    result = json.loads(done.stdout.strip().splitlines()[-1])
+    assert result["model"] == "gpt-3.5-turbo"  # LangChain's default, through the default aliases
+    assert result["first"] == "Hello! You said: my name is Ada. This is turn 1."
+    assert result["streamed"] == "Hello! You said: stream langchain. This is turn 1."
+    assert result["second"] == "Earlier you said: my name is Ada"  # history matching: one conversation
+    assert result["responses"] == "Hello! You said: responses langchain. This is turn 1."

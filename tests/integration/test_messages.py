@@ -151,3 +151,13 @@ def test_failure_after_the_stream_began_is_an_error_event(gateway: Stack) -> Non
     assert names[0] == "message_start" and names[-1] == "error" and "message_stop" not in names
     error = json.loads(lines[-1][len("data: ") :])
     assert error["type"] == "error" and error["error"]["type"] == "timeout_error"
+
+
+def test_citations_become_web_search_result_locations(client: Anthropic) -> None:
+    message = client.messages.create(
+        model="Balanced", max_tokens=64, messages=[{"role": "user", "content": "[sim:search] cake"}]
+    )
+    citations = message.content[0].citations
+    assert citations is not None and [c.type for c in citations] == ["web_search_result_location"] * 2
+    assert all(c.url.startswith("https://") for c in citations)
+    assert "Searching the web" not in message.content[0].text

@@ -169,7 +169,41 @@ def test_cancel_stops_a_running_response(client: OpenAI, gateway: Stack) -> None
     events = iter(stream)
     created = next(events)
     assert created.type == "response.created"
+    # A streamed response is stored once its text flows: read up to the second delta.
+    deltas = (event for event in events if event.type == "response.output_text.delta")
+    next(deltas), next(deltas)
     cancelled = client.responses.cancel(created.response.id)
     assert cancelled.status == "cancelled"
     stream.close()
     assert client.responses.retrieve(created.response.id).status == "cancelled"
+
+
+def test_citations_are_url_citation_annotations_and_search_progress_is_not_text(
+    client: OpenAI, gateway: Stack
+) -> None:
+    response = client.responses.create(model="Balanced", input="[sim:search] cake")
+    notes = response.output[0].content[0].annotations
+    assert [note.type for note in notes] == ["url_citation", "url_citation"]
+    assert all(note.url.startswith("https://") and note.title for note in notes)
+    lines = sse_lines(
+        gateway.post(
+            {"model": "Balanced", "input": "[sim:search] pie", "stream": True}, "/v1/responses", stream=True
+        )
+    )
+    payloads = [json.loads(line[len("data: ") :]) for line in lines if line.startswith("data: ")]
+    added = [p for p in payloads if p["type"] == "response.output_text.annotation.added"]
+    assert len(added) == 2
+    text = "".join(p["delta"] for p in payloads if p["type"] == "response.output_text.delta")
+    assert "Searching the web" not in text
+
+
+def test_store_false_on_a_stored_conversation_leaves_it_untouched(client: OpenAI, gateway: Stack) -> None:
+    first = client.responses.create(model="Balanced", input="my name is Ada")
+    aside = client.responses.create(
+        model="Balanced", input="[sim:recall] aside", previous_response_id=first.id, store=False
+    )
+    assert aside.output_text == "Earlier you said: my name is Ada"  # it saw the context
+    then = client.responses.create(model="Balanced", input="[sim:recall] next", previous_response_id=first.id)
+    assert then.output_text == "Earlier you said: my name is Ada"  # the aside left no trace
+    conversation_id = gateway.redis.get(f"completion:{first.id}").decode()
+    assert gateway.upstream_users(conversation_id) == ["my name is Ada", "[sim:recall] next"]
