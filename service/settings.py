@@ -108,6 +108,8 @@ class Settings:
         """Whether an external Redis is configured (a URL or Sentinels); else the launcher embeds one."""
         return self.redis_url is not None or bool(self.redis_sentinels)
 
+    tool_emulation: bool = True
+
     @property
     def auth_enabled(self) -> bool:
         """Auth is on when a static API key is configured, or ADMIN_KEY (managed keys) is set."""
@@ -414,6 +416,9 @@ def load_settings(environ: Mapping[str, str]) -> Settings:
         image_url_allow_private=_read(environ, "IMAGE_URL_ALLOW_PRIVATE", _flag, d.image_url_allow_private),
         # IMAGE_FETCH_TIMEOUT: seconds an image URL fetch may take in all (every redirect hop included).
         image_fetch_timeout=_read(environ, "IMAGE_FETCH_TIMEOUT", _positive_float, d.image_fetch_timeout),
+        # TOOL_EMULATION: on = `tools` are emulated by prompting (README); off = a request that
+        # lets the model call tools gets a 400 naming `tools` (never silently ignored).
+        tool_emulation=_read(environ, "TOOL_EMULATION", _choice("on", "off"), "on") == "on",
     )
     for pattern, target in settings.model_aliases:
         if find_model(target, settings.upstream) is None:

@@ -67,6 +67,8 @@ class TurnRequest:
     already exists in the store. `owner` is the hashed API key that owns it.
     `lock_token` holds the conversation's lock (`service.locks`) when continuing.
     `store` False (a Responses `store: false`) keeps nothing once the turn is over.
+    `options` is `service.tools.options.TurnOptions.to_json()`: tools, structured output
+    and the cuts the worker applies to the answer (empty: the answer passes untouched).
     """
 
     completion_id: str
@@ -86,6 +88,7 @@ class TurnRequest:
     images: list[dict[str, Any]] = dataclasses.field(default_factory=list)
     # "chat", or "image": an image generation (`/v1/images/generations`) that must end in an image.
     kind: str = "chat"
+    options: dict[str, Any] = dataclasses.field(default_factory=dict)
 
     def to_json(self) -> dict[str, Any]:
         """The job argument."""

@@ -49,6 +49,7 @@ from service.images import marked
 from service.models import ModelSpec, find_model
 from service.relay import Publisher
 from service.settings import Settings
+from service.tools.options import TurnOptions
 from service.turns import TurnRequest, cancel_key, lease_key
 from workers import priming
 from workers.account_pool import AccountLane, pool_for
@@ -56,6 +57,7 @@ from workers.context import WorkerContext
 from workers.image_fetch import load_images
 from workers.instrument import UpstreamTimer
 from workers.pool import WorkerShutdown
+from workers.tooling import Shaping
 from workers.upstream import Handle, build_client, load_handle
 from workers.upstream.context import TurnInput
 from workers.upstream.errors import (
@@ -167,6 +169,8 @@ class TurnRunner:
             pool_for(self.settings, self.redis), request.owner, publisher, self._cancelled.is_set
         )
         images = load_images(self.redis, self.settings, request.images)  # a bad URL fails before a slot
+        # Tools, structured output and cuts (workers/tooling.py): directives in, answer shaped out.
+        shaping = Shaping(TurnOptions.from_json(request.options), handle=conversation.handle)
         account = lane.take(handle.account if handle else None)
         rollovers = 0
         done = None
@@ -184,11 +188,12 @@ class TurnRunner:
                     log.info("event=upstream_conversation_created seeded_messages=%d", len(seed))
                 # More than one upstream turn can carry goes ahead in parts (workers/priming.py),
                 # on this account's new upstream conversation, inside the same account lane.
-                turn, primers = self._turn_input(spec, handle.fresh, conversation, seed, images)
+                turn, primers = self._turn_input(spec, handle.fresh, conversation, seed, images, shaping)
                 self._prime(client, handle, turn, primers, publisher)
                 done = None
-                events = client.stream_turn(handle, turn, should_stop=self._should_stop)
-                for event in timer.watch(events):
+                for event in shaping.run(
+                    client, handle, turn, cancelled=self._should_stop, watch=timer.watch
+                ):
                     streamed = streamed or isinstance(event, TextDelta)
                     drawn = drawn or isinstance(event, Image)
                     if isinstance(event, Done):
@@ -232,12 +237,18 @@ class TurnRunner:
         conversation.messages = [
             *conversation.messages,
             {"role": "user", "content": marked(request.prompt, len(request.images))},
-            {"role": "assistant", "content": done.text},
+            {"role": "assistant", "content": shaping.stored_text or done.text},
         ]
-        conversation.handle = handle.to_json()
+        conversation.handle = {**handle.to_json(), **shaping.handle_extra()}
         self._fenced(
             lambda extra: publisher.finish(
-                {"type": "done", "text": done.text, "finish_reason": done.finish_reason}, extra=extra
+                {
+                    "type": "done",
+                    "text": done.text,
+                    "finish_reason": done.finish_reason,
+                    **shaping.done_extra(),
+                },
+                extra=extra,
             ),
             # `store: false` (Responses): nothing of the turn is kept, but the done event is
             # fenced all the same, so a turn that lost its lock never reports success.
@@ -324,7 +335,13 @@ class TurnRunner:
         return conversation
 
     def _turn_input(
-        self, spec: Any, fresh: bool, conversation: Conversation, seed: list[Any], images: tuple[Any, ...]
+        self,
+        spec: Any,
+        fresh: bool,
+        conversation: Conversation,
+        seed: list[Any],
+        images: tuple[Any, ...],
+        shaping: Shaping,
     ) -> tuple[TurnInput, tuple[str, ...]]:
         """The turn as the dialect needs it, and the priming parts to send before it.
 
@@ -332,9 +349,16 @@ class TurnRunner:
         prompt) is more than one upstream turn carries, it is primed instead.
         """
         history = tuple((m["role"], m["content"]) for m in seed) if fresh else ()
-        system = conversation.system if fresh else ""
-        primed = priming.plan(
+        # The gateway's directives (tools, format) go in before the text is planned into parts.
+        text, system = shaping.prepare(
             self.request.prompt,
+            conversation.system if fresh else "",
+            fresh=fresh,
+            budget=self.settings.upstream_max_turn_chars,
+            max_context=self.settings.context_max_chars,
+        )
+        primed = priming.plan(
+            text,
             history,
             system,
             budget=self.settings.upstream_max_turn_chars,
@@ -352,8 +376,10 @@ class TurnRunner:
         )
         return turn, primed.primers
 
-    def _relay(self, publisher: Publisher, event: Event) -> None:
-        if isinstance(event, TextDelta):
+    def _relay(self, publisher: Publisher, event: Event | dict[str, Any]) -> None:
+        if isinstance(event, dict):  # already a relay event (a tool call, from the shaping)
+            publisher.event(event)
+        elif isinstance(event, TextDelta):
             publisher.delta(event.text)
         elif isinstance(event, Progress):
             publisher.event({"type": "progress", "kind": event.kind, "text": event.text})

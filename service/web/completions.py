@@ -44,6 +44,7 @@ def chat_completions(path: str) -> Response:
         upstream=gw.settings.upstream,
         bounds=bounds(gw),
         aliases=gw.settings.model_aliases,
+        tool_emulation=gw.settings.tool_emulation,
     )
     return submit(gw, raw, chat, _respond)
 
@@ -67,6 +68,7 @@ def _complete(gw: Gateway, run: Run, chat: ChatRequest) -> Response:
             annotations=answer.annotations(),
             usage=answer.usage(),
             images=answer.images,
+            tool_calls=answer.tool_calls,
         )
     )
 

@@ -40,6 +40,7 @@ def create_message() -> Response:
         upstream=gw.settings.upstream,
         bounds=bounds(gw),
         aliases=gw.settings.model_aliases,
+        tool_emulation=gw.settings.tool_emulation,
     )
     return submit(gw, raw, req.chat, functools.partial(_respond, req), completion_id=new_message_id())
 
@@ -65,8 +66,8 @@ def _respond(req: MessagesRequest, gw: Gateway, run: Run, chat: ChatRequest) -> 
     builder = MessageBuilder(run.turn.completion_id, model=req.model, messages=chat.messages)
     answer = run.answer = Answer(chat.messages)
     if not chat.stream:
-        collect(gw, run, answer)
-        return jsonify(builder.complete(answer))
+        done = collect(gw, run, answer)
+        return jsonify(builder.complete(answer, done))
     events, first = hold_first(gw, run)
 
     def on_close(terminal: dict[str, Any] | None) -> None:

@@ -15,15 +15,21 @@ SSE comments, never as text.
 
 from __future__ import annotations
 
+import json
 from collections.abc import Generator, Iterator
 from typing import Any
 
 from service.errors import ApiError
-from service.tokens import count_messages, count_text
+from service.tokens import count_messages
 from service.web.openai_format import Answer
 from service.web.sse import FrameStream, frame
 
-STOP_REASONS = {"stop": "end_turn", "length": "max_tokens", "content_filter": "refusal"}
+STOP_REASONS = {
+    "stop": "end_turn",
+    "length": "max_tokens",
+    "content_filter": "refusal",
+    "tool_calls": "tool_use",
+}
 
 
 def stop_reason(finish_reason: str) -> str:
@@ -59,6 +65,24 @@ def citations(answer: Answer) -> list[dict[str, Any]] | None:
     return found or None
 
 
+def tool_use(call: dict[str, Any]) -> dict[str, Any]:
+    """A relayed tool call as a `tool_use` content block."""
+    return {
+        "type": "tool_use",
+        "id": call["id"],
+        "name": call["name"],
+        "input": json.loads(call["arguments"]),
+    }
+
+
+def stop_fields(answer: Answer, done: dict[str, Any] | None) -> dict[str, Any]:
+    """`stop_reason` and `stop_sequence`: a stop sequence the gateway cut at is `stop_sequence`."""
+    matched = (done or {}).get("stop_sequence")
+    if matched:
+        return {"stop_reason": "stop_sequence", "stop_sequence": matched}
+    return {"stop_reason": stop_reason(answer.finish_reason), "stop_sequence": None}
+
+
 def error_event(error: ApiError) -> dict[str, Any]:
     """The `error` stream event for a failure after the stream began."""
     return error.anthropic()[1]
@@ -81,7 +105,11 @@ class MessageBuilder:
         return self._input_tokens
 
     def message(
-        self, content: list[dict[str, Any]], reason: str | None, output_tokens: int
+        self,
+        content: list[dict[str, Any]],
+        reason: str | None,
+        output_tokens: int,
+        stop_sequence: str | None = None,
     ) -> dict[str, Any]:
         """The `message` object."""
         return {
@@ -91,17 +119,22 @@ class MessageBuilder:
             "model": self.model,
             "content": content,
             "stop_reason": reason,
-            "stop_sequence": None,
+            "stop_sequence": stop_sequence,
             "usage": usage(self.input_tokens, output_tokens),
         }
 
-    def complete(self, answer: Answer) -> dict[str, Any]:
-        """The whole non-streamed message for an answer."""
+    def complete(self, answer: Answer, done: dict[str, Any] | None = None) -> dict[str, Any]:
+        """The whole non-streamed message for an answer (text, then its tool calls)."""
         block: dict[str, Any] = {"type": "text", "text": answer.content}
         notes = citations(answer)
         if notes:
             block["citations"] = notes
-        return self.message([block], stop_reason(answer.finish_reason), count_text(answer.content))
+        blocks = [block] if answer.content or not answer.tool_calls else []
+        blocks += [tool_use(call) for call in answer.tool_calls]
+        stop = stop_fields(answer, done)
+        return self.message(
+            blocks, stop["stop_reason"], answer.usage()["completion_tokens"], stop["stop_sequence"]
+        )
 
 
 class MessageStream(FrameStream):
@@ -124,6 +157,23 @@ class MessageStream(FrameStream):
     def _event(kind: str, **fields: Any) -> str:
         return frame({"type": kind, **fields}, event=kind)
 
+    def _tool_use(self, index: int, call: dict[str, Any]) -> Iterator[str]:
+        """One `tool_use` block: start (empty input), `input_json_delta` pieces, stop.
+
+        The text block (index 0) is closed before the first call, as Anthropic closes
+        each block before opening the next.
+        """
+        if index == 1:
+            yield self._event("content_block_stop", index=0)
+        block = {"type": "tool_use", "id": call["id"], "name": call["name"], "input": {}}
+        yield self._event("content_block_start", index=index, content_block=block)
+        arguments = str(call["arguments"])
+        half = len(arguments) // 2
+        for piece in [arguments[:half], arguments[half:]] if half else [arguments]:
+            delta = {"type": "input_json_delta", "partial_json": piece}
+            yield self._event("content_block_delta", index=index, delta=delta)
+        yield self._event("content_block_stop", index=index)
+
     def _generate(self, events: Iterator[dict[str, Any] | None]) -> Generator[str, None, None]:
         b, answer = self.builder, self.answer
         try:
@@ -143,6 +193,9 @@ class MessageStream(FrameStream):
                     yield frame(comment=str(event.get("text", "")))
                 elif kind == "queued":  # waiting for an upstream account slot
                     yield frame(comment=f"queued, position {int(event.get('position') or 0)}")
+                elif kind == "tool_call":
+                    answer.add(event)
+                    yield from self._tool_use(len(answer.tool_calls), event)
                 elif kind == "done":
                     self.terminal = event
                     if not answer.deltas and event.get("text"):
@@ -152,11 +205,12 @@ class MessageStream(FrameStream):
                     for note in citations(answer) or []:
                         delta = {"type": "citations_delta", "citation": note}
                         yield self._event("content_block_delta", index=0, delta=delta)
-                    yield self._event("content_block_stop", index=0)
+                    if not answer.tool_calls:
+                        yield self._event("content_block_stop", index=0)
                     yield self._event(
                         "message_delta",
-                        delta={"stop_reason": stop_reason(answer.finish_reason), "stop_sequence": None},
-                        usage={"output_tokens": count_text(answer.content)},
+                        delta=stop_fields(answer, event),
+                        usage={"output_tokens": answer.usage()["completion_tokens"]},
                     )
                     yield self._event("message_stop")
                     return

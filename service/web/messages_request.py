@@ -8,11 +8,12 @@ agent clients replay (`tool_use`, `tool_result`, shown to the upstream as text;
 `thinking` blocks are skipped). The last message must be the user's: the gateway
 answers it (an assistant prefill cannot be honoured, so it is a 400).
 
-`max_tokens` is required as Anthropic requires it; it, `tools`, `tool_choice`,
-`thinking`, `metadata` and the sampling knobs are type-checked and accepted (what the
-token limit and tools do belongs to other issues). `stop_sequences` would change the
-answer and cannot be honoured upstream, so a non-empty list is a 400. Images and
-documents likewise. This module does no I/O.
+`max_tokens` is required as Anthropic requires it and honoured (the worker cuts the
+answer there, `stop_reason: "max_tokens"`), like `stop_sequences`; `tools` and
+`tool_choice` are emulated (`service.tools`): `tool_use` blocks the client replays are
+the calls the gateway returned, `tool_result` blocks become the next turn, each naming
+the call it answers. `thinking`, `metadata` and the sampling knobs are type-checked
+and accepted. Images and documents are a 400. This module does no I/O.
 """
 
 from __future__ import annotations
@@ -25,6 +26,9 @@ from typing import Any
 from service.errors import InvalidRequest, NotFound
 from service.limits import check_prompt
 from service.models import Aliases, find_model
+from service.tools.history import fold
+from service.tools.openai_params import check_emulation, parse_choice, parse_stop, parse_tools
+from service.tools.options import TurnOptions
 from service.web.validation import Bounds, ChatRequest, check_chars, check_count, parse_body
 
 ROLES = ("user", "assistant", "system")
@@ -62,13 +66,8 @@ def _block_text(block: Any, field: str) -> str | None:
     kind = block.get("type")
     if kind == "text":
         return str(_expect(block.get("text"), str, f"{field}.text", "a valid string"))
-    if kind == "tool_use":
-        arguments = json.dumps(block.get("input", {}), ensure_ascii=False, sort_keys=True)
-        return f"Called tool {block.get('name', '')}({arguments})"
-    if kind == "tool_result":
-        content = block.get("content", "")
-        text = content if isinstance(content, str) else _content_text(content, f"{field}.content")
-        return f"Output of tool call {block.get('tool_use_id', '')}:\n{text}".strip()
+    if kind in ("tool_use", "tool_result"):
+        return None  # taken apart by `_message` into calls and results
     if kind in ("thinking", "redacted_thinking", "server_tool_use", "web_search_tool_result"):
         return None
     if kind in ("image", "document", "search_result", "container_upload"):
@@ -86,6 +85,30 @@ def _content_text(content: Any, field: str) -> str:
     return "\n".join(texts).strip()
 
 
+def _tool_parts(message: dict[str, Any], field: str) -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
+    """A message's `tool_use` blocks as neutral calls and its `tool_result` blocks as tool messages."""
+    content = message["content"]
+    calls: list[dict[str, Any]] = []
+    results: list[dict[str, Any]] = []
+    for j, block in enumerate(content if isinstance(content, list) else []):
+        where = f"{field}.content.{j}"
+        if not isinstance(block, dict):
+            continue
+        if block.get("type") == "tool_use":
+            name = _expect(block.get("name"), str, f"{where}.name", "a valid string")
+            arguments = json.dumps(block.get("input") or {}, ensure_ascii=False)
+            calls.append({"id": str(block.get("id") or ""), "name": name, "arguments": arguments})
+        elif block.get("type") == "tool_result":
+            output = block.get("content", "")
+            text = output if isinstance(output, str) else _content_text(output, f"{where}.content")
+            if block.get("is_error"):
+                text = f"(the tool reported an error) {text}"
+            results.append(
+                {"role": "tool", "tool_call_id": str(block.get("tool_use_id") or ""), "content": text}
+            )
+    return calls, results
+
+
 def _messages(body: dict[str, Any], bounds: Bounds) -> tuple[list[dict[str, str]], list[str]]:
     """The user/assistant turns, and the texts of `system` messages (instructions, e.g. Claude Code's
     environment block), which join the system prompt."""
@@ -96,6 +119,7 @@ def _messages(body: dict[str, Any], bounds: Bounds) -> tuple[list[dict[str, str]
         raise _invalid("messages: at least one message is required")
     check_count(len(messages), bounds)
     result: list[dict[str, str]] = []
+    neutral: list[dict[str, Any]] = []
     instructions: list[str] = []
     for i, message in enumerate(messages):
         field = f"messages.{i}"
@@ -110,10 +134,14 @@ def _messages(body: dict[str, Any], bounds: Bounds) -> tuple[list[dict[str, str]
             if text:
                 instructions.append(text)
             continue
-        if result and result[-1]["role"] == role:  # Anthropic merges consecutive turns of one role
-            result[-1]["content"] = f"{result[-1]['content']}\n\n{text}".strip()
+        calls, results = _tool_parts(message, field)
+        neutral.extend(results)
+        neutral.append({"role": role, "content": text, **({"tool_calls": calls} if calls else {})})
+    for turn in fold([m for m in neutral if m["role"] == "tool" or m["content"] or m.get("tool_calls")]):
+        if result and result[-1]["role"] == turn["role"]:  # Anthropic merges consecutive turns of one role
+            result[-1]["content"] = f"{result[-1]['content']}\n\n{turn['content']}".strip()
         else:
-            result.append({"role": role, "content": text})
+            result.append(turn)
     if not result or result[-1]["role"] != "user":
         raise _invalid(
             "messages: the last message must have role 'user': "
@@ -150,19 +178,34 @@ def _knobs(body: dict[str, Any], *, count_only: bool) -> int | None:
                 raise _invalid(f"{field}: Input should be between {low:g} and {high:g}")
     if body.get("top_k") is not None:
         _expect(body["top_k"], int, "top_k", "a valid integer")
-    stops = body.get("stop_sequences")
-    if stops is not None:
-        _expect(stops, list, "stop_sequences", "a valid list")
-        if stops:
-            raise _invalid(
-                "stop_sequences: this gateway cannot stop the upstream at a sequence; leave it empty"
-            )
     for field in ("metadata", "thinking", "tool_choice"):
         if body.get(field) is not None:
             _expect(body[field], dict, field, "a valid dictionary")
     if body.get("tools") is not None:
         _expect(body["tools"], list, "tools", "a valid list")
     return max_tokens
+
+
+def _options(body: dict[str, Any], max_tokens: int | None, *, tool_emulation: bool) -> TurnOptions:
+    """`tools`, `tool_choice`, `stop_sequences` and `max_tokens` as the worker's `TurnOptions`."""
+    stops = body.get("stop_sequences")
+    if stops is not None:
+        _expect(stops, list, "stop_sequences", "a valid list")
+    tools = parse_tools(body.get("tools"), nested=False, hosted=True)
+    choice = body.get("tool_choice") or {}
+    kind = choice.get("type", "auto")
+    if kind not in ("auto", "any", "tool", "none"):
+        raise _invalid("tool_choice.type: Input should be 'auto', 'any', 'tool' or 'none'")
+    named = parse_choice({"name": choice.get("name")}, tools, "tool_choice.name") if kind == "tool" else None
+    options = TurnOptions(
+        tools=tools,
+        choice=named or {"any": "required"}.get(kind, kind),
+        parallel=not choice.get("disable_parallel_tool_use", False),
+        stop=parse_stop(stops, "stop_sequences"),
+        max_tokens=max_tokens,
+    )
+    check_emulation(options, enabled=tool_emulation)
+    return options
 
 
 def parse_messages_request(
@@ -173,6 +216,7 @@ def parse_messages_request(
     bounds: Bounds | None = None,
     aliases: Aliases = (),
     count_only: bool = False,
+    tool_emulation: bool = True,
 ) -> MessagesRequest:
     """Validate a Messages (or count_tokens) body; 400 naming the field, 404 for an unknown model.
 
@@ -194,6 +238,7 @@ def parse_messages_request(
     if not count_only:
         check_prompt(messages[-1]["content"], upstream)
     max_tokens = _knobs(body, count_only=count_only)
+    options = _options(body, max_tokens, tool_emulation=tool_emulation)
     stream = body.get("stream")
     if stream is not None:
         _expect(stream, bool, "stream", "a valid boolean")
@@ -204,5 +249,6 @@ def parse_messages_request(
         history=tuple(m for m in messages[:-1] if m["content"]),
         messages=tuple(([{"role": "system", "content": system}] if system else []) + messages),
         stream=bool(stream),
+        options=options.to_json(),
     )
     return MessagesRequest(chat=chat, model=model, max_tokens=max_tokens)

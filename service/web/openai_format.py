@@ -80,20 +80,28 @@ def completion(
     annotations: list[dict[str, Any]],
     usage: dict[str, int],
     images: list[dict[str, Any]] | None = None,
+    tool_calls: list[dict[str, Any]] | None = None,
 ) -> dict[str, Any]:
     """A whole non-streamed `chat.completion` object.
 
     `images` (generated images, Copilot) is this gateway's extension field on the
-    message; the same images are also in `content` as markdown links.
+    message; the same images are also in `content` as markdown links. `tool_calls`
+    are the relay's neutral calls (`id`, `name`, `arguments`); with calls and no
+    prose, `content` is null as OpenAI sends it.
     """
     message: dict[str, Any] = {
         "role": "assistant",
-        "content": content,
+        "content": content if content or not tool_calls else None,
         "refusal": None,
         "annotations": annotations,
     }
     if images:
         message["images"] = images
+    if tool_calls:
+        message["tool_calls"] = [
+            {"id": c["id"], "type": "function", "function": {"name": c["name"], "arguments": c["arguments"]}}
+            for c in tool_calls
+        ]
     return {
         "id": completion_id,
         "object": COMPLETION,
@@ -149,6 +157,26 @@ class ChunkBuilder:
         """A chunk carrying answer text."""
         return self._delta({"content": text})
 
+    def tool_call(self, index: int, call: Mapping[str, Any]) -> list[dict[str, Any]]:
+        """The chunks of one tool call: id and name with empty arguments, then the arguments.
+
+        OpenAI streams the arguments in pieces after the header; clients concatenate
+        them by `index`, so two pieces exercise exactly what they do.
+        """
+        arguments = str(call.get("arguments", ""))
+        half = len(arguments) // 2
+        head = {
+            "index": index,
+            "id": call["id"],
+            "type": "function",
+            "function": {"name": call["name"], "arguments": ""},
+        }
+        pieces = [arguments[:half], arguments[half:]] if half else [arguments]
+        return [
+            self._delta({"tool_calls": [head]}),
+            *(self._delta({"tool_calls": [{"index": index, "function": {"arguments": p}}]}) for p in pieces),
+        ]
+
     def annotations(self, items: list[dict[str, Any]]) -> dict[str, Any]:
         """The chunk carrying all citations, sent after the last content chunk."""
         return self._delta({"annotations": items})
@@ -179,6 +207,7 @@ class Answer:
         self.deltas: list[str] = []
         self.citations: list[dict[str, Any]] = []
         self.images: list[dict[str, Any]] = []
+        self.tool_calls: list[dict[str, Any]] = []
         self.done_text = ""
         self.finish_reason = "stop"
 
@@ -191,6 +220,8 @@ class Answer:
             self.citations.append(dict(event))
         elif kind == "image":
             self.images.append(image(event))
+        elif kind == "tool_call":
+            self.tool_calls.append({k: event[k] for k in ("id", "name", "arguments")})
         elif kind == "done":
             self.done_text = str(event.get("text") or "")
             self.finish_reason = str(event.get("finish_reason") or "stop")
@@ -205,5 +236,6 @@ class Answer:
         return citation_annotations(self.content, self.citations)
 
     def usage(self) -> dict[str, int]:
-        """Token usage of the request and this answer."""
-        return usage(count_messages(self.messages), count_text(self.content))
+        """Token usage of the request and this answer (calls counted as their arguments)."""
+        calls = "".join(c["name"] + c["arguments"] for c in self.tool_calls)
+        return usage(count_messages(self.messages), count_text(self.content) + count_text(calls))

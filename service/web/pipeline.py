@@ -164,6 +164,7 @@ def _begin(gw: Gateway, chat: ChatRequest, key: str | None, mine: idempotency.Cl
         request_id=g.request_id,
         store=store,
         images=[ref.to_json() for ref in refs],
+        options=chat.options,
     )
     if key is not None:
         idempotency.record(

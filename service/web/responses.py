@@ -54,6 +54,7 @@ def create_response(prefix: str = "") -> Response:
         upstream=gw.settings.upstream,
         bounds=bounds(gw),
         aliases=gw.settings.model_aliases,
+        tool_emulation=gw.settings.tool_emulation,
     )
     respond = functools.partial(_respond, req)
     try:

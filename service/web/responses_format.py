@@ -8,7 +8,12 @@ each with a growing `sequence_number`, in OpenAI's order:
     response.created → response.in_progress → response.output_item.added →
     response.content_part.added → response.output_text.delta… →
     [response.output_text.annotation.added…] → response.output_text.done →
-    response.content_part.done → response.output_item.done → response.completed
+    response.content_part.done → response.output_item.done →
+    [per emulated tool call: response.output_item.added (function_call) →
+     response.function_call_arguments.delta… → .done → response.output_item.done] →
+    response.completed (response.incomplete when cut at max_output_tokens)
+
+(the message item is left out when the answer is only tool calls)
 
 and a failure after the 200 is `response.failed` carrying the response with its
 `error`. There is no `[DONE]`. Upstream reasoning or search progress is never output
@@ -22,7 +27,7 @@ from collections.abc import Callable, Generator, Iterator
 from typing import Any
 
 from service.errors import ApiError
-from service.tokens import count_messages, count_text
+from service.tokens import count_messages
 from service.turns import new_message_id
 from service.web.openai_format import Answer
 from service.web.responses_request import ResponsesRequest
@@ -55,6 +60,23 @@ def message_item(item_id: str, status: str, content: list[dict[str, Any]]) -> di
     return {"id": item_id, "type": "message", "status": status, "role": "assistant", "content": content}
 
 
+def function_call_item(call: dict[str, Any], status: str = "completed") -> dict[str, Any]:
+    """A relayed tool call as a `function_call` output item (its id derived from the call id)."""
+    return {
+        "id": "fc_" + str(call["id"]).removeprefix("call_"),
+        "type": "function_call",
+        "status": status,
+        "call_id": call["id"],
+        "name": call["name"],
+        "arguments": call["arguments"] if status == "completed" else "",
+    }
+
+
+def incomplete(answer: Answer) -> dict[str, Any] | None:
+    """`incomplete_details` of an answer the gateway cut at `max_output_tokens`."""
+    return {"reason": "max_output_tokens"} if answer.finish_reason == "length" else None
+
+
 def error_object(error: ApiError) -> dict[str, Any]:
     """A response's `error`: OpenAI's codes are few, so the wire code keeps its meaning."""
     code = "rate_limit_exceeded" if error.status == 429 else "server_error"
@@ -83,6 +105,7 @@ class ResponseBuilder:
         *,
         usage: dict[str, Any] | None = None,
         error: dict[str, Any] | None = None,
+        incomplete_details: dict[str, Any] | None = None,
     ) -> dict[str, Any]:
         """The `response` object in the given state."""
         req = self.req
@@ -93,10 +116,10 @@ class ResponseBuilder:
             "created_at": self.created_at,
             "status": status,
             "background": False,
-            "completed_at": int(time.time()) if status == "completed" else None,
+            "completed_at": int(time.time()) if status in ("completed", "incomplete") else None,
             "conversation": {"id": self.conversation_id} if req.conversation else None,
             "error": error,
-            "incomplete_details": None,
+            "incomplete_details": incomplete_details,
             "instructions": req.instructions,
             "max_output_tokens": echo.get("max_output_tokens"),
             "max_tool_calls": None,
@@ -120,13 +143,20 @@ class ResponseBuilder:
 
     def usage(self, answer: Answer) -> dict[str, Any]:
         """Token usage of the request and this answer."""
-        return usage(count_messages(self.req.chat.messages), count_text(answer.content))
+        return usage(count_messages(self.req.chat.messages), answer.usage()["completion_tokens"])
 
     def completed(self, answer: Answer) -> dict[str, Any]:
-        """The finished response for a whole answer."""
+        """The finished response for a whole answer: its text message, then its function calls."""
         part = output_text(answer.content, annotations(answer))
-        item = message_item(self.item_id, "completed", [part])
-        return self.response("completed", [item], usage=self.usage(answer))
+        items = (
+            [message_item(self.item_id, "completed", [part])]
+            if answer.content or not answer.tool_calls
+            else []
+        )
+        items += [function_call_item(call) for call in answer.tool_calls]
+        details = incomplete(answer)
+        status = "incomplete" if details else "completed"
+        return self.response(status, items, usage=self.usage(answer), incomplete_details=details)
 
     def failed(self, error: ApiError) -> dict[str, Any]:
         """The response of a turn that failed."""
@@ -173,34 +203,78 @@ class ResponseStream(FrameStream):
         self._seq += 1
         return frame({"type": kind, "sequence_number": self._seq, **fields}, event=kind)
 
+    def _open_text(self) -> Iterator[str]:
+        """Add the message item and its text part (before the first text, or for an empty answer)."""
+        b = self.builder
+        self._text = "open"
+        yield self._event(
+            "response.output_item.added", output_index=0, item=message_item(b.item_id, "in_progress", [])
+        )
+        where = {"item_id": b.item_id, "output_index": 0}
+        yield self._event("response.content_part.added", **where, content_index=0, part=output_text("", []))
+
+    def _close_text(self) -> Iterator[str]:
+        """Finish the text part and the message item (annotations, text.done, part.done, item.done)."""
+        b, answer = self.builder, self.answer
+        self._text = "closed"
+        where = {"item_id": b.item_id, "output_index": 0}
+        notes = annotations(answer)
+        for index, note in enumerate(notes):
+            yield self._event(
+                "response.output_text.annotation.added",
+                **where,
+                content_index=0,
+                annotation_index=index,
+                annotation=note,
+            )
+        yield self._event(
+            "response.output_text.done", **where, content_index=0, text=answer.content, logprobs=[]
+        )
+        part = output_text(answer.content, notes)
+        yield self._event("response.content_part.done", **where, content_index=0, part=part)
+        yield self._event(
+            "response.output_item.done", output_index=0, item=message_item(b.item_id, "completed", [part])
+        )
+
+    def _function_call(self, call: dict[str, Any]) -> Iterator[str]:
+        """One `function_call` item: added, its arguments in two deltas, done."""
+        if self._text == "open":
+            yield from self._close_text()
+        index = len(self.answer.tool_calls) - (0 if self._text == "closed" else 1)
+        item = function_call_item(call, "in_progress")
+        where = {"item_id": item["id"], "output_index": index}
+        yield self._event("response.output_item.added", output_index=index, item=item)
+        arguments = str(call["arguments"])
+        half = len(arguments) // 2
+        for piece in [arguments[:half], arguments[half:]] if half else [arguments]:
+            yield self._event("response.function_call_arguments.delta", **where, delta=piece)
+        yield self._event(
+            "response.function_call_arguments.done", **where, name=call["name"], arguments=arguments
+        )
+        yield self._event("response.output_item.done", output_index=index, item=function_call_item(call))
+
     def _generate(self, events: Iterator[dict[str, Any] | None]) -> Generator[str, None, None]:
         b, answer = self.builder, self.answer
         where = {"item_id": b.item_id, "output_index": 0}
-        text_opened = False
+        self._text = "none"  # the message item: none yet, open, closed
         try:
             yield self._event("response.created", response=b.response("in_progress"))
             yield self._event("response.in_progress", response=b.response("in_progress"))
-            yield self._event(
-                "response.output_item.added", output_index=0, item=message_item(b.item_id, "in_progress", [])
-            )
             for event in events:
                 if event is None:
                     yield frame(comment="keep-alive")
                     continue
                 kind = event.get("type")
-                if kind in ("delta", "done") and not text_opened:
-                    text_opened = True
-                    yield self._event(
-                        "response.content_part.added", **where, content_index=0, part=output_text("", [])
-                    )
+                text = event.get("text") if kind == "done" and not answer.deltas else None
+                if self._text == "none" and (
+                    kind == "delta" or text or (kind == "done" and not answer.tool_calls)
+                ):
+                    yield from self._open_text()
                 if kind == "delta":
                     answer.add(event)
+                    delta = str(event.get("text", ""))
                     yield self._event(
-                        "response.output_text.delta",
-                        **where,
-                        content_index=0,
-                        delta=str(event.get("text", "")),
-                        logprobs=[],
+                        "response.output_text.delta", **where, content_index=0, delta=delta, logprobs=[]
                     )
                     if self._on_text is not None:
                         self._on_text()
@@ -209,42 +283,29 @@ class ResponseStream(FrameStream):
                     yield frame(comment=str(event.get("text", "")))
                 elif kind == "queued":  # waiting for an upstream account slot
                     yield frame(comment=f"queued, position {int(event.get('position') or 0)}")
+                elif kind == "tool_call":
+                    answer.add(event)
+                    yield from self._function_call(event)
                 elif kind == "done":
                     self.terminal = event
-                    if not answer.deltas and event.get("text"):
+                    if text:
                         yield self._event(
                             "response.output_text.delta",
                             **where,
                             content_index=0,
-                            delta=str(event["text"]),
+                            delta=str(text),
                             logprobs=[],
                         )
                     answer.add(event)
-                    notes = annotations(answer)
-                    for index, note in enumerate(notes):
-                        yield self._event(
-                            "response.output_text.annotation.added",
-                            **where,
-                            content_index=0,
-                            annotation_index=index,
-                            annotation=note,
-                        )
-                    yield self._event(
-                        "response.output_text.done",
-                        **where,
-                        content_index=0,
-                        text=answer.content,
-                        logprobs=[],
-                    )
-                    part = output_text(answer.content, notes)
-                    yield self._event("response.content_part.done", **where, content_index=0, part=part)
-                    yield self._event(
-                        "response.output_item.done",
-                        output_index=0,
-                        item=message_item(b.item_id, "completed", [part]),
-                    )
+                    if self._text == "open":
+                        yield from self._close_text()
                     self.final = b.completed(answer)
-                    yield self._event("response.completed", response=self.final)
+                    kind = (
+                        "response.incomplete"
+                        if self.final["status"] == "incomplete"
+                        else "response.completed"
+                    )
+                    yield self._event(kind, response=self.final)
                     return
                 elif kind == "error":
                     self.terminal = event

@@ -3,7 +3,7 @@
 `input` is a string or a list of items: messages (`user`, `assistant`, `system`,
 `developer`; content a string or `input_text` / `output_text` parts), and the
 tool-call items agent clients replay (`function_call`, `function_call_output`, shown
-to the upstream as text; `reasoning` items are skipped). `instructions` and
+folded by `service.tools.history`; `reasoning` items are skipped). `instructions` and
 system/developer messages become the system prompt.
 
 How the turn relates to stored state:
@@ -14,8 +14,10 @@ How the turn relates to stored state:
 - neither: the client sent the whole history, which history matching recognises
   exactly as for Chat Completions.
 
-`tools`, `tool_choice`, `text.format` and `max_output_tokens` are checked for type and
-echoed on the response object; what they do belongs to the tools issue. Fields that
+`tools`, `tool_choice`, `parallel_tool_calls`, `text.format` and `max_output_tokens` are
+echoed on the response object and honoured (`service.tools`: emulated function calls,
+structured output, the token cut); replayed `function_call` / `function_call_output`
+items become the calls and results the worker stored, each result naming its call. Fields that
 would change the answer's meaning and that the gateway cannot honour (`background`,
 images and files in the input) are a 400 naming them. This module does no I/O.
 """
@@ -30,6 +32,9 @@ from typing import Any
 from service.errors import InvalidRequest, NotFound
 from service.limits import check_prompt
 from service.models import Aliases, find_model
+from service.tools.history import fold
+from service.tools.openai_params import check_emulation, parse_choice, parse_format, parse_tools
+from service.tools.options import TurnOptions
 from service.web.schema_errors import missing as _missing
 from service.web.schema_errors import wrong_type as _wrong_type
 from service.web.validation import Bounds, ChatRequest, check_chars, check_count, parse_body
@@ -87,8 +92,8 @@ def _content_text(content: Any, where: str) -> str:
     return "\n".join(_part_text(part, f"{where}[{j}]") for j, part in enumerate(content)).strip()
 
 
-def _item(item: Any, where: str) -> dict[str, str] | None:
-    """One input item as `{"role", "content"}` text, or None for items with nothing to say."""
+def _item(item: Any, where: str) -> dict[str, Any] | None:
+    """One input item as a neutral message (`service.tools.history`); None if it says nothing."""
     if not isinstance(item, dict):
         raise _wrong_type(where, "an object", item)
     kind = item.get("type") or ("message" if "role" in item else None)
@@ -109,10 +114,16 @@ def _item(item: Any, where: str) -> dict[str, str] | None:
     if kind == "function_call_output":
         output = item.get("output")
         text = output if isinstance(output, str) else _content_text(output or [], f"{where}.output")
-        return {"role": "user", "content": f"Output of tool call {item.get('call_id', '')}:\n{text}".strip()}
+        return {"role": "tool", "tool_call_id": str(item.get("call_id") or ""), "content": text}
     if kind == "function_call":
-        call = f"{item.get('name', '')}({item.get('arguments', '')})"
-        return {"role": "assistant", "content": f"Called tool {call}"}
+        name = item.get("name")
+        if not isinstance(name, str):
+            raise _wrong_type(f"{where}.name", "a string", name)
+        arguments = item.get("arguments") or ""
+        if not isinstance(arguments, str):
+            raise _wrong_type(f"{where}.arguments", "a string", arguments)
+        call = {"id": str(item.get("call_id") or ""), "name": name, "arguments": arguments}
+        return {"role": "assistant", "content": "", "tool_calls": [call]}
     if kind in ("reasoning", "item_reference", "compaction"):
         return None  # nothing the upstream could read
     raise _invalid(
@@ -121,6 +132,7 @@ def _item(item: Any, where: str) -> dict[str, str] | None:
 
 
 def _input(body: dict[str, Any], bounds: Bounds) -> list[dict[str, str]]:
+    """The input as `{"role", "content"}` turns: calls and their outputs folded as the worker stores them."""
     if "input" not in body or body["input"] is None:
         raise _missing("input")
     value = body["input"]
@@ -128,7 +140,8 @@ def _input(body: dict[str, Any], bounds: Bounds) -> list[dict[str, str]]:
         items = [{"role": "user", "content": value.strip()}]
     elif isinstance(value, list):
         check_count(len(value), bounds, param="input")
-        items = [entry for i, item in enumerate(value) if (entry := _item(item, f"input[{i}]")) is not None]
+        neutral = [entry for i, item in enumerate(value) if (entry := _item(item, f"input[{i}]")) is not None]
+        items = _fold(neutral)
     else:
         raise _wrong_type("input", "one of a string or array of objects", value)
     turns = [m for m in items if m["role"] not in INSTRUCTION_ROLES]
@@ -137,6 +150,48 @@ def _input(body: dict[str, Any], bounds: Bounds) -> list[dict[str, str]]:
             "The input must end with a user message that has text: this gateway answers it.", "input"
         )
     return items
+
+
+def _fold(neutral: list[dict[str, Any]]) -> list[dict[str, str]]:
+    """Fold tool calls and outputs into turns, keeping instruction messages where they stand.
+
+    Consecutive `function_call` items are one assistant turn (one answer with several calls).
+    """
+    merged: list[dict[str, Any]] = []
+    for entry in neutral:
+        last = merged[-1] if merged else None
+        if last and entry.get("tool_calls") and last["role"] == "assistant" and last.get("tool_calls"):
+            last["tool_calls"] = [*last["tool_calls"], *entry["tool_calls"]]
+        elif last and entry.get("tool_calls") and last["role"] == "assistant" and not last.get("tool_calls"):
+            last["tool_calls"] = entry["tool_calls"]  # the prose of the answer that made the calls
+        else:
+            merged.append(dict(entry))
+    result: list[dict[str, str]] = []
+    run: list[dict[str, Any]] = []
+    for entry in merged:
+        if entry["role"] in INSTRUCTION_ROLES:
+            result.extend(fold(run))
+            run = []
+            result.append(entry)
+        else:
+            run.append(entry)
+    return result + fold(run)
+
+
+def _options(body: dict[str, Any], *, tool_emulation: bool) -> TurnOptions:
+    """`tools`, `tool_choice`, `parallel_tool_calls`, `text.format`, `max_output_tokens` as `TurnOptions`."""
+    tools = parse_tools(body.get("tools"), nested=False, hosted=True)
+    choice = parse_choice(body.get("tool_choice"), tools) if tools else "auto"
+    text = body.get("text") or {}
+    options = TurnOptions(
+        tools=tools,
+        choice=choice,
+        parallel=body.get("parallel_tool_calls") is not False,
+        output=parse_format(text.get("format"), "text.format"),
+        max_tokens=body.get("max_output_tokens"),
+    )
+    check_emulation(options, enabled=tool_emulation)
+    return options
 
 
 def _optional(body: dict[str, Any], param: str, kind: type | tuple[type, ...], expected: str) -> Any:
@@ -215,6 +270,7 @@ def parse_responses_request(
     upstream: str,
     bounds: Bounds | None = None,
     aliases: Aliases = (),
+    tool_emulation: bool = True,
 ) -> ResponsesRequest:
     """Validate a Responses body into a `ResponsesRequest`; 400 naming the param, 404 for a model.
 
@@ -253,6 +309,7 @@ def parse_responses_request(
         )
     items = _input(body, bounds)
     echo = _echo(body)
+    options = _options(body, tool_emulation=tool_emulation)
     system_parts = [instructions.strip()] if instructions and instructions.strip() else []
     system_parts += [m["content"] for m in items if m["role"] in INSTRUCTION_ROLES and m["content"]]
     turns = [m for m in items if m["role"] not in INSTRUCTION_ROLES]
@@ -276,6 +333,7 @@ def parse_responses_request(
         stream=stream,
         conversation_id=continues or None,
         conversation_param=("previous_response_id" if previous else "conversation") if continues else None,
+        options=options.to_json(),
     )
     return ResponsesRequest(
         chat=chat,

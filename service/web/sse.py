@@ -136,6 +136,10 @@ class EventStream(FrameStream):
                 elif kind == "image":
                     answer.add(event)
                     yield frame(chunks.images([image(event)]))
+                elif kind == "tool_call":
+                    answer.add(event)
+                    for chunk in chunks.tool_call(len(answer.tool_calls) - 1, event):
+                        yield frame(chunk)
                 elif kind == "done":
                     self.terminal = event
                     if not answer.deltas and event.get("text"):

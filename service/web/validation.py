@@ -8,8 +8,9 @@ front-ends send vendor extras.
 
 Standard fields the upstream cannot honour are still checked, then accepted when valid
 (sampling knobs, `tools`, `response_format`, `seed`, `stop`...): rejecting them would
-break clients that always send them. Those whose honouring would change what the
-answer *is* get a 400 naming them instead: `n` > 1 and `logprobs: true`.
+break clients that always send them. Parameters that change what the answer means are not
+ignored: `tools`, `response_format`, `stop` and the token limits become `TurnOptions`
+(`service.tools`), which the worker honours; `n` > 1 and `logprobs: true` are 400s.
 
 Size bounds come from settings (`Bounds`) and the upstream: nesting depth and value count, the number of
 messages, their total characters, and the upstream's own per-message limit
@@ -38,6 +39,8 @@ from service.web.schema_errors import invalid, raise_first
 
 if TYPE_CHECKING:
     from service.web.auth import HeaderLookup
+from service.tools.history import fold
+from service.tools.openai_params import chat_options
 
 INSTRUCTION_ROLES = ("system", "developer")
 PARSE_ERROR = (
@@ -88,6 +91,8 @@ class ChatRequest:
     conversation_param: str | None = None
     # The last user message's images (`service.images`); its `prompt` is the text alone.
     images: tuple[ImageInput, ...] = ()
+    options: dict[str, Any] = dataclasses.field(default_factory=dict)
+    """`service.tools.options.TurnOptions.to_json()`: tools, structured output, stop, token limit."""
 
 
 def parse_body(raw: bytes) -> dict[str, Any]:
@@ -214,10 +219,10 @@ def check_chars(total: int, bounds: Bounds, *, param: str = "messages") -> None:
         )
 
 
-def _messages(body: dict[str, Any], bounds: Bounds) -> list[dict[str, str]]:
+def _messages(body: dict[str, Any], bounds: Bounds) -> list[dict[str, Any]]:
     messages = body["messages"]
     check_count(len(messages), bounds)
-    result: list[dict[str, str]] = []
+    result: list[dict[str, Any]] = []
     total = 0
     for i, message in enumerate(messages):
         content = message.get("content")
@@ -229,13 +234,19 @@ def _messages(body: dict[str, Any], bounds: Bounds) -> list[dict[str, str]]:
                         f"Invalid value: {json.dumps(part['type'])}. "
                         "This gateway supports only 'text' and 'image_url' content parts.",
                     )
-        entry = {"role": message["role"], "content": message_text(content)}
+        entry: dict[str, Any] = {"role": message["role"], "content": message_text(content)}
         if isinstance(message.get("name"), str) and message["name"]:
             entry["name"] = message["name"]
         total += len(entry["content"]) + len(entry.get("name", ""))
         check_chars(total, bounds)
+        if message["role"] == "assistant" and message.get("tool_calls"):
+            entry["tool_calls"] = _tool_calls(message["tool_calls"])
+        if message["role"] == "tool":
+            entry["tool_call_id"] = message["tool_call_id"]
         result.append(entry)
     last = len(result) - 1
+    if result[last]["role"] in ("tool", "function"):
+        return result  # tool results are the new turn
     if result[last]["role"] != "user":
         raise invalid(
             "messages", "The last message must have role 'user': this gateway answers the last user message."
@@ -246,6 +257,19 @@ def _messages(body: dict[str, Any], bounds: Bounds) -> list[dict[str, str]]:
             f"Invalid 'messages[{last}].content': the last user message has no text.",
         )
     return result
+
+
+def _tool_calls(value: list[dict[str, Any]]) -> list[dict[str, str]]:
+    """An assistant message's (schema-valid) function `tool_calls`, reduced to (id, name, arguments)."""
+    return [
+        {
+            "id": str(call.get("id") or ""),
+            "name": call["function"]["name"],
+            "arguments": call["function"]["arguments"],
+        }
+        for call in value
+        if isinstance(call.get("function"), dict)
+    ]
 
 
 def _check_semantics(body: dict[str, Any]) -> None:
@@ -294,6 +318,7 @@ def parse_chat_request(
     upstream: str = "bing",
     bounds: Bounds | None = None,
     aliases: Aliases = (),
+    tool_emulation: bool = True,
 ) -> ChatRequest:
     """Validate a Chat Completions body (and the conversation header) into a `ChatRequest`.
 
@@ -313,35 +338,30 @@ def parse_chat_request(
     messages = _messages(body, bounds)
     _check_semantics(body)
     found = _images(body, bounds, upstream)
-    prompt = message_text(_texts(body["messages"][-1].get("content")))
+    # The new user message goes upstream as its text alone (its images travel as images).
+    last = {**messages[-1], "content": message_text(_texts(body["messages"][-1].get("content")))}
+    turns = fold([m for m in [*messages[:-1], last] if m["role"] not in INSTRUCTION_ROLES])
+    prompt = turns[-1]["content"]
     check_prompt(prompt, upstream)
     stream, include_usage = _stream_flags(body)
     conversation_id, conversation_param = _conversation(body, headers)
+    options = chat_options(body, tool_emulation=tool_emulation)
     system = "\n\n".join(m["content"] for m in messages if m["role"] in INSTRUCTION_ROLES and m["content"])
-    history = tuple(_history_entry(m) for m in messages[:-1] if m["role"] not in INSTRUCTION_ROLES)
     return ChatRequest(
         model=spec.id,
         prompt=prompt,
         system=system,
-        history=tuple(entry for entry in history if entry["content"]),
-        messages=tuple(messages),
+        history=tuple(entry for entry in turns[:-1] if entry["content"]),
+        messages=tuple({"role": m["role"], "content": m["content"]} for m in messages),
         stream=stream,
         include_usage=include_usage,
         conversation_id=conversation_id,
         conversation_param=conversation_param,
         images=found,
+        options=options.to_json(),
     )
 
 
 def _texts(content: Any) -> Any:
     """Content without its image parts: the text that goes upstream as the prompt."""
     return [part for part in content if part["type"] != "image_url"] if isinstance(content, list) else content
-
-
-def _history_entry(message: dict[str, str]) -> dict[str, str]:
-    # Bing has no tool role: a tool's output is shown to it as text the user supplied.
-    if message["role"] in ("tool", "function"):
-        label = f"Output of {message['name']}" if message.get("name") else "Tool output"
-        text = f"{label}:\n{message['content']}" if message["content"] else ""
-        return {"role": "user", "content": text}
-    return {"role": message["role"], "content": message["content"]}

@@ -18,7 +18,7 @@ import time
 from collections.abc import Callable, Iterator
 from typing import Any
 
-from tests.simulator import challenges, copilot, copilot_media, faults
+from tests.simulator import challenges, copilot, copilot_media, faults, tool_model
 from tests.simulator.accounts import ANONYMOUS
 from tests.simulator.actions import Action, Close, Hang, Send, Sleep
 from tests.simulator.challenges import Challenge
@@ -253,6 +253,10 @@ class CopilotTurnPlayer:
 
     def _answer_text(self, script: faults.Script) -> str:
         assert self.conversation is not None
+        seen = [*self.conversation.context, *([self.page] if self.page else [])]  # injected context
+        scripted = tool_model.answer(self.text, [*seen, *(turn.user for turn in self.conversation.turns)])
+        if scripted is not None:
+            return scripted
         if script.on("recall"):
             earlier = [turn.user for turn in self.conversation.turns]
             pages = [*self.conversation.context, *([self.page] if self.page else [])]
@@ -260,7 +264,7 @@ class CopilotTurnPlayer:
         if script.on("long"):
             return faults.long_answer(max(1, int(script.values["long"])))
         seen = copilot_media.seen_images(self.images, self.state.attachments)
-        return seen + faults.default_answer(script.prompt, len(self.conversation.turns) + 1)
+        return seen + faults.default_answer(tool_model.strip(script.prompt), len(self.conversation.turns) + 1)
 
     def _image(self, script: faults.Script, bot_id: str, delay: float) -> Iterator[Action]:
         """B7.7: a line of text, the image events, then `done` (or, for image_close, a bare close)."""

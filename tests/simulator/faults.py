@@ -22,6 +22,17 @@ from tests.simulator import chathub
 PREFIX = re.compile(r"\[sim:([a-z_]+)(?:=([^\]]*))?\]")
 BLOCK_HEADER = re.compile(r"(?m)^\[(user|assistant|system)\]\(#([A-Za-z_]+)\)[ \t]*\n")
 
+TOOL_STYLES = (
+    "tool_prose",
+    "tool_fenced",
+    "tool_parallel",
+    "tool_malformed",
+    "tool_invalid",
+    "tool_silent",
+    "json_bad",
+)
+"""The scripted tool-using model's call styles (`tests.simulator.tool_model`)."""
+
 FLAGS = frozenset(
     {
         "throttled",
@@ -37,6 +48,7 @@ FLAGS = frozenset(
         "hang",
         "disengaged",
         "recall",
+        *TOOL_STYLES,
     }
 )
 """ChatHub's prefixes that take no value."""
@@ -63,11 +75,12 @@ COPILOT_FLAGS = frozenset(
         "reasoning",
         "hang",
         "recall",
+        *TOOL_STYLES,
     }
 )
 """Copilot's prefixes that take no value (no retraction, disengagement or expiry there)."""
 
-NUMBERS = {"slow": float, "long": int, "hang_after": int, "stamp": int}
+NUMBERS = {"slow": float, "long": int, "hang_after": int, "stamp": int, "tools": int}
 """Prefixes that take a numeric value, and its type (both dialects)."""
 
 ERROR_FAULTS = {

@@ -13,7 +13,7 @@ import time
 from collections.abc import Callable, Iterator
 from typing import Any
 
-from tests.simulator import chathub, faults, kblob, search
+from tests.simulator import chathub, faults, kblob, search, tool_model
 from tests.simulator.accounts import ANONYMOUS
 from tests.simulator.actions import Action, Close, Hang, Send, Sleep
 from tests.simulator.state import SimulatorState, Turn
@@ -201,6 +201,10 @@ class TurnPlayer:
 
     def _answer_text(self, script: faults.Script) -> str:
         assert self.conversation is not None
+        seen = [*self.conversation.context, *self.descriptions]  # injected context
+        scripted = tool_model.answer(self.text, [*seen, *(turn.user for turn in self.conversation.turns)])
+        if scripted is not None:
+            return scripted
         if script.on("recall"):
             earlier = [turn.user for turn in self.conversation.turns]
             return faults.recall_answer([*self.conversation.context, *self.descriptions], earlier)
@@ -209,7 +213,7 @@ class TurnPlayer:
         if script.on("search"):
             return search.answer_text(script.prompt)
         seen = kblob.seen(self.state, self.args.get("message") or {})
-        return seen + faults.default_answer(script.prompt, self.turn_number)
+        return seen + faults.default_answer(tool_model.strip(script.prompt), self.turn_number)
 
     def _answer_message(self, bot_id: str, text: str, *, final: bool, cited: str | None) -> dict[str, Any]:
         """One state of the streamed answer; the final one is complete and carries suggestions."""

@@ -268,6 +268,10 @@ def valid_bodies(draw: st.DrawFn) -> dict[str, Any]:
         "messages": draw(MESSAGES),
     }
     body.update({name: draw(VALID_FIELDS[name]) for name in names})
+    choice = body.get("tool_choice")
+    if isinstance(choice, dict):  # a named function must be one of `tools` (the emulation calls it)
+        named = {"type": "function", "function": {"name": choice["function"]["name"]}}
+        body["tools"] = [*body.get("tools", []), named]
     return body
 
 

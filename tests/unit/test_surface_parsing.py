@@ -47,9 +47,9 @@ def test_stateless_responses_input_is_history_plus_prompt() -> None:
     assert chat.system == "Be brief.\n\nRules."
     assert chat.history == (
         {"role": "user", "content": "hi"},
-        {"role": "assistant", "content": "Called tool ls({})"},
-    )
-    assert chat.prompt == "Output of tool call c1:\na.txt"
+        {"role": "assistant", "content": '<tool_call>{"arguments":{},"id":"c1","name":"ls"}</tool_call>'},
+    )  # the call as the worker stores it, so history matching finds the conversation
+    assert chat.prompt == '[gateway:tool_results]\n<tool_result id="c1" name="ls">\na.txt\n</tool_result>'
     assert chat.conversation_id is None and req.store is False
 
 
@@ -107,7 +107,10 @@ def test_messages_become_the_neutral_turn() -> None:
     assert chat.model == "copilot" and req.model == "claude-opus-4-8"
     assert chat.system == "You are Claude Code.\n\nEnvironment."
     assert chat.history == ({"role": "user", "content": "a\nb"}, {"role": "assistant", "content": "ok"})
-    assert chat.prompt == "Output of tool call t1:\ndone\n\nand now?"  # consecutive user turns merge
+    # a tool result and the user message after it are one turn, the result naming its call
+    assert (
+        chat.prompt == '[gateway:tool_results]\n<tool_result id="t1" name="">\ndone\n</tool_result>\nand now?'
+    )
 
 
 @pytest.mark.parametrize(
@@ -127,7 +130,7 @@ def test_messages_become_the_neutral_turn() -> None:
             {
                 "model": "copilot",
                 "max_tokens": 5,
-                "stop_sequences": ["\n"],
+                "stop_sequences": "\n",
                 "messages": [{"role": "user", "content": "x"}],
             },
             "stop_sequences",

@@ -38,6 +38,9 @@ def test_model_names_match_case_insensitively_and_are_canonical() -> None:
     assert parse(ok(model="creative")).model == "Creative"
 
 
+RESULT = '[gateway:tool_results]\n<tool_result id="x" name="">\n42\n</tool_result>'
+
+
 def test_system_history_and_prompt_are_derived_from_messages() -> None:
     chat = parse(
         ok(
@@ -50,7 +53,6 @@ def test_system_history_and_prompt_are_derived_from_messages() -> None:
                 {"role": "assistant", "content": "Answer."},
                 {"role": "user", "content": "  next  "},
             ],
-            tools=[{"type": "function", "function": {"name": "lookup"}}],
             seed=1,
         )
     )
@@ -58,7 +60,10 @@ def test_system_history_and_prompt_are_derived_from_messages() -> None:
     assert chat.prompt == "next"
     assert chat.history == (
         {"role": "user", "content": "a\nb"},
-        {"role": "user", "content": "Tool output:\n42"},
+        {
+            "role": "user",
+            "content": '[gateway:tool_results]\n<tool_result id="x" name="">\n42\n</tool_result>',
+        },
         {"role": "assistant", "content": "Answer."},
     )
     assert len(chat.messages) == 7
