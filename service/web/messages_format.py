@@ -203,8 +203,8 @@ class MessageStream(FrameStream):
                         yield self._event("content_block_delta", index=0, delta=delta)
                     answer.add(event)
                     for note in citations(answer) or []:
-                        delta = {"type": "citations_delta", "citation": note}
-                        yield self._event("content_block_delta", index=0, delta=delta)
+                        cited = {"type": "citations_delta", "citation": note}
+                        yield self._event("content_block_delta", index=0, delta=cited)
                     if not answer.tool_calls:
                         yield self._event("content_block_stop", index=0)
                     yield self._event(

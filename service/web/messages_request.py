@@ -20,8 +20,7 @@ from __future__ import annotations
 
 import dataclasses
 import json
-from collections.abc import Mapping
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from service.errors import InvalidRequest, NotFound
 from service.limits import check_prompt
@@ -30,6 +29,9 @@ from service.tools.history import fold
 from service.tools.openai_params import check_emulation, parse_choice, parse_stop, parse_tools
 from service.tools.options import TurnOptions
 from service.web.validation import Bounds, ChatRequest, check_chars, check_count, parse_body
+
+if TYPE_CHECKING:
+    from service.web.auth import HeaderLookup
 
 ROLES = ("user", "assistant", "system")
 
@@ -210,7 +212,7 @@ def _options(body: dict[str, Any], max_tokens: int | None, *, tool_emulation: bo
 
 def parse_messages_request(
     raw: bytes,
-    headers: Mapping[str, str],
+    headers: HeaderLookup,
     *,
     upstream: str,
     bounds: Bounds | None = None,

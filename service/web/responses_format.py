@@ -45,7 +45,7 @@ def usage(input_tokens: int, output_tokens: int) -> dict[str, Any]:
     }
 
 
-def annotations(answer: Answer) -> list[dict[str, Any]]:
+def citation_annotations(answer: Answer) -> list[dict[str, Any]]:
     """Citations as the Responses API's flat `url_citation` annotations."""
     return [{"type": "url_citation", **item["url_citation"]} for item in answer.annotations()]
 
@@ -147,7 +147,7 @@ class ResponseBuilder:
 
     def completed(self, answer: Answer) -> dict[str, Any]:
         """The finished response for a whole answer: its text message, then its function calls."""
-        part = output_text(answer.content, annotations(answer))
+        part = output_text(answer.content, citation_annotations(answer))
         items = (
             [message_item(self.item_id, "completed", [part])]
             if answer.content or not answer.tool_calls
@@ -218,7 +218,7 @@ class ResponseStream(FrameStream):
         b, answer = self.builder, self.answer
         self._text = "closed"
         where = {"item_id": b.item_id, "output_index": 0}
-        notes = annotations(answer)
+        notes = citation_annotations(answer)
         for index, note in enumerate(notes):
             yield self._event(
                 "response.output_text.annotation.added",

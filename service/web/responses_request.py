@@ -26,8 +26,7 @@ from __future__ import annotations
 
 import dataclasses
 import json
-from collections.abc import Mapping
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from service.errors import InvalidRequest, NotFound
 from service.limits import check_prompt
@@ -38,6 +37,9 @@ from service.tools.options import TurnOptions
 from service.web.schema_errors import missing as _missing
 from service.web.schema_errors import wrong_type as _wrong_type
 from service.web.validation import Bounds, ChatRequest, check_chars, check_count, parse_body
+
+if TYPE_CHECKING:
+    from service.web.auth import HeaderLookup
 
 TEXT_PARTS = ("input_text", "output_text", "text", "summary_text", "refusal")
 MESSAGE_ROLES = ("user", "assistant", "system", "developer")
@@ -265,7 +267,7 @@ def _echo(body: dict[str, Any]) -> dict[str, Any]:
 
 def parse_responses_request(
     raw: bytes,
-    headers: Mapping[str, str],
+    headers: HeaderLookup,
     *,
     upstream: str,
     bounds: Bounds | None = None,

@@ -12,10 +12,11 @@ import sys
 
 from langchain_core.messages import AIMessage, HumanMessage
 from langchain_openai import ChatOpenAI
+from pydantic import SecretStr
 
 
 def main(base_url: str) -> None:
-    llm = ChatOpenAI(base_url=base_url, api_key="sk-langchain", max_retries=0, timeout=30)
+    llm = ChatOpenAI(base_url=base_url, api_key=SecretStr("sk-langchain"), max_retries=0, timeout=30)
     first = llm.invoke([HumanMessage("my name is Ada")])
     streamed = "".join(str(chunk.content) for chunk in llm.stream("stream langchain"))
     history = [
@@ -24,7 +25,9 @@ def main(base_url: str) -> None:
         HumanMessage("[sim:recall] who?"),
     ]
     second = llm.invoke(history)
-    responses = ChatOpenAI(base_url=base_url, api_key="sk-langchain", use_responses_api=True, max_retries=0)
+    responses = ChatOpenAI(
+        base_url=base_url, api_key=SecretStr("sk-langchain"), use_responses_api=True, max_retries=0
+    )
     via_responses = responses.invoke("responses langchain")
     print(
         json.dumps(

@@ -14,6 +14,7 @@ from pathlib import Path
 
 import pytest
 
+from service.redis_conn import text
 from tests.integration.conftest import Stack
 from tests.support.stack import ROOT
 
@@ -66,7 +67,9 @@ def test_runner_run_on_the_responses_model(agents: Path, gateway: Stack) -> None
     # The agent's instructions reached the upstream once, with the first turn.
     assert turns[1]["output"] == "Earlier you said: my name is Ada (system: You answer briefly.)"
     assert turns[2]["output"].endswith("This is turn 3.")
-    conversation_id = gateway.redis.get(f"completion:{turns[2]['response_id']}").decode()
+    stored = gateway.redis.get(f"completion:{turns[2]['response_id']}")
+    assert stored is not None
+    conversation_id = text(stored)
     assert gateway.upstream_users(conversation_id) == prompts
 
 

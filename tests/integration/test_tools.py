@@ -11,6 +11,7 @@ from typing import Any
 
 import pytest
 from openai import OpenAI
+from pydantic import SecretStr
 
 from tests.integration.conftest import Stack
 
@@ -38,7 +39,7 @@ def client(gateway: Stack) -> OpenAI:
 
 
 def ask(client: OpenAI, messages: list[dict[str, Any]], **extra: Any) -> Any:
-    return client.chat.completions.create(model="Balanced", messages=messages, **extra)  # type: ignore[call-overload]
+    return client.chat.completions.create(model="Balanced", messages=messages, **extra)
 
 
 def test_call_result_answer_loop_on_one_upstream_conversation(client: OpenAI, gateway: Stack) -> None:
@@ -136,7 +137,7 @@ def test_langchain_bind_tools_agent_over_two_rounds(gateway: Stack) -> None:
         return a + b
 
     model = ChatOpenAI(
-        model="gpt-4o", base_url=gateway.url + "/v1", api_key="sk-x", max_retries=0, timeout=60
+        model="gpt-4o", base_url=gateway.url + "/v1", api_key=SecretStr("sk-x"), max_retries=0, timeout=60
     )
     bound = model.bind_tools([add])
     messages: list[Any] = [HumanMessage("[sim:tools=2] what is 2 + 3, plus 2 + 3?")]
@@ -164,7 +165,7 @@ def test_langchain_structured_output_with_pydantic(gateway: Stack) -> None:
         population: int
 
     model = ChatOpenAI(
-        model="gpt-4o", base_url=gateway.url + "/v1", api_key="sk-x", max_retries=0, timeout=60
+        model="gpt-4o", base_url=gateway.url + "/v1", api_key=SecretStr("sk-x"), max_retries=0, timeout=60
     )
     # LangChain sends a json_schema response_format; the scripted model answers a sampled
     # value in a code fence after prose; the gateway extracts and validates it.

@@ -263,8 +263,10 @@ class CopilotTurnPlayer:
             return faults.recall_answer(pages, earlier)
         if script.on("long"):
             return faults.long_answer(max(1, int(script.values["long"])))
-        seen = copilot_media.seen_images(self.images, self.state.attachments)
-        return seen + faults.default_answer(tool_model.strip(script.prompt), len(self.conversation.turns) + 1)
+        image_note = copilot_media.seen_images(self.images, self.state.attachments)
+        return image_note + faults.default_answer(
+            tool_model.strip(script.prompt), len(self.conversation.turns) + 1
+        )
 
     def _image(self, script: faults.Script, bot_id: str, delay: float) -> Iterator[Action]:
         """B7.7: a line of text, the image events, then `done` (or, for image_close, a bare close)."""

@@ -212,8 +212,8 @@ class TurnPlayer:
             return faults.long_answer(max(1, int(script.values["long"])))
         if script.on("search"):
             return search.answer_text(script.prompt)
-        seen = kblob.seen(self.state, self.args.get("message") or {})
-        return seen + faults.default_answer(tool_model.strip(script.prompt), self.turn_number)
+        image_note = kblob.seen(self.state, self.args.get("message") or {})
+        return image_note + faults.default_answer(tool_model.strip(script.prompt), self.turn_number)
 
     def _answer_message(self, bot_id: str, text: str, *, final: bool, cited: str | None) -> dict[str, Any]:
         """One state of the streamed answer; the final one is complete and carries suggestions."""
