@@ -22,7 +22,9 @@ import dataclasses
 import json
 from typing import TYPE_CHECKING, Any
 
+from service import images
 from service.errors import InvalidRequest, NotFound
+from service.images import ImageInput
 from service.limits import check_prompt
 from service.models import Aliases, find_model
 from service.tools.history import fold
@@ -72,19 +74,49 @@ def _block_text(block: Any, field: str) -> str | None:
         return None  # taken apart by `_message` into calls and results
     if kind in ("thinking", "redacted_thinking", "server_tool_use", "web_search_tool_result"):
         return None
-    if kind in ("image", "document", "search_result", "container_upload"):
+    if kind == "image":
+        return None  # counted by `_content_text`; the last message's go upstream (`_images`)
+    if kind in ("document", "search_result", "container_upload"):
         raise _invalid(f"{field}.type: this gateway answers text only; '{kind}' blocks are not supported")
     raise _invalid(
         f"{field}.type: Input tag '{kind}' found using 'type' does not match any of the expected tags"
     )
 
 
-def _content_text(content: Any, field: str) -> str:
+def _content_text(content: Any, field: str, *, mark: bool = True) -> str:
+    """The text of `content`; with `mark`, an `[image]` line per image block before it (the
+    transcript's form). The new message's own images travel as images, so it is not marked."""
     if isinstance(content, str):
         return content.strip()
     _expect(content, list, field, "a valid string or list")
     texts = [t for j, block in enumerate(content) if (t := _block_text(block, f"{field}.{j}")) is not None]
-    return "\n".join(texts).strip()
+    text = "\n".join(texts).strip()
+    return images.marked(text, _image_blocks(content)) if mark else text
+
+
+def _image_blocks(content: list[Any]) -> int:
+    return sum(1 for block in content if isinstance(block, dict) and block.get("type") == "image")
+
+
+def _images(body: dict[str, Any], bounds: Bounds, upstream: str) -> tuple[ImageInput, ...]:
+    """The last message's image blocks, checked (`service.images`); 400s name the block."""
+    index = len(body["messages"]) - 1
+    content = body["messages"][index].get("content")
+    found: list[ImageInput] = []
+    for j, block in enumerate(content if isinstance(content, list) else []):
+        if not isinstance(block, dict) or block.get("type") != "image":
+            continue
+        where = f"messages.{index}.content.{j}"
+        if upstream == "bing" and found:
+            raise InvalidRequest(
+                f"{where}: Bing ChatHub takes one image per message (UPSTREAM=bing); "
+                "send the others in separate messages",
+                param=where,
+                code="too_many_images",
+            )
+        images.check_count(len(found) + 1, where, bounds.images)
+        found.append(images.anthropic_image(block, where, bounds.images))
+    return tuple(found)
 
 
 def _tool_parts(message: dict[str, Any], field: str) -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
@@ -131,7 +163,8 @@ def _messages(body: dict[str, Any], bounds: Bounds) -> tuple[list[dict[str, str]
             raise _invalid(f"{field}.role: Input should be 'user', 'assistant' or 'system'")
         if "content" not in message:
             raise _invalid(f"{field}.content: Field required")
-        text = _content_text(message["content"], f"{field}.content")
+        last = i == len(messages) - 1
+        text = _content_text(message["content"], f"{field}.content", mark=not last)
         if role == "system":
             if text:
                 instructions.append(text)
@@ -239,6 +272,7 @@ def parse_messages_request(
     check_chars(len(system) + sum(len(m["content"]) for m in messages), bounds)
     if not count_only:
         check_prompt(messages[-1]["content"], upstream)
+    found = _images(body, bounds, upstream)
     max_tokens = _knobs(body, count_only=count_only)
     options = _options(body, max_tokens, tool_emulation=tool_emulation)
     stream = body.get("stream")
@@ -252,5 +286,6 @@ def parse_messages_request(
         messages=tuple(([{"role": "system", "content": system}] if system else []) + messages),
         stream=bool(stream),
         options=options.to_json(),
+        images=found,
     )
     return MessagesRequest(chat=chat, model=model, max_tokens=max_tokens)

@@ -28,7 +28,9 @@ import dataclasses
 import json
 from typing import TYPE_CHECKING, Any
 
+from service import images
 from service.errors import InvalidRequest, NotFound
+from service.images import ImageInput
 from service.limits import check_prompt
 from service.models import Aliases, find_model
 from service.tools.history import fold
@@ -64,16 +66,18 @@ def _invalid(message: str, param: str, code: str = "invalid_value") -> InvalidRe
     return InvalidRequest(message, param=param, code=code)
 
 
-def _part_text(part: Any, where: str) -> str:
+def _part_text(part: Any, where: str) -> str | None:
     if not isinstance(part, dict):
         raise _wrong_type(where, "an object", part)
     kind = part.get("type")
     if kind is None:
         raise _missing(f"{where}.type")
-    if kind in ("input_image", "input_file", "input_audio"):
+    if kind == "input_image":
+        return None  # counted by `_content_text`; the last message's go upstream (`_images`)
+    if kind in ("input_file", "input_audio"):
         raise _invalid(
-            f"Invalid value: {json.dumps(kind)}. This gateway answers text only; "
-            "send the content as 'input_text'.",
+            f"Invalid value: {json.dumps(kind)}. This gateway takes text and images only; "
+            "send the content as 'input_text' or 'input_image'.",
             f"{where}.type",
         )
     if kind not in TEXT_PARTS:
@@ -86,15 +90,44 @@ def _part_text(part: Any, where: str) -> str:
     return text
 
 
-def _content_text(content: Any, where: str) -> str:
+def _content_text(content: Any, where: str, *, mark: bool = True) -> str:
+    """The text of `content`; with `mark`, an `[image]` line per image part before it (the
+    transcript's form). The new message's own images travel as images, so it is not marked."""
     if isinstance(content, str):
         return content.strip()
     if not isinstance(content, list):
         raise _wrong_type(where, "one of a string or array of objects", content)
-    return "\n".join(_part_text(part, f"{where}[{j}]") for j, part in enumerate(content)).strip()
+    texts = [t for j, part in enumerate(content) if (t := _part_text(part, f"{where}[{j}]")) is not None]
+    text = "\n".join(texts).strip()
+    count = sum(1 for part in content if part.get("type") == "input_image")
+    return images.marked(text, count) if mark else text
 
 
-def _item(item: Any, where: str) -> dict[str, Any] | None:
+def _images(body: dict[str, Any], bounds: Bounds, upstream: str) -> tuple[ImageInput, ...]:
+    """The last input message's `input_image` parts, checked (`service.images`); 400s name the part."""
+    value = body.get("input")
+    if not isinstance(value, list) or not value or not isinstance(value[-1], dict):
+        return ()
+    index = len(value) - 1
+    content = value[index].get("content")
+    found: list[ImageInput] = []
+    for j, part in enumerate(content if isinstance(content, list) else []):
+        if not isinstance(part, dict) or part.get("type") != "input_image":
+            continue
+        where = f"input[{index}].content[{j}]"
+        if upstream == "bing" and found:
+            raise _invalid(
+                f"Invalid '{where}': Bing ChatHub takes one image per message (UPSTREAM=bing); "
+                "send the others in separate messages.",
+                where,
+                "too_many_images",
+            )
+        images.check_count(len(found) + 1, f"{where}.image_url", bounds.images)
+        found.append(images.responses_image(part, where, bounds.images))
+    return tuple(found)
+
+
+def _item(item: Any, where: str, *, last: bool = False) -> dict[str, Any] | None:
     """One input item as a neutral message (`service.tools.history`); None if it says nothing."""
     if not isinstance(item, dict):
         raise _wrong_type(where, "an object", item)
@@ -112,7 +145,7 @@ def _item(item: Any, where: str) -> dict[str, Any] | None:
             )
         if "content" not in item:
             raise _missing(f"{where}.content")
-        return {"role": role, "content": _content_text(item["content"], f"{where}.content")}
+        return {"role": role, "content": _content_text(item["content"], f"{where}.content", mark=not last)}
     if kind == "function_call_output":
         output = item.get("output")
         text = output if isinstance(output, str) else _content_text(output or [], f"{where}.output")
@@ -142,7 +175,11 @@ def _input(body: dict[str, Any], bounds: Bounds) -> list[dict[str, str]]:
         items = [{"role": "user", "content": value.strip()}]
     elif isinstance(value, list):
         check_count(len(value), bounds, param="input")
-        neutral = [entry for i, item in enumerate(value) if (entry := _item(item, f"input[{i}]")) is not None]
+        neutral = [
+            entry
+            for i, item in enumerate(value)
+            if (entry := _item(item, f"input[{i}]", last=i == len(value) - 1)) is not None
+        ]
         items = _fold(neutral)
     else:
         raise _wrong_type("input", "one of a string or array of objects", value)
@@ -310,6 +347,7 @@ def parse_responses_request(
             "mutually_exclusive_parameters",
         )
     items = _input(body, bounds)
+    found = _images(body, bounds, upstream)
     echo = _echo(body)
     options = _options(body, tool_emulation=tool_emulation)
     system_parts = [instructions.strip()] if instructions and instructions.strip() else []
@@ -336,6 +374,7 @@ def parse_responses_request(
         conversation_id=continues or None,
         conversation_param=("previous_response_id" if previous else "conversation") if continues else None,
         options=options.to_json(),
+        images=found,
     )
     return ResponsesRequest(
         chat=chat,

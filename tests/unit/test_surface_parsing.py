@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import base64
 import json
 from typing import Any
 
@@ -67,8 +68,16 @@ def test_continuing_responses_send_every_new_item_upstream() -> None:
         ({"model": "copilot"}, "input"),
         ({"model": "copilot", "input": 3}, "input"),
         (
-            {"model": "copilot", "input": [{"role": "user", "content": [{"type": "input_image"}]}]},
-            "input[0].content[0].type",
+            {
+                "model": "copilot",
+                "input": [
+                    {
+                        "role": "user",
+                        "content": [{"type": "input_text", "text": "x"}, {"type": "input_image"}],
+                    }
+                ],
+            },
+            "input[0].content[1].image_url",
         ),
         ({"model": "copilot", "input": [{"role": "assistant", "content": "x"}]}, "input"),
         ({"model": "copilot", "input": "x", "background": True}, "background"),
@@ -139,9 +148,9 @@ def test_messages_become_the_neutral_turn() -> None:
             {
                 "model": "copilot",
                 "max_tokens": 5,
-                "messages": [{"role": "user", "content": [{"type": "image"}]}],
+                "messages": [{"role": "user", "content": [{"type": "text", "text": "x"}, {"type": "image"}]}],
             },
-            "messages.0.content.0.type",
+            "messages.0.content.1.source",
         ),
     ],
 )
@@ -206,3 +215,41 @@ def test_messages_apply_the_upstream_limit_and_the_request_bounds() -> None:
         for _ in range(70):
             deep = [deep]
         messages({**base, "messages": [{"role": "user", "content": "hi"}], "metadata": {"d": deep}})
+
+
+PNG = base64.b64encode(b"\x89PNG\r\n\x1a\n" + b"\0" * 32).decode()
+
+
+def test_responses_input_image_goes_upstream_and_earlier_ones_are_marked() -> None:
+    image = {"type": "input_image", "image_url": f"data:image/png;base64,{PNG}"}
+    req = responses(
+        {
+            "model": "copilot",
+            "input": [
+                {"role": "user", "content": [image, {"type": "input_text", "text": "first"}]},
+                {"role": "assistant", "content": "seen"},
+                {"role": "user", "content": [{"type": "input_text", "text": "and this?"}, image]},
+            ],
+        }
+    )
+    assert req.chat.prompt == "and this?"
+    assert [i.mime for i in req.chat.images] == ["image/png"]
+    assert req.chat.history[0]["content"] == "[image]\nfirst"
+
+
+def test_messages_image_block_goes_upstream_and_earlier_ones_are_marked() -> None:
+    image = {"type": "image", "source": {"type": "base64", "media_type": "image/png", "data": PNG}}
+    req = messages(
+        {
+            "model": "copilot",
+            "max_tokens": 5,
+            "messages": [
+                {"role": "user", "content": [image, {"type": "text", "text": "first"}]},
+                {"role": "assistant", "content": "seen"},
+                {"role": "user", "content": [{"type": "text", "text": "and this?"}, image]},
+            ],
+        }
+    )
+    assert req.chat.prompt == "and this?"
+    assert [i.mime for i in req.chat.images] == ["image/png"]
+    assert req.chat.history[0]["content"] == "[image]\nfirst"
