@@ -333,3 +333,43 @@ def test_a_streamed_turn_with_an_image(gateway: Stack) -> None:
     assert f"I see an image ({len(png)} bytes)" in text
     (upload,) = uploads(gateway)
     assert upload["sha256"] == hashlib.sha256(png).hexdigest()
+
+
+def test_responses_and_messages_images_reach_the_upstream(gateway: Stack) -> None:
+    """`input_image` (Responses) and `image` blocks (Messages) take the same path as `image_url`."""
+    png = screenshot_png(64, 32, seed=3)
+    responses = gateway.post(
+        {
+            "model": "copilot" if gateway.dialect == "copilot" else "Balanced",
+            "input": [
+                {
+                    "role": "user",
+                    "content": [
+                        {"type": "input_text", "text": "What is this?"},
+                        {"type": "input_image", "image_url": data_uri(png)},
+                    ],
+                }
+            ],
+        },
+        path="/v1/responses",
+    )
+    assert responses.status_code == 200, responses.text
+    assert f"I see an image ({len(png)} bytes)" in responses.json()["output"][0]["content"][0]["text"]
+    source = {"type": "base64", "media_type": "image/png", "data": base64.b64encode(png).decode()}
+    messages = gateway.post(
+        {
+            "model": "claude-3-haiku",
+            "max_tokens": 100,
+            "messages": [
+                {
+                    "role": "user",
+                    "content": [{"type": "image", "source": source}, {"type": "text", "text": "And?"}],
+                }
+            ],
+        },
+        path="/v1/messages",
+    )
+    assert messages.status_code == 200, messages.text
+    assert f"I see an image ({len(png)} bytes)" in messages.json()["content"][0]["text"]
+    sent = uploads(gateway)
+    assert [u["sha256"] for u in sent] == [hashlib.sha256(png).hexdigest()] * 2  # one per conversation
