@@ -19,7 +19,8 @@ echoed on the response object and honoured (`service.tools`: emulated function c
 structured output, the token cut); replayed `function_call` / `function_call_output`
 items become the calls and results the worker stored, each result naming its call. Fields that
 would change the answer's meaning and that the gateway cannot honour (`background`,
-images and files in the input) are a 400 naming them. This module does no I/O.
+files and audio in the input) are a 400 naming them. The last message's `input_image` parts go
+upstream as images (`service.images`); earlier ones are `[image]` lines. This module does no I/O.
 """
 
 from __future__ import annotations
