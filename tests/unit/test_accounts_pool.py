@@ -6,6 +6,7 @@ import pytest
 from redis import Redis
 
 from service.accounts import capacity, health
+from service.accounts import registry as registry_module
 from service.accounts.registry import COOLING, DISABLED, NEEDS_ATTENTION, READY, Registry
 from service.accounts.scheduler import Scheduler, new_ticket, pool_unavailable
 from service.accounts.sealing import SealingError
@@ -207,12 +208,15 @@ def test_a_dead_workers_waiting_ticket_leaves_the_line(redis_client: Redis) -> N
     assert lease is not None
 
 
-def test_a_turn_served_out_of_line_does_not_push_a_newcomer_behind_the_line(redis_client: Redis) -> None:
+def test_a_turn_served_out_of_line_does_not_push_a_newcomer_behind_the_line(
+    redis_client: Redis, monkeypatch: pytest.MonkeyPatch
+) -> None:
     # A worker's pool view may be a second old (SNAPSHOT_SECONDS): right after the operator
     # replaces an account, one worker's turns still want the deleted one while another worker's
     # turn, later in the line, takes the new account's only slot. Serving that turn must not move
     # the line's clock past the turns still waiting, or another key arriving now would be
     # tagged behind the whole flood: first come, first served.
+    monkeypatch.setattr(registry_module, "SNAPSHOT_SECONDS", 3600.0)  # however slow this machine is
     clock = Clock()
     admin, stale_view, fresh_view = (registry(redis_client, clock) for _ in range(3))
     admin.seed([COOKIE])
