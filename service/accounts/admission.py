@@ -15,15 +15,17 @@ What already claims those slots, per owner (API key), in Redis:
     …:door:promised:<owner>  ZSET id -> time     reservations handed out with 429s
     …:door:owners            ZSET owner -> seen  whose sets to look at
 
-A new turn of owner `o` is placed as the fair line would serve it (max-min: every other
-owner's claims count up to o's own plus one), so one key's flood does not close the door
-on the others. If its slot is within `QUEUE_MAX_WAIT_SECONDS` it is admitted (a pending
-claim); else it gets a promise for `slot − QUEUE_MAX_WAIT_SECONDS` and `Retry-After` says
-when that is. Promises count against every later newcomer, so the next refused client is
-promised a later slot (no herd) and a newcomer cannot take a promised slot. A request of
-`o` arriving when one of o's promises is due takes it and is admitted: a client that
-waits exactly `Retry-After` gets in. A promise nobody claims lapses `PROMISE_GRACE`
-seconds after its time. One Lua script decides and writes, so web processes agree.
+A new turn of owner `o` comes in round n+1 of the fair line, n being o's claims. It is
+admitted (a pending claim) if its slot is within `QUEUE_MAX_WAIT_SECONDS` even when every
+other owner with a claim puts a turn in each round ahead of it (they may: the line is
+fair, so a key's later turns overtake another key's flood); that bound is what keeps
+admitted waits under the limit. Else it is promised its fair place as things stand
+(every other owner's claims counted up to n+1) and `Retry-After` sends it back
+`PROMISE_LEAD` seconds before that slot: it waits at home, not in the line. Promises
+are claims, so the next refused client is promised a later slot (no herd) and a
+newcomer cannot take a promised place. A request of `o` arriving when one of o's
+promises is due takes it and is admitted: a client that waits exactly `Retry-After`
+gets in. A promise nobody claims lapses `PROMISE_GRACE` seconds after its time. One Lua script decides and writes, so web processes agree.
 """
 
 from __future__ import annotations
@@ -50,6 +52,9 @@ PROMISE_GRACE = 10.0
 """A promise nobody claimed stops counting this long after its time."""
 EARLY = 0.5
 """A client may come back this much early (clocks of web processes) and still find its promise."""
+PROMISE_LEAD = 5.0
+"""A promise is for this long before its slot (at most the allowed wait): time to reach a worker,
+and the client waits at its end, not holding a connection in the line."""
 MAX_PROMISES = 500
 """Per owner: a client ignoring Retry-After gets one but adds no more reservations past this."""
 
@@ -57,7 +62,7 @@ DOOR = """
 local prefix, now, owner = ARGV[1], tonumber(ARGV[2]), ARGV[3]
 local max_wait, pending_ttl, grace = tonumber(ARGV[4]), tonumber(ARGV[5]), tonumber(ARGV[6])
 local id, write, max_promises, early = ARGV[7], ARGV[8] == '1', tonumber(ARGV[9]), tonumber(ARGV[10])
-local spacing, first = tonumber(ARGV[11]), 12
+local spacing, lead, first = tonumber(ARGV[11]), tonumber(ARGV[12]), 13
 local door = prefix .. ':door'
 local owners = door .. ':owners'
 local function pending(o) return door .. ':pending:' .. o end
@@ -89,26 +94,35 @@ if write then
     return {1, '0', 'promise'}
   end
 end
+-- The fair line serves owners round by round: this turn comes in round mine + 1. Where it
+-- stands now counts every other owner's claims up to that round (`fair`); by the time it
+-- starts, each owner with a claim may have put a turn in each round ahead of it (`bound`).
 local mine = counts[owner] or 0
-local place = 1 + mine
+local fair, bound = 1 + mine, 1 + mine
 for o, n in pairs(counts) do
-  if o ~= owner then place = place + math.min(n, mine + 1) end
+  if o ~= owner and n > 0 then
+    fair = fair + math.min(n, mine + 1)
+    bound = bound + mine + 1
+  end
 end
 -- Turns in the fair line that did not come through this door count too.
 local line = prefix .. ':line'
 local vt = tonumber(redis.call('GET', line .. ':vt') or '0')
 local tag = math.max(vt, tonumber(redis.call('HGET', line .. ':tags', owner) or '0')) + 1
-place = math.max(place, redis.call('ZCOUNT', line, '-inf', tag) + 1)
+local queued = redis.call('ZCOUNT', line, '-inf', tag) + 1
 local slots = #ARGV - first + 1
-local slot
-if place <= slots then slot = tonumber(ARGV[first + place - 1])
-else slot = tonumber(ARGV[#ARGV]) + (place - slots) * spacing end
-local wait = slot - now
+local function slot(place)
+  place = math.max(place, queued)
+  if place <= slots then return tonumber(ARGV[first + place - 1]) end
+  return tonumber(ARGV[#ARGV]) + (place - slots) * spacing
+end
+local wait = slot(bound) - now
 if wait <= max_wait then
   if write then claim() end
-  return {1, tostring(wait), tostring(place)}
+  return {1, tostring(wait), tostring(bound)}
 end
-local at = slot - max_wait
+-- Refused: promised its fair place now, a little before the slot (honoured when it comes back).
+local at = math.max(now, slot(fair) - lead)
 if write and redis.call('ZCARD', promised(owner)) < max_promises then
   redis.call('ZADD', promised(owner), at, id)
   keep(promised(owner), at + grace)
@@ -171,6 +185,7 @@ def _door(
         MAX_PROMISES,
         EARLY,
         repr(spacing),
+        repr(min(finite, PROMISE_LEAD)),
         *(repr(slot) for slot in calendar),
     ]
     admitted, wait, value = registry.redis.register_script(DOOR)(args=args)

@@ -37,7 +37,7 @@ def test_the_wait_follows_the_line_and_the_pools_rate(redis_client: Redis) -> No
     assert admission.expected_wait(registry, owner="y", max_concurrent=2, rpm=3, now=NOW + 5) == 115
     with pytest.raises(RateLimited) as refused:
         admission.admit(registry, owner="y", max_concurrent=2, rpm=3, max_wait=30, now=NOW + 5)
-    assert refused.value.retry_after == 85  # a client back then expects 30 s: admitted
+    assert refused.value.retry_after == 110  # back 5 s (PROMISE_LEAD) before its slot: admitted
     # Another key is served after y's first waiting turn, not after y's whole flood.
     assert admission.expected_wait(registry, owner="z", max_concurrent=2, rpm=3, now=NOW + 5) == 55
 
@@ -80,22 +80,27 @@ def test_refused_clients_get_distinct_places_and_each_is_admitted_when_it_comes_
             admission.admit(registry, owner="y", max_wait=30, now=clock[0], **limits)
         assert refused.value.retry_after is not None
         returns.append(clock[0] + refused.value.retry_after)
-    # Spread out, not a herd: the 8 places are the pool's next 8 slots, 30 s (the allowed wait) early.
-    assert returns == [NOW + 30 + n for n in range(6)] + [NOW + 90, NOW + 91]
+    # Spread out, not a herd: the 8 places are the pool's next 8 slots, each PROMISE_LEAD early.
+    assert returns == [NOW + 55 + n for n in range(6)] + [NOW + 115, NOW + 116]
     # Another key is placed fairly (after y's first claim), not behind all of y's eight.
     assert admission.expected_wait(registry, owner="z", now=clock[0], **limits) == 51
 
     for turn, back in enumerate(returns):
-        if back > NOW + 60 and clock[0] < NOW + 60:  # the admitted turns took their slots meanwhile
+        if turn == 6:  # the first six, admitted, took their slots at NOW+60…65
             for n in range(6):
                 clock[0] = NOW + 60 + n
                 start_turn("y")
         clock[0] = back
         admission.admit(registry, owner="y", max_wait=30, now=back, **limits)  # admitted: no 429
         fits("y")
-        # A newcomer of the same key would wait beyond the allowed 30 s: the places are taken.
-        newcomer = admission.expected_wait(registry, owner="y", now=back, **limits)
-        assert newcomer is not None and newcomer > 30, turn
+        # A newcomer of the same key is placed behind every admitted turn and every promise.
+        claims = sum(
+            redis_client.zcard(f"{registry.prefix}:door:{kind}:y") for kind in ("pending", "promised")
+        )
+        calendar = admission.slots(registry, now=back, **limits)
+        assert admission.expected_wait(registry, owner="y", now=back, **limits) == calendar[claims] - back
+        if turn < 5:  # while promises fill the next 30 s, that is beyond the allowed wait
+            assert calendar[claims] - back > 30, turn
 
 
 def test_a_started_turn_ends_its_claim(redis_client: Redis) -> None:
