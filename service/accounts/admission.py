@@ -25,7 +25,8 @@ admitted waits under the limit. Else it is promised its fair place as things sta
 are claims, so the next refused client is promised a later slot (no herd) and a
 newcomer cannot take a promised place. A request of `o` arriving when one of o's
 promises is due takes it and is admitted: a client that waits exactly `Retry-After`
-gets in. A promise nobody claims lapses `PROMISE_GRACE` seconds after its time. One Lua script decides and writes, so web processes agree.
+gets in. A promise nobody claims lapses `PROMISE_GRACE` seconds after its time. One
+Lua script decides and writes, so web processes agree.
 """
 
 from __future__ import annotations
