@@ -15,7 +15,8 @@ What already claims those slots, per owner (API key), in Redis:
     …:door:promised:<owner>  ZSET id -> time     reservations handed out with 429s
     …:door:owners            ZSET owner -> seen  whose sets to look at
 
-A new turn of owner `o` comes in round n+1 of the fair line, n being o's claims. It is
+A new turn of owner `o` comes in round n+1 of the fair line, n being o's claims (or how
+far o's fair-line tags run ahead, if more: a key served ahead of the others waits). It is
 admitted (a pending claim) if its slot is within `QUEUE_MAX_WAIT_SECONDS` even when every
 other owner with a claim puts a turn in each round ahead of it (they may: the line is
 fair, so a key's later turns overtake another key's flood); that bound is what keeps
@@ -72,15 +73,25 @@ local function keep(key, until_)
   local ttl = math.ceil(until_ - now) + 1
   if redis.call('TTL', key) < ttl then redis.call('EXPIRE', key, ttl) end
 end
-local counts = {}
+-- An owner's rounds: how far its fair-line tags run ahead of the virtual time (its turns in
+-- the line, or turns it had before others caught up), or its admitted turns if more (some
+-- not in the line yet), plus its promises.
+local line = prefix .. ':line'
+local vt = tonumber(redis.call('GET', line .. ':vt') or '0')
+local function rounds(o, pend, prom)
+  local ahead = tonumber(redis.call('HGET', line .. ':tags', o) or '0') - vt
+  return math.max(ahead, pend, 0) + prom
+end
+local counts, claims = {}, {}
 for _, o in ipairs(redis.call('ZRANGE', owners, 0, -1)) do
   if write then
     redis.call('ZREMRANGEBYSCORE', pending(o), '-inf', now)
     redis.call('ZREMRANGEBYSCORE', promised(o), '-inf', now - grace)
   end
-  local n = redis.call('ZCOUNT', pending(o), '(' .. now, '+inf')
-    + redis.call('ZCOUNT', promised(o), '(' .. (now - grace), '+inf')
-  if n == 0 and write and o ~= owner then redis.call('ZREM', owners, o) else counts[o] = n end
+  local pend = redis.call('ZCOUNT', pending(o), '(' .. now, '+inf')
+  local prom = redis.call('ZCOUNT', promised(o), '(' .. (now - grace), '+inf')
+  if pend + prom == 0 and write and o ~= owner then redis.call('ZREM', owners, o)
+  else counts[o], claims[o] = rounds(o, pend, prom), pend + prom end
 end
 local function claim()
   redis.call('ZADD', pending(owner), now + pending_ttl, id)
@@ -98,17 +109,15 @@ end
 -- The fair line serves owners round by round: this turn comes in round mine + 1. Where it
 -- stands now counts every other owner's claims up to that round (`fair`); by the time it
 -- starts, each owner with a claim may have put a turn in each round ahead of it (`bound`).
-local mine = counts[owner] or 0
+local mine = counts[owner] or rounds(owner, 0, 0)
 local fair, bound = 1 + mine, 1 + mine
 for o, n in pairs(counts) do
-  if o ~= owner and n > 0 then
+  if o ~= owner and claims[o] > 0 then
     fair = fair + math.min(n, mine + 1)
     bound = bound + mine + 1
   end
 end
 -- Turns in the fair line that did not come through this door count too.
-local line = prefix .. ':line'
-local vt = tonumber(redis.call('GET', line .. ':vt') or '0')
 local tag = math.max(vt, tonumber(redis.call('HGET', line .. ':tags', owner) or '0')) + 1
 local queued = redis.call('ZCOUNT', line, '-inf', tag) + 1
 local slots = #ARGV - first + 1
