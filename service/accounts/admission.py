@@ -20,8 +20,8 @@ far o's fair-line tags run ahead, if more: a key served ahead of the others wait
 admitted (a pending claim) if its slot is within `QUEUE_MAX_WAIT_SECONDS` even when every
 other owner with a claim puts a turn in each round ahead of it (they may: the line is
 fair, so a key's later turns overtake another key's flood); that bound is what keeps
-admitted waits under the limit. Else it is promised its fair place as things stand
-(every other owner's claims counted up to n+1) and `Retry-After` sends it back
+admitted waits under the limit. Else it is promised that same place (the latest others may
+push it to) and `Retry-After`, a whole number of seconds, sends it back
 `PROMISE_LEAD` seconds before that slot: it waits at home, not in the line. Promises
 are claims, so the next refused client is promised a later slot (no herd) and a
 newcomer cannot take a promised place. A request of `o` arriving when one of o's
@@ -52,7 +52,7 @@ PENDING_GRACE = 15.0
 """An admitted turn's claim lapses this long after the allowed wait (a web or worker crash)."""
 PROMISE_GRACE = 10.0
 """A promise nobody claimed stops counting this long after its time."""
-EARLY = 0.5
+EARLY = 0.1
 """A client may come back this much early (clocks of web processes) and still find its promise."""
 PROMISE_LEAD = 5.0
 """A promise is for this long before its slot (at most the allowed wait): time to reach a worker,
@@ -98,24 +98,12 @@ local function claim()
   keep(pending(owner), now + pending_ttl)
   redis.call('ZADD', owners, now, owner)
 end
-if write then
-  local due = redis.call('ZRANGEBYSCORE', promised(owner), now - grace, now + early, 'LIMIT', 0, 1)
-  if #due > 0 then
-    redis.call('ZREM', promised(owner), due[1])
-    claim()
-    return {1, '0', 'promise'}
-  end
-end
--- The fair line serves owners round by round: this turn comes in round mine + 1. Where it
--- stands now counts every other owner's claims up to that round (`fair`); by the time it
--- starts, each owner with a claim may have put a turn in each round ahead of it (`bound`).
+-- The fair line serves owners round by round: this turn comes in round mine + 1, and by the
+-- time it starts each other owner with a claim may have put a turn in each round ahead of it.
 local mine = counts[owner] or rounds(owner, 0, 0)
-local fair, bound = 1 + mine, 1 + mine
-for o, n in pairs(counts) do
-  if o ~= owner and claims[o] > 0 then
-    fair = fair + math.min(n, mine + 1)
-    bound = bound + mine + 1
-  end
+local bound = 1 + mine
+for o, _ in pairs(counts) do
+  if o ~= owner and claims[o] > 0 then bound = bound + mine + 1 end
 end
 -- Turns in the fair line that did not come through this door count too.
 local tag = math.max(vt, tonumber(redis.call('HGET', line .. ':tags', owner) or '0')) + 1
@@ -131,8 +119,17 @@ if wait <= max_wait then
   if write then claim() end
   return {1, tostring(wait), tostring(bound)}
 end
--- Refused: promised its fair place now, a little before the slot (honoured when it comes back).
-local at = math.max(now, slot(fair) - lead)
+if write then
+  local due = redis.call('ZRANGEBYSCORE', promised(owner), now - grace, now + early, 'LIMIT', 0, 1)
+  if #due > 0 then
+    redis.call('ZREM', promised(owner), due[1])
+    claim()
+    return {1, '0', 'promise'}
+  end
+end
+-- Refused: promised its place (as late as others may push it, so it waits at home, not in
+-- the line), a little before the slot, a whole number of seconds from now (Retry-After).
+local at = now + math.max(1, math.ceil(slot(bound) - lead - now))
 if write and redis.call('ZCARD', promised(owner)) < max_promises then
   redis.call('ZADD', promised(owner), at, id)
   keep(promised(owner), at + grace)
