@@ -222,10 +222,13 @@ def slots(
 def _rate_times(recent: list[float], rpm: int, now: float) -> Iterator[float]:
     """When one account's sliding minute of `rpm` starts lets its next turns start."""
     recent = sorted(recent)[-rpm:]
-    base = [now] * (rpm - len(recent)) + [start + capacity.WINDOW_SECONDS for start in recent]
-    for cycle in itertools.count():
-        for start in base:
-            yield max(now, start) + cycle * capacity.WINDOW_SECONDS
+    later = [start + capacity.WINDOW_SECONDS for start in recent]
+    for cycle in itertools.count():  # lazily: `rpm` may be huge (tests, generous accounts)
+        shift = cycle * capacity.WINDOW_SECONDS
+        for _ in range(rpm - len(recent)):
+            yield now + shift
+        for start in later:
+            yield max(now, start) + shift
 
 
 def _free_times(held: list[float], concurrent: int, duration: float, now: float) -> Iterator[float]:
