@@ -223,7 +223,7 @@ class Scheduler:
 
     def release(self, lease: Lease) -> None:
         """Give the slot back."""
-        capacity.release(self.redis, self.prefix, lease.account.id, lease.id)
+        capacity.release(self.redis, self.prefix, lease.account.id, lease.id, now=self.clock())
 
     def leave(self, ticket: str) -> None:
         """Take a ticket out of the line (the turn stopped waiting)."""
