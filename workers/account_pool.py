@@ -14,7 +14,8 @@
 Waiting happens inside the job (a greenlet): the turn's liveness lease is kept fresh by
 the watcher meanwhile, so the web tier does not mistake a queued turn for a lost worker.
 Waiting counts towards JOB_TIMEOUT; the web tier's admission check keeps expected waits
-under QUEUE_MAX_WAIT_SECONDS, far below it.
+under QUEUE_MAX_WAIT_SECONDS, far below it; the lane ends
+the door's claim for its turn once the turn takes a slot or stops waiting.
 
 One `Pool` per worker process (`pool_for`), so the registry snapshot is shared by the
 process's turns. `run_prober` is the periodic probe of accounts needing attention: a
@@ -31,7 +32,7 @@ from redis import Redis
 from redis.client import Pipeline
 from redis.exceptions import RedisError
 
-from service.accounts import health
+from service.accounts import admission, health
 from service.accounts.registry import Account, AccountNotFound, Registry
 from service.accounts.scheduler import Lease, Scheduler
 from service.accounts.sealing import SealingError
@@ -106,6 +107,7 @@ class AccountLane:
         self.should_stop = should_stop
         self.lease: Lease | None = None
         self.tried: set[str] = set()
+        self.admitted = True  # the door's claim for this turn, until it takes a slot or stops waiting
 
     def _acquire(self, preferred: str | None) -> Lease | None:
         return self.pool.scheduler.acquire(
@@ -120,7 +122,7 @@ class AccountLane:
         """Wait for a slot; the account's credentials, or None if the turn was cancelled meanwhile."""
         self.release()
         try:
-            lease = self._acquire(preferred)
+            lease = self._waited(preferred)
         except UpstreamUnavailable:
             if self.pool.registry.seeded():
                 raise
@@ -128,7 +130,7 @@ class AccountLane:
             # worker does at start-up, instead of failing every turn until a worker restarts.
             log.warning("event=account_pool_reseeded reason=registry_empty")
             self.pool.seed()
-            lease = self._acquire(preferred)
+            lease = self._waited(preferred)
         if lease is None:
             return None
         self.lease = lease
@@ -141,6 +143,18 @@ class AccountLane:
             return self.take(None)
         except SealingError as exc:  # SECRET_KEY changed: only the operator can fix it
             raise UpstreamUnavailable(f"Account {lease.account.id}'s secrets cannot be read: {exc}.") from exc
+
+    def _waited(self, preferred: str | None) -> Lease | None:
+        """`_acquire`, then end the door's claim (`admission.started`): the turn no longer waits."""
+        try:
+            return self._acquire(preferred)
+        finally:
+            if self.admitted:
+                self.admitted = False
+                try:
+                    admission.started(self.pool.registry.redis, self.pool.registry.prefix, self.owner)
+                except RedisError:  # the claim lapses by itself
+                    log.warning("event=admission_claim_not_ended")
 
     def fail_over(self, exc: BaseException) -> bool:
         """Record what `exc` says about the account; True if the turn should try another account."""

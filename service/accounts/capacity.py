@@ -8,6 +8,8 @@ overrides them:
                                              crashed stops refreshing and its slot frees
                                              itself within the lease time
     …:rate:<id>    ZSET lease id -> start    a sliding-minute bucket of turn starts
+    …:durations    LIST of seconds           how long the last turns held their slot (for
+                                             the door's estimate when concurrency binds)
 
 Slots are taken only by the scheduler's Lua script (`scheduler.ADMIT`), which checks
 both limits and takes both in one atomic step; this module names the keys and does the
@@ -37,9 +39,46 @@ def refresh(pipe: Redis | Pipeline, prefix: str, account_id: str, lease: str, *,
     pipe.zadd(leases_key(prefix, account_id), {lease: expires}, xx=True)
 
 
-def release(redis: Redis, prefix: str, account_id: str, lease: str) -> None:
-    """Give the slot back (the rate entry stays: the turn did start)."""
-    redis.zrem(leases_key(prefix, account_id), lease)
+DURATIONS_KEPT = 50
+
+
+def durations_key(prefix: str) -> str:
+    """The pool's recent turn durations (newest first)."""
+    return f"{prefix}:durations"
+
+
+def release(redis: Redis, prefix: str, account_id: str, lease: str, *, now: float | None = None) -> None:
+    """Give the slot back (the rate entry stays: the turn did start) and note how long it was held."""
+    started = redis.zscore(rate_key(prefix, account_id), lease) if now is not None else None
+    with redis.pipeline(transaction=False) as pipe:
+        pipe.zrem(leases_key(prefix, account_id), lease)
+        if started is not None and now is not None:
+            pipe.lpush(durations_key(prefix), repr(max(0.0, now - started)))
+            pipe.ltrim(durations_key(prefix), 0, DURATIONS_KEPT - 1)
+        pipe.execute()
+
+
+def turn_seconds(redis: Redis, prefix: str, default: float) -> float:
+    """The median of the recent turn durations (`default` before any turn ended)."""
+    recent = sorted(float(value) for value in redis.lrange(durations_key(prefix), 0, -1))
+    return recent[len(recent) // 2] if recent else default
+
+
+def in_flight(redis: Redis, prefix: str, account_ids: list[str], now: float) -> dict[str, list[float]]:
+    """When each turn holding a slot started, per account (now if its start left the minute)."""
+    with redis.pipeline(transaction=False) as pipe:
+        for account_id in account_ids:
+            pipe.zrangebyscore(leases_key(prefix, account_id), f"({now}", "+inf")
+        held = pipe.execute()
+    with redis.pipeline(transaction=False) as pipe:
+        for account_id, leases in zip(account_ids, held, strict=True):
+            for lease in leases:
+                pipe.zscore(rate_key(prefix, account_id), lease)
+        scores = iter(pipe.execute())
+    return {
+        account_id: [float(score) if (score := next(scores)) is not None else now for _ in leases]
+        for account_id, leases in zip(account_ids, held, strict=True)
+    }
 
 
 def usage(redis: Redis, prefix: str, account_ids: list[str], now: float) -> dict[str, tuple[int, int]]:

@@ -18,6 +18,12 @@ and the virtual time advances to the tag of each ticket served. One key queuing 
 hundred turns gets tags 1…100; another key's turn arriving later gets the tag after the
 one being served, so keys take turns instead of first-come-first-served.
 
+A ticket can be served out of line: the ones in front of it want only accounts that are
+full, or (for up to a second after an operator's change) a worker's stale view of the
+pool names an account that is gone. The virtual time then stops just short of the
+earliest ticket still waiting; advancing it to the served ticket's tag would tag the next
+newcomer behind everything that was waiting, which is first-come-first-served again.
+
 A waiting turn polls (it is a cheap greenlet) and keeps its ticket alive; a ticket whose
 worker died expires after `TICKET_SECONDS` and leaves the line. When no account at all
 can take the turn, `acquire` raises at once: every enabled account cooling → 429 with
@@ -103,6 +109,9 @@ redis.call('EXPIRE', lease_key, math.ceil(lease_ttl + window))
 redis.call('EXPIRE', rate_key, math.ceil(2 * window))
 local tag = tonumber(redis.call('ZSCORE', line, ticket))
 redis.call('ZREM', line, ticket); redis.call('HDEL', wants, ticket); redis.call('ZREM', alive, ticket)
+-- Served out of line (the turns in front could not use this slot), the clock stops short of them.
+local head = redis.call('ZRANGE', line, 0, 0, 'WITHSCORES')
+if head[2] then tag = math.min(tag, tonumber(head[2]) - 1) end
 redis.call('SET', vt_key, math.max(tag, tonumber(redis.call('GET', vt_key) or '0')))
 return {1, pick}
 """
@@ -214,7 +223,7 @@ class Scheduler:
 
     def release(self, lease: Lease) -> None:
         """Give the slot back."""
-        capacity.release(self.redis, self.prefix, lease.account.id, lease.id)
+        capacity.release(self.redis, self.prefix, lease.account.id, lease.id, now=self.clock())
 
     def leave(self, ticket: str) -> None:
         """Take a ticket out of the line (the turn stopped waiting)."""

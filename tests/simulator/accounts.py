@@ -57,6 +57,8 @@ OVERLOAD = "overload"
 MAX_AGENTS = 5
 RATE = "rate"
 """Rejection kind: a turn past `rpm` (the dialect's throttle answer)."""
+ADMITTED_KEPT, ADMITTED_CHARS = 100, 80
+"""How many admitted turns `admitted` lists per account (the latest), and how much of each message."""
 
 
 def account_of(jar: Mapping[str, str], *, access_token: str | None = None) -> str:
@@ -89,6 +91,11 @@ class Account:
     rejections: collections.Counter[str] = dataclasses.field(default_factory=collections.Counter)
     user_agents: list[str] = dataclasses.field(default_factory=list)
     """Distinct User-Agent headers seen (bridges present one per account; B5a binds clearance to it)."""
+    admitted: collections.deque[str] = dataclasses.field(
+        default_factory=lambda: collections.deque(maxlen=ADMITTED_KEPT)
+    )
+    """The start of each admitted turn's message, in the order the turns reached the account: a
+    test reads the order a gateway's scheduler let turns through from here, not from its clients."""
 
 
 class Lease:
@@ -172,9 +179,10 @@ class AccountBook:
         _enter(account)
         return Lease(account, self)
 
-    def admit_turn(self, name: str) -> float | None:
-        """Count a turn of `name`; if it is over the rate, count a RATE rejection and return when
-        the account has room again (simulator clock, rounded up to whole seconds)."""
+    def admit_turn(self, name: str, text: str = "") -> float | None:
+        """Count a turn of `name` whose message is `text`; if it is over the rate, count a RATE
+        rejection and return when the account has room again (simulator clock, rounded up to
+        whole seconds)."""
         account = self.get(name)
         now = self._clock()
         _expire(account.starts, now)
@@ -184,6 +192,7 @@ class AccountBook:
             return float(math.ceil(account.starts[len(account.starts) - rpm] + WINDOW))
         account.starts.append(now)
         account.turns += 1
+        account.admitted.append(text[:ADMITTED_CHARS])
         return None
 
     def throttled_until(self, name: str) -> float:
@@ -234,6 +243,7 @@ class AccountBook:
             "max_in_flight": account.max_in_flight,
             "rejections": dict(account.rejections),
             "user_agents": list(account.user_agents),
+            "admitted": list(account.admitted),
             "fault": self.fault(account.name),
             "next_available_at": account.next_available_at,
             "max_concurrent": max_concurrent,
@@ -256,6 +266,7 @@ class AccountBook:
             account.starts.clear()
             account.rejections.clear()
             account.user_agents.clear()
+            account.admitted.clear()
 
 
 def _expire(starts: collections.deque[float], now: float) -> None:

@@ -160,7 +160,7 @@ class CopilotTurnPlayer:
         accounts, name = self.state.accounts, self.socket.account
         fault = accounts.fault(name)
         if fault is None:
-            until = accounts.admit_turn(name)
+            until = accounts.admit_turn(name, self.text)
             if until is None:
                 return None
             return self._throttle(until)

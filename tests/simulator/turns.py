@@ -102,7 +102,7 @@ class TurnPlayer:
         accounts = self.state.accounts
         fault = accounts.fault(self.account)
         if fault is None:
-            if accounts.admit_turn(self.account) is None:
+            if accounts.admit_turn(self.account, self.text) is None:
                 return None
             fault = "throttled"  # over the rate: counted as a "rate" rejection by admit_turn
         else:

@@ -257,7 +257,8 @@ class SimulatorProcess:
 
     def accounts(self) -> dict[str, dict[str, Any]]:
         """Per-account counters: turns, turns_last_minute, in_flight, max_in_flight, rejections
-        (by kind: overload, rate, or a fault name), plus fault, next_available_at and limits."""
+        (by kind: overload, rate, or a fault name), admitted (the start of each admitted turn's
+        message, in arrival order), plus fault, next_available_at and limits."""
         return dict(self._get("accounts"))
 
     def reset(self) -> None:

@@ -6,6 +6,7 @@ import pytest
 from redis import Redis
 
 from service.accounts import capacity, health
+from service.accounts import registry as registry_module
 from service.accounts.registry import COOLING, DISABLED, NEEDS_ATTENTION, READY, Registry
 from service.accounts.scheduler import Lease, Scheduler, new_ticket, pool_unavailable
 from service.accounts.sealing import SealingError
@@ -216,3 +217,28 @@ def test_a_dead_workers_waiting_ticket_leaves_the_line(redis_client: Redis) -> N
     clock.now += 11  # past TICKET_SECONDS (the held lease expires too: its worker stopped refreshing)
     lease, _ = sched.poll(new_ticket(), "b")
     assert lease is not None
+
+
+def test_a_turn_served_out_of_line_does_not_push_a_newcomer_behind_the_line(
+    redis_client: Redis, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # A worker's pool view may be a second old (SNAPSHOT_SECONDS): right after the operator
+    # replaces an account, one worker's turns still want the deleted one while another worker's
+    # turn, later in the line, takes the new account's only slot. Serving that turn must not move
+    # the line's clock past the turns still waiting, or another key arriving now would be
+    # tagged behind the whole flood: first come, first served.
+    monkeypatch.setattr(registry_module, "SNAPSHOT_SECONDS", 3600.0)  # however slow this machine is
+    clock = Clock()
+    admin, stale_view, fresh_view = (registry(redis_client, clock) for _ in range(3))
+    admin.seed([COOKIE])
+    stale_view.all()  # this worker's snapshot: env-1 only
+    admin.delete("env-1")
+    admin.add(cookies="_U=new", max_concurrent=1)
+    stale, fresh = scheduler(stale_view, clock), scheduler(fresh_view, clock)
+    flood = [new_ticket() for _ in range(5)]
+    for n, ticket in enumerate(flood):
+        assert stale.poll(ticket, "flood") == (None, n + 1)  # waiting for env-1, which is gone
+    held, _ = fresh.poll(new_ticket(), "flood")  # the flood's sixth turn, on the other worker
+    assert held is not None
+    other = new_ticket()
+    assert fresh.poll(other, "other") == (None, 2)  # behind the flood's first only

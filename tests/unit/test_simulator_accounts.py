@@ -139,6 +139,7 @@ def test_chathub_rate_limit_answers_throttled_and_recovers_after_a_minute(sim: S
     assert other.result["value"] == "Success" and later.result["value"] == "Success"
     stats = account(sim, "acct-a")
     assert (stats["turns"], stats["turns_last_minute"], stats["rejections"]) == (3, 1, {"rate": 1})
+    assert stats["admitted"] == ["hi"] * 3  # the throttled turn never reached the account
 
 
 def test_copilot_rate_limit_says_when_to_come_back_and_keeps_its_word(sim: SimulatorProcess) -> None:
@@ -330,6 +331,7 @@ def test_accounts_counters_in_stats_and_reset_clears_them(sim: SimulatorProcess)
         "max_in_flight": 1,
         "rejections": {},
         "user_agents": [requests.utils.default_user_agent()],  # websocket-client sends none
+        "admitted": ["hi", "again"],  # in the order the turns reached the account
         "fault": None,
         "next_available_at": None,
         "max_concurrent": 0,
