@@ -18,7 +18,7 @@ from __future__ import annotations
 import hashlib
 from typing import Any
 
-from flask import Blueprint, Response, g, jsonify, request
+from flask import Blueprint, Response, g, jsonify
 
 from service.conversations import Conversation
 from service.errors import InvalidRequest
@@ -26,6 +26,7 @@ from service.turns import new_conversation_id
 from service.web.body import read_body
 from service.web.extension import gateway
 from service.web.meta import conversation_not_found
+from service.web.paging import page
 from service.web.pipeline import bounds
 from service.web.responses_request import INSTRUCTION_ROLES, _item, _metadata
 from service.web.schema_errors import wrong_type as _wrong_type
@@ -136,31 +137,4 @@ def update_conversation(conversation_id: str) -> Response:
 def list_items(conversation_id: str) -> Response:
     """The conversation's messages as items, paged as OpenAI does (default newest first)."""
     transcript = items(_owned(conversation_id))
-    order = request.args.get("order", "desc")
-    if order not in ("asc", "desc"):
-        raise InvalidRequest(
-            "Invalid 'order': expected 'asc' or 'desc'.", param="order", code="invalid_value"
-        )
-    try:
-        limit = int(request.args.get("limit", "20"))
-    except ValueError:
-        raise InvalidRequest(
-            "Invalid 'limit': expected an integer.", param="limit", code="invalid_type"
-        ) from None
-    if not 1 <= limit <= 100:
-        raise InvalidRequest("Invalid 'limit': expected 1 to 100.", param="limit", code="invalid_value")
-    ordered = transcript if order == "asc" else transcript[::-1]
-    after = request.args.get("after")
-    if after:
-        ids = [entry["id"] for entry in ordered]
-        ordered = ordered[ids.index(after) + 1 :] if after in ids else []
-    page = ordered[:limit]
-    return jsonify(
-        {
-            "object": "list",
-            "data": page,
-            "first_id": page[0]["id"] if page else None,
-            "last_id": page[-1]["id"] if page else None,
-            "has_more": len(ordered) > limit,
-        }
-    )
+    return page(transcript)

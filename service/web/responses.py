@@ -16,12 +16,13 @@ from typing import Any
 
 from flask import Blueprint, Response, g, jsonify, request
 
-from service.errors import ApiError, InvalidRequest, NotFound
+from service.errors import ApiError, NotFound
 from service.responses import ResponseStore
 from service.turns import new_message_id, new_response_id, request_cancel
 from service.web.body import read_body
 from service.web.extension import Gateway, gateway
 from service.web.openai_format import Answer
+from service.web.paging import page
 from service.web.pipeline import SSE_HEADERS, Run, bounds, collect, hold_first, submit
 from service.web.responses_format import ResponseBuilder, ResponseStream
 from service.web.responses_request import ResponsesRequest, parse_responses_request
@@ -151,34 +152,7 @@ def list_input_items(response_id: str) -> Response:
     items = _responses(gateway()).input_items(response_id, g.owner)
     if items is None:
         raise response_not_found(response_id)
-    order = request.args.get("order", "desc")
-    if order not in ("asc", "desc"):
-        raise InvalidRequest(
-            "Invalid 'order': expected 'asc' or 'desc'.", param="order", code="invalid_value"
-        )
-    try:
-        limit = int(request.args.get("limit", "20"))
-    except ValueError:
-        raise InvalidRequest(
-            "Invalid 'limit': expected an integer.", param="limit", code="invalid_type"
-        ) from None
-    if not 1 <= limit <= 100:
-        raise InvalidRequest("Invalid 'limit': expected 1 to 100.", param="limit", code="invalid_value")
-    ordered = items if order == "asc" else list(reversed(items))
-    after = request.args.get("after")
-    if after:
-        ids = [item["id"] for item in ordered]
-        ordered = ordered[ids.index(after) + 1 :] if after in ids else []
-    page = ordered[:limit]
-    return jsonify(
-        {
-            "object": "list",
-            "data": page,
-            "first_id": page[0]["id"] if page else None,
-            "last_id": page[-1]["id"] if page else None,
-            "has_more": len(ordered) > limit,
-        }
-    )
+    return page(items)
 
 
 @blueprint.post("/v1/responses/<response_id>/cancel")
