@@ -27,8 +27,10 @@ def image_generation_call(event: Mapping[str, Any], item_id: str, *, data: bytes
     """A Responses `image_generation_call` output item for a relayed `image` event.
 
     OpenAI's item carries the image as base64 in `result`; `data` is the fetched bytes, or
-    None when they could not be fetched (then `result` is null and the extension field
-    `url` still says where the image is).
+    None when they were not fetched (then `result` is null and the extension field `url`
+    says where the image is). Responses renders chat-generated images with `data=None`:
+    fetching every image's bytes inside a response would hold the answer up, and the URL
+    is served by the upstream.
     """
     item: dict[str, Any] = {
         "type": "image_generation_call",

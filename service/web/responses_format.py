@@ -28,7 +28,8 @@ from typing import Any
 
 from service.errors import ApiError
 from service.tokens import count_messages
-from service.turns import new_message_id
+from service.turns import new_message_id, new_token
+from service.web.images_format import image_generation_call
 from service.web.openai_format import Answer
 from service.web.responses_request import ResponsesRequest
 from service.web.sse import FrameStream, frame
@@ -154,6 +155,8 @@ class ResponseBuilder:
             else []
         )
         items += [function_call_item(call) for call in answer.tool_calls]
+        # Copilot's generated images: the same images the text links to, as OpenAI's output items.
+        items += [image_generation_call(image, f"ig_{new_token()}", data=None) for image in answer.images]
         details = incomplete(answer)
         status = "incomplete" if details else "completed"
         return self.response(status, items, usage=self.usage(answer), incomplete_details=details)

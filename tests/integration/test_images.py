@@ -322,6 +322,26 @@ def test_images_in_chat_keep_their_markdown_and_extension_field(gateway: Stack) 
 
 
 @pytest.mark.dialects("copilot")
+@pytest.mark.parametrize("stream", [False, True])
+def test_images_drawn_in_responses_are_image_generation_call_items(gateway: Stack, stream: bool) -> None:
+    from tests.integration.conftest import sse_data, sse_lines
+
+    body = {"model": "copilot", "input": "Draw an image: a boat", "stream": stream}
+    response = gateway.post(body, path="/v1/responses", stream=stream)
+    assert response.status_code == 200, response.text
+    if stream:
+        events = [event for event in sse_data(sse_lines(response)) if isinstance(event, dict)]
+        final = next(event["response"] for event in events if event.get("type") == "response.completed")
+    else:
+        final = response.json()
+    message, image = final["output"]
+    assert message["type"] == "message"
+    assert image["type"] == "image_generation_call" and image["status"] == "completed"
+    assert image["id"].startswith("ig_") and image["url"]
+    assert f"({image['url']})" in message["content"][0]["text"]
+
+
+@pytest.mark.dialects("copilot")
 def test_a_streamed_turn_with_an_image(gateway: Stack) -> None:
     from tests.integration.conftest import sse_data, sse_lines, streamed_text
 
