@@ -207,14 +207,12 @@ def slots(
     if not ready:
         return []
     ids = [a.id for a in ready]
-    starts = capacity.starts(registry.redis, registry.prefix, ids, now)
-    held = capacity.in_flight(registry.redis, registry.prefix, ids, now)
-    duration = capacity.turn_seconds(registry.redis, registry.prefix, DEFAULT_TURN_SECONDS)
+    pool = capacity.load(registry.redis, registry.prefix, ids, now, default_seconds=DEFAULT_TURN_SECONDS)
     streams = []
     for account in ready:
         concurrent, per_minute = account.limits(max_concurrent, rpm)
-        rate = _rate_times(starts[account.id], max(1, per_minute), now)
-        free = _free_times(held[account.id], max(1, concurrent), duration, now)
+        rate = _rate_times(pool.starts[account.id], max(1, per_minute), now)
+        free = _free_times(pool.in_flight[account.id], max(1, concurrent), pool.turn_seconds, now)
         streams.append(max(pair) for pair in zip(rate, free, strict=False))
     return list(itertools.islice(heapq.merge(*streams), count))
 

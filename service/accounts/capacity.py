@@ -18,6 +18,9 @@ rest: refresh, release, and the counts the admin API shows.
 
 from __future__ import annotations
 
+import dataclasses
+from collections.abc import Iterator
+
 from redis import Redis
 from redis.client import Pipeline
 
@@ -58,29 +61,6 @@ def release(redis: Redis, prefix: str, account_id: str, lease: str, *, now: floa
         pipe.execute()
 
 
-def turn_seconds(redis: Redis, prefix: str, default: float) -> float:
-    """The median of the recent turn durations (`default` before any turn ended)."""
-    recent = sorted(float(value) for value in redis.lrange(durations_key(prefix), 0, -1))
-    return recent[len(recent) // 2] if recent else default
-
-
-def in_flight(redis: Redis, prefix: str, account_ids: list[str], now: float) -> dict[str, list[float]]:
-    """When each turn holding a slot started, per account (now if its start left the minute)."""
-    with redis.pipeline(transaction=False) as pipe:
-        for account_id in account_ids:
-            pipe.zrangebyscore(leases_key(prefix, account_id), f"({now}", "+inf")
-        held = pipe.execute()
-    with redis.pipeline(transaction=False) as pipe:
-        for account_id, leases in zip(account_ids, held, strict=True):
-            for lease in leases:
-                pipe.zscore(rate_key(prefix, account_id), lease)
-        scores = iter(pipe.execute())
-    return {
-        account_id: [float(score) if (score := next(scores)) is not None else now for _ in leases]
-        for account_id, leases in zip(account_ids, held, strict=True)
-    }
-
-
 def usage(redis: Redis, prefix: str, account_ids: list[str], now: float) -> dict[str, tuple[int, int]]:
     """(turns in flight, turns started in the last minute) per account."""
     with redis.pipeline(transaction=False) as pipe:
@@ -93,14 +73,47 @@ def usage(redis: Redis, prefix: str, account_ids: list[str], now: float) -> dict
     }
 
 
-def starts(redis: Redis, prefix: str, account_ids: list[str], now: float) -> dict[str, list[float]]:
-    """Start times in the current window per account (oldest first), for wait estimates."""
+@dataclasses.dataclass(frozen=True)
+class Load:
+    """What the door's estimate reads of the pool: per account, the starts in the current
+    minute and when each turn holding a slot started; and the median turn duration."""
+
+    starts: dict[str, list[float]]
+    in_flight: dict[str, list[float]]
+    turn_seconds: float
+
+
+def load(redis: Redis, prefix: str, account_ids: list[str], now: float, *, default_seconds: float) -> Load:
+    """Read the pool's load in one round trip (two when slots are held: their start times).
+
+    It runs on every request at the door, ahead of the first token, so the reads share a
+    pipeline instead of going one after another.
+    """
     with redis.pipeline(transaction=False) as pipe:
         for account_id in account_ids:
             pipe.zrangebyscore(
                 rate_key(prefix, account_id), f"({now - WINDOW_SECONDS}", "+inf", withscores=True
             )
-        rows = pipe.execute()
-    return {
-        account_id: [score for _, score in row] for account_id, row in zip(account_ids, rows, strict=True)
-    }
+            pipe.zrangebyscore(leases_key(prefix, account_id), f"({now}", "+inf")
+        pipe.lrange(durations_key(prefix), 0, -1)
+        replies = pipe.execute()
+    rows, held, durations = replies[0:-1:2], replies[1:-1:2], replies[-1]
+    scores: Iterator[float | None] = iter(())
+    if any(held):
+        with redis.pipeline(transaction=False) as pipe:
+            for account_id, leases in zip(account_ids, held, strict=True):
+                for lease in leases:
+                    pipe.zscore(rate_key(prefix, account_id), lease)
+            scores = iter(pipe.execute())
+    recent = sorted(float(value) for value in durations)
+    return Load(
+        starts={
+            account_id: [score for _, score in row] for account_id, row in zip(account_ids, rows, strict=True)
+        },
+        # now if a holder's start left the minute
+        in_flight={
+            account_id: [float(score) if (score := next(scores)) is not None else now for _ in leases]
+            for account_id, leases in zip(account_ids, held, strict=True)
+        },
+        turn_seconds=recent[len(recent) // 2] if recent else default_seconds,
+    )
