@@ -18,8 +18,7 @@ import json
 import re
 from typing import Any
 
-import jsonschema
-
+from service.tools import schema_check
 from service.tools.options import TurnOptions
 from service.tools.prompts import CLOSE, OPEN
 
@@ -206,10 +205,8 @@ def _check(item: Any, options: TurnOptions) -> tuple[Call | None, str]:
     if not isinstance(arguments, dict):
         return None, f"the arguments of {name} were not a JSON object"
     if tool.parameters:
-        try:
-            jsonschema.validate(arguments, tool.parameters)
-        except jsonschema.ValidationError as exc:
-            return None, f"the arguments of {name} were invalid ({exc.message})"
-        except jsonschema.SchemaError:
-            pass  # the client's schema is broken: we cannot hold the model to it
+        # A broken schema lets the arguments pass: we cannot hold the model to it.
+        problem = schema_check.mismatch(arguments, tool.parameters)  # no retrieval, RE2 patterns
+        if problem is not None:
+            return None, f"the arguments of {name} were invalid ({problem})"
     return Call(name=name, arguments=json.dumps(arguments, ensure_ascii=False, separators=(",", ":"))), ""
