@@ -150,7 +150,7 @@ def test_the_worker_checks_never_fetch_a_remote_ref(listener: Listener) -> None:
     """A schema that reached the worker anyway (an old job) is checked without retrieval."""
     ref = f"http://127.0.0.1:{listener.server_address[1]}/secret.json"
     output = OutputFormat(kind="json_schema", schema=schema_with(ref), strict=True)
-    value, problem = structured.check('{"a": "Paris"}', output)
+    _value, problem = structured.check('{"a": "Paris"}', output)
     assert "INTERNAL-SECRET-42" not in problem
     options = TurnOptions(tools=(Tool(name="f", parameters=schema_with(ref)),))
     parser.parse('<tool_call>{"name": "f", "arguments": {"a": "Paris"}}</tool_call>', options)
