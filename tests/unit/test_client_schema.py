@@ -226,7 +226,7 @@ def test_schemas_are_bounded_at_the_door(client: FlaskClient, schema: dict[str, 
 
 def test_an_exponential_schema_ends() -> None:
     """anyOf fan-out through $refs is 2**30 keyword applications; the step budget (MAX_STEPS) ends it."""
-    defs = {
+    defs: dict[str, Any] = {
         f"d{i}": {"anyOf": [{"$ref": f"#/$defs/d{i + 1}"}, {"$ref": f"#/$defs/d{i + 1}"}]} for i in range(30)
     }
     defs["d30"] = {"type": "integer"}
