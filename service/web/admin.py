@@ -24,6 +24,7 @@ from service.accounts import admission, manage
 from service.accounts.registry import AccountNotFound, Registry
 from service.errors import AuthenticationFailed, NotFound
 from service.settings import Settings
+from service.web.body import read_json_or_none
 from service.web.extension import gateway
 
 EXTENSION = "accounts"
@@ -88,7 +89,7 @@ def list_accounts() -> Response:
 def add_account() -> tuple[Response, int]:
     """Add an account."""
     reg = registry()
-    account = manage.add(reg, manage.parse_changes(request.get_json(silent=True), creating=True))
+    account = manage.add(reg, manage.parse_changes(read_json_or_none(), creating=True))
     return jsonify(manage.views(reg, [account])[0]), 201
 
 
@@ -96,7 +97,7 @@ def add_account() -> tuple[Response, int]:
 def update_account(account_id: str) -> Response:
     """Refresh, enable/disable, or change the limits of an account."""
     reg = registry()
-    changes = manage.parse_changes(request.get_json(silent=True), creating=False)
+    changes = manage.parse_changes(read_json_or_none(), creating=False)
     try:
         account = manage.update(reg, account_id, changes)
     except AccountNotFound:

@@ -28,6 +28,7 @@ from service.keys import KeyNotFound, KeyStore, ManagedKey, parse_limits, static
 from service.settings import Settings
 from service.web import quota
 from service.web.auth import mask_key
+from service.web.body import read_json_or_none
 from service.web.extension import gateway
 
 blueprint = Blueprint("admin_keys", __name__, url_prefix="/admin/keys")
@@ -60,7 +61,7 @@ def _store() -> KeyStore:
 
 
 def _body() -> dict[str, Any]:
-    body = request.get_json(silent=True)
+    body = read_json_or_none()
     if not isinstance(body, dict):
         raise InvalidRequest("The request body must be a JSON object.", param=None)
     unknown = sorted(set(body) - {"label", *LIMIT_FIELDS})

@@ -34,6 +34,7 @@ from service.errors import InvalidRequest, NotFound
 from service.images import ImageInput, ImageLimits
 from service.limits import check_prompt
 from service.models import Aliases, find_model
+from service.web import unicode_check
 from service.web.chat_schema import SCHEMA
 from service.web.schema_errors import invalid, raise_first
 
@@ -115,6 +116,7 @@ def parse_body(raw: bytes) -> dict[str, Any]:
     if not isinstance(body, dict):
         raise InvalidRequest(PARSE_ERROR, param=None)
     _check_shape(body)
+    unicode_check.check(body)
     return body
 
 
