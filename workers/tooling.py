@@ -37,6 +37,7 @@ from workers.upstream.events import Done, Event, TextDelta
 log = logging.getLogger(__name__)
 
 DIGEST_KEY = "tools_digest"
+SETTLE_TAIL = 256  # characters the token limit re-counts on each delta
 Relayed = Event | dict[str, Any]
 
 
@@ -50,6 +51,12 @@ class Cutter:
         self.pending = ""
         self.finish: str | None = None
         self.matched: str | None = None  # the stop sequence the answer was cut at
+        # Running counts, so each delta costs its own length, not the answer's (audit N12):
+        # bytes shown, and the tokens of `shown[:settled]`, a prefix ending at a space (BPE
+        # pieces never span one) that trails the end; only the text after it is re-counted.
+        self._bytes = 0
+        self._settled = 0
+        self._settled_tokens = 0
 
     def feed(self, text: str) -> str:
         """Text to show now; sets `finish` ("stop"/"length") when the answer must end."""
@@ -71,13 +78,29 @@ class Cutter:
         return self._limit(held) if self.finish is None else ""
 
     def _limit(self, text: str) -> str:
-        total = self.shown + text
         limit = self.max_tokens
-        if limit is not None and len(total.encode()) > limit and count_text(total) > limit:
-            kept = encoding().decode(encoding().encode(total, disallowed_special=())[:limit])
-            text, self.finish = kept[len(self.shown) :] if kept.startswith(self.shown) else "", "length"
+        size = len(text.encode())
+        if limit is not None and self._bytes + size > limit:  # a token is at least one byte
+            total = self.shown + text
+            if self._settled_tokens + count_text(total[self._settled :]) > limit:
+                kept = encoding().decode(encoding().encode(total, disallowed_special=())[:limit])  # once
+                text, self.finish = kept[len(self.shown) :] if kept.startswith(self.shown) else "", "length"
+                size = len(text.encode())
+            else:
+                self._settle(total)
         self.shown += text
+        self._bytes += size
         return text
+
+    def _settle(self, total: str) -> None:
+        """Move the counted prefix up to a piece boundary at least SETTLE_TAIL characters behind the end."""
+        cut = total.rfind(" ", self._settled, max(self._settled, len(total) - SETTLE_TAIL))
+        # A lone space between two non-spaces starts a piece (" word"); in a run of spaces it may not.
+        while cut > self._settled and (total[cut - 1].isspace() or total[cut + 1].isspace()):
+            cut = total.rfind(" ", self._settled, cut)
+        if cut > self._settled:
+            self._settled_tokens += count_text(total[self._settled : cut])
+            self._settled = cut
 
 
 class Shaping:

@@ -29,6 +29,8 @@ def extract(text: str) -> Any:
                     value, _ = decoder.raw_decode(candidate, index)
                 except ValueError:
                     continue
+                except RecursionError:  # thousands of levels: no answer anyone asked for
+                    raise ValueError("the answer nested its JSON too deeply") from None
                 return value
     raise ValueError("the answer contained no JSON")
 
@@ -45,4 +47,7 @@ def check(text: str, output: OutputFormat) -> tuple[str | None, str]:
         problem = schema_check.mismatch(value, output.schema)  # no retrieval, RE2 patterns
         if problem is not None:
             return None, f"the JSON did not match the schema ({problem})"
-    return json.dumps(value, ensure_ascii=False), ""
+    try:
+        return json.dumps(value, ensure_ascii=False), ""
+    except RecursionError:
+        return None, "the answer nested its JSON too deeply"
