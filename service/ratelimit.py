@@ -72,9 +72,11 @@ if status ~= 0 then
 end
 if rpm > 0 then
   redis.call('ZADD', KEYS[1], now, ARGV[4])
+  -- A request that costs several upstream turns takes one entry of the minute per turn.
+  for i = 2, tonumber(ARGV[9] or '1') do redis.call('ZADD', KEYS[1], now, ARGV[4] .. ':' .. i) end
   redis.call('PEXPIRE', KEYS[1], 60000)
-  count = count + 1
-  if count == 1 then reset = 60000 end
+  if count == 0 then reset = 60000 end
+  count = redis.call('ZCARD', KEYS[1])
 end
 if conc > 0 then
   redis.call('ZADD', KEYS[2], now + tonumber(ARGV[5]), ARGV[4])
@@ -205,11 +207,14 @@ def usage_prefix(key_id: str) -> str:
     return f"usage:{key_id}:"
 
 
-def admit(redis: Redis, caller: Caller, *, lease_seconds: float) -> Decision:
-    """Count one turn against the caller's limits, atomically; take a turn slot if admitted.
+def admit(redis: Redis, caller: Caller, *, lease_seconds: float, turns: int = 1) -> Decision:
+    """Count one request against the caller's limits, atomically; take a turn slot if admitted.
 
     The slot is a lease of `lease_seconds` (the longest a turn can live): if the web
-    process holding it dies, it frees itself then. Raises nothing; see `Decision.error`.
+    process holding it dies, it frees itself then. A request that will cost several
+    upstream `turns` (priming, repair) takes that many entries of the key's minute
+    (rpm); it is admitted while the minute has room for one more request. Raises
+    nothing; see `Decision.error`.
     """
     limits = caller.limits
     lease = uuid.uuid4().hex
@@ -227,6 +232,7 @@ def admit(redis: Redis, caller: Caller, *, lease_seconds: float) -> Decision:
         usage_prefix(caller.id),
         USAGE_TTL,
         caller.id,
+        max(1, turns),
     )
     status, retry, count, reset, used, day_reset, busy = (int(v) for v in result)
     return Decision(status, retry, limits, count, reset, used, day_reset, busy, lease)

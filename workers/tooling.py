@@ -26,6 +26,7 @@ import logging
 from collections.abc import Callable, Generator, Iterator
 from typing import Any
 
+from service import turn_plan
 from service.errors import ApiError
 from service.tokens import count_text, encoding
 from service.tools import parser, prompts, structured
@@ -133,12 +134,15 @@ class Shaping:
         """
         options = self.options
         self.sent_tools = options.calls_tools and (fresh or self.digest != self.previous_digest)
-        text = prompts.turn_text(prompt, options, send_tools=self.sent_tools)
-        block = prompts.instructions(options.tools) if self.sent_tools else ""
-        if fresh and len(text) > budget and len(system) + len(block) + 2 <= max_context:
-            text = prompts.turn_text(prompt, options, send_tools=False)
-            system = "\n\n".join(part for part in (system, block) if part)
-        return text, system
+        return turn_plan.directives(
+            prompt,
+            system,
+            options,
+            send_tools=self.sent_tools,
+            fresh=fresh,
+            budget=budget,
+            max_context=max_context,
+        )
 
     def handle_extra(self) -> dict[str, Any]:
         """What to keep on the stored handle: the digest of the tool set the upstream has seen."""

@@ -51,7 +51,7 @@ from service.relay import Publisher
 from service.settings import Settings
 from service.tools.options import TurnOptions
 from service.turns import TurnRequest, cancel_key, lease_key
-from workers import priming
+from workers import priming, turn_budget
 from workers.account_pool import AccountLane, pool_for
 from workers.context import WorkerContext
 from workers.image_fetch import load_images
@@ -90,6 +90,7 @@ class TurnRunner:
         self._stopped = threading.Event()
         self._lock_lost = threading.Event()
         self._reached_upstream = False
+        self.sent_turns = 0  # upstream turns started (priming parts, the turn, a repair; every account)
         self.lane: AccountLane | None = None
 
     def run(self) -> dict[str, Any]:
@@ -111,7 +112,9 @@ class TurnRunner:
                 error = ApiError.from_exception(_describe(exc))
                 log.warning("event=turn_failed status=%s code=%s error=%s", error.status, error.code, exc)
                 try:
-                    publisher.finish({"type": "error", "error": error.to_event()})
+                    # How many turns the upstream saw: the key is charged the input they carried.
+                    sent = {"upstream_turns": self.sent_turns} if self.sent_turns else {}
+                    publisher.finish({"type": "error", "error": error.to_event(), **sent})
                 except RedisError:  # Redis is gone: the web tier notices the lease lapse instead
                     log.warning("event=turn_error_unpublished")
             raise
@@ -179,6 +182,7 @@ class TurnRunner:
             if handle is not None and handle.account != account.id:
                 handle = None  # the conversation's account is gone or unwell: a new upstream one
             client = build_client(self.settings, account, on_cookies=lane.pool.cookie_sink(account.id))
+            client = turn_budget.CountedTurns(client, self._note_turn)  # every turn in the account's minute
             timer = UpstreamTimer(self.settings.upstream, request, account.id)  # metrics
             streamed = False
             self._reached_upstream = True
@@ -364,6 +368,7 @@ class TurnRunner:
             budget=self.settings.upstream_max_turn_chars,
             max_context=self.settings.context_max_chars,
         )
+        turn_budget.check(len(primed.primers), shaping.options, self.settings.max_upstream_turns_per_request)
         turn = TurnInput(
             text=primed.text,
             tone=spec.tone,
@@ -400,6 +405,11 @@ class TurnRunner:
                     "thumbnail_url": event.thumbnail_url,
                 }
             )
+
+    def _note_turn(self) -> None:
+        self.sent_turns += 1
+        if self.lane is not None:
+            self.lane.note_turn()
 
     def _should_stop(self) -> bool:
         return self._cancelled.is_set() or self._lock_lost.is_set()

@@ -26,6 +26,7 @@ import requests
 from flask import Blueprint, Response, g, jsonify
 
 from service.errors import ApiError, InvalidRequest, NotFound
+from service.limits import check_prompt
 from service.models import find_model
 from service.relay import TERMINAL
 from service.turns import TurnRequest, new_completion_id, new_conversation_id
@@ -57,6 +58,8 @@ def generations() -> Response:
     gw = gateway()
     body = parse_body(read_body())
     prompt, model, response_format = _validate(body, gw.settings.upstream)
+    # Bounded like a message: a prompt over one upstream turn would otherwise be primed in parts.
+    check_prompt(REQUEST_TEXT.format(prompt=prompt), gw.settings.upstream, param="prompt")
     g.model = model
     admin.admit()
     quota.admit(gw, model)  # the key's model access and limits, as for every turn

@@ -32,7 +32,7 @@ from service.images import ImageLimits, park
 from service.logs import bind_turn
 from service.relay import TERMINAL, Subscription, last_event
 from service.turns import TurnRequest, enqueue_turn, new_completion_id, request_cancel
-from service.web import admin, quota
+from service.web import admin, quota, turn_cost
 from service.web.errors import redis_unavailable
 from service.web.extension import Gateway
 from service.web.openai_format import Answer
@@ -104,17 +104,19 @@ def submit(
     *,
     completion_id: str | None = None,
     store: bool = True,
+    param: str = "messages",
 ) -> Response:
     """Run `chat` as a turn (or attach to the run its Idempotency-Key names); `respond` renders it.
 
     `raw` is the body as `service.web.body.read_body` read it (its digest ties an
     Idempotency-Key to one request). `completion_id` lets a surface pick its own id
     prefix (`resp_`, `msg_`); `store` False asks the worker to keep nothing once the
-    turn is over.
+    turn is over; `param` is what a request over MAX_UPSTREAM_TURNS_PER_REQUEST names.
     """
     g.model = chat.model  # labels this request's metrics (service.web.telemetry)
+    turns = turn_cost.check(chat, gw.settings, param=param)  # 400 over MAX_UPSTREAM_TURNS_PER_REQUEST
     admin.admit()  # 429 at once if the account pool's line is too long
-    quota.admit(gw, chat.model)  # the key's model access and limits: 403/429, or a ticket for the Run
+    quota.admit(gw, chat.model, turns=turns)  # the key's model access and limits: 403/429, or a ticket
     key = _idempotency_key()
     completion_id, created = completion_id or new_completion_id(), int(time.time())
     mine = idempotency.Claim(completion_id, idempotency.body_digest(raw), created=created)

@@ -62,7 +62,10 @@ class Ticket:
     settled: bool = False
 
     def settle(self, redis: Redis, terminal: Mapping[str, Any] | None, answer: Any | None) -> None:
-        """Free the turn slot; record tokens (none for a failed turn) and errors. Never raises.
+        """Free the turn slot; record tokens and errors. Never raises.
+
+        A failed turn is charged the input tokens only when it reached the upstream (its
+        terminal event counts `upstream_turns`), and no output tokens.
 
         `answer` is the `Answer` the response was built from (None: count no tokens, e.g. a
         retry attached to a turn already counted); `terminal` None means the client left.
@@ -71,10 +74,13 @@ class Ticket:
             return
         self.settled = True
         failed = terminal is not None and terminal.get("type") == "error"
+        # A failed turn that reached the upstream still sent the request's text there.
+        sent = not failed or bool((terminal or {}).get("upstream_turns"))
         input_tokens = output_tokens = 0
         try:
-            if answer is not None and not failed:
+            if answer is not None and sent:
                 input_tokens = count_messages(answer.messages)
+            if answer is not None and not failed:
                 output_tokens = count_text(answer.content)
             ratelimit.settle(
                 redis,
@@ -90,8 +96,11 @@ class Ticket:
             log.warning("event=usage_not_recorded key_id=%s", self.caller.id, exc_info=True)
 
 
-def admit(gw: Gateway, model: str) -> None:
-    """Check the caller's model access and limits for one turn; raises 403/429, else holds a ticket."""
+def admit(gw: Gateway, model: str, *, turns: int = 1) -> None:
+    """Check the caller's model access and limits for one request; raises 403/429, else holds a ticket.
+
+    `turns` is what the request costs upstream (`turn_cost`): that many entries of the key's minute.
+    """
     caller: Caller | None = g.get("caller")
     if caller is None or caller.id == "open":
         return
@@ -106,7 +115,10 @@ def admit(gw: Gateway, model: str) -> None:
         )
     settings = gw.settings
     decision = ratelimit.admit(
-        gw.redis, caller, lease_seconds=settings.job_timeout + settings.queue_wait_timeout + LEASE_MARGIN
+        gw.redis,
+        caller,
+        lease_seconds=settings.job_timeout + settings.queue_wait_timeout + LEASE_MARGIN,
+        turns=turns,
     )
     g.rate = decision
     error = decision.error(caller)

@@ -59,7 +59,9 @@ def create_response(prefix: str = "") -> Response:
     )
     respond = functools.partial(_respond, req)
     try:
-        return submit(gw, raw, req.chat, respond, completion_id=new_response_id(), store=req.store)
+        return submit(
+            gw, raw, req.chat, respond, completion_id=new_response_id(), store=req.store, param="input"
+        )
     except NotFound as exc:
         if exc.code == "conversation_not_found" and req.previous_response_id:
             raise response_not_found(req.previous_response_id, "previous_response_id") from None

@@ -13,7 +13,10 @@ to `service.limits.context_budget` (Copilot's page context: ~10,240 characters).
 from __future__ import annotations
 
 import dataclasses
-from collections.abc import Sequence
+
+from service.turn_plan import flatten_context
+
+__all__ = ["TurnImage", "TurnInput", "flatten_context"]
 
 
 @dataclasses.dataclass(frozen=True)
@@ -37,31 +40,3 @@ class TurnInput:
     system: str = ""
     max_context_chars: int = 32000
     images: tuple[TurnImage, ...] = ()
-
-
-def flatten_context(history: Sequence[tuple[str, str]], system: str, max_chars: int) -> str:
-    """Earlier messages as one page of context text, newest kept when over `max_chars`.
-
-    Over `max_chars`, the system block stays (cut only if it alone is too long) and the
-    newest messages that fit are kept: the oldest whole messages go first, since the
-    model needs the recent exchange most and a cut message reads as garbage.
-    """
-    system_block = f"[system](#additional_instructions)\n{system}" if system.strip() else ""
-    blocks = []
-    for role, content in history:
-        if role not in ("user", "assistant"):
-            raise ValueError(f"history role must be 'user' or 'assistant', not {role!r}")
-        if content.strip():
-            blocks.append(f"[{role}](#message)\n{content}")
-    if len(system_block) >= max_chars:
-        return system_block[:max_chars]
-    kept: list[str] = []
-    used = len(system_block)
-    for block in reversed(blocks):
-        cost = len(block) + (2 if used else 0)
-        if used + cost > max_chars:
-            break
-        kept.append(block)
-        used += cost
-    kept.reverse()
-    return "\n\n".join(([system_block] if system_block else []) + kept)

@@ -1,0 +1,89 @@
+"""Upstream turns per request (audit round 3, N3): one plan for both tiers, a cap, and every turn
+counted against the key's minute and the account's ledger."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import pytest
+from redis import Redis
+
+from service import ratelimit, turn_plan
+from service.errors import InvalidRequest
+from service.keys import Limits
+from service.ratelimit import Caller
+from service.settings import Settings
+from service.tools.options import OutputFormat, Tool, TurnOptions
+from service.web import quota
+from service.web.openai_format import Answer
+from workers import priming, turn_budget
+from workers.tooling import Shaping
+
+BUDGET, CONTEXT = 10_000, 32_000
+
+
+def worker_turns(prompt: str, history: list[tuple[str, str]], system: str, options: TurnOptions) -> int:
+    """What the worker sends for a new upstream conversation, counted the way it sends it."""
+    shaping = Shaping(options, handle=None)
+    text, system = shaping.prepare(prompt, system, fresh=True, budget=BUDGET, max_context=CONTEXT)
+    primed = priming.plan(text, history, system, budget=BUDGET, max_context=CONTEXT)
+    return len(primed.primers) + 1 + turn_plan.repairs(options)
+
+
+TOOLS = tuple(Tool(name=f"t{i}", parameters={"enum": [f"v{n:05d}" for n in range(600)]}) for i in range(6))
+
+
+@pytest.mark.parametrize(
+    ("prompt", "history", "system", "options"),
+    [
+        ("hi", [], "", TurnOptions()),
+        ("hi", [("user", "q" * 9_000), ("assistant", "a" * 9_000)], "be brief", TurnOptions()),
+        ("x" * 10_000, [], "s" * 31_000, TurnOptions()),
+        ("hi", [], "s" * 20_000, TurnOptions(tools=TOOLS)),
+        ("hi", [], "s" * 31_000, TurnOptions(tools=TOOLS)),
+        ("hi", [], "", TurnOptions(output=OutputFormat("json_schema", schema={"description": "d" * 30_000}))),
+    ],
+)
+def test_the_door_counts_the_turns_the_worker_sends(
+    prompt: str, history: list[tuple[str, str]], system: str, options: TurnOptions
+) -> None:
+    door = turn_plan.upstream_turns(prompt, history, system, options, budget=BUDGET, max_context=CONTEXT)
+    assert door == worker_turns(prompt, history, system, options)
+
+
+def test_the_worker_refuses_a_plan_over_the_cap_before_sending() -> None:
+    turn_budget.check(10, TurnOptions(tools=TOOLS), 12)
+    with pytest.raises(InvalidRequest) as caught:
+        turn_budget.check(11, TurnOptions(tools=TOOLS), 12)
+    assert caught.value.code == "context_length_exceeded" and caught.value.status == 400
+    assert Settings().max_upstream_turns_per_request == 12
+
+
+def test_a_request_takes_one_entry_of_the_keys_minute_per_turn(redis_client: Redis) -> None:
+    caller = Caller(id="key_turns", owner="key_turns", limits=Limits(rpm=10))
+    first = ratelimit.admit(redis_client, caller, lease_seconds=60, turns=3)
+    assert first.error(caller) is None and first.requests_used == 3
+    second = ratelimit.admit(redis_client, caller, lease_seconds=60, turns=7)
+    assert second.error(caller) is None and second.requests_used == 10
+    third = ratelimit.admit(redis_client, caller, lease_seconds=60)
+    assert third.status == ratelimit.RPM
+
+
+QUESTION = [{"role": "user", "content": "what is the capital of France?"}]
+
+
+def usage(redis: Redis, caller: Caller) -> dict[str, Any]:
+    return ratelimit.usage(redis, caller.id, days=1)[-1]
+
+
+def test_a_failed_turn_that_reached_the_upstream_is_charged_its_input(redis_client: Redis) -> None:
+    caller = Caller(id="key_charged", owner="key_charged", limits=Limits(tokens_per_day=10_000))
+    for terminal in ({"type": "error", "upstream_turns": 3}, {"type": "error"}):
+        decision = ratelimit.admit(redis_client, caller, lease_seconds=60)
+        quota.Ticket(caller, decision.lease).settle(redis_client, terminal, Answer(QUESTION))
+    day = usage(redis_client, caller)
+    assert day["input_tokens"] > 0 and day["output_tokens"] == 0 and day["errors"] == 2
+    charged = day["input_tokens"]
+    decision = ratelimit.admit(redis_client, caller, lease_seconds=60)
+    quota.Ticket(caller, decision.lease).settle(redis_client, {"type": "done"}, Answer(QUESTION))
+    assert usage(redis_client, caller)["input_tokens"] == 2 * charged  # the same input as a success
