@@ -241,7 +241,10 @@ class RelayHub:
     def __init__(self, redis: Redis, *, confirm_timeout: float = 5.0) -> None:
         self.redis = redis
         self._confirm_timeout = confirm_timeout
-        self._subs: dict[str, Subscription] = {}
+        # Several subscriptions may follow one completion (an Idempotency-Key retry attaching to
+        # the run its first request still streams): each gets every event; Redis is told once.
+        self._subs: dict[str, list[Subscription]] = {}
+        self._live: set[str] = set()  # channels Redis confirmed (under `_lock`, like `_subs`)
         self._waiters: dict[str, list[threading.Event]] = {}
         self._lock = threading.Lock()
         self._pubsub: PubSub | None = None
@@ -255,12 +258,17 @@ class RelayHub:
         sub = Subscription(self, completion_id)
         with self._lock:
             pubsub = self._ensure_listener()
-            self._subs[sub.channel] = sub
-            try:
-                pubsub.subscribe(sub.channel)
-            except Exception:  # Redis unreachable: forget it, the caller answers 503
-                del self._subs[sub.channel]
-                raise
+            others = self._subs.setdefault(sub.channel, [])
+            others.append(sub)
+            if len(others) > 1:  # the channel is subscribed already: confirmed with the first
+                if sub.channel in self._live:
+                    sub._confirmed.set()
+            else:
+                try:
+                    pubsub.subscribe(sub.channel)
+                except Exception:  # Redis unreachable: forget it, the caller answers 503
+                    del self._subs[sub.channel]
+                    raise
         if not sub._confirmed.wait(self._confirm_timeout):
             self.unsubscribe(sub)
             raise TimeoutError("Redis did not confirm the relay subscription")
@@ -269,7 +277,7 @@ class RelayHub:
     def drain(self, seconds: float) -> None:
         """The process is stopping: streams still open in `seconds` must end (see `draining_over`)."""
         self._drain_deadline = time.monotonic() + max(0.0, seconds)
-        log.info("event=relay_draining open=%d seconds=%.1f", len(self._subs), seconds)
+        log.info("event=relay_draining open=%d seconds=%.1f", self.subscription_count, seconds)
 
     @property
     def draining_over(self) -> bool:
@@ -279,9 +287,14 @@ class RelayHub:
     def unsubscribe(self, sub: Subscription) -> None:
         """Forget a subscription and tell Redis, once."""
         with self._lock:
-            if self._subs.get(sub.channel) is not sub:
+            others = self._subs.get(sub.channel, [])
+            if not any(other is sub for other in others):
                 return
+            others.remove(sub)
+            if others:
+                return  # another request still follows this completion
             del self._subs[sub.channel]
+            self._live.discard(sub.channel)
             pubsub = self._pubsub
             assert pubsub is not None  # a known subscription means the listener has started
             try:
@@ -324,7 +337,7 @@ class RelayHub:
     @property
     def subscription_count(self) -> int:
         """Open subscriptions (for metrics and tests)."""
-        return len(self._subs)
+        return sum(len(subs) for subs in self._subs.values())
 
     def close(self) -> None:
         """Stop the listener and release the pub/sub connection."""
@@ -381,10 +394,15 @@ class RelayHub:
                 for waiter in list(self._waiters.get(channel, ())):
                     waiter.set()
                 continue
-            sub = self._subs.get(channel)
-            if sub is None:
-                continue
+            with self._lock:
+                subs = list(self._subs.get(channel, ()))
+                if kind == "subscribe" and subs:
+                    self._live.add(channel)
+                    for sub in subs:
+                        sub._confirmed.set()
             if kind == "subscribe":
-                sub._confirmed.set()
-            elif kind == "message":
-                sub._queue.put(json.loads(message["data"]))
+                continue
+            if kind == "message" and subs:
+                event = json.loads(message["data"])
+                for sub in subs:
+                    sub._queue.put(dict(event))
