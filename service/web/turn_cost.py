@@ -5,7 +5,8 @@ than one turn carries, the turn itself, and one repair turn when tools or a resp
 format are asked for (`service.turn_plan`, the same pure planning the worker sends
 by). The door counts them as for a new upstream conversation, the most the request can
 cost; above MAX_UPSTREAM_TURNS_PER_REQUEST it is a 400 `context_length_exceeded`, and
-otherwise the count is what the key's per-minute limit is charged (`quota.admit`).
+otherwise the turns it will surely cause (all but a repair that may not be needed) are what
+the key's per-minute limit is charged (`quota.admit`).
 """
 
 from __future__ import annotations
@@ -29,9 +30,10 @@ def turns_of(chat: ChatRequest, settings: Settings) -> int:
 
 
 def check(chat: ChatRequest, settings: Settings, *, param: str = "messages") -> int:
-    """The turns `chat` costs, or the 400 naming `param` when that is over the cap."""
+    """The turns `chat` will cost for certain (its priming parts and the turn; a repair turn only
+    may follow), or the 400 naming `param` when the most it can cost is over the cap."""
     turns = turns_of(chat, settings)
     cap = settings.max_upstream_turns_per_request
     if turns > cap:
         raise turn_plan.too_many_turns(turns, cap, param=param)
-    return turns
+    return turns - turn_plan.repairs(TurnOptions.from_json(chat.options))

@@ -87,3 +87,42 @@ def test_a_failed_turn_that_reached_the_upstream_is_charged_its_input(redis_clie
     decision = ratelimit.admit(redis_client, caller, lease_seconds=60)
     quota.Ticket(caller, decision.lease).settle(redis_client, {"type": "done"}, Answer(QUESTION))
     assert usage(redis_client, caller)["input_tokens"] == 2 * charged  # the same input as a success
+
+
+def test_the_door_charges_the_keys_minute_for_every_certain_turn(redis_url: str) -> None:
+    """26 KB of history is three priming parts and the turn: four entries of the key's minute."""
+    from service.web import create_app
+
+    admin = {"Authorization": "Bearer turn-budget-admin-key-0123456789ab"}
+    app = create_app(
+        {
+            "REDIS_URL": redis_url,
+            "UPSTREAM": "copilot",
+            "ADMIN_KEY": admin["Authorization"][7:],
+            "SECRET_KEY": "t" * 40,
+            "LOG_LEVEL": "ERROR",
+        }
+    )
+    client = app.test_client()
+    key = client.post("/admin/keys", json={"label": "turns", "rpm": 10}, headers=admin).get_json()["key"]
+    history: list[dict[str, str]] = []
+    for i in range(13):
+        history += [
+            {"role": "user", "content": f"q{i} " + "q" * 1000},
+            {"role": "assistant", "content": "a" * 1000},
+        ]
+    body = {
+        "model": "copilot",
+        "messages": [*history, {"role": "user", "content": "hi"}],
+        "conversation_id": "conv_missing",  # admitted, then a quick 404 instead of a turn
+    }
+    response = client.post("/v1/chat/completions", json=body, headers={"Authorization": f"Bearer {key}"})
+    assert response.status_code == 404, response.get_data(as_text=True)
+    assert response.headers["x-ratelimit-remaining-requests"] == "6"
+    plain = {
+        "model": "copilot",
+        "messages": [{"role": "user", "content": "hi"}],
+        "conversation_id": "conv_missing",
+    }
+    response = client.post("/v1/chat/completions", json=plain, headers={"Authorization": f"Bearer {key}"})
+    assert response.headers["x-ratelimit-remaining-requests"] == "5"
