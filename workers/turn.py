@@ -407,6 +407,9 @@ class TurnRunner:
             )
 
     def _note_turn(self) -> None:
+        cap = self.settings.max_upstream_turns_per_request
+        if self.sent_turns >= cap:  # failovers primed again: the request's turns are spent
+            raise turn_budget.exhausted(cap)
         self.sent_turns += 1
         if self.lane is not None:
             self.lane.note_turn()

@@ -6,7 +6,8 @@ by the same plan (`service.turn_plan`) and checks it again before the first turn
 out, since what it plans can differ from the door's view (a stored conversation seeded
 anew after a rollover or failover). And each turn it sends, priming parts and the repair
 included, takes an entry of the account's sliding minute (`CountedTurns`), so the pool's
-ACCOUNT_RPM sees what the upstream sees.
+ACCOUNT_RPM sees what the upstream sees; the turns of every attempt add up to at most the
+cap (`exhausted`).
 """
 
 from __future__ import annotations
@@ -15,6 +16,7 @@ from collections.abc import Callable, Iterator
 from typing import Any
 
 from service import turn_plan
+from service.errors import ApiError
 from service.tools.options import TurnOptions
 
 
@@ -23,6 +25,22 @@ def check(primers: int, options: TurnOptions, cap: int) -> None:
     turns = primers + 1 + turn_plan.repairs(options)
     if turns > cap:
         raise turn_plan.too_many_turns(turns, cap)
+
+
+def exhausted(cap: int) -> ApiError:
+    """A request whose retries on other accounts would pass `cap` upstream turns in all: it stops.
+
+    One attempt fits the cap (the door and `check` saw to that); only failing over to another
+    account after turns were spent, priming again there, can reach it.
+    """
+    return ApiError(
+        f"This request reached {cap} upstream turns (MAX_UPSTREAM_TURNS_PER_REQUEST) while retrying on "
+        "other accounts after upstream failures; try again later.",
+        status=503,
+        error_type="server_error",
+        code="upstream_turns_exhausted",
+        should_retry=True,
+    )
 
 
 class CountedTurns:

@@ -126,3 +126,40 @@ def test_the_door_charges_the_keys_minute_for_every_certain_turn(redis_url: str)
     }
     response = client.post("/v1/chat/completions", json=plain, headers={"Authorization": f"Bearer {key}"})
     assert response.headers["x-ratelimit-remaining-requests"] == "5"
+
+
+class Upstream:
+    """A stand-in upstream client that records the turns it is asked for (no network)."""
+
+    def __init__(self) -> None:
+        self.turns: list[str] = []
+
+    def stream_turn(self, handle: Any, turn: Any, **kwargs: Any) -> Any:
+        self.turns.append(turn)
+        return iter(())
+
+
+def test_a_request_never_passes_the_cap_across_failovers(redis_url: str) -> None:
+    """Every turn the runner sends goes through `CountedTurns`; once the request spent the cap
+    (priming again on another account after a failure), the next turn is refused, not sent."""
+    from service.settings import load_settings
+    from service.turns import TurnRequest
+    from workers.context import WorkerContext
+    from workers.turn import TurnRunner
+
+    settings = load_settings({"REDIS_URL": redis_url, "MAX_UPSTREAM_TURNS_PER_REQUEST": "5"})
+    request = TurnRequest(
+        completion_id="chatcmpl-cap", conversation_id="conv_cap", owner="o", model="copilot", prompt="hi"
+    )
+    runner = TurnRunner(WorkerContext(settings=settings, redis=Redis.from_url(redis_url)), request)
+    upstream = Upstream()
+    for _attempt in range(2):  # a failover builds a new client: the count goes on
+        client = turn_budget.CountedTurns(upstream, runner._note_turn)
+        for part in range(3):
+            if runner.sent_turns == 5:
+                with pytest.raises(Exception, match="MAX_UPSTREAM_TURNS_PER_REQUEST") as caught:
+                    client.stream_turn(None, f"part {part}")
+                assert getattr(caught.value, "code", None) == "upstream_turns_exhausted"
+                continue
+            client.stream_turn(None, f"part {part}")
+    assert len(upstream.turns) == 5 and runner.sent_turns == 5
