@@ -10,6 +10,7 @@ the account's per-minute ledger, not just the first.
 from __future__ import annotations
 
 import json
+import time
 from typing import Any
 
 import pytest
@@ -97,3 +98,32 @@ def test_every_priming_turn_is_an_entry_of_the_accounts_minute(gateway: Stack) -
     sent = upstream_turns(gateway) - turns
     assert sent == 4  # 26 KB of history: three priming parts, then the question
     assert ledger(gateway.redis) - entries == sent
+
+
+@pytest.mark.dialects("copilot", reason="Copilot's 10 KB turn is what priming splits for")
+def test_the_largest_admissible_request_sends_what_the_door_counted(gateway: Stack) -> None:
+    """At the cap: 30 KB of system text and 63 KB of tool schemas are 10 priming parts and the
+    turn (the repair the door also reserves is not needed: the scripted model answers in text).
+    The worker sends exactly the parts the door counted, and each is an entry of the ledger."""
+    from service import turn_plan
+    from service.tools.openai_params import parse_tools
+    from service.tools.options import TurnOptions
+
+    system = "Follow the rules. " * 1700
+    heavy = {
+        "model": "copilot",
+        "messages": [{"role": "system", "content": system}, {"role": "user", "content": "hi"}],
+        "tools": tools(7, 9_000),
+    }
+    options = TurnOptions(tools=parse_tools(heavy["tools"]))
+    counted = turn_plan.upstream_turns("hi", [], system, options, budget=10_000, max_context=32_000)
+    assert counted == 12  # MAX_UPSTREAM_TURNS_PER_REQUEST's default: the largest request admitted
+    turns, entries = upstream_turns(gateway), ledger(gateway.redis)
+    started = time.monotonic()
+    response = gateway.post(heavy, timeout=300)
+    took = time.monotonic() - started
+    assert response.status_code == 200, response.text
+    sent = upstream_turns(gateway) - turns
+    assert sent == counted - turn_plan.repairs(options)
+    assert ledger(gateway.redis) - entries == sent
+    print(f"\nlargest admissible request: {sent} upstream turns in {took:.1f} s")
