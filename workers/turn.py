@@ -13,7 +13,7 @@
 4. on `Done`, saves the turn and publishes `done` in ONE Redis transaction, so a
    client that sends its next turn the moment it sees `done` finds the turn stored,
    and a failed or cancelled turn never touches the stored conversation. The
-   transaction is fenced (`service.locks.fence`): it commits only while this turn's
+   transaction is fenced (`service.state.locks.fence`): it commits only while this turn's
    token holds the conversation's lock and the conversation was not deleted;
 5. on failure publishes a terminal `error` event and re-raises, so RQ's failed-job
    registry tells the truth. A failed or cancelled turn that reached a stored upstream
@@ -42,21 +42,21 @@ from redis.client import Pipeline
 from redis.exceptions import RedisError, WatchError
 from rq.timeouts import JobTimeoutException
 
-from service import locks
-from service.conversations import Conversation, ConversationStore, handle_key
 from service.errors import ApiError, NotFound
 from service.images import marked
 from service.models import ModelSpec, find_model
-from service.relay import Publisher
-from service.settings import Settings
+from service.runtime.settings import Settings
+from service.state import locks
+from service.state.conversations import Conversation, ConversationStore, handle_key
+from service.state.relay import Publisher
 from service.tools.options import TurnOptions
 from service.turns import TurnRequest, cancel_key, lease_key
 from workers import priming
 from workers.account_pool import AccountLane, pool_for
 from workers.context import WorkerContext
+from workers.gevent_worker import WorkerShutdown
 from workers.image_fetch import load_images
 from workers.instrument import UpstreamTimer
-from workers.pool import WorkerShutdown
 from workers.tooling import Shaping
 from workers.upstream import Handle, build_client, load_handle
 from workers.upstream.context import TurnInput

@@ -15,20 +15,20 @@ import pytest
 
 ROOT = Path(__file__).resolve().parents[2]
 SHARED = [
-    "service.settings",
+    "service.runtime.settings",
     "service.errors",
     "service.turns",
-    "service.relay",
-    "service.conversations",
-    "service.locks",
-    "service.idempotency",
+    "service.state.relay",
+    "service.state.conversations",
+    "service.state.locks",
+    "service.state.idempotency",
     "service.models",
     "service.tokens",
     "service.limits",
-    "service.redis_conn",
-    "service.logs",
-    "service.keys",
-    "service.ratelimit",
+    "service.runtime.redis_conn",
+    "service.runtime.logs",
+    "service.access.keys",
+    "service.access.ratelimit",
     "service.keys_cli",
 ]
 
@@ -46,7 +46,7 @@ def loaded_after_importing(*modules: str) -> set[str]:
     ("modules", "forbidden"),
     [
         (SHARED, {"flask", "werkzeug", "websocket", "websockets", "gevent"}),
-        (["workers.jobs", "workers.main", "workers.upstream.bing"], {"flask", "werkzeug"}),
+        (["workers.jobs", "workers.main", "workers.upstream.chathub_client"], {"flask", "werkzeug"}),
         (["service.web", "wsgi"], {"websocket", "websockets", "workers"}),
     ],
     ids=["shared", "worker", "web"],

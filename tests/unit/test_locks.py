@@ -9,9 +9,9 @@ import pytest
 from redis import Redis
 from redis.exceptions import WatchError
 
-from service import locks
-from service.conversations import conversation_key
-from service.relay import Publisher, RelayHub, read_log
+from service.state import locks
+from service.state.conversations import conversation_key
+from service.state.relay import Publisher, RelayHub, read_log
 
 
 def save(redis: Redis, conversation_id: str, token: str, value: str, *, between=None) -> None:

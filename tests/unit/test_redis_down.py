@@ -12,9 +12,9 @@ from redis import Redis
 from redis.client import Pipeline
 from redis.exceptions import ConnectionError as RedisConnectionError
 
-from service.embedded_redis import EmbeddedRedis, free_port
-from service.relay import Publisher
-from service.settings import load_settings
+from service.runtime.embedded_redis import EmbeddedRedis, free_port
+from service.runtime.settings import load_settings
+from service.state.relay import Publisher
 from service.turns import TurnRequest, lease_key
 from workers.context import WorkerContext
 from workers.turn import TurnRunner

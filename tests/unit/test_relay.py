@@ -9,7 +9,7 @@ from typing import Any
 import pytest
 from redis import Redis
 
-from service.relay import Publisher, RelayHub, Subscription, channel_name, log_key, read_log
+from service.state.relay import Publisher, RelayHub, Subscription, channel_name, log_key, read_log
 
 
 class FakeClock:
