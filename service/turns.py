@@ -88,6 +88,8 @@ class TurnRequest:
     images: list[dict[str, Any]] = dataclasses.field(default_factory=list)
     # "chat", or "image": an image generation (`/v1/images/generations`) that must end in an image.
     kind: str = "chat"
+    # For kind "image": "url", or "b64_json" (the worker adds the fetched bytes to the image event).
+    image_format: str = "url"
     options: dict[str, Any] = dataclasses.field(default_factory=dict)
 
     def to_json(self) -> dict[str, Any]:

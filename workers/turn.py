@@ -54,6 +54,7 @@ from service.turns import TurnRequest, cancel_key, lease_key
 from workers import priming
 from workers.account_pool import AccountLane, pool_for
 from workers.context import WorkerContext
+from workers.generated_image import fetch_b64
 from workers.gevent_worker import WorkerShutdown
 from workers.image_fetch import load_images
 from workers.instrument import UpstreamTimer
@@ -392,14 +393,11 @@ class TurnRunner:
         elif isinstance(event, Limits):
             publisher.event({"type": "limits", "used": event.used, "max": event.max})
         elif isinstance(event, Image):
-            publisher.event(
-                {
-                    "type": "image",
-                    "url": event.url,
-                    "prompt": event.prompt,
-                    "thumbnail_url": event.thumbnail_url,
-                }
-            )
+            image = {"type": "image", "url": event.url, "prompt": event.prompt}
+            image["thumbnail_url"] = event.thumbnail_url
+            if self.request.kind == "image" and self.request.image_format == "b64_json":
+                image["b64_json"] = fetch_b64(self.settings.copilot_url, event.url)
+            publisher.event(image)
 
     def _should_stop(self) -> bool:
         return self._cancelled.is_set() or self._lock_lost.is_set()

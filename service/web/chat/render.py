@@ -3,7 +3,7 @@
 Clients (the official SDKs, LangChain, chat front-ends) parse these objects strictly,
 so every key OpenAI sends is present, in OpenAI's shape, even when we have nothing to
 put in it (`system_fingerprint`, `logprobs`, `refusal`). Nothing here does I/O or
-knows about Flask; the view feeds in relay events and gets dicts back.
+knows about Flask: `ChatRenderer` gives the pipeline's one render loop these shapes.
 
 Citations arrive from Bing as numbered markers (`[^1^]`) in the answer text plus
 (index, url, title) events; they become `url_citation` annotations whose
@@ -13,8 +13,14 @@ the cited text.
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Iterable, Iterator, Mapping
 from typing import Any
+
+from service.errors import ApiError
+from service.turns import TurnRequest
+from service.web.pipeline.answer import Answer, image
+from service.web.pipeline.sse import DONE, frame
+from service.web.pipeline.stream import Renderer
 
 COMPLETION = "chat.completion"
 CHUNK = "chat.completion.chunk"
@@ -150,3 +156,65 @@ class ChunkBuilder:
         return self._chunk([], usage)
 
 
+
+
+class ChatRenderer(Renderer):
+    """Chat Completions through the pipeline: `chat.completion`, or chunk frames ending with `[DONE]`.
+
+    A stream sends the role chunk, text as content chunks, generated images and tool
+    calls as their chunks, progress notes and heartbeats as comments (the pipeline's
+    defaults), then annotations, the finish chunk, the usage chunk if asked for, and
+    `[DONE]`. An error after the stream began is sent as an `{"error": …}` frame, the
+    only way left once the 200 is out.
+    """
+
+    def __init__(
+        self, turn: TurnRequest, messages: Iterable[Mapping[str, str]], *, include_usage: bool
+    ) -> None:
+        super().__init__(Answer(messages))
+        self.turn = turn
+        self.chunks = ChunkBuilder(
+            turn.completion_id, model=turn.model, created=turn.created, include_usage=include_usage
+        )
+
+    def start(self) -> Iterator[str]:
+        yield frame(self.chunks.role())
+
+    def text(self, text: str) -> Iterator[str]:
+        yield frame(self.chunks.content(text))
+
+    def image(self, event: Mapping[str, Any]) -> Iterator[str]:
+        yield frame(self.chunks.images([image(event)]))
+
+    def tool_call(self, call: Mapping[str, Any]) -> Iterator[str]:
+        for chunk in self.chunks.tool_call(len(self.answer.tool_calls) - 1, call):
+            yield frame(chunk)
+
+    def done(self, event: Mapping[str, Any]) -> Iterator[str]:
+        chunks, answer = self.chunks, self.answer
+        if not answer.deltas and event.get("text"):
+            yield frame(chunks.content(str(event["text"])))
+        if answer.citations:
+            yield frame(chunks.annotations(answer.annotations()))
+        yield frame(chunks.finish(answer.finish_reason))
+        if chunks.include_usage:
+            yield frame(chunks.usage(answer.usage()))
+        yield frame(DONE)
+
+    def failed(self, error: ApiError) -> Iterator[str]:
+        yield frame(error.body())
+        yield frame(DONE)
+
+    def complete(self, done: Mapping[str, Any]) -> dict[str, Any]:
+        turn, answer = self.turn, self.answer
+        return completion(
+            turn.completion_id,
+            model=turn.model,
+            created=turn.created,
+            content=answer.content,
+            finish_reason=answer.finish_reason,
+            annotations=answer.annotations(),
+            usage=answer.usage(),
+            images=answer.images,
+            tool_calls=answer.tool_calls,
+        )

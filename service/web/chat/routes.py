@@ -2,9 +2,8 @@
 
 Served on any path whose last segment is `completions` (`/v1/chat/completions`,
 `/chat/completions`, `/openai/chat/completions`, …) because clients join base URLs in
-every possible way. This module only parses (`validation.parse_chat_request`) and
-renders (`openai_format`, `sse.EventStream`); the turn itself runs through
-`service.web.pipeline.submit`:
+every possible way. This module only parses (`chat.parse`) and names its renderer
+(`chat.render.ChatRenderer`); the turn itself runs through `service.web.pipeline.submit`:
 
     auth (middleware) → read_body → parse_chat_request (bounds) → pipeline.submit
       → one `chat.completion` JSON, or SSE chunks
@@ -12,19 +11,16 @@ renders (`openai_format`, `sse.EventStream`); the turn itself runs through
 
 from __future__ import annotations
 
-from typing import Any
-
-from flask import Blueprint, Response, jsonify, request
+from flask import Blueprint, Response, request
 from werkzeug import exceptions as http
 
 from service.web.chat.parse import parse_chat_request
-from service.web.chat.render import ChunkBuilder, completion
+from service.web.chat.render import ChatRenderer
 from service.web.http.body import read_body
-from service.web.http.extension import Gateway, gateway
-from service.web.pipeline.answer import Answer
+from service.web.http.extension import gateway
 from service.web.pipeline.request import ChatRequest
-from service.web.pipeline.sse import EventStream
-from service.web.pipeline.submit import SSE_HEADERS, Run, bounds, collect, hold_first, submit
+from service.web.pipeline.run import Run
+from service.web.pipeline.submit import bounds, submit
 
 blueprint = Blueprint("completions", __name__)
 
@@ -48,44 +44,8 @@ def chat_completions(path: str) -> Response:
         aliases=gw.settings.model_aliases,
         tool_emulation=gw.settings.tool_emulation,
     )
-    return submit(gw, raw, chat, _respond)
+    return submit(gw, raw, chat, _renderer)
 
 
-def _respond(gw: Gateway, run: Run, chat: ChatRequest) -> Response:
-    return _stream(gw, run, chat) if chat.stream else _complete(gw, run, chat)
-
-
-def _complete(gw: Gateway, run: Run, chat: ChatRequest) -> Response:
-    """Wait for the whole answer and return one `chat.completion` (or the error)."""
-    turn = run.turn
-    answer = run.answer = Answer(chat.messages)
-    collect(gw, run, answer)
-    return jsonify(
-        completion(
-            turn.completion_id,
-            model=turn.model,
-            created=turn.created,
-            content=answer.content,
-            finish_reason=answer.finish_reason,
-            annotations=answer.annotations(),
-            usage=answer.usage(),
-            images=answer.images,
-            tool_calls=answer.tool_calls,
-        )
-    )
-
-
-def _stream(gw: Gateway, run: Run, chat: ChatRequest) -> Response:
-    """Hold briefly for the first event, then commit to a 200 SSE stream."""
-    turn = run.turn
-    events, first = hold_first(gw, run)
-
-    def on_close(terminal: dict[str, Any] | None) -> None:
-        run.close(gw, terminal)
-
-    chunks = ChunkBuilder(
-        turn.completion_id, model=turn.model, created=turn.created, include_usage=chat.include_usage
-    )
-    run.answer = Answer(chat.messages)
-    body = EventStream(events, first, chunks=chunks, answer=run.answer, on_close=on_close)
-    return Response(body, status=200, mimetype="text/event-stream", headers=SSE_HEADERS)
+def _renderer(run: Run, chat: ChatRequest) -> ChatRenderer:
+    return ChatRenderer(run.turn, chat.messages, include_usage=chat.include_usage)

@@ -5,8 +5,9 @@ Not a second pipeline: the request becomes an ordinary turn job (`TurnRequest` w
 queue, relay and workers as chat. The worker fails the turn unless Copilot delivered an
 `imageGenerated` (partial previews are ignored); a spent image quota (`imageGenerated`
 with only `nextAvailableAt`) is a 429 with `Retry-After`. The view renders the relayed
-`image` event as OpenAI's images response (`images_format`); for `b64_json` it fetches
-the image bytes from the upstream's own origin (COPILOT_URL), never a client-named host.
+`image` event as OpenAI's images response (`images.render`); for `b64_json` the worker
+adds the bytes, fetched from the upstream's own origin (COPILOT_URL), to that event
+(`workers.generated_image`), so the web tier never talks to the upstream.
 
 Accepted: `prompt` (required), `n` (1 only: one turn draws one image), `size`,
 `quality`, `style`, `user` (accepted; Copilot picks its own size and style), `model`
@@ -20,9 +21,7 @@ from __future__ import annotations
 import logging
 import time
 from typing import Any
-from urllib.parse import urlsplit
 
-import requests
 from flask import Blueprint, Response, g, jsonify
 
 from service.errors import ApiError, InvalidRequest, NotFound
@@ -32,9 +31,10 @@ from service.turns import TurnRequest, new_completion_id, new_conversation_id
 from service.web.http.body import read_body
 from service.web.http.extension import Gateway, gateway
 from service.web.images.render import image_item, images_response
-from service.web.pipeline import admission
+from service.web.pipeline import admission, quota
 from service.web.pipeline.request import parse_body
-from service.web.pipeline.submit import Run, _start, quota
+from service.web.pipeline.run import Run
+from service.web.pipeline.submit import _start
 from service.web.pipeline.watch import watch
 
 log = logging.getLogger(__name__)
@@ -46,8 +46,6 @@ IMAGE_MODELS = ("dall-e-2", "dall-e-3", "gpt-image-1")
 REQUEST_TEXT = "Create an image: {prompt}"
 """How the prompt is put to Copilot, which draws when asked in plain words (B6)."""
 FORMATS = ("url", "b64_json")
-FETCH_TIMEOUT = 20.0
-MAX_IMAGE_BYTES = 20 * 1024 * 1024
 
 
 @blueprint.route("/v1/images/generations", methods=["POST"])
@@ -70,13 +68,13 @@ def generations() -> Response:
         created=created,
         request_id=g.request_id,
         kind="image",
+        image_format=response_format,  # for b64_json the worker fetches the bytes
     )
     g.conversation_id = turn.conversation_id
     run = Run(turn, _start(gw, turn))
     image = _wait(gw, run)
-    data = fetch_generated(gw, image["url"]) if response_format == "b64_json" else None
     log.info("event=image_generated completion_id=%s format=%s", turn.completion_id, response_format)
-    return jsonify(images_response(created, [image_item(image, data=data)]))
+    return jsonify(images_response(created, [image_item(image)]))
 
 
 def _validate(body: dict[str, Any], upstream: str) -> tuple[str, str, str]:
@@ -142,22 +140,3 @@ def _wait(gw: Gateway, run: Run) -> dict[str, Any]:
         raise ApiError("Copilot answered without an image.", status=502, code="no_image_generated")
     return image
 
-
-def fetch_generated(gw: Gateway, url: str) -> bytes:
-    """The image's bytes from the upstream's own origin (COPILOT_URL), for `b64_json`."""
-    parts = urlsplit(url)
-    path = parts.path + (f"?{parts.query}" if parts.query else "")
-    try:
-        response = requests.get(f"{gw.settings.copilot_url.rstrip('/')}{path}", timeout=FETCH_TIMEOUT)
-        data = response.content if response.status_code == 200 else None
-    except requests.RequestException as exc:
-        log.warning("event=image_fetch_failed error=%s", type(exc).__name__)
-        data = None
-    if not data or len(data) > MAX_IMAGE_BYTES:
-        raise ApiError(
-            "Copilot generated the image but its bytes could not be fetched; ask for response_format "
-            "'url' instead.",
-            status=502,
-            code="image_fetch_failed",
-        )
-    return data

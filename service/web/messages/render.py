@@ -16,13 +16,14 @@ SSE comments, never as text.
 from __future__ import annotations
 
 import json
-from collections.abc import Generator, Iterator
+from collections.abc import Iterator, Mapping
 from typing import Any
 
 from service.errors import ApiError
 from service.tokens import count_messages
 from service.web.pipeline.answer import Answer
-from service.web.pipeline.sse import FrameStream, frame
+from service.web.pipeline.sse import frame
+from service.web.pipeline.stream import Renderer
 
 STOP_REASONS = {
     "stop": "end_turn",
@@ -137,32 +138,35 @@ class MessageBuilder:
         )
 
 
-class MessageStream(FrameStream):
-    """The SSE body of a streamed message (see the module docstring)."""
+class MessageRenderer(Renderer):
+    """Anthropic Messages through the pipeline: a `message`, or its event stream (module docstring)."""
 
-    def __init__(
-        self,
-        events: Iterator[dict[str, Any] | None],
-        first: dict[str, Any] | None,
-        *,
-        builder: MessageBuilder,
-        answer: Answer,
-        on_close: Any,
-    ) -> None:
+    def __init__(self, builder: MessageBuilder, answer: Answer) -> None:
+        super().__init__(answer)
         self.builder = builder
-        self.answer = answer
-        super().__init__(events, first, on_close=on_close)
 
     @staticmethod
     def _event(kind: str, **fields: Any) -> str:
         return frame({"type": kind, **fields}, event=kind)
 
-    def _tool_use(self, index: int, call: dict[str, Any]) -> Iterator[str]:
+    def start(self) -> Iterator[str]:
+        yield self._event("message_start", message=self.builder.message([], None, 1))
+        yield self._event("content_block_start", index=0, content_block={"type": "text", "text": ""})
+        yield self._event("ping")
+
+    def keep_alive(self) -> Iterator[str]:
+        yield self._event("ping")
+
+    def text(self, text: str) -> Iterator[str]:
+        yield self._event("content_block_delta", index=0, delta={"type": "text_delta", "text": text})
+
+    def tool_call(self, call: Mapping[str, Any]) -> Iterator[str]:
         """One `tool_use` block: start (empty input), `input_json_delta` pieces, stop.
 
         The text block (index 0) is closed before the first call, as Anthropic closes
         each block before opening the next.
         """
+        index = len(self.answer.tool_calls)
         if index == 1:
             yield self._event("content_block_stop", index=0)
         block = {"type": "tool_use", "id": call["id"], "name": call["name"], "input": {}}
@@ -174,52 +178,24 @@ class MessageStream(FrameStream):
             yield self._event("content_block_delta", index=index, delta=delta)
         yield self._event("content_block_stop", index=index)
 
-    def _generate(self, events: Iterator[dict[str, Any] | None]) -> Generator[str, None, None]:
-        b, answer = self.builder, self.answer
-        try:
-            yield self._event("message_start", message=b.message([], None, 1))
-            yield self._event("content_block_start", index=0, content_block={"type": "text", "text": ""})
-            yield self._event("ping")
-            for event in events:
-                if event is None:
-                    yield self._event("ping")
-                    continue
-                kind = event.get("type")
-                if kind == "delta":
-                    answer.add(event)
-                    delta = {"type": "text_delta", "text": str(event.get("text", ""))}
-                    yield self._event("content_block_delta", index=0, delta=delta)
-                elif kind == "progress":
-                    yield frame(comment=str(event.get("text", "")))
-                elif kind == "queued":  # waiting for an upstream account slot
-                    yield frame(comment=f"queued, position {int(event.get('position') or 0)}")
-                elif kind == "tool_call":
-                    answer.add(event)
-                    yield from self._tool_use(len(answer.tool_calls), event)
-                elif kind == "done":
-                    self.terminal = event
-                    if not answer.deltas and event.get("text"):
-                        delta = {"type": "text_delta", "text": str(event["text"])}
-                        yield self._event("content_block_delta", index=0, delta=delta)
-                    answer.add(event)
-                    for note in citations(answer) or []:
-                        cited = {"type": "citations_delta", "citation": note}
-                        yield self._event("content_block_delta", index=0, delta=cited)
-                    if not answer.tool_calls:
-                        yield self._event("content_block_stop", index=0)
-                    yield self._event(
-                        "message_delta",
-                        delta=stop_fields(answer, event),
-                        usage={"output_tokens": answer.usage()["completion_tokens"]},
-                    )
-                    yield self._event("message_stop")
-                    return
-                elif kind == "error":
-                    self.terminal = event
-                    body = error_event(ApiError.from_event(event.get("error") or {}))
-                    yield frame(body, event="error")
-                    return
-                else:
-                    answer.add(event)  # citations, images, suggestions, limits: kept for the end
-        except Exception as exc:  # e.g. Redis failed mid-stream: tell the client, then end
-            yield frame(error_event(ApiError.from_exception(exc)), event="error")
+    def done(self, event: Mapping[str, Any]) -> Iterator[str]:
+        answer = self.answer
+        if not answer.deltas and event.get("text"):
+            yield from self.text(str(event["text"]))
+        for note in citations(answer) or []:
+            cited = {"type": "citations_delta", "citation": note}
+            yield self._event("content_block_delta", index=0, delta=cited)
+        if not answer.tool_calls:
+            yield self._event("content_block_stop", index=0)
+        yield self._event(
+            "message_delta",
+            delta=stop_fields(answer, dict(event)),
+            usage={"output_tokens": answer.usage()["completion_tokens"]},
+        )
+        yield self._event("message_stop")
+
+    def failed(self, error: ApiError) -> Iterator[str]:
+        yield frame(error_event(error), event="error")
+
+    def complete(self, done: Mapping[str, Any]) -> dict[str, Any]:
+        return self.builder.complete(self.answer, dict(done))

@@ -1,6 +1,6 @@
 """Anthropic Messages (`POST /v1/messages`, `POST /v1/messages/count_tokens`) on the shared pipeline.
 
-Parsing is `messages_request`, rendering `messages_format`; the turn runs through
+Parsing is `messages.parse`, rendering `messages.render` (its `MessageRenderer`); the turn runs through
 `service.web.pipeline.submit` like every other surface, and errors on these routes are
 rendered in Anthropic's shape by `service.web.http.errors`. Claude Code posts to
 `/v1/messages?beta=true` (the query string does not affect routing) with an
@@ -11,19 +11,19 @@ headers, which are accepted: the gateway's answer does not depend on them.
 from __future__ import annotations
 
 import functools
-from typing import Any
 
 from flask import Blueprint, Response, g, jsonify, request
 
 from service.tokens import count_messages
 from service.turns import new_message_id
 from service.web.http.body import read_body
-from service.web.http.extension import Gateway, gateway
+from service.web.http.extension import gateway
 from service.web.messages.parse import MessagesRequest, parse_messages_request
-from service.web.messages.render import MessageBuilder, MessageStream
+from service.web.messages.render import MessageBuilder, MessageRenderer
 from service.web.pipeline.answer import Answer
 from service.web.pipeline.request import ChatRequest
-from service.web.pipeline.submit import SSE_HEADERS, Run, bounds, collect, hold_first, submit
+from service.web.pipeline.run import Run
+from service.web.pipeline.submit import bounds, submit
 
 blueprint = Blueprint("messages", __name__)
 
@@ -42,7 +42,7 @@ def create_message() -> Response:
         aliases=gw.settings.model_aliases,
         tool_emulation=gw.settings.tool_emulation,
     )
-    return submit(gw, raw, req.chat, functools.partial(_respond, req), completion_id=new_message_id())
+    return submit(gw, raw, req.chat, functools.partial(_renderer, req), completion_id=new_message_id())
 
 
 @blueprint.post("/v1/messages/count_tokens")
@@ -62,16 +62,6 @@ def count_tokens() -> Response:
     return jsonify({"input_tokens": count_messages(req.chat.messages)})
 
 
-def _respond(req: MessagesRequest, gw: Gateway, run: Run, chat: ChatRequest) -> Response:
+def _renderer(req: MessagesRequest, run: Run, chat: ChatRequest) -> MessageRenderer:
     builder = MessageBuilder(run.turn.completion_id, model=req.model, messages=chat.messages)
-    answer = run.answer = Answer(chat.messages)
-    if not chat.stream:
-        done = collect(gw, run, answer)
-        return jsonify(builder.complete(answer, done))
-    events, first = hold_first(gw, run)
-
-    def on_close(terminal: dict[str, Any] | None) -> None:
-        run.close(gw, terminal)
-
-    body = MessageStream(events, first, builder=builder, answer=answer, on_close=on_close)
-    return Response(body, status=200, mimetype="text/event-stream", headers=SSE_HEADERS)
+    return MessageRenderer(builder, Answer(chat.messages))

@@ -7,12 +7,11 @@ happens in between is the same for all of them and lives here:
     admission (429 when the account pool's line is too long) → Idempotency-Key
       (attach to an earlier run?) → resolve the conversation (new /
       continue / branch; lock) → subscribe to the relay (confirmed by Redis) →
-      enqueue `workers.jobs.run_turn` → the surface's `respond(gw, run, chat)`
+      enqueue `workers.jobs.run_turn` → `respond.answer_turn` through the surface's renderer
 
-Subscribing before enqueueing means no event can be published before we listen. A
-stream first holds up to STREAM_HOLD_SECONDS for the first event (`hold_first`) so
-that a failure the worker reports at once (429 from the upstream, no worker at all)
-still reaches the client as a real HTTP status instead of an error inside a 200 stream.
+Subscribing before enqueueing means no event can be published before we listen.
+A surface calls `submit` once with its parsed request and a renderer factory and gets
+the Flask response back; it never waits, holds or closes anything itself.
 """
 
 from __future__ import annotations
@@ -20,92 +19,40 @@ from __future__ import annotations
 import dataclasses
 import logging
 import time
-from collections.abc import Callable, Iterator
-from typing import Any
 
 from flask import Response, g, request
-from redis.exceptions import RedisError
 
-from service.errors import ApiError, InvalidRequest
+from service.errors import InvalidRequest
 from service.images import ImageLimits, park
 from service.runtime.logs import bind_turn
 from service.state import idempotency, locks
-from service.state.relay import TERMINAL, Subscription, last_event
-from service.turns import TurnRequest, enqueue_turn, new_completion_id, request_cancel
+from service.state.relay import Subscription, last_event
+from service.turns import TurnRequest, enqueue_turn, new_completion_id
 from service.web.http.errors import redis_unavailable
 from service.web.http.extension import Gateway
 from service.web.pipeline import admission, quota
-from service.web.pipeline.answer import Answer
 from service.web.pipeline.request import Bounds, ChatRequest
 from service.web.pipeline.resolve import resolve
-from service.web.pipeline.watch import watch
+from service.web.pipeline.respond import MakeRenderer, answer_turn
+from service.web.pipeline.run import Run
 
 log = logging.getLogger(__name__)
 
-SSE_HEADERS = {"Cache-Control": "no-cache", "X-Accel-Buffering": "no"}
 ATTACH_POLL = 1.0  # fallback re-check of a claim while its first request resolves
 
 
-@dataclasses.dataclass
-class Run:
-    """One completion as this request serves it: a turn it started, or one it attached to."""
-
-    turn: TurnRequest
-    sub: Subscription
-    idempotency_key: str | None = None
-    attached: bool = False
-    # The key's admitted-turn ticket (settled in `close`), taken from the request that built the Run.
-    ticket: quota.Ticket | None = dataclasses.field(default_factory=quota.take_ticket)
-    answer: Answer | None = None  # what was sent, for the key's token usage (each surface sets it)
-
-    def close(self, gw: Gateway, terminal: dict[str, Any] | None) -> None:
-        """Unsubscribe; cancel what nobody will read; free the claim of a failed turn.
-
-        `terminal` is the event that ended the response, or None if the client went
-        away first. A turn with an Idempotency-Key is not cancelled when its client
-        disappears: the SDK's retry will attach to it.
-        """
-        turn = self.turn
-        try:
-            finished = terminal is not None and not terminal.get("synthetic")
-            free_claim = terminal is not None and terminal.get("type") == "error"
-            if not finished and not self.attached:
-                if gw.queue.remove(turn.completion_id):
-                    # Never started, and now never will: free what the turn held.
-                    free_claim = True
-                    if turn.lock_token:
-                        locks.release(gw.redis, turn.conversation_id, turn.lock_token)
-                elif self.idempotency_key is None or terminal is not None:
-                    log.info("event=completion_abandoned completion_id=%s", turn.completion_id)
-                    request_cancel(gw.redis, turn.completion_id)
-                if turn.lock_token and (terminal or {}).get("error", {}).get("code") == "worker_lost":
-                    # Its worker died holding the conversation's lock: free it now, not in 2× the lease.
-                    locks.release(gw.redis, turn.conversation_id, turn.lock_token)
-            if self.idempotency_key and free_claim:
-                idempotency.release(gw.redis, turn.owner, self.idempotency_key, turn.completion_id)
-        except RedisError as exc:  # Redis is down: the lock, claim and job expire by themselves
-            log.warning("event=cleanup_failed completion_id=%s error=%r", turn.completion_id, exc)
-        except Exception:
-            log.warning("event=cleanup_failed completion_id=%s", turn.completion_id, exc_info=True)
-        finally:
-            self.sub.close()
-            if self.ticket is not None:
-                self.ticket.settle(gw.redis, terminal, None if self.attached else self.answer)
-
-
-Respond = Callable[[Gateway, Run, ChatRequest], Response]
 
 
 def submit(
     gw: Gateway,
     raw: bytes,
     chat: ChatRequest,
-    respond: Respond,
+    make: MakeRenderer,
     *,
     completion_id: str | None = None,
     store: bool = True,
 ) -> Response:
-    """Run `chat` as a turn (or attach to the run its Idempotency-Key names); `respond` renders it.
+    """Run `chat` as a turn (or attach to the run its Idempotency-Key names); `make` builds its renderer.
 
     `raw` is the body as `service.web.http.body.read_body` read it (its digest ties an
     Idempotency-Key to one request). `completion_id` lets a surface pick its own id
@@ -119,7 +66,7 @@ def submit(
     completion_id, created = completion_id or new_completion_id(), int(time.time())
     mine = idempotency.Claim(completion_id, idempotency.body_digest(raw), created=created)
     if key is not None:
-        attached = _claim_or_attach(gw, key, mine, chat, respond)
+        attached = _claim_or_attach(gw, key, mine, chat, make)
         if attached is not None:
             return attached
     try:
@@ -128,7 +75,7 @@ def submit(
         if key is not None:  # nothing will fulfil the claim: a retry must run afresh at once
             _release_claim(gw, key, completion_id)
         raise
-    return respond(gw, run, chat)
+    return answer_turn(gw, run, chat, make)
 
 
 def bounds(gw: Gateway) -> Bounds:
@@ -197,7 +144,7 @@ def _idempotency_key() -> str | None:
 
 
 def _claim_or_attach(
-    gw: Gateway, key: str, mine: idempotency.Claim, chat: ChatRequest, respond: Respond
+    gw: Gateway, key: str, mine: idempotency.Claim, chat: ChatRequest, make: MakeRenderer
 ) -> Response | None:
     """Claim the Idempotency-Key for this request, or serve it from the run that has it."""
     earlier = idempotency.claim(gw.redis, g.owner, key, mine, ttl=gw.settings.replay_ttl)
@@ -210,14 +157,14 @@ def _claim_or_attach(
             param=None,
             code="idempotency_key_reused",
         )
-    attached = _attach(gw, earlier, chat, key, respond)
+    attached = _attach(gw, earlier, chat, key, make)
     if attached is None:  # that run failed: this request runs afresh under the key
         idempotency.claim(gw.redis, g.owner, key, mine, ttl=gw.settings.replay_ttl)
     return attached
 
 
 def _attach(
-    gw: Gateway, earlier: idempotency.Claim, chat: ChatRequest, key: str, respond: Respond
+    gw: Gateway, earlier: idempotency.Claim, chat: ChatRequest, key: str, make: MakeRenderer
 ) -> Response | None:
     """Serve a retry from the earlier run of the same request; None if that run failed."""
     if not earlier.conversation_id:  # the first request is still resolving (e.g. queued on a lock)
@@ -250,7 +197,7 @@ def _attach(
     sub = _subscribe(gw, turn.completion_id)
     sub.catch_up()
     log.info("event=completion_attached completion_id=%s", turn.completion_id)
-    return respond(gw, Run(turn, sub, idempotency_key=key, attached=True), chat)
+    return answer_turn(gw, Run(turn, sub, idempotency_key=key, attached=True), chat, make)
 
 
 def _subscribe(gw: Gateway, completion_id: str) -> Subscription:
@@ -277,44 +224,5 @@ def _start(gw: Gateway, turn: TurnRequest) -> Subscription:
     return sub
 
 
-def collect(gw: Gateway, run: Run, answer: Answer) -> dict[str, Any]:
-    """Wait for the whole answer into `answer`; the `done` event, or raise the turn's error."""
-    turn = run.turn
-    terminal: dict[str, Any] | None = None
-    try:
-        for event in watch(run.sub, gw.redis, turn.completion_id, gw.settings):
-            if event is None:
-                continue
-            if event["type"] in TERMINAL:
-                terminal = event
-            elif event["type"] == "limits":
-                g.turns_remaining = max(0, int(event["max"]) - int(event["used"]))
-            answer.add(event)
-    finally:
-        run.close(gw, terminal)
-    if terminal is None or terminal["type"] == "error":  # watch only ends on a terminal event
-        raise ApiError.from_event((terminal or {}).get("error") or {})
-    return terminal
 
 
-def hold_first(gw: Gateway, run: Run) -> tuple[Iterator[dict[str, Any] | None], dict[str, Any] | None]:
-    """The turn's events and the first one, held for briefly before a stream commits to a 200.
-
-    An error that arrives within the hold is raised, so the client gets a real status.
-    """
-    turn = run.turn
-    hold = gw.settings.stream_hold_seconds
-    events: Iterator[dict[str, Any] | None] = watch(
-        run.sub, gw.redis, turn.completion_id, gw.settings, hold=hold if hold > 0 else None
-    )
-    first: dict[str, Any] | None = None
-    if hold > 0:
-        try:
-            first = next(events)
-        except BaseException:
-            run.close(gw, None)
-            raise
-        if first is not None and first["type"] == "error":
-            run.close(gw, first)
-            raise ApiError.from_event(first.get("error") or {})
-    return events, first

@@ -22,17 +22,45 @@ text: the stream sends it as SSE comments.
 
 from __future__ import annotations
 
+import base64
 import time
-from collections.abc import Callable, Generator, Iterator
-from typing import Any
+from collections.abc import Iterator, Mapping
+from typing import Any, Protocol
 
 from service.errors import ApiError
 from service.tokens import count_messages
 from service.turns import new_message_id, new_token
-from service.web.images.render import image_generation_call
 from service.web.pipeline.answer import Answer
-from service.web.pipeline.sse import FrameStream, frame
+from service.web.pipeline.sse import frame
+from service.web.pipeline.stream import Renderer
 from service.web.responses.parse import ResponsesRequest
+
+
+def image_generation_call(event: Mapping[str, Any], item_id: str, *, data: bytes | None) -> dict[str, Any]:
+    """A Responses `image_generation_call` output item for a relayed `image` event.
+
+    OpenAI's item carries the image as base64 in `result`; `data` is the fetched bytes, or
+    None when they were not fetched (then `result` is null and the extension field `url`
+    says where the image is). Responses renders chat-generated images with `data=None`:
+    fetching every image's bytes inside a response would hold the answer up, and the URL
+    is served by the upstream.
+    """
+    item: dict[str, Any] = {
+        "type": "image_generation_call",
+        "id": item_id,
+        "status": "completed",
+        "result": base64.b64encode(data).decode() if data is not None else None,
+        "url": event.get("url"),
+    }
+    prompt = str(event.get("prompt") or "").strip()
+    if prompt:
+        item["revised_prompt"] = prompt
+    return item
+
+class Keep(Protocol):
+    """Stores the response with a change applied (see `ResponseRenderer`)."""
+
+    def __call__(self, change: dict[str, Any], *, only_if_new: bool = False) -> None: ...
 
 
 def usage(input_tokens: int, output_tokens: int) -> dict[str, Any]:
@@ -61,7 +89,7 @@ def message_item(item_id: str, status: str, content: list[dict[str, Any]]) -> di
     return {"id": item_id, "type": "message", "status": status, "role": "assistant", "content": content}
 
 
-def function_call_item(call: dict[str, Any], status: str = "completed") -> dict[str, Any]:
+def function_call_item(call: Mapping[str, Any], status: str = "completed") -> dict[str, Any]:
     """A relayed tool call as a `function_call` output item (its id derived from the call id)."""
     return {
         "id": "fc_" + str(call["id"]).removeprefix("call_"),
@@ -182,29 +210,94 @@ class ResponseBuilder:
         return items
 
 
-class ResponseStream(FrameStream):
-    """The typed-event SSE body of a streamed response (see the module docstring)."""
+class ResponseRenderer(Renderer):
+    """The Responses API through the pipeline: a `response` object, or its typed-event stream.
 
-    def __init__(
-        self,
-        events: Iterator[dict[str, Any] | None],
-        first: dict[str, Any] | None,
-        *,
-        builder: ResponseBuilder,
-        answer: Answer,
-        on_close: Any,
-        on_text: Callable[[], None] | None = None,
-    ) -> None:
+    `keep(change, only_if_new=False)` stores the response with `change` applied (a no-op
+    when the request asked not to store): in progress while a non-streamed turn runs or
+    once a stream's text flows, then the final, failed or cancelled response.
+    """
+
+    def __init__(self, builder: ResponseBuilder, answer: Answer, *, keep: Keep, storing: bool) -> None:
+        super().__init__(answer)
         self.builder = builder
-        self.answer = answer
         self.final: dict[str, Any] | None = None  # the response object the stream ended with
-        self._on_text = on_text  # called once, after the first text went out
+        self._keep = keep
+        self._storing = storing
+        self._stored = False  # the in-progress response, once the first text went out
         self._seq = -1
-        super().__init__(events, first, on_close=on_close)
+        self._text = "none"  # the message item: none yet, open, closed
+        self._where = {"item_id": builder.item_id, "output_index": 0}
 
     def _event(self, kind: str, **fields: Any) -> str:
         self._seq += 1
         return frame({"type": kind, "sequence_number": self._seq, **fields}, event=kind)
+
+    def start(self) -> Iterator[str]:
+        yield self._event("response.created", response=self.builder.response("in_progress"))
+        yield self._event("response.in_progress", response=self.builder.response("in_progress"))
+
+    def text(self, text: str) -> Iterator[str]:
+        if self._text == "none":
+            yield from self._open_text()
+        where = self._where
+        yield self._event("response.output_text.delta", **where, content_index=0, delta=text, logprobs=[])
+        if not self._stored:  # stored once text flows, off the first token's path
+            self._stored = True
+            self._keep({}, only_if_new=True)
+
+    def tool_call(self, call: Mapping[str, Any]) -> Iterator[str]:
+        """One `function_call` item: added, its arguments in two deltas, done."""
+        if self._text == "open":
+            yield from self._close_text()
+        index = len(self.answer.tool_calls) - (0 if self._text == "closed" else 1)
+        item = function_call_item(call, "in_progress")
+        where = {"item_id": item["id"], "output_index": index}
+        yield self._event("response.output_item.added", output_index=index, item=item)
+        arguments = str(call["arguments"])
+        half = len(arguments) // 2
+        for piece in [arguments[:half], arguments[half:]] if half else [arguments]:
+            yield self._event("response.function_call_arguments.delta", **where, delta=piece)
+        yield self._event(
+            "response.function_call_arguments.done", **where, name=call["name"], arguments=arguments
+        )
+        yield self._event("response.output_item.done", output_index=index, item=function_call_item(call))
+
+    def done(self, event: Mapping[str, Any]) -> Iterator[str]:
+        answer = self.answer
+        text = event.get("text") if not answer.deltas else None
+        if self._text == "none" and (text or not answer.tool_calls):
+            yield from self._open_text()
+        if text:
+            yield self._event(
+                "response.output_text.delta", **self._where, content_index=0, delta=str(text), logprobs=[]
+            )
+        if self._text == "open":
+            yield from self._close_text()
+        self.final = self.builder.completed(answer)
+        kind = "response.incomplete" if self.final["status"] == "incomplete" else "response.completed"
+        yield self._event(kind, response=self.final)
+
+    def failed(self, error: ApiError) -> Iterator[str]:
+        self.final = self.builder.failed(error)
+        yield self._event("response.failed", response=self.final)
+
+    def complete(self, done: Mapping[str, Any]) -> dict[str, Any]:
+        final = self.builder.completed(self.answer)
+        self._keep(final)
+        return final
+
+    def waiting(self) -> None:
+        self._keep({})  # in progress: retrievable and cancellable while it runs
+
+    def refused(self, error: ApiError) -> None:
+        self._keep(self.builder.failed(error))
+
+    def closed(self, terminal: Mapping[str, Any] | None) -> None:
+        if self.final is not None:
+            self._keep(self.final)
+        elif self._storing:
+            self._keep({"status": "cancelled"})
 
     def _open_text(self) -> Iterator[str]:
         """Add the message item and its text part (before the first text, or for an empty answer)."""
@@ -213,14 +306,13 @@ class ResponseStream(FrameStream):
         yield self._event(
             "response.output_item.added", output_index=0, item=message_item(b.item_id, "in_progress", [])
         )
-        where = {"item_id": b.item_id, "output_index": 0}
-        yield self._event("response.content_part.added", **where, content_index=0, part=output_text("", []))
+        part = output_text("", [])
+        yield self._event("response.content_part.added", **self._where, content_index=0, part=part)
 
     def _close_text(self) -> Iterator[str]:
         """Finish the text part and the message item (annotations, text.done, part.done, item.done)."""
-        b, answer = self.builder, self.answer
+        b, answer, where = self.builder, self.answer, self._where
         self._text = "closed"
-        where = {"item_id": b.item_id, "output_index": 0}
         notes = citation_annotations(answer)
         for index, note in enumerate(notes):
             yield self._event(
@@ -238,85 +330,3 @@ class ResponseStream(FrameStream):
         yield self._event(
             "response.output_item.done", output_index=0, item=message_item(b.item_id, "completed", [part])
         )
-
-    def _function_call(self, call: dict[str, Any]) -> Iterator[str]:
-        """One `function_call` item: added, its arguments in two deltas, done."""
-        if self._text == "open":
-            yield from self._close_text()
-        index = len(self.answer.tool_calls) - (0 if self._text == "closed" else 1)
-        item = function_call_item(call, "in_progress")
-        where = {"item_id": item["id"], "output_index": index}
-        yield self._event("response.output_item.added", output_index=index, item=item)
-        arguments = str(call["arguments"])
-        half = len(arguments) // 2
-        for piece in [arguments[:half], arguments[half:]] if half else [arguments]:
-            yield self._event("response.function_call_arguments.delta", **where, delta=piece)
-        yield self._event(
-            "response.function_call_arguments.done", **where, name=call["name"], arguments=arguments
-        )
-        yield self._event("response.output_item.done", output_index=index, item=function_call_item(call))
-
-    def _generate(self, events: Iterator[dict[str, Any] | None]) -> Generator[str, None, None]:
-        b, answer = self.builder, self.answer
-        where = {"item_id": b.item_id, "output_index": 0}
-        self._text = "none"  # the message item: none yet, open, closed
-        try:
-            yield self._event("response.created", response=b.response("in_progress"))
-            yield self._event("response.in_progress", response=b.response("in_progress"))
-            for event in events:
-                if event is None:
-                    yield frame(comment="keep-alive")
-                    continue
-                kind = event.get("type")
-                text = event.get("text") if kind == "done" and not answer.deltas else None
-                if self._text == "none" and (
-                    kind == "delta" or text or (kind == "done" and not answer.tool_calls)
-                ):
-                    yield from self._open_text()
-                if kind == "delta":
-                    answer.add(event)
-                    delta = str(event.get("text", ""))
-                    yield self._event(
-                        "response.output_text.delta", **where, content_index=0, delta=delta, logprobs=[]
-                    )
-                    if self._on_text is not None:
-                        self._on_text()
-                        self._on_text = None
-                elif kind == "progress":
-                    yield frame(comment=str(event.get("text", "")))
-                elif kind == "queued":  # waiting for an upstream account slot
-                    yield frame(comment=f"queued, position {int(event.get('position') or 0)}")
-                elif kind == "tool_call":
-                    answer.add(event)
-                    yield from self._function_call(event)
-                elif kind == "done":
-                    self.terminal = event
-                    if text:
-                        yield self._event(
-                            "response.output_text.delta",
-                            **where,
-                            content_index=0,
-                            delta=str(text),
-                            logprobs=[],
-                        )
-                    answer.add(event)
-                    if self._text == "open":
-                        yield from self._close_text()
-                    self.final = b.completed(answer)
-                    kind = (
-                        "response.incomplete"
-                        if self.final["status"] == "incomplete"
-                        else "response.completed"
-                    )
-                    yield self._event(kind, response=self.final)
-                    return
-                elif kind == "error":
-                    self.terminal = event
-                    self.final = b.failed(ApiError.from_event(event.get("error") or {}))
-                    yield self._event("response.failed", response=self.final)
-                    return
-                else:
-                    answer.add(event)  # citations, images, suggestions, limits: kept for the end
-        except Exception as exc:  # e.g. Redis failed mid-stream: tell the client, then end
-            self.final = b.failed(ApiError.from_exception(exc))
-            yield self._event("response.failed", response=self.final)

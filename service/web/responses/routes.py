@@ -1,7 +1,7 @@
 """The Responses API (`POST …/responses` and the stored-response routes) on the shared turn pipeline.
 
-Parsing is `responses_request`, rendering `responses_format`; the turn runs through
-`service.web.pipeline.submit` like every other surface. The response id (`resp_…`) is the
+Parsing is `responses.parse`, rendering `responses.render` (its `ResponseRenderer`); the turn
+runs through `service.web.pipeline.submit` like every other surface. The response id (`resp_…`) is the
 turn's completion id, so it is also the relay channel, the RQ job and — once the
 turn is done — a pointer to its conversation: `previous_response_id` continues that
 conversation through the ordinary conversation resolution (scoped to the API key; an
@@ -16,7 +16,7 @@ from typing import Any
 
 from flask import Blueprint, Response, g, jsonify, request
 
-from service.errors import ApiError, NotFound
+from service.errors import NotFound
 from service.state.response_store import ResponseStore
 from service.turns import new_message_id, new_response_id, request_cancel
 from service.web.http.body import read_body
@@ -24,9 +24,10 @@ from service.web.http.extension import Gateway, gateway
 from service.web.http.paging import page
 from service.web.pipeline.answer import Answer
 from service.web.pipeline.request import ChatRequest
-from service.web.pipeline.submit import SSE_HEADERS, Run, bounds, collect, hold_first, submit
+from service.web.pipeline.run import Run
+from service.web.pipeline.submit import bounds, submit
 from service.web.responses.parse import ResponsesRequest, parse_responses_request
-from service.web.responses.render import ResponseBuilder, ResponseStream
+from service.web.responses.render import ResponseBuilder, ResponseRenderer
 
 blueprint = Blueprint("responses", __name__)
 
@@ -57,16 +58,17 @@ def create_response(prefix: str = "") -> Response:
         aliases=gw.settings.model_aliases,
         tool_emulation=gw.settings.tool_emulation,
     )
-    respond = functools.partial(_respond, req)
+    make = functools.partial(_renderer, req, g.owner)
     try:
-        return submit(gw, raw, req.chat, respond, completion_id=new_response_id(), store=req.store)
+        return submit(gw, raw, req.chat, make, completion_id=new_response_id(), store=req.store)
     except NotFound as exc:
         if exc.code == "conversation_not_found" and req.previous_response_id:
             raise response_not_found(req.previous_response_id, "previous_response_id") from None
         raise
 
 
-def _respond(req: ResponsesRequest, gw: Gateway, run: Run, chat: ChatRequest) -> Response:
+def _renderer(req: ResponsesRequest, owner: str, run: Run, chat: ChatRequest) -> ResponseRenderer:
+    """The response's renderer, storing it (unless `store` is false or this is a retry's attach)."""
     turn = run.turn
     builder = ResponseBuilder(
         turn.completion_id,
@@ -75,8 +77,7 @@ def _respond(req: ResponsesRequest, gw: Gateway, run: Run, chat: ChatRequest) ->
         model=req.echo["model"],
         conversation_id=turn.conversation_id,
     )
-    store = _responses(gw) if req.store and not run.attached else None
-    owner = g.owner
+    store = _responses(gateway()) if req.store and not run.attached else None
     items = builder.input_items() if store is not None else []
 
     def keep(change: dict[str, Any], *, only_if_new: bool = False) -> None:
@@ -88,42 +89,7 @@ def _respond(req: ResponsesRequest, gw: Gateway, run: Run, chat: ChatRequest) ->
             return
         store.save(owner, {**(current or builder.response("in_progress")), **change}, items)
 
-    answer = run.answer = Answer(chat.messages)
-    if not chat.stream:
-        keep({})  # in progress: retrievable and cancellable while it runs
-        try:
-            collect(gw, run, answer)
-        except ApiError as exc:
-            keep(builder.failed(exc))
-            raise
-        final = builder.completed(answer)
-        keep(final)
-        return jsonify(final)
-    try:
-        events, first = hold_first(gw, run)
-    except ApiError as exc:
-        keep(builder.failed(exc))
-        raise
-
-    def on_close(terminal: dict[str, Any] | None) -> None:
-        try:
-            run.close(gw, terminal)
-        finally:
-            if body.final is not None:
-                keep(body.final)
-            elif store is not None:
-                keep({"status": "cancelled"})
-
-    # A stream stores its in-progress response once text flows, off the first token's path.
-    body = ResponseStream(
-        events,
-        first,
-        builder=builder,
-        answer=answer,
-        on_close=on_close,
-        on_text=lambda: keep({}, only_if_new=True),
-    )
-    return Response(body, status=200, mimetype="text/event-stream", headers=SSE_HEADERS)
+    return ResponseRenderer(builder, Answer(chat.messages), keep=keep, storing=store is not None)
 
 
 @blueprint.get("/v1/responses/<response_id>")
