@@ -37,6 +37,7 @@ from service.accounts.registry import Account, AccountNotFound, Registry
 from service.accounts.scheduler import Lease, Scheduler
 from service.accounts.sealing import SealingError
 from service.errors import UpstreamUnavailable
+from service.events import Queued
 from service.runtime.settings import Settings
 from service.state.relay import Publisher
 from workers.upstream import Credentials
@@ -181,7 +182,7 @@ class AccountLane:
             self.pool.scheduler.release(lease)
 
     def _queued(self, position: int) -> None:
-        self.publisher.event({"type": "queued", "position": position})
+        self.publisher.event(Queued(position))
 
 
 def probe(settings: Settings, credentials: Credentials) -> None:

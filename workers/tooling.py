@@ -26,18 +26,19 @@ import logging
 from collections.abc import Callable, Generator, Iterator
 from typing import Any
 
+from service import events as relay
 from service.errors import ApiError
 from service.tokens import count_text, encoding
 from service.tools import parser, prompts, structured
 from service.tools.options import TurnOptions
 from service.turns import new_token
+from workers.relay_events import Relayed
 from workers.upstream.context import TurnInput
 from workers.upstream.events import Done, Event, TextDelta
 
 log = logging.getLogger(__name__)
 
 DIGEST_KEY = "tools_digest"
-Relayed = Event | dict[str, Any]
 
 
 class Cutter:
@@ -195,9 +196,9 @@ class Shaping:
         if options.choice == "none":
             parsed = dataclasses.replace(parsed, calls=())
         for call in parsed.calls:
-            entry = {"id": f"call_{new_token()}", "name": call.name, "arguments": call.arguments}
-            self.calls.append(entry)
-            yield {"type": "tool_call", **entry}
+            found = relay.ToolCall(f"call_{new_token()}", call.name, call.arguments)
+            self.calls.append(found.call())
+            yield found
         prose = self.cutter.shown + self.cutter.flush()
         if self.calls:
             self.stored_text = prompts.assistant_text(

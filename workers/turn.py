@@ -42,6 +42,7 @@ from redis.client import Pipeline
 from redis.exceptions import RedisError, WatchError
 from rq.timeouts import JobTimeoutException
 
+from service import events as relay
 from service.errors import ApiError, NotFound
 from service.images import marked
 from service.models import ModelSpec, find_model
@@ -58,6 +59,7 @@ from workers.generated_image import fetch_b64
 from workers.gevent_worker import WorkerShutdown
 from workers.image_fetch import load_images
 from workers.instrument import UpstreamTimer
+from workers.relay_events import Relayed, to_relay
 from workers.tooling import Shaping
 from workers.upstream import Handle, build_client, load_handle
 from workers.upstream.context import TurnInput
@@ -67,7 +69,7 @@ from workers.upstream.errors import (
     ProtocolError,
     UpstreamError,
 )
-from workers.upstream.events import Citation, Done, Event, Image, Limits, Progress, Suggestions, TextDelta
+from workers.upstream.events import Done, Image, TextDelta
 
 log = logging.getLogger(__name__)
 
@@ -112,7 +114,7 @@ class TurnRunner:
                 error = ApiError.from_exception(_describe(exc))
                 log.warning("event=turn_failed status=%s code=%s error=%s", error.status, error.code, exc)
                 try:
-                    publisher.finish({"type": "error", "error": error.to_event()})
+                    publisher.finish(relay.Failed(error.to_event()))
                 except RedisError:  # Redis is gone: the web tier notices the lease lapse instead
                     log.warning("event=turn_error_unpublished")
             raise
@@ -243,13 +245,7 @@ class TurnRunner:
         conversation.handle = {**handle.to_json(), **shaping.handle_extra()}
         self._fenced(
             lambda extra: publisher.finish(
-                {
-                    "type": "done",
-                    "text": done.text,
-                    "finish_reason": done.finish_reason,
-                    **shaping.done_extra(),
-                },
-                extra=extra,
+                relay.Done(done.text, done.finish_reason, shaping.done_extra()), extra=extra
             ),
             # `store: false` (Responses): nothing of the turn is kept, but the done event is
             # fenced all the same, so a turn that lost its lock never reports success.
@@ -267,7 +263,7 @@ class TurnRunner:
             if self._should_stop():
                 return
             note = f"Priming the upstream conversation with the context ({index}/{len(primers)})"
-            publisher.event({"type": "progress", "kind": "priming", "text": note})
+            publisher.event(relay.Progress("priming", note))
             part = dataclasses.replace(turn, text=text, history=(), system="")
             for _event in client.stream_turn(handle, part, should_stop=self._should_stop):
                 pass
@@ -377,27 +373,17 @@ class TurnRunner:
         )
         return turn, primed.primers
 
-    def _relay(self, publisher: Publisher, event: Event | dict[str, Any]) -> None:
-        if isinstance(event, dict):  # already a relay event (a tool call, from the shaping)
-            publisher.event(event)
-        elif isinstance(event, TextDelta):
-            publisher.delta(event.text)
-        elif isinstance(event, Progress):
-            publisher.event({"type": "progress", "kind": event.kind, "text": event.text})
-        elif isinstance(event, Citation):
-            publisher.event(
-                {"type": "citation", "index": event.index, "url": event.url, "title": event.title}
-            )
-        elif isinstance(event, Suggestions):
-            publisher.event({"type": "suggestions", "items": list(event.items)})
-        elif isinstance(event, Limits):
-            publisher.event({"type": "limits", "used": event.used, "max": event.max})
-        elif isinstance(event, Image):
-            image = {"type": "image", "url": event.url, "prompt": event.prompt}
-            image["thumbnail_url"] = event.thumbnail_url
-            if self.request.kind == "image" and self.request.image_format == "b64_json":
-                image["b64_json"] = fetch_b64(self.settings.copilot_url, event.url)
-            publisher.event(image)
+    def _relay(self, publisher: Publisher, event: Relayed) -> None:
+        """Publish one shaped upstream event as the relay's event (`service.events`)."""
+        request = self.request
+        if isinstance(event, Image) and request.kind == "image" and request.image_format == "b64_json":
+            # An image generation that asked for `b64_json`: the worker, not the web tier, fetches it.
+            data = fetch_b64(self.settings.copilot_url, event.url)
+            publisher.event(relay.Image(event.url, event.prompt, event.thumbnail_url, b64_json=data))
+            return
+        relayed = to_relay(event)
+        if relayed is not None:
+            publisher.event(relayed)
 
     def _should_stop(self) -> bool:
         return self._cancelled.is_set() or self._lock_lost.is_set()

@@ -13,8 +13,8 @@ enqueued afterwards cannot publish into the void. Sequence numbers let a subscri
 notice a lost message and fill the gap from the replay log; a late reader can read the
 whole log.
 
-Events are JSON objects with "seq" and "type": delta, progress, citation, suggestions,
-limits, done or error (the last two are terminal).
+Events are `service.events` dataclasses; on the wire each is its `to_json()` object
+plus "seq". `Done` and `Failed` ("done", "error") are terminal.
 """
 
 from __future__ import annotations
@@ -33,9 +33,10 @@ from redis import Redis
 from redis.client import Pipeline, PubSub
 from redis.exceptions import RedisError
 
+from service.events import TERMINAL, Delta, RelayEvent, Terminal
+
 log = logging.getLogger(__name__)
 
-TERMINAL = ("done", "error")
 
 
 def channel_name(completion_id: str) -> str:
@@ -89,16 +90,19 @@ class Publisher:
                 self._timer.daemon = True
                 self._timer.start()
 
-    def event(self, event: dict[str, Any]) -> None:
-        """Send a non-text event now, after any pending text."""
+    def event(self, event: RelayEvent) -> None:
+        """Send an event: text is coalesced (`delta`), anything else goes now, after pending text."""
+        if isinstance(event, Delta):
+            self.delta(event.text)
+            return
         with self._lock:
             self._raise_if_broken()
-            self._flush_locked(event)
+            self._flush_locked(event.to_json())
 
-    def finish(self, event: dict[str, Any], extra: Callable[[Pipeline], object] | None = None) -> None:
+    def finish(self, event: Terminal, extra: Callable[[Pipeline], object] | None = None) -> None:
         """Send the terminal event; `extra` adds commands to the same MULTI (e.g. saving the turn)."""
         with self._lock:
-            self._flush_locked(event, extra=extra)
+            self._flush_locked(event.to_json(), extra=extra)
             self.closed = True
 
     def _flush_from_timer(self) -> None:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from service.events import Citation, Delta, Done
 from service.web.chat import render as fmt
 from service.web.pipeline import answer as neutral
 from service.web.pipeline.sse import DONE, frame
@@ -94,10 +95,10 @@ def test_annotation_chunk_carries_only_annotations() -> None:
 def test_answer_accumulates_events_and_counts_usage() -> None:
     answer = neutral.Answer([{"role": "user", "content": "hello world"}])
     for event in (
-        {"type": "delta", "text": "Hi"},
-        {"type": "citation", "index": 1, "url": "u", "title": "t"},
-        {"type": "delta", "text": " there[^1^]"},
-        {"type": "done", "text": "Hi there[^1^]", "finish_reason": "content_filter"},
+        Delta("Hi"),
+        Citation(1, "u", "t"),
+        Delta(" there[^1^]"),
+        Done("Hi there[^1^]", "content_filter"),
     ):
         answer.add(event)
     assert answer.content == "Hi there[^1^]"
@@ -110,7 +111,7 @@ def test_answer_accumulates_events_and_counts_usage() -> None:
 
 def test_answer_falls_back_to_done_text() -> None:
     answer = neutral.Answer([])
-    answer.add({"type": "done", "text": "whole"})
+    answer.add(Done("whole"))
     assert answer.content == "whole"
 
 

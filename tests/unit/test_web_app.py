@@ -387,6 +387,7 @@ def test_completion_is_enqueued_and_ends_503_without_a_worker(client: FlaskClien
         "store": True,
         "images": [],
         "kind": "chat",
+        "image_format": "url",  # only an image generation's b64_json changes it
         "options": {},  # no tools, structured output or cuts: the answer passes untouched
     }
     assert abs(payload["created"] - time.time()) < 10

@@ -17,6 +17,7 @@ from collections.abc import Iterable, Iterator, Mapping
 from typing import Any
 
 from service.errors import ApiError
+from service.events import Done, Image, ToolCall
 from service.turns import TurnRequest
 from service.web.pipeline.answer import Answer, image
 from service.web.pipeline.sse import DONE, frame
@@ -183,17 +184,17 @@ class ChatRenderer(Renderer):
     def text(self, text: str) -> Iterator[str]:
         yield frame(self.chunks.content(text))
 
-    def image(self, event: Mapping[str, Any]) -> Iterator[str]:
+    def image(self, event: Image) -> Iterator[str]:
         yield frame(self.chunks.images([image(event)]))
 
-    def tool_call(self, call: Mapping[str, Any]) -> Iterator[str]:
-        for chunk in self.chunks.tool_call(len(self.answer.tool_calls) - 1, call):
+    def tool_call(self, call: ToolCall) -> Iterator[str]:
+        for chunk in self.chunks.tool_call(len(self.answer.tool_calls) - 1, call.call()):
             yield frame(chunk)
 
-    def done(self, event: Mapping[str, Any]) -> Iterator[str]:
+    def done(self, event: Done) -> Iterator[str]:
         chunks, answer = self.chunks, self.answer
-        if not answer.deltas and event.get("text"):
-            yield frame(chunks.content(str(event["text"])))
+        if not answer.deltas and event.text:
+            yield frame(chunks.content(event.text))
         if answer.citations:
             yield frame(chunks.annotations(answer.annotations()))
         yield frame(chunks.finish(answer.finish_reason))
@@ -205,7 +206,7 @@ class ChatRenderer(Renderer):
         yield frame(error.body())
         yield frame(DONE)
 
-    def complete(self, done: Mapping[str, Any]) -> dict[str, Any]:
+    def complete(self, done: Done) -> dict[str, Any]:
         turn, answer = self.turn, self.answer
         return completion(
             turn.completion_id,

@@ -8,8 +8,17 @@ Images API returns it; `revised_prompt` only when Copilot said which prompt it d
 from __future__ import annotations
 
 import base64
+import logging
 from collections.abc import Mapping
 from typing import Any
+
+from service.errors import ApiError
+from service.events import Done, Image, RelayEvent
+from service.turns import TurnRequest
+from service.web.pipeline.answer import Answer
+from service.web.pipeline.stream import Renderer
+
+log = logging.getLogger(__name__)
 
 
 def image_item(event: Mapping[str, Any], *, data: bytes | None = None) -> dict[str, Any]:
@@ -32,3 +41,36 @@ def image_item(event: Mapping[str, Any], *, data: bytes | None = None) -> dict[s
 def images_response(created: int, items: list[dict[str, Any]]) -> dict[str, Any]:
     """The whole response body."""
     return {"created": created, "data": items}
+
+
+class ImageAnswer(Answer):
+    """An answer that also keeps the generated image's relay event as it came."""
+
+    def __init__(self) -> None:
+        super().__init__(())
+        self.generated: Image | None = None
+
+    def add(self, event: RelayEvent) -> None:
+        super().add(event)
+        if isinstance(event, Image):
+            self.generated = event
+
+
+class ImagesRenderer(Renderer):
+    """An image generation through the pipeline: never streamed, one images response."""
+
+    def __init__(self, turn: TurnRequest, response_format: str) -> None:
+        super().__init__(ImageAnswer())
+        self.turn = turn
+        self.response_format = response_format
+
+    def metered(self) -> Answer | None:
+        return None  # an image costs no tokens of the key's budget
+
+    def complete(self, done: Done) -> dict[str, Any]:
+        generated = self.answer.generated if isinstance(self.answer, ImageAnswer) else None
+        if generated is None:  # the worker fails such turns; this is a second line of defence
+            raise ApiError("Copilot answered without an image.", status=502, code="no_image_generated")
+        turn = self.turn
+        log.info("event=image_generated completion_id=%s format=%s", turn.completion_id, self.response_format)
+        return images_response(turn.created, [image_item(generated.to_json())])

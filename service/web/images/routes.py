@@ -1,10 +1,11 @@
 """POST /v1/images/generations: a Copilot turn that asks for a picture and waits for it.
 
-Not a second pipeline: the request becomes an ordinary turn job (`TurnRequest` with
-`kind="image"`, a new conversation, the prompt worded as a request to draw) on the same
-queue, relay and workers as chat. The worker fails the turn unless Copilot delivered an
-`imageGenerated` (partial previews are ignored); a spent image quota (`imageGenerated`
-with only `nextAvailableAt`) is a 429 with `Retry-After`. The view renders the relayed
+Not a second pipeline: the request goes through `pipeline.submit` like every surface
+(admission, quota, Idempotency-Key, log binding) as an ordinary turn with `kind="image"`
+and the prompt worded as a request to draw, on the same queue, relay and workers as chat.
+The worker fails the turn unless Copilot delivered an `imageGenerated` (partial previews
+are ignored); a spent image quota (`imageGenerated` with only `nextAvailableAt`) is a 429
+with `Retry-After`. The view renders the relayed
 `image` event as OpenAI's images response (`images.render`); for `b64_json` the worker
 adds the bytes, fetched from the upstream's own origin (COPILOT_URL), to that event
 (`workers.generated_image`), so the web tier never talks to the upstream.
@@ -18,26 +19,18 @@ gateway drives (Bing Image Creator is a separate site), so `UPSTREAM=bing` is a 
 
 from __future__ import annotations
 
-import logging
-import time
 from typing import Any
 
-from flask import Blueprint, Response, g, jsonify
+from flask import Blueprint, Response
 
-from service.errors import ApiError, InvalidRequest, NotFound
+from service.errors import InvalidRequest, NotFound
 from service.models import find_model
-from service.state.relay import TERMINAL
-from service.turns import TurnRequest, new_completion_id, new_conversation_id
 from service.web.http.body import read_body
-from service.web.http.extension import Gateway, gateway
-from service.web.images.render import image_item, images_response
-from service.web.pipeline import admission, quota
-from service.web.pipeline.request import parse_body
+from service.web.http.extension import gateway
+from service.web.images.render import ImagesRenderer
+from service.web.pipeline.request import ChatRequest, parse_body
 from service.web.pipeline.run import Run
-from service.web.pipeline.submit import _start
-from service.web.pipeline.watch import watch
-
-log = logging.getLogger(__name__)
+from service.web.pipeline.submit import submit
 
 blueprint = Blueprint("images", __name__)
 
@@ -53,28 +46,16 @@ FORMATS = ("url", "b64_json")
 def generations() -> Response:
     """Generate one image for `prompt`."""
     gw = gateway()
-    body = parse_body(read_body())
-    prompt, model, response_format = _validate(body, gw.settings.upstream)
-    g.model = model
-    admission.admit(g.owner)
-    quota.admit(gw, model)  # the key's model access and limits, as for every turn
-    created = int(time.time())
-    turn = TurnRequest(
-        completion_id=new_completion_id(),
-        conversation_id=new_conversation_id(),
-        owner=g.owner,
-        model=model,
-        prompt=REQUEST_TEXT.format(prompt=prompt),
-        created=created,
-        request_id=g.request_id,
-        kind="image",
-        image_format=response_format,  # for b64_json the worker fetches the bytes
+    raw = read_body()
+    prompt, model, response_format = _validate(parse_body(raw), gw.settings.upstream)
+    chat = ChatRequest(
+        model=model, prompt=REQUEST_TEXT.format(prompt=prompt), kind="image", image_format=response_format
     )
-    g.conversation_id = turn.conversation_id
-    run = Run(turn, _start(gw, turn))
-    image = _wait(gw, run)
-    log.info("event=image_generated completion_id=%s format=%s", turn.completion_id, response_format)
-    return jsonify(images_response(created, [image_item(image)]))
+    return submit(gw, raw, chat, _renderer)
+
+
+def _renderer(run: Run, chat: ChatRequest) -> ImagesRenderer:
+    return ImagesRenderer(run.turn, chat.image_format)
 
 
 def _validate(body: dict[str, Any], upstream: str) -> tuple[str, str, str]:
@@ -118,25 +99,3 @@ def _validate(body: dict[str, Any], upstream: str) -> tuple[str, str, str]:
             code="model_not_found",
         )
     return prompt.strip(), spec.id, response_format
-
-
-def _wait(gw: Gateway, run: Run) -> dict[str, Any]:
-    """The turn's generated image event; the turn's error if it failed."""
-    image: dict[str, Any] | None = None
-    terminal: dict[str, Any] | None = None
-    try:
-        for event in watch(run.sub, gw.redis, run.turn.completion_id, gw.settings):
-            if event is None:
-                continue
-            if event["type"] in TERMINAL:
-                terminal = event
-            elif event["type"] == "image":
-                image = event
-    finally:
-        run.close(gw, terminal)
-    if terminal is None or terminal["type"] == "error":
-        raise ApiError.from_event((terminal or {}).get("error") or {})
-    if image is None:  # the worker fails such turns; this is a second line of defence
-        raise ApiError("Copilot answered without an image.", status=502, code="no_image_generated")
-    return image
-

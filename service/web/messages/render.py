@@ -16,10 +16,11 @@ SSE comments, never as text.
 from __future__ import annotations
 
 import json
-from collections.abc import Iterator, Mapping
+from collections.abc import Iterator
 from typing import Any
 
 from service.errors import ApiError
+from service.events import Done, ToolCall
 from service.tokens import count_messages
 from service.web.pipeline.answer import Answer
 from service.web.pipeline.sse import frame
@@ -160,13 +161,13 @@ class MessageRenderer(Renderer):
     def text(self, text: str) -> Iterator[str]:
         yield self._event("content_block_delta", index=0, delta={"type": "text_delta", "text": text})
 
-    def tool_call(self, call: Mapping[str, Any]) -> Iterator[str]:
+    def tool_call(self, event: ToolCall) -> Iterator[str]:
         """One `tool_use` block: start (empty input), `input_json_delta` pieces, stop.
 
         The text block (index 0) is closed before the first call, as Anthropic closes
         each block before opening the next.
         """
-        index = len(self.answer.tool_calls)
+        call, index = event.call(), len(self.answer.tool_calls)
         if index == 1:
             yield self._event("content_block_stop", index=0)
         block = {"type": "tool_use", "id": call["id"], "name": call["name"], "input": {}}
@@ -178,10 +179,10 @@ class MessageRenderer(Renderer):
             yield self._event("content_block_delta", index=index, delta=delta)
         yield self._event("content_block_stop", index=index)
 
-    def done(self, event: Mapping[str, Any]) -> Iterator[str]:
+    def done(self, event: Done) -> Iterator[str]:
         answer = self.answer
-        if not answer.deltas and event.get("text"):
-            yield from self.text(str(event["text"]))
+        if not answer.deltas and event.text:
+            yield from self.text(event.text)
         for note in citations(answer) or []:
             cited = {"type": "citations_delta", "citation": note}
             yield self._event("content_block_delta", index=0, delta=cited)
@@ -189,7 +190,7 @@ class MessageRenderer(Renderer):
             yield self._event("content_block_stop", index=0)
         yield self._event(
             "message_delta",
-            delta=stop_fields(answer, dict(event)),
+            delta=stop_fields(answer, event.to_json()),
             usage={"output_tokens": answer.usage()["completion_tokens"]},
         )
         yield self._event("message_stop")
@@ -197,5 +198,5 @@ class MessageRenderer(Renderer):
     def failed(self, error: ApiError) -> Iterator[str]:
         yield frame(error_event(error), event="error")
 
-    def complete(self, done: Mapping[str, Any]) -> dict[str, Any]:
-        return self.builder.complete(self.answer, dict(done))
+    def complete(self, done: Done) -> dict[str, Any]:
+        return self.builder.complete(self.answer, done.to_json())

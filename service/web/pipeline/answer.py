@@ -15,6 +15,7 @@ from __future__ import annotations
 from collections.abc import Iterable, Mapping
 from typing import Any
 
+from service.events import Citation, Delta, Done, Image, RelayEvent, ToolCall
 from service.tokens import count_messages, count_text
 
 
@@ -55,13 +56,14 @@ def citation_annotations(content: str, citations: Iterable[Mapping[str, Any]]) -
         )
     return result
 
-def image(event: Mapping[str, Any]) -> dict[str, Any]:
+def image(event: Image) -> dict[str, Any]:
     """The `images` extension entry for one relayed image event."""
     return {
-        "url": str(event.get("url", "")),
-        "thumbnail_url": str(event.get("thumbnail_url", "")) or None,
-        "prompt": str(event.get("prompt", "")) or None,
+        "url": event.url,
+        "thumbnail_url": event.thumbnail_url or None,
+        "prompt": event.prompt or None,
     }
+
 
 class Answer:
     """Accumulates one turn's relay events into what the final objects need.
@@ -80,20 +82,19 @@ class Answer:
         self.done_text = ""
         self.finish_reason = "stop"
 
-    def add(self, event: Mapping[str, Any]) -> None:
+    def add(self, event: RelayEvent) -> None:
         """Take one non-error relay event into account; others are ignored."""
-        kind = event.get("type")
-        if kind == "delta":
-            self.deltas.append(str(event.get("text", "")))
-        elif kind == "citation":
-            self.citations.append(dict(event))
-        elif kind == "image":
+        if isinstance(event, Delta):
+            self.deltas.append(event.text)
+        elif isinstance(event, Citation):
+            self.citations.append(event.to_json())
+        elif isinstance(event, Image):
             self.images.append(image(event))
-        elif kind == "tool_call":
-            self.tool_calls.append({k: event[k] for k in ("id", "name", "arguments")})
-        elif kind == "done":
-            self.done_text = str(event.get("text") or "")
-            self.finish_reason = str(event.get("finish_reason") or "stop")
+        elif isinstance(event, ToolCall):
+            self.tool_calls.append(event.call())
+        elif isinstance(event, Done):
+            self.done_text = event.text
+            self.finish_reason = event.finish_reason or "stop"
 
     @property
     def content(self) -> str:

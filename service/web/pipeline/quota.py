@@ -18,7 +18,6 @@ from __future__ import annotations
 
 import dataclasses
 import logging
-from collections.abc import Mapping
 from typing import Any
 
 from flask import Flask, Response, g
@@ -29,6 +28,7 @@ from service.access import ratelimit
 from service.access.keys import Limits
 from service.access.ratelimit import Caller
 from service.errors import ApiError
+from service.events import Failed, Terminal
 from service.runtime import metrics
 from service.runtime.settings import Settings
 from service.tokens import count_messages, count_text
@@ -62,7 +62,7 @@ class Ticket:
     lease: str
     settled: bool = False
 
-    def settle(self, redis: Redis, terminal: Mapping[str, Any] | None, answer: Any | None) -> None:
+    def settle(self, redis: Redis, terminal: Terminal | None, answer: Any | None) -> None:
         """Free the turn slot; record tokens (none for a failed turn) and errors. Never raises.
 
         `answer` is the `Answer` the response was built from (None: count no tokens, e.g. a
@@ -71,7 +71,7 @@ class Ticket:
         if self.settled:
             return
         self.settled = True
-        failed = terminal is not None and terminal.get("type") == "error"
+        failed = isinstance(terminal, Failed)
         input_tokens = output_tokens = 0
         try:
             if answer is not None and not failed:
@@ -144,7 +144,7 @@ def _headers(response: Response) -> Response:
 def _settle_unclaimed(_exc: BaseException | None) -> None:
     ticket: Ticket | None = g.get("ticket")
     if ticket is not None:  # the request failed before a Run took the ticket
-        ticket.settle(gateway().redis, {"type": "error"}, None)
+        ticket.settle(gateway().redis, Failed({}), None)
 
 
 def init_app(app: Flask) -> None:

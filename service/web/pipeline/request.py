@@ -67,6 +67,10 @@ class ChatRequest:
     images: tuple[ImageInput, ...] = ()
     options: dict[str, Any] = dataclasses.field(default_factory=dict)
     """`service.tools.options.TurnOptions.to_json()`: tools, structured output, stop, token limit."""
+    kind: str = "chat"
+    """"chat", or "image": an image generation that must end in an image (`service.turns`)."""
+    image_format: str = "url"
+    """For an image turn: "url", or "b64_json" (the worker fetches the bytes)."""
 
 def parse_body(raw: bytes) -> dict[str, Any]:
     """The body as a JSON object, or the 400 OpenAI sends for an unparseable body.

@@ -10,12 +10,11 @@ run is closed exactly once, and the surface only ever sees its renderer's hooks.
 from __future__ import annotations
 
 from collections.abc import Callable, Iterator
-from typing import Any
 
 from flask import Response, g, jsonify
 
 from service.errors import ApiError
-from service.state.relay import TERMINAL
+from service.events import Done, Failed, Limits, RelayEvent, Terminal
 from service.web.http.extension import Gateway
 from service.web.pipeline.answer import Answer
 from service.web.pipeline.request import ChatRequest
@@ -32,7 +31,7 @@ SSE_HEADERS = {"Cache-Control": "no-cache", "X-Accel-Buffering": "no"}
 def answer_turn(gw: Gateway, run: Run, chat: ChatRequest, make: MakeRenderer) -> Response:
     """The response to a running turn: the renderer's whole body, or its SSE stream."""
     renderer = make(run, chat)
-    run.answer = renderer.answer  # what was sent, for the key's token usage
+    run.answer = renderer.metered()  # what was sent, for the key's token usage
     if not chat.stream:
         renderer.waiting()
         try:
@@ -47,7 +46,7 @@ def answer_turn(gw: Gateway, run: Run, chat: ChatRequest, make: MakeRenderer) ->
         renderer.refused(exc)
         raise
 
-    def on_close(terminal: dict[str, Any] | None) -> None:
+    def on_close(terminal: Terminal | None) -> None:
         try:
             run.close(gw, terminal)
         finally:
@@ -57,43 +56,42 @@ def answer_turn(gw: Gateway, run: Run, chat: ChatRequest, make: MakeRenderer) ->
     return Response(body, status=200, mimetype="text/event-stream", headers=SSE_HEADERS)
 
 
-def collect(gw: Gateway, run: Run, answer: Answer) -> dict[str, Any]:
+def collect(gw: Gateway, run: Run, answer: Answer) -> Done:
     """Wait for the whole answer into `answer`; the `done` event, or raise the turn's error."""
     turn = run.turn
-    terminal: dict[str, Any] | None = None
+    terminal: Terminal | None = None
     try:
         for event in watch(run.sub, gw.redis, turn.completion_id, gw.settings):
             if event is None:
                 continue
-            if event["type"] in TERMINAL:
+            if isinstance(event, Done | Failed):
                 terminal = event
-            elif event["type"] == "limits":
-                g.turns_remaining = max(0, int(event["max"]) - int(event["used"]))
+            elif isinstance(event, Limits):
+                g.turns_remaining = max(0, int(event.max) - int(event.used))
             answer.add(event)
     finally:
         run.close(gw, terminal)
-    if terminal is None or terminal["type"] == "error":  # watch only ends on a terminal event
-        raise ApiError.from_event((terminal or {}).get("error") or {})
+    if not isinstance(terminal, Done):  # watch only ends on a terminal event
+        raise ApiError.from_event(dict(terminal.error) if terminal is not None else {})
     return terminal
 
-def hold_first(gw: Gateway, run: Run) -> tuple[Iterator[dict[str, Any] | None], dict[str, Any] | None]:
+
+def hold_first(gw: Gateway, run: Run) -> tuple[Iterator[RelayEvent | None], RelayEvent | None]:
     """The turn's events and the first one, held for briefly before a stream commits to a 200.
 
     An error that arrives within the hold is raised, so the client gets a real status.
     """
     turn = run.turn
     hold = gw.settings.stream_hold_seconds
-    events: Iterator[dict[str, Any] | None] = watch(
-        run.sub, gw.redis, turn.completion_id, gw.settings, hold=hold if hold > 0 else None
-    )
-    first: dict[str, Any] | None = None
+    events = watch(run.sub, gw.redis, turn.completion_id, gw.settings, hold=hold if hold > 0 else None)
+    first: RelayEvent | None = None
     if hold > 0:
         try:
             first = next(events)
         except BaseException:
             run.close(gw, None)
             raise
-        if first is not None and first["type"] == "error":
+        if isinstance(first, Failed):
             run.close(gw, first)
-            raise ApiError.from_event(first.get("error") or {})
+            raise ApiError.from_event(dict(first.error))
     return events, first

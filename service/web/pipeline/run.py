@@ -10,10 +10,10 @@ from __future__ import annotations
 
 import dataclasses
 import logging
-from typing import Any
 
 from redis.exceptions import RedisError
 
+from service.events import Failed, Terminal
 from service.state import idempotency, locks
 from service.state.relay import Subscription
 from service.turns import TurnRequest, request_cancel
@@ -36,7 +36,7 @@ class Run:
     ticket: quota.Ticket | None = dataclasses.field(default_factory=quota.take_ticket)
     answer: Answer | None = None  # what was sent, for the key's token usage (each surface sets it)
 
-    def close(self, gw: Gateway, terminal: dict[str, Any] | None) -> None:
+    def close(self, gw: Gateway, terminal: Terminal | None) -> None:
         """Unsubscribe; cancel what nobody will read; free the claim of a failed turn.
 
         `terminal` is the event that ended the response, or None if the client went
@@ -45,8 +45,8 @@ class Run:
         """
         turn = self.turn
         try:
-            finished = terminal is not None and not terminal.get("synthetic")
-            free_claim = terminal is not None and terminal.get("type") == "error"
+            finished = terminal is not None and not (isinstance(terminal, Failed) and terminal.synthetic)
+            free_claim = isinstance(terminal, Failed)
             if not finished and not self.attached:
                 if gw.queue.remove(turn.completion_id):
                     # Never started, and now never will: free what the turn held.
@@ -56,7 +56,8 @@ class Run:
                 elif self.idempotency_key is None or terminal is not None:
                     log.info("event=completion_abandoned completion_id=%s", turn.completion_id)
                     request_cancel(gw.redis, turn.completion_id)
-                if turn.lock_token and (terminal or {}).get("error", {}).get("code") == "worker_lost":
+                lost = isinstance(terminal, Failed) and terminal.error.get("code") == "worker_lost"
+                if turn.lock_token and lost:
                     # Its worker died holding the conversation's lock: free it now, not in 2× the lease.
                     locks.release(gw.redis, turn.conversation_id, turn.lock_token)
             if self.idempotency_key and free_claim:

@@ -11,10 +11,11 @@ from __future__ import annotations
 
 import itertools
 import logging
-from collections.abc import Callable, Generator, Iterable, Iterator, Mapping
+from collections.abc import Callable, Generator, Iterable, Iterator
 from typing import Any
 
 from service.errors import ApiError
+from service.events import Delta, Done, Failed, Image, Progress, Queued, RelayEvent, Terminal, ToolCall
 from service.web.pipeline.answer import Answer
 from service.web.pipeline.sse import frame
 
@@ -35,6 +36,10 @@ class Renderer:
     def __init__(self, answer: Answer) -> None:
         self.answer = answer
 
+    def metered(self) -> Answer | None:
+        """What the key's token usage counts (None: no tokens, e.g. an image generation)."""
+        return self.answer
+
     def start(self) -> Frames:
         """The frames that open a stream, before any event."""
         return ()
@@ -43,11 +48,11 @@ class Renderer:
         """A piece of the answer's text."""
         raise NotImplementedError
 
-    def image(self, event: Mapping[str, Any]) -> Frames:
+    def image(self, event: Image) -> Frames:
         """An image the upstream generated (most formats keep it for the end)."""
         return ()
 
-    def tool_call(self, call: Mapping[str, Any]) -> Frames:
+    def tool_call(self, call: ToolCall) -> Frames:
         """One whole tool call (already the last of `answer.tool_calls`)."""
         raise NotImplementedError
 
@@ -59,7 +64,7 @@ class Renderer:
         """A heartbeat while nothing happens, so proxies keep the stream open."""
         return (frame(comment="keep-alive"),)
 
-    def done(self, event: Mapping[str, Any]) -> Frames:
+    def done(self, event: Done) -> Frames:
         """The frames that end a finished stream (the `done` event is in `answer`)."""
         raise NotImplementedError
 
@@ -67,7 +72,7 @@ class Renderer:
         """The frames that end a stream whose turn failed after the 200."""
         raise NotImplementedError
 
-    def complete(self, done: Mapping[str, Any]) -> dict[str, Any]:
+    def complete(self, done: Done) -> dict[str, Any]:
         """The non-streamed body of a finished answer."""
         raise NotImplementedError
 
@@ -77,48 +82,46 @@ class Renderer:
     def refused(self, error: ApiError) -> None:
         """The turn failed before any 200 went out; the pipeline raises `error` next."""
 
-    def closed(self, terminal: Mapping[str, Any] | None) -> None:
+    def closed(self, terminal: Terminal | None) -> None:
         """A stream's body was closed; `terminal` ended it, or None if the client left first."""
 
 
 def render(
-    renderer: Renderer, events: Iterable[dict[str, Any] | None], stream: RenderStream
+    renderer: Renderer, events: Iterable[RelayEvent | None], stream: RenderStream
 ) -> Generator[str, None, None]:
-    """The one relay-event loop: each event to the renderer's hook, until done or error."""
+    """The one relay-event loop: each event to the renderer's hook, until done or failed."""
     answer = renderer.answer
     try:
         yield from renderer.start()
         for event in events:
             if event is None:
                 yield from renderer.keep_alive()
-                continue
-            kind = event.get("type")
-            if kind == "progress":
-                yield from renderer.comment(str(event.get("text", "")))
-            elif kind == "queued":  # waiting for an upstream account slot
-                yield from renderer.comment(f"queued, position {int(event.get('position') or 0)}")
-            elif kind == "error":
+            elif isinstance(event, Progress):
+                yield from renderer.comment(event.text)
+            elif isinstance(event, Queued):  # waiting for an upstream account slot
+                yield from renderer.comment(f"queued, position {int(event.position or 0)}")
+            elif isinstance(event, Failed):
                 stream.terminal = event
-                yield from renderer.failed(ApiError.from_event(event.get("error") or {}))
+                yield from renderer.failed(ApiError.from_event(dict(event.error)))
                 return
             else:
                 answer.add(event)  # citations, suggestions, limits: kept for the end
-                if kind == "done":
+                if isinstance(event, Done):
                     stream.terminal = event
                     yield from renderer.done(event)
                     return
-                yield from _hook(renderer, kind, event)
+                yield from _hook(renderer, event)
     except Exception as exc:  # e.g. Redis failed mid-stream: tell the client, then end
         log.error("event=stream_failed error=%s", exc.__class__.__name__, exc_info=True)
         yield from renderer.failed(ApiError.from_exception(exc))
 
 
-def _hook(renderer: Renderer, kind: Any, event: dict[str, Any]) -> Frames:
-    if kind == "delta":
-        return renderer.text(str(event.get("text", "")))
-    if kind == "tool_call":
+def _hook(renderer: Renderer, event: RelayEvent) -> Frames:
+    if isinstance(event, Delta):
+        return renderer.text(event.text)
+    if isinstance(event, ToolCall):
         return renderer.tool_call(event)
-    if kind == "image":
+    if isinstance(event, Image):
         return renderer.image(event)
     return ()
 
@@ -138,12 +141,12 @@ class RenderStream:
     def __init__(
         self,
         renderer: Renderer,
-        events: Iterator[dict[str, Any] | None],
-        first: dict[str, Any] | None,
+        events: Iterator[RelayEvent | None],
+        first: RelayEvent | None,
         *,
-        on_close: Callable[[dict[str, Any] | None], None],
+        on_close: Callable[[Terminal | None], None],
     ) -> None:
-        self.terminal: dict[str, Any] | None = None
+        self.terminal: Terminal | None = None
         self._on_close = on_close
         self._closed = False
         chained = itertools.chain([first] if first is not None else [], events)

@@ -23,6 +23,7 @@ import time
 from flask import Response, g, request
 
 from service.errors import InvalidRequest
+from service.events import Failed
 from service.images import ImageLimits, park
 from service.runtime.logs import bind_turn
 from service.state import idempotency, locks
@@ -112,6 +113,8 @@ def _begin(gw: Gateway, chat: ChatRequest, key: str | None, mine: idempotency.Cl
         store=store,
         images=[ref.to_json() for ref in refs],
         options=chat.options,
+        kind=chat.kind,
+        image_format=chat.image_format,
     )
     if key is not None:
         idempotency.record(
@@ -182,7 +185,7 @@ def _attach(
                 if not earlier.conversation_id:  # woken by `record`/`release`, else a slow re-check
                     changed.wait(min(ATTACH_POLL, remaining))
     last = last_event(gw.redis, earlier.completion_id)
-    if last is not None and last.get("type") == "error":
+    if last is not None and last.get("type") == Failed.TYPE:
         idempotency.release(gw.redis, g.owner, key, earlier.completion_id)
         return None
     turn = TurnRequest(

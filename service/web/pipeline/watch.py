@@ -14,8 +14,9 @@ both from Redis alone and synthesizes the terminal error the client should get:
   `drain_on_sigterm` just short of gunicorn's `graceful_timeout`, has passed → 503
   `service_unavailable`: the stream ends visibly instead of being cut by the kill.
 
-Synthesized errors carry `"synthetic": True`: the job may still be queued or
-running, so the caller should cancel it. `watch` also yields `None` after every
+Synthesized errors are `Failed(..., synthetic=True)`: the job may still be queued or
+running, so the caller should cancel it. Relay objects are decoded here, once, into
+`service.events` classes: nothing past `watch` sees a dict event. `watch` also yields `None` after every
 `SSE_HEARTBEAT_SECONDS` of silence, so a streaming caller can send a keep-alive
 comment without a timer of its own.
 """
@@ -33,8 +34,9 @@ from redis import Redis
 from redis.exceptions import RedisError
 
 from service.errors import ApiError, ServiceUnavailable
+from service.events import Done, Failed, RelayEvent, decode
 from service.runtime.settings import Settings
-from service.state.relay import TERMINAL, Subscription
+from service.state.relay import Subscription
 from service.turns import lease_key
 from service.web.http.errors import redis_unavailable
 
@@ -44,16 +46,16 @@ SLICE_SECONDS = 1.0  # longest single wait on the subscription; bounds how late 
 DRAIN_MARGIN_SECONDS = 3.0  # streams end this long before gunicorn's graceful_timeout kills them
 
 
-def no_worker_event(waited: float) -> dict[str, Any]:
+def no_worker_event(waited: float) -> Failed:
     """The terminal error for a job that no worker picked up in time."""
     error = ServiceUnavailable(
         f"No worker picked up this request within {waited:g} s; is a worker process running?",
         should_retry=True,
     )
-    return {"type": "error", "error": error.to_event(), "synthetic": True}
+    return Failed(error.to_event(), synthetic=True)
 
 
-def worker_lost_event() -> dict[str, Any]:
+def worker_lost_event() -> Failed:
     """The terminal error for a turn whose worker stopped without finishing it."""
     error = ApiError(
         "The worker running this request stopped before finishing; please retry.",
@@ -61,20 +63,20 @@ def worker_lost_event() -> dict[str, Any]:
         code="worker_lost",
         should_retry=True,
     )
-    return {"type": "error", "error": error.to_event(), "synthetic": True}
+    return Failed(error.to_event(), synthetic=True)
 
 
-def redis_down_event() -> dict[str, Any]:
+def redis_down_event() -> Failed:
     """The terminal error for a completion whose events can no longer be read from Redis."""
-    return {"type": "error", "error": redis_unavailable().to_event(), "synthetic": True}
+    return Failed(redis_unavailable().to_event(), synthetic=True)
 
 
-def shutting_down_event() -> dict[str, Any]:
+def shutting_down_event() -> Failed:
     """The terminal error for a response still open when its web process must stop."""
     error = ServiceUnavailable(
         "The gateway is restarting and ended this response; please retry.", should_retry=True, retry_after=1
     )
-    return {"type": "error", "error": error.to_event(), "synthetic": True}
+    return Failed(error.to_event(), synthetic=True)
 
 
 def drain_on_sigterm(app: Flask, graceful_timeout: float) -> None:
@@ -104,7 +106,7 @@ def watch(
     clock: Callable[[], float] = time.monotonic,
     *,
     hold: float | None = None,
-) -> Iterator[dict[str, Any] | None]:
+) -> Iterator[RelayEvent | None]:
     """Yield the completion's events in order through the terminal one; `None` on silence.
 
     `None` comes after `settings.sse_heartbeat_seconds` without anything yielded. With
@@ -159,6 +161,7 @@ def watch(
             continue
         picked_up = True
         last_yield = clock()
-        yield event
-        if event.get("type") in TERMINAL:
+        relayed = decode(event)
+        yield relayed
+        if isinstance(relayed, Done | Failed):
             return

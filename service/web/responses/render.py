@@ -28,6 +28,7 @@ from collections.abc import Iterator, Mapping
 from typing import Any, Protocol
 
 from service.errors import ApiError
+from service.events import Done, Terminal, ToolCall
 from service.tokens import count_messages
 from service.turns import new_message_id, new_token
 from service.web.pipeline.answer import Answer
@@ -246,8 +247,9 @@ class ResponseRenderer(Renderer):
             self._stored = True
             self._keep({}, only_if_new=True)
 
-    def tool_call(self, call: Mapping[str, Any]) -> Iterator[str]:
+    def tool_call(self, event: ToolCall) -> Iterator[str]:
         """One `function_call` item: added, its arguments in two deltas, done."""
+        call = event.call()
         if self._text == "open":
             yield from self._close_text()
         index = len(self.answer.tool_calls) - (0 if self._text == "closed" else 1)
@@ -263,9 +265,9 @@ class ResponseRenderer(Renderer):
         )
         yield self._event("response.output_item.done", output_index=index, item=function_call_item(call))
 
-    def done(self, event: Mapping[str, Any]) -> Iterator[str]:
+    def done(self, event: Done) -> Iterator[str]:
         answer = self.answer
-        text = event.get("text") if not answer.deltas else None
+        text = event.text if not answer.deltas else None
         if self._text == "none" and (text or not answer.tool_calls):
             yield from self._open_text()
         if text:
@@ -282,7 +284,7 @@ class ResponseRenderer(Renderer):
         self.final = self.builder.failed(error)
         yield self._event("response.failed", response=self.final)
 
-    def complete(self, done: Mapping[str, Any]) -> dict[str, Any]:
+    def complete(self, done: Done) -> dict[str, Any]:
         final = self.builder.completed(self.answer)
         self._keep(final)
         return final
@@ -293,7 +295,7 @@ class ResponseRenderer(Renderer):
     def refused(self, error: ApiError) -> None:
         self._keep(self.builder.failed(error))
 
-    def closed(self, terminal: Mapping[str, Any] | None) -> None:
+    def closed(self, terminal: Terminal | None) -> None:
         if self.final is not None:
             self._keep(self.final)
         elif self._storing:
