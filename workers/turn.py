@@ -34,7 +34,7 @@ import dataclasses
 import logging
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from typing import Any
 
 from redis import Redis
@@ -51,7 +51,7 @@ from service.state import locks
 from service.state.conversations import Conversation, ConversationStore, handle_key
 from service.state.relay import Publisher
 from service.tools.options import TurnOptions
-from service.turns import TurnRequest, cancel_key, lease_key
+from service.turns import TurnRequest, lease_key
 from workers import priming
 from workers.account_pool import AccountLane, pool_for
 from workers.context import WorkerContext
@@ -59,9 +59,10 @@ from workers.generated_image import fetch_b64
 from workers.gevent_worker import WorkerShutdown
 from workers.image_fetch import load_images
 from workers.instrument import UpstreamTimer
+from workers.lease_watch import LeaseWatcher
 from workers.relay_events import Relayed, to_relay
 from workers.tooling import Shaping
-from workers.upstream import Handle, build_client, load_handle
+from workers.upstream import Client, Handle, build_client, load_handle
 from workers.upstream.context import TurnInput
 from workers.upstream.errors import (
     ConversationExpired,
@@ -69,12 +70,10 @@ from workers.upstream.errors import (
     ProtocolError,
     UpstreamError,
 )
-from workers.upstream.events import Done, Image, TextDelta
+from workers.upstream.events import Done, Event, Image, TextDelta
 
 log = logging.getLogger(__name__)
 
-CANCEL_POLL_SECONDS = 0.3
-WATCH_BACKOFF_MAX = 2.0  # longest pause between watcher retries while Redis is unreachable
 FENCE_ATTEMPTS = 5  # WATCH retries of a save (our own lock refresh can trip one)
 
 
@@ -89,11 +88,12 @@ class TurnRunner:
             self.redis, ttl=self.settings.conversation_ttl, handle_ttl=self.settings.upstream_handle_ttl
         )
         self.clock = clock
-        self._cancelled = threading.Event()
-        self._stopped = threading.Event()
-        self._lock_lost = threading.Event()
         self._reached_upstream = False
         self.lane: AccountLane | None = None
+        self.watcher = LeaseWatcher(self.redis, self.settings, request, lane=lambda: self.lane)
+        self._cancelled = self.watcher.cancelled
+        self._stopped = self.watcher.stopped
+        self._lock_lost = self.watcher.lock_lost
 
     def run(self) -> dict[str, Any]:
         """Run the turn; returns a small summary, raises on failure."""
@@ -105,7 +105,7 @@ class TurnRunner:
         )
         # In this turn's context, so its log lines carry the turn's ids too.
         watch = contextvars.copy_context().run
-        watcher = threading.Thread(target=watch, args=(self._watch,), name="turn-watch", daemon=True)
+        watcher = threading.Thread(target=watch, args=(self.watcher.run,), name="turn-watch", daemon=True)
         watcher.start()
         try:
             return self._run(publisher)
@@ -194,9 +194,7 @@ class TurnRunner:
                 turn, primers = self._turn_input(spec, handle.fresh, conversation, seed, images, shaping)
                 self._prime(client, handle, turn, primers, publisher)
                 done = None
-                for event in shaping.run(
-                    client, handle, turn, cancelled=self._should_stop, watch=timer.watch
-                ):
+                for event in self._shaped(shaping, client, handle, turn, timer.watch):
                     streamed = streamed or isinstance(event, TextDelta)
                     drawn = drawn or isinstance(event, Image)
                     if isinstance(event, Done):
@@ -255,8 +253,32 @@ class TurnRunner:
         )
         return {"status": "done", "conversation_id": conversation.id, "finish_reason": done.finish_reason}
 
+    def _shaped(
+        self,
+        shaping: Shaping,
+        client: Client,
+        handle: Handle,
+        turn: TurnInput,
+        watch: Callable[[Iterator[Event]], Iterator[Event]],
+    ) -> Iterator[Relayed]:
+        """Stream `turn` through the shaping; the repair turn it may ask for runs here too.
+
+        This module is the one that drives the upstream client: the shaping is a pure
+        filter over events. A cut or cancellation ends the upstream turn; `watch` wraps
+        each upstream stream (the worker's metrics timer).
+        """
+
+        def stop() -> bool:
+            return self._should_stop() or shaping.cut
+
+        def repair(text: str) -> Iterator[Event]:
+            again = dataclasses.replace(turn, text=text, history=(), system="", images=())
+            return watch(client.stream_turn(handle, again, should_stop=stop))
+
+        return shaping.shape(watch(client.stream_turn(handle, turn, should_stop=stop)), repair)
+
     def _prime(
-        self, client: Any, handle: Handle, turn: TurnInput, primers: tuple[str, ...], publisher: Publisher
+        self, client: Client, handle: Handle, turn: TurnInput, primers: tuple[str, ...], publisher: Publisher
     ) -> None:
         """Send the priming parts as turns of their own; their answers are not the client's."""
         for index, text in enumerate(primers, start=1):
@@ -387,53 +409,6 @@ class TurnRunner:
 
     def _should_stop(self) -> bool:
         return self._cancelled.is_set() or self._lock_lost.is_set()
-
-    def _watch(self) -> None:
-        """Keep the lease (and the conversation lock) alive and notice cancellation.
-
-        Redis being unreachable is waited out with a capped backoff and one warning:
-        the turn itself fails as soon as it cannot publish, so there is nothing to
-        gain from hammering Redis here (and it must never spin).
-        """
-        request = self.request
-        lease_seconds = self.settings.worker_lease_seconds
-        lease_every = max(1.0, lease_seconds / 3)
-        last_lease = float("-inf")  # the first lease goes out at once, beside the upstream connect
-        wait = 0.0
-        failures = 0
-        while not self._stopped.wait(wait):
-            wait = CANCEL_POLL_SECONDS
-            try:
-                due = time.monotonic() - last_lease >= lease_every
-                with self.redis.pipeline(transaction=False) as pipe:
-                    pipe.exists(cancel_key(request.completion_id))
-                    if due:
-                        pipe.set(lease_key(request.completion_id), b"1", ex=lease_seconds)
-                        if self.lane is not None:
-                            self.lane.refresh(pipe)  # the account slot lives exactly as long as the turn
-                        if request.lock_token:
-                            # The conversation stays locked exactly as long as this turn lives.
-                            locks.refresh(
-                                pipe, request.conversation_id, request.lock_token, ttl=2 * lease_seconds
-                            )
-                    replies = pipe.execute()
-                cancelled = replies[0]
-                if due:
-                    last_lease = time.monotonic()
-                    if request.lock_token and not replies[-1]:
-                        self._lock_lost.set()  # another turn may hold it now: stop, never save
-            except Exception as exc:
-                if failures == 0:
-                    log.warning("event=turn_watch_failed error=%s", exc.__class__.__name__)
-                failures += 1
-                wait = min(WATCH_BACKOFF_MAX, CANCEL_POLL_SECONDS * 2**failures)
-                continue
-            if failures:
-                log.info("event=turn_watch_recovered failures=%d", failures)
-                failures = 0
-            if cancelled:
-                self._cancelled.set()
-                return
 
 
 def _execute(redis: Redis, extra: Callable[[Pipeline], None]) -> None:
