@@ -3,38 +3,33 @@
 `TurnRunner.run()` is what the RQ job delegates to. It
 
 1. loads the conversation (if the client continues one) and its upstream handle;
-2. takes an upstream account (`AccountLane`) and creates an upstream conversation when
-   there is none, or when the old one expired or reached its turn limit — seeded with
-   the transcript so context survives; a seed longer than one upstream turn carries is
-   *primed* over several turns first (`workers.priming`), on the same account. A
+2. hands the upstream part to `workers.upstream_turn.UpstreamTurn`: an account from the
+   `AccountLane`, a new (seeded, maybe primed) upstream conversation when needed,
+   roll-over and fail-over before any text, each event relayed as it arrives. A
    `store: false` turn (Responses) runs on a new upstream conversation and saves
    nothing, but its `done` is fenced like a save;
-3. streams the upstream's events onto the relay as they arrive;
-4. on `Done`, saves the turn and publishes `done` in ONE Redis transaction, so a
+3. on `Done`, saves the turn and publishes `done` in ONE Redis transaction, so a
    client that sends its next turn the moment it sees `done` finds the turn stored,
    and a failed or cancelled turn never touches the stored conversation. The
    transaction is fenced (`service.state.locks.fence`): it commits only while this turn's
    token holds the conversation's lock and the conversation was not deleted;
-5. on failure publishes a terminal `error` event and re-raises, so RQ's failed-job
+4. on failure publishes a terminal `Failed` event and re-raises, so RQ's failed-job
    registry tells the truth. A failed or cancelled turn that reached a stored upstream
    conversation forgets its handle (`_forget_upstream`): the upstream saw a message our
    transcript lacks, so the next turn starts a new upstream conversation seeded with
    the transcript rather than continue one that disagrees with it.
 
-A watcher greenlet keeps the turn's liveness lease fresh (the web tier reports a dead
-worker when it lapses) and polls the cancel flag the web tier sets when the client
-disconnects; the upstream read loop checks it at least twice a second. A refresh that
-finds the lock gone stops the turn too (it could not save anyway).
+Beside it, `workers.lease_watch.LeaseWatcher` keeps the lease and lock alive and
+notices the web tier's cancel flag; a lock found gone stops the turn (it could not save).
 """
 
 from __future__ import annotations
 
 import contextvars
-import dataclasses
 import logging
 import threading
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from typing import Any
 
 from redis import Redis
@@ -52,25 +47,17 @@ from service.state.conversations import Conversation, ConversationStore, handle_
 from service.state.relay import Publisher
 from service.tools.options import TurnOptions
 from service.turns import TurnRequest, lease_key
-from workers import priming
 from workers.account_pool import AccountLane, pool_for
 from workers.context import WorkerContext
-from workers.generated_image import fetch_b64
 from workers.gevent_worker import WorkerShutdown
 from workers.image_fetch import load_images
-from workers.instrument import UpstreamTimer
 from workers.lease_watch import LeaseWatcher
-from workers.relay_events import Relayed, to_relay
 from workers.tooling import Shaping
-from workers.upstream import Client, Handle, build_client, load_handle
-from workers.upstream.context import TurnInput
+from workers.upstream import Handle, load_handle
 from workers.upstream.errors import (
-    ConversationExpired,
-    ConversationLimitReached,
     ProtocolError,
-    UpstreamError,
 )
-from workers.upstream.events import Done, Event, Image, TextDelta
+from workers.upstream_turn import UpstreamTurn
 
 log = logging.getLogger(__name__)
 
@@ -88,8 +75,8 @@ class TurnRunner:
             self.redis, ttl=self.settings.conversation_ttl, handle_ttl=self.settings.upstream_handle_ttl
         )
         self.clock = clock
-        self._reached_upstream = False
         self.lane: AccountLane | None = None
+        self.upstream: UpstreamTurn | None = None  # the account/upstream loop, once it runs
         self.watcher = LeaseWatcher(self.redis, self.settings, request, lane=lambda: self.lane)
         self._cancelled = self.watcher.cancelled
         self._stopped = self.watcher.stopped
@@ -152,7 +139,7 @@ class TurnRunner:
         try:
             return self._converse(publisher, spec, conversation, handle, seed)
         except BaseException:
-            if stored and self._reached_upstream:
+            if stored and self.reached_upstream:
                 self._forget_upstream()
             raise
 
@@ -174,47 +161,11 @@ class TurnRunner:
         images = load_images(self.redis, self.settings, request.images)  # a bad URL fails before a slot
         # Tools, structured output and cuts (workers/tooling.py): directives in, answer shaped out.
         shaping = Shaping(TurnOptions.from_json(request.options), handle=conversation.handle)
-        account = lane.take(handle.account if handle else None)
-        rollovers = 0
-        done = None
-        drawn = False  # an image generation (`kind="image"`) must end with an image
-        while account is not None:
-            if handle is not None and handle.account != account.id:
-                handle = None  # the conversation's account is gone or unwell: a new upstream one
-            client = build_client(self.settings, account, on_cookies=lane.pool.cookie_sink(account.id))
-            timer = UpstreamTimer(self.settings.upstream, request, account.id)  # metrics
-            streamed = False
-            self._reached_upstream = True
-            try:
-                if handle is None or handle.is_expired(self.clock()) or handle.exhausted:
-                    handle = client.create_conversation(account=account.id)
-                    log.info("event=upstream_conversation_created seeded_messages=%d", len(seed))
-                # More than one upstream turn can carry goes ahead in parts (workers/priming.py),
-                # on this account's new upstream conversation, inside the same account lane.
-                turn, primers = self._turn_input(spec, handle.fresh, conversation, seed, images, shaping)
-                self._prime(client, handle, turn, primers, publisher)
-                done = None
-                for event in self._shaped(shaping, client, handle, turn, timer.watch):
-                    streamed = streamed or isinstance(event, TextDelta)
-                    drawn = drawn or isinstance(event, Image)
-                    if isinstance(event, Done):
-                        done = event
-                    else:
-                        self._relay(publisher, event)
-            except (ConversationExpired, ConversationLimitReached) as exc:
-                if streamed or rollovers:
-                    raise
-                rollovers += 1
-                log.info("event=upstream_rollover reason=%s", exc.__class__.__name__)
-                handle = None
-                continue
-            except UpstreamError as exc:
-                if streamed or not lane.fail_over(exc):
-                    raise
-                log.info("event=account_failover from=%s reason=%s", account.id, exc.__class__.__name__)
-                account = lane.take(None)
-                continue
-            break
+        self.upstream = upstream = UpstreamTurn(
+            self.settings, request, publisher, lane, should_stop=self._should_stop, clock=self.clock
+        )
+        outcome = upstream.run(spec, conversation, handle, seed, images, shaping)
+        account, done, drawn, handle = outcome.account, outcome.done, outcome.drawn, outcome.handle
 
         if self._lock_lost.is_set():
             raise locks.LockLost()
@@ -223,7 +174,7 @@ class TurnRunner:
             return {"status": "cancelled"}
         if self._cancelled.is_set():
             log.info("event=turn_cancelled")
-            if request.store and conversation.handle is not None and self._reached_upstream:
+            if request.store and conversation.handle is not None and self.reached_upstream:
                 self._forget_upstream()
             return {"status": "cancelled"}
         if done is None:
@@ -252,45 +203,6 @@ class TurnRunner:
             else (lambda pipe: None),
         )
         return {"status": "done", "conversation_id": conversation.id, "finish_reason": done.finish_reason}
-
-    def _shaped(
-        self,
-        shaping: Shaping,
-        client: Client,
-        handle: Handle,
-        turn: TurnInput,
-        watch: Callable[[Iterator[Event]], Iterator[Event]],
-    ) -> Iterator[Relayed]:
-        """Stream `turn` through the shaping; the repair turn it may ask for runs here too.
-
-        This module is the one that drives the upstream client: the shaping is a pure
-        filter over events. A cut or cancellation ends the upstream turn; `watch` wraps
-        each upstream stream (the worker's metrics timer).
-        """
-
-        def stop() -> bool:
-            return self._should_stop() or shaping.cut
-
-        def repair(text: str) -> Iterator[Event]:
-            again = dataclasses.replace(turn, text=text, history=(), system="", images=())
-            return watch(client.stream_turn(handle, again, should_stop=stop))
-
-        return shaping.shape(watch(client.stream_turn(handle, turn, should_stop=stop)), repair)
-
-    def _prime(
-        self, client: Client, handle: Handle, turn: TurnInput, primers: tuple[str, ...], publisher: Publisher
-    ) -> None:
-        """Send the priming parts as turns of their own; their answers are not the client's."""
-        for index, text in enumerate(primers, start=1):
-            if self._should_stop():
-                return
-            note = f"Priming the upstream conversation with the context ({index}/{len(primers)})"
-            publisher.event(relay.Progress("priming", note))
-            part = dataclasses.replace(turn, text=text, history=(), system="")
-            for _event in client.stream_turn(handle, part, should_stop=self._should_stop):
-                pass
-        if primers:
-            log.info("event=upstream_primed parts=%d", len(primers))
 
     def _fenced(
         self, write: Callable[[Callable[[Pipeline], None]], None], queue: Callable[[Pipeline], object]
@@ -353,59 +265,10 @@ class TurnRunner:
             )
         return conversation
 
-    def _turn_input(
-        self,
-        spec: Any,
-        fresh: bool,
-        conversation: Conversation,
-        seed: list[Any],
-        images: tuple[Any, ...],
-        shaping: Shaping,
-    ) -> tuple[TurnInput, tuple[str, ...]]:
-        """The turn as the dialect needs it, and the priming parts to send before it.
-
-        A fresh upstream conversation gets the history injected; when that (or the
-        prompt) is more than one upstream turn carries, it is primed instead.
-        """
-        history = tuple((m["role"], m["content"]) for m in seed) if fresh else ()
-        # The gateway's directives (tools, format) go in before the text is planned into parts.
-        text, system = shaping.prepare(
-            self.request.prompt,
-            conversation.system if fresh else "",
-            fresh=fresh,
-            budget=self.settings.upstream_max_turn_chars,
-            max_context=self.settings.context_max_chars,
-        )
-        primed = priming.plan(
-            text,
-            history,
-            system,
-            budget=self.settings.upstream_max_turn_chars,
-            max_context=self.settings.context_max_chars,
-        )
-        turn = TurnInput(
-            text=primed.text,
-            tone=spec.tone,
-            gpt4_turbo=spec.gpt4_turbo,
-            mode=spec.mode,
-            history=history if primed.inject else (),
-            system=system if primed.inject else "",
-            max_context_chars=self.settings.context_max_chars,
-            images=images,
-        )
-        return turn, primed.primers
-
-    def _relay(self, publisher: Publisher, event: Relayed) -> None:
-        """Publish one shaped upstream event as the relay's event (`service.events`)."""
-        request = self.request
-        if isinstance(event, Image) and request.kind == "image" and request.image_format == "b64_json":
-            # An image generation that asked for `b64_json`: the worker, not the web tier, fetches it.
-            data = fetch_b64(self.settings.copilot_url, event.url)
-            publisher.event(relay.Image(event.url, event.prompt, event.thumbnail_url, b64_json=data))
-            return
-        relayed = to_relay(event)
-        if relayed is not None:
-            publisher.event(relayed)
+    @property
+    def reached_upstream(self) -> bool:
+        """The upstream was contacted: a stored handle it continued may now disagree."""
+        return self.upstream is not None and self.upstream.reached
 
     def _should_stop(self) -> bool:
         return self._cancelled.is_set() or self._lock_lost.is_set()
