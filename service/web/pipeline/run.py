@@ -32,8 +32,8 @@ class Run:
     sub: Subscription
     idempotency_key: str | None = None
     attached: bool = False
-    # The key's admitted-turn ticket (settled in `close`), taken from the request that built the Run.
-    ticket: quota.Ticket | None = dataclasses.field(default_factory=quota.take_ticket)
+    # The key's admitted-turn ticket (settled in `close`), handed over by the request that built the Run.
+    ticket: quota.Ticket | None = None
     answer: Answer | None = None  # what was sent, for the key's token usage (each surface sets it)
 
     def close(self, gw: Gateway, terminal: Terminal | None) -> None:

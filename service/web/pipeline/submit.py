@@ -124,7 +124,7 @@ def _begin(gw: Gateway, chat: ChatRequest, key: str | None, mine: idempotency.Cl
     bind_turn(job_id=turn.completion_id, conversation_id=turn.conversation_id)  # on every log line
     if resolution.turns_remaining is not None:
         g.turns_remaining = resolution.turns_remaining
-    run = Run(turn, _start(gw, turn), idempotency_key=key)
+    run = Run(turn, _start(gw, turn), idempotency_key=key, ticket=quota.take_ticket())
     log.info(
         "event=completion_enqueued completion_id=%s conversation_id=%s model=%s stream=%s how=%s",
         turn.completion_id,
@@ -200,7 +200,8 @@ def _attach(
     sub = _subscribe(gw, turn.completion_id)
     sub.catch_up()
     log.info("event=completion_attached completion_id=%s", turn.completion_id)
-    return answer_turn(gw, Run(turn, sub, idempotency_key=key, attached=True), chat, make)
+    run = Run(turn, sub, idempotency_key=key, attached=True, ticket=quota.take_ticket())
+    return answer_turn(gw, run, chat, make)
 
 
 def _subscribe(gw: Gateway, completion_id: str) -> Subscription:
