@@ -1,7 +1,7 @@
 """Turning a Chat Completions request body into a `ChatRequest`, or a 400 naming the param.
 
 Rules follow OpenAI's: the same required fields, types, ranges and shapes for every
-standard field (`chat_schema`, checked with jsonschema), and errors that name the
+standard field (`chat.schema`, checked with jsonschema), and errors that name the
 offending parameter exactly as OpenAI does (`messages[2].content[0].type`), so SDK
 users see familiar messages. Unknown fields are accepted and ignored, because chat
 front-ends send vendor extras.

@@ -20,7 +20,7 @@ from service.web.http.body import read_body
 from service.web.http.extension import gateway
 from service.web.pipeline.request import ChatRequest
 from service.web.pipeline.run import Run
-from service.web.pipeline.submit import bounds, submit
+from service.web.pipeline.submit import parse_options, submit
 
 blueprint = Blueprint("completions", __name__)
 
@@ -36,14 +36,7 @@ def chat_completions(path: str) -> Response:
         raise http.MethodNotAllowed(valid_methods=["POST"])
     gw = gateway()
     raw = read_body()
-    chat = parse_chat_request(
-        raw,
-        request.headers,
-        upstream=gw.settings.upstream,
-        bounds=bounds(gw),
-        aliases=gw.settings.model_aliases,
-        tool_emulation=gw.settings.tool_emulation,
-    )
+    chat = parse_chat_request(raw, request.headers, **parse_options(gw))
     return submit(gw, raw, chat, _renderer)
 
 

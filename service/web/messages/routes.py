@@ -23,7 +23,7 @@ from service.web.messages.render import MessageBuilder, MessageRenderer
 from service.web.pipeline.answer import Answer
 from service.web.pipeline.request import ChatRequest
 from service.web.pipeline.run import Run
-from service.web.pipeline.submit import bounds, submit
+from service.web.pipeline.submit import bounds, parse_options, submit
 
 blueprint = Blueprint("messages", __name__)
 
@@ -34,14 +34,7 @@ def create_message() -> Response:
     """Run one turn and answer as an Anthropic `message`, or its event stream."""
     gw = gateway()
     raw = read_body()
-    req = parse_messages_request(
-        raw,
-        request.headers,
-        upstream=gw.settings.upstream,
-        bounds=bounds(gw),
-        aliases=gw.settings.model_aliases,
-        tool_emulation=gw.settings.tool_emulation,
-    )
+    req = parse_messages_request(raw, request.headers, **parse_options(gw))
     return submit(gw, raw, req.chat, functools.partial(_renderer, req), completion_id=new_message_id())
 
 

@@ -19,12 +19,14 @@ from __future__ import annotations
 import dataclasses
 import logging
 import time
+from typing import TypedDict
 
 from flask import Response, g, request
 
 from service.errors import InvalidRequest
 from service.events import Failed
 from service.images import ImageLimits, park
+from service.models import Aliases
 from service.runtime.logs import bind_turn
 from service.state import idempotency, locks
 from service.state.relay import Subscription, last_event
@@ -84,6 +86,26 @@ def bounds(gw: Gateway) -> Bounds:
     settings = gw.settings
     limits = ImageLimits(settings.image_max_bytes, settings.image_max_per_message, settings.image_url_fetch)
     return Bounds(settings.max_messages, settings.max_input_chars, limits)
+
+
+class ParseOptions(TypedDict):
+    """What every surface's parser takes from the settings (`parse(raw, headers, **options)`)."""
+
+    upstream: str
+    bounds: Bounds
+    aliases: Aliases
+    tool_emulation: bool
+
+
+def parse_options(gw: Gateway) -> ParseOptions:
+    """The settings a surface's parser needs: upstream dialect, bounds, model aliases, tools."""
+    settings = gw.settings
+    return ParseOptions(
+        upstream=settings.upstream,
+        bounds=bounds(gw),
+        aliases=settings.model_aliases,
+        tool_emulation=settings.tool_emulation,
+    )
 
 
 def _release_claim(gw: Gateway, key: str, completion_id: str) -> None:

@@ -25,7 +25,7 @@ from service.web.http.paging import page
 from service.web.pipeline.answer import Answer
 from service.web.pipeline.request import ChatRequest
 from service.web.pipeline.run import Run
-from service.web.pipeline.submit import bounds, submit
+from service.web.pipeline.submit import parse_options, submit
 from service.web.responses.parse import ResponsesRequest, parse_responses_request
 from service.web.responses.render import ResponseBuilder, ResponseRenderer
 
@@ -50,14 +50,7 @@ def create_response(prefix: str = "") -> Response:
     """Run one turn and answer as a `response` object or its typed event stream."""
     gw = gateway()
     raw = read_body()
-    req = parse_responses_request(
-        raw,
-        request.headers,
-        upstream=gw.settings.upstream,
-        bounds=bounds(gw),
-        aliases=gw.settings.model_aliases,
-        tool_emulation=gw.settings.tool_emulation,
-    )
+    req = parse_responses_request(raw, request.headers, **parse_options(gw))
     make = functools.partial(_renderer, req, g.owner)
     try:
         return submit(gw, raw, req.chat, make, completion_id=new_response_id(), store=req.store)
