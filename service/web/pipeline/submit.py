@@ -62,21 +62,22 @@ def submit(
     prefix (`resp_`, `msg_`); `store` False asks the worker to keep nothing once the
     turn is over.
     """
+    owner: str = g.owner  # the request's caller, read once here: helpers take it as an argument
     g.model = chat.model  # labels this request's metrics (service.web.http.telemetry)
-    admission.admit(g.owner)  # 429 at once if the account pool's line is too long
+    admission.admit(owner)  # 429 at once if the account pool's line is too long
     quota.admit(gw, chat.model)  # the key's model access and limits: 403/429, or a ticket for the Run
     key = _idempotency_key()
     completion_id, created = completion_id or new_completion_id(), int(time.time())
     mine = idempotency.Claim(completion_id, idempotency.body_digest(raw), created=created)
     if key is not None:
-        attached = _claim_or_attach(gw, key, mine, chat, make)
+        attached = _claim_or_attach(gw, owner, key, mine, chat, make)
         if attached is not None:
             return attached
     try:
-        run = _begin(gw, chat, key, mine, store=store)
+        run = _begin(gw, owner, chat, key, mine, store=store)
     except BaseException:
         if key is not None:  # nothing will fulfil the claim: a retry must run afresh at once
-            _release_claim(gw, key, completion_id)
+            _release_claim(gw, owner, key, completion_id)
         raise
     return answer_turn(gw, run, chat, make)
 
@@ -108,22 +109,24 @@ def parse_options(gw: Gateway) -> ParseOptions:
     )
 
 
-def _release_claim(gw: Gateway, key: str, completion_id: str) -> None:
+def _release_claim(gw: Gateway, owner: str, key: str, completion_id: str) -> None:
     try:
-        idempotency.release(gw.redis, g.owner, key, completion_id)
+        idempotency.release(gw.redis, owner, key, completion_id)
     except Exception:  # Redis is down: the claim expires with REPLAY_TTL
         log.warning("event=claim_release_failed completion_id=%s", completion_id, exc_info=True)
 
 
-def _begin(gw: Gateway, chat: ChatRequest, key: str | None, mine: idempotency.Claim, *, store: bool) -> Run:
+def _begin(
+    gw: Gateway, owner: str, chat: ChatRequest, key: str | None, mine: idempotency.Claim, *, store: bool
+) -> Run:
     """Resolve the conversation and start the turn (the claim, if any, is taken)."""
     completion_id, created = mine.completion_id, mine.created
     refs = park(gw.redis, chat.images)  # before the lock: nothing to free if Redis fails here
-    resolution = resolve(gw, chat, g.owner)
+    resolution = resolve(gw, chat, owner)
     turn = TurnRequest(
         completion_id=completion_id,
         conversation_id=resolution.conversation_id,
-        owner=g.owner,
+        owner=owner,
         model=chat.model,
         prompt=chat.prompt,
         history=resolution.history,
@@ -140,7 +143,7 @@ def _begin(gw: Gateway, chat: ChatRequest, key: str | None, mine: idempotency.Cl
     )
     if key is not None:
         idempotency.record(
-            gw.redis, g.owner, key, dataclasses.replace(mine, conversation_id=turn.conversation_id)
+            gw.redis, owner, key, dataclasses.replace(mine, conversation_id=turn.conversation_id)
         )
     g.conversation_id = turn.conversation_id
     bind_turn(job_id=turn.completion_id, conversation_id=turn.conversation_id)  # on every log line
@@ -169,10 +172,10 @@ def _idempotency_key() -> str | None:
 
 
 def _claim_or_attach(
-    gw: Gateway, key: str, mine: idempotency.Claim, chat: ChatRequest, make: MakeRenderer
+    gw: Gateway, owner: str, key: str, mine: idempotency.Claim, chat: ChatRequest, make: MakeRenderer
 ) -> Response | None:
     """Claim the Idempotency-Key for this request, or serve it from the run that has it."""
-    earlier = idempotency.claim(gw.redis, g.owner, key, mine, ttl=gw.settings.replay_ttl)
+    earlier = idempotency.claim(gw.redis, owner, key, mine, ttl=gw.settings.replay_ttl)
     if earlier is None:
         return None
     if earlier.body != mine.body:
@@ -182,25 +185,25 @@ def _claim_or_attach(
             param=None,
             code="idempotency_key_reused",
         )
-    attached = _attach(gw, earlier, chat, key, make)
+    attached = _attach(gw, owner, earlier, chat, key, make)
     if attached is None:  # that run failed: this request runs afresh under the key
-        idempotency.claim(gw.redis, g.owner, key, mine, ttl=gw.settings.replay_ttl)
+        idempotency.claim(gw.redis, owner, key, mine, ttl=gw.settings.replay_ttl)
     return attached
 
 
 def _attach(
-    gw: Gateway, earlier: idempotency.Claim, chat: ChatRequest, key: str, make: MakeRenderer
+    gw: Gateway, owner: str, earlier: idempotency.Claim, chat: ChatRequest, key: str, make: MakeRenderer
 ) -> Response | None:
     """Serve a retry from the earlier run of the same request; None if that run failed."""
     if not earlier.conversation_id:  # the first request is still resolving (e.g. queued on a lock)
         deadline = time.monotonic() + gw.settings.job_timeout + gw.settings.queue_wait_timeout
-        with gw.hub.notifications(idempotency.claim_channel(g.owner, key)) as changed:
+        with gw.hub.notifications(idempotency.claim_channel(owner, key)) as changed:
             while not earlier.conversation_id:
                 remaining = deadline - time.monotonic()
                 if remaining <= 0:
                     return None
                 changed.clear()
-                refreshed = idempotency.lookup(gw.redis, g.owner, key)
+                refreshed = idempotency.lookup(gw.redis, owner, key)
                 if refreshed is None or refreshed.completion_id != earlier.completion_id:
                     return None  # released (that run failed): run afresh
                 earlier = refreshed
@@ -208,12 +211,12 @@ def _attach(
                     changed.wait(min(ATTACH_POLL, remaining))
     last = last_event(gw.redis, earlier.completion_id)
     if last is not None and last.get("type") == Failed.TYPE:
-        idempotency.release(gw.redis, g.owner, key, earlier.completion_id)
+        idempotency.release(gw.redis, owner, key, earlier.completion_id)
         return None
     turn = TurnRequest(
         completion_id=earlier.completion_id,
         conversation_id=earlier.conversation_id,
-        owner=g.owner,
+        owner=owner,
         model=chat.model,
         prompt=chat.prompt,
         created=earlier.created,
