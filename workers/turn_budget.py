@@ -18,6 +18,9 @@ from typing import Any
 from service import turn_plan
 from service.errors import ApiError
 from service.tools.options import TurnOptions
+from workers.upstream import Client
+from workers.upstream.context import TurnInput
+from workers.upstream.events import Event
 
 
 def check(primers: int, options: TurnOptions, cap: int) -> None:
@@ -43,17 +46,36 @@ def exhausted(cap: int) -> ApiError:
     )
 
 
-class CountedTurns:
-    """An upstream client whose every `stream_turn` first calls `on_turn` (the account's ledger)."""
+class TurnCounter:
+    """One request's upstream turns, every attempt together; `note` refuses the one past `cap`."""
 
-    def __init__(self, client: Any, on_turn: Callable[[], None]) -> None:
+    def __init__(self, cap: int, on_turn: Callable[[], None]) -> None:
+        self.cap = cap
+        self.sent = 0
+        self._on_turn = on_turn
+
+    def note(self) -> None:
+        """One more turn is about to start: count it (and tell `on_turn`), or raise `exhausted`."""
+        if self.sent >= self.cap:  # failovers primed again: the request's turns are spent
+            raise exhausted(self.cap)
+        self.sent += 1
+        self._on_turn()
+
+
+class CountedTurns:
+    """An upstream client (`workers.upstream.Client`) whose every `stream_turn` first calls `on_turn`."""
+
+    def __init__(self, client: Client, on_turn: Callable[[], None]) -> None:
         self._client = client
         self._on_turn = on_turn
 
-    def stream_turn(self, *args: Any, **kwargs: Any) -> Iterator[Any]:
+    def create_conversation(self, *, account: str = "") -> Any:
+        """The wrapped client's: a new upstream conversation is not a turn."""
+        return self._client.create_conversation(account=account)
+
+    def stream_turn(
+        self, handle: Any, turn: TurnInput, *, should_stop: Callable[[], bool]
+    ) -> Iterator[Event]:
         """The wrapped client's turn, counted before it starts."""
         self._on_turn()
-        return self._client.stream_turn(*args, **kwargs)
-
-    def __getattr__(self, name: str) -> Any:
-        return getattr(self._client, name)
+        return self._client.stream_turn(handle, turn, should_stop=should_stop)

@@ -25,7 +25,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from service.web import create_app
-from service.web.validation import PARSE_ERROR, TOO_DEEP
+from service.web.pipeline.request import PARSE_ERROR, TOO_DEEP
 from tests.unit.fuzz_surfaces import LONE, RAW_BODIES, SURFACES, Surface, encode, mutated
 
 ADMIN = "fuzz-admin-key-0123456789abcdef0123"

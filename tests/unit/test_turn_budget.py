@@ -8,14 +8,16 @@ from typing import Any
 import pytest
 from redis import Redis
 
-from service import ratelimit, turn_plan
-from service.errors import InvalidRequest
-from service.keys import Limits
-from service.ratelimit import Caller
-from service.settings import Settings
+from service import turn_plan
+from service.access import ratelimit
+from service.access.keys import Limits
+from service.access.ratelimit import Caller
+from service.errors import ApiError, InvalidRequest
+from service.events import Done, Failed
+from service.runtime.settings import Settings
 from service.tools.options import OutputFormat, Tool, TurnOptions
-from service.web import quota
-from service.web.openai_format import Answer
+from service.web.pipeline import quota
+from service.web.pipeline.answer import Answer
 from workers import priming, turn_budget
 from workers.tooling import Shaping
 
@@ -78,14 +80,14 @@ def usage(redis: Redis, caller: Caller) -> dict[str, Any]:
 
 def test_a_failed_turn_that_reached_the_upstream_is_charged_its_input(redis_client: Redis) -> None:
     caller = Caller(id="key_charged", owner="key_charged", limits=Limits(tokens_per_day=10_000))
-    for terminal in ({"type": "error", "upstream_turns": 3}, {"type": "error"}):
+    for terminal in (Failed({"message": "x"}, upstream_turns=3), Failed({"message": "x"})):
         decision = ratelimit.admit(redis_client, caller, lease_seconds=60)
         quota.Ticket(caller, decision.lease).settle(redis_client, terminal, Answer(QUESTION))
     day = usage(redis_client, caller)
     assert day["input_tokens"] > 0 and day["output_tokens"] == 0 and day["errors"] == 2
     charged = day["input_tokens"]
     decision = ratelimit.admit(redis_client, caller, lease_seconds=60)
-    quota.Ticket(caller, decision.lease).settle(redis_client, {"type": "done"}, Answer(QUESTION))
+    quota.Ticket(caller, decision.lease).settle(redis_client, Done("Paris"), Answer(QUESTION))
     assert usage(redis_client, caller)["input_tokens"] == 2 * charged  # the same input as a success
 
 
@@ -128,38 +130,19 @@ def test_the_door_charges_the_keys_minute_for_every_certain_turn(redis_url: str)
     assert response.headers["x-ratelimit-remaining-requests"] == "5"
 
 
-class Upstream:
-    """A stand-in upstream client that records the turns it is asked for (no network)."""
-
-    def __init__(self) -> None:
-        self.turns: list[str] = []
-
-    def stream_turn(self, handle: Any, turn: Any, **kwargs: Any) -> Any:
-        self.turns.append(turn)
-        return iter(())
-
-
-def test_a_request_never_passes_the_cap_across_failovers(redis_url: str) -> None:
-    """Every turn the runner sends goes through `CountedTurns`; once the request spent the cap
-    (priming again on another account after a failure), the next turn is refused, not sent."""
-    from service.settings import load_settings
-    from service.turns import TurnRequest
-    from workers.context import WorkerContext
-    from workers.turn import TurnRunner
-
-    settings = load_settings({"REDIS_URL": redis_url, "MAX_UPSTREAM_TURNS_PER_REQUEST": "5"})
-    request = TurnRequest(
-        completion_id="chatcmpl-cap", conversation_id="conv_cap", owner="o", model="copilot", prompt="hi"
-    )
-    runner = TurnRunner(WorkerContext(settings=settings, redis=Redis.from_url(redis_url)), request)
-    upstream = Upstream()
-    for _attempt in range(2):  # a failover builds a new client: the count goes on
-        client = turn_budget.CountedTurns(upstream, runner._note_turn)
-        for part in range(3):
-            if runner.sent_turns == 5:
-                with pytest.raises(Exception, match="MAX_UPSTREAM_TURNS_PER_REQUEST") as caught:
-                    client.stream_turn(None, f"part {part}")
-                assert getattr(caught.value, "code", None) == "upstream_turns_exhausted"
+def test_a_request_never_passes_the_cap_across_failovers() -> None:
+    """Every turn goes through a counter that spans the request's attempts; once the request
+    spent the cap (priming again on another account after a failure), the next turn is refused."""
+    ledger: list[int] = []
+    counter = turn_budget.TurnCounter(5, lambda: ledger.append(1))
+    sent = 0
+    for _attempt in range(2):  # a failover: a new client, the same request
+        for _part in range(3):
+            if counter.sent == 5:
+                with pytest.raises(ApiError, match="MAX_UPSTREAM_TURNS_PER_REQUEST") as caught:
+                    counter.note()
+                assert caught.value.code == "upstream_turns_exhausted" and caught.value.status == 503
                 continue
-            client.stream_turn(None, f"part {part}")
-    assert len(upstream.turns) == 5 and runner.sent_turns == 5
+            counter.note()
+            sent += 1
+    assert sent == 5 and counter.sent == 5 and len(ledger) == 5
