@@ -143,6 +143,53 @@ def _echo(body: dict[str, Any]) -> dict[str, Any]:
     }
 
 
+def _model(body: dict[str, Any], upstream: str, aliases: Aliases) -> str:
+    """The catalog id of the requested `model`; 400 if it is not a string, 404 if there is none."""
+    model_name = body.get("model")
+    if model_name is None:
+        raise _missing("model")
+    if not isinstance(model_name, str):
+        raise _wrong_type("model", "a string", model_name)
+    spec = find_model(model_name, upstream, aliases)
+    if spec is None:
+        raise NotFound(
+            f"The model `{model_name}` does not exist or you do not have access to it.",
+            param="model",
+            code="model_not_found",
+        )
+    return spec.id
+
+
+def _continuation(body: dict[str, Any]) -> tuple[str | None, str | None]:
+    """`previous_response_id` and `conversation`: at most one of them (a 400, as at OpenAI)."""
+    previous = _optional(body, "previous_response_id", str, "a string")
+    conversation = _conversation(body)
+    if previous and conversation:
+        raise _invalid(
+            "Mutually exclusive parameters: Ensure you are only providing one of: "
+            "'previous_response_id' or 'conversation'.",
+            "previous_response_id",
+            "mutually_exclusive_parameters",
+        )
+    return previous, conversation
+
+
+def _split(
+    items: list[dict[str, str]], instructions: str | None, *, continues: bool
+) -> tuple[list[str], list[dict[str, str]], str, tuple[dict[str, str], ...]]:
+    """The system parts, the turns, the prompt and the history of the input messages.
+
+    A continued conversation's stored transcript is the history, so every new turn goes
+    upstream as the prompt; otherwise the last turn is the prompt and the rest the history.
+    """
+    system_parts = [instructions.strip()] if instructions and instructions.strip() else []
+    system_parts += [m["content"] for m in items if m["role"] in INSTRUCTION_ROLES and m["content"]]
+    turns = [m for m in items if m["role"] not in INSTRUCTION_ROLES]
+    if continues:
+        return system_parts, turns, "\n\n".join(m["content"] for m in turns if m["content"]), ()
+    return system_parts, turns, turns[-1]["content"], tuple(m for m in turns[:-1] if m["content"])
+
+
 def parse_responses_request(
     raw: bytes,
     headers: HeaderLookup,
@@ -159,18 +206,7 @@ def parse_responses_request(
     """
     bounds = bounds or Bounds()
     body = parse_body(raw)
-    model_name = body.get("model")
-    if model_name is None:
-        raise _missing("model")
-    if not isinstance(model_name, str):
-        raise _wrong_type("model", "a string", model_name)
-    spec = find_model(model_name, upstream, aliases)
-    if spec is None:
-        raise NotFound(
-            f"The model `{model_name}` does not exist or you do not have access to it.",
-            param="model",
-            code="model_not_found",
-        )
+    model = _model(body, upstream, aliases)
     if body.get("background"):
         raise _invalid(
             "This gateway does not run responses in the background; set 'background' to false.", "background"
@@ -178,35 +214,18 @@ def parse_responses_request(
     stream = _optional(body, "stream", bool, "a boolean") or False
     store = _optional(body, "store", bool, "a boolean")
     instructions = _optional(body, "instructions", str, "a string")
-    previous = _optional(body, "previous_response_id", str, "a string")
-    conversation = _conversation(body)
-    if previous and conversation:
-        raise _invalid(
-            "Mutually exclusive parameters: Ensure you are only providing one of: "
-            "'previous_response_id' or 'conversation'.",
-            "previous_response_id",
-            "mutually_exclusive_parameters",
-        )
+    previous, conversation = _continuation(body)
     items = input_messages(body, bounds)
     found = input_images(body, bounds, upstream)
     echo = _echo(body)
     options = _options(body, tool_emulation=tool_emulation)
-    system_parts = [instructions.strip()] if instructions and instructions.strip() else []
-    system_parts += [m["content"] for m in items if m["role"] in INSTRUCTION_ROLES and m["content"]]
-    turns = [m for m in items if m["role"] not in INSTRUCTION_ROLES]
     continues = previous or conversation
-    if continues:
-        # The stored conversation is the history; everything new goes upstream.
-        prompt = "\n\n".join(m["content"] for m in turns if m["content"])
-        history: tuple[dict[str, str], ...] = ()
-    else:
-        prompt = turns[-1]["content"]
-        history = tuple(m for m in turns[:-1] if m["content"])
+    system_parts, turns, prompt, history = _split(items, instructions, continues=bool(continues))
     messages = tuple([{"role": "system", "content": s} for s in system_parts] + turns)
     check_chars(sum(len(m["content"]) for m in messages), bounds, param="input")
     check_prompt(prompt, upstream, param="input")
     chat = ChatRequest(
-        model=spec.id,
+        model=model,
         prompt=prompt,
         system="\n\n".join(system_parts),
         history=history,
