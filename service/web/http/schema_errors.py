@@ -176,35 +176,32 @@ def _min_items(error: ValidationError, param: str) -> InvalidRequest | None:
     )
 
 
-def _max_items(error: ValidationError, param: str) -> InvalidRequest:
-    _kind, expected, value, _schema = _parts(error)
-    return invalid(
-        param,
-        f"Invalid '{param}': array too long. Expected an array with maximum length {expected}, "
-        f"but got an array with length {len(value)} instead.",
+_OVER_MAX = {
+    "maxItems": (
+        "array too long. Expected an array with maximum length {expected}, "
+        "but got an array with length {size} instead.",
         "array_above_max_length",
-    )
-
-
-def _max_properties(error: ValidationError, param: str) -> InvalidRequest:
-    _kind, expected, value, _schema = _parts(error)
-    return invalid(
-        param,
-        f"Invalid '{param}': too many properties. Expected an object with at most {expected} "
-        f"properties, but got an object with {len(value)} properties instead.",
+    ),
+    "maxProperties": (
+        "too many properties. Expected an object with at most {expected} "
+        "properties, but got an object with {size} properties instead.",
         "object_above_max_properties",
-    )
-
-
-def _max_length(error: ValidationError, param: str) -> InvalidRequest:
-    _kind, expected, value, _schema = _parts(error)
-    where = "a key of " if "propertyNames" in error.schema_path else ""
-    return invalid(
-        param,
-        f"Invalid '{param}': {where}string too long. Expected a string with maximum length {expected}, "
-        f"but got a string with length {len(value)} instead.",
+    ),
+    "maxLength": (
+        "{where}string too long. Expected a string with maximum length {expected}, "
+        "but got a string with length {size} instead.",
         "string_above_max_length",
-    )
+    ),
+}
+"""OpenAI's wording of an array, object or string over its maximum size, and its code."""
+
+
+def _over_max(error: ValidationError, param: str) -> InvalidRequest:
+    kind, expected, value, _schema = _parts(error)
+    template, code = _OVER_MAX[kind]
+    where = "a key of " if "propertyNames" in error.schema_path else ""
+    message = template.format(expected=expected, size=len(value), where=where)
+    return invalid(param, f"Invalid '{param}': {message}", code)
 
 
 def _pattern(error: ValidationError, param: str) -> InvalidRequest:
@@ -225,9 +222,9 @@ _WORDING: dict[Any, Callable[[ValidationError, str], InvalidRequest | None]] = {
     "minimum": _bound,
     "maximum": _bound,
     "minItems": _min_items,
-    "maxItems": _max_items,
-    "maxProperties": _max_properties,
-    "maxLength": _max_length,
+    "maxItems": _over_max,
+    "maxProperties": _over_max,
+    "maxLength": _over_max,
     "pattern": _pattern,
 }
 """OpenAI's wording per schema keyword (None, or a keyword not here: the generic message)."""
