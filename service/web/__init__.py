@@ -20,6 +20,7 @@ else: shared code lives in plain `service` modules so workers never load Flask.
       telemetry    request metrics recorded in one after_request hook
       admin        /admin/accounts (only with ADMIN_KEY); the pool's admission check
       errors       every failure rendered as OpenAI's error JSON
+      upgrade      426 for a Responses websocket upgrade, before anything else
 """
 
 from __future__ import annotations
@@ -44,6 +45,7 @@ from service.web import (
     quota,
     responses,
     telemetry,
+    upgrade,
 )
 from service.web.extension import init_app
 
@@ -75,4 +77,6 @@ def create_app(overrides: Mapping[str, str] | None = None) -> Flask:
     admin_keys.init_app(app, settings)  # /admin/keys only with ADMIN_KEY
     # Its catch-all rule loses to every more specific rule, whatever the order.
     app.register_blueprint(completions.blueprint)
+    # Outermost: a Responses websocket upgrade is a 426 before auth, hooks or Redis.
+    app.wsgi_app = upgrade.RefuseResponsesWebsocket(app.wsgi_app)  # type: ignore[method-assign]
     return app
