@@ -20,6 +20,8 @@ from service.settings import Settings
 from tests.integration.conftest import Stack, body
 from tests.support.simulator import SimulatorProcess
 from tests.support.stack import GunicornServer, gateway_env
+from workers.priming import turns
+from workers.upstream.context import flatten_context
 
 LIMIT = 64 * 1024
 
@@ -178,9 +180,12 @@ def test_long_history_is_primed_within_copilots_limit(gateway: Stack) -> None:
     before = int(gateway.simulator.stats()["invocations"])
     response = gateway.post({"model": "copilot", "messages": messages})
     assert response.status_code == 200, response.text
-    assert int(gateway.simulator.stats()["invocations"]) - before >= 4  # ≥ 3 parts, then the question
+    # ⌈context / turn budget⌉ turns: the question rides in the last part, not in a turn of its own.
+    context = flatten_context([(m["role"], m["content"]) for m in history], "Be brief.", 64000)
+    assert int(gateway.simulator.stats()["invocations"]) - before == turns(len(context) + 20, 10000) == 4
     last = gateway.simulator.last_send()
     assert last is not None
+    assert response.json()["choices"][0]["message"]["content"].startswith("Hello! You said: hi.")
     page = ((last.get("context") or {}).get("edge") or {}).get("pageContent") or ""
     assert len(page) <= COPILOT_TEXT_LIMIT
     assert "question 0 " not in page  # primed, not injected again

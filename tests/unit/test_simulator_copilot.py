@@ -958,3 +958,16 @@ def test_image_quota_spent(sim: SimulatorProcess) -> None:
     (final,) = reply.of("imageGenerated")
     assert final["url"] is None and final["nextAvailableAt"]
     assert reply.of("done")
+
+
+def test_priming_parts_are_answered_briefly_and_turns_take_turn_seconds(sim: SimulatorProcess) -> None:
+    sim.configure(turn_seconds=0.5)
+    conversation_id = create(sim)
+    part = "[Context part 1 of 2. Read it and reply only with OK.]\n\n" + "rule " * 1900
+    started = time.monotonic()
+    assert turn(sim, conversation_id, part).text == "OK."
+    last = "[Context part 2 of 2, the last. Answer it now.]\n\nmore\n\n[My message]\nsay hi"
+    assert turn(sim, conversation_id, last).text == "Hello! You said: say hi. This is turn 2."
+    took = time.monotonic() - started
+    assert 1.0 <= took < 4.0
+    assert 1.0 <= sim.stats()["copilot"]["turn_seconds"] < took
