@@ -33,7 +33,9 @@ PART = (
 LAST = "[Context part {index} of {total}, the last. My message is at its end: answer it now.]\n\n{text}"
 MESSAGE = "[My message]\n"
 """Marks where the user's message starts inside the primed text (the simulator reads it too)."""
-OVERHEAD = max(len(PART.format(index=999, total=999, text="")), len(LAST.format(index=999, total=999, text="")))
+OVERHEAD = max(
+    len(PART.format(index=999, total=999, text="")), len(LAST.format(index=999, total=999, text=""))
+)
 
 
 @dataclasses.dataclass(frozen=True)
