@@ -89,6 +89,11 @@ class TurnRequest:
     # "chat", or "image": an image generation (`/v1/images/generations`) that must end in an image.
     kind: str = "chat"
     options: dict[str, Any] = dataclasses.field(default_factory=dict)
+    # A continued turn's own system prompt, when it carries one (workers.instructions sends a change).
+    instructions: str | None = None
+    # `service.ephemeral.Carried` JSON: the unstored upstream conversation a `store: false` history
+    # left off in, continued with only the new input ({} = none).
+    carried: dict[str, Any] = dataclasses.field(default_factory=dict)
 
     def to_json(self) -> dict[str, Any]:
         """The job argument."""

@@ -6,9 +6,11 @@
 2. takes an upstream account (`AccountLane`) and creates an upstream conversation when
    there is none, or when the old one expired or reached its turn limit — seeded with
    the transcript so context survives; a seed longer than one upstream turn carries is
-   *primed* over several turns first (`workers.priming`), on the same account. A
-   `store: false` turn (Responses) runs on a new upstream conversation and saves
-   nothing, but its `done` is fenced like a save;
+   *primed* over several turns first (`workers.priming`), on the same account. Which
+   upstream conversation, and whether changed instructions go first, is
+   `workers.continuation`. A `store: false` turn (Responses) saves no transcript, only
+   the digest of its history that lets the next request continue its upstream
+   conversation (`service.ephemeral`), and its `done` is fenced like a save;
 3. streams the upstream's events onto the relay as they arrive;
 4. on `Done`, saves the turn and publishes `done` in ONE Redis transaction, so a
    client that sends its next turn the moment it sees `done` finds the turn stored,
@@ -51,14 +53,14 @@ from service.relay import Publisher
 from service.settings import Settings
 from service.tools.options import TurnOptions
 from service.turns import TurnRequest, cancel_key, lease_key
-from workers import priming
+from workers import continuation, priming
 from workers.account_pool import AccountLane, pool_for
 from workers.context import WorkerContext
 from workers.image_fetch import load_images
 from workers.instrument import UpstreamTimer
 from workers.pool import WorkerShutdown
 from workers.tooling import Shaping
-from workers.upstream import Handle, build_client, load_handle
+from workers.upstream import Handle, build_client
 from workers.upstream.context import TurnInput
 from workers.upstream.errors import (
     ConversationExpired,
@@ -90,6 +92,7 @@ class TurnRunner:
         self._stopped = threading.Event()
         self._lock_lost = threading.Event()
         self._reached_upstream = False
+        self._update = ""  # changed instructions for a continued upstream conversation (workers.instructions)
         self.lane: AccountLane | None = None
 
     def run(self) -> dict[str, Any]:
@@ -138,14 +141,14 @@ class TurnRunner:
                 f"The model `{request.model}` does not exist.", code="model_not_found", param="model"
             )
         conversation = self._load_conversation()
-        # `store: false` keeps nothing, so it must not advance the stored upstream conversation
-        # either: such a turn runs on a new one, seeded with the transcript.
-        handle = load_handle(self.settings, conversation.handle) if request.store else None
-        seed = list(conversation.messages)  # what the client has seen: injected into a new upstream
         # A stored handle is an upstream conversation the next turn would continue: if this
         # turn reaches it and then does not save, it must be forgotten (`_forget_upstream`).
         # (`store: false` never touches the stored one, so has nothing to forget.)
         stored = request.store and conversation.handle is not None
+        # The stored handle, the one a `store: false` history left, or none; and changed instructions.
+        start = continuation.begin(self.settings, request, conversation)
+        handle, self._update = start.handle, start.update
+        seed = list(conversation.messages)  # what the client has seen: injected into a new upstream
         try:
             return self._converse(publisher, spec, conversation, handle, seed)
         except BaseException:
@@ -250,11 +253,12 @@ class TurnRunner:
                 },
                 extra=extra,
             ),
-            # `store: false` (Responses): nothing of the turn is kept, but the done event is
-            # fenced all the same, so a turn that lost its lock never reports success.
+            # `store: false` (Responses): no transcript, only the digest entry of its history
+            # (`service.ephemeral`); fenced all the same, so a turn that lost its lock never
+            # reports success.
             (lambda pipe: self.store.save(conversation, pipe, request.completion_id))
             if request.store
-            else (lambda pipe: None),
+            else (lambda pipe: continuation.remember(pipe, self.settings, request, conversation)),
         )
         return {"status": "done", "conversation_id": conversation.id, "finish_reason": done.finish_reason}
 
@@ -357,13 +361,13 @@ class TurnRunner:
             budget=self.settings.upstream_max_turn_chars,
             max_context=self.settings.context_max_chars,
         )
-        primed = priming.plan(
-            text,
-            history,
-            system,
-            budget=self.settings.upstream_max_turn_chars,
-            max_context=self.settings.context_max_chars,
-        )
+        budget = self.settings.upstream_max_turn_chars
+        if not fresh and self._update:  # a continued upstream conversation whose instructions changed
+            primed = priming.update_plan(text, self._update, budget=budget)
+        else:
+            primed = priming.plan(
+                text, history, system, budget=budget, max_context=self.settings.context_max_chars
+            )
         turn = TurnInput(
             text=primed.text,
             tone=spec.tone,

@@ -165,6 +165,8 @@ def _begin(gw: Gateway, chat: ChatRequest, key: str | None, mine: idempotency.Cl
         store=store,
         images=[ref.to_json() for ref in refs],
         options=chat.options,
+        instructions=resolution.instructions,
+        carried=resolution.carried.to_json() if resolution.carried else {},
     )
     if key is not None:
         idempotency.record(
