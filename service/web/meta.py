@@ -33,10 +33,10 @@ def list_models() -> Response:
     Anthropic's list shape when the request carries `anthropic-version`, else OpenAI's."""
     upstream = gateway().settings.upstream
     specs = [spec for spec in catalog(upstream) if _allowed(spec.id)]
-    listed = model_list.entries(specs, upstream)
     if request.headers.get("anthropic-version"):
+        listed = model_list.entries(specs, upstream, picker_first=True)
         return jsonify(model_list.anthropic_list(listed, request.args))
-    return jsonify(model_list.openai_list(listed))
+    return jsonify(model_list.openai_list(model_list.entries(specs, upstream)))
 
 
 def _allowed(model: str) -> bool:

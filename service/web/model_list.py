@@ -27,15 +27,18 @@ DEFAULT_LIMIT = 20
 MAX_LIMIT = 1000
 
 
-def entries(catalog: Sequence[ModelSpec], upstream: str) -> list[tuple[str, ModelSpec, str]]:
-    """Every listed id with the catalog model it means and a display name; picker ids first."""
-    listed = [
-        (picker, spec, f"Copilot {spec.id} (maps to the gateway model '{spec.id}')")
-        for picker, spec in picker_ids(upstream)
+def entries(
+    catalog: Sequence[ModelSpec], upstream: str, *, picker_first: bool = False
+) -> list[tuple[str, ModelSpec, str]]:
+    """Every listed id with the catalog model it means and a display name: the catalog, then the
+    picker ids (first, for Claude Code's discovery, with `picker_first`)."""
+    picker = [
+        (name, spec, f"Copilot {spec.id} (maps to the gateway model '{spec.id}')")
+        for name, spec in picker_ids(upstream)
         if spec in catalog
     ]
-    listed += [(spec.id, spec, f"{spec.id} ({upstream})") for spec in catalog]
-    return listed
+    models = [(spec.id, spec, f"{spec.id} ({upstream})") for spec in catalog]
+    return picker + models if picker_first else models + picker
 
 
 def openai_list(listed: Sequence[tuple[str, ModelSpec, str]]) -> dict[str, Any]:

@@ -50,6 +50,10 @@ def last_text(gateway: Stack) -> str:
     return str([part for part in sent["content"] if part.get("type") == "text"][-1]["text"])
 
 
+def text_of(message: Any) -> str:
+    return str(message.content[0].text)
+
+
 def said(text: str) -> dict[str, Any]:
     return {"role": "assistant", "content": [{"type": "output_text", "text": text}]}
 
@@ -69,15 +73,17 @@ def test_store_false_continues_its_upstream_conversation_by_digest(client: OpenA
             client.responses.retrieve(response.id)
         assert gateway.redis.get(f"completion:{response.id}") is None
     owner = owner_of(client.api_key, secret=gateway.env["SECRET_KEY"])
-    conversations = [key for key in gateway.redis.scan_iter("conv:*") if key.count(b":") == 1]
-    documents = [gateway.redis.get(key) for key in conversations]
-    assert not [d for d in documents if d and d.startswith(b"{") and json.loads(d).get("owner") == owner]
+    names = [bytes(key).decode() for key in gateway.redis.scan_iter("*")]
+    documents = [
+        gateway.redis.get(name) for name in names if name.startswith("conv:") and name.count(":") == 1
+    ]
+    assert not [d for d in documents if d and json.loads(d).get("owner") == owner]
     # Of what names the key's owner, only the digest entries are left.
-    assert {key.split(b":")[0] for key in gateway.redis.keys(f"*{owner}*")} == {b"digest"}
-    entries = gateway.redis.keys(f"digest:{owner}:*")
+    assert {name.split(":")[0] for name in names if owner in name} == {"digest"}
+    entries = [name for name in names if name.startswith(f"digest:{owner}:")]
     assert len(entries) == 1  # each entry is taken by the request that continues it
-    value = gateway.redis.get(entries[0])
-    assert b"Ada" not in value and b"brief" not in value and b"recall" not in value
+    value = str(gateway.redis.get(entries[0]))
+    assert "Ada" not in value and "brief" not in value and "recall" not in value
     # Changed instructions reach the upstream (the old text was never kept: the whole new one).
     history += [said(second.output_text), {"role": "user", "content": "and now?"}]
     third = client.responses.create(model="Balanced", instructions="Be verbose.", input=history, store=False)
@@ -109,7 +115,7 @@ def test_a_changed_system_prompt_reaches_the_upstream_of_a_matched_conversation(
         model="Balanced", max_tokens=64, system=RULES + "Rule A.", messages=history
     )
     history += [
-        {"role": "assistant", "content": first.content[0].text},
+        {"role": "assistant", "content": text_of(first)},
         {"role": "user", "content": "what next?"},
     ]
     before = turns(gateway)
@@ -117,7 +123,7 @@ def test_a_changed_system_prompt_reaches_the_upstream_of_a_matched_conversation(
         model="Balanced", max_tokens=64, system=RULES + "Rule B.", messages=history
     )
     # Matched on the messages: the same upstream conversation, one turn, the change sent first.
-    assert raw.parse().content[0].text == "Hello! You said: what next?. This is turn 2."
+    assert text_of(raw.parse()) == "Hello! You said: what next?. This is turn 2."
     assert turns(gateway) - before == 1 and creates(gateway) - start_creates == 1
     sent = last_text(gateway)
     assert sent.startswith("[Updated instructions.") and "- Rule A." in sent and "+ Rule B." in sent
@@ -128,21 +134,21 @@ def test_a_changed_system_prompt_reaches_the_upstream_of_a_matched_conversation(
     # Claude Code 2.1.197: a `system` message after the user's joins the instructions; the turn still
     # carries the user's question, and the conversation goes on.
     history += [
-        {"role": "assistant", "content": raw.parse().content[0].text},
+        {"role": "assistant", "content": text_of(raw.parse())},
         {"role": "user", "content": "third question"},
         {"role": "system", "content": "<system-reminder>a todo list</system-reminder>"},
     ]
     third = claude.messages.create(
         model="Balanced", max_tokens=64, system=RULES + "Rule B.", messages=history
     )
-    assert third.content[0].text == "Hello! You said: third question. This is turn 3."
+    assert text_of(third) == "Hello! You said: third question. This is turn 3."
     sent = last_text(gateway)
     assert "+ <system-reminder>a todo list</system-reminder>" in sent and sent.endswith("third question")
     assert creates(gateway) - start_creates == 1
     # The same instructions again (the reminder moves to the end): nothing extra goes upstream.
     history = [m for m in history if m["role"] != "system"]
     history += [
-        {"role": "assistant", "content": third.content[0].text},
+        {"role": "assistant", "content": text_of(third)},
         {"role": "user", "content": "fourth"},
         {"role": "system", "content": "<system-reminder>a todo list</system-reminder>"},
     ]
