@@ -17,6 +17,7 @@ from flask import Blueprint, Response, g, jsonify, request
 
 from service.tokens import count_messages
 from service.turns import new_message_id
+from service.web import hosted_note
 from service.web.body import read_body
 from service.web.extension import Gateway, gateway
 from service.web.messages_format import MessageBuilder, MessageStream
@@ -42,7 +43,8 @@ def create_message() -> Response:
         aliases=gw.settings.model_aliases,
         tool_emulation=gw.settings.tool_emulation,
     )
-    return submit(gw, raw, req.chat, functools.partial(_respond, req), completion_id=new_message_id())
+    answer = submit(gw, raw, req.chat, functools.partial(_respond, req), completion_id=new_message_id())
+    return hosted_note.announce(answer, req.unoffered)  # server tools left out: say so
 
 
 @blueprint.post("/v1/messages/count_tokens")

@@ -19,6 +19,7 @@ from flask import Blueprint, Response, g, jsonify, request
 from service.errors import ApiError, NotFound
 from service.responses import ResponseStore
 from service.turns import new_message_id, new_response_id, request_cancel
+from service.web import hosted_note
 from service.web.body import read_body
 from service.web.extension import Gateway, gateway
 from service.web.openai_format import Answer
@@ -59,7 +60,8 @@ def create_response(prefix: str = "") -> Response:
     )
     respond = functools.partial(_respond, req)
     try:
-        return submit(gw, raw, req.chat, respond, completion_id=new_response_id(), store=req.store)
+        answer = submit(gw, raw, req.chat, respond, completion_id=new_response_id(), store=req.store)
+        return hosted_note.announce(answer, req.unoffered)  # hosted tools left out: say so
     except NotFound as exc:
         if exc.code == "conversation_not_found" and req.previous_response_id:
             raise response_not_found(req.previous_response_id, "previous_response_id") from None

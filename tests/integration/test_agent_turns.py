@@ -154,3 +154,48 @@ def test_a_changed_system_prompt_reaches_the_upstream_of_a_matched_conversation(
     ]
     claude.messages.create(model="Balanced", max_tokens=64, system=RULES + "Rule B.", messages=history)
     assert last_text(gateway) == "fourth", last_text(gateway)
+
+
+HOSTED_RESPONSES = [
+    {"type": "web_search"},
+    {"type": "local_shell"},
+    {"type": "custom", "name": "apply_patch", "format": {"type": "grammar"}},
+    {"type": "function", "name": "read_file", "parameters": {"type": "object", "properties": {}}},
+]
+HOSTED_MESSAGES = [
+    {"type": "web_search_20250305", "name": "web_search", "max_uses": 3},
+    {"name": "Read", "input_schema": {"type": "object", "properties": {}}},
+]
+
+
+@pytest.mark.parametrize("stream", [False, True], ids=["json", "stream"])
+def test_hosted_tools_left_out_are_named_once_per_response(gateway: Stack, stream: bool) -> None:
+    key = {"Authorization": f"Bearer sk-agents-{uuid.uuid4().hex}"}
+    responses = gateway.post(
+        {"model": "Balanced", "input": "hi", "tools": HOSTED_RESPONSES, "stream": stream},
+        "/v1/responses",
+        headers=key,
+        stream=stream,
+    )
+    messages = gateway.post(
+        {"model": "Balanced", "max_tokens": 64, "messages": [{"role": "user", "content": "hi"}]}
+        | {"tools": HOSTED_MESSAGES, "stream": stream},
+        "/v1/messages",
+        headers=key,
+        stream=stream,
+    )
+    for answer, listed in (
+        (responses, "web_search, local_shell, custom:apply_patch"),
+        (messages, "web_search_20250305:web_search"),
+    ):
+        assert answer.status_code == 200, answer.text
+        assert answer.headers["X-Gateway-Unoffered-Tools"] == listed
+        if stream:
+            lines = answer.text.splitlines()
+            notes = [line for line in lines if line.startswith(":") and "not offered" in line]
+            assert notes == [f": gateway: hosted tools not offered to the model: {listed}"]
+            assert lines[0] == notes[0]
+        else:
+            assert answer.json()["content" if answer is messages else "output"]
+    plain = gateway.post({"model": "Balanced", "input": "hi"}, "/v1/responses", headers=key)
+    assert "X-Gateway-Unoffered-Tools" not in plain.headers
