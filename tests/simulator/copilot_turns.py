@@ -115,7 +115,7 @@ class CopilotTurnPlayer:
         if limit and (len(self.text) > limit or len(self.page or "") > limit):
             yield Send(copilot.encode(copilot.error("text-too-long")))
             return
-        script = faults.parse(self.text, faults.COPILOT_FLAGS)
+        script = faults.parse(primed.question(self.text), faults.COPILOT_FLAGS)  # a primed message's too
         for url in self.images:
             if url not in self.state.attachments:
                 self._violation(f"send with an image part whose url was never uploaded: {url:.80}")

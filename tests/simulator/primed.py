@@ -5,7 +5,8 @@ The gateway sends a long context to a new upstream conversation in parts
 message after a `[My message]` line. The real model answers a part in a few words, so
 the simulator does too, instead of echoing ten thousand characters at typing speed (that
 would make every benchmark measure the echo); in the last part it answers the message,
-as it does after a note of changed instructions (`workers/instructions.py`).
+as it does after a note of changed instructions (`workers/instructions.py`), and the
+message's own `[sim:…]` prefixes apply as if it had come alone.
 Pure: both dialects' turn players call it.
 """
 

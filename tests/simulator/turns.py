@@ -87,7 +87,7 @@ class TurnPlayer:
         if conversation.disengaged or len(conversation.turns) >= config.max_turns:
             yield from self._turn_limit()
             return
-        script = faults.parse(self.text)
+        script = faults.parse(primed.question(self.text))  # a primed message's own prefixes count
         for problem in script.problems:
             self.state.violation(f"{problem} in a message to {conversation.id}")
         yield from self._answer(script)

@@ -754,6 +754,9 @@ def test_a_priming_part_is_answered_briefly_and_the_last_part_answers_the_messag
     assert time.monotonic() - started < 2
     last = "[Context part 2 of 2, the last. Answer it now.]\n\nmore rules\n\n[My message]\nsay hi"
     assert turn(sim, conv, last).answers[-1]["text"] == "Hello! You said: say hi. This is turn 2."
+    sim.configure(token_delay=0.001, words_per_update=500)  # the recall lists the long part too
+    updated = "[Updated instructions. Follow these.]\nbe kind\n\n[My message]\n[sim:recall] who am I?"
+    assert turn(sim, conv, updated).answers[-1]["text"].startswith("Earlier you said: ")
 
 
 def test_turn_seconds_is_the_least_time_a_turn_takes_and_stats_add_it_up(sim: SimulatorProcess) -> None:
