@@ -89,7 +89,7 @@ def codex(tools: Path) -> Client:
             "CODEX_HOME": str(home),
             "GATEWAY_API_KEY": "sk-b",
         }
-        task = TASK.format(tool="update_plan")
+        task = TASK.format(tool="exec_command")  # its sampled arguments fail to parse: nothing runs
         _run([str(tools / "codex"), "exec", "--skip-git-repo-check", task], env, home)
 
     return run

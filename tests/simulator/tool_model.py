@@ -47,10 +47,12 @@ def strip(prompt: str) -> str:
 
 
 def tools_in(texts: Sequence[str]) -> list[tuple[str, dict[str, Any]]]:
-    """The functions of the latest `[gateway:tools]` block among `texts`."""
-    for text in reversed(texts):
-        if "[gateway:tools]" in text:
-            return [(m.group(1), json.loads(m.group(2))) for m in TOOL_LINE.finditer(text)]
+    """The functions of the latest `[gateway:tools]` block among `texts` (read on into the texts
+    after it: a primed block arrives split over several parts)."""
+    for index in range(len(texts) - 1, -1, -1):
+        if "[gateway:tools]" in texts[index]:
+            block = "\n".join(texts[index:])
+            return [(m.group(1), json.loads(m.group(2))) for m in TOOL_LINE.finditer(block)]
     return []
 
 
