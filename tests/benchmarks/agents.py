@@ -235,6 +235,22 @@ def clients() -> dict[str, Client]:
     return found
 
 
+def warm_up(url: str) -> None:
+    """One short turn on each surface, so first-use costs (imports, the tokenizer) of the long-lived
+    processes are not counted against the first client."""
+    import requests
+
+    surfaces: tuple[tuple[str, Any], ...] = (
+        ("/v1/responses", {"model": "gpt-4o", "input": "warm up"}),
+        (
+            "/v1/messages",
+            {"model": "claude-copilot", "max_tokens": 16, "messages": [{"role": "user", "content": "hi"}]},
+        ),
+    )
+    for path, body in surfaces:
+        requests.post(url + path, json=body, timeout=120).raise_for_status()
+
+
 def run_all(dialect: str, turn_seconds: float) -> tuple[dict[str, list[Metric]], dict[str, str]]:
     """Every client's figures (one column each), and the clients that could not be measured."""
     results: dict[str, list[Metric]] = {}
@@ -242,6 +258,7 @@ def run_all(dialect: str, turn_seconds: float) -> tuple[dict[str, list[Metric]],
     chosen = clients()
     with agent_stack(dialect, turn_seconds) as (url, simulator, workdir):
         print(f"agents: stack up ({dialect}, {turn_seconds:g} s per upstream turn) at {url}", flush=True)
+        warm_up(url)
         for name, client in chosen.items():
             try:
                 results[name] = measure(name.replace(" ", "-"), client, url, simulator, workdir)
