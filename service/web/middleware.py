@@ -34,10 +34,10 @@ _SANE_ID = re.compile(r"[A-Za-z0-9._-]{1,128}")
 _HEADER_LIST = re.compile(r"[^A-Za-z0-9!#$%&'*+.^_`|~, -]")
 OPEN_PATHS = ("/healthz", "/readyz", "/metrics")
 EXPOSED_HEADERS = (
-    "x-request-id, X-Conversation-Id, X-Conversation-Turns-Remaining, X-Gateway-Unoffered-Tools, "
-    "Retry-After, x-should-retry, retry-after-ms, x-ratelimit-limit-requests, "
-    "x-ratelimit-remaining-requests, x-ratelimit-reset-requests, x-ratelimit-limit-tokens, "
-    "x-ratelimit-remaining-tokens, x-ratelimit-reset-tokens"
+    "x-request-id, X-Conversation-Id, X-Conversation-Turns-Remaining, Retry-After, x-should-retry, "
+    "retry-after-ms, x-ratelimit-limit-requests, x-ratelimit-remaining-requests, "
+    "x-ratelimit-reset-requests, x-ratelimit-limit-tokens, x-ratelimit-remaining-tokens, "
+    "x-ratelimit-reset-tokens, X-Gateway-Unoffered-Tools"
 )
 DEFAULT_ALLOWED_HEADERS = (
     "authorization, content-type, x-conversation-id, idempotency-key, openai-organization, "
