@@ -7,7 +7,7 @@ owner's ruling is that the change must reach the upstream, never silently keep t
 ones — but without starting over, which would re-prime the whole context. So the turn
 is preceded by an "updated instructions" block: the changed lines when the old text is
 known (a stored conversation), else the whole new text (a `store: false` conversation
-keeps only a digest of it). `workers.priming.update_plan` sends the block with the
+keeps only a digest of it). `service.priming.update_plan` sends the block with the
 prompt, in parts only if it is too long for one turn.
 
 Pure: `update_block` compares texts and returns what to send ("" when nothing changed).

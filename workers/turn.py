@@ -6,7 +6,7 @@
 2. takes an upstream account (`AccountLane`) and creates an upstream conversation when
    there is none, or when the old one expired or reached its turn limit — seeded with
    the transcript so context survives; a seed longer than one upstream turn carries is
-   *primed* over several turns first (`workers.priming`), on the same account. Which
+   *primed* over several turns first (`service.priming`), on the same account. Which
    upstream conversation, and whether changed instructions go first, is
    `workers.continuation`. A `store: false` turn (Responses) saves no transcript, only
    the digest of its history that lets the next request continue its upstream
@@ -44,7 +44,7 @@ from redis.client import Pipeline
 from redis.exceptions import RedisError, WatchError
 from rq.timeouts import JobTimeoutException
 
-from service import locks
+from service import locks, priming
 from service.conversations import Conversation, ConversationStore, handle_key
 from service.errors import ApiError, NotFound
 from service.images import marked
@@ -53,7 +53,7 @@ from service.relay import Publisher
 from service.settings import Settings
 from service.tools.options import TurnOptions
 from service.turns import TurnRequest, cancel_key, lease_key
-from workers import continuation, priming
+from workers import continuation
 from workers.account_pool import AccountLane, pool_for
 from workers.context import WorkerContext
 from workers.image_fetch import load_images
@@ -189,7 +189,7 @@ class TurnRunner:
                 if handle is None or handle.is_expired(self.clock()) or handle.exhausted:
                     handle = client.create_conversation(account=account.id)
                     log.info("event=upstream_conversation_created seeded_messages=%d", len(seed))
-                # More than one upstream turn can carry goes ahead in parts (workers/priming.py),
+                # More than one upstream turn can carry goes ahead in parts (service/priming.py),
                 # on this account's new upstream conversation, inside the same account lane.
                 turn, primers = self._turn_input(spec, handle.fresh, conversation, seed, images, shaping)
                 self._prime(client, handle, turn, primers, publisher)

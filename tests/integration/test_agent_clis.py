@@ -3,7 +3,7 @@
 Both open with far more text than one upstream turn carries (Codex ~40 KB of
 instructions and tools, Claude Code ~50–85 KB); the simulator enforces Copilot's
 `text-too-long` limit, so these prove the priming of a new upstream conversation
-(workers/priming.py: ⌈context / turn budget⌉ turns, the question in the last part) and
+(service/priming.py: ⌈context / turn budget⌉ turns, the question in the last part) and
 count the upstream turns a session costs: exactly one per later request, Codex's
 `store: false` included (continued by digest, `service.ephemeral`). They also run the
 clients' first-try probes: Codex's Responses WebSocket (426, then HTTP at once, no
@@ -27,9 +27,9 @@ from typing import Any
 import pytest
 
 from service.conversations import owner_of
+from service.priming import OVERHEAD
 from tests.integration.conftest import Stack
 from tests.support.stack import ROOT
-from workers.priming import OVERHEAD
 
 TOOLS = ROOT / ".npm-tools"
 PACKAGES = {"@openai/codex": "0.171.0", "@anthropic-ai/claude-code": "2.1.332", "openai": "7.59.0"}

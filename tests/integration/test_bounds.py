@@ -16,12 +16,11 @@ import requests
 
 from service.embedded_redis import EmbeddedRedis
 from service.limits import COPILOT_TEXT_LIMIT
+from service.priming import flatten_context, turns
 from service.settings import Settings
 from tests.integration.conftest import Stack, body
 from tests.support.simulator import SimulatorProcess
 from tests.support.stack import GunicornServer, gateway_env
-from workers.priming import turns
-from workers.upstream.context import flatten_context
 
 LIMIT = 64 * 1024
 
@@ -171,7 +170,7 @@ def test_an_upstream_text_too_long_is_the_same_400(gateway: Stack, stream: bool)
 @pytest.mark.dialects("copilot", reason="only Copilot's page context has a limit below CONTEXT_MAX_CHARS")
 def test_long_history_is_primed_within_copilots_limit(gateway: Stack) -> None:
     # 30 KB of history: more than one upstream turn carries, so it goes ahead in parts
-    # (workers/priming.py), every part within Copilot's limit, and none of it is cut.
+    # (service/priming.py), every part within Copilot's limit, and none of it is cut.
     history: list[dict[str, str]] = []
     for i in range(15):
         history.append({"role": "user", "content": f"question {i} " + "q" * 990})

@@ -1,7 +1,7 @@
 """How the simulated model reads a primed context: "OK" to a part, the question in the last one.
 
 The gateway sends a long context to a new upstream conversation in parts
-(`workers/priming.py`): each but the last asks for "OK", the last ends with the user's
+(`service/priming.py`): each but the last asks for "OK", the last ends with the user's
 message after a `[My message]` line. The real model answers a part in a few words, so
 the simulator does too, instead of echoing ten thousand characters at typing speed (that
 would make every benchmark measure the echo); in the last part it answers the message,

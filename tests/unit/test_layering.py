@@ -23,6 +23,7 @@ SHARED = [
     "service.locks",
     "service.idempotency",
     "service.models",
+    "service.priming",
     "service.tokens",
     "service.limits",
     "service.redis_conn",

@@ -7,7 +7,7 @@ import math
 from hypothesis import given
 from hypothesis import strategies as st
 
-from workers.priming import LAST, MESSAGE, OVERHEAD, PART, plan, split, turns, update_plan, upstream_turns
+from service.priming import LAST, MESSAGE, OVERHEAD, PART, plan, split, turns, update_plan, upstream_turns
 
 
 def body_of(text: str) -> str:

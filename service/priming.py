@@ -14,8 +14,10 @@ characters with a prompt of P costs `turns(C + P, budget)` upstream turns: one p
 same upstream conversation incrementally (by id, through history matching, or by
 digest for `store: false`), so a session pays for priming once.
 
-`plan` and `upstream_turns` are pure (the door can count a request's turns with the
-latter before anything runs); the turn runner sends what `plan` returns.
+Everything here is pure and shared by both tiers: the worker's turn runner sends what
+`plan` returns; the web tier's door can count a request's upstream turns with
+`upstream_turns` before anything runs. `flatten_context` is the page-context text both
+dialects inject (`workers.upstream.context` re-exports it).
 """
 
 from __future__ import annotations
@@ -23,8 +25,6 @@ from __future__ import annotations
 import dataclasses
 import math
 from collections.abc import Sequence
-
-from workers.upstream.context import flatten_context
 
 PART = (
     "[Context part {index} of {total}. Read it and reply only with OK; my message is at the end "
@@ -127,3 +127,31 @@ def update_plan(prompt: str, instructions: str, *, budget: int) -> Plan:
     if len(text) <= budget:
         return Plan((), text, inject=False)
     return _parts(f"{instructions}\n\n", prompt, budget)
+
+
+def flatten_context(history: Sequence[tuple[str, str]], system: str, max_chars: int) -> str:
+    """Earlier messages as one page of context text, newest kept when over `max_chars`.
+
+    Over `max_chars`, the system block stays (cut only if it alone is too long) and the
+    newest messages that fit are kept: the oldest whole messages go first, since the
+    model needs the recent exchange most and a cut message reads as garbage.
+    """
+    system_block = f"[system](#additional_instructions)\n{system}" if system.strip() else ""
+    blocks = []
+    for role, content in history:
+        if role not in ("user", "assistant"):
+            raise ValueError(f"history role must be 'user' or 'assistant', not {role!r}")
+        if content.strip():
+            blocks.append(f"[{role}](#message)\n{content}")
+    if len(system_block) >= max_chars:
+        return system_block[:max_chars]
+    kept: list[str] = []
+    used = len(system_block)
+    for block in reversed(blocks):
+        cost = len(block) + (2 if used else 0)
+        if used + cost > max_chars:
+            break
+        kept.append(block)
+        used += cost
+    kept.reverse()
+    return "\n\n".join(([system_block] if system_block else []) + kept)
