@@ -6,7 +6,7 @@ Three cases, decided once at the start of a turn (`begin`):
   request carries a system prompt that differs from the one the conversation was given,
   the conversation takes the new one and a continued upstream conversation is sent the
   change first (`workers.instructions`, the changed lines);
-- a `store: false` history the gateway recognised by digest (`service.ephemeral`): the
+- a `store: false` history the gateway recognised by digest (`service.state.ephemeral`): the
   handle it left, and the whole new system prompt if its digest differs (the old text
   was never kept);
 - anything else: no handle (a new upstream conversation, seeded with the transcript).
@@ -23,9 +23,9 @@ import dataclasses
 
 from redis.client import Pipeline
 
-from service import ephemeral
-from service.conversations import Conversation
-from service.settings import Settings
+from service.runtime.settings import Settings
+from service.state import ephemeral
+from service.state.conversations import Conversation
 from service.turns import TurnRequest
 from workers.instructions import update_block
 from workers.upstream import Handle, load_handle

@@ -17,7 +17,7 @@ from __future__ import annotations
 
 import difflib
 
-from service.conversations import normalize
+from service.state.conversations import normalize
 
 CHANGED = (
     "[Updated instructions. The system instructions you were given have changed: "

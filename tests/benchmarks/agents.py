@@ -35,7 +35,7 @@ from typing import Any
 
 from anthropic import Anthropic
 
-from service.embedded_redis import EmbeddedRedis
+from service.runtime.embedded_redis import EmbeddedRedis
 from tests.benchmarks.harness import SIM_TOKEN_DELAY, stack_env
 from tests.benchmarks.report import Metric, Target
 from tests.support.simulator import SimulatorProcess

@@ -26,8 +26,8 @@ from typing import Any
 
 import pytest
 
-from service.conversations import owner_of
 from service.priming import OVERHEAD
+from service.state.conversations import owner_of
 from tests.integration.conftest import Stack
 from tests.support.stack import ROOT
 

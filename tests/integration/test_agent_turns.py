@@ -13,7 +13,7 @@ import pytest
 from anthropic import Anthropic
 from openai import OpenAI
 
-from service.conversations import owner_of
+from service.state.conversations import owner_of
 from tests.integration.conftest import Stack
 
 

@@ -7,10 +7,10 @@ from __future__ import annotations
 import pytest
 from flask import Flask
 
-from service.embedded_redis import free_port
 from service.models import find_model, picker_ids
+from service.runtime.embedded_redis import free_port
 from service.web import create_app
-from service.web.upgrade import is_responses_upgrade
+from service.web.http.upgrade import is_responses_upgrade
 
 SECRET = "test-secret-0123456789abcdef"
 UPGRADE = {"Upgrade": "websocket", "Connection": "Upgrade", "Sec-WebSocket-Version": "13"}

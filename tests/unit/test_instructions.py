@@ -6,7 +6,7 @@ import time
 
 from redis import Redis
 
-from service import ephemeral
+from service.state import ephemeral
 from workers.instructions import CHANGED, REMOVED, REPLACED, update_block
 
 RULES = "".join(f"rule {i}: be careful.\n" for i in range(30))
