@@ -95,6 +95,8 @@ class Settings:
     redis_sentinels: tuple[tuple[str, int], ...] = ()
     redis_sentinel_master: str = ""
     redis_sentinel_password: str = ""
+    require_auth: bool = False
+    key_max_conversations: int = 1000
 
     @property
     def sentinel(self) -> SentinelConfig | None:
@@ -186,6 +188,38 @@ def _secret(value: str) -> str:
             "(e.g. `python -c 'import secrets; print(secrets.token_urlsafe(32))'`)"
         )
     return secret
+
+
+# Values shipped in examples and manifests, public by definition: never accepted as a secret.
+PLACEHOLDER_SECRETS = (
+    "sk-change-me",
+    "change-me-to-32-random-bytes",
+    "change-me-admin-key",
+    "changeme",
+    "change-me",
+    "replace-me",
+    "your-api-key",
+    "your-secret-key",
+    "sk-xxxxxxxx",
+)
+
+
+def _placeholder(value: str) -> bool:
+    folded = value.strip().lower()
+    return any(word in folded for word in PLACEHOLDER_SECRETS) or folded.replace("x", "") in ("", "sk-")
+
+
+def _refuse_placeholders(environ: Mapping[str, str]) -> None:
+    """A credential left at an example value is public: refuse to start with one."""
+    for key in ("API_KEYS", "SECRET_KEY", "ADMIN_KEY"):
+        raw = environ.get(key) or ""
+        values = raw.split(",") if key == "API_KEYS" else [raw]
+        if any(value.strip() and _placeholder(value) for value in values):
+            raise SettingsError(
+                f"{key} holds a placeholder value from an example or manifest (e.g. 'change-me'), "
+                "which anyone can read: set a real one "
+                "(python -c 'import secrets; print(secrets.token_urlsafe(32))')"
+            )
 
 
 def _flag(value: str) -> bool:
@@ -419,7 +453,17 @@ def load_settings(environ: Mapping[str, str]) -> Settings:
         # TOOL_EMULATION: on = `tools` are emulated by prompting (README); off = a request that
         # lets the model call tools gets a 400 naming `tools` (never silently ignored).
         tool_emulation=_read(environ, "TOOL_EMULATION", _choice("on", "off"), "on") == "on",
+        # REQUIRE_AUTH: 1 = refuse to start without API_KEYS or ADMIN_KEY (the k8s manifests set it).
+        require_auth=_read(environ, "REQUIRE_AUTH", _flag, d.require_auth),
+        # KEY_MAX_CONVERSATIONS: conversations one key may keep stored at once (429 above); 0 = no limit.
+        key_max_conversations=_read(environ, "KEY_MAX_CONVERSATIONS", _count, d.key_max_conversations),
     )
+    _refuse_placeholders(environ)
+    if settings.require_auth and not settings.auth_enabled:
+        raise SettingsError(
+            "REQUIRE_AUTH is set but neither API_KEYS nor ADMIN_KEY is: put the keys clients will "
+            "send in API_KEYS (and a SECRET_KEY), e.g. in the copilot-gateway Secret"
+        )
     for pattern, target in settings.model_aliases:
         if find_model(target, settings.upstream) is None:
             raise SettingsError(

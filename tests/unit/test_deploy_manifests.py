@@ -18,7 +18,7 @@ import pytest
 import yaml
 from referencing import Registry, Resource
 
-from service.settings import load_settings
+from service.settings import SettingsError, load_settings
 from service.web.middleware import OPEN_PATHS
 from workers.pool import GeventWorker
 
@@ -215,10 +215,14 @@ def test_secrets_live_in_the_secret_and_settings_parse() -> None:
     assert {"API_KEYS", "SECRET_KEY", "ADMIN_KEY", "UPSTREAM_COOKIES"} <= set(secret)
     config = k8s_object("ConfigMap", "copilot-gateway")["data"]
     assert not {"API_KEYS", "SECRET_KEY", "ADMIN_KEY", "UPSTREAM_COOKIES"} & set(config)
-    settings = load_settings({**config, **secret})  # every value is one the gateway accepts
+    # Shipped empty: applied unedited, the pods refuse to start, naming what is missing.
+    assert not (secret["API_KEYS"] or secret["SECRET_KEY"] or secret["ADMIN_KEY"])
+    with pytest.raises(SettingsError, match="REQUIRE_AUTH is set but neither API_KEYS nor ADMIN_KEY"):
+        load_settings({**config, **secret})
+    filled = {**secret, "API_KEYS": "sk-" + "a1" * 12, "SECRET_KEY": "b2" * 16, "ADMIN_KEY": "c3" * 12}
+    settings = load_settings({**config, **filled})  # every other value is one the gateway accepts
     assert settings.log_format == "json" and settings.worker_metrics_port == 9100
     assert settings.auth_enabled  # keyed: the web tier listens beyond loopback
-    assert len(secret["SECRET_KEY"]) >= 16
     for name in ("copilot-gateway-web", "copilot-gateway-worker"):
         sources = k8s_object("Deployment", name)["spec"]["template"]["spec"]["containers"][0]["envFrom"]
         assert {"secretRef": {"name": "copilot-gateway"}} in sources

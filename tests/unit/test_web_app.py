@@ -155,7 +155,7 @@ def test_preflight_answers_cors(secured: FlaskClient) -> None:
     assert response.status_code == 204
     assert response.data == b""
     assert response.headers["Access-Control-Allow-Origin"] == "*"
-    assert response.headers["Access-Control-Allow-Methods"] == "GET, POST, DELETE, OPTIONS"
+    assert response.headers["Access-Control-Allow-Methods"] == "GET, POST, PATCH, DELETE, OPTIONS"
     assert response.headers["Access-Control-Max-Age"] == "86400"
     allowed = response.headers["Access-Control-Allow-Headers"].lower()
     for name in ("authorization", "content-type", "x-stainless-os", "x-conversation-id", "openai-project"):
