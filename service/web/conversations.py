@@ -126,10 +126,11 @@ def update_conversation(conversation_id: str) -> Response:
             "Missing required parameter: 'metadata'.", param="metadata", code="missing_required_parameter"
         )
     metadata = _metadata(body)
-    store = gateway().store
     conversation = _owned(conversation_id)
+    # The metadata alone, atomically: a turn saving the transcript meanwhile keeps its turn.
+    if not gateway().store.set_metadata(conversation.id, metadata):
+        raise conversation_not_found(conversation_id, None)  # deleted since it was read
     conversation.metadata = metadata
-    store.save(conversation)
     return jsonify(conversation_object(conversation))
 
 

@@ -86,7 +86,9 @@ def _respond(req: ResponsesRequest, gw: Gateway, run: Run, chat: ChatRequest) ->
         current = store.get(turn.completion_id, owner)
         if current is not None and (only_if_new or current.get("status") == "cancelled"):
             return
-        store.save(owner, {**(current or builder.response("in_progress")), **change}, items)
+        store.save(
+            owner, {**(current or builder.response("in_progress")), **change}, items, turn.conversation_id
+        )
 
     answer = run.answer = Answer(chat.messages)
     if not chat.stream:
