@@ -73,9 +73,13 @@ def test_nosniff_everywhere_and_no_store_on_transcript_reads(make_app: MakeApp) 
 
 
 def test_the_preflight_allows_patch(make_app: MakeApp) -> None:
-    answer = make_app().test_client().options(
-        "/admin/keys/key_1",
-        headers={"Origin": "https://app.example", "Access-Control-Request-Method": "PATCH"},
+    answer = (
+        make_app()
+        .test_client()
+        .options(
+            "/admin/keys/key_1",
+            headers={"Origin": "https://app.example", "Access-Control-Request-Method": "PATCH"},
+        )
     )
     assert answer.status_code == 204
     assert "PATCH" in answer.headers["Access-Control-Allow-Methods"].split(", ")
