@@ -58,6 +58,7 @@ local ticket_ttl, lease_ttl, window, scan = tonumber(ARGV[6]), tonumber(ARGV[7])
   tonumber(ARGV[9])
 local line = prefix .. ':line'
 local wants, alive, tags, vt_key = line .. ':want', line .. ':alive', line .. ':tags', line .. ':vt'
+local tags_ttl = math.ceil(ticket_ttl * 360)  -- an idle pool forgets every owner's tag within an hour
 for _, dead in ipairs(redis.call('ZRANGEBYSCORE', alive, '-inf', now)) do
   redis.call('ZREM', line, dead); redis.call('HDEL', wants, dead); redis.call('ZREM', alive, dead)
 end
@@ -65,7 +66,16 @@ if not redis.call('ZSCORE', line, ticket) then
   local vt = tonumber(redis.call('GET', vt_key) or '0')
   local tag = math.max(vt, tonumber(redis.call('HGET', tags, owner) or '0')) + 1
   redis.call('HSET', tags, owner, tag)
+  redis.call('EXPIRE', tags, tags_ttl)
   redis.call('ZADD', line, tag, ticket)
+  -- An owner's tag at or behind the clock means what no tag means: forget a few such owners
+  -- on every new ticket, so the hash holds only owners with turns ahead (one per caller, else).
+  local vt_now = tonumber(redis.call('GET', vt_key) or '0')
+  local scanned = redis.call('HSCAN', tags, redis.call('GET', tags .. ':cursor') or '0', 'COUNT', 20)
+  for i = 1, #scanned[2], 2 do
+    if tonumber(scanned[2][i + 1]) <= vt_now then redis.call('HDEL', tags, scanned[2][i]) end
+  end
+  redis.call('SET', tags .. ':cursor', scanned[1], 'EX', tags_ttl)
 end
 redis.call('ZADD', alive, now + ticket_ttl, ticket)
 redis.call('HSET', wants, ticket, want)
@@ -112,7 +122,9 @@ redis.call('ZREM', line, ticket); redis.call('HDEL', wants, ticket); redis.call(
 -- Served out of line (the turns in front could not use this slot), the clock stops short of them.
 local head = redis.call('ZRANGE', line, 0, 0, 'WITHSCORES')
 if head[2] then tag = math.min(tag, tonumber(head[2]) - 1) end
-redis.call('SET', vt_key, math.max(tag, tonumber(redis.call('GET', vt_key) or '0')))
+local vt = math.max(tag, tonumber(redis.call('GET', vt_key) or '0'))
+redis.call('SET', vt_key, vt)
+if tonumber(redis.call('HGET', tags, owner) or '0') <= vt then redis.call('HDEL', tags, owner) end
 return {1, pick}
 """
 

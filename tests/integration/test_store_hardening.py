@@ -111,3 +111,16 @@ def test_a_failed_job_keeps_no_user_text_and_lives_as_long_as_the_replay(gateway
         assert secret.encode() not in data and b"prompt" not in data, data[:200]
         assert not any(secret.encode() in value for value in record.values())
         assert 0 < gateway.redis.ttl(f"rq:job:{job_id}") <= replay_ttl
+
+
+@pytest.mark.dialects("bing", reason="the fair line is the same on both dialects")
+def test_open_mode_keeps_no_per_caller_state_for_every_bearer_value(gateway: Stack) -> None:
+    tags = f"accounts:{gateway.env['RQ_QUEUE']}:line:tags"
+    for _ in range(60):
+        answer = gateway.post(
+            {"model": "Balanced", "messages": [{"role": "user", "content": "hi"}]},
+            headers={"Authorization": f"Bearer sk-{uuid.uuid4().hex}"},  # a new owner each time
+        )
+        assert answer.status_code == 200, answer.text
+    assert gateway.redis.hlen(tags) <= 5  # owners with no turn ahead of the clock are forgotten
+    assert gateway.redis.hlen(tags) == 0 or gateway.redis.ttl(tags) > 0  # an idle pool forgets them all
