@@ -97,6 +97,7 @@ class Settings:
     redis_sentinel_password: str = ""
     require_auth: bool = False
     key_max_conversations: int = 1000
+    key_slot_lease_seconds: float = 15.0
 
     @property
     def sentinel(self) -> SentinelConfig | None:
@@ -457,6 +458,11 @@ def load_settings(environ: Mapping[str, str]) -> Settings:
         require_auth=_read(environ, "REQUIRE_AUTH", _flag, d.require_auth),
         # KEY_MAX_CONVERSATIONS: conversations one key may keep stored at once (429 above); 0 = no limit.
         key_max_conversations=_read(environ, "KEY_MAX_CONVERSATIONS", _count, d.key_max_conversations),
+        # KEY_SLOT_LEASE_SECONDS: a key's turn slot is renewed this often ×3 while its response is
+        # open; a web process that dies frees its slots within about twice this.
+        key_slot_lease_seconds=_read(
+            environ, "KEY_SLOT_LEASE_SECONDS", _positive_float, d.key_slot_lease_seconds
+        ),
     )
     _refuse_placeholders(environ)
     if settings.require_auth and not settings.auth_enabled:

@@ -44,6 +44,8 @@ log = logging.getLogger(__name__)
 
 SSE_HEADERS = {"Cache-Control": "no-cache", "X-Accel-Buffering": "no"}
 ATTACH_POLL = 1.0  # fallback re-check of a claim while its first request resolves
+# How a response that failed before it was handed over ends its run: cancel the turn, free its slot.
+EARLY_FAILURE = {"type": "error", "synthetic": True}
 
 
 @dataclasses.dataclass
@@ -57,14 +59,18 @@ class Run:
     # The key's admitted-turn ticket (settled in `close`), taken from the request that built the Run.
     ticket: quota.Ticket | None = dataclasses.field(default_factory=quota.take_ticket)
     answer: Answer | None = None  # what was sent, for the key's token usage (each surface sets it)
+    closed: bool = False
 
     def close(self, gw: Gateway, terminal: dict[str, Any] | None) -> None:
         """Unsubscribe; cancel what nobody will read; free the claim of a failed turn.
 
         `terminal` is the event that ended the response, or None if the client went
         away first. A turn with an Idempotency-Key is not cancelled when its client
-        disappears: the SDK's retry will attach to it.
+        disappears: the SDK's retry will attach to it. Only the first call acts.
         """
+        if self.closed:
+            return
+        self.closed = True
         turn = self.turn
         try:
             finished = terminal is not None and not terminal.get("synthetic")
@@ -128,7 +134,16 @@ def submit(
         if key is not None:  # nothing will fulfil the claim: a retry must run afresh at once
             _release_claim(gw, key, completion_id)
         raise
-    return respond(gw, run, chat)
+    return _respond(gw, run, chat, respond)
+
+
+def _respond(gw: Gateway, run: Run, chat: ChatRequest, respond: Respond) -> Response:
+    """`respond`, closing the run if it fails before handing the response over (a no-op if closed)."""
+    try:
+        return respond(gw, run, chat)
+    except BaseException:
+        run.close(gw, EARLY_FAILURE)
+        raise
 
 
 def bounds(gw: Gateway) -> Bounds:
@@ -250,7 +265,7 @@ def _attach(
     sub = _subscribe(gw, turn.completion_id)
     sub.catch_up()
     log.info("event=completion_attached completion_id=%s", turn.completion_id)
-    return respond(gw, Run(turn, sub, idempotency_key=key, attached=True), chat)
+    return _respond(gw, Run(turn, sub, idempotency_key=key, attached=True), chat, respond)
 
 
 def _subscribe(gw: Gateway, completion_id: str) -> Subscription:
