@@ -37,7 +37,14 @@ from redis.client import Pipeline
 COMPLETION_PREFIXES = ("chatcmpl-", "resp_", "msg_")  # ids of turns, whatever surface served them
 
 _DELETE = """
-local existed = redis.call('exists', KEYS[1])
+local doc = redis.call('get', KEYS[1])
+local existed = doc and 1 or 0
+if doc then
+  local ok, data = pcall(cjson.decode, doc)
+  if ok and type(data) == 'table' and type(data['owner']) == 'string' then
+    redis.call('zrem', ARGV[1] .. data['owner'], ARGV[2])
+  end
+end
 local indexes = redis.call('smembers', KEYS[3])
 for _, index in ipairs(redis.call('smembers', KEYS[4])) do table.insert(indexes, index) end
 redis.call('del', unpack(KEYS))
@@ -93,6 +100,14 @@ def fingerprint(system: str, messages: Sequence[dict[str, str]]) -> str:
     """A digest of what the client sees: the system prompt and each (role, content)."""
     canonical = [normalize(system), [[m["role"], normalize(m["content"])] for m in messages]]
     return hashlib.sha256(json.dumps(canonical, ensure_ascii=False).encode()).hexdigest()
+
+
+OWNED_PREFIX = "owned:"
+
+
+def owned_key(owner: str) -> str:
+    """The owner's conversations (sorted set, scored by expiry): what KEY_MAX_CONVERSATIONS counts."""
+    return f"{OWNED_PREFIX}{owner}"
 
 
 def metadata_key(conversation_id: str) -> str:
@@ -216,6 +231,8 @@ class ConversationStore:
         conversation.updated = time.time()
         target.set(conversation_key(conversation.id), conversation.to_json(), ex=self.ttl)
         target.expire(metadata_key(conversation.id), self.ttl)  # as long as the document, if updated
+        target.zadd(owned_key(conversation.owner), {conversation.id: conversation.updated + self.ttl})
+        target.expire(owned_key(conversation.owner), self.ttl)
         target.expire(extras_key(conversation.id), self.ttl)
         if conversation.handle is not None:
             ttl = self.handle_ttl
@@ -251,7 +268,14 @@ class ConversationStore:
             extras_key(conversation_id),
             metadata_key(conversation_id),
         )
-        return bool(self.redis.eval(_DELETE, len(keys), *keys))
+        return bool(self.redis.eval(_DELETE, len(keys), *keys, OWNED_PREFIX, conversation_id))
+
+    def count_owned(self, owner: str) -> int:
+        """How many conversations `owner` keeps stored now (expired ones are dropped first)."""
+        with self.redis.pipeline(transaction=True) as pipe:
+            pipe.zremrangebyscore(owned_key(owner), "-inf", time.time())
+            pipe.zcard(owned_key(owner))
+            return int(pipe.execute()[-1])
 
     def set_metadata(self, conversation_id: str, metadata: dict[str, str]) -> bool:
         """Replace a conversation's metadata alone, atomically; False if it no longer exists.

@@ -12,6 +12,7 @@ Each key is documented where it is parsed, and in the README's table.
 from __future__ import annotations
 
 import dataclasses
+import re
 from collections.abc import Callable, Mapping
 from typing import TypeVar
 from urllib.parse import urlsplit
@@ -98,6 +99,7 @@ class Settings:
     require_auth: bool = False
     key_max_conversations: int = 1000
     key_slot_lease_seconds: float = 15.0
+    redis_maxmemory: str = "256mb"
 
     @property
     def sentinel(self) -> SentinelConfig | None:
@@ -221,6 +223,13 @@ def _refuse_placeholders(environ: Mapping[str, str]) -> None:
                 "which anyone can read: set a real one "
                 "(python -c 'import secrets; print(secrets.token_urlsafe(32))')"
             )
+
+
+def _memory(value: str) -> str:
+    amount = value.strip().lower()
+    if not re.fullmatch(r"[1-9][0-9]*(?:b|kb|mb|gb)?", amount):
+        raise ValueError("must be a size such as 256mb or 1gb")
+    return amount
 
 
 def _flag(value: str) -> bool:
@@ -460,6 +469,8 @@ def load_settings(environ: Mapping[str, str]) -> Settings:
         key_max_conversations=_read(environ, "KEY_MAX_CONVERSATIONS", _count, d.key_max_conversations),
         # KEY_SLOT_LEASE_SECONDS: a key's turn slot is renewed this often ×3 while its response is
         # open; a web process that dies frees its slots within about twice this.
+        # REDIS_MAXMEMORY: memory limit of the embedded redis-server (deploy/start without REDIS_URL).
+        redis_maxmemory=_read(environ, "REDIS_MAXMEMORY", _memory, d.redis_maxmemory),
         key_slot_lease_seconds=_read(
             environ, "KEY_SLOT_LEASE_SECONDS", _positive_float, d.key_slot_lease_seconds
         ),

@@ -24,6 +24,7 @@ from service.conversations import Conversation
 from service.errors import InvalidRequest
 from service.turns import new_conversation_id
 from service.web.body import read_body
+from service.web.conversation_limits import admit_write, check_room
 from service.web.extension import gateway
 from service.web.meta import conversation_not_found
 from service.web.paging import page
@@ -107,6 +108,8 @@ def create_conversation() -> Response:
         system=system,
         metadata=_metadata(body),
     )
+    admit_write(gateway())  # the key's rpm and quota, like a turn
+    check_room(gateway(), g.owner)  # and KEY_MAX_CONVERSATIONS
     gateway().store.save(conversation)
     return jsonify(conversation_object(conversation))
 
@@ -127,6 +130,7 @@ def update_conversation(conversation_id: str) -> Response:
         )
     metadata = _metadata(body)
     conversation = _owned(conversation_id)
+    admit_write(gateway())
     # The metadata alone, atomically: a turn saving the transcript meanwhile keeps its turn.
     if not gateway().store.set_metadata(conversation.id, metadata):
         raise conversation_not_found(conversation_id, None)  # deleted since it was read

@@ -32,7 +32,7 @@ from service.images import ImageLimits, park
 from service.logs import bind_turn
 from service.relay import TERMINAL, Subscription, last_event
 from service.turns import TurnRequest, enqueue_turn, new_completion_id, request_cancel
-from service.web import admin, quota
+from service.web import admin, conversation_limits, quota
 from service.web.errors import redis_unavailable
 from service.web.extension import Gateway
 from service.web.openai_format import Answer
@@ -165,6 +165,8 @@ def _begin(gw: Gateway, chat: ChatRequest, key: str | None, mine: idempotency.Cl
     completion_id, created = mine.completion_id, mine.created
     refs = park(gw.redis, chat.images)  # before the lock: nothing to free if Redis fails here
     resolution = resolve(gw, chat, g.owner)
+    if not resolution.continues:  # a new conversation (nothing locked): within KEY_MAX_CONVERSATIONS?
+        conversation_limits.check_room(gw, g.owner)
     turn = TurnRequest(
         completion_id=completion_id,
         conversation_id=resolution.conversation_id,

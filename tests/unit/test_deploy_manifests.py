@@ -247,3 +247,22 @@ def test_compose_points_both_tiers_at_its_redis_and_requires_keys(service: str) 
     assert environment["API_KEYS"].startswith("${API_KEYS:?")
     assert environment["SECRET_KEY"].startswith("${SECRET_KEY:?")
     assert "redis" in compose()["services"][service]["depends_on"]
+
+
+def _flag_value(command: list[str], flag: str) -> str | None:
+    return command[command.index(flag) + 1] if flag in command else None
+
+
+def test_every_shipped_redis_has_a_memory_limit_and_the_chosen_eviction_policy() -> None:
+    from service.embedded_redis import EVICTION_POLICY
+
+    compose_command = compose()["services"]["redis"]["command"]
+    statefulset = k8s_object("StatefulSet", "copilot-gateway-redis")
+    container = statefulset["spec"]["template"]["spec"]["containers"][0]
+    for command in (compose_command, container["command"]):
+        assert _flag_value(command, "--maxmemory"), command
+        assert _flag_value(command, "--maxmemory-policy") == EVICTION_POLICY
+    limit_mi = int(container["resources"]["limits"]["memory"].removesuffix("Mi"))
+    assert int(_flag_value(container["command"], "--maxmemory").removesuffix("mb")) < limit_mi * 0.7
+    keyvalue = next(s for s in render()["services"] if s["type"] == "keyvalue")
+    assert keyvalue["maxmemoryPolicy"] == EVICTION_POLICY  # Render's plan sets the size
