@@ -30,6 +30,7 @@ from typing import Any
 
 from redis import Redis
 
+from service.accounts.groups import DEFAULT_GROUP
 from service.errors import ApiError, RateLimited
 from service.keys import LAST_USED, Limits
 
@@ -118,6 +119,7 @@ class Caller:
     id: str
     owner: str
     limits: Limits
+    group: str = DEFAULT_GROUP  # the account group its turns run on (service.accounts.groups)
 
 
 @dataclasses.dataclass(frozen=True)

@@ -17,6 +17,7 @@ from collections.abc import Callable, Mapping
 from typing import TypeVar
 from urllib.parse import urlsplit
 
+from service.accounts.groups import split_static_key
 from service.logs import redact_passwords
 from service.models import find_model, parse_aliases
 
@@ -99,6 +100,8 @@ class Settings:
     require_auth: bool = False
     key_max_conversations: int = 1000
     key_slot_lease_seconds: float = 15.0
+    # (static key, group) for the API_KEYS entries that name a group (`sk-…@team-a`).
+    api_key_groups: tuple[tuple[str, str], ...] = dataclasses.field(default=(), repr=False)
     redis_maxmemory: str = "256mb"
 
     @property
@@ -337,7 +340,13 @@ def load_settings(environ: Mapping[str, str]) -> Settings:
         # With REDIS_SENTINELS only its password, username, db and scheme (rediss = TLS) are used.
         redis_url=_read(environ, "REDIS_URL", _redis_url, d.redis_url),
         # API_KEYS: comma-separated bearer keys clients must present; empty = open gateway (loopback only).
-        api_keys=_read(environ, "API_KEYS", _csv, d.api_keys),
+        # `key@group` puts a key's turns on that account group's accounts only (default: `default`).
+        api_keys=tuple(split_static_key(entry)[0] for entry in _read(environ, "API_KEYS", _csv, d.api_keys)),
+        api_key_groups=tuple(
+            pair
+            for entry in _read(environ, "API_KEYS", _csv, d.api_keys)
+            if (pair := split_static_key(entry))[0] != entry
+        ),
         # ALLOW_OPEN: 1 = serve without keys on every interface (an open relay of the account, on purpose).
         allow_open=_read(environ, "ALLOW_OPEN", _flag, d.allow_open),
         # CORS_ALLOW_ORIGINS: comma-separated browser origins (or *); unset = * when keyed, none when open.

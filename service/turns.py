@@ -58,7 +58,7 @@ def new_conversation_id() -> str:
 
 # The fields of a finished job's argument RQ keeps (its failed-job registry holds it for
 # REPLAY_TTL): ids to find the turn by, never the prompt, history, system text or images.
-KEPT_AFTER_THE_TURN = ("completion_id", "conversation_id", "model", "created", "request_id", "kind")
+KEPT_AFTER_THE_TURN = ("completion_id", "conversation_id", "model", "created", "request_id", "kind", "group")
 
 
 @dataclasses.dataclass(frozen=True)
@@ -94,6 +94,8 @@ class TurnRequest:
     # "chat", or "image": an image generation (`/v1/images/generations`) that must end in an image.
     kind: str = "chat"
     options: dict[str, Any] = dataclasses.field(default_factory=dict)
+    # The caller's account group: the turn runs only on its accounts (service.accounts.groups).
+    group: str = "default"
 
     def to_json(self) -> dict[str, Any]:
         """The job argument."""

@@ -42,7 +42,7 @@ from collections.abc import Callable, Collection
 from redis import Redis
 from redis.client import Pipeline
 
-from service.accounts import capacity
+from service.accounts import capacity, groups
 from service.accounts.registry import COOLING, NEEDS_ATTENTION, READY, Account, Registry
 from service.errors import ApiError, RateLimited, UpstreamUnavailable
 
@@ -169,17 +169,19 @@ class Scheduler:
         exclude: Collection[str] = (),
         should_stop: Callable[[], bool] = lambda: False,
         on_position: Callable[[int], None] = lambda position: None,
+        group: str = groups.DEFAULT_GROUP,
     ) -> Lease | None:
         """Wait for a slot (None if `should_stop` turned true first); raises if no account can serve.
 
         `preferred` is the conversation's account: used while it is ready, else any ready one.
-        `on_position(n)` is called whenever the turn's place in the line changes.
+        `on_position(n)` is called whenever the turn's place in the line changes. Only
+        `group`'s accounts are candidates (failover stays inside it too).
         """
         ticket = new_ticket()
         position = 0
         try:
             while True:
-                lease, now_at = self.poll(ticket, owner, preferred=preferred, exclude=exclude)
+                lease, now_at = self.poll(ticket, owner, preferred=preferred, exclude=exclude, group=group)
                 if lease is not None:
                     ticket = ""  # it left the line inside the script
                     return lease
@@ -194,18 +196,26 @@ class Scheduler:
                 self.leave(ticket)
 
     def poll(
-        self, ticket: str, owner: str, *, preferred: str | None = None, exclude: Collection[str] = ()
+        self,
+        ticket: str,
+        owner: str,
+        *,
+        preferred: str | None = None,
+        exclude: Collection[str] = (),
+        group: str = groups.DEFAULT_GROUP,
     ) -> tuple[Lease | None, int]:
         """One atomic try: (the lease, 0) or (None, the ticket's position in the line)."""
-        accounts = self.registry.all()
+        accounts = groups.members(self.registry.all(), group)
         if preferred and all(a.id != preferred for a in accounts):
-            accounts = self.registry.all(fresh=True)  # maybe added within the snapshot's second
+            accounts = groups.members(self.registry.all(fresh=True), group)  # maybe just added or moved
         now = self.clock()
         ready = [a for a in accounts if a.state(now) == READY and a.id not in exclude]
         if not ready:  # before failing the turn, make sure no account was refreshed meanwhile
-            accounts = self.registry.all(fresh=True)
+            accounts = groups.members(self.registry.all(fresh=True), group)
             ready = [a for a in accounts if a.state(now) == READY and a.id not in exclude]
         if not ready:
+            if not accounts and self.registry.all():
+                raise groups.empty_group(group)
             raise pool_unavailable(accounts, now, exclude)
         want = [a for a in ready if a.id == preferred] or ready
         args: list[str | float | int] = [

@@ -20,9 +20,10 @@ import time
 from flask import Blueprint, Flask, Response, current_app, g, jsonify, request
 from redis import Redis
 
-from service.accounts import admission, manage
+from service import metrics
+from service.accounts import admission, groups, manage
 from service.accounts.registry import AccountNotFound, Registry
-from service.errors import AuthenticationFailed, NotFound
+from service.errors import AuthenticationFailed, NotFound, UpstreamUnavailable
 from service.settings import Settings
 from service.web.extension import gateway
 
@@ -50,11 +51,30 @@ def registry() -> Registry:
     return current_app.extensions[EXTENSION]
 
 
+def caller_group() -> str:
+    """The account group the caller's turns run on (`default` for an open gateway)."""
+    caller = g.get("caller")
+    return caller.group if caller is not None else groups.DEFAULT_GROUP
+
+
 def admit() -> None:
-    """429 at once when a new turn would wait longer than QUEUE_MAX_WAIT_SECONDS for an account."""
+    """429 at once when a new turn would wait longer than QUEUE_MAX_WAIT_SECONDS for an account.
+
+    A 503 naming the group when the caller's account group has no account at all.
+    """
     settings = gateway().settings
+    group = caller_group()
+    try:
+        _admit(settings, group)
+    except UpstreamUnavailable:
+        metrics.GROUP_UNAVAILABLE.labels(group=group).inc()
+        raise
+
+
+def _admit(settings: Settings, group: str) -> None:
     admission.admit(
         registry(),
+        group=group,
         owner=g.owner,
         max_concurrent=settings.account_max_concurrent,
         rpm=settings.account_rpm,

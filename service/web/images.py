@@ -70,6 +70,7 @@ def generations() -> Response:
         created=created,
         request_id=g.request_id,
         kind="image",
+        group=admin.caller_group(),
     )
     g.conversation_id = turn.conversation_id
     run = Run(turn, _start(gw, turn))

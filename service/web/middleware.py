@@ -101,6 +101,7 @@ def _authenticate() -> None:
         required=settings.auth_enabled,
         managed=KeyStore(gw.redis).lookup,
         defaults=quota.defaults(settings),
+        groups=dict(settings.api_key_groups),
     )
     g.owner = g.caller.owner
 

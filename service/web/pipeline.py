@@ -182,6 +182,7 @@ def _begin(gw: Gateway, chat: ChatRequest, key: str | None, mine: idempotency.Cl
         store=store,
         images=[ref.to_json() for ref in refs],
         options=chat.options,
+        group=admin.caller_group(),
     )
     if key is not None:
         idempotency.record(
