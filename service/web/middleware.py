@@ -21,8 +21,9 @@ import re
 import uuid
 
 from flask import Flask, Response, g, request
+from werkzeug.exceptions import NotFound as UnknownRoute
 
-from service.errors import ApiError, NotFound
+from service.errors import ApiError
 from service.keys import KeyStore
 from service.logs import request_id_var
 from service.web import quota
@@ -91,7 +92,7 @@ def _authenticate() -> None:
     if request.path == "/admin" or request.path.startswith("/admin/"):
         # Not an admin route (none matched, or a catch-all such as `<prefix>/responses`
         # did): nothing under /admin/ is an API route, and no body is read without a key.
-        raise NotFound(f"Unknown admin path {request.path[:100]!r}.", code="unknown_url")
+        raise UnknownRoute()  # rendered like any unknown URL: 404 `Invalid URL (…)`
     gw = gateway()
     settings = gw.settings
     g.caller = identify(
