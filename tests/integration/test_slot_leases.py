@@ -12,6 +12,7 @@ import signal
 import time
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import pytest
 import requests
@@ -46,7 +47,7 @@ def _children(pid: int) -> list[int]:
     return found
 
 
-def _ask(url: str, text: str = "hi", **extra: object) -> requests.Response:
+def _ask(url: str, text: str = "hi", **extra: Any) -> requests.Response:
     body = {"model": "Balanced", "messages": [{"role": "user", "content": text}], **extra}
     return requests.post(
         f"{url}/v1/chat/completions", json=body, headers={"Authorization": f"Bearer {KEY}"}, timeout=30

@@ -106,7 +106,7 @@ def test_a_failed_job_keeps_no_user_text_and_lives_as_long_as_the_replay(gateway
     assert failed, "the failed turn left no failed job to check"
     replay_ttl = int(gateway.env.get("REPLAY_TTL", "3600"))
     for job_id in failed:
-        record = gateway.redis.hgetall(f"rq:job:{job_id}")
+        record: dict[bytes, bytes] = gateway.redis.hgetall(f"rq:job:{job_id}")  # type: ignore[assignment]
         data = zlib.decompress(record[b"data"])
         assert secret.encode() not in data and b"prompt" not in data, data[:200]
         assert not any(secret.encode() in value for value in record.values())

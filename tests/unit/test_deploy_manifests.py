@@ -263,6 +263,7 @@ def test_every_shipped_redis_has_a_memory_limit_and_the_chosen_eviction_policy()
         assert _flag_value(command, "--maxmemory"), command
         assert _flag_value(command, "--maxmemory-policy") == EVICTION_POLICY
     limit_mi = int(container["resources"]["limits"]["memory"].removesuffix("Mi"))
-    assert int(_flag_value(container["command"], "--maxmemory").removesuffix("mb")) < limit_mi * 0.7
+    maxmemory = _flag_value(container["command"], "--maxmemory")
+    assert maxmemory is not None and int(maxmemory.removesuffix("mb")) < limit_mi * 0.7
     keyvalue = next(s for s in render()["services"] if s["type"] == "keyvalue")
     assert keyvalue["maxmemoryPolicy"] == EVICTION_POLICY  # Render's plan sets the size
