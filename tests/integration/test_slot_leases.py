@@ -69,9 +69,16 @@ def test_a_killed_web_process_frees_its_keys_slot_within_two_leases(keyed: Gunic
         timeout=30,
     )
     assert stream.status_code == 200
-    next(stream.iter_lines())  # the turn holds the key's one slot now
+    lines = stream.iter_lines()
+    next(lines)  # the turn holds the key's one slot now
     blocked = _ask(keyed.url)
     assert blocked.status_code == 429, blocked.text  # the slot is really taken
+    renewed_past = time.monotonic() + LEASE * 2.5
+    for _ in lines:  # a live client, past two lease periods: its response keeps renewing the slot
+        if time.monotonic() > renewed_past:
+            break
+    still = _ask(keyed.url)
+    assert still.status_code == 429, still.text
     (worker,) = _children(keyed.process.pid)
     os.kill(worker, signal.SIGKILL)
     stream.close()
