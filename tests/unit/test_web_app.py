@@ -388,6 +388,7 @@ def test_completion_is_enqueued_and_ends_503_without_a_worker(client: FlaskClien
         "images": [],
         "kind": "chat",
         "options": {},  # no tools, structured output or cuts: the answer passes untouched
+        "group": "default",  # the key's account group (docs/accounts-groups.md)
     }
     assert abs(payload["created"] - time.time()) < 10
     # Given up on: the job is dropped from the queue, so a late worker never runs it.
