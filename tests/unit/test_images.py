@@ -390,3 +390,56 @@ def test_one_deadline_over_the_whole_fetch_even_when_bytes_keep_dripping() -> No
     finally:
         server.shutdown()
         server.server_close()
+
+
+class _DripHeaders(http.server.BaseHTTPRequestHandler):
+    """Sends its status line and headers one byte a second: only a whole-fetch deadline ends it."""
+
+    def do_GET(self) -> None:
+        head = b"HTTP/1.1 200 OK\r\n" + b"X-Slow: " + b"a" * 200 + b"\r\n\r\n"
+        try:
+            for byte in head:
+                self.wfile.write(bytes([byte]))
+                self.wfile.flush()
+                time.sleep(1.0)
+        except OSError:
+            pass
+
+    def log_message(self, *args: Any) -> None:
+        pass
+
+
+WORKER_FETCH = """
+from gevent import monkey
+monkey.patch_all()
+import sys
+from service.errors import InvalidRequest
+from workers.image_fetch import ImageFetcher
+fetcher = ImageFetcher(max_bytes=1000, timeout=2.0, allow_private=True)
+try:
+    fetcher.fetch(sys.argv[1], "messages[0].content[1].image_url")
+except InvalidRequest as exc:
+    print(exc.message)
+"""
+
+
+def test_in_the_worker_the_deadline_also_bounds_dripping_headers() -> None:
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), _DripHeaders)
+    server.daemon_threads = True
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    try:
+        done = subprocess.run(  # a gevent-patched process, as the worker is
+            [sys.executable, "-c", WORKER_FETCH, f"http://127.0.0.1:{server.server_address[1]}/x.png"],
+            cwd=Path(__file__).resolve().parents[2],
+            capture_output=True,
+            text=True,
+            timeout=60,  # bounded: the headers alone take over 200 s to arrive
+        )
+        assert "longer than IMAGE_FETCH_TIMEOUT" in done.stdout, done.stderr[-2000:]
+    finally:
+        server.shutdown()
+        server.server_close()
