@@ -68,3 +68,28 @@ def test_an_empty_group_is_a_503_naming_it(redis_client: Redis) -> None:
     with pytest.raises(UpstreamUnavailable) as info:
         scheduler.acquire("owner", group="nobody")
     assert "'nobody'" in info.value.message and info.value.status == 503
+
+
+def test_both_command_lines_know_groups(
+    redis_url: str, redis_client: Redis, capsys: pytest.CaptureFixture[str]
+) -> None:
+    import json
+
+    from service import admin, keys_cli
+
+    env = {"REDIS_URL": redis_url, "SECRET_KEY": "s" * 32, "ADMIN_KEY": "admin-0123456789abcdef"}
+
+    def cli(runner: object, *argv: str) -> tuple[int, dict[str, object]]:
+        code = runner(list(argv), env)  # type: ignore[operator]
+        out = capsys.readouterr().out
+        return code, json.loads(out) if out else {}
+
+    code, account = cli(admin.run, "add", "--cookies", "_U=cli-a", "--group", "team-a")
+    assert code == 0 and account["group"] == "team-a"
+    code, account = cli(admin.run, "update", str(account["id"]), "--group", "team-b")
+    assert code == 0 and account["group"] == "team-b"
+    assert cli(admin.run, "add", "--cookies", "_U=cli-x", "--group", "Bad Group")[0] == 1
+    code, key = cli(keys_cli.run, "create", "--label", "bot", "--group", "team-b")
+    assert code == 0 and key["group"] == "team-b"
+    code, key = cli(keys_cli.run, "update", str(key["id"]), "--group", "team-a")
+    assert code == 0 and key["group"] == "team-a"
