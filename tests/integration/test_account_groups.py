@@ -134,6 +134,8 @@ def test_an_empty_group_is_a_503_naming_it_on_every_surface(groups: Groups) -> N
         timeout=30,
     )
     assert response.status_code == 503 and "'nobody'" in response.json()["error"]["message"]
+    metrics = requests.get(f"{groups.url}/metrics", timeout=30).text
+    assert 'gateway_account_group_unavailable_total{group="nobody"} 2.0' in metrics
 
 
 def test_a_managed_keys_group_and_the_admin_views(groups: Groups) -> None:
