@@ -49,9 +49,13 @@ def admit_write(gw: Gateway) -> None:
 
 
 def check_room(gw: Gateway, owner: str) -> None:
-    """429 if `owner` already keeps KEY_MAX_CONVERSATIONS conversations (0 = no limit)."""
+    """429 if the caller's key already keeps KEY_MAX_CONVERSATIONS conversations (0 = no limit).
+
+    Only keys are capped: an open gateway (no API_KEYS) has no key to hold to a share.
+    """
     cap = gw.settings.key_max_conversations
-    if cap <= 0:
+    caller: Caller | None = g.get("caller")
+    if cap <= 0 or caller is None or caller.id == "open":
         return
     kept = gw.store.count_owned(owner)
     if kept >= cap:
