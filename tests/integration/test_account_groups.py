@@ -17,8 +17,8 @@ import pytest
 import requests
 from redis import Redis
 
-from service.conversations import ConversationStore
-from service.embedded_redis import EmbeddedRedis
+from service.runtime.embedded_redis import EmbeddedRedis
+from service.state.conversations import ConversationStore
 from tests.integration.conftest import body
 from tests.support.simulator import SimulatorProcess
 from tests.support.stack import GunicornServer, WorkerProcess, gateway_env

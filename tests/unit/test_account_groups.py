@@ -10,7 +10,7 @@ from service.accounts import groups
 from service.accounts.registry import Registry
 from service.accounts.scheduler import Scheduler
 from service.errors import InvalidRequest, UpstreamUnavailable
-from service.settings import load_settings
+from service.runtime.settings import load_settings
 
 
 class Clock:

@@ -18,9 +18,9 @@ import pytest
 import yaml
 from referencing import Registry, Resource
 
-from service.settings import SettingsError, load_settings
-from service.web.middleware import OPEN_PATHS
-from workers.pool import GeventWorker
+from service.runtime.settings import SettingsError, load_settings
+from service.web.http.middleware import OPEN_PATHS
+from workers.gevent_worker import GeventWorker
 
 ROOT = Path(__file__).resolve().parents[2]
 SCHEMAS = ROOT / "tests" / "schemas"
@@ -254,7 +254,7 @@ def _flag_value(command: list[str], flag: str) -> str | None:
 
 
 def test_every_shipped_redis_has_a_memory_limit_and_the_chosen_eviction_policy() -> None:
-    from service.embedded_redis import EVICTION_POLICY
+    from service.runtime.embedded_redis import EVICTION_POLICY
 
     compose_command = compose()["services"]["redis"]["command"]
     statefulset = k8s_object("StatefulSet", "copilot-gateway-redis")

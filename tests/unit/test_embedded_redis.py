@@ -8,7 +8,7 @@ import pytest
 import redis
 from redis import Redis
 
-from service.embedded_redis import EmbeddedRedis, read_or_create_secret
+from service.runtime.embedded_redis import EmbeddedRedis, read_or_create_secret
 
 
 def test_a_throwaway_server_needs_no_password_and_leaves_nothing_behind() -> None:
@@ -46,7 +46,7 @@ def test_a_persistent_server_keeps_its_data_and_requires_its_password(tmp_path: 
 
 
 def test_the_launchers_server_has_a_memory_limit_and_the_eviction_policy(tmp_path: Path) -> None:
-    from service.embedded_redis import EVICTION_POLICY
+    from service.runtime.embedded_redis import EVICTION_POLICY
 
     with EmbeddedRedis(data_dir=tmp_path / "redis", password="p" * 20, maxmemory="64mb") as server:
         client = Redis.from_url(server.url)

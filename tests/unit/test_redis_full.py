@@ -15,7 +15,7 @@ from flask.testing import FlaskClient
 from redis import Redis
 from redis.exceptions import ResponseError
 
-from service.embedded_redis import EmbeddedRedis
+from service.runtime.embedded_redis import EmbeddedRedis
 from service.web import create_app
 
 KEY = "sk-full-0123456789abcdef"
