@@ -259,6 +259,10 @@ class CopilotTurnPlayer:
         brief = primed.ack(self.text)  # a priming part: "OK", as the real model would
         if brief is not None:
             return brief
+        memory, account = self.state.accounts, self.socket.account
+        if script.on("memory"):  # the account's long-term memory (`accounts`), not this conversation's
+            return faults.memory_answer(memory.recollect(account, self.conversation.id))
+        memory.remember(account, self.conversation.id, script.prompt)
         seen = [*self.conversation.context, *([self.page] if self.page else [])]  # injected context
         scripted = tool_model.answer(self.text, [*seen, *(turn.user for turn in self.conversation.turns)])
         if scripted is not None:

@@ -206,6 +206,10 @@ class TurnPlayer:
         brief = primed.ack(self.text)  # a priming part: "OK", as the real model would
         if brief is not None:
             return brief
+        memory = self.state.accounts
+        if script.on("memory"):  # the account's long-term memory (`accounts`), not this conversation's
+            return faults.memory_answer(memory.recollect(self.account, self.conversation.id))
+        memory.remember(self.account, self.conversation.id, script.prompt)
         seen = [*self.conversation.context, *self.descriptions]  # injected context
         scripted = tool_model.answer(self.text, [*seen, *(turn.user for turn in self.conversation.turns)])
         if scripted is not None:
