@@ -14,6 +14,7 @@ from typing import Any
 
 from service.errors import InvalidRequest
 from service.tools import prompts
+from service.tools.hosted import is_hosted
 from service.tools.options import CHOICES, OutputFormat, Tool, TurnOptions
 
 
@@ -73,8 +74,8 @@ def _tool(item: Any, where: str, *, nested: bool, hosted: bool) -> Tool | None:
 def _offered(item: dict[str, Any], where: str, *, hosted: bool) -> bool:
     """A function tool is offered; a `hosted` surface's other tools are skipped; else a 400."""
     kind = item.get("type", "function")
-    if hosted and kind not in ("function", None) and not (kind == "custom" and "input_schema" in item):
-        return False
+    if hosted and is_hosted(item):
+        return False  # named in the answer instead (service.tools.hosted, service.web.hosted_note)
     if kind not in ("function", "custom"):
         raise _bad(f"{where}.type", f"only function tools are supported, not {json.dumps(item.get('type'))}.")
     return True

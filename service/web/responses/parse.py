@@ -29,6 +29,7 @@ from typing import TYPE_CHECKING, Any
 from service.errors import InvalidRequest, NotFound
 from service.limits import check_prompt
 from service.models import Aliases, find_model
+from service.tools import hosted
 from service.tools.openai_params import check_emulation, parse_choice, parse_format, parse_tools
 from service.tools.options import TurnOptions
 from service.web.http.schema_errors import missing as _missing
@@ -52,6 +53,7 @@ class ResponsesRequest:
     store: bool = True
     metadata: dict[str, str] = dataclasses.field(default_factory=dict)
     echo: dict[str, Any] = dataclasses.field(default_factory=dict)
+    unoffered: tuple[str, ...] = ()  # hosted tools left out (service.tools.hosted)
 
 
 def _invalid(message: str, param: str, code: str = "invalid_value") -> InvalidRequest:
@@ -245,4 +247,5 @@ def parse_responses_request(
         store=True if store is None else store,
         metadata=parse_metadata(body),
         echo=echo,
+        unoffered=hosted.unoffered(body.get("tools")),
     )
