@@ -1,112 +1,22 @@
-"""How one request becomes upstream turns: the text, the priming parts, and how many turns in all.
+"""How many upstream turns one request costs, and the cap on them.
 
-The upstream takes about 10 KB of text per turn (B5a: `text-too-long` over ~10,240
-characters, and page context is kept within the same limit), while agent clients open
-with 40–85 KB: Codex CLI's developer instructions, Claude Code's system prompt, or a
-long history a stateless client brings to a fresh conversation. Cutting that away
-would change what the model is told, so a new upstream conversation is *primed*
-instead: the context (and, if it is itself too long, the user's message) goes over in
-parts of at most `UPSTREAM_MAX_TURN_CHARS`, each as a turn of its own whose answer is
-dropped, and then the real turn asks the question.
-
-Every one of those turns costs the account a turn of its per-minute budget, so a request
-may cause at most MAX_UPSTREAM_TURNS_PER_REQUEST of them (`upstream_turns`, counting
-the priming parts, the turn itself and the one repair turn tools or structured output
-may need). Both tiers run the same pure functions: the web tier refuses a request over
-the cap before anything is enqueued (`check_turns`), and the worker plans what it sends
-with `directives` and `plan`, so the door's count is the worker's.
+One request can become several upstream turns: priming parts when its context is more
+than one turn carries (`service.priming`), the turn itself, and one repair turn when tools
+or a response format are asked for. Every one costs the account a turn of its per-minute
+budget, so a request may cause at most MAX_UPSTREAM_TURNS_PER_REQUEST of them. Both tiers
+count with the same pure functions: the web tier refuses a request over the cap before
+anything is enqueued (`service.web.pipeline.turn_cost`), and the worker plans what it
+sends with `directives` and `priming.plan`, so the door's count is the worker's.
 """
 
 from __future__ import annotations
 
-import dataclasses
 from collections.abc import Sequence
 
+from service import priming
 from service.errors import InvalidRequest
 from service.tools import prompts
 from service.tools.options import TurnOptions
-
-PART = (
-    "[Context part {index} of {total}. Read it and reply only with OK; my question follows "
-    "after the last part.]\n\n{text}"
-)
-FINAL = "[That was the last context part.]\n\n{prompt}"
-LONG_PROMPT = "[My message was the last context part. Answer it now.]"
-OVERHEAD = len(PART.format(index=999, total=999, text=""))
-
-
-@dataclasses.dataclass(frozen=True)
-class Plan:
-    """What to send: `primers` (answers dropped), then `text` as the turn the client sees.
-
-    `inject` says whether the history and system prompt still travel with `text` the
-    ordinary way (they fit in one turn), or were primed and must not be injected again.
-    """
-
-    primers: tuple[str, ...]
-    text: str
-    inject: bool
-
-
-def flatten_context(history: Sequence[tuple[str, str]], system: str, max_chars: int) -> str:
-    """Earlier messages as one page of context text, newest kept when over `max_chars`.
-
-    Over `max_chars`, the system block stays (cut only if it alone is too long) and the
-    newest messages that fit are kept: the oldest whole messages go first, since the
-    model needs the recent exchange most and a cut message reads as garbage.
-    """
-    system_block = f"[system](#additional_instructions)\n{system}" if system.strip() else ""
-    blocks = []
-    for role, content in history:
-        if role not in ("user", "assistant"):
-            raise ValueError(f"history role must be 'user' or 'assistant', not {role!r}")
-        if content.strip():
-            blocks.append(f"[{role}](#message)\n{content}")
-    if len(system_block) >= max_chars:
-        return system_block[:max_chars]
-    kept: list[str] = []
-    used = len(system_block)
-    for block in reversed(blocks):
-        cost = len(block) + (2 if used else 0)
-        if used + cost > max_chars:
-            break
-        kept.append(block)
-        used += cost
-    kept.reverse()
-    return "\n\n".join(([system_block] if system_block else []) + kept)
-
-
-def split(text: str, size: int) -> list[str]:
-    """`text` in pieces of at most `size` characters, cut at a paragraph or line end where possible."""
-    pieces: list[str] = []
-    rest = text
-    while len(rest) > size:
-        cut = max(rest.rfind("\n\n", 0, size), rest.rfind("\n", 0, size))
-        if cut < size // 2:
-            cut = size
-        pieces.append(rest[:cut])
-        rest = rest[cut:].lstrip("\n")
-    if rest.strip():
-        pieces.append(rest)
-    return pieces
-
-
-def plan(
-    prompt: str, history: Sequence[tuple[str, str]], system: str, *, budget: int, max_context: int
-) -> Plan:
-    """How to start a new upstream conversation within `budget` characters per turn."""
-    context = flatten_context(history, system, max_context) if (history or system.strip()) else ""
-    if len(context) <= budget and len(prompt) <= budget:
-        return Plan((), prompt, inject=True)
-    body = context
-    long_prompt = len(prompt) > budget - len(FINAL)
-    if long_prompt:
-        body = f"{body}\n\n[user](#message)\n{prompt}" if body else prompt
-    pieces = split(body, budget - OVERHEAD)
-    primers = tuple(
-        PART.format(index=i, total=len(pieces), text=piece) for i, piece in enumerate(pieces, start=1)
-    )
-    return Plan(primers, LONG_PROMPT if long_prompt else FINAL.format(prompt=prompt), inject=False)
 
 
 def directives(
@@ -159,8 +69,8 @@ def upstream_turns(
         budget=budget,
         max_context=max_context,
     )
-    primed = plan(text, history, system, budget=budget, max_context=max_context)
-    return len(primed.primers) + 1 + repairs(options)
+    primed = priming.plan(text, history, system, budget=budget, max_context=max_context)
+    return primed.turns + repairs(options)
 
 
 def too_many_turns(turns: int, cap: int, *, param: str = "messages") -> InvalidRequest:

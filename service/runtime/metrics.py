@@ -107,7 +107,18 @@ ACCOUNT_IN_FLIGHT = Gauge(
     multiprocess_mode="livesum",
 )
 
+GROUP_TURNS = Counter(
+    "gateway_account_group_turns",
+    "Turns that took a slot on an upstream account, by the account group of their key.",
+    ["group"],
+)
+
 # --- both tiers -------------------------------------------------------------------------
+GROUP_UNAVAILABLE = Counter(
+    "gateway_account_group_unavailable",
+    "Turns refused because their key's account group has no account, by group (operator-named).",
+    ["group"],
+)
 REDIS_ERRORS = Counter(
     "gateway_redis_errors",
     "Redis operations that failed, by tier (web, worker).",
@@ -143,7 +154,8 @@ def registry() -> CollectorRegistry:
     if directory is None:
         return DEFAULT_REGISTRY
     merged = CollectorRegistry()
-    multiprocess.MultiProcessCollector(merged, path=directory)
+    # prometheus_client leaves this constructor unannotated.
+    multiprocess.MultiProcessCollector(merged, path=directory)  # type: ignore[no-untyped-call]
     return merged
 
 

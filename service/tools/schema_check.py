@@ -127,7 +127,9 @@ def _safe_class(draft: type[Any]) -> type[Any]:
     keywords.update(
         pattern=_pattern, patternProperties=_pattern_properties, additionalProperties=_additional_properties
     )
-    safe = validators.extend(draft, {name: _budgeted(fn) for name, fn in keywords.items()})
+    safe: type[Any] = validators.extend(  # type: ignore[no-untyped-call]  # jsonschema's stubs leave it untyped
+        draft, {name: _budgeted(fn) for name, fn in keywords.items()}
+    )
     _SAFE[draft.__name__] = safe
     return safe
 

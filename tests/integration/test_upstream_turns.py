@@ -16,6 +16,7 @@ from typing import Any
 import pytest
 from redis import Redis
 
+from service import priming
 from tests.integration.conftest import Stack, body
 
 
@@ -96,14 +97,15 @@ def test_every_priming_turn_is_an_entry_of_the_accounts_minute(gateway: Stack) -
     response = gateway.post({"model": "copilot", "messages": messages})
     assert response.status_code == 200, response.text
     sent = upstream_turns(gateway) - turns
-    assert sent == 4  # 26 KB of history: three priming parts, then the question
+    pairs = [(m["role"], m["content"]) for m in history]
+    assert sent == priming.upstream_turns("hi", pairs, "", budget=10_000, max_context=32_000) >= 3  # primed
     assert ledger(gateway.redis) - entries == sent
 
 
 @pytest.mark.dialects("copilot", reason="Copilot's 10 KB turn is what priming splits for")
 def test_the_largest_admissible_request_sends_what_the_door_counted(gateway: Stack) -> None:
-    """At the cap: 30 KB of system text and 63 KB of tool schemas are 10 priming parts and the
-    turn (the repair the door also reserves is not needed: the scripted model answers in text).
+    """At the cap: 30 KB of system text and 72 KB of tool schemas are 10 priming parts and the
+    last part that asks (the repair the door also reserves is not needed: the scripted model answers in text).
     The worker sends exactly the parts the door counted, and each is an entry of the ledger."""
     from service import turn_plan
     from service.tools.openai_params import parse_tools
@@ -113,7 +115,7 @@ def test_the_largest_admissible_request_sends_what_the_door_counted(gateway: Sta
     heavy = {
         "model": "copilot",
         "messages": [{"role": "system", "content": system}, {"role": "user", "content": "hi"}],
-        "tools": tools(7, 9_000),
+        "tools": tools(8, 9_000),
     }
     options = TurnOptions(tools=parse_tools(heavy["tools"]))
     counted = turn_plan.upstream_turns("hi", [], system, options, budget=10_000, max_context=32_000)

@@ -8,7 +8,7 @@ from typing import Any
 import pytest
 from redis import Redis
 
-from service import turn_plan
+from service import priming, turn_plan
 from service.access import ratelimit
 from service.access.keys import Limits
 from service.access.ratelimit import Caller
@@ -18,7 +18,7 @@ from service.runtime.settings import Settings
 from service.tools.options import OutputFormat, Tool, TurnOptions
 from service.web.pipeline import quota
 from service.web.pipeline.answer import Answer
-from workers import priming, turn_budget
+from workers import turn_budget
 from workers.tooling import Shaping
 
 BUDGET, CONTEXT = 10_000, 32_000
@@ -92,7 +92,8 @@ def test_a_failed_turn_that_reached_the_upstream_is_charged_its_input(redis_clie
 
 
 def test_the_door_charges_the_keys_minute_for_every_certain_turn(redis_url: str) -> None:
-    """26 KB of history is three priming parts and the turn: four entries of the key's minute."""
+    """26 KB of history is two priming parts and the last part that asks: three entries of the key's
+    minute (`priming.upstream_turns`)."""
     from service.web import create_app
 
     admin = {"Authorization": "Bearer turn-budget-admin-key-0123456789ab"}
@@ -120,14 +121,17 @@ def test_the_door_charges_the_keys_minute_for_every_certain_turn(redis_url: str)
     }
     response = client.post("/v1/chat/completions", json=body, headers={"Authorization": f"Bearer {key}"})
     assert response.status_code == 404, response.get_data(as_text=True)
-    assert response.headers["x-ratelimit-remaining-requests"] == "6"
+    pairs = [(m["role"], m["content"]) for m in history]
+    turns = priming.upstream_turns("hi", pairs, "", budget=10_000, max_context=32_000)
+    assert turns == 3
+    assert response.headers["x-ratelimit-remaining-requests"] == str(10 - turns)
     plain = {
         "model": "copilot",
         "messages": [{"role": "user", "content": "hi"}],
         "conversation_id": "conv_missing",
     }
     response = client.post("/v1/chat/completions", json=plain, headers={"Authorization": f"Bearer {key}"})
-    assert response.headers["x-ratelimit-remaining-requests"] == "5"
+    assert response.headers["x-ratelimit-remaining-requests"] == str(10 - turns - 1)
 
 
 def test_a_request_never_passes_the_cap_across_failovers() -> None:

@@ -6,6 +6,7 @@ upstream conversation is new (the upstream remembers the rest); both dialects in
 them as one block of text in the shape Bing's own "chat about this page" feature
 uses — `[system](#additional_instructions)`, `[user](#message)`, `[assistant](#message)`
 blocks — ChatHub through `previousMessages`, Copilot through its context channel.
+`flatten_context` lives in `service.priming` (pure, so the web tier can count turns too).
 `max_context_chars` is CONTEXT_MAX_CHARS; a dialect whose upstream accepts less lowers it
 to `service.limits.context_budget` (Copilot's page context: ~10,240 characters).
 """
@@ -14,9 +15,7 @@ from __future__ import annotations
 
 import dataclasses
 
-from service.turn_plan import flatten_context
-
-__all__ = ["TurnImage", "TurnInput", "flatten_context"]
+from service.priming import flatten_context as flatten_context  # re-exported (pure, shared with the web)
 
 
 @dataclasses.dataclass(frozen=True)

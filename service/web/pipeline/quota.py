@@ -2,13 +2,16 @@
 
 Every response to a request by a key with limits carries OpenAI's `x-ratelimit-*`
 headers (a turn's from its admission, other endpoints' from a read-only look). The
-completions view calls `admit(gw, model)` once the request is parsed (so the model is
-known). An admitted turn holds a *ticket*: its key and its turn-slot lease. The `Run`
-serving the response takes the ticket (`take_ticket`) and settles it in `Run.close` —
+pipeline calls `admit(gw, caller, model)` once the request is parsed (so the model is
+known) and keeps the `Admission` on the request (`g.rate`, `g.ticket`: this module's hooks
+read them). An admitted turn holds a *ticket*: its key and its turn-slot lease. The `Run`
+serving the response takes the ticket and settles it in `Run.close` —
 when the last byte of a stream is sent or the client goes away, which is after this
 request's context is gone, hence the ticket carries the caller. A request that fails
 before a `Run` takes its ticket settles it as an error in teardown, so no path leaks a
-slot (and a dead process's slots expire with their lease).
+slot. The slot's lease is short and renewed while the ticket is held
+(`service.web.pipeline.slot_leases`), so a dead process's slots free themselves within about two
+KEY_SLOT_LEASE_SECONDS.
 
 A model the key may not use is a 403 `model_not_found`, as OpenAI answers a project
 without access to a model (a 404 would claim the model does not exist).
@@ -33,6 +36,7 @@ from service.runtime import metrics
 from service.runtime.settings import Settings
 from service.tokens import count_messages, count_text
 from service.web.http.extension import Gateway, gateway
+from service.web.pipeline import slot_leases
 
 log = logging.getLogger(__name__)
 
@@ -41,7 +45,6 @@ LIMIT_NAMES = {
     ratelimit.RPM: "rpm",
     ratelimit.CONCURRENT: "max_concurrent",
 }
-LEASE_MARGIN = 30.0  # seconds beyond the longest a turn can take, before a lost slot frees itself
 
 
 def defaults(settings: Settings) -> Limits:
@@ -61,6 +64,7 @@ class Ticket:
     caller: Caller
     lease: str
     settled: bool = False
+    renewer: slot_leases.SlotLeases | None = None  # renews the slot's lease until it is settled
 
     def settle(self, redis: Redis, terminal: Terminal | None, answer: Any | None) -> None:
         """Free the turn slot; record tokens and errors. Never raises.
@@ -74,6 +78,8 @@ class Ticket:
         if self.settled:
             return
         self.settled = True
+        if self.renewer is not None:
+            self.renewer.drop(self.lease)
         failed = isinstance(terminal, Failed)
         # A failed turn that reached the upstream still sent the request's text there.
         sent = not failed or (isinstance(terminal, Failed) and terminal.upstream_turns > 0)
@@ -97,14 +103,24 @@ class Ticket:
             log.warning("event=usage_not_recorded key_id=%s", self.caller.id, exc_info=True)
 
 
-def admit(gw: Gateway, model: str, *, turns: int = 1) -> None:
-    """Check the caller's model access and limits for one request; raises 403/429, else holds a ticket.
+@dataclasses.dataclass(frozen=True)
+class Admission:
+    """The key's answer for one turn: the decision (its response headers) and a ticket, or the 429."""
 
-    `turns` is what the request costs upstream (`turn_cost`): that many entries of the key's minute.
+    decision: ratelimit.Decision
+    ticket: Ticket | None  # None when refused
+    error: ApiError | None  # the 429 to raise once the decision is kept for the headers
+
+
+def admit(gw: Gateway, caller: Caller | None, model: str, *, turns: int = 1) -> Admission | None:
+    """Check the caller's model access and limits for one turn (None: the caller has no limits).
+
+    Raises the 403 for a model the key may not use; a refused turn's `Admission` carries its 429.
+    `turns` is what the request surely costs upstream (`turn_cost`): that many entries of the
+    key's minute.
     """
-    caller: Caller | None = g.get("caller")
     if caller is None or caller.id == "open":
-        return
+        return None
     if not caller.limits.allows(model):
         metrics.KEY_LIMITED.labels(limit="models").inc()
         raise ApiError(
@@ -114,28 +130,18 @@ def admit(gw: Gateway, model: str, *, turns: int = 1) -> None:
             code="model_not_found",
             param="model",
         )
-    settings = gw.settings
-    decision = ratelimit.admit(
-        gw.redis,
-        caller,
-        lease_seconds=settings.job_timeout + settings.queue_wait_timeout + LEASE_MARGIN,
-        turns=turns,
-    )
-    g.rate = decision
+    renewer = slot_leases.slot_leases()
+    decision = ratelimit.admit(gw.redis, caller, lease_seconds=renewer.lease_seconds, turns=turns)
     error = decision.error(caller)
     if error is not None:
         limit = LIMIT_NAMES[decision.status]
         log.info("event=key_limited key_id=%s limit=%s", caller.id, limit)
         metrics.KEY_LIMITED.labels(limit=limit).inc()
-        raise error
-    g.ticket = Ticket(caller, decision.lease)
-
-
-def take_ticket() -> Ticket | None:
-    """Hand this request's ticket to the `Run` that will settle it when the response ends."""
-    ticket = g.get("ticket")
-    g.ticket = None
-    return ticket
+        return Admission(decision, None, error)
+    ticket = Ticket(caller, decision.lease, renewer=renewer)
+    if caller.limits.max_concurrent:
+        renewer.hold(ratelimit.turns_key(caller.id), decision.lease)
+    return Admission(decision, ticket, None)
 
 
 def _headers(response: Response) -> Response:
@@ -161,5 +167,7 @@ def _settle_unclaimed(_exc: BaseException | None) -> None:
 
 def init_app(app: Flask) -> None:
     """Register the response-header hook and the teardown that settles unclaimed tickets."""
+    gw: Gateway = app.extensions["gateway"]
+    slot_leases.init_app(app, gw.redis, gw.settings.key_slot_lease_seconds)
     app.after_request(_headers)
     app.teardown_request(_settle_unclaimed)

@@ -34,6 +34,7 @@ from service.turns import TurnRequest, enqueue_turn, new_completion_id
 from service.web.http.errors import redis_unavailable
 from service.web.http.extension import Gateway
 from service.web.pipeline import admission, quota, turn_cost
+from service.web.pipeline import conversation_limits as limits
 from service.web.pipeline.request import Bounds, ChatRequest
 from service.web.pipeline.resolve import resolve
 from service.web.pipeline.respond import MakeRenderer, answer_turn
@@ -42,8 +43,6 @@ from service.web.pipeline.run import Run
 log = logging.getLogger(__name__)
 
 ATTACH_POLL = 1.0  # fallback re-check of a claim while its first request resolves
-
-
 
 
 def submit(
@@ -66,8 +65,10 @@ def submit(
     owner: str = g.owner  # the request's caller, read once here: helpers take it as an argument
     g.model = chat.model  # labels this request's metrics (service.web.http.telemetry)
     turns = turn_cost.check(chat, gw.settings, param=param)  # 400 over MAX_UPSTREAM_TURNS_PER_REQUEST
-    admission.admit(owner)  # 429 at once if the account pool's line is too long
-    quota.admit(gw, chat.model, turns=turns)  # the key's model access and limits: 403/429, or a ticket
+    group = admission.caller_group()  # the key's account group: its turns run on no other accounts
+    admission.admit(owner, group)  # 429 at once if the group's line is too long; 503 if it is empty
+    # The key's model access and limits (403/429), charged the turns the request surely costs.
+    _keep(quota.admit(gw, g.get("caller"), chat.model, turns=turns))
     key = _idempotency_key()
     completion_id, created = completion_id or new_completion_id(), int(time.time())
     mine = idempotency.Claim(completion_id, idempotency.body_digest(raw), created=created)
@@ -76,12 +77,41 @@ def submit(
         if attached is not None:
             return attached
     try:
-        run = _begin(gw, owner, chat, key, mine, store=store)
+        run = _begin(gw, owner, chat, key, mine, store=store, group=group)
     except BaseException:
         if key is not None:  # nothing will fulfil the claim: a retry must run afresh at once
             _release_claim(gw, owner, key, completion_id)
         raise
-    return answer_turn(gw, run, chat, make)
+    return _answer(gw, run, chat, make)
+
+
+def _keep(admitted: quota.Admission | None) -> None:
+    """Keep the key's admission on the request: its headers, and the ticket a `Run` will take.
+
+    `quota`'s after-request hook reads `g.rate`; its teardown settles a ticket no `Run` took.
+    """
+    if admitted is None:
+        return
+    g.rate = admitted.decision
+    if admitted.error is not None:
+        raise admitted.error
+    g.ticket = admitted.ticket
+
+
+def _take_ticket() -> quota.Ticket | None:
+    """Hand this request's ticket to the `Run` that will settle it when the response ends."""
+    ticket: quota.Ticket | None = g.get("ticket")
+    g.ticket = None
+    return ticket
+
+
+def _answer(gw: Gateway, run: Run, chat: ChatRequest, make: MakeRenderer) -> Response:
+    """`answer_turn`, then the turns left that a collected answer's limits event reported (a header)."""
+    try:
+        return answer_turn(gw, run, chat, make)
+    finally:
+        if run.turns_remaining is not None:
+            g.turns_remaining = run.turns_remaining
 
 
 def bounds(gw: Gateway) -> Bounds:
@@ -119,12 +149,21 @@ def _release_claim(gw: Gateway, owner: str, key: str, completion_id: str) -> Non
 
 
 def _begin(
-    gw: Gateway, owner: str, chat: ChatRequest, key: str | None, mine: idempotency.Claim, *, store: bool
+    gw: Gateway,
+    owner: str,
+    chat: ChatRequest,
+    key: str | None,
+    mine: idempotency.Claim,
+    *,
+    store: bool,
+    group: str,
 ) -> Run:
     """Resolve the conversation and start the turn (the claim, if any, is taken)."""
     completion_id, created = mine.completion_id, mine.created
     refs = park(gw.redis, chat.images)  # before the lock: nothing to free if Redis fails here
     resolution = resolve(gw, chat, owner)
+    if not resolution.continues:  # a new conversation (nothing locked): within KEY_MAX_CONVERSATIONS?
+        limits.check_room(gw, owner)
     turn = TurnRequest(
         completion_id=completion_id,
         conversation_id=resolution.conversation_id,
@@ -142,6 +181,9 @@ def _begin(
         options=chat.options,
         kind=chat.kind,
         image_format=chat.image_format,
+        instructions=resolution.instructions,
+        carried=resolution.carried.to_json() if resolution.carried else {},
+        group=group,
     )
     if key is not None:
         idempotency.record(
@@ -151,7 +193,7 @@ def _begin(
     bind_turn(job_id=turn.completion_id, conversation_id=turn.conversation_id)  # on every log line
     if resolution.turns_remaining is not None:
         g.turns_remaining = resolution.turns_remaining
-    run = Run(turn, _start(gw, turn), idempotency_key=key, ticket=quota.take_ticket())
+    run = Run(turn, _start(gw, turn), idempotency_key=key, ticket=_take_ticket())
     log.info(
         "event=completion_enqueued completion_id=%s conversation_id=%s model=%s stream=%s how=%s",
         turn.completion_id,
@@ -227,8 +269,8 @@ def _attach(
     sub = _subscribe(gw, turn.completion_id)
     sub.catch_up()
     log.info("event=completion_attached completion_id=%s", turn.completion_id)
-    run = Run(turn, sub, idempotency_key=key, attached=True, ticket=quota.take_ticket())
-    return answer_turn(gw, run, chat, make)
+    run = Run(turn, sub, idempotency_key=key, attached=True, ticket=_take_ticket())
+    return _answer(gw, run, chat, make)
 
 
 def _subscribe(gw: Gateway, completion_id: str) -> Subscription:
@@ -253,7 +295,3 @@ def _start(gw: Gateway, turn: TurnRequest) -> Subscription:
             locks.release(gw.redis, turn.conversation_id, turn.lock_token)
         raise
     return sub
-
-
-
-
