@@ -400,15 +400,17 @@ class RelayHub:
                 for waiter in list(self._waiters.get(channel, ())):
                     waiter.set()
                 continue
-            with self._lock:
-                subs = list(self._subs.get(channel, ()))
-                if kind == "subscribe" and subs:
-                    self._live.add(channel)
-                    for sub in subs:
-                        sub._confirmed.set()
-            if kind == "subscribe":
-                continue
-            if kind == "message" and subs:
-                event = json.loads(message["data"])
+            self._deliver(channel, kind, message)
+
+    def _deliver(self, channel: str, kind: str, message: dict[str, Any]) -> None:
+        """A completion channel's confirmation or event, to every subscription that follows it."""
+        with self._lock:
+            subs = list(self._subs.get(channel, ()))
+            if kind == "subscribe" and subs:
+                self._live.add(channel)
                 for sub in subs:
-                    sub._queue.put(dict(event))
+                    sub._confirmed.set()
+        if kind == "message" and subs:
+            event = json.loads(message["data"])
+            for sub in subs:
+                sub._queue.put(dict(event))
