@@ -86,22 +86,27 @@ def list_accounts() -> Response:
 
 @blueprint.post("/accounts")
 def add_account() -> tuple[Response, int]:
-    """Add an account."""
+    """Add an account (cookies and identity from `curl` / `har`, or given field by field)."""
     reg = registry()
-    account = manage.add(reg, manage.parse_changes(request.get_json(silent=True), creating=True))
-    return jsonify(manage.views(reg, [account])[0]), 201
+    changes, warnings = manage.parse_request(request.get_json(silent=True), creating=True, host=_host())
+    account = manage.add(reg, changes)
+    return jsonify({**manage.views(reg, [account])[0], "warnings": warnings}), 201
 
 
 @blueprint.patch("/accounts/<account_id>")
 def update_account(account_id: str) -> Response:
     """Refresh, enable/disable, or change the limits of an account."""
     reg = registry()
-    changes = manage.parse_changes(request.get_json(silent=True), creating=False)
+    changes, warnings = manage.parse_request(request.get_json(silent=True), creating=False, host=_host())
     try:
         account = manage.update(reg, account_id, changes)
     except AccountNotFound:
         raise _not_found(account_id) from None
-    return jsonify(manage.views(reg, [account])[0])
+    return jsonify({**manage.views(reg, [account])[0], "warnings": warnings})
+
+
+def _host() -> str:
+    return manage.upstream_host(gateway().settings)
 
 
 @blueprint.delete("/accounts/<account_id>")
