@@ -85,13 +85,18 @@ def account_transport(settings: Settings, account: Credentials) -> Any:
 
 
 def build_client(
-    settings: Settings, account: Credentials, *, on_cookies: Callable[[str], None] | None = None
+    settings: Settings,
+    account: Credentials,
+    *,
+    on_cookies: Callable[[str], None] | None = None,
+    transport: Any = None,
 ) -> Client:
     """The client of the configured dialect, speaking as one account of the pool.
 
     `on_cookies(header)` receives the account's cookie header whenever the upstream changed
     it (Copilot's anonymous session, rotated cookies), so the pool can persist it for every
-    worker (`workers.account_pool.Pool.cookie_sink`).
+    worker (`workers.account_pool.Pool.cookie_sink`). `transport` replaces the account's own
+    (`account_transport`): `workers.account_check` wraps it to record each call.
     """
     if settings.upstream == "bing":
         from workers.upstream.bing import BingClient
@@ -103,13 +108,13 @@ def build_client(
             connect_timeout=settings.upstream_connect_timeout,
             first_token_timeout=settings.upstream_first_token_timeout,
             idle_timeout=settings.upstream_idle_timeout,
-            transport=account_transport(settings, account),
+            transport=transport or account_transport(settings, account),
         )
     if settings.upstream == "copilot":
         from workers.upstream.copilot_client import USER_AGENT, CopilotClient
         from workers.upstream.copilot_session import browser_session
 
-        transport = account_transport(settings, account)
+        transport = transport or account_transport(settings, account)
         return CopilotClient(
             base_url=settings.copilot_url,
             cookies=account.cookies,

@@ -20,8 +20,8 @@ from __future__ import annotations
 
 import logging
 import threading
-import warnings
 import time
+import warnings
 from collections.abc import Callable, Mapping
 from typing import Any, cast
 
