@@ -10,7 +10,10 @@ that applies them is `cloudflare`. Pure: no I/O.
 **Where the values come from**: measured on 2026-12-07 from curl_cffi 0.17.0 (its BoringSSL
 builds of every `impersonate` target, `curl_cffi.requests.BrowserType`) against the
 simulator's TLS port; `tests/unit/test_sim_tls.py` connects with every target and checks
-each still classifies as its own browser, and that Python's `ssl` does not. The Chromium
+each still classifies as its own browser, and that Python's `ssl` does not. A browser sends
+two fingerprints: REST connections offer ALPN `h2,http/1.1`, websocket connections only
+`http/1.1` (and Chromium then drops its ALPS extension), so each profile has a REST and a
+websocket entry, and one clearance must cover both (`same_browser`). The Chromium
 values agree with FoxIO's published Chrome JA4 (`t13d1516h2_8daaf6152771_…`). Edge shares
 Chrome's fingerprints (`edge99`/`edge101` = Chromium 99-101). The SNI flag (`d`/`i`, 4th
 character) is ignored: the same client connects by name or by address. Major versions are
@@ -29,25 +32,39 @@ SLACK = {CHROMIUM: 8, FIREFOX: 8, SAFARI: 1}
 """How many major versions beyond a fingerprint's measured range a UA may claim."""
 
 FINGERPRINTS: dict[str, tuple[str, int, int]] = {
-    # Chromium (chrome99 … chrome152, edge99/101, chrome*_android, chrome*_macos)
-    "t13d1516h2_8daaf6152771_e5627efa2ab1": (CHROMIUM, 99, 116),
-    "t13d1516h2_8daaf6152771_02713d6af862": (CHROMIUM, 119, 131),
-    "t13d1516h2_8daaf6152771_d8a2da3f94cd": (CHROMIUM, 133, 146),
-    "t13d1516h2_8daaf6152771_806a8c22fdea": (CHROMIUM, 150, 151),
-    "t13d1517h2_8daaf6152771_cb7bf5808d99": (CHROMIUM, 152, 152),
-    # Firefox (firefox133 … firefox155; tor145 is Tor Browser 14.5, a Firefox 128 ESR)
-    "t13d1716h2_5b57614c22b0_eeeea6562960": (FIREFOX, 133, 133),
-    "t13d1717h2_5b57614c22b0_3cbfd9057e0d": (FIREFOX, 135, 147),
-    "t13d1617h2_86a278354501_3cbfd9057e0d": (FIREFOX, 153, 153),
-    "t13d1517h2_8daaf6152771_3cbfd9057e0d": (FIREFOX, 154, 155),
-    "t13d1513h2_8daaf6152771_748f4c70de1c": (FIREFOX, 128, 128),
-    # Safari (safari153 … safari270, desktop and iOS; majors are the `Version/` token)
-    "t13d2613h2_2802a3db6c62_845d286b0d67": (SAFARI, 15, 15),
-    "t13d2014h2_a09f3c656075_14788d8d241b": (SAFARI, 15, 17),
-    "t13d2014h2_a09f3c656075_e42f34c56612": (SAFARI, 18, 18),
-    "t13d2014h2_a09f3c656075_d0a99439f9b1": (SAFARI, 26, 26),
-    "t13d2015h2_a09f3c656075_c258b721e490": (SAFARI, 26, 26),
-    "t13d2013h2_a09f3c656075_7f0f34a4126d": (SAFARI, 26, 27),
+    # JA4: (family, lowest major, highest major),  # connection kind: the curl_cffi targets measured
+    "t13d1515h1_8daaf6152771_de4a06bb82e3": (CHROMIUM, 99, 116),  # websocket: edge99, edge101, chrome99, …
+    "t13d1516h2_8daaf6152771_e5627efa2ab1": (CHROMIUM, 99, 116),  # REST: edge99, edge101, chrome99, chrom…
+    "t13d1515h1_8daaf6152771_0a20fe35d3a5": (CHROMIUM, 119, 146),  # websocket: chrome119, chrome120, chro…
+    "t13d1516h2_8daaf6152771_02713d6af862": (CHROMIUM, 119, 131),  # REST: chrome119, chrome120, chrome123…
+    "t13d1516h1_8daaf6152771_1a63afa7c478": (CHROMIUM, 131, 131),  # websocket: chrome131_android
+    "t13d1516h2_8daaf6152771_d8a2da3f94cd": (CHROMIUM, 133, 146),  # REST: chrome136, chrome142, chrome145…
+    "t13d1515h1_8daaf6152771_e4c2b8c727f2": (CHROMIUM, 150, 151),  # websocket: chrome150, chrome151, chro…
+    "t13d1516h2_8daaf6152771_806a8c22fdea": (CHROMIUM, 150, 151),  # REST: chrome150, chrome151, chrome151…
+    "t13d1516h1_8daaf6152771_5b37b36a67c0": (CHROMIUM, 152, 152),  # websocket: chrome152, chrome152_macos
+    "t13d1517h2_8daaf6152771_cb7bf5808d99": (CHROMIUM, 152, 152),  # REST: chrome152, chrome152_macos
+    "t13d1513h1_8daaf6152771_748f4c70de1c": (FIREFOX, 128, 128),  # websocket: tor145
+    "t13d1513h2_8daaf6152771_748f4c70de1c": (FIREFOX, 128, 128),  # REST: tor145
+    "t13d1714h1_5b57614c22b0_d390cef08237": (FIREFOX, 133, 133),  # websocket: firefox133
+    "t13d1716h2_5b57614c22b0_eeeea6562960": (FIREFOX, 133, 133),  # REST: firefox133
+    "t13d1715h1_5b57614c22b0_8460c7ec26ba": (FIREFOX, 135, 147),  # websocket: firefox135, firefox144, fir…
+    "t13d1717h2_5b57614c22b0_3cbfd9057e0d": (FIREFOX, 135, 147),  # REST: firefox135, firefox144, firefox147
+    "t13d1617h1_86a278354501_3cbfd9057e0d": (FIREFOX, 153, 153),  # websocket: firefox153
+    "t13d1617h2_86a278354501_3cbfd9057e0d": (FIREFOX, 153, 153),  # REST: firefox153
+    "t13d1517h1_8daaf6152771_3cbfd9057e0d": (FIREFOX, 154, 155),  # websocket: firefox154, firefox155
+    "t13d1517h2_8daaf6152771_3cbfd9057e0d": (FIREFOX, 154, 155),  # REST: firefox154, firefox155
+    "t13d2014h1_a09f3c656075_14788d8d241b": (SAFARI, 15, 17),  # websocket: safari155, safari170, safari15…
+    "t13d2014h2_a09f3c656075_14788d8d241b": (SAFARI, 15, 17),  # REST: safari155, safari170, safari15_5, s…
+    "t13d2613h1_2802a3db6c62_845d286b0d67": (SAFARI, 15, 15),  # websocket: safari153, safari15_3
+    "t13d2613h2_2802a3db6c62_845d286b0d67": (SAFARI, 15, 15),  # REST: safari153, safari15_3
+    "t13d2014h1_a09f3c656075_e42f34c56612": (SAFARI, 18, 18),  # websocket: safari180, safari184, safari18…
+    "t13d2014h2_a09f3c656075_e42f34c56612": (SAFARI, 18, 18),  # REST: safari180, safari184, safari18_0, s…
+    "t13d2013h1_a09f3c656075_7f0f34a4126d": (SAFARI, 26, 27),  # websocket: safari270, safari2601, safari2…
+    "t13d2013h2_a09f3c656075_7f0f34a4126d": (SAFARI, 26, 27),  # REST: safari270, safari2601, safari270_ios
+    "t13d2014h1_a09f3c656075_d0a99439f9b1": (SAFARI, 26, 26),  # websocket: safari260
+    "t13d2014h2_a09f3c656075_d0a99439f9b1": (SAFARI, 26, 26),  # REST: safari260
+    "t13d2015h1_a09f3c656075_c258b721e490": (SAFARI, 26, 26),  # websocket: safari260_ios
+    "t13d2015h2_a09f3c656075_c258b721e490": (SAFARI, 26, 26),  # REST: safari260_ios
 }
 ENGINE = {"chrome": CHROMIUM, "edge": CHROMIUM, "opera": CHROMIUM, "firefox": FIREFOX, "safari": SAFARI}
 """User-Agent browser → the TLS family it must present."""
@@ -67,6 +84,20 @@ BRAND = re.compile(r'"([^"]*)"\s*;\s*v\s*=\s*"([^"]*)"')
 def same_fingerprint(first: str, second: str) -> bool:
     """Two JA4 values equal but for the SNI flag (see the module docstring)."""
     return len(first) > 4 and len(second) > 4 and first[:3] + first[4:] == second[:3] + second[4:]
+
+
+def same_browser(first: str, second: str) -> bool:
+    """Whether two JA4 values can come from one browser: equal, or its REST and websocket pair.
+
+    Known fingerprints of the same family whose version ranges overlap count as one browser
+    (Chrome 146's websocket hello is also Chrome 120's); anything else must be equal.
+    """
+    if same_fingerprint(first, second):
+        return True
+    one, other = fingerprint_browser(first), fingerprint_browser(second)
+    if one is None or other is None or one[0] != other[0]:
+        return False
+    return one[1] <= other[2] and other[1] <= one[2]
 
 
 def fingerprint_browser(ja4: str) -> tuple[str, int, int] | None:

@@ -19,7 +19,8 @@ judged, in this order, and the first failure is the `reason` of a challenge:
 - `clearance-invalid` / `clearance-expired` — a `cf_clearance` this process never issued,
   or past its lifetime;
 - `clearance-other-identity` — a `cf_clearance` issued to another (JA4, User-Agent, client
-  address); the JA4 comparison ignores the SNI flag (`browsers.same_fingerprint`);
+  address); JA4s compare as one browser's (`browsers.same_browser`: the SNI flag ignored,
+  a profile's REST and websocket fingerprints alike);
 - `no-clearance` — none at all while `require_clearance` is on.
 
 Clearance is earned at `GET /cdn-cgi/challenge-platform/sim-pass` (the first three checks
@@ -186,7 +187,7 @@ class Gate:
             for name, same in (
                 (
                     "tls fingerprint",
-                    who.ja4 is not None and browsers.same_fingerprint(clearance.ja4, who.ja4),
+                    who.ja4 is not None and browsers.same_browser(clearance.ja4, who.ja4),
                 ),
                 ("user-agent", clearance.user_agent == who.user_agent),
                 ("client address", clearance.client == who.client),

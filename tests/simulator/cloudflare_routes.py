@@ -75,6 +75,17 @@ def sim_pass(gate: Gate, who: Identity, account: str) -> Response:
     return json_response(200, {"ok": True, "expires_at": clearance.expires_at}, [("Set-Cookie", cookie)])
 
 
+def secure_cookies(response: Response) -> None:
+    """Mark every `Set-Cookie` of a TLS response `Secure` (a `__Host-` cookie is refused without it)."""
+    values = response.headers.get_all("Set-Cookie")
+    if not values:
+        return
+    del response.headers["Set-Cookie"]
+    for value in values:
+        secure = any(part.strip().lower() == "secure" for part in value.split(";"))
+        response.headers["Set-Cookie"] = value if secure else f"{value}; Secure"
+
+
 def control(state: SimulatorState, method: str, name: str, values: dict[str, Any]) -> Response | None:
     """The gate's `/_sim` endpoints; None for every other one (`values` loses a "cloudflare" key)."""
     gate: Gate = state.cloudflare

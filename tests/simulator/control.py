@@ -98,14 +98,26 @@ class Routes:
         self.copilot = CopilotRoutes(state)
 
     def __call__(self, connection: ServerConnection, request: Request) -> Response | None:
-        """Dispatch one request; None means "go on with the websocket handshake"."""
+        """Dispatch one request; None means "go on with the websocket handshake".
+
+        The Cloudflare gate (`cloudflare_routes.screen`) sees every request but `/_sim/*`
+        first. On the TLS port every cookie set is `Secure`, as the real upstream's are.
+        """
         url = urlsplit(request.path)
-        path, method = url.path, request.method
-        if not path.startswith("/_sim/"):
+        if not url.path.startswith("/_sim/"):
             account = request_account(request, url.query)
             screened = cloudflare_routes.screen(self.state, connection, request, account)
             if screened is not None:
                 return screened
+        response = self.route(connection, request)
+        if response is not None and getattr(connection, "client_hello", None) is not None:
+            cloudflare_routes.secure_cookies(response)
+        return response
+
+    def route(self, connection: ServerConnection, request: Request) -> Response | None:
+        """The answer to one request past the gate (see `__call__`)."""
+        url = urlsplit(request.path)
+        path, method = url.path, request.method
         if path == CHATHUB_PATH:
             origins = request.headers.get_all("Origin")
             if len(origins) > 1:
