@@ -234,7 +234,13 @@ def _crt_words(text: str) -> list[str]:
 def curl_words(text: str) -> list[str]:
     """The arguments of a copied cURL command, in whichever quoting it was copied."""
     lines = text.strip().splitlines()
-    is_cmd = '^"' in text or any(line.rstrip().endswith("^") for line in lines)
+    # Windows cmd: Chrome's `^"…^"` and `^` line ends; Firefox's one line with a double-quoted URL
+    # (POSIX copies from either browser quote with ').
+    is_cmd = (
+        '^"' in text
+        or any(line.rstrip().endswith("^") for line in lines)
+        or re.match(r'\s*curl(?:\.exe)?\s+"', text) is not None
+    )
     words = _crt_words(_cmd_unescape(text.strip())) if is_cmd else _bash_words(text.strip())
     if not words or words[0].lower() not in ("curl", "curl.exe"):
         raise CaptureError("the text is not a cURL command (copy the request with 'Copy as cURL')")
