@@ -85,7 +85,9 @@ class BrowserTransport:
             if session is None:
                 if len(_SESSIONS) >= MAX_SESSIONS:
                     _SESSIONS.pop(next(iter(_SESSIONS))).close()
-                session = _SESSIONS[cache_key] = Session(trust_env=False)
+                # CURLOPT_NOPROXY="": libcurl would otherwise let NO_PROXY route around the account's proxy.
+                extra = {CurlOpt.NOPROXY: ""} if self._proxy else {}
+                session = _SESSIONS[cache_key] = Session(trust_env=False, curl_options=extra)
             return session
 
     def request(
@@ -106,6 +108,7 @@ class BrowserTransport:
         session = self._session()
         ordered = compose(self.identity, headers, kind)
         options = self.options(url)
+        options.pop("curl_options", None)  # the session carries them
 
         def perform() -> Reply:
             try:
