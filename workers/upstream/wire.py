@@ -71,6 +71,7 @@ class Transport(Protocol):
         timeout: float,
         body: bytes | None = None,
         kind: str = "fetch",
+        retries: int = 2,
     ) -> Reply: ...
 
     def socket(self) -> Socket: ...
