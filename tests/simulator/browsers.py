@@ -15,8 +15,8 @@ two fingerprints: REST connections offer ALPN `h2,http/1.1`, websocket connectio
 `http/1.1` (and Chromium then drops its ALPS extension), so each profile has a REST and a
 websocket entry, and one clearance must cover both (`same_browser`). The Chromium
 values agree with FoxIO's published Chrome JA4 (`t13d1516h2_8daaf6152771_…`). Edge shares
-Chrome's fingerprints (`edge99`/`edge101` = Chromium 99-101). The SNI flag (`d`/`i`, 4th
-character) is ignored: the same client connects by name or by address. Major versions are
+Chrome's fingerprints (`edge99`/`edge101` = Chromium 99-101). SNI is ignored (the `d`/`i`
+flag and its place in the extension count): the same client connects by name or by address. Major versions are
 matched loosely (`SLACK`): a UA is flagged only when its version lies well outside what the
 fingerprint's browser versions send, so "nearest profile" choices pass.
 """
@@ -37,6 +37,7 @@ FINGERPRINTS: dict[str, tuple[str, int, int]] = {
     "t13d1516h2_8daaf6152771_e5627efa2ab1": (CHROMIUM, 99, 116),  # REST: edge99, edge101, chrome99, chrom…
     "t13d1515h1_8daaf6152771_0a20fe35d3a5": (CHROMIUM, 119, 146),  # websocket: chrome119, chrome120, chro…
     "t13d1516h2_8daaf6152771_02713d6af862": (CHROMIUM, 119, 131),  # REST: chrome119, chrome120, chrome123…
+    "t13d1517h2_8daaf6152771_b1ff8ab2d16f": (CHROMIUM, 119, 131),  # REST, padded at random: chrome119-131…
     "t13d1516h1_8daaf6152771_1a63afa7c478": (CHROMIUM, 131, 131),  # websocket: chrome131_android
     "t13d1516h2_8daaf6152771_d8a2da3f94cd": (CHROMIUM, 133, 146),  # REST: chrome136, chrome142, chrome145…
     "t13d1515h1_8daaf6152771_e4c2b8c727f2": (CHROMIUM, 150, 151),  # websocket: chrome150, chrome151, chro…
@@ -82,8 +83,15 @@ BRAND = re.compile(r'"([^"]*)"\s*;\s*v\s*=\s*"([^"]*)"')
 
 
 def same_fingerprint(first: str, second: str) -> bool:
-    """Two JA4 values equal but for the SNI flag (see the module docstring)."""
-    return len(first) > 4 and len(second) > 4 and first[:3] + first[4:] == second[:3] + second[4:]
+    """Two JA4 values equal but for SNI (the `d`/`i` flag, and SNI in the extension count)."""
+    return _with_sni(first) == _with_sni(second)
+
+
+def _with_sni(ja4: str) -> str:
+    """`ja4` as it would read had the client sent SNI (`i` → `d`, one more extension)."""
+    if len(ja4) < 10 or ja4[3] != "i" or not ja4[6:8].isdigit():
+        return ja4
+    return f"{ja4[:3]}d{ja4[4:6]}{min(int(ja4[6:8]) + 1, 99):02d}{ja4[8:]}"
 
 
 def same_browser(first: str, second: str) -> bool:
