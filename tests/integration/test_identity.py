@@ -17,7 +17,7 @@ import subprocess
 import sys
 import uuid
 from collections.abc import Iterator
-from typing import Any
+from typing import Any, cast
 
 import pytest
 import requests
@@ -91,10 +91,10 @@ class Stack:
         """Pass the simulated check as a browser (curl_cffi `profile`); the `cf_clearance` it earned."""
         answer = browser.get(
             f"{self.sim.https_url}/cdn-cgi/challenge-platform/sim-pass",
-            impersonate=profile,  # type: ignore[arg-type]
+            impersonate=profile,
             headers={"User-Agent": user_agent, **hints},
             default_headers=False,
-            verify=self.sim.ca_file,
+            verify=cast(Any, self.sim.ca_file),  # a CA file, which curl_cffi's stub does not admit
             proxy=proxy or None,
         )
         assert answer.status_code == 200, answer.text
