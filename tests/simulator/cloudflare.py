@@ -8,7 +8,8 @@ bound to the User-Agent, the client hints and the TLS fingerprint (Windows-Copil
 #28, #35 [S]) and, operators report, the client's IP address (issue #15).
 
 Off by default; `POST /_sim/config {"cloudflare": {"enabled": true, "require_clearance":
-false, "clearance_ttl": 1800}}` turns it on. When on, every request but `/_sim/*` is
+false, "clearance_ttl": 1800, "status": 403}}` turns it on (`status` 503 is the other
+answer Cloudflare gives). When on, every request but `/_sim/*` is
 judged, in this order, and the first failure is the `reason` of a challenge:
 
 - `not-a-browser` — plain HTTP, or a TLS fingerprint that is no known browser's
@@ -46,6 +47,8 @@ COOKIE = "cf_clearance"
 CLEARANCE_TTL = 1800.0
 """Default clearance lifetime in seconds (Cloudflare's default Challenge Passage is 30 minutes)."""
 EVENTS_KEPT = 200
+KEYS = ("enabled", "require_clearance", "clearance_ttl", "status")
+"""The gate's settings (`POST /_sim/config {"cloudflare": {...}}`)."""
 REASONS = (
     "not-a-browser",
     "ua-mismatch",
@@ -112,6 +115,8 @@ class Gate:
         self.enabled = False
         self.require_clearance = False
         self.clearance_ttl = CLEARANCE_TTL
+        self.status = 403
+        """HTTP status of a challenge: 403, or 503 (Cloudflare answers either, B5b)."""
         self.clearances: dict[str, Clearance] = {}
         self.total = Tally()
         self.by_account: dict[str, Tally] = {}
@@ -131,14 +136,16 @@ class Gate:
                 if not isinstance(value, bool):
                     raise ValueError(f"cloudflare.{key} must be true or false")
                 parsed[key] = value
+            elif key == "status":
+                if isinstance(value, bool) or not isinstance(value, int) or value not in (403, 503):
+                    raise ValueError("cloudflare.status must be 403 or 503")
+                parsed[key] = value
             elif key == "clearance_ttl":
                 if isinstance(value, bool) or not isinstance(value, int | float) or value <= 0:
                     raise ValueError("cloudflare.clearance_ttl must be a positive number of seconds")
                 parsed[key] = float(value)
             else:
-                raise ValueError(
-                    f"unknown cloudflare key {key!r}; allowed: enabled, require_clearance, clearance_ttl"
-                )
+                raise ValueError(f"unknown cloudflare key {key!r}; allowed: {', '.join(KEYS)}")
         return parsed
 
     def apply(self, parsed: dict[str, Any]) -> None:
@@ -151,6 +158,7 @@ class Gate:
             "enabled": self.enabled,
             "require_clearance": self.require_clearance,
             "clearance_ttl": self.clearance_ttl,
+            "status": self.status,
         }
 
     # -- judging ----------------------------------------------------------------------

@@ -215,7 +215,16 @@ def test_granted_clearance_and_expiry(sim: SimulatorProcess) -> None:
     assert bad.status_code == 400 and "cloudflare.enabled" in bad.json()["error"]
     bad = requests.post(f"{sim.http_url}/_sim/config", json={"cloudflare": {"on": True}}, timeout=5)
     assert bad.status_code == 400 and "unknown cloudflare key 'on'" in bad.json()["error"]
+    bad = requests.post(f"{sim.http_url}/_sim/config", json={"cloudflare": {"status": 500}}, timeout=5)
+    assert bad.status_code == 400 and "403 or 503" in bad.json()["error"]
     assert requests.get(f"{sim.http_url}/_sim/config", timeout=5).json()["cloudflare"]["clearance_ttl"] == 60
+
+
+def test_challenge_status_503(sim: SimulatorProcess) -> None:
+    assert sim.configure_cloudflare(enabled=True, status=503)["status"] == 503
+    response = requests.get(f"{sim.https_url}/c/api/user", verify=sim.ca_file, timeout=5)
+    assert response.status_code == 503 and response.headers["cf-mitigated"] == "challenge"
+    assert "Just a moment..." in response.text
 
 
 def copilot_socket_url(sim: SimulatorProcess) -> str:
@@ -240,6 +249,15 @@ def test_websocket_upgrade_is_gated_in_both_dialects(sim: SimulatorProcess) -> N
     socket.close()
     assert (last(sim)["kind"], last(sim)["verdict"]) == ("upgrade", "pass")
     assert sim.tls_connections()[-1]["alpn"] == ["http/1.1"]
+    chathub = browser(sim).ws_connect(f"{sim.wss_url}/sydney/ChatHub", headers=CHROME)
+    chathub.send(b'{"protocol":"json","version":1}\x1e')
+    assert chathub.recv()[0] == b"{}\x1e"
+    chathub.close()
+    assert (last(sim)["kind"], last(sim)["path"], last(sim)["verdict"]) == (
+        "upgrade",
+        "/sydney/ChatHub",
+        "pass",
+    )
     with pytest.raises(CurlError, match="403"):
         browser(sim).ws_connect(copilot_socket_url(sim), headers={"Origin": ORIGIN, "User-Agent": FIREFOX_UA})
     assert last(sim)["reason"] == "ua-mismatch"
