@@ -80,6 +80,15 @@ def test_tls_port_serves_both_dialects_and_records_hellos(sim: SimulatorProcess)
     assert sim.tls_connections() == []
 
 
+def test_tls_port_refuses_what_is_not_tls(sim: SimulatorProcess) -> None:
+    plain = sim.https_url.replace("https://", "http://", 1)
+    with pytest.raises(requests.ConnectionError):
+        requests.get(f"{plain}/_sim/health", timeout=5)
+    assert requests.get(f"{sim.https_url}/_sim/health", verify=sim.ca_file, timeout=5).json() == {"ok": True}
+    with pytest.raises(requests.exceptions.SSLError):
+        requests.get(f"{sim.https_url}/", timeout=5)  # the test CA is not trusted by default
+
+
 def test_gate_off_is_todays_behaviour(sim: SimulatorProcess) -> None:
     assert requests.get(f"{sim.http_url}/", timeout=5).status_code == 200
     assert (

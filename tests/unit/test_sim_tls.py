@@ -110,6 +110,11 @@ def test_chrome_hello_fields_and_fingerprints() -> None:
     assert first.ja3_hash() == hashlib.md5(first.ja3().encode(), usedforsecurity=False).hexdigest()
 
 
+def test_ja4_matches_foxio_published_chrome_value() -> None:
+    """FoxIO's JA4 README gives Chrome's JA4 as t13d1516h2_8daaf6152771_02713d6af862 (Chrome 119-131)."""
+    assert tls_hello.parse(capture(curl("chrome131"))).ja4() == "t13d1516h2_8daaf6152771_02713d6af862"
+
+
 def test_ja4_by_hand() -> None:
     """JA4 per FoxIO's spec on a hello built by hand: sorted, GREASE out, SNI/ALPN not hashed."""
     hello = tls_hello.ClientHello(
