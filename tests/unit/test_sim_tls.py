@@ -110,8 +110,8 @@ def test_chrome_hello_fields_and_fingerprints() -> None:
     assert first.ja3_hash() == hashlib.md5(first.ja3().encode(), usedforsecurity=False).hexdigest()
 
 
-def test_ja4_matches_foxio_published_chrome_value() -> None:
-    """FoxIO's JA4 README gives Chrome's JA4 as t13d1516h2_8daaf6152771_02713d6af862 (Chrome 119-131)."""
+def test_ja4_matches_the_published_chrome_value() -> None:
+    """JA4 documentation (Cloudflare's bot fields, JA4 explainers) quotes Chrome as …_02713d6af862."""
     assert tls_hello.parse(capture(curl("chrome131"))).ja4() == "t13d1516h2_8daaf6152771_02713d6af862"
 
 
