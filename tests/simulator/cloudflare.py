@@ -8,7 +8,7 @@ bound to the User-Agent, the client hints and the TLS fingerprint (Windows-Copil
 #28, #35 [S]) and, operators report, the client's IP address (issue #15).
 
 Off by default; `POST /_sim/config {"cloudflare": {"enabled": true, "require_clearance":
-false, "clearance_ttl": 1800, "status": 403}}` turns it on (`status` 503 is the other
+false, "require_hints": false, "clearance_ttl": 1800, "status": 403}}` turns it on (`status` 503 is the other
 answer Cloudflare gives). When on, every request but `/_sim/*` is
 judged, in this order, and the first failure is the `reason` of a challenge:
 
@@ -16,7 +16,8 @@ judged, in this order, and the first failure is the `reason` of a challenge:
   (`browsers.FINGERPRINTS`; Python's `ssl` is not one);
 - `ua-mismatch` — the User-Agent names no browser, another browser family than the
   fingerprint's, or a major version far from it;
-- `hints-mismatch` — `Sec-CH-UA*` hints contradict the UA (`browsers.hints_problem`);
+- `hints-mismatch` — `Sec-CH-UA*` hints contradict the UA (`browsers.hints_problem`), or
+  a Chromium UA comes without any while `require_hints` is on (off by default);
 - `clearance-invalid` / `clearance-expired` — a `cf_clearance` this process never issued,
   or past its lifetime;
 - `clearance-other-identity` — a `cf_clearance` issued to another (JA4, User-Agent, client
@@ -47,7 +48,7 @@ COOKIE = "cf_clearance"
 CLEARANCE_TTL = 1800.0
 """Default clearance lifetime in seconds (Cloudflare's default Challenge Passage is 30 minutes)."""
 EVENTS_KEPT = 200
-KEYS = ("enabled", "require_clearance", "clearance_ttl", "status")
+KEYS = ("enabled", "require_clearance", "require_hints", "clearance_ttl", "status")
 """The gate's settings (`POST /_sim/config {"cloudflare": {...}}`)."""
 REASONS = (
     "not-a-browser",
@@ -114,6 +115,8 @@ class Gate:
         self.clock = clock
         self.enabled = False
         self.require_clearance = False
+        self.require_hints = False
+        """A Chromium UA must come with `Sec-CH-UA` (real Chromium always sends it over HTTPS)."""
         self.clearance_ttl = CLEARANCE_TTL
         self.status = 403
         """HTTP status of a challenge: 403, or 503 (Cloudflare answers either, B5b)."""
@@ -132,7 +135,7 @@ class Gate:
             raise ValueError("cloudflare must be an object")
         parsed: dict[str, Any] = {}
         for key, value in values.items():
-            if key in ("enabled", "require_clearance"):
+            if key in ("enabled", "require_clearance", "require_hints"):
                 if not isinstance(value, bool):
                     raise ValueError(f"cloudflare.{key} must be true or false")
                 parsed[key] = value
@@ -157,6 +160,7 @@ class Gate:
         return {
             "enabled": self.enabled,
             "require_clearance": self.require_clearance,
+            "require_hints": self.require_hints,
             "clearance_ttl": self.clearance_ttl,
             "status": self.status,
         }
@@ -175,6 +179,8 @@ class Gate:
             return "ua-mismatch", problem
         assert agent is not None  # ua_problem refuses a UA that names no browser
         problem = browsers.hints_problem(agent, who.hints)
+        if problem is None and self.require_hints and agent.engine == browsers.CHROMIUM and not who.hints:
+            problem = f"a {agent.browser} User-Agent without client hints"
         if problem is not None:
             return "hints-mismatch", problem
         return None

@@ -147,6 +147,18 @@ def test_inconsistent_identity_is_challenged(
     assert detail in verdict["detail"]
 
 
+def test_hints_may_be_required_of_chromium(sim: SimulatorProcess) -> None:
+    sim.configure_cloudflare(enabled=True)
+    bare = browser(sim, default_headers=False)
+    assert bare.get(f"{sim.https_url}/", headers={"User-Agent": CHROME_UA}).status_code == 200
+    assert sim.configure_cloudflare(require_hints=True)["require_hints"] is True
+    assert_challenge(bare.get(f"{sim.https_url}/", headers={"User-Agent": CHROME_UA}))
+    assert last(sim)["reason"] == "hints-mismatch" and "without client hints" in last(sim)["detail"]
+    assert bare.get(f"{sim.https_url}/", headers=CHROME).status_code == 200
+    firefox = browser(sim, "firefox147", default_headers=False)
+    assert firefox.get(f"{sim.https_url}/", headers={"User-Agent": FIREFOX_UA}).status_code == 200
+
+
 def test_sim_pass_issues_a_bound_clearance(sim: SimulatorProcess) -> None:
     sim.configure_cloudflare(enabled=True, require_clearance=True)
     session = browser(sim)
