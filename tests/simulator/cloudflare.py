@@ -245,6 +245,8 @@ class Gate:
     def issue(self, ja4: str, user_agent: str, client: str) -> Clearance:
         """A fresh `cf_clearance` bound to (ja4, user_agent, client)."""
         now = self.clock()
+        for stale in [t for t, c in self.clearances.items() if c.expires_at <= now - self.clearance_ttl]:
+            del self.clearances[stale]  # long expired: "clearance-expired" has had its time to be seen
         token = f"{secrets.token_urlsafe(32)}-{int(now)}-1.2.1.1-{secrets.token_urlsafe(96)}"
         clearance = Clearance(token, ja4, user_agent, client, now + self.clearance_ttl)
         self.clearances[token] = clearance
