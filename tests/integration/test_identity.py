@@ -143,7 +143,7 @@ def stack(request: pytest.FixtureRequest) -> Iterator[Stack]:
             UPSTREAM_IDLE_TIMEOUT="10",
             UPSTREAM_CONNECT_TIMEOUT="5",
         )
-        sim.configure_cloudflare(enabled=True, require_clearance=True)
+        sim.configure_cloudflare(enabled=True, require_clearance=True, require_hints=True)
         web = GunicornServer(env)
         client = Redis.from_url(server.url)
         running = Stack(env, web.url, sim, client)
