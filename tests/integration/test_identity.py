@@ -177,6 +177,24 @@ def test_an_account_imported_from_a_curl_copy_passes_with_the_identity_it_carrie
     assert stack.sim.accounts()[name]["user_agents"] == [CHROME]
 
 
+def test_a_firefox_account_passes_with_firefoxs_fingerprint(stack: Stack) -> None:
+    name = fresh("firefox")
+    clearance = stack.earn(FIREFOX, {}, "firefox147")
+    copied = (
+        f"curl '{stack.sim.https_url}/c/api/user' --compressed -H 'User-Agent: {FIREFOX}' -H 'Accept: */*' "
+        f"-H 'Accept-Language: en-US,en;q=0.5' -H 'Cookie: _U={name}; cf_clearance={clearance}'"
+    )
+    account = stack.only({"curl": copied})
+    assert (account["user_agent"], account["impersonate"], account["client_hints"]) == (
+        "firefox 147",
+        "firefox147",
+        [],
+    )
+    answer = stack.chat()
+    assert answer.status_code == 200, answer.text
+    assert stack.sim.cloudflare()["by_account"][name]["challenged"] == 0
+
+
 def test_an_account_imported_from_a_har_passes(stack: Stack) -> None:
     name = fresh("har")
     clearance = stack.earn(CHROME, CHROME_HINTS, "chrome146")

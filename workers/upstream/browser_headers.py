@@ -96,13 +96,19 @@ _FIREFOX = {
     ),
     "websocket": ("user-agent", "accept", "accept-language", "origin", "cookie", "pragma", "cache-control"),
 }
-_FETCH = {"sec-fetch-site": "same-origin", "sec-fetch-mode": "cors", "sec-fetch-dest": "empty"}
+_FETCH = {
+    "sec-fetch-site": "same-origin",
+    "sec-fetch-mode": "cors",
+    "sec-fetch-dest": "empty",
+    "priority": "u=1, i",
+}
 _NAVIGATE = {
     "upgrade-insecure-requests": "1",
     "sec-fetch-site": "none",
     "sec-fetch-mode": "navigate",
     "sec-fetch-user": "?1",
     "sec-fetch-dest": "document",
+    "priority": "u=0, i",
 }
 _WEBSOCKET = {"pragma": "no-cache", "cache-control": "no-cache"}
 ACCEPT_ENCODING = {
