@@ -142,6 +142,9 @@ def stack(request: pytest.FixtureRequest) -> Iterator[Stack]:
             UPSTREAM_FIRST_TOKEN_TIMEOUT="20",
             UPSTREAM_IDLE_TIMEOUT="10",
             UPSTREAM_CONNECT_TIMEOUT="5",
+            # The upstream is on loopback, which NO_PROXY exempts: an account's proxy must still be used.
+            NO_PROXY="localhost,127.0.0.1",
+            no_proxy="localhost,127.0.0.1",
         )
         sim.configure_cloudflare(enabled=True, require_clearance=True, require_hints=True)
         web = GunicornServer(env)
