@@ -304,3 +304,29 @@ def test_check_reports_each_step_without_secrets(stack: Stack) -> None:
     assert "TLS profile chrome146" in cli.stdout and "cloudflare challenge" in cli.stdout
     assert "FAILED (upstream_challenge_required)" in cli.stdout and name not in cli.stdout
     assert stack.accounts()[account["id"]]["state"] == "needs_attention"
+
+
+def test_a_challenged_account_fails_over_to_one_that_passes(stack: Stack) -> None:
+    good, bad = fresh("good"), fresh("bad")
+    chrome_clearance = stack.earn(CHROME, CHROME_HINTS, "chrome146")
+    firefox_clearance = stack.earn(FIREFOX, {}, "firefox147")
+    bad_id = stack.only(
+        {"curl": chrome_curl(stack.sim.https_url, f"_U={bad}; cf_clearance={firefox_clearance}")}
+    )["id"]
+    created = stack.admin(
+        "POST",
+        payload={"curl": chrome_curl(stack.sim.https_url, f"_U={good}; cf_clearance={chrome_clearance}")},
+    )
+    good_id = created.json()["id"]
+    # New conversations go to the ready account with the most headroom: within a few turns the bad
+    # one is tried, challenged, and its turn moves to the good one; no turn fails meanwhile.
+    for n in range(8):
+        answer = stack.chat(f"turn {n}")
+        assert answer.status_code == 200, answer.text
+        if stack.sim.cloudflare()["by_account"].get(bad, {}).get("challenged"):
+            break
+    assert stack.sim.cloudflare()["by_account"][bad]["challenged"] >= 1
+    accounts = stack.accounts()
+    assert accounts[good_id]["state"] == "ready"
+    assert accounts[bad_id]["state"] == "needs_attention"
+    assert OPERATOR_MESSAGE in accounts[bad_id]["last_error"]["message"]
