@@ -33,7 +33,7 @@ from redis import Redis
 
 from service.accounts.identity import Identity, choose_profile, default_identity, profiles
 from service.accounts.sealing import Sealer
-from service.redis_conn import HashFields, text
+from service.runtime.redis_conn import HashFields, text
 
 READY, COOLING, NEEDS_ATTENTION, DISABLED = "ready", "cooling", "needs_attention", "disabled"
 HEALTH_FIELDS = ("cooling_until", "attention", "error_code", "error_message", "error_at")

@@ -24,7 +24,7 @@ import requests
 from curl_cffi import requests as browser
 from redis import Redis
 
-from service.embedded_redis import EmbeddedRedis
+from service.runtime.embedded_redis import EmbeddedRedis
 from tests.integration.conftest import body
 from tests.support.connect_proxy import ConnectProxy
 from tests.support.simulator import SimulatorProcess
