@@ -217,6 +217,11 @@ class Subscription:
                 continue
             return self._take(event)
 
+    @property
+    def position(self) -> int:
+        """The sequence number of the event `next` returned last (-1 before the first)."""
+        return self._next_seq - 1
+
     def catch_up(self) -> bool:
         """Read events this subscription missed from the replay log; True if any."""
         missed = read_log(self._hub.redis, self.completion_id, self._next_seq + len(self._backlog))

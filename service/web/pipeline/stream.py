@@ -12,7 +12,7 @@ from __future__ import annotations
 import itertools
 import logging
 from collections.abc import Callable, Generator, Iterable, Iterator
-from typing import Any
+from typing import Any, ClassVar
 
 from service.errors import ApiError
 from service.events import Delta, Done, Failed, Image, Progress, Queued, RelayEvent, Terminal, ToolCall
@@ -33,8 +33,13 @@ class Renderer:
     record (the Responses store) without seeing the run.
     """
 
+    sse_ids: ClassVar[bool] = False
+    """Tag every data frame with `id: <relay sequence number>` (the stream's resume points)."""
+
     def __init__(self, answer: Answer) -> None:
         self.answer = answer
+        self.after: int | None = None
+        """The relay sequence number through which the client already has the frames (a resume)."""
 
     def metered(self) -> Answer | None:
         """What the key's token usage counts (None: no tokens, e.g. an image generation)."""
@@ -86,34 +91,60 @@ class Renderer:
         """A stream's body was closed; `terminal` ended it, or None if the client left first."""
 
 
+START = -1
+"""The position of a stream's opening frames: before the relay's first event (seq 0)."""
+
+
 def render(
     renderer: Renderer, events: Iterable[RelayEvent | None], stream: RenderStream
 ) -> Generator[str, None, None]:
-    """The one relay-event loop: each event to the renderer's hook, until done or failed."""
-    answer = renderer.answer
+    """The one relay-event loop: each event to the renderer's hook, until done or failed.
+
+    The frames one relay event renders to go out as one write, tagged with its sequence
+    number when the renderer asks for SSE ids, and are left out (but still rendered, so
+    the answer adds up) when the client already has them (`renderer.after`).
+    """
     try:
-        yield from renderer.start()
+        if renderer.after is None:
+            yield from _group(renderer, renderer.start(), START)
         for event in events:
             if event is None:
                 yield from renderer.keep_alive()
-            elif isinstance(event, Progress):
-                yield from renderer.comment(event.text)
-            elif isinstance(event, Queued):  # waiting for an upstream account slot
-                yield from renderer.comment(f"queued, position {int(event.position or 0)}")
-            elif isinstance(event, Failed):
-                stream.terminal = event
-                yield from renderer.failed(ApiError.from_event(dict(event.error)))
+                continue
+            frames, ended = _frames(renderer, event, stream)
+            yield from _group(renderer, frames, stream.position())
+            if ended:
                 return
-            else:
-                answer.add(event)  # citations, suggestions, limits: kept for the end
-                if isinstance(event, Done):
-                    stream.terminal = event
-                    yield from renderer.done(event)
-                    return
-                yield from _hook(renderer, event)
     except Exception as exc:  # e.g. Redis failed mid-stream: tell the client, then end
         log.error("event=stream_failed error=%s", exc.__class__.__name__, exc_info=True)
         yield from renderer.failed(ApiError.from_exception(exc))
+
+
+def _frames(renderer: Renderer, event: RelayEvent, stream: RenderStream) -> tuple[Frames, bool]:
+    """The frames one relay event renders to, and whether it ended the stream."""
+    if isinstance(event, Progress):
+        return list(renderer.comment(event.text)), False
+    if isinstance(event, Queued):  # waiting for an upstream account slot
+        return list(renderer.comment(f"queued, position {int(event.position or 0)}")), False
+    if isinstance(event, Failed):
+        stream.terminal = event
+        return list(renderer.failed(ApiError.from_event(dict(event.error)))), True
+    renderer.answer.add(event)  # citations, suggestions, limits: kept for the end
+    if isinstance(event, Done):
+        stream.terminal = event
+        return list(renderer.done(event)), True
+    return list(_hook(renderer, event)), False
+
+
+def _group(renderer: Renderer, frames: Frames, position: int) -> Iterator[str]:
+    """One write of an event's frames: `id:`-tagged if the renderer wants it; nothing if already sent."""
+    if renderer.after is not None and position <= renderer.after:
+        return
+    if renderer.sse_ids:
+        frames = [f if f.startswith(":") else f"id: {position}\n{f}" for f in frames]
+    text = "".join(frames)
+    if text:
+        yield text
 
 
 def _hook(renderer: Renderer, event: RelayEvent) -> Frames:
@@ -145,8 +176,10 @@ class RenderStream:
         first: RelayEvent | None,
         *,
         on_close: Callable[[Terminal | None], None],
+        position: Callable[[], int] = lambda: START,
     ) -> None:
         self.terminal: Terminal | None = None
+        self.position = position  # the relay sequence number of the event just read
         self._on_close = on_close
         self._closed = False
         chained = itertools.chain([first] if first is not None else [], events)
@@ -171,4 +204,3 @@ class RenderStream:
             self._frames.close()
         finally:
             self._on_close(self.terminal)
-

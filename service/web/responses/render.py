@@ -58,6 +58,7 @@ def image_generation_call(event: Mapping[str, Any], item_id: str, *, data: bytes
         item["revised_prompt"] = prompt
     return item
 
+
 class Keep(Protocol):
     """Stores the response with a change applied (see `ResponseRenderer`)."""
 
@@ -119,14 +120,22 @@ class ResponseBuilder:
     """Builds one response's objects; fixes its ids, request echo and creation time once."""
 
     def __init__(
-        self, response_id: str, item_id: str, req: ResponsesRequest, *, model: str, conversation_id: str
+        self,
+        response_id: str,
+        item_id: str,
+        req: ResponsesRequest,
+        *,
+        model: str,
+        conversation_id: str,
+        created_at: int | None = None,
     ) -> None:
         self.response_id = response_id
         self.item_id = item_id
         self.req = req
         self.model = model
-        self.created_at = int(time.time())
+        self.created_at = created_at or int(time.time())
         self.conversation_id = conversation_id
+        self.background = req.background
 
     def response(
         self,
@@ -145,7 +154,7 @@ class ResponseBuilder:
             "object": "response",
             "created_at": self.created_at,
             "status": status,
-            "background": False,
+            "background": self.background,
             "completed_at": int(time.time()) if status in ("completed", "incomplete") else None,
             "conversation": {"id": self.conversation_id} if req.conversation else None,
             "error": error,
@@ -219,8 +228,17 @@ class ResponseRenderer(Renderer):
     once a stream's text flows, then the final, failed or cancelled response.
     """
 
-    def __init__(self, builder: ResponseBuilder, answer: Answer, *, keep: Keep, storing: bool) -> None:
+    def __init__(
+        self,
+        builder: ResponseBuilder,
+        answer: Answer,
+        *,
+        keep: Keep,
+        storing: bool,
+        starting_after: int | None = None,
+    ) -> None:
         super().__init__(answer)
+        self.starting_after = starting_after  # a resumed stream: sequence numbers the client has
         self.builder = builder
         self.final: dict[str, Any] | None = None  # the response object the stream ended with
         self._keep = keep
@@ -231,11 +249,15 @@ class ResponseRenderer(Renderer):
         self._where = {"item_id": builder.item_id, "output_index": 0}
 
     def _event(self, kind: str, **fields: Any) -> str:
+        """One named event; `id:` is its sequence number. Nothing if a resumed client has it."""
         self._seq += 1
-        return frame({"type": kind, "sequence_number": self._seq, **fields}, event=kind)
+        if self.starting_after is not None and self._seq <= self.starting_after:
+            return ""
+        return frame({"type": kind, "sequence_number": self._seq, **fields}, event=kind, id=self._seq)
 
     def start(self) -> Iterator[str]:
-        yield self._event("response.created", response=self.builder.response("in_progress"))
+        opening = "queued" if self.builder.background else "in_progress"
+        yield self._event("response.created", response=self.builder.response(opening))
         yield self._event("response.in_progress", response=self.builder.response("in_progress"))
 
     def text(self, text: str) -> Iterator[str]:
@@ -288,6 +310,10 @@ class ResponseRenderer(Renderer):
         final = self.builder.completed(self.answer)
         self._keep(final)
         return final
+
+    def keep_change(self, change: dict[str, Any]) -> None:
+        """Store the response with `change` applied (e.g. a background response `queued`)."""
+        self._keep(change)
 
     def waiting(self) -> None:
         self._keep({})  # in progress: retrievable and cancellable while it runs
