@@ -112,7 +112,9 @@ def render(
                 yield from renderer.keep_alive()
                 continue
             frames, ended = _frames(renderer, event, stream)
-            yield from _group(renderer, frames, stream.position())
+            # The web tier's own verdict (no worker, worker lost) is no point in the log to resume at.
+            said_here = isinstance(event, Failed) and event.synthetic
+            yield from _group(renderer, frames, None if said_here else stream.position())
             if ended:
                 return
     except Exception as exc:  # e.g. Redis failed mid-stream: tell the client, then end
@@ -136,11 +138,11 @@ def _frames(renderer: Renderer, event: RelayEvent, stream: RenderStream) -> tupl
     return list(_hook(renderer, event)), False
 
 
-def _group(renderer: Renderer, frames: Frames, position: int) -> Iterator[str]:
+def _group(renderer: Renderer, frames: Frames, position: int | None) -> Iterator[str]:
     """One write of an event's frames: `id:`-tagged if the renderer wants it; nothing if already sent."""
-    if renderer.after is not None and position <= renderer.after:
+    if position is not None and renderer.after is not None and position <= renderer.after:
         return
-    if renderer.sse_ids:
+    if renderer.sse_ids and position is not None:
         frames = [f if f.startswith(":") else f"id: {position}\n{f}" for f in frames]
     text = "".join(frames)
     if text:
