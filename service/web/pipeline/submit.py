@@ -265,7 +265,8 @@ def _attach(
         idempotency_key=key,
         attached=True,
         ticket=quota.take_ticket(),
-        grace=resume.grace_for(gw, key=key, store=True),
+        # A surface that made the run resumable left its record: the retry survives a drop too.
+        grace=resume.grace_for(gw, key=key, store=True) if record is not None else 0.0,
         detached=record is not None and record.background,
     )
     return answer(gw, run, chat, make)

@@ -20,6 +20,7 @@ from flask import Flask, Response, current_app, jsonify, request
 from service.errors import ApiError, InvalidRequest
 from service.state import streams
 from service.state.response_store import ResponseStore
+from service.tokens import count_messages
 from service.turns import lease_key
 from service.web.http.extension import Gateway
 from service.web.pipeline import replay, resume
@@ -75,12 +76,16 @@ def answer(gw: Gateway, run: Run, chat: ChatRequest, make: MakeRenderer) -> Resp
     """A background response's answer: `queued` at once (or its event stream); a collector runs it."""
     renderer = make(run, chat)
     assert isinstance(renderer, ResponseRenderer)
-    if not run.attached:  # a retry attached by Idempotency-Key finds the collector already there
+    response_id = run.turn.completion_id
+    if not run.attached:
         renderer.keep_change({"status": "queued"})
         app = current_app._get_current_object()  # type: ignore[attr-defined]
         threading.Thread(
             target=_collect, args=(app, gw, run, renderer), name="background", daemon=True
         ).start()
+    elif not chat.stream:  # a retry by Idempotency-Key: the collector is already there
+        current = ResponseStore(gw.redis, ttl=gw.settings.conversation_ttl).get(response_id, run.turn.owner)
+        return jsonify(polled(gw, current or renderer.builder.response("queued")))
     if not chat.stream:
         return jsonify(renderer.builder.response("queued"))
     sub = subscribe(gw, run.turn.completion_id)
@@ -92,7 +97,9 @@ def answer(gw: Gateway, run: Run, chat: ChatRequest, make: MakeRenderer) -> Resp
 def _collect(app: Flask, gw: Gateway, run: Run, renderer: ResponseRenderer) -> None:
     """Follow a background turn to its end and store the final response (a cancelled one stays so)."""
     with app.app_context():
-        try:
+        try:  # counted here, off the request's path, for a resumed stream's usage
+            tokens = count_messages(renderer.answer.messages)
+            streams.note_prompt_tokens(gw.redis, run.turn.completion_id, tokens)
             done = collect(gw, run, renderer.answer)
         except ApiError as exc:
             renderer.refused(exc)
@@ -123,11 +130,14 @@ def stream_stored(
         return None
     after = _starting_after()
 
+    # A background response's collector stores its result; a resumed stream's reader is the only one left.
+    storing = None if record.background else store
+
     def make(run: Run, chat: ChatRequest) -> ResponseRenderer:
         builder = StoredBuilder(found, item_id, prompt_tokens=record.prompt_tokens)
         answer = Answer((), prompt_tokens=record.prompt_tokens or 0)
-        keep = keeper(store, owner, response_id, fresh=lambda: builder.response("in_progress"), items=list)
-        return ResponseRenderer(builder, answer, keep=keep, storing=True, starting_after=after)
+        keep = keeper(storing, owner, response_id, fresh=lambda: builder.response("in_progress"), items=list)
+        return ResponseRenderer(builder, answer, keep=keep, storing=storing is not None, starting_after=after)
 
     return replay.stream_again(gw, record, make)
 
