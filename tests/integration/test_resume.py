@@ -245,9 +245,9 @@ def test_background_needs_store(url: str) -> None:
     assert caught.value.body["param"] == "background"  # type: ignore[index]
 
 
-@pytest.mark.parametrize("background", [False, True])
+@pytest.mark.parametrize(("background", "when"), [(False, "live"), (True, "live"), (False, "after_end")])
 def test_a_cut_response_stream_resumes_with_starting_after(
-    url: str, gateway: Stack, background: bool
+    url: str, gateway: Stack, background: bool, when: str
 ) -> None:
     client = sdk(url)
     stream = client.responses.create(model="Balanced", input=f"{SLOW} go", stream=True, background=background)
@@ -261,7 +261,11 @@ def test_a_cut_response_stream_resumes_with_starting_after(
             if len(before) == 3:
                 break
     stream.close()  # the connection drops mid-answer
-    assert response_id and not finished(gateway, response_id)
+    assert response_id
+    if when == "after_end":
+        wait_for(lambda: finished(gateway, response_id), timeout=30)
+    else:
+        assert not finished(gateway, response_id)
     resumed = client.responses.retrieve(response_id, stream=True, starting_after=last)
     rest, numbers, final = [], [], None
     for event in resumed:
@@ -290,3 +294,19 @@ def test_cancel_reaches_the_upstream_turn_of_a_background_response(url: str, gat
     wait_for(lambda: gateway.simulator.stats()["open_sockets"] == 0, timeout=5)
     time.sleep(0.5)  # the collector sees the turn end: it must not overwrite the cancel
     assert client.responses.retrieve(created.id).status == "cancelled"
+
+
+def test_a_cut_response_stream_nobody_resumes_is_cancelled_after_the_grace(url: str, gateway: Stack) -> None:
+    client = sdk(url)
+    stream = client.responses.create(model="Balanced", input="[sim:slow=0.3][sim:long=200] go", stream=True)
+    response_id = ""
+    for event in stream:
+        if event.type == "response.created":
+            response_id = event.response.id
+        if event.type == "response.output_text.delta":
+            break
+    stream.close()
+    time.sleep(GRACE / 2)
+    assert client.responses.retrieve(response_id).status == "in_progress"  # waiting for its client
+    assert job_result(gateway, response_id) == {"status": "cancelled"}
+    assert wait_for(lambda: client.responses.retrieve(response_id).status == "cancelled", timeout=5)

@@ -13,12 +13,15 @@ from __future__ import annotations
 
 import logging
 import threading
+import time
 from typing import Any
 
 from flask import Flask, Response, current_app, jsonify, request
 
 from service.errors import ApiError, InvalidRequest
+from service.events import TERMINAL
 from service.state import streams
+from service.state.relay import last_event
 from service.state.response_store import ResponseStore
 from service.tokens import count_messages
 from service.turns import lease_key
@@ -61,7 +64,7 @@ class StoredBuilder(ResponseBuilder):
         return {
             **self.template,
             "status": status,
-            "completed_at": self.template.get("completed_at") if final else None,
+            "completed_at": (self.template.get("completed_at") or int(time.time())) if final else None,
             "error": error,
             "incomplete_details": incomplete_details,
             "output": output or [],
@@ -84,8 +87,9 @@ def answer(gw: Gateway, run: Run, chat: ChatRequest, make: MakeRenderer) -> Resp
             target=_collect, args=(app, gw, run, renderer), name="background", daemon=True
         ).start()
     elif not chat.stream:  # a retry by Idempotency-Key: the collector is already there
-        current = ResponseStore(gw.redis, ttl=gw.settings.conversation_ttl).get(response_id, run.turn.owner)
-        return jsonify(polled(gw, current or renderer.builder.response("queued")))
+        store = ResponseStore(gw.redis, ttl=gw.settings.conversation_ttl)
+        current = store.get(response_id, run.turn.owner)
+        return jsonify(polled(gw, store, run.turn.owner, current or renderer.builder.response("queued")))
     if not chat.stream:
         return jsonify(renderer.builder.response("queued"))
     sub = subscribe(gw, run.turn.completion_id)
@@ -113,16 +117,48 @@ def _collect(app: Flask, gw: Gateway, run: Run, renderer: ResponseRenderer) -> N
         renderer.complete(done)
 
 
-def polled(gw: Gateway, found: dict[str, Any]) -> dict[str, Any]:
-    """A stored response as a poll sees it: `queued` becomes `in_progress` once a worker has it."""
-    if found.get("status") == "queued" and gw.redis.exists(lease_key(str(found["id"]))):
+def polled(gw: Gateway, store: ResponseStore, owner: str, found: dict[str, Any]) -> dict[str, Any]:
+    """A stored response as a poll sees it.
+
+    `queued` becomes `in_progress` once a worker has the turn; a turn that ended but whose
+    result is not stored yet (its collector is a moment behind, or its web process is gone)
+    is folded from the log and stored now.
+    """
+    status, response_id = found.get("status"), str(found["id"])
+    if status not in ("queued", "in_progress"):
+        return found
+    last = last_event(gw.redis, response_id)
+    record = streams.load(gw.redis, response_id, owner)
+    if last is not None and last.get("type") in TERMINAL and record is not None:
+        replay.fold_finished(gw, record, _renderer(store, owner, found, record, after=None))
+        return store.get(response_id, owner) or found
+    if status == "queued" and (last is not None or gw.redis.exists(lease_key(response_id))):
         return {**found, "status": "in_progress"}
     return found
 
 
-def stream_stored(
-    gw: Gateway, store: ResponseStore, owner: str, response_id: str, item_id: str
-) -> Response | None:
+def _renderer(
+    store: ResponseStore | None,
+    owner: str,
+    found: dict[str, Any],
+    record: streams.StreamRecord,
+    *,
+    after: int | None,
+) -> ResponseRenderer:
+    """A renderer for a stored response with no request body: its objects built from the stored one."""
+    response_id = str(found["id"])
+    builder = StoredBuilder(found, message_item_id(response_id), prompt_tokens=record.prompt_tokens)
+    answer = Answer((), prompt_tokens=record.prompt_tokens or 0)
+    keep = keeper(store, owner, response_id, fresh=lambda: builder.response("in_progress"), items=list)
+    return ResponseRenderer(builder, answer, keep=keep, storing=store is not None, starting_after=after)
+
+
+def message_item_id(response_id: str) -> str:
+    """The answer's message item id, fixed by the response id so a re-rendered stream matches."""
+    return "msg_" + response_id.removeprefix("resp_")
+
+
+def stream_stored(gw: Gateway, store: ResponseStore, owner: str, response_id: str) -> Response | None:
     """`GET /v1/responses/{id}?stream=true`: the response's events after `starting_after`; None: 404."""
     found = store.get(response_id, owner)
     record = streams.load(gw.redis, response_id, owner)
@@ -134,10 +170,7 @@ def stream_stored(
     storing = None if record.background else store
 
     def make(run: Run, chat: ChatRequest) -> ResponseRenderer:
-        builder = StoredBuilder(found, item_id, prompt_tokens=record.prompt_tokens)
-        answer = Answer((), prompt_tokens=record.prompt_tokens or 0)
-        keep = keeper(storing, owner, response_id, fresh=lambda: builder.response("in_progress"), items=list)
-        return ResponseRenderer(builder, answer, keep=keep, storing=storing is not None, starting_after=after)
+        return _renderer(storing, owner, found, record, after=after)
 
     return replay.stream_again(gw, record, make)
 

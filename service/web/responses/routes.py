@@ -75,11 +75,6 @@ def create_response(prefix: str = "") -> Response:
         raise
 
 
-def message_item_id(response_id: str) -> str:
-    """The answer's message item id, fixed by the response id so a re-rendered stream matches."""
-    return "msg_" + response_id.removeprefix("resp_")
-
-
 def _renderer(req: ResponsesRequest, owner: str, run: Run, chat: ChatRequest) -> ResponseRenderer:
     """The response's renderer, storing it unless `store` is false.
 
@@ -90,7 +85,7 @@ def _renderer(req: ResponsesRequest, owner: str, run: Run, chat: ChatRequest) ->
     turn = run.turn
     builder = ResponseBuilder(
         turn.completion_id,
-        message_item_id(turn.completion_id),
+        background.message_item_id(turn.completion_id),
         req,
         model=req.echo["model"],
         conversation_id=turn.conversation_id,
@@ -112,14 +107,14 @@ def get_response(response_id: str) -> Response:
     gw = gateway()
     store = _responses(gw)
     if request.args.get("stream", "").lower() == "true":
-        streamed = background.stream_stored(gw, store, g.owner, response_id, message_item_id(response_id))
+        streamed = background.stream_stored(gw, store, g.owner, response_id)
         if streamed is None:
             raise response_not_found(response_id)
         return streamed
     found = store.get(response_id, g.owner)
     if found is None:
         raise response_not_found(response_id)
-    return jsonify(background.polled(gw, found))
+    return jsonify(background.polled(gw, store, g.owner, found))
 
 
 @blueprint.delete("/v1/responses/<response_id>")
