@@ -207,7 +207,8 @@ class ChatRenderer(Renderer):
         if chunks.include_usage:
             yield frame(chunks.usage(answer.usage()))
         yield frame(DONE)
-        self._keep(self.complete_object())
+        if self.keep is not None:  # `store: true`: counted and kept once the stream is out
+            self._keep(self.complete_object())
 
     def failed(self, error: ApiError) -> Iterator[str]:
         yield frame(error.body())
