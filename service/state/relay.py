@@ -9,8 +9,9 @@ without the first token ever waiting.
 Web side, `RelayHub`: one shared pub/sub connection per process, read by one listener
 thread (a greenlet under gevent), dispatching messages to per-request `Subscription`
 queues; several readers of one completion (a background response's collector and its
-stream, a resumed stream) share its channel and each get every message. A subscription is confirmed by Redis before `subscribe()` returns, so a job
-enqueued afterwards cannot publish into the void. Sequence numbers let a subscription
+stream, a resumed stream) share its channel and each get every message. A subscription
+is confirmed by Redis before `subscribe()` returns, so a job enqueued afterwards cannot
+publish into the void. Sequence numbers let a subscription
 notice a lost message and fill the gap from the replay log; a late reader can read the
 whole log.
 

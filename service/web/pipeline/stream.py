@@ -100,53 +100,53 @@ def render(
 ) -> Generator[str, None, None]:
     """The one relay-event loop: each event to the renderer's hook, until done or failed.
 
-    The frames one relay event renders to go out as one write, tagged with its sequence
-    number when the renderer asks for SSE ids, and are left out (but still rendered, so
-    the answer adds up) when the client already has them (`renderer.after`).
+    Frames are tagged with the relay sequence number of the event they render when the
+    renderer asks for SSE ids, and left out (but still rendered, so the answer adds up)
+    when the client already has them (`renderer.after`, a resumed stream).
     """
     try:
         if renderer.after is None:
-            yield from _group(renderer, renderer.start(), START)
+            yield from _tagged(renderer, renderer.start(), START)
         for event in events:
             if event is None:
                 yield from renderer.keep_alive()
                 continue
-            frames, ended = _frames(renderer, event, stream)
             # The web tier's own verdict (no worker, worker lost) is no point in the log to resume at.
             said_here = isinstance(event, Failed) and event.synthetic
-            yield from _group(renderer, frames, None if said_here else stream.position())
-            if ended:
+            yield from _tagged(
+                renderer, _frames(renderer, event, stream), None if said_here else stream.position()
+            )
+            if isinstance(event, Done | Failed):
                 return
     except Exception as exc:  # e.g. Redis failed mid-stream: tell the client, then end
         log.error("event=stream_failed error=%s", exc.__class__.__name__, exc_info=True)
         yield from renderer.failed(ApiError.from_exception(exc))
 
 
-def _frames(renderer: Renderer, event: RelayEvent, stream: RenderStream) -> tuple[Frames, bool]:
-    """The frames one relay event renders to, and whether it ended the stream."""
+def _frames(renderer: Renderer, event: RelayEvent, stream: RenderStream) -> Frames:
+    """The frames one relay event renders to (lazily: a hook may act after its first frame is out)."""
     if isinstance(event, Progress):
-        return list(renderer.comment(event.text)), False
+        return renderer.comment(event.text)
     if isinstance(event, Queued):  # waiting for an upstream account slot
-        return list(renderer.comment(f"queued, position {int(event.position or 0)}")), False
+        return renderer.comment(f"queued, position {int(event.position or 0)}")
     if isinstance(event, Failed):
         stream.terminal = event
-        return list(renderer.failed(ApiError.from_event(dict(event.error)))), True
+        return renderer.failed(ApiError.from_event(dict(event.error)))
     renderer.answer.add(event)  # citations, suggestions, limits: kept for the end
     if isinstance(event, Done):
         stream.terminal = event
-        return list(renderer.done(event)), True
-    return list(_hook(renderer, event)), False
+        return renderer.done(event)
+    return _hook(renderer, event)
 
 
-def _group(renderer: Renderer, frames: Frames, position: int | None) -> Iterator[str]:
-    """One write of an event's frames: `id:`-tagged if the renderer wants it; nothing if already sent."""
-    if position is not None and renderer.after is not None and position <= renderer.after:
-        return
-    if renderer.sse_ids and position is not None:
-        frames = [f if f.startswith(":") else f"id: {position}\n{f}" for f in frames]
-    text = "".join(frames)
-    if text:
-        yield text
+def _tagged(renderer: Renderer, frames: Frames, position: int | None) -> Iterator[str]:
+    """An event's frames, `id:`-tagged if the renderer wants; run but not sent if the client has them."""
+    skip = position is not None and renderer.after is not None and position <= renderer.after
+    tag = renderer.sse_ids and position is not None
+    for text in frames:
+        if skip or not text:
+            continue
+        yield f"id: {position}\n{text}" if tag and not text.startswith(":") else text
 
 
 def _hook(renderer: Renderer, event: RelayEvent) -> Frames:
