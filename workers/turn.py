@@ -16,11 +16,9 @@
 4. on failure publishes a terminal `Failed` event and re-raises, so RQ's failed-job
    registry tells the truth. A failed or cancelled turn that reached a stored upstream
    conversation forgets its handle (`_forget_upstream`): the upstream saw a message our
-   transcript lacks, so the next turn starts a new upstream conversation seeded with
-   the transcript rather than continue one that disagrees with it.
+   transcript lacks, so the next turn starts a new one seeded with the transcript.
 
-Beside it, `workers.lease_watch.LeaseWatcher` keeps the lease and lock alive and
-notices the web tier's cancel flag; a lock found gone stops the turn (it could not save).
+`workers.lease_watch` keeps the lease and lock alive and notices the cancel flag.
 """
 
 from __future__ import annotations
