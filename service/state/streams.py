@@ -37,6 +37,21 @@ def grace_key(completion_id: str) -> str:
     return f"stream:{completion_id}:grace"
 
 
+def wake_channel(completion_id: str) -> str:
+    """Published when a grace should be decided now: a client came back, or the conversation moved on."""
+    return f"stream:{completion_id}:wake"
+
+
+def conversation_grace_key(conversation_id: str) -> str:
+    """The completion whose grace holds this conversation's lock, if any."""
+    return f"stream:conversation:{conversation_id}:grace"
+
+
+def waiting_key(conversation_id: str) -> str:
+    """Set while a new turn waits for this conversation's lock."""
+    return f"stream:conversation:{conversation_id}:waiting"
+
+
 def completion_key(completion_id: str) -> str:
     """Where a stored chat completion lives."""
     return f"chat_completion:{completion_id}"
@@ -94,21 +109,54 @@ def note_prompt_tokens(redis: Redis, completion_id: str, tokens: int) -> None:
         redis.set(record_key(completion_id), json.dumps(data), keepttl=True)
 
 
+def waited(redis: Redis, conversation_id: str) -> None:
+    """The turn that waited for the conversation has it now."""
+    redis.delete(waiting_key(conversation_id))
+
+
 def forget(redis: Redis, completion_id: str) -> None:
     """Drop the record (its turn was cancelled: nothing is left to resume)."""
     redis.delete(record_key(completion_id), grace_key(completion_id))
 
 
-def open_grace(redis: Redis, completion_id: str, *, seconds: float) -> str:
-    """Start a grace for a disconnected stream; the token that owns it."""
+def open_grace(
+    redis: Redis, completion_id: str, *, seconds: float, conversation_id: str = ""
+) -> tuple[str, bool]:
+    """Start a grace for a disconnected stream: the token that owns it, and whether a new turn
+    already waits for the conversation the stream's turn holds (then the grace ends at once)."""
     token = new_token()
-    redis.set(grace_key(completion_id), token, ex=max(1, int(seconds) + 60))
-    return token
+    ttl = max(1, int(seconds) + 60)
+    with redis.pipeline(transaction=False) as pipe:
+        pipe.set(grace_key(completion_id), token, ex=ttl)
+        if conversation_id:
+            pipe.set(conversation_grace_key(conversation_id), completion_id, ex=ttl)
+            pipe.exists(waiting_key(conversation_id))
+        replies = pipe.execute()
+    return token, bool(conversation_id and replies[-1])
 
 
 def end_grace(redis: Redis, completion_id: str) -> None:
-    """A client came back: no pending grace may cancel the turn."""
-    redis.delete(grace_key(completion_id))
+    """A client came back: no pending grace may cancel the turn (its waiter is woken to see so)."""
+    if redis.delete(grace_key(completion_id)):
+        redis.publish(wake_channel(completion_id), "resumed")
+
+
+def preempt(redis: Redis, conversation_id: str, *, ttl: float) -> None:
+    """A new turn waits for this conversation: a turn whose client left decides its grace now.
+
+    The client that went away has moved on (or another took its place), so the turn it
+    abandoned is cancelled at once instead of holding the conversation for the rest of
+    its grace; if its client came back meanwhile, nothing happens. The wait is noted
+    (`waiting_key`, until `waited`), so a drop the gateway notices only later ends its
+    grace at once too.
+    """
+    with redis.pipeline(transaction=False) as pipe:
+        pipe.get(conversation_grace_key(conversation_id))
+        pipe.set(waiting_key(conversation_id), b"1", ex=max(1, int(ttl)))
+        completion_id = pipe.execute()[0]
+    if completion_id is not None:
+        name = completion_id.decode() if isinstance(completion_id, bytes) else str(completion_id)
+        redis.publish(wake_channel(name), "preempted")
 
 
 def grace_holds(redis: Redis, completion_id: str, token: str) -> bool:

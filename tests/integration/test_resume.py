@@ -25,7 +25,7 @@ from tests.support.stack import GunicornServer, wait_for
 
 ONE = "sk-resume-one-0123456789abcdef"
 TWO = "sk-resume-two-0123456789abcdef"
-GRACE = 4.0
+GRACE = 6.0
 WORDS = 30
 SLOW = f"[sim:slow=0.1][sim:long={WORDS}]"
 ANSWER = " ".join(f"w{i}" for i in range(1, WORDS + 1))
@@ -310,3 +310,23 @@ def test_a_cut_response_stream_nobody_resumes_is_cancelled_after_the_grace(url: 
     assert client.responses.retrieve(response_id).status == "in_progress"  # waiting for its client
     assert job_result(gateway, response_id) == {"status": "cancelled"}
     assert wait_for(lambda: client.responses.retrieve(response_id).status == "cancelled", timeout=5)
+
+
+def test_a_new_turn_on_the_conversation_ends_an_abandoned_turns_grace(url: str, gateway: Stack) -> None:
+    first = requests.post(url + "/v1/chat/completions", json=body("hello"), headers=auth(), timeout=30)
+    conversation_id = first.headers["X-Conversation-Id"]
+    request = body(
+        "[sim:slow=0.3][sim:long=200] go", stream=True, store=True, conversation_id=conversation_id
+    )
+    completion_id, _, _ = cut_chat(url, request, auth())
+    time.sleep(0.5)  # the gateway has seen the drop: the turn is in its grace, holding the conversation
+    started = time.monotonic()
+    after = requests.post(
+        url + "/v1/chat/completions",
+        json=body("moving on", conversation_id=conversation_id),
+        headers=auth(),
+        timeout=30,
+    )
+    assert after.status_code == 200, after.text
+    assert time.monotonic() - started < GRACE - 2  # it did not wait out the abandoned turn's grace
+    assert job_result(gateway, completion_id) == {"status": "cancelled"}

@@ -93,13 +93,30 @@ def test_a_bad_last_event_id_is_a_400_naming_it(raw: str) -> None:
 
 
 def test_a_later_disconnect_or_a_resume_overrules_a_grace(redis_client: Redis) -> None:
-    first = streams.open_grace(redis_client, "c1", seconds=5)
+    first, _ = streams.open_grace(redis_client, "c1", seconds=5)
     assert streams.grace_holds(redis_client, "c1", first)
-    second = streams.open_grace(redis_client, "c1", seconds=5)  # resumed, then dropped again
+    second, _ = streams.open_grace(redis_client, "c1", seconds=5)  # resumed, then dropped again
     assert not streams.grace_holds(redis_client, "c1", first)
     assert streams.grace_holds(redis_client, "c1", second)
     streams.end_grace(redis_client, "c1")  # a client is back
     assert not streams.grace_holds(redis_client, "c1", second)
+
+
+def test_a_turn_waiting_for_the_conversation_ends_the_grace(redis_client: Redis) -> None:
+    _, moved_on = streams.open_grace(redis_client, "c3", seconds=5, conversation_id="conv")
+    assert not moved_on
+    pubsub = redis_client.pubsub()
+    pubsub.subscribe(streams.wake_channel("c3"))
+    streams.preempt(redis_client, "conv", ttl=30)  # a new turn waits for the conversation
+    messages = [pubsub.get_message(timeout=1) for _ in range(2)]
+    assert [m["data"] for m in messages if m and m["type"] == "message"] == [b"preempted"]
+    pubsub.close()
+    # A drop noticed after the new turn began waiting ends its grace at once.
+    _, moved_on = streams.open_grace(redis_client, "c4", seconds=5, conversation_id="conv")
+    assert moved_on
+    streams.waited(redis_client, "conv")
+    _, moved_on = streams.open_grace(redis_client, "c5", seconds=5, conversation_id="conv")
+    assert not moved_on
 
 
 def test_a_record_is_its_owners_alone(redis_client: Redis) -> None:

@@ -117,7 +117,10 @@ def closed(
 def _start_grace(app: Flask, gw: Gateway, run: Run, renderer: Renderer, refold: Refold) -> None:
     completion_id = run.turn.completion_id
     try:
-        token = streams.open_grace(gw.redis, completion_id, seconds=run.grace)
+        holds = run.turn.conversation_id if run.turn.lock_token else ""  # the conversation it has locked
+        token, moved_on = streams.open_grace(
+            gw.redis, completion_id, seconds=run.grace, conversation_id=holds
+        )
         # The prompt is counted now, off any client's path, for a resumed stream's usage.
         streams.note_prompt_tokens(gw.redis, completion_id, renderer.answer.usage()["prompt_tokens"])
     except Exception as exc:  # Redis is down: nobody could resume either; cancel as before
@@ -125,9 +128,20 @@ def _start_grace(app: Flask, gw: Gateway, run: Run, renderer: Renderer, refold: 
         _cancel(gw, run)
         return
     log.info("event=stream_grace completion_id=%s seconds=%g", completion_id, run.grace)
-    timer = threading.Timer(run.grace, _lapse, args=(app, gw, run, token, refold))
-    timer.daemon = True
-    timer.start()
+    seconds = 0.0 if moved_on else run.grace  # a new turn already waits for its conversation
+    args = (app, gw, run, token, refold, seconds)
+    waiter = threading.Thread(target=_wait, args=args, name="grace", daemon=True)
+    waiter.start()
+
+
+def _wait(app: Flask, gw: Gateway, run: Run, token: str, refold: Refold, seconds: float) -> None:
+    """Sleep through the grace, unless woken early (a client back, a new turn on the conversation)."""
+    try:
+        with gw.hub.notifications(streams.wake_channel(run.turn.completion_id)) as woken:
+            woken.wait(seconds)
+    except Exception:  # no pub/sub: the grace simply runs its length
+        threading.Event().wait(seconds)
+    _lapse(app, gw, run, token, refold)
 
 
 def _lapse(app: Flask, gw: Gateway, run: Run, token: str, refold: Refold) -> None:
@@ -137,6 +151,7 @@ def _lapse(app: Flask, gw: Gateway, run: Run, token: str, refold: Refold) -> Non
         try:
             if not streams.grace_holds(gw.redis, completion_id, token):
                 return  # resumed, or left again (that disconnect's grace decides)
+            # Woken early by a new turn on the conversation, or the grace is over: nobody is back.
             streams.end_grace(gw.redis, completion_id)
             events = read_log(gw.redis, completion_id)
             if events and events[-1].get("type") in (Done.TYPE, Failed.TYPE):
