@@ -23,6 +23,7 @@ import json
 from typing import Any
 
 from redis import Redis
+from redis.client import Pipeline
 
 from service.turns import new_token
 
@@ -84,7 +85,7 @@ class StreamRecord:
         return cls(**{key: value for key, value in data.items() if key in names})
 
 
-def save(redis: Redis, record: StreamRecord, *, ttl: int) -> None:
+def save(redis: Redis | Pipeline, record: StreamRecord, *, ttl: int) -> None:
     """Keep the record as long as the replay log it describes."""
     redis.set(record_key(record.completion_id), json.dumps(record.to_json()), ex=ttl)
 

@@ -77,11 +77,13 @@ def grace_for(gw: Gateway, *, key: str | None, store: bool) -> float:
 
 def remember(
     gw: Gateway, turn: TurnRequest, chat: ChatRequest, key: str | None, resumable: Resumable | None
-) -> float:
-    """Keep the record a resumed or stored stream needs (`service.state.streams`); the turn's grace."""
+) -> tuple[float, streams.StreamRecord | None]:
+    """The turn's grace, and the record a resumed or stored stream needs (`service.state.streams`),
+    which the pipeline writes with the job."""
     if resumable is None:
-        return 0.0
+        return 0.0, None
     grace = grace_for(gw, key=key, store=resumable.store)
+    record = None
     if grace > 0 or resumable.store or resumable.background:
         record = streams.StreamRecord(
             completion_id=turn.completion_id,
@@ -95,8 +97,7 @@ def remember(
             background=resumable.background,
             metadata=resumable.metadata,
         )
-        streams.save(gw.redis, record, ttl=gw.settings.replay_ttl)
-    return grace
+    return grace, record
 
 
 def closed(

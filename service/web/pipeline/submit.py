@@ -161,10 +161,10 @@ def _begin(
     bind_turn(job_id=turn.completion_id, conversation_id=turn.conversation_id)  # on every log line
     if resolution.turns_remaining is not None:
         g.turns_remaining = resolution.turns_remaining
-    grace = resume.remember(gw, turn, chat, key, resumable)
+    grace, record = resume.remember(gw, turn, chat, key, resumable)
     run = Run(
         turn,
-        _start(gw, turn),
+        _start(gw, turn, record),
         idempotency_key=key,
         ticket=quota.take_ticket(),
         grace=grace,
@@ -280,12 +280,15 @@ def subscribe(gw: Gateway, completion_id: str) -> Subscription:
         raise redis_unavailable() from exc
 
 
-def _start(gw: Gateway, turn: TurnRequest) -> Subscription:
-    """Subscribe to the turn's relay channel, then enqueue it; on failure free its lock."""
+def _start(gw: Gateway, turn: TurnRequest, record: streams.StreamRecord | None = None) -> Subscription:
+    """Subscribe to the turn's relay channel, then enqueue it (with its stream record, in the
+    same round trip); on failure free its lock."""
+    ttl = gw.settings.replay_ttl
+    also = (lambda pipe: streams.save(pipe, record, ttl=ttl)) if record is not None else None
     try:
         sub = subscribe(gw, turn.completion_id)
         try:
-            enqueue_turn(gw.queue, turn, gw.settings)
+            enqueue_turn(gw.queue, turn, gw.settings, also=also)
         except BaseException:
             sub.close()
             raise
