@@ -10,12 +10,14 @@ request that had `store: true` or an Idempotency-Key (which, if sent, must be th
 from __future__ import annotations
 
 import functools
+from collections.abc import Callable
 from typing import Any
 
 from flask import Response, g, jsonify, request
 
 from service.errors import NotFound
 from service.state import streams
+from service.turns import TurnRequest
 from service.web.chat.render import ChatRenderer
 from service.web.http.extension import Gateway, gateway
 from service.web.pipeline import replay, resume
@@ -28,7 +30,7 @@ def completion_not_found(completion_id: str) -> NotFound:
     return NotFound(f"Completion with id '{completion_id}' not found.", param=None, code="not_found")
 
 
-def keeper(gw: Gateway, owner: str, chat: ChatRequest) -> Any:
+def keeper(gw: Gateway, owner: str, chat: ChatRequest) -> Callable[[dict[str, Any]], None] | None:
     """What a `store: true` completion's renderer hands its finished object to (None: keep nothing)."""
     if not chat.store_completion:
         return None
@@ -39,12 +41,19 @@ def renderer(
     run: Run, chat: ChatRequest, *, after: int | None = None, prompt_tokens: int | None = None
 ) -> ChatRenderer:
     """The Chat Completions renderer of a run (resuming after `after`, if set)."""
+    return renderer_for(run.turn, chat, after=after, prompt_tokens=prompt_tokens)
+
+
+def renderer_for(
+    turn: TurnRequest, chat: ChatRequest, *, after: int | None = None, prompt_tokens: int | None = None
+) -> ChatRenderer:
+    """The Chat Completions renderer of a turn: storing it if asked, resuming after `after`."""
     made = ChatRenderer(
-        run.turn,
+        turn,
         chat.messages,
         include_usage=chat.include_usage,
         prompt_tokens=prompt_tokens,
-        keep=keeper(gateway(), run.turn.owner, chat),
+        keep=keeper(gateway(), turn.owner, chat),
         metadata=chat.metadata,
     )
     made.after = after
@@ -62,17 +71,14 @@ def get_completion(completion_id: str) -> Response:
         if record is None or not record.store or record.surface != "chat":
             raise completion_not_found(completion_id)
         # Finished while nobody read it (e.g. in a disconnect's grace): keep it now, from the log.
-        fresh = renderer(_reader_run(record), replay.request_of(record), prompt_tokens=record.prompt_tokens)
+        turn, chat = replay.turn_of(record), replay.request_of(record)
+        fresh = renderer_for(turn, chat, prompt_tokens=record.prompt_tokens)
         if replay.fold_finished(gw, record, fresh) is None:
             raise completion_not_found(completion_id)
         found = streams.stored_completion(gw.redis, completion_id, owner)
         if found is None:
             raise completion_not_found(completion_id)
     return jsonify(found)
-
-
-def _reader_run(record: streams.StreamRecord) -> Run:
-    return Run(replay.turn_of(record), sub=None, attached=True)  # type: ignore[arg-type]  # never read
 
 
 def _resume(gw: Gateway, owner: str, completion_id: str) -> Response:

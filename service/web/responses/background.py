@@ -14,6 +14,7 @@ from __future__ import annotations
 import logging
 import threading
 import time
+from collections.abc import Callable
 from typing import Any
 
 from flask import Flask, Response, current_app, jsonify, request
@@ -32,7 +33,7 @@ from service.web.pipeline.request import ChatRequest
 from service.web.pipeline.respond import MakeRenderer, answer_turn, collect
 from service.web.pipeline.run import Run
 from service.web.pipeline.submit import subscribe
-from service.web.responses.render import ResponseBuilder, ResponseRenderer
+from service.web.responses.render import Keep, ResponseBuilder, ResponseRenderer
 from service.web.responses.render import usage as response_usage
 
 log = logging.getLogger(__name__)
@@ -189,7 +190,14 @@ def _starting_after() -> int | None:
     return max(-1, value)
 
 
-def keeper(store: ResponseStore | None, owner: str, response_id: str, *, fresh: Any, items: Any) -> Any:
+def keeper(
+    store: ResponseStore | None,
+    owner: str,
+    response_id: str,
+    *,
+    fresh: Callable[[], dict[str, Any]],
+    items: Callable[[], list[dict[str, Any]]],
+) -> Keep:
     """Stores the response with a change applied; a cancelled one stays cancelled; items are kept once.
 
     `fresh()` is the in-progress response to start from and `items()` the input items, both
