@@ -168,6 +168,11 @@ def test_a_stored_chat_completion_is_its_owners_alone(url: str, gateway: Stack) 
     assert got["metadata"] == {"topic": "resume"}
     assert got["choices"] == made.json()["choices"] and got["usage"] == made.json()["usage"]
     assert got["model"] == made.json()["model"] and got["created"] == made.json()["created"]
+    retrieved = sdk(url).chat.completions.retrieve(completion_id)  # the SDK's stored-completions call
+    assert retrieved.choices[0].message.content == made.json()["choices"][0]["message"]["content"]
+    assert retrieved.metadata == {"topic": "resume"}
+    with pytest.raises(openai.NotFoundError):
+        sdk(url, TWO).chat.completions.retrieve(completion_id)
     foreign = requests.get(f"{url}/v1/chat/completions/{completion_id}", headers=auth(TWO), timeout=10)
     unknown = requests.get(f"{url}/v1/chat/completions/chatcmpl-nope", headers=auth(), timeout=10)
     assert foreign.status_code == unknown.status_code == 404
