@@ -39,6 +39,7 @@ class Run:
     grace: float = 0.0
     # A background response's turn: no disconnect of any reader touches it.
     detached: bool = False
+    closed: bool = False
 
     @property
     def survives_disconnect(self) -> bool:
@@ -52,7 +53,11 @@ class Run:
         away first. A turn with an Idempotency-Key is not cancelled when its client
         disappears: the SDK's retry will attach to it. Nor is one that survives a
         disconnect (`survives_disconnect`): its grace (`pipeline.resume`) decides.
+        Only the first call acts.
         """
+        if self.closed:
+            return
+        self.closed = True
         turn = self.turn
         try:
             finished = terminal is not None and not (isinstance(terminal, Failed) and terminal.synthetic)

@@ -197,11 +197,13 @@ def keeper(
     *,
     fresh: Callable[[], dict[str, Any]],
     items: Callable[[], list[dict[str, Any]]],
+    listed: str | None = None,
 ) -> Keep:
     """Stores the response with a change applied; a cancelled one stays cancelled; items are kept once.
 
     `fresh()` is the in-progress response to start from and `items()` the input items, both
-    only built when nothing is stored yet.
+    only built when nothing is stored yet; `listed` is the conversation the response is
+    listed with (`ResponseStore.save`).
     """
 
     def keep(change: dict[str, Any], *, only_if_new: bool = False) -> None:
@@ -211,6 +213,6 @@ def keeper(
         if current is not None and (only_if_new or current.get("status") == "cancelled"):
             return
         kept = store.input_items(response_id, owner) if current is not None else None
-        store.save(owner, {**(current or fresh()), **change}, kept if kept is not None else items())
+        store.save(owner, {**(current or fresh()), **change}, kept if kept is not None else items(), listed)
 
     return keep

@@ -34,6 +34,7 @@ from service.errors import InvalidRequest, NotFound
 from service.images import ImageInput
 from service.limits import check_prompt
 from service.models import Aliases, find_model
+from service.tools import hosted
 from service.tools.history import fold
 from service.tools.openai_params import check_emulation, parse_choice, parse_format, parse_tools
 from service.tools.options import TurnOptions
@@ -62,6 +63,7 @@ class ResponsesRequest:
     metadata: dict[str, str] = dataclasses.field(default_factory=dict)
     echo: dict[str, Any] = dataclasses.field(default_factory=dict)
     background: bool = False  # run detached (`responses.background`); needs `store`
+    unoffered: tuple[str, ...] = ()  # hosted tools left out (service.tools.hosted)
 
 
 def _invalid(message: str, param: str, code: str = "invalid_value") -> InvalidRequest:
@@ -389,4 +391,5 @@ def parse_responses_request(
         metadata=_metadata(body),
         echo=echo,
         background=background,
+        unoffered=hosted.unoffered(body.get("tools")),
     )

@@ -21,7 +21,7 @@ from service.turns import new_response_id, request_cancel
 from service.web.http.body import read_body
 from service.web.http.extension import Gateway, gateway
 from service.web.http.paging import page
-from service.web.pipeline import resume
+from service.web.pipeline import hosted_note, resume
 from service.web.pipeline.answer import Answer
 from service.web.pipeline.request import ChatRequest
 from service.web.pipeline.respond import answer_turn
@@ -59,7 +59,7 @@ def create_response(prefix: str = "") -> Response:
     )
     answer = background.answer if req.background else answer_turn
     try:
-        return submit(
+        answered = submit(
             gw,
             raw,
             req.chat,
@@ -69,6 +69,7 @@ def create_response(prefix: str = "") -> Response:
             resumable=survives,
             answer=answer,
         )
+        return hosted_note.announce(answered, req.unoffered)  # hosted tools left out: say so
     except NotFound as exc:
         if exc.code == "conversation_not_found" and req.previous_response_id:
             raise response_not_found(req.previous_response_id, "previous_response_id") from None
@@ -93,7 +94,9 @@ def _renderer(req: ResponsesRequest, owner: str, run: Run, chat: ChatRequest) ->
     )
     store = _responses(gateway()) if req.store else None
     fresh = functools.partial(builder.response, "in_progress")
-    keep = background.keeper(store, owner, turn.completion_id, fresh=fresh, items=builder.input_items)
+    keep = background.keeper(
+        store, owner, turn.completion_id, fresh=fresh, items=builder.input_items, listed=turn.conversation_id
+    )
     after = resume.last_event_id() if run.attached else None
     return ResponseRenderer(
         builder, Answer(chat.messages), keep=keep, storing=store is not None, starting_after=after
