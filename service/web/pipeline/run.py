@@ -39,6 +39,7 @@ class Run:
     grace: float = 0.0
     # A background response's turn: no disconnect of any reader touches it.
     detached: bool = False
+    turns_remaining: int | None = None  # from a collected answer's limits event (a response header)
     closed: bool = False
 
     @property

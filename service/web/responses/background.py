@@ -33,8 +33,9 @@ from service.web.pipeline.request import ChatRequest
 from service.web.pipeline.respond import MakeRenderer, answer_turn, collect
 from service.web.pipeline.run import Run
 from service.web.pipeline.submit import subscribe
-from service.web.responses.render import Keep, ResponseBuilder, ResponseRenderer
-from service.web.responses.render import usage as response_usage
+from service.web.responses.objects import ResponseBuilder
+from service.web.responses.objects import usage as response_usage
+from service.web.responses.render import Keep, ResponseRenderer
 
 log = logging.getLogger(__name__)
 
