@@ -19,11 +19,11 @@ from service.state.relay import read_log
 from service.turns import TurnRequest
 from service.web.http.extension import Gateway
 from service.web.pipeline import resume
+from service.web.pipeline.enqueue import subscribe
 from service.web.pipeline.request import ChatRequest
 from service.web.pipeline.respond import MakeRenderer, answer_turn
 from service.web.pipeline.run import Run
 from service.web.pipeline.stream import Renderer
-from service.web.pipeline.submit import subscribe
 
 
 def request_of(record: streams.StreamRecord) -> ChatRequest:

@@ -7,9 +7,12 @@ happens in between is the same for all of them and lives here:
     admission (429 when the account pool's line is too long) → Idempotency-Key
       (attach to an earlier run?) → resolve the conversation (new /
       continue / branch; lock) → subscribe to the relay (confirmed by Redis) →
-      enqueue `workers.jobs.run_turn` → `respond.answer_turn` through the surface's renderer
+      enqueue `workers.jobs.run_turn` (`enqueue`) → `respond.answer_turn` through the
+      surface's renderer
 
-Subscribing before enqueueing means no event can be published before we listen.
+Subscribing before enqueueing means no event can be published before we listen. A
+surface that makes its streams resumable (`resume.Resumable`) or answers in the
+background (`answer=`) says so here; the rest is the same for every surface.
 A surface calls `submit` once with its parsed request and a renderer factory and gets
 the Flask response back; it never waits, holds or closes anything itself.
 """
@@ -29,13 +32,13 @@ from service.events import Failed
 from service.images import ImageLimits, park
 from service.models import Aliases
 from service.runtime.logs import bind_turn
-from service.state import idempotency, locks, streams
-from service.state.relay import Subscription, last_event
-from service.turns import TurnRequest, enqueue_turn, new_completion_id
-from service.web.http.errors import redis_unavailable
+from service.state import idempotency, streams
+from service.state.relay import last_event
+from service.turns import TurnRequest, new_completion_id
 from service.web.http.extension import Gateway
 from service.web.pipeline import admission, quota, resume
 from service.web.pipeline import conversation_limits as limits
+from service.web.pipeline.enqueue import start, subscribe
 from service.web.pipeline.request import Bounds, ChatRequest
 from service.web.pipeline.resolve import resolve
 from service.web.pipeline.respond import MakeRenderer, answer_turn
@@ -203,7 +206,7 @@ def _begin(
     grace, record = resume.remember(gw, turn, chat, key, resumable)
     run = Run(
         turn,
-        _start(gw, turn, record),
+        start(gw, turn, record),
         idempotency_key=key,
         ticket=_take_ticket(),
         grace=grace,
@@ -309,30 +312,3 @@ def _attach(
         detached=record is not None and record.background,
     )
     return _answer(gw, run, chat, make, answer)
-
-
-def subscribe(gw: Gateway, completion_id: str) -> Subscription:
-    """Subscribe to a completion's relay channel; 503 if Redis does not confirm."""
-    try:
-        return gw.hub.subscribe(completion_id)
-    except TimeoutError as exc:
-        raise redis_unavailable() from exc
-
-
-def _start(gw: Gateway, turn: TurnRequest, record: streams.StreamRecord | None = None) -> Subscription:
-    """Subscribe to the turn's relay channel, then enqueue it (with its stream record, in the
-    same round trip); on failure free its lock."""
-    ttl = gw.settings.replay_ttl
-    also = (lambda pipe: streams.save(pipe, record, ttl=ttl)) if record is not None else None
-    try:
-        sub = subscribe(gw, turn.completion_id)
-        try:
-            enqueue_turn(gw.queue, turn, gw.settings, also=also)
-        except BaseException:
-            sub.close()
-            raise
-    except BaseException:
-        if turn.lock_token:
-            locks.release(gw.redis, turn.conversation_id, turn.lock_token)
-        raise
-    return sub

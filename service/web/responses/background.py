@@ -29,10 +29,10 @@ from service.turns import lease_key
 from service.web.http.extension import Gateway
 from service.web.pipeline import replay, resume
 from service.web.pipeline.answer import Answer
+from service.web.pipeline.enqueue import subscribe
 from service.web.pipeline.request import ChatRequest
 from service.web.pipeline.respond import MakeRenderer, answer_turn, collect
 from service.web.pipeline.run import Run
-from service.web.pipeline.submit import subscribe
 from service.web.responses.objects import ResponseBuilder
 from service.web.responses.objects import usage as response_usage
 from service.web.responses.render import Keep, ResponseRenderer
