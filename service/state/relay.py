@@ -8,8 +8,10 @@ without the first token ever waiting.
 
 Web side, `RelayHub`: one shared pub/sub connection per process, read by one listener
 thread (a greenlet under gevent), dispatching messages to per-request `Subscription`
-queues. A subscription is confirmed by Redis before `subscribe()` returns, so a job
-enqueued afterwards cannot publish into the void. Sequence numbers let a subscription
+queues; several readers of one completion (a background response's collector and its
+stream, a resumed stream) share its channel and each get every message. A subscription
+is confirmed by Redis before `subscribe()` returns, so a job enqueued afterwards cannot
+publish into the void. Sequence numbers let a subscription
 notice a lost message and fill the gap from the replay log; a late reader can read the
 whole log.
 
@@ -36,7 +38,6 @@ from redis.exceptions import RedisError
 from service.events import TERMINAL, Delta, RelayEvent, Terminal
 
 log = logging.getLogger(__name__)
-
 
 
 def channel_name(completion_id: str) -> str:
@@ -217,6 +218,11 @@ class Subscription:
                 continue
             return self._take(event)
 
+    @property
+    def position(self) -> int:
+        """The sequence number of the event `next` returned last (-1 before the first)."""
+        return self._next_seq - 1
+
     def catch_up(self) -> bool:
         """Read events this subscription missed from the replay log; True if any."""
         missed = read_log(self._hub.redis, self.completion_id, self._next_seq + len(self._backlog))
@@ -245,10 +251,7 @@ class RelayHub:
     def __init__(self, redis: Redis, *, confirm_timeout: float = 5.0) -> None:
         self.redis = redis
         self._confirm_timeout = confirm_timeout
-        # Several subscriptions may follow one completion (an Idempotency-Key retry attaching to
-        # the run its first request still streams): each gets every event; Redis is told once.
-        self._subs: dict[str, list[Subscription]] = {}
-        self._live: set[str] = set()  # channels Redis confirmed (under `_lock`, like `_subs`)
+        self._subs: dict[str, list[Subscription]] = {}  # several readers of one completion share it
         self._waiters: dict[str, list[threading.Event]] = {}
         self._lock = threading.Lock()
         self._pubsub: PubSub | None = None
@@ -262,17 +265,18 @@ class RelayHub:
         sub = Subscription(self, completion_id)
         with self._lock:
             pubsub = self._ensure_listener()
-            others = self._subs.setdefault(sub.channel, [])
-            others.append(sub)
-            if len(others) > 1:  # the channel is subscribed already: confirmed with the first
-                if sub.channel in self._live:
-                    sub._confirmed.set()
-            else:
+            readers = self._subs.setdefault(sub.channel, [])
+            readers.append(sub)
+            # With a reader there already, the channel is subscribed (or its confirmation is coming).
+            first = readers[0] if len(readers) > 1 else None
+            if first is None:
                 try:
                     pubsub.subscribe(sub.channel)
                 except Exception:  # Redis unreachable: forget it, the caller answers 503
                     del self._subs[sub.channel]
                     raise
+        if first is not None and first._confirmed.wait(self._confirm_timeout):
+            sub._confirmed.set()
         if not sub._confirmed.wait(self._confirm_timeout):
             self.unsubscribe(sub)
             raise TimeoutError("Redis did not confirm the relay subscription")
@@ -291,14 +295,13 @@ class RelayHub:
     def unsubscribe(self, sub: Subscription) -> None:
         """Forget a subscription and tell Redis, once."""
         with self._lock:
-            others = self._subs.get(sub.channel, [])
-            if not any(other is sub for other in others):
+            readers = self._subs.get(sub.channel, [])
+            if sub not in readers:
                 return
-            others.remove(sub)
-            if others:
-                return  # another request still follows this completion
+            readers.remove(sub)
+            if readers:  # another reader still listens on the channel
+                return
             del self._subs[sub.channel]
-            self._live.discard(sub.channel)
             pubsub = self._pubsub
             assert pubsub is not None  # a known subscription means the listener has started
             try:
@@ -341,7 +344,7 @@ class RelayHub:
     @property
     def subscription_count(self) -> int:
         """Open subscriptions (for metrics and tests)."""
-        return sum(len(subs) for subs in self._subs.values())
+        return sum(len(readers) for readers in self._subs.values())
 
     def close(self) -> None:
         """Stop the listener and release the pub/sub connection."""
@@ -400,17 +403,11 @@ class RelayHub:
                 for waiter in list(self._waiters.get(channel, ())):
                     waiter.set()
                 continue
-            self._deliver(channel, kind, message)
-
-    def _deliver(self, channel: str, kind: str, message: dict[str, Any]) -> None:
-        """A completion channel's confirmation or event, to every subscription that follows it."""
-        with self._lock:
-            subs = list(self._subs.get(channel, ()))
-            if kind == "subscribe" and subs:
-                self._live.add(channel)
-                for sub in subs:
+            readers = list(self._subs.get(channel, ()))
+            if kind == "subscribe":
+                for sub in readers:
                     sub._confirmed.set()
-        if kind == "message" and subs:
-            event = json.loads(message["data"])
-            for sub in subs:
-                sub._queue.put(dict(event))
+            elif kind == "message" and readers:
+                event = json.loads(message["data"])
+                for sub in readers:
+                    sub._queue.put(event)

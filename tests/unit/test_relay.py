@@ -202,3 +202,20 @@ def test_two_subscriptions_to_one_completion_both_get_every_event(redis_client: 
     assert hub.subscription_count == 0
     numsub = dict(redis_client.pubsub_numsub(channel_name("chatcmpl-dup")))
     assert numsub[channel_name("chatcmpl-dup").encode()] == 0
+
+
+def test_two_readers_of_one_completion_both_get_it_live(redis_client: Redis, hub: RelayHub) -> None:
+    # A background response's collector and its streaming reader, or a resumed stream beside the
+    # dropped one not yet noticed: each gets every event as it is published, not a second late.
+    first, second = hub.subscribe("chatcmpl-two"), hub.subscribe("chatcmpl-two")
+    publisher = Publisher(redis_client, "chatcmpl-two", coalesce_ms=0)
+    publisher.delta("hi")
+    for sub in (first, second):
+        event = sub.next(timeout=0.5)  # live: well before a reader's one-second log re-check
+        assert event is not None and event["text"] == "hi"
+    first.close()
+    publisher.finish(Done("hi"))
+    assert [event["type"] for event in drain(second)] == ["done"]
+    assert hub.subscription_count == 1
+    second.close()
+    assert hub.subscription_count == 0

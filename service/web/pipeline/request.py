@@ -36,6 +36,7 @@ Validation costs tens of microseconds per value on the web tier's event loop, so
 tools needs a fraction of this.
 """
 
+
 @dataclasses.dataclass(frozen=True)
 class Bounds:
     """Size limits a request must stay within (MAX_MESSAGES, MAX_INPUT_CHARS)."""
@@ -43,6 +44,7 @@ class Bounds:
     max_messages: int = 2048
     max_input_chars: int = 400_000
     images: ImageLimits = dataclasses.field(default_factory=ImageLimits)
+
 
 @dataclasses.dataclass(frozen=True)
 class ChatRequest:
@@ -72,6 +74,11 @@ class ChatRequest:
     """"chat", or "image": an image generation that must end in an image (`service.turns`)."""
     image_format: str = "url"
     """For an image turn: "url", or "b64_json" (the worker fetches the bytes)."""
+    store_completion: bool = False
+    """Chat Completions `store: true`: keep the finished completion for `GET …/completions/{id}`."""
+    metadata: dict[str, str] | None = None
+    """The request's `metadata`, echoed by a stored completion."""
+
 
 def parse_body(raw: bytes) -> dict[str, Any]:
     """The body as a JSON object, or the 400 OpenAI sends for an unparseable body.
@@ -95,6 +102,7 @@ def parse_body(raw: bytes) -> dict[str, Any]:
     _check_shape(body)
     unicode_check.check(body)  # a lone surrogate: a 400 naming the field, not a 500 later
     return body
+
 
 def _check_shape(body: dict[str, Any]) -> None:
     """400 if the body nests deeper than MAX_DEPTH or holds more than MAX_VALUES values.
@@ -121,6 +129,7 @@ def _check_shape(body: dict[str, Any]) -> None:
                 children: Iterable[Any] = item.values() if isinstance(item, dict) else item
                 stack.extend((child, depth + 1) for child in children)
 
+
 def check_count(count: int, bounds: Bounds, *, param: str = "messages") -> None:
     """400 if a request carries more messages (or input items) than MAX_MESSAGES; every surface."""
     if count > bounds.max_messages:
@@ -130,6 +139,7 @@ def check_count(count: int, bounds: Bounds, *, param: str = "messages") -> None:
             f"{bounds.max_messages}, but got an array with length {count} instead.",
             "array_above_max_length",
         )
+
 
 def check_chars(total: int, bounds: Bounds, *, param: str = "messages") -> None:
     """400 if a request's message text is longer in total than MAX_INPUT_CHARS; every surface."""
