@@ -109,6 +109,7 @@ class Settings:
         return self.redis_url is not None or bool(self.redis_sentinels)
 
     tool_emulation: bool = True
+    playground: bool = True
 
     @property
     def auth_enabled(self) -> bool:
@@ -419,6 +420,8 @@ def load_settings(environ: Mapping[str, str]) -> Settings:
         # TOOL_EMULATION: on = `tools` are emulated by prompting (README); off = a request that
         # lets the model call tools gets a 400 naming `tools` (never silently ignored).
         tool_emulation=_read(environ, "TOOL_EMULATION", _choice("on", "off"), "on") == "on",
+        # PLAYGROUND: on = the chat playground page at `/` (docs/console.md); off = `/` is a 404.
+        playground=_read(environ, "PLAYGROUND", _choice("on", "off"), "on") == "on",
     )
     for pattern, target in settings.model_aliases:
         if find_model(target, settings.upstream) is None:

@@ -19,6 +19,7 @@ else: shared code lives in plain `service` modules so workers never load Flask.
       admin_keys   /admin/keys: managed API keys and their usage (only with ADMIN_KEY)
       telemetry    request metrics recorded in one after_request hook
       admin        /admin/accounts (only with ADMIN_KEY); the pool's admission check
+      console      the playground page at / and the operator console at /console
       errors       every failure rendered as OpenAI's error JSON
 """
 
@@ -34,6 +35,7 @@ from service.web import (
     admin,
     admin_keys,
     completions,
+    console,
     conversations,
     errors,
     health,
@@ -73,6 +75,7 @@ def create_app(overrides: Mapping[str, str] | None = None) -> Flask:
     app.register_blueprint(messages.blueprint)
     app.register_blueprint(conversations.blueprint)
     admin_keys.init_app(app, settings)  # /admin/keys only with ADMIN_KEY
+    console.init_app(app, settings)  # the playground at / and the operator console at /console
     # Its catch-all rule loses to every more specific rule, whatever the order.
     app.register_blueprint(completions.blueprint)
     return app

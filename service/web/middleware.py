@@ -27,6 +27,7 @@ from service.keys import KeyStore
 from service.logs import request_id_var
 from service.web import quota
 from service.web.auth import identify
+from service.web.console import PUBLIC_BLUEPRINT
 from service.web.extension import gateway
 
 REQUEST_ID_HEADER = "x-request-id"
@@ -86,6 +87,8 @@ def _preflight() -> Response | None:
 def _authenticate() -> None:
     if request.path in OPEN_PATHS or request.path.startswith("/admin/"):
         return  # /admin/ checks ADMIN_KEY itself (or does not exist)
+    if request.blueprint == PUBLIC_BLUEPRINT:
+        return  # the pages and their assets hold no secret; their scripts send the key
     gw = gateway()
     settings = gw.settings
     g.caller = identify(

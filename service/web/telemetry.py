@@ -11,8 +11,9 @@ from __future__ import annotations
 
 from flask import Flask, Response, g, request
 
-from service import metrics
+from service import livestats, metrics
 from service.logs import conversation_id_var, job_id_var
+from service.web.extension import gateway
 from service.web.middleware import OPEN_PATHS
 
 # The last path segment names the API surface whatever the prefix (/v1, /openai, …).
@@ -48,6 +49,9 @@ def _record(response: Response) -> Response:
             model=g.get("model") or "-",
             status=str(response.status_code),
         ).inc()
+        if response.status_code >= 400 and g.get("model"):  # a refused or failed turn, for /admin/stats
+            gw = gateway()
+            livestats.record(gw.redis, gw.settings.queue_name, counts={f"http:{response.status_code}": 1})
     return response
 
 

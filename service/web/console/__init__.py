@@ -1,0 +1,110 @@
+"""The gateway's face: the chat playground at `/` and the operator console at `/console`.
+
+Both are static pages (HTML, ES modules, CSS from this package; no build step, nothing
+from the internet) that talk to the gateway like any other client: the playground uses
+only the public API with the key the user types in (kept in the browser's
+localStorage), the console only the admin API with ADMIN_KEY (kept in sessionStorage).
+The pages themselves carry no secret and need no key, so the auth middleware lets this
+blueprint through (`PUBLIC_BLUEPRINT`).
+
+    /           the playground (404 with PLAYGROUND=off)
+    /console    the operator console (404 without ADMIN_KEY)
+    /_ui/…      their scripts and styles
+    /admin/stats  the Live page's numbers (`stats`; only with ADMIN_KEY)
+
+Every response of the blueprint carries a strict Content-Security-Policy (scripts and
+styles from this origin only, no inline code, `connect-src 'self'`) and refuses framing.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import functools
+from pathlib import Path
+
+from flask import Blueprint, Flask, Response, current_app, render_template
+from werkzeug import exceptions as http
+
+from service.settings import Settings
+from service.web.console import stats
+
+PUBLIC_BLUEPRINT = "console"
+HERE = Path(__file__).resolve().parent
+
+# Generated images come from the upstream's own host, so img-src allows any http(s) origin;
+# everything else is this origin only.
+CSP = "; ".join(
+    (
+        "default-src 'none'",
+        "script-src 'self'",
+        "style-src 'self'",
+        "img-src 'self' data: blob: https: http:",
+        "connect-src 'self'",
+        "base-uri 'none'",
+        "form-action 'none'",
+        "frame-ancestors 'none'",
+    )
+)
+SECURITY_HEADERS = {
+    "Content-Security-Policy": CSP,
+    "X-Frame-Options": "DENY",
+    "X-Content-Type-Options": "nosniff",
+    "Referrer-Policy": "no-referrer",
+    "Cross-Origin-Opener-Policy": "same-origin",
+}
+
+blueprint = Blueprint(
+    PUBLIC_BLUEPRINT,
+    __name__,
+    static_folder="static",
+    static_url_path="/_ui",
+    template_folder="templates",
+)
+
+
+def init_app(app: Flask, settings: Settings) -> None:
+    """Register the pages unless both are off (no playground and no ADMIN_KEY), and /admin/stats."""
+    if settings.playground or settings.admin_key:
+        app.register_blueprint(blueprint)
+    if settings.admin_key:
+        app.register_blueprint(stats.blueprint)
+
+
+@functools.cache
+def _version(filename: str) -> str:
+    """A short digest of a static file, so a changed asset is never served from a stale cache."""
+    return hashlib.sha256((HERE / "static" / filename).read_bytes()).hexdigest()[:12]
+
+
+@blueprint.app_template_global()
+def asset(filename: str) -> str:
+    """The URL of a static file of this package, with its content version."""
+    return f"/_ui/{filename}?v={_version(filename)}"
+
+
+def _settings() -> Settings:
+    return current_app.extensions["gateway"].settings
+
+
+@blueprint.get("/")
+def playground() -> str:
+    """The chat playground."""
+    if not _settings().playground:
+        raise http.NotFound()
+    return render_template("playground.html")
+
+
+@blueprint.get("/console")
+def console() -> str:
+    """The operator console (absent without ADMIN_KEY)."""
+    if not _settings().admin_key:
+        raise http.NotFound()
+    return render_template("console.html")
+
+
+@blueprint.after_request
+def _secure(response: Response) -> Response:
+    response.headers.update(SECURITY_HEADERS)
+    if response.mimetype == "text/html":
+        response.headers["Cache-Control"] = "no-store"
+    return response
