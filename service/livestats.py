@@ -71,7 +71,9 @@ def record(
         log.debug("event=livestats_failed error=%s", exc.__class__.__name__)
 
 
-def read(redis: Redis, queue: str, *, now: float | None = None, minutes: int = MINUTES) -> list[dict[str, Any]]:
+def read(
+    redis: Redis, queue: str, *, now: float | None = None, minutes: int = MINUTES
+) -> list[dict[str, Any]]:
     """The last `minutes` minutes, oldest first: turns by outcome, errors by class, mean times."""
     current = int((time.time() if now is None else now) // 60)
     starts = list(range(current - minutes + 1, current + 1))

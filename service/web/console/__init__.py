@@ -18,8 +18,8 @@ styles from this origin only, no inline code, `connect-src 'self'`) and refuses 
 
 from __future__ import annotations
 
-import hashlib
 import functools
+import hashlib
 from pathlib import Path
 
 from flask import Blueprint, Flask, Response, current_app, render_template

@@ -118,7 +118,8 @@ function sidebarItem(conversation) {
   const open = el("button", { type: "button", class: "link", "aria-current": current ? "true" : null, onclick: () => openConversation(conversation.id) }, title);
   const rename = el("button", { type: "button", class: "small", "aria-label": `Rename ${title}`, onclick: () => renameForm(item, conversation) }, "Rename");
   const remove = el("button", { type: "button", class: "small danger", "aria-label": `Delete ${title}`, onclick: () => deleteConversation(conversation.id, remove) }, "Delete");
-  item.append(open, meta.branch_of ? el("span", { class: "note" }, " (branch)") : "", el("span", { class: "actions" }, rename, remove));
+  const note = meta.branch_of && !/\bbranch\b/i.test(title) ? el("span", { class: "note" }, " (branch)") : null;
+  item.append(open, note, el("span", { class: "actions" }, rename, remove));
   return item;
 }
 
@@ -229,7 +230,7 @@ function render() {
 }
 
 function messageItem(message, index) {
-  const item = el("li", { class: `message ${message.role}`, "data-index": index });
+  const item = el("li", { class: `message ${message.role}`, "data-index": index, "data-state": message.state || "done" });
   const body = el("div", { class: "content" }, message.content || "");
   item.append(el("h3", { class: "role" }, message.role === "user" ? "You" : message.role === "assistant" ? "Assistant" : message.role));
   if (message.image) item.append(el("img", { class: "attached", src: message.image, alt: "Attached image" }));
@@ -324,11 +325,10 @@ async function send(history) {
   }
   const previous = state.conversation;
   const before = state.messages;
-  const answer = { role: "assistant", content: "", progress: [], citations: [], images: [], toolCalls: [] };
+  const answer = { role: "assistant", content: "", state: "streaming", progress: [], citations: [], images: [], toolCalls: [] };
   state.messages = [...history, answer];
   render();
   const item = $("#transcript").lastElementChild;
-  item.dataset.state = "streaming";
   const text = document.createTextNode("");
   item.querySelector(".content").replaceChildren(text);
   item.querySelector("button.small")?.remove();
@@ -339,7 +339,9 @@ async function send(history) {
     stream_options: { include_usage: true },
     ...extra,
   };
-  if (previous) body.conversation_id = previous.id;
+  // Continue by id; with an edited or regenerated history the gateway branches. An edited first
+  // turn has no history to compare, so it starts afresh (the id alone would mean "continue").
+  if (previous && history.length > 1) body.conversation_id = previous.id;
   state.controller = new AbortController();
   $("#stop").hidden = false;
   $("#send").disabled = true;
@@ -348,11 +350,11 @@ async function send(history) {
     const response = await call("/v1/chat/completions", { key: state.key, method: "POST", body, signal: state.controller.signal });
     const id = response.headers.get("X-Conversation-Id");
     await readStream(response, answer, text, item);
-    item.dataset.state = "done";
     setStatus("");
     await remember(id, previous, history);
+    answer.state = "done";
   } catch (error) {
-    item.dataset.state = "failed";
+    answer.state = "stopped";
     if (error.name === "AbortError") {
       setStatus("Stopped.");
     } else {
