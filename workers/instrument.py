@@ -36,7 +36,8 @@ def job_metrics(job: Any) -> Iterator[dict[str, Any]]:
     """
     enqueued = _enqueued_at(job)
     _enqueued_var.set(enqueued)
-    livestats.bind(getattr(job, "connection", None), str(getattr(job, "origin", "")))  # the console's Live page
+    # The console's Live page: this turn's counters go to the job's Redis, under its queue.
+    livestats.bind(getattr(job, "connection", None), str(getattr(job, "origin", "")))
     if enqueued is not None:
         metrics.QUEUE_WAIT.observe(max(0.0, time.time() - enqueued))
         livestats.record(sums={"wait": max(0.0, time.time() - enqueued)})

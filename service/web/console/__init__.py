@@ -22,7 +22,7 @@ import functools
 import hashlib
 from pathlib import Path
 
-from flask import Blueprint, Flask, Response, current_app, render_template
+from flask import Blueprint, Flask, Response, current_app, render_template, request
 from werkzeug import exceptions as http
 
 from service.settings import Settings
@@ -63,9 +63,8 @@ blueprint = Blueprint(
 
 
 def init_app(app: Flask, settings: Settings) -> None:
-    """Register the pages unless both are off (no playground and no ADMIN_KEY), and /admin/stats."""
-    if settings.playground or settings.admin_key:
-        app.register_blueprint(blueprint)
+    """Register the pages (each view answers 404 when it is off) and, with ADMIN_KEY, /admin/stats."""
+    app.register_blueprint(blueprint)
     if settings.admin_key:
         app.register_blueprint(stats.blueprint)
 
@@ -86,18 +85,23 @@ def _settings() -> Settings:
     return current_app.extensions["gateway"].settings
 
 
-@blueprint.get("/")
+# Other methods are the API's 404 ("Invalid URL (POST /)"), as before the pages existed: a client
+# whose base URL lost its path is told so, not sent a 405 about a web page.
+ANY_METHOD = ["GET", "POST", "PUT", "PATCH", "DELETE"]
+
+
+@blueprint.route("/", methods=ANY_METHOD)
 def playground() -> str:
     """The chat playground."""
-    if not _settings().playground:
+    if request.method != "GET" or not _settings().playground:
         raise http.NotFound()
     return render_template("playground.html")
 
 
-@blueprint.get("/console")
+@blueprint.route("/console", methods=ANY_METHOD)
 def console() -> str:
     """The operator console (absent without ADMIN_KEY)."""
-    if not _settings().admin_key:
+    if request.method != "GET" or not _settings().admin_key:
         raise http.NotFound()
     return render_template("console.html")
 

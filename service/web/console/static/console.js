@@ -104,7 +104,7 @@ function accountRow(account) {
     el("td", { class: "num" }),
     el("td", { class: "num" }),
     el("td", {}),
-    el("td", { class: "message" }),
+    el("td", { class: "operator-message" }),
     el("td", {}),
     el("td", { class: "actions" },
       el("button", { type: "button", class: "small refresh", "aria-label": `Refresh account ${name()}`, onclick: () => openAccountForm(id, name()) }, "Refresh"),
@@ -174,12 +174,12 @@ async function submitAccount(event) {
   );
   if (!account) return;
   const result = $("#account-result");
-  result.replaceChildren(
+  result.replaceChildren(el("div", {},
     el("h3", {}, `${account.label || account.id}: ${STATE_LABELS[account.state] || account.state}`),
     el("p", {}, `Identity: ${identityText(account)}`),
     account.client_hints && account.client_hints.length ? el("p", {}, `Client hints: ${account.client_hints.join(", ")}`) : null,
     account.warnings && account.warnings.length ? el("ul", { class: "warnings" }, account.warnings.map((w) => el("li", {}, w))) : null,
-  );
+  ));
   result.hidden = false;
   await loadAccounts().catch(showError);
   closeAccountForm();

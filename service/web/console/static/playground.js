@@ -119,7 +119,7 @@ function sidebarItem(conversation) {
   const rename = el("button", { type: "button", class: "small", "aria-label": `Rename ${title}`, onclick: () => renameForm(item, conversation) }, "Rename");
   const remove = el("button", { type: "button", class: "small danger", "aria-label": `Delete ${title}`, onclick: () => deleteConversation(conversation.id, remove) }, "Delete");
   const note = meta.branch_of && !/\bbranch\b/i.test(title) ? el("span", { class: "note" }, " (branch)") : null;
-  item.append(open, note, el("span", { class: "actions" }, rename, remove));
+  item.append(...[open, note, el("span", { class: "actions" }, rename, remove)].filter(Boolean));
   return item;
 }
 
