@@ -54,6 +54,8 @@ class Settings:
     copilot_url: str = "https://copilot.microsoft.com"
     copilot_access_token: str = ""
     upstream_cookies: tuple[str, ...] = ()
+    upstream_transport: str = "browser"
+    upstream_ca_bundle: str = ""
     queue_name: str = "chat"
     worker_concurrency: int = 100
     job_timeout: int = 300
@@ -239,6 +241,20 @@ def _lines(value: str) -> tuple[str, ...]:
     return tuple(line.strip() for line in value.replace("\r", "").split("\n") if line.strip())
 
 
+def _pem_file(value: str) -> str:
+    path = value.strip()
+    if not path:
+        return ""
+    try:
+        with open(path, encoding="ascii", errors="replace") as handle:
+            pem = handle.read(1 << 20)
+    except OSError as exc:
+        raise ValueError(f"cannot read {path}: {exc.strerror}") from None
+    if "-----BEGIN CERTIFICATE-----" not in pem:
+        raise ValueError(f"{path} holds no PEM certificate")
+    return path
+
+
 def _choice(*allowed: str) -> Callable[[str], str]:
     def parse(value: str) -> str:
         choice = value.strip().lower()
@@ -315,6 +331,13 @@ def load_settings(environ: Mapping[str, str]) -> Settings:
         copilot_access_token=_read(environ, "COPILOT_ACCESS_TOKEN", _text, d.copilot_access_token),
         # UPSTREAM_COOKIES: Cookie header string per Bing account, one per line; empty = anonymous.
         upstream_cookies=_read(environ, "UPSTREAM_COOKIES", _lines, d.upstream_cookies),
+        # UPSTREAM_TRANSPORT: "browser" (curl_cffi: each account's browser TLS fingerprint, headers and
+        # proxy) or "plain" (requests + websocket-client, for upstreams that need no impersonation).
+        upstream_transport=_read(
+            environ, "UPSTREAM_TRANSPORT", _choice("browser", "plain"), d.upstream_transport
+        ),
+        # UPSTREAM_CA_BUNDLE: PEM file of extra CAs the upstream transport trusts (never disables checks).
+        upstream_ca_bundle=_read(environ, "UPSTREAM_CA_BUNDLE", _pem_file, d.upstream_ca_bundle),
         # RQ_QUEUE: name of the RQ queue turns are enqueued on.
         queue_name=_read(environ, "RQ_QUEUE", _text, d.queue_name) or d.queue_name,
         # WORKER_CONCURRENCY: turns one worker process runs at once (gevent greenlets).

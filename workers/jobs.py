@@ -23,3 +23,11 @@ def run_turn(payload: dict[str, Any]) -> dict[str, Any]:
     with job_metrics(get_current_job()) as summary:
         summary.update(TurnRunner(current_context(), request).run())
     return summary
+
+
+def check_account(account_id: str) -> dict[str, Any]:
+    """`POST /admin/accounts/{id}/check`: the account's bootstrap and one short turn, step by step."""
+    from workers.account_check import check_pool_account
+
+    context = current_context()
+    return check_pool_account(context.settings, context.redis, account_id)

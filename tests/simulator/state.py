@@ -18,7 +18,9 @@ from typing import Any
 
 from tests.simulator.accounts import AccountBook
 from tests.simulator.challenges import Challenge
+from tests.simulator.cloudflare import Gate
 from tests.simulator.copilot_state import CopilotConversation, nanoid
+from tests.simulator.tls_hello import TlsLog
 
 CONFIG_KEYS = (
     "max_turns",
@@ -263,6 +265,10 @@ class SimulatorState:
         """Images uploaded through `POST /c/api/attachments`, by the URL handed out."""
         """Every Copilot challenge issued, with the client's answer and the verdict."""
         self.accounts = AccountBook(clock=self.now, limits=self._account_limits)
+        self.cloudflare = Gate(clock=self.now)
+        """The Cloudflare gate: settings, issued clearances, verdict counters (`cloudflare`)."""
+        self.tls_log = TlsLog()
+        """ClientHello summaries of TLS connections (`tls_hello`)."""
         self.anon_secret = secrets.token_bytes(16)
         """Signs the `__Host-copilot-anon` values this process issues, so they outlive `reset`."""
 
@@ -290,6 +296,8 @@ class SimulatorState:
         self.challenges.clear()
         self.attachments.clear()
         self.accounts.reset()
+        self.cloudflare = Gate(clock=self.now)
+        self.tls_log = TlsLog()
 
     def violation(self, text: str) -> None:
         """Record a protocol violation by a client."""
