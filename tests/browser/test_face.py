@@ -203,6 +203,12 @@ def test_an_account_needs_attention_after_a_challenge_and_a_curl_refresh_brings_
     assert "chrome" in css(driver, f"{row} td:nth-of-type(6)").text.lower()
     assert face.api("POST", "/v1/chat/completions", json=_chat("hi")).status_code == 200
 
+    # Check: a worker bootstraps the account and runs a short turn; each step is shown.
+    css(driver, f"{row} button.check").click()
+    report = wait(driver, lambda d: "Check of" in (t := css(d, "#account-result").text) and "…" not in t and t)
+    assert "passed" in report, report
+    assert len(all_css(driver, "#account-result .steps li")) >= 2
+
     # Live shows the gateway's own numbers.
     css(driver, "#tab-live").click()
     wait(driver, lambda d: "1 of 1" in css(d, "#live-tiles").text)

@@ -195,14 +195,16 @@ async function checkAccount(id, name) {
     return;
   }
   const steps = Array.isArray(report.steps) ? report.steps : [];
-  result.replaceChildren(
-    el("h3", {}, `Check of ${name}: ${report.ok === false ? "failed" : report.ok === true ? "passed" : report.verdict || "done"}`),
-    steps.length
-      ? el("ol", { class: "steps" }, steps.map((step) => el("li", { class: step.ok === false ? "bad" : "good" },
-          el("strong", {}, `${step.name || step.step || "step"}: `),
-          Object.entries(step).filter(([k]) => !["name", "step"].includes(k)).map(([k, v]) => `${k}=${typeof v === "object" ? JSON.stringify(v) : v}`).join(" · "))))
-      : el("pre", {}, JSON.stringify(report, null, 2)),
-  );
+  const details = (step) => Object.entries(step).filter(([k]) => k !== "step").map(([k, v]) => `${k} ${v}`).join(", ");
+  const error = report.error || {};
+  result.replaceChildren(el("div", {},
+    el("h3", {}, `Check of ${name}: ${report.ok ? "passed" : "failed"}`),
+    el("p", {}, `Transport ${report.transport || "?"}, TLS profile ${report.tls_profile || "?"}, user agent ${report.user_agent || "?"}, `
+      + `proxy ${report.proxy ? "yes" : "no"}, cf_clearance age ${report.clearance_age || "?"}`),
+    el("ol", { class: "steps" }, steps.map((step) => el("li", { class: step.status >= 400 || (step.cloudflare && step.cloudflare !== "pass") ? "bad" : "good" },
+      el("strong", {}, `${step.step}: `), details(step)))),
+    report.ok ? null : el("p", { class: "bad" }, `${error.code || "error"}: ${error.message || ""}`),
+  ));
   loadAccounts().catch(showError);
 }
 
