@@ -205,8 +205,8 @@ def test_an_account_needs_attention_after_a_challenge_and_a_curl_refresh_brings_
 
     # Check: a worker bootstraps the account and runs a short turn; each step is shown.
     css(driver, f"{row} button.check").click()
-    report = wait(driver, lambda d: "Check of" in (t := css(d, "#account-result").text) and "…" not in t and t)
-    assert "passed" in report, report
+    report = wait(driver, lambda d: (t := css(d, "#account-result h3").text).startswith("Check of ") and t)
+    assert report.endswith(": passed"), css(driver, "#account-result").text
     assert len(all_css(driver, "#account-result .steps li")) >= 2
 
     # Live shows the gateway's own numbers.
@@ -325,3 +325,68 @@ def test_the_pages_are_strict_about_framing_scripts_and_absence(face: Face) -> N
         assert "<script>" not in page.text and " style=" not in page.text  # no inline code or style
         assert not re.search(r"\son[a-z]+=", page.text)  # no inline event handlers
     assert requests.get(face.url + "/admin/stats", timeout=10).status_code == 401
+
+
+# A 1x1 PNG: the smallest image the gateway accepts as an attachment.
+PNG = bytes.fromhex(
+    "89504e470d0a1a0a0000000d4948445200000001000000010806000000"
+    "1f15c4890000000d49444154789c6360f8cfc0f01f0005000201e2b4a0e50000000049454e44ae426082"
+)
+WEATHER_TOOL = (
+    '[{"type": "function", "function": {"name": "get_weather", "description": "Weather in a city", '
+    '"parameters": {"type": "object", "properties": {"city": {"type": "string"}}, "required": ["city"]}}}]'
+)
+
+
+def test_tools_an_attached_image_and_a_rate_limit_countdown(browser: Any, face: Face, tmp_path: Any) -> None:
+    driver = browser
+    face.only_account(fresh("extras"))
+    created = face.admin("POST", "/keys", json={"label": "one a minute", "rpm": 1})
+    assert created.status_code == 201, created.text
+    open_playground(driver, face, created.json()["key"])
+
+    # Tools: pasted definitions go with the message; the emulated call comes back in the answer.
+    css(driver, "#tools-panel summary").click()
+    css(driver, "#tools").send_keys(WEATHER_TOOL)
+    css(driver, "#composer details select").send_keys("required")
+    answer = send(driver, "[sim:tools=1] what is the weather in Paris?")
+    [call] = answer.find_elements(By.CSS_SELECTOR, ".tool-calls pre")
+    assert call.text.startswith("get_weather(") and "city" in call.text
+
+    # The key allows one request a minute: the next is a 429 whose Retry-After counts down.
+    prompt = css(driver, "#prompt")
+    prompt.send_keys("again", Keys.ENTER)
+    error = wait(driver, lambda d: css(d, "#error").is_displayed() and css(d, "#error"))
+    assert error.text.startswith("HTTP 429"), error.text
+    def countdown(d: Any) -> int | None:
+        shown = re.search(r"retry in (\d+) s", css(d, "#status").text)
+        return int(shown.group(1)) if shown else None
+
+    start = wait(driver, countdown)
+    assert 50 <= start <= 60  # the key's minute window
+    wait(driver, lambda d: (left := countdown(d)) is not None and left < start, 5)
+
+    # An attached image goes as a data URI; the upstream saw it.
+    face.admin("PATCH", f"/keys/{created.json()['id']}", json={"rpm": None})
+    css(driver, "#tools").clear()
+    image = tmp_path / "dot.png"
+    image.write_bytes(PNG)
+    css(driver, "#attach").send_keys(str(image))
+    wait(driver, lambda d: "dot.png" in css(d, "#attachment").text)
+    answer = send(driver, "what is in this picture?")
+    assert "I see an image" in answer.find_element(By.CSS_SELECTOR, ".content").text
+    sent = all_css(driver, "#transcript li.user img.attached")
+    assert sent and str(sent[-1].get_attribute("src")).startswith("data:image/png;base64,")
+
+
+def test_a_drawn_image_is_shown_inline_with_its_progress(browser: Any, face: Face) -> None:
+    if face.dialect != "copilot":
+        pytest.skip("the simulator draws images in the Copilot dialect")
+    driver = browser
+    face.only_account(fresh("drawing"))
+    open_playground(driver, face, API_KEY)
+    answer = send(driver, "[sim:image] a lighthouse at dusk")
+    [image] = answer.find_elements(By.CSS_SELECTOR, ".images img")
+    assert str(image.get_attribute("src")).startswith("http")
+    assert answer.find_elements(By.CSS_SELECTOR, ".progress li")  # "Generating an image", as it happened
+    assert csp_violations(driver) == []
