@@ -213,6 +213,8 @@ def test_an_account_needs_attention_after_a_challenge_and_a_curl_refresh_brings_
     css(driver, "#tab-live").click()
     wait(driver, lambda d: "1 of 1" in css(d, "#live-tiles").text)
     assert len(all_css(driver, "#live-charts svg.chart")) == 4
+    wait(driver, lambda d: all_css(d, "#live-charts rect"))  # the turns of this test are drawn
+    screenshot(driver, "console-live", 1280, 800)
     assert ADMIN_KEY not in driver.page_source and ADMIN_KEY not in driver.current_url
     assert csp_violations(driver) == []
 
@@ -232,6 +234,7 @@ def test_a_key_created_in_the_console_works_in_the_playground_until_revoked(brow
     rows = lambda d: [r for r in all_css(d, "#key-table tbody tr") if label in r.text]  # noqa: E731
     [row] = wait(driver, rows)
     assert "30/min" in row.text
+    screenshot(driver, "console-keys", 1280, 800)
     css(driver, "#secret-done").click()
     assert css(driver, "#secret").get_attribute("value") == "" and secret not in driver.page_source
 

@@ -123,6 +123,7 @@ function openAccountForm(id, name) {
   $("#account-submit").textContent = id ? "Refresh" : "Add";
   $("#account-paste").value = "";
   $("#account-file").value = "";
+  $("#account-proxy").value = "";
   $("#account-result").hidden = true;
   $("#account-paste").focus();
 }
@@ -148,7 +149,10 @@ async function accountBody() {
   const body = {};
   if (source === "har" || (file && source !== "cookies")) body.har = text;
   else if (source === "curl") body.curl = text;
+  else if (source === "access_token") body.access_token = text.replace(/^(authorization:\s*)?bearer\s+/i, "");
   else body.cookies = text.replace(/\r?\n/g, " ").replace(/^cookie:\s*/i, "");
+  const proxy = $("#account-proxy").value.trim();
+  if (proxy) body.proxy = proxy;
   if (!state.refreshing) {
     const label = $("#account-label").value.trim();
     if (label) body.label = label;
