@@ -73,6 +73,7 @@ async function loadAccounts() {
     cells[6].textContent = identityText(account);
     const toggle = row.querySelector("button.toggle");
     toggle.textContent = account.enabled ? "Disable" : "Enable";
+    toggle.setAttribute("aria-label", `${toggle.textContent} account ${account.label || account.id}`);
     toggle.dataset.enabled = account.enabled ? "1" : "0";
   }
   for (const row of [...body.rows]) if (!seen.has(row.dataset.id)) row.remove();

@@ -22,6 +22,14 @@ export function el(tag, attrs = {}, ...children) {
 
 export const $ = (selector, root = document) => root.querySelector(selector);
 
+/** `url` if it is a web address (or, with `images`, a data: image), else null: no javascript: links. */
+export function safeUrl(url, { images = false } = {}) {
+  const text = String(url || "");
+  if (/^https?:\/\//i.test(text)) return text;
+  if (images && /^data:image\/(png|jpeg|gif|webp);base64,/i.test(text)) return text;
+  return null;
+}
+
 /** The error an API gave, as it gave it: "HTTP 401 · invalid_api_key: Incorrect API key …". */
 export class ApiError extends Error {
   constructor(status, body, retryAfter = null) {

@@ -3,7 +3,7 @@
 // localStorage; conversation ids this browser started are remembered per key, since the
 // Conversations API has no listing.
 
-import { $, ApiError, call, callJson, clock, el, sse } from "./lib.js";
+import { $, ApiError, call, callJson, clock, el, safeUrl, sse } from "./lib.js";
 
 const KEY_STORE = "gateway.playground.key";
 const MODEL_STORE = "gateway.playground.model";
@@ -249,18 +249,19 @@ function decorate(item, message) {
   if (message.progress && message.progress.length) {
     item.append(el("ul", { class: "progress plain" }, message.progress.map((p) => el("li", {}, p))));
   }
-  if (message.images && message.images.length) {
-    item.append(el("div", { class: "images" }, message.images.map((image) =>
-      el("a", { href: image.url, target: "_blank", rel: "noopener noreferrer" },
-        el("img", { src: image.thumbnail_url || image.url, alt: image.prompt || "Generated image" })))));
+  const images = (message.images || []).filter((image) => safeUrl(image.url, { images: true }));
+  if (images.length) {
+    item.append(el("div", { class: "images" }, images.map((image) =>
+      el("a", { href: safeUrl(image.url, { images: true }), target: "_blank", rel: "noopener noreferrer" },
+        el("img", { src: safeUrl(image.thumbnail_url, { images: true }) || safeUrl(image.url, { images: true }), alt: image.prompt || "Generated image" })))));
   }
   if (message.toolCalls && message.toolCalls.length) {
     item.append(el("div", { class: "tool-calls" }, el("h4", {}, "Tool calls"), message.toolCalls.map((call) =>
       el("pre", {}, `${call.function.name}(${call.function.arguments})`))));
   }
-  if (message.citations && message.citations.length) {
+  if (message.citations && message.citations.some((c) => safeUrl(c.url))) {
     const seen = new Map();
-    for (const c of message.citations) if (c.url && !seen.has(c.url)) seen.set(c.url, c.title || c.url);
+    for (const c of message.citations) if (safeUrl(c.url) && !seen.has(c.url)) seen.set(c.url, c.title || c.url);
     item.append(el("div", { class: "citations" }, el("h4", {}, "Sources"), el("ol", {}, [...seen].map(([url, title]) =>
       el("li", {}, el("a", { href: url, target: "_blank", rel: "noopener noreferrer" }, title))))));
   }
@@ -490,7 +491,11 @@ function start() {
     loadModels();
     loadSidebar();
   } else {
-    setStatus("Enter an API key to start (or leave it empty if this gateway runs without keys).");
+    // A gateway without keys answers anyway; a keyed one asks for the key first.
+    callJson("/v1/models")
+      .then(() => { loadModels(); loadSidebar(); })
+      .catch(() => setStatus("Enter an API key to start."));
+    $("#api-key").focus();
   }
 }
 
