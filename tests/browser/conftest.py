@@ -110,7 +110,7 @@ def fresh(prefix: str) -> str:
     return f"{prefix}-{uuid.uuid4().hex[:8]}"
 
 
-@pytest.fixture(scope="module", params=("bing", "copilot"))
+@pytest.fixture(scope="session", params=("bing", "copilot"))
 def face(request: pytest.FixtureRequest, simulator: SimulatorProcess) -> Iterator[Face]:
     """gunicorn + one worker with ADMIN_KEY, one static key and the account pool at its defaults."""
     with EmbeddedRedis() as server:

@@ -1,63 +1,14 @@
 // The chat playground: a client of the gateway's public API like any other (Bearer key,
 // /v1/models, streamed /v1/chat/completions, the Conversations API). The key lives in
-// localStorage; conversation ids this browser started are remembered per key, since the
-// Conversations API has no listing.
+// localStorage. This module sends and streams; conversations.js keeps the sidebar,
+// transcript.js draws the conversation.
 
-import { $, ApiError, call, callJson, clock, el, safeUrl, sse } from "./lib.js";
+import { $, ApiError, call, callJson, el, sse } from "./lib.js";
+import { KEY_STORE, actions, setStatus, showError, state, submitOnEnter } from "./chat-state.js";
+import { loadSidebar, newChat, openConversation, remember } from "./conversations.js";
+import { decorate, render } from "./transcript.js";
 
-const KEY_STORE = "gateway.playground.key";
 const MODEL_STORE = "gateway.playground.model";
-const TITLE_LENGTH = 60;
-
-const state = {
-  key: localStorage.getItem(KEY_STORE) || "",
-  conversation: null, // {id, title, branchOf}
-  messages: [], // {role, content, image?, citations?, images?, toolCalls?, progress?}
-  controller: null,
-  countdown: null,
-  attachment: null, // data URI of the image to send with the next message
-};
-
-// --- small utilities ---------------------------------------------------------------------
-
-function fnv(text) {
-  let hash = 0x811c9dc5;
-  for (let i = 0; i < text.length; i++) hash = Math.imul(hash ^ text.charCodeAt(i), 0x01000193) >>> 0;
-  return hash.toString(16);
-}
-
-const listKey = () => `gateway.playground.conversations.${fnv(state.key)}`;
-const storedIds = () => JSON.parse(localStorage.getItem(listKey()) || "[]");
-const storeIds = (ids) => localStorage.setItem(listKey(), JSON.stringify([...new Set(ids)].slice(0, 200)));
-
-function setStatus(text) {
-  $("#status").textContent = text;
-}
-
-function showError(error) {
-  const box = $("#error");
-  box.textContent = error ? (error instanceof ApiError ? error.message : `Error: ${error.message || error}`) : "";
-  box.hidden = !error;
-  if (error instanceof ApiError && error.retryAfter) startCountdown(error.retryAfter);
-}
-
-function startCountdown(seconds) {
-  clearInterval(state.countdown);
-  let left = seconds;
-  const tick = () => {
-    if (left <= 0) {
-      clearInterval(state.countdown);
-      setStatus("You can retry now.");
-      return;
-    }
-    setStatus(`Rate limited: retry in ${left} s`);
-    left -= 1;
-  };
-  tick();
-  state.countdown = setInterval(tick, 1000);
-}
-
-// --- key and models ----------------------------------------------------------------------
 
 async function loadModels() {
   const select = $("#model");
@@ -94,206 +45,6 @@ function forgetKey() {
   newChat();
   $("#api-key").focus();
 }
-
-// --- sidebar: this key's conversations ---------------------------------------------------
-
-async function loadSidebar() {
-  const ids = storedIds();
-  const found = await Promise.all(
-    ids.map((id) =>
-      callJson(`/v1/conversations/${encodeURIComponent(id)}`, { key: state.key }).catch((error) =>
-        error instanceof ApiError && error.status === 404 ? null : { id, metadata: {}, unreachable: true },
-      ),
-    ),
-  );
-  storeIds(found.filter(Boolean).map((c) => c.id));
-  $("#conversations").replaceChildren(...found.filter(Boolean).map(sidebarItem));
-}
-
-function sidebarItem(conversation) {
-  const meta = conversation.metadata || {};
-  const title = meta.title || conversation.id;
-  const current = state.conversation && state.conversation.id === conversation.id;
-  const item = el("li", { "data-id": conversation.id, class: meta.branch_of ? "branch" : null });
-  const open = el("button", { type: "button", class: "link", "aria-current": current ? "true" : null, onclick: () => openConversation(conversation.id) }, title);
-  const rename = el("button", { type: "button", class: "small", "aria-label": `Rename ${title}`, onclick: () => renameForm(item, conversation) }, "Rename");
-  const remove = el("button", { type: "button", class: "small danger", "aria-label": `Delete ${title}`, onclick: () => deleteConversation(conversation.id, remove) }, "Delete");
-  const note = meta.branch_of && !/\bbranch\b/i.test(title) ? el("span", { class: "note" }, " (branch)") : null;
-  item.append(...[open, note, el("span", { class: "actions" }, rename, remove)].filter(Boolean));
-  return item;
-}
-
-function renameForm(item, conversation) {
-  const meta = conversation.metadata || {};
-  const input = el("input", { type: "text", id: `rename-${conversation.id}`, value: meta.title || "", maxlength: 512 });
-  const form = el(
-    "form",
-    { class: "rename", onsubmit: async (event) => {
-      event.preventDefault();
-      try {
-        const updated = await callJson(`/v1/conversations/${conversation.id}`, {
-          key: state.key, method: "POST", body: { metadata: { ...meta, title: input.value.trim().slice(0, 512) } },
-        });
-        if (state.conversation && state.conversation.id === updated.id) setTitle(updated.metadata.title);
-        item.replaceWith(sidebarItem(updated));
-        $(`#conversations li[data-id="${updated.id}"] button.link`).focus();
-      } catch (error) {
-        showError(error);
-      }
-    } },
-    el("label", { for: input.id }, "New name"),
-    input,
-    el("button", { type: "submit" }, "Save"),
-    el("button", { type: "button", onclick: () => { item.replaceWith(sidebarItem(conversation)); } }, "Cancel"),
-  );
-  item.replaceChildren(form);
-  input.focus();
-  input.select();
-}
-
-async function deleteConversation(id, button) {
-  if (button.dataset.armed !== "1") {
-    button.dataset.armed = "1";
-    button.textContent = "Confirm delete";
-    setTimeout(() => { button.dataset.armed = ""; button.textContent = "Delete"; }, 4000);
-    return;
-  }
-  try {
-    await call(`/v1/conversations/${encodeURIComponent(id)}`, { key: state.key, method: "DELETE" });
-  } catch (error) {
-    if (!(error instanceof ApiError && error.status === 404)) return showError(error);
-  }
-  storeIds(storedIds().filter((other) => other !== id));
-  $(`#conversations li[data-id="${id}"]`)?.remove();
-  setStatus("Conversation deleted.");
-  if (state.conversation && state.conversation.id === id) newChat();
-  $("#new-chat").focus();
-}
-
-async function openConversation(id) {
-  try {
-    const [conversation, items] = await Promise.all([
-      callJson(`/v1/conversations/${encodeURIComponent(id)}`, { key: state.key }),
-      callJson(`/v1/conversations/${encodeURIComponent(id)}/items?order=asc&limit=100`, { key: state.key }),
-    ]);
-    const meta = conversation.metadata || {};
-    state.conversation = { id, title: meta.title || id, branchOf: meta.branch_of || null };
-    state.messages = items.data
-      .filter((item) => item.type === "message")
-      .map((item) => ({ role: item.role, content: item.content.map((part) => part.text || "").join("") }));
-    showError(null);
-    render();
-    markCurrent();
-    $("#prompt").focus();
-  } catch (error) {
-    showError(error);
-  }
-}
-
-function markCurrent() {
-  for (const button of document.querySelectorAll("#conversations button.link")) {
-    const li = button.closest("li");
-    if (state.conversation && li.dataset.id === state.conversation.id) button.setAttribute("aria-current", "true");
-    else button.removeAttribute("aria-current");
-  }
-}
-
-function setTitle(title) {
-  $("#chat-title").textContent = title || "New chat";
-  if (state.conversation) state.conversation.title = title;
-}
-
-function newChat() {
-  state.conversation = null;
-  state.messages = [];
-  showError(null);
-  setStatus("");
-  render();
-  markCurrent();
-}
-
-// --- transcript ---------------------------------------------------------------------------
-
-function render() {
-  const conversation = state.conversation;
-  setTitle(conversation ? conversation.title : "");
-  const note = $("#branch-note");
-  note.hidden = !(conversation && conversation.branchOf);
-  if (!note.hidden) {
-    note.replaceChildren(
-      "A branch of ",
-      el("button", { type: "button", class: "link", onclick: () => openConversation(conversation.branchOf) }, "the original conversation"),
-      " (an earlier turn was edited or regenerated).",
-    );
-  }
-  $("#transcript").replaceChildren(...state.messages.map((message, index) => messageItem(message, index)));
-}
-
-function messageItem(message, index) {
-  const item = el("li", { class: `message ${message.role}`, "data-index": index, "data-state": message.state || "done" });
-  const body = el("div", { class: "content" }, message.content || "");
-  item.append(el("h3", { class: "role" }, message.role === "user" ? "You" : message.role === "assistant" ? "Assistant" : message.role));
-  if (message.image) item.append(el("img", { class: "attached", src: message.image, alt: "Attached image" }));
-  item.append(body);
-  decorate(item, message);
-  if (message.role === "user") {
-    item.append(el("button", { type: "button", class: "small", "aria-label": `Edit message ${index + 1}`, onclick: () => editForm(item, index) }, "Edit"));
-  } else if (message.role === "assistant") {
-    item.append(el("button", { type: "button", class: "small", "aria-label": `Regenerate answer ${index + 1}`, onclick: () => regenerate(index) }, "Regenerate"));
-  }
-  return item;
-}
-
-/** Citations as links, generated images inline, tool calls, progress notes. */
-function decorate(item, message) {
-  if (message.progress && message.progress.length) {
-    item.append(el("ul", { class: "progress plain" }, message.progress.map((p) => el("li", {}, p))));
-  }
-  const images = (message.images || []).filter((image) => safeUrl(image.url, { images: true }));
-  if (images.length) {
-    item.append(el("div", { class: "images" }, images.map((image) =>
-      el("a", { href: safeUrl(image.url, { images: true }), target: "_blank", rel: "noopener noreferrer" },
-        el("img", { src: safeUrl(image.thumbnail_url, { images: true }) || safeUrl(image.url, { images: true }), alt: image.prompt || "Generated image" })))));
-  }
-  if (message.toolCalls && message.toolCalls.length) {
-    item.append(el("div", { class: "tool-calls" }, el("h4", {}, "Tool calls"), message.toolCalls.map((call) =>
-      el("pre", {}, `${call.function.name}(${call.function.arguments})`))));
-  }
-  if (message.citations && message.citations.some((c) => safeUrl(c.url))) {
-    const seen = new Map();
-    for (const c of message.citations) if (safeUrl(c.url) && !seen.has(c.url)) seen.set(c.url, c.title || c.url);
-    item.append(el("div", { class: "citations" }, el("h4", {}, "Sources"), el("ol", {}, [...seen].map(([url, title]) =>
-      el("li", {}, el("a", { href: url, target: "_blank", rel: "noopener noreferrer" }, title))))));
-  }
-}
-
-function editForm(item, index) {
-  const original = state.messages[index];
-  const area = el("textarea", { id: `edit-${index}`, rows: 3 });
-  area.value = original.content;
-  const form = el(
-    "form",
-    { class: "edit", onsubmit: (event) => {
-      event.preventDefault();
-      const text = area.value.trim();
-      if (!text) return;
-      send([...state.messages.slice(0, index), { ...original, content: text }]);
-    } },
-    el("label", { for: area.id }, "Edit your message (the answer will branch the conversation)"),
-    area,
-    el("div", { class: "row" }, el("button", { type: "submit" }, "Send edit"), el("button", { type: "button", onclick: render }, "Cancel")),
-  );
-  area.addEventListener("keydown", (event) => submitOnEnter(event, form));
-  item.querySelector(".content").replaceWith(form);
-  item.querySelector("button.small")?.remove();
-  area.focus();
-}
-
-function regenerate(index) {
-  send(state.messages.slice(0, index));
-}
-
-// --- sending ------------------------------------------------------------------------------
 
 function wire(message) {
   if (message.role === "user" && message.image) {
@@ -414,32 +165,6 @@ async function readStream(response, answer, text, item) {
 }
 
 /** Keep the conversation in the sidebar; a new id for a known conversation is a branch. */
-async function remember(id, previous, history) {
-  if (!id) return;
-  if (previous && previous.id === id) return;
-  const firstUser = history.find((m) => m.role === "user");
-  const title = previous
-    ? `${previous.title}`.replace(/ \(branch\)$/, "").slice(0, TITLE_LENGTH - 9) + " (branch)"
-    : (firstUser ? firstUser.content : "Chat").replace(/\s+/g, " ").slice(0, TITLE_LENGTH);
-  const metadata = previous ? { title, branch_of: previous.id } : { title };
-  state.conversation = { id, title, branchOf: metadata.branch_of || null };
-  storeIds([id, ...storedIds()]);
-  try {
-    const conversation = await callJson(`/v1/conversations/${encodeURIComponent(id)}`, { key: state.key, method: "POST", body: { metadata } });
-    $("#conversations").prepend(sidebarItem(conversation));
-  } catch (error) {
-    showError(error);
-  }
-  markCurrent();
-  if (previous) setStatus(`Branched: a new conversation (started ${clock(Date.now() / 1000)}); the original is unchanged.`);
-}
-
-function submitOnEnter(event, form) {
-  if (event.key === "Enter" && !event.shiftKey && !event.isComposing) {
-    event.preventDefault();
-    form.requestSubmit();
-  }
-}
 
 function onCompose(event) {
   event.preventDefault();
@@ -473,9 +198,8 @@ function clearAttachment() {
   $("#clear-attachment").hidden = true;
 }
 
-// --- start --------------------------------------------------------------------------------
-
 function start() {
+  Object.assign(actions, { send, open: openConversation, newChat });
   $("#key-form").addEventListener("submit", saveKey);
   $("#forget-key").addEventListener("click", forgetKey);
   $("#model").addEventListener("change", () => localStorage.setItem(MODEL_STORE, $("#model").value));

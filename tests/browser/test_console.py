@@ -1,0 +1,148 @@
+"""The operator console in a real headless Chromium against real processes, in both dialects."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import pytest
+from selenium.webdriver.common.by import By
+from selenium.webdriver.common.keys import Keys
+
+from tests.browser.conftest import ADMIN_KEY, API_KEY, Face, fresh, screenshot
+from tests.browser.pages import (
+    all_css,
+    chat_body,
+    csp_violations,
+    css,
+    finished,
+    fresh_page,
+    open_playground,
+    press,
+    send,
+    tab_to,
+    wait,
+)
+
+pytestmark = pytest.mark.slow
+
+def test_an_account_needs_attention_after_a_challenge_and_a_curl_refresh_brings_it_back(
+    browser: Any, face: Face
+) -> None:
+    driver = browser
+    name = fresh("challenged")
+    account_id = face.only_account(name)
+    face.sim.set_account(name, fault="captcha")
+    assert face.api("POST", "/v1/chat/completions", json=chat_body("hi")).status_code >= 400  # finds out
+
+    fresh_page(driver, face.url + "/console")
+    css(driver, "#admin-key").send_keys(ADMIN_KEY)
+    css(driver, "#admin-form button[type=submit]").click()
+    row = f'#account-table tr[data-id="{account_id}"]'
+    wait(driver, lambda d: all_css(d, row) and css(d, f"{row} .badge").text == "needs attention")
+    assert css(driver, f"{row} td.operator-message").text  # the operator message, as the API gives it
+    screenshot(driver, "console", 1280, 800)
+    screenshot(driver, "console", 390, 844, mobile=True)
+
+    # Refresh with a request copied as cURL (a new simulator identity, without the fault).
+    css(driver, f"{row} button.refresh").click()
+    css(driver, 'input[name="source"][value="curl"]').click()
+    curl = (
+        f"curl '{face.sim.http_url}/' -H 'user-agent: Mozilla/5.0 (X11; Linux x86_64) AppleWebKit/537.36 "
+        "(KHTML, like Gecko) Chrome/146.0.0.0 Safari/537.36' -b '_U=" + fresh("fixed") + "; MUID=y'"
+    )
+    css(driver, "#account-paste").send_keys(curl)
+    css(driver, "#account-submit").click()
+    wait(driver, lambda d: css(d, f"{row} .badge").text == "ready")
+    assert "chrome" in css(driver, f"{row} td:nth-of-type(6)").text.lower()
+    assert face.api("POST", "/v1/chat/completions", json=chat_body("hi")).status_code == 200
+
+    # Check: a worker bootstraps the account and runs a short turn; each step is shown.
+    css(driver, f"{row} button.check").click()
+    report = wait(driver, lambda d: (t := css(d, "#account-result h3").text).startswith("Check of ") and t)
+    assert report.endswith(": passed"), css(driver, "#account-result").text
+    assert len(all_css(driver, "#account-result .steps li")) >= 2
+
+    # Live shows the gateway's own numbers.
+    css(driver, "#tab-live").click()
+    wait(driver, lambda d: "1 of 1" in css(d, "#live-tiles").text)
+    assert len(all_css(driver, "#live-charts svg.chart")) == 4
+    wait(driver, lambda d: all_css(d, "#live-charts rect"))  # the turns of this test are drawn
+    screenshot(driver, "console-live", 1280, 800)
+    assert ADMIN_KEY not in driver.page_source and ADMIN_KEY not in driver.current_url
+    assert csp_violations(driver) == []
+
+
+def test_a_key_created_in_the_console_works_in_the_playground_until_revoked(browser: Any, face: Face) -> None:
+    driver = browser
+    face.only_account(fresh("keys"))
+    fresh_page(driver, face.url + "/console#keys")
+    css(driver, "#admin-key").send_keys(ADMIN_KEY)
+    css(driver, "#admin-form button[type=submit]").click()
+    label = fresh("browser-key")
+    css(driver, "#key-label").send_keys(label)
+    css(driver, "#key-rpm").send_keys("30")
+    css(driver, "#key-submit").click()
+    secret = wait(driver, lambda d: css(d, "#secret").get_attribute("value"))
+    assert secret.startswith("sk-")
+    rows = lambda d: [r for r in all_css(d, "#key-table tbody tr") if label in r.text]  # noqa: E731
+    [row] = wait(driver, rows)
+    assert "30/min" in row.text
+    screenshot(driver, "console-keys", 1280, 800)
+    css(driver, "#secret-done").click()
+    assert css(driver, "#secret").get_attribute("value") == "" and secret not in driver.page_source
+
+    # The secret works from the playground like any client's key.
+    driver.execute_script("window.open('about:blank')")
+    console, playground = driver.window_handles[0], driver.window_handles[-1]
+    driver.switch_to.window(playground)
+    try:
+        open_playground(driver, face, secret)
+        send(driver, "hello with a managed key")
+        driver.switch_to.window(console)
+        revoke = next(r for r in all_css(driver, "#key-table tbody tr") if label in r.text)
+        button = revoke.find_element(By.CSS_SELECTOR, "button.revoke")
+        button.click()
+        button.click()
+        wait(driver, lambda d: all(label not in r.text for r in all_css(d, "#key-table tbody tr")))
+        driver.switch_to.window(playground)
+        prompt = css(driver, "#prompt")
+        prompt.send_keys("and now?")
+        prompt.send_keys(Keys.ENTER)
+        error = wait(driver, lambda d: css(d, "#error").is_displayed() and css(d, "#error"))
+        assert error.text.startswith("HTTP 401"), error.text
+    finally:
+        driver.close()
+        driver.switch_to.window(console)
+
+
+def test_keyboard_only_send_a_message_and_refresh_an_account(browser: Any, face: Face) -> None:
+    driver = browser
+    name = fresh("keyboard")
+    account_id = face.only_account(name)
+
+    fresh_page(driver, face.url + "/")
+    tab_to(driver, "#api-key")
+    press(driver, API_KEY, Keys.ENTER)
+    wait(driver, lambda d: css(d, "#model option").get_attribute("value"))
+    tab_to(driver, "#prompt")
+    press(driver, "typed without a mouse", Keys.ENTER)
+    finished(driver, 0)
+
+    face.sim.set_account(name, fault="captcha")
+    face.api("POST", "/v1/chat/completions", json=chat_body("hi"))
+    fresh_page(driver, face.url + "/console")
+    tab_to(driver, "#admin-key")
+    press(driver, ADMIN_KEY, Keys.ENTER)
+    row = f'#account-table tr[data-id="{account_id}"]'
+    wait(driver, lambda d: all_css(d, row) and css(d, f"{row} .badge").text == "needs attention")
+    tab_to(driver, f"{row} button.refresh")
+    press(driver, Keys.ENTER)
+    assert driver.switch_to.active_element == css(driver, "#account-paste")  # focus moved to the form
+    tab_to(driver, 'input[name="source"][value="curl"]', backwards=True)
+    press(driver, Keys.ARROW_DOWN, Keys.ARROW_DOWN)  # radio group: cookies
+    tab_to(driver, "#account-paste")
+    press(driver, f"_U={fresh('typed')}; MUID=z")
+    tab_to(driver, "#account-submit")
+    press(driver, Keys.ENTER)
+    wait(driver, lambda d: css(d, f"{row} .badge").text == "ready")
+    assert face.api("POST", "/v1/chat/completions", json=chat_body("hi")).status_code == 200
