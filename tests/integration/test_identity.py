@@ -17,7 +17,7 @@ import subprocess
 import sys
 import uuid
 from collections.abc import Iterator
-from typing import Any
+from typing import Any, cast
 
 import pytest
 import requests
@@ -91,10 +91,10 @@ class Stack:
         """Pass the simulated check as a browser (curl_cffi `profile`); the `cf_clearance` it earned."""
         answer = browser.get(
             f"{self.sim.https_url}/cdn-cgi/challenge-platform/sim-pass",
-            impersonate=profile,  # type: ignore[arg-type]
+            impersonate=profile,
             headers={"User-Agent": user_agent, **hints},
             default_headers=False,
-            verify=self.sim.ca_file,
+            verify=cast(Any, self.sim.ca_file),  # a CA file, which curl_cffi's stub does not admit
             proxy=proxy or None,
         )
         assert answer.status_code == 200, answer.text
@@ -143,7 +143,7 @@ def stack(request: pytest.FixtureRequest) -> Iterator[Stack]:
             UPSTREAM_IDLE_TIMEOUT="10",
             UPSTREAM_CONNECT_TIMEOUT="5",
         )
-        sim.configure_cloudflare(enabled=True, require_clearance=True)
+        sim.configure_cloudflare(enabled=True, require_clearance=True, require_hints=True)
         web = GunicornServer(env)
         client = Redis.from_url(server.url)
         running = Stack(env, web.url, sim, client)
@@ -175,6 +175,24 @@ def test_an_account_imported_from_a_curl_copy_passes_with_the_identity_it_carrie
     seen = stack.sim.cloudflare()["by_account"][name]
     assert seen["passed"] >= 2 and seen["challenged"] == 0  # REST and the socket upgrade
     assert stack.sim.accounts()[name]["user_agents"] == [CHROME]
+
+
+def test_a_firefox_account_passes_with_firefoxs_fingerprint(stack: Stack) -> None:
+    name = fresh("firefox")
+    clearance = stack.earn(FIREFOX, {}, "firefox147")
+    copied = (
+        f"curl '{stack.sim.https_url}/c/api/user' --compressed -H 'User-Agent: {FIREFOX}' -H 'Accept: */*' "
+        f"-H 'Accept-Language: en-US,en;q=0.5' -H 'Cookie: _U={name}; cf_clearance={clearance}'"
+    )
+    account = stack.only({"curl": copied})
+    assert (account["user_agent"], account["impersonate"], account["client_hints"]) == (
+        "firefox 147",
+        "firefox147",
+        [],
+    )
+    answer = stack.chat()
+    assert answer.status_code == 200, answer.text
+    assert stack.sim.cloudflare()["by_account"][name]["challenged"] == 0
 
 
 def test_an_account_imported_from_a_har_passes(stack: Stack) -> None:

@@ -13,12 +13,14 @@ simulator's TLS port; `tests/unit/test_sim_tls.py` connects with every target an
 each still classifies as its own browser, and that Python's `ssl` does not. A browser sends
 two fingerprints: REST connections offer ALPN `h2,http/1.1`, websocket connections only
 `http/1.1` (and Chromium then drops its ALPS extension), so each profile has a REST and a
-websocket entry, and one clearance must cover both (`same_browser`). The Chromium
-values agree with FoxIO's published Chrome JA4 (`t13d1516h2_8daaf6152771_…`). Edge shares
-Chrome's fingerprints (`edge99`/`edge101` = Chromium 99-101). SNI is ignored (the `d`/`i`
-flag and its place in the extension count): the same client connects by name or by address. Major versions are
-matched loosely (`SLACK`): a UA is flagged only when its version lies well outside what the
-fingerprint's browser versions send, so "nearest profile" choices pass.
+websocket entry, and one clearance must cover both (`same_browser`). Real browsers agree:
+`…_02713d6af862` is the Chrome JA4 that JA4 documentation quotes, and a browserleaks capture
+of Chrome 143 (github.com/service0427/v2_cp_app `tls.md`) reads `…_d8a2da3f94cd`. Edge
+shares Chrome's fingerprints (`edge99`/`edge101` = Chromium 99-101). SNI is ignored (the
+`d`/`i` flag and its place in the extension count): the same client connects by name or by
+address. Major versions are matched loosely (`SLACK`): a UA is flagged only when its version
+lies well outside what the fingerprint's browser versions send, so "nearest profile" choices
+pass.
 """
 
 from __future__ import annotations

@@ -8,14 +8,16 @@ bound to the User-Agent, the client hints and the TLS fingerprint (Windows-Copil
 #28, #35 [S]) and, operators report, the client's IP address (issue #15).
 
 Off by default; `POST /_sim/config {"cloudflare": {"enabled": true, "require_clearance":
-false, "clearance_ttl": 1800}}` turns it on. When on, every request but `/_sim/*` is
+false, "require_hints": false, "clearance_ttl": 1800, "status": 403}}` turns it on (`status` 503 is the other
+answer Cloudflare gives). When on, every request but `/_sim/*` is
 judged, in this order, and the first failure is the `reason` of a challenge:
 
 - `not-a-browser` — plain HTTP, or a TLS fingerprint that is no known browser's
   (`browsers.FINGERPRINTS`; Python's `ssl` is not one);
 - `ua-mismatch` — the User-Agent names no browser, another browser family than the
   fingerprint's, or a major version far from it;
-- `hints-mismatch` — `Sec-CH-UA*` hints contradict the UA (`browsers.hints_problem`);
+- `hints-mismatch` — `Sec-CH-UA*` hints contradict the UA (`browsers.hints_problem`), or
+  a Chromium UA comes without any while `require_hints` is on (off by default);
 - `clearance-invalid` / `clearance-expired` — a `cf_clearance` this process never issued,
   or past its lifetime;
 - `clearance-other-identity` — a `cf_clearance` issued to another (JA4, User-Agent, client
@@ -46,6 +48,8 @@ COOKIE = "cf_clearance"
 CLEARANCE_TTL = 1800.0
 """Default clearance lifetime in seconds (Cloudflare's default Challenge Passage is 30 minutes)."""
 EVENTS_KEPT = 200
+KEYS = ("enabled", "require_clearance", "require_hints", "clearance_ttl", "status")
+"""The gate's settings (`POST /_sim/config {"cloudflare": {...}}`)."""
 REASONS = (
     "not-a-browser",
     "ua-mismatch",
@@ -111,7 +115,11 @@ class Gate:
         self.clock = clock
         self.enabled = False
         self.require_clearance = False
+        self.require_hints = False
+        """A Chromium UA must come with `Sec-CH-UA` (real Chromium always sends it over HTTPS)."""
         self.clearance_ttl = CLEARANCE_TTL
+        self.status = 403
+        """HTTP status of a challenge: 403, or 503 (Cloudflare answers either, B5b)."""
         self.clearances: dict[str, Clearance] = {}
         self.total = Tally()
         self.by_account: dict[str, Tally] = {}
@@ -127,18 +135,20 @@ class Gate:
             raise ValueError("cloudflare must be an object")
         parsed: dict[str, Any] = {}
         for key, value in values.items():
-            if key in ("enabled", "require_clearance"):
+            if key in ("enabled", "require_clearance", "require_hints"):
                 if not isinstance(value, bool):
                     raise ValueError(f"cloudflare.{key} must be true or false")
+                parsed[key] = value
+            elif key == "status":
+                if isinstance(value, bool) or not isinstance(value, int) or value not in (403, 503):
+                    raise ValueError("cloudflare.status must be 403 or 503")
                 parsed[key] = value
             elif key == "clearance_ttl":
                 if isinstance(value, bool) or not isinstance(value, int | float) or value <= 0:
                     raise ValueError("cloudflare.clearance_ttl must be a positive number of seconds")
                 parsed[key] = float(value)
             else:
-                raise ValueError(
-                    f"unknown cloudflare key {key!r}; allowed: enabled, require_clearance, clearance_ttl"
-                )
+                raise ValueError(f"unknown cloudflare key {key!r}; allowed: {', '.join(KEYS)}")
         return parsed
 
     def apply(self, parsed: dict[str, Any]) -> None:
@@ -150,7 +160,9 @@ class Gate:
         return {
             "enabled": self.enabled,
             "require_clearance": self.require_clearance,
+            "require_hints": self.require_hints,
             "clearance_ttl": self.clearance_ttl,
+            "status": self.status,
         }
 
     # -- judging ----------------------------------------------------------------------
@@ -167,6 +179,8 @@ class Gate:
             return "ua-mismatch", problem
         assert agent is not None  # ua_problem refuses a UA that names no browser
         problem = browsers.hints_problem(agent, who.hints)
+        if problem is None and self.require_hints and agent.engine == browsers.CHROMIUM and not who.hints:
+            problem = f"a {agent.browser} User-Agent without client hints"
         if problem is not None:
             return "hints-mismatch", problem
         return None
@@ -231,6 +245,8 @@ class Gate:
     def issue(self, ja4: str, user_agent: str, client: str) -> Clearance:
         """A fresh `cf_clearance` bound to (ja4, user_agent, client)."""
         now = self.clock()
+        for stale in [t for t, c in self.clearances.items() if c.expires_at <= now - self.clearance_ttl]:
+            del self.clearances[stale]  # long expired: "clearance-expired" has had its time to be seen
         token = f"{secrets.token_urlsafe(32)}-{int(now)}-1.2.1.1-{secrets.token_urlsafe(96)}"
         clearance = Clearance(token, ja4, user_agent, client, now + self.clearance_ttl)
         self.clearances[token] = clearance

@@ -60,7 +60,7 @@ def screen(
     kind = "upgrade" if request.headers.get("Upgrade", "").lower() == "websocket" else "rest"
     verdict = gate.judge(who, cookies(request.headers).get(COOKIE))
     gate.record(who, account, kind, path, verdict)
-    return challenge_page() if verdict else None
+    return challenge_page(gate.status) if verdict else None
 
 
 def sim_pass(gate: Gate, who: Identity, account: str) -> Response:
@@ -68,7 +68,7 @@ def sim_pass(gate: Gate, who: Identity, account: str) -> Response:
     verdict = gate.browser_problem(who)
     gate.record(who, account, "sim-pass", PASS_PATH, verdict)
     if verdict is not None or who.ja4 is None:
-        return challenge_page()
+        return challenge_page(gate.status)
     clearance = gate.issue(who.ja4, who.user_agent, who.client)
     expires = email.utils.formatdate(clearance.expires_at, usegmt=True)
     cookie = f"{COOKIE}={clearance.token}; Path=/; Expires={expires}; Secure; HttpOnly; SameSite=None"

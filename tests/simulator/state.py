@@ -42,6 +42,7 @@ CONFIG_KEYS = (
     "copilot_anon_required",
     "copilot_rotate_cookie",
     "copilot_max_text",
+    "copilot_human_check_silence",
 )
 """The settings the control API may change at run time."""
 
@@ -55,6 +56,7 @@ NON_NEGATIVE = (
     "copilot_anon_required",
     "copilot_rotate_cookie",
     "copilot_max_text",
+    "copilot_human_check_silence",
 )
 HASHCASH_VARIANTS = ("bits", "hex")
 DIALECTS = ("chathub", "copilot")
@@ -92,6 +94,8 @@ class SimConfig:
     """Anonymous mode (no `_U`, no token) needs a `__Host-copilot-anon` this process issued (B5)."""
     copilot_max_text: int = 10240  # = copilot.TEXT_LIMIT
     """Longest user text a `send` may carry before `text-too-long` (B5a [S]); 0 = no limit."""
+    copilot_human_check_silence: float = 60.0
+    """Seconds a socket stays silent, then closes, after an unanswered null/cloudflare challenge (B5b)."""
     copilot_rotate_cookie: bool = False
     """Every `/c/api/*` answer sets a fresh `__cf_bm`, as Cloudflare rotates it; clients must merge it."""
     # -- per account, both dialects (see `accounts`; 0 = unlimited) --

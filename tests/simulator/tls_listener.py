@@ -68,7 +68,10 @@ async def peek_hello(sock: socket.socket) -> tls_hello.ClientHello:
     async with asyncio.timeout(HELLO_TIMEOUT):
         while True:
             await _readable(loop, sock)
-            data = sock.recv(MAX_HELLO, socket.MSG_PEEK)
+            try:
+                data = sock.recv(MAX_HELLO, socket.MSG_PEEK)
+            except BlockingIOError:
+                continue  # a spurious wake-up
             if not data:
                 raise ValueError("closed before a ClientHello")
             try:

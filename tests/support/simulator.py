@@ -30,6 +30,11 @@ REPO_ROOT = Path(__file__).resolve().parents[2]
 class SimulatorProcess:
     """A running simulator child process; use as a context manager or call start()/stop().
 
+    With `tls=True` the child also serves every route over TLS (`https_url`, `wss_url`) with a
+    test CA made at start-up (`ca_file`), records each TLS ClientHello (`tls_connections`) and
+    can put a Cloudflare gate in front (`configure_cloudflare`, `cloudflare`, `grant_clearance`);
+    see `tests.simulator.cloudflare`.
+
     Per-account limits default to unlimited here (0), unlike the simulator's own CLI
     defaults (B5a's 4 in flight / 15 a minute, which `deploy/start --demo` gets): the test
     suite runs hundreds of turns a minute on one account. `reset()` restores these

@@ -98,7 +98,9 @@ def test_chrome_hello_fields_and_fingerprints() -> None:
     assert tls_hello.is_grease(first.ciphers[0]) and any(tls_hello.is_grease(e) for e in first.extensions)
     assert 0x11EC in first.groups  # X25519MLKEM768, Chrome 131+
     # Chrome permutes its extensions on every connection: JA3 changes, JA4 (sorted) does not.
-    assert sorted(first.extensions) != first.extensions or sorted(second.extensions) != second.extensions
+    assert sorted(first.extensions) != list(first.extensions) or sorted(second.extensions) != list(
+        second.extensions
+    )
     assert first.ja4() == second.ja4() == "t13d1516h2_8daaf6152771_d8a2da3f94cd"
     # JA3: legacy version, then the lists in the order sent, GREASE removed; JA3 hash = its MD5.
     version, ciphers, extensions, groups, formats = first.ja3().split(",")
@@ -106,6 +108,11 @@ def test_chrome_hello_fields_and_fingerprints() -> None:
     assert set(extensions.split("-")) == {str(e) for e in first.extensions if not tls_hello.is_grease(e)}
     assert "4588" in groups.split("-")
     assert first.ja3_hash() == hashlib.md5(first.ja3().encode(), usedforsecurity=False).hexdigest()
+
+
+def test_ja4_matches_the_published_chrome_value() -> None:
+    """JA4 documentation (Cloudflare's bot fields, JA4 explainers) quotes Chrome as …_02713d6af862."""
+    assert tls_hello.parse(capture(curl("chrome131"))).ja4() == "t13d1516h2_8daaf6152771_02713d6af862"
 
 
 def test_ja4_by_hand() -> None:

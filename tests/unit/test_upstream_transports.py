@@ -253,3 +253,31 @@ def test_two_turns_interleave_under_gevent(sim: SimulatorProcess) -> None:
     assert figures["turn_two"] < figures["turn_one"] * 1.5, figures
     # And the loop kept running meanwhile (a blocked loop would stall for a whole 0.6 s call).
     assert figures["max_gap"] < 0.25, figures
+
+
+@pytest.mark.parametrize("kind", TRANSPORTS)
+def test_a_socket_outlives_its_handshake_timeout_and_reports_a_close(kind: str) -> None:
+    from tests.support.scripted_ws import ScriptedServer
+    from workers.upstream.errors import Interrupted
+
+    def script(ws: Any) -> None:
+        time.sleep(1.2)
+        ws.send("late")
+        ws.close()
+
+    server = ScriptedServer(script)
+    socket_ = build_transport(kind, key=f"late-{kind}").socket()
+    try:
+        socket_.open(f"ws://127.0.0.1:{server.port}/c/api/chat", headers={}, timeout=0.5)
+        assert socket_.recv(0.2) is None  # nothing yet: None in time, not an error
+        message = None
+        deadline = time.monotonic() + 5
+        while message is None and time.monotonic() < deadline:
+            message = socket_.recv(0.5)
+        assert message == "late"
+        with pytest.raises(Interrupted):
+            for _ in range(10):
+                socket_.recv(0.5)
+    finally:
+        socket_.close()
+        server.stop()

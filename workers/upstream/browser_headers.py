@@ -6,8 +6,10 @@ the request's own headers (Origin, Referer, Accept, Cookie, …) and returns the
 account's User-Agent, client hints and Accept-Language, ordered as the account's browser
 family orders a `fetch` from the page, a top-level `navigate`, or a `websocket` upgrade.
 A User-Agent or hint the caller passed is replaced: one identity per account, always.
-Chromium sends client hints on fetches and navigations, not on websocket upgrades;
-Firefox and Safari never send them.
+Chromium identities carry their client hints on every request, the websocket upgrade
+included (gpt4free's working Copilot provider opens the socket through curl_cffi's Chrome
+defaults, hints and all; a hint never contradicts its own UA); Firefox and Safari never
+send them.
 """
 
 from __future__ import annotations
@@ -51,7 +53,17 @@ _CHROMIUM = {
         "cookie",
         "priority",
     ),
-    "websocket": ("pragma", "cache-control", "user-agent", "origin", "accept-language", "cookie"),
+    "websocket": (
+        "pragma",
+        "cache-control",
+        "sec-ch-ua",
+        "sec-ch-ua-mobile",
+        "sec-ch-ua-platform",
+        "user-agent",
+        "origin",
+        "accept-language",
+        "cookie",
+    ),
 }
 _FIREFOX = {
     "fetch": (
@@ -84,13 +96,19 @@ _FIREFOX = {
     ),
     "websocket": ("user-agent", "accept", "accept-language", "origin", "cookie", "pragma", "cache-control"),
 }
-_FETCH = {"sec-fetch-site": "same-origin", "sec-fetch-mode": "cors", "sec-fetch-dest": "empty"}
+_FETCH = {
+    "sec-fetch-site": "same-origin",
+    "sec-fetch-mode": "cors",
+    "sec-fetch-dest": "empty",
+    "priority": "u=1, i",
+}
 _NAVIGATE = {
     "upgrade-insecure-requests": "1",
     "sec-fetch-site": "none",
     "sec-fetch-mode": "navigate",
     "sec-fetch-user": "?1",
     "sec-fetch-dest": "document",
+    "priority": "u=0, i",
 }
 _WEBSOCKET = {"pragma": "no-cache", "cache-control": "no-cache"}
 ACCEPT_ENCODING = {
@@ -118,7 +136,7 @@ def compose(identity: Identity, headers: Mapping[str, str], kind: str = "fetch")
     merged: dict[str, str] = {**defaults, **given}
     merged["user-agent"] = identity.user_agent
     merged["accept-language"] = identity.accept_language
-    if browser == "chrome" and kind != "websocket":
+    if browser == "chrome":
         merged.update(dict(identity.client_hints))
     if browser != "chrome" or kind == "websocket":
         merged.pop("priority", None)

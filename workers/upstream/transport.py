@@ -1,7 +1,9 @@
-"""The only module that touches the network on the worker's upstream side.
+"""The `plain` upstream transport (UPSTREAM_TRANSPORT=plain): requests + websocket-client.
 
-Dialects (`workers.upstream.chathub`) are pure; this module owns the websocket
-(`websocket-client`, which gevent's monkey-patching makes cooperative in the worker)
+One of the two implementations of `workers.upstream.wire.Transport` (the other is
+`browser_transport`, curl_cffi). Dialects (`workers.upstream.chathub`) are pure; this
+module owns the websocket (`websocket-client`, which gevent's monkey-patching makes
+cooperative in the worker)
 and the plain HTTP calls (`requests`), their timeouts and retries, and maps every
 low-level failure onto the `workers.upstream.errors` tree, so callers never see a
 socket or library exception.
