@@ -46,6 +46,7 @@ def test_the_pages_need_no_key_and_forbid_framing_inline_code_and_other_origins(
             served = client.get(asset)
             assert served.status_code == 200, asset
             assert served.headers["X-Content-Type-Options"] == "nosniff"
+            assert served.headers["Cache-Control"] == "no-cache" and served.headers["ETag"]
     assert client.get("/v1/models").status_code == 401  # the API still wants its key
     assert client.get("/_ui/../../settings.py").status_code == 404
 

@@ -109,6 +109,7 @@ def console() -> str:
 @blueprint.after_request
 def _secure(response: Response) -> Response:
     response.headers.update(SECURITY_HEADERS)
-    if response.mimetype == "text/html":
-        response.headers["Cache-Control"] = "no-store"
+    # Pages are never stored; scripts and styles are revalidated (ETag → 304) on every load, since
+    # the modules a page imports carry no version in their URL and must never outlive an upgrade.
+    response.headers["Cache-Control"] = "no-store" if response.mimetype == "text/html" else "no-cache"
     return response
