@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 from typing import Any
 
 import pytest
@@ -146,3 +147,62 @@ def test_keyboard_only_send_a_message_and_refresh_an_account(browser: Any, face:
     press(driver, Keys.ENTER)
     wait(driver, lambda d: css(d, f"{row} .badge").text == "ready")
     assert face.api("POST", "/v1/chat/completions", json=chat_body("hi")).status_code == 200
+
+
+CHROME_UA = (
+    "Mozilla/5.0 (Windows NT 10.0; Win64; x64) AppleWebKit/537.36 (KHTML, like Gecko) "
+    "Chrome/146.0.0.0 Safari/537.36"
+)
+
+
+def chrome_har(url: str, cookies: str) -> dict[str, Any]:
+    """What Chrome's "Save all as HAR" keeps of one request to the upstream."""
+    headers = [
+        {"name": "cookie", "value": cookies},
+        {"name": "sec-ch-ua", "value": '"Chromium";v="146", "Google Chrome";v="146", "Not.A/Brand";v="99"'},
+        {"name": "sec-ch-ua-mobile", "value": "?0"},
+        {"name": "sec-ch-ua-platform", "value": '"Windows"'},
+        {"name": "user-agent", "value": CHROME_UA},
+    ]
+    entry = {
+        "startedDateTime": "2026-12-07T10:00:00.000Z",
+        "request": {"method": "GET", "url": f"{url}/", "headers": headers},
+    }
+    return {"log": {"version": "1.2", "entries": [entry]}}
+
+
+def test_an_account_added_from_a_har_file_can_be_disabled_and_deleted(
+    browser: Any, face: Face, tmp_path: Any
+) -> None:
+    driver = browser
+    face.only_account(fresh("first"))
+    har = tmp_path / "copilot.har"
+    har.write_text(json.dumps(chrome_har(face.sim.http_url, f"_U={fresh('har')}; MUID=h")))
+    fresh_page(driver, face.url + "/console")
+    css(driver, "#admin-key").send_keys(ADMIN_KEY, Keys.ENTER)
+    wait(driver, lambda d: len(all_css(d, "#account-table tbody tr")) == 1)
+
+    css(driver, "#add-account").click()
+    css(driver, 'input[name="source"][value="har"]').click()
+    css(driver, "#account-file").send_keys(str(har))
+    css(driver, "#account-label").send_keys("from a HAR")
+    css(driver, "#account-submit").click()
+    shown = css(driver, "#account-result")
+    result = wait(driver, lambda d: shown.is_displayed() and shown.text)
+    assert "from a HAR: ready" in result and "chrome 146" in result, result
+    [added] = [a for a in face.admin("GET", "/accounts").json()["data"] if a["label"] == "from a HAR"]
+    assert added["user_agent"] == "chrome 146" and added["client_hints"]
+    row = f'#account-table tr[data-id="{added["id"]}"]'
+    assert "chrome 146" in css(driver, f"{row} td:nth-of-type(6)").text
+
+    css(driver, f"{row} button.toggle").click()
+    wait(driver, lambda d: css(d, f"{row} .badge").text == "disabled")
+    stored = {a["id"]: a for a in face.admin("GET", "/accounts").json()["data"]}
+    assert stored[added["id"]]["enabled"] is False
+    delete = css(driver, f"{row} button.danger")
+    delete.click()
+    assert delete.text == "Confirm delete"  # nothing happens on the first press
+    delete.click()
+    wait(driver, lambda d: not all_css(d, row))
+    remaining = [a["id"] for a in face.admin("GET", "/accounts").json()["data"]]
+    assert len(remaining) == 1 and added["id"] not in remaining

@@ -105,6 +105,14 @@ def test_a_streamed_chat_arrives_incrementally_continues_branches_on_edit_and_de
     # Reopen the original from the sidebar: its four messages come back from the API.
     css(driver, f'#conversations li[data-id="{conversation_id}"] button.link').click()
     wait(driver, lambda d: len(all_css(d, "#transcript li.message")) == 4)
+
+    # Regenerate the last answer: its question goes again without the answer, so that branches too.
+    css(driver, '#transcript li.assistant[data-index="3"] button').click()
+    finished(driver, 1)
+    wait(driver, lambda d: len(sidebar_ids(d)) == 2)
+    regenerated = sidebar_ids(driver)[0]
+    assert regenerated not in (conversation_id, branch_id)
+    assert transcript(face, regenerated)[:3] == transcript(face, conversation_id)[:3]
     assert API_KEY not in driver.page_source and API_KEY not in driver.current_url
     assert csp_violations(driver) == []
 
