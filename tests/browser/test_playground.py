@@ -6,6 +6,7 @@ What a user sees is checked in the page; what the gateway did is checked through
 
 from __future__ import annotations
 
+import concurrent.futures
 import re
 from typing import Any
 
@@ -17,6 +18,7 @@ from selenium.webdriver.common.keys import Keys
 from tests.browser.conftest import API_KEY, Face, fresh, screenshot
 from tests.browser.pages import (
     all_css,
+    chat_body,
     csp_violations,
     css,
     finished,
@@ -167,6 +169,27 @@ def test_tools_an_attached_image_and_a_rate_limit_countdown(browser: Any, face: 
     assert "I see an image" in answer.find_element(By.CSS_SELECTOR, ".content").text
     sent = all_css(driver, "#transcript li.user img.attached")
     assert sent and str(sent[-1].get_attribute("src")).startswith("data:image/png;base64,")
+
+
+def test_the_queue_position_shows_while_a_turn_waits_for_the_account(browser: Any, face: Face) -> None:
+    driver = browser
+    name = fresh("busy")
+    account_id = face.only_account(name)
+    assert face.admin("PATCH", f"/accounts/{account_id}", json={"max_concurrent": 1}).status_code == 200
+    open_playground(driver, face, API_KEY)
+    driver.execute_script(
+        "window.statuses = [];"
+        "new MutationObserver(() => window.statuses.push(document.querySelector('#status').textContent))"
+        ".observe(document.querySelector('#status'), {childList: true, characterData: true, subtree: true});"
+    )
+    with concurrent.futures.ThreadPoolExecutor(1) as pool:
+        long_turn = chat_body("[sim:slow=0.1][sim:long=40] hold the only slot")
+        slow = pool.submit(face.api, "POST", "/v1/chat/completions", API_KEY, long_turn)
+        wait(driver, lambda d: face.sim.accounts().get(name, {}).get("in_flight") == 1)
+        answer = send(driver, "my turn")
+        assert slow.result().status_code == 200
+    assert "Queued, position 1" in driver.execute_script("return window.statuses")
+    assert answer.find_element(By.CSS_SELECTOR, ".content").text
 
 
 def test_a_drawn_image_is_shown_inline_with_its_progress(browser: Any, face: Face) -> None:
