@@ -30,13 +30,17 @@ export function safeUrl(url, { images = false } = {}) {
   return null;
 }
 
-/** The error an API gave, as it gave it: "HTTP 401 · invalid_api_key: Incorrect API key …". */
+/**
+ * The error an API gave, as it gave it: "HTTP 401 · invalid_api_key: Incorrect API key …"
+ * (no status for an error a stream sent after its 200).
+ */
 export class ApiError extends Error {
   constructor(status, body, retryAfter = null) {
     const error = (body && body.error) || {};
     const message = typeof error === "string" ? error : error.message || JSON.stringify(body);
     const code = error.code || error.type || "";
-    super(`HTTP ${status}${code ? ` · ${code}` : ""}: ${message}`);
+    const where = [status ? `HTTP ${status}` : "", code].filter(Boolean).join(" · ");
+    super(where ? `${where}: ${message}` : message);
     this.status = status;
     this.body = body;
     this.retryAfter = retryAfter;

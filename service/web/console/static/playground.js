@@ -111,6 +111,8 @@ async function send(history) {
       setStatus("Stopped.");
     } else {
       state.messages = before;
+      const unsent = history[history.length - 1];
+      if (!before.includes(unsent) && !$("#prompt").value) $("#prompt").value = unsent.content; // to retry
       render();
       setStatus("");
       showError(error);
@@ -139,7 +141,7 @@ async function readStream(response, answer, text, item) {
     }
     if (event.data === "[DONE]") break;
     const chunk = JSON.parse(event.data);
-    if (chunk.error) throw new ApiError(response.status, chunk);
+    if (chunk.error) throw new ApiError(null, chunk); // the stream's own error, after its 200
     const choice = chunk.choices && chunk.choices[0];
     if (!choice) continue;
     const delta = choice.delta || {};
