@@ -206,3 +206,30 @@ def test_an_account_added_from_a_har_file_can_be_disabled_and_deleted(
     wait(driver, lambda d: not all_css(d, row))
     remaining = [a["id"] for a in face.admin("GET", "/accounts").json()["data"]]
     assert len(remaining) == 1 and added["id"] not in remaining
+
+
+UNLABELLED = """
+return [...document.querySelectorAll('input, select, textarea, button')]
+  .filter((e) => e.type !== 'hidden' && !e.closest('[hidden]'))
+  .filter((e) => !(e.labels && e.labels.length) && !e.getAttribute('aria-label') && !e.textContent.trim())
+  .map((e) => e.outerHTML);
+"""
+
+
+def test_every_control_is_labelled_and_a_phone_never_scrolls_sideways(browser: Any, face: Face) -> None:
+    driver = browser
+    face.only_account(fresh("phone"))
+    for page, ready in (("/", "#model option:not([value=\"\"])"), ("/console", "#account-table tbody tr")):
+        fresh_page(driver, face.url + page)
+        css(driver, "#api-key" if page == "/" else "#admin-key").send_keys(
+            API_KEY if page == "/" else ADMIN_KEY, Keys.ENTER
+        )
+        wait(driver, lambda d, ready=ready: all_css(d, ready))
+        assert driver.execute_script(UNLABELLED) == [], page
+        metrics = {"width": 390, "height": 844, "deviceScaleFactor": 1, "mobile": True}
+        driver.execute_cdp_cmd("Emulation.setDeviceMetricsOverride", metrics)
+        try:
+            width = driver.execute_script("return document.documentElement.scrollWidth")
+            assert width <= 390, f"{page} is {width} px wide on a 390 px phone"
+        finally:
+            driver.execute_cdp_cmd("Emulation.clearDeviceMetricsOverride", {})
