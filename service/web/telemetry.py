@@ -13,6 +13,7 @@ from flask import Flask, Response, g, request
 
 from service import livestats, metrics
 from service.logs import conversation_id_var, job_id_var
+from service.web.console import PUBLIC_BLUEPRINT
 from service.web.extension import gateway
 from service.web.middleware import OPEN_PATHS
 
@@ -43,7 +44,8 @@ def _unbind() -> None:
 
 
 def _record(response: Response) -> Response:
-    if request.path not in OPEN_PATHS and request.method != "OPTIONS":
+    page = request.blueprint == PUBLIC_BLUEPRINT and request.method == "GET"  # the playground's own files
+    if request.path not in OPEN_PATHS and request.method != "OPTIONS" and not page:
         metrics.REQUESTS.labels(
             surface=g.get("surface") or surface_of(request.path),
             model=g.get("model") or "-",

@@ -224,7 +224,7 @@ def test_every_control_is_labelled_and_a_phone_never_scrolls_sideways(browser: A
         css(driver, "#api-key" if page == "/" else "#admin-key").send_keys(
             API_KEY if page == "/" else ADMIN_KEY, Keys.ENTER
         )
-        wait(driver, lambda d, ready=ready: all_css(d, ready))
+        wait(driver, lambda d: all_css(d, ready))  # noqa: B023 (called before the loop moves on)
         assert driver.execute_script(UNLABELLED) == [], page
         metrics = {"width": 390, "height": 844, "deviceScaleFactor": 1, "mobile": True}
         driver.execute_cdp_cmd("Emulation.setDeviceMetricsOverride", metrics)
