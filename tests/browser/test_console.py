@@ -68,6 +68,10 @@ def test_an_account_needs_attention_after_a_challenge_and_a_curl_refresh_brings_
     wait(driver, lambda d: "1 of 1" in css(d, "#live-tiles").text)
     assert len(all_css(driver, "#live-charts svg.chart")) == 4
     wait(driver, lambda d: all_css(d, "#live-charts rect"))  # the turns of this test are drawn
+    minutes = face.admin("GET", "/stats").json()["minutes"]
+    assert sum(m["turns"].get("done", 0) for m in minutes) >= 1  # recorded by the worker
+    assert any(m["errors"] for m in minutes)  # the challenged turn, by class
+    assert any(m["added_first_token_ms"] is not None for m in minutes)
     screenshot(driver, "console-live", 1280, 800)
     assert ADMIN_KEY not in driver.page_source and ADMIN_KEY not in driver.current_url
     assert csp_violations(driver) == []
