@@ -14,6 +14,7 @@ from flask import Flask
 from redis import Redis
 
 from service import livestats
+from service.embedded_redis import free_port
 from service.web import create_app
 from service.web.console import CSP
 from tests.unit.test_web_app import SECRET, MakeApp
@@ -82,9 +83,15 @@ def test_livestats_keeps_an_hour_of_minutes(redis_client: Redis) -> None:
     assert 0 < redis_client.ttl(livestats.minute_key("q", int(now // 60))) <= livestats.TTL_SECONDS
 
 
-def test_livestats_without_a_bound_redis_records_nothing() -> None:
+def test_livestats_never_fails_a_turn(redis_client: Redis) -> None:
     livestats.bind(None, "q")
-    livestats.record(counts={"turns:done": 1})  # no Redis, no error
+    livestats.record(counts={"turns:done": 1})  # nothing bound: nothing recorded, no error
+    down = Redis(port=free_port(), socket_connect_timeout=0.2)
+    livestats.bind(down, "q")
+    livestats.record(counts={"turns:done": 1})  # Redis unreachable: logged, not raised
+    livestats.bind(redis_client, "q")
+    livestats.record(counts={"turns:done": 1})
+    assert sum(sum(m["turns"].values()) for m in livestats.read(redis_client, "q")) == 1
 
 
 def test_admin_stats_reads_queue_accounts_and_minutes(make_app: MakeApp, redis_client: Redis) -> None:
