@@ -27,13 +27,13 @@ from service.keys import KeyStore
 from service.logs import request_id_var
 from service.web import quota
 from service.web.auth import identify
-from service.web.console import PUBLIC_BLUEPRINT
 from service.web.extension import gateway
 
 REQUEST_ID_HEADER = "x-request-id"
 _SANE_ID = re.compile(r"[A-Za-z0-9._-]{1,128}")
 _HEADER_LIST = re.compile(r"[^A-Za-z0-9!#$%&'*+.^_`|~, -]")
 OPEN_PATHS = ("/healthz", "/readyz", "/metrics")
+PAGES_BLUEPRINT = "console"  # the playground and console pages (service.web.console): no key to load them
 EXPOSED_HEADERS = (
     "x-request-id, X-Conversation-Id, X-Conversation-Turns-Remaining, Retry-After, x-should-retry, "
     "retry-after-ms, x-ratelimit-limit-requests, x-ratelimit-remaining-requests, "
@@ -87,7 +87,7 @@ def _preflight() -> Response | None:
 def _authenticate() -> None:
     if request.path in OPEN_PATHS or request.path.startswith("/admin/"):
         return  # /admin/ checks ADMIN_KEY itself (or does not exist)
-    if request.blueprint == PUBLIC_BLUEPRINT:
+    if request.blueprint == PAGES_BLUEPRINT:
         return  # the pages and their assets hold no secret; their scripts send the key
     gw = gateway()
     settings = gw.settings

@@ -13,9 +13,8 @@ from flask import Flask, Response, g, request
 
 from service import livestats, metrics
 from service.logs import conversation_id_var, job_id_var
-from service.web.console import PUBLIC_BLUEPRINT
 from service.web.extension import gateway
-from service.web.middleware import OPEN_PATHS
+from service.web.middleware import OPEN_PATHS, PAGES_BLUEPRINT
 
 # The last path segment names the API surface whatever the prefix (/v1, /openai, …).
 SURFACES = {
@@ -44,7 +43,7 @@ def _unbind() -> None:
 
 
 def _record(response: Response) -> Response:
-    page = request.blueprint == PUBLIC_BLUEPRINT and request.method == "GET"  # the playground's own files
+    page = request.blueprint == PAGES_BLUEPRINT and request.method == "GET"  # the playground's own files
     if request.path not in OPEN_PATHS and request.method != "OPTIONS" and not page:
         metrics.REQUESTS.labels(
             surface=g.get("surface") or surface_of(request.path),

@@ -5,7 +5,7 @@ from the internet) that talk to the gateway like any other client: the playgroun
 only the public API with the key the user types in (kept in the browser's
 localStorage), the console only the admin API with ADMIN_KEY (kept in sessionStorage).
 The pages themselves carry no secret and need no key, so the auth middleware lets this
-blueprint through (`PUBLIC_BLUEPRINT`).
+blueprint through (`middleware.PAGES_BLUEPRINT` names it).
 
     /           the playground (404 with PLAYGROUND=off)
     /console    the operator console (404 without ADMIN_KEY)
@@ -27,8 +27,8 @@ from werkzeug import exceptions as http
 
 from service.settings import Settings
 from service.web.console import stats
+from service.web.middleware import PAGES_BLUEPRINT
 
-PUBLIC_BLUEPRINT = "console"
 HERE = Path(__file__).resolve().parent
 
 # Generated images come from the upstream's own host, so img-src allows any http(s) origin;
@@ -54,7 +54,7 @@ SECURITY_HEADERS = {
 }
 
 blueprint = Blueprint(
-    PUBLIC_BLUEPRINT,
+    PAGES_BLUEPRINT,
     __name__,
     static_folder="static",
     static_url_path="/_ui",
