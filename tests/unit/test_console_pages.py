@@ -116,3 +116,25 @@ def test_admin_stats_reads_queue_accounts_and_minutes(make_app: MakeApp, redis_c
     assert failed.status_code == 503
     stats = client.get("/admin/stats", headers=headers).get_json()
     assert [m["errors"] for m in stats["minutes"][-2:] if m["errors"]] == [{"HTTP 503": 1}]
+
+
+PAGE_BUDGET = 64 * 1024  # bytes of HTML + JS + CSS per page, uncompressed (docs/console.md has the figures)
+
+
+@pytest.mark.parametrize("path", ["/", "/console"])
+def test_each_page_loads_only_its_own_small_files(make_app: MakeApp, path: str) -> None:
+    client = make_app(API_KEYS=KEY, ADMIN_KEY=ADMIN).test_client()
+    html = client.get(path).get_data(as_text=True)
+    files = re.findall(r'(?:src|href)="([^"#][^"]*)"', html)  # (#fragments are in-page links)
+    assert files and all(f.startswith("/_ui/") for f in files)  # nothing from another origin
+    sizes: dict[str, int] = {}
+    todo = [f.split("?")[0] for f in files]
+    while todo:  # the page's ES module graph, as the browser walks it
+        asset = todo.pop()
+        if asset in sizes:
+            continue
+        served = client.get(asset)
+        assert served.status_code == 200, asset
+        sizes[asset] = len(served.data)
+        todo += [f"/_ui/{name}" for name in re.findall(r'from "\./([^"]+)"', served.get_data(as_text=True))]
+    assert len(html.encode()) + sum(sizes.values()) < PAGE_BUDGET, sizes
