@@ -33,8 +33,8 @@ from service.accounts import manage
 from service.accounts.registry import AccountNotFound, Registry
 from service.accounts.sealing import SealingError
 from service.errors import ApiError
-from service.redis_conn import connect
-from service.settings import SettingsError, load_settings
+from service.runtime.redis_conn import connect
+from service.runtime.settings import SettingsError, load_settings
 
 
 def _limit(value: str) -> int | None:

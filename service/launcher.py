@@ -34,8 +34,8 @@ import urllib.request
 from collections.abc import Sequence
 from pathlib import Path
 
-from service.embedded_redis import EmbeddedRedis, free_port, read_or_create_secret
-from service.settings import Settings, SettingsError, load_settings
+from service.runtime.embedded_redis import EmbeddedRedis, free_port, read_or_create_secret
+from service.runtime.settings import Settings, SettingsError, load_settings
 
 ROOT = Path(__file__).resolve().parent.parent
 READY_TIMEOUT = 60.0

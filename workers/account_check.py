@@ -24,7 +24,7 @@ from urllib.parse import urlsplit
 from redis import Redis
 
 from service.accounts import health
-from service.settings import Settings
+from service.runtime.settings import Settings
 from workers.upstream import Credentials, account_transport, build_client
 from workers.upstream.cloudflare import verdict
 from workers.upstream.context import TurnInput

@@ -17,7 +17,7 @@ from rq import Queue
 from rq.job import Job, JobStatus
 
 from service.errors import ApiError
-from service.settings import Settings
+from service.runtime.settings import Settings
 
 JOB_FUNCTION = "workers.jobs.check_account"
 POLL = 0.2

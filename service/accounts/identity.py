@@ -18,6 +18,7 @@ from curl_cffi itself, so an upgrade of the pin brings its new profiles with it.
 from __future__ import annotations
 
 import dataclasses
+import functools
 import json
 import re
 from collections.abc import Mapping
@@ -83,9 +84,14 @@ class Identity:
 
 def profiles() -> list[str]:
     """Every impersonation target curl_cffi offers (its `BrowserType` values)."""
+    return list(_profiles())
+
+
+@functools.cache
+def _profiles() -> tuple[str, ...]:
     from curl_cffi.requests import BrowserType
 
-    return [member.value for member in BrowserType]
+    return tuple(member.value for member in BrowserType)
 
 
 def _profile_key(name: str) -> tuple[str, tuple[int, ...], str] | None:

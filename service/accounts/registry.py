@@ -31,9 +31,9 @@ from typing import Any, cast
 
 from redis import Redis
 
-from service.accounts.identity import Identity, choose_profile, default_identity
+from service.accounts.identity import Identity, choose_profile, default_identity, profiles
 from service.accounts.sealing import Sealer
-from service.redis_conn import HashFields, text
+from service.runtime.redis_conn import HashFields, text
 
 READY, COOLING, NEEDS_ATTENTION, DISABLED = "ready", "cooling", "needs_attention", "disabled"
 HEALTH_FIELDS = ("cooling_until", "attention", "error_code", "error_message", "error_at")
@@ -86,9 +86,11 @@ class Account:
         """The browser this account speaks as (the default Chrome when none was imported)."""
         if not self.user_agent:
             return default_identity()
+        # A profile a later curl_cffi dropped falls back to the nearest one it has.
+        known = self.impersonate in profiles()
         stored = Identity(
             user_agent=self.user_agent,
-            impersonate=self.impersonate or choose_profile(self.user_agent)[0],
+            impersonate=self.impersonate if known else choose_profile(self.user_agent)[0],
             client_hints=Identity.hints_from_json(self.client_hints),
         )
         if self.accept_language:

@@ -20,7 +20,7 @@ import pytest
 import requests
 from redis import Redis
 
-from service.embedded_redis import EmbeddedRedis
+from service.runtime.embedded_redis import EmbeddedRedis
 from tests.support.simulator import SimulatorProcess
 from tests.support.stack import ROOT, GunicornServer, WorkerProcess, gateway_env
 

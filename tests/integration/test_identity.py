@@ -24,7 +24,7 @@ import requests
 from curl_cffi import requests as browser
 from redis import Redis
 
-from service.embedded_redis import EmbeddedRedis
+from service.runtime.embedded_redis import EmbeddedRedis
 from tests.integration.conftest import body
 from tests.support.connect_proxy import ConnectProxy
 from tests.support.simulator import SimulatorProcess
@@ -142,6 +142,9 @@ def stack(request: pytest.FixtureRequest) -> Iterator[Stack]:
             UPSTREAM_FIRST_TOKEN_TIMEOUT="20",
             UPSTREAM_IDLE_TIMEOUT="10",
             UPSTREAM_CONNECT_TIMEOUT="5",
+            # The upstream is on loopback, which NO_PROXY exempts: an account's proxy must still be used.
+            NO_PROXY="localhost,127.0.0.1",
+            no_proxy="localhost,127.0.0.1",
         )
         sim.configure_cloudflare(enabled=True, require_clearance=True, require_hints=True)
         web = GunicornServer(env)
@@ -301,3 +304,29 @@ def test_check_reports_each_step_without_secrets(stack: Stack) -> None:
     assert "TLS profile chrome146" in cli.stdout and "cloudflare challenge" in cli.stdout
     assert "FAILED (upstream_challenge_required)" in cli.stdout and name not in cli.stdout
     assert stack.accounts()[account["id"]]["state"] == "needs_attention"
+
+
+def test_a_challenged_account_fails_over_to_one_that_passes(stack: Stack) -> None:
+    good, bad = fresh("good"), fresh("bad")
+    chrome_clearance = stack.earn(CHROME, CHROME_HINTS, "chrome146")
+    firefox_clearance = stack.earn(FIREFOX, {}, "firefox147")
+    bad_id = stack.only(
+        {"curl": chrome_curl(stack.sim.https_url, f"_U={bad}; cf_clearance={firefox_clearance}")}
+    )["id"]
+    created = stack.admin(
+        "POST",
+        payload={"curl": chrome_curl(stack.sim.https_url, f"_U={good}; cf_clearance={chrome_clearance}")},
+    )
+    good_id = created.json()["id"]
+    # New conversations go to the ready account with the most headroom: within a few turns the bad
+    # one is tried, challenged, and its turn moves to the good one; no turn fails meanwhile.
+    for n in range(8):
+        answer = stack.chat(f"turn {n}")
+        assert answer.status_code == 200, answer.text
+        if stack.sim.cloudflare()["by_account"].get(bad, {}).get("challenged"):
+            break
+    assert stack.sim.cloudflare()["by_account"][bad]["challenged"] >= 1
+    accounts = stack.accounts()
+    assert accounts[good_id]["state"] == "ready"
+    assert accounts[bad_id]["state"] == "needs_attention"
+    assert OPERATOR_MESSAGE in accounts[bad_id]["last_error"]["message"]

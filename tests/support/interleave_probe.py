@@ -22,7 +22,7 @@ from collections.abc import Callable  # noqa: E402
 import gevent  # noqa: E402
 
 from service.accounts.identity import default_identity  # noqa: E402
-from service.settings import load_settings  # noqa: E402
+from service.runtime.settings import load_settings  # noqa: E402
 from workers.upstream import Credentials, build_client  # noqa: E402
 from workers.upstream.context import TurnInput  # noqa: E402
 from workers.upstream.wire import build_transport  # noqa: E402

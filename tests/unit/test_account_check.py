@@ -6,7 +6,7 @@ import json
 
 import pytest
 
-from service.settings import load_settings
+from service.runtime.settings import load_settings
 from tests.support.simulator import SimulatorProcess
 from workers.account_check import clearance_age, render, run_check
 from workers.upstream import Credentials

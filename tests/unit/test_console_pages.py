@@ -13,8 +13,8 @@ import pytest
 from flask import Flask
 from redis import Redis
 
-from service import livestats
-from service.embedded_redis import free_port
+from service.runtime import livestats
+from service.runtime.embedded_redis import free_port
 from service.web import create_app
 from service.web.console import CSP
 from tests.unit.test_web_app import SECRET, MakeApp

@@ -20,8 +20,8 @@ from typing import Any
 import pytest
 
 from service.accounts.identity import Identity, default_identity, resolve
-from service.embedded_redis import free_port
-from service.settings import load_settings
+from service.runtime.embedded_redis import free_port
+from service.runtime.settings import load_settings
 from tests.support.simulator import SimulatorProcess
 from tests.support.stack import ROOT
 from workers.upstream import Credentials, build_client

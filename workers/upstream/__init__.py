@@ -16,7 +16,7 @@ from collections.abc import Callable, Iterator, Mapping
 from typing import Any, Protocol
 
 from service.accounts.identity import Identity
-from service.settings import Settings
+from service.runtime.settings import Settings
 from workers.upstream.context import TurnInput
 from workers.upstream.events import Event
 
@@ -99,7 +99,7 @@ def build_client(
     (`account_transport`): `workers.account_check` wraps it to record each call.
     """
     if settings.upstream == "bing":
-        from workers.upstream.bing import BingClient
+        from workers.upstream.chathub_client import BingClient
 
         return BingClient(
             create_url=settings.bing_create_url,

@@ -25,9 +25,9 @@ from pathlib import Path
 from flask import Blueprint, Flask, Response, current_app, render_template, request
 from werkzeug import exceptions as http
 
-from service.settings import Settings
+from service.runtime.settings import Settings
 from service.web.console import stats
-from service.web.middleware import PAGES_BLUEPRINT
+from service.web.http.middleware import PAGES_BLUEPRINT
 
 HERE = Path(__file__).resolve().parent
 

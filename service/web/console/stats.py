@@ -2,7 +2,7 @@
 
 Read from what the gateway keeps in Redis anyway, in a few round trips: RQ's worker
 registry and queue, the account pool's counters, and the rolling hour of per-minute
-counters the workers and web tier record (`service.livestats`). No Prometheus server.
+counters the workers and web tier record (`service.runtime.livestats`). No Prometheus server.
 
     {"object": "stats", "now": …,
      "workers": {"live": 2, "registered": 2},
@@ -21,11 +21,11 @@ from typing import Any
 from flask import Blueprint, Response, current_app, jsonify
 from rq.job import Job
 
-from service import livestats
 from service.accounts import manage
-from service.web.admin_keys import require_admin_key
-from service.web.extension import Gateway, gateway
-from service.web.health import check_workers
+from service.runtime import livestats
+from service.web.admin.keys import require_admin_key
+from service.web.http.extension import Gateway, gateway
+from service.web.http.health import check_workers
 
 blueprint = Blueprint("admin_stats", __name__, url_prefix="/admin")
 blueprint.before_request(require_admin_key)
