@@ -202,6 +202,7 @@ function clearAttachment() {
 
 function start() {
   Object.assign(actions, { send, open: openConversation, newChat });
+  if (matchMedia("(max-width: 720px)").matches) $("#conversation-list").open = false; // phones: the chat first
   $("#key-form").addEventListener("submit", saveKey);
   $("#forget-key").addEventListener("click", forgetKey);
   $("#model").addEventListener("change", () => localStorage.setItem(MODEL_STORE, $("#model").value));
