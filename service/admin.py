@@ -67,6 +67,7 @@ def parser() -> argparse.ArgumentParser:
         command.add_argument("--user-agent")
         command.add_argument("--max-concurrent", type=_limit, default=False)
         command.add_argument("--rpm", type=_limit, default=False)
+        command.add_argument("--group", help="the account group whose keys may use it (default: default)")
     check = commands.add_parser("check", help="bootstrap the account and run one short turn, step by step")
     check.add_argument("id")
     delete = commands.add_parser("delete", help="remove an account")
@@ -82,7 +83,7 @@ def _changes(args: argparse.Namespace) -> dict[str, Any]:
             body[field] = sys.stdin.read() if path == "-" else _read_file(path)
     if getattr(args, "proxy", None) is not None:
         body["proxy"] = args.proxy
-    for name in ("cookies", "access_token", "label", "user_agent"):
+    for name in ("cookies", "access_token", "label", "user_agent", "group"):
         value = getattr(args, name, None)
         if value == "-" and name in ("cookies", "access_token"):
             value = sys.stdin.readline().strip()

@@ -186,6 +186,7 @@ def main(argv: Sequence[str] | None = None) -> int:
                 data_dir=data_dir / "redis",
                 password=read_or_create_secret(data_dir / "redis_password"),
                 detached=True,
+                maxmemory=settings.redis_maxmemory,
             ).start()
             env["REDIS_URL"] = redis.url
             print(f"launcher: embedded redis-server at {redis.address} (data in {data_dir})", flush=True)

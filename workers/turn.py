@@ -154,7 +154,11 @@ class TurnRunner:
         # The pool picks the account (waiting its turn if every slot is taken); an account
         # failure before any token moves the turn to another account, seeded like a rollover.
         self.lane = lane = AccountLane(
-            pool_for(self.settings, self.redis), request.owner, publisher, self._cancelled.is_set
+            pool_for(self.settings, self.redis),
+            request.owner,
+            publisher,
+            self._cancelled.is_set,
+            request.group,
         )
         images = load_images(self.redis, self.settings, request.images)  # a bad URL fails before a slot
         # Tools, structured output and cuts (workers/tooling.py): directives in, answer shaped out.

@@ -5,8 +5,8 @@ queues keep separate pools:
 
     …:ids        ZSET  account id -> creation order (listing order)
     …:a:<id>     HASH  label, cookies*, access_token*, proxy*, user_agent, client_hints,
-                       accept_language, impersonate, enabled, max_concurrent, rpm, source,
-                       seed, created, and the health fields of `health`
+                       accept_language, impersonate, enabled, max_concurrent, rpm, group,
+                       source, seed, created, and the health fields of `health`
                        (* sealed with `sealing.Sealer`; never in clear, never returned)
 
 The browser identity (`identity`: UA, client hints, language, curl_cffi profile) is stored
@@ -31,6 +31,7 @@ from typing import Any, cast
 
 from redis import Redis
 
+from service.accounts.groups import DEFAULT_GROUP
 from service.accounts.identity import Identity, choose_profile, default_identity, profiles
 from service.accounts.sealing import Sealer
 from service.runtime.redis_conn import HashFields, text
@@ -60,6 +61,7 @@ class Account:
     enabled: bool = True
     max_concurrent: int | None = None
     rpm: int | None = None
+    group: str = DEFAULT_GROUP  # only keys of this group run turns on it (service.accounts.groups)
     source: str = "admin"
     created: float = 0.0
     cooling_until: float = 0.0
@@ -112,6 +114,7 @@ class Account:
             "has_proxy": bool(self.sealed_proxy),
             "max_concurrent": self.max_concurrent,
             "rpm": self.rpm,
+            "group": self.group,
             "next_available_at": self.cooling_until if state == COOLING else None,
             "last_error": (
                 {"code": self.error_code, "message": self.error_message, "at": self.error_at}
@@ -137,6 +140,7 @@ class Account:
             enabled=data.get("enabled", "1") == "1",
             max_concurrent=int(data["max_concurrent"]) if data.get("max_concurrent") else None,
             rpm=int(data["rpm"]) if data.get("rpm") else None,
+            group=data.get("group") or DEFAULT_GROUP,
             source=data.get("source", "admin"),
             created=float(data.get("created") or 0),
             cooling_until=float(data.get("cooling_until") or 0),
@@ -220,6 +224,7 @@ class Registry:
         max_concurrent: int | None = None,
         rpm: int | None = None,
         enabled: bool = True,
+        group: str = DEFAULT_GROUP,
         account_id: str | None = None,
         source: str = "admin",
         seed: str = "",
@@ -238,6 +243,7 @@ class Registry:
             "enabled": "1" if enabled else "0",
             "max_concurrent": str(max_concurrent or ""),
             "rpm": str(rpm or ""),
+            "group": group,
             "source": source,
             "seed": seed,
             "created": repr(self.clock()),
@@ -264,6 +270,7 @@ class Registry:
         enabled: bool | None = None,
         max_concurrent: int | bool | None = False,
         rpm: int | bool | None = False,
+        group: str | None = None,
     ) -> Account:
         """Change an account; new credentials clear its health (a refresh ends needs_attention).
 
@@ -293,6 +300,8 @@ class Registry:
             fields["max_concurrent"] = str(max_concurrent or "")
         if rpm is not False:
             fields["rpm"] = str(rpm or "")
+        if group is not None:
+            fields["group"] = group
         with self.redis.pipeline() as pipe:
             if fields:
                 pipe.hset(self.key(account_id), mapping=fields)

@@ -266,6 +266,10 @@ class CopilotTurnPlayer:
 
     def _answer_text(self, script: faults.Script) -> str:
         assert self.conversation is not None
+        memory, account = self.state.accounts, self.socket.account
+        if script.on("memory"):  # the account's long-term memory (`accounts`), not this conversation's
+            return faults.memory_answer(memory.recollect(account, self.conversation.id))
+        memory.remember(account, self.conversation.id, script.prompt)
         seen = [*self.conversation.context, *([self.page] if self.page else [])]  # injected context
         scripted = tool_model.answer(self.text, [*seen, *(turn.user for turn in self.conversation.turns)])
         if scripted is not None:

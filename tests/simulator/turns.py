@@ -201,6 +201,10 @@ class TurnPlayer:
 
     def _answer_text(self, script: faults.Script) -> str:
         assert self.conversation is not None
+        memory = self.state.accounts
+        if script.on("memory"):  # the account's long-term memory (`accounts`), not this conversation's
+            return faults.memory_answer(memory.recollect(self.account, self.conversation.id))
+        memory.remember(self.account, self.conversation.id, script.prompt)
         seen = [*self.conversation.context, *self.descriptions]  # injected context
         scripted = tool_model.answer(self.text, [*seen, *(turn.user for turn in self.conversation.turns)])
         if scripted is not None:

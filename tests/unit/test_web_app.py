@@ -155,7 +155,7 @@ def test_preflight_answers_cors(secured: FlaskClient) -> None:
     assert response.status_code == 204
     assert response.data == b""
     assert response.headers["Access-Control-Allow-Origin"] == "*"
-    assert response.headers["Access-Control-Allow-Methods"] == "GET, POST, DELETE, OPTIONS"
+    assert response.headers["Access-Control-Allow-Methods"] == "GET, POST, PATCH, DELETE, OPTIONS"
     assert response.headers["Access-Control-Max-Age"] == "86400"
     allowed = response.headers["Access-Control-Allow-Headers"].lower()
     for name in ("authorization", "content-type", "x-stainless-os", "x-conversation-id", "openai-project"):
@@ -389,6 +389,7 @@ def test_completion_is_enqueued_and_ends_503_without_a_worker(client: FlaskClien
         "kind": "chat",
         "image_format": "url",  # only an image generation's b64_json changes it
         "options": {},  # no tools, structured output or cuts: the answer passes untouched
+        "group": "default",  # the key's account group (docs/accounts-groups.md)
     }
     assert abs(payload["created"] - time.time()) < 10
     # Given up on: the job is dropped from the queue, so a late worker never runs it.

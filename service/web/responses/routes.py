@@ -80,7 +80,9 @@ def _renderer(req: ResponsesRequest, owner: str, run: Run, chat: ChatRequest) ->
         current = store.get(turn.completion_id, owner)
         if current is not None and (only_if_new or current.get("status") == "cancelled"):
             return
-        store.save(owner, {**(current or builder.response("in_progress")), **change}, items)
+        store.save(
+            owner, {**(current or builder.response("in_progress")), **change}, items, turn.conversation_id
+        )
 
     return ResponseRenderer(builder, Answer(chat.messages), keep=keep, storing=store is not None)
 
