@@ -149,6 +149,8 @@ def _begin(
         options=chat.options,
         kind=chat.kind,
         image_format=chat.image_format,
+        instructions=resolution.instructions,
+        carried=resolution.carried.to_json() if resolution.carried else {},
         group=group,
     )
     if key is not None:

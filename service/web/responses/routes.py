@@ -22,6 +22,7 @@ from service.turns import new_message_id, new_response_id, request_cancel
 from service.web.http.body import read_body
 from service.web.http.extension import Gateway, gateway
 from service.web.http.paging import page
+from service.web.pipeline import hosted_note
 from service.web.pipeline.answer import Answer
 from service.web.pipeline.request import ChatRequest
 from service.web.pipeline.run import Run
@@ -53,7 +54,8 @@ def create_response(prefix: str = "") -> Response:
     req = parse_responses_request(raw, request.headers, **parse_options(gw))
     make = functools.partial(_renderer, req, g.owner)
     try:
-        return submit(gw, raw, req.chat, make, completion_id=new_response_id(), store=req.store)
+        answer = submit(gw, raw, req.chat, make, completion_id=new_response_id(), store=req.store)
+        return hosted_note.announce(answer, req.unoffered)  # hosted tools left out: say so
     except NotFound as exc:
         if exc.code == "conversation_not_found" and req.previous_response_id:
             raise response_not_found(req.previous_response_id, "previous_response_id") from None
