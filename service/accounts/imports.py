@@ -14,7 +14,8 @@ from collections.abc import Mapping
 from typing import Any
 from urllib.parse import urlsplit
 
-from service.accounts.capture import Capture, CaptureError, parse_curl, parse_har
+from service.accounts.capture import Capture, parse_curl, parse_har
+from service.accounts.errors import CaptureError
 from service.accounts.identity import IdentityError, choose_profile, resolve
 from service.errors import InvalidRequest
 

@@ -13,7 +13,8 @@ from typing import Any
 import pytest
 
 from service.accounts import identity
-from service.accounts.capture import CaptureError, parse_curl, parse_har
+from service.accounts.capture import parse_curl, parse_har
+from service.accounts.errors import CaptureError
 from service.accounts.imports import check_proxy, identity_changes
 from service.errors import InvalidRequest
 

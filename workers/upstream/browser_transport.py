@@ -27,7 +27,7 @@ from typing import Any, cast
 
 from curl_cffi.const import CurlECode, CurlInfo, CurlOpt, CurlWsFlag
 from curl_cffi.curl import CurlError
-from curl_cffi.requests import Session, WebSocket
+from curl_cffi.requests import Response, Session, WebSocket
 from curl_cffi.requests.exceptions import RequestException, Timeout
 from curl_cffi.requests.websockets import WebSocketClosed, WebSocketError, WebSocketTimeout
 
@@ -41,7 +41,7 @@ from workers.upstream.wire import Reply, ca_bundle, retrying
 
 log = logging.getLogger(__name__)
 
-_SESSIONS: dict[tuple[str, str, str, str], Session] = {}
+_SESSIONS: dict[tuple[str, str, str, str], Session[Response]] = {}
 _SESSIONS_LOCK = threading.Lock()
 MAX_SESSIONS = 256
 
@@ -78,7 +78,7 @@ class BrowserTransport:
             options["curl_options"] = {CurlOpt.NOPROXY: ""}
         return options
 
-    def _session(self) -> Session:
+    def _session(self) -> Session[Response]:
         cache_key = (self._key, self.identity.impersonate, self._proxy, str(self._verify))
         with _SESSIONS_LOCK:
             session = _SESSIONS.get(cache_key)
@@ -118,7 +118,9 @@ class BrowserTransport:
             finally:
                 session.cookies.clear()
             lines = tuple(line for line in response.headers.get_list("set-cookie") if line)
-            return Reply(response.status_code, response.headers, response.content, lines)
+            # curl_cffi's Headers: case-insensitive like requests' (values are never None on an answer).
+            headers = cast("Mapping[str, str]", response.headers)
+            return Reply(response.status_code, headers, response.content, lines)
 
         def once() -> Reply:
             try:
