@@ -22,11 +22,12 @@ import functools
 import hashlib
 from pathlib import Path
 
-from flask import Blueprint, Flask, Response, current_app, render_template, request
+from flask import Blueprint, Flask, Response, render_template, request
 from werkzeug import exceptions as http
 
 from service.runtime.settings import Settings
 from service.web.console import stats
+from service.web.http.extension import gateway
 from service.web.http.middleware import PAGES_BLUEPRINT
 
 HERE = Path(__file__).resolve().parent
@@ -82,7 +83,7 @@ def asset(filename: str) -> str:
 
 
 def _settings() -> Settings:
-    return current_app.extensions["gateway"].settings
+    return gateway().settings
 
 
 # Other methods are the API's 404 ("Invalid URL (POST /)"), as before the pages existed: a client

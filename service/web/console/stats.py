@@ -18,7 +18,7 @@ import time
 from collections import Counter
 from typing import Any
 
-from flask import Blueprint, Response, current_app, jsonify
+from flask import Blueprint, Response, jsonify
 from rq.job import Job
 
 from service.accounts import manage
@@ -26,6 +26,7 @@ from service.runtime import livestats
 from service.web.admin.keys import require_admin_key
 from service.web.http.extension import Gateway, gateway
 from service.web.http.health import check_workers
+from service.web.pipeline import admission
 
 blueprint = Blueprint("admin_stats", __name__, url_prefix="/admin")
 blueprint.before_request(require_admin_key)
@@ -62,7 +63,7 @@ def _queue(gw: Gateway, now: float) -> dict[str, Any]:
 
 def _accounts(now: float) -> dict[str, Any]:
     """How many accounts are in each state, and the pool's load."""
-    registry = current_app.extensions["accounts"]
+    registry = admission.registry()
     views = manage.views(registry, registry.all(fresh=True), now)
     states = Counter(view["state"] for view in views)
     return {
