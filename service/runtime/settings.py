@@ -68,6 +68,7 @@ class Settings:
     worker_lease_seconds: int = 6
     sse_heartbeat_seconds: float = 10.0
     stream_hold_seconds: float = 3.0
+    stream_resume_grace_seconds: float = 15.0
     coalesce_ms: float = 8.0
     replay_ttl: int = 3600
     conversation_ttl: int = 7 * 24 * 3600
@@ -419,6 +420,11 @@ def load_settings(environ: Mapping[str, str]) -> Settings:
         ),
         # STREAM_HOLD_SECONDS: how long a stream waits for the first event before committing 200.
         stream_hold_seconds=_read(environ, "STREAM_HOLD_SECONDS", _non_negative_float, d.stream_hold_seconds),
+        # STREAM_RESUME_GRACE_SECONDS: how long a stream with `store: true` or an Idempotency-Key
+        # keeps its turn running after the client disconnects, for it to resume (0: cancel at once).
+        stream_resume_grace_seconds=_read(
+            environ, "STREAM_RESUME_GRACE_SECONDS", _non_negative_float, d.stream_resume_grace_seconds
+        ),
         # STREAM_COALESCE_MS: window in which text deltas after the first are merged into one message.
         coalesce_ms=_read(environ, "STREAM_COALESCE_MS", _non_negative_float, d.coalesce_ms),
         # REPLAY_TTL: seconds a completion's replay log (and its Idempotency-Key) is kept.
