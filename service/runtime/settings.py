@@ -120,6 +120,7 @@ class Settings:
         return self.redis_url is not None or bool(self.redis_sentinels)
 
     tool_emulation: bool = True
+    playground: bool = True
 
     @property
     def auth_enabled(self) -> bool:
@@ -512,6 +513,8 @@ def load_settings(environ: Mapping[str, str]) -> Settings:
         key_slot_lease_seconds=_read(
             environ, "KEY_SLOT_LEASE_SECONDS", _positive_float, d.key_slot_lease_seconds
         ),
+        # PLAYGROUND: on = the chat playground page at `/` (docs/console.md); off = `/` is a 404.
+        playground=_read(environ, "PLAYGROUND", _choice("on", "off"), "on") == "on",
     )
     _refuse_placeholders(environ)
     _check(settings)

@@ -21,6 +21,8 @@ The sub-packages tell one request's story:
       images/         /v1/images/generations: routes, render
       conversations/  OpenAI's Conversations API
       admin/          /admin/accounts and /admin/keys (only with ADMIN_KEY)
+      console/        the playground page at / and the operator console at /console, their
+                      scripts and styles, and /admin/stats (docs/console.md)
 
 Surfaces never import each other; the pipeline imports no surface (tests/unit/test_layering.py).
 """
@@ -33,6 +35,7 @@ from collections.abc import Mapping
 from flask import Flask
 
 from service.runtime.settings import load_settings
+from service.web import console
 from service.web.admin import accounts as admin
 from service.web.admin import keys as admin_keys
 from service.web.chat import routes as completions
@@ -71,6 +74,7 @@ def create_app(overrides: Mapping[str, str] | None = None) -> Flask:
     app.register_blueprint(messages.blueprint)
     app.register_blueprint(conversations.blueprint)
     admin_keys.init_app(app, settings)  # /admin/keys only with ADMIN_KEY
+    console.init_app(app, settings)  # the playground at / and the operator console at /console
     # Its catch-all rule loses to every more specific rule, whatever the order.
     app.register_blueprint(completions.blueprint)
     # Outermost: a Responses websocket upgrade is a 426 before auth, hooks or Redis.
