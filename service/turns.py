@@ -98,6 +98,8 @@ class TurnRequest:
     options: dict[str, Any] = dataclasses.field(default_factory=dict)
     # The caller's account group: the turn runs only on its accounts (service.accounts.groups).
     group: str = "default"
+    # The web request asked for a per-phase trace (service.runtime.trace): the worker keeps its side.
+    trace: bool = False
 
     def to_json(self) -> dict[str, Any]:
         """The job argument."""

@@ -39,7 +39,7 @@ from service.accounts.scheduler import Lease, Scheduler
 from service.accounts.sealing import SealingError
 from service.errors import UpstreamUnavailable
 from service.events import Queued
-from service.runtime import metrics
+from service.runtime import metrics, trace
 from service.runtime.settings import Settings
 from service.state.relay import Publisher
 from workers.upstream import Credentials
@@ -156,7 +156,9 @@ class AccountLane:
         )
         try:
             # Credentials are read now, not from the pool snapshot: a refresh made a moment ago counts.
-            return self.pool.credentials(self.pool.registry.get(lease.account.id))
+            credentials = self.pool.credentials(self.pool.registry.get(lease.account.id))
+            trace.mark("credentials")
+            return credentials
         except AccountNotFound:  # deleted since the slot was granted
             self.tried.add(lease.account.id)
             return self.take(None)
@@ -168,12 +170,14 @@ class AccountLane:
         try:
             return self._acquire(preferred)
         finally:
+            trace.mark("granted")
             if self.admitted:
                 self.admitted = False
                 try:
                     admission.started(self.pool.registry.redis, self.pool.registry.prefix, self.owner)
                 except RedisError:  # the claim lapses by itself
                     log.warning("event=admission_claim_not_ended")
+                trace.mark("door_started")
 
     def fail_over(self, exc: BaseException) -> bool:
         """Record what `exc` says about the account; True if the turn should try another account."""

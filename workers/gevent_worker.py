@@ -45,6 +45,8 @@ from rq.timeouts import BaseDeathPenalty, JobTimeoutException
 from rq.utils import now
 from rq.worker import SimpleWorker, WorkerStatus
 
+from service.runtime import trace
+
 log = logging.getLogger(__name__)
 
 HEARTBEAT_EVERY = 1.0
@@ -93,6 +95,7 @@ class GeventWorker(SimpleWorker):
         self.concurrency = concurrency
         self.shutdown_grace = shutdown_grace
         self._pool = gevent.pool.Pool(concurrency)
+        self._traces: dict[str, trace.Trace] = {}  # a dequeued job's round-trip counter, until it runs
 
     # RQ keeps the running execution on the worker; make it per greenlet.
     @property
@@ -159,6 +162,7 @@ class GeventWorker(SimpleWorker):
         self.heartbeat()
         if self.should_run_maintenance_tasks:
             self.run_maintenance_tasks()
+        counter = trace.start("worker", keep=False)  # the dequeue's round trips count for its job
         result = self.queue_class.dequeue_any(
             self._ordered_queues,
             None if burst else self.dequeue_timeout,
@@ -171,8 +175,11 @@ class GeventWorker(SimpleWorker):
         if result is None and burst and self.running_jobs:
             self._pool.join(timeout=0.05)
             return _AGAIN
+        trace.stop()
         if result is not None:
             job, queue = result
+            counter.mark("dequeued")
+            self._traces[job.id] = counter
             self.reorder_queues(reference_queue=queue)
             log.info("event=job_dequeued job_id=%s queue=%s", job.id, queue.name)
         return result
@@ -262,6 +269,7 @@ class GeventWorker(SimpleWorker):
             pipe.execute()
 
     def _run_job(self, job: Job, queue: Queue) -> None:
+        trace.adopt(self._traces.pop(job.id, None))  # the job's greenlet counts on from its dequeue
         try:
             self.prepare_execution(job)  # also marks the worker busy
             self.perform_job(job, queue)

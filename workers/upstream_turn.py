@@ -20,6 +20,7 @@ from typing import Any
 
 from service import events as relay
 from service.models import ModelSpec
+from service.runtime import trace
 from service.runtime.settings import Settings
 from service.state.conversations import Conversation
 from service.state.relay import Publisher
@@ -133,12 +134,15 @@ class UpstreamTurn:
         handle = attempt.handle
         if handle is None or handle.is_expired(self.clock()) or handle.exhausted:
             handle = attempt.handle = client.create_conversation(account=account.id)
+            trace.mark("upstream_created")
             log.info("event=upstream_conversation_created seeded_messages=%d", len(seed))
         # More than one upstream turn can carry goes ahead in parts (workers/priming.py),
         # on this account's new upstream conversation, inside the same account lane.
         turn, primers = self._turn_input(spec, handle.fresh, conversation, seed, images, shaping)
         self._prime(client, handle, turn, primers)
         for event in self._shaped(shaping, client, handle, turn, timer.watch):
+            if not attempt.streamed and isinstance(event, TextDelta):
+                trace.mark("first_token")
             attempt.streamed = attempt.streamed or isinstance(event, TextDelta)
             self.drawn = self.drawn or isinstance(event, Image)
             if isinstance(event, Done):

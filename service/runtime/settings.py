@@ -103,6 +103,7 @@ class Settings:
     # (static key, group) for the API_KEYS entries that name a group (`sk-…@team-a`).
     api_key_groups: tuple[tuple[str, str], ...] = dataclasses.field(default=(), repr=False)
     redis_maxmemory: str = "256mb"
+    trace_requests: bool = False
 
     @property
     def sentinel(self) -> SentinelConfig | None:
@@ -483,6 +484,9 @@ def load_settings(environ: Mapping[str, str]) -> Settings:
         key_slot_lease_seconds=_read(
             environ, "KEY_SLOT_LEASE_SECONDS", _positive_float, d.key_slot_lease_seconds
         ),
+        # TRACE_REQUESTS: 1 = a turn sent with `X-Gateway-Trace: 1` keeps its per-phase trace
+        # (service.runtime.trace) for ten minutes; the benchmark's --trace sets it.
+        trace_requests=_read(environ, "TRACE_REQUESTS", _flag, d.trace_requests),
     )
     _refuse_placeholders(environ)
     if settings.require_auth and not settings.auth_enabled:

@@ -22,6 +22,7 @@ from typing import Any
 
 import requests
 
+from service.runtime import trace
 from workers.upstream import copilot
 from workers.upstream.challenges import solve_challenge
 from workers.upstream.context import TurnImage, TurnInput
@@ -208,6 +209,7 @@ class CopilotClient:
             images = [self._attach(handle, image) for image in turn.images]
             held_send = copilot.send(handle.conversation_id, turn.text, turn.mode, context, images)
             self._open(transport, url, handle.account)
+            trace.mark("ws_open")
             first = self._await_connected(transport, stream, frames, should_stop)
             if first is None:
                 return
@@ -295,6 +297,7 @@ class CopilotClient:
         frames.add("C→", frame)
         try:
             transport.send(frame)
+            trace.mark("send")
         except Interrupted as exc:
             raise UpstreamError("Copilot closed the connection without replying") from exc
 

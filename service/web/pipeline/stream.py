@@ -145,8 +145,10 @@ class RenderStream:
         first: RelayEvent | None,
         *,
         on_close: Callable[[Terminal | None], None],
+        on_first: Callable[[], None] | None = None,
     ) -> None:
         self.terminal: Terminal | None = None
+        self._on_first = on_first  # called once the first frame is handed over (a traced turn)
         self._on_close = on_close
         self._closed = False
         chained = itertools.chain([first] if first is not None else [], events)
@@ -157,10 +159,14 @@ class RenderStream:
 
     def __next__(self) -> str:
         try:
-            return next(self._frames)
+            frame = next(self._frames)
         except StopIteration:
             self.close()
             raise
+        if self._on_first is not None:
+            on_first, self._on_first = self._on_first, None
+            on_first()
+        return frame
 
     def close(self) -> None:
         """Stop streaming and run the clean-up once (the client went away, or we are done)."""

@@ -27,6 +27,7 @@ from service.errors import InvalidRequest
 from service.events import Failed
 from service.images import ImageLimits, park
 from service.models import Aliases
+from service.runtime import trace
 from service.runtime.logs import bind_turn
 from service.state import idempotency, locks
 from service.state.relay import Subscription, last_event
@@ -65,7 +66,9 @@ def submit(
     g.model = chat.model  # labels this request's metrics (service.web.http.telemetry)
     group = admission.caller_group()  # the key's account group: its turns run on no other accounts
     admission.admit(owner, group)  # 429 at once if the group's line is too long; 503 if it is empty
+    trace.mark("admission")
     quota.admit(gw, chat.model)  # the key's model access and limits: 403/429, or a ticket for the Run
+    trace.mark("quota")
     key = _idempotency_key()
     completion_id, created = completion_id or new_completion_id(), int(time.time())
     mine = idempotency.Claim(completion_id, idempotency.body_digest(raw), created=created)
@@ -73,6 +76,7 @@ def submit(
         attached = _claim_or_attach(gw, owner, key, mine, chat, make)
         if attached is not None:
             return attached
+        trace.mark("claim")
     try:
         run = _begin(gw, owner, chat, key, mine, store=store, group=group)
     except BaseException:
@@ -129,9 +133,12 @@ def _begin(
     """Resolve the conversation and start the turn (the claim, if any, is taken)."""
     completion_id, created = mine.completion_id, mine.created
     refs = park(gw.redis, chat.images)  # before the lock: nothing to free if Redis fails here
+    trace.mark("park")
     resolution = resolve(gw, chat, owner)
+    trace.mark("resolve")
     if not resolution.continues:  # a new conversation (nothing locked): within KEY_MAX_CONVERSATIONS?
         limits.check_room(gw, owner)
+        trace.mark("room")
     turn = TurnRequest(
         completion_id=completion_id,
         conversation_id=resolution.conversation_id,
@@ -150,11 +157,13 @@ def _begin(
         kind=chat.kind,
         image_format=chat.image_format,
         group=group,
+        trace=trace.current() is not None,
     )
     if key is not None:
         idempotency.record(
             gw.redis, owner, key, dataclasses.replace(mine, conversation_id=turn.conversation_id)
         )
+        trace.mark("record")
     g.conversation_id = turn.conversation_id
     bind_turn(job_id=turn.completion_id, conversation_id=turn.conversation_id)  # on every log line
     if resolution.turns_remaining is not None:
@@ -251,8 +260,10 @@ def _start(gw: Gateway, turn: TurnRequest) -> Subscription:
     """Subscribe to the turn's relay channel, then enqueue it; on failure free its lock."""
     try:
         sub = _subscribe(gw, turn.completion_id)
+        trace.mark("subscribe")
         try:
             enqueue_turn(gw.queue, turn, gw.settings)
+            trace.mark("enqueue")
         except BaseException:
             sub.close()
             raise

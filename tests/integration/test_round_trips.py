@@ -1,0 +1,101 @@
+"""Redis round trips on the path to the first token, counted per side from a real turn's trace.
+
+A real gunicorn web process and a real worker (account pool admission on, a key with
+limits) against the simulator; the turn is sent with `X-Gateway-Trace: 1` and each side's
+trace (`service.runtime.trace`) counts every command or pipeline its connections sent
+from the request's start (web) or the job's dequeue (worker) to each phase. The counts
+are asserted exactly, so a new round trip on the path fails here (and an honest cut
+lowers the numbers below).
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Iterator
+from typing import Any
+
+import pytest
+import requests
+from redis import Redis
+
+from service.runtime import trace
+from service.runtime.embedded_redis import EmbeddedRedis
+from tests.support.simulator import SimulatorProcess
+from tests.support.stack import GunicornServer, WorkerProcess, gateway_env, wait_for
+
+KEY = "sk-round-trips-0123456789"
+
+# Round trips before the web tier hands the turn to the queue (through "enqueue"), and
+# before the worker's `send` frame (dequeue included), for a new conversation.
+WEB_ROUND_TRIPS = 6
+WORKER_ROUND_TRIPS = 8
+
+
+@pytest.fixture(scope="module")
+def traced_stack(simulator: SimulatorProcess) -> Iterator[tuple[str, Redis]]:
+    """A copilot stack that keeps traces, with a limited key and the pool's admission on."""
+    with EmbeddedRedis() as server:
+        env = gateway_env(
+            server.url,
+            simulator.http_url,
+            UPSTREAM="copilot",
+            TRACE_REQUESTS="1",
+            API_KEYS=KEY,
+            KEY_DEFAULT_RPM="1000",
+            KEY_DEFAULT_CONCURRENT="10",
+            KEY_DEFAULT_TOKENS_PER_DAY="10000000",
+            ACCOUNT_MAX_CONCURRENT="4",
+            ACCOUNT_RPM="600",
+            QUEUE_MAX_WAIT_SECONDS="30",
+        )
+        worker = WorkerProcess(env).start()
+        web = GunicornServer(env)
+        client = Redis.from_url(server.url)
+        try:
+            web.start()
+            yield web.url, client
+        finally:
+            client.close()
+            web.stop()
+            worker.stop()
+
+
+def _turn(url: str, prompt: str, *, traced: bool) -> str:
+    headers = {"Authorization": f"Bearer {KEY}"}
+    if traced:
+        headers[trace.HEADER] = "1"
+    body = {"model": "Balanced", "messages": [{"role": "user", "content": prompt}], "stream": True}
+    with requests.post(
+        f"{url}/v1/chat/completions", json=body, headers=headers, stream=True, timeout=30
+    ) as r:
+        assert r.status_code == 200, r.text
+        lines = [line for line in r.iter_lines() if line]
+    assert lines[-1] == b"data: [DONE]"
+    first = lines[0].decode().removeprefix("data: ")
+    return __import__("json").loads(first)["id"]
+
+
+def _at(side: dict[str, Any], phase: str) -> int:
+    for name, _when, round_trips in side["marks"]:
+        if name == phase:
+            return int(round_trips)
+    raise AssertionError(f"no {phase!r} in {side['marks']}")
+
+
+def test_round_trips_to_the_first_token(traced_stack: tuple[str, Redis], sim: SimulatorProcess) -> None:
+    url, redis = traced_stack
+    for n in range(2):  # warm: the pools' connections exist, the account has run turns
+        _turn(url, f"warm {n}", traced=False)
+    completion_id = _turn(url, "count my round trips", traced=True)
+    sides = wait_for(
+        lambda: (lambda s: s if {"web", "worker"} <= s.keys() else None)(trace.load(redis, completion_id))
+    )
+    web, worker = sides["web"], sides["worker"]
+    print("web", web["marks"], "\nworker", worker["marks"])
+    assert (_at(web, "enqueue"), _at(worker, "send")) == (WEB_ROUND_TRIPS, WORKER_ROUND_TRIPS)
+    # The trace's phases are in order and the first byte comes after the worker's send.
+    assert _at(web, "first_byte") >= _at(web, "enqueue")
+    send_at = next(when for name, when, _ in worker["marks"] if name == "send")
+    first_byte_at = next(when for name, when, _ in web["marks"] if name == "first_byte")
+    assert send_at <= first_byte_at + 0.5  # different processes, same clock
+    time.sleep(0)
