@@ -40,6 +40,7 @@ class Trace:
     side: str
     marks: list[tuple[str, float, int]] = dataclasses.field(default_factory=list)
     round_trips: int = 0
+    commands: list[str] = dataclasses.field(default_factory=list)  # each round trip's first commands
     keep: bool = False  # False: a counter only (the worker counts every dequeue, keeps a traced one's)
 
     def mark(self, phase: str, at: float | None = None) -> None:
@@ -48,7 +49,14 @@ class Trace:
 
     def to_json(self) -> str:
         """The saved form: the side, its marks and its round trips."""
-        return json.dumps({"side": self.side, "round_trips": self.round_trips, "marks": self.marks})
+        return json.dumps(
+            {
+                "side": self.side,
+                "round_trips": self.round_trips,
+                "marks": self.marks,
+                "commands": self.commands,
+            }
+        )
 
 
 def start(side: str, *, keep: bool = True) -> Trace:
@@ -120,6 +128,7 @@ def counting(cls: type[AbstractConnection]) -> type[AbstractConnection]:
         trace = _current.get()
         if trace is not None:
             trace.round_trips += 1
+            trace.commands.append(_names(command))
         cls.send_packed_command(self, command, check_health)
 
     made = type(f"Counting{cls.__name__}", (cls,), {"send_packed_command": send_packed_command})
@@ -135,3 +144,13 @@ def untraced(function: Callable[[], T]) -> Callable[[], T]:
         return function()
 
     return run
+
+
+def _names(packed: Any) -> str:
+    """The first commands of a packed send, e.g. `EVALSHA` or `MULTI HSET` (for the trace)."""
+    head = packed[0] if isinstance(packed, list | tuple) and packed else packed
+    if not isinstance(head, bytes | bytearray | memoryview):
+        return "?"
+    parts = bytes(head[:200]).split(b"\r\n")
+    names = [parts[i + 2] for i, part in enumerate(parts[:-2]) if part.startswith(b"*")]
+    return " ".join(name.decode("ascii", "replace") for name in names[:3])

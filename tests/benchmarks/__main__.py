@@ -1,5 +1,8 @@
 """`python -m tests.benchmarks [--dialect bing|copilot|both] [--quick] [--overload]` (or `deploy/bench`).
 
+`--trace` traces one turn per dialect instead: each phase from the client's send to the
+first SSE byte, with each side's Redis round trips (tests/benchmarks/trace.py).
+
 `--overload` runs the Overload benchmark (`overload`: three accounts, four keys, 200
 clients; a few minutes per dialect) instead of the four default measurements.
 
@@ -19,7 +22,7 @@ import sys
 import time
 from types import FrameType
 
-from tests.benchmarks import matching, measures, overload, surfaces
+from tests.benchmarks import matching, measures, overload, surfaces, trace
 from tests.benchmarks.harness import DIALECTS, running_stack
 from tests.benchmarks.report import Metric, announce, table
 
@@ -39,7 +42,18 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         help="run the Overload benchmark instead (3 accounts, 4 keys, 200 clients; ~6 min per dialect, "
         "~3 with --quick)",
     )
+    parser.add_argument(
+        "--trace",
+        action="store_true",
+        help="instead: trace one turn per dialect, phase by phase with Redis round trips (seconds)",
+    )
     return parser.parse_args(argv)
+
+
+def measure_trace(dialect: str, *, quick: bool, metrics: list[Metric]) -> None:
+    """Start a stack that keeps traces and print one turn's timeline (no figures for the table)."""
+    with running_stack(dialect, TRACE_REQUESTS="1") as stack:
+        print(f"[{dialect}] one traced turn:\n{trace.traced_turn(stack)}", flush=True)
 
 
 def measure_overload(dialect: str, *, quick: bool, metrics: list[Metric]) -> None:
@@ -107,7 +121,7 @@ def main(argv: list[str] | None = None) -> int:
                 time.sleep(SETTLE_SECONDS)
             metrics = results.setdefault(dialect, [])
             try:
-                run = measure_overload if args.overload else measure_dialect
+                run = measure_overload if args.overload else measure_trace if args.trace else measure_dialect
                 run(dialect, quick=args.quick, metrics=metrics)
             except Exception as exc:  # one dialect failing must not hide the other's figures
                 if _stopping:

@@ -91,7 +91,7 @@ def test_round_trips_to_the_first_token(traced_stack: tuple[str, Redis], sim: Si
         lambda: (lambda s: s if {"web", "worker"} <= s.keys() else None)(trace.load(redis, completion_id))
     )
     web, worker = sides["web"], sides["worker"]
-    print("web", web["marks"], "\nworker", worker["marks"])
+    print("web", web["marks"], web["commands"], "\nworker", worker["marks"], worker["commands"])
     assert (_at(web, "enqueue"), _at(worker, "send")) == (WEB_ROUND_TRIPS, WORKER_ROUND_TRIPS)
     # The trace's phases are in order and the first byte comes after the worker's send.
     assert _at(web, "first_byte") >= _at(web, "enqueue")
