@@ -128,6 +128,8 @@ class AccountLane:
             should_stop=self.should_stop,
             on_position=self._queued,
             group=self.group,
+            # The door's claim ends in the granting script (one round trip, not two).
+            door=admission.pending_key(self.pool.registry.prefix, self.owner) if self.admitted else None,
         )
 
     def take(self, preferred: str | None) -> Credentials | None:
@@ -155,8 +157,10 @@ class AccountLane:
             preferred or "-",
         )
         try:
-            # Credentials are read now, not from the pool snapshot: a refresh made a moment ago counts.
-            credentials = self.pool.credentials(self.pool.registry.get(lease.account.id))
+            # Credentials are read now, not from the pool snapshot: a refresh made a moment ago counts
+            # (the granting script returns the account as it is at the grant).
+            account = lease.account if lease.fresh else self.pool.registry.get(lease.account.id)
+            credentials = self.pool.credentials(account)
             trace.mark("credentials")
             return credentials
         except AccountNotFound:  # deleted since the slot was granted
@@ -167,10 +171,14 @@ class AccountLane:
 
     def _waited(self, preferred: str | None) -> Lease | None:
         """`_acquire`, then end the door's claim (`admission.started`): the turn no longer waits."""
+        lease = None
         try:
-            return self._acquire(preferred)
+            lease = self._acquire(preferred)
+            return lease
         finally:
             trace.mark("granted")
+            if lease is not None and lease.door_ended:
+                self.admitted = False  # ended by the grant itself
             if self.admitted:
                 self.admitted = False
                 try:

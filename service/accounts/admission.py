@@ -181,9 +181,17 @@ def admit(
     )
 
 
+def pending_key(prefix: str, owner: str) -> str:
+    """The door's claims of `owner`'s admitted turns that have not started."""
+    return f"{prefix}:door:pending:{owner}"
+
+
 def started(redis: Redis, prefix: str, owner: str) -> None:
-    """One of `owner`'s admitted turns took its slot or stopped waiting: its claim ends."""
-    redis.zpopmin(f"{prefix}:door:pending:{owner}")
+    """One of `owner`'s admitted turns took its slot or stopped waiting: its claim ends.
+
+    (A turn granted a slot ends it inside the scheduler's script: `Scheduler.acquire(door=…)`.)
+    """
+    redis.zpopmin(pending_key(prefix, owner))
 
 
 def _door(

@@ -15,11 +15,12 @@ the saved trace exist only for a turn that asked for one (`TRACE_REQUESTS=1` and
 
 from __future__ import annotations
 
+import contextlib
 import contextvars
 import dataclasses
 import json
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from typing import Any, TypeVar
 
 from redis import Redis
@@ -40,7 +41,9 @@ class Trace:
     side: str
     marks: list[tuple[str, float, int]] = dataclasses.field(default_factory=list)
     round_trips: int = 0
+    overlapped: int = 0  # sends whose reply nobody waits for before the next one (not on the path)
     commands: list[str] = dataclasses.field(default_factory=list)  # each round trip's first commands
+    overlapping: bool = False  # sends now are `overlapped`
     keep: bool = False  # False: a counter only (the worker counts every dequeue, keeps a traced one's)
 
     def mark(self, phase: str, at: float | None = None) -> None:
@@ -81,6 +84,20 @@ def mark(phase: str) -> None:
     trace = _current.get()
     if trace is not None and trace.keep:
         trace.mark(phase)
+
+
+@contextlib.contextmanager
+def overlapped() -> Iterator[None]:
+    """Sends inside are not waited for before the next round trip: count them apart."""
+    trace = _current.get()
+    if trace is None:
+        yield
+        return
+    trace.overlapping = True
+    try:
+        yield
+    finally:
+        trace.overlapping = False
 
 
 def stop() -> Trace | None:
@@ -126,7 +143,10 @@ def counting(cls: type[AbstractConnection]) -> type[AbstractConnection]:
 
     def send_packed_command(self: Any, command: Any, check_health: bool = True) -> None:
         trace = _current.get()
-        if trace is not None:
+        if trace is not None and trace.overlapping:
+            trace.overlapped += 1
+            trace.commands.append("~" + _names(command))
+        elif trace is not None:
             trace.round_trips += 1
             trace.commands.append(_names(command))
         cls.send_packed_command(self, command, check_health)

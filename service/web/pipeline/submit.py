@@ -31,7 +31,7 @@ from service.runtime import trace
 from service.runtime.logs import bind_turn
 from service.state import idempotency, locks
 from service.state.relay import Subscription, last_event
-from service.turns import TurnRequest, enqueue_turn, new_completion_id
+from service.turns import TurnRequest, enqueue_turn, new_completion_id, request_cancel
 from service.web.http.errors import redis_unavailable
 from service.web.http.extension import Gateway
 from service.web.pipeline import admission, quota
@@ -257,10 +257,15 @@ def _subscribe(gw: Gateway, completion_id: str) -> Subscription:
 
 
 def _start(gw: Gateway, turn: TurnRequest) -> Subscription:
-    """Subscribe to the turn's relay channel, then enqueue it; on failure free its lock."""
+    """Subscribe to the turn's relay channel, enqueue it, and confirm; on failure free its lock.
+
+    The SUBSCRIBE is sent first and its confirmation awaited after the enqueue, so the two
+    round trips overlap; an event the worker published before the confirmation is read
+    from the replay log (`catch_up`, while the worker is still on its way to the upstream).
+    """
     try:
-        sub = _subscribe(gw, turn.completion_id)
-        trace.mark("subscribe")
+        with trace.overlapped():
+            sub = gw.hub.subscribe(turn.completion_id, confirmed=False)
         try:
             enqueue_turn(gw.queue, turn, gw.settings)
             trace.mark("enqueue")
@@ -271,4 +276,23 @@ def _start(gw: Gateway, turn: TurnRequest) -> Subscription:
         if turn.lock_token:
             locks.release(gw.redis, turn.conversation_id, turn.lock_token)
         raise
+    try:
+        gw.hub.confirm(sub)
+    except TimeoutError as exc:
+        _withdraw(gw, turn)
+        raise redis_unavailable() from exc
+    sub.catch_up()
+    trace.mark("subscribed")
     return sub
+
+
+def _withdraw(gw: Gateway, turn: TurnRequest) -> None:
+    """An enqueued turn nobody can listen to: take it off the queue, else ask it to stop."""
+    try:
+        if gw.queue.remove(turn.completion_id):
+            if turn.lock_token:
+                locks.release(gw.redis, turn.conversation_id, turn.lock_token)
+        else:
+            request_cancel(gw.redis, turn.completion_id)
+    except Exception:  # Redis is failing too: the job's TTL and the lock's lease end it
+        log.warning("event=withdraw_failed completion_id=%s", turn.completion_id, exc_info=True)
