@@ -29,6 +29,7 @@ from redis.connection import AbstractConnection
 T = TypeVar("T")
 
 HEADER = "X-Gateway-Trace"
+NAMED_BYTES = 65536  # a larger send is counted, not parsed for its command names
 TTL_SECONDS = 600
 
 _current: contextvars.ContextVar[Trace | None] = contextvars.ContextVar("gateway_trace", default=None)
@@ -168,9 +169,9 @@ def untraced(function: Callable[[], T]) -> Callable[[], T]:
 
 def _names(packed: Any) -> str:
     """The first commands of a packed send, e.g. `EVALSHA` or `MULTI HSET` (for the trace)."""
-    head = packed[0] if isinstance(packed, list | tuple) and packed else packed
-    if not isinstance(head, bytes | bytearray | memoryview):
-        return "?"
-    parts = bytes(head[:200]).split(b"\r\n")
+    chunks = packed if isinstance(packed, list | tuple) else [packed]
+    if sum(len(chunk) for chunk in chunks) > NAMED_BYTES:
+        return "(large)"
+    parts = b"".join(bytes(chunk) for chunk in chunks).split(b"\r\n")
     names = [parts[i + 2] for i, part in enumerate(parts[:-2]) if part.startswith(b"*")]
     return " ".join(name.decode("ascii", "replace") for name in names[:3])

@@ -219,6 +219,7 @@ class CopilotClient:
                 self._answer(transport, frames, challenge, resend=None)
             for frame in (copilot.set_options(), copilot.report_local_consents(), held_send):
                 self._send(transport, frames, frame)
+            trace.mark("send")
             for event in self._read(transport, stream, decoder, frames, held_send, early, should_stop):
                 if isinstance(event, Done):
                     handle.turns += 1
@@ -297,7 +298,6 @@ class CopilotClient:
         frames.add("C→", frame)
         try:
             transport.send(frame)
-            trace.mark("send")
         except Interrupted as exc:
             raise UpstreamError("Copilot closed the connection without replying") from exc
 

@@ -33,6 +33,7 @@ from service.errors import ApiError
 from service.events import Failed, Terminal
 from service.runtime import metrics
 from service.runtime.settings import Settings
+from service.state.conversations import count_owned_in
 from service.tokens import count_messages, count_text
 from service.web.http.extension import Gateway, gateway
 from service.web.pipeline import slot_leases
@@ -111,7 +112,16 @@ def admit(gw: Gateway, model: str) -> None:
             param="model",
         )
     renewer = slot_leases.slot_leases()
-    decision = ratelimit.admit(gw.redis, caller, lease_seconds=renewer.lease_seconds)
+    with gw.redis.pipeline(transaction=False) as pipe:
+        decide = ratelimit.admit_in(pipe, caller, lease_seconds=renewer.lease_seconds)
+        # The key's stored conversations, in the same round trip, for the room check of a new one.
+        counting = gw.settings.key_max_conversations > 0
+        if counting:
+            count_owned_in(pipe, g.owner)
+        replies = pipe.execute()
+    decision = decide(replies[0])
+    if counting:
+        g.owned_count = int(replies[-1])
     g.rate = decision
     error = decision.error(caller)
     if error is not None:
