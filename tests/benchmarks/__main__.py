@@ -3,6 +3,9 @@
 `--trace` traces one turn per dialect instead: each phase from the client's send to the
 first SSE byte, with each side's Redis round trips (tests/benchmarks/trace.py).
 
+`--soak MINUTES` runs mixed surfaces at a steady rate instead and reports the RSS slope of
+the web and worker processes (tests/benchmarks/soak.py).
+
 `--overload` runs the Overload benchmark (`overload`: three accounts, four keys, 200
 clients; a few minutes per dialect) instead of the four default measurements.
 
@@ -22,7 +25,7 @@ import sys
 import time
 from types import FrameType
 
-from tests.benchmarks import matching, measures, overload, surfaces, trace
+from tests.benchmarks import matching, measures, overload, soak, surfaces, trace
 from tests.benchmarks.harness import DIALECTS, running_stack
 from tests.benchmarks.report import Metric, announce, table
 
@@ -47,7 +50,25 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         action="store_true",
         help="instead: trace one turn per dialect, phase by phase with Redis round trips (seconds)",
     )
+    parser.add_argument(
+        "--soak",
+        type=float,
+        metavar="MINUTES",
+        help="instead: mixed surfaces at a steady rate for MINUTES, web and worker RSS sampled each minute",
+    )
     return parser.parse_args(argv)
+
+
+def measure_soak(dialect: str, *, minutes: float, metrics: list[Metric]) -> None:
+    """Start a stack, soak it for `minutes`, append the RSS slopes to `metrics`."""
+    metrics.append(Metric("load", "machine load (1-min avg) before", os.getloadavg()[0], digits=2))
+    with running_stack(dialect) as stack:
+        print(f"[{dialect}] soak for {minutes:g} min: web {stack.web.url}", flush=True)
+        new = soak.soak(
+            stack, minutes=minutes, announce=lambda line: print(f"[{dialect}] {line}", flush=True)
+        )
+        announce(dialect, new.metrics())
+        metrics.extend(new.metrics())
 
 
 def measure_trace(dialect: str, *, quick: bool, metrics: list[Metric]) -> None:
@@ -121,6 +142,9 @@ def main(argv: list[str] | None = None) -> int:
                 time.sleep(SETTLE_SECONDS)
             metrics = results.setdefault(dialect, [])
             try:
+                if args.soak is not None:
+                    measure_soak(dialect, minutes=args.soak, metrics=metrics)
+                    continue
                 run = measure_overload if args.overload else measure_trace if args.trace else measure_dialect
                 run(dialect, quick=args.quick, metrics=metrics)
             except Exception as exc:  # one dialect failing must not hide the other's figures
