@@ -102,8 +102,11 @@ class TurnRequest:
     trace: bool = False
 
     def to_json(self) -> dict[str, Any]:
-        """The job argument."""
-        return dataclasses.asdict(self)
+        """The job argument (`trace` only when set: an untraced turn's job is as it always was)."""
+        data = dataclasses.asdict(self)
+        if not self.trace:
+            del data["trace"]
+        return data
 
     def redacted(self) -> dict[str, Any]:
         """The job argument without anything the user wrote: what RQ may keep of a finished job."""
