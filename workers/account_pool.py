@@ -24,6 +24,7 @@ cheap REST call per account, claimed by one worker per round across the deployme
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 import time
 from collections.abc import Callable
@@ -42,6 +43,7 @@ from service.events import Queued
 from service.runtime import metrics, trace
 from service.runtime.settings import Settings
 from service.state.relay import Publisher
+from workers import spare_conversations
 from workers.upstream import Credentials
 from workers.upstream.errors import Unauthorized, UpstreamError
 
@@ -119,6 +121,7 @@ class AccountLane:
         self.lease: Lease | None = None
         self.tried: set[str] = set()
         self.admitted = True  # the door's claim for this turn, until it takes a slot or stops waiting
+        self.wants_spare = False  # take the account's spare conversation with the slot (`take(spare=True)`)
 
     def _acquire(self, preferred: str | None) -> Lease | None:
         return self.pool.scheduler.acquire(
@@ -130,11 +133,17 @@ class AccountLane:
             group=self.group,
             # The door's claim ends in the granting script (one round trip, not two).
             door=admission.pending_key(self.pool.registry.prefix, self.owner) if self.admitted else None,
+            spares=spare_conversations.prefix(self.pool.registry.prefix) if self.wants_spare else None,
         )
 
-    def take(self, preferred: str | None) -> Credentials | None:
-        """Wait for a slot; the account's credentials, or None if the turn was cancelled meanwhile."""
+    def take(self, preferred: str | None, *, spare: bool = False) -> Credentials | None:
+        """Wait for a slot; the account's credentials, or None if the turn was cancelled meanwhile.
+
+        `spare`: the turn starts a new upstream conversation; the account's spare, if it has
+        one, comes with the slot (`spare()`).
+        """
         self.release()
+        self.wants_spare = spare
         try:
             lease = self._waited(preferred)
         except UpstreamUnavailable:
@@ -186,6 +195,14 @@ class AccountLane:
                 except RedisError:  # the claim lapses by itself
                     log.warning("event=admission_claim_not_ended")
                 trace.mark("door_started")
+
+    def spare(self) -> bytes | None:
+        """The spare conversation taken with the current slot (once), if any."""
+        lease = self.lease
+        if lease is None or lease.spare is None:
+            return None
+        raw, self.lease = lease.spare, dataclasses.replace(lease, spare=None)
+        return raw
 
     def fail_over(self, exc: BaseException) -> bool:
         """Record what `exc` says about the account; True if the turn should try another account."""

@@ -116,7 +116,11 @@ local lease_key, rate_key = prefix .. ':leases:' .. pick, prefix .. ':rate:' .. 
 redis.call('ZADD', lease_key, now + lease_ttl, ticket)
 redis.call('ZADD', rate_key, now, ticket)
 -- KEYS[1], if given, is the owner's door claim (`admission.started`): the turn took its slot.
-if KEYS[1] then redis.call('ZPOPMIN', KEYS[1]) end
+if KEYS[1] and KEYS[1] ~= '' then redis.call('ZPOPMIN', KEYS[1]) end
+-- KEYS[2], if given, prefixes the accounts' spare upstream conversations: the turn takes the one
+-- of its account (workers/spare_conversations.py), so it needs no create before its `send`.
+local spare = false
+if KEYS[2] and KEYS[2] ~= '' then spare = redis.call('GETDEL', KEYS[2] .. pick) end
 redis.call('EXPIRE', lease_key, math.ceil(lease_ttl + window))
 redis.call('EXPIRE', rate_key, math.ceil(2 * window))
 local tag = tonumber(redis.call('ZSCORE', line, ticket))
@@ -128,7 +132,7 @@ local vt = math.max(tag, tonumber(redis.call('GET', vt_key) or '0'))
 redis.call('SET', vt_key, vt)
 if tonumber(redis.call('HGET', tags, owner) or '0') <= vt then redis.call('HDEL', tags, owner) end
 -- The chosen account as it is now (its credentials): the turn needs no read of its own.
-return {1, pick, redis.call('HGETALL', prefix .. ':a:' .. pick)}
+return {1, pick, redis.call('HGETALL', prefix .. ':a:' .. pick), spare}
 """
 
 
@@ -143,6 +147,7 @@ class Lease:
     # claim named by `acquire(door=...)` ended in that same step.
     fresh: bool = False
     door_ended: bool = False
+    spare: bytes | None = None  # the account's spare upstream conversation, taken with the slot
 
 
 class Scheduler:
@@ -178,20 +183,22 @@ class Scheduler:
         on_position: Callable[[int], None] = lambda position: None,
         group: str = groups.DEFAULT_GROUP,
         door: str | None = None,
+        spares: str | None = None,
     ) -> Lease | None:
         """Wait for a slot (None if `should_stop` turned true first); raises if no account can serve.
 
         `preferred` is the conversation's account: used while it is ready, else any ready one.
         `on_position(n)` is called whenever the turn's place in the line changes. Only
         `group`'s accounts are candidates (failover stays inside it too). `door`, the
-        owner's door claim key (`admission.pending_key`), ends with the grant, in its script.
+        owner's door claim key (`admission.pending_key`), ends with the grant, in its script;
+        with `spares` (a key prefix) the granted account's spare conversation comes with it.
         """
         ticket = new_ticket()
         position = 0
         try:
             while True:
                 lease, now_at = self.poll(
-                    ticket, owner, preferred=preferred, exclude=exclude, group=group, door=door
+                    ticket, owner, preferred=preferred, exclude=exclude, group=group, door=door, spares=spares
                 )
                 if lease is not None:
                     ticket = ""  # it left the line inside the script
@@ -215,6 +222,7 @@ class Scheduler:
         exclude: Collection[str] = (),
         group: str = groups.DEFAULT_GROUP,
         door: str | None = None,
+        spares: str | None = None,
     ) -> tuple[Lease | None, int]:
         """One atomic try: (the lease, 0) or (None, the ticket's position in the line)."""
         accounts = groups.members(self.registry.all(), group)
@@ -243,11 +251,13 @@ class Scheduler:
         ]
         for account in ready:
             args.extend((account.id, *account.limits(self.max_concurrent, self.rpm)))
-        reply = self._admit(keys=[door] if door else [], args=args)
+        keys = [door or "", spares or ""] if door or spares else []
+        reply = self._admit(keys=keys, args=args)
         if reply[0]:
             pick, fields = reply[1].decode(), reply[2]
             chosen = Account.from_hash(pick, dict(zip(fields[::2], fields[1::2], strict=True)))
-            return Lease(chosen, ticket, self.prefix, fresh=True, door_ended=door is not None), 0
+            spare = reply[3] if len(reply) > 3 else None
+            return Lease(chosen, ticket, self.prefix, fresh=True, door_ended=door is not None, spare=spare), 0
         return None, int(reply[1])
 
     def refresh(self, pipe: Redis | Pipeline, lease: Lease) -> None:

@@ -10,6 +10,7 @@ lowers the numbers below).
 
 from __future__ import annotations
 
+import json
 from collections.abc import Iterator
 from typing import Any
 
@@ -35,7 +36,7 @@ WORKER_ROUND_TRIPS = 4  # BLMOVE, job read, RQ's bookkeeping in one, grant+claim
 
 @pytest.fixture(scope="module")
 def traced_stack(simulator: SimulatorProcess) -> Iterator[tuple[str, Redis]]:
-    """A copilot stack that keeps traces, with a limited key and the pool's admission on."""
+    """A copilot stack that keeps traces, with a limited key, the pool's admission and spares on."""
     with EmbeddedRedis() as server:
         env = gateway_env(
             server.url,
@@ -49,6 +50,7 @@ def traced_stack(simulator: SimulatorProcess) -> Iterator[tuple[str, Redis]]:
             ACCOUNT_MAX_CONCURRENT="4",
             ACCOUNT_RPM="600",
             QUEUE_MAX_WAIT_SECONDS="30",
+            UPSTREAM_SPARE_CONVERSATIONS="1",
         )
         worker = WorkerProcess(env).start()
         web = GunicornServer(env)
@@ -78,7 +80,7 @@ def _turn(url: str, prompt: str, *, traced: bool) -> str:
         lines = [line for line in r.iter_lines() if line]
     assert lines[-1] == b"data: [DONE]"
     first = lines[0].decode().removeprefix("data: ")
-    return __import__("json").loads(first)["id"]
+    return str(json.loads(first)["id"])
 
 
 def _at(side: dict[str, Any], phase: str) -> int:
@@ -115,3 +117,28 @@ def test_round_trips_to_the_first_token(traced_stack: tuple[str, Redis], sim: Si
     send_at = next(when for name, when, _ in worker["marks"] if name == "send")
     first_byte_at = next(when for name, when, _ in web["marks"] if name == "first_byte")
     assert send_at <= first_byte_at + 0.5  # different processes, same clock
+
+
+def test_a_new_conversation_takes_its_accounts_spare(
+    traced_stack: tuple[str, Redis], sim: SimulatorProcess
+) -> None:
+    """No create before the `send` once the account has a spare; the next spare follows the turn."""
+    url, redis = traced_stack
+    spare_key = "accounts:chat:spare:env-1"
+    # A spare the upstream forgot (the simulator was just reset) is refused: the turn rolls over.
+    redis.set(
+        spare_key,
+        json.dumps({"dialect": "copilot", "conversation_id": "gone", "account": "env-1"}),
+    )
+    _turn(url, "a turn that leaves a spare behind", traced=False)
+    spare = wait_for(lambda: redis.get(spare_key))
+    completion_id = _turn(url, "a new conversation on the spare", traced=True)
+    sides = wait_for(lambda: (lambda s: s if "worker" in s else None)(trace.load(redis, completion_id)))
+    phases = [name for name, _when, _ in sides["worker"]["marks"]]
+    assert "spare_used" in phases and "upstream_created" not in phases
+    assert _at(sides["worker"], "send") == WORKER_ROUND_TRIPS  # the spare came with the grant
+    used = json.loads(spare)["conversation_id"]
+    last = sim.last_send()
+    assert last is not None and last["conversationId"] == used
+    renewed = wait_for(lambda: redis.get(spare_key))  # made again, after that turn's stream
+    assert json.loads(renewed)["conversation_id"] != used
