@@ -11,6 +11,7 @@ lowers the numbers below).
 from __future__ import annotations
 
 import json
+import threading
 from collections.abc import Iterator
 from typing import Any
 
@@ -104,7 +105,7 @@ def test_round_trips_to_the_first_token(traced_stack: tuple[str, Redis], sim: Si
     # The trace's phases are in order and the first byte comes after the worker's send.
     web_sends = [names.split() for names in web["commands"]]
     assert [names[0] for names in web_sends[:4]] == [
-        "ZRANGEBYSCORE",  # the door's calendar (the pool's snapshot is kept warm off the path)
+        "ZRANGE",  # the door's calendar (the pool's snapshot is kept warm off the path)
         "EVALSHA",  # the door
         "EVAL",  # the key's quota ...
         "~SUBSCRIBE",  # not waited for before the enqueue
@@ -142,3 +143,21 @@ def test_a_new_conversation_takes_its_accounts_spare(
     assert last is not None and last["conversationId"] == used
     renewed = wait_for(lambda: redis.get(spare_key))  # made again, after that turn's stream
     assert json.loads(renewed)["conversation_id"] != used
+
+
+def test_the_door_reads_the_pool_once_with_turns_in_flight(
+    traced_stack: tuple[str, Redis], sim: SimulatorProcess
+) -> None:
+    """A slot held by a running turn does not cost the door a second read of the pool."""
+    url, redis = traced_stack
+    long_turn = threading.Thread(
+        target=_turn, args=(url, "[sim:long=4] keep a slot busy"), kwargs={"traced": False}
+    )
+    long_turn.start()
+    try:
+        wait_for(lambda: redis.zcard("accounts:chat:leases:env-1"))
+        completion_id = _turn(url, "count my round trips beside a running turn", traced=True)
+        sides = wait_for(lambda: (lambda s: s if "web" in s else None)(trace.load(redis, completion_id)))
+        assert _at(sides["web"], "enqueue") == WEB_ROUND_TRIPS
+    finally:
+        long_turn.join(timeout=30)
