@@ -96,6 +96,11 @@ class TurnRequest:
     # For kind "image": "url", or "b64_json" (the worker adds the fetched bytes to the image event).
     image_format: str = "url"
     options: dict[str, Any] = dataclasses.field(default_factory=dict)
+    # A continued turn's own system prompt, when it carries one (workers.instructions sends a change).
+    instructions: str | None = None
+    # `service.state.ephemeral.Carried` JSON: the unstored upstream conversation a `store: false` history
+    # left off in, continued with only the new input ({} = none).
+    carried: dict[str, Any] = dataclasses.field(default_factory=dict)
     # The caller's account group: the turn runs only on its accounts (service.accounts.groups).
     group: str = "default"
     # The web request asked for a per-phase trace (service.runtime.trace): the worker keeps its side.

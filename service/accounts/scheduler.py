@@ -225,18 +225,7 @@ class Scheduler:
         spares: str | None = None,
     ) -> tuple[Lease | None, int]:
         """One atomic try: (the lease, 0) or (None, the ticket's position in the line)."""
-        accounts = groups.members(self.registry.all(), group)
-        if preferred and all(a.id != preferred for a in accounts):
-            accounts = groups.members(self.registry.all(fresh=True), group)  # maybe just added or moved
-        now = self.clock()
-        ready = [a for a in accounts if a.state(now) == READY and a.id not in exclude]
-        if not ready:  # before failing the turn, make sure no account was refreshed meanwhile
-            accounts = groups.members(self.registry.all(fresh=True), group)
-            ready = [a for a in accounts if a.state(now) == READY and a.id not in exclude]
-        if not ready:
-            if not accounts and self.registry.all():
-                raise groups.empty_group(group)
-            raise pool_unavailable(accounts, now, exclude)
+        ready, now = self._ready(group, preferred=preferred, exclude=exclude)
         want = [a for a in ready if a.id == preferred] or ready
         args: list[str | float | int] = [
             self.prefix,
@@ -259,6 +248,24 @@ class Scheduler:
             spare = reply[3] if len(reply) > 3 else None
             return Lease(chosen, ticket, self.prefix, fresh=True, door_ended=door is not None, spare=spare), 0
         return None, int(reply[1])
+
+    def _ready(
+        self, group: str, *, preferred: str | None, exclude: Collection[str]
+    ) -> tuple[list[Account], float]:
+        """The group's accounts ready for a turn, and now; none ready is a 503 (an empty group its own)."""
+        accounts = groups.members(self.registry.all(), group)
+        if preferred and all(a.id != preferred for a in accounts):
+            accounts = groups.members(self.registry.all(fresh=True), group)  # maybe just added or moved
+        now = self.clock()
+        ready = [a for a in accounts if a.state(now) == READY and a.id not in exclude]
+        if not ready:  # before failing the turn, make sure no account was refreshed meanwhile
+            accounts = groups.members(self.registry.all(fresh=True), group)
+            ready = [a for a in accounts if a.state(now) == READY and a.id not in exclude]
+        if not ready:
+            if not accounts and self.registry.all():
+                raise groups.empty_group(group)
+            raise pool_unavailable(accounts, now, exclude)
+        return ready, now
 
     def refresh(self, pipe: Redis | Pipeline, lease: Lease) -> None:
         """Keep the lease alive (the turn's watcher calls this with its pipeline)."""

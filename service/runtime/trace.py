@@ -150,7 +150,7 @@ def counting(cls: type[AbstractConnection]) -> type[AbstractConnection]:
         elif trace is not None:
             trace.round_trips += 1
             trace.commands.append(_names(command))
-        cls.send_packed_command(self, command, check_health)
+        cls.send_packed_command(self, command, check_health)  # type: ignore[no-untyped-call]  # redis-py
 
     made = type(f"Counting{cls.__name__}", (cls,), {"send_packed_command": send_packed_command})
     _counting_classes[cls] = made

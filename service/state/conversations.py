@@ -13,7 +13,10 @@ A conversation is two keys with separate lifetimes:
 Two indexes point at conversations: every completion id (`completion:{id}`), so a
 client can send back the `id` of any response; and the fingerprint of every
 transcript prefix a turn completed (`hist:{owner}:{sha256}`), so a stateless client
-that re-sends the whole history is recognised (see `fingerprint`).
+that re-sends the whole history is recognised (see `fingerprint`). The index is of
+the messages only: a client that changes its system prompt between turns (Claude Code
+does) still continues its conversation, and the worker sends the upstream the changed
+instructions (`workers.instructions`) instead of starting over.
 
 Turns are written only when they completed, inside the same MULTI that publishes the
 turn's `done` event, so a failed or cancelled turn leaves the conversation as it was;
@@ -219,11 +222,11 @@ class ConversationStore:
             return None
         return conversation
 
-    def match(self, owner: str, system: str, history: Sequence[dict[str, str]]) -> Match | None:
-        """The owner's conversation whose transcript (at some turn) was exactly `history`."""
+    def match(self, owner: str, history: Sequence[dict[str, str]]) -> Match | None:
+        """The owner's conversation whose transcript (at some turn) was exactly `history` (messages only)."""
         if not history:
             return None
-        raw = self.redis.get(history_key(owner, fingerprint(system, history)))
+        raw = self.redis.get(history_key(owner, fingerprint("", history)))
         if raw is None:
             return None
         entry = json.loads(raw)
@@ -253,7 +256,7 @@ class ConversationStore:
             target.set(completion_key(completion_id), conversation.id, ex=self.ttl)
         if conversation.messages:
             entry = json.dumps({"conversation_id": conversation.id, "turns": conversation.turns})
-            index = history_key(conversation.owner, fingerprint(conversation.system, conversation.messages))
+            index = history_key(conversation.owner, fingerprint("", conversation.messages))
             target.set(index, entry, ex=self.ttl)
             target.sadd(digests_key(conversation.id), index)
             target.expire(digests_key(conversation.id), self.ttl)

@@ -202,7 +202,8 @@ def test_sane_incoming_request_ids_are_reused(client: FlaskClient) -> None:
 def test_models_list_and_get(client: FlaskClient) -> None:
     listing = client.get("/v1/models").get_json()
     assert listing["object"] == "list"
-    assert [card["id"] for card in listing["data"]] == ["Creative", "Balanced", "Precise", "gpt-4"]
+    catalog = ["Creative", "Balanced", "Precise", "gpt-4"]
+    assert [card["id"] for card in listing["data"]] == catalog + [f"claude-bing-{m.lower()}" for m in catalog]
     assert client.get("/models").get_json() == listing
     card = client.get("/v1/models/gpt-4").get_json()
     assert card == {"id": "gpt-4", "object": "model", "created": 1677610602, "owned_by": "bing"}
@@ -389,6 +390,8 @@ def test_completion_is_enqueued_and_ends_503_without_a_worker(client: FlaskClien
         "kind": "chat",
         "image_format": "url",  # only an image generation's b64_json changes it
         "options": {},  # no tools, structured output or cuts: the answer passes untouched
+        "instructions": None,  # a new conversation: its system prompt is `system`
+        "carried": {},  # no `store: false` history left an upstream conversation to continue
         "group": "default",  # the key's account group (docs/accounts-groups.md)
     }
     assert abs(payload["created"] - time.time()) < 10

@@ -35,6 +35,8 @@ def anthropic_surface() -> bool:
     if request.blueprint == "messages":
         return True
     path = request.path.rstrip("/")
+    if path.endswith("/models") and request.headers.get("anthropic-version"):
+        return True  # Claude Code's model discovery (`service.web.model_list`)
     return path.endswith("/messages") or "/v1/messages/" in path
 
 

@@ -40,7 +40,7 @@ EXPOSED_HEADERS = (
     "x-request-id, X-Conversation-Id, X-Conversation-Turns-Remaining, Retry-After, x-should-retry, "
     "retry-after-ms, x-ratelimit-limit-requests, x-ratelimit-remaining-requests, "
     "x-ratelimit-reset-requests, x-ratelimit-limit-tokens, x-ratelimit-remaining-tokens, "
-    "x-ratelimit-reset-tokens"
+    "x-ratelimit-reset-tokens, X-Gateway-Unoffered-Tools"
 )
 DEFAULT_ALLOWED_HEADERS = (
     "authorization, content-type, x-conversation-id, idempotency-key, openai-organization, "

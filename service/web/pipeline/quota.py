@@ -2,9 +2,10 @@
 
 Every response to a request by a key with limits carries OpenAI's `x-ratelimit-*`
 headers (a turn's from its admission, other endpoints' from a read-only look). The
-completions view calls `admit(gw, model)` once the request is parsed (so the model is
-known). An admitted turn holds a *ticket*: its key and its turn-slot lease. The `Run`
-serving the response takes the ticket (`take_ticket`) and settles it in `Run.close` —
+pipeline calls `admit(gw, caller, model)` once the request is parsed (so the model is
+known) and keeps the `Admission` on the request (`g.rate`, `g.ticket`: this module's hooks
+read them). An admitted turn holds a *ticket*: its key and its turn-slot lease. The `Run`
+serving the response takes the ticket and settles it in `Run.close` —
 when the last byte of a stream is sent or the client goes away, which is after this
 request's context is gone, hence the ticket carries the caller. A request that fails
 before a `Run` takes its ticket settles it as an error in teardown, so no path leaks a
@@ -97,11 +98,25 @@ class Ticket:
             log.warning("event=usage_not_recorded key_id=%s", self.caller.id, exc_info=True)
 
 
-def admit(gw: Gateway, model: str) -> None:
-    """Check the caller's model access and limits for one turn; raises 403/429, else holds a ticket."""
-    caller: Caller | None = g.get("caller")
+@dataclasses.dataclass(frozen=True)
+class Admission:
+    """The key's answer for one turn: the decision (its response headers) and a ticket, or the 429."""
+
+    decision: ratelimit.Decision
+    ticket: Ticket | None  # None when refused
+    error: ApiError | None  # the 429 to raise once the decision is kept for the headers
+    owned: int | None = None  # the owner's stored conversations, when asked for (`admit(owner=...)`)
+
+
+def admit(gw: Gateway, caller: Caller | None, model: str, *, owner: str | None = None) -> Admission | None:
+    """Check the caller's model access and limits for one turn (None: the caller has no limits).
+
+    Raises the 403 for a model the key may not use; a refused turn's `Admission` carries its 429.
+    With `owner`, the key's stored conversations are counted in the same round trip (`owned`,
+    for `conversation_limits.check_room` when the turn starts a new conversation).
+    """
     if caller is None or caller.id == "open":
-        return
+        return None
     if not caller.limits.allows(model):
         metrics.KEY_LIMITED.labels(limit="models").inc()
         raise ApiError(
@@ -115,30 +130,22 @@ def admit(gw: Gateway, model: str) -> None:
     with gw.redis.pipeline(transaction=False) as pipe:
         decide = ratelimit.admit_in(pipe, caller, lease_seconds=renewer.lease_seconds)
         # The key's stored conversations, in the same round trip, for the room check of a new one.
-        counting = gw.settings.key_max_conversations > 0
-        if counting:
-            count_owned_in(pipe, g.owner)
+        counting = owner is not None and gw.settings.key_max_conversations > 0
+        if owner is not None and counting:
+            count_owned_in(pipe, owner)
         replies = pipe.execute()
     decision = decide(replies[0])
-    if counting:
-        g.owned_count = int(replies[-1])
-    g.rate = decision
+    owned = int(replies[-1]) if counting else None
     error = decision.error(caller)
     if error is not None:
         limit = LIMIT_NAMES[decision.status]
         log.info("event=key_limited key_id=%s limit=%s", caller.id, limit)
         metrics.KEY_LIMITED.labels(limit=limit).inc()
-        raise error
-    g.ticket = Ticket(caller, decision.lease, renewer=renewer)
+        return Admission(decision, None, error, owned)
+    ticket = Ticket(caller, decision.lease, renewer=renewer)
     if caller.limits.max_concurrent:
         renewer.hold(ratelimit.turns_key(caller.id), decision.lease)
-
-
-def take_ticket() -> Ticket | None:
-    """Hand this request's ticket to the `Run` that will settle it when the response ends."""
-    ticket = g.get("ticket")
-    g.ticket = None
-    return ticket
+    return Admission(decision, ticket, None, owned)
 
 
 def _headers(response: Response) -> Response:

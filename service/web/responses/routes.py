@@ -1,6 +1,7 @@
 """The Responses API (`POST …/responses` and the stored-response routes) on the shared turn pipeline.
 
-Parsing is `responses.parse`, rendering `responses.render` (its `ResponseRenderer`); the turn
+Parsing is `responses.parse` (input items: `responses.input_items`), rendering `responses.render` (its
+`ResponseRenderer`, over the objects of `responses.objects`); the turn
 runs through `service.web.pipeline.submit` like every other surface. The response id (`resp_…`) is the
 turn's completion id, so it is also the relay channel, the RQ job and — once the
 turn is done — a pointer to its conversation: `previous_response_id` continues that
@@ -22,12 +23,14 @@ from service.turns import new_message_id, new_response_id, request_cancel
 from service.web.http.body import read_body
 from service.web.http.extension import Gateway, gateway
 from service.web.http.paging import page
+from service.web.pipeline import hosted_note
 from service.web.pipeline.answer import Answer
 from service.web.pipeline.request import ChatRequest
 from service.web.pipeline.run import Run
 from service.web.pipeline.submit import parse_options, submit
+from service.web.responses.objects import ResponseBuilder
 from service.web.responses.parse import ResponsesRequest, parse_responses_request
-from service.web.responses.render import ResponseBuilder, ResponseRenderer
+from service.web.responses.render import ResponseRenderer
 
 blueprint = Blueprint("responses", __name__)
 
@@ -53,7 +56,8 @@ def create_response(prefix: str = "") -> Response:
     req = parse_responses_request(raw, request.headers, **parse_options(gw))
     make = functools.partial(_renderer, req, g.owner)
     try:
-        return submit(gw, raw, req.chat, make, completion_id=new_response_id(), store=req.store)
+        answer = submit(gw, raw, req.chat, make, completion_id=new_response_id(), store=req.store)
+        return hosted_note.announce(answer, req.unoffered)  # hosted tools left out: say so
     except NotFound as exc:
         if exc.code == "conversation_not_found" and req.previous_response_id:
             raise response_not_found(req.previous_response_id, "previous_response_id") from None
