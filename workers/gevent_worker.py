@@ -178,19 +178,21 @@ class GeventWorker(SimpleWorker):
         if self.should_run_maintenance_tasks:
             self.run_maintenance_tasks()
         counter = trace.start("worker", keep=False)  # the dequeue's round trips count for its job
-        result = self.queue_class.dequeue_any(
-            self._ordered_queues,
-            None if burst else self.dequeue_timeout,
-            connection=self.connection,
-            job_class=self.job_class,
-            serializer=self.serializer,
-            death_penalty_class=self.death_penalty_class,
-        )
+        try:
+            result = self.queue_class.dequeue_any(
+                self._ordered_queues,
+                None if burst else self.dequeue_timeout,
+                connection=self.connection,
+                job_class=self.job_class,
+                serializer=self.serializer,
+                death_penalty_class=self.death_penalty_class,
+            )
+        finally:
+            trace.stop()  # the loop's own heartbeats and maintenance are nobody's
         self._redis_back()
         if result is None and burst and self.running_jobs:
             self._pool.join(timeout=0.05)
             return _AGAIN
-        trace.stop()
         if result is not None:
             job, queue = result
             counter.mark("dequeued")

@@ -29,7 +29,8 @@ from redis.connection import AbstractConnection
 T = TypeVar("T")
 
 HEADER = "X-Gateway-Trace"
-NAMED_BYTES = 65536  # a larger send is counted, not parsed for its command names
+NAMED_BYTES = 65536
+UNKEPT_NAMED = 4  # a larger send is counted, not parsed for its command names
 TTL_SECONDS = 600
 
 _current: contextvars.ContextVar[Trace | None] = contextvars.ContextVar("gateway_trace", default=None)
@@ -144,12 +145,17 @@ def counting(cls: type[AbstractConnection]) -> type[AbstractConnection]:
 
     def send_packed_command(self: Any, command: Any, check_health: bool = True) -> None:
         trace = _current.get()
-        if trace is not None and trace.overlapping:
-            trace.overlapped += 1
-            trace.commands.append("~" + _names(command))
-        elif trace is not None:
-            trace.round_trips += 1
-            trace.commands.append(_names(command))
+        if trace is not None:
+            # Named only for a kept trace (and a worker's first few, before its job says whether it is).
+            named = trace.keep or len(trace.commands) < UNKEPT_NAMED
+            if trace.overlapping:
+                trace.overlapped += 1
+                if named:
+                    trace.commands.append("~" + _names(command))
+            else:
+                trace.round_trips += 1
+                if named:
+                    trace.commands.append(_names(command))
         cls.send_packed_command(self, command, check_health)  # type: ignore[no-untyped-call]  # redis-py
 
     made = type(f"Counting{cls.__name__}", (cls,), {"send_packed_command": send_packed_command})
