@@ -11,13 +11,13 @@ from __future__ import annotations
 
 from collections.abc import Callable, Iterator
 
-from flask import Response, jsonify
+from flask import Response, current_app, jsonify
 
 from service.errors import ApiError
 from service.events import Done, Failed, Limits, RelayEvent, Terminal
 from service.runtime import trace
 from service.web.http.extension import Gateway
-from service.web.pipeline import tracing
+from service.web.pipeline import resume, tracing
 from service.web.pipeline.answer import Answer
 from service.web.pipeline.request import ChatRequest
 from service.web.pipeline.run import Run
@@ -66,14 +66,15 @@ def _answer(gw: Gateway, run: Run, chat: ChatRequest, make: MakeRenderer) -> Res
         renderer.refused(exc)
         raise
 
+    app = current_app._get_current_object()  # type: ignore[attr-defined]  # the body outlives the request
+
     def on_close(terminal: Terminal | None) -> None:
-        try:
-            run.close(gw, terminal)
-        finally:
-            renderer.closed(terminal)
+        resume.closed(app, gw, run, renderer, terminal, lambda: make(run, chat))
 
     on_first = tracing.saver(gw.redis, run.turn.completion_id)
-    body = RenderStream(renderer, events, first, on_close=on_close, on_first=on_first)
+    body = RenderStream(
+        renderer, events, first, on_close=on_close, position=lambda: run.sub.position, on_first=on_first
+    )
     return Response(body, status=200, mimetype="text/event-stream", headers=SSE_HEADERS)
 
 
