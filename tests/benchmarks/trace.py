@@ -31,8 +31,9 @@ def _turn(stack: BenchStack, prompt: str, *, traced: bool) -> tuple[str, float, 
     ) as response:
         response.raise_for_status()
         lines = response.iter_lines()
-        first = next(line for line in lines if line)
+        next(line for line in lines if line)  # the first byte (an `id:` or a `data:` line)
         first_byte = time.time()
+        first = next(line for line in lines if line.startswith(b"data: {"))
         for _ in lines:
             pass
     completion_id = json.loads(first.decode().removeprefix("data: "))["id"]

@@ -80,7 +80,7 @@ def _turn(url: str, prompt: str, *, traced: bool) -> str:
         assert r.status_code == 200, r.text
         lines = [line for line in r.iter_lines() if line]
     assert lines[-1] == b"data: [DONE]"
-    first = lines[0].decode().removeprefix("data: ")
+    first = next(line for line in lines if line.startswith(b"data: {")).decode().removeprefix("data: ")
     return str(json.loads(first)["id"])
 
 
