@@ -44,7 +44,7 @@ from service.web.http import errors, health, meta, middleware, telemetry, upgrad
 from service.web.http.extension import init_app
 from service.web.images import routes as images
 from service.web.messages import routes as messages
-from service.web.pipeline import admission, quota
+from service.web.pipeline import admission, quota, tracing
 from service.web.responses import routes as responses
 
 
@@ -61,6 +61,7 @@ def create_app(overrides: Mapping[str, str] | None = None) -> Flask:
     # Werkzeug enforces it on every read, chunked bodies included: a 413 before the rest arrives.
     app.config["MAX_CONTENT_LENGTH"] = settings.max_request_bytes
     init_app(app, settings)
+    tracing.init_app(app, settings)  # first: a traced request's clock starts before auth
     middleware.init_app(app)
     errors.init_app(app)
     telemetry.init_app(app)
