@@ -25,6 +25,7 @@ from collections.abc import Mapping, Sequence
 from typing import Any
 
 from service import ratelimit
+from service.data_dir import cli_environ, missing_redis
 from service.errors import ApiError
 from service.keys import KeyNotFound, KeyStore, parse_limits
 from service.redis_conn import connect
@@ -104,13 +105,14 @@ def _execute(store: KeyStore, args: argparse.Namespace) -> Any:
 def run(argv: Sequence[str], environ: Mapping[str, str], *, prog: str | None = None) -> int:
     """Run one command; returns the exit code (0 ok, 1 refused, 2 misconfigured)."""
     args = parser(prog or "python -m service.keys_cli").parse_args(argv)
+    environ = cli_environ(environ, "keys")
     try:
         settings = load_settings(environ)
     except SettingsError as exc:
         print(f"keys: {exc}", file=sys.stderr)
         return 2
     if not settings.redis_configured:
-        print("keys: REDIS_URL (or REDIS_SENTINELS) is required", file=sys.stderr)
+        print(missing_redis("keys", environ), file=sys.stderr)
         return 2
     if args.command == "create" and not settings.auth_enabled:
         print(

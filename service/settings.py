@@ -23,6 +23,13 @@ T = TypeVar("T")
 
 UPSTREAMS = ("copilot", "bing")
 
+# Where the SECRET_KEY a deploy already uses is: a new one would make stored accounts unreadable.
+KEEP_SECRET_HINT = (
+    "use the one this gateway already has: deploy/start keeps it in DATA_DIR/secret_key "
+    "(default .data/secret_key) and deploy/admin reads it from there; elsewhere give every process "
+    "the same SECRET_KEY (see docs/configuration.md)"
+)
+
 
 class SettingsError(ValueError):
     """A setting has a value the gateway cannot use."""
@@ -437,14 +444,13 @@ def load_settings(environ: Mapping[str, str]) -> Settings:
     if settings.api_keys and not settings.secret_key:
         raise SettingsError(
             "SECRET_KEY is required when API_KEYS is set: it keys the HMAC that tags each API key's "
-            "conversations (generate one: python -c 'import secrets; print(secrets.token_urlsafe(32))')"
+            f"conversations; {KEEP_SECRET_HINT}"
         )
     if (
         settings.upstream_cookies or settings.copilot_access_token or settings.admin_key
     ) and not settings.secret_key:
         raise SettingsError(
             "SECRET_KEY is required when UPSTREAM_COOKIES, COPILOT_ACCESS_TOKEN or ADMIN_KEY is set: account "
-            "secrets are encrypted with it in Redis "
-            "(generate one: python -c 'import secrets; print(secrets.token_urlsafe(32))')"
+            f"secrets are encrypted with it in Redis; {KEEP_SECRET_HINT}"
         )
     return settings

@@ -45,6 +45,8 @@ from rq.timeouts import BaseDeathPenalty, JobTimeoutException
 from rq.utils import now
 from rq.worker import SimpleWorker, WorkerStatus
 
+from workers import outcomes
+
 log = logging.getLogger(__name__)
 
 HEARTBEAT_EVERY = 1.0
@@ -260,6 +262,16 @@ class GeventWorker(SimpleWorker):
             worker_registration.register(self, pipe)
             pipe.expire(self.key, self.worker_ttl + 60)
             pipe.execute()
+
+    def handle_exception(self, job: Job, *exc_info: Any) -> None:
+        """RQ's ERROR line and traceback only for the unexpected (`workers.outcomes`)."""
+        exc = exc_info[1] if len(exc_info) > 1 else None
+        if not (isinstance(exc, WorkerShutdown) or outcomes.expected(exc)):
+            super().handle_exception(job, *exc_info)
+            return
+        for handler in self._exc_handlers:  # what RQ does after logging
+            if handler(job, *exc_info) is False:
+                break
 
     def _run_job(self, job: Job, queue: Queue) -> None:
         try:

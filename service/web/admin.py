@@ -24,6 +24,7 @@ from service.accounts import admission, manage
 from service.accounts.registry import AccountNotFound, Registry
 from service.errors import AuthenticationFailed, NotFound
 from service.settings import Settings
+from service.web.admin_body import admin_json
 from service.web.extension import gateway
 
 EXTENSION = "accounts"
@@ -65,6 +66,7 @@ def admit() -> None:
 
 @blueprint.before_request
 def _require_admin_key() -> None:
+    g.surface = "admin"  # the request counter's label (service.web.telemetry)
     settings = gateway().settings
     header = request.headers.get("Authorization", "")
     scheme, _, key = header.partition(" ")
@@ -88,7 +90,7 @@ def list_accounts() -> Response:
 def add_account() -> tuple[Response, int]:
     """Add an account."""
     reg = registry()
-    account = manage.add(reg, manage.parse_changes(request.get_json(silent=True), creating=True))
+    account = manage.add(reg, manage.parse_changes(admin_json(), creating=True))
     return jsonify(manage.views(reg, [account])[0]), 201
 
 
@@ -96,7 +98,7 @@ def add_account() -> tuple[Response, int]:
 def update_account(account_id: str) -> Response:
     """Refresh, enable/disable, or change the limits of an account."""
     reg = registry()
-    changes = manage.parse_changes(request.get_json(silent=True), creating=False)
+    changes = manage.parse_changes(admin_json(), creating=False)
     try:
         account = manage.update(reg, account_id, changes)
     except AccountNotFound:

@@ -27,6 +27,7 @@ from service.errors import AuthenticationFailed, InvalidRequest, NotFound
 from service.keys import KeyNotFound, KeyStore, ManagedKey, parse_limits, static_key_id
 from service.settings import Settings
 from service.web import quota
+from service.web.admin_body import admin_json
 from service.web.auth import mask_key
 from service.web.extension import gateway
 
@@ -60,7 +61,7 @@ def _store() -> KeyStore:
 
 
 def _body() -> dict[str, Any]:
-    body = request.get_json(silent=True)
+    body = admin_json()
     if not isinstance(body, dict):
         raise InvalidRequest("The request body must be a JSON object.", param=None)
     unknown = sorted(set(body) - {"label", *LIMIT_FIELDS})

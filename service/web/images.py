@@ -26,7 +26,7 @@ import requests
 from flask import Blueprint, Response, g, jsonify
 
 from service.errors import ApiError, InvalidRequest, NotFound
-from service.models import find_model
+from service.models import find_model, unknown_model_message
 from service.relay import TERMINAL
 from service.turns import TurnRequest, new_completion_id, new_conversation_id
 from service.web import admin, quota
@@ -115,7 +115,7 @@ def _validate(body: dict[str, Any], upstream: str) -> tuple[str, str, str]:
     spec = find_model("copilot" if name.strip().lower() in IMAGE_MODELS else name, upstream)
     if spec is None:
         raise NotFound(
-            f"The model `{name}` does not exist or you do not have access to it.",
+            unknown_model_message(name),
             param="model",
             code="model_not_found",
         )

@@ -12,7 +12,7 @@ from __future__ import annotations
 from flask import Blueprint, Response, g, jsonify
 
 from service.errors import NotFound
-from service.models import catalog, find_model
+from service.models import catalog, find_model, unknown_model_message
 from service.web.extension import gateway
 
 blueprint = Blueprint("meta", __name__)
@@ -46,7 +46,7 @@ def get_model(model_id: str) -> Response:
     spec = find_model(model_id, settings.upstream, settings.model_aliases)
     if spec is None or not _allowed(spec.id):
         raise NotFound(
-            f"The model `{model_id}` does not exist or you do not have access to it.",
+            unknown_model_message(model_id),
             param="model",
             code="model_not_found",
         )

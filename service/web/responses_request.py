@@ -33,7 +33,7 @@ from service import images
 from service.errors import InvalidRequest, NotFound
 from service.images import ImageInput
 from service.limits import check_prompt
-from service.models import Aliases, find_model
+from service.models import Aliases, find_model, unknown_model_message
 from service.tools.history import fold
 from service.tools.openai_params import check_emulation, parse_choice, parse_format, parse_tools
 from service.tools.options import TurnOptions
@@ -327,7 +327,7 @@ def parse_responses_request(
     spec = find_model(model_name, upstream, aliases)
     if spec is None:
         raise NotFound(
-            f"The model `{model_name}` does not exist or you do not have access to it.",
+            unknown_model_message(model_name),
             param="model",
             code="model_not_found",
         )

@@ -33,7 +33,7 @@ from service import images
 from service.errors import InvalidRequest, NotFound
 from service.images import ImageInput, ImageLimits
 from service.limits import check_prompt
-from service.models import Aliases, find_model
+from service.models import Aliases, find_model, unknown_model_message
 from service.web.chat_schema import SCHEMA
 from service.web.schema_errors import invalid, raise_first
 
@@ -331,7 +331,7 @@ def parse_chat_request(
     spec = find_model(body["model"], upstream, aliases)
     if spec is None:
         raise NotFound(
-            f"The model `{body['model']}` does not exist or you do not have access to it.",
+            unknown_model_message(body["model"]),
             param="model",
             code="model_not_found",
         )

@@ -35,6 +35,7 @@ from workers.upstream.errors import (
     ProtocolError,
     Throttled,
     Unauthorized,
+    Unreachable,
     UpstreamError,
     UpstreamTimeout,
 )
@@ -101,9 +102,9 @@ class WebSocketTransport:
         except (websocket.WebSocketTimeoutException, TimeoutError):
             raise UpstreamTimeout(f"no websocket handshake from {self._where} within {timeout:g}s") from None
         except (websocket.WebSocketAddressException, socket.gaierror):
-            raise UpstreamError(f"cannot resolve the upstream host of {self._where}") from None
+            raise Unreachable(f"cannot resolve the upstream host of {self._where}") from None
         except ConnectionRefusedError:
-            raise UpstreamError(f"the upstream refused the connection to {self._where}") from None
+            raise Unreachable(f"the upstream refused the connection to {self._where}") from None
         except websocket.WebSocketException as exc:
             if str(exc).startswith("Redirect"):
                 raise UpstreamError(
@@ -112,7 +113,7 @@ class WebSocketTransport:
                 ) from None
             raise UpstreamError(f"cannot open the websocket to {self._where}: {type(exc).__name__}") from None
         except OSError as exc:
-            raise UpstreamError(f"cannot open the websocket to {self._where}: {type(exc).__name__}") from None
+            raise Unreachable(f"cannot open the websocket to {self._where}: {type(exc).__name__}") from None
         self._log.debug("event=ws_open url=%s", self._where)
 
     def send(self, text: str) -> None:
@@ -247,7 +248,8 @@ def http_request(
             raise UpstreamTimeout(f"no answer from {where} within {timeout:g}s") from None
         except requests.RequestException as exc:
             if last:
-                raise UpstreamError(f"cannot reach {where}: {type(exc).__name__}") from None
+                kind = Unreachable if isinstance(exc, requests.ConnectionError) else UpstreamError
+                raise kind(f"cannot reach {where}: {type(exc).__name__}") from None
             log.info("event=http_retry url=%s attempt=%d error=%s", where, attempt + 1, type(exc).__name__)
         else:
             if response.status_code < 500 or last:
