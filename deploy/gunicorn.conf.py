@@ -41,8 +41,9 @@ access_log_format = '%(h)s "%(r)s" %(s)s %(b)s %(M)sms request_id=%({x-request-i
 # gunicorn's control socket (`gunicornc -s PATH`): one per master, not gunicorn's default one
 # path per user, which every instance on the host (tests, a second gateway) would share.
 # This file runs in the master, and again in the same master on a reload: the path stays.
+_runtime_dir = os.environ.get("XDG_RUNTIME_DIR") or tempfile.gettempdir()
 control_socket = os.environ.get("GATEWAY_CONTROL_SOCKET") or os.path.join(
-    os.environ.get("XDG_RUNTIME_DIR") or tempfile.gettempdir(), f"gateway-web-{_settings.port}-{os.getpid()}.ctl"
+    _runtime_dir, f"gateway-web-{_settings.port}-{os.getpid()}.ctl"
 )
 
 
