@@ -4,8 +4,10 @@ Shapes follow the anthropic SDK's `anthropic.types` (Message, TextBlock, Usage a
 Raw*Event stream types), because anthropic-python and Claude Code parse them strictly.
 A stream is:
 
-    message_start → content_block_start (text) → ping → content_block_delta (text_delta)…
-      → content_block_stop → message_delta (stop_reason, usage) → message_stop
+    message_start → ping → content_block_start (text) → content_block_delta (text_delta)…
+      → content_block_stop → [tool_use blocks] → message_delta (stop_reason, usage) → message_stop
+
+(the text block opens with the first text; an answer of tool calls alone has none)
 
 with `ping` events as keep-alives and an `error` event (Anthropic's error object) for a
 failure after the 200. Copilot's citations become `web_search_result_location`
@@ -151,20 +153,30 @@ class MessageStream(FrameStream):
     ) -> None:
         self.builder = builder
         self.answer = answer
+        # The text block (index 0) opens with the first text, as Anthropic's does: an answer
+        # that is only tool calls has no empty text block ahead of them (the non-stream has none).
+        self.text_block = "none"  # none | open | closed
         super().__init__(events, first, on_close=on_close)
 
     @staticmethod
     def _event(kind: str, **fields: Any) -> str:
         return frame({"type": kind, **fields}, event=kind)
 
-    def _tool_use(self, index: int, call: dict[str, Any]) -> Iterator[str]:
+    def _open_text(self) -> Iterator[str]:
+        if self.text_block == "none":
+            self.text_block = "open"
+            yield self._event("content_block_start", index=0, content_block={"type": "text", "text": ""})
+
+    def _tool_use(self, call: dict[str, Any]) -> Iterator[str]:
         """One `tool_use` block: start (empty input), `input_json_delta` pieces, stop.
 
-        The text block (index 0) is closed before the first call, as Anthropic closes
-        each block before opening the next.
+        The text block, if any text came, is closed before the first call, as Anthropic
+        closes each block before opening the next; calls follow it (or start at index 0).
         """
-        if index == 1:
+        if self.text_block == "open":
+            self.text_block = "closed"
             yield self._event("content_block_stop", index=0)
+        index = len(self.answer.tool_calls) - (0 if self.text_block == "closed" else 1)
         block = {"type": "tool_use", "id": call["id"], "name": call["name"], "input": {}}
         yield self._event("content_block_start", index=index, content_block=block)
         arguments = str(call["arguments"])
@@ -178,7 +190,6 @@ class MessageStream(FrameStream):
         b, answer = self.builder, self.answer
         try:
             yield self._event("message_start", message=b.message([], None, 1))
-            yield self._event("content_block_start", index=0, content_block={"type": "text", "text": ""})
             yield self._event("ping")
             for event in events:
                 if event is None:
@@ -187,6 +198,7 @@ class MessageStream(FrameStream):
                 kind = event.get("type")
                 if kind == "delta":
                     answer.add(event)
+                    yield from self._open_text()
                     delta = {"type": "text_delta", "text": str(event.get("text", ""))}
                     yield self._event("content_block_delta", index=0, delta=delta)
                 elif kind == "progress":
@@ -195,17 +207,21 @@ class MessageStream(FrameStream):
                     yield frame(comment=f"queued, position {int(event.get('position') or 0)}")
                 elif kind == "tool_call":
                     answer.add(event)
-                    yield from self._tool_use(len(answer.tool_calls), event)
+                    yield from self._tool_use(event)
                 elif kind == "done":
                     self.terminal = event
-                    if not answer.deltas and event.get("text"):
+                    if not answer.deltas and event.get("text") and self.text_block != "closed":
+                        yield from self._open_text()
                         delta = {"type": "text_delta", "text": str(event["text"])}
                         yield self._event("content_block_delta", index=0, delta=delta)
                     answer.add(event)
-                    for note in citations(answer) or []:
-                        cited = {"type": "citations_delta", "citation": note}
-                        yield self._event("content_block_delta", index=0, delta=cited)
                     if not answer.tool_calls:
+                        yield from self._open_text()  # an empty answer still has its text block
+                    if self.text_block == "open":
+                        for note in citations(answer) or []:
+                            cited = {"type": "citations_delta", "citation": note}
+                            yield self._event("content_block_delta", index=0, delta=cited)
+                        self.text_block = "closed"
                         yield self._event("content_block_stop", index=0)
                     yield self._event(
                         "message_delta",

@@ -24,6 +24,7 @@ from service.web.extension import Gateway, gateway
 from service.web.openai_format import Answer
 from service.web.paging import page
 from service.web.pipeline import SSE_HEADERS, Run, bounds, collect, hold_first, submit
+from service.web.responses_calls import previous_call_names
 from service.web.responses_format import ResponseBuilder, ResponseStream
 from service.web.responses_request import ResponsesRequest, parse_responses_request
 from service.web.validation import ChatRequest
@@ -56,6 +57,7 @@ def create_response(prefix: str = "") -> Response:
         bounds=bounds(gw),
         aliases=gw.settings.model_aliases,
         tool_emulation=gw.settings.tool_emulation,
+        call_names=previous_call_names(_responses(gw), raw, g.owner),
     )
     respond = functools.partial(_respond, req)
     try:

@@ -27,6 +27,7 @@ from __future__ import annotations
 
 import dataclasses
 import json
+from collections.abc import Mapping
 from typing import TYPE_CHECKING, Any
 
 from service import images
@@ -167,7 +168,7 @@ def _item(item: Any, where: str, *, last: bool = False) -> dict[str, Any] | None
     )
 
 
-def _input(body: dict[str, Any], bounds: Bounds) -> list[dict[str, str]]:
+def _input(body: dict[str, Any], bounds: Bounds, known: Mapping[str, str]) -> list[dict[str, str]]:
     """The input as `{"role", "content"}` turns: calls and their outputs folded as the worker stores them."""
     if "input" not in body or body["input"] is None:
         raise _missing("input")
@@ -181,7 +182,7 @@ def _input(body: dict[str, Any], bounds: Bounds) -> list[dict[str, str]]:
             for i, item in enumerate(value)
             if (entry := _item(item, f"input[{i}]", last=i == len(value) - 1)) is not None
         ]
-        items = _fold(neutral)
+        items = _fold(neutral, known)
     else:
         raise _wrong_type("input", "one of a string or array of objects", value)
     turns = [m for m in items if m["role"] not in INSTRUCTION_ROLES]
@@ -192,7 +193,7 @@ def _input(body: dict[str, Any], bounds: Bounds) -> list[dict[str, str]]:
     return items
 
 
-def _fold(neutral: list[dict[str, Any]]) -> list[dict[str, str]]:
+def _fold(neutral: list[dict[str, Any]], known: Mapping[str, str]) -> list[dict[str, str]]:
     """Fold tool calls and outputs into turns, keeping instruction messages where they stand.
 
     Consecutive `function_call` items are one assistant turn (one answer with several calls).
@@ -210,12 +211,12 @@ def _fold(neutral: list[dict[str, Any]]) -> list[dict[str, str]]:
     run: list[dict[str, Any]] = []
     for entry in merged:
         if entry["role"] in INSTRUCTION_ROLES:
-            result.extend(fold(run))
+            result.extend(fold(run, known))
             run = []
             result.append(entry)
         else:
             run.append(entry)
-    return result + fold(run)
+    return result + fold(run, known)
 
 
 def _options(body: dict[str, Any], *, tool_emulation: bool) -> TurnOptions:
@@ -311,11 +312,14 @@ def parse_responses_request(
     bounds: Bounds | None = None,
     aliases: Aliases = (),
     tool_emulation: bool = True,
+    call_names: Mapping[str, str] | None = None,
 ) -> ResponsesRequest:
     """Validate a Responses body into a `ResponsesRequest`; 400 naming the param, 404 for a model.
 
     The same size bounds as Chat Completions (`validation.Bounds`, nesting in `parse_body`,
     the upstream's per-message limit) apply, to `input` items and `instructions`.
+    `call_names` names the calls of earlier, stored turns (`previous_response_id`), which a
+    `function_call_output` answers without repeating the function's name.
     """
     bounds = bounds or Bounds()
     body = parse_body(raw)
@@ -347,7 +351,7 @@ def parse_responses_request(
             "previous_response_id",
             "mutually_exclusive_parameters",
         )
-    items = _input(body, bounds)
+    items = _input(body, bounds, call_names or {})
     found = _images(body, bounds, upstream)
     echo = _echo(body)
     options = _options(body, tool_emulation=tool_emulation)
