@@ -8,6 +8,8 @@ renders (`openai_format`, `sse.EventStream`); the turn itself runs through
 
     auth (middleware) → read_body → parse_chat_request (bounds) → pipeline.submit
       → one `chat.completion` JSON, or SSE chunks
+
+`/v1/completions` with a `prompt` is the legacy Completions API (`legacy_completions`).
 """
 
 from __future__ import annotations
@@ -17,6 +19,7 @@ from typing import Any
 from flask import Blueprint, Response, jsonify, request
 from werkzeug import exceptions as http
 
+from service.web import legacy_completions
 from service.web.body import read_body
 from service.web.extension import Gateway, gateway
 from service.web.openai_format import Answer, ChunkBuilder, completion
@@ -38,6 +41,8 @@ def chat_completions(path: str) -> Response:
         raise http.MethodNotAllowed(valid_methods=["POST"])
     gw = gateway()
     raw = read_body()
+    if legacy_completions.is_legacy(path, raw):  # /v1/completions with a `prompt`
+        return legacy_completions.create(raw)
     chat = parse_chat_request(
         raw,
         request.headers,
