@@ -1,11 +1,21 @@
 """The scripted "tool-using model": answers the gateway's tool instructions with calls.
 
 The gateway emulates function calling by sending a `[gateway:tools]` block (one line
-per function with its parameter schema) and reading `<tool_call>{…}</tool_call>`
-blocks back. A test makes the simulator call tools with `[sim:tools=N]` in a user
-message: the next N answers of the conversation (the first one, and one after each
-batch of tool results) are calls; then it answers in text, echoing the results. The
-style of the calls is chosen with flags anywhere in the conversation:
+per function with its description and parameter schema), a `[gateway:tool_choice]` line
+on each turn that offers tools, and reading `<tool_call>{…}</tool_call>` blocks back. It
+sees only that text, as a real model would, and by default behaves like one:
+
+- `tool_choice` required ("you must call at least one") or named ("you must call the
+  function X"): it calls (X, or the tool the message is about, else the first), with
+  arguments valid against the schema;
+- `auto`: it calls a tool whose name or description words (4+ letters) appear in the
+  user's own message ("weather in Paris?" → get_weather), else answers in text;
+- after a batch of tool results under `auto` it answers in text, echoing the results.
+
+A test scripts it exactly with `[sim:tools=N]` in a user message: the next N answers of
+the conversation (the first one, and one after each batch of tool results) are calls;
+then it answers in text, echoing the results. The style of the calls is chosen with
+flags anywhere in the conversation:
 
     tool_prose      prose before the call and a sentence after it
     tool_fenced     the call as bare JSON in a ```json fence, without tags
@@ -14,8 +24,9 @@ style of the calls is chosen with flags anywhere in the conversation:
     tool_invalid    arguments that violate the schema (the repair gets valid ones)
     tool_silent     never calls, not even when repaired
 
-Asked for structured output, it answers a value sampled from the schema inside a code
-fence after a line of prose (`[sim:json_bad]` in the conversation: prose only, repairs too).
+Asked for structured output (`response_format`, the `[gateway:format]` line), it answers
+a value valid against the schema inside a code fence after a line of prose, as real
+models do (`[sim:json_bad]` in the conversation: prose only, repairs too).
 
 Pure: it reads texts and returns the answer text; both dialects' turn players call it.
 """
@@ -35,6 +46,14 @@ REPAIR = "Your previous answer could not be used"
 RESULTS = "[gateway:tool_results]"
 SCHEMA = re.compile(r"valid against this JSON schema: (\{.*\})$", re.M)
 JSON_OBJECT = "Answer with one JSON object only"
+CHOICE = "[gateway:tool_choice]"
+REQUIRED = "you must call at least one of the functions"
+STOPWORDS = frozenset(
+    "about after also and answer any are call called calls current data each file files from function "
+    "functions give given have into its list make more name names only other over return returns some "
+    "such than that the their them then there these this tool tools used user uses using value values "
+    "what when which will with your".split()
+)
 
 
 def strip(prompt: str) -> str:
@@ -44,28 +63,57 @@ def strip(prompt: str) -> str:
 
 def tools_in(texts: Sequence[str]) -> list[tuple[str, dict[str, Any]]]:
     """The functions of the latest `[gateway:tools]` block among `texts`."""
+    return [(name, schema) for name, _, schema in described_tools(texts)]
+
+
+def described_tools(texts: Sequence[str]) -> list[tuple[str, str, dict[str, Any]]]:
+    """(name, description, parameter schema) of the latest `[gateway:tools]` block among `texts`."""
     for text in reversed(texts):
         if "[gateway:tools]" in text:
-            return [(m.group(1), json.loads(m.group(2))) for m in TOOL_LINE.finditer(text)]
+            found = []
+            for m in TOOL_LINE.finditer(text):
+                description = m.group(0)[len(m.group(1)) + 4 :].rsplit(" parameters=", 1)[0]
+                found.append((m.group(1), description, json.loads(m.group(2))))
+            return found
     return []
+
+
+def _words(text: str) -> set[str]:
+    spaced = re.sub(r"([a-z])([A-Z])", r"\1 \2", text)  # camelCase names
+    return {w for w in re.findall(r"[a-z]{4,}", spaced.lower()) if w not in STOPWORDS}
+
+
+def relevant(tools: Sequence[tuple[str, str, dict[str, Any]]], message: str) -> list[str]:
+    """Names of the tools whose name or description words appear in the user's message."""
+    said = _words(message)
+    return [name for name, description, _ in tools if said & (_words(name) | _words(description))]
 
 
 def sample(schema: dict[str, Any], index: int = 0) -> Any:
     """A deterministic value valid for simple schemas (what the scripted model "chooses")."""
-    kind = schema.get("type")
+    if "const" in schema:
+        return schema["const"]
     if "enum" in schema:
         return schema["enum"][0]
+    for combined in ("anyOf", "oneOf", "allOf"):
+        if schema.get(combined):
+            return sample(schema[combined][0], index)
+    kind = schema.get("type")
+    if isinstance(kind, list):
+        kind = next((k for k in kind if k != "null"), "null")
     if kind == "object" or "properties" in schema:
         props = schema.get("properties") or {}
         return {name: sample(sub, i) for i, (name, sub) in enumerate(props.items())}
     if kind == "integer":
-        return 2 + index
+        return max(2 + index, int(schema.get("minimum", 0)))
     if kind == "number":
-        return 2.5 + index
+        return max(2.5 + index, float(schema.get("minimum", 0)))
     if kind == "boolean":
         return True
+    if kind == "null":
+        return None
     if kind == "array":
-        return []
+        return [sample(schema.get("items") or {}, i) for i in range(int(schema.get("minItems", 0)))]
     return "Paris"
 
 
@@ -82,7 +130,7 @@ def answer(text: str, earlier: Sequence[str]) -> str | None:
     texts = [*earlier, text]
     wanted = next((int(m.group(1)) for t in texts for m in [COUNT.search(t)] if m), None)
     if wanted is None:
-        return None
+        return _as_a_model(text, texts)
     styles = {style for style in STYLES if any(f"[sim:{style}]" in t for t in texts)}
     tools = tools_in(texts)
     if REPAIR in text:
@@ -95,6 +143,23 @@ def answer(text: str, earlier: Sequence[str]) -> str | None:
     if "tool_silent" in styles:
         return "I can answer that without any function."
     return _calls(tools, text, styles)
+
+
+def _as_a_model(text: str, texts: Sequence[str]) -> str | None:
+    """The default: what a model does with the tool block and the tool-choice line it was sent."""
+    offered = "[gateway:tools]" in text or CHOICE in text  # tool_choice none sends neither
+    tools = described_tools(texts)
+    if not tools or not (offered or REPAIR in text):
+        return None
+    schemas = [(name, schema) for name, _, schema in tools]
+    if REPAIR in text:
+        return _calls(schemas, text, set())
+    forced = REQUIRED in text or NAMED.search(text) is not None
+    about = relevant(tools, strip(text)) if RESULTS not in text else []
+    if not forced and not about:
+        return None  # auto, and the message is about none of the tools (or answers their results)
+    preferred = schemas if NAMED.search(text) else [t for t in schemas if t[0] in about] or schemas
+    return _calls(preferred, text, set())
 
 
 def _structured(text: str, *, bad: bool) -> str | None:
