@@ -48,12 +48,13 @@ SCHEMA = re.compile(r"valid against this JSON schema: (\{.*\})$", re.M)
 JSON_OBJECT = "Answer with one JSON object only"
 CHOICE = "[gateway:tool_choice]"
 REQUIRED = "you must call at least one of the functions"
-STOPWORDS = frozenset(
+_COMMON = (
     "about after also and answer any are call called calls current data each file files from function "
     "functions give given have into its list make more name names only other over return returns some "
     "such than that the their them then there these this tool tools used user uses using value values "
-    "what when which will with your".split()
+    "what when which will with your"
 )
+STOPWORDS = frozenset(_COMMON.split())
 
 
 def strip(prompt: str) -> str:
