@@ -12,12 +12,15 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import shutil
 import subprocess
+import tomllib
 from pathlib import Path
 
 import pytest
 
+from service.models import find_model
 from tests.integration.conftest import Stack
 from tests.support.stack import ROOT
 
@@ -61,6 +64,22 @@ def run(command: list[str], env: dict[str, str], cwd: Path) -> str:
     return done.stdout
 
 
+def readme_codex_config() -> str:
+    """The Codex CLI config block of the README (fence info string `toml codex-config`)."""
+    found = re.search(r"^```toml codex-config\n(.*?)^```$", (ROOT / "README.md").read_text(), re.M | re.S)
+    assert found is not None, "the README has no `toml codex-config` block"
+    return found.group(1)
+
+
+def test_the_readme_codex_config_names_a_model_the_gateway_serves() -> None:
+    config = tomllib.loads(readme_codex_config())
+    assert (
+        find_model(config["model"], "copilot") is not None and find_model(config["model"], "bing") is not None
+    )
+    provider = config["model_providers"][config["model_provider"]]
+    assert provider["base_url"].endswith("/v1") and provider["wire_api"] == "responses"
+
+
 def upstream_turns(gateway: Stack) -> int:
     return int(gateway.simulator.stats()["invocations"])
 
@@ -68,11 +87,9 @@ def upstream_turns(gateway: Stack) -> int:
 def test_codex_exec_answers_through_the_responses_api(tools: Path, gateway: Stack, tmp_path: Path) -> None:
     home = tmp_path / "codex-home"
     home.mkdir()
-    (home / "config.toml").write_text(
-        'model = "gpt-5.3-codex"\nmodel_provider = "gateway"\n\n[model_providers.gateway]\n'
-        f'name = "Copilot gateway"\nbase_url = "{gateway.url}/v1"\nenv_key = "GATEWAY_API_KEY"\n'
-        'wire_api = "responses"\n'
-    )
+    # The README's config as pasted, only pointed at this gateway (issue #17: it had no `model`
+    # line, and Codex's own default model was not mapped).
+    (home / "config.toml").write_text(readme_codex_config().replace("http://127.0.0.1:8000", gateway.url))
     env = {
         "PATH": os.environ["PATH"],
         "HOME": str(tmp_path),
