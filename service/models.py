@@ -4,7 +4,7 @@ ChatHub (`UPSTREAM=bing`) has three tones; `gpt-4` is Creative with the GPT-4 Tu
 option sets, as the seed product documented. Copilot (`UPSTREAM=copilot`) has modes:
 `copilot` is "Quick response" (`chat`), `think-deeper` is `reasoning`, `gpt-5` is
 `smart`; the seed names keep working there, mapped onto the nearest mode (see the
-README's table). Names match case-insensitively, so "creative" works too.
+table in docs/api.md). Names match case-insensitively, so "creative" works too.
 
 Clients default to model names of their own (LangChain `gpt-3.5-turbo`, Codex CLI
 `gpt-5…-codex`, Claude Code `claude-opus-…`), so names that are not in the catalog go
