@@ -31,10 +31,17 @@ def data_dir(environ: Mapping[str, str]) -> Path:
     return (path if path.is_absolute() else ROOT / path).resolve()
 
 
-def write_redis_file(directory: Path, port: int) -> Path:
-    """Tell the CLIs where the embedded Redis listens (the password stays in its own file)."""
+def write_redis_file(directory: Path, port: int, *, keyed: bool = False) -> Path:
+    """Tell the CLIs where the embedded Redis listens (the password stays in its own file), and
+    whether that gateway requires keys (the CLIs' own environment may not say: ADMIN_KEY)."""
     path = directory / REDIS_FILE
-    record = {"host": "127.0.0.1", "port": port, "password_file": PASSWORD_FILE, "pid": os.getpid()}
+    record = {
+        "host": "127.0.0.1",
+        "port": port,
+        "password_file": PASSWORD_FILE,
+        "pid": os.getpid(),
+        "keyed": keyed,
+    }
     temporary = path.with_suffix(".tmp")
     temporary.write_text(json.dumps(record) + "\n")
     temporary.replace(path)
@@ -74,6 +81,14 @@ def cli_environ(environ: Mapping[str, str], tool: str) -> dict[str, str]:
         file=sys.stderr,
     )
     return env
+
+
+def launcher_keyed(environ: Mapping[str, str]) -> bool:
+    """Whether the running `deploy/start` of this data directory requires keys (False if none runs)."""
+    try:
+        return bool(json.loads((data_dir(environ) / REDIS_FILE).read_text()).get("keyed"))
+    except (OSError, ValueError, AttributeError):
+        return False
 
 
 def missing_redis(tool: str, environ: Mapping[str, str]) -> str:

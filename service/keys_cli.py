@@ -25,7 +25,7 @@ from collections.abc import Mapping, Sequence
 from typing import Any
 
 from service import ratelimit
-from service.data_dir import cli_environ, missing_redis
+from service.data_dir import cli_environ, launcher_keyed, missing_redis
 from service.errors import ApiError
 from service.keys import KeyNotFound, KeyStore, parse_limits
 from service.redis_conn import connect
@@ -114,7 +114,7 @@ def run(argv: Sequence[str], environ: Mapping[str, str], *, prog: str | None = N
     if not settings.redis_configured:
         print(missing_redis("keys", environ), file=sys.stderr)
         return 2
-    if args.command == "create" and not settings.auth_enabled:
+    if args.command == "create" and not (settings.auth_enabled or launcher_keyed(environ)):
         print(
             "keys: note: with neither API_KEYS nor ADMIN_KEY set the gateway runs open and "
             "asks for no key; set one of them for managed keys to be required",

@@ -215,7 +215,7 @@ def main(argv: Sequence[str] | None = None) -> int:
                 detached=True,
             ).start()
             env["REDIS_URL"] = redis.url
-            write_redis_file(directory, redis.port)
+            write_redis_file(directory, redis.port, keyed=settings.auth_enabled)
             print(
                 f"launcher: embedded redis-server at {redis.address} (data in {directory}; "
                 "deploy/admin finds it there)",

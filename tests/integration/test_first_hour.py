@@ -49,6 +49,7 @@ def test_a_real_account_start_needs_no_secret_key_and_the_clis_find_its_redis(tm
         assert listed.stderr.count("\n") == 1 and "using the Redis that deploy/start runs" in listed.stderr
         created = deploy_admin(data_dir, "keys", "create", "--label", "laptop")
         assert created.returncode == 0, created.stderr
+        assert "runs open" not in created.stderr  # the launcher's gateway is keyed (its ADMIN_KEY)
         key = json.loads(created.stdout)["key"]
 
         # Item 5: the demo's one account answers many quick turns (it stopped at the 13th/16th).
