@@ -84,9 +84,19 @@ def _words(text: str) -> set[str]:
     return {w for w in re.findall(r"[a-z]{4,}", spaced.lower()) if w not in STOPWORDS}
 
 
+TAGGED = re.compile(r"<([A-Za-z_-]+)[^>]*>.*?</\1>", re.S)
+
+
+def asked(message: str) -> str:
+    """What the user asked: the message without tagged context blocks agent CLIs add
+    (`<environment_context>`, `<system-reminder>`, …), its last paragraph."""
+    paragraphs = [p.strip() for p in TAGGED.sub("", message).split("\n\n") if p.strip()]
+    return paragraphs[-1] if paragraphs else ""
+
+
 def relevant(tools: Sequence[tuple[str, str, dict[str, Any]]], message: str) -> list[str]:
-    """Names of the tools whose name or description words appear in the user's message."""
-    said = _words(message)
+    """Names of the tools whose name or description words appear in what the user asked."""
+    said = _words(asked(message))
     return [name for name, description, _ in tools if said & (_words(name) | _words(description))]
 
 

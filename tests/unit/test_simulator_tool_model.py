@@ -98,3 +98,12 @@ def test_the_scripted_prefixes_still_rule() -> None:
     answer = tool_model.answer(scripted, [])
     assert answer is not None and answer.startswith("Let me look that up for you.")
     assert tool_model.answer(sent("[sim:tools=0] weather in Paris?"), []) is None
+
+
+def test_agent_context_blocks_are_not_what_the_user_asked() -> None:
+    # Agent CLIs wrap environment details in tags around the user's words: those are not a request.
+    message = "<environment_context>weather station shares price data</environment_context>\n\nsay hello"
+    assert tool_model.answer(sent(message), []) is None
+    assert calls(tool_model.answer(sent("<ctx>x</ctx>\n\nweather in Paris?"), [])) == [
+        ("get_weather", {"city": "Paris"})
+    ]
