@@ -70,6 +70,11 @@ def cli_environ(environ: Mapping[str, str], tool: str) -> dict[str, str]:
         record = json.loads((directory / REDIS_FILE).read_text())
         password = (directory / str(record["password_file"])).read_text().strip()
         address = f"{record['host']}:{int(record['port'])}"
+        os.kill(int(record["pid"]), 0)  # a file left by a launcher that was killed: nothing runs
+    except ProcessLookupError:
+        return env
+    except PermissionError:
+        pass  # the launcher runs as another user; its Redis may still be ours to reach
     except (OSError, ValueError, KeyError, TypeError):
         return env  # no deploy/start running here: the caller says REDIS_URL is required
     env["REDIS_URL"] = f"redis://:{password}@{address}/0"

@@ -137,3 +137,13 @@ def _control_socket(port: str) -> str:
 def test_each_gunicorn_master_has_its_own_control_socket() -> None:
     first, second = _control_socket("8000"), _control_socket("8000")
     assert first != second and first.endswith(".ctl") and len(first) < 100
+
+
+def test_a_file_left_by_a_killed_launcher_is_not_used(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    (tmp_path / "redis_password").write_text("pw-123\n")
+    path = write_redis_file(tmp_path, 6399)
+    path.write_text(json.dumps({**json.loads(path.read_text()), "pid": 2**22 + 1}))  # no such process
+    env = cli_environ({"DATA_DIR": str(tmp_path)}, "admin")
+    assert "REDIS_URL" not in env and capsys.readouterr().err == ""
