@@ -167,6 +167,23 @@ class MessageStream(FrameStream):
             self.text_block = "open"
             yield self._event("content_block_start", index=0, content_block={"type": "text", "text": ""})
 
+    def _close_text(self, done: dict[str, Any]) -> Iterator[str]:
+        """At the end: the done text if nothing streamed, citations, and the text block's stop."""
+        answer = self.answer
+        if not answer.deltas and done.get("text") and self.text_block != "closed":
+            yield from self._open_text()
+            delta = {"type": "text_delta", "text": str(done["text"])}
+            yield self._event("content_block_delta", index=0, delta=delta)
+        answer.add(done)
+        if not answer.tool_calls:
+            yield from self._open_text()  # an empty answer still has its text block
+        if self.text_block == "open":
+            for note in citations(answer) or []:
+                cited = {"type": "citations_delta", "citation": note}
+                yield self._event("content_block_delta", index=0, delta=cited)
+            self.text_block = "closed"
+            yield self._event("content_block_stop", index=0)
+
     def _tool_use(self, call: dict[str, Any]) -> Iterator[str]:
         """One `tool_use` block: start (empty input), `input_json_delta` pieces, stop.
 
@@ -210,19 +227,7 @@ class MessageStream(FrameStream):
                     yield from self._tool_use(event)
                 elif kind == "done":
                     self.terminal = event
-                    if not answer.deltas and event.get("text") and self.text_block != "closed":
-                        yield from self._open_text()
-                        delta = {"type": "text_delta", "text": str(event["text"])}
-                        yield self._event("content_block_delta", index=0, delta=delta)
-                    answer.add(event)
-                    if not answer.tool_calls:
-                        yield from self._open_text()  # an empty answer still has its text block
-                    if self.text_block == "open":
-                        for note in citations(answer) or []:
-                            cited = {"type": "citations_delta", "citation": note}
-                            yield self._event("content_block_delta", index=0, delta=cited)
-                        self.text_block = "closed"
-                        yield self._event("content_block_stop", index=0)
+                    yield from self._close_text(event)
                     yield self._event(
                         "message_delta",
                         delta=stop_fields(answer, event),

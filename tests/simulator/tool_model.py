@@ -100,32 +100,40 @@ def relevant(tools: Sequence[tuple[str, str, dict[str, Any]]], message: str) -> 
     return [name for name, description, _ in tools if said & (_words(name) | _words(description))]
 
 
+def _kind(schema: dict[str, Any]) -> str:
+    kind = schema.get("type")
+    if isinstance(kind, list):
+        return next((k for k in kind if k != "null"), "null")
+    if kind is None and "properties" in schema:
+        return "object"
+    return str(kind or "string")
+
+
+SCALARS: dict[str, Any] = {
+    "integer": lambda schema, index: max(2 + index, int(schema.get("minimum", 0))),
+    "number": lambda schema, index: max(2.5 + index, float(schema.get("minimum", 0))),
+    "boolean": lambda schema, index: True,
+    "null": lambda schema, index: None,
+    "string": lambda schema, index: "Paris",
+}
+
+
 def sample(schema: dict[str, Any], index: int = 0) -> Any:
     """A deterministic value valid for simple schemas (what the scripted model "chooses")."""
     if "const" in schema:
         return schema["const"]
     if "enum" in schema:
         return schema["enum"][0]
-    for combined in ("anyOf", "oneOf", "allOf"):
-        if schema.get(combined):
-            return sample(schema[combined][0], index)
-    kind = schema.get("type")
-    if isinstance(kind, list):
-        kind = next((k for k in kind if k != "null"), "null")
-    if kind == "object" or "properties" in schema:
+    combined = next((schema[k] for k in ("anyOf", "oneOf", "allOf") if schema.get(k)), None)
+    if combined:
+        return sample(combined[0], index)
+    kind = _kind(schema)
+    if kind == "object":
         props = schema.get("properties") or {}
         return {name: sample(sub, i) for i, (name, sub) in enumerate(props.items())}
-    if kind == "integer":
-        return max(2 + index, int(schema.get("minimum", 0)))
-    if kind == "number":
-        return max(2.5 + index, float(schema.get("minimum", 0)))
-    if kind == "boolean":
-        return True
-    if kind == "null":
-        return None
     if kind == "array":
         return [sample(schema.get("items") or {}, i) for i in range(int(schema.get("minItems", 0)))]
-    return "Paris"
+    return SCALARS.get(kind, SCALARS["string"])(schema, index)
 
 
 def call(name: str, arguments: Any) -> str:
