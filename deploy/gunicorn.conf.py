@@ -19,8 +19,8 @@ from typing import Any
 
 from gunicorn import glogging
 
-from service.logs import IdsFilter, JsonFormatter, configure_logging
-from service.settings import SettingsError, load_settings
+from service.runtime.logs import IdsFilter, JsonFormatter, configure_logging
+from service.runtime.settings import SettingsError, load_settings
 
 try:
     _settings = load_settings(os.environ)
@@ -71,7 +71,7 @@ def when_ready(server: Any) -> None:
     server.log.info("event=web_control_socket path=%s", control_socket)
 
 
-# --- Prometheus multi-process mode (service.metrics) -------------------------------------
+# --- Prometheus multi-process mode (service.runtime.metrics) -------------------------------------
 # Each web process writes its metric values to files in PROMETHEUS_MULTIPROC_DIR, and
 # /metrics merges them. The directory must be empty at every start (stale files from an
 # earlier run would add up into the new one), so it is a fresh temporary directory unless
@@ -92,7 +92,7 @@ if os.environ.get("GATEWAY_METRICS_MASTER") != _master:
 
 def child_exit(server, worker):
     """A web process exited: its live gauges (turns in flight…) must stop counting."""
-    # prometheus-client itself, not service.metrics: the master must not create metric files.
+    # prometheus-client itself, not service.runtime.metrics: the master must not create metric files.
     from prometheus_client import multiprocess
 
     multiprocess.mark_process_dead(worker.pid)
@@ -123,6 +123,6 @@ if _settings.log_format == "json":
 
 def post_worker_init(worker: object) -> None:
     """On SIGTERM, end responses still open just before graceful_timeout, visibly (SSE error event)."""
-    from service.web.stream import drain_on_sigterm
+    from service.web.pipeline.watch import drain_on_sigterm
 
     drain_on_sigterm(worker.wsgi, worker.cfg.graceful_timeout)

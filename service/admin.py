@@ -30,8 +30,8 @@ from service.accounts.registry import AccountNotFound, Registry
 from service.accounts.sealing import SealingError
 from service.data_dir import cli_environ, missing_redis
 from service.errors import ApiError
-from service.redis_conn import connect
-from service.settings import SettingsError, load_settings
+from service.runtime.redis_conn import connect
+from service.runtime.settings import SettingsError, load_settings
 
 PROG = os.environ.get("GATEWAY_CLI_NAME", "python -m service.admin")  # deploy/admin says its own name
 

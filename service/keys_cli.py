@@ -24,12 +24,12 @@ import sys
 from collections.abc import Mapping, Sequence
 from typing import Any
 
-from service import ratelimit
+from service.access import ratelimit
+from service.access.keys import KeyNotFound, KeyStore, parse_limits
 from service.data_dir import cli_environ, launcher_keyed, missing_redis
 from service.errors import ApiError
-from service.keys import KeyNotFound, KeyStore, parse_limits
-from service.redis_conn import connect
-from service.settings import SettingsError, load_settings
+from service.runtime.redis_conn import connect
+from service.runtime.settings import SettingsError, load_settings
 
 UNSET = object()
 

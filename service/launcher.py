@@ -35,8 +35,8 @@ from collections.abc import Sequence
 from pathlib import Path
 
 from service.data_dir import PASSWORD_FILE, SECRET_FILE, data_dir, remove_redis_file, write_redis_file
-from service.embedded_redis import EmbeddedRedis, free_port, read_or_create_secret
-from service.settings import Settings, SettingsError, load_settings
+from service.runtime.embedded_redis import EmbeddedRedis, free_port, read_or_create_secret
+from service.runtime.settings import Settings, SettingsError, load_settings
 
 ROOT = Path(__file__).resolve().parent.parent
 READY_TIMEOUT = 60.0

@@ -16,7 +16,7 @@ from typing import Any
 from redis import Redis
 from rq import Queue
 
-from service.settings import Settings
+from service.runtime.settings import Settings
 
 JOB_FUNCTION = "workers.jobs.run_turn"
 _ALPHABET = string.ascii_letters + string.digits
@@ -65,7 +65,7 @@ class TurnRequest:
     `system` the client's system/developer text: both are injected only when a new
     upstream conversation is started. `continues` says whether `conversation_id`
     already exists in the store. `owner` is the hashed API key that owns it.
-    `lock_token` holds the conversation's lock (`service.locks`) when continuing.
+    `lock_token` holds the conversation's lock (`service.state.locks`) when continuing.
     `store` False (a Responses `store: false`) keeps nothing once the turn is over.
     `options` is `service.tools.options.TurnOptions.to_json()`: tools, structured output
     and the cuts the worker applies to the answer (empty: the answer passes untouched).
@@ -88,6 +88,8 @@ class TurnRequest:
     images: list[dict[str, Any]] = dataclasses.field(default_factory=list)
     # "chat", or "image": an image generation (`/v1/images/generations`) that must end in an image.
     kind: str = "chat"
+    # For kind "image": "url", or "b64_json" (the worker adds the fetched bytes to the image event).
+    image_format: str = "url"
     options: dict[str, Any] = dataclasses.field(default_factory=dict)
 
     def to_json(self) -> dict[str, Any]:

@@ -37,8 +37,9 @@ from service.accounts.registry import Account, AccountNotFound, Registry
 from service.accounts.scheduler import Lease, Scheduler
 from service.accounts.sealing import SealingError
 from service.errors import UpstreamUnavailable
-from service.relay import Publisher
-from service.settings import Settings
+from service.events import Queued
+from service.runtime.settings import Settings
+from service.state.relay import Publisher
 from workers.upstream import Credentials
 from workers.upstream.errors import Unauthorized, UpstreamError
 
@@ -184,13 +185,13 @@ class AccountLane:
             self.pool.scheduler.release(lease)
 
     def _queued(self, position: int) -> None:
-        self.publisher.event({"type": "queued", "position": position})
+        self.publisher.event(Queued(position))
 
 
 def probe(settings: Settings, credentials: Credentials) -> None:
     """A cheap REST call as the account (never a chat turn); raises the upstream error if it fails."""
     if settings.upstream == "bing":
-        from workers.upstream.bing import BingClient
+        from workers.upstream.chathub_client import BingClient
 
         BingClient(
             create_url=settings.bing_create_url,

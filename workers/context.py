@@ -12,8 +12,8 @@ import os
 
 from redis import Redis
 
-from service.redis_conn import connect
-from service.settings import Settings, SettingsError, load_settings
+from service.runtime.redis_conn import connect
+from service.runtime.settings import Settings, SettingsError, load_settings
 
 
 @dataclasses.dataclass(frozen=True)

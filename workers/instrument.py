@@ -4,7 +4,7 @@ Kept out of `workers/turn.py` so the turn reads as the turn: the job function wr
 the whole run in `job_metrics` (queue wait, turns in flight, outcome, error classes),
 and the runner wraps the upstream in an `UpstreamTimer` (gateway-added and upstream
 time to first token, tokens, turns in flight per account). Metric objects live in
-`service.metrics`; this process serves them on WORKER_METRICS_PORT.
+`service.runtime.metrics`; this process serves them on WORKER_METRICS_PORT.
 """
 
 from __future__ import annotations
@@ -18,7 +18,8 @@ from typing import Any
 
 from redis.exceptions import RedisError
 
-from service import metrics, tokens
+from service import tokens
+from service.runtime import metrics
 from service.turns import TurnRequest
 from workers.upstream.errors import UpstreamError
 from workers.upstream.events import Done, Event, TextDelta

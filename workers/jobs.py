@@ -6,7 +6,7 @@ from typing import Any
 
 from rq import get_current_job
 
-from service.logs import bind_turn
+from service.runtime.logs import bind_turn
 from service.turns import TurnRequest
 from workers.context import current_context
 from workers.instrument import job_metrics

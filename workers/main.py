@@ -13,13 +13,13 @@ from rq import Queue
 from rq.serializers import JSONSerializer
 
 from service.accounts.sealing import SealingError
-from service.logs import configure_logging
-from service.metrics import start_worker_server
-from service.settings import Settings, SettingsError, load_settings
+from service.runtime.logs import configure_logging
+from service.runtime.metrics import start_worker_server
+from service.runtime.settings import Settings, SettingsError, load_settings
 from workers.account_pool import pool_for, run_prober
 from workers.context import build_context, set_context
+from workers.gevent_worker import GeventWorker
 from workers.instrument import publish_configured_accounts
-from workers.pool import GeventWorker
 
 log = logging.getLogger(__name__)
 

@@ -6,12 +6,14 @@ The turn runner hands its upstream stream to `Shaping.shape`, which
   the upstream conversation has not seen this tool set (digest kept on the handle; a
   block too long for one turn goes with the system text), the tool-choice line, the
   structured-output instruction;
-- filters the answer: text before a tool call streams, the call's markup is held back
-  and comes out as neutral `tool_call` relay events; a structured answer is held whole,
+- filters the answer (a pure filter over events: it never touches the upstream client):
+  text before a tool call streams, the call's markup is held back and comes out as
+  `service.events.ToolCall` events; a structured answer is held whole,
   extracted and validated; stop sequences and the token limit cut the answer and end
   the upstream turn (`cut` makes the runner's `should_stop` fire);
-- runs ONE repair turn in the same upstream conversation when the calls are invalid,
-  missing under `required`/a named choice, or the JSON does not validate;
+- asks the runner for ONE repair turn (the `repair` callable) in the same upstream
+  conversation when the calls are invalid, missing under `required`/a named choice, or
+  the JSON does not validate;
 - then gives an honest result: tool calls (`finish_reason` "tool_calls"); under `auto`
   a text answer of the prose (calls that stayed invalid are dropped, `finish_reason`
   "stop"); under `required`/a named choice an error `tool_call_failed`; a structured
@@ -26,18 +28,18 @@ import logging
 from collections.abc import Callable, Generator, Iterator
 from typing import Any
 
+from service import events as relay
 from service.errors import ApiError
 from service.tokens import count_text, encoding
 from service.tools import parser, prompts, structured
 from service.tools.options import TurnOptions
 from service.turns import new_token
-from workers.upstream.context import TurnInput
+from workers.relay_events import Relayed
 from workers.upstream.events import Done, Event, TextDelta
 
 log = logging.getLogger(__name__)
 
 DIGEST_KEY = "tools_digest"
-Relayed = Event | dict[str, Any]
 
 
 class Cutter:
@@ -130,29 +132,6 @@ class Shaping:
             extra["stop_sequence"] = self.cutter.matched
         return extra
 
-    def run(
-        self,
-        client: Any,
-        handle: Any,
-        turn: TurnInput,
-        *,
-        cancelled: Callable[[], bool],
-        watch: Callable[[Iterator[Event]], Iterator[Event]] = iter,
-    ) -> Iterator[Relayed]:
-        """Stream `turn` on `handle` through `shape`; a cut or `cancelled` ends the upstream turn.
-
-        `watch` wraps each upstream stream (the worker's metrics timer).
-        """
-
-        def stop() -> bool:
-            return cancelled() or self.cut
-
-        def repair(text: str) -> Iterator[Event]:
-            again = dataclasses.replace(turn, text=text, history=(), system="", images=())
-            return watch(client.stream_turn(handle, again, should_stop=stop))
-
-        return self.shape(watch(client.stream_turn(handle, turn, should_stop=stop)), repair)
-
     def shape(self, events: Iterator[Event], repair: Callable[[str], Iterator[Event]]) -> Iterator[Relayed]:
         """The relay-ready events of the turn, ending with one `Done`; may run one repair turn."""
         if self.options.empty:
@@ -195,9 +174,9 @@ class Shaping:
         if options.choice == "none":
             parsed = dataclasses.replace(parsed, calls=())
         for call in parsed.calls:
-            entry = {"id": f"call_{new_token()}", "name": call.name, "arguments": call.arguments}
-            self.calls.append(entry)
-            yield {"type": "tool_call", **entry}
+            found = relay.ToolCall(f"call_{new_token()}", call.name, call.arguments)
+            self.calls.append(found.call())
+            yield found
         prose = self.cutter.shown + self.cutter.flush()
         if self.calls:
             self.stored_text = prompts.assistant_text(

@@ -3,34 +3,27 @@
 `TurnRunner.run()` is what the RQ job delegates to. It
 
 1. loads the conversation (if the client continues one) and its upstream handle;
-2. takes an upstream account (`AccountLane`) and creates an upstream conversation when
-   there is none, or when the old one expired or reached its turn limit — seeded with
-   the transcript so context survives; a seed longer than one upstream turn carries is
-   *primed* over several turns first (`workers.priming`), on the same account. A
+2. hands the upstream part to `workers.upstream_turn.UpstreamTurn`: an account from the
+   `AccountLane`, a new (seeded, maybe primed) upstream conversation when needed,
+   roll-over and fail-over before any text, each event relayed as it arrives. A
    `store: false` turn (Responses) runs on a new upstream conversation and saves
    nothing, but its `done` is fenced like a save;
-3. streams the upstream's events onto the relay as they arrive;
-4. on `Done`, saves the turn and publishes `done` in ONE Redis transaction, so a
+3. on `Done`, saves the turn and publishes `done` in ONE Redis transaction, so a
    client that sends its next turn the moment it sees `done` finds the turn stored,
    and a failed or cancelled turn never touches the stored conversation. The
-   transaction is fenced (`service.locks.fence`): it commits only while this turn's
+   transaction is fenced (`service.state.locks.fence`): it commits only while this turn's
    token holds the conversation's lock and the conversation was not deleted;
-5. on failure publishes a terminal `error` event and re-raises, so RQ's failed-job
+4. on failure publishes a terminal `Failed` event and re-raises, so RQ's failed-job
    registry tells the truth. A failed or cancelled turn that reached a stored upstream
    conversation forgets its handle (`_forget_upstream`): the upstream saw a message our
-   transcript lacks, so the next turn starts a new upstream conversation seeded with
-   the transcript rather than continue one that disagrees with it.
+   transcript lacks, so the next turn starts a new one seeded with the transcript.
 
-A watcher greenlet keeps the turn's liveness lease fresh (the web tier reports a dead
-worker when it lapses) and polls the cancel flag the web tier sets when the client
-disconnects; the upstream read loop checks it at least twice a second. A refresh that
-finds the lock gone stops the turn too (it could not save anyway).
+`workers.lease_watch` keeps the lease and lock alive and notices the cancel flag.
 """
 
 from __future__ import annotations
 
 import contextvars
-import dataclasses
 import logging
 import threading
 import time
@@ -42,36 +35,30 @@ from redis.client import Pipeline
 from redis.exceptions import RedisError, WatchError
 from rq.timeouts import JobTimeoutException
 
-from service import locks
-from service.conversations import Conversation, ConversationStore, handle_key
+from service import events as relay
 from service.errors import ApiError, NotFound
 from service.images import marked
 from service.models import ModelSpec, find_model
-from service.relay import Publisher
-from service.settings import Settings
+from service.runtime.settings import Settings
+from service.state import locks
+from service.state.conversations import Conversation, ConversationStore, handle_key
+from service.state.relay import Publisher
 from service.tools.options import TurnOptions
-from service.turns import TurnRequest, cancel_key, lease_key
-from workers import priming
+from service.turns import TurnRequest, lease_key
 from workers.account_pool import AccountLane, pool_for
 from workers.context import WorkerContext
+from workers.gevent_worker import WorkerShutdown
 from workers.image_fetch import load_images
-from workers.instrument import UpstreamTimer
-from workers.pool import WorkerShutdown
+from workers.lease_watch import LeaseWatcher
 from workers.tooling import Shaping
-from workers.upstream import Handle, build_client, load_handle
-from workers.upstream.context import TurnInput
+from workers.upstream import Handle, load_handle
 from workers.upstream.errors import (
-    ConversationExpired,
-    ConversationLimitReached,
     ProtocolError,
-    UpstreamError,
 )
-from workers.upstream.events import Citation, Done, Event, Image, Limits, Progress, Suggestions, TextDelta
+from workers.upstream_turn import UpstreamTurn
 
 log = logging.getLogger(__name__)
 
-CANCEL_POLL_SECONDS = 0.3
-WATCH_BACKOFF_MAX = 2.0  # longest pause between watcher retries while Redis is unreachable
 FENCE_ATTEMPTS = 5  # WATCH retries of a save (our own lock refresh can trip one)
 
 
@@ -86,11 +73,12 @@ class TurnRunner:
             self.redis, ttl=self.settings.conversation_ttl, handle_ttl=self.settings.upstream_handle_ttl
         )
         self.clock = clock
-        self._cancelled = threading.Event()
-        self._stopped = threading.Event()
-        self._lock_lost = threading.Event()
-        self._reached_upstream = False
         self.lane: AccountLane | None = None
+        self.upstream: UpstreamTurn | None = None  # the account/upstream loop, once it runs
+        self.watcher = LeaseWatcher(self.redis, self.settings, request, lane=lambda: self.lane)
+        self._cancelled = self.watcher.cancelled
+        self._stopped = self.watcher.stopped
+        self._lock_lost = self.watcher.lock_lost
 
     def run(self) -> dict[str, Any]:
         """Run the turn; returns a small summary, raises on failure."""
@@ -102,7 +90,7 @@ class TurnRunner:
         )
         # In this turn's context, so its log lines carry the turn's ids too.
         watch = contextvars.copy_context().run
-        watcher = threading.Thread(target=watch, args=(self._watch,), name="turn-watch", daemon=True)
+        watcher = threading.Thread(target=watch, args=(self.watcher.run,), name="turn-watch", daemon=True)
         watcher.start()
         try:
             return self._run(publisher)
@@ -117,7 +105,7 @@ class TurnRunner:
                     exc,
                 )
                 try:
-                    publisher.finish({"type": "error", "error": error.to_event()})
+                    publisher.finish(relay.Failed(error.to_event()))
                 except RedisError:  # Redis is gone: the web tier notices the lease lapse instead
                     log.warning("event=turn_error_unpublished")
             raise
@@ -155,7 +143,7 @@ class TurnRunner:
         try:
             return self._converse(publisher, spec, conversation, handle, seed)
         except BaseException:
-            if stored and self._reached_upstream:
+            if stored and self.reached_upstream:
                 self._forget_upstream()
             raise
 
@@ -177,49 +165,11 @@ class TurnRunner:
         images = load_images(self.redis, self.settings, request.images)  # a bad URL fails before a slot
         # Tools, structured output and cuts (workers/tooling.py): directives in, answer shaped out.
         shaping = Shaping(TurnOptions.from_json(request.options), handle=conversation.handle)
-        account = lane.take(handle.account if handle else None)
-        rollovers = 0
-        done = None
-        drawn = False  # an image generation (`kind="image"`) must end with an image
-        while account is not None:
-            if handle is not None and handle.account != account.id:
-                handle = None  # the conversation's account is gone or unwell: a new upstream one
-            client = build_client(self.settings, account, on_cookies=lane.pool.cookie_sink(account.id))
-            timer = UpstreamTimer(self.settings.upstream, request, account.id)  # metrics
-            streamed = False
-            self._reached_upstream = True
-            try:
-                if handle is None or handle.is_expired(self.clock()) or handle.exhausted:
-                    handle = client.create_conversation(account=account.id)
-                    log.info("event=upstream_conversation_created seeded_messages=%d", len(seed))
-                # More than one upstream turn can carry goes ahead in parts (workers/priming.py),
-                # on this account's new upstream conversation, inside the same account lane.
-                turn, primers = self._turn_input(spec, handle.fresh, conversation, seed, images, shaping)
-                self._prime(client, handle, turn, primers, publisher)
-                done = None
-                for event in shaping.run(
-                    client, handle, turn, cancelled=self._should_stop, watch=timer.watch
-                ):
-                    streamed = streamed or isinstance(event, TextDelta)
-                    drawn = drawn or isinstance(event, Image)
-                    if isinstance(event, Done):
-                        done = event
-                    else:
-                        self._relay(publisher, event)
-            except (ConversationExpired, ConversationLimitReached) as exc:
-                if streamed or rollovers:
-                    raise
-                rollovers += 1
-                log.info("event=upstream_rollover reason=%s", exc.__class__.__name__)
-                handle = None
-                continue
-            except UpstreamError as exc:
-                if streamed or not lane.fail_over(exc):
-                    raise
-                log.info("event=account_failover from=%s reason=%s", account.id, exc.__class__.__name__)
-                account = lane.take(None)
-                continue
-            break
+        self.upstream = upstream = UpstreamTurn(
+            self.settings, request, publisher, lane, should_stop=self._should_stop, clock=self.clock
+        )
+        outcome = upstream.run(spec, conversation, handle, seed, images, shaping)
+        account, done, drawn, handle = outcome.account, outcome.done, outcome.drawn, outcome.handle
 
         if self._lock_lost.is_set():
             raise locks.LockLost()
@@ -228,7 +178,7 @@ class TurnRunner:
             return {"status": "cancelled"}
         if self._cancelled.is_set():
             log.info("event=turn_cancelled")
-            if request.store and conversation.handle is not None and self._reached_upstream:
+            if request.store and conversation.handle is not None and self.reached_upstream:
                 self._forget_upstream()
             return {"status": "cancelled"}
         if done is None:
@@ -248,13 +198,7 @@ class TurnRunner:
         conversation.handle = {**handle.to_json(), **shaping.handle_extra()}
         self._fenced(
             lambda extra: publisher.finish(
-                {
-                    "type": "done",
-                    "text": done.text,
-                    "finish_reason": done.finish_reason,
-                    **shaping.done_extra(),
-                },
-                extra=extra,
+                relay.Done(done.text, done.finish_reason, shaping.done_extra()), extra=extra
             ),
             # `store: false` (Responses): nothing of the turn is kept, but the done event is
             # fenced all the same, so a turn that lost its lock never reports success.
@@ -263,21 +207,6 @@ class TurnRunner:
             else (lambda pipe: None),
         )
         return {"status": "done", "conversation_id": conversation.id, "finish_reason": done.finish_reason}
-
-    def _prime(
-        self, client: Any, handle: Handle, turn: TurnInput, primers: tuple[str, ...], publisher: Publisher
-    ) -> None:
-        """Send the priming parts as turns of their own; their answers are not the client's."""
-        for index, text in enumerate(primers, start=1):
-            if self._should_stop():
-                return
-            note = f"Priming the upstream conversation with the context ({index}/{len(primers)})"
-            publisher.event({"type": "progress", "kind": "priming", "text": note})
-            part = dataclasses.replace(turn, text=text, history=(), system="")
-            for _event in client.stream_turn(handle, part, should_stop=self._should_stop):
-                pass
-        if primers:
-            log.info("event=upstream_primed parts=%d", len(primers))
 
     def _fenced(
         self, write: Callable[[Callable[[Pipeline], None]], None], queue: Callable[[Pipeline], object]
@@ -340,122 +269,13 @@ class TurnRunner:
             )
         return conversation
 
-    def _turn_input(
-        self,
-        spec: Any,
-        fresh: bool,
-        conversation: Conversation,
-        seed: list[Any],
-        images: tuple[Any, ...],
-        shaping: Shaping,
-    ) -> tuple[TurnInput, tuple[str, ...]]:
-        """The turn as the dialect needs it, and the priming parts to send before it.
-
-        A fresh upstream conversation gets the history injected; when that (or the
-        prompt) is more than one upstream turn carries, it is primed instead.
-        """
-        history = tuple((m["role"], m["content"]) for m in seed) if fresh else ()
-        # The gateway's directives (tools, format) go in before the text is planned into parts.
-        text, system = shaping.prepare(
-            self.request.prompt,
-            conversation.system if fresh else "",
-            fresh=fresh,
-            budget=self.settings.upstream_max_turn_chars,
-            max_context=self.settings.context_max_chars,
-        )
-        primed = priming.plan(
-            text,
-            history,
-            system,
-            budget=self.settings.upstream_max_turn_chars,
-            max_context=self.settings.context_max_chars,
-        )
-        turn = TurnInput(
-            text=primed.text,
-            tone=spec.tone,
-            gpt4_turbo=spec.gpt4_turbo,
-            mode=spec.mode,
-            history=history if primed.inject else (),
-            system=system if primed.inject else "",
-            max_context_chars=self.settings.context_max_chars,
-            images=images,
-        )
-        return turn, primed.primers
-
-    def _relay(self, publisher: Publisher, event: Event | dict[str, Any]) -> None:
-        if isinstance(event, dict):  # already a relay event (a tool call, from the shaping)
-            publisher.event(event)
-        elif isinstance(event, TextDelta):
-            publisher.delta(event.text)
-        elif isinstance(event, Progress):
-            publisher.event({"type": "progress", "kind": event.kind, "text": event.text})
-        elif isinstance(event, Citation):
-            publisher.event(
-                {"type": "citation", "index": event.index, "url": event.url, "title": event.title}
-            )
-        elif isinstance(event, Suggestions):
-            publisher.event({"type": "suggestions", "items": list(event.items)})
-        elif isinstance(event, Limits):
-            publisher.event({"type": "limits", "used": event.used, "max": event.max})
-        elif isinstance(event, Image):
-            publisher.event(
-                {
-                    "type": "image",
-                    "url": event.url,
-                    "prompt": event.prompt,
-                    "thumbnail_url": event.thumbnail_url,
-                }
-            )
+    @property
+    def reached_upstream(self) -> bool:
+        """The upstream was contacted: a stored handle it continued may now disagree."""
+        return self.upstream is not None and self.upstream.reached
 
     def _should_stop(self) -> bool:
         return self._cancelled.is_set() or self._lock_lost.is_set()
-
-    def _watch(self) -> None:
-        """Keep the lease (and the conversation lock) alive and notice cancellation.
-
-        Redis being unreachable is waited out with a capped backoff and one warning:
-        the turn itself fails as soon as it cannot publish, so there is nothing to
-        gain from hammering Redis here (and it must never spin).
-        """
-        request = self.request
-        lease_seconds = self.settings.worker_lease_seconds
-        lease_every = max(1.0, lease_seconds / 3)
-        last_lease = float("-inf")  # the first lease goes out at once, beside the upstream connect
-        wait = 0.0
-        failures = 0
-        while not self._stopped.wait(wait):
-            wait = CANCEL_POLL_SECONDS
-            try:
-                due = time.monotonic() - last_lease >= lease_every
-                with self.redis.pipeline(transaction=False) as pipe:
-                    pipe.exists(cancel_key(request.completion_id))
-                    if due:
-                        pipe.set(lease_key(request.completion_id), b"1", ex=lease_seconds)
-                        if self.lane is not None:
-                            self.lane.refresh(pipe)  # the account slot lives exactly as long as the turn
-                        if request.lock_token:
-                            # The conversation stays locked exactly as long as this turn lives.
-                            locks.refresh(
-                                pipe, request.conversation_id, request.lock_token, ttl=2 * lease_seconds
-                            )
-                    replies = pipe.execute()
-                cancelled = replies[0]
-                if due:
-                    last_lease = time.monotonic()
-                    if request.lock_token and not replies[-1]:
-                        self._lock_lost.set()  # another turn may hold it now: stop, never save
-            except Exception as exc:
-                if failures == 0:
-                    log.warning("event=turn_watch_failed error=%s", exc.__class__.__name__)
-                failures += 1
-                wait = min(WATCH_BACKOFF_MAX, CANCEL_POLL_SECONDS * 2**failures)
-                continue
-            if failures:
-                log.info("event=turn_watch_recovered failures=%d", failures)
-                failures = 0
-            if cancelled:
-                self._cancelled.set()
-                return
 
 
 def _execute(redis: Redis, extra: Callable[[Pipeline], None]) -> None:

@@ -24,7 +24,7 @@ from collections.abc import Callable
 from redis import Redis
 
 from service.accounts.registry import NEEDS_ATTENTION, UNREACHABLE, Account, Registry
-from service.redis_conn import HashFields
+from service.runtime.redis_conn import HashFields
 
 log = logging.getLogger(__name__)
 

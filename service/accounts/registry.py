@@ -27,7 +27,7 @@ from typing import Any, cast
 from redis import Redis
 
 from service.accounts.sealing import Sealer
-from service.redis_conn import HashFields, text
+from service.runtime.redis_conn import HashFields, text
 
 READY, COOLING, NEEDS_ATTENTION, DISABLED = "ready", "cooling", "needs_attention", "disabled"
 UNREACHABLE = "unreachable"  # repeated connection failures to the upstream (service.accounts.health)

@@ -1,25 +1,27 @@
-"""The gateway's web tier: a Flask app that speaks OpenAI's Chat Completions API.
+"""The gateway's web tier: one Flask app speaking OpenAI's and Anthropic's wire formats.
 
 A request is authenticated and validated here, enqueued as an RQ job
 (`workers.jobs.run_turn`), and answered from the events the worker publishes on the
 relay — as one JSON object or as an SSE stream. This package is imported by nothing
-else: shared code lives in plain `service` modules so workers never load Flask.
+else: shared code lives in plain `service` packages so workers never load Flask.
+
+The sub-packages tell one request's story:
 
     create_app(overrides) → Flask app
-      extension    Gateway: settings, Redis, relay hub, conversation store, queue
-      middleware   request ids, CORS, preflight, auth
-      pipeline     the one turn pipeline every surface feeds (claim → resolve → admit → enqueue → watch)
-      completions  POST …/completions: Chat Completions parse + render
-      responses    POST …/responses and stored responses: the Responses API
-      messages     POST /v1/messages and count_tokens: Anthropic Messages
-      conversations  OpenAI's Conversations API (create, read, metadata, items)
-      meta         /v1/models, DELETE /v1/conversations/<id>
-      health       /healthz (liveness), /readyz (readiness), /metrics (Prometheus)
-      quota        per-key limits (admit a turn, x-ratelimit-* headers, settle its usage)
-      admin_keys   /admin/keys: managed API keys and their usage (only with ADMIN_KEY)
-      telemetry    request metrics recorded in one after_request hook
-      admin        /admin/accounts (only with ADMIN_KEY); the pool's admission check
-      errors       every failure rendered as OpenAI's error JSON
+      http/           the edge: app resources (extension), middleware (ids, CORS, auth),
+                      body reading, error rendering, health + /metrics, paging, telemetry,
+                      /v1/models and conversation metadata (meta)
+      pipeline/       the one turn pipeline every surface feeds: the neutral request and
+                      answer, quota, resolve, submit (claim → resolve → admit → enqueue),
+                      watch, and the SSE framing
+      chat/           Chat Completions: routes, parse (+ JSON Schema), render
+      responses/      the Responses API and stored responses: routes, parse, render
+      messages/       Anthropic Messages and count_tokens: routes, parse, render
+      images/         /v1/images/generations: routes, render
+      conversations/  OpenAI's Conversations API
+      admin/          /admin/accounts and /admin/keys (only with ADMIN_KEY)
+
+Surfaces never import each other; the pipeline imports no surface (tests/unit/test_layering.py).
 """
 
 from __future__ import annotations
@@ -29,23 +31,18 @@ from collections.abc import Mapping
 
 from flask import Flask
 
-from service.settings import load_settings
-from service.web import (
-    admin,
-    admin_keys,
-    completions,
-    conversations,
-    errors,
-    health,
-    images,
-    messages,
-    meta,
-    middleware,
-    quota,
-    responses,
-    telemetry,
-)
-from service.web.extension import init_app
+from service.runtime.settings import load_settings
+from service.web.admin import accounts as admin
+from service.web.admin import keys as admin_keys
+from service.web.chat import routes as chat_routes
+from service.web.completions import routes as legacy_completions
+from service.web.conversations import routes as conversations
+from service.web.http import errors, health, meta, middleware, telemetry
+from service.web.http.extension import init_app
+from service.web.images import routes as images
+from service.web.messages import routes as messages
+from service.web.pipeline import admission, quota
+from service.web.responses import routes as responses
 
 
 def create_app(overrides: Mapping[str, str] | None = None) -> Flask:
@@ -65,6 +62,7 @@ def create_app(overrides: Mapping[str, str] | None = None) -> Flask:
     errors.init_app(app)
     telemetry.init_app(app)
     quota.init_app(app)
+    admission.init_app(app, settings)
     app.register_blueprint(health.blueprint)
     app.register_blueprint(meta.blueprint)
     app.register_blueprint(images.blueprint)
@@ -72,7 +70,8 @@ def create_app(overrides: Mapping[str, str] | None = None) -> Flask:
     app.register_blueprint(responses.blueprint)
     app.register_blueprint(messages.blueprint)
     app.register_blueprint(conversations.blueprint)
+    app.register_blueprint(legacy_completions.blueprint)  # /v1/completions, /completions (`prompt`)
     admin_keys.init_app(app, settings)  # /admin/keys only with ADMIN_KEY
     # Its catch-all rule loses to every more specific rule, whatever the order.
-    app.register_blueprint(completions.blueprint)
+    app.register_blueprint(chat_routes.blueprint)
     return app

@@ -21,9 +21,9 @@ from typing import Any
 
 from redis import Redis
 
-from service.embedded_redis import EmbeddedRedis
 from service.models import catalog
-from service.settings import Settings, load_settings
+from service.runtime.embedded_redis import EmbeddedRedis
+from service.runtime.settings import Settings, load_settings
 from tests.support.simulator import SimulatorProcess
 from tests.support.stack import GunicornServer, WorkerProcess, gateway_env
 

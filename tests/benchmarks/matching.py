@@ -14,7 +14,7 @@ import time
 
 from redis import Redis
 
-from service.conversations import Conversation, ConversationStore, fingerprint
+from service.state.conversations import Conversation, ConversationStore, fingerprint
 from tests.benchmarks.report import Metric, Target, percentile
 
 TURNS = 50

@@ -4,7 +4,7 @@ Everything here reads state the gateway already exposes, so measuring changes no
 RQ's started-job registry (read without RQ's clean-up, which would write), the
 simulator's open websocket count, `/proc/<pid>/status` for resident memory, and Redis
 `CLIENT LIST`, where every gateway connection is named `<role>:<pid>`
-(`service.redis_conn.connect`). The benchmark's own connections carry no name and are
+(`service.runtime.redis_conn.connect`). The benchmark's own connections carry no name and are
 left out of the per-process counts.
 
 A `Sampler` thread takes a `Sample` every few hundred milliseconds while a load runs.

@@ -16,8 +16,8 @@ import pytest
 import requests
 from redis import Redis
 
-from service.conversations import ConversationStore
-from service.embedded_redis import EmbeddedRedis
+from service.runtime.embedded_redis import EmbeddedRedis
+from service.state.conversations import ConversationStore
 from service.web import create_app
 from tests.support.http import text_lines
 from tests.support.simulator import SimulatorProcess

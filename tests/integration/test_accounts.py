@@ -22,8 +22,8 @@ from redis import Redis
 
 from service.accounts.registry import Registry
 from service.accounts.scheduler import Scheduler
-from service.conversations import ConversationStore
-from service.embedded_redis import EmbeddedRedis
+from service.runtime.embedded_redis import EmbeddedRedis
+from service.state.conversations import ConversationStore
 from service.web import create_app
 from tests.integration.conftest import body
 from tests.support.http import text_lines

@@ -14,7 +14,7 @@ from pathlib import Path
 
 import pytest
 
-from service.redis_conn import text
+from service.runtime.redis_conn import text
 from tests.integration.conftest import Stack
 from tests.support.stack import ROOT
 

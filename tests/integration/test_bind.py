@@ -20,7 +20,7 @@ from pathlib import Path
 import pytest
 import requests
 
-from service.embedded_redis import free_port
+from service.runtime.embedded_redis import free_port
 from tests.support.stack import wait_for
 
 ROOT = Path(__file__).resolve().parents[2]

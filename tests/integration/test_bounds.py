@@ -14,9 +14,9 @@ from urllib.parse import urlsplit
 import pytest
 import requests
 
-from service.embedded_redis import EmbeddedRedis
 from service.limits import COPILOT_TEXT_LIMIT
-from service.settings import Settings
+from service.runtime.embedded_redis import EmbeddedRedis
+from service.runtime.settings import Settings
 from tests.integration.conftest import Stack, body
 from tests.support.simulator import SimulatorProcess
 from tests.support.stack import GunicornServer, gateway_env

@@ -13,8 +13,8 @@ import pytest
 import requests
 from redis import Redis
 
-from service import locks
-from service.conversations import ConversationStore, conversation_key, handle_key
+from service.state import locks
+from service.state.conversations import ConversationStore, conversation_key, handle_key
 from tests.integration.conftest import Stack, body, isolated_app, sse_data, streamed_text
 from tests.support.stack import WorkerProcess, wait_for
 

@@ -24,7 +24,7 @@ from pathlib import Path
 import pytest
 
 from service.data_dir import PASSWORD_FILE, SECRET_FILE, write_redis_file
-from service.embedded_redis import EmbeddedRedis
+from service.runtime.embedded_redis import EmbeddedRedis
 from tests.support.simulator import SimulatorProcess
 from tests.support.stack import ROOT, GunicornServer, WorkerProcess, gateway_env
 

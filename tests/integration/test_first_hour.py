@@ -90,7 +90,7 @@ def test_a_real_account_start_needs_no_secret_key_and_the_clis_find_its_redis(tm
 
 def test_an_unreachable_upstream_fails_readiness_with_one_warning_per_turn(tmp_path: Path) -> None:
     # Items 1, 8, 9: a real-account start (no --demo) whose upstream cannot be reached.
-    from service.embedded_redis import free_port
+    from service.runtime.embedded_redis import free_port
 
     closed = f"http://127.0.0.1:{free_port()}"
     launcher = Launcher(

@@ -19,8 +19,8 @@ import pytest
 import requests
 from redis import Redis
 
-from service.embedded_redis import EmbeddedRedis
-from service.ratelimit import duration, turns_key
+from service.access.ratelimit import duration, turns_key
+from service.runtime.embedded_redis import EmbeddedRedis
 from tests.integration.conftest import body, sse_data
 from tests.support.simulator import SimulatorProcess
 from tests.support.stack import GunicornServer, WorkerProcess, gateway_env, wait_for

@@ -21,7 +21,7 @@ from typing import Any
 import pytest
 import requests
 
-from service.embedded_redis import free_port
+from service.runtime.embedded_redis import free_port
 from tests.support.http import text_lines
 from tests.support.stack import wait_for
 

@@ -40,7 +40,7 @@ from rq.job import Job
 from rq.registry import StartedJobRegistry
 from rq.serializers import JSONSerializer
 
-from service.conversations import ConversationStore
+from service.state.conversations import ConversationStore
 from tests.integration.conftest import body
 from tests.support.netns import Host, Network, unavailable_reason
 from tests.support.sentinel import MASTER, RedisNode, SentinelCluster

@@ -18,7 +18,7 @@ import pytest
 import requests
 from prometheus_client.parser import text_string_to_metric_families
 
-from service.embedded_redis import EmbeddedRedis, free_port
+from service.runtime.embedded_redis import EmbeddedRedis, free_port
 from tests.integration.conftest import body
 from tests.support.simulator import SimulatorProcess
 from tests.support.stack import GunicornServer, WorkerProcess, gateway_env, wait_for

@@ -23,7 +23,7 @@ import requests
 from redis import Redis
 from rq import Worker
 
-from service.embedded_redis import EmbeddedRedis, free_port
+from service.runtime.embedded_redis import EmbeddedRedis, free_port
 from tests.integration.conftest import body, sse_data, streamed_text
 from tests.support.http import text_lines
 from tests.support.simulator import SimulatorProcess

@@ -14,7 +14,7 @@ from collections.abc import Iterator
 import pytest
 import requests
 
-from service.embedded_redis import free_port
+from service.runtime.embedded_redis import free_port
 from tests.integration.conftest import body
 from tests.support.sentinel import MASTER, SentinelCluster
 from tests.support.simulator import SimulatorProcess

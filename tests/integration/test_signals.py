@@ -20,7 +20,7 @@ import pytest
 import requests
 from redis import Redis
 
-from service import idempotency, locks
+from service.state import idempotency, locks
 from tests.integration.conftest import Stack, body, isolated_app, sse_data
 from tests.support.http import text_lines
 from tests.support.stack import GunicornServer, WerkzeugServer, WorkerProcess, wait_for

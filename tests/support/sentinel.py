@@ -18,7 +18,7 @@ from typing import Any
 
 from redis import Redis
 
-from service.embedded_redis import redis_server_binary
+from service.runtime.embedded_redis import redis_server_binary
 
 MASTER = "gateway"
 

@@ -19,7 +19,7 @@ import requests
 from flask import Flask
 from werkzeug.serving import make_server
 
-from service.embedded_redis import free_port
+from service.runtime.embedded_redis import free_port
 
 ROOT = Path(__file__).resolve().parents[2]
 

@@ -6,8 +6,8 @@ import pytest
 from redis import Redis
 
 from service.errors import RateLimited, UpstreamUnavailable
-from service.relay import Publisher
-from service.settings import Settings
+from service.runtime.settings import Settings
+from service.state.relay import Publisher
 from workers.account_pool import AccountLane, Pool
 from workers.upstream.errors import CaptchaRequired, Interrupted, Throttled
 

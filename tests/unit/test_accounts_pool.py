@@ -194,7 +194,7 @@ def test_no_ready_account_is_429_until_the_earliest_end_or_503_for_the_operator(
 
 
 def test_settings_require_a_secret_key_when_accounts_carry_secrets() -> None:
-    from service.settings import SettingsError, load_settings
+    from service.runtime.settings import SettingsError, load_settings
 
     with pytest.raises(SettingsError, match="SECRET_KEY is required"):
         load_settings({"UPSTREAM_COOKIES": COOKIE})

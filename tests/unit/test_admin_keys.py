@@ -10,8 +10,8 @@ from flask.testing import FlaskClient
 from prometheus_client import REGISTRY
 from redis import Redis
 
-from service.ratelimit import turns_key, usage
-from service.settings import SettingsError, load_settings
+from service.access.ratelimit import turns_key, usage
+from service.runtime.settings import SettingsError, load_settings
 from service.web import create_app
 from tests.unit.test_web_app import CHAT, SECRET, MakeApp, assert_openai_error
 

@@ -20,8 +20,8 @@ from websockets.sync.server import ServerConnection
 
 from tests.support.scripted_ws import ScriptedServer
 from workers.upstream import chathub
-from workers.upstream.bing import BingClient
 from workers.upstream.chathub import BingHandle
+from workers.upstream.chathub_client import BingClient
 from workers.upstream.context import TurnInput
 from workers.upstream.errors import (
     Interrupted,

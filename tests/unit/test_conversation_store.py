@@ -6,8 +6,8 @@ import time
 
 from redis import Redis
 
-from service import idempotency, locks
-from service.conversations import Conversation, ConversationStore, Match, fingerprint, handle_key
+from service.state import idempotency, locks
+from service.state.conversations import Conversation, ConversationStore, Match, fingerprint, handle_key
 
 U1 = {"role": "user", "content": "hi"}
 A1 = {"role": "assistant", "content": "Hello!"}

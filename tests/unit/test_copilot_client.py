@@ -21,7 +21,7 @@ from urllib.parse import parse_qs, urlsplit
 import pytest
 from websockets.sync.server import ServerConnection
 
-from service.settings import Settings
+from service.runtime.settings import Settings
 from tests.support.scripted_ws import ScriptedServer
 from workers.upstream import Credentials, build_client, copilot, load_handle
 from workers.upstream.context import TurnInput

@@ -15,7 +15,7 @@ import requests
 import websocket
 from redis import Redis
 
-from service.settings import Settings
+from service.runtime.settings import Settings
 from tests.support.simulator import SimulatorProcess
 from workers.account_pool import Pool
 from workers.upstream import Client, build_client

@@ -18,9 +18,9 @@ import pytest
 import yaml
 from referencing import Registry, Resource
 
-from service.settings import load_settings
-from service.web.middleware import OPEN_PATHS
-from workers.pool import GeventWorker
+from service.runtime.settings import load_settings
+from service.web.http.middleware import OPEN_PATHS
+from workers.gevent_worker import GeventWorker
 
 ROOT = Path(__file__).resolve().parents[2]
 SCHEMAS = ROOT / "tests" / "schemas"

@@ -8,7 +8,7 @@ import pytest
 import redis
 from redis import Redis
 
-from service.embedded_redis import EmbeddedRedis, read_or_create_secret
+from service.runtime.embedded_redis import EmbeddedRedis, read_or_create_secret
 
 
 def test_a_throwaway_server_needs_no_password_and_leaves_nothing_behind() -> None:

@@ -13,7 +13,7 @@ from flask import Flask
 
 from service.data_dir import cli_environ, write_redis_file
 from service.models import find_model
-from service.settings import SettingsError, load_settings
+from service.runtime.settings import SettingsError, load_settings
 from service.web import create_app
 
 ROOT = Path(__file__).resolve().parents[2]

@@ -15,9 +15,9 @@ from rq.serializers import JSONSerializer
 from service.accounts import health, manage
 from service.accounts.registry import Registry
 from service.accounts.scheduler import pool_unavailable
-from service.embedded_redis import free_port
+from service.runtime.embedded_redis import free_port
 from service.web import create_app
-from service.web.health import WORKER_HEARTBEAT_MAX_AGE, check_workers
+from service.web.http.health import WORKER_HEARTBEAT_MAX_AGE, check_workers
 
 KEY = "sk-ab0123456789wxyz"
 
@@ -189,6 +189,6 @@ def test_metrics_are_open_and_count_requests(redis_url: str) -> None:
     ],
 )
 def test_surface_labels_are_bounded(path: str, surface: str) -> None:
-    from service.web.telemetry import surface_of
+    from service.web.http.telemetry import surface_of
 
     assert surface_of(path) == surface

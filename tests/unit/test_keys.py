@@ -10,11 +10,11 @@ from typing import Any
 import pytest
 from redis import Redis
 
-from service import ratelimit
+from service.access import ratelimit
+from service.access.keys import KeyNotFound, KeyStore, Limits, digest_of, parse_limits
+from service.access.ratelimit import Caller, admit, duration, settle, usage
 from service.errors import InvalidRequest
-from service.keys import KeyNotFound, KeyStore, Limits, digest_of, parse_limits
 from service.keys_cli import run
-from service.ratelimit import Caller, admit, duration, settle, usage
 
 SECRET = "test-secret-0123456789abcdef"
 

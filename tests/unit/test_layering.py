@@ -6,6 +6,7 @@ import added anywhere in the chain is caught.
 
 from __future__ import annotations
 
+import ast
 import os
 import subprocess
 import sys
@@ -15,20 +16,20 @@ import pytest
 
 ROOT = Path(__file__).resolve().parents[2]
 SHARED = [
-    "service.settings",
+    "service.runtime.settings",
     "service.errors",
     "service.turns",
-    "service.relay",
-    "service.conversations",
-    "service.locks",
-    "service.idempotency",
+    "service.state.relay",
+    "service.state.conversations",
+    "service.state.locks",
+    "service.state.idempotency",
     "service.models",
     "service.tokens",
     "service.limits",
-    "service.redis_conn",
-    "service.logs",
-    "service.keys",
-    "service.ratelimit",
+    "service.runtime.redis_conn",
+    "service.runtime.logs",
+    "service.access.keys",
+    "service.access.ratelimit",
     "service.keys_cli",
 ]
 
@@ -46,7 +47,7 @@ def loaded_after_importing(*modules: str) -> set[str]:
     ("modules", "forbidden"),
     [
         (SHARED, {"flask", "werkzeug", "websocket", "websockets", "gevent"}),
-        (["workers.jobs", "workers.main", "workers.upstream.bing"], {"flask", "werkzeug"}),
+        (["workers.jobs", "workers.main", "workers.upstream.chathub_client"], {"flask", "werkzeug"}),
         (["service.web", "wsgi"], {"websocket", "websockets", "workers"}),
     ],
     ids=["shared", "worker", "web"],
@@ -65,3 +66,59 @@ def test_nothing_connects_at_import() -> None:
     out = subprocess.run([sys.executable, "-c", code], cwd=ROOT, capture_output=True, text=True, timeout=20)
     assert out.returncode == 0, out.stderr
     assert out.stdout.strip() == "ok"
+
+
+# -- inside the web tier: the packages of service/web tell one request's story ----------
+
+WEB = ROOT / "service" / "web"
+SURFACES = ("chat", "completions", "responses", "messages", "images")
+UPSTREAM = ("workers", "websocket", "websockets", "requests", "urllib3")
+
+
+def _imports(path: Path) -> set[str]:
+    """Every module `path` imports, with `from pkg import mod` resolved to `pkg.mod` where it is one."""
+    found: set[str] = set()
+    for node in ast.walk(ast.parse(path.read_text(), str(path))):
+        if isinstance(node, ast.Import):
+            found.update(alias.name for alias in node.names)
+        elif isinstance(node, ast.ImportFrom) and node.module:
+            found.add(node.module)
+            found.update(f"{node.module}.{alias.name}" for alias in node.names)
+    return found
+
+
+def _package_imports(package: str) -> dict[str, set[str]]:
+    return {
+        str(path.relative_to(ROOT)): _imports(path)
+        for path in sorted((WEB / package).rglob("*.py") if package else WEB.rglob("*.py"))
+    }
+
+
+def _offenders(imports: dict[str, set[str]], forbidden: tuple[str, ...]) -> list[str]:
+    return sorted(
+        f"{module} imports {name}"
+        for module, names in imports.items()
+        for name in names
+        if any(name == f or name.startswith(f + ".") for f in forbidden)
+    )
+
+
+@pytest.mark.parametrize("surface", SURFACES)
+def test_surfaces_never_import_each_other(surface: str) -> None:
+    others = tuple(f"service.web.{other}" for other in SURFACES if other != surface)
+    assert _offenders(_package_imports(surface), others) == []
+
+
+def test_the_pipeline_imports_no_surface() -> None:
+    surfaces = tuple(f"service.web.{name}" for name in (*SURFACES, "admin", "conversations"))
+    assert _offenders(_package_imports("pipeline"), surfaces) == []
+
+
+def test_the_web_tier_imports_nothing_that_talks_to_the_upstream() -> None:
+    assert _offenders(_package_imports(""), UPSTREAM) == []
+
+
+def test_the_rules_see_imports() -> None:
+    # The walker itself: a rule that can never fire proves nothing.
+    imports = _package_imports("chat")
+    assert any(name.startswith("service.web.pipeline") for names in imports.values() for name in names)

@@ -9,9 +9,10 @@ import pytest
 from redis import Redis
 from redis.exceptions import WatchError
 
-from service import locks
-from service.conversations import conversation_key
-from service.relay import Publisher, RelayHub, read_log
+from service.events import Done, Failed
+from service.state import locks
+from service.state.conversations import conversation_key
+from service.state.relay import Publisher, RelayHub, read_log
 
 
 def save(redis: Redis, conversation_id: str, token: str, value: str, *, between=None) -> None:
@@ -85,8 +86,8 @@ def test_a_refused_terminal_event_leaves_no_gap_in_the_sequence(redis_client: Re
 
     publisher.delta(" answer")
     with pytest.raises(locks.LockLost):
-        publisher.finish({"type": "done", "text": "partial answer"}, extra=refuse)
-    publisher.finish({"type": "error", "error": {"code": "conversation_lock_lost"}})
+        publisher.finish(Done("partial answer"), extra=refuse)
+    publisher.finish(Failed({"code": "conversation_lock_lost"}))
     events = read_log(redis_client, "chatcmpl-x")
     assert [event["seq"] for event in events] == list(range(len(events)))
     assert [event["type"] for event in events][-1] == "error"

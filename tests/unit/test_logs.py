@@ -9,8 +9,15 @@ from collections.abc import Iterator
 
 import pytest
 
-from service.logs import IdsFilter, JsonFormatter, bind_turn, conversation_id_var, job_id_var, request_id_var
-from service.settings import SettingsError, load_settings
+from service.runtime.logs import (
+    IdsFilter,
+    JsonFormatter,
+    bind_turn,
+    conversation_id_var,
+    job_id_var,
+    request_id_var,
+)
+from service.runtime.settings import SettingsError, load_settings
 
 
 @pytest.fixture()

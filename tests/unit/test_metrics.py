@@ -10,7 +10,7 @@ import pytest
 from prometheus_client import REGISTRY
 from redis.exceptions import ConnectionError as RedisConnectionError
 
-from service import metrics
+from service.runtime import metrics
 from service.turns import TurnRequest
 from workers.instrument import UpstreamTimer, job_metrics, publish_configured_accounts
 from workers.upstream.errors import CaptchaRequired

@@ -13,7 +13,8 @@ from typing import Any
 import pytest
 
 from service.errors import ApiError
-from service.web.validation import MAX_DEPTH, MAX_VALUES, Bounds, parse_chat_request
+from service.web.chat.parse import parse_chat_request
+from service.web.pipeline.request import MAX_DEPTH, MAX_VALUES, Bounds
 
 USER = {"role": "user", "content": "hi"}
 TOOL = {"type": "function", "function": {"name": "get_weather", "parameters": {"type": "object"}}}

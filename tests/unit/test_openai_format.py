@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
-from service.web import openai_format as fmt
-from service.web.sse import DONE, frame
+from service.events import Citation, Delta, Done
+from service.web.chat import render as fmt
+from service.web.pipeline import answer as neutral
+from service.web.pipeline.sse import DONE, frame
 
 
 def test_completion_has_every_openai_key() -> None:
@@ -14,7 +16,7 @@ def test_completion_has_every_openai_key() -> None:
         content="Hi",
         finish_reason="stop",
         annotations=[],
-        usage=fmt.usage(5, 1),
+        usage=neutral.usage(5, 1),
     )
     assert body == {
         "id": "chatcmpl-x",
@@ -58,7 +60,7 @@ def test_include_usage_puts_null_usage_on_every_chunk_and_a_final_usage_chunk() 
     assert chunks.role()["usage"] is None
     assert chunks.content("a")["usage"] is None
     assert chunks.finish("stop")["usage"] is None
-    last = chunks.usage(fmt.usage(3, 4))
+    last = chunks.usage(neutral.usage(3, 4))
     assert last["choices"] == []
     assert last["usage"] == {"prompt_tokens": 3, "completion_tokens": 4, "total_tokens": 7}
 
@@ -71,7 +73,7 @@ def test_annotations_span_the_first_marker_or_the_whole_content() -> None:
         {"type": "citation", "index": 1, "url": "https://a", "title": "A"},
         {"type": "citation", "index": 3, "url": "https://c", "title": "C"},
     ]
-    result = fmt.citation_annotations(content, citations)
+    result = neutral.citation_annotations(content, citations)
     assert [a["url_citation"]["url"] for a in result] == ["https://a", "https://b", "https://c"]
     first = result[0]["url_citation"]
     assert content[first["start_index"] : first["end_index"]] == "[^1^]"
@@ -86,17 +88,17 @@ def test_annotations_span_the_first_marker_or_the_whole_content() -> None:
 
 def test_annotation_chunk_carries_only_annotations() -> None:
     chunks = fmt.ChunkBuilder("chatcmpl-x", model="Creative", created=7)
-    items = fmt.citation_annotations("x[^1^]", [{"index": 1, "url": "u", "title": "t"}])
+    items = neutral.citation_annotations("x[^1^]", [{"index": 1, "url": "u", "title": "t"}])
     assert chunks.annotations(items)["choices"][0]["delta"] == {"annotations": items}
 
 
 def test_answer_accumulates_events_and_counts_usage() -> None:
-    answer = fmt.Answer([{"role": "user", "content": "hello world"}])
+    answer = neutral.Answer([{"role": "user", "content": "hello world"}])
     for event in (
-        {"type": "delta", "text": "Hi"},
-        {"type": "citation", "index": 1, "url": "u", "title": "t"},
-        {"type": "delta", "text": " there[^1^]"},
-        {"type": "done", "text": "Hi there[^1^]", "finish_reason": "content_filter"},
+        Delta("Hi"),
+        Citation(1, "u", "t"),
+        Delta(" there[^1^]"),
+        Done("Hi there[^1^]", "content_filter"),
     ):
         answer.add(event)
     assert answer.content == "Hi there[^1^]"
@@ -108,8 +110,8 @@ def test_answer_accumulates_events_and_counts_usage() -> None:
 
 
 def test_answer_falls_back_to_done_text() -> None:
-    answer = fmt.Answer([])
-    answer.add({"type": "done", "text": "whole"})
+    answer = neutral.Answer([])
+    answer.add(Done("whole"))
     assert answer.content == "whole"
 
 

@@ -12,9 +12,9 @@ from redis import Redis
 from redis.client import Pipeline
 from redis.exceptions import ConnectionError as RedisConnectionError
 
-from service.embedded_redis import EmbeddedRedis, free_port
-from service.relay import Publisher
-from service.settings import load_settings
+from service.runtime.embedded_redis import EmbeddedRedis, free_port
+from service.runtime.settings import load_settings
+from service.state.relay import Publisher
 from service.turns import TurnRequest, lease_key
 from workers.context import WorkerContext
 from workers.turn import TurnRunner
@@ -30,10 +30,10 @@ def runner(redis_url: str) -> TurnRunner:
 
 
 def watch_for(turn: TurnRunner, seconds: float) -> None:
-    thread = threading.Thread(target=turn._watch, daemon=True)
+    thread = threading.Thread(target=turn.watcher.run, daemon=True)
     thread.start()
     time.sleep(seconds)
-    turn._stopped.set()
+    turn.watcher.stopped.set()
     thread.join(5)
     assert not thread.is_alive()
 
@@ -49,7 +49,7 @@ def test_redis_down_at_turn_start_is_one_warning_not_a_spin(caplog: pytest.LogCa
         return execute(*args, **kwargs)
 
     turn.redis.pipeline = counting_pipeline  # type: ignore[method-assign]
-    with caplog.at_level(logging.INFO, logger="workers.turn"):
+    with caplog.at_level(logging.INFO, logger="workers.lease_watch"):
         watch_for(turn, 2.0)
     warnings = [r for r in caplog.records if "turn_watch_failed" in r.getMessage()]
     assert len(warnings) == 1

@@ -9,7 +9,8 @@ from typing import Any
 import pytest
 from redis import Redis
 
-from service.relay import Publisher, RelayHub, Subscription, channel_name, log_key, read_log
+from service.events import Done, Limits, Progress
+from service.state.relay import Publisher, RelayHub, Subscription, channel_name, log_key, read_log
 
 
 class FakeClock:
@@ -43,10 +44,10 @@ def drain(sub: Subscription, timeout: float = 2.0) -> list[dict[str, Any]]:
 def test_events_arrive_in_order_and_end_with_the_terminal_event(redis_client: Redis, hub: RelayHub) -> None:
     sub = hub.subscribe("chatcmpl-a")
     publisher = Publisher(redis_client, "chatcmpl-a", coalesce_ms=0)
-    publisher.event({"type": "progress", "kind": "search", "text": "Searching"})
+    publisher.event(Progress("search", "Searching"))
     publisher.delta("Hel")
     publisher.delta("lo")
-    publisher.finish({"type": "done", "text": "Hello", "finish_reason": "stop"})
+    publisher.finish(Done("Hello", "stop"))
 
     events = drain(sub)
     assert [e["seq"] for e in events] == list(range(len(events)))
@@ -70,7 +71,7 @@ def test_first_delta_is_sent_at_once_and_a_burst_is_merged(redis_client: Redis, 
     merged = sub.next(2.0)
     assert merged is not None and merged["text"] == " second third"
 
-    publisher.finish({"type": "done", "text": "first second third", "finish_reason": "stop"})
+    publisher.finish(Done("first second third", "stop"))
     done = sub.next(1.0)
     assert done is not None and done["type"] == "done"
     sub.close()
@@ -82,7 +83,7 @@ def test_terminal_event_flushes_pending_text_first(redis_client: Redis) -> None:
     publisher.delta("a")
     clock.now += 0.001
     publisher.delta("b")  # buffered behind a long window
-    publisher.finish({"type": "done", "text": "ab", "finish_reason": "stop"})
+    publisher.finish(Done("ab", "stop"))
     assert [(e["type"], e.get("text")) for e in read_log(redis_client, "chatcmpl-c")] == [
         ("delta", "a"),
         ("delta", "b"),
@@ -96,7 +97,7 @@ def test_terminal_event_flushes_pending_text_first(redis_client: Redis) -> None:
 def test_finish_runs_extra_commands_in_the_same_transaction(redis_client: Redis) -> None:
     publisher = Publisher(redis_client, "chatcmpl-d", coalesce_ms=0)
     publisher.finish(
-        {"type": "done", "text": "", "finish_reason": "stop"}, extra=lambda pipe: pipe.set("saved", "1")
+        Done("", "stop"), extra=lambda pipe: pipe.set("saved", "1")
     )
     assert redis_client.get("saved") == b"1"
     assert redis_client.ttl(log_key("chatcmpl-d")) > 0
@@ -122,7 +123,7 @@ def test_a_late_reader_catches_up_from_the_log(redis_client: Redis, hub: RelayHu
     sub = hub.subscribe("chatcmpl-f")
     assert sub.next(0.2) is None  # published before we subscribed
     assert sub.catch_up()
-    publisher.finish({"type": "done", "text": "early", "finish_reason": "stop"})
+    publisher.finish(Done("early", "stop"))
     assert [e["type"] for e in drain(sub)] == ["delta", "done"]
     sub.close()
 
@@ -153,7 +154,7 @@ def test_subscriptions_from_many_threads_each_get_their_own_events(
         sub = hub.subscribe(f"chatcmpl-h{i}")
         publisher = Publisher(redis_client, f"chatcmpl-h{i}", coalesce_ms=0)
         publisher.delta(f"answer {i}")
-        publisher.finish({"type": "done", "text": f"answer {i}", "finish_reason": "stop"})
+        publisher.finish(Done(f"answer {i}", "stop"))
         results[i] = "".join(e.get("text", "") for e in drain(sub) if e["type"] == "delta")
         sub.close()
 
@@ -169,10 +170,10 @@ def test_a_non_text_event_does_not_hold_back_the_first_token(redis_client: Redis
     clock = FakeClock()
     sub = hub.subscribe("chatcmpl-i")
     publisher = Publisher(redis_client, "chatcmpl-i", coalesce_ms=10_000, clock=clock)
-    publisher.event({"type": "limits", "used": 1, "max": 30})
+    publisher.event(Limits(1, 30))
     publisher.delta("first")  # same instant: must go out now, not after the 10 s window
     limits, first = sub.next(1.0), sub.next(1.0)
     assert limits is not None and limits["type"] == "limits"
     assert first == {"type": "delta", "text": "first", "seq": 1}
-    publisher.finish({"type": "done", "text": "first", "finish_reason": "stop"})
+    publisher.finish(Done("first", "stop"))
     sub.close()

@@ -11,8 +11,8 @@ from typing import Any
 import pytest
 from flask import Flask
 
-from service.conversations import owner_of
-from service.settings import SettingsError, load_settings
+from service.runtime.settings import SettingsError, load_settings
+from service.state.conversations import owner_of
 from service.web import create_app
 
 SECRET = "test-secret-0123456789abcdef"
@@ -106,7 +106,7 @@ def test_owner_tag_is_an_hmac_keyed_with_the_server_secret() -> None:
 def test_changing_the_secret_key_hides_existing_conversations(make_app: MakeApp, redis_url: str) -> None:
     from redis import Redis
 
-    from service.conversations import Conversation, ConversationStore
+    from service.state.conversations import Conversation, ConversationStore
 
     store = ConversationStore(Redis.from_url(redis_url), ttl=60)
     store.save(Conversation(id="conv_secretrot", owner=owner_of("k1", secret=SECRET), model="Creative"))
@@ -196,7 +196,7 @@ def test_log_lines_never_carry_a_url_password() -> None:
     import io
     import logging
 
-    from service.logs import FORMAT, IdsFilter, RedactingFormatter
+    from service.runtime.logs import FORMAT, IdsFilter, RedactingFormatter
 
     sink = io.StringIO()
     handler = logging.StreamHandler(sink)

@@ -1,4 +1,4 @@
-"""docs/configuration.md is generated from service/settings.py and must not drift from it (#17)."""
+"""docs/configuration.md is generated from service/runtime/settings.py and must not drift from it (#17)."""
 
 from __future__ import annotations
 
@@ -6,7 +6,7 @@ import dataclasses
 import re
 
 from service import settings_doc
-from service.settings import Settings, load_settings
+from service.runtime.settings import Settings, load_settings
 
 
 def test_the_committed_page_is_what_the_settings_generate() -> None:

@@ -10,9 +10,9 @@ import pytest
 
 from service.errors import ApiError, InvalidRequest, NotFound, RateLimited, ServiceUnavailable
 from service.limits import COPILOT_TEXT_LIMIT
-from service.web.messages_request import parse_messages_request
-from service.web.responses_request import parse_responses_request
-from service.web.validation import Bounds
+from service.web.messages.parse import parse_messages_request
+from service.web.pipeline.request import Bounds
+from service.web.responses.parse import parse_responses_request
 
 
 def responses(body: dict[str, Any]) -> Any:

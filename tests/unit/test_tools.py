@@ -9,9 +9,11 @@ from typing import Any
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+from service.events import ToolCall
 from service.tools import history, parser, prompts, structured
 from service.tools.options import OutputFormat, Tool, TurnOptions
 from workers.tooling import Cutter, Shaping
+from workers.upstream.events import TextDelta
 
 WEATHER = Tool(
     name="get_weather",
@@ -159,19 +161,19 @@ def shaped(
 
 def test_shaping_turns_markup_into_a_tool_call_event_and_keeps_the_transcript() -> None:
     events, shaping = shaped(OPTIONS, [["Sure. <tool_", 'call>{"name": "now", "arguments": {}}</tool_call>']])
-    texts = [e.text for e in events if hasattr(e, "text") and not isinstance(e, dict)]
-    calls = [e for e in events if isinstance(e, dict)]
-    assert texts[0] == "Sure." and calls[0]["name"] == "now" and events[-1].finish_reason == "tool_calls"
-    assert shaping.stored_text == prompts.assistant_text("Sure.", [(calls[0]["id"], "now", "{}")])
+    texts = [e.text for e in events if isinstance(e, TextDelta)]
+    calls = [e for e in events if isinstance(e, ToolCall)]
+    assert texts[0] == "Sure." and calls[0].name == "now" and events[-1].finish_reason == "tool_calls"
+    assert shaping.stored_text == prompts.assistant_text("Sure.", [(calls[0].id, "now", "{}")])
     assert shaping.done_extra()["tool_calls"] == [
-        {k: c[k] for k in ("id", "name", "arguments")} for c in calls
+        {"id": c.id, "name": c.name, "arguments": c.arguments} for c in calls
     ]
 
 
 def test_shaping_repairs_once_then_answers_in_prose_under_auto() -> None:
     broken = ['<tool_call>{"name": "get_weather", "arguments": {}}</tool_call>']
     events, _ = shaped(OPTIONS, [["Hmm. ", *broken], broken])
-    assert not any(isinstance(e, dict) for e in events)
+    assert not any(isinstance(e, ToolCall) for e in events)
     assert events[-1].finish_reason == "stop" and events[-1].text == "Hmm."
 
 

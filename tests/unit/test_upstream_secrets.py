@@ -17,7 +17,7 @@ from redis import Redis
 from rq import Queue, SimpleWorker
 from rq.serializers import JSONSerializer
 
-from service.embedded_redis import free_port
+from service.runtime.embedded_redis import free_port
 from workers.upstream.errors import Unauthorized, UpstreamError
 from workers.upstream.transport import WebSocketTransport, http_request
 

@@ -17,13 +17,13 @@ from rq import Queue
 from rq.job import Job
 from rq.serializers import JSONSerializer
 
-from service.conversations import Conversation, ConversationStore, owner_of
-from service.embedded_redis import free_port
-from service.redis_conn import text
-from service.settings import SettingsError
+from service.runtime.embedded_redis import free_port
+from service.runtime.redis_conn import text
+from service.runtime.settings import SettingsError
+from service.state.conversations import Conversation, ConversationStore, owner_of
 from service.web import create_app
-from service.web.auth import MISSING_KEY
-from service.web.validation import PARSE_ERROR
+from service.web.http.auth import MISSING_KEY
+from service.web.pipeline.request import PARSE_ERROR
 from tests.unit.test_web_validation import ERROR_CASES
 
 KEY = "sk-ab0123456789wxyz"
@@ -392,6 +392,7 @@ def test_completion_is_enqueued_and_ends_503_without_a_worker(client: FlaskClien
         "store": True,
         "images": [],
         "kind": "chat",
+        "image_format": "url",  # only an image generation's b64_json changes it
         "options": {},  # no tools, structured output or cuts: the answer passes untouched
     }
     assert abs(payload["created"] - time.time()) < 10

@@ -9,8 +9,9 @@ import pytest
 
 from service.errors import ApiError, InvalidRequest, NotFound
 from service.models import find_model
-from service.settings import SettingsError, load_settings
-from service.web.validation import PARSE_ERROR, parse_chat_request
+from service.runtime.settings import SettingsError, load_settings
+from service.web.chat.parse import parse_chat_request
+from service.web.pipeline.request import PARSE_ERROR
 
 USER = {"role": "user", "content": "hi"}
 

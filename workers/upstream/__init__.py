@@ -15,7 +15,7 @@ import dataclasses
 from collections.abc import Callable, Iterator, Mapping
 from typing import Any, Protocol
 
-from service.settings import Settings
+from service.runtime.settings import Settings
 from workers.upstream.context import TurnInput
 from workers.upstream.events import Event
 
@@ -73,7 +73,7 @@ def build_client(
     worker (`workers.account_pool.Pool.cookie_sink`).
     """
     if settings.upstream == "bing":
-        from workers.upstream.bing import BingClient
+        from workers.upstream.chathub_client import BingClient
 
         return BingClient(
             create_url=settings.bing_create_url,

@@ -12,7 +12,7 @@ parses the conversation-create reply (`parse_create_response`) into a persistabl
 dialect-neutral events of `workers.upstream.events`, raising `workers.upstream.errors`
 for failures.
 The clock, request ids and timestamps are passed in; `workers.upstream.transport`
-owns the sockets and `workers.upstream.bing` combines the two.
+owns the sockets and `workers.upstream.chathub_client` combines the two.
 """
 
 from __future__ import annotations

@@ -1,0 +1,290 @@
+"""Managed API keys: created, listed, limited and revoked at run time, kept in Redis.
+
+A managed key is `sk-gw-<43 url-safe characters>` (256 random bits). Its secret is shown
+once, when it is created; Redis holds only its SHA-256 (a bare hash is safe for a
+256-bit random secret, and unlike an HMAC it survives a change of SECRET_KEY). So
+authenticating a request is one GET:
+
+    apikey:<sha256 of the secret>  → JSON record {id, prefix, label, created, limits}
+    apikeys                        → hash id → sha256, the index for list/get/revoke
+    apikeys:last_used              → hash id → epoch seconds (written on admission)
+
+Revoking deletes the record, so the very next request with the key is a 401 on every
+web process (no cache). A key's owner tag (which scopes its conversations) is its id,
+`key_<12 hex>`: stable for the key's life and unlike the 32-hex HMAC tags of static keys.
+
+Limits (`Limits`): requests per minute, concurrent turns, tokens per UTC day, allowed
+model globs. On a key each is `None` (use the KEY_DEFAULT_* setting) or a value; a
+numeric 0 means "no limit". Static `API_KEYS` get the defaults. Enforcement lives in
+`service.access.ratelimit`.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import fnmatch
+import hashlib
+import json
+import secrets
+import time
+from typing import Any
+
+from redis import Redis, WatchError
+
+from service.errors import InvalidRequest
+
+KEY_PREFIX = "sk-gw-"
+SHOWN_CHARS = 10  # of the secret, in listings: `sk-gw-AbCd`
+INDEX = "apikeys"
+LAST_USED = "apikeys:last_used"
+NUMERIC_LIMITS = ("rpm", "max_concurrent", "tokens_per_day")
+
+
+class KeyNotFound(LookupError):
+    """No managed key with that id."""
+
+
+def _text(value: bytes | str) -> str:
+    return value.decode() if isinstance(value, bytes) else value
+
+
+def record_key(digest: str) -> str:
+    """Where the record of the key whose secret hashes to `digest` lives."""
+    return f"apikey:{digest}"
+
+
+def digest_of(secret: str) -> str:
+    """SHA-256 of a presented key, hex: what Redis stores instead of the key."""
+    return hashlib.sha256(secret.encode()).hexdigest()
+
+
+def static_key_id(owner: str) -> str:
+    """The id a static `API_KEYS` key's limits and usage are kept under (from its owner tag)."""
+    return f"static_{owner[:12]}"
+
+
+def looks_managed(secret: str) -> bool:
+    """Whether a presented key has the managed format (others are not looked up)."""
+    return secret.startswith(KEY_PREFIX) and len(secret) > len(KEY_PREFIX) + 20
+
+
+@dataclasses.dataclass(frozen=True)
+class Limits:
+    """Per-key limits; None = the setting's default, 0 = unlimited, models None = default."""
+
+    rpm: int | None = None
+    max_concurrent: int | None = None
+    tokens_per_day: int | None = None
+    models: tuple[str, ...] | None = None
+
+    def over(self, defaults: Limits) -> Limits:
+        """These limits with every None replaced by the default."""
+        mine = dataclasses.asdict(self)
+        return Limits(
+            **{
+                name: mine[name] if mine[name] is not None else value
+                for name, value in dataclasses.asdict(defaults).items()
+            }
+        )
+
+    def allows(self, model: str) -> bool:
+        """Whether `model` matches one of the allowed globs (case-insensitive); no globs = all."""
+        if not self.models:
+            return True
+        name = model.lower()
+        return any(fnmatch.fnmatchcase(name, pattern.lower()) for pattern in self.models)
+
+    def to_json(self) -> dict[str, Any]:
+        """JSON-plain form (the record's and the admin API's)."""
+        return {
+            "rpm": self.rpm,
+            "max_concurrent": self.max_concurrent,
+            "tokens_per_day": self.tokens_per_day,
+            "models": list(self.models) if self.models is not None else None,
+        }
+
+    @classmethod
+    def from_json(cls, data: dict[str, Any]) -> Limits:
+        """Inverse of `to_json` (trusted data from our own records)."""
+        models = data.get("models")
+        return cls(
+            rpm=data.get("rpm"),
+            max_concurrent=data.get("max_concurrent"),
+            tokens_per_day=data.get("tokens_per_day"),
+            models=tuple(models) if models is not None else None,
+        )
+
+
+def parse_limits(body: dict[str, Any], base: Limits | None = None) -> Limits:
+    """Limits from an admin request body, over `base`; `InvalidRequest` names a bad field.
+
+    Only the fields present change; `null` resets one to the default.
+    """
+    current = (base or Limits()).to_json()
+    for name in NUMERIC_LIMITS:
+        if name not in body:
+            continue
+        value = body[name]
+        if value is not None and (isinstance(value, bool) or not isinstance(value, int) or value < 0):
+            raise InvalidRequest(f"'{name}' must be a whole number ≥ 0 (0 = no limit) or null.", param=name)
+        current[name] = value
+    if "models" in body:
+        models = body["models"]
+        if models is not None and (
+            not isinstance(models, list)
+            or not models
+            or not all(isinstance(m, str) and m.strip() for m in models)
+        ):
+            raise InvalidRequest(
+                "'models' must be a non-empty list of model names or globs (e.g. [\"gpt-4*\"]), or null.",
+                param="models",
+            )
+        current["models"] = [m.strip() for m in models] if models is not None else None
+    return Limits.from_json(current)
+
+
+@dataclasses.dataclass(frozen=True)
+class ManagedKey:
+    """A managed key's record: everything but the secret."""
+
+    id: str
+    prefix: str
+    label: str
+    created: int
+    limits: Limits
+    digest: str
+
+    @property
+    def owner(self) -> str:
+        """The owner tag its conversations are stored under: the id, stable for the key's life."""
+        return self.id
+
+    def to_json(self) -> dict[str, Any]:
+        """The stored record."""
+        return {
+            "id": self.id,
+            "prefix": self.prefix,
+            "label": self.label,
+            "created": self.created,
+            "limits": self.limits.to_json(),
+            "digest": self.digest,
+        }
+
+    @classmethod
+    def from_json(cls, data: dict[str, Any]) -> ManagedKey:
+        """Inverse of `to_json`."""
+        return cls(
+            id=data["id"],
+            prefix=data["prefix"],
+            label=data.get("label") or "",
+            created=int(data["created"]),
+            limits=Limits.from_json(data.get("limits") or {}),
+            digest=data["digest"],
+        )
+
+
+class KeyStore:
+    """Managed keys in Redis: the operations of the admin API and the CLI, and the auth lookup."""
+
+    def __init__(self, redis: Redis) -> None:
+        self.redis = redis
+
+    def lookup(self, secret: str) -> ManagedKey | None:
+        """The key a request presents, or None (unknown or revoked): one GET."""
+        if not looks_managed(secret):
+            return None
+        raw = self.redis.get(record_key(digest_of(secret)))
+        return ManagedKey.from_json(json.loads(raw)) if raw else None
+
+    def create(self, *, label: str = "", limits: Limits | None = None) -> tuple[ManagedKey, str]:
+        """A new key and its secret; the secret is returned here once and stored nowhere."""
+        secret = KEY_PREFIX + secrets.token_urlsafe(32)
+        key = ManagedKey(
+            id=f"key_{secrets.token_hex(6)}",
+            prefix=secret[:SHOWN_CHARS],
+            label=label,
+            created=int(time.time()),
+            limits=limits or Limits(),
+            digest=digest_of(secret),
+        )
+        with self.redis.pipeline() as pipe:  # MULTI: the record and its index appear together
+            pipe.set(record_key(key.digest), json.dumps(key.to_json()))
+            pipe.hset(INDEX, key.id, key.digest)
+            pipe.execute()
+        return key, secret
+
+    def get(self, key_id: str) -> ManagedKey:
+        """The key with that id; raises `KeyNotFound`."""
+        digest = self.redis.hget(INDEX, key_id)
+        raw = self.redis.get(record_key(_text(digest))) if digest else None
+        if not raw:
+            raise KeyNotFound(key_id)
+        return ManagedKey.from_json(json.loads(raw))
+
+    def all(self) -> list[ManagedKey]:
+        """Every managed key, oldest first."""
+        digests = [_text(d) for d in self.redis.hvals(INDEX)]
+        raws = self.redis.mget([record_key(d) for d in digests]) if digests else []
+        keys = [ManagedKey.from_json(json.loads(raw)) for raw in raws if raw]
+        return sorted(keys, key=lambda k: (k.created, k.id))
+
+    def update(self, key_id: str, *, label: str | None = None, limits: Limits | None = None) -> ManagedKey:
+        """Change a key's label and/or limits (optimistic transaction: never half-written)."""
+        digest = self.redis.hget(INDEX, key_id)
+        if not digest:
+            raise KeyNotFound(key_id)
+        name = record_key(_text(digest))
+        with self.redis.pipeline() as pipe:
+            while True:
+                try:
+                    pipe.watch(name)
+                    raw = pipe.get(name)
+                    if not raw:
+                        raise KeyNotFound(key_id)
+                    key = ManagedKey.from_json(json.loads(raw))
+                    key = dataclasses.replace(
+                        key,
+                        label=key.label if label is None else label,
+                        limits=key.limits if limits is None else limits,
+                    )
+                    pipe.multi()
+                    pipe.set(name, json.dumps(key.to_json()))
+                    pipe.execute()
+                    return key
+                except WatchError:
+                    continue
+
+    def revoke(self, key_id: str) -> None:
+        """Delete a key: its next request is a 401 everywhere. Its usage history stays."""
+        digest = self.redis.hget(INDEX, key_id)
+        if not digest:
+            raise KeyNotFound(key_id)
+        with self.redis.pipeline() as pipe:
+            pipe.delete(record_key(_text(digest)))
+            pipe.hdel(INDEX, key_id)
+            pipe.hdel(LAST_USED, key_id)
+            pipe.execute()
+
+    def last_used(self, key_ids: list[str]) -> dict[str, int | None]:
+        """When each key last had a request admitted (epoch seconds), None if never."""
+        if not key_ids:
+            return {}
+        values = self.redis.hmget(LAST_USED, key_ids)
+        return {k: int(v) if v else None for k, v in zip(key_ids, values, strict=True)}
+
+    def views(self, keys: list[ManagedKey]) -> list[dict[str, Any]]:
+        """What the admin API and CLI show of keys: never the secret nor its hash."""
+        used = self.last_used([k.id for k in keys])
+        return [
+            {
+                "id": k.id,
+                "object": "api_key",
+                "managed": True,
+                "prefix": k.prefix,
+                "label": k.label,
+                "created": k.created,
+                "last_used": used.get(k.id),
+                "limits": k.limits.to_json(),
+            }
+            for k in keys
+        ]

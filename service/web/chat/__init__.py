@@ -1,0 +1,2 @@
+"""OpenAI Chat Completions: routes, request parsing (and its JSON Schema), response rendering.
+"""

@@ -1,0 +1,2 @@
+"""OpenAI's Conversations API over the gateway's own conversations.
+"""

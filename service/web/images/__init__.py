@@ -1,0 +1,2 @@
+"""OpenAI Images (`/v1/images/generations`): routes and response rendering.
+"""

@@ -1,0 +1,2 @@
+"""Anthropic Messages: routes, request parsing, message and stream-event rendering.
+"""

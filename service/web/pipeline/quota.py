@@ -1,0 +1,153 @@
+"""Per-key limits in the web tier: admit a turn, put the limits on the response, settle at the end.
+
+Every response to a request by a key with limits carries OpenAI's `x-ratelimit-*`
+headers (a turn's from its admission, other endpoints' from a read-only look). The
+completions view calls `admit(gw, model)` once the request is parsed (so the model is
+known). An admitted turn holds a *ticket*: its key and its turn-slot lease. The `Run`
+serving the response takes the ticket (`take_ticket`) and settles it in `Run.close` —
+when the last byte of a stream is sent or the client goes away, which is after this
+request's context is gone, hence the ticket carries the caller. A request that fails
+before a `Run` takes its ticket settles it as an error in teardown, so no path leaks a
+slot (and a dead process's slots expire with their lease).
+
+A model the key may not use is a 403 `model_not_found`, as OpenAI answers a project
+without access to a model (a 404 would claim the model does not exist).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import logging
+from typing import Any
+
+from flask import Flask, Response, g
+from redis import Redis
+from redis.exceptions import RedisError
+
+from service.access import ratelimit
+from service.access.keys import Limits
+from service.access.ratelimit import Caller
+from service.errors import ApiError
+from service.events import Failed, Terminal
+from service.runtime import metrics
+from service.runtime.settings import Settings
+from service.tokens import count_messages, count_text
+from service.web.http.extension import Gateway, gateway
+
+log = logging.getLogger(__name__)
+
+LIMIT_NAMES = {
+    ratelimit.QUOTA: "tokens_per_day",
+    ratelimit.RPM: "rpm",
+    ratelimit.CONCURRENT: "max_concurrent",
+}
+LEASE_MARGIN = 30.0  # seconds beyond the longest a turn can take, before a lost slot frees itself
+
+
+def defaults(settings: Settings) -> Limits:
+    """The KEY_DEFAULT_* limits: for static keys, and managed keys' unset limits."""
+    return Limits(
+        rpm=settings.key_default_rpm,
+        max_concurrent=settings.key_default_concurrent,
+        tokens_per_day=settings.key_default_tokens_per_day,
+        models=settings.key_default_models or None,
+    )
+
+
+@dataclasses.dataclass
+class Ticket:
+    """An admitted turn's claim on its key's limits, settled exactly once."""
+
+    caller: Caller
+    lease: str
+    settled: bool = False
+
+    def settle(self, redis: Redis, terminal: Terminal | None, answer: Any | None) -> None:
+        """Free the turn slot; record tokens (none for a failed turn) and errors. Never raises.
+
+        `answer` is the `Answer` the response was built from (None: count no tokens, e.g. a
+        retry attached to a turn already counted); `terminal` None means the client left.
+        """
+        if self.settled:
+            return
+        self.settled = True
+        failed = isinstance(terminal, Failed)
+        input_tokens = output_tokens = 0
+        try:
+            if answer is not None and not failed:
+                input_tokens = count_messages(answer.messages)
+                output_tokens = count_text(answer.content)
+            ratelimit.settle(
+                redis,
+                self.caller,
+                self.lease,
+                input_tokens=input_tokens,
+                output_tokens=output_tokens,
+                error=failed,
+            )
+        except RedisError as exc:  # the slot's lease expires by itself
+            log.warning("event=usage_not_recorded key_id=%s error=%r", self.caller.id, exc)
+        except Exception:
+            log.warning("event=usage_not_recorded key_id=%s", self.caller.id, exc_info=True)
+
+
+def admit(gw: Gateway, model: str) -> None:
+    """Check the caller's model access and limits for one turn; raises 403/429, else holds a ticket."""
+    caller: Caller | None = g.get("caller")
+    if caller is None or caller.id == "open":
+        return
+    if not caller.limits.allows(model):
+        metrics.KEY_LIMITED.labels(limit="models").inc()
+        raise ApiError(
+            f"This API key does not have access to model `{model}`.",
+            status=403,
+            error_type="invalid_request_error",
+            code="model_not_found",
+            param="model",
+        )
+    settings = gw.settings
+    decision = ratelimit.admit(
+        gw.redis, caller, lease_seconds=settings.job_timeout + settings.queue_wait_timeout + LEASE_MARGIN
+    )
+    g.rate = decision
+    error = decision.error(caller)
+    if error is not None:
+        limit = LIMIT_NAMES[decision.status]
+        log.info("event=key_limited key_id=%s limit=%s", caller.id, limit)
+        metrics.KEY_LIMITED.labels(limit=limit).inc()
+        raise error
+    g.ticket = Ticket(caller, decision.lease)
+
+
+def take_ticket() -> Ticket | None:
+    """Hand this request's ticket to the `Run` that will settle it when the response ends."""
+    ticket = g.get("ticket")
+    g.ticket = None
+    return ticket
+
+
+def _headers(response: Response) -> Response:
+    decision: ratelimit.Decision | None = g.get("rate")
+    caller: Caller | None = g.get("caller")
+    if decision is None and caller is not None and (caller.limits.rpm or caller.limits.tokens_per_day):
+        try:  # not a turn (models, conversations): report the key's standing, count nothing
+            decision = ratelimit.peek(gateway().redis, caller)
+        except RedisError:
+            decision = None  # the response itself is what matters
+    if decision is not None:
+        response.headers.update(decision.headers())
+        if decision.status in (ratelimit.RPM, ratelimit.CONCURRENT):
+            response.headers["retry-after-ms"] = str(max(1, decision.retry_ms))
+    return response
+
+
+def _settle_unclaimed(_exc: BaseException | None) -> None:
+    ticket: Ticket | None = g.get("ticket")
+    if ticket is not None:  # the request failed before a Run took the ticket
+        ticket.settle(gateway().redis, Failed({}), None)
+
+
+def init_app(app: Flask) -> None:
+    """Register the response-header hook and the teardown that settles unclaimed tickets."""
+    app.after_request(_headers)
+    app.teardown_request(_settle_unclaimed)

@@ -1,0 +1,97 @@
+"""Answering a running turn through a surface's renderer: one JSON body, or one SSE stream.
+
+A stream first holds up to STREAM_HOLD_SECONDS for the first event (`hold_first`) so
+that a failure the worker reports at once (429 from the upstream, no worker at all)
+still reaches the client as a real HTTP status instead of an error inside a 200
+stream. A non-streamed answer waits for the whole turn (`collect`). Either way the
+run is closed exactly once, and the surface only ever sees its renderer's hooks.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterator
+
+from flask import Response, g, jsonify
+
+from service.errors import ApiError
+from service.events import Done, Failed, Limits, RelayEvent, Terminal
+from service.web.http.extension import Gateway
+from service.web.pipeline.answer import Answer
+from service.web.pipeline.request import ChatRequest
+from service.web.pipeline.run import Run
+from service.web.pipeline.stream import Renderer, RenderStream
+from service.web.pipeline.watch import watch
+
+MakeRenderer = Callable[[Run, ChatRequest], Renderer]
+"""What a surface hands the pipeline: given the run and the request, its renderer."""
+
+SSE_HEADERS = {"Cache-Control": "no-cache", "X-Accel-Buffering": "no"}
+
+
+def answer_turn(gw: Gateway, run: Run, chat: ChatRequest, make: MakeRenderer) -> Response:
+    """The response to a running turn: the renderer's whole body, or its SSE stream."""
+    renderer = make(run, chat)
+    run.answer = renderer.metered()  # what was sent, for the key's token usage
+    if not chat.stream:
+        renderer.waiting()
+        try:
+            done = collect(gw, run, renderer.answer)
+        except ApiError as exc:
+            renderer.refused(exc)
+            raise
+        return jsonify(renderer.complete(done))
+    try:
+        events, first = hold_first(gw, run)
+    except ApiError as exc:
+        renderer.refused(exc)
+        raise
+
+    def on_close(terminal: Terminal | None) -> None:
+        try:
+            run.close(gw, terminal)
+        finally:
+            renderer.closed(terminal)
+
+    body = RenderStream(renderer, events, first, on_close=on_close)
+    return Response(body, status=200, mimetype="text/event-stream", headers=SSE_HEADERS)
+
+
+def collect(gw: Gateway, run: Run, answer: Answer) -> Done:
+    """Wait for the whole answer into `answer`; the `done` event, or raise the turn's error."""
+    turn = run.turn
+    terminal: Terminal | None = None
+    try:
+        for event in watch(run.sub, gw.redis, turn.completion_id, gw.settings):
+            if event is None:
+                continue
+            if isinstance(event, Done | Failed):
+                terminal = event
+            elif isinstance(event, Limits):
+                g.turns_remaining = max(0, int(event.max) - int(event.used))
+            answer.add(event)
+    finally:
+        run.close(gw, terminal)
+    if not isinstance(terminal, Done):  # watch only ends on a terminal event
+        raise ApiError.from_event(dict(terminal.error) if terminal is not None else {})
+    return terminal
+
+
+def hold_first(gw: Gateway, run: Run) -> tuple[Iterator[RelayEvent | None], RelayEvent | None]:
+    """The turn's events and the first one, held for briefly before a stream commits to a 200.
+
+    An error that arrives within the hold is raised, so the client gets a real status.
+    """
+    turn = run.turn
+    hold = gw.settings.stream_hold_seconds
+    events = watch(run.sub, gw.redis, turn.completion_id, gw.settings, hold=hold if hold > 0 else None)
+    first: RelayEvent | None = None
+    if hold > 0:
+        try:
+            first = next(events)
+        except BaseException:
+            run.close(gw, None)
+            raise
+        if isinstance(first, Failed):
+            run.close(gw, first)
+            raise ApiError.from_event(dict(first.error))
+    return events, first

@@ -1,0 +1,174 @@
+"""The one render loop: a turn's relay events driven through a surface's `Renderer`.
+
+Every wire format streams the same story — start, text, tool calls, comments, then
+done or failed — in its own frames. The loop that reads the relay (keep-alives,
+progress notes, the answer's bookkeeping, the ending, a failure mid-stream) is written
+once here; a surface supplies only a `Renderer` whose hooks return its SSE frames and
+its non-streamed body. `RenderStream` is the SSE body the pipeline hands to Flask.
+"""
+
+from __future__ import annotations
+
+import itertools
+import logging
+from collections.abc import Callable, Generator, Iterable, Iterator
+from typing import Any
+
+from service.errors import ApiError
+from service.events import Delta, Done, Failed, Image, Progress, Queued, RelayEvent, Terminal, ToolCall
+from service.web.pipeline.answer import Answer
+from service.web.pipeline.sse import frame
+
+log = logging.getLogger(__name__)
+
+Frames = Iterable[str]
+
+
+class Renderer:
+    """How one wire format renders a turn; the pipeline calls its hooks and never its frames' shape.
+
+    Each hook returns the SSE frames to send for what happened (nothing by default).
+    `answer` has already taken the event in when a hook runs. `complete` is the body
+    of a non-streamed answer; `waiting`, `refused` and `closed` let a surface keep a
+    record (the Responses store) without seeing the run.
+    """
+
+    def __init__(self, answer: Answer) -> None:
+        self.answer = answer
+
+    def metered(self) -> Answer | None:
+        """What the key's token usage counts (None: no tokens, e.g. an image generation)."""
+        return self.answer
+
+    def start(self) -> Frames:
+        """The frames that open a stream, before any event."""
+        return ()
+
+    def text(self, text: str) -> Frames:
+        """A piece of the answer's text."""
+        raise NotImplementedError
+
+    def image(self, event: Image) -> Frames:
+        """An image the upstream generated (most formats keep it for the end)."""
+        return ()
+
+    def tool_call(self, call: ToolCall) -> Frames:
+        """One whole tool call (already the last of `answer.tool_calls`)."""
+        raise NotImplementedError
+
+    def comment(self, text: str) -> Frames:
+        """A progress note: an SSE comment, never answer text."""
+        return (frame(comment=text),)
+
+    def keep_alive(self) -> Frames:
+        """A heartbeat while nothing happens, so proxies keep the stream open."""
+        return (frame(comment="keep-alive"),)
+
+    def done(self, event: Done) -> Frames:
+        """The frames that end a finished stream (the `done` event is in `answer`)."""
+        raise NotImplementedError
+
+    def failed(self, error: ApiError) -> Frames:
+        """The frames that end a stream whose turn failed after the 200."""
+        raise NotImplementedError
+
+    def complete(self, done: Done) -> dict[str, Any]:
+        """The non-streamed body of a finished answer."""
+        raise NotImplementedError
+
+    def waiting(self) -> None:
+        """A non-streamed turn is running (before the answer is awaited)."""
+
+    def refused(self, error: ApiError) -> None:
+        """The turn failed before any 200 went out; the pipeline raises `error` next."""
+
+    def closed(self, terminal: Terminal | None) -> None:
+        """A stream's body was closed; `terminal` ended it, or None if the client left first."""
+
+
+def render(
+    renderer: Renderer, events: Iterable[RelayEvent | None], stream: RenderStream
+) -> Generator[str, None, None]:
+    """The one relay-event loop: each event to the renderer's hook, until done or failed."""
+    answer = renderer.answer
+    try:
+        yield from renderer.start()
+        for event in events:
+            if event is None:
+                yield from renderer.keep_alive()
+            elif isinstance(event, Progress):
+                yield from renderer.comment(event.text)
+            elif isinstance(event, Queued):  # waiting for an upstream account slot
+                yield from renderer.comment(f"queued, position {int(event.position or 0)}")
+            elif isinstance(event, Failed):
+                stream.terminal = event
+                yield from renderer.failed(ApiError.from_event(dict(event.error)))
+                return
+            else:
+                answer.add(event)  # citations, suggestions, limits: kept for the end
+                if isinstance(event, Done):
+                    stream.terminal = event
+                    yield from renderer.done(event)
+                    return
+                yield from _hook(renderer, event)
+    except Exception as exc:  # e.g. Redis failed mid-stream: tell the client, then end
+        log.error("event=stream_failed error=%s", exc.__class__.__name__, exc_info=True)
+        yield from renderer.failed(ApiError.from_exception(exc))
+
+
+def _hook(renderer: Renderer, event: RelayEvent) -> Frames:
+    if isinstance(event, Delta):
+        return renderer.text(event.text)
+    if isinstance(event, ToolCall):
+        return renderer.tool_call(event)
+    if isinstance(event, Image):
+        return renderer.image(event)
+    return ()
+
+
+class RenderStream:
+    """The SSE body of a streamed turn: `first`, then `events`, through `render`.
+
+    It takes plain arguments, not the request context, because it is iterated after
+    the view has returned. `on_close(terminal)` runs exactly once, when the WSGI server
+    closes the body (as PEP 3333 requires, also when the client went away mid-stream)
+    or when it is exhausted; `terminal` is the done/error event that ended the stream,
+    or None when the client went away first, so the pipeline knows whether to cancel
+    the job. A class rather than a bare generator because closing a generator that
+    never started skips its `finally`.
+    """
+
+    def __init__(
+        self,
+        renderer: Renderer,
+        events: Iterator[RelayEvent | None],
+        first: RelayEvent | None,
+        *,
+        on_close: Callable[[Terminal | None], None],
+    ) -> None:
+        self.terminal: Terminal | None = None
+        self._on_close = on_close
+        self._closed = False
+        chained = itertools.chain([first] if first is not None else [], events)
+        self._frames = render(renderer, chained, self)
+
+    def __iter__(self) -> RenderStream:
+        return self
+
+    def __next__(self) -> str:
+        try:
+            return next(self._frames)
+        except StopIteration:
+            self.close()
+            raise
+
+    def close(self) -> None:
+        """Stop streaming and run the clean-up once (the client went away, or we are done)."""
+        if self._closed:
+            return
+        self._closed = True
+        try:
+            self._frames.close()
+        finally:
+            self._on_close(self.terminal)
+

@@ -1,0 +1,252 @@
+"""The one turn pipeline every API surface feeds: admit → claim → resolve → subscribe+enqueue → watch.
+
+A surface (Chat Completions, Responses, Anthropic Messages) parses its wire format into
+a neutral `ChatRequest` and renders the relay's events back in its own shape; what
+happens in between is the same for all of them and lives here:
+
+    admission (429 when the account pool's line is too long) → Idempotency-Key
+      (attach to an earlier run?) → resolve the conversation (new /
+      continue / branch; lock) → subscribe to the relay (confirmed by Redis) →
+      enqueue `workers.jobs.run_turn` → `respond.answer_turn` through the surface's renderer
+
+Subscribing before enqueueing means no event can be published before we listen.
+A surface calls `submit` once with its parsed request and a renderer factory and gets
+the Flask response back; it never waits, holds or closes anything itself.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import logging
+import time
+from typing import TypedDict
+
+from flask import Response, g, request
+
+from service.errors import InvalidRequest
+from service.events import Failed
+from service.images import ImageLimits, park
+from service.models import Aliases
+from service.runtime.logs import bind_turn
+from service.state import idempotency, locks
+from service.state.relay import Subscription, last_event
+from service.turns import TurnRequest, enqueue_turn, new_completion_id
+from service.web.http.errors import redis_unavailable
+from service.web.http.extension import Gateway
+from service.web.pipeline import admission, quota
+from service.web.pipeline.request import Bounds, ChatRequest
+from service.web.pipeline.resolve import resolve
+from service.web.pipeline.respond import MakeRenderer, answer_turn
+from service.web.pipeline.run import Run
+
+log = logging.getLogger(__name__)
+
+ATTACH_POLL = 1.0  # fallback re-check of a claim while its first request resolves
+
+
+def submit(
+    gw: Gateway,
+    raw: bytes,
+    chat: ChatRequest,
+    make: MakeRenderer,
+    *,
+    completion_id: str | None = None,
+    store: bool = True,
+) -> Response:
+    """Run `chat` as a turn (or attach to the run its Idempotency-Key names); `make` builds its renderer.
+
+    `raw` is the body as `service.web.http.body.read_body` read it (its digest ties an
+    Idempotency-Key to one request). `completion_id` lets a surface pick its own id
+    prefix (`resp_`, `msg_`); `store` False asks the worker to keep nothing once the
+    turn is over.
+    """
+    owner: str = g.owner  # the request's caller, read once here: helpers take it as an argument
+    g.model = chat.model  # labels this request's metrics (service.web.http.telemetry)
+    admission.admit(owner)  # 429 at once if the account pool's line is too long
+    quota.admit(gw, chat.model)  # the key's model access and limits: 403/429, or a ticket for the Run
+    key = _idempotency_key()
+    completion_id, created = completion_id or new_completion_id(), int(time.time())
+    mine = idempotency.Claim(completion_id, idempotency.body_digest(raw), created=created)
+    if key is not None:
+        attached = _claim_or_attach(gw, owner, key, mine, chat, make)
+        if attached is not None:
+            return attached
+    try:
+        run = _begin(gw, owner, chat, key, mine, store=store)
+    except BaseException:
+        if key is not None:  # nothing will fulfil the claim: a retry must run afresh at once
+            _release_claim(gw, owner, key, completion_id)
+        raise
+    return answer_turn(gw, run, chat, make)
+
+
+def bounds(gw: Gateway) -> Bounds:
+    """The request size limits of this gateway's settings, for every surface's parser."""
+    settings = gw.settings
+    limits = ImageLimits(settings.image_max_bytes, settings.image_max_per_message, settings.image_url_fetch)
+    return Bounds(settings.max_messages, settings.max_input_chars, limits)
+
+
+class ParseOptions(TypedDict):
+    """What every surface's parser takes from the settings (`parse(raw, headers, **options)`)."""
+
+    upstream: str
+    bounds: Bounds
+    aliases: Aliases
+    tool_emulation: bool
+
+
+def parse_options(gw: Gateway) -> ParseOptions:
+    """The settings a surface's parser needs: upstream dialect, bounds, model aliases, tools."""
+    settings = gw.settings
+    return ParseOptions(
+        upstream=settings.upstream,
+        bounds=bounds(gw),
+        aliases=settings.model_aliases,
+        tool_emulation=settings.tool_emulation,
+    )
+
+
+def _release_claim(gw: Gateway, owner: str, key: str, completion_id: str) -> None:
+    try:
+        idempotency.release(gw.redis, owner, key, completion_id)
+    except Exception:  # Redis is down: the claim expires with REPLAY_TTL
+        log.warning("event=claim_release_failed completion_id=%s", completion_id, exc_info=True)
+
+
+def _begin(
+    gw: Gateway, owner: str, chat: ChatRequest, key: str | None, mine: idempotency.Claim, *, store: bool
+) -> Run:
+    """Resolve the conversation and start the turn (the claim, if any, is taken)."""
+    completion_id, created = mine.completion_id, mine.created
+    refs = park(gw.redis, chat.images)  # before the lock: nothing to free if Redis fails here
+    resolution = resolve(gw, chat, owner)
+    turn = TurnRequest(
+        completion_id=completion_id,
+        conversation_id=resolution.conversation_id,
+        owner=owner,
+        model=chat.model,
+        prompt=chat.prompt,
+        history=resolution.history,
+        system=resolution.system,
+        continues=resolution.continues,
+        created=created,
+        lock_token=resolution.lock_token,
+        request_id=g.request_id,
+        store=store,
+        images=[ref.to_json() for ref in refs],
+        options=chat.options,
+        kind=chat.kind,
+        image_format=chat.image_format,
+    )
+    if key is not None:
+        idempotency.record(
+            gw.redis, owner, key, dataclasses.replace(mine, conversation_id=turn.conversation_id)
+        )
+    g.conversation_id = turn.conversation_id
+    g.conversation_new = resolution.how in ("new", "branched")  # nothing kept if this turn fails
+    bind_turn(job_id=turn.completion_id, conversation_id=turn.conversation_id)  # on every log line
+    if resolution.turns_remaining is not None:
+        g.turns_remaining = resolution.turns_remaining
+    run = Run(turn, _start(gw, turn), idempotency_key=key, ticket=quota.take_ticket())
+    log.info(
+        "event=completion_enqueued completion_id=%s conversation_id=%s model=%s stream=%s how=%s",
+        turn.completion_id,
+        turn.conversation_id,
+        turn.model,
+        chat.stream,
+        resolution.how,
+    )
+    return run
+
+
+def _idempotency_key() -> str | None:
+    key = request.headers.get("Idempotency-Key")
+    if key is None:
+        return None
+    key = key.strip()
+    if not key or len(key) > 255:
+        raise InvalidRequest("Idempotency-Key must be 1 to 255 characters.", param="Idempotency-Key")
+    return key
+
+
+def _claim_or_attach(
+    gw: Gateway, owner: str, key: str, mine: idempotency.Claim, chat: ChatRequest, make: MakeRenderer
+) -> Response | None:
+    """Claim the Idempotency-Key for this request, or serve it from the run that has it."""
+    earlier = idempotency.claim(gw.redis, owner, key, mine, ttl=gw.settings.replay_ttl)
+    if earlier is None:
+        return None
+    if earlier.body != mine.body:
+        raise InvalidRequest(
+            "Keys for idempotent requests can only be used with the same parameters "
+            "they were first used with.",
+            param=None,
+            code="idempotency_key_reused",
+        )
+    attached = _attach(gw, owner, earlier, chat, key, make)
+    if attached is None:  # that run failed: this request runs afresh under the key
+        idempotency.claim(gw.redis, owner, key, mine, ttl=gw.settings.replay_ttl)
+    return attached
+
+
+def _attach(
+    gw: Gateway, owner: str, earlier: idempotency.Claim, chat: ChatRequest, key: str, make: MakeRenderer
+) -> Response | None:
+    """Serve a retry from the earlier run of the same request; None if that run failed."""
+    if not earlier.conversation_id:  # the first request is still resolving (e.g. queued on a lock)
+        deadline = time.monotonic() + gw.settings.job_timeout + gw.settings.queue_wait_timeout
+        with gw.hub.notifications(idempotency.claim_channel(owner, key)) as changed:
+            while not earlier.conversation_id:
+                remaining = deadline - time.monotonic()
+                if remaining <= 0:
+                    return None
+                changed.clear()
+                refreshed = idempotency.lookup(gw.redis, owner, key)
+                if refreshed is None or refreshed.completion_id != earlier.completion_id:
+                    return None  # released (that run failed): run afresh
+                earlier = refreshed
+                if not earlier.conversation_id:  # woken by `record`/`release`, else a slow re-check
+                    changed.wait(min(ATTACH_POLL, remaining))
+    last = last_event(gw.redis, earlier.completion_id)
+    if last is not None and last.get("type") == Failed.TYPE:
+        idempotency.release(gw.redis, owner, key, earlier.completion_id)
+        return None
+    turn = TurnRequest(
+        completion_id=earlier.completion_id,
+        conversation_id=earlier.conversation_id,
+        owner=owner,
+        model=chat.model,
+        prompt=chat.prompt,
+        created=earlier.created,
+    )
+    g.conversation_id = turn.conversation_id
+    sub = _subscribe(gw, turn.completion_id)
+    sub.catch_up()
+    log.info("event=completion_attached completion_id=%s", turn.completion_id)
+    run = Run(turn, sub, idempotency_key=key, attached=True, ticket=quota.take_ticket())
+    return answer_turn(gw, run, chat, make)
+
+
+def _subscribe(gw: Gateway, completion_id: str) -> Subscription:
+    """Subscribe to a completion's relay channel; 503 if Redis does not confirm."""
+    try:
+        return gw.hub.subscribe(completion_id)
+    except TimeoutError as exc:
+        raise redis_unavailable() from exc
+
+
+def _start(gw: Gateway, turn: TurnRequest) -> Subscription:
+    """Subscribe to the turn's relay channel, then enqueue it; on failure free its lock."""
+    try:
+        sub = _subscribe(gw, turn.completion_id)
+        try:
+            enqueue_turn(gw.queue, turn, gw.settings)
+        except BaseException:
+            sub.close()
+            raise
+    except BaseException:
+        if turn.lock_token:
+            locks.release(gw.redis, turn.conversation_id, turn.lock_token)
+        raise
+    return sub

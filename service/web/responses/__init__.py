@@ -1,0 +1,2 @@
+"""OpenAI Responses: routes, request parsing, response and stream-event rendering.
+"""
