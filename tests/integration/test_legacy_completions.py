@@ -72,3 +72,14 @@ def test_what_cannot_be_honoured_is_a_400_naming_it(client: OpenAI, extra: dict,
     with pytest.raises(openai.BadRequestError) as raised:
         client.completions.create(**body)
     assert isinstance(raised.value.body, dict) and raised.value.body["param"] == param
+
+
+def test_a_chat_body_sent_to_the_legacy_path_is_told_where_it_belongs(gateway: Stack) -> None:
+    answer = requests.post(
+        f"{gateway.url}/v1/completions",
+        json={"model": "copilot", "prompt": "x", "messages": [{"role": "user", "content": "x"}]},
+        timeout=30,
+    )
+    assert answer.status_code == 400
+    error = answer.json()["error"]
+    assert error["param"] == "messages" and "/v1/chat/completions" in error["message"]
