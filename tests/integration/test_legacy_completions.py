@@ -77,7 +77,7 @@ def test_what_cannot_be_honoured_is_a_400_naming_it(client: OpenAI, extra: dict,
 def test_a_chat_body_sent_to_the_legacy_path_is_told_where_it_belongs(gateway: Stack) -> None:
     answer = requests.post(
         f"{gateway.url}/v1/completions",
-        json={"model": "copilot", "prompt": "x", "messages": [{"role": "user", "content": "x"}]},
+        json={"model": "copilot", "messages": [{"role": "user", "content": "x"}]},
         timeout=30,
     )
     assert answer.status_code == 400

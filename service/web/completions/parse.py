@@ -55,11 +55,6 @@ def _prompt(value: Any) -> str:
 
 def _refuse(body: dict[str, Any]) -> None:
     """What cannot be honoured, and fields the API does not have."""
-    if "messages" in body:
-        raise _bad(
-            "messages",
-            "This is the legacy Completions endpoint (`prompt`); send `messages` to /v1/chat/completions.",
-        )
     unknown = sorted(set(body) - ACCEPTED)
     if unknown:
         raise _bad(unknown[0], f"Unrecognized request argument supplied: {unknown[0]}")
@@ -102,6 +97,11 @@ def parse_legacy_request(
     """The request as a `ChatRequest` for the pipeline, and the text `echo` puts first."""
     bounds = bounds or Bounds()
     body = parse_body(raw)
+    if "messages" in body:
+        raise _bad(
+            "messages",
+            "This is the legacy Completions endpoint (`prompt`); send `messages` to /v1/chat/completions.",
+        )
     if "prompt" not in body:
         raise _bad("prompt", "Missing required parameter: 'prompt'.")
     model = body.get("model")
