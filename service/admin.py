@@ -63,6 +63,7 @@ def parser() -> argparse.ArgumentParser:
         command.add_argument("--user-agent")
         command.add_argument("--max-concurrent", type=_limit, default=False)
         command.add_argument("--rpm", type=_limit, default=False)
+        command.add_argument("--group", help="the account group whose keys may use it (default: default)")
     delete = commands.add_parser("delete", help="remove an account")
     delete.add_argument("id")
     return top
@@ -70,7 +71,7 @@ def parser() -> argparse.ArgumentParser:
 
 def _changes(args: argparse.Namespace) -> dict[str, Any]:
     body: dict[str, Any] = {}
-    for name in ("cookies", "access_token", "label", "user_agent"):
+    for name in ("cookies", "access_token", "label", "user_agent", "group"):
         value = getattr(args, name)
         if value == "-" and name in ("cookies", "access_token"):
             value = sys.stdin.readline().strip()

@@ -26,6 +26,7 @@ from typing import Any
 
 from service.access import ratelimit
 from service.access.keys import KeyNotFound, KeyStore, parse_limits
+from service.accounts import groups
 from service.data_dir import cli_environ, launcher_keyed, missing_redis
 from service.errors import ApiError
 from service.runtime.redis_conn import connect
@@ -67,6 +68,7 @@ def parser(prog: str = "python -m service.keys_cli") -> argparse.ArgumentParser:
         if name == "update":
             command.add_argument("id")
         command.add_argument("--label", default=UNSET)
+        command.add_argument("--group", default=UNSET, help="the account group its turns run on")
         command.add_argument("--rpm", type=_limit, default=UNSET, help="turns per minute")
         command.add_argument("--max-concurrent", type=_limit, default=UNSET, help="turns in flight")
         command.add_argument("--tokens-per-day", type=_limit, default=UNSET, help="tokens per UTC day")
@@ -77,7 +79,7 @@ def parser(prog: str = "python -m service.keys_cli") -> argparse.ArgumentParser:
 
 
 def _changes(args: argparse.Namespace) -> dict[str, Any]:
-    names = ("label", "rpm", "max_concurrent", "tokens_per_day", "models")
+    names = ("label", "rpm", "max_concurrent", "tokens_per_day", "models", "group")
     return {name: getattr(args, name) for name in names if getattr(args, name) is not UNSET}
 
 
@@ -86,14 +88,17 @@ def _execute(store: KeyStore, args: argparse.Namespace) -> Any:
         return store.views(store.all())
     if args.command == "create":
         body = _changes(args)
-        key, secret = store.create(label=body.get("label") or "", limits=parse_limits(body))
+        group = groups.parse(body.get("group"))
+        key, secret = store.create(label=body.get("label") or "", limits=parse_limits(body), group=group)
         return {**store.views([key])[0], "key": secret}
     if args.command == "show":
         return store.views([store.get(args.id)])[0]
     if args.command == "update":
         body = _changes(args)
         limits = parse_limits(body, store.get(args.id).limits)
-        return store.views([store.update(args.id, label=body.get("label"), limits=limits)])[0]
+        regroup = groups.parse(body["group"]) if "group" in body else None
+        key = store.update(args.id, label=body.get("label"), limits=limits, group=regroup)
+        return store.views([key])[0]
     if args.command == "revoke":
         store.revoke(args.id)
         return {"id": args.id, "object": "api_key", "deleted": True}

@@ -213,6 +213,7 @@ def main(argv: Sequence[str] | None = None) -> int:
                 data_dir=directory / "redis",
                 password=read_or_create_secret(directory / PASSWORD_FILE),
                 detached=True,
+                maxmemory=settings.redis_maxmemory,
             ).start()
             env["REDIS_URL"] = redis.url
             write_redis_file(directory, redis.port, keyed=settings.auth_enabled)

@@ -9,8 +9,10 @@ table in docs/api.md). Names match case-insensitively, so "creative" works too.
 Clients default to model names of their own (LangChain `gpt-3.5-turbo`, Codex CLI
 `gpt-5…-codex`, Claude Code `claude-opus-…`), so names that are not in the catalog go
 through aliases: glob → catalog model, the `MODEL_ALIASES` setting's first, then the
-upstream's defaults (`DEFAULT_ALIASES`), first match wins. `/v1/models` lists only the
-catalog: aliases are a courtesy, not models.
+upstream's defaults (`DEFAULT_ALIASES`), first match wins. Aliases are a courtesy, not
+models, so `/v1/models` does not list them; it lists the catalog and, beside it, one
+`claude-…` id per distinct upstream setting (`picker_ids`): Claude Code's `/model` picker
+shows only ids containing "claude" or "anthropic", and each of these maps to a catalog model.
 """
 
 from __future__ import annotations
@@ -116,11 +118,29 @@ def catalog(upstream: str) -> tuple[ModelSpec, ...]:
     return CATALOGS[upstream]
 
 
+def picker_ids(upstream: str) -> tuple[tuple[str, ModelSpec], ...]:
+    """Claude Code picker ids and the catalog model each means: `claude-copilot`,
+    `claude-copilot-think-deeper`, … — one per distinct upstream setting, first catalog entry wins."""
+    seen: set[tuple[str, bool, str]] = set()
+    ids = []
+    for spec in CATALOGS[upstream]:
+        setting = (spec.tone, spec.gpt4_turbo, spec.mode) if upstream == "bing" else ("", False, spec.mode)
+        if setting in seen:
+            continue
+        seen.add(setting)
+        name = spec.id.lower()
+        ids.append((f"claude-{name}" if name == upstream else f"claude-{upstream}-{name}", spec))
+    return tuple(ids)
+
+
 def find_model(name: str, upstream: str, aliases: Aliases = ()) -> ModelSpec | None:
     """The model called `name` (any case) on `upstream`, else what an alias maps it to, or None."""
     wanted = name.strip().lower()
     spec = next((spec for spec in CATALOGS[upstream] if spec.id.lower() == wanted), None)
     if spec is not None or not wanted:
+        return spec
+    spec = next((spec for picker, spec in picker_ids(upstream) if picker == wanted), None)
+    if spec is not None:
         return spec
     for pattern, target in (*aliases, *DEFAULT_ALIASES[upstream]):
         if fnmatchcase(wanted, pattern.lower()):

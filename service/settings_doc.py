@@ -126,10 +126,11 @@ def rows() -> list[Row]:
     source = path.read_text()
     lines = source.splitlines()
     defaults = settings_module.Settings()
-    return [
-        Row(name, _default(call, defaults), _comment(lines, line, name))
-        for line, name, call in _reads(ast.parse(source))
-    ]
+    rows: dict[str, Row] = {}
+    for line, name, call in _reads(ast.parse(source)):
+        if name not in rows:  # a key read twice (API_KEYS: the keys, then their groups) is one row
+            rows[name] = Row(name, _default(call, defaults), _comment(lines, line, name))
+    return list(rows.values())
 
 
 def _cell(text: str) -> str:

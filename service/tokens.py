@@ -18,6 +18,7 @@ module does not import gevent: it only uses it when the process already has.
 
 from __future__ import annotations
 
+import hashlib
 import sys
 import threading
 from collections.abc import Callable, Iterable, Mapping
@@ -66,8 +67,27 @@ def off_loop(work: Callable[[A], T], arg: A) -> T:
     return hub.threadpool.apply(work, (arg,))
 
 
+MEMO_MIN_CHARS = 1024
+MEMO_ENTRIES = 2048
+_memo: dict[bytes, int] = {}
+"""Counts of recent long texts by digest: agent clients re-send the same 40–80 KB of instructions
+and history with every step, so each request would otherwise tokenize it all again (about
+half a microsecond per character, several times per request). Plain dict operations only
+(atomic under the GIL): it is read from gevent's native threadpool too, where a
+monkey-patched lock must not be used. Full, it is simply emptied."""
+
+
 def _encoded_length(text: str) -> int:
-    return len(encoding().encode(text, disallowed_special=()))
+    if len(text) < MEMO_MIN_CHARS:
+        return len(encoding().encode(text, disallowed_special=()))
+    key = hashlib.blake2b(text.encode(), digest_size=16).digest()
+    found = _memo.get(key)
+    if found is None:
+        found = len(encoding().encode(text, disallowed_special=()))
+        if len(_memo) >= MEMO_ENTRIES:
+            _memo.clear()
+        _memo[key] = found
+    return found
 
 
 def count_text(text: str) -> int:

@@ -56,6 +56,11 @@ def new_conversation_id() -> str:
     return f"conv_{new_token()}"
 
 
+# The fields of a finished job's argument RQ keeps (its failed-job registry holds it for
+# REPLAY_TTL): ids to find the turn by, never the prompt, history, system text or images.
+KEPT_AFTER_THE_TURN = ("completion_id", "conversation_id", "model", "created", "request_id", "kind", "group")
+
+
 @dataclasses.dataclass(frozen=True)
 class TurnRequest:
     """Everything a worker needs to run one turn; JSON-plain by construction.
@@ -91,10 +96,21 @@ class TurnRequest:
     # For kind "image": "url", or "b64_json" (the worker adds the fetched bytes to the image event).
     image_format: str = "url"
     options: dict[str, Any] = dataclasses.field(default_factory=dict)
+    # A continued turn's own system prompt, when it carries one (workers.instructions sends a change).
+    instructions: str | None = None
+    # `service.state.ephemeral.Carried` JSON: the unstored upstream conversation a `store: false` history
+    # left off in, continued with only the new input ({} = none).
+    carried: dict[str, Any] = dataclasses.field(default_factory=dict)
+    # The caller's account group: the turn runs only on its accounts (service.accounts.groups).
+    group: str = "default"
 
     def to_json(self) -> dict[str, Any]:
         """The job argument."""
         return dataclasses.asdict(self)
+
+    def redacted(self) -> dict[str, Any]:
+        """The job argument without anything the user wrote: what RQ may keep of a finished job."""
+        return {field: getattr(self, field) for field in KEPT_AFTER_THE_TURN}
 
     @classmethod
     def from_json(cls, data: dict[str, Any]) -> TurnRequest:
@@ -107,6 +123,9 @@ def enqueue_turn(queue: Queue, request: TurnRequest, settings: Settings) -> None
     """Put the turn on the queue with explicit timeouts and short-lived results.
 
     Through one pipeline, so enqueueing is a single Redis round trip (RQ alone takes two).
+    A failed job is kept as long as the turn's replay (REPLAY_TTL), and the worker
+    replaces its argument by `TurnRequest.redacted()` when the turn ends, so what RQ
+    keeps names the turn but holds none of the user's text.
     """
     with queue.connection.pipeline() as pipe:
         queue.enqueue(
@@ -115,7 +134,7 @@ def enqueue_turn(queue: Queue, request: TurnRequest, settings: Settings) -> None
             job_id=request.completion_id,
             job_timeout=settings.job_timeout,
             result_ttl=60,
-            failure_ttl=24 * 3600,
+            failure_ttl=settings.replay_ttl,
             ttl=int(settings.queue_wait_timeout) + 5,
             description=f"turn {request.completion_id} of {request.conversation_id}",
             pipeline=pipe,

@@ -33,11 +33,13 @@ from redis.client import Pipeline
 from redis.exceptions import RedisError
 
 from service.accounts import admission, health
+from service.accounts.groups import DEFAULT_GROUP
 from service.accounts.registry import Account, AccountNotFound, Registry
 from service.accounts.scheduler import Lease, Scheduler
 from service.accounts.sealing import SealingError
 from service.errors import UpstreamUnavailable
 from service.events import Queued
+from service.runtime import metrics
 from service.runtime.settings import Settings
 from service.state.relay import Publisher
 from workers.upstream import Credentials
@@ -101,9 +103,17 @@ def pool_for(settings: Settings, redis: Redis) -> Pool:
 class AccountLane:
     """One turn's hold on the pool; see the module docstring."""
 
-    def __init__(self, pool: Pool, owner: str, publisher: Publisher, should_stop: Callable[[], bool]) -> None:
+    def __init__(
+        self,
+        pool: Pool,
+        owner: str,
+        publisher: Publisher,
+        should_stop: Callable[[], bool],
+        group: str = DEFAULT_GROUP,
+    ) -> None:
         self.pool = pool
         self.owner = owner
+        self.group = group  # the key's account group: the only accounts this turn may use
         self.publisher = publisher
         self.should_stop = should_stop
         self.lease: Lease | None = None
@@ -117,6 +127,7 @@ class AccountLane:
             exclude=self.tried,
             should_stop=self.should_stop,
             on_position=self._queued,
+            group=self.group,
         )
 
     def take(self, preferred: str | None) -> Credentials | None:
@@ -126,6 +137,7 @@ class AccountLane:
             lease = self._waited(preferred)
         except UpstreamUnavailable:
             if self.pool.registry.seeded():
+                metrics.GROUP_UNAVAILABLE.labels(group=self.group).inc()
                 raise
             # A Redis that restarted without its data forgot the pool: seed it again, as a
             # worker does at start-up, instead of failing every turn until a worker restarts.
@@ -135,7 +147,13 @@ class AccountLane:
         if lease is None:
             return None
         self.lease = lease
-        log.info("event=account_taken account=%s preferred=%s", lease.account.id, preferred or "-")
+        metrics.GROUP_TURNS.labels(group=self.group).inc()
+        log.info(
+            "event=account_taken account=%s group=%s preferred=%s",
+            lease.account.id,
+            self.group,
+            preferred or "-",
+        )
         try:
             # Credentials are read now, not from the pool snapshot: a refresh made a moment ago counts.
             return self.pool.credentials(self.pool.registry.get(lease.account.id))

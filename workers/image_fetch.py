@@ -12,7 +12,11 @@ a client-named host. For every hop, redirects included:
    checks), so a second DNS answer cannot swap in another address (DNS rebinding);
 3. at most MAX_REDIRECTS redirects, each vetted like the first;
 4. the body is read in chunks and abandoned past IMAGE_MAX_BYTES; the whole fetch,
-   every hop included, must finish within IMAGE_FETCH_TIMEOUT.
+   every hop included, must finish within IMAGE_FETCH_TIMEOUT: one deadline, not a
+   timeout per read (a server dripping a byte a second would reset that forever). In
+   the worker (gevent) a `gevent.Timeout` bounds everything, connect, headers and body;
+   without gevent each read waits at most what is left of the deadline and returns
+   what one `recv` brought, so the deadline is checked after every byte that arrives.
 
 Every failure is the client's URL failing, so it is a 400 naming the part.
 IMAGE_URL_ALLOW_PRIVATE (tests only, unsafe) lifts rule 1.
@@ -28,6 +32,8 @@ from collections.abc import Callable
 from typing import Any
 from urllib.parse import urljoin, urlsplit
 
+import gevent
+import gevent.monkey
 import urllib3
 
 from service.errors import InvalidRequest
@@ -39,6 +45,7 @@ REDIRECTS = (301, 302, 303, 307, 308)
 CHUNK = 64 * 1024
 
 Resolver = Callable[[str, int], list[str]]
+_NAT64 = ipaddress.IPv6Network("64:ff9b::/96")
 
 
 def resolve_host(host: str, port: int) -> list[str]:
@@ -48,10 +55,22 @@ def resolve_host(host: str, port: int) -> list[str]:
 
 
 def public_address(address: str) -> bool:
-    """Whether `address` is a public unicast address a fetch may reach."""
+    """Whether `address` is a public unicast address a fetch may reach.
+
+    IPv6 addresses that carry an IPv4 address (IPv4-mapped, NAT64 `64:ff9b::/96`) are
+    judged as that IPv4 address. The tunnelling prefixes 6to4 (`2002::/16`) and Teredo
+    (`2001::/32`) are refused outright: a relay turns them into the IPv4 address they
+    embed, which may be internal, and no image host needs them. Site-local `fec0::/10`
+    (deprecated, still routed inside some networks) is refused too.
+    """
     ip: Any = ipaddress.ip_address(address.split("%", 1)[0])
-    if isinstance(ip, ipaddress.IPv6Address) and ip.ipv4_mapped is not None:
-        ip = ip.ipv4_mapped
+    if isinstance(ip, ipaddress.IPv6Address):
+        if ip.sixtofour is not None or ip.teredo is not None or ip.is_site_local:
+            return False
+        if ip.ipv4_mapped is not None:
+            ip = ip.ipv4_mapped
+        elif ip in _NAT64:
+            ip = ipaddress.IPv4Address(int(ip) & 0xFFFFFFFF)
     return not (
         ip.is_private
         or ip.is_loopback
@@ -82,7 +101,20 @@ class ImageFetcher:
 
     def fetch(self, url: str, part: str) -> bytes:
         """The body at `url` (following vetted redirects), or a 400 naming `part`."""
-        deadline = time.monotonic() + self._timeout
+        timer = _whole_fetch_timer(self._timeout)
+        try:
+            if timer is not None:
+                timer.start()
+            return self._fetch(url, part, time.monotonic() + self._timeout)
+        except gevent.Timeout as exc:
+            if exc is not timer:
+                raise
+            raise _refused(part, "the fetch took longer than IMAGE_FETCH_TIMEOUT") from None
+        finally:
+            if timer is not None:
+                timer.close()
+
+    def _fetch(self, url: str, part: str, deadline: float) -> bytes:
         for _hop in range(MAX_REDIRECTS + 1):
             response = self._open(url, part, deadline)
             try:
@@ -154,8 +186,17 @@ class ImageFetcher:
 
     def _read(self, response: Any, part: str, deadline: float) -> bytes:
         data = bytearray()
+        sock = getattr(getattr(response, "connection", None), "sock", None)
         try:
-            for chunk in response.stream(CHUNK):
+            while True:
+                remaining = deadline - time.monotonic()
+                if remaining <= 0:
+                    raise _refused(part, "the fetch took longer than IMAGE_FETCH_TIMEOUT")
+                if sock is not None:
+                    sock.settimeout(remaining)  # no single read may outlast the deadline
+                chunk = response.read1(CHUNK)  # what one recv brought, not a full chunk
+                if not chunk:
+                    break
                 data.extend(chunk)
                 if len(data) > self._max_bytes:
                     raise InvalidRequest(
@@ -164,11 +205,18 @@ class ImageFetcher:
                         param=part,
                         code="image_too_large",
                     )
-                if time.monotonic() > deadline:
-                    raise _refused(part, "the fetch took longer than IMAGE_FETCH_TIMEOUT")
-        except urllib3.exceptions.HTTPError as exc:
+        except (urllib3.exceptions.HTTPError, OSError) as exc:
+            if time.monotonic() >= deadline:
+                raise _refused(part, "the fetch took longer than IMAGE_FETCH_TIMEOUT") from None
             raise _refused(part, f"the fetch failed ({type(exc).__name__})") from None
         return bytes(data)
+
+
+def _whole_fetch_timer(seconds: float) -> gevent.Timeout | None:
+    """A gevent timer over the whole fetch when sockets are cooperative (the worker), else None."""
+    if not gevent.monkey.is_module_patched("socket"):
+        return None  # a timer could not interrupt a blocking read; `_read` bounds each one instead
+    return gevent.Timeout(seconds)
 
 
 def _refused(part: str, why: str) -> InvalidRequest:

@@ -20,6 +20,11 @@ def run_turn(payload: dict[str, Any]) -> dict[str, Any]:
     bind_turn(
         request_id=request.request_id, job_id=request.completion_id, conversation_id=request.conversation_id
     )
-    with job_metrics(get_current_job()) as summary:
-        summary.update(TurnRunner(current_context(), request).run())
-    return summary
+    job = get_current_job()
+    try:
+        with job_metrics(job) as summary:
+            summary.update(TurnRunner(current_context(), request).run())
+        return summary
+    finally:
+        if job is not None:  # RQ saves the job once more as it records the outcome: without the text
+            job.args = (request.redacted(),)

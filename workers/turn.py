@@ -5,9 +5,11 @@
 1. loads the conversation (if the client continues one) and its upstream handle;
 2. hands the upstream part to `workers.upstream_turn.UpstreamTurn`: an account from the
    `AccountLane`, a new (seeded, maybe primed) upstream conversation when needed,
-   roll-over and fail-over before any text, each event relayed as it arrives. A
-   `store: false` turn (Responses) runs on a new upstream conversation and saves
-   nothing, but its `done` is fenced like a save;
+   roll-over and fail-over before any text, each event relayed as it arrives. Which
+   upstream conversation it starts on, and whether changed instructions go first, is
+   `workers.continuation`. A `store: false` turn (Responses) saves no transcript, only
+   the digest of its history that lets the next request continue its upstream
+   conversation (`service.state.ephemeral`), and its `done` is fenced like a save;
 3. on `Done`, saves the turn and publishes `done` in ONE Redis transaction, so a
    client that sends its next turn the moment it sees `done` finds the turn stored,
    and a failed or cancelled turn never touches the stored conversation. The
@@ -45,13 +47,14 @@ from service.state.conversations import Conversation, ConversationStore, handle_
 from service.state.relay import Publisher
 from service.tools.options import TurnOptions
 from service.turns import TurnRequest, lease_key
+from workers import continuation
 from workers.account_pool import AccountLane, pool_for
 from workers.context import WorkerContext
 from workers.gevent_worker import WorkerShutdown
 from workers.image_fetch import load_images
 from workers.lease_watch import LeaseWatcher
 from workers.tooling import Shaping
-from workers.upstream import Handle, load_handle
+from workers.upstream import Handle
 from workers.upstream.errors import (
     ProtocolError,
 )
@@ -75,6 +78,7 @@ class TurnRunner:
         self.clock = clock
         self.lane: AccountLane | None = None
         self.upstream: UpstreamTurn | None = None  # the account/upstream loop, once it runs
+        self._update = ""  # changed instructions for a continued upstream conversation (workers.instructions)
         self.watcher = LeaseWatcher(self.redis, self.settings, request, lane=lambda: self.lane)
         self._cancelled = self.watcher.cancelled
         self._stopped = self.watcher.stopped
@@ -132,14 +136,14 @@ class TurnRunner:
                 f"The model `{request.model}` does not exist.", code="model_not_found", param="model"
             )
         conversation = self._load_conversation()
-        # `store: false` keeps nothing, so it must not advance the stored upstream conversation
-        # either: such a turn runs on a new one, seeded with the transcript.
-        handle = load_handle(self.settings, conversation.handle) if request.store else None
-        seed = list(conversation.messages)  # what the client has seen: injected into a new upstream
         # A stored handle is an upstream conversation the next turn would continue: if this
         # turn reaches it and then does not save, it must be forgotten (`_forget_upstream`).
         # (`store: false` never touches the stored one, so has nothing to forget.)
         stored = request.store and conversation.handle is not None
+        # The stored handle, the one a `store: false` history left, or none; and changed instructions.
+        start = continuation.begin(self.settings, request, conversation)
+        handle, self._update = start.handle, start.update
+        seed = list(conversation.messages)  # what the client has seen: injected into a new upstream
         try:
             return self._converse(publisher, spec, conversation, handle, seed)
         except BaseException:
@@ -160,13 +164,23 @@ class TurnRunner:
         # The pool picks the account (waiting its turn if every slot is taken); an account
         # failure before any token moves the turn to another account, seeded like a rollover.
         self.lane = lane = AccountLane(
-            pool_for(self.settings, self.redis), request.owner, publisher, self._cancelled.is_set
+            pool_for(self.settings, self.redis),
+            request.owner,
+            publisher,
+            self._cancelled.is_set,
+            request.group,
         )
         images = load_images(self.redis, self.settings, request.images)  # a bad URL fails before a slot
         # Tools, structured output and cuts (workers/tooling.py): directives in, answer shaped out.
         shaping = Shaping(TurnOptions.from_json(request.options), handle=conversation.handle)
         self.upstream = upstream = UpstreamTurn(
-            self.settings, request, publisher, lane, should_stop=self._should_stop, clock=self.clock
+            self.settings,
+            request,
+            publisher,
+            lane,
+            should_stop=self._should_stop,
+            clock=self.clock,
+            update=self._update,
         )
         outcome = upstream.run(spec, conversation, handle, seed, images, shaping)
         account, done, drawn, handle = outcome.account, outcome.done, outcome.drawn, outcome.handle
@@ -200,11 +214,12 @@ class TurnRunner:
             lambda extra: publisher.finish(
                 relay.Done(done.text, done.finish_reason, shaping.done_extra()), extra=extra
             ),
-            # `store: false` (Responses): nothing of the turn is kept, but the done event is
-            # fenced all the same, so a turn that lost its lock never reports success.
+            # `store: false` (Responses): no transcript, only the digest entry of its history
+            # (`service.state.ephemeral`); fenced all the same, so a turn that lost its lock
+            # never reports success.
             (lambda pipe: self.store.save(conversation, pipe, request.completion_id))
             if request.store
-            else (lambda pipe: None),
+            else (lambda pipe: continuation.remember(pipe, self.settings, request, conversation)),
         )
         return {"status": "done", "conversation_id": conversation.id, "finish_reason": done.finish_reason}
 

@@ -2,7 +2,7 @@
 
 `UpstreamTurn.run` takes an account from the turn's `AccountLane`, creates an upstream
 conversation when there is none (or the old one expired or reached its turn limit),
-primes it when the seed is more than one upstream turn carries (`workers.priming`),
+primes it when the seed is more than one upstream turn carries (`service.priming`),
 streams the turn through the shaping (`workers.tooling`, a pure filter) and relays each
 event as it arrives. Before any text streamed it rolls over once to a new upstream
 conversation, or fails over to another account; after that a failure is the turn's.
@@ -19,12 +19,12 @@ from collections.abc import Callable, Iterator
 from typing import Any
 
 from service import events as relay
+from service import priming
 from service.models import ModelSpec
 from service.runtime.settings import Settings
 from service.state.conversations import Conversation
 from service.state.relay import Publisher
 from service.turns import TurnRequest
-from workers import priming
 from workers.account_pool import AccountLane
 from workers.generated_image import fetch_b64
 from workers.instrument import UpstreamTimer
@@ -69,8 +69,10 @@ class UpstreamTurn:
         *,
         should_stop: Callable[[], bool],
         clock: Callable[[], float],
+        update: str = "",
     ) -> None:
         self.settings = settings
+        self.update = update  # changed instructions, sent first if the upstream conversation continues
         self.request = request
         self.publisher = publisher
         self.lane = lane
@@ -134,7 +136,7 @@ class UpstreamTurn:
         if handle is None or handle.is_expired(self.clock()) or handle.exhausted:
             handle = attempt.handle = client.create_conversation(account=account.id)
             log.info("event=upstream_conversation_created seeded_messages=%d", len(seed))
-        # More than one upstream turn can carry goes ahead in parts (workers/priming.py),
+        # More than one upstream turn can carry goes ahead in parts (service/priming.py),
         # on this account's new upstream conversation, inside the same account lane.
         turn, primers = self._turn_input(spec, handle.fresh, conversation, seed, images, shaping)
         self._prime(client, handle, turn, primers)
@@ -206,13 +208,13 @@ class UpstreamTurn:
             budget=self.settings.upstream_max_turn_chars,
             max_context=self.settings.context_max_chars,
         )
-        primed = priming.plan(
-            text,
-            history,
-            system,
-            budget=self.settings.upstream_max_turn_chars,
-            max_context=self.settings.context_max_chars,
-        )
+        budget = self.settings.upstream_max_turn_chars
+        if not fresh and self.update:  # a continued upstream conversation whose instructions changed
+            primed = priming.update_plan(text, self.update, budget=budget)
+        else:
+            primed = priming.plan(
+                text, history, system, budget=budget, max_context=self.settings.context_max_chars
+            )
         turn = TurnInput(
             text=primed.text,
             tone=spec.tone,

@@ -31,6 +31,7 @@ from typing import Any
 
 from redis import Redis, WatchError
 
+from service.accounts.groups import DEFAULT_GROUP
 from service.errors import InvalidRequest
 
 KEY_PREFIX = "sk-gw-"
@@ -153,6 +154,7 @@ class ManagedKey:
     created: int
     limits: Limits
     digest: str
+    group: str = DEFAULT_GROUP  # its turns run only on this account group's accounts
 
     @property
     def owner(self) -> str:
@@ -168,6 +170,7 @@ class ManagedKey:
             "created": self.created,
             "limits": self.limits.to_json(),
             "digest": self.digest,
+            "group": self.group,
         }
 
     @classmethod
@@ -180,6 +183,7 @@ class ManagedKey:
             created=int(data["created"]),
             limits=Limits.from_json(data.get("limits") or {}),
             digest=data["digest"],
+            group=data.get("group") or DEFAULT_GROUP,
         )
 
 
@@ -196,7 +200,9 @@ class KeyStore:
         raw = self.redis.get(record_key(digest_of(secret)))
         return ManagedKey.from_json(json.loads(raw)) if raw else None
 
-    def create(self, *, label: str = "", limits: Limits | None = None) -> tuple[ManagedKey, str]:
+    def create(
+        self, *, label: str = "", limits: Limits | None = None, group: str = DEFAULT_GROUP
+    ) -> tuple[ManagedKey, str]:
         """A new key and its secret; the secret is returned here once and stored nowhere."""
         secret = KEY_PREFIX + secrets.token_urlsafe(32)
         key = ManagedKey(
@@ -206,6 +212,7 @@ class KeyStore:
             created=int(time.time()),
             limits=limits or Limits(),
             digest=digest_of(secret),
+            group=group,
         )
         with self.redis.pipeline() as pipe:  # MULTI: the record and its index appear together
             pipe.set(record_key(key.digest), json.dumps(key.to_json()))
@@ -228,8 +235,15 @@ class KeyStore:
         keys = [ManagedKey.from_json(json.loads(raw)) for raw in raws if raw]
         return sorted(keys, key=lambda k: (k.created, k.id))
 
-    def update(self, key_id: str, *, label: str | None = None, limits: Limits | None = None) -> ManagedKey:
-        """Change a key's label and/or limits (optimistic transaction: never half-written)."""
+    def update(
+        self,
+        key_id: str,
+        *,
+        label: str | None = None,
+        limits: Limits | None = None,
+        group: str | None = None,
+    ) -> ManagedKey:
+        """Change a key's label, limits and/or group (optimistic transaction: never half-written)."""
         digest = self.redis.hget(INDEX, key_id)
         if not digest:
             raise KeyNotFound(key_id)
@@ -246,6 +260,7 @@ class KeyStore:
                         key,
                         label=key.label if label is None else label,
                         limits=key.limits if limits is None else limits,
+                        group=key.group if group is None else group,
                     )
                     pipe.multi()
                     pipe.set(name, json.dumps(key.to_json()))
@@ -285,6 +300,7 @@ class KeyStore:
                 "created": k.created,
                 "last_used": used.get(k.id),
                 "limits": k.limits.to_json(),
+                "group": k.group,
             }
             for k in keys
         ]

@@ -31,6 +31,7 @@ from typing import Any
 from redis import Redis
 
 from service.access.keys import LAST_USED, Limits
+from service.accounts.groups import DEFAULT_GROUP
 from service.errors import ApiError, RateLimited
 
 USAGE_TTL = 35 * 24 * 3600  # seconds a day's usage is kept
@@ -118,6 +119,7 @@ class Caller:
     id: str
     owner: str
     limits: Limits
+    group: str = DEFAULT_GROUP  # the account group its turns run on (service.accounts.groups)
 
 
 @dataclasses.dataclass(frozen=True)

@@ -40,7 +40,7 @@ from collections.abc import Iterator
 
 from redis import Redis
 
-from service.accounts import capacity
+from service.accounts import capacity, groups
 from service.accounts.registry import READY, Registry
 from service.errors import RateLimited
 
@@ -150,10 +150,25 @@ def expected_wait(
 
 
 def admit(
-    registry: Registry, *, owner: str = "", max_concurrent: int, rpm: int, max_wait: float, now: float
+    registry: Registry,
+    *,
+    owner: str = "",
+    max_concurrent: int,
+    rpm: int,
+    max_wait: float,
+    now: float,
+    group: str = groups.DEFAULT_GROUP,
 ) -> None:
-    """Admit (a pending claim) or raise 429 with the `Retry-After` of a reservation."""
-    decision = _door(registry, owner, max_concurrent, rpm, max_wait=max_wait, now=now, write=True)
+    """Admit (a pending claim) or raise 429 with the `Retry-After` of a reservation.
+
+    Only `group`'s accounts count; a group with no account at all is a 503 naming it.
+    """
+    accounts = registry.all()
+    if accounts and not groups.members(accounts, group):
+        raise groups.empty_group(group)
+    decision = _door(
+        registry, owner, max_concurrent, rpm, max_wait=max_wait, now=now, write=True, group=group
+    )
     if decision is None or decision[0]:
         return
     _, wait, at = decision
@@ -174,10 +189,18 @@ def started(redis: Redis, prefix: str, owner: str) -> None:
 
 
 def _door(
-    registry: Registry, owner: str, max_concurrent: int, rpm: int, *, max_wait: float, now: float, write: bool
+    registry: Registry,
+    owner: str,
+    max_concurrent: int,
+    rpm: int,
+    *,
+    max_wait: float,
+    now: float,
+    write: bool,
+    group: str = groups.DEFAULT_GROUP,
 ) -> tuple[bool, float, float] | None:
     """(admitted, expected wait, promised time or place) from the script; None if no account is ready."""
-    calendar = slots(registry, max_concurrent=max_concurrent, rpm=rpm, now=now)
+    calendar = slots(registry, max_concurrent=max_concurrent, rpm=rpm, now=now, group=group)
     if not calendar:
         return None
     spacing = max((calendar[-1] - calendar[0]) / max(len(calendar) - 1, 1), 1e-3)
@@ -202,10 +225,16 @@ def _door(
 
 
 def slots(
-    registry: Registry, *, max_concurrent: int, rpm: int, now: float, count: int = SLOTS
+    registry: Registry,
+    *,
+    max_concurrent: int,
+    rpm: int,
+    now: float,
+    count: int = SLOTS,
+    group: str = groups.DEFAULT_GROUP,
 ) -> list[float]:
-    """The pool's next `count` start times over its ready accounts (empty if none is ready)."""
-    ready = [a for a in registry.all() if a.state(now) == READY]
+    """The group's next `count` start times over its ready accounts (empty if none is ready)."""
+    ready = [a for a in groups.members(registry.all(), group) if a.state(now) == READY]
     if not ready:
         return []
     ids = [a.id for a in ready]

@@ -11,13 +11,13 @@ import time
 from collections.abc import Mapping
 from typing import Any
 
-from service.accounts import capacity
+from service.accounts import capacity, groups
 from service.accounts.registry import Account, Registry
 from service.errors import InvalidRequest
 
 TEXT_FIELDS = ("cookies", "access_token", "label", "user_agent")
 LIMIT_FIELDS = ("max_concurrent", "rpm")
-FIELDS = (*TEXT_FIELDS, *LIMIT_FIELDS, "enabled")
+FIELDS = (*TEXT_FIELDS, *LIMIT_FIELDS, "enabled", "group")
 MAX_TEXT = 16384
 
 
@@ -39,6 +39,8 @@ def parse_changes(data: Any, *, creating: bool) -> dict[str, Any]:
                     f"`{name}` must be a positive integer or null (the default).", param=name
                 )
             changes[name] = value
+        elif name == "group":
+            changes[name] = groups.parse(value)
         elif name == "enabled":
             if not isinstance(value, bool):
                 raise InvalidRequest("`enabled` must be true or false.", param=name)

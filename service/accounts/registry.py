@@ -5,7 +5,7 @@ queues keep separate pools:
 
     …:ids        ZSET  account id -> creation order (listing order)
     …:a:<id>     HASH  label, cookies*, access_token*, user_agent, enabled, max_concurrent,
-                       rpm, source, seed, created, and the health fields of `health`
+                       rpm, group, source, seed, created, and the health fields of `health`
                        (* sealed with `sealing.Sealer`; never in clear, never returned)
 
 Ids are stable: accounts seeded from `UPSTREAM_COOKIES` are `env-1`, `env-2`, … by line
@@ -26,6 +26,7 @@ from typing import Any, cast
 
 from redis import Redis
 
+from service.accounts.groups import DEFAULT_GROUP
 from service.accounts.sealing import Sealer
 from service.runtime.redis_conn import HashFields, text
 
@@ -51,6 +52,7 @@ class Account:
     enabled: bool = True
     max_concurrent: int | None = None
     rpm: int | None = None
+    group: str = DEFAULT_GROUP  # only keys of this group run turns on it (service.accounts.groups)
     source: str = "admin"
     created: float = 0.0
     cooling_until: float = 0.0
@@ -89,6 +91,7 @@ class Account:
             "has_access_token": bool(self.sealed_token),
             "max_concurrent": self.max_concurrent,
             "rpm": self.rpm,
+            "group": self.group,
             "next_available_at": self.cooling_until if state == COOLING else None,
             "last_error": (
                 {"code": self.error_code, "message": self.error_message, "at": self.error_at}
@@ -110,6 +113,7 @@ class Account:
             enabled=data.get("enabled", "1") == "1",
             max_concurrent=int(data["max_concurrent"]) if data.get("max_concurrent") else None,
             rpm=int(data["rpm"]) if data.get("rpm") else None,
+            group=data.get("group") or DEFAULT_GROUP,
             source=data.get("source", "admin"),
             created=float(data.get("created") or 0),
             cooling_until=float(data.get("cooling_until") or 0),
@@ -186,6 +190,7 @@ class Registry:
         max_concurrent: int | None = None,
         rpm: int | None = None,
         enabled: bool = True,
+        group: str = DEFAULT_GROUP,
         account_id: str | None = None,
         source: str = "admin",
         seed: str = "",
@@ -200,6 +205,7 @@ class Registry:
             "enabled": "1" if enabled else "0",
             "max_concurrent": str(max_concurrent or ""),
             "rpm": str(rpm or ""),
+            "group": group,
             "source": source,
             "seed": seed,
             "created": repr(self.clock()),
@@ -222,6 +228,7 @@ class Registry:
         enabled: bool | None = None,
         max_concurrent: int | bool | None = False,
         rpm: int | bool | None = False,
+        group: str | None = None,
     ) -> Account:
         """Change an account; new credentials clear its health (a refresh ends needs_attention).
 
@@ -243,6 +250,8 @@ class Registry:
             fields["max_concurrent"] = str(max_concurrent or "")
         if rpm is not False:
             fields["rpm"] = str(rpm or "")
+        if group is not None:
+            fields["group"] = group
         with self.redis.pipeline() as pipe:
             if fields:
                 pipe.hset(self.key(account_id), mapping=fields)

@@ -42,7 +42,7 @@ from collections.abc import Callable, Collection
 from redis import Redis
 from redis.client import Pipeline
 
-from service.accounts import capacity
+from service.accounts import capacity, groups
 from service.accounts.registry import COOLING, NEEDS_ATTENTION, READY, UNREACHABLE, Account, Registry
 from service.errors import ApiError, RateLimited, UpstreamUnavailable
 
@@ -58,6 +58,7 @@ local ticket_ttl, lease_ttl, window, scan = tonumber(ARGV[6]), tonumber(ARGV[7])
   tonumber(ARGV[9])
 local line = prefix .. ':line'
 local wants, alive, tags, vt_key = line .. ':want', line .. ':alive', line .. ':tags', line .. ':vt'
+local tags_ttl = math.ceil(ticket_ttl * 360)  -- an idle pool forgets every owner's tag within an hour
 for _, dead in ipairs(redis.call('ZRANGEBYSCORE', alive, '-inf', now)) do
   redis.call('ZREM', line, dead); redis.call('HDEL', wants, dead); redis.call('ZREM', alive, dead)
 end
@@ -65,7 +66,16 @@ if not redis.call('ZSCORE', line, ticket) then
   local vt = tonumber(redis.call('GET', vt_key) or '0')
   local tag = math.max(vt, tonumber(redis.call('HGET', tags, owner) or '0')) + 1
   redis.call('HSET', tags, owner, tag)
+  redis.call('EXPIRE', tags, tags_ttl)
   redis.call('ZADD', line, tag, ticket)
+  -- An owner's tag at or behind the clock means what no tag means: forget a few such owners
+  -- on every new ticket, so the hash holds only owners with turns ahead (one per caller, else).
+  local vt_now = tonumber(redis.call('GET', vt_key) or '0')
+  local scanned = redis.call('HSCAN', tags, redis.call('GET', tags .. ':cursor') or '0', 'COUNT', 20)
+  for i = 1, #scanned[2], 2 do
+    if tonumber(scanned[2][i + 1]) <= vt_now then redis.call('HDEL', tags, scanned[2][i]) end
+  end
+  redis.call('SET', tags .. ':cursor', scanned[1], 'EX', tags_ttl)
 end
 redis.call('ZADD', alive, now + ticket_ttl, ticket)
 redis.call('HSET', wants, ticket, want)
@@ -112,7 +122,9 @@ redis.call('ZREM', line, ticket); redis.call('HDEL', wants, ticket); redis.call(
 -- Served out of line (the turns in front could not use this slot), the clock stops short of them.
 local head = redis.call('ZRANGE', line, 0, 0, 'WITHSCORES')
 if head[2] then tag = math.min(tag, tonumber(head[2]) - 1) end
-redis.call('SET', vt_key, math.max(tag, tonumber(redis.call('GET', vt_key) or '0')))
+local vt = math.max(tag, tonumber(redis.call('GET', vt_key) or '0'))
+redis.call('SET', vt_key, vt)
+if tonumber(redis.call('HGET', tags, owner) or '0') <= vt then redis.call('HDEL', tags, owner) end
 return {1, pick}
 """
 
@@ -157,17 +169,19 @@ class Scheduler:
         exclude: Collection[str] = (),
         should_stop: Callable[[], bool] = lambda: False,
         on_position: Callable[[int], None] = lambda position: None,
+        group: str = groups.DEFAULT_GROUP,
     ) -> Lease | None:
         """Wait for a slot (None if `should_stop` turned true first); raises if no account can serve.
 
         `preferred` is the conversation's account: used while it is ready, else any ready one.
-        `on_position(n)` is called whenever the turn's place in the line changes.
+        `on_position(n)` is called whenever the turn's place in the line changes. Only
+        `group`'s accounts are candidates (failover stays inside it too).
         """
         ticket = new_ticket()
         position = 0
         try:
             while True:
-                lease, now_at = self.poll(ticket, owner, preferred=preferred, exclude=exclude)
+                lease, now_at = self.poll(ticket, owner, preferred=preferred, exclude=exclude, group=group)
                 if lease is not None:
                     ticket = ""  # it left the line inside the script
                     return lease
@@ -182,18 +196,26 @@ class Scheduler:
                 self.leave(ticket)
 
     def poll(
-        self, ticket: str, owner: str, *, preferred: str | None = None, exclude: Collection[str] = ()
+        self,
+        ticket: str,
+        owner: str,
+        *,
+        preferred: str | None = None,
+        exclude: Collection[str] = (),
+        group: str = groups.DEFAULT_GROUP,
     ) -> tuple[Lease | None, int]:
         """One atomic try: (the lease, 0) or (None, the ticket's position in the line)."""
-        accounts = self.registry.all()
+        accounts = groups.members(self.registry.all(), group)
         if preferred and all(a.id != preferred for a in accounts):
-            accounts = self.registry.all(fresh=True)  # maybe added within the snapshot's second
+            accounts = groups.members(self.registry.all(fresh=True), group)  # maybe just added or moved
         now = self.clock()
         ready = [a for a in accounts if a.state(now) == READY and a.id not in exclude]
         if not ready:  # before failing the turn, make sure no account was refreshed meanwhile
-            accounts = self.registry.all(fresh=True)
+            accounts = groups.members(self.registry.all(fresh=True), group)
             ready = [a for a in accounts if a.state(now) == READY and a.id not in exclude]
         if not ready:
+            if not accounts and self.registry.all():
+                raise groups.empty_group(group)
             raise pool_unavailable(accounts, now, exclude)
         want = [a for a in ready if a.id == preferred] or ready
         args: list[str | float | int] = [

@@ -13,7 +13,9 @@ Two uses, two shapes:
   conversations survive Ctrl-C and the next start, and `requirepass`, so other local
   users and any web page's requests to localhost cannot read or write it. The password
   goes into a config file readable by its owner only, never onto the command line
-  (where `ps` would show it), and into `url` for the processes that connect.
+  (where `ps` would show it), and into `url` for the processes that connect. It also
+  gets a `maxmemory` (REDIS_MAXMEMORY) and the eviction policy chosen for the gateway's
+  data, `EVICTION_POLICY` (why: docs/operating-redis.md).
 """
 
 from __future__ import annotations
@@ -28,6 +30,13 @@ import time
 from pathlib import Path
 
 from redis import Redis
+
+# Under memory pressure, evict the least recently used key among those with an expiry:
+# idle conversations, stored responses, old usage days. Keys without one (queues, accounts,
+# managed keys) are never evicted; when only those are left, writes fail and the gateway
+# answers 503 `storage_full`. See docs/operating-redis.md.
+EVICTION_POLICY = "volatile-lru"
+DEFAULT_MAXMEMORY = "256mb"
 
 
 def redis_server_binary() -> str:
@@ -63,10 +72,12 @@ class EmbeddedRedis:
         data_dir: Path | None = None,
         password: str | None = None,
         detached: bool = False,
+        maxmemory: str | None = None,
     ) -> None:
         self.port = port or free_port()
         self.password = password
         self.persistent = data_dir is not None
+        self.maxmemory = maxmemory  # e.g. "256mb"; None = no limit (the test suite's servers)
         self._dir = str(data_dir) if data_dir is not None else tempfile.mkdtemp(prefix="gateway-redis-")
         # A separate process group: a terminal's Ctrl-C reaches the launcher only, which
         # stops Redis last, after the processes that still write to it.
@@ -97,6 +108,8 @@ class EmbeddedRedis:
             lines += ["appendonly no"]
         if self.password:
             lines.append(f"requirepass {self.password}")
+        if self.maxmemory:
+            lines += [f"maxmemory {self.maxmemory}", f"maxmemory-policy {EVICTION_POLICY}"]
         path = Path(self._dir) / "redis.conf"
         fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
         with os.fdopen(fd, "w") as handle:

@@ -107,7 +107,18 @@ ACCOUNT_IN_FLIGHT = Gauge(
     multiprocess_mode="livesum",
 )
 
+GROUP_TURNS = Counter(
+    "gateway_account_group_turns",
+    "Turns that took a slot on an upstream account, by the account group of their key.",
+    ["group"],
+)
+
 # --- both tiers -------------------------------------------------------------------------
+GROUP_UNAVAILABLE = Counter(
+    "gateway_account_group_unavailable",
+    "Turns refused because their key's account group has no account, by group (operator-named).",
+    ["group"],
+)
 REDIS_ERRORS = Counter(
     "gateway_redis_errors",
     "Redis operations that failed, by tier (web, worker).",

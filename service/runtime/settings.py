@@ -14,10 +14,12 @@ service.settings_doc --write`) and a unit test keeps the two equal.
 from __future__ import annotations
 
 import dataclasses
+import re
 from collections.abc import Callable, Mapping
 from typing import TypeVar
 from urllib.parse import urlsplit
 
+from service.accounts.groups import split_static_key
 from service.models import find_model, parse_aliases
 from service.runtime.logs import redact_passwords
 
@@ -104,6 +106,12 @@ class Settings:
     redis_sentinels: tuple[tuple[str, int], ...] = ()
     redis_sentinel_master: str = ""
     redis_sentinel_password: str = ""
+    require_auth: bool = False
+    key_max_conversations: int = 1000
+    key_slot_lease_seconds: float = 15.0
+    # (static key, group) for the API_KEYS entries that name a group (`sk-…@team-a`).
+    api_key_groups: tuple[tuple[str, str], ...] = dataclasses.field(default=(), repr=False)
+    redis_maxmemory: str = "256mb"
 
     @property
     def sentinel(self) -> SentinelConfig | None:
@@ -195,6 +203,45 @@ def _secret(value: str) -> str:
             "(e.g. `python -c 'import secrets; print(secrets.token_urlsafe(32))'`)"
         )
     return secret
+
+
+# Values shipped in examples and manifests, public by definition: never accepted as a secret.
+PLACEHOLDER_SECRETS = (
+    "sk-change-me",
+    "change-me-to-32-random-bytes",
+    "change-me-admin-key",
+    "changeme",
+    "change-me",
+    "replace-me",
+    "your-api-key",
+    "your-secret-key",
+    "sk-xxxxxxxx",
+)
+
+
+def _placeholder(value: str) -> bool:
+    folded = value.strip().lower()
+    return any(word in folded for word in PLACEHOLDER_SECRETS) or folded.replace("x", "") in ("", "sk-")
+
+
+def _refuse_placeholders(environ: Mapping[str, str]) -> None:
+    """A credential left at an example value is public: refuse to start with one."""
+    for key in ("API_KEYS", "SECRET_KEY", "ADMIN_KEY"):
+        raw = environ.get(key) or ""
+        values = raw.split(",") if key == "API_KEYS" else [raw]
+        if any(value.strip() and _placeholder(value) for value in values):
+            raise SettingsError(
+                f"{key} holds a placeholder value from an example or manifest (e.g. 'change-me'), "
+                "which anyone can read: set a real one "
+                "(python -c 'import secrets; print(secrets.token_urlsafe(32))')"
+            )
+
+
+def _memory(value: str) -> str:
+    amount = value.strip().lower()
+    if not re.fullmatch(r"[1-9][0-9]*(?:b|kb|mb|gb)?", amount):
+        raise ValueError("must be a size such as 256mb or 1gb")
+    return amount
 
 
 def _flag(value: str) -> bool:
@@ -305,7 +352,13 @@ def load_settings(environ: Mapping[str, str]) -> Settings:
         # API_KEYS: comma-separated bearer keys clients must send (`Authorization: Bearer …` or
         # `api-key: …`); empty (and no ADMIN_KEY) = open, any key accepted, and the web tier
         # listens on 127.0.0.1 only. With keys, managed keys (docs/operating.md) are accepted too.
-        api_keys=_read(environ, "API_KEYS", _csv, d.api_keys),
+        # `key@group` puts a key's turns on that account group's accounts only (default: `default`).
+        api_keys=tuple(split_static_key(entry)[0] for entry in _read(environ, "API_KEYS", _csv, d.api_keys)),
+        api_key_groups=tuple(
+            pair
+            for entry in _read(environ, "API_KEYS", _csv, d.api_keys)
+            if (pair := split_static_key(entry))[0] != entry
+        ),
         # ALLOW_OPEN: 1 = serve without API_KEYS on every interface (an open relay of the account,
         # on purpose).
         allow_open=_read(environ, "ALLOW_OPEN", _flag, d.allow_open),
@@ -445,7 +498,24 @@ def load_settings(environ: Mapping[str, str]) -> Settings:
         # TOOL_EMULATION: on = `tools` are emulated by prompting (docs/tools-and-images.md); off = a
         # request that lets the model call tools gets a 400 naming `tools` (never silently ignored).
         tool_emulation=_read(environ, "TOOL_EMULATION", _choice("on", "off"), "on") == "on",
+        # REQUIRE_AUTH: 1 = refuse to start without API_KEYS or ADMIN_KEY (the k8s manifests set it).
+        require_auth=_read(environ, "REQUIRE_AUTH", _flag, d.require_auth),
+        # KEY_MAX_CONVERSATIONS: conversations one key may keep stored at once (429 above); 0 = no limit.
+        key_max_conversations=_read(environ, "KEY_MAX_CONVERSATIONS", _count, d.key_max_conversations),
+        # KEY_SLOT_LEASE_SECONDS: a key's turn slot is renewed this often ×3 while its response is
+        # open; a web process that dies frees its slots within about twice this.
+        # REDIS_MAXMEMORY: memory limit of the embedded redis-server (deploy/start without REDIS_URL).
+        redis_maxmemory=_read(environ, "REDIS_MAXMEMORY", _memory, d.redis_maxmemory),
+        key_slot_lease_seconds=_read(
+            environ, "KEY_SLOT_LEASE_SECONDS", _positive_float, d.key_slot_lease_seconds
+        ),
     )
+    _refuse_placeholders(environ)
+    if settings.require_auth and not settings.auth_enabled:
+        raise SettingsError(
+            "REQUIRE_AUTH is set but neither API_KEYS nor ADMIN_KEY is: put the keys clients will "
+            "send in API_KEYS (and a SECRET_KEY), e.g. in the copilot-gateway Secret"
+        )
     for pattern, target in settings.model_aliases:
         if find_model(target, settings.upstream) is None:
             raise SettingsError(

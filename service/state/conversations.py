@@ -13,7 +13,10 @@ A conversation is two keys with separate lifetimes:
 Two indexes point at conversations: every completion id (`completion:{id}`), so a
 client can send back the `id` of any response; and the fingerprint of every
 transcript prefix a turn completed (`hist:{owner}:{sha256}`), so a stateless client
-that re-sends the whole history is recognised (see `fingerprint`).
+that re-sends the whole history is recognised (see `fingerprint`). The index is of
+the messages only: a client that changes its system prompt between turns (Claude Code
+does) still continues its conversation, and the worker sends the upstream the changed
+instructions (`workers.instructions`) instead of starting over.
 
 Turns are written only when they completed, inside the same MULTI that publishes the
 turn's `done` event, so a failed or cancelled turn leaves the conversation as it was;
@@ -37,11 +40,28 @@ from redis.client import Pipeline
 COMPLETION_PREFIXES = ("chatcmpl-", "resp_", "msg_")  # ids of turns, whatever surface served them
 
 _DELETE = """
-local existed = redis.call('exists', KEYS[1])
+local doc = redis.call('get', KEYS[1])
+local existed = doc and 1 or 0
+if doc then
+  local ok, data = pcall(cjson.decode, doc)
+  if ok and type(data) == 'table' and type(data['owner']) == 'string' then
+    redis.call('zrem', ARGV[1] .. data['owner'], ARGV[2])
+  end
+end
 local indexes = redis.call('smembers', KEYS[3])
-redis.call('del', KEYS[1], KEYS[2], KEYS[3])
+for _, index in ipairs(redis.call('smembers', KEYS[4])) do table.insert(indexes, index) end
+redis.call('del', unpack(KEYS))
 for _, index in ipairs(indexes) do redis.call('del', index) end
 return existed
+"""
+
+# Metadata lives in a key of its own, written alone: a metadata update never rewrites the
+# transcript (a concurrent turn's save stays), and a turn's save never rewrites metadata.
+_SET_METADATA = """
+local ttl = redis.call('pttl', KEYS[1])
+if ttl == -2 then return 0 end
+if ttl > 0 then redis.call('set', KEYS[2], ARGV[1], 'px', ttl) else redis.call('set', KEYS[2], ARGV[1]) end
+return 1
 """
 
 
@@ -85,6 +105,24 @@ def fingerprint(system: str, messages: Sequence[dict[str, str]]) -> str:
     return hashlib.sha256(json.dumps(canonical, ensure_ascii=False).encode()).hexdigest()
 
 
+OWNED_PREFIX = "owned:"
+
+
+def owned_key(owner: str) -> str:
+    """The owner's conversations (sorted set, scored by expiry): what KEY_MAX_CONVERSATIONS counts."""
+    return f"{OWNED_PREFIX}{owner}"
+
+
+def metadata_key(conversation_id: str) -> str:
+    """Where a conversation's metadata lives once it was updated (`ConversationStore.set_metadata`)."""
+    return f"conv:{conversation_id}:meta"
+
+
+def extras_key(conversation_id: str) -> str:
+    """The set of other keys to forget with a conversation (its stored Responses, their pointers)."""
+    return f"conv:{conversation_id}:extras"
+
+
 def digests_key(conversation_id: str) -> str:
     """The set of fingerprint index keys that point at a conversation (to forget them with it)."""
     return f"conv:{conversation_id}:hist"
@@ -121,12 +159,16 @@ class Conversation:
         return json.dumps(data, separators=(",", ":"), ensure_ascii=False)
 
     @classmethod
-    def from_json(cls, raw: str | bytes, handle: str | bytes | None = None) -> Conversation:
-        """Inverse of `to_json`, with the stored handle if it is still alive."""
+    def from_json(
+        cls, raw: str | bytes, handle: str | bytes | None = None, metadata: str | bytes | None = None
+    ) -> Conversation:
+        """Inverse of `to_json`, with the stored handle if it is still alive (and updated metadata)."""
         data = json.loads(raw)
         names = {field.name for field in dataclasses.fields(cls)} - {"handle"}
         conversation = cls(**{key: value for key, value in data.items() if key in names})
         conversation.handle = json.loads(handle) if handle else None
+        if metadata:
+            conversation.metadata = json.loads(metadata)
         return conversation
 
 
@@ -159,8 +201,10 @@ class ConversationStore:
 
     def get(self, conversation_id: str) -> Conversation | None:
         """The conversation, or None if it does not exist (or expired)."""
-        raw, handle = self.redis.mget(conversation_key(conversation_id), handle_key(conversation_id))
-        return Conversation.from_json(raw, handle) if raw else None
+        raw, handle, metadata = self.redis.mget(
+            conversation_key(conversation_id), handle_key(conversation_id), metadata_key(conversation_id)
+        )
+        return Conversation.from_json(raw, handle, metadata) if raw else None
 
     def get_owned(self, raw_id: str, owner: str) -> Conversation | None:
         """The caller's conversation; another owner's is reported as missing."""
@@ -172,11 +216,11 @@ class ConversationStore:
             return None
         return conversation
 
-    def match(self, owner: str, system: str, history: Sequence[dict[str, str]]) -> Match | None:
-        """The owner's conversation whose transcript (at some turn) was exactly `history`."""
+    def match(self, owner: str, history: Sequence[dict[str, str]]) -> Match | None:
+        """The owner's conversation whose transcript (at some turn) was exactly `history` (messages only)."""
         if not history:
             return None
-        raw = self.redis.get(history_key(owner, fingerprint(system, history)))
+        raw = self.redis.get(history_key(owner, fingerprint("", history)))
         if raw is None:
             return None
         entry = json.loads(raw)
@@ -189,6 +233,10 @@ class ConversationStore:
         target = pipe if pipe is not None else self.redis.pipeline(transaction=True)
         conversation.updated = time.time()
         target.set(conversation_key(conversation.id), conversation.to_json(), ex=self.ttl)
+        target.expire(metadata_key(conversation.id), self.ttl)  # as long as the document, if updated
+        target.zadd(owned_key(conversation.owner), {conversation.id: conversation.updated + self.ttl})
+        target.expire(owned_key(conversation.owner), self.ttl)
+        target.expire(extras_key(conversation.id), self.ttl)
         if conversation.handle is not None:
             ttl = self.handle_ttl
             expires_at = conversation.handle.get("expires_at")
@@ -202,7 +250,7 @@ class ConversationStore:
             target.set(completion_key(completion_id), conversation.id, ex=self.ttl)
         if conversation.messages:
             entry = json.dumps({"conversation_id": conversation.id, "turns": conversation.turns})
-            index = history_key(conversation.owner, fingerprint(conversation.system, conversation.messages))
+            index = history_key(conversation.owner, fingerprint("", conversation.messages))
             target.set(index, entry, ex=self.ttl)
             target.sadd(digests_key(conversation.id), index)
             target.expire(digests_key(conversation.id), self.ttl)
@@ -216,5 +264,28 @@ class ConversationStore:
         index set and deleting it. A turn in flight then finds the conversation gone in
         its fenced save (`service.state.locks.fence`) and does not re-create it: DELETE wins.
         """
-        keys = (conversation_key(conversation_id), handle_key(conversation_id), digests_key(conversation_id))
-        return bool(self.redis.eval(_DELETE, len(keys), *keys))
+        keys = (
+            conversation_key(conversation_id),
+            handle_key(conversation_id),
+            digests_key(conversation_id),
+            extras_key(conversation_id),
+            metadata_key(conversation_id),
+        )
+        return bool(self.redis.eval(_DELETE, len(keys), *keys, OWNED_PREFIX, conversation_id))
+
+    def count_owned(self, owner: str) -> int:
+        """How many conversations `owner` keeps stored now (expired ones are dropped first)."""
+        with self.redis.pipeline(transaction=True) as pipe:
+            pipe.zremrangebyscore(owned_key(owner), "-inf", time.time())
+            pipe.zcard(owned_key(owner))
+            return int(pipe.execute()[-1])
+
+    def set_metadata(self, conversation_id: str, metadata: dict[str, str]) -> bool:
+        """Replace a conversation's metadata alone, atomically; False if it no longer exists.
+
+        Only the metadata key is written, with the document's remaining lifetime, so a
+        turn saving the transcript at the same moment loses nothing and is not fenced out.
+        """
+        keys = (conversation_key(conversation_id), metadata_key(conversation_id))
+        value = json.dumps(metadata, ensure_ascii=False)
+        return bool(self.redis.eval(_SET_METADATA, len(keys), *keys, value))

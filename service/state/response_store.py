@@ -18,7 +18,7 @@ from typing import Any
 
 from redis import Redis
 
-from service.state.conversations import completion_key
+from service.state.conversations import completion_key, extras_key
 
 
 def response_key(response_id: str) -> str:
@@ -33,10 +33,27 @@ class ResponseStore:
         self.redis = redis
         self.ttl = ttl
 
-    def save(self, owner: str, response: dict[str, Any], input_items: list[dict[str, Any]]) -> None:
-        """Write (or overwrite) a response object and its input items."""
+    def save(
+        self,
+        owner: str,
+        response: dict[str, Any],
+        input_items: list[dict[str, Any]],
+        conversation_id: str | None = None,
+    ) -> None:
+        """Write (or overwrite) a response object and its input items.
+
+        With `conversation_id`, the response (and its id's pointer) is listed with the
+        conversation, so a `DELETE` of the conversation takes the answer and the user's
+        input items with it.
+        """
         record = {"owner": owner, "response": response, "input_items": input_items}
-        self.redis.set(response_key(response["id"]), json.dumps(record, ensure_ascii=False), ex=self.ttl)
+        key = response_key(response["id"])
+        with self.redis.pipeline(transaction=True) as pipe:
+            pipe.set(key, json.dumps(record, ensure_ascii=False), ex=self.ttl)
+            if conversation_id:
+                pipe.sadd(extras_key(conversation_id), key, completion_key(response["id"]))
+                pipe.expire(extras_key(conversation_id), self.ttl)
+            pipe.execute()
 
     def _record(self, response_id: str, owner: str) -> dict[str, Any] | None:
         raw = self.redis.get(response_key(response_id))

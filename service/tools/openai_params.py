@@ -14,6 +14,7 @@ from typing import Any
 
 from service.errors import InvalidRequest
 from service.tools import prompts
+from service.tools.hosted import is_hosted
 from service.tools.options import CHOICES, OutputFormat, Tool, TurnOptions
 
 
@@ -41,8 +42,8 @@ def parse_tools(
         if not isinstance(item, dict):
             raise _bad(where, "expected an object.")
         kind = item.get("type", "function")
-        if hosted and kind not in ("function", None) and not (kind == "custom" and "input_schema" in item):
-            continue
+        if hosted and is_hosted(item):
+            continue  # named in the answer instead (service.tools.hosted, service.web.hosted_note)
         if kind not in ("function", "custom"):
             raise _bad(
                 f"{where}.type", f"only function tools are supported, not {json.dumps(item.get('type'))}."

@@ -9,7 +9,7 @@ definitions + format) is sent once per upstream conversation and again only when
 tool set changes (`digest`); the tool-choice line goes with every turn because the
 choice is per request. Everything stays compact (one line per tool). Copilot refuses a
 message over about 10,240 characters: a longer message with its block (agent CLIs send
-20-40 KB of tool schemas) is sent ahead in priming parts (`workers.priming`), once per
+20-40 KB of tool schemas) is sent ahead in priming parts (`service.priming`), once per
 upstream conversation; `INSTRUCTIONS_MAX_CHARS` is only a sanity bound, over which the
 request is a 400 naming `tools` rather than sent cut.
 """

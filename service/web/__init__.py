@@ -10,7 +10,8 @@ The sub-packages tell one request's story:
     create_app(overrides) → Flask app
       http/           the edge: app resources (extension), middleware (ids, CORS, auth),
                       body reading, error rendering, health + /metrics, paging, telemetry,
-                      /v1/models and conversation metadata (meta)
+                      /v1/models in OpenAI's or Anthropic's shape (meta, model_list), and
+                      the 426 for a Responses websocket upgrade (upgrade, outermost)
       pipeline/       the one turn pipeline every surface feeds: the neutral request and
                       answer, quota, resolve, submit (claim → resolve → admit → enqueue),
                       watch, and the SSE framing
@@ -37,7 +38,7 @@ from service.web.admin import keys as admin_keys
 from service.web.chat import routes as chat_routes
 from service.web.completions import routes as legacy_completions
 from service.web.conversations import routes as conversations
-from service.web.http import errors, health, meta, middleware, telemetry
+from service.web.http import errors, health, meta, middleware, telemetry, upgrade
 from service.web.http.extension import init_app
 from service.web.images import routes as images
 from service.web.messages import routes as messages
@@ -74,4 +75,6 @@ def create_app(overrides: Mapping[str, str] | None = None) -> Flask:
     admin_keys.init_app(app, settings)  # /admin/keys only with ADMIN_KEY
     # Its catch-all rule loses to every more specific rule, whatever the order.
     app.register_blueprint(chat_routes.blueprint)
+    # Outermost: a Responses websocket upgrade is a 426 before auth, hooks or Redis.
+    app.wsgi_app = upgrade.RefuseResponsesWebsocket(app.wsgi_app)  # type: ignore[method-assign]
     return app

@@ -1,7 +1,10 @@
-"""`python -m tests.benchmarks [--dialect bing|copilot|both] [--quick] [--overload]` (or `deploy/bench`).
+"""`python -m tests.benchmarks [--dialect D] [--quick] [--overload|--agents]` (or `deploy/bench`).
 
 `--overload` runs the Overload benchmark (`overload`: three accounts, four keys, 200
 clients; a few minutes per dialect) instead of the four default measurements.
+`--agents` runs the agent session benchmark (`agents`: Codex CLI, Claude Code, the
+Agents SDK and the anthropic SDK on a scripted five-step task, upstream turns of
+`--turn-seconds`; Copilot dialect unless `--dialect` says otherwise).
 
 Measures each dialect on a stack of its own, prints every figure as it is measured and
 one side-by-side table at the end. The exit code is 0 whether targets were met or not
@@ -19,7 +22,7 @@ import sys
 import time
 from types import FrameType
 
-from tests.benchmarks import matching, measures, overload, surfaces
+from tests.benchmarks import agents, matching, measures, overload, surfaces
 from tests.benchmarks.harness import DIALECTS, running_stack
 from tests.benchmarks.report import Metric, announce, table
 
@@ -39,7 +42,27 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         help="run the Overload benchmark instead (3 accounts, 4 keys, 200 clients; ~6 min per dialect, "
         "~3 with --quick)",
     )
+    parser.add_argument(
+        "--agents",
+        action="store_true",
+        help="run the agent session benchmark instead (real Codex CLI and Claude Code, the Agents SDK, "
+        "the anthropic SDK; a scripted 5-step task; a few minutes)",
+    )
+    parser.add_argument(
+        "--turn-seconds",
+        type=float,
+        default=3.5,
+        help="with --agents: how long each simulated upstream turn takes (default 3.5, the real service's)",
+    )
     return parser.parse_args(argv)
+
+
+def run_agents(args: argparse.Namespace) -> int:
+    """The agent session benchmark: one column per client."""
+    dialect = "copilot" if args.dialect == "both" else args.dialect
+    results, failures = agents.run_all(dialect, args.turn_seconds)
+    print("\n" + table(results, failures), flush=True)
+    return 1 if not results else 0
 
 
 def measure_overload(dialect: str, *, quick: bool, metrics: list[Metric]) -> None:
@@ -96,6 +119,12 @@ def main(argv: list[str] | None = None) -> int:
     # on a dead simulator before the interrupt reaches us: the flag tells the two apart.
     signal.signal(signal.SIGINT, _interrupt)
     signal.signal(signal.SIGTERM, _interrupt)
+    if args.agents:
+        try:
+            return run_agents(args)
+        except KeyboardInterrupt:
+            print("\ninterrupted; every process started was stopped", flush=True)
+            return 130
     dialects = list(DIALECTS) if args.dialect == "both" else [args.dialect]
     results: dict[str, list[Metric]] = {}
     failures: dict[str, str] = {}

@@ -15,6 +15,7 @@ import pytest
 import requests
 
 from service.limits import COPILOT_TEXT_LIMIT
+from service.priming import flatten_context, turns
 from service.runtime.embedded_redis import EmbeddedRedis
 from service.runtime.settings import Settings
 from tests.integration.conftest import Stack, body
@@ -169,7 +170,7 @@ def test_an_upstream_text_too_long_is_the_same_400(gateway: Stack, stream: bool)
 @pytest.mark.dialects("copilot", reason="only Copilot's page context has a limit below CONTEXT_MAX_CHARS")
 def test_long_history_is_primed_within_copilots_limit(gateway: Stack) -> None:
     # 30 KB of history: more than one upstream turn carries, so it goes ahead in parts
-    # (workers/priming.py), every part within Copilot's limit, and none of it is cut.
+    # (service/priming.py), every part within Copilot's limit, and none of it is cut.
     history: list[dict[str, str]] = []
     for i in range(15):
         history.append({"role": "user", "content": f"question {i} " + "q" * 990})
@@ -178,9 +179,12 @@ def test_long_history_is_primed_within_copilots_limit(gateway: Stack) -> None:
     before = int(gateway.simulator.stats()["invocations"])
     response = gateway.post({"model": "copilot", "messages": messages})
     assert response.status_code == 200, response.text
-    assert int(gateway.simulator.stats()["invocations"]) - before >= 4  # ≥ 3 parts, then the question
+    # ⌈context / turn budget⌉ turns: the question rides in the last part, not in a turn of its own.
+    context = flatten_context([(m["role"], m["content"]) for m in history], "Be brief.", 64000)
+    assert int(gateway.simulator.stats()["invocations"]) - before == turns(len(context) + 20, 10000) == 4
     last = gateway.simulator.last_send()
     assert last is not None
+    assert response.json()["choices"][0]["message"]["content"].startswith("Hello! You said: hi.")
     page = ((last.get("context") or {}).get("edge") or {}).get("pageContent") or ""
     assert len(page) <= COPILOT_TEXT_LIMIT
     assert "question 0 " not in page  # primed, not injected again

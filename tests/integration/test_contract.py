@@ -70,6 +70,9 @@ def test_models_are_listed_and_fetched(gateway: Stack) -> None:
     expected = {"Creative", "Balanced", "Precise", "gpt-4"}
     if gateway.dialect == "copilot":
         expected |= {"copilot", "think-deeper", "gpt-5"}
+        expected |= {"claude-copilot", "claude-copilot-think-deeper", "claude-copilot-gpt-5"}
+    else:
+        expected |= {f"claude-bing-{name.lower()}" for name in ("Creative", "Balanced", "Precise", "gpt-4")}
     assert {m["id"] for m in listing["data"]} == expected
     assert requests.get(gateway.url + "/models", timeout=5).json() == listing
     one = requests.get(gateway.url + "/v1/models/gpt-4", timeout=5)

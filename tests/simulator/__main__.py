@@ -39,6 +39,12 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         default=15,
         help="turns per minute per account before the throttle answer; 0 = unlimited (default 15, B5a)",
     )
+    parser.add_argument(
+        "--turn-seconds",
+        type=float,
+        default=0.0,
+        help="least seconds a turn takes, as the real service's ~3.5 s (default 0: token delays only)",
+    )
     parser.add_argument("--log-level", default="INFO", help="stderr log level (DEBUG logs client frames)")
     parser.add_argument("--parent-pid", type=int, default=None, help="exit when this process is gone")
     return parser.parse_args(argv)
@@ -52,6 +58,7 @@ async def _main(args: argparse.Namespace) -> None:
         words_per_update=args.words_per_update,
         account_max_concurrent=max(0, args.account_max_concurrent),
         account_rpm=max(0, args.account_rpm),
+        turn_seconds=max(0.0, args.turn_seconds),
     )
     state = SimulatorState(config)
     serving = asyncio.ensure_future(run(state, args.host, args.port, ready=_announce))

@@ -33,6 +33,11 @@ What an account runs into (the answers each dialect gives live with the dialect)
 - **faults** (`FAULTS`), set through `POST /_sim/accounts/<name>`: every turn (and the
   REST calls the dialect would fail) answers with the dialect's error until cleared; a
   `throttled` fault lapses by itself at its `next_available_at` (default one minute on).
+- **memory**: like Copilot's long-term memory and personalization (fall 2025), an account
+  remembers what its users said (`remember`), in every conversation; a turn starting with
+  `[sim:memory]` is answered with what the account remembers from its *other*
+  conversations (`recollect`), so a test can see one conversation's facts resurface in
+  another conversation of the same account, and never in another account's.
 
 The book only lives on the asyncio loop, so it needs no locks.
 """
@@ -58,6 +63,8 @@ MAX_AGENTS = 5
 RATE = "rate"
 """Rejection kind: a turn past `rpm` (the dialect's throttle answer)."""
 ADMITTED_KEPT, ADMITTED_CHARS = 100, 80
+MEMORIES_KEPT = 500
+"""Per account: the most recent user messages kept for `[sim:memory]`."""
 """How many admitted turns `admitted` lists per account (the latest), and how much of each message."""
 
 
@@ -96,6 +103,10 @@ class Account:
     )
     """The start of each admitted turn's message, in the order the turns reached the account: a
     test reads the order a gateway's scheduler let turns through from here, not from its clients."""
+    memories: collections.deque[tuple[str, str]] = dataclasses.field(
+        default_factory=lambda: collections.deque(maxlen=MEMORIES_KEPT)
+    )
+    """(conversation id, user message) of every turn the account answered: its long-term memory."""
 
 
 class Lease:
@@ -195,6 +206,15 @@ class AccountBook:
         account.admitted.append(text[:ADMITTED_CHARS])
         return None
 
+    def remember(self, name: str, conversation_id: str, text: str) -> None:
+        """The account `name` keeps what a user said in one of its conversations."""
+        if text.strip():
+            self.get(name).memories.append((conversation_id, text.strip()))
+
+    def recollect(self, name: str, conversation_id: str) -> list[str]:
+        """What account `name` remembers from its conversations other than `conversation_id`."""
+        return [text for conversation, text in self.get(name).memories if conversation != conversation_id]
+
     def throttled_until(self, name: str) -> float:
         """When the `throttled` fault of `name` lapses (for the dialects' nextAvailableAt)."""
         account = self.get(name)
@@ -267,6 +287,7 @@ class AccountBook:
             account.rejections.clear()
             account.user_agents.clear()
             account.admitted.clear()
+            account.memories.clear()
 
 
 def _expire(starts: collections.deque[float], now: float) -> None:

@@ -18,7 +18,7 @@ import time
 from collections.abc import Callable, Iterator
 from typing import Any
 
-from tests.simulator import challenges, copilot, copilot_media, faults, tool_model
+from tests.simulator import challenges, copilot, copilot_media, faults, primed, tool_model
 from tests.simulator.accounts import ANONYMOUS
 from tests.simulator.actions import Action, Close, Hang, Send, Sleep
 from tests.simulator.challenges import Challenge
@@ -90,6 +90,7 @@ class CopilotTurnPlayer:
         self.conversation_id = str(send["conversationId"])
         self.page = copilot.page_content(send)
         self.conversation = state.copilot_conversations.get(self.conversation_id)
+        self.started = state.now()
         self.challenge: Challenge | None = None
         """The challenge this turn issued instead of answering (the session waits for its answer)."""
 
@@ -114,7 +115,7 @@ class CopilotTurnPlayer:
         if limit and (len(self.text) > limit or len(self.page or "") > limit):
             yield Send(copilot.encode(copilot.error("text-too-long")))
             return
-        script = faults.parse(self.text, faults.COPILOT_FLAGS)
+        script = faults.parse(primed.question(self.text), faults.COPILOT_FLAGS)  # a primed message's too
         for url in self.images:
             if url not in self.state.attachments:
                 self._violation(f"send with an image part whose url was never uploaded: {url:.80}")
@@ -212,6 +213,8 @@ class CopilotTurnPlayer:
             ending, limit = "hang", min(int(script.values["hang_after"]), total)
 
         sent, bot_text = 0, ""
+        if limit and self.state.config.turn_seconds:  # the upstream's own time, less the streaming's
+            yield Sleep(max(0.0, self.state.config.turn_seconds - (total - 1) * delay))
         for kind, value in items:
             if kind == "cite":
                 title, url = value
@@ -253,6 +256,13 @@ class CopilotTurnPlayer:
 
     def _answer_text(self, script: faults.Script) -> str:
         assert self.conversation is not None
+        brief = primed.ack(self.text)  # a priming part: "OK", as the real model would
+        if brief is not None:
+            return brief
+        memory, account = self.state.accounts, self.socket.account
+        if script.on("memory"):  # the account's long-term memory (`accounts`), not this conversation's
+            return faults.memory_answer(memory.recollect(account, self.conversation.id))
+        memory.remember(account, self.conversation.id, script.prompt)
         seen = [*self.conversation.context, *([self.page] if self.page else [])]  # injected context
         scripted = tool_model.answer(self.text, [*seen, *(turn.user for turn in self.conversation.turns)])
         if scripted is not None:
@@ -264,9 +274,8 @@ class CopilotTurnPlayer:
         if script.on("long"):
             return faults.long_answer(max(1, int(script.values["long"])))
         image_note = copilot_media.seen_images(self.images, self.state.attachments)
-        return image_note + faults.default_answer(
-            tool_model.strip(script.prompt), len(self.conversation.turns) + 1
-        )
+        asked = primed.question(tool_model.strip(script.prompt))
+        return image_note + faults.default_answer(asked, len(self.conversation.turns) + 1)
 
     def _image(self, script: faults.Script, bot_id: str, delay: float) -> Iterator[Action]:
         """B7.7: a line of text, the image events, then `done` (or, for image_close, a bare close)."""
@@ -327,6 +336,7 @@ class CopilotTurnPlayer:
         )
         if self.page is not None:
             self.conversation.context.append(self.page)
+        self.state.stats.answered("copilot", self.state.now() - self.started)
 
 
 def deltas(text: str, words_per_update: int) -> list[str]:

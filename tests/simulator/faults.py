@@ -48,6 +48,7 @@ FLAGS = frozenset(
         "hang",
         "disengaged",
         "recall",
+        "memory",
         *TOOL_STYLES,
     }
 )
@@ -75,6 +76,7 @@ COPILOT_FLAGS = frozenset(
         "reasoning",
         "hang",
         "recall",
+        "memory",
         *TOOL_STYLES,
     }
 )
@@ -173,6 +175,11 @@ def recall_answer(context: list[str], earlier_users: list[str]) -> str:
     if systems:
         answer += f" (system: {' | '.join(systems)})"
     return answer
+
+
+def memory_answer(remembered: list[str]) -> str:
+    """The `[sim:memory]` answer: what the account remembers from its other conversations."""
+    return "From our other chats I remember: " + (" | ".join(remembered) if remembered else "nothing")
 
 
 def default_answer(prompt: str, turn: int) -> str:

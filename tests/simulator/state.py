@@ -40,6 +40,7 @@ CONFIG_KEYS = (
     "copilot_anon_required",
     "copilot_rotate_cookie",
     "copilot_max_text",
+    "turn_seconds",
 )
 """The settings the control API may change at run time."""
 
@@ -53,6 +54,7 @@ NON_NEGATIVE = (
     "copilot_anon_required",
     "copilot_rotate_cookie",
     "copilot_max_text",
+    "turn_seconds",
 )
 HASHCASH_VARIANTS = ("bits", "hex")
 DIALECTS = ("chathub", "copilot")
@@ -67,6 +69,9 @@ class SimConfig:
     expiry_seconds: float = 21600.0
     words_per_update: int = 1
     clock_offset: float = 0.0
+    turn_seconds: float = 0.0
+    """Least time a turn takes, as the real service's ~3.5 s: waited before the first token
+    (less the answer's own streaming time); 0 = only the token delays."""
     linger: float = 5.0
     """Seconds to wait for the client to close after a turn before closing ourselves."""
     # -- Copilot only (ChatHub's max_turns / expiry_seconds never apply to it) --
@@ -196,6 +201,8 @@ class DialectStats:
     open_sockets: int = 0
     invocations: int = 0
     """ChatHub `chat` invocations, or Copilot `send` events."""
+    turn_seconds: float = 0.0
+    """Time completed turns took, from the invocation to the answer's end (benchmarks subtract it)."""
 
 
 @dataclasses.dataclass
@@ -210,6 +217,7 @@ class Stats:
     sockets: int = 0
     open_sockets: int = 0
     invocations: int = 0
+    turn_seconds: float = 0.0
     violations: list[str] = dataclasses.field(default_factory=list)
     chathub: DialectStats = dataclasses.field(default_factory=DialectStats)
     copilot: DialectStats = dataclasses.field(default_factory=DialectStats)
@@ -244,6 +252,11 @@ class Stats:
         """Count a chat request (ChatHub invocation or Copilot send)."""
         self.invocations += 1
         self.dialect(dialect).invocations += 1
+
+    def answered(self, dialect: str, seconds: float) -> None:
+        """Add a completed turn's duration."""
+        self.turn_seconds += seconds
+        self.dialect(dialect).turn_seconds += seconds
 
 
 class SimulatorState:

@@ -24,6 +24,9 @@ flags anywhere in the conversation:
     tool_invalid    arguments that violate the schema (the repair gets valid ones)
     tool_silent     never calls, not even when repaired
 
+`[sim:use=NAME]` anywhere in the conversation picks the function it calls (default: the
+first one defined), so a benchmark can script an agent CLI onto a harmless tool.
+
 Asked for structured output (`response_format`, the `[gateway:format]` line), it answers
 a value valid against the schema inside a code fence after a line of prose, as real
 models do (`[sim:json_bad]` in the conversation: prose only, repairs too).
@@ -42,6 +45,7 @@ COUNT = re.compile(r"\[sim:tools=(\d+)\]")
 STYLES = ("tool_prose", "tool_fenced", "tool_parallel", "tool_malformed", "tool_invalid", "tool_silent")
 TOOL_LINE = re.compile(r"(?m)^- ([A-Za-z0-9_.-]+): .*? parameters=(\{.*\})$")
 NAMED = re.compile(r"you must call the function ([A-Za-z0-9_.-]+)\.")
+USE = re.compile(r"\[sim:use=([A-Za-z0-9_.-]+)\]")
 REPAIR = "Your previous answer could not be used"
 RESULTS = "[gateway:tool_results]"
 SCHEMA = re.compile(r"valid against this JSON schema: (\{.*\})$", re.M)
@@ -68,11 +72,13 @@ def tools_in(texts: Sequence[str]) -> list[tuple[str, dict[str, Any]]]:
 
 
 def described_tools(texts: Sequence[str]) -> list[tuple[str, str, dict[str, Any]]]:
-    """(name, description, parameter schema) of the latest `[gateway:tools]` block among `texts`."""
-    for text in reversed(texts):
-        if "[gateway:tools]" in text:
+    """(name, description, parameter schema) of the latest `[gateway:tools]` block among `texts`
+    (read on into the texts after it: a primed block arrives split over several parts)."""
+    for index in range(len(texts) - 1, -1, -1):
+        if "[gateway:tools]" in texts[index]:
+            block = "\n".join(texts[index:])
             found = []
-            for m in TOOL_LINE.finditer(text):
+            for m in TOOL_LINE.finditer(block):
                 description = m.group(0)[len(m.group(1)) + 4 :].rsplit(" parameters=", 1)[0]
                 found.append((m.group(1), description, json.loads(m.group(2))))
             return found
@@ -152,6 +158,8 @@ def answer(text: str, earlier: Sequence[str]) -> str | None:
         return _as_a_model(text, texts)
     styles = {style for style in STYLES if any(f"[sim:{style}]" in t for t in texts)}
     tools = tools_in(texts)
+    use = next((m.group(1) for t in texts for m in [USE.search(t)] if m), None)
+    tools = [t for t in tools if t[0] == use] or tools if use else tools
     if REPAIR in text:
         if "tool_silent" in styles:
             return "I still prefer to answer without calling anything."

@@ -13,7 +13,7 @@ import time
 from collections.abc import Callable, Iterator
 from typing import Any
 
-from tests.simulator import chathub, faults, kblob, search, tool_model
+from tests.simulator import chathub, faults, kblob, primed, search, tool_model
 from tests.simulator.accounts import ANONYMOUS
 from tests.simulator.actions import Action, Close, Hang, Send, Sleep
 from tests.simulator.state import SimulatorState, Turn
@@ -87,7 +87,7 @@ class TurnPlayer:
         if conversation.disengaged or len(conversation.turns) >= config.max_turns:
             yield from self._turn_limit()
             return
-        script = faults.parse(self.text)
+        script = faults.parse(primed.question(self.text))  # a primed message's own prefixes count
         for problem in script.problems:
             self.state.violation(f"{problem} in a message to {conversation.id}")
         yield from self._answer(script)
@@ -162,6 +162,8 @@ class TurnPlayer:
             ending, limit = "hang", min(int(script.values["hang_after"]), total)
 
         bot_id, text = chathub.new_id(), ""
+        if limit and config.turn_seconds:  # the upstream's own time, less what streaming takes
+            yield Sleep(max(0.0, config.turn_seconds - (total - 1) * delay))
         for index in range(limit):
             if index:
                 yield Sleep(delay)
@@ -201,6 +203,13 @@ class TurnPlayer:
 
     def _answer_text(self, script: faults.Script) -> str:
         assert self.conversation is not None
+        brief = primed.ack(self.text)  # a priming part: "OK", as the real model would
+        if brief is not None:
+            return brief
+        memory = self.state.accounts
+        if script.on("memory"):  # the account's long-term memory (`accounts`), not this conversation's
+            return faults.memory_answer(memory.recollect(self.account, self.conversation.id))
+        memory.remember(self.account, self.conversation.id, script.prompt)
         seen = [*self.conversation.context, *self.descriptions]  # injected context
         scripted = tool_model.answer(self.text, [*seen, *(turn.user for turn in self.conversation.turns)])
         if scripted is not None:
@@ -213,7 +222,8 @@ class TurnPlayer:
         if script.on("search"):
             return search.answer_text(script.prompt)
         image_note = kblob.seen(self.state, self.args.get("message") or {})
-        return image_note + faults.default_answer(tool_model.strip(script.prompt), self.turn_number)
+        asked = primed.question(tool_model.strip(script.prompt))
+        return image_note + faults.default_answer(asked, self.turn_number)
 
     def _answer_message(self, bot_id: str, text: str, *, final: bool, cited: str | None) -> dict[str, Any]:
         """One state of the streamed answer; the final one is complete and carries suggestions."""
@@ -297,6 +307,7 @@ class TurnPlayer:
             )
         )
         self.conversation.context.extend(self.descriptions)
+        self.state.stats.answered("chathub", self.state.now() - self.started)
         self.conversation.disengaged = self.conversation.disengaged or disengaged
 
     def _success(self, bot_messages: list[dict[str, Any]], *, used: int) -> Iterator[Action]:

@@ -176,8 +176,10 @@ class GunicornServer:
         *,
         prefix: Sequence[str] = (),
         host: str = "127.0.0.1",
+        access_log: str = "/dev/null",
     ) -> None:
         self.stderr = stderr  # where its logs go (None: this process's stderr)
+        self.access_log = access_log  # one line per request with its duration (the agents benchmark reads it)
         self.prefix = list(prefix)  # e.g. ["ip", "netns", "exec", HOST]: serve from another namespace
         self.port = free_port()
         self.env = dict(env, PORT=str(self.port), WEB_CONCURRENCY=str(workers))
@@ -195,7 +197,7 @@ class GunicornServer:
                 "-c",
                 "deploy/gunicorn.conf.py",
                 "--access-logfile",
-                "/dev/null",
+                self.access_log,
                 "wsgi:app",
             ],
             cwd=ROOT,

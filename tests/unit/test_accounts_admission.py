@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from typing import Any
+
 import pytest
 from redis import Redis
 
@@ -61,7 +63,7 @@ def test_refused_clients_get_distinct_places_and_each_is_admitted_when_it_comes_
     scheduler = Scheduler(
         registry, max_concurrent=100, rpm=3, lease_seconds=10, clock=lambda: clock[0], sleep=lambda s: None
     )
-    limits = {"max_concurrent": 100, "rpm": 3}
+    limits: dict[str, Any] = {"max_concurrent": 100, "rpm": 3}
 
     def start_turn(owner: str) -> None:  # what a worker does: take a slot, end the door's claim
         lease = scheduler.acquire(owner)

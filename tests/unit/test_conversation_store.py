@@ -37,11 +37,14 @@ def test_every_completed_prefix_matches_with_its_turn_count(redis_client: Redis)
     conversation.messages += [U2, A2]
     conversations.save(conversation, completion_id="chatcmpl-2")
 
-    assert conversations.match("o", "S", [U1, A1, U2, A2]) == Match("conv_1", 2)
-    assert conversations.match("o", "S", [U1, A1]) == Match("conv_1", 1)  # an earlier point: a branch
-    assert conversations.match("someone-else", "S", [U1, A1]) is None
-    assert conversations.match("o", "", [U1, A1]) is None
-    assert conversations.match("o", "S", []) is None
+    assert conversations.match("o", [U1, A1, U2, A2]) == Match("conv_1", 2)
+    assert conversations.match("o", [U1, A1]) == Match("conv_1", 1)  # an earlier point: a branch
+    assert conversations.match("someone-else", [U1, A1]) is None
+    assert conversations.match("o", [U1, {"role": "assistant", "content": "Hello!!"}]) is None
+    assert conversations.match("o", []) is None
+    # The system prompt is not part of the match: a changed one is sent upstream, not a new start.
+    trimmed = [{"role": "user", "content": " hi "}, A1]
+    assert conversations.match("o", trimmed) == Match("conv_1", 1)
     assert conversations.resolve("chatcmpl-1") == "conv_1"
 
 
@@ -68,7 +71,7 @@ def test_delete_forgets_the_conversation_and_its_handle(redis_client: Redis) -> 
     conversations.save(Conversation(id="conv_d", owner="o", model="m", messages=[U1, A1], handle={"x": 1}))
     assert conversations.delete("conv_d")
     assert conversations.get("conv_d") is None
-    assert conversations.match("o", "", [U1, A1]) is None
+    assert conversations.match("o", [U1, A1]) is None
     assert not redis_client.exists(handle_key("conv_d"))
 
 

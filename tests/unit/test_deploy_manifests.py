@@ -18,7 +18,7 @@ import pytest
 import yaml
 from referencing import Registry, Resource
 
-from service.runtime.settings import load_settings
+from service.runtime.settings import SettingsError, load_settings
 from service.web.http.middleware import OPEN_PATHS
 from workers.gevent_worker import GeventWorker
 
@@ -215,10 +215,14 @@ def test_secrets_live_in_the_secret_and_settings_parse() -> None:
     assert {"API_KEYS", "SECRET_KEY", "ADMIN_KEY", "UPSTREAM_COOKIES"} <= set(secret)
     config = k8s_object("ConfigMap", "copilot-gateway")["data"]
     assert not {"API_KEYS", "SECRET_KEY", "ADMIN_KEY", "UPSTREAM_COOKIES"} & set(config)
-    settings = load_settings({**config, **secret})  # every value is one the gateway accepts
+    # Shipped empty: applied unedited, the pods refuse to start, naming what is missing.
+    assert not (secret["API_KEYS"] or secret["SECRET_KEY"] or secret["ADMIN_KEY"])
+    with pytest.raises(SettingsError, match="REQUIRE_AUTH is set but neither API_KEYS nor ADMIN_KEY"):
+        load_settings({**config, **secret})
+    filled = {**secret, "API_KEYS": "sk-" + "a1" * 12, "SECRET_KEY": "b2" * 16, "ADMIN_KEY": "c3" * 12}
+    settings = load_settings({**config, **filled})  # every other value is one the gateway accepts
     assert settings.log_format == "json" and settings.worker_metrics_port == 9100
     assert settings.auth_enabled  # keyed: the web tier listens beyond loopback
-    assert len(secret["SECRET_KEY"]) >= 16
     for name in ("copilot-gateway-web", "copilot-gateway-worker"):
         sources = k8s_object("Deployment", name)["spec"]["template"]["spec"]["containers"][0]["envFrom"]
         assert {"secretRef": {"name": "copilot-gateway"}} in sources
@@ -243,3 +247,23 @@ def test_compose_points_both_tiers_at_its_redis_and_requires_keys(service: str) 
     assert environment["API_KEYS"].startswith("${API_KEYS:?")
     assert environment["SECRET_KEY"].startswith("${SECRET_KEY:?")
     assert "redis" in compose()["services"][service]["depends_on"]
+
+
+def _flag_value(command: list[str], flag: str) -> str | None:
+    return command[command.index(flag) + 1] if flag in command else None
+
+
+def test_every_shipped_redis_has_a_memory_limit_and_the_chosen_eviction_policy() -> None:
+    from service.runtime.embedded_redis import EVICTION_POLICY
+
+    compose_command = compose()["services"]["redis"]["command"]
+    statefulset = k8s_object("StatefulSet", "copilot-gateway-redis")
+    container = statefulset["spec"]["template"]["spec"]["containers"][0]
+    for command in (compose_command, container["command"]):
+        assert _flag_value(command, "--maxmemory"), command
+        assert _flag_value(command, "--maxmemory-policy") == EVICTION_POLICY
+    limit_mi = int(container["resources"]["limits"]["memory"].removesuffix("Mi"))
+    maxmemory = _flag_value(container["command"], "--maxmemory")
+    assert maxmemory is not None and int(maxmemory.removesuffix("mb")) < limit_mi * 0.7
+    keyvalue = next(s for s in render()["services"] if s["type"] == "keyvalue")
+    assert keyvalue["maxmemoryPolicy"] == EVICTION_POLICY  # Render's plan sets the size

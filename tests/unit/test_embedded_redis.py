@@ -43,3 +43,13 @@ def test_a_persistent_server_keeps_its_data_and_requires_its_password(tmp_path: 
         assert Redis.from_url(again.url).get("conv:kept") == b"yes"
     finally:
         again.stop()
+
+
+def test_the_launchers_server_has_a_memory_limit_and_the_eviction_policy(tmp_path: Path) -> None:
+    from service.runtime.embedded_redis import EVICTION_POLICY
+
+    with EmbeddedRedis(data_dir=tmp_path / "redis", password="p" * 20, maxmemory="64mb") as server:
+        client = Redis.from_url(server.url)
+        assert client.config_get("maxmemory")["maxmemory"] == str(64 * 1024 * 1024)
+        assert client.config_get("maxmemory-policy")["maxmemory-policy"] == EVICTION_POLICY
+        client.close()

@@ -12,6 +12,7 @@ import base64
 import http.server
 import ipaddress
 import threading
+import time
 from collections.abc import Iterator
 from typing import Any
 
@@ -333,3 +334,113 @@ def test_kblob_upload_body_round_trips_through_the_simulator_parser() -> None:
     assert url == "https://www.bing.com/images/blob?bcid=abc"
     with pytest.raises(UpstreamError):
         chathub.parse_kblob_response(200, b"{}")
+
+
+class _Drip(http.server.BaseHTTPRequestHandler):
+    """Answers 200 with a large body, then sends it one byte a second (the audit's `/drip`)."""
+
+    def do_GET(self) -> None:
+        self.send_response(200)
+        self.send_header("Content-Length", "100000")
+        self.end_headers()
+        try:
+            for _ in range(120):
+                self.wfile.write(b"\0")
+                self.wfile.flush()
+                time.sleep(1.0)
+        except OSError:
+            pass  # the fetcher gave up and closed the connection
+
+    def log_message(self, *args: Any) -> None:
+        pass
+
+
+@pytest.mark.parametrize(
+    "address",
+    [
+        "2002:7f00:1::",
+        "2002:a9fe:a9fe::",
+        "fec0::1",
+        "2001:0:4136:e378:8000:63bf:3fff:fdd2",
+        "64:ff9b::7f00:1",
+    ],
+)
+def test_tunnel_and_site_local_addresses_are_not_public(address: str) -> None:
+    assert public_address(address) is False
+
+
+def test_one_deadline_over_the_whole_fetch_even_when_bytes_keep_dripping() -> None:
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), _Drip)
+    server.daemon_threads = True
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    outcome: list[BaseException] = []
+
+    def fetch() -> None:
+        try:
+            _fetcher(timeout=2.0).fetch(f"http://images.test:{server.server_address[1]}/drip", PART)
+        except BaseException as exc:
+            outcome.append(exc)
+
+    try:
+        worker = threading.Thread(target=fetch, daemon=True)
+        worker.start()
+        worker.join(30)  # bounded: today's fetch would run until the drip stops (120 s)
+        assert not worker.is_alive(), "the fetch outlived its deadline"
+        assert len(outcome) == 1 and isinstance(outcome[0], InvalidRequest)
+        assert "longer than IMAGE_FETCH_TIMEOUT" in outcome[0].message and outcome[0].param == PART
+    finally:
+        server.shutdown()
+        server.server_close()
+
+
+class _DripHeaders(http.server.BaseHTTPRequestHandler):
+    """Sends its status line and headers one byte a second: only a whole-fetch deadline ends it."""
+
+    def do_GET(self) -> None:
+        head = b"HTTP/1.1 200 OK\r\n" + b"X-Slow: " + b"a" * 200 + b"\r\n\r\n"
+        try:
+            for byte in head:
+                self.wfile.write(bytes([byte]))
+                self.wfile.flush()
+                time.sleep(1.0)
+        except OSError:
+            pass
+
+    def log_message(self, *args: Any) -> None:
+        pass
+
+
+WORKER_FETCH = """
+from gevent import monkey
+monkey.patch_all()
+import sys
+from service.errors import InvalidRequest
+from workers.image_fetch import ImageFetcher
+fetcher = ImageFetcher(max_bytes=1000, timeout=2.0, allow_private=True)
+try:
+    fetcher.fetch(sys.argv[1], "messages[0].content[1].image_url")
+except InvalidRequest as exc:
+    print(exc.message)
+"""
+
+
+def test_in_the_worker_the_deadline_also_bounds_dripping_headers() -> None:
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), _DripHeaders)
+    server.daemon_threads = True
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    try:
+        done = subprocess.run(  # a gevent-patched process, as the worker is
+            [sys.executable, "-c", WORKER_FETCH, f"http://127.0.0.1:{server.server_address[1]}/x.png"],
+            cwd=Path(__file__).resolve().parents[2],
+            capture_output=True,
+            text=True,
+            timeout=60,  # bounded: the headers alone take over 200 s to arrive
+        )
+        assert "longer than IMAGE_FETCH_TIMEOUT" in done.stdout, done.stderr[-2000:]
+    finally:
+        server.shutdown()
+        server.server_close()

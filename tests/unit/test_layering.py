@@ -24,6 +24,7 @@ SHARED = [
     "service.state.locks",
     "service.state.idempotency",
     "service.models",
+    "service.priming",
     "service.tokens",
     "service.limits",
     "service.runtime.redis_conn",

@@ -142,7 +142,7 @@ def test_keyed_gateway_allows_every_origin_by_default(make_app: MakeApp) -> None
     client = make_app(API_KEYS="k1").test_client()
     preflight = client.options("/v1/chat/completions", headers={"Origin": "https://app.example"})
     assert cors(preflight) == "*"
-    assert preflight.headers["Access-Control-Allow-Methods"] == "GET, POST, DELETE, OPTIONS"
+    assert preflight.headers["Access-Control-Allow-Methods"] == "GET, POST, PATCH, DELETE, OPTIONS"
     assert cors(client.get("/v1/models", headers={"Authorization": "Bearer k1"})) == "*"
 
 
@@ -215,3 +215,25 @@ def test_log_lines_never_carry_a_url_password() -> None:
     text = sink.getvalue()
     assert "redis://:***@10.0.0.5:6379/0" in text and "rediss://default:***@cache.example" in text
     assert "pw-SECRET" not in text
+
+
+@pytest.mark.parametrize(
+    ("key", "value"),
+    [
+        ("ADMIN_KEY", "change-me-admin-key"),
+        ("SECRET_KEY", "change-me-to-32-random-bytes"),
+        ("API_KEYS", "sk-real-0123456789abcdef, sk-change-me"),
+        ("ADMIN_KEY", "CHANGEME-please-0123456789"),
+    ],
+)
+def test_placeholder_secrets_are_refused(key: str, value: str) -> None:
+    environ = {"API_KEYS": "sk-real-0123456789abcdef", "SECRET_KEY": "s" * 32, key: value}
+    with pytest.raises(SettingsError, match=f"{key} holds a placeholder value") as info:
+        load_settings(environ)
+    assert "sk-real" not in str(info.value)  # no value is echoed, placeholder or not
+
+
+def test_require_auth_refuses_an_open_gateway() -> None:
+    with pytest.raises(SettingsError, match="REQUIRE_AUTH"):
+        load_settings({"REQUIRE_AUTH": "1"})
+    assert load_settings({"REQUIRE_AUTH": "1", "ADMIN_KEY": "a" * 20, "SECRET_KEY": "s" * 32}).auth_enabled

@@ -738,3 +738,34 @@ def test_many_concurrent_sessions_stream_at_once(sim: SimulatorProcess) -> None:
 
     assert all(r.ending == "type3" and r.result["value"] == "Success" for r in replies)
     assert sim.stats()["sockets"] == 100
+
+
+# -- what the gateway's priming and the benchmarks need -----------------------------------------
+
+
+def test_a_priming_part_is_answered_briefly_and_the_last_part_answers_the_message(
+    sim: SimulatorProcess,
+) -> None:
+    sim.configure(token_delay=0.2)  # an echo of the part would take minutes at this speed
+    conv = create(sim)
+    part = "[Context part 1 of 2. Read it and reply only with OK.]\n\n" + "rule " * 2000
+    started = time.monotonic()
+    assert [a["text"] for a in turn(sim, conv, part).answers] == ["OK."]
+    assert time.monotonic() - started < 2
+    last = "[Context part 2 of 2, the last. Answer it now.]\n\nmore rules\n\n[My message]\nsay hi"
+    assert turn(sim, conv, last).answers[-1]["text"] == "Hello! You said: say hi. This is turn 2."
+    sim.configure(token_delay=0.001, words_per_update=500)  # the recall lists the long part too
+    updated = "[Updated instructions. Follow these.]\nbe kind\n\n[My message]\n[sim:recall] who am I?"
+    assert turn(sim, conv, updated).answers[-1]["text"].startswith("Earlier you said: ")
+
+
+def test_turn_seconds_is_the_least_time_a_turn_takes_and_stats_add_it_up(sim: SimulatorProcess) -> None:
+    sim.configure(turn_seconds=0.6, token_delay=0.01)
+    conv = create(sim)
+    started = time.monotonic()
+    reply = turn(sim, conv, "hi")
+    took = time.monotonic() - started
+    assert reply.answers[-1]["text"] == "Hello! You said: hi. This is turn 1."
+    assert 0.6 <= took < 2.0
+    stats = sim.stats()
+    assert 0.6 <= stats["turn_seconds"] < took and stats["chathub"]["turn_seconds"] == stats["turn_seconds"]

@@ -873,7 +873,9 @@ def test_control_api_covers_both_dialects(sim: SimulatorProcess) -> None:
     assert sim.conversation(chathub)["dialect"] == "chathub"
     stats = sim.stats()
     assert (stats["creates"], stats["sockets"], stats["invocations"]) == (2, 1, 1)
-    assert stats["copilot"] == {"creates": 1, "sockets": 1, "open_sockets": 0, "invocations": 1}
+    copilot_share = dict(stats["copilot"])
+    assert 0 < copilot_share.pop("turn_seconds") < 5  # the one turn's time
+    assert copilot_share == {"creates": 1, "sockets": 1, "open_sockets": 0, "invocations": 1}
     assert stats["chathub"]["creates"] == 1 and stats["chathub"]["invocations"] == 0
 
     config = sim.configure(copilot_strict="false", copilot_connected_twice=True, hashcash_variant="hex")
@@ -958,3 +960,16 @@ def test_image_quota_spent(sim: SimulatorProcess) -> None:
     (final,) = reply.of("imageGenerated")
     assert final["url"] is None and final["nextAvailableAt"]
     assert reply.of("done")
+
+
+def test_priming_parts_are_answered_briefly_and_turns_take_turn_seconds(sim: SimulatorProcess) -> None:
+    sim.configure(turn_seconds=0.5)
+    conversation_id = create(sim)
+    part = "[Context part 1 of 2. Read it and reply only with OK.]\n\n" + "rule " * 1900
+    started = time.monotonic()
+    assert turn(sim, conversation_id, part).text == "OK."
+    last = "[Context part 2 of 2, the last. Answer it now.]\n\nmore\n\n[My message]\nsay hi"
+    assert turn(sim, conversation_id, last).text == "Hello! You said: say hi. This is turn 2."
+    took = time.monotonic() - started
+    assert 1.0 <= took < 4.0
+    assert 1.0 <= sim.stats()["copilot"]["turn_seconds"] < took

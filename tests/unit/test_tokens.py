@@ -90,3 +90,13 @@ def test_a_long_text_is_tokenized_off_the_event_loop() -> None:
 
 def test_a_short_text_stays_on_the_caller() -> None:
     assert tokens.off_loop(len, "abc") == 3
+
+
+def test_long_texts_are_counted_once_per_process() -> None:
+    text = "an agent's instructions, re-sent with every step. " * 200
+    first = tokens.count_text(text)
+    assert tokens.count_text(text) == first == tokens.count_text(text + " ") - 0
+    assert tokens.count_text(text + " more") > first  # another text, another count
+    key_count = len(tokens._memo)
+    tokens.count_messages([{"role": "user", "content": text}])
+    assert len(tokens._memo) == key_count  # the same text: no new entry

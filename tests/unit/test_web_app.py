@@ -155,7 +155,7 @@ def test_preflight_answers_cors(secured: FlaskClient) -> None:
     assert response.status_code == 204
     assert response.data == b""
     assert response.headers["Access-Control-Allow-Origin"] == "*"
-    assert response.headers["Access-Control-Allow-Methods"] == "GET, POST, DELETE, OPTIONS"
+    assert response.headers["Access-Control-Allow-Methods"] == "GET, POST, PATCH, DELETE, OPTIONS"
     assert response.headers["Access-Control-Max-Age"] == "86400"
     allowed = response.headers["Access-Control-Allow-Headers"].lower()
     for name in ("authorization", "content-type", "x-stainless-os", "x-conversation-id", "openai-project"):
@@ -202,7 +202,8 @@ def test_sane_incoming_request_ids_are_reused(client: FlaskClient) -> None:
 def test_models_list_and_get(client: FlaskClient) -> None:
     listing = client.get("/v1/models").get_json()
     assert listing["object"] == "list"
-    assert [card["id"] for card in listing["data"]] == ["Creative", "Balanced", "Precise", "gpt-4"]
+    catalog = ["Creative", "Balanced", "Precise", "gpt-4"]
+    assert [card["id"] for card in listing["data"]] == catalog + [f"claude-bing-{m.lower()}" for m in catalog]
     assert client.get("/models").get_json() == listing
     card = client.get("/v1/models/gpt-4").get_json()
     assert card == {"id": "gpt-4", "object": "model", "created": 1677610602, "owned_by": "bing"}
@@ -394,6 +395,9 @@ def test_completion_is_enqueued_and_ends_503_without_a_worker(client: FlaskClien
         "kind": "chat",
         "image_format": "url",  # only an image generation's b64_json changes it
         "options": {},  # no tools, structured output or cuts: the answer passes untouched
+        "instructions": None,  # a new conversation: its system prompt is `system`
+        "carried": {},  # no `store: false` history left an upstream conversation to continue
+        "group": "default",  # the key's account group (docs/accounts-groups.md)
     }
     assert abs(payload["created"] - time.time()) < 10
     # Given up on: the job is dropped from the queue, so a late worker never runs it.

@@ -23,6 +23,7 @@ from flask import Blueprint, Flask, Response, g, jsonify, request
 
 from service.access import ratelimit
 from service.access.keys import KeyNotFound, KeyStore, ManagedKey, parse_limits, static_key_id
+from service.accounts import groups
 from service.errors import AuthenticationFailed, InvalidRequest, NotFound
 from service.runtime.settings import Settings
 from service.state.conversations import owner_of
@@ -64,7 +65,7 @@ def _body() -> dict[str, Any]:
     body = admin_json()
     if not isinstance(body, dict):
         raise InvalidRequest("The request body must be a JSON object.", param=None)
-    unknown = sorted(set(body) - {"label", *LIMIT_FIELDS})
+    unknown = sorted(set(body) - {"label", "group", *LIMIT_FIELDS})
     if unknown:
         raise InvalidRequest(f"Unknown field '{unknown[0]}'.", param=unknown[0])
     label = body.get("label")
@@ -85,7 +86,9 @@ def create_key() -> tuple[Response, int]:
     """Create a key; the response is the only place its secret ever appears."""
     body = _body()
     store = _store()
-    key, secret = store.create(label=body.get("label") or "", limits=parse_limits(body))
+    key, secret = store.create(
+        label=body.get("label") or "", limits=parse_limits(body), group=groups.parse(body.get("group"))
+    )
     return jsonify({**store.views([key])[0], "key": secret}), 201
 
 
@@ -99,6 +102,7 @@ def list_keys() -> Response:
 def _static_views(store: KeyStore) -> list[dict[str, Any]]:
     settings = gateway().settings
     ids = [static_key_id(owner_of(key, secret=settings.secret_key)) for key in settings.api_keys]
+    key_groups = dict(settings.api_key_groups)
     used = store.last_used(ids)
     limits = quota.defaults(settings).to_json()
     return [
@@ -111,6 +115,7 @@ def _static_views(store: KeyStore) -> list[dict[str, Any]]:
             "created": None,
             "last_used": used.get(key_id),
             "limits": limits,
+            "group": key_groups.get(key, groups.DEFAULT_GROUP),
         }
         for key_id, key in zip(ids, settings.api_keys, strict=True)
     ]
@@ -130,7 +135,12 @@ def update_key(key_id: str) -> Response:
     store = _store()
     current = _get(store, key_id)
     try:
-        key = store.update(key_id, label=body.get("label"), limits=parse_limits(body, current.limits))
+        key = store.update(
+            key_id,
+            label=body.get("label"),
+            limits=parse_limits(body, current.limits),
+            group=groups.parse(body["group"]) if "group" in body else None,
+        )
     except KeyNotFound:
         raise NotFound(f"No API key with id '{key_id}'.", code="key_not_found", param="id") from None
     return jsonify(store.views([key])[0])

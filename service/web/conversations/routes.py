@@ -28,6 +28,7 @@ from service.web.http.extension import gateway
 from service.web.http.meta import conversation_not_found
 from service.web.http.paging import page
 from service.web.http.schema_errors import wrong_type as _wrong_type
+from service.web.pipeline.conversation_limits import admit_write, check_room
 from service.web.pipeline.request import check_chars, parse_body
 from service.web.pipeline.submit import bounds
 from service.web.responses.parse import INSTRUCTION_ROLES, _item, _metadata
@@ -107,6 +108,8 @@ def create_conversation() -> Response:
         system=system,
         metadata=_metadata(body),
     )
+    admit_write(gateway())  # the key's rpm and quota, like a turn
+    check_room(gateway(), g.owner)  # and KEY_MAX_CONVERSATIONS
     gateway().store.save(conversation)
     return jsonify(conversation_object(conversation))
 
@@ -126,10 +129,12 @@ def update_conversation(conversation_id: str) -> Response:
             "Missing required parameter: 'metadata'.", param="metadata", code="missing_required_parameter"
         )
     metadata = _metadata(body)
-    store = gateway().store
     conversation = _owned(conversation_id)
+    admit_write(gateway())
+    # The metadata alone, atomically: a turn saving the transcript meanwhile keeps its turn.
+    if not gateway().store.set_metadata(conversation.id, metadata):
+        raise conversation_not_found(conversation_id, None)  # deleted since it was read
     conversation.metadata = metadata
-    store.save(conversation)
     return jsonify(conversation_object(conversation))
 
 

@@ -19,11 +19,12 @@ from __future__ import annotations
 
 import hmac
 import logging
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from typing import Protocol
 
 from service.access.keys import Limits, ManagedKey, static_key_id
 from service.access.ratelimit import Caller
+from service.accounts.groups import DEFAULT_GROUP
 from service.errors import AuthenticationFailed
 from service.state.conversations import owner_of
 
@@ -86,6 +87,7 @@ def identify(
     required: bool,
     managed: Callable[[str], ManagedKey | None] | None = None,
     defaults: Limits | None = None,
+    groups: Mapping[str, str] | None = None,
 ) -> Caller:
     """Who the caller is (id, owner tag, effective limits); 401 when `required` and the key is unknown.
 
@@ -99,9 +101,14 @@ def identify(
         raise AuthenticationFailed(MISSING_KEY)
     if is_known(key, keys):
         owner = owner_of(key, secret=secret)
-        return Caller(id=static_key_id(owner), owner=owner, limits=Limits().over(defaults or Limits()))
+        group = (groups or {}).get(key, DEFAULT_GROUP)
+        return Caller(
+            id=static_key_id(owner), owner=owner, limits=Limits().over(defaults or Limits()), group=group
+        )
     record = managed(key) if managed is not None else None
     if record is None:
         log.info("event=auth_rejected reason=unknown_key")
         raise AuthenticationFailed(f"Incorrect API key provided: {mask_key(key)}.")
-    return Caller(id=record.id, owner=record.owner, limits=record.limits.over(defaults or Limits()))
+    return Caller(
+        id=record.id, owner=record.owner, limits=record.limits.over(defaults or Limits()), group=record.group
+    )

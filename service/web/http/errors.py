@@ -10,6 +10,7 @@ response and decide on retries from the status and the `Retry-After` /
 - `ApiError` (validation, auth, not found, relayed worker errors): its own status,
   `body()` and `headers()` — `service.errors` is the only place bodies are built;
 - Redis unreachable: 503 `service_unavailable` with `Retry-After`, on every path;
+- Redis full (`OOM command not allowed` at its maxmemory): 503 `storage_full`, on every path;
 - werkzeug's routing errors: 404 `Invalid URL (POST /v1/foo)` as OpenAI words it, 405 alike;
 - a body over MAX_REQUEST_BYTES: 413 `request_too_large`;
 - anything else: a logged traceback and an opaque 500.
@@ -20,7 +21,7 @@ from __future__ import annotations
 import logging
 
 from flask import Flask, Response, current_app, g, jsonify, request
-from redis.exceptions import RedisError
+from redis.exceptions import OutOfMemoryError, RedisError, ResponseError
 from werkzeug.exceptions import HTTPException, RequestEntityTooLarge
 
 from service.errors import ApiError, ServiceUnavailable
@@ -34,6 +35,8 @@ def anthropic_surface() -> bool:
     if request.blueprint == "messages":
         return True
     path = request.path.rstrip("/")
+    if path.endswith("/models") and request.headers.get("anthropic-version"):
+        return True  # Claude Code's model discovery (`service.web.model_list`)
     return path.endswith("/messages") or "/v1/messages/" in path
 
 
@@ -52,6 +55,8 @@ def error_response(error: ApiError) -> Response:
 
 
 REDIS_RETRY_AFTER = 5  # seconds; a Redis restart takes a few, and SDKs back off on their own too
+REDIS_FULL_RETRY_AFTER = 30  # seconds; memory frees as keys expire or an operator acts, not at once
+OUT_OF_MEMORY = "command not allowed when used memory"  # how Redis refuses a write at maxmemory (noeviction)
 
 
 def redis_unavailable() -> ServiceUnavailable:
@@ -69,7 +74,30 @@ def _api_error(error: ApiError) -> Response:
     return error_response(error)
 
 
+def out_of_memory(error: BaseException) -> bool:
+    """Whether Redis refused a write because it is at its maxmemory (a command or a script's)."""
+    return isinstance(error, OutOfMemoryError) or (
+        isinstance(error, ResponseError) and OUT_OF_MEMORY in str(error)
+    )
+
+
+def redis_full() -> ServiceUnavailable:
+    """The error clients get when Redis refuses writes at its `maxmemory` (503, Retry-After)."""
+    return ServiceUnavailable(
+        "The gateway's storage (Redis) is full: it reached its memory limit and refuses new data, "
+        "so this request was not run or stored. Please retry later; operators: see "
+        "docs/operating-redis.md.",
+        code="storage_full",
+        should_retry=True,
+        retry_after=REDIS_FULL_RETRY_AFTER,
+    )
+
+
 def _redis_error(error: RedisError) -> Response:
+    if out_of_memory(error):
+        log.error("event=redis_out_of_memory detail=%s", str(error)[:200])
+        metrics.REDIS_ERRORS.labels(tier="web").inc()
+        return error_response(redis_full())
     log.warning("event=redis_unavailable error=%s detail=%s", error.__class__.__name__, error)
     metrics.REDIS_ERRORS.labels(tier="web").inc()
     return error_response(redis_unavailable())

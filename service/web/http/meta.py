@@ -9,10 +9,11 @@ Conversations API (create, read, metadata, items) is `service.web.conversations.
 
 from __future__ import annotations
 
-from flask import Blueprint, Response, g, jsonify
+from flask import Blueprint, Response, g, jsonify, request
 
 from service.errors import NotFound
 from service.models import catalog, find_model, unknown_model_message
+from service.web.http import model_list
 from service.web.http.extension import gateway
 
 blueprint = Blueprint("meta", __name__)
@@ -28,9 +29,14 @@ def conversation_not_found(conversation_id: str, param: str | None) -> NotFound:
 @blueprint.get("/v1/models")
 @blueprint.get("/models")
 def list_models() -> Response:
-    """OpenAI's model list: every catalog entry the caller's key may use, as a model card."""
-    specs = [spec for spec in catalog(gateway().settings.upstream) if _allowed(spec.id)]
-    return jsonify({"object": "list", "data": [spec.card() for spec in specs]})
+    """Every catalog entry the caller's key may use and its Claude Code picker ids (`model_list`):
+    Anthropic's list shape when the request carries `anthropic-version`, else OpenAI's."""
+    upstream = gateway().settings.upstream
+    specs = [spec for spec in catalog(upstream) if _allowed(spec.id)]
+    if request.headers.get("anthropic-version"):
+        listed = model_list.entries(specs, upstream, picker_first=True)
+        return jsonify(model_list.anthropic_list(listed, request.args))
+    return jsonify(model_list.openai_list(model_list.entries(specs, upstream)))
 
 
 def _allowed(model: str) -> bool:

@@ -21,6 +21,7 @@ import re
 import uuid
 
 from flask import Flask, Response, g, request
+from werkzeug.exceptions import NotFound as UnknownRoute
 
 from service.access.keys import KeyStore
 from service.errors import ApiError
@@ -31,13 +32,15 @@ from service.web.pipeline import quota
 
 REQUEST_ID_HEADER = "x-request-id"
 _SANE_ID = re.compile(r"[A-Za-z0-9._-]{1,128}")
+_PRIVATE_READS = re.compile(r"(?:/v1)?/(?:conversations|responses)/|/admin/")
 _HEADER_LIST = re.compile(r"[^A-Za-z0-9!#$%&'*+.^_`|~, -]")
 OPEN_PATHS = ("/healthz", "/readyz", "/metrics")
+ADMIN_BLUEPRINTS = ("admin", "admin_keys")  # their routes authenticate with ADMIN_KEY
 EXPOSED_HEADERS = (
     "x-request-id, X-Conversation-Id, X-Conversation-Turns-Remaining, Retry-After, x-should-retry, "
     "retry-after-ms, x-ratelimit-limit-requests, x-ratelimit-remaining-requests, "
     "x-ratelimit-reset-requests, x-ratelimit-limit-tokens, x-ratelimit-remaining-tokens, "
-    "x-ratelimit-reset-tokens"
+    "x-ratelimit-reset-tokens, X-Gateway-Unoffered-Tools"
 )
 DEFAULT_ALLOWED_HEADERS = (
     "authorization, content-type, x-conversation-id, idempotency-key, openai-organization, "
@@ -75,7 +78,7 @@ def _preflight() -> Response | None:
     del response.headers["Content-Type"]  # a 204 has no body, so no type
     if allowed_origin(request.headers.get("Origin"), gateway().settings.cors_origins) is None:
         return response  # no Access-Control-Allow-* headers: the browser refuses the real request
-    response.headers["Access-Control-Allow-Methods"] = "GET, POST, DELETE, OPTIONS"
+    response.headers["Access-Control-Allow-Methods"] = "GET, POST, PATCH, DELETE, OPTIONS"
     # Echo what the browser asks for (header names only), so new SDK headers just work.
     requested = _HEADER_LIST.sub("", request.headers.get("Access-Control-Request-Headers") or "").strip()
     response.headers["Access-Control-Allow-Headers"] = requested or DEFAULT_ALLOWED_HEADERS
@@ -84,8 +87,12 @@ def _preflight() -> Response | None:
 
 
 def _authenticate() -> None:
-    if request.path in OPEN_PATHS or request.path.startswith("/admin/"):
-        return  # /admin/ checks ADMIN_KEY itself (or does not exist)
+    if request.path in OPEN_PATHS or request.blueprint in ADMIN_BLUEPRINTS:
+        return  # the admin blueprints check ADMIN_KEY themselves
+    if request.path == "/admin" or request.path.startswith("/admin/"):
+        # Not an admin route (none matched, or a catch-all such as `<prefix>/responses`
+        # did): nothing under /admin/ is an API route, and no body is read without a key.
+        raise UnknownRoute()  # rendered like any unknown URL: 404 `Invalid URL (…)`
     gw = gateway()
     settings = gw.settings
     g.caller = identify(
@@ -95,6 +102,7 @@ def _authenticate() -> None:
         required=settings.auth_enabled,
         managed=KeyStore(gw.redis).lookup,
         defaults=quota.defaults(settings),
+        groups=dict(settings.api_key_groups),
     )
     g.owner = g.caller.owner
 
@@ -117,6 +125,9 @@ def _require_json() -> None:
 
 def _decorate(response: Response) -> Response:
     response.headers[REQUEST_ID_HEADER] = g.get("request_id") or request_id(None)
+    response.headers["X-Content-Type-Options"] = "nosniff"  # JSON is never sniffed into HTML
+    if request.method == "GET" and _PRIVATE_READS.match(request.path):
+        response.headers["Cache-Control"] = "no-store"  # transcripts and answers: no cache keeps them
     allowed = gateway().settings.cors_origins
     origin = allowed_origin(request.headers.get("Origin"), allowed)
     if origin is not None:

@@ -27,6 +27,7 @@ from service.errors import InvalidRequest, NotFound
 from service.images import ImageInput
 from service.limits import check_prompt
 from service.models import MODEL_HELP, Aliases, find_model
+from service.tools import hosted
 from service.tools.history import fold
 from service.tools.openai_params import check_emulation, parse_choice, parse_stop, parse_tools
 from service.tools.options import TurnOptions
@@ -45,6 +46,7 @@ class MessagesRequest:
     chat: ChatRequest
     model: str
     max_tokens: int | None = None
+    unoffered: tuple[str, ...] = ()  # hosted (server) tools left out (service.tools.hosted)
 
 
 def _invalid(message: str) -> InvalidRequest:
@@ -288,4 +290,6 @@ def parse_messages_request(
         options=options.to_json(),
         images=found,
     )
-    return MessagesRequest(chat=chat, model=model, max_tokens=max_tokens)
+    return MessagesRequest(
+        chat=chat, model=model, max_tokens=max_tokens, unoffered=hosted.unoffered(body.get("tools"))
+    )

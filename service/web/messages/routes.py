@@ -20,6 +20,7 @@ from service.web.http.body import read_body
 from service.web.http.extension import gateway
 from service.web.messages.parse import MessagesRequest, parse_messages_request
 from service.web.messages.render import MessageBuilder, MessageRenderer
+from service.web.pipeline import hosted_note
 from service.web.pipeline.answer import Answer
 from service.web.pipeline.request import ChatRequest
 from service.web.pipeline.run import Run
@@ -35,7 +36,8 @@ def create_message() -> Response:
     gw = gateway()
     raw = read_body()
     req = parse_messages_request(raw, request.headers, **parse_options(gw))
-    return submit(gw, raw, req.chat, functools.partial(_renderer, req), completion_id=new_message_id())
+    answer = submit(gw, raw, req.chat, functools.partial(_renderer, req), completion_id=new_message_id())
+    return hosted_note.announce(answer, req.unoffered)  # server tools left out: say so
 
 
 @blueprint.post("/v1/messages/count_tokens")

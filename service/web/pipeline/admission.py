@@ -9,10 +9,12 @@ from __future__ import annotations
 
 import time
 
-from flask import Flask, current_app
+from flask import Flask, current_app, g
 
-from service.accounts import admission
+from service.accounts import admission, groups
 from service.accounts.registry import Registry
+from service.errors import UpstreamUnavailable
+from service.runtime import metrics
 from service.runtime.settings import Settings
 from service.web.http.extension import gateway
 
@@ -30,14 +32,28 @@ def registry() -> Registry:
     return current_app.extensions[EXTENSION]
 
 
-def admit(owner: str) -> None:
-    """429 at once when a new turn would wait longer than QUEUE_MAX_WAIT_SECONDS for an account."""
+def caller_group() -> str:
+    """The account group the caller's turns run on (`default` for an open gateway)."""
+    caller = g.get("caller")
+    return caller.group if caller is not None else groups.DEFAULT_GROUP
+
+
+def admit(owner: str, group: str = groups.DEFAULT_GROUP) -> None:
+    """429 at once when a new turn would wait longer than QUEUE_MAX_WAIT_SECONDS for an account.
+
+    Only `group`'s accounts count; a group with no account at all is a 503 naming it.
+    """
     settings = gateway().settings
-    admission.admit(
-        registry(),
-        owner=owner,
-        max_concurrent=settings.account_max_concurrent,
-        rpm=settings.account_rpm,
-        max_wait=settings.queue_max_wait_seconds,
-        now=time.time(),
-    )
+    try:
+        admission.admit(
+            registry(),
+            group=group,
+            owner=owner,
+            max_concurrent=settings.account_max_concurrent,
+            rpm=settings.account_rpm,
+            max_wait=settings.queue_max_wait_seconds,
+            now=time.time(),
+        )
+    except UpstreamUnavailable:
+        metrics.GROUP_UNAVAILABLE.labels(group=group).inc()
+        raise

@@ -8,7 +8,9 @@ serving the response takes the ticket (`take_ticket`) and settles it in `Run.clo
 when the last byte of a stream is sent or the client goes away, which is after this
 request's context is gone, hence the ticket carries the caller. A request that fails
 before a `Run` takes its ticket settles it as an error in teardown, so no path leaks a
-slot (and a dead process's slots expire with their lease).
+slot. The slot's lease is short and renewed while the ticket is held
+(`service.web.pipeline.slot_leases`), so a dead process's slots free themselves within about two
+KEY_SLOT_LEASE_SECONDS.
 
 A model the key may not use is a 403 `model_not_found`, as OpenAI answers a project
 without access to a model (a 404 would claim the model does not exist).
@@ -33,6 +35,7 @@ from service.runtime import metrics
 from service.runtime.settings import Settings
 from service.tokens import count_messages, count_text
 from service.web.http.extension import Gateway, gateway
+from service.web.pipeline import slot_leases
 
 log = logging.getLogger(__name__)
 
@@ -41,7 +44,6 @@ LIMIT_NAMES = {
     ratelimit.RPM: "rpm",
     ratelimit.CONCURRENT: "max_concurrent",
 }
-LEASE_MARGIN = 30.0  # seconds beyond the longest a turn can take, before a lost slot frees itself
 
 
 def defaults(settings: Settings) -> Limits:
@@ -61,6 +63,7 @@ class Ticket:
     caller: Caller
     lease: str
     settled: bool = False
+    renewer: slot_leases.SlotLeases | None = None  # renews the slot's lease until it is settled
 
     def settle(self, redis: Redis, terminal: Terminal | None, answer: Any | None) -> None:
         """Free the turn slot; record tokens (none for a failed turn) and errors. Never raises.
@@ -71,6 +74,8 @@ class Ticket:
         if self.settled:
             return
         self.settled = True
+        if self.renewer is not None:
+            self.renewer.drop(self.lease)
         failed = isinstance(terminal, Failed)
         input_tokens = output_tokens = 0
         try:
@@ -105,10 +110,8 @@ def admit(gw: Gateway, model: str) -> None:
             code="model_not_found",
             param="model",
         )
-    settings = gw.settings
-    decision = ratelimit.admit(
-        gw.redis, caller, lease_seconds=settings.job_timeout + settings.queue_wait_timeout + LEASE_MARGIN
-    )
+    renewer = slot_leases.slot_leases()
+    decision = ratelimit.admit(gw.redis, caller, lease_seconds=renewer.lease_seconds)
     g.rate = decision
     error = decision.error(caller)
     if error is not None:
@@ -116,7 +119,9 @@ def admit(gw: Gateway, model: str) -> None:
         log.info("event=key_limited key_id=%s limit=%s", caller.id, limit)
         metrics.KEY_LIMITED.labels(limit=limit).inc()
         raise error
-    g.ticket = Ticket(caller, decision.lease)
+    g.ticket = Ticket(caller, decision.lease, renewer=renewer)
+    if caller.limits.max_concurrent:
+        renewer.hold(ratelimit.turns_key(caller.id), decision.lease)
 
 
 def take_ticket() -> Ticket | None:
@@ -149,5 +154,7 @@ def _settle_unclaimed(_exc: BaseException | None) -> None:
 
 def init_app(app: Flask) -> None:
     """Register the response-header hook and the teardown that settles unclaimed tickets."""
+    gw: Gateway = app.extensions["gateway"]
+    slot_leases.init_app(app, gw.redis, gw.settings.key_slot_lease_seconds)
     app.after_request(_headers)
     app.teardown_request(_settle_unclaimed)

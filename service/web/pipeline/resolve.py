@@ -6,10 +6,14 @@ Three ways, in order:
    (a conversation id or the id of any earlier completion). Unknown, or another key's,
    is a 404.
 2. **History matching** — stateless clients (LobeChat, Open WebUI, NextChat, LangChain)
-   re-send the whole history each turn; when it equals a stored transcript of the same
-   key (`ConversationStore.match`), the turn continues that conversation and only the
-   new user message goes upstream.
-3. **Injection** — anything else starts a new conversation; its history and system
+   re-send the whole history each turn; when its messages equal a stored transcript of
+   the same key (`ConversationStore.match`; a changed system prompt does not prevent it,
+   the worker sends the change upstream), the turn continues that conversation and only
+   the new user message goes upstream.
+3. **By digest** — the history a `store: false` turn left behind (`service.state.ephemeral`):
+   a new, unstored conversation that continues that upstream conversation with only
+   the new input.
+4. **Injection** — anything else starts a new conversation; its history and system
    prompt are injected into the new upstream conversation by the dialect.
 
 Continuing takes the conversation's lock first (`service.state.locks`), then re-reads the
@@ -26,7 +30,7 @@ import dataclasses
 import logging
 
 from service.errors import RateLimited
-from service.state import locks
+from service.state import ephemeral, locks
 from service.state.conversations import Conversation, fingerprint
 from service.turns import new_conversation_id
 from service.web.http.extension import Gateway
@@ -45,8 +49,12 @@ class Resolution:
     history: list[dict[str, str]]
     system: str
     lock_token: str = ""
-    how: str = "new"  # new | id | matched | branched
+    how: str = "new"  # new | id | matched | branched | digest
     turns_remaining: int | None = None
+    # A continued turn's own system prompt (None: it keeps the conversation's); see workers.instructions.
+    instructions: str | None = None
+    # The unstored upstream conversation a `store: false` history left off in (`service.state.ephemeral`).
+    carried: ephemeral.Carried | None = None
 
 
 def resolve(gw: Gateway, chat: ChatRequest, owner: str) -> Resolution:
@@ -60,10 +68,18 @@ def resolve(gw: Gateway, chat: ChatRequest, owner: str) -> Resolution:
             # The client keeps no history (0.28 style): continue whatever the latest state is.
             return _continue(gw, conversation.id, owner, chat, how="id", expected=None)
         return _continue(gw, conversation.id, owner, chat, how="id", expected=history)
-    match = gw.store.match(owner, chat.system, history)
+    match = gw.store.match(owner, history)
     if match is not None:
         return _continue(gw, match.conversation_id, owner, chat, how="matched", expected=history)
-    return Resolution(new_conversation_id(), continues=False, history=history, system=chat.system)
+    carried = ephemeral.take(gw.redis, owner, gw.settings.secret_key, history)
+    return Resolution(
+        new_conversation_id(),
+        continues=False,
+        history=history,
+        system=chat.system,
+        how="new" if carried is None else "digest",
+        carried=carried,
+    )
 
 
 def _continue(
@@ -91,7 +107,7 @@ def _continue(
                 new_conversation_id(), continues=False, history=expected or [], system=chat.system
             )
         raise conversation_not_found(chat.conversation_id or conversation_id, chat.conversation_param)
-    if expected is not None and not _sees_whole_transcript(conversation, chat.system, expected):
+    if expected is not None and not _sees_whole_transcript(conversation, expected):
         locks.release(gw.redis, conversation_id, token)
         log.info("event=conversation_branched from=%s turns=%d", conversation.id, conversation.turns)
         return Resolution(
@@ -105,14 +121,16 @@ def _continue(
         lock_token=token,
         how=how,
         turns_remaining=_turns_remaining(conversation),
+        instructions=chat.system if chat.system.strip() else None,
     )
 
 
-def _sees_whole_transcript(conversation: Conversation, system: str, history: list[dict[str, str]]) -> bool:
-    """The client's history is exactly the stored transcript (with its system prompt)."""
-    if system.strip():
-        return fingerprint(system, history) == fingerprint(conversation.system, conversation.messages)
-    # A client that continues by id may leave the system prompt out of later turns.
+def _sees_whole_transcript(conversation: Conversation, history: list[dict[str, str]]) -> bool:
+    """The client's history is exactly the stored transcript's messages.
+
+    The system prompt is not compared: a changed one goes upstream as an update
+    (`workers.instructions`), and a client that continues by id may leave it out.
+    """
     return fingerprint("", history) == fingerprint("", conversation.messages)
 
 

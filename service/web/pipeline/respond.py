@@ -28,8 +28,25 @@ MakeRenderer = Callable[[Run, ChatRequest], Renderer]
 SSE_HEADERS = {"Cache-Control": "no-cache", "X-Accel-Buffering": "no"}
 
 
+# How a response that failed before it was handed over ends its run: cancel the turn, free its slot.
+EARLY_FAILURE = Failed(error={"code": "response_failed"}, synthetic=True)
+
+
 def answer_turn(gw: Gateway, run: Run, chat: ChatRequest, make: MakeRenderer) -> Response:
-    """The response to a running turn: the renderer's whole body, or its SSE stream."""
+    """The response to a running turn: the renderer's whole body, or its SSE stream.
+
+    Whatever fails before the response is handed over (a renderer storing its
+    in-progress object, say) closes the run, so no key slot, subscription or turn leaks;
+    a run already closed by the failure is left as it is.
+    """
+    try:
+        return _answer(gw, run, chat, make)
+    except BaseException:
+        run.close(gw, EARLY_FAILURE)
+        raise
+
+
+def _answer(gw: Gateway, run: Run, chat: ChatRequest, make: MakeRenderer) -> Response:
     renderer = make(run, chat)
     run.answer = renderer.metered()  # what was sent, for the key's token usage
     if not chat.stream:

@@ -35,14 +35,18 @@ class Run:
     # The key's admitted-turn ticket (settled in `close`), handed over by the request that built the Run.
     ticket: quota.Ticket | None = None
     answer: Answer | None = None  # what was sent, for the key's token usage (each surface sets it)
+    closed: bool = False
 
     def close(self, gw: Gateway, terminal: Terminal | None) -> None:
         """Unsubscribe; cancel what nobody will read; free the claim of a failed turn.
 
         `terminal` is the event that ended the response, or None if the client went
         away first. A turn with an Idempotency-Key is not cancelled when its client
-        disappears: the SDK's retry will attach to it.
+        disappears: the SDK's retry will attach to it. Only the first call acts.
         """
+        if self.closed:
+            return
+        self.closed = True
         turn = self.turn
         try:
             finished = terminal is not None and not (isinstance(terminal, Failed) and terminal.synthetic)

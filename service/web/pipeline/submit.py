@@ -34,6 +34,7 @@ from service.turns import TurnRequest, enqueue_turn, new_completion_id
 from service.web.http.errors import redis_unavailable
 from service.web.http.extension import Gateway
 from service.web.pipeline import admission, quota
+from service.web.pipeline import conversation_limits as limits
 from service.web.pipeline.request import Bounds, ChatRequest
 from service.web.pipeline.resolve import resolve
 from service.web.pipeline.respond import MakeRenderer, answer_turn
@@ -62,7 +63,8 @@ def submit(
     """
     owner: str = g.owner  # the request's caller, read once here: helpers take it as an argument
     g.model = chat.model  # labels this request's metrics (service.web.http.telemetry)
-    admission.admit(owner)  # 429 at once if the account pool's line is too long
+    group = admission.caller_group()  # the key's account group: its turns run on no other accounts
+    admission.admit(owner, group)  # 429 at once if the group's line is too long; 503 if it is empty
     quota.admit(gw, chat.model)  # the key's model access and limits: 403/429, or a ticket for the Run
     key = _idempotency_key()
     completion_id, created = completion_id or new_completion_id(), int(time.time())
@@ -72,7 +74,7 @@ def submit(
         if attached is not None:
             return attached
     try:
-        run = _begin(gw, owner, chat, key, mine, store=store)
+        run = _begin(gw, owner, chat, key, mine, store=store, group=group)
     except BaseException:
         if key is not None:  # nothing will fulfil the claim: a retry must run afresh at once
             _release_claim(gw, owner, key, completion_id)
@@ -115,12 +117,21 @@ def _release_claim(gw: Gateway, owner: str, key: str, completion_id: str) -> Non
 
 
 def _begin(
-    gw: Gateway, owner: str, chat: ChatRequest, key: str | None, mine: idempotency.Claim, *, store: bool
+    gw: Gateway,
+    owner: str,
+    chat: ChatRequest,
+    key: str | None,
+    mine: idempotency.Claim,
+    *,
+    store: bool,
+    group: str,
 ) -> Run:
     """Resolve the conversation and start the turn (the claim, if any, is taken)."""
     completion_id, created = mine.completion_id, mine.created
     refs = park(gw.redis, chat.images)  # before the lock: nothing to free if Redis fails here
     resolution = resolve(gw, chat, owner)
+    if not resolution.continues:  # a new conversation (nothing locked): within KEY_MAX_CONVERSATIONS?
+        limits.check_room(gw, owner)
     turn = TurnRequest(
         completion_id=completion_id,
         conversation_id=resolution.conversation_id,
@@ -138,6 +149,9 @@ def _begin(
         options=chat.options,
         kind=chat.kind,
         image_format=chat.image_format,
+        instructions=resolution.instructions,
+        carried=resolution.carried.to_json() if resolution.carried else {},
+        group=group,
     )
     if key is not None:
         idempotency.record(

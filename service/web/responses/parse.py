@@ -35,6 +35,7 @@ from service.errors import InvalidRequest, NotFound
 from service.images import ImageInput
 from service.limits import check_prompt
 from service.models import Aliases, find_model, unknown_model_message
+from service.tools import hosted
 from service.tools.history import fold
 from service.tools.openai_params import check_emulation, parse_choice, parse_format, parse_tools
 from service.tools.options import TurnOptions
@@ -62,6 +63,7 @@ class ResponsesRequest:
     store: bool = True
     metadata: dict[str, str] = dataclasses.field(default_factory=dict)
     echo: dict[str, Any] = dataclasses.field(default_factory=dict)
+    unoffered: tuple[str, ...] = ()  # hosted tools left out (service.tools.hosted)
 
 
 def _invalid(message: str, param: str, code: str = "invalid_value") -> InvalidRequest:
@@ -390,4 +392,5 @@ def parse_responses_request(
         store=True if store is None else store,
         metadata=_metadata(body),
         echo=echo,
+        unoffered=hosted.unoffered(body.get("tools")),
     )

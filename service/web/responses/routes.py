@@ -22,6 +22,7 @@ from service.turns import new_message_id, new_response_id, request_cancel
 from service.web.http.body import read_body
 from service.web.http.extension import Gateway, gateway
 from service.web.http.paging import page
+from service.web.pipeline import hosted_note
 from service.web.pipeline.answer import Answer
 from service.web.pipeline.request import ChatRequest
 from service.web.pipeline.run import Run
@@ -59,7 +60,8 @@ def create_response(prefix: str = "") -> Response:
     )
     make = functools.partial(_renderer, req, g.owner)
     try:
-        return submit(gw, raw, req.chat, make, completion_id=new_response_id(), store=req.store)
+        answer = submit(gw, raw, req.chat, make, completion_id=new_response_id(), store=req.store)
+        return hosted_note.announce(answer, req.unoffered)  # hosted tools left out: say so
     except NotFound as exc:
         if exc.code == "conversation_not_found" and req.previous_response_id:
             raise response_not_found(req.previous_response_id, "previous_response_id") from None
@@ -86,7 +88,9 @@ def _renderer(req: ResponsesRequest, owner: str, run: Run, chat: ChatRequest) ->
         current = store.get(turn.completion_id, owner)
         if current is not None and (only_if_new or current.get("status") == "cancelled"):
             return
-        store.save(owner, {**(current or builder.response("in_progress")), **change}, items)
+        store.save(
+            owner, {**(current or builder.response("in_progress")), **change}, items, turn.conversation_id
+        )
 
     return ResponseRenderer(builder, Answer(chat.messages), keep=keep, storing=store is not None)
 
