@@ -64,7 +64,8 @@ def off_loop(work: Callable[[A], T], arg: A) -> T:
     if monkey is None or not monkey.is_module_patched("threading"):
         return work(arg)
     hub = sys.modules["gevent"].get_hub()
-    return hub.threadpool.apply(work, (arg,))
+    result: T = hub.threadpool.apply(work, (arg,))  # the hub is found at run time: untyped
+    return result
 
 
 MEMO_MIN_CHARS = 1024

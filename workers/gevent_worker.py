@@ -207,7 +207,7 @@ class GeventWorker(SimpleWorker):
     def run_maintenance_tasks(self) -> None:
         """RQ's registry clean-up; skipped (retried next time) while Redis is unreachable."""
         try:
-            super().run_maintenance_tasks()
+            super().run_maintenance_tasks()  # type: ignore[no-untyped-call]  # rq: unannotated
         except REDIS_DOWN as exc:
             self._redis_failed(exc)
 
@@ -298,7 +298,7 @@ class GeventWorker(SimpleWorker):
             log.warning("event=worker_killing_jobs running=%d", self.running_jobs)
             self._pool.kill(WorkerShutdown("the worker was stopped"), block=True, timeout=5)
         try:
-            super().teardown()
+            super().teardown()  # type: ignore[no-untyped-call]  # rq: unannotated
         except REDIS_DOWN as exc:  # stopped during an outage: the worker's key expires by itself
             log.warning("event=worker_deregister_failed error=%s", exc.__class__.__name__)
 

@@ -148,7 +148,15 @@ class Shaping:
         if stream is None or done.finish_reason != "stop" or self.cut:
             yield from self._finish(done)
             return
-        parsed = parser.parse(stream.text, options)
+        parsed = yield from self._parse_or_repair(stream.text, repair)
+        yield from self._answer(stream, parsed, done)
+
+    def _parse_or_repair(
+        self, text: str, repair: Callable[[str], Iterator[Event]]
+    ) -> Generator[Relayed, None, parser.Parsed]:
+        """The calls in the answer; a bad or missing required call gets one repair turn, else a 502."""
+        options = self.options
+        parsed = parser.parse(text, options)
         problems = list(parsed.problems)
         if not parsed.calls and options.choice not in ("auto", "none") and not problems:
             problems.append("it called no function")
@@ -166,12 +174,16 @@ class Shaping:
                 status=502,
                 code="tool_call_failed",
             )
+        return parsed
+
+    def _answer(self, stream: parser.StreamFilter, parsed: parser.Parsed, done: Done) -> Iterator[Relayed]:
+        """The prose still held back, the calls, and the `Done` that ends the turn."""
         rest = stream.rest(parsed)
         if rest:
             shown = self.cutter.feed(rest)
             if shown:
                 yield TextDelta(shown)
-        if options.choice == "none":
+        if self.options.choice == "none":
             parsed = dataclasses.replace(parsed, calls=())
         for call in parsed.calls:
             found = relay.ToolCall(f"call_{new_token()}", call.name, call.arguments)

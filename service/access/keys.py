@@ -251,7 +251,7 @@ class KeyStore:
         with self.redis.pipeline() as pipe:
             while True:
                 try:
-                    pipe.watch(name)
+                    pipe.watch(name)  # type: ignore[no-untyped-call]  # redis-py: unannotated
                     raw = pipe.get(name)
                     if not raw:
                         raise KeyNotFound(key_id)

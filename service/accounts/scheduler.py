@@ -205,18 +205,7 @@ class Scheduler:
         group: str = groups.DEFAULT_GROUP,
     ) -> tuple[Lease | None, int]:
         """One atomic try: (the lease, 0) or (None, the ticket's position in the line)."""
-        accounts = groups.members(self.registry.all(), group)
-        if preferred and all(a.id != preferred for a in accounts):
-            accounts = groups.members(self.registry.all(fresh=True), group)  # maybe just added or moved
-        now = self.clock()
-        ready = [a for a in accounts if a.state(now) == READY and a.id not in exclude]
-        if not ready:  # before failing the turn, make sure no account was refreshed meanwhile
-            accounts = groups.members(self.registry.all(fresh=True), group)
-            ready = [a for a in accounts if a.state(now) == READY and a.id not in exclude]
-        if not ready:
-            if not accounts and self.registry.all():
-                raise groups.empty_group(group)
-            raise pool_unavailable(accounts, now, exclude)
+        ready, now = self._ready(group, preferred=preferred, exclude=exclude)
         want = [a for a in ready if a.id == preferred] or ready
         args: list[str | float | int] = [
             self.prefix,
@@ -236,6 +225,24 @@ class Scheduler:
             chosen = next(a for a in ready if a.id == value.decode())
             return Lease(account=chosen, id=ticket, prefix=self.prefix), 0
         return None, int(value)
+
+    def _ready(
+        self, group: str, *, preferred: str | None, exclude: Collection[str]
+    ) -> tuple[list[Account], float]:
+        """The group's accounts ready for a turn, and now; none ready is a 503 (an empty group its own)."""
+        accounts = groups.members(self.registry.all(), group)
+        if preferred and all(a.id != preferred for a in accounts):
+            accounts = groups.members(self.registry.all(fresh=True), group)  # maybe just added or moved
+        now = self.clock()
+        ready = [a for a in accounts if a.state(now) == READY and a.id not in exclude]
+        if not ready:  # before failing the turn, make sure no account was refreshed meanwhile
+            accounts = groups.members(self.registry.all(fresh=True), group)
+            ready = [a for a in accounts if a.state(now) == READY and a.id not in exclude]
+        if not ready:
+            if not accounts and self.registry.all():
+                raise groups.empty_group(group)
+            raise pool_unavailable(accounts, now, exclude)
+        return ready, now
 
     def refresh(self, pipe: Redis | Pipeline, lease: Lease) -> None:
         """Keep the lease alive (the turn's watcher calls this with its pipeline)."""

@@ -154,7 +154,8 @@ def registry() -> CollectorRegistry:
     if directory is None:
         return DEFAULT_REGISTRY
     merged = CollectorRegistry()
-    multiprocess.MultiProcessCollector(merged, path=directory)
+    # prometheus_client leaves this constructor unannotated.
+    multiprocess.MultiProcessCollector(merged, path=directory)  # type: ignore[no-untyped-call]
     return merged
 
 

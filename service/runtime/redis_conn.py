@@ -85,7 +85,8 @@ def _sentinel_client(
     Sentinel queries use short timeouts so an unreachable Sentinel is skipped quickly
     for the next one; the primary's credentials and db come from `url` when it is given.
     """
-    sentinels = Sentinel(
+    # redis-py leaves Sentinel's constructor and `master_for` unannotated.
+    sentinels = Sentinel(  # type: ignore[no-untyped-call]
         list(sentinel.addresses),
         sentinel_kwargs={
             "password": sentinel.password or None,
@@ -94,13 +95,14 @@ def _sentinel_client(
             "client_name": f"{role}-sentinel:{os.getpid()}",
         },
     )
-    return sentinels.master_for(
+    client: Redis = sentinels.master_for(  # type: ignore[no-untyped-call]
         sentinel.master,
         redis_class=Redis,
         connection_pool_class=BlockingSentinelConnectionPool,
         **options,
         **_url_credentials(url),
     )
+    return client
 
 
 def _url_credentials(url: str | None) -> dict[str, Any]:

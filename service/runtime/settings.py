@@ -502,15 +502,21 @@ def load_settings(environ: Mapping[str, str]) -> Settings:
         require_auth=_read(environ, "REQUIRE_AUTH", _flag, d.require_auth),
         # KEY_MAX_CONVERSATIONS: conversations one key may keep stored at once (429 above); 0 = no limit.
         key_max_conversations=_read(environ, "KEY_MAX_CONVERSATIONS", _count, d.key_max_conversations),
-        # KEY_SLOT_LEASE_SECONDS: a key's turn slot is renewed this often ×3 while its response is
-        # open; a web process that dies frees its slots within about twice this.
         # REDIS_MAXMEMORY: memory limit of the embedded redis-server (deploy/start without REDIS_URL).
         redis_maxmemory=_read(environ, "REDIS_MAXMEMORY", _memory, d.redis_maxmemory),
+        # KEY_SLOT_LEASE_SECONDS: a key's turn slot is renewed this often ×3 while its response is
+        # open; a web process that dies frees its slots within about twice this.
         key_slot_lease_seconds=_read(
             environ, "KEY_SLOT_LEASE_SECONDS", _positive_float, d.key_slot_lease_seconds
         ),
     )
     _refuse_placeholders(environ)
+    _check(settings)
+    return settings
+
+
+def _check(settings: Settings) -> None:
+    """Refuse combinations of settings that cannot work together, naming the keys to change."""
     if settings.require_auth and not settings.auth_enabled:
         raise SettingsError(
             "REQUIRE_AUTH is set but neither API_KEYS nor ADMIN_KEY is: put the keys clients will "
@@ -542,4 +548,3 @@ def load_settings(environ: Mapping[str, str]) -> Settings:
             "SECRET_KEY is required when UPSTREAM_COOKIES, COPILOT_ACCESS_TOKEN or ADMIN_KEY is set: account "
             f"secrets are encrypted with it in Redis; {KEEP_SECRET_HINT}"
         )
-    return settings

@@ -157,7 +157,7 @@ def fence(pipe: Pipeline, conversation_id: str, token: str, *, exists: bool) -> 
     continued one; a new conversation has no lock to hold and nothing to delete yet).
     """
     keys = (lock_key(conversation_id), conversation_key(conversation_id))
-    pipe.watch(*keys)
+    pipe.watch(*keys)  # type: ignore[no-untyped-call]  # redis-py: unannotated
     holder, present = pipe.eval(_INSPECT, len(keys), *keys)  # one round trip for both
     if exists and not present:
         pipe.reset()

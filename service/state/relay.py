@@ -289,7 +289,7 @@ class RelayHub:
             pubsub = self._pubsub
             assert pubsub is not None  # a known subscription means the listener has started
             try:
-                pubsub.unsubscribe(sub.channel)
+                pubsub.unsubscribe(sub.channel)  # type: ignore[no-untyped-call]  # redis-py: unannotated
             except RedisError as exc:
                 # redis-py resubscribes every channel it still lists when the listener
                 # reconnects; drop this one so no dead channel outlives the outage.
@@ -321,7 +321,7 @@ class RelayHub:
                     del self._waiters[channel]
                     try:
                         assert self._pubsub is not None  # started by the subscribe above
-                        self._pubsub.unsubscribe(channel)
+                        self._pubsub.unsubscribe(channel)  # type: ignore[no-untyped-call]  # redis-py
                     except Exception:  # the listener reconnects and resubscribes what is left
                         log.warning("event=relay_unsubscribe_failed channel=%s", channel, exc_info=True)
 
@@ -347,7 +347,9 @@ class RelayHub:
             return self._pubsub
         if self._pubsub is not None:
             self._pubsub.close()
-        pubsub = self._pubsub = self.redis.pubsub(ignore_subscribe_messages=False)
+        # redis-py leaves `pubsub()` unannotated.
+        pubsub: PubSub = self.redis.pubsub(ignore_subscribe_messages=False)  # type: ignore[no-untyped-call]
+        self._pubsub = pubsub
         home = threading.Event()
         pubsub.subscribe(self._home)  # raises while Redis is down; the next request retries
         self._thread = threading.Thread(

@@ -77,9 +77,10 @@ class ResponseStore:
         record = self._record(response_id, owner)
         if record is None:
             return None
-        record["response"].update(changes)
-        self.save(owner, record["response"], record["input_items"])
-        return record["response"]
+        response: dict[str, Any] = record["response"]
+        response.update(changes)
+        self.save(owner, response, record["input_items"])
+        return response
 
     def delete(self, response_id: str, owner: str) -> bool:
         """Forget the caller's response, and its id as a way into the conversation; True if it was there."""

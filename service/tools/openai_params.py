@@ -36,30 +36,11 @@ def parse_tools(
         return ()
     if not isinstance(value, list):
         raise _bad(param, "expected an array of tools.")
-    tools = []
-    for i, item in enumerate(value):
-        where = f"{param}[{i}]"
-        if not isinstance(item, dict):
-            raise _bad(where, "expected an object.")
-        kind = item.get("type", "function")
-        if hosted and is_hosted(item):
-            continue  # named in the answer instead (service.tools.hosted, service.web.hosted_note)
-        if kind not in ("function", "custom"):
-            raise _bad(
-                f"{where}.type", f"only function tools are supported, not {json.dumps(item.get('type'))}."
-            )
-        spec = item.get("function") if nested else item
-        if not isinstance(spec, dict):
-            raise _bad(f"{where}.function" if nested else where, "expected an object.")
-        name = spec.get("name")
-        if not isinstance(name, str) or not name.strip():
-            raise _bad(f"{where}.function.name" if nested else f"{where}.name", "a tool needs a name.")
-        parameters = spec.get("parameters", spec.get("input_schema")) or {}
-        if not isinstance(parameters, dict):
-            raise _bad(
-                f"{where}.function.parameters" if nested else f"{where}.parameters", "expected an object."
-            )
-        tools.append(Tool(name=name, description=str(spec.get("description") or ""), parameters=parameters))
+    tools = [
+        tool
+        for i, item in enumerate(value)
+        if (tool := _tool(item, f"{param}[{i}]", nested=nested, hosted=hosted)) is not None
+    ]
     if len(prompts.instructions(tools)) > prompts.INSTRUCTIONS_MAX_CHARS:
         raise InvalidRequest(
             f"Invalid '{param}': the tool definitions take more than {prompts.INSTRUCTIONS_MAX_CHARS} "
@@ -69,6 +50,35 @@ def parse_tools(
             code="invalid_value",
         )
     return tuple(tools)
+
+
+def _tool(item: Any, where: str, *, nested: bool, hosted: bool) -> Tool | None:
+    """One entry of `tools` as a function `Tool`; None for a hosted tool that is not offered."""
+    if not isinstance(item, dict):
+        raise _bad(where, "expected an object.")
+    if not _offered(item, where, hosted=hosted):
+        return None
+    spec = item.get("function") if nested else item
+    if not isinstance(spec, dict):
+        raise _bad(f"{where}.function" if nested else where, "expected an object.")
+    inner = f"{where}.function" if nested else where  # where the function's own fields are
+    name = spec.get("name")
+    if not isinstance(name, str) or not name.strip():
+        raise _bad(f"{inner}.name", "a tool needs a name.")
+    parameters = spec.get("parameters", spec.get("input_schema")) or {}
+    if not isinstance(parameters, dict):
+        raise _bad(f"{inner}.parameters", "expected an object.")
+    return Tool(name=name, description=str(spec.get("description") or ""), parameters=parameters)
+
+
+def _offered(item: dict[str, Any], where: str, *, hosted: bool) -> bool:
+    """A function tool is offered; a `hosted` surface's other tools are skipped; else a 400."""
+    kind = item.get("type", "function")
+    if hosted and is_hosted(item):
+        return False  # named in the answer instead (service.tools.hosted, service.web.hosted_note)
+    if kind not in ("function", "custom"):
+        raise _bad(f"{where}.type", f"only function tools are supported, not {json.dumps(item.get('type'))}.")
+    return True
 
 
 def parse_choice(value: Any, tools: tuple[Tool, ...], param: str = "tool_choice") -> str:

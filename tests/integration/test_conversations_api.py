@@ -7,6 +7,7 @@ import pytest
 from openai import OpenAI
 
 from tests.integration.conftest import Stack
+from tests.support.sdk_types import conversation_message, conversation_text
 
 
 @pytest.fixture()
@@ -28,8 +29,8 @@ def test_create_read_update_list_and_delete(client: OpenAI) -> None:
     updated = client.conversations.update(conversation.id, metadata={"topic": "other"})
     assert updated.metadata == {"topic": "other"}
     listed = client.conversations.items.list(conversation.id, order="asc")
-    assert [item.role for item in listed.data] == ["system", "user", "assistant"]
-    assert listed.data[1].content[0].text == "my name is Ada"
+    assert [conversation_message(item).role for item in listed.data] == ["system", "user", "assistant"]
+    assert conversation_text(listed.data[1]) == "my name is Ada"
     deleted = client.conversations.delete(conversation.id)
     assert deleted.deleted and deleted.object == "conversation.deleted"
     with pytest.raises(openai.NotFoundError):
@@ -50,7 +51,7 @@ def test_responses_continue_a_created_conversation(client: OpenAI, gateway: Stac
     )
     assert "[sim:recall] who am I?" in second.output_text
     texts = [
-        item.content[0].text for item in client.conversations.items.list(conversation.id, order="asc").data
+        conversation_text(item) for item in client.conversations.items.list(conversation.id, order="asc").data
     ]
     assert texts[0] == "my name is Ada" and texts[-1] == second.output_text
     assert len(gateway.upstream_users(conversation.id)) == 2  # one upstream conversation, two turns
@@ -81,4 +82,5 @@ def test_chat_completions_then_responses_continue_one_conversation(client: OpenA
         messages=[{"role": "user", "content": "fifth"}],
         extra_headers={"X-Conversation-Id": conversation_id},
     )
-    assert back.choices[0].message.content.endswith("This is turn 5.")
+    answer = back.choices[0].message.content
+    assert answer is not None and answer.endswith("This is turn 5.")

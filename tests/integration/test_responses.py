@@ -3,13 +3,17 @@
 from __future__ import annotations
 
 import json
+from typing import cast
 
 import openai
 import pytest
 import requests
 from openai import OpenAI
+from openai.types.responses import ResponseCreatedEvent, ResponseInputParam
+from openai.types.responses.response_output_text import AnnotationURLCitation
 
 from tests.integration.conftest import Stack, sse_lines
+from tests.support.sdk_types import error_body, input_role, narrow, output_message, output_text, stored
 
 
 @pytest.fixture()
@@ -24,7 +28,7 @@ def test_create_returns_a_response_object(client: OpenAI, gateway: Stack) -> Non
     assert response.object == "response" and response.id.startswith("resp_")
     assert response.status == "completed"
     assert response.output_text == "Hello! You said: hello responses. This is turn 1."
-    message = response.output[0]
+    message = output_message(response.output[0])
     assert message.type == "message" and message.role == "assistant" and message.id.startswith("msg_")
     assert message.content[0].type == "output_text"
     assert response.usage is not None and response.usage.total_tokens == (
@@ -87,7 +91,7 @@ def test_previous_response_id_continues_one_upstream_conversation(client: OpenAI
     third = client.responses.create(model="Balanced", input="third turn", previous_response_id=second.id)
     assert third.previous_response_id == second.id
     assert third.output_text.endswith("This is turn 3.")
-    conversation_id = gateway.redis.get(f"completion:{third.id}").decode()
+    conversation_id = stored(gateway.redis.get(f"completion:{third.id}"))
     assert gateway.upstream_users(conversation_id) == [
         "my name is Ada",
         "[sim:recall] who am I?",
@@ -101,8 +105,8 @@ def test_unknown_or_foreign_previous_response_is_a_404(client: OpenAI, gateway: 
     for caller, response_id in ((client, "resp_doesnotexist"), (other, mine.id)):
         with pytest.raises(openai.NotFoundError) as caught:
             caller.responses.create(model="Balanced", input="hi", previous_response_id=response_id)
-        assert caught.value.body["code"] == "previous_response_not_found"
-        assert caught.value.body["param"] == "previous_response_id"
+        assert error_body(caught.value)["code"] == "previous_response_not_found"
+        assert error_body(caught.value)["param"] == "previous_response_id"
     with pytest.raises(openai.NotFoundError):
         other.responses.retrieve(mine.id)
 
@@ -117,17 +121,19 @@ def test_store_false_keeps_nothing(client: OpenAI, gateway: Stack) -> None:
 
 
 def test_retrieve_input_items_and_delete(client: OpenAI) -> None:
-    response = client.responses.create(
-        model="Balanced",
-        input=[
+    # An assistant turn as bare output_text (no id, no status): OpenAI accepts it, the SDK's types do not.
+    history = cast(
+        ResponseInputParam,
+        [
             {"role": "user", "content": [{"type": "input_text", "text": "first"}]},
             {"role": "assistant", "content": [{"type": "output_text", "text": "ok"}]},
             {"role": "user", "content": "second"},
         ],
     )
+    response = client.responses.create(model="Balanced", input=history)
     assert client.responses.retrieve(response.id).output_text == response.output_text
     items = client.responses.input_items.list(response.id, order="asc")
-    assert [item.role for item in items.data] == ["user", "assistant", "user"]
+    assert [input_role(item) for item in items.data] == ["user", "assistant", "user"]
     client.responses.delete(response.id)
     with pytest.raises(openai.NotFoundError):
         client.responses.retrieve(response.id)
@@ -135,13 +141,14 @@ def test_retrieve_input_items_and_delete(client: OpenAI) -> None:
 
 def test_validation_errors_name_the_param(client: OpenAI) -> None:
     with pytest.raises(openai.BadRequestError) as caught:
-        client.responses.create(model="Balanced", input=[{"role": "robot", "content": "x"}])
-    assert caught.value.body["param"] == "input[0].role"
+        robot = [{"role": "robot", "content": "x"}]  # deliberately not a role the SDK's types allow
+        client.responses.create(model="Balanced", input=robot)  # type: ignore[arg-type]
+    assert error_body(caught.value)["param"] == "input[0].role"
     with pytest.raises(openai.BadRequestError) as caught:
         client.responses.create(
             model="Balanced", input="x", previous_response_id="resp_a", conversation="conv_b"
         )
-    assert caught.value.body["param"] == "previous_response_id"
+    assert error_body(caught.value)["param"] == "previous_response_id"
     with pytest.raises(openai.NotFoundError):
         client.responses.create(model="llama-9-turbo-nope", input="x")  # any gpt-* is aliased (#17)
 
@@ -167,7 +174,7 @@ def test_failure_after_the_stream_began_is_response_failed(gateway: Stack) -> No
 def test_cancel_stops_a_running_response(client: OpenAI, gateway: Stack) -> None:
     stream = client.responses.create(model="Balanced", input="[sim:slow=0.3][sim:long=60] go", stream=True)
     events = iter(stream)
-    created = next(events)
+    created = narrow(next(events), ResponseCreatedEvent)
     assert created.type == "response.created"
     # A streamed response is stored once its text flows: read up to the second delta.
     deltas = (event for event in events if event.type == "response.output_text.delta")
@@ -182,9 +189,10 @@ def test_citations_are_url_citation_annotations_and_search_progress_is_not_text(
     client: OpenAI, gateway: Stack
 ) -> None:
     response = client.responses.create(model="Balanced", input="[sim:search] cake")
-    notes = response.output[0].content[0].annotations
+    notes = output_text(response.output[0]).annotations
     assert [note.type for note in notes] == ["url_citation", "url_citation"]
-    assert all(note.url.startswith("https://") and note.title for note in notes)
+    urls = [narrow(note, AnnotationURLCitation) for note in notes]
+    assert all(note.url.startswith("https://") and note.title for note in urls)
     lines = sse_lines(
         gateway.post(
             {"model": "Balanced", "input": "[sim:search] pie", "stream": True}, "/v1/responses", stream=True
@@ -205,5 +213,5 @@ def test_store_false_on_a_stored_conversation_leaves_it_untouched(client: OpenAI
     assert aside.output_text == "Earlier you said: my name is Ada"  # it saw the context
     then = client.responses.create(model="Balanced", input="[sim:recall] next", previous_response_id=first.id)
     assert then.output_text == "Earlier you said: my name is Ada"  # the aside left no trace
-    conversation_id = gateway.redis.get(f"completion:{first.id}").decode()
+    conversation_id = stored(gateway.redis.get(f"completion:{first.id}"))
     assert gateway.upstream_users(conversation_id) == ["my name is Ada", "[sim:recall] next"]

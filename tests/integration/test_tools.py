@@ -7,15 +7,21 @@ Real gunicorn, real workers, the simulator's scripted tool-using model
 from __future__ import annotations
 
 import json
-from typing import Any
+from typing import Any, cast
 
 import pytest
 from openai import OpenAI
+from openai.types.chat import (
+    ChatCompletionFunctionToolParam,
+    ChatCompletionMessageFunctionToolCall,
+    ChatCompletionMessageParam,
+)
 from pydantic import SecretStr
 
 from tests.integration.conftest import Stack
+from tests.support.sdk_types import narrow
 
-WEATHER = {
+WEATHER: ChatCompletionFunctionToolParam = {
     "type": "function",
     "function": {
         "name": "get_weather",
@@ -27,7 +33,7 @@ WEATHER = {
         },
     },
 }
-CLOCK = {
+CLOCK: ChatCompletionFunctionToolParam = {
     "type": "function",
     "function": {"name": "get_time", "parameters": {"type": "object", "properties": {}}},
 }
@@ -38,12 +44,14 @@ def client(gateway: Stack) -> OpenAI:
     return OpenAI(base_url=gateway.url + "/v1", api_key="sk-anything", max_retries=0, timeout=60)
 
 
-def ask(client: OpenAI, messages: list[dict[str, Any]], **extra: Any) -> Any:
+def ask(client: OpenAI, messages: list[ChatCompletionMessageParam], **extra: Any) -> Any:
     return client.chat.completions.create(model="Balanced", messages=messages, **extra)
 
 
 def test_call_result_answer_loop_on_one_upstream_conversation(client: OpenAI, gateway: Stack) -> None:
-    messages: list[dict[str, Any]] = [{"role": "user", "content": "[sim:tools=1] weather in Paris?"}]
+    messages: list[ChatCompletionMessageParam] = [
+        {"role": "user", "content": "[sim:tools=1] weather in Paris?"}
+    ]
     first = ask(client, messages, tools=[WEATHER])
     choice = first.choices[0]
     assert choice.finish_reason == "tool_calls"
@@ -52,7 +60,8 @@ def test_call_result_answer_loop_on_one_upstream_conversation(client: OpenAI, ga
     assert call.function.name == "get_weather" and json.loads(call.function.arguments) == {"city": "Paris"}
     assert call.id.startswith("call_")
     messages += [
-        choice.message.model_dump(exclude_none=True),
+        # The assistant message exactly as the SDK returned it, not re-typed as a param.
+        cast(ChatCompletionMessageParam, choice.message.model_dump(exclude_none=True)),
         {"role": "tool", "tool_call_id": call.id, "content": "sunny, 21C"},
     ]
     raw = client.chat.completions.with_raw_response.create(
@@ -60,7 +69,7 @@ def test_call_result_answer_loop_on_one_upstream_conversation(client: OpenAI, ga
     )
     final = raw.parse().choices[0]
     assert final.finish_reason == "stop" and final.message.tool_calls is None
-    assert "sunny, 21C" in final.message.content
+    assert final.message.content is not None and "sunny, 21C" in final.message.content
     users = gateway.upstream_users(raw.headers["X-Conversation-Id"])
     assert len(users) == 2  # the tool round continued the same upstream conversation
     assert "[gateway:tools]" in users[0] and "[gateway:tools]" not in users[1]
@@ -74,7 +83,8 @@ def test_streamed_prose_then_parallel_calls(client: OpenAI) -> None:
         tools=[WEATHER, CLOCK],
         stream=True,
     )
-    text, calls, finish = "", {}, None
+    text, finish = "", None
+    calls: dict[int, dict[str, str]] = {}
     for chunk in stream:
         delta = chunk.choices[0].delta
         text += delta.content or ""
@@ -99,7 +109,9 @@ def test_malformed_or_invalid_calls_are_repaired_once(client: OpenAI, gateway: S
     )
     choice = raw.parse().choices[0]
     assert choice.finish_reason == "tool_calls"
-    assert json.loads(choice.message.tool_calls[0].function.arguments) == {"city": "Paris"}
+    assert choice.message.tool_calls is not None
+    call = narrow(choice.message.tool_calls[0], ChatCompletionMessageFunctionToolCall)
+    assert json.loads(call.function.arguments) == {"city": "Paris"}
     users = gateway.upstream_users(raw.headers["X-Conversation-Id"])
     repaired = style != "tool_fenced"
     assert len(users) == (2 if repaired else 1)

@@ -5,22 +5,28 @@ from __future__ import annotations
 import json
 import subprocess
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 
 import pytest
 from openai import OpenAI
+from openai.types.responses import FunctionToolParam, ResponseCompletedEvent
 from pydantic import BaseModel
 
 from tests.integration.conftest import Stack
 from tests.integration.test_agents_sdk import agents_python
+from tests.support.sdk_types import function_call, narrow, stored
 from tests.support.stack import ROOT
 
-WEATHER = {
-    "type": "function",
-    "name": "get_weather",
-    "description": "Current weather in a city",
-    "parameters": {"type": "object", "properties": {"city": {"type": "string"}}, "required": ["city"]},
-}
+# `strict` is required by the SDK's TypedDict but optional on the wire: the test sends none.
+WEATHER = cast(
+    FunctionToolParam,
+    {
+        "type": "function",
+        "name": "get_weather",
+        "description": "Current weather in a city",
+        "parameters": {"type": "object", "properties": {"city": {"type": "string"}}, "required": ["city"]},
+    },
+)
 
 
 @pytest.fixture()
@@ -30,7 +36,8 @@ def client(gateway: Stack) -> OpenAI:
 
 def test_function_call_then_output_by_previous_response_id(client: OpenAI, gateway: Stack) -> None:
     first = client.responses.create(model="gpt-4o", input="[sim:tools=1] weather in Paris?", tools=[WEATHER])
-    (call,) = first.output
+    (item,) = first.output
+    call = function_call(item)
     assert call.type == "function_call" and call.name == "get_weather"
     assert json.loads(call.arguments) == {"city": "Paris"} and call.status == "completed"
     second = client.responses.create(
@@ -40,7 +47,7 @@ def test_function_call_then_output_by_previous_response_id(client: OpenAI, gatew
         tools=[WEATHER],
     )
     assert "cloudy, 12C" in second.output_text
-    conversation_id = gateway.redis.get(f"completion:{second.id}").decode()
+    conversation_id = stored(gateway.redis.get(f"completion:{second.id}"))
     users = gateway.upstream_users(conversation_id)
     # The result names the function, though only the stored first response holds the call (#17).
     assert len(users) == 2 and f'<tool_result id="{call.call_id}" name="get_weather">' in users[1]
@@ -62,7 +69,7 @@ def test_streamed_prose_and_function_call_events(client: OpenAI) -> None:
     arguments = "".join(e.delta for e in events if e.type == "response.function_call_arguments.delta")
     assert json.loads(arguments) == {"city": "Paris"}
     assert "response.function_call_arguments.done" in kinds
-    final = events[-1].response
+    final = narrow(events[-1], ResponseCompletedEvent).response
     assert [item.type for item in final.output] == ["message", "function_call"]
     assert [e.output_index for e in events if e.type == "response.output_item.added"] == [0, 1]
 

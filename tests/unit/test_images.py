@@ -298,7 +298,7 @@ def test_anthropic_image_blocks() -> None:
 
 def test_rendered_images() -> None:
     from service.web.images.render import image_item, images_response
-    from service.web.responses.render import image_generation_call
+    from service.web.responses.objects import image_generation_call
 
     event = {"type": "image", "url": "https://copilot.microsoft.com/th/id/BCO.x.png", "prompt": "a cat"}
     assert image_item(event) == {"url": event["url"], "revised_prompt": "a cat"}

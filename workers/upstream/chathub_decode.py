@@ -153,24 +153,8 @@ class ChatHubDecoder:
     def _result(self, record: Mapping[str, Any]) -> list[Event]:
         self._has_result = True
         item = record.get("item") or {}
-        result = item.get("result") or {}
-        value = result.get("value")
-        if item.get("conversationExpiryTime"):
-            self.expiry_time = str(item["conversationExpiryTime"])
-        if value is None:
-            raise ProtocolError("ChatHub sent a result without a value")
-        if value != "Success":
-            message = str(result.get("message") or result.get("error") or "")
-            conversation_id = str(item.get("conversationId") or "")
-            raise result_error(str(value), message, conversation_id=conversation_id, account=self.account)
-        bots = [m for m in item.get("messages") or [] if isinstance(m, dict) and m.get("author") == "bot"]
-        limiter = next((m for m in bots if _is_limit_notice(m)), None)
-        if limiter is not None and not self._parts:
-            raise ConversationLimitReached(
-                str(limiter.get("text") or "the Bing conversation accepts no more turns")
-            )
-        answers = [m for m in bots if not m.get("messageType") and m.get("contentOrigin") != "TurnLimiter"]
-        answer = answers[-1] if answers else {}
+        self._check(item)
+        answer = self._final_answer(item)
         events = self._catch_up(answer)
         finish = "content_filter" if self._retracted or self._refused else "stop"
         if finish == "stop":
@@ -185,6 +169,30 @@ class ChatHubDecoder:
         events.append(Done(text=self.text, finish_reason=finish))
         self.done = True
         return events
+
+    def _check(self, item: Mapping[str, Any]) -> None:
+        """Keep the conversation's expiry; a result without a value or other than Success raises."""
+        result = item.get("result") or {}
+        value = result.get("value")
+        if item.get("conversationExpiryTime"):
+            self.expiry_time = str(item["conversationExpiryTime"])
+        if value is None:
+            raise ProtocolError("ChatHub sent a result without a value")
+        if value != "Success":
+            message = str(result.get("message") or result.get("error") or "")
+            conversation_id = str(item.get("conversationId") or "")
+            raise result_error(str(value), message, conversation_id=conversation_id, account=self.account)
+
+    def _final_answer(self, item: Mapping[str, Any]) -> Mapping[str, Any]:
+        """The bot's last answer in the result ({} if none); a turn-limit notice alone raises."""
+        bots = [m for m in item.get("messages") or [] if isinstance(m, dict) and m.get("author") == "bot"]
+        limiter = next((m for m in bots if _is_limit_notice(m)), None)
+        if limiter is not None and not self._parts:
+            raise ConversationLimitReached(
+                str(limiter.get("text") or "the Bing conversation accepts no more turns")
+            )
+        answers = [m for m in bots if not m.get("messageType") and m.get("contentOrigin") != "TurnLimiter"]
+        return answers[-1] if answers else {}
 
     def _catch_up(self, answer: Mapping[str, Any]) -> list[Event]:
         """Text the final answer has beyond the last update (or all of it if none streamed)."""

@@ -15,7 +15,7 @@ from __future__ import annotations
 
 import dataclasses
 
-from service.priming import flatten_context  # noqa: F401  (pure, shared with the web tier's door)
+from service.priming import flatten_context as flatten_context  # re-exported (pure, shared with the web)
 
 
 @dataclasses.dataclass(frozen=True)

@@ -346,6 +346,14 @@ class CopilotClient:
         if resend is not None:
             self._send(transport, frames, resend)
 
+    def _silence(self, *, answering: bool) -> UpstreamTimeout:
+        """The timeout for a Copilot that never started answering, or stopped mid-answer."""
+        return UpstreamTimeout(
+            f"Copilot went silent for {self._idle_timeout:g}s mid-answer"
+            if answering
+            else f"Copilot did not start answering within {self._first_token_timeout:g}s"
+        )
+
     def _read(
         self,
         transport: WebSocketTransport,
@@ -379,26 +387,25 @@ class CopilotClient:
                 self._log.info("event=copilot_turn_cancelled stage=stream chars=%d", len(decoder.text))
                 return
             if drain_until is None and now >= deadline:
-                raise UpstreamTimeout(
-                    f"Copilot went silent for {self._idle_timeout:g}s mid-answer"
-                    if answering
-                    else f"Copilot did not start answering within {self._first_token_timeout:g}s"
-                )
+                raise self._silence(answering=answering)
             until = drain_until if drain_until is not None else deadline
             try:
                 message = transport.recv(max(min(STOP_POLL, until - now), 0.001))
             except Interrupted as exc:
-                if decoder.done or decoder.image is not None:
-                    # After `done`, or with an image in hand, a bare close is how turns end (B3.2).
-                    yield decoder.finish()
-                    return
-                if decoder.text:
-                    raise Interrupted(
-                        "Copilot closed the connection mid-answer", partial=decoder.text
-                    ) from exc
-                raise UpstreamError("Copilot closed the connection without replying") from exc
+                yield _closed(decoder, exc)  # the end of the turn, or it raises
+                return
             if message is None:
                 events, arrived = [], False
                 continue
             frames.add("S→", message)
             events, arrived = decoder.feed_message(stream.feed(message)), True
+
+
+def _closed(decoder: CopilotDecoder, exc: Interrupted) -> Done:
+    """A bare close of the socket: the end of the turn after `done` or with an image, else an error."""
+    if decoder.done or decoder.image is not None:
+        # After `done`, or with an image in hand, a bare close is how turns end (B3.2).
+        return decoder.finish()
+    if decoder.text:
+        raise Interrupted("Copilot closed the connection mid-answer", partial=decoder.text) from exc
+    raise UpstreamError("Copilot closed the connection without replying") from exc

@@ -92,6 +92,12 @@ def _markdown_image(prompt: str, url: str) -> str:
     return f"![{alt}]({target})"
 
 
+CONTENT_EVENTS = frozenset(
+    ("appendText", "chainOfThought", "citation", "suggestedFollowups", "generatingImage", "imageGenerated")
+)
+"""Copilot events that yield something for the client; the others change state or fail the turn."""
+
+
 class CopilotDecoder:
     """Incoming Copilot events of one turn → dialect-neutral events (B3, B3.2).
 
@@ -141,32 +147,41 @@ class CopilotDecoder:
         kind = event.get("event")
         if self.done:
             return self._after_done(kind, event)
+        if isinstance(kind, str) and kind in CONTENT_EVENTS:
+            return self._content(kind, event)
+        self._note(kind, event)
+        return []
+
+    def _content(self, kind: object, event: Mapping[str, Any]) -> list[Event]:
+        """An event that carries something for the client: text, progress, a source, an image."""
+        if kind == "appendText":
+            return self._append(event)
+        if kind == "chainOfThought":
+            text = event.get("text")
+            return [Progress("reasoning", text)] if isinstance(text, str) and text else []
+        if kind == "citation":
+            return self._citation(event)
+        if kind == "suggestedFollowups":
+            return self._suggestions(event)
+        if kind == "generatingImage":
+            self._prompt = str(event.get("prompt") or "")
+            text = str(event.get("progressionText") or "Generating an image")
+            return [Progress("image", text)]
+        return self._image(event)  # imageGenerated
+
+    def _note(self, kind: object, event: Mapping[str, Any]) -> None:
+        """An event that only changes the turn's state (ids, title, the end, a challenge) or fails it."""
         if kind == "received":
             self._user_id = event.get("messageId")
         elif kind == "startMessage":
             self._message_id = event.get("messageId")
-        elif kind == "appendText":
-            return self._append(event)
         elif kind == "replaceText":
             # Semantics uncertain (B3 [U]); guessing could garble the answer the client already has.
             self._log.debug("event=copilot_replace_text_ignored chars=%d", len(str(event.get("text") or "")))
-        elif kind == "chainOfThought":
-            text = event.get("text")
-            return [Progress("reasoning", text)] if isinstance(text, str) and text else []
-        elif kind == "citation":
-            return self._citation(event)
-        elif kind == "suggestedFollowups":
-            return self._suggestions(event)
         elif kind == "titleUpdate":
             self.title = str(event.get("title") or "")
-        elif kind == "generatingImage":
-            self._prompt = str(event.get("prompt") or "")
-            text = str(event.get("progressionText") or "Generating an image")
-            return [Progress("image", text)]
         elif kind == "partialImageGenerated":
             self.partial_image = str(event.get("content") or "")
-        elif kind == "imageGenerated":
-            return self._image(event)
         elif kind == "done":
             self.done = True
         elif kind == "challenge":
@@ -176,7 +191,6 @@ class CopilotDecoder:
         elif kind == "error":
             raise self._error(event)
         # connected, ping, partCompleted, telemetry and unknown events carry nothing for us
-        return []
 
     def take_challenge(self) -> Challenge | None:
         """The challenge to answer now, if any; taking it clears it."""

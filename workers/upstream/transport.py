@@ -157,7 +157,7 @@ class WebSocketTransport:
             self._log.debug("event=ws_close_failed url=%s", self._where, exc_info=True)
         finally:
             try:
-                ws.shutdown()
+                ws.shutdown()  # type: ignore[no-untyped-call]  # websocket-client: unannotated
             except Exception:
                 pass
         self._log.debug("event=ws_closed url=%s", self._where)

@@ -31,7 +31,8 @@ from service.web.http.schema_errors import wrong_type as _wrong_type
 from service.web.pipeline.conversation_limits import admit_write, check_room
 from service.web.pipeline.request import check_chars, parse_body
 from service.web.pipeline.submit import bounds
-from service.web.responses.parse import INSTRUCTION_ROLES, _item, _metadata
+from service.web.responses.input_items import INSTRUCTION_ROLES, input_item
+from service.web.responses.parse import parse_metadata
 
 blueprint = Blueprint("conversations", __name__)
 
@@ -97,7 +98,7 @@ def create_conversation() -> Response:
             param="items",
             code="array_above_max_length",
         )
-    parsed = [entry for i, item in enumerate(given) if (entry := _item(item, f"items[{i}]")) is not None]
+    parsed = [entry for i, item in enumerate(given) if (entry := input_item(item, f"items[{i}]")) is not None]
     check_chars(sum(len(m["content"]) for m in parsed), bounds(gateway()), param="items")
     system = "\n\n".join(m["content"] for m in parsed if m["role"] in INSTRUCTION_ROLES and m["content"])
     conversation = Conversation(
@@ -106,7 +107,7 @@ def create_conversation() -> Response:
         model="",
         messages=[m for m in parsed if m["role"] not in INSTRUCTION_ROLES and m["content"]],
         system=system,
-        metadata=_metadata(body),
+        metadata=parse_metadata(body),
     )
     admit_write(gateway())  # the key's rpm and quota, like a turn
     check_room(gateway(), g.owner)  # and KEY_MAX_CONVERSATIONS
@@ -128,7 +129,7 @@ def update_conversation(conversation_id: str) -> Response:
         raise InvalidRequest(
             "Missing required parameter: 'metadata'.", param="metadata", code="missing_required_parameter"
         )
-    metadata = _metadata(body)
+    metadata = parse_metadata(body)
     conversation = _owned(conversation_id)
     admit_write(gateway())
     # The metadata alone, atomically: a turn saving the transcript meanwhile keeps its turn.

@@ -65,4 +65,5 @@ def init_app(app: Flask, settings: Settings) -> Gateway:
 
 def gateway() -> Gateway:
     """The current app's `Gateway` (inside a request or app context)."""
-    return current_app.extensions[EXTENSION]
+    found: Gateway = current_app.extensions[EXTENSION]
+    return found

@@ -14,7 +14,7 @@ from __future__ import annotations
 
 import itertools
 import json
-from collections.abc import Iterable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from typing import Any
 
 from jsonschema.exceptions import ValidationError, best_match
@@ -119,75 +119,115 @@ def _parts(error: ValidationError) -> tuple[Any, Any, Any, Mapping[str, Any]]:
 def translate(error: ValidationError) -> InvalidRequest:
     """One jsonschema error as the 400 OpenAI would send for it."""
     param = param_name(error.absolute_path)
+    words = _WORDING.get(error.validator)
+    worded = words(error, param) if words is not None else None
+    return worded or invalid(param, f"Invalid value for '{param}': {error.message}")
+
+
+def _required(error: ValidationError, param: str) -> InvalidRequest:
+    name = _missing_name(error) or ""
+    return missing(f"{param}.{name}" if param else name)
+
+
+def _type(error: ValidationError, param: str) -> InvalidRequest:
+    _kind, expected, value, schema = _parts(error)
+    phrase = schema.get("x-expected")
+    if phrase is None:
+        kinds = [k for k in (expected if isinstance(expected, list) else [expected]) if k != "null"]
+        phrase = " or ".join(TYPE_PHRASES.get(k, k) for k in kinds)
+    return wrong_type(param, str(phrase), value)
+
+
+def _choice(error: ValidationError, param: str) -> InvalidRequest:
+    kind, expected, value, _schema = _parts(error)
+    allowed = [f"'{v}'" for v in ([expected] if kind == "const" else expected)]
+    listed = allowed[0] if len(allowed) == 1 else ", ".join(allowed[:-1]) + f", and {allowed[-1]}"
+    return invalid(param, f"Invalid value: {_short(value)}. Supported values are: {listed}.")
+
+
+def _bound(error: ValidationError, param: str) -> InvalidRequest:
     kind, expected, value, schema = _parts(error)
-    if kind == "required":
-        name = _missing_name(error) or ""
-        return missing(f"{param}.{name}" if param else name)
-    if kind == "type":
-        phrase = schema.get("x-expected")
-        if phrase is None:
-            kinds = [k for k in (expected if isinstance(expected, list) else [expected]) if k != "null"]
-            phrase = " or ".join(TYPE_PHRASES.get(k, k) for k in kinds)
-        return wrong_type(param, str(phrase), value)
-    if kind in ("enum", "const"):
-        allowed = [f"'{v}'" for v in ([expected] if kind == "const" else expected)]
-        listed = allowed[0] if len(allowed) == 1 else ", ".join(allowed[:-1]) + f", and {allowed[-1]}"
-        return invalid(param, f"Invalid value: {_short(value)}. Supported values are: {listed}.")
-    if kind in ("minimum", "maximum"):
-        declared = schema.get("type")
-        number = (
-            "decimal" if "number" in (declared if isinstance(declared, list) else [declared]) else "integer"
-        )
-        below = kind == "minimum"
-        side = "below minimum" if below else "above maximum"
-        code = (
-            f"integer_{'below_min' if below else 'above_max'}_value"
-            if number == "integer"
-            else f"decimal_{side.replace(' ', '_')}_value"
-        )
-        bound = f"{'>=' if below else '<='} {expected:g}"
-        return invalid(
-            param,
-            f"Invalid '{param}': {number} {side} value. Expected a value {bound}, but got {value} instead.",
-            code,
-        )
-    if kind == "minItems" and not value:
-        return invalid(
-            param,
-            f"Invalid '{param}': empty array. Expected an array with minimum length {expected}, "
-            "but got an empty array instead.",
-            "empty_array",
-        )
-    if kind == "maxItems":
-        return invalid(
-            param,
-            f"Invalid '{param}': array too long. Expected an array with maximum length {expected}, "
-            f"but got an array with length {len(value)} instead.",
-            "array_above_max_length",
-        )
-    if kind == "maxProperties":
-        return invalid(
-            param,
-            f"Invalid '{param}': too many properties. Expected an object with at most {expected} "
-            f"properties, but got an object with {len(value)} properties instead.",
-            "object_above_max_properties",
-        )
-    if kind == "maxLength":
-        where = "a key of " if "propertyNames" in error.schema_path else ""
-        return invalid(
-            param,
-            f"Invalid '{param}': {where}string too long. Expected a string with maximum length {expected}, "
-            f"but got a string with length {len(value)} instead.",
-            "string_above_max_length",
-        )
-    if kind == "pattern":
-        where = f"key {_short(value)} of " if "propertyNames" in error.schema_path else ""
-        return invalid(
-            param,
-            f"Invalid '{param}': {where}string does not match pattern. "
-            f"Expected a string that matches the pattern '{expected}'.",
-        )
-    return invalid(param, f"Invalid value for '{param}': {error.message}")
+    declared = schema.get("type")
+    number = "decimal" if "number" in (declared if isinstance(declared, list) else [declared]) else "integer"
+    below = kind == "minimum"
+    side = "below minimum" if below else "above maximum"
+    code = (
+        f"integer_{'below_min' if below else 'above_max'}_value"
+        if number == "integer"
+        else f"decimal_{side.replace(' ', '_')}_value"
+    )
+    bound = f"{'>=' if below else '<='} {expected:g}"
+    return invalid(
+        param,
+        f"Invalid '{param}': {number} {side} value. Expected a value {bound}, but got {value} instead.",
+        code,
+    )
+
+
+def _min_items(error: ValidationError, param: str) -> InvalidRequest | None:
+    _kind, expected, value, _schema = _parts(error)
+    if value:  # only an empty array has OpenAI's wording
+        return None
+    return invalid(
+        param,
+        f"Invalid '{param}': empty array. Expected an array with minimum length {expected}, "
+        "but got an empty array instead.",
+        "empty_array",
+    )
+
+
+_OVER_MAX = {
+    "maxItems": (
+        "array too long. Expected an array with maximum length {expected}, "
+        "but got an array with length {size} instead.",
+        "array_above_max_length",
+    ),
+    "maxProperties": (
+        "too many properties. Expected an object with at most {expected} "
+        "properties, but got an object with {size} properties instead.",
+        "object_above_max_properties",
+    ),
+    "maxLength": (
+        "{where}string too long. Expected a string with maximum length {expected}, "
+        "but got a string with length {size} instead.",
+        "string_above_max_length",
+    ),
+}
+"""OpenAI's wording of an array, object or string over its maximum size, and its code."""
+
+
+def _over_max(error: ValidationError, param: str) -> InvalidRequest:
+    kind, expected, value, _schema = _parts(error)
+    template, code = _OVER_MAX[kind]
+    where = "a key of " if "propertyNames" in error.schema_path else ""
+    message = template.format(expected=expected, size=len(value), where=where)
+    return invalid(param, f"Invalid '{param}': {message}", code)
+
+
+def _pattern(error: ValidationError, param: str) -> InvalidRequest:
+    _kind, expected, value, _schema = _parts(error)
+    where = f"key {_short(value)} of " if "propertyNames" in error.schema_path else ""
+    return invalid(
+        param,
+        f"Invalid '{param}': {where}string does not match pattern. "
+        f"Expected a string that matches the pattern '{expected}'.",
+    )
+
+
+_WORDING: dict[Any, Callable[[ValidationError, str], InvalidRequest | None]] = {
+    "required": _required,
+    "type": _type,
+    "enum": _choice,
+    "const": _choice,
+    "minimum": _bound,
+    "maximum": _bound,
+    "minItems": _min_items,
+    "maxItems": _over_max,
+    "maxProperties": _over_max,
+    "maxLength": _over_max,
+    "pattern": _pattern,
+}
+"""OpenAI's wording per schema keyword (None, or a keyword not here: the generic message)."""
 
 
 def _short(value: Any, limit: int = 100) -> str:

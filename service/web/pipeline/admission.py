@@ -29,7 +29,8 @@ def init_app(app: Flask, settings: Settings) -> None:
 
 def registry() -> Registry:
     """The current app's account registry."""
-    return current_app.extensions[EXTENSION]
+    found: Registry = current_app.extensions[EXTENSION]
+    return found
 
 
 def caller_group() -> str:

@@ -2,9 +2,10 @@
 
 Every response to a request by a key with limits carries OpenAI's `x-ratelimit-*`
 headers (a turn's from its admission, other endpoints' from a read-only look). The
-completions view calls `admit(gw, model)` once the request is parsed (so the model is
-known). An admitted turn holds a *ticket*: its key and its turn-slot lease. The `Run`
-serving the response takes the ticket (`take_ticket`) and settles it in `Run.close` —
+pipeline calls `admit(gw, caller, model)` once the request is parsed (so the model is
+known) and keeps the `Admission` on the request (`g.rate`, `g.ticket`: this module's hooks
+read them). An admitted turn holds a *ticket*: its key and its turn-slot lease. The `Run`
+serving the response takes the ticket and settles it in `Run.close` —
 when the last byte of a stream is sent or the client goes away, which is after this
 request's context is gone, hence the ticket carries the caller. A request that fails
 before a `Run` takes its ticket settles it as an error in teardown, so no path leaks a
@@ -96,11 +97,22 @@ class Ticket:
             log.warning("event=usage_not_recorded key_id=%s", self.caller.id, exc_info=True)
 
 
-def admit(gw: Gateway, model: str) -> None:
-    """Check the caller's model access and limits for one turn; raises 403/429, else holds a ticket."""
-    caller: Caller | None = g.get("caller")
+@dataclasses.dataclass(frozen=True)
+class Admission:
+    """The key's answer for one turn: the decision (its response headers) and a ticket, or the 429."""
+
+    decision: ratelimit.Decision
+    ticket: Ticket | None  # None when refused
+    error: ApiError | None  # the 429 to raise once the decision is kept for the headers
+
+
+def admit(gw: Gateway, caller: Caller | None, model: str) -> Admission | None:
+    """Check the caller's model access and limits for one turn (None: the caller has no limits).
+
+    Raises the 403 for a model the key may not use; a refused turn's `Admission` carries its 429.
+    """
     if caller is None or caller.id == "open":
-        return
+        return None
     if not caller.limits.allows(model):
         metrics.KEY_LIMITED.labels(limit="models").inc()
         raise ApiError(
@@ -112,23 +124,16 @@ def admit(gw: Gateway, model: str) -> None:
         )
     renewer = slot_leases.slot_leases()
     decision = ratelimit.admit(gw.redis, caller, lease_seconds=renewer.lease_seconds)
-    g.rate = decision
     error = decision.error(caller)
     if error is not None:
         limit = LIMIT_NAMES[decision.status]
         log.info("event=key_limited key_id=%s limit=%s", caller.id, limit)
         metrics.KEY_LIMITED.labels(limit=limit).inc()
-        raise error
-    g.ticket = Ticket(caller, decision.lease, renewer=renewer)
+        return Admission(decision, None, error)
+    ticket = Ticket(caller, decision.lease, renewer=renewer)
     if caller.limits.max_concurrent:
         renewer.hold(ratelimit.turns_key(caller.id), decision.lease)
-
-
-def take_ticket() -> Ticket | None:
-    """Hand this request's ticket to the `Run` that will settle it when the response ends."""
-    ticket = g.get("ticket")
-    g.ticket = None
-    return ticket
+    return Admission(decision, ticket, None)
 
 
 def _headers(response: Response) -> Response:

@@ -83,7 +83,13 @@ def resolve(gw: Gateway, chat: ChatRequest, owner: str) -> Resolution:
 
 
 def _continue(
-    gw: Gateway, conversation_id: str, owner: str, chat: ChatRequest, *, how: str, expected: list | None
+    gw: Gateway,
+    conversation_id: str,
+    owner: str,
+    chat: ChatRequest,
+    *,
+    how: str,
+    expected: list[dict[str, str]] | None,
 ) -> Resolution:
     settings = gw.settings
     token = locks.acquire(

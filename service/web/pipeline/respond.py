@@ -11,7 +11,7 @@ from __future__ import annotations
 
 from collections.abc import Callable, Iterator
 
-from flask import Response, g, jsonify
+from flask import Response, jsonify
 
 from service.errors import ApiError
 from service.events import Done, Failed, Limits, RelayEvent, Terminal
@@ -84,7 +84,7 @@ def collect(gw: Gateway, run: Run, answer: Answer) -> Done:
             if isinstance(event, Done | Failed):
                 terminal = event
             elif isinstance(event, Limits):
-                g.turns_remaining = max(0, int(event.max) - int(event.used))
+                run.turns_remaining = max(0, int(event.max) - int(event.used))
             answer.add(event)
     finally:
         run.close(gw, terminal)

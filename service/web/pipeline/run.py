@@ -35,6 +35,7 @@ class Run:
     # The key's admitted-turn ticket (settled in `close`), handed over by the request that built the Run.
     ticket: quota.Ticket | None = None
     answer: Answer | None = None  # what was sent, for the key's token usage (each surface sets it)
+    turns_remaining: int | None = None  # from a collected answer's limits event (a response header)
     closed: bool = False
 
     def close(self, gw: Gateway, terminal: Terminal | None) -> None:

@@ -96,4 +96,5 @@ def init_app(app: Flask, redis: Redis, lease_seconds: float) -> None:
 
 def slot_leases() -> SlotLeases:
     """The current app's lease renewer."""
-    return current_app.extensions[EXTENSION]
+    found: SlotLeases = current_app.extensions[EXTENSION]
+    return found

@@ -65,7 +65,7 @@ def submit(
     g.model = chat.model  # labels this request's metrics (service.web.http.telemetry)
     group = admission.caller_group()  # the key's account group: its turns run on no other accounts
     admission.admit(owner, group)  # 429 at once if the group's line is too long; 503 if it is empty
-    quota.admit(gw, chat.model)  # the key's model access and limits: 403/429, or a ticket for the Run
+    _keep(quota.admit(gw, g.get("caller"), chat.model))  # the key's model access and limits: 403/429
     key = _idempotency_key()
     completion_id, created = completion_id or new_completion_id(), int(time.time())
     mine = idempotency.Claim(completion_id, idempotency.body_digest(raw), created=created)
@@ -79,7 +79,36 @@ def submit(
         if key is not None:  # nothing will fulfil the claim: a retry must run afresh at once
             _release_claim(gw, owner, key, completion_id)
         raise
-    return answer_turn(gw, run, chat, make)
+    return _answer(gw, run, chat, make)
+
+
+def _keep(admitted: quota.Admission | None) -> None:
+    """Keep the key's admission on the request: its headers, and the ticket a `Run` will take.
+
+    `quota`'s after-request hook reads `g.rate`; its teardown settles a ticket no `Run` took.
+    """
+    if admitted is None:
+        return
+    g.rate = admitted.decision
+    if admitted.error is not None:
+        raise admitted.error
+    g.ticket = admitted.ticket
+
+
+def _take_ticket() -> quota.Ticket | None:
+    """Hand this request's ticket to the `Run` that will settle it when the response ends."""
+    ticket: quota.Ticket | None = g.get("ticket")
+    g.ticket = None
+    return ticket
+
+
+def _answer(gw: Gateway, run: Run, chat: ChatRequest, make: MakeRenderer) -> Response:
+    """`answer_turn`, then the turns left that a collected answer's limits event reported (a header)."""
+    try:
+        return answer_turn(gw, run, chat, make)
+    finally:
+        if run.turns_remaining is not None:
+            g.turns_remaining = run.turns_remaining
 
 
 def bounds(gw: Gateway) -> Bounds:
@@ -162,7 +191,7 @@ def _begin(
     bind_turn(job_id=turn.completion_id, conversation_id=turn.conversation_id)  # on every log line
     if resolution.turns_remaining is not None:
         g.turns_remaining = resolution.turns_remaining
-    run = Run(turn, _start(gw, turn), idempotency_key=key, ticket=quota.take_ticket())
+    run = Run(turn, _start(gw, turn), idempotency_key=key, ticket=_take_ticket())
     log.info(
         "event=completion_enqueued completion_id=%s conversation_id=%s model=%s stream=%s how=%s",
         turn.completion_id,
@@ -238,8 +267,8 @@ def _attach(
     sub = _subscribe(gw, turn.completion_id)
     sub.catch_up()
     log.info("event=completion_attached completion_id=%s", turn.completion_id)
-    run = Run(turn, sub, idempotency_key=key, attached=True, ticket=quota.take_ticket())
-    return answer_turn(gw, run, chat, make)
+    run = Run(turn, sub, idempotency_key=key, attached=True, ticket=_take_ticket())
+    return _answer(gw, run, chat, make)
 
 
 def _subscribe(gw: Gateway, completion_id: str) -> Subscription:

@@ -1,6 +1,7 @@
 """The Responses API (`POST …/responses` and the stored-response routes) on the shared turn pipeline.
 
-Parsing is `responses.parse`, rendering `responses.render` (its `ResponseRenderer`); the turn
+Parsing is `responses.parse` (input items: `responses.input_items`), rendering `responses.render` (its
+`ResponseRenderer`, over the objects of `responses.objects`); the turn
 runs through `service.web.pipeline.submit` like every other surface. The response id (`resp_…`) is the
 turn's completion id, so it is also the relay channel, the RQ job and — once the
 turn is done — a pointer to its conversation: `previous_response_id` continues that
@@ -28,8 +29,9 @@ from service.web.pipeline.request import ChatRequest
 from service.web.pipeline.run import Run
 from service.web.pipeline.submit import parse_options, submit
 from service.web.responses.calls import previous_call_names
+from service.web.responses.objects import ResponseBuilder
 from service.web.responses.parse import ResponsesRequest, parse_responses_request
-from service.web.responses.render import ResponseBuilder, ResponseRenderer
+from service.web.responses.render import ResponseRenderer
 
 blueprint = Blueprint("responses", __name__)
 
