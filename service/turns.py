@@ -11,9 +11,11 @@ from __future__ import annotations
 import dataclasses
 import secrets
 import string
+from collections.abc import Callable
 from typing import Any
 
 from redis import Redis
+from redis.client import Pipeline
 from rq import Queue
 
 from service.runtime.settings import Settings
@@ -119,10 +121,17 @@ class TurnRequest:
         return cls(**{key: value for key, value in data.items() if key in names})
 
 
-def enqueue_turn(queue: Queue, request: TurnRequest, settings: Settings) -> None:
+def enqueue_turn(
+    queue: Queue,
+    request: TurnRequest,
+    settings: Settings,
+    *,
+    also: Callable[[Pipeline], object] | None = None,
+) -> None:
     """Put the turn on the queue with explicit timeouts and short-lived results.
 
-    Through one pipeline, so enqueueing is a single Redis round trip (RQ alone takes two).
+    Through one pipeline, so enqueueing is a single Redis round trip (RQ alone takes two);
+    `also` adds the caller's own commands to it (e.g. a resumable stream's record).
     A failed job is kept as long as the turn's replay (REPLAY_TTL), and the worker
     replaces its argument by `TurnRequest.redacted()` when the turn ends, so what RQ
     keeps names the turn but holds none of the user's text.
@@ -139,6 +148,8 @@ def enqueue_turn(queue: Queue, request: TurnRequest, settings: Settings) -> None
             description=f"turn {request.completion_id} of {request.conversation_id}",
             pipeline=pipe,
         )
+        if also is not None:  # after RQ's own commands (it may WATCH first)
+            also(pipe)
         pipe.execute()
 
 

@@ -42,7 +42,7 @@ from service.events import Queued
 from service.runtime import metrics
 from service.runtime.settings import Settings
 from service.state.relay import Publisher
-from workers.upstream import Credentials
+from workers.upstream import Credentials, account_transport
 from workers.upstream.errors import Unauthorized, UpstreamError
 
 log = logging.getLogger(__name__)
@@ -84,6 +84,8 @@ class Pool:
             cookies=self.registry.cookies(account) or self.local_jars.get(account.id, ""),
             access_token=self.registry.access_token(account),
             user_agent=account.user_agent,
+            identity=account.identity(),
+            proxy=self.registry.proxy(account),
         )
 
     def seed(self) -> None:
@@ -216,21 +218,24 @@ def probe(settings: Settings, credentials: Credentials) -> None:
             chathub_url=settings.bing_chathub_url,
             cookies=credentials.cookies,
             connect_timeout=settings.upstream_connect_timeout,
+            transport=account_transport(settings, credentials),
         ).create_conversation(account=credentials.id)
         return
-    from workers.upstream.copilot_client import REST_BEARER, USER_AGENT
+    from workers.upstream.copilot_client import REST_BEARER
     from workers.upstream.copilot_session import AccountSession, raise_for_gate
 
+    transport = account_transport(settings, credentials)
     session = AccountSession(
         base_url=settings.copilot_url,
         cookies=credentials.cookies,
         access_token=credentials.access_token,
-        user_agent=credentials.user_agent or USER_AGENT,
+        user_agent=transport.identity.user_agent,
         rest_bearer=REST_BEARER,
         timeout=settings.upstream_connect_timeout,
+        transport=transport,
     )
-    status, headers, _ = session.request("GET", "/c/api/user")
-    raise_for_gate(status, headers, "the account probe")
+    status, headers, body = session.request("GET", "/c/api/user")
+    raise_for_gate(status, headers, "the account probe", body)
     if status in (401, 403):
         raise Unauthorized(f"Copilot still refuses account {credentials.id} (HTTP {status})")
     if status != 200:

@@ -28,3 +28,11 @@ def run_turn(payload: dict[str, Any]) -> dict[str, Any]:
     finally:
         if job is not None:  # RQ saves the job once more as it records the outcome: without the text
             job.args = (request.redacted(),)
+
+
+def check_account(account_id: str) -> dict[str, Any]:
+    """`POST /admin/accounts/{id}/check`: the account's bootstrap and one short turn, step by step."""
+    from workers.account_check import check_pool_account
+
+    context = current_context()
+    return check_pool_account(context.settings, context.redis, account_id)

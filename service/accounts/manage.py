@@ -11,13 +11,14 @@ import time
 from collections.abc import Mapping
 from typing import Any
 
-from service.accounts import capacity, groups
+from service.accounts import capacity, groups, imports
 from service.accounts.registry import Account, Registry
 from service.errors import InvalidRequest
 
 TEXT_FIELDS = ("cookies", "access_token", "label", "user_agent")
 LIMIT_FIELDS = ("max_concurrent", "rpm")
 FIELDS = (*TEXT_FIELDS, *LIMIT_FIELDS, "enabled", "group")
+ACCEPTED = (*FIELDS, *imports.CAPTURE_FIELDS, "proxy")
 MAX_TEXT = 16384
 
 
@@ -28,7 +29,7 @@ def parse_changes(data: Any, *, creating: bool) -> dict[str, Any]:
     changes: dict[str, Any] = {}
     for name, value in data.items():
         if name not in FIELDS:
-            raise InvalidRequest(f"Unknown field `{name}`; accepted: {', '.join(FIELDS)}.", param=name)
+            raise InvalidRequest(f"Unknown field `{name}`; accepted: {', '.join(ACCEPTED)}.", param=name)
         if name in TEXT_FIELDS:
             if not isinstance(value, str) or len(value) > MAX_TEXT or "\n" in value or "\r" in value:
                 raise InvalidRequest(f"`{name}` must be a one-line string.", param=name)
@@ -46,8 +47,18 @@ def parse_changes(data: Any, *, creating: bool) -> dict[str, Any]:
                 raise InvalidRequest("`enabled` must be true or false.", param=name)
             changes[name] = value
     if not creating and not changes:
-        raise InvalidRequest(f"Nothing to change; send one of: {', '.join(FIELDS)}.", param=None)
+        raise InvalidRequest(f"Nothing to change; send one of: {', '.join(ACCEPTED)}.", param=None)
     return changes
+
+
+def parse_request(data: Any, *, creating: bool, host: str) -> tuple[dict[str, Any], list[str]]:
+    """`parse_changes` plus the identity fields (`curl`, `har`, `proxy`; `imports`) and their warnings."""
+    if not isinstance(data, Mapping):
+        raise InvalidRequest("The body must be a JSON object.", param=None)
+    rest, identity, warnings = imports.identity_changes(data, host)
+    changes = parse_changes(rest, creating=creating or bool(identity))
+    changes.update(identity)
+    return changes, warnings
 
 
 def views(registry: Registry, accounts: list[Account], now: float | None = None) -> list[dict[str, Any]]:
@@ -68,3 +79,9 @@ def add(registry: Registry, changes: dict[str, Any]) -> Account:
 def update(registry: Registry, account_id: str, changes: dict[str, Any]) -> Account:
     """Apply validated changes (limits: null = back to the default)."""
     return registry.update(account_id, **changes)
+
+
+def upstream_host(settings: Any) -> str:
+    """The upstream's host, which captures must come from (Copilot's, or Bing's for ChatHub)."""
+    url = settings.bing_create_url if settings.upstream == "bing" else settings.copilot_url
+    return imports.upstream_host(url)

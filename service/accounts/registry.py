@@ -4,9 +4,14 @@ Keys live under `accounts:<RQ_QUEUE>:` — gateways that share a Redis but serve
 queues keep separate pools:
 
     …:ids        ZSET  account id -> creation order (listing order)
-    …:a:<id>     HASH  label, cookies*, access_token*, user_agent, enabled, max_concurrent,
-                       rpm, group, source, seed, created, and the health fields of `health`
+    …:a:<id>     HASH  label, cookies*, access_token*, proxy*, user_agent, client_hints,
+                       accept_language, impersonate, enabled, max_concurrent, rpm, group,
+                       source, seed, created, and the health fields of `health`
                        (* sealed with `sealing.Sealer`; never in clear, never returned)
+
+The browser identity (`identity`: UA, client hints, language, curl_cffi profile) is stored
+in clear: it is what every request of the account shows the upstream anyway. An account
+without a User-Agent (an `UPSTREAM_COOKIES` line) uses `identity.default_identity()`.
 
 Ids are stable: accounts seeded from `UPSTREAM_COOKIES` are `env-1`, `env-2`, … by line
 position (an empty setting seeds one anonymous `env-1`); accounts added at run time get
@@ -27,6 +32,7 @@ from typing import Any, cast
 from redis import Redis
 
 from service.accounts.groups import DEFAULT_GROUP
+from service.accounts.identity import Identity, choose_profile, default_identity, profiles
 from service.accounts.sealing import Sealer
 from service.runtime.redis_conn import HashFields, text
 
@@ -49,6 +55,10 @@ class Account:
     sealed_cookies: str = dataclasses.field(default="", repr=False)
     sealed_token: str = dataclasses.field(default="", repr=False)
     user_agent: str = ""
+    client_hints: str = ""
+    accept_language: str = ""
+    impersonate: str = ""
+    sealed_proxy: str = dataclasses.field(default="", repr=False)
     enabled: bool = True
     max_concurrent: int | None = None
     rpm: int | None = None
@@ -78,8 +88,23 @@ class Account:
         """This account's (max in flight, turns per minute), falling back to the defaults."""
         return self.max_concurrent or max_concurrent, self.rpm or rpm
 
+    def identity(self) -> Identity:
+        """The browser this account speaks as (the default Chrome when none was imported)."""
+        if not self.user_agent:
+            return default_identity()
+        # A profile a later curl_cffi dropped falls back to the nearest one it has.
+        known = self.impersonate in profiles()
+        stored = Identity(
+            user_agent=self.user_agent,
+            impersonate=self.impersonate if known else choose_profile(self.user_agent)[0],
+            client_hints=Identity.hints_from_json(self.client_hints),
+        )
+        if self.accept_language:
+            return dataclasses.replace(stored, accept_language=self.accept_language)
+        return stored
+
     def public(self, now: float) -> dict[str, Any]:
-        """What the admin API shows: everything but the secrets."""
+        """What the admin API shows: everything but the secrets (a proxy only as `has_proxy`)."""
         state = self.state(now)
         return {
             "id": self.id,
@@ -89,6 +114,8 @@ class Account:
             "source": self.source,
             "has_cookies": bool(self.sealed_cookies),
             "has_access_token": bool(self.sealed_token),
+            **self.identity().summary(),
+            "has_proxy": bool(self.sealed_proxy),
             "max_concurrent": self.max_concurrent,
             "rpm": self.rpm,
             "group": self.group,
@@ -110,6 +137,10 @@ class Account:
             sealed_cookies=data.get("cookies", ""),
             sealed_token=data.get("access_token", ""),
             user_agent=data.get("user_agent", ""),
+            client_hints=data.get("client_hints", ""),
+            accept_language=data.get("accept_language", ""),
+            impersonate=data.get("impersonate", ""),
+            sealed_proxy=data.get("proxy", ""),
             enabled=data.get("enabled", "1") == "1",
             max_concurrent=int(data["max_concurrent"]) if data.get("max_concurrent") else None,
             rpm=int(data["rpm"]) if data.get("rpm") else None,
@@ -178,6 +209,10 @@ class Registry:
         """The account's access token, opened."""
         return self.sealer.open(account.sealed_token)
 
+    def proxy(self, account: Account) -> str:
+        """The account's egress proxy URL, opened ("" = direct)."""
+        return self.sealer.open(account.sealed_proxy)
+
     # changing
 
     def add(
@@ -187,6 +222,10 @@ class Registry:
         access_token: str = "",
         label: str = "",
         user_agent: str = "",
+        client_hints: str = "",
+        accept_language: str = "",
+        impersonate: str = "",
+        proxy: str = "",
         max_concurrent: int | None = None,
         rpm: int | None = None,
         enabled: bool = True,
@@ -202,6 +241,10 @@ class Registry:
             "cookies": self.sealer.seal(cookies),
             "access_token": self.sealer.seal(access_token),
             "user_agent": user_agent,
+            "client_hints": client_hints,
+            "accept_language": accept_language,
+            "impersonate": impersonate,
+            "proxy": self.sealer.seal(proxy),
             "enabled": "1" if enabled else "0",
             "max_concurrent": str(max_concurrent or ""),
             "rpm": str(rpm or ""),
@@ -225,6 +268,10 @@ class Registry:
         access_token: str | None = None,
         label: str | None = None,
         user_agent: str | None = None,
+        client_hints: str | None = None,
+        accept_language: str | None = None,
+        impersonate: str | None = None,
+        proxy: str | None = None,
         enabled: bool | None = None,
         max_concurrent: int | bool | None = False,
         rpm: int | bool | None = False,
@@ -242,8 +289,16 @@ class Registry:
             fields["access_token"] = self.sealer.seal(access_token)
         if label is not None:
             fields["label"] = label
-        if user_agent is not None:
-            fields["user_agent"] = user_agent
+        for name, value in (
+            ("user_agent", user_agent),
+            ("client_hints", client_hints),
+            ("accept_language", accept_language),
+            ("impersonate", impersonate),
+        ):
+            if value is not None:
+                fields[name] = value
+        if proxy is not None:
+            fields["proxy"] = self.sealer.seal(proxy)
         if enabled is not None:
             fields["enabled"] = "1" if enabled else "0"
         if max_concurrent is not False:
@@ -255,7 +310,7 @@ class Registry:
         with self.redis.pipeline() as pipe:
             if fields:
                 pipe.hset(self.key(account_id), mapping=fields)
-            if cookies is not None or access_token is not None:
+            if cookies is not None or access_token is not None or user_agent is not None or proxy is not None:
                 pipe.hdel(self.key(account_id), *HEALTH_FIELDS)
             pipe.execute()
         self._snapshot = None

@@ -65,6 +65,8 @@ class Settings:
     copilot_url: str = "https://copilot.microsoft.com"
     copilot_access_token: str = ""
     upstream_cookies: tuple[str, ...] = ()
+    upstream_transport: str = "browser"
+    upstream_ca_bundle: str = ""
     queue_name: str = "chat"
     worker_concurrency: int = 100
     job_timeout: int = 300
@@ -75,6 +77,7 @@ class Settings:
     worker_lease_seconds: int = 6
     sse_heartbeat_seconds: float = 10.0
     stream_hold_seconds: float = 3.0
+    stream_resume_grace_seconds: float = 15.0
     coalesce_ms: float = 8.0
     replay_ttl: int = 3600
     conversation_ttl: int = 7 * 24 * 3600
@@ -294,6 +297,20 @@ def _lines(value: str) -> tuple[str, ...]:
     return tuple(line.strip() for line in value.replace("\r", "").split("\n") if line.strip())
 
 
+def _pem_file(value: str) -> str:
+    path = value.strip()
+    if not path:
+        return ""
+    try:
+        with open(path, encoding="ascii", errors="replace") as handle:
+            pem = handle.read(1 << 20)
+    except OSError as exc:
+        raise ValueError(f"cannot read {path}: {exc.strerror}") from None
+    if "-----BEGIN CERTIFICATE-----" not in pem:
+        raise ValueError(f"{path} holds no PEM certificate")
+    return path
+
+
 def _choice(*allowed: str) -> Callable[[str], str]:
     def parse(value: str) -> str:
         choice = value.strip().lower()
@@ -387,6 +404,13 @@ def load_settings(environ: Mapping[str, str]) -> Settings:
         # UPSTREAM_COOKIES: the accounts' Cookie header strings, one per line, seeding the account pool
         # as env-1, env-2, … (docs/accounts.md); empty = one anonymous account. Never logged.
         upstream_cookies=_read(environ, "UPSTREAM_COOKIES", _lines, d.upstream_cookies),
+        # UPSTREAM_TRANSPORT: "browser" (curl_cffi: each account's browser TLS fingerprint, headers and
+        # proxy) or "plain" (requests + websocket-client, for upstreams that need no impersonation).
+        upstream_transport=_read(
+            environ, "UPSTREAM_TRANSPORT", _choice("browser", "plain"), d.upstream_transport
+        ),
+        # UPSTREAM_CA_BUNDLE: PEM file of extra CAs the upstream transport trusts (never disables checks).
+        upstream_ca_bundle=_read(environ, "UPSTREAM_CA_BUNDLE", _pem_file, d.upstream_ca_bundle),
         # RQ_QUEUE: name of the RQ queue turns are enqueued on.
         queue_name=_read(environ, "RQ_QUEUE", _text, d.queue_name) or d.queue_name,
         # WORKER_CONCURRENCY: turns one worker process runs at once (gevent greenlets).
@@ -416,6 +440,11 @@ def load_settings(environ: Mapping[str, str]) -> Settings:
         ),
         # STREAM_HOLD_SECONDS: how long a stream waits for the first event before committing 200.
         stream_hold_seconds=_read(environ, "STREAM_HOLD_SECONDS", _non_negative_float, d.stream_hold_seconds),
+        # STREAM_RESUME_GRACE_SECONDS: how long a stream with `store: true` or an Idempotency-Key
+        # keeps its turn running after the client disconnects, for it to resume (0: cancel at once).
+        stream_resume_grace_seconds=_read(
+            environ, "STREAM_RESUME_GRACE_SECONDS", _non_negative_float, d.stream_resume_grace_seconds
+        ),
         # STREAM_COALESCE_MS: window in which text deltas after the first are merged into one message.
         coalesce_ms=_read(environ, "STREAM_COALESCE_MS", _non_negative_float, d.coalesce_ms),
         # REPLAY_TTL: seconds a completion's replay log (and its Idempotency-Key) is kept.

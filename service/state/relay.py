@@ -8,8 +8,10 @@ without the first token ever waiting.
 
 Web side, `RelayHub`: one shared pub/sub connection per process, read by one listener
 thread (a greenlet under gevent), dispatching messages to per-request `Subscription`
-queues. A subscription is confirmed by Redis before `subscribe()` returns, so a job
-enqueued afterwards cannot publish into the void. Sequence numbers let a subscription
+queues; several readers of one completion (a background response's collector and its
+stream, a resumed stream) share its channel and each get every message. A subscription
+is confirmed by Redis before `subscribe()` returns, so a job enqueued afterwards cannot
+publish into the void. Sequence numbers let a subscription
 notice a lost message and fill the gap from the replay log; a late reader can read the
 whole log.
 
@@ -36,7 +38,6 @@ from redis.exceptions import RedisError
 from service.events import TERMINAL, Delta, RelayEvent, Terminal
 
 log = logging.getLogger(__name__)
-
 
 
 def channel_name(completion_id: str) -> str:
@@ -217,6 +218,11 @@ class Subscription:
                 continue
             return self._take(event)
 
+    @property
+    def position(self) -> int:
+        """The sequence number of the event `next` returned last (-1 before the first)."""
+        return self._next_seq - 1
+
     def catch_up(self) -> bool:
         """Read events this subscription missed from the replay log; True if any."""
         missed = read_log(self._hub.redis, self.completion_id, self._next_seq + len(self._backlog))
@@ -245,7 +251,7 @@ class RelayHub:
     def __init__(self, redis: Redis, *, confirm_timeout: float = 5.0) -> None:
         self.redis = redis
         self._confirm_timeout = confirm_timeout
-        self._subs: dict[str, Subscription] = {}
+        self._subs: dict[str, list[Subscription]] = {}  # several readers of one completion share it
         self._waiters: dict[str, list[threading.Event]] = {}
         self._lock = threading.Lock()
         self._pubsub: PubSub | None = None
@@ -259,12 +265,18 @@ class RelayHub:
         sub = Subscription(self, completion_id)
         with self._lock:
             pubsub = self._ensure_listener()
-            self._subs[sub.channel] = sub
-            try:
-                pubsub.subscribe(sub.channel)
-            except Exception:  # Redis unreachable: forget it, the caller answers 503
-                del self._subs[sub.channel]
-                raise
+            readers = self._subs.setdefault(sub.channel, [])
+            readers.append(sub)
+            # With a reader there already, the channel is subscribed (or its confirmation is coming).
+            first = readers[0] if len(readers) > 1 else None
+            if first is None:
+                try:
+                    pubsub.subscribe(sub.channel)
+                except Exception:  # Redis unreachable: forget it, the caller answers 503
+                    del self._subs[sub.channel]
+                    raise
+        if first is not None and first._confirmed.wait(self._confirm_timeout):
+            sub._confirmed.set()
         if not sub._confirmed.wait(self._confirm_timeout):
             self.unsubscribe(sub)
             raise TimeoutError("Redis did not confirm the relay subscription")
@@ -273,7 +285,7 @@ class RelayHub:
     def drain(self, seconds: float) -> None:
         """The process is stopping: streams still open in `seconds` must end (see `draining_over`)."""
         self._drain_deadline = time.monotonic() + max(0.0, seconds)
-        log.info("event=relay_draining open=%d seconds=%.1f", len(self._subs), seconds)
+        log.info("event=relay_draining open=%d seconds=%.1f", self.subscription_count, seconds)
 
     @property
     def draining_over(self) -> bool:
@@ -283,7 +295,11 @@ class RelayHub:
     def unsubscribe(self, sub: Subscription) -> None:
         """Forget a subscription and tell Redis, once."""
         with self._lock:
-            if self._subs.get(sub.channel) is not sub:
+            readers = self._subs.get(sub.channel, [])
+            if sub not in readers:
+                return
+            readers.remove(sub)
+            if readers:  # another reader still listens on the channel
                 return
             del self._subs[sub.channel]
             pubsub = self._pubsub
@@ -328,7 +344,7 @@ class RelayHub:
     @property
     def subscription_count(self) -> int:
         """Open subscriptions (for metrics and tests)."""
-        return len(self._subs)
+        return sum(len(readers) for readers in self._subs.values())
 
     def close(self) -> None:
         """Stop the listener and release the pub/sub connection."""
@@ -387,10 +403,11 @@ class RelayHub:
                 for waiter in list(self._waiters.get(channel, ())):
                     waiter.set()
                 continue
-            sub = self._subs.get(channel)
-            if sub is None:
-                continue
+            readers = list(self._subs.get(channel, ()))
             if kind == "subscribe":
-                sub._confirmed.set()
-            elif kind == "message":
-                sub._queue.put(json.loads(message["data"]))
+                for sub in readers:
+                    sub._confirmed.set()
+            elif kind == "message" and readers:
+                event = json.loads(message["data"])
+                for sub in readers:
+                    sub._queue.put(event)

@@ -32,9 +32,10 @@ ACCOUNT_FAULTS = {
     # fault: {dialect: (code, words the operator needs in the message)}
     "captcha": {
         "bing": ("upstream_captcha_required", "captcha"),
-        "copilot": ("upstream_challenge_required", "cf_clearance"),
+        # Issue #15: the cure is a fresh copy of the browser's request, identity and all.
+        "copilot": ("upstream_challenge_required", "copy any request to the upstream as cURL"),
     },
-    "cloudflare": {"copilot": ("upstream_challenge_required", "cf_clearance")},
+    "cloudflare": {"copilot": ("upstream_challenge_required", "copy any request to the upstream as cURL")},
     "unauthorized": {"bing": ("upstream_unauthorized", "UPSTREAM_COOKIES")},
     "unavailable": {"copilot": ("upstream_region_unavailable", "region")},
 }

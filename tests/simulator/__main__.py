@@ -2,7 +2,9 @@
 
 Prints exactly one line, `READY http://HOST:PORT`, on stdout once listening (so a parent
 process can start it with `--port 0` and learn the port), then serves until SIGTERM or
-SIGINT. Logs go to stderr.
+SIGINT. Logs go to stderr. With `--tls-dir DIR` it also serves TLS (a test CA made at
+start-up, written to `DIR/ca.pem`) on `--tls-port`, and the line is
+`READY http://HOST:PORT https://localhost:TLS_PORT`.
 """
 
 from __future__ import annotations
@@ -13,7 +15,9 @@ import logging
 import os
 import signal
 import sys
+from pathlib import Path
 
+from tests.simulator import tls_certs
 from tests.simulator.server import run
 from tests.simulator.state import SimConfig, SimulatorState
 
@@ -40,6 +44,10 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         help="turns per minute per account before the throttle answer; 0 = unlimited (default 15, B5a)",
     )
     parser.add_argument(
+        "--tls-dir", default=None, help="also serve TLS; a fresh test CA goes to DIR/ca.pem (default off)"
+    )
+    parser.add_argument("--tls-port", type=int, default=0, help="TLS port; 0 picks a free one (default)")
+    parser.add_argument(
         "--turn-seconds",
         type=float,
         default=0.0,
@@ -61,7 +69,13 @@ async def _main(args: argparse.Namespace) -> None:
         turn_seconds=max(0.0, args.turn_seconds),
     )
     state = SimulatorState(config)
-    serving = asyncio.ensure_future(run(state, args.host, args.port, ready=_announce))
+    tls = None
+    if args.tls_dir:
+        tls_certs.write_certificates(Path(args.tls_dir))
+        tls = tls_certs.server_context(Path(args.tls_dir))
+    serving = asyncio.ensure_future(
+        run(state, args.host, args.port, ready=_announce, tls=tls, tls_port=args.tls_port)
+    )
     loop = asyncio.get_running_loop()
     for signum in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(signum, serving.cancel)

@@ -62,6 +62,8 @@ OVERLOAD = "overload"
 MAX_AGENTS = 5
 RATE = "rate"
 """Rejection kind: a turn past `rpm` (the dialect's throttle answer)."""
+SOCKETS_KEPT = 20
+"""How many Copilot sockets `sockets` lists per account (the latest)."""
 ADMITTED_KEPT, ADMITTED_CHARS = 100, 80
 MEMORIES_KEPT = 500
 """Per account: the most recent user messages kept for `[sim:memory]`."""
@@ -98,6 +100,10 @@ class Account:
     rejections: collections.Counter[str] = dataclasses.field(default_factory=collections.Counter)
     user_agents: list[str] = dataclasses.field(default_factory=list)
     """Distinct User-Agent headers seen (bridges present one per account; B5a binds clearance to it)."""
+    sockets: collections.deque[dict[str, Any]] = dataclasses.field(
+        default_factory=lambda: collections.deque(maxlen=SOCKETS_KEPT)
+    )
+    """Copilot sockets, oldest first: clientSessionId, supportedFeatures, supportedCards, userAgent."""
     admitted: collections.deque[str] = dataclasses.field(
         default_factory=lambda: collections.deque(maxlen=ADMITTED_KEPT)
     )
@@ -175,6 +181,19 @@ class AccountBook:
         agents = self.get(name).user_agents
         if user_agent and user_agent not in agents and len(agents) < MAX_AGENTS:
             agents.append(user_agent)
+
+    def socket_opened(
+        self, name: str, client_session_id: str | None, user_agent: str | None
+    ) -> dict[str, Any]:
+        """List a new Copilot socket of `name`; the session fills in its `setOptions` lists later."""
+        record: dict[str, Any] = {
+            "clientSessionId": client_session_id,
+            "supportedFeatures": None,
+            "supportedCards": None,
+            "userAgent": user_agent,
+        }
+        self.get(name).sockets.append(record)
+        return record
 
     def reject(self, name: str, kind: str) -> None:
         """Count a request of `name` refused because of `kind` (a fault name, OVERLOAD or RATE)."""
@@ -264,6 +283,7 @@ class AccountBook:
             "rejections": dict(account.rejections),
             "user_agents": list(account.user_agents),
             "admitted": list(account.admitted),
+            "sockets": [dict(record) for record in account.sockets],
             "fault": self.fault(account.name),
             "next_available_at": account.next_available_at,
             "max_concurrent": max_concurrent,

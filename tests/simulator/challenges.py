@@ -15,6 +15,12 @@ Four kinds, each selected by a prompt prefix:
   Any answer is wrong (and a violation): a real server drew `invalid-event` for the empty
   token clients used to send.
 
+Ids: 2026 servers number a socket's challenges `"0.0001"`, `"0.0002"`, … (WCA #8, #13,
+upstream-protocols.md B5b [S]); `issue` takes the number. A `method: null` challenge is a
+human check (Turnstile): answered with the empty token clients used to send it draws
+`invalid-event`, and left unanswered the socket stays silent for 60 s (B5b [S]; the session
+keeps that silence, `copilot_human_check_silence`).
+
 Pure: no I/O; the session keeps the pending challenge and the state keeps the log.
 """
 
@@ -56,16 +62,22 @@ class Challenge:
         }
 
 
-def issue(kind: str, *, difficulty: int, variant: str, seed: str = "") -> Challenge:
-    """A fresh challenge of `kind`: "hashcash", "arithmetic", "captcha" or "cloudflare"."""
+def challenge_id(number: int) -> str:
+    """The id of a socket's `number`th challenge (1-based): "0.0001", "0.0002", …"""
+    return f"0.{number:04d}"
+
+
+def issue(kind: str, *, difficulty: int, variant: str, seed: str = "", number: int = 1) -> Challenge:
+    """A fresh challenge of `kind` (hashcash, arithmetic, captcha, cloudflare): a socket's `number`th."""
+    ident = challenge_id(number)
     if kind == "hashcash":
         seed = seed or secrets.token_hex(32)
-        return Challenge("hashcash", f"{seed}:{difficulty}", "0.1", variant=variant)
+        return Challenge("hashcash", f"{seed}:{difficulty}", ident, variant=variant)
     if kind == "arithmetic":
-        return Challenge("copilot", str(secrets.randbelow(999) + 1), "0.1")
+        return Challenge("copilot", str(secrets.randbelow(999) + 1), ident)
     if kind == "cloudflare":
-        return Challenge("cloudflare", TURNSTILE_SITEKEY, "1")
-    return Challenge(None, None, "1")
+        return Challenge("cloudflare", TURNSTILE_SITEKEY, ident)
+    return Challenge(None, None, ident)
 
 
 def null_challenge(challenge_id: str) -> Challenge:

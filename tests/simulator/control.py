@@ -23,11 +23,12 @@ from urllib.parse import parse_qsl, unquote, urlsplit
 from websockets.asyncio.server import ServerConnection
 from websockets.http11 import Request, Response
 
-from tests.simulator import chathub, copilot_media, copilot_routes, kblob
+from tests.simulator import chathub, cloudflare_routes, copilot_media, copilot_routes, kblob
 from tests.simulator.accounts import Lease, account_of
-from tests.simulator.copilot_routes import CopilotRoutes
+from tests.simulator.copilot_routes import CopilotRoutes, request_account
 from tests.simulator.http_util import bad_gateway, challenge_page, cookies, json_response
 from tests.simulator.state import SimulatorState
+from tests.simulator.tls_hello import ClientHello
 
 log = logging.getLogger(__name__)
 
@@ -52,6 +53,8 @@ class BodyAwareConnection(ServerConnection):
         self._pending: bytes | None = b""
         self.account_lease: Lease | None = None
         """The account slot a chat upgrade took (`Routes.upgrade`); the session releases it."""
+        self.client_hello: ClientHello | None = None
+        """The TLS ClientHello, on the TLS port (`tls_listener`); None on the plain port."""
 
     def connection_lost(self, exc: Exception | None) -> None:
         """asyncio entry point: the socket is gone, so its account slot is free (even mid-handshake)."""
@@ -95,7 +98,24 @@ class Routes:
         self.copilot = CopilotRoutes(state)
 
     def __call__(self, connection: ServerConnection, request: Request) -> Response | None:
-        """Dispatch one request; None means "go on with the websocket handshake"."""
+        """Dispatch one request; None means "go on with the websocket handshake".
+
+        The Cloudflare gate (`cloudflare_routes.screen`) sees every request but `/_sim/*`
+        first. On the TLS port every cookie set is `Secure`, as the real upstream's are.
+        """
+        url = urlsplit(request.path)
+        if not url.path.startswith("/_sim/"):
+            account = request_account(request, url.query)
+            screened = cloudflare_routes.screen(self.state, connection, request, account)
+            if screened is not None:
+                return screened
+        response = self.route(connection, request)
+        if response is not None and getattr(connection, "client_hello", None) is not None:
+            cloudflare_routes.secure_cookies(response)
+        return response
+
+    def route(self, connection: ServerConnection, request: Request) -> Response | None:
+        """The answer to one request past the gate (see `__call__`)."""
         url = urlsplit(request.path)
         path, method = url.path, request.method
         if path == CHATHUB_PATH:
@@ -199,6 +219,9 @@ class Routes:
         """The `/_sim/*` control API used by tests and the support fixture."""
         state = self.state
         name = path[len("/_sim/") :]
+        answer = cloudflare_routes.control(state, method, name, query)
+        if answer is not None:
+            return answer
         if method == "GET":
             if name == "health":
                 return json_response(200, {"ok": True})
@@ -233,7 +256,8 @@ class Routes:
             if name == "attachments":
                 return json_response(200, list(state.attachments.values()))
             if name == "config":
-                return json_response(200, state.config.as_json())
+                gate = state.cloudflare.config_json()
+                return json_response(200, {**state.config.as_json(), "cloudflare": gate})
         elif method == "POST":
             if name == "config":
                 try:

@@ -5,10 +5,11 @@ JSON; the websocket path `/c/api/chat` is only *checked* here (api-version=2, an
 no revoked token — the failures B7.6 lists) and then goes on to the handshake and
 `copilot_session`.
 
-Cookies are set without `Secure`: the simulator speaks plain http, where a real cookie
-jar (Python's `http.cookiejar` included) would never send a Secure cookie back, and the
-anonymous identity would be lost. A token or `_U` cookie equal to `revoked` is the
-simulator's invalid/expired credential (HTTP 401).
+Cookies are set without `Secure`: on the plain port a real cookie jar (Python's
+`http.cookiejar` included) would never send a Secure cookie back, and the anonymous
+identity would be lost. On the TLS port `control.Routes` adds `Secure` to every cookie, as
+the real upstream sets them (and as a `__Host-` cookie requires). A token or `_U` cookie
+equal to `revoked` is the simulator's invalid/expired credential (HTTP 401).
 
 Anonymous mode (no `_U`, no access token) works the way public bridges bootstrap it (B1.1,
 B5): `GET /` sets `__cf_bm` / `MUID` / `_EDGE_S`, `POST /c/api/start` issues the session

@@ -14,6 +14,11 @@ tokens). Then, per B1.3 and B3.1:
 - a challenge a turn issued waits for `challengeResponse` (which must echo its id); a
   correct answer clears the next `send` (the re-sent one) to be answered; a wrong one gets
   `invalid-event`. Answering a null/cloudflare challenge at all is a violation.
+- each socket is listed with its account (`GET /_sim/accounts`: `sockets`), with the
+  `clientSessionId` of its URL (gpt4f 4aa01b58, B5b [S]) and the `supportedFeatures` /
+  `supportedCards` of its `setOptions` (WCA #20's browser capture lists 6 and 28, B5b [S]);
+- a human check (null or cloudflare challenge) left unanswered keeps the socket silent for
+  `copilot_human_check_silence` seconds (B5b [S]: 60) before it closes;
 - every client message is read leniently (`copilot.decode_client`); its problems are
   violations, and a non-JSON message is answered `invalid-event`.
 """
@@ -70,6 +75,10 @@ class CopilotSession:
             features=query.get("features", [None])[0],
             account=request_account(request, urlsplit(request.path).query) if request else account_of({}),
         )
+        user_agent = request.headers.get("User-Agent") if request else None
+        self.socket.record = state.accounts.socket_opened(
+            self.socket.account, self.socket.client_session_id, user_agent
+        )
         self.strict = state.config.copilot_strict  # fixed per socket, like a deployed server
         self.connected = not self.strict
         self.player: CopilotTurnPlayer | None = None
@@ -122,7 +131,7 @@ class CopilotSession:
                     if turn.result() == "closed":
                         return
                     turn = None
-                    deadline = loop.time() + config.linger
+                    deadline = loop.time() + self._quiet_time()
                 if reading in done:
                     message = reading.result()  # raises ConnectionClosed to end the session
                     reading = None
@@ -159,6 +168,9 @@ class CopilotSession:
             return turn
         if name == "setOptions":
             self.socket.set_options = event
+            if self.socket.record is not None:
+                self.socket.record["supportedFeatures"] = event.get("supportedFeatures")
+                self.socket.record["supportedCards"] = event.get("supportedCards")
         elif name == "reportLocalConsents":
             self.socket.local_consents = event
         elif name == "challengeResponse":
@@ -170,6 +182,17 @@ class CopilotSession:
             if self.strict:
                 await self.reject()
         return turn
+
+    def _quiet_time(self) -> float:
+        """How long the socket waits after a turn before closing itself.
+
+        `linger` normally; while a human check (a null or cloudflare challenge) is pending,
+        `copilot_human_check_silence` (B5b [S]: the real socket is silent for 60 s).
+        """
+        pending = self._pending()
+        if pending is not None and pending.method not in ANSWERABLE:
+            return self.state.config.copilot_human_check_silence
+        return self.state.config.linger
 
     def _pending(self) -> Challenge | None:
         """The challenge this socket is waiting on, if any."""

@@ -56,6 +56,15 @@ class SocketInfo:
     seq: copilot.Sequence = dataclasses.field(default_factory=copilot.Sequence)
     set_options: dict[str, Any] | None = None
     local_consents: dict[str, Any] | None = None
+    challenges: int = 0
+    """Challenges issued on this socket so far (their ids count up: `challenges.challenge_id`)."""
+    record: dict[str, Any] | None = None
+    """This socket's entry in its account's `sockets` (`accounts.AccountBook.socket_opened`)."""
+
+    def next_challenge(self) -> int:
+        """The number of the next challenge issued on this socket."""
+        self.challenges += 1
+        return self.challenges
 
 
 class CopilotTurnPlayer:
@@ -132,6 +141,7 @@ class CopilotTurnPlayer:
                 difficulty=config.hashcash_difficulty,
                 variant=config.hashcash_variant,
                 seed=config.hashcash_seed,
+                number=self.socket.next_challenge(),
             )
             self.state.challenges.append(self.challenge)
             issued = self.challenge
@@ -171,7 +181,10 @@ class CopilotTurnPlayer:
         if fault in ("captcha", "cloudflare"):
             config = self.state.config
             self.challenge = challenges.issue(
-                fault, difficulty=config.hashcash_difficulty, variant=config.hashcash_variant
+                fault,
+                difficulty=config.hashcash_difficulty,
+                variant=config.hashcash_variant,
+                number=self.socket.next_challenge(),
             )
             self.state.challenges.append(self.challenge)
             issued = self.challenge

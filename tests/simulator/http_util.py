@@ -41,9 +41,9 @@ CHALLENGE_PAGE = (
 BAD_GATEWAY_PAGE = b"<html><head><title>502 Bad Gateway</title></head><body>502 Bad Gateway</body></html>"
 
 
-def challenge_page() -> Response:
-    """Cloudflare's managed-challenge answer: 403, HTML, `cf-mitigated: challenge` (needs a browser)."""
-    return http_response(403, CHALLENGE_PAGE, "text/html; charset=UTF-8", [("cf-mitigated", "challenge")])
+def challenge_page(status: int = 403) -> Response:
+    """Cloudflare's managed challenge: 403 (or 503), HTML, `cf-mitigated: challenge` (needs a browser)."""
+    return http_response(status, CHALLENGE_PAGE, "text/html; charset=UTF-8", [("cf-mitigated", "challenge")])
 
 
 def bad_gateway() -> Response:

@@ -15,6 +15,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import ssl
 from collections import deque
 from collections.abc import Callable
 from typing import Any
@@ -23,7 +24,7 @@ from urllib.parse import parse_qs, urlsplit
 from websockets.asyncio.server import Server, ServerConnection, serve
 from websockets.exceptions import ConnectionClosed
 
-from tests.simulator import chathub, copilot_routes
+from tests.simulator import chathub, copilot_routes, tls_listener
 from tests.simulator.accounts import Lease, account_of
 from tests.simulator.control import BodyAwareConnection, Routes
 from tests.simulator.copilot_session import CopilotSession
@@ -218,10 +219,28 @@ class SimulatorServer:
         )
 
 
-async def run(state: SimulatorState, host: str, port: int, *, ready: Callable[[str], None]) -> None:
-    """Serve until cancelled; `ready` receives the base URL once the port is bound."""
+async def run(
+    state: SimulatorState,
+    host: str,
+    port: int,
+    *,
+    ready: Callable[[str], None],
+    tls: ssl.SSLContext | None = None,
+    tls_port: int = 0,
+) -> None:
+    """Serve until cancelled; `ready` receives the base URL(s) once the ports are bound.
+
+    With a `tls` context the same routes are also served over TLS on `tls_port`
+    (`tls_listener`), and `ready` gets "http://HOST:PORT https://localhost:TLS_PORT".
+    """
     server = SimulatorServer(state)
     async with server.serve(host, port) as listening:
         bound_host, bound_port = listening.sockets[0].getsockname()[:2]
-        ready(f"http://{bound_host}:{bound_port}")
-        await asyncio.Event().wait()
+        if tls is None:
+            ready(f"http://{bound_host}:{bound_port}")
+            await asyncio.Event().wait()
+            return
+        listener = tls_listener.bind(host, tls_port)
+        accepting = tls_listener.TlsListener(listening, tls, lambda: state.tls_log)
+        ready(f"http://{bound_host}:{bound_port} https://localhost:{listener.getsockname()[1]}")
+        await accepting.run(listener)

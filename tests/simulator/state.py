@@ -18,7 +18,9 @@ from typing import Any
 
 from tests.simulator.accounts import AccountBook
 from tests.simulator.challenges import Challenge
+from tests.simulator.cloudflare import Gate
 from tests.simulator.copilot_state import CopilotConversation, nanoid
+from tests.simulator.tls_hello import TlsLog
 
 CONFIG_KEYS = (
     "max_turns",
@@ -40,6 +42,7 @@ CONFIG_KEYS = (
     "copilot_anon_required",
     "copilot_rotate_cookie",
     "copilot_max_text",
+    "copilot_human_check_silence",
     "turn_seconds",
 )
 """The settings the control API may change at run time."""
@@ -54,6 +57,7 @@ NON_NEGATIVE = (
     "copilot_anon_required",
     "copilot_rotate_cookie",
     "copilot_max_text",
+    "copilot_human_check_silence",
     "turn_seconds",
 )
 HASHCASH_VARIANTS = ("bits", "hex")
@@ -95,6 +99,8 @@ class SimConfig:
     """Anonymous mode (no `_U`, no token) needs a `__Host-copilot-anon` this process issued (B5)."""
     copilot_max_text: int = 10240  # = copilot.TEXT_LIMIT
     """Longest user text a `send` may carry before `text-too-long` (B5a [S]); 0 = no limit."""
+    copilot_human_check_silence: float = 60.0
+    """Seconds a socket stays silent, then closes, after an unanswered null/cloudflare challenge (B5b)."""
     copilot_rotate_cookie: bool = False
     """Every `/c/api/*` answer sets a fresh `__cf_bm`, as Cloudflare rotates it; clients must merge it."""
     # -- per account, both dialects (see `accounts`; 0 = unlimited) --
@@ -276,6 +282,10 @@ class SimulatorState:
         """Images uploaded through `POST /c/api/attachments`, by the URL handed out."""
         """Every Copilot challenge issued, with the client's answer and the verdict."""
         self.accounts = AccountBook(clock=self.now, limits=self._account_limits)
+        self.cloudflare = Gate(clock=self.now)
+        """The Cloudflare gate: settings, issued clearances, verdict counters (`cloudflare`)."""
+        self.tls_log = TlsLog()
+        """ClientHello summaries of TLS connections (`tls_hello`)."""
         self.anon_secret = secrets.token_bytes(16)
         """Signs the `__Host-copilot-anon` values this process issues, so they outlive `reset`."""
 
@@ -303,6 +313,8 @@ class SimulatorState:
         self.challenges.clear()
         self.attachments.clear()
         self.accounts.reset()
+        self.cloudflare = Gate(clock=self.now)
+        self.tls_log = TlsLog()
 
     def violation(self, text: str) -> None:
         """Record a protocol violation by a client."""

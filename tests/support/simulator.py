@@ -30,6 +30,11 @@ REPO_ROOT = Path(__file__).resolve().parents[2]
 class SimulatorProcess:
     """A running simulator child process; use as a context manager or call start()/stop().
 
+    With `tls=True` the child also serves every route over TLS (`https_url`, `wss_url`) with a
+    test CA made at start-up (`ca_file`), records each TLS ClientHello (`tls_connections`) and
+    can put a Cloudflare gate in front (`configure_cloudflare`, `cloudflare`, `grant_clearance`);
+    see `tests.simulator.cloudflare`.
+
     Per-account limits default to unlimited here (0), unlike the simulator's own CLI
     defaults (B5a's 4 in flight / 15 a minute, which `deploy/start --demo` gets): the test
     suite runs hundreds of turns a minute on one account. `reset()` restores these
@@ -49,6 +54,7 @@ class SimulatorProcess:
         log_level: str = "INFO",
         startup_timeout: float = 15.0,
         prefix: Sequence[str] = (),
+        tls: bool = False,
     ) -> None:
         self.args = [
             "--host", host,
@@ -63,6 +69,12 @@ class SimulatorProcess:
         ]  # fmt: skip
         self.startup_timeout = startup_timeout
         self.prefix = list(prefix)  # e.g. ["ip", "netns", "exec", HOST]: run on another network namespace
+        self.tls = tls
+        self.https_url = ""
+        """With `tls=True`: the TLS base URL, `https://localhost:PORT` (same routes as `http_url`)."""
+        self.ca_file = ""
+        """With `tls=True`: the PEM file of the simulator's test CA (the gateway's UPSTREAM_CA_BUNDLE)."""
+        self._tls_dir: tempfile.TemporaryDirectory[str] | None = None
         self.process: subprocess.Popen[bytes] | None = None
         self.http_url = ""
         self._log: IO[bytes] | None = None
@@ -75,6 +87,10 @@ class SimulatorProcess:
         """Spawn the child and wait for its READY line."""
         self._log = tempfile.NamedTemporaryFile(prefix="chathub-sim-", suffix=".log", delete=False)  # noqa: SIM115
         self.log_path = Path(self._log.name)
+        tls_args: list[str] = []
+        if self.tls:
+            self._tls_dir = tempfile.TemporaryDirectory(prefix="chathub-sim-tls-")
+            tls_args = ["--tls-dir", self._tls_dir.name]
         self.process = subprocess.Popen(
             [
                 *self.prefix,
@@ -82,6 +98,7 @@ class SimulatorProcess:
                 "-m",
                 "tests.simulator",
                 *self.args,
+                *tls_args,
                 "--parent-pid",
                 str(os.getpid()),
             ],
@@ -106,7 +123,11 @@ class SimulatorProcess:
         text = line.decode().strip()
         if not text.startswith("READY "):
             self._fail(f"unexpected simulator output {text!r}")
-        self.http_url = text.split(" ", 1)[1]
+        urls = text.split(" ")[1:]
+        self.http_url = urls[0]
+        if self.tls and self._tls_dir is not None:
+            self.https_url = urls[1]
+            self.ca_file = str(Path(self._tls_dir.name) / "ca.pem")
         return self
 
     def _fail(self, what: str) -> NoReturn:
@@ -132,6 +153,9 @@ class SimulatorProcess:
         if self.log_path is not None:
             self.log_path.unlink(missing_ok=True)
             self.log_path = None
+        if self._tls_dir is not None:
+            self._tls_dir.cleanup()
+            self._tls_dir = None
 
     def __enter__(self) -> SimulatorProcess:
         return self.start()
@@ -272,3 +296,27 @@ class SimulatorProcess:
         if self._get("stats")["open_sockets"]:
             gc.collect()
         self._post("reset")
+
+    # -- TLS and the Cloudflare gate (tests.simulator.cloudflare) --------------------------
+
+    @property
+    def wss_url(self) -> str:
+        """The TLS port as a websocket base, `wss://localhost:PORT` (+ `/c/api/chat` or `/sydney/ChatHub`)."""
+        return self.https_url.replace("https://", "wss://", 1)
+
+    def tls_connections(self) -> list[dict[str, Any]]:
+        """Every TLS connection's ClientHello summary, newest last: ja3, ja3_hash, ja4, alpn, sni, client…"""
+        return list(self._get("tls"))
+
+    def configure_cloudflare(self, **values: bool | float) -> dict[str, Any]:
+        """Set the gate (`enabled`, `require_clearance`, `clearance_ttl`); returns its settings."""
+        return dict(self._post("config", {"cloudflare": values})["cloudflare"])
+
+    def cloudflare(self) -> dict[str, Any]:
+        """The gate's counters: challenged, passed, issued, last_reason, reasons, by_account, events."""
+        return dict(self._get("cloudflare"))
+
+    def grant_clearance(self, *, ja4: str, user_agent: str, client: str = "127.0.0.1") -> str:
+        """A `cf_clearance` bound to that identity, as if it had passed the check."""
+        body = {"ja4": ja4, "user_agent": user_agent, "client": client}
+        return str(self._post("clearance", body)["cf_clearance"])

@@ -232,9 +232,10 @@ def test_waits_for_connected_then_speaks_once_and_streams_b71(make_server: Calla
     second = sends[1]
     assert (second["context"], second["mode"]) == ({}, "smart")
     assert "features" not in parse_qs(urlsplit(server.paths[1]).query)
+    # One clientSessionId per browser session (B5b): both sockets of this client carry the same one.
     assert (
         parse_qs(urlsplit(server.paths[0]).query)["clientSessionId"]
-        != parse_qs(urlsplit(server.paths[1]).query)["clientSessionId"]
+        == parse_qs(urlsplit(server.paths[1]).query)["clientSessionId"]
     )
 
 

@@ -78,10 +78,21 @@ def b71() -> list[dict[str, Any]]:
 
 
 def test_preamble_frames_are_the_recorded_ones() -> None:
-    assert copilot.set_options() == (
-        '{"event":"setOptions","supportedFeatures":["partial-generated-images"],'
-        '"supportedCards":["image"],"ads":{"supportedTypes":[]}}'
+    options = json.loads(copilot.set_options())
+    assert options["event"] == "setOptions"
+    # B5b: the 2026 browser's six features, in its order; the cards the captures name.
+    assert options["supportedFeatures"] == [
+        "partial-generated-images",
+        "composer-prefill-conversation-action",
+        "composer-send-conversation-action-v2",
+        "side-by-side-comparison",
+        "session-duration-nudge",
+        "compose-email-html",
+    ]
+    assert {"image", "powerPointCreator", "createCalendarEvent", "quiz", "flashcard"} <= set(
+        options["supportedCards"]
     )
+    assert options["ads"]["supportedTypes"][:2] == ["text", "product"]
     assert copilot.report_local_consents() == '{"event":"reportLocalConsents","grantedConsents":[]}'
 
 
@@ -469,11 +480,13 @@ def test_a_different_challenge_after_answering_is_fatal() -> None:
 def test_b75_browser_challenges_fail_with_the_operator_message(method: str | None) -> None:
     decoder = CopilotDecoder(account="env-3")
     with pytest.raises(ChallengeRequired) as caught:
-        decoder.feed({"event": "challenge", "method": method, "parameter": None, "id": "1"})
+        decoder.feed({"event": "challenge", "method": method, "parameter": None, "id": "0.0001"})
     message = str(caught.value)
     assert "#env-3" in message
-    assert "clearance required — open Copilot in a browser with this account, pass the check" in message
-    assert "cf_clearance cookie in UPSTREAM_COOKIES (or COPILOT_ACCESS_TOKEN)" in message
+    assert "clearance required — open the upstream in the browser whose identity the account uses" in message
+    assert "copy any request to the upstream as cURL" in message and "--from-curl" in message
+    if method is None:
+        assert "human-check (Turnstile)" in message
     assert decoder.pending_challenge is None
     assert ApiError.from_exception(caught.value).should_retry is False
 

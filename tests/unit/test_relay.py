@@ -96,9 +96,7 @@ def test_terminal_event_flushes_pending_text_first(redis_client: Redis) -> None:
 
 def test_finish_runs_extra_commands_in_the_same_transaction(redis_client: Redis) -> None:
     publisher = Publisher(redis_client, "chatcmpl-d", coalesce_ms=0)
-    publisher.finish(
-        Done("", "stop"), extra=lambda pipe: pipe.set("saved", "1")
-    )
+    publisher.finish(Done("", "stop"), extra=lambda pipe: pipe.set("saved", "1"))
     assert redis_client.get("saved") == b"1"
     assert redis_client.ttl(log_key("chatcmpl-d")) > 0
 
@@ -177,3 +175,20 @@ def test_a_non_text_event_does_not_hold_back_the_first_token(redis_client: Redis
     assert first == {"type": "delta", "text": "first", "seq": 1}
     publisher.finish(Done("first", "stop"))
     sub.close()
+
+
+def test_two_readers_of_one_completion_both_get_it_live(redis_client: Redis, hub: RelayHub) -> None:
+    # A background response's collector and its streaming reader, or a resumed stream beside the
+    # dropped one not yet noticed: each gets every event as it is published, not a second late.
+    first, second = hub.subscribe("chatcmpl-two"), hub.subscribe("chatcmpl-two")
+    publisher = Publisher(redis_client, "chatcmpl-two", coalesce_ms=0)
+    publisher.delta("hi")
+    for sub in (first, second):
+        event = sub.next(timeout=0.5)  # live: well before a reader's one-second log re-check
+        assert event is not None and event["text"] == "hi"
+    first.close()
+    publisher.finish(Done("hi"))
+    assert [event["type"] for event in drain(second)] == ["done"]
+    assert hub.subscription_count == 1
+    second.close()
+    assert hub.subscription_count == 0

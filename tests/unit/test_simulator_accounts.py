@@ -233,7 +233,7 @@ def copilot_probe(sim: SimulatorProcess, cookie: str) -> requests.Response:
 @pytest.mark.parametrize(
     ("fault", "expected"),
     [
-        ("captcha", {"event": "challenge", "method": None, "parameter": None, "id": "1"}),
+        ("captcha", {"event": "challenge", "method": None, "parameter": None, "id": "0.0001"}),
         ("region", {"event": "error", "errorCode": "chat-service-unavailable"}),
     ],
 )
@@ -324,6 +324,11 @@ def test_accounts_counters_in_stats_and_reset_clears_them(sim: SimulatorProcess)
     stats = sim.stats()
     sim.reset()
 
+    sockets = view["acct-c"].pop("sockets")
+    assert [(s["supportedFeatures"], s["supportedCards"], s["userAgent"]) for s in sockets] == [
+        (["partial-generated-images"], ["image"], None)  # cop.PREAMBLE's setOptions; no UA on the socket
+    ] * 2
+    assert len({s["clientSessionId"] for s in sockets}) == 2  # one per socket, from its URL
     assert view["acct-c"] == {
         "turns": 2,
         "turns_last_minute": 2,
@@ -338,7 +343,10 @@ def test_accounts_counters_in_stats_and_reset_clears_them(sim: SimulatorProcess)
         "rpm": 0,
     }
     assert (view["acct-e"]["fault"], view["acct-e"]["rpm"]) == ("captcha", 3)
-    assert stats["accounts"] == view
+    assert stats["accounts"]["acct-c"]["sockets"] == sockets
+    assert {name: {**a, "sockets": []} for name, a in stats["accounts"].items()} == {
+        name: {**a, "sockets": []} for name, a in view.items()
+    }
     assert sim.accounts() == {}
 
 

@@ -622,7 +622,7 @@ def test_browser_challenges_must_not_be_answered(
     reply = read(ws)
     ws.close()
 
-    assert challenge["event"] == "challenge" and challenge["method"] == method and challenge["id"] == "1"
+    assert challenge["event"] == "challenge" and challenge["method"] == method and challenge["id"] == "0.0001"
     assert (challenge["parameter"] is None) is (method is None)
     assert reply.events == [INVALID_EVENT]
     assert any("challenge" in v and "browser" in v for v in violations(sim))
@@ -658,7 +658,7 @@ def test_hashcash_answered_then_resent_is_answered(
         sim, "[sim:hashcash] PROBE", lambda c: solve_hashcash(c["parameter"], variant)
     )
 
-    assert challenge["method"] == "hashcash" and challenge["id"] == "0.1"
+    assert challenge["method"] == "hashcash" and challenge["id"] == "0.0001"
     assert re.fullmatch(rf"[0-9a-f]{{64}}:{difficulty}", challenge["parameter"])
     assert reply.names[0] == "received" and reply.text == "Hello! You said: PROBE. This is turn 1."
     recorded = sim.conversation(conversation_id)["turns"][0]["challenge"]

@@ -432,6 +432,6 @@ def test_stream_without_worker_after_the_hold_ends_with_an_error_frame(client: F
     response = client.post("/v1/chat/completions", json={**CHAT, "stream": True})
     assert response.status_code == 200
     frames = response.get_data(as_text=True).split("\n\n")
-    assert frames[0].startswith('data: {"id":"chatcmpl-')
-    assert frames[1].startswith('data: {"error":{"message":"No worker picked up')
+    assert frames[0].startswith('id: -1\ndata: {"id":"chatcmpl-')  # the opening frame's resume point
+    assert frames[1].startswith('data: {"error":{"message":"No worker picked up')  # said here: no id
     assert frames[2:] == ["data: [DONE]", ""]

@@ -15,6 +15,7 @@ import dataclasses
 from collections.abc import Callable, Iterator, Mapping
 from typing import Any, Protocol
 
+from service.accounts.identity import Identity
 from service.runtime.settings import Settings
 from workers.upstream.context import TurnInput
 from workers.upstream.events import Event
@@ -55,22 +56,47 @@ class Client(Protocol):
 
 @dataclasses.dataclass(frozen=True)
 class Credentials:
-    """Who a client speaks as: the pool account's id and its opened secrets (never printed)."""
+    """Who a client speaks as: the account's id, its browser identity and opened secrets (never printed)."""
 
     id: str
     cookies: str = dataclasses.field(default="", repr=False)
     access_token: str = dataclasses.field(default="", repr=False)
     user_agent: str = ""
+    identity: Identity | None = None
+    proxy: str = dataclasses.field(default="", repr=False)
+
+
+def account_transport(settings: Settings, account: Credentials) -> Any:
+    """The account's upstream transport (UPSTREAM_TRANSPORT), with its identity, proxy and the CA bundle."""
+    from service.accounts.identity import default_identity
+    from workers.upstream.copilot_session import identity_for
+    from workers.upstream.wire import build_transport
+
+    identity = account.identity
+    if identity is None:
+        identity = identity_for(account.user_agent) if account.user_agent else default_identity()
+    return build_transport(
+        settings.upstream_transport,
+        identity=identity,
+        proxy=account.proxy,
+        ca_file=settings.upstream_ca_bundle,
+        key=account.id,
+    )
 
 
 def build_client(
-    settings: Settings, account: Credentials, *, on_cookies: Callable[[str], None] | None = None
+    settings: Settings,
+    account: Credentials,
+    *,
+    on_cookies: Callable[[str], None] | None = None,
+    transport: Any = None,
 ) -> Client:
     """The client of the configured dialect, speaking as one account of the pool.
 
     `on_cookies(header)` receives the account's cookie header whenever the upstream changed
     it (Copilot's anonymous session, rotated cookies), so the pool can persist it for every
-    worker (`workers.account_pool.Pool.cookie_sink`).
+    worker (`workers.account_pool.Pool.cookie_sink`). `transport` replaces the account's own
+    (`account_transport`): `workers.account_check` wraps it to record each call.
     """
     if settings.upstream == "bing":
         from workers.upstream.chathub_client import BingClient
@@ -82,15 +108,20 @@ def build_client(
             connect_timeout=settings.upstream_connect_timeout,
             first_token_timeout=settings.upstream_first_token_timeout,
             idle_timeout=settings.upstream_idle_timeout,
+            transport=transport or account_transport(settings, account),
         )
     if settings.upstream == "copilot":
         from workers.upstream.copilot_client import USER_AGENT, CopilotClient
+        from workers.upstream.copilot_session import browser_session
 
+        transport = transport or account_transport(settings, account)
         return CopilotClient(
             base_url=settings.copilot_url,
             cookies=account.cookies,
             access_token=account.access_token or settings.copilot_access_token,
-            user_agent=account.user_agent or USER_AGENT,
+            user_agent=transport.identity.user_agent or USER_AGENT,
+            transport=transport,
+            client_session_id=browser_session(account.id),
             on_cookies=on_cookies,
             connect_timeout=settings.upstream_connect_timeout,
             first_token_timeout=settings.upstream_first_token_timeout,

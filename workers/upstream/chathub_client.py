@@ -18,15 +18,14 @@ from datetime import datetime
 from typing import Any
 from urllib.parse import quote, urlsplit
 
-import requests
-
 from workers.upstream import chathub
 from workers.upstream.chathub import BingHandle
 from workers.upstream.chathub_decode import ChatHubDecoder
+from workers.upstream.cloudflare import raise_for_challenge
 from workers.upstream.context import TurnImage, TurnInput
 from workers.upstream.errors import Interrupted, ProtocolError, Unauthorized, UpstreamError, UpstreamTimeout
 from workers.upstream.events import Done, Event, Limits
-from workers.upstream.transport import WebSocketTransport, http_get, http_request
+from workers.upstream.wire import Socket, Transport
 
 log = logging.getLogger(__name__)
 
@@ -80,8 +79,8 @@ class BingClient:
         # collaborators
         clock: Callable[[], float] = time.time,
         new_id: Callable[[], str] = _new_id,
-        transport_factory: Callable[[], WebSocketTransport] = WebSocketTransport,
-        session: requests.Session | None = None,
+        transport: Transport | None = None,
+        transport_factory: Callable[[], Socket] | None = None,
         logger: logging.Logger | None = None,
     ) -> None:
         self._create_url = create_url
@@ -93,8 +92,13 @@ class BingClient:
         self._ping_interval = ping_interval
         self._clock = clock
         self._new_id = new_id
-        self._transport_factory = transport_factory
-        self._session = session
+        if transport is None:
+            from workers.upstream.copilot_session import identity_for
+            from workers.upstream.transport import PlainTransport
+
+            transport = PlainTransport(identity=identity_for(USER_AGENT))
+        self._transport = transport
+        self._transport_factory = transport_factory or transport.socket
         self._log = logger or log
 
     def create_conversation(self, *, account: str = "") -> BingHandle:
@@ -111,9 +115,9 @@ class BingClient:
         }
         if self._cookies:
             headers["Cookie"] = self._cookies
-        status, response_headers, body = http_get(
-            url, headers=headers, timeout=self._connect_timeout, session=self._session
-        )
+        reply = self._transport.request("GET", url, headers=headers, timeout=self._connect_timeout)
+        status, response_headers, body = reply.status, reply.headers, reply.body
+        raise_for_challenge(status, response_headers, body, "conversation create", account)
         handle = chathub.parse_create_response(
             status, response_headers, body, now=self._clock(), account=account
         )
@@ -195,14 +199,12 @@ class BingClient:
         }
         if self._cookies:
             headers["Cookie"] = self._cookies
-        status, _headers, answer = http_request(
-            "POST",
-            _origin(self._create_url) + chathub.KBLOB_PATH,
-            headers=headers,
-            body=body,
+        reply = self._transport.request(
+            "POST", _origin(self._create_url) + chathub.KBLOB_PATH, headers=headers, body=body,
             timeout=self._connect_timeout,
-            session=self._session,
         )
+        status, answer = reply.status, reply.body
+        raise_for_challenge(status, reply.headers, answer, "image upload", handle.account)
         if status in (401, 403):
             raise Unauthorized(
                 f"Bing refused the image upload for account #{handle.account} with HTTP {status}"
@@ -230,7 +232,7 @@ class BingClient:
         return headers
 
     def _handshake(
-        self, transport: WebSocketTransport, should_stop: Callable[[], bool]
+        self, transport: Socket, should_stop: Callable[[], bool]
     ) -> list[dict[str, Any]] | None:
         """Send the SignalR handshake and wait for `{}`; returns records that came with it.
 
@@ -266,7 +268,7 @@ class BingClient:
 
     def _read(
         self,
-        transport: WebSocketTransport,
+        transport: Socket,
         decoder: ChatHubDecoder,
         pending: list[dict[str, Any]],
         should_stop: Callable[[], bool],

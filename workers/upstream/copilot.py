@@ -167,14 +167,38 @@ def encode(event: Mapping[str, Any]) -> str:
     return json.dumps(event, separators=(",", ":"), ensure_ascii=False)
 
 
+SUPPORTED_FEATURES = (
+    "partial-generated-images",
+    "composer-prefill-conversation-action",
+    "composer-send-conversation-action-v2",
+    "side-by-side-comparison",
+    "session-duration-nudge",
+    "compose-email-html",
+)
+"""The browser's `setOptions.supportedFeatures` (B5b: WCA #20 capture, 2026-06-24)."""
+SUPPORTED_CARDS = (
+    "weather", "local", "image", "sports", "video", "ads", "safetyHelpline", "quiz", "finance", "recipe",
+    "healthcareEntity", "healthcareInfo", "chart", "personal", "powerPointCreator", "createCalendarEvent",
+    "flashcard",
+)
+"""The `supportedCards` the captures name (B1.3, B5b). The 2026 browser sends 28; the reference
+records these 17 of them by name, so the rest cannot be sent without guessing [U]."""
+AD_TYPES = ("text", "product", "multimedia", "tourActivity", "propertyPromotion")
+
+
 def set_options() -> str:
-    """The first preamble frame, as recorded in B7.1: we render images, not cards or ads."""
+    """The first preamble frame, as the 2026 browser sends it (B1.3, B5b): its features, cards and ad types.
+
+    A client that announces only images stands out from every browser (whether the server
+    reads it as a bot signal is unknown, B5b [U]); cards we cannot render arrive as events the
+    decoder ignores.
+    """
     return encode(
         {
             "event": "setOptions",
-            "supportedFeatures": ["partial-generated-images"],
-            "supportedCards": ["image"],
-            "ads": {"supportedTypes": []},
+            "supportedFeatures": list(SUPPORTED_FEATURES),
+            "supportedCards": list(SUPPORTED_CARDS),
+            "ads": {"supportedTypes": list(AD_TYPES)},
         }
     )
 

@@ -20,8 +20,6 @@ import uuid
 from collections.abc import Callable, Generator, Iterator
 from typing import Any
 
-import requests
-
 from workers.upstream import copilot
 from workers.upstream.challenges import solve_challenge
 from workers.upstream.context import TurnImage, TurnInput
@@ -36,7 +34,8 @@ from workers.upstream.errors import (
     UpstreamTimeout,
 )
 from workers.upstream.events import Done, Event
-from workers.upstream.transport import WebSocketTransport, redact_url
+from workers.upstream.transport import redact_url
+from workers.upstream.wire import Socket, Transport
 
 log = logging.getLogger(__name__)
 
@@ -123,8 +122,9 @@ class CopilotClient:
         # collaborators
         clock: Callable[[], float] = time.time,
         new_id: Callable[[], str] = _new_id,
-        transport_factory: Callable[[], WebSocketTransport] = WebSocketTransport,
-        session: requests.Session | None = None,
+        transport: Transport | None = None,
+        transport_factory: Callable[[], Socket] | None = None,
+        client_session_id: str | None = None,
         logger: logging.Logger | None = None,
     ) -> None:
         self._base_url = base_url.rstrip("/")
@@ -136,8 +136,6 @@ class CopilotClient:
         self._done_drain = done_drain
         self._clock = clock
         self._new_id = new_id
-        self._transport_factory = transport_factory
-        self._session = session
         self._log = logger or log
         # The account's jar, user agent and anonymous session (`copilot_session`); every
         # Set-Cookie lands there and is reported through `on_cookies`.
@@ -149,10 +147,14 @@ class CopilotClient:
             on_cookies=on_cookies,
             rest_bearer=REST_BEARER,
             timeout=connect_timeout,
-            session=session,
+            transport=transport,
             clock=clock,
             logger=self._log,
         )
+        # The account's REST calls and its chat socket share one transport (one identity).
+        self._transport_factory = transport_factory or self._account.transport.socket
+        # One clientSessionId per browser session (B5b): the account's, when the pool gives one.
+        self._client_session_id = client_session_id or new_id()
 
     def create_conversation(self, *, account: str = "") -> CopilotHandle:
         """Create a server-side conversation; `account` is recorded so later turns use the same cookies.
@@ -163,7 +165,7 @@ class CopilotClient:
         for attempt in (1, 2):
             self._account.ensure_ready()
             status, response_headers, body = self._account.request("POST", copilot.CREATE_PATH, body=b"")
-            raise_for_gate(status, response_headers, "conversation create")
+            raise_for_gate(status, response_headers, "conversation create", body)
             if status == 401 and attempt == 1 and self._account.anonymous and self._account.has_session:
                 self._account.forget_session()
                 continue
@@ -197,7 +199,7 @@ class CopilotClient:
         context = copilot.turn_context(turn, fresh=handle.fresh)
         url = copilot.chat_url(
             self._base_url,
-            client_session_id=self._new_id(),
+            client_session_id=self._client_session_id,
             access_token=self._access_token,
             with_page_context=bool(context),
         )
@@ -265,7 +267,7 @@ class CopilotClient:
             content_type=image.mime,
             bearer=ATTACHMENTS_BEARER,
         )
-        raise_for_gate(status, headers, "image upload")
+        raise_for_gate(status, headers, "image upload", body)
         if status in (401, 403):
             raise Unauthorized(
                 f"Copilot refused the image upload with HTTP {status}; {copilot.CREDENTIALS_HINT}"
@@ -279,7 +281,7 @@ class CopilotClient:
         """Values that must never reach a log: the token, the cookie string and each cookie value."""
         return self._account.secret_values()
 
-    def _open(self, transport: WebSocketTransport, url: str, account: str) -> None:
+    def _open(self, transport: Socket, url: str, account: str) -> None:
         # Origin goes through the transport, which hands it to websocket-client separately so
         # it is sent exactly once (the library adds its own next to a header-list Origin).
         try:
@@ -291,7 +293,7 @@ class CopilotClient:
                 f"wrong-audience COPILOT_ACCESS_TOKEN is the usual cause, else {copilot.CREDENTIALS_HINT}"
             ) from exc
 
-    def _send(self, transport: WebSocketTransport, frames: _FrameLog, frame: str) -> None:
+    def _send(self, transport: Socket, frames: _FrameLog, frame: str) -> None:
         frames.add("C→", frame)
         try:
             transport.send(frame)
@@ -300,7 +302,7 @@ class CopilotClient:
 
     def _await_connected(
         self,
-        transport: WebSocketTransport,
+        transport: Socket,
         stream: copilot.EventStream,
         frames: _FrameLog,
         should_stop: Callable[[], bool],
@@ -332,7 +334,7 @@ class CopilotClient:
                 return [event for event in events if event.get("event") != "connected"]
 
     def _answer(
-        self, transport: WebSocketTransport, frames: _FrameLog, challenge: Challenge, *, resend: str | None
+        self, transport: Socket, frames: _FrameLog, challenge: Challenge, *, resend: str | None
     ) -> None:
         """Reply to a proof-of-work challenge, then re-send the held `send` (B7.4)."""
         started = time.monotonic()
@@ -356,7 +358,7 @@ class CopilotClient:
 
     def _read(
         self,
-        transport: WebSocketTransport,
+        transport: Socket,
         stream: copilot.EventStream,
         decoder: CopilotDecoder,
         frames: _FrameLog,

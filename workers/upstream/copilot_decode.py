@@ -24,6 +24,7 @@ from datetime import UTC, datetime
 from typing import Any
 
 from workers.upstream.challenges import ANSWERABLE
+from workers.upstream.cloudflare import OPERATOR_HINT
 from workers.upstream.copilot import CREDENTIALS_HINT, THROTTLE_RETRY_AFTER
 from workers.upstream.errors import (
     ChallengeRequired,
@@ -39,10 +40,7 @@ from workers.upstream.events import Citation, Done, Event, Image, Progress, Sugg
 
 log = logging.getLogger(__name__)
 
-CLEARANCE_HINT = (
-    "clearance required — open Copilot in a browser with this account, pass the check, then refresh "
-    "the cf_clearance cookie in UPSTREAM_COOKIES (or COPILOT_ACCESS_TOKEN)"
-)
+CLEARANCE_HINT = "clearance required — " + OPERATOR_HINT
 REGION_HINT = (
     "Copilot is not available to this account from this region: sign in (UPSTREAM_COOKIES / "
     "COPILOT_ACCESS_TOKEN) or use an egress in a supported region"
@@ -268,7 +266,8 @@ class CopilotDecoder:
             self._log.debug("event=copilot_challenge_repeated method=%s", method)
             return  # the same challenge again: answering twice draws invalid-event
         if method not in ANSWERABLE:
-            kind = "Cloudflare" if method in (None, "cloudflare") else repr(method)
+            # `method: null` is a human check (Turnstile): an empty token draws invalid-event (B5b).
+            kind = "human-check (Turnstile)" if method in (None, "cloudflare") else repr(method)
             raise ChallengeRequired(
                 f"Copilot sent account #{self.account} a {kind} challenge: {CLEARANCE_HINT}"
             )

@@ -22,20 +22,19 @@ import email.utils
 import json
 import logging
 import time
+import uuid
 from collections.abc import Callable, Iterable, Mapping
-from typing import Any, cast
 
-import requests
-
+from service.accounts.identity import Identity, choose_profile
 from workers.upstream import copilot
+from workers.upstream.cloudflare import raise_for_challenge
 from workers.upstream.errors import (
-    ChallengeRequired,
     RegionBlocked,
     TokenExpired,
     Unauthorized,
     UpstreamError,
 )
-from workers.upstream.transport import http_request, shared_session
+from workers.upstream.wire import Transport
 
 log = logging.getLogger(__name__)
 
@@ -102,23 +101,22 @@ def parse_set_cookie(line: str, *, now: float) -> tuple[str, str | None] | None:
     return name.strip(), None if expired else value.strip().strip('"')
 
 
-class _CookieRecorder:
-    """A `requests.Session` stand-in that keeps every answer's raw `Set-Cookie` lines.
+def identity_for(user_agent: str) -> Identity:
+    """An identity from a bare User-Agent (clients built without a transport: tests, tools)."""
+    return Identity(user_agent=user_agent, impersonate=choose_profile(user_agent)[0])
 
-    `requests` folds repeated headers into one comma-joined string, which cannot be split
-    back reliably (`Expires` holds a comma); urllib3's raw headers keep them apart.
+
+_BROWSER_SESSIONS: dict[str, str] = {}
+
+
+def browser_session(account: str, *, renew: bool = False) -> str:
+    """The account's `clientSessionId`: one uuid4 per browser session, as the page keeps it (B5b).
+
+    One per account per process; a new anonymous session (`bootstrap`) starts a new one.
     """
-
-    def __init__(self, session: requests.Session) -> None:
-        self._session = session
-        self.lines: list[str] = []
-
-    def request(self, *args: Any, **kwargs: Any) -> requests.Response:
-        response = self._session.request(*args, **kwargs)
-        raw_headers = getattr(response.raw, "headers", None)
-        if raw_headers is not None and hasattr(raw_headers, "getlist"):
-            self.lines.extend(raw_headers.getlist("Set-Cookie"))
-        return response
+    if renew or account not in _BROWSER_SESSIONS:
+        _BROWSER_SESSIONS[account] = str(uuid.uuid4())
+    return _BROWSER_SESSIONS[account]
 
 
 class AccountSession:
@@ -134,7 +132,7 @@ class AccountSession:
         on_cookies: Callable[[str], None] | None = None,
         rest_bearer: bool = False,
         timeout: float = 10.0,
-        session: requests.Session | None = None,
+        transport: Transport | None = None,
         clock: Callable[[], float] = time.time,
         logger: logging.Logger | None = None,
     ) -> None:
@@ -145,7 +143,11 @@ class AccountSession:
         self._on_cookies = on_cookies
         self._rest_bearer = rest_bearer
         self._timeout = timeout
-        self._session = session
+        if transport is None:
+            from workers.upstream.transport import PlainTransport
+
+            transport = PlainTransport(identity=identity_for(user_agent))
+        self.transport = transport
         self._clock = clock
         self._log = logger or log
 
@@ -218,8 +220,12 @@ class AccountSession:
         accept: str = "application/json",
         content_type: str = "application/json",
         bearer: bool | None = None,
+        kind: str = "fetch",
     ) -> tuple[int, Mapping[str, str], bytes]:
-        """One REST call as this account; every `Set-Cookie` of the answer lands in the jar."""
+        """One REST call as this account; every `Set-Cookie` of the answer lands in the jar.
+
+        The transport adds the account's identity (UA, client hints, language) in its browser's order.
+        """
         headers = {
             "Origin": copilot.ORIGIN,
             "Referer": f"{copilot.ORIGIN}/",
@@ -233,18 +239,11 @@ class AccountSession:
             headers["Cookie"] = self.cookies
         if (self._rest_bearer if bearer is None else bearer) and self._access_token:
             headers["Authorization"] = f"Bearer {self._access_token}"
-        recorder = _CookieRecorder(self._session or shared_session())
-        try:
-            return http_request(
-                method,
-                f"{self._base_url}{path}",
-                headers=headers,
-                body=body,
-                timeout=self._timeout,
-                session=cast(requests.Session, recorder),
-            )
-        finally:
-            self.merge(recorder.lines)
+        reply = self.transport.request(
+            method, f"{self._base_url}{path}", headers=headers, body=body, timeout=self._timeout, kind=kind
+        )
+        self.merge(reply.set_cookies)
+        return reply.status, reply.headers, reply.body
 
     def refused(self, exc: UpstreamError, *, account: str) -> UpstreamError:
         """What to raise for a failed chat turn: `exc`, unless Copilot refused the credentials.
@@ -280,7 +279,7 @@ class AccountSession:
         """
         self.ensure_ready()
         status, headers, body = self.request("GET", USER_PATH)
-        raise_for_gate(status, headers, "GET /c/api/user")
+        raise_for_gate(status, headers, "GET /c/api/user", body)
         if status == 200:
             return
         try:
@@ -316,10 +315,13 @@ class AccountSession:
         `Unauthorized`; a 200 that sets no `__Host-copilot-anon` is an `UpstreamError`.
         """
         started = time.monotonic()
-        status, headers, _ = self.request("GET", "/", accept="text/html,application/xhtml+xml")
-        raise_for_gate(status, headers, "the landing page")
-        status, headers, _ = self.request("POST", START_PATH, body=json.dumps(START_BODY).encode())
-        raise_for_gate(status, headers, "POST /c/api/start")
+        status, headers, page = self.request(
+            "GET", "/", accept="text/html,application/xhtml+xml,application/xml;q=0.9,*/*;q=0.8",
+            kind="navigate",
+        )
+        raise_for_gate(status, headers, "the landing page", page)
+        status, headers, started_body = self.request("POST", START_PATH, body=json.dumps(START_BODY).encode())
+        raise_for_gate(status, headers, "POST /c/api/start", started_body)
         if status in (401, 403):
             raise Unauthorized(
                 f"Copilot refused to start an anonymous session (HTTP {status}); anonymous access may be "
@@ -332,11 +334,6 @@ class AccountSession:
         self._log.info("event=copilot_anonymous_session_started seconds=%.2f", time.monotonic() - started)
 
 
-def raise_for_gate(status: int, headers: Mapping[str, str], where: str) -> None:
-    """A Cloudflare managed challenge (`cf-mitigated: challenge`) needs a browser: stop here."""
-    mitigated = next((value for key, value in headers.items() if key.lower() == "cf-mitigated"), "")
-    if status in (403, 503) and mitigated.lower() == "challenge":
-        raise ChallengeRequired(
-            f"Cloudflare challenged {where} (HTTP {status}): clearance required — open Copilot in a browser "
-            "with this account and user agent, pass the check, then refresh the account's cookies"
-        )
+def raise_for_gate(status: int, headers: Mapping[str, str], where: str, body: bytes = b"") -> None:
+    """A Cloudflare challenge (`cf-mitigated: challenge`, "Just a moment…") needs a browser: stop here."""
+    raise_for_challenge(status, headers, body, where)

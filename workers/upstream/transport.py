@@ -1,7 +1,9 @@
-"""The only module that touches the network on the worker's upstream side.
+"""The `plain` upstream transport (UPSTREAM_TRANSPORT=plain): requests + websocket-client.
 
-Dialects (`workers.upstream.chathub`) are pure; this module owns the websocket
-(`websocket-client`, which gevent's monkey-patching makes cooperative in the worker)
+One of the two implementations of `workers.upstream.wire.Transport` (the other is
+`browser_transport`, curl_cffi). Dialects (`workers.upstream.chathub`) are pure; this
+module owns the websocket (`websocket-client`, which gevent's monkey-patching makes
+cooperative in the worker)
 and the plain HTTP calls (`requests`), their timeouts and retries, and maps every
 low-level failure onto the `workers.upstream.errors` tree, so callers never see a
 socket or library exception.
@@ -25,11 +27,15 @@ import logging
 import socket
 import time
 from collections.abc import Callable, Mapping
+from typing import Any
 from urllib.parse import urlsplit
 
 import requests
 import websocket
 
+from service.accounts.identity import Identity
+from workers.upstream.browser_headers import compose
+from workers.upstream.cloudflare import challenge_error, verdict
 from workers.upstream.errors import (
     Interrupted,
     ProtocolError,
@@ -67,11 +73,21 @@ class WebSocketTransport:
     A close or reset raises `Interrupted`; the caller knows whether text had streamed.
     """
 
-    def __init__(self, *, close_timeout: float = 0.5, logger: logging.Logger | None = None) -> None:
+    def __init__(
+        self,
+        *,
+        close_timeout: float = 0.5,
+        logger: logging.Logger | None = None,
+        proxy: str = "",
+        ca_file: str | None = None,
+    ) -> None:
         self._ws: websocket.WebSocket | None = None
         self._close_timeout = close_timeout
         self._log = logger or log
         self._where = ""
+        self._options: dict[str, Any] = _proxy_options(proxy)
+        if ca_file:
+            self._options["sslopt"] = {"ca_certs": ca_file}
 
     def open(self, url: str, *, headers: Mapping[str, str], timeout: float) -> None:
         """Connect and upgrade; raise `Unauthorized`/`Throttled`/`UpstreamTimeout`/`UpstreamError`.
@@ -96,8 +112,11 @@ class WebSocketTransport:
                 skip_utf8_validation=True,
                 # A redirect would re-send the account's Cookie header to the Location's host.
                 redirect_limit=0,
+                **self._options,
             )
         except websocket.WebSocketBadStatusException as exc:
+            if verdict(exc.status_code, exc.resp_headers or {}, exc.resp_body or b"") == "challenge":
+                raise challenge_error(exc.status_code, f"the websocket upgrade at {self._where}") from None
             raise _handshake_error(exc.status_code, self._where) from HandshakeStatus(exc.status_code)
         except (websocket.WebSocketTimeoutException, TimeoutError):
             raise UpstreamTimeout(f"no websocket handshake from {self._where} within {timeout:g}s") from None
@@ -257,3 +276,91 @@ def http_request(
             log.info("event=http_retry url=%s attempt=%d status=%d", where, attempt + 1, response.status_code)
         sleep(backoff * (attempt + 1))
     raise AssertionError("unreachable")  # the loop always returns or raises
+
+
+def _proxy_options(proxy: str) -> dict[str, Any]:
+    """websocket-client's proxy options for `proxy`, with NO_PROXY overridden (the account's proxy always)."""
+    if not proxy:
+        return {}
+    parts = urlsplit(proxy)
+    scheme = {"https": "http", "socks5h": "socks5h"}.get(parts.scheme, parts.scheme)
+    options: dict[str, Any] = {
+        "http_proxy_host": parts.hostname,
+        "http_proxy_port": parts.port,
+        "proxy_type": scheme,
+        "http_no_proxy": ["\x00none"],  # an empty list would make websocket-client read NO_PROXY
+    }
+    if parts.username:
+        options["http_proxy_auth"] = (parts.username, parts.password or "")
+    return options
+
+
+class PlainTransport:
+    """The `plain` transport: requests + websocket-client, Python's TLS, the account's headers and proxy."""
+
+    name = "plain"
+
+    def __init__(self, *, identity: Identity, proxy: str = "", ca_file: str = "") -> None:
+        from workers.upstream.wire import ca_bundle
+
+        self.identity = identity
+        self._proxy = proxy
+        self._ca = ca_bundle(ca_file)
+
+    @property
+    def profile(self) -> str:
+        return "python"
+
+    def request(
+        self,
+        method: str,
+        url: str,
+        *,
+        headers: Mapping[str, str],
+        timeout: float,
+        body: bytes | None = None,
+        kind: str = "fetch",
+        retries: int = 2,
+        backoff: float = 0.5,
+        sleep: Callable[[float], None] = time.sleep,
+    ) -> Any:
+        """One call with the account's identity headers; 5xx and connection failures are retried."""
+        from workers.upstream.wire import Reply, retrying
+
+        where = redact_url(url)
+        sent = dict(compose(self.identity, headers, kind))
+        extra: dict[str, Any] = {"verify": self._ca or True}
+        if self._proxy:
+            extra["proxies"] = {"http": self._proxy, "https": self._proxy}
+
+        def once() -> Reply:
+            try:
+                response = shared_session().request(
+                    method, url, headers=sent, data=body, timeout=timeout, allow_redirects=False, **extra
+                )
+            except requests.Timeout:
+                raise UpstreamTimeout(f"no answer from {where} within {timeout:g}s") from None
+            raw_headers = getattr(response.raw, "headers", None)
+            getlist = getattr(raw_headers, "getlist", None)
+            lines = tuple(getlist("Set-Cookie")) if getlist is not None else ()
+            return Reply(response.status_code, response.headers, response.content, lines)
+
+        return retrying(
+            once, where, retries=retries, backoff=backoff, sleep=sleep, transient=(requests.RequestException,)
+        )
+
+    def socket(self) -> WebSocketTransport:
+        return _IdentitySocket(self.identity, proxy=self._proxy, ca_file=self._ca)
+
+
+class _IdentitySocket(WebSocketTransport):
+    """websocket-client with the account's User-Agent and language on the upgrade."""
+
+    def __init__(self, identity: Identity, **options: Any) -> None:
+        super().__init__(**options)
+        self._identity = identity
+
+    def open(self, url: str, *, headers: Mapping[str, str], timeout: float) -> None:
+        composed = {name.title() if name in ("origin", "cookie") else name: value
+                    for name, value in compose(self._identity, headers, "websocket")}
+        super().open(url, headers=composed, timeout=timeout)

@@ -6,6 +6,8 @@
     PATCH  /admin/accounts/<id>     refresh cookies/token (ends needs_attention), enable or
                                     disable, change limits (null = the default)
     DELETE /admin/accounts/<id>     remove; its conversations move on their next turn
+    POST   /admin/accounts/<id>/check  a worker bootstraps the account and runs one short
+                                    turn; each step's status and Cloudflare verdict
 
 Without ADMIN_KEY the blueprint is not registered at all, so /admin/… is a plain 404.
 The registry it edits is the one `pipeline.admission` keeps for every surface's admission check.
@@ -17,7 +19,7 @@ import hmac
 
 from flask import Blueprint, Flask, Response, g, jsonify, request
 
-from service.accounts import manage
+from service.accounts import checks, manage
 from service.accounts.registry import AccountNotFound
 from service.errors import AuthenticationFailed, NotFound
 from service.runtime.settings import Settings
@@ -58,22 +60,38 @@ def list_accounts() -> Response:
 
 @blueprint.post("/accounts")
 def add_account() -> tuple[Response, int]:
-    """Add an account."""
+    """Add an account (cookies and identity from `curl` / `har`, or given field by field)."""
     reg = registry()
-    account = manage.add(reg, manage.parse_changes(admin_json(), creating=True))
-    return jsonify(manage.views(reg, [account])[0]), 201
+    changes, warnings = manage.parse_request(admin_json(), creating=True, host=_host())
+    account = manage.add(reg, changes)
+    return jsonify({**manage.views(reg, [account])[0], "warnings": warnings}), 201
 
 
 @blueprint.patch("/accounts/<account_id>")
 def update_account(account_id: str) -> Response:
     """Refresh, enable/disable, or change the limits of an account."""
     reg = registry()
-    changes = manage.parse_changes(admin_json(), creating=False)
+    changes, warnings = manage.parse_request(admin_json(), creating=False, host=_host())
     try:
         account = manage.update(reg, account_id, changes)
     except AccountNotFound:
         raise _not_found(account_id) from None
-    return jsonify(manage.views(reg, [account])[0])
+    return jsonify({**manage.views(reg, [account])[0], "warnings": warnings})
+
+
+def _host() -> str:
+    return manage.upstream_host(gateway().settings)
+
+
+@blueprint.post("/accounts/<account_id>/check")
+def check_account(account_id: str) -> Response:
+    """Bootstrap the account and run one short turn in a worker; every step's outcome (no secrets)."""
+    try:
+        registry().get(account_id)
+    except AccountNotFound:
+        raise _not_found(account_id) from None
+    gw = gateway()
+    return jsonify(checks.run(gw.queue, gw.settings, account_id))
 
 
 @blueprint.delete("/accounts/<account_id>")

@@ -237,6 +237,8 @@ def parse_chat_request(
         conversation_param=conversation_param,
         images=found,
         options=options.to_json(),
+        store_completion=body.get("store") is True,
+        metadata=body.get("metadata") or None,
     )
 
 

@@ -13,7 +13,7 @@ the cited text.
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Iterator, Mapping
+from collections.abc import Callable, Iterable, Iterator, Mapping
 from typing import Any
 
 from service.errors import ApiError
@@ -25,12 +25,6 @@ from service.web.pipeline.stream import Renderer
 
 COMPLETION = "chat.completion"
 CHUNK = "chat.completion.chunk"
-
-
-
-
-
-
 
 
 def completion(
@@ -157,8 +151,6 @@ class ChunkBuilder:
         return self._chunk([], usage)
 
 
-
-
 class ChatRenderer(Renderer):
     """Chat Completions through the pipeline: `chat.completion`, or chunk frames ending with `[DONE]`.
 
@@ -166,14 +158,28 @@ class ChatRenderer(Renderer):
     calls as their chunks, progress notes and heartbeats as comments (the pipeline's
     defaults), then annotations, the finish chunk, the usage chunk if asked for, and
     `[DONE]`. An error after the stream began is sent as an `{"error": …}` frame, the
-    only way left once the 200 is out.
+    only way left once the 200 is out. Every data frame carries `id:` (the relay
+    sequence number of the event it renders; -1 for the role chunk), where a client
+    resumes with `Last-Event-ID`. `keep`, when the request said `store: true`, is given
+    the finished completion (with `metadata`) for `GET /v1/chat/completions/{id}`.
     """
 
+    sse_ids = True
+
     def __init__(
-        self, turn: TurnRequest, messages: Iterable[Mapping[str, str]], *, include_usage: bool
+        self,
+        turn: TurnRequest,
+        messages: Iterable[Mapping[str, str]],
+        *,
+        include_usage: bool,
+        prompt_tokens: int | None = None,
+        keep: Callable[[dict[str, Any]], None] | None = None,
+        metadata: Mapping[str, str] | None = None,
     ) -> None:
-        super().__init__(Answer(messages))
+        super().__init__(Answer(messages, prompt_tokens=prompt_tokens))
         self.turn = turn
+        self.keep = keep
+        self.metadata = dict(metadata) if metadata else None
         self.chunks = ChunkBuilder(
             turn.completion_id, model=turn.model, created=turn.created, include_usage=include_usage
         )
@@ -201,12 +207,24 @@ class ChatRenderer(Renderer):
         if chunks.include_usage:
             yield frame(chunks.usage(answer.usage()))
         yield frame(DONE)
+        if self.keep is not None:  # `store: true`: counted and kept once the stream is out
+            self._keep(self.complete_object())
 
     def failed(self, error: ApiError) -> Iterator[str]:
         yield frame(error.body())
         yield frame(DONE)
 
     def complete(self, done: Done) -> dict[str, Any]:
+        body = self.complete_object()
+        self._keep(body)
+        return body
+
+    def _keep(self, body: dict[str, Any]) -> None:
+        if self.keep is not None:
+            self.keep({**body, "metadata": self.metadata} if self.metadata else body)
+
+    def complete_object(self) -> dict[str, Any]:
+        """The whole `chat.completion` the answer so far adds up to."""
         turn, answer = self.turn, self.answer
         return completion(
             turn.completion_id,

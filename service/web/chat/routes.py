@@ -14,10 +14,12 @@ from __future__ import annotations
 from flask import Blueprint, Response, request
 from werkzeug import exceptions as http
 
+from service.web.chat import stored
 from service.web.chat.parse import parse_chat_request
 from service.web.chat.render import ChatRenderer
 from service.web.http.body import read_body
 from service.web.http.extension import gateway
+from service.web.pipeline import resume
 from service.web.pipeline.request import ChatRequest
 from service.web.pipeline.run import Run
 from service.web.pipeline.submit import parse_options, submit
@@ -37,8 +39,17 @@ def chat_completions(path: str) -> Response:
     gw = gateway()
     raw = read_body()
     chat = parse_chat_request(raw, request.headers, **parse_options(gw))
-    return submit(gw, raw, chat, _renderer)
+    survives = resume.Resumable("chat", store=chat.store_completion, metadata=chat.metadata)
+    return submit(gw, raw, chat, _renderer, resumable=survives)
+
+
+@blueprint.get("/v1/chat/completions/<completion_id>")
+@blueprint.get("/chat/completions/<completion_id>")
+def get_chat_completion(completion_id: str) -> Response:
+    """A stored completion, or (`?stream=true`) its stream resumed after `Last-Event-ID`."""
+    return stored.get_completion(completion_id)
 
 
 def _renderer(run: Run, chat: ChatRequest) -> ChatRenderer:
-    return ChatRenderer(run.turn, chat.messages, include_usage=chat.include_usage)
+    # A retry attached to its earlier run resumes after the `Last-Event-ID` it sent, if any.
+    return stored.renderer(run, chat, after=resume.last_event_id() if run.attached else None)

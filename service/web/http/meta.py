@@ -33,10 +33,12 @@ def list_models() -> Response:
     Anthropic's list shape when the request carries `anthropic-version`, else OpenAI's."""
     upstream = gateway().settings.upstream
     specs = [spec for spec in catalog(upstream) if _allowed(spec.id)]
-    if request.headers.get("anthropic-version"):
-        listed = model_list.entries(specs, upstream, picker_first=True)
+    anthropic = bool(request.headers.get("anthropic-version"))
+    # A picker id is a name of its own: listed only when the key may ask for it by that name.
+    listed = [e for e in model_list.entries(specs, upstream, picker_first=anthropic) if _allowed(e[0])]
+    if anthropic:
         return jsonify(model_list.anthropic_list(listed, request.args))
-    return jsonify(model_list.openai_list(model_list.entries(specs, upstream)))
+    return jsonify(model_list.openai_list(listed))
 
 
 def _allowed(model: str) -> bool:

@@ -27,6 +27,7 @@ def usage(prompt_tokens: int, completion_tokens: int) -> dict[str, int]:
         "total_tokens": prompt_tokens + completion_tokens,
     }
 
+
 def citation_annotations(content: str, citations: Iterable[Mapping[str, Any]]) -> list[dict[str, Any]]:
     """`url_citation` annotations for citation events, spanning each `[^N^]` marker.
 
@@ -56,6 +57,7 @@ def citation_annotations(content: str, citations: Iterable[Mapping[str, Any]]) -
         )
     return result
 
+
 def image(event: Image) -> dict[str, Any]:
     """The `images` extension entry for one relayed image event."""
     return {
@@ -73,8 +75,9 @@ class Answer:
     pays for tokenizing.
     """
 
-    def __init__(self, messages: Iterable[Mapping[str, str]]) -> None:
+    def __init__(self, messages: Iterable[Mapping[str, str]], *, prompt_tokens: int | None = None) -> None:
         self.messages = list(messages)
+        self.prompt_tokens = prompt_tokens  # known already (a resumed stream has no messages)
         self.deltas: list[str] = []
         self.citations: list[dict[str, Any]] = []
         self.images: list[dict[str, Any]] = []
@@ -108,4 +111,5 @@ class Answer:
     def usage(self) -> dict[str, int]:
         """Token usage of the request and this answer (calls counted as their arguments)."""
         calls = "".join(c["name"] + c["arguments"] for c in self.tool_calls)
-        return usage(count_messages(self.messages), count_text(self.content) + count_text(calls))
+        prompt = self.prompt_tokens if self.prompt_tokens is not None else count_messages(self.messages)
+        return usage(prompt, count_text(self.content) + count_text(calls))

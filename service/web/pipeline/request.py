@@ -35,6 +35,7 @@ Validation costs tens of microseconds per value on the web tier's event loop, so
 tools needs a fraction of this.
 """
 
+
 @dataclasses.dataclass(frozen=True)
 class Bounds:
     """Size limits a request must stay within (MAX_MESSAGES, MAX_INPUT_CHARS)."""
@@ -42,6 +43,7 @@ class Bounds:
     max_messages: int = 2048
     max_input_chars: int = 400_000
     images: ImageLimits = dataclasses.field(default_factory=ImageLimits)
+
 
 @dataclasses.dataclass(frozen=True)
 class ChatRequest:
@@ -71,6 +73,11 @@ class ChatRequest:
     """"chat", or "image": an image generation that must end in an image (`service.turns`)."""
     image_format: str = "url"
     """For an image turn: "url", or "b64_json" (the worker fetches the bytes)."""
+    store_completion: bool = False
+    """Chat Completions `store: true`: keep the finished completion for `GET …/completions/{id}`."""
+    metadata: dict[str, str] | None = None
+    """The request's `metadata`, echoed by a stored completion."""
+
 
 def parse_body(raw: bytes) -> dict[str, Any]:
     """The body as a JSON object, or the 400 OpenAI sends for an unparseable body.
@@ -93,6 +100,7 @@ def parse_body(raw: bytes) -> dict[str, Any]:
         raise InvalidRequest(PARSE_ERROR, param=None)
     _check_shape(body)
     return body
+
 
 def _check_shape(body: dict[str, Any]) -> None:
     """400 if the body nests deeper than MAX_DEPTH or holds more than MAX_VALUES values.
@@ -119,6 +127,7 @@ def _check_shape(body: dict[str, Any]) -> None:
                 children: Iterable[Any] = item.values() if isinstance(item, dict) else item
                 stack.extend((child, depth + 1) for child in children)
 
+
 def check_count(count: int, bounds: Bounds, *, param: str = "messages") -> None:
     """400 if a request carries more messages (or input items) than MAX_MESSAGES; every surface."""
     if count > bounds.max_messages:
@@ -128,6 +137,7 @@ def check_count(count: int, bounds: Bounds, *, param: str = "messages") -> None:
             f"{bounds.max_messages}, but got an array with length {count} instead.",
             "array_above_max_length",
         )
+
 
 def check_chars(total: int, bounds: Bounds, *, param: str = "messages") -> None:
     """400 if a request's message text is longer in total than MAX_INPUT_CHARS; every surface."""

@@ -30,7 +30,7 @@ import dataclasses
 import logging
 
 from service.errors import RateLimited
-from service.state import ephemeral, locks
+from service.state import ephemeral, locks, streams
 from service.state.conversations import Conversation, fingerprint
 from service.turns import new_conversation_id
 from service.web.http.extension import Gateway
@@ -92,13 +92,19 @@ def _continue(
     expected: list[dict[str, str]] | None,
 ) -> Resolution:
     settings = gw.settings
-    token = locks.acquire(
-        gw.redis,
-        conversation_id,
-        ttl=settings.queue_wait_timeout + 10,
-        wait=settings.job_timeout + settings.queue_wait_timeout,
-        waker=gw.hub.notifications,  # woken by the release, not polling Redis every few ms
-    )
+    ttl = settings.queue_wait_timeout + 10
+    token = locks.acquire(gw.redis, conversation_id, ttl=ttl, wait=0)
+    if token is None:  # busy: a turn whose client left (in its resume grace) gives way at once
+        wait = settings.job_timeout + settings.queue_wait_timeout
+        streams.preempt(gw.redis, conversation_id, ttl=wait)
+        token = locks.acquire(
+            gw.redis,
+            conversation_id,
+            ttl=ttl,
+            wait=wait,
+            waker=gw.hub.notifications,  # woken by the release, not polling Redis every few ms
+        )
+        streams.waited(gw.redis, conversation_id)
     if token is None:
         raise RateLimited(
             "Another request on this conversation is still running; retry shortly.",

@@ -11,11 +11,12 @@ from __future__ import annotations
 
 from collections.abc import Callable, Iterator
 
-from flask import Response, jsonify
+from flask import Response, current_app, jsonify
 
 from service.errors import ApiError
 from service.events import Done, Failed, Limits, RelayEvent, Terminal
 from service.web.http.extension import Gateway
+from service.web.pipeline import resume
 from service.web.pipeline.answer import Answer
 from service.web.pipeline.request import ChatRequest
 from service.web.pipeline.run import Run
@@ -63,13 +64,12 @@ def _answer(gw: Gateway, run: Run, chat: ChatRequest, make: MakeRenderer) -> Res
         renderer.refused(exc)
         raise
 
-    def on_close(terminal: Terminal | None) -> None:
-        try:
-            run.close(gw, terminal)
-        finally:
-            renderer.closed(terminal)
+    app = current_app._get_current_object()  # type: ignore[attr-defined]  # the body outlives the request
 
-    body = RenderStream(renderer, events, first, on_close=on_close)
+    def on_close(terminal: Terminal | None) -> None:
+        resume.closed(app, gw, run, renderer, terminal, lambda: make(run, chat))
+
+    body = RenderStream(renderer, events, first, on_close=on_close, position=lambda: run.sub.position)
     return Response(body, status=200, mimetype="text/event-stream", headers=SSE_HEADERS)
 
 

@@ -35,15 +35,26 @@ class Run:
     # The key's admitted-turn ticket (settled in `close`), handed over by the request that built the Run.
     ticket: quota.Ticket | None = None
     answer: Answer | None = None  # what was sent, for the key's token usage (each surface sets it)
+    # Seconds the turn outlives its client's disconnect for a resume (`pipeline.resume`); 0: none.
+    grace: float = 0.0
+    # A background response's turn: no disconnect of any reader touches it.
+    detached: bool = False
     turns_remaining: int | None = None  # from a collected answer's limits event (a response header)
     closed: bool = False
+
+    @property
+    def survives_disconnect(self) -> bool:
+        """Whether the turn keeps running when this request's client goes away."""
+        return self.detached or self.grace > 0
 
     def close(self, gw: Gateway, terminal: Terminal | None) -> None:
         """Unsubscribe; cancel what nobody will read; free the claim of a failed turn.
 
         `terminal` is the event that ended the response, or None if the client went
         away first. A turn with an Idempotency-Key is not cancelled when its client
-        disappears: the SDK's retry will attach to it. Only the first call acts.
+        disappears: the SDK's retry will attach to it. Nor is one that survives a
+        disconnect (`survives_disconnect`): its grace (`pipeline.resume`) decides.
+        Only the first call acts.
         """
         if self.closed:
             return
@@ -52,7 +63,8 @@ class Run:
         try:
             finished = terminal is not None and not (isinstance(terminal, Failed) and terminal.synthetic)
             free_claim = isinstance(terminal, Failed)
-            if not finished and not self.attached:
+            left = terminal is None and self.survives_disconnect
+            if not finished and not self.attached and not left:
                 if gw.queue.remove(turn.completion_id):
                     # Never started, and now never will: free what the turn held.
                     free_claim = True

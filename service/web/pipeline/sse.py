@@ -20,13 +20,17 @@ DONE = "[DONE]"
 
 
 def frame(
-    data: Mapping[str, Any] | str | None = None, *, comment: str | None = None, event: str | None = None
+    data: Mapping[str, Any] | str | None = None,
+    *,
+    comment: str | None = None,
+    event: str | None = None,
+    id: int | None = None,
 ) -> str:
     """One SSE frame: a JSON `data:` frame, the literal `[DONE]` frame, or a comment.
 
     Pass a mapping for a JSON event, `DONE` for the terminator, or `comment=` for a
     comment line. `event=` adds an `event:` line (the Responses and Anthropic streams
-    name every event).
+    name every event); `id=` an `id:` line, the point a client resumes after (`Last-Event-ID`).
     """
     if comment is not None:
         flat = " ".join(comment.replace("\r", "\n").split("\n")).strip()
@@ -36,6 +40,5 @@ def frame(
     if not isinstance(data, Mapping):
         raise TypeError("an SSE data frame needs a mapping or DONE")
     # json.dumps escapes control characters, so the payload is always one line.
-    prefix = f"event: {event}\n" if event else ""
+    prefix = (f"id: {id}\n" if id is not None else "") + (f"event: {event}\n" if event else "")
     return f"{prefix}data: {json.dumps(data, separators=(',', ':'), ensure_ascii=False)}\n\n"
-

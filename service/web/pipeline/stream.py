@@ -12,7 +12,7 @@ from __future__ import annotations
 import itertools
 import logging
 from collections.abc import Callable, Generator, Iterable, Iterator
-from typing import Any
+from typing import Any, ClassVar
 
 from service.errors import ApiError
 from service.events import Delta, Done, Failed, Image, Progress, Queued, RelayEvent, Terminal, ToolCall
@@ -33,8 +33,13 @@ class Renderer:
     record (the Responses store) without seeing the run.
     """
 
+    sse_ids: ClassVar[bool] = False
+    """Tag every data frame with `id: <relay sequence number>` (the stream's resume points)."""
+
     def __init__(self, answer: Answer) -> None:
         self.answer = answer
+        self.after: int | None = None
+        """The relay sequence number through which the client already has the frames (a resume)."""
 
     def metered(self) -> Answer | None:
         """What the key's token usage counts (None: no tokens, e.g. an image generation)."""
@@ -86,34 +91,62 @@ class Renderer:
         """A stream's body was closed; `terminal` ended it, or None if the client left first."""
 
 
+START = -1
+"""The position of a stream's opening frames: before the relay's first event (seq 0)."""
+
+
 def render(
     renderer: Renderer, events: Iterable[RelayEvent | None], stream: RenderStream
 ) -> Generator[str, None, None]:
-    """The one relay-event loop: each event to the renderer's hook, until done or failed."""
-    answer = renderer.answer
+    """The one relay-event loop: each event to the renderer's hook, until done or failed.
+
+    Frames are tagged with the relay sequence number of the event they render when the
+    renderer asks for SSE ids, and left out (but still rendered, so the answer adds up)
+    when the client already has them (`renderer.after`, a resumed stream).
+    """
     try:
-        yield from renderer.start()
+        if renderer.after is None:
+            yield from _tagged(renderer, renderer.start(), START)
         for event in events:
             if event is None:
                 yield from renderer.keep_alive()
-            elif isinstance(event, Progress):
-                yield from renderer.comment(event.text)
-            elif isinstance(event, Queued):  # waiting for an upstream account slot
-                yield from renderer.comment(f"queued, position {int(event.position or 0)}")
-            elif isinstance(event, Failed):
-                stream.terminal = event
-                yield from renderer.failed(ApiError.from_event(dict(event.error)))
+                continue
+            # The web tier's own verdict (no worker, worker lost) is no point in the log to resume at.
+            said_here = isinstance(event, Failed) and event.synthetic
+            yield from _tagged(
+                renderer, _frames(renderer, event, stream), None if said_here else stream.position()
+            )
+            if isinstance(event, Done | Failed):
                 return
-            else:
-                answer.add(event)  # citations, suggestions, limits: kept for the end
-                if isinstance(event, Done):
-                    stream.terminal = event
-                    yield from renderer.done(event)
-                    return
-                yield from _hook(renderer, event)
     except Exception as exc:  # e.g. Redis failed mid-stream: tell the client, then end
         log.error("event=stream_failed error=%s", exc.__class__.__name__, exc_info=True)
         yield from renderer.failed(ApiError.from_exception(exc))
+
+
+def _frames(renderer: Renderer, event: RelayEvent, stream: RenderStream) -> Frames:
+    """The frames one relay event renders to (lazily: a hook may act after its first frame is out)."""
+    if isinstance(event, Progress):
+        return renderer.comment(event.text)
+    if isinstance(event, Queued):  # waiting for an upstream account slot
+        return renderer.comment(f"queued, position {int(event.position or 0)}")
+    if isinstance(event, Failed):
+        stream.terminal = event
+        return renderer.failed(ApiError.from_event(dict(event.error)))
+    renderer.answer.add(event)  # citations, suggestions, limits: kept for the end
+    if isinstance(event, Done):
+        stream.terminal = event
+        return renderer.done(event)
+    return _hook(renderer, event)
+
+
+def _tagged(renderer: Renderer, frames: Frames, position: int | None) -> Iterator[str]:
+    """An event's frames, `id:`-tagged if the renderer wants; run but not sent if the client has them."""
+    skip = position is not None and renderer.after is not None and position <= renderer.after
+    tag = renderer.sse_ids and position is not None
+    for text in frames:
+        if skip or not text:
+            continue
+        yield f"id: {position}\n{text}" if tag and not text.startswith(":") else text
 
 
 def _hook(renderer: Renderer, event: RelayEvent) -> Frames:
@@ -145,8 +178,10 @@ class RenderStream:
         first: RelayEvent | None,
         *,
         on_close: Callable[[Terminal | None], None],
+        position: Callable[[], int] = lambda: START,
     ) -> None:
         self.terminal: Terminal | None = None
+        self.position = position  # the relay sequence number of the event just read
         self._on_close = on_close
         self._closed = False
         chained = itertools.chain([first] if first is not None else [], events)
@@ -171,4 +206,3 @@ class RenderStream:
             self._frames.close()
         finally:
             self._on_close(self.terminal)
-

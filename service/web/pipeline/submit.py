@@ -7,9 +7,12 @@ happens in between is the same for all of them and lives here:
     admission (429 when the account pool's line is too long) → Idempotency-Key
       (attach to an earlier run?) → resolve the conversation (new /
       continue / branch; lock) → subscribe to the relay (confirmed by Redis) →
-      enqueue `workers.jobs.run_turn` → `respond.answer_turn` through the surface's renderer
+      enqueue `workers.jobs.run_turn` (`enqueue`) → `respond.answer_turn` through the
+      surface's renderer
 
-Subscribing before enqueueing means no event can be published before we listen.
+Subscribing before enqueueing means no event can be published before we listen. A
+surface that makes its streams resumable (`resume.Resumable`) or answers in the
+background (`answer=`) says so here; the rest is the same for every surface.
 A surface calls `submit` once with its parsed request and a renderer factory and gets
 the Flask response back; it never waits, holds or closes anything itself.
 """
@@ -19,6 +22,7 @@ from __future__ import annotations
 import dataclasses
 import logging
 import time
+from collections.abc import Callable
 from typing import TypedDict
 
 from flask import Response, g, request
@@ -28,13 +32,13 @@ from service.events import Failed
 from service.images import ImageLimits, park
 from service.models import Aliases
 from service.runtime.logs import bind_turn
-from service.state import idempotency, locks
-from service.state.relay import Subscription, last_event
-from service.turns import TurnRequest, enqueue_turn, new_completion_id
-from service.web.http.errors import redis_unavailable
+from service.state import idempotency, streams
+from service.state.relay import last_event
+from service.turns import TurnRequest, new_completion_id
 from service.web.http.extension import Gateway
-from service.web.pipeline import admission, quota
+from service.web.pipeline import admission, quota, resume
 from service.web.pipeline import conversation_limits as limits
+from service.web.pipeline.enqueue import start, subscribe
 from service.web.pipeline.request import Bounds, ChatRequest
 from service.web.pipeline.resolve import resolve
 from service.web.pipeline.respond import MakeRenderer, answer_turn
@@ -43,6 +47,9 @@ from service.web.pipeline.run import Run
 log = logging.getLogger(__name__)
 
 ATTACH_POLL = 1.0  # fallback re-check of a claim while its first request resolves
+
+Answerer = Callable[[Gateway, Run, ChatRequest, MakeRenderer], Response]
+"""How the running turn is answered: `respond.answer_turn`, or a background response's answer."""
 
 
 def submit(
@@ -53,13 +60,16 @@ def submit(
     *,
     completion_id: str | None = None,
     store: bool = True,
+    resumable: resume.Resumable | None = None,
+    answer: Answerer = answer_turn,
 ) -> Response:
     """Run `chat` as a turn (or attach to the run its Idempotency-Key names); `make` builds its renderer.
 
     `raw` is the body as `service.web.http.body.read_body` read it (its digest ties an
     Idempotency-Key to one request). `completion_id` lets a surface pick its own id
     prefix (`resp_`, `msg_`); `store` False asks the worker to keep nothing once the
-    turn is over.
+    turn is over. `resumable` makes the stream survive a disconnect (`pipeline.resume`);
+    `answer` answers the running turn (a background response returns at once).
     """
     owner: str = g.owner  # the request's caller, read once here: helpers take it as an argument
     g.model = chat.model  # labels this request's metrics (service.web.http.telemetry)
@@ -70,16 +80,16 @@ def submit(
     completion_id, created = completion_id or new_completion_id(), int(time.time())
     mine = idempotency.Claim(completion_id, idempotency.body_digest(raw), created=created)
     if key is not None:
-        attached = _claim_or_attach(gw, owner, key, mine, chat, make)
+        attached = _claim_or_attach(gw, owner, key, mine, chat, make, answer)
         if attached is not None:
             return attached
     try:
-        run = _begin(gw, owner, chat, key, mine, store=store, group=group)
+        run = _begin(gw, owner, chat, key, mine, store=store, group=group, resumable=resumable)
     except BaseException:
         if key is not None:  # nothing will fulfil the claim: a retry must run afresh at once
             _release_claim(gw, owner, key, completion_id)
         raise
-    return _answer(gw, run, chat, make)
+    return _answer(gw, run, chat, make, answer)
 
 
 def _keep(admitted: quota.Admission | None) -> None:
@@ -102,10 +112,12 @@ def _take_ticket() -> quota.Ticket | None:
     return ticket
 
 
-def _answer(gw: Gateway, run: Run, chat: ChatRequest, make: MakeRenderer) -> Response:
-    """`answer_turn`, then the turns left that a collected answer's limits event reported (a header)."""
+def _answer(
+    gw: Gateway, run: Run, chat: ChatRequest, make: MakeRenderer, answer: Answerer = answer_turn
+) -> Response:
+    """`answer` (`answer_turn`), then the turns left that a collected answer's limits event reported."""
     try:
-        return answer_turn(gw, run, chat, make)
+        return answer(gw, run, chat, make)
     finally:
         if run.turns_remaining is not None:
             g.turns_remaining = run.turns_remaining
@@ -154,6 +166,7 @@ def _begin(
     *,
     store: bool,
     group: str,
+    resumable: resume.Resumable | None,
 ) -> Run:
     """Resolve the conversation and start the turn (the claim, if any, is taken)."""
     completion_id, created = mine.completion_id, mine.created
@@ -191,7 +204,15 @@ def _begin(
     bind_turn(job_id=turn.completion_id, conversation_id=turn.conversation_id)  # on every log line
     if resolution.turns_remaining is not None:
         g.turns_remaining = resolution.turns_remaining
-    run = Run(turn, _start(gw, turn), idempotency_key=key, ticket=_take_ticket())
+    grace, record = resume.remember(gw, turn, chat, key, resumable)
+    run = Run(
+        turn,
+        start(gw, turn, record),
+        idempotency_key=key,
+        ticket=_take_ticket(),
+        grace=grace,
+        detached=resumable is not None and resumable.background,
+    )
     log.info(
         "event=completion_enqueued completion_id=%s conversation_id=%s model=%s stream=%s how=%s",
         turn.completion_id,
@@ -214,7 +235,13 @@ def _idempotency_key() -> str | None:
 
 
 def _claim_or_attach(
-    gw: Gateway, owner: str, key: str, mine: idempotency.Claim, chat: ChatRequest, make: MakeRenderer
+    gw: Gateway,
+    owner: str,
+    key: str,
+    mine: idempotency.Claim,
+    chat: ChatRequest,
+    make: MakeRenderer,
+    answer: Answerer,
 ) -> Response | None:
     """Claim the Idempotency-Key for this request, or serve it from the run that has it."""
     earlier = idempotency.claim(gw.redis, owner, key, mine, ttl=gw.settings.replay_ttl)
@@ -227,14 +254,20 @@ def _claim_or_attach(
             param=None,
             code="idempotency_key_reused",
         )
-    attached = _attach(gw, owner, earlier, chat, key, make)
+    attached = _attach(gw, owner, earlier, chat, key, make, answer)
     if attached is None:  # that run failed: this request runs afresh under the key
         idempotency.claim(gw.redis, owner, key, mine, ttl=gw.settings.replay_ttl)
     return attached
 
 
 def _attach(
-    gw: Gateway, owner: str, earlier: idempotency.Claim, chat: ChatRequest, key: str, make: MakeRenderer
+    gw: Gateway,
+    owner: str,
+    earlier: idempotency.Claim,
+    chat: ChatRequest,
+    key: str,
+    make: MakeRenderer,
+    answer: Answerer,
 ) -> Response | None:
     """Serve a retry from the earlier run of the same request; None if that run failed."""
     if not earlier.conversation_id:  # the first request is still resolving (e.g. queued on a lock)
@@ -264,32 +297,19 @@ def _attach(
         created=earlier.created,
     )
     g.conversation_id = turn.conversation_id
-    sub = _subscribe(gw, turn.completion_id)
+    record = streams.load(gw.redis, turn.completion_id, owner)
+    streams.end_grace(gw.redis, turn.completion_id)  # a client is back: its turn must not be cancelled
+    sub = subscribe(gw, turn.completion_id)
     sub.catch_up()
     log.info("event=completion_attached completion_id=%s", turn.completion_id)
-    run = Run(turn, sub, idempotency_key=key, attached=True, ticket=_take_ticket())
-    return _answer(gw, run, chat, make)
-
-
-def _subscribe(gw: Gateway, completion_id: str) -> Subscription:
-    """Subscribe to a completion's relay channel; 503 if Redis does not confirm."""
-    try:
-        return gw.hub.subscribe(completion_id)
-    except TimeoutError as exc:
-        raise redis_unavailable() from exc
-
-
-def _start(gw: Gateway, turn: TurnRequest) -> Subscription:
-    """Subscribe to the turn's relay channel, then enqueue it; on failure free its lock."""
-    try:
-        sub = _subscribe(gw, turn.completion_id)
-        try:
-            enqueue_turn(gw.queue, turn, gw.settings)
-        except BaseException:
-            sub.close()
-            raise
-    except BaseException:
-        if turn.lock_token:
-            locks.release(gw.redis, turn.conversation_id, turn.lock_token)
-        raise
-    return sub
+    run = Run(
+        turn,
+        sub,
+        idempotency_key=key,
+        attached=True,
+        ticket=_take_ticket(),
+        # A surface that made the run resumable left its record: the retry survives a drop too.
+        grace=resume.grace_for(gw, key=key, store=True) if record is not None else 0.0,
+        detached=record is not None and record.background,
+    )
+    return _answer(gw, run, chat, make, answer)

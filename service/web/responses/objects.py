@@ -97,14 +97,22 @@ class ResponseBuilder:
     """Builds one response's objects; fixes its ids, request echo and creation time once."""
 
     def __init__(
-        self, response_id: str, item_id: str, req: ResponsesRequest, *, model: str, conversation_id: str
+        self,
+        response_id: str,
+        item_id: str,
+        req: ResponsesRequest,
+        *,
+        model: str,
+        conversation_id: str,
+        created_at: int | None = None,
     ) -> None:
         self.response_id = response_id
         self.item_id = item_id
         self.req = req
         self.model = model
-        self.created_at = int(time.time())
+        self.created_at = created_at or int(time.time())  # the turn's: a re-rendered response matches
         self.conversation_id = conversation_id
+        self.background = req.background
 
     def response(
         self,
@@ -123,7 +131,7 @@ class ResponseBuilder:
             "object": "response",
             "created_at": self.created_at,
             "status": status,
-            "background": False,
+            "background": self.background,
             "completed_at": int(time.time()) if status in ("completed", "incomplete") else None,
             "conversation": {"id": self.conversation_id} if req.conversation else None,
             "error": error,

@@ -16,8 +16,8 @@ How the turn relates to stored state:
 echoed on the response object and honoured (`service.tools`: emulated function calls,
 structured output, the token cut); replayed `function_call` / `function_call_output`
 items become the calls and results the worker stored, each result naming its call. Fields that
-would change the answer's meaning and that the gateway cannot honour (`background`,
-files and audio in the input) are a 400 naming them. The last message's `input_image` parts go
+would change the answer's meaning and that the gateway cannot honour (files and audio in
+the input, `background` without `store`) are a 400 naming them. The last message's `input_image` parts go
 upstream as images (`service.images`); earlier ones are `[image]` lines. This module does no I/O.
 """
 
@@ -54,6 +54,7 @@ class ResponsesRequest:
     store: bool = True
     metadata: dict[str, str] = dataclasses.field(default_factory=dict)
     echo: dict[str, Any] = dataclasses.field(default_factory=dict)
+    background: bool = False  # run detached (`responses.background`); needs `store`
     unoffered: tuple[str, ...] = ()  # hosted tools left out (service.tools.hosted)
 
 
@@ -213,12 +214,13 @@ def parse_responses_request(
     bounds = bounds or Bounds()
     body = parse_body(raw)
     model = _model(body, upstream, aliases)
-    if body.get("background"):
-        raise _invalid(
-            "This gateway does not run responses in the background; set 'background' to false.", "background"
-        )
+    background = _optional(body, "background", bool, "a boolean") or False
     stream = _optional(body, "stream", bool, "a boolean") or False
     store = _optional(body, "store", bool, "a boolean")
+    if background and store is False:
+        raise _invalid(
+            "Background responses must be stored: set 'store' to true with 'background'.", "background"
+        )
     instructions = _optional(body, "instructions", str, "a string")
     previous, conversation = _continuation(body)
     items = input_messages(body, bounds, call_names or {})
@@ -251,5 +253,6 @@ def parse_responses_request(
         store=True if store is None else store,
         metadata=parse_metadata(body),
         echo=echo,
+        background=background,
         unoffered=hosted.unoffered(body.get("tools")),
     )

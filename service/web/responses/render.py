@@ -52,8 +52,17 @@ class ResponseRenderer(Renderer):
     once a stream's text flows, then the final, failed or cancelled response.
     """
 
-    def __init__(self, builder: ResponseBuilder, answer: Answer, *, keep: Keep, storing: bool) -> None:
+    def __init__(
+        self,
+        builder: ResponseBuilder,
+        answer: Answer,
+        *,
+        keep: Keep,
+        storing: bool,
+        starting_after: int | None = None,
+    ) -> None:
         super().__init__(answer)
+        self.starting_after = starting_after  # a resumed stream: sequence numbers the client has
         self.builder = builder
         self.final: dict[str, Any] | None = None  # the response object the stream ended with
         self._keep = keep
@@ -64,11 +73,15 @@ class ResponseRenderer(Renderer):
         self._where = {"item_id": builder.item_id, "output_index": 0}
 
     def _event(self, kind: str, **fields: Any) -> str:
+        """One named event; `id:` is its sequence number. Nothing if a resumed client has it."""
         self._seq += 1
-        return frame({"type": kind, "sequence_number": self._seq, **fields}, event=kind)
+        if self.starting_after is not None and self._seq <= self.starting_after:
+            return ""
+        return frame({"type": kind, "sequence_number": self._seq, **fields}, event=kind, id=self._seq)
 
     def start(self) -> Iterator[str]:
-        yield self._event("response.created", response=self.builder.response("in_progress"))
+        opening = "queued" if self.builder.background else "in_progress"
+        yield self._event("response.created", response=self.builder.response(opening))
         yield self._event("response.in_progress", response=self.builder.response("in_progress"))
 
     def text(self, text: str) -> Iterator[str]:
@@ -121,6 +134,10 @@ class ResponseRenderer(Renderer):
         final = self.builder.completed(self.answer)
         self._keep(final)
         return final
+
+    def keep_change(self, change: dict[str, Any]) -> None:
+        """Store the response with `change` applied (e.g. a background response `queued`)."""
+        self._keep(change)
 
     def waiting(self) -> None:
         self._keep({})  # in progress: retrievable and cancellable while it runs

@@ -13,21 +13,22 @@ for `GET`, `DELETE`, `input_items` and `cancel`, unless the request said `store:
 from __future__ import annotations
 
 import functools
-from typing import Any
 
 from flask import Blueprint, Response, g, jsonify, request
 
 from service.errors import NotFound
 from service.state.response_store import ResponseStore
-from service.turns import new_message_id, new_response_id, request_cancel
+from service.turns import new_response_id, request_cancel
 from service.web.http.body import read_body
 from service.web.http.extension import Gateway, gateway
 from service.web.http.paging import page
-from service.web.pipeline import hosted_note
+from service.web.pipeline import hosted_note, resume
 from service.web.pipeline.answer import Answer
 from service.web.pipeline.request import ChatRequest
+from service.web.pipeline.respond import answer_turn
 from service.web.pipeline.run import Run
 from service.web.pipeline.submit import parse_options, submit
+from service.web.responses import background
 from service.web.responses.calls import previous_call_names
 from service.web.responses.objects import ResponseBuilder
 from service.web.responses.parse import ResponsesRequest, parse_responses_request
@@ -61,9 +62,22 @@ def create_response(prefix: str = "") -> Response:
         call_names=previous_call_names(_responses(gw), raw, g.owner),
     )
     make = functools.partial(_renderer, req, g.owner)
+    survives = resume.Resumable(
+        "responses", store=req.store, background=req.background, metadata=req.metadata
+    )
+    answer = background.answer if req.background else answer_turn
     try:
-        answer = submit(gw, raw, req.chat, make, completion_id=new_response_id(), store=req.store)
-        return hosted_note.announce(answer, req.unoffered)  # hosted tools left out: say so
+        answered = submit(
+            gw,
+            raw,
+            req.chat,
+            make,
+            completion_id=new_response_id(),
+            store=req.store,
+            resumable=survives,
+            answer=answer,
+        )
+        return hosted_note.announce(answered, req.unoffered)  # hosted tools left out: say so
     except NotFound as exc:
         if exc.code == "conversation_not_found" and req.previous_response_id:
             raise response_not_found(req.previous_response_id, "previous_response_id") from None
@@ -71,40 +85,47 @@ def create_response(prefix: str = "") -> Response:
 
 
 def _renderer(req: ResponsesRequest, owner: str, run: Run, chat: ChatRequest) -> ResponseRenderer:
-    """The response's renderer, storing it (unless `store` is false or this is a retry's attach)."""
+    """The response's renderer, storing it unless `store` is false.
+
+    The same run rendered again (a retry attached by Idempotency-Key, a grace's fold) gives
+    the same objects: ids and creation time come from the turn. A retry resumes after the
+    `Last-Event-ID` it sent (a sequence number), if any.
+    """
     turn = run.turn
     builder = ResponseBuilder(
         turn.completion_id,
-        new_message_id(),
+        background.message_item_id(turn.completion_id),
         req,
         model=req.echo["model"],
         conversation_id=turn.conversation_id,
+        created_at=turn.created or None,
     )
-    store = _responses(gateway()) if req.store and not run.attached else None
-    items = builder.input_items() if store is not None else []
-
-    def keep(change: dict[str, Any], *, only_if_new: bool = False) -> None:
-        """Store the response with `change` applied; a cancelled one stays cancelled."""
-        if store is None:
-            return
-        current = store.get(turn.completion_id, owner)
-        if current is not None and (only_if_new or current.get("status") == "cancelled"):
-            return
-        store.save(
-            owner, {**(current or builder.response("in_progress")), **change}, items, turn.conversation_id
-        )
-
-    return ResponseRenderer(builder, Answer(chat.messages), keep=keep, storing=store is not None)
+    store = _responses(gateway()) if req.store else None
+    fresh = functools.partial(builder.response, "in_progress")
+    keep = background.keeper(
+        store, owner, turn.completion_id, fresh=fresh, items=builder.input_items, listed=turn.conversation_id
+    )
+    after = resume.last_event_id() if run.attached else None
+    return ResponseRenderer(
+        builder, Answer(chat.messages), keep=keep, storing=store is not None, starting_after=after
+    )
 
 
 @blueprint.get("/v1/responses/<response_id>")
 @blueprint.get("/responses/<response_id>")
 def get_response(response_id: str) -> Response:
-    """A stored response of the caller's."""
-    found = _responses(gateway()).get(response_id, g.owner)
+    """A stored response of the caller's, or (`?stream=true`) its events after `starting_after`."""
+    gw = gateway()
+    store = _responses(gw)
+    if request.args.get("stream", "").lower() == "true":
+        streamed = background.stream_stored(gw, store, g.owner, response_id)
+        if streamed is None:
+            raise response_not_found(response_id)
+        return streamed
+    found = store.get(response_id, g.owner)
     if found is None:
         raise response_not_found(response_id)
-    return jsonify(found)
+    return jsonify(background.polled(gw, store, g.owner, found))
 
 
 @blueprint.delete("/v1/responses/<response_id>")
@@ -136,6 +157,6 @@ def cancel_response(response_id: str) -> Response:
     if found is None:
         raise response_not_found(response_id)
     if found.get("status") in ("in_progress", "queued"):
-        request_cancel(gw.redis, response_id)
+        request_cancel(gw.redis, response_id)  # a queued turn sees it as it starts
         found = store.update(response_id, g.owner, status="cancelled") or found
     return jsonify(found)

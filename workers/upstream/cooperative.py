@@ -1,0 +1,51 @@
+"""Blocking library calls that must not stall the gevent worker's other turns.
+
+libcurl (curl_cffi) does its own socket I/O in C, which gevent's monkey-patching cannot
+reach: a `curl_easy_perform` on the loop's thread would freeze every greenlet of the
+worker for the whole request. `offload(fn)` runs such a call in the gevent hub's thread
+pool (the greenlet waits cooperatively; the GIL is released inside libcurl), and
+`wait_readable(fd, timeout)` waits for a socket the cooperative way, so a websocket read
+polls libcurl without blocking. Outside gevent (tests, the CLI) both are the plain calls.
+"""
+
+from __future__ import annotations
+
+import select
+import sys
+from collections.abc import Callable
+from typing import TypeVar
+
+T = TypeVar("T")
+MIN_THREADS = 32  # concurrent libcurl calls per worker; a REST call holds a thread for its duration
+
+
+def gevent_active() -> bool:
+    """Whether this process runs under gevent's monkey-patching (the worker does)."""
+    if "gevent.monkey" not in sys.modules:
+        return False
+    from gevent import monkey
+
+    return bool(monkey.is_module_patched("socket"))
+
+
+def offload(fn: Callable[[], T]) -> T:
+    """`fn()`, in the hub's thread pool under gevent (its exception re-raised here)."""
+    if not gevent_active():
+        return fn()
+    import gevent
+
+    pool = gevent.get_hub().threadpool
+    if pool.maxsize < MIN_THREADS:
+        pool.maxsize = MIN_THREADS
+    return pool.apply(fn)
+
+
+def wait_readable(fd: int, timeout: float) -> bool:
+    """Whether `fd` became readable within `timeout` seconds, waiting cooperatively under gevent."""
+    if gevent_active():
+        from gevent.select import select as gevent_select
+
+        readable, _, _ = gevent_select([fd], [], [], max(timeout, 0.0))
+    else:
+        readable, _, _ = select.select([fd], [], [], max(timeout, 0.0))
+    return bool(readable)
