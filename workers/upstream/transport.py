@@ -346,7 +346,13 @@ class PlainTransport:
             return Reply(response.status_code, response.headers, response.content, lines)
 
         return retrying(
-            once, where, retries=retries, backoff=backoff, sleep=sleep, transient=(requests.RequestException,)
+            once,
+            where,
+            retries=retries,
+            backoff=backoff,
+            sleep=sleep,
+            transient=(requests.RequestException,),
+            unreachable=(requests.ConnectionError,),
         )
 
     def socket(self) -> WebSocketTransport:
