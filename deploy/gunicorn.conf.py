@@ -123,6 +123,11 @@ if _settings.log_format == "json":
 
 def post_worker_init(worker: object) -> None:
     """On SIGTERM, end responses still open just before graceful_timeout, visibly (SSE error event)."""
+    import gevent
+
+    from service.accounts.warm import keep_warm
     from service.web.pipeline.watch import drain_on_sigterm
 
     drain_on_sigterm(worker.wsgi, worker.cfg.graceful_timeout)
+    # The door reads the pool from a snapshot this keeps fresh, so no turn pays for its refresh.
+    gevent.spawn(keep_warm, worker.wsgi.extensions["accounts"], sleep=gevent.sleep)

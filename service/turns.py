@@ -105,10 +105,15 @@ class TurnRequest:
     carried: dict[str, Any] = dataclasses.field(default_factory=dict)
     # The caller's account group: the turn runs only on its accounts (service.accounts.groups).
     group: str = "default"
+    # The web request asked for a per-phase trace (service.runtime.trace): the worker keeps its side.
+    trace: bool = False
 
     def to_json(self) -> dict[str, Any]:
-        """The job argument."""
-        return dataclasses.asdict(self)
+        """The job argument (`trace` only when set: an untraced turn's job is as it always was)."""
+        data = dataclasses.asdict(self)
+        if not self.trace:
+            del data["trace"]
+        return data
 
     def redacted(self) -> dict[str, Any]:
         """The job argument without anything the user wrote: what RQ may keep of a finished job."""

@@ -24,6 +24,7 @@ cheap REST call per account, claimed by one worker per round across the deployme
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 import time
 from collections.abc import Callable
@@ -39,9 +40,10 @@ from service.accounts.scheduler import Lease, Scheduler
 from service.accounts.sealing import SealingError
 from service.errors import UpstreamUnavailable
 from service.events import Queued
-from service.runtime import metrics
+from service.runtime import metrics, trace
 from service.runtime.settings import Settings
 from service.state.relay import Publisher
+from workers import spare_conversations
 from workers.upstream import Credentials, account_transport
 from workers.upstream.errors import Unauthorized, UpstreamError
 
@@ -121,6 +123,7 @@ class AccountLane:
         self.lease: Lease | None = None
         self.tried: set[str] = set()
         self.admitted = True  # the door's claim for this turn, until it takes a slot or stops waiting
+        self.wants_spare = False  # take the account's spare conversation with the slot (`take(spare=True)`)
 
     def _acquire(self, preferred: str | None) -> Lease | None:
         return self.pool.scheduler.acquire(
@@ -130,11 +133,19 @@ class AccountLane:
             should_stop=self.should_stop,
             on_position=self._queued,
             group=self.group,
+            # The door's claim ends in the granting script (one round trip, not two).
+            door=admission.pending_key(self.pool.registry.prefix, self.owner) if self.admitted else None,
+            spares=spare_conversations.prefix(self.pool.registry.prefix) if self.wants_spare else None,
         )
 
-    def take(self, preferred: str | None) -> Credentials | None:
-        """Wait for a slot; the account's credentials, or None if the turn was cancelled meanwhile."""
+    def take(self, preferred: str | None, *, spare: bool = False) -> Credentials | None:
+        """Wait for a slot; the account's credentials, or None if the turn was cancelled meanwhile.
+
+        `spare`: the turn starts a new upstream conversation; the account's spare, if it has
+        one, comes with the slot (`spare()`).
+        """
         self.release()
+        self.wants_spare = spare
         try:
             lease = self._waited(preferred)
         except UpstreamUnavailable:
@@ -157,8 +168,12 @@ class AccountLane:
             preferred or "-",
         )
         try:
-            # Credentials are read now, not from the pool snapshot: a refresh made a moment ago counts.
-            return self.pool.credentials(self.pool.registry.get(lease.account.id))
+            # Credentials are read now, not from the pool snapshot: a refresh made a moment ago counts
+            # (the granting script returns the account as it is at the grant).
+            account = lease.account if lease.fresh else self.pool.registry.get(lease.account.id)
+            credentials = self.pool.credentials(account)
+            trace.mark("credentials")
+            return credentials
         except AccountNotFound:  # deleted since the slot was granted
             self.tried.add(lease.account.id)
             return self.take(None)
@@ -167,15 +182,29 @@ class AccountLane:
 
     def _waited(self, preferred: str | None) -> Lease | None:
         """`_acquire`, then end the door's claim (`admission.started`): the turn no longer waits."""
+        lease = None
         try:
-            return self._acquire(preferred)
+            lease = self._acquire(preferred)
+            return lease
         finally:
+            trace.mark("granted")
+            if lease is not None and lease.door_ended:
+                self.admitted = False  # ended by the grant itself
             if self.admitted:
                 self.admitted = False
                 try:
                     admission.started(self.pool.registry.redis, self.pool.registry.prefix, self.owner)
                 except RedisError:  # the claim lapses by itself
                     log.warning("event=admission_claim_not_ended")
+                trace.mark("door_started")
+
+    def spare(self) -> bytes | None:
+        """The spare conversation taken with the current slot (once), if any."""
+        lease = self.lease
+        if lease is None or lease.spare is None:
+            return None
+        raw, self.lease = lease.spare, dataclasses.replace(lease, spare=None)
+        return raw
 
     def fail_over(self, exc: BaseException) -> bool:
         """Record what `exc` says about the account; True if the turn should try another account."""

@@ -39,12 +39,14 @@ from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import TimeoutError as RedisTimeoutError
 from rq import worker_registration
 from rq.exceptions import DequeueTimeout, StopRequested
-from rq.job import Job
+from rq.executions import Execution
+from rq.job import Job, _job_stack
 from rq.queue import Queue
 from rq.timeouts import BaseDeathPenalty, JobTimeoutException
 from rq.utils import now
 from rq.worker import SimpleWorker, WorkerStatus
 
+from service.runtime import trace
 from workers import outcomes
 
 log = logging.getLogger(__name__)
@@ -72,6 +74,19 @@ class GeventDeathPenalty(BaseDeathPenalty):
         self._gtimeout.close()
 
 
+class TurnJob(Job):
+    """RQ's job, minus the PERSIST `perform` sends on its own: `prepare_job_execution` does it."""
+
+    def perform(self) -> Any:
+        """Run the job function (RQ's `Job.perform` without its round trip)."""
+        _job_stack.push(self)  # type: ignore[no-untyped-call]  # rq's LocalStack is unannotated
+        try:
+            self._result = self._execute()
+        finally:
+            assert self is _job_stack.pop()  # type: ignore[no-untyped-call]
+        return self._result
+
+
 class WorkerShutdown(Exception):
     """Raised into jobs still running when the worker must exit."""
 
@@ -80,6 +95,7 @@ class GeventWorker(SimpleWorker):
     """RQ worker running up to `concurrency` jobs concurrently in greenlets."""
 
     death_penalty_class = GeventDeathPenalty
+    job_class = TurnJob
     # RQ's reconnect backoff (1 s, doubling), capped low: a worker that waits a minute
     # after Redis returned would make every turn in that minute a 503.
     max_connection_wait_time = 5.0
@@ -95,6 +111,7 @@ class GeventWorker(SimpleWorker):
         self.concurrency = concurrency
         self.shutdown_grace = shutdown_grace
         self._pool = gevent.pool.Pool(concurrency)
+        self._traces: dict[str, trace.Trace] = {}  # a dequeued job's round-trip counter, until it runs
 
     # RQ keeps the running execution on the worker; make it per greenlet.
     @property
@@ -161,20 +178,26 @@ class GeventWorker(SimpleWorker):
         self.heartbeat()
         if self.should_run_maintenance_tasks:
             self.run_maintenance_tasks()
-        result = self.queue_class.dequeue_any(
-            self._ordered_queues,
-            None if burst else self.dequeue_timeout,
-            connection=self.connection,
-            job_class=self.job_class,
-            serializer=self.serializer,
-            death_penalty_class=self.death_penalty_class,
-        )
+        counter = trace.start("worker", keep=False)  # the dequeue's round trips count for its job
+        try:
+            result = self.queue_class.dequeue_any(
+                self._ordered_queues,
+                None if burst else self.dequeue_timeout,
+                connection=self.connection,
+                job_class=self.job_class,
+                serializer=self.serializer,
+                death_penalty_class=self.death_penalty_class,
+            )
+        finally:
+            trace.stop()  # the loop's own heartbeats and maintenance are nobody's
         self._redis_back()
         if result is None and burst and self.running_jobs:
             self._pool.join(timeout=0.05)
             return _AGAIN
         if result is not None:
             job, queue = result
+            counter.mark("dequeued")
+            self._traces[job.id] = counter
             self.reorder_queues(reference_queue=queue)
             log.info("event=job_dequeued job_id=%s queue=%s", job.id, queue.name)
         return result
@@ -274,8 +297,10 @@ class GeventWorker(SimpleWorker):
                 break
 
     def _run_job(self, job: Job, queue: Queue) -> None:
+        trace.adopt(self._traces.pop(job.id, None))  # the job's greenlet counts on from its dequeue
         try:
-            self.prepare_execution(job)  # also marks the worker busy
+            # RQ's `prepare_execution` (the execution, the worker busy) is folded into
+            # `prepare_job_execution`, which `perform_job` calls: one round trip, not three.
             self.perform_job(job, queue)
         except REDIS_DOWN as exc:  # RQ could not record the outcome; the job's keys expire
             log.warning("event=job_bookkeeping_failed job_id=%s error=%s", job.id, exc.__class__.__name__)
@@ -288,6 +313,25 @@ class GeventWorker(SimpleWorker):
                     self.set_state(WorkerStatus.IDLE)
                 except REDIS_DOWN:
                     pass  # the next heartbeat after the outage rewrites the worker's hash
+
+    def prepare_job_execution(self, job: Job, remove_from_intermediate_queue: bool = False) -> None:
+        """RQ's bookkeeping before a job runs, in ONE transaction: its execution (started registry),
+        the worker busy on it, the job started and persisted (`TurnJob.perform` skips its own)."""
+        with self.connection.pipeline() as pipe:
+            heartbeat_ttl = self.get_heartbeat_ttl(job)
+            self.execution = Execution.create(job, heartbeat_ttl, pipeline=pipe, worker_name=self.name)
+            self.set_state(WorkerStatus.BUSY, pipeline=pipe)
+            self.set_current_job_id(job.id, pipeline=pipe)
+            self.set_current_job_working_time(0, pipeline=pipe)
+            self.heartbeat(heartbeat_ttl, pipeline=pipe)
+            job.heartbeat(now(), heartbeat_ttl, pipeline=pipe)
+            job.prepare_for_execution(self.name, pipeline=pipe)
+            pipe.persist(job.key)
+            if remove_from_intermediate_queue:
+                pipe.lrem(
+                    self.queue_class(job.origin, connection=self.connection).intermediate_queue_key, 1, job.id
+                )
+            pipe.execute()
 
     def teardown(self) -> None:
         """Let running turns finish (bounded), then deregister as RQ does."""

@@ -19,7 +19,7 @@ from typing import Any
 from redis.exceptions import RedisError
 
 from service import tokens
-from service.runtime import metrics
+from service.runtime import livestats, metrics
 from service.turns import TurnRequest
 from workers.upstream.errors import UpstreamError
 from workers.upstream.events import Done, Event, TextDelta
@@ -37,14 +37,18 @@ def job_metrics(job: Any) -> Iterator[dict[str, Any]]:
     """
     enqueued = _enqueued_at(job)
     _enqueued_var.set(enqueued)
+    # The console's Live page: this turn's counters go to the job's Redis, under its queue.
+    livestats.bind(getattr(job, "connection", None), str(getattr(job, "origin", "")))
     if enqueued is not None:
         metrics.QUEUE_WAIT.observe(max(0.0, time.time() - enqueued))
+        livestats.record(sums={"wait": max(0.0, time.time() - enqueued)})
     summary: dict[str, Any] = {}
     metrics.TURNS_IN_FLIGHT.inc()
     try:
         yield summary
     except BaseException as exc:
         metrics.TURNS.labels(outcome="error").inc()
+        livestats.record(counts={"turns:error": 1, f"err:{exc.__class__.__name__}": 1})
         if isinstance(exc, UpstreamError):
             metrics.UPSTREAM_ERRORS.labels(error_class=exc.__class__.__name__).inc()
         elif isinstance(exc, RedisError):
@@ -52,6 +56,7 @@ def job_metrics(job: Any) -> Iterator[dict[str, Any]]:
         raise
     else:
         metrics.TURNS.labels(outcome=str(summary.get("status", "done"))).inc()
+        livestats.record(counts={f"turns:{summary.get('status', 'done')}": 1})
     finally:
         metrics.TURNS_IN_FLIGHT.dec()
 
@@ -73,6 +78,7 @@ class UpstreamTimer:
         enqueued = _enqueued_var.get()
         if enqueued is not None:
             metrics.GATEWAY_FIRST_TOKEN.labels(dialect=dialect).observe(max(0.0, time.time() - enqueued))
+            livestats.record(sums={"added": max(0.0, time.time() - enqueued)})
 
     def watch(self, events: Iterator[Event]) -> Iterator[Event]:
         """The upstream's events, unchanged."""

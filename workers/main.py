@@ -13,6 +13,7 @@ from rq import Queue
 from rq.serializers import JSONSerializer
 
 from service.accounts.sealing import SealingError
+from service.accounts.warm import keep_warm
 from service.runtime.logs import configure_logging
 from service.runtime.metrics import start_worker_server
 from service.runtime.settings import Settings, SettingsError, load_settings
@@ -45,6 +46,8 @@ def main(environ: Mapping[str, str]) -> int:
     except RedisError as exc:  # the prober seeds once Redis answers
         log.warning("event=account_seed_failed error=%s", exc.__class__.__name__)
     gevent.spawn(run_prober, settings, context.redis, seeded=seeded, stop=lambda: False, sleep=gevent.sleep)
+    # The grant reads the pool from a snapshot this keeps fresh, so no turn pays for its refresh.
+    gevent.spawn(keep_warm, pool_for(settings, context.redis).registry, sleep=gevent.sleep)
     queue = Queue(settings.queue_name, connection=context.redis, serializer=JSONSerializer)
     worker = GeventWorker(
         [queue],

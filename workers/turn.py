@@ -41,6 +41,7 @@ from service import events as relay
 from service.errors import ApiError, NotFound
 from service.images import marked
 from service.models import ModelSpec, find_model
+from service.runtime import trace
 from service.runtime.settings import Settings
 from service.state import locks
 from service.state.conversations import Conversation, ConversationStore, handle_key
@@ -94,7 +95,9 @@ class TurnRunner:
         )
         # In this turn's context, so its log lines carry the turn's ids too.
         watch = contextvars.copy_context().run
-        watcher = threading.Thread(target=watch, args=(self.watcher.run,), name="turn-watch", daemon=True)
+        # Untraced: its lease refreshes are not on the path to the first token.
+        untraced = trace.untraced(self.watcher.run)
+        watcher = threading.Thread(target=watch, args=(untraced,), name="turn-watch", daemon=True)
         watcher.start()
         try:
             return self._run(publisher)

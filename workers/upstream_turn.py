@@ -21,10 +21,12 @@ from typing import Any
 from service import events as relay
 from service import priming
 from service.models import ModelSpec
+from service.runtime import trace
 from service.runtime.settings import Settings
 from service.state.conversations import Conversation
 from service.state.relay import Publisher
 from service.turns import TurnRequest
+from workers import spare_conversations
 from workers.account_pool import AccountLane
 from workers.generated_image import fetch_b64
 from workers.instrument import UpstreamTimer
@@ -92,7 +94,9 @@ class UpstreamTurn:
     ) -> Outcome:
         """Try accounts (and one roll-over) until an answer, a failure, or a cancel."""
         lane = self.lane
-        account = lane.take(handle.account if handle else None)
+        # A new upstream conversation takes its account's spare, if any, with the slot.
+        wants_spare = handle is None and self.settings.upstream_spare_conversations
+        account = lane.take(handle.account if handle else None, spare=wants_spare)
         rollovers = 0
         attempt = Attempt(handle)
         while account is not None:
@@ -133,20 +137,50 @@ class UpstreamTurn:
         timer = UpstreamTimer(self.settings.upstream, self.request, account.id)  # metrics
         self.reached = True
         handle = attempt.handle
-        if handle is None or handle.is_expired(self.clock()) or handle.exhausted:
-            handle = attempt.handle = client.create_conversation(account=account.id)
-            log.info("event=upstream_conversation_created seeded_messages=%d", len(seed))
+        created = handle is None or handle.is_expired(self.clock()) or handle.exhausted
+        spare = False
+        if handle is None or created:
+            handle, spare = self._new_conversation(client, account, len(seed))
+            attempt.handle = handle
         # More than one upstream turn can carry goes ahead in parts (service/priming.py),
         # on this account's new upstream conversation, inside the same account lane.
         turn, primers = self._turn_input(spec, handle.fresh, conversation, seed, images, shaping)
-        self._prime(client, handle, turn, primers)
-        for event in self._shaped(shaping, client, handle, turn, timer.watch):
-            attempt.streamed = attempt.streamed or isinstance(event, TextDelta)
-            self.drawn = self.drawn or isinstance(event, Image)
-            if isinstance(event, Done):
-                attempt.done = event
-            else:
-                self._relay(event)
+        try:
+            self._prime(client, handle, turn, primers)
+            for event in self._shaped(shaping, client, handle, turn, timer.watch):
+                if not attempt.streamed and isinstance(event, TextDelta):
+                    trace.mark("first_token")
+                attempt.streamed = attempt.streamed or isinstance(event, TextDelta)
+                self.drawn = self.drawn or isinstance(event, Image)
+                if isinstance(event, Done):
+                    attempt.done = event
+                else:
+                    self._relay(event)
+        except UpstreamError as exc:
+            if spare and not attempt.streamed and not isinstance(exc, ConversationExpired):
+                # The upstream forgot the spare (or refused it): roll over to one created now.
+                raise ConversationExpired("the account's spare conversation was refused") from exc
+            raise
+        if created:
+            self._refill(account)  # after the turn's own stream: the create never delays a first token
+
+    def _new_conversation(self, client: Client, account: Credentials, seeded: int) -> tuple[Handle, bool]:
+        """The account's spare conversation (taken with the slot), else one created now; True if spare."""
+        handle = spare_conversations.use(self.settings, self.lane.spare(), account.id, self.clock())
+        if handle is not None:
+            trace.mark("spare_used")
+            return handle, True
+        handle = client.create_conversation(account=account.id)
+        trace.mark("upstream_created")
+        log.info("event=upstream_conversation_created seeded_messages=%d", seeded)
+        return handle, False
+
+    def _refill(self, account: Credentials) -> None:
+        """After a turn that used up (or never had) its account's spare: make the next one."""
+        pool = self.lane.pool
+        spare_conversations.refill(
+            self.settings, pool.registry.redis, pool.registry.prefix, account, pool.cookie_sink(account.id)
+        )
 
     def _shaped(
         self,
@@ -238,4 +272,3 @@ class UpstreamTurn:
         relayed = to_relay(event)
         if relayed is not None:
             self.publisher.event(relayed)
-

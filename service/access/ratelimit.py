@@ -26,9 +26,11 @@ import dataclasses
 import datetime as dt
 import math
 import uuid
+from collections.abc import Callable
 from typing import Any
 
 from redis import Redis
+from redis.client import Pipeline
 
 from service.access.keys import LAST_USED, Limits
 from service.accounts.groups import DEFAULT_GROUP
@@ -213,9 +215,17 @@ def admit(redis: Redis, caller: Caller, *, lease_seconds: float) -> Decision:
     The slot is a lease of `lease_seconds` (the longest a turn can live): if the web
     process holding it dies, it frees itself then. Raises nothing; see `Decision.error`.
     """
+    with redis.pipeline(transaction=False) as pipe:
+        decide = admit_in(pipe, caller, lease_seconds=lease_seconds)
+        return decide(pipe.execute()[0])
+
+
+def admit_in(pipe: Pipeline, caller: Caller, *, lease_seconds: float) -> Callable[[Any], Decision]:
+    """`admit` as one command of the caller's pipeline (other reads share its round trip);
+    the returned function reads its reply."""
     limits = caller.limits
     lease = uuid.uuid4().hex
-    result = redis.eval(
+    pipe.eval(
         ADMIT,
         3,
         _requests_key(caller.id),
@@ -230,8 +240,12 @@ def admit(redis: Redis, caller: Caller, *, lease_seconds: float) -> Decision:
         USAGE_TTL,
         caller.id,
     )
-    status, retry, count, reset, used, day_reset, busy = (int(v) for v in result)
-    return Decision(status, retry, limits, count, reset, used, day_reset, busy, lease)
+
+    def decide(result: Any) -> Decision:
+        status, retry, count, reset, used, day_reset, busy = (int(v) for v in result)
+        return Decision(status, retry, limits, count, reset, used, day_reset, busy, lease)
+
+    return decide
 
 
 def peek(redis: Redis, caller: Caller) -> Decision:

@@ -64,8 +64,58 @@ DOOR = """
 local prefix, now, owner = ARGV[1], tonumber(ARGV[2]), ARGV[3]
 local max_wait, pending_ttl, grace = tonumber(ARGV[4]), tonumber(ARGV[5]), tonumber(ARGV[6])
 local id, write, max_promises, early = ARGV[7], ARGV[8] == '1', tonumber(ARGV[9]), tonumber(ARGV[10])
-local spacing, lead, first = tonumber(ARGV[11]), tonumber(ARGV[12]), 13
+local lead, default_seconds, count = tonumber(ARGV[12]), tonumber(ARGV[13]), tonumber(ARGV[14])
 local door = prefix .. ':door'
+-- The calendar (`slots` in Python, the reference): per ready account (ARGV[15..] in triples: id,
+-- max concurrent, rpm) a rate stream and a concurrency stream from its rate set, its held leases
+-- and the median recent turn; their pairwise max; merged, the `count` earliest start times.
+local recent_turns = redis.call('LRANGE', prefix .. ':durations', 0, -1)
+for i, d in ipairs(recent_turns) do recent_turns[i] = tonumber(d) end
+table.sort(recent_turns)
+local turn = default_seconds
+if #recent_turns > 0 then turn = recent_turns[math.floor(#recent_turns / 2) + 1] end
+local cal = {}
+for i = 15, #ARGV, 3 do
+  local id = ARGV[i]
+  local concurrent, per_minute = math.max(1, tonumber(ARGV[i + 1])), math.max(1, tonumber(ARGV[i + 2]))
+  local rows = redis.call('ZRANGE', prefix .. ':rate:' .. id, 0, -1, 'WITHSCORES')
+  local started, recent = {}, {}
+  for j = 1, #rows, 2 do
+    local at = tonumber(rows[j + 1])
+    started[rows[j]] = at
+    if at > now - 60 then recent[#recent + 1] = at end
+  end
+  local later = {}
+  for j = math.max(1, #recent - per_minute + 1), #recent do later[#later + 1] = recent[j] + 60 end
+  local rate, cycle = {}, 0
+  while #rate < count do
+    local shift = cycle * 60
+    for _ = 1, math.min(per_minute - #later, count - #rate) do rate[#rate + 1] = now + shift end
+    for _, at in ipairs(later) do
+      if #rate >= count then break end
+      rate[#rate + 1] = math.max(now, at) + shift
+    end
+    cycle = cycle + 1
+  end
+  local base = {}
+  local held = redis.call('ZRANGEBYSCORE', prefix .. ':leases:' .. id, '(' .. ARGV[2], '+inf')
+  for _ = 1, concurrent - #held do base[#base + 1] = now end
+  for _, lease in ipairs(held) do base[#base + 1] = math.max(now, (started[lease] or now) + turn) end
+  table.sort(base)
+  local free = {}
+  cycle = 0
+  while #free < count do
+    for j = 1, math.min(concurrent, #base) do
+      if #free >= count then break end
+      free[#free + 1] = base[j] + cycle * turn
+    end
+    cycle = cycle + 1
+  end
+  for j = 1, count do cal[#cal + 1] = math.max(rate[j], free[j]) end
+end
+table.sort(cal)
+while #cal > count do table.remove(cal) end
+local spacing = math.max((cal[#cal] - cal[1]) / math.max(#cal - 1, 1), 1e-3)
 local owners = door .. ':owners'
 local function pending(o) return door .. ':pending:' .. o end
 local function promised(o) return door .. ':promised:' .. o end
@@ -108,11 +158,10 @@ end
 -- Turns in the fair line that did not come through this door count too.
 local tag = math.max(vt, tonumber(redis.call('HGET', line .. ':tags', owner) or '0')) + 1
 local queued = redis.call('ZCOUNT', line, '-inf', tag) + 1
-local slots = #ARGV - first + 1
 local function slot(place)
   place = math.max(place, queued)
-  if place <= slots then return tonumber(ARGV[first + place - 1]) end
-  return tonumber(ARGV[#ARGV]) + (place - slots) * spacing
+  if place <= #cal then return cal[place] end
+  return cal[#cal] + (place - #cal) * spacing
 end
 local wait = slot(bound) - now
 if wait <= max_wait then
@@ -183,9 +232,17 @@ def admit(
     )
 
 
+def pending_key(prefix: str, owner: str) -> str:
+    """The door's claims of `owner`'s admitted turns that have not started."""
+    return f"{prefix}:door:pending:{owner}"
+
+
 def started(redis: Redis, prefix: str, owner: str) -> None:
-    """One of `owner`'s admitted turns took its slot or stopped waiting: its claim ends."""
-    redis.zpopmin(f"{prefix}:door:pending:{owner}")
+    """One of `owner`'s admitted turns took its slot or stopped waiting: its claim ends.
+
+    (A turn granted a slot ends it inside the scheduler's script: `Scheduler.acquire(door=…)`.)
+    """
+    redis.zpopmin(pending_key(prefix, owner))
 
 
 def _door(
@@ -199,11 +256,14 @@ def _door(
     write: bool,
     group: str = groups.DEFAULT_GROUP,
 ) -> tuple[bool, float, float] | None:
-    """(admitted, expected wait, promised time or place) from the script; None if no account is ready."""
-    calendar = slots(registry, max_concurrent=max_concurrent, rpm=rpm, now=now, group=group)
-    if not calendar:
+    """(admitted, expected wait, promised time or place) from the script; None if no account is ready.
+
+    The script reads the pool's load and builds the calendar itself (as `slots` does), so
+    the door is one round trip.
+    """
+    ready = [a for a in groups.members(registry.all(), group) if a.state(now) == READY]
+    if not ready:
         return None
-    spacing = max((calendar[-1] - calendar[0]) / max(len(calendar) - 1, 1), 1e-3)
     finite = max_wait if math.isfinite(max_wait) else 1e12
     args: list[str | float | int] = [
         registry.prefix,
@@ -216,10 +276,13 @@ def _door(
         1 if write else 0,
         MAX_PROMISES,
         EARLY,
-        repr(spacing),
+        0,  # (was the calendar's spacing; the script works it out)
         repr(min(finite, PROMISE_LEAD)),
-        *(repr(slot) for slot in calendar),
+        DEFAULT_TURN_SECONDS,
+        SLOTS,
     ]
+    for account in ready:
+        args.extend((account.id, *account.limits(max_concurrent, rpm)))
     admitted, wait, value = registry.redis.register_script(DOOR)(args=args)
     return bool(admitted), max(0.0, float(wait)), float(value) if value != b"promise" else now
 

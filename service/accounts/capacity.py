@@ -19,7 +19,6 @@ rest: refresh, release, and the counts the admin API shows.
 from __future__ import annotations
 
 import dataclasses
-from collections.abc import Iterator
 
 from redis import Redis
 from redis.client import Pipeline
@@ -84,36 +83,30 @@ class Load:
 
 
 def load(redis: Redis, prefix: str, account_ids: list[str], now: float, *, default_seconds: float) -> Load:
-    """Read the pool's load in one round trip (two when slots are held: their start times).
+    """Read the pool's load in one round trip.
 
     It runs on every request at the door, ahead of the first token, so the reads share a
-    pipeline instead of going one after another.
+    pipeline. Each account's whole rate set is read (the grant's script keeps it to about
+    a minute): its recent starts, and the start of every turn holding a slot (same member).
     """
     with redis.pipeline(transaction=False) as pipe:
         for account_id in account_ids:
-            pipe.zrangebyscore(
-                rate_key(prefix, account_id), f"({now - WINDOW_SECONDS}", "+inf", withscores=True
-            )
+            pipe.zrange(rate_key(prefix, account_id), 0, -1, withscores=True)
             pipe.zrangebyscore(leases_key(prefix, account_id), f"({now}", "+inf")
         pipe.lrange(durations_key(prefix), 0, -1)
         replies = pipe.execute()
     rows, held, durations = replies[0:-1:2], replies[1:-1:2], replies[-1]
-    scores: Iterator[float | None] = iter(())
-    if any(held):
-        with redis.pipeline(transaction=False) as pipe:
-            for account_id, leases in zip(account_ids, held, strict=True):
-                for lease in leases:
-                    pipe.zscore(rate_key(prefix, account_id), lease)
-            scores = iter(pipe.execute())
     recent = sorted(float(value) for value in durations)
+    since = now - WINDOW_SECONDS
     return Load(
         starts={
-            account_id: [score for _, score in row] for account_id, row in zip(account_ids, rows, strict=True)
+            account_id: [score for _, score in row if score > since]
+            for account_id, row in zip(account_ids, rows, strict=True)
         },
-        # now if a holder's start left the minute
+        # now if a holder's start is gone from the rate set
         in_flight={
-            account_id: [float(score) if (score := next(scores)) is not None else now for _ in leases]
-            for account_id, leases in zip(account_ids, held, strict=True)
+            account_id: [dict(row).get(lease, now) for lease in leases]
+            for account_id, row, leases in zip(account_ids, rows, held, strict=True)
         },
         turn_seconds=recent[len(recent) // 2] if recent else default_seconds,
     )

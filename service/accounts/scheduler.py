@@ -115,6 +115,12 @@ if not pick then return {0, rank + 1} end
 local lease_key, rate_key = prefix .. ':leases:' .. pick, prefix .. ':rate:' .. pick
 redis.call('ZADD', lease_key, now + lease_ttl, ticket)
 redis.call('ZADD', rate_key, now, ticket)
+-- KEYS[1], if given, is the owner's door claim (`admission.started`): the turn took its slot.
+if KEYS[1] and KEYS[1] ~= '' then redis.call('ZPOPMIN', KEYS[1]) end
+-- KEYS[2], if given, prefixes the accounts' spare upstream conversations: the turn takes the one
+-- of its account (workers/spare_conversations.py), so it needs no create before its `send`.
+local spare = false
+if KEYS[2] and KEYS[2] ~= '' then spare = redis.call('GETDEL', KEYS[2] .. pick) end
 redis.call('EXPIRE', lease_key, math.ceil(lease_ttl + window))
 redis.call('EXPIRE', rate_key, math.ceil(2 * window))
 local tag = tonumber(redis.call('ZSCORE', line, ticket))
@@ -125,7 +131,8 @@ if head[2] then tag = math.min(tag, tonumber(head[2]) - 1) end
 local vt = math.max(tag, tonumber(redis.call('GET', vt_key) or '0'))
 redis.call('SET', vt_key, vt)
 if tonumber(redis.call('HGET', tags, owner) or '0') <= vt then redis.call('HDEL', tags, owner) end
-return {1, pick}
+-- The chosen account as it is now (its credentials): the turn needs no read of its own.
+return {1, pick, redis.call('HGETALL', prefix .. ':a:' .. pick), spare}
 """
 
 
@@ -136,6 +143,11 @@ class Lease:
     account: Account
     id: str
     prefix: str
+    # `account` was read by the granting script itself (fresh credentials), and the door's
+    # claim named by `acquire(door=...)` ended in that same step.
+    fresh: bool = False
+    door_ended: bool = False
+    spare: bytes | None = None  # the account's spare upstream conversation, taken with the slot
 
 
 class Scheduler:
@@ -170,18 +182,24 @@ class Scheduler:
         should_stop: Callable[[], bool] = lambda: False,
         on_position: Callable[[int], None] = lambda position: None,
         group: str = groups.DEFAULT_GROUP,
+        door: str | None = None,
+        spares: str | None = None,
     ) -> Lease | None:
         """Wait for a slot (None if `should_stop` turned true first); raises if no account can serve.
 
         `preferred` is the conversation's account: used while it is ready, else any ready one.
         `on_position(n)` is called whenever the turn's place in the line changes. Only
-        `group`'s accounts are candidates (failover stays inside it too).
+        `group`'s accounts are candidates (failover stays inside it too). `door`, the
+        owner's door claim key (`admission.pending_key`), ends with the grant, in its script;
+        with `spares` (a key prefix) the granted account's spare conversation comes with it.
         """
         ticket = new_ticket()
         position = 0
         try:
             while True:
-                lease, now_at = self.poll(ticket, owner, preferred=preferred, exclude=exclude, group=group)
+                lease, now_at = self.poll(
+                    ticket, owner, preferred=preferred, exclude=exclude, group=group, door=door, spares=spares
+                )
                 if lease is not None:
                     ticket = ""  # it left the line inside the script
                     return lease
@@ -203,6 +221,8 @@ class Scheduler:
         preferred: str | None = None,
         exclude: Collection[str] = (),
         group: str = groups.DEFAULT_GROUP,
+        door: str | None = None,
+        spares: str | None = None,
     ) -> tuple[Lease | None, int]:
         """One atomic try: (the lease, 0) or (None, the ticket's position in the line)."""
         ready, now = self._ready(group, preferred=preferred, exclude=exclude)
@@ -220,11 +240,14 @@ class Scheduler:
         ]
         for account in ready:
             args.extend((account.id, *account.limits(self.max_concurrent, self.rpm)))
-        granted, value = self._admit(args=args)
-        if granted:
-            chosen = next(a for a in ready if a.id == value.decode())
-            return Lease(account=chosen, id=ticket, prefix=self.prefix), 0
-        return None, int(value)
+        keys = [door or "", spares or ""] if door or spares else []
+        reply = self._admit(keys=keys, args=args)
+        if reply[0]:
+            pick, fields = reply[1].decode(), reply[2]
+            chosen = Account.from_hash(pick, dict(zip(fields[::2], fields[1::2], strict=True)))
+            spare = reply[3] if len(reply) > 3 else None
+            return Lease(chosen, ticket, self.prefix, fresh=True, door_ended=door is not None, spare=spare), 0
+        return None, int(reply[1])
 
     def _ready(
         self, group: str, *, preferred: str | None, exclude: Collection[str]

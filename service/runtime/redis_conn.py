@@ -20,6 +20,7 @@ from redis import BlockingConnectionPool, Redis
 from redis.sentinel import Sentinel, SentinelConnectionPool
 from redis.typing import EncodableT, FieldT
 
+from service.runtime import trace
 from service.runtime.settings import SentinelConfig
 
 HashFields = dict[FieldT, EncodableT]
@@ -71,10 +72,14 @@ def connect(
         "health_check_interval": 0,
     }
     if sentinel is not None:
-        return _sentinel_client(url, sentinel, role=role, options=options)
-    if url is None:
+        client = _sentinel_client(url, sentinel, role=role, options=options)
+    elif url is None:
         raise ValueError("a Redis URL or a Sentinel configuration is required")
-    return Redis(connection_pool=BlockingConnectionPool.from_url(url, **options))
+    else:
+        client = Redis(connection_pool=BlockingConnectionPool.from_url(url, **options))
+    pool = client.connection_pool  # round trips count towards the current turn's trace
+    pool.connection_class = trace.counting(pool.connection_class)
+    return client
 
 
 def _sentinel_client(

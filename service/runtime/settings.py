@@ -115,6 +115,8 @@ class Settings:
     # (static key, group) for the API_KEYS entries that name a group (`sk-…@team-a`).
     api_key_groups: tuple[tuple[str, str], ...] = dataclasses.field(default=(), repr=False)
     redis_maxmemory: str = "256mb"
+    trace_requests: bool = False
+    upstream_spare_conversations: bool = False
 
     @property
     def sentinel(self) -> SentinelConfig | None:
@@ -129,6 +131,7 @@ class Settings:
         return self.redis_url is not None or bool(self.redis_sentinels)
 
     tool_emulation: bool = True
+    playground: bool = True
 
     @property
     def auth_enabled(self) -> bool:
@@ -537,6 +540,16 @@ def load_settings(environ: Mapping[str, str]) -> Settings:
         # open; a web process that dies frees its slots within about twice this.
         key_slot_lease_seconds=_read(
             environ, "KEY_SLOT_LEASE_SECONDS", _positive_float, d.key_slot_lease_seconds
+        ),
+        # PLAYGROUND: on = the chat playground page at `/` (docs/console.md); off = `/` is a 404.
+        playground=_read(environ, "PLAYGROUND", _choice("on", "off"), "on") == "on",
+        # TRACE_REQUESTS: 1 = a turn sent with `X-Gateway-Trace: 1` keeps its per-phase trace
+        # (service.runtime.trace) for ten minutes; the benchmark's --trace sets it.
+        trace_requests=_read(environ, "TRACE_REQUESTS", _flag, d.trace_requests),
+        # UPSTREAM_SPARE_CONVERSATIONS: 1 = keep one upstream conversation created ahead of need per
+        # account, so a new conversation's first turn pays no create (workers/spare_conversations.py).
+        upstream_spare_conversations=_read(
+            environ, "UPSTREAM_SPARE_CONVERSATIONS", _flag, d.upstream_spare_conversations
         ),
     )
     _refuse_placeholders(environ)

@@ -108,6 +108,12 @@ def fingerprint(system: str, messages: Sequence[dict[str, str]]) -> str:
 OWNED_PREFIX = "owned:"
 
 
+def count_owned_in(pipe: Pipeline, owner: str) -> None:
+    """`ConversationStore.count_owned` as two commands of a pipeline; the count is the last reply."""
+    pipe.zremrangebyscore(owned_key(owner), "-inf", time.time())
+    pipe.zcard(owned_key(owner))
+
+
 def owned_key(owner: str) -> str:
     """The owner's conversations (sorted set, scored by expiry): what KEY_MAX_CONVERSATIONS counts."""
     return f"{OWNED_PREFIX}{owner}"
@@ -276,8 +282,7 @@ class ConversationStore:
     def count_owned(self, owner: str) -> int:
         """How many conversations `owner` keeps stored now (expired ones are dropped first)."""
         with self.redis.pipeline(transaction=True) as pipe:
-            pipe.zremrangebyscore(owned_key(owner), "-inf", time.time())
-            pipe.zcard(owned_key(owner))
+            count_owned_in(pipe, owner)
             return int(pipe.execute()[-1])
 
     def set_metadata(self, conversation_id: str, metadata: dict[str, str]) -> bool:

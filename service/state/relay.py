@@ -260,8 +260,13 @@ class RelayHub:
         self._home = f"relay:hub:{uuid.uuid4().hex}"
         self._drain_deadline: float | None = None
 
-    def subscribe(self, completion_id: str) -> Subscription:
-        """Subscribe and return once Redis has confirmed the subscription."""
+    def subscribe(self, completion_id: str, *, confirmed: bool = True) -> Subscription:
+        """Subscribe and return once Redis has confirmed the subscription.
+
+        `confirmed=False` returns as soon as the SUBSCRIBE is sent, so the caller's next
+        round trip overlaps its confirmation; it must then call `confirm`, then
+        `Subscription.catch_up` (an event published before the confirmation is in the log).
+        """
         sub = Subscription(self, completion_id)
         with self._lock:
             pubsub = self._ensure_listener()
@@ -275,12 +280,21 @@ class RelayHub:
                 except Exception:  # Redis unreachable: forget it, the caller answers 503
                     del self._subs[sub.channel]
                     raise
+        if confirmed:
+            self.confirm(sub)
+        return sub
+
+    def confirm(self, sub: Subscription) -> None:
+        """Wait for Redis to confirm `sub`; TimeoutError (and no subscription) if it does not."""
+        with self._lock:
+            readers = self._subs.get(sub.channel, [])
+            first = readers[0] if readers and readers[0] is not sub else None
+        # A later reader of a subscribed channel is confirmed with the first one.
         if first is not None and first._confirmed.wait(self._confirm_timeout):
             sub._confirmed.set()
         if not sub._confirmed.wait(self._confirm_timeout):
             self.unsubscribe(sub)
             raise TimeoutError("Redis did not confirm the relay subscription")
-        return sub
 
     def drain(self, seconds: float) -> None:
         """The process is stopping: streams still open in `seconds` must end (see `draining_over`)."""

@@ -21,6 +21,8 @@ The sub-packages tell one request's story:
       images/         /v1/images/generations: routes, render
       conversations/  OpenAI's Conversations API
       admin/          /admin/accounts and /admin/keys (only with ADMIN_KEY)
+      console/        the playground page at / and the operator console at /console, their
+                      scripts and styles, and /admin/stats (docs/console.md)
 
 Surfaces never import each other; the pipeline imports no surface (tests/unit/test_layering.py).
 """
@@ -33,6 +35,7 @@ from collections.abc import Mapping
 from flask import Flask
 
 from service.runtime.settings import load_settings
+from service.web import console
 from service.web.admin import accounts as admin
 from service.web.admin import keys as admin_keys
 from service.web.chat import routes as chat_routes
@@ -42,7 +45,7 @@ from service.web.http import errors, health, meta, middleware, telemetry, upgrad
 from service.web.http.extension import init_app
 from service.web.images import routes as images
 from service.web.messages import routes as messages
-from service.web.pipeline import admission, quota
+from service.web.pipeline import admission, quota, tracing
 from service.web.responses import routes as responses
 
 
@@ -59,6 +62,7 @@ def create_app(overrides: Mapping[str, str] | None = None) -> Flask:
     # Werkzeug enforces it on every read, chunked bodies included: a 413 before the rest arrives.
     app.config["MAX_CONTENT_LENGTH"] = settings.max_request_bytes
     init_app(app, settings)
+    tracing.init_app(app, settings)  # first: a traced request's clock starts before auth
     middleware.init_app(app)
     errors.init_app(app)
     telemetry.init_app(app)
@@ -73,6 +77,7 @@ def create_app(overrides: Mapping[str, str] | None = None) -> Flask:
     app.register_blueprint(conversations.blueprint)
     app.register_blueprint(legacy_completions.blueprint)  # /v1/completions, /completions (`prompt`)
     admin_keys.init_app(app, settings)  # /admin/keys only with ADMIN_KEY
+    console.init_app(app, settings)  # the playground at / and the operator console at /console
     # Its catch-all rule loses to every more specific rule, whatever the order.
     app.register_blueprint(chat_routes.blueprint)
     # Outermost: a Responses websocket upgrade is a 426 before auth, hooks or Redis.

@@ -1,5 +1,11 @@
 """`python -m tests.benchmarks [--dialect D] [--quick] [--overload|--agents]` (or `deploy/bench`).
 
+`--trace` traces one turn per dialect instead: each phase from the client's send to the
+first SSE byte, with each side's Redis round trips (tests/benchmarks/trace.py).
+
+`--soak MINUTES` runs mixed surfaces at a steady rate instead and reports the RSS slope of
+the web and worker processes (tests/benchmarks/soak.py).
+
 `--overload` runs the Overload benchmark (`overload`: three accounts, four keys, 200
 clients; a few minutes per dialect) instead of the four default measurements.
 `--agents` runs the agent session benchmark (`agents`: Codex CLI, Claude Code, the
@@ -22,7 +28,7 @@ import sys
 import time
 from types import FrameType
 
-from tests.benchmarks import agents, matching, measures, overload, surfaces
+from tests.benchmarks import agents, matching, measures, overload, soak, surfaces, trace
 from tests.benchmarks.harness import DIALECTS, running_stack
 from tests.benchmarks.report import Metric, announce, table
 
@@ -43,6 +49,17 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         "~3 with --quick)",
     )
     parser.add_argument(
+        "--trace",
+        action="store_true",
+        help="instead: trace one turn per dialect, phase by phase with Redis round trips (seconds)",
+    )
+    parser.add_argument(
+        "--soak",
+        type=float,
+        metavar="MINUTES",
+        help="instead: mixed surfaces at a steady rate for MINUTES, web and worker RSS sampled each minute",
+    )
+    parser.add_argument(
         "--agents",
         action="store_true",
         help="run the agent session benchmark instead (real Codex CLI and Claude Code, the Agents SDK, "
@@ -55,6 +72,24 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         help="with --agents: how long each simulated upstream turn takes (default 3.5, the real service's)",
     )
     return parser.parse_args(argv)
+
+
+def measure_soak(dialect: str, *, minutes: float, metrics: list[Metric]) -> None:
+    """Start a stack, soak it for `minutes`, append the RSS slopes to `metrics`."""
+    metrics.append(Metric("load", "machine load (1-min avg) before", os.getloadavg()[0], digits=2))
+    with running_stack(dialect) as stack:
+        print(f"[{dialect}] soak for {minutes:g} min: web {stack.web.url}", flush=True)
+        new = soak.soak(
+            stack, minutes=minutes, announce=lambda line: print(f"[{dialect}] {line}", flush=True)
+        )
+        announce(dialect, new.metrics())
+        metrics.extend(new.metrics())
+
+
+def measure_trace(dialect: str, *, quick: bool, metrics: list[Metric]) -> None:
+    """Start a stack that keeps traces and print one turn's timeline (no figures for the table)."""
+    with running_stack(dialect, TRACE_REQUESTS="1") as stack:
+        print(f"[{dialect}] one traced turn:\n{trace.traced_turn(stack)}", flush=True)
 
 
 def run_agents(args: argparse.Namespace) -> int:
@@ -136,7 +171,10 @@ def main(argv: list[str] | None = None) -> int:
                 time.sleep(SETTLE_SECONDS)
             metrics = results.setdefault(dialect, [])
             try:
-                run = measure_overload if args.overload else measure_dialect
+                if args.soak is not None:
+                    measure_soak(dialect, minutes=args.soak, metrics=metrics)
+                    continue
+                run = measure_overload if args.overload else measure_trace if args.trace else measure_dialect
                 run(dialect, quick=args.quick, metrics=metrics)
             except Exception as exc:  # one dialect failing must not hide the other's figures
                 if _stopping:

@@ -18,6 +18,7 @@ from datetime import datetime
 from typing import Any
 from urllib.parse import quote, urlsplit
 
+from service.runtime import trace
 from workers.upstream import chathub
 from workers.upstream.chathub import BingHandle
 from workers.upstream.chathub_decode import ChatHubDecoder
@@ -145,9 +146,11 @@ class BingClient:
             transport.open(
                 self._socket_url(handle), headers=self._socket_headers(), timeout=self._connect_timeout
             )
+            trace.mark("ws_open")
             pending = self._handshake(transport, should_stop)
             if pending is None:
                 return
+            trace.mark("handshake")
             invocation = chathub.build_invocation(
                 handle,
                 turn,
@@ -159,6 +162,7 @@ class BingClient:
             try:
                 transport.send(chathub.PING)
                 transport.send(invocation)
+                trace.mark("send")
             except Interrupted as exc:
                 raise _closed_error("") from exc
             for event in self._read(transport, decoder, pending, should_stop):

@@ -20,6 +20,7 @@ import uuid
 from collections.abc import Callable, Generator, Iterator
 from typing import Any
 
+from service.runtime import trace
 from workers.upstream import copilot
 from workers.upstream.challenges import solve_challenge
 from workers.upstream.context import TurnImage, TurnInput
@@ -210,6 +211,7 @@ class CopilotClient:
             images = [self._attach(handle, image) for image in turn.images]
             held_send = copilot.send(handle.conversation_id, turn.text, turn.mode, context, images)
             self._open(transport, url, handle.account)
+            trace.mark("ws_open")
             first = self._await_connected(transport, stream, frames, should_stop)
             if first is None:
                 return
@@ -219,6 +221,7 @@ class CopilotClient:
                 self._answer(transport, frames, challenge, resend=None)
             for frame in (copilot.set_options(), copilot.report_local_consents(), held_send):
                 self._send(transport, frames, frame)
+            trace.mark("send")
             for event in self._read(transport, stream, decoder, frames, held_send, early, should_stop):
                 if isinstance(event, Done):
                     handle.turns += 1

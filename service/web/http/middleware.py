@@ -35,7 +35,9 @@ _SANE_ID = re.compile(r"[A-Za-z0-9._-]{1,128}")
 _PRIVATE_READS = re.compile(r"(?:/v1)?/(?:conversations|responses)/|/admin/")
 _HEADER_LIST = re.compile(r"[^A-Za-z0-9!#$%&'*+.^_`|~, -]")
 OPEN_PATHS = ("/healthz", "/readyz", "/metrics")
-ADMIN_BLUEPRINTS = ("admin", "admin_keys")  # their routes authenticate with ADMIN_KEY
+# Their routes authenticate with ADMIN_KEY (admin_stats: the console's GET /admin/stats).
+ADMIN_BLUEPRINTS = ("admin", "admin_keys", "admin_stats")
+PAGES_BLUEPRINT = "console"  # the playground and console pages (service.web.console): no key to load them
 EXPOSED_HEADERS = (
     "x-request-id, X-Conversation-Id, X-Conversation-Turns-Remaining, Retry-After, x-should-retry, "
     "retry-after-ms, x-ratelimit-limit-requests, x-ratelimit-remaining-requests, "
@@ -93,6 +95,8 @@ def _authenticate() -> None:
         # Not an admin route (none matched, or a catch-all such as `<prefix>/responses`
         # did): nothing under /admin/ is an API route, and no body is read without a key.
         raise UnknownRoute()  # rendered like any unknown URL: 404 `Invalid URL (…)`
+    if request.blueprint == PAGES_BLUEPRINT:
+        return  # the pages and their assets hold no secret; their scripts send the key
     gw = gateway()
     settings = gw.settings
     g.caller = identify(

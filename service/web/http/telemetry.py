@@ -11,9 +11,10 @@ from __future__ import annotations
 
 from flask import Flask, Response, g, request
 
-from service.runtime import metrics
+from service.runtime import livestats, metrics
 from service.runtime.logs import conversation_id_var, job_id_var
-from service.web.http.middleware import OPEN_PATHS
+from service.web.http.extension import gateway
+from service.web.http.middleware import OPEN_PATHS, PAGES_BLUEPRINT
 
 # The last path segment names the API surface whatever the prefix (/v1, /openai, …).
 SURFACES = {
@@ -47,12 +48,16 @@ def _unbind() -> None:
 
 
 def _record(response: Response) -> Response:
-    if request.path not in OPEN_PATHS and request.method != "OPTIONS":
+    page = request.blueprint == PAGES_BLUEPRINT and request.method == "GET"  # the playground's own files
+    if request.path not in OPEN_PATHS and request.method != "OPTIONS" and not page:
         metrics.REQUESTS.labels(
             surface=g.get("surface") or surface_of(request.path),
             model=g.get("model") or "-",
             status=str(response.status_code),
         ).inc()
+        if response.status_code >= 400 and g.get("model"):  # a refused or failed turn, for /admin/stats
+            gw = gateway()
+            livestats.record(gw.redis, gw.settings.queue_name, counts={f"http:{response.status_code}": 1})
     return response
 
 

@@ -58,7 +58,9 @@ def check_room(gw: Gateway, owner: str) -> None:
     caller: Caller | None = g.get("caller")
     if cap <= 0 or caller is None or caller.id == "open":
         return
-    kept = gw.store.count_owned(owner)
+    kept = g.get("owned_count")  # read with the key's quota (`quota.admit`), same round trip
+    if kept is None:
+        kept = gw.store.count_owned(owner)
     if kept >= cap:
         metrics.KEY_LIMITED.labels(limit="max_conversations").inc()
         raise ConversationLimit(

@@ -1,4 +1,4 @@
-"""Starting a turn: subscribe to its relay channel (confirmed by Redis), then enqueue it.
+"""Starting a turn: subscribe to its relay channel, enqueue it, then await Redis's confirmation.
 
 Subscribing before enqueueing means no event can be published before we listen. A
 resumable stream's record (`service.state.streams`) goes out with the job, in the same
@@ -7,11 +7,16 @@ Redis round trip.
 
 from __future__ import annotations
 
+import logging
+
+from service.runtime import trace
 from service.state import locks, streams
 from service.state.relay import Subscription
-from service.turns import TurnRequest, enqueue_turn
+from service.turns import TurnRequest, enqueue_turn, request_cancel
 from service.web.http.errors import redis_unavailable
 from service.web.http.extension import Gateway
+
+log = logging.getLogger(__name__)
 
 
 def subscribe(gw: Gateway, completion_id: str) -> Subscription:
@@ -23,14 +28,21 @@ def subscribe(gw: Gateway, completion_id: str) -> Subscription:
 
 
 def start(gw: Gateway, turn: TurnRequest, record: streams.StreamRecord | None = None) -> Subscription:
-    """Subscribe to the turn's relay channel, then enqueue it (with its stream record, in the
-    same round trip); on failure free its lock."""
+    """Subscribe to the turn's relay channel, enqueue it (with its stream record, in the same
+    round trip), and confirm; on failure free its lock.
+
+    The SUBSCRIBE is sent first and its confirmation awaited after the enqueue, so the two
+    round trips overlap; an event the worker published before the confirmation is read
+    from the replay log (`catch_up`, while the worker is still on its way to the upstream).
+    """
     ttl = gw.settings.replay_ttl
     also = (lambda pipe: streams.save(pipe, record, ttl=ttl)) if record is not None else None
     try:
-        sub = subscribe(gw, turn.completion_id)
+        with trace.overlapped():
+            sub = gw.hub.subscribe(turn.completion_id, confirmed=False)
         try:
             enqueue_turn(gw.queue, turn, gw.settings, also=also)
+            trace.mark("enqueue")
         except BaseException:
             sub.close()
             raise
@@ -38,4 +50,23 @@ def start(gw: Gateway, turn: TurnRequest, record: streams.StreamRecord | None = 
         if turn.lock_token:
             locks.release(gw.redis, turn.conversation_id, turn.lock_token)
         raise
+    try:
+        gw.hub.confirm(sub)
+    except TimeoutError as exc:
+        _withdraw(gw, turn)
+        raise redis_unavailable() from exc
+    sub.catch_up()
+    trace.mark("subscribed")
     return sub
+
+
+def _withdraw(gw: Gateway, turn: TurnRequest) -> None:
+    """An enqueued turn nobody can listen to: take it off the queue, else ask it to stop."""
+    try:
+        if gw.queue.remove(turn.completion_id):
+            if turn.lock_token:
+                locks.release(gw.redis, turn.conversation_id, turn.lock_token)
+        else:
+            request_cancel(gw.redis, turn.completion_id)
+    except Exception:  # Redis is failing too: the job's TTL and the lock's lease end it
+        log.warning("event=withdraw_failed completion_id=%s", turn.completion_id, exc_info=True)

@@ -34,6 +34,7 @@ from service.errors import ApiError
 from service.events import Failed, Terminal
 from service.runtime import metrics
 from service.runtime.settings import Settings
+from service.state.conversations import count_owned_in
 from service.tokens import count_messages, count_text
 from service.web.http.extension import Gateway, gateway
 from service.web.pipeline import slot_leases
@@ -104,12 +105,15 @@ class Admission:
     decision: ratelimit.Decision
     ticket: Ticket | None  # None when refused
     error: ApiError | None  # the 429 to raise once the decision is kept for the headers
+    owned: int | None = None  # the owner's stored conversations, when asked for (`admit(owner=...)`)
 
 
-def admit(gw: Gateway, caller: Caller | None, model: str) -> Admission | None:
+def admit(gw: Gateway, caller: Caller | None, model: str, *, owner: str | None = None) -> Admission | None:
     """Check the caller's model access and limits for one turn (None: the caller has no limits).
 
     Raises the 403 for a model the key may not use; a refused turn's `Admission` carries its 429.
+    With `owner`, the key's stored conversations are counted in the same round trip (`owned`,
+    for `conversation_limits.check_room` when the turn starts a new conversation).
     """
     if caller is None or caller.id == "open":
         return None
@@ -123,17 +127,25 @@ def admit(gw: Gateway, caller: Caller | None, model: str) -> Admission | None:
             param="model",
         )
     renewer = slot_leases.slot_leases()
-    decision = ratelimit.admit(gw.redis, caller, lease_seconds=renewer.lease_seconds)
+    with gw.redis.pipeline(transaction=False) as pipe:
+        decide = ratelimit.admit_in(pipe, caller, lease_seconds=renewer.lease_seconds)
+        # The key's stored conversations, in the same round trip, for the room check of a new one.
+        counting = owner is not None and gw.settings.key_max_conversations > 0
+        if owner is not None and counting:
+            count_owned_in(pipe, owner)
+        replies = pipe.execute()
+    decision = decide(replies[0])
+    owned = int(replies[-1]) if counting else None
     error = decision.error(caller)
     if error is not None:
         limit = LIMIT_NAMES[decision.status]
         log.info("event=key_limited key_id=%s limit=%s", caller.id, limit)
         metrics.KEY_LIMITED.labels(limit=limit).inc()
-        return Admission(decision, None, error)
+        return Admission(decision, None, error, owned)
     ticket = Ticket(caller, decision.lease, renewer=renewer)
     if caller.limits.max_concurrent:
         renewer.hold(ratelimit.turns_key(caller.id), decision.lease)
-    return Admission(decision, ticket, None)
+    return Admission(decision, ticket, None, owned)
 
 
 def _headers(response: Response) -> Response:

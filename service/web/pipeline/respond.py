@@ -15,8 +15,9 @@ from flask import Response, current_app, jsonify
 
 from service.errors import ApiError
 from service.events import Done, Failed, Limits, RelayEvent, Terminal
+from service.runtime import trace
 from service.web.http.extension import Gateway
-from service.web.pipeline import resume
+from service.web.pipeline import resume, tracing
 from service.web.pipeline.answer import Answer
 from service.web.pipeline.request import ChatRequest
 from service.web.pipeline.run import Run
@@ -60,6 +61,7 @@ def _answer(gw: Gateway, run: Run, chat: ChatRequest, make: MakeRenderer) -> Res
         return jsonify(renderer.complete(done))
     try:
         events, first = hold_first(gw, run)
+        trace.mark("first_event")
     except ApiError as exc:
         renderer.refused(exc)
         raise
@@ -69,7 +71,10 @@ def _answer(gw: Gateway, run: Run, chat: ChatRequest, make: MakeRenderer) -> Res
     def on_close(terminal: Terminal | None) -> None:
         resume.closed(app, gw, run, renderer, terminal, lambda: make(run, chat))
 
-    body = RenderStream(renderer, events, first, on_close=on_close, position=lambda: run.sub.position)
+    on_first = tracing.saver(gw.redis, run.turn.completion_id)
+    body = RenderStream(
+        renderer, events, first, on_close=on_close, position=lambda: run.sub.position, on_first=on_first
+    )
     return Response(body, status=200, mimetype="text/event-stream", headers=SSE_HEADERS)
 
 

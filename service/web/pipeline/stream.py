@@ -179,9 +179,11 @@ class RenderStream:
         *,
         on_close: Callable[[Terminal | None], None],
         position: Callable[[], int] = lambda: START,
+        on_first: Callable[[], None] | None = None,
     ) -> None:
         self.terminal: Terminal | None = None
         self.position = position  # the relay sequence number of the event just read
+        self._on_first = on_first  # called once the first frame is handed over (a traced turn)
         self._on_close = on_close
         self._closed = False
         chained = itertools.chain([first] if first is not None else [], events)
@@ -192,10 +194,14 @@ class RenderStream:
 
     def __next__(self) -> str:
         try:
-            return next(self._frames)
+            frame = next(self._frames)
         except StopIteration:
             self.close()
             raise
+        if self._on_first is not None:
+            on_first, self._on_first = self._on_first, None
+            on_first()
+        return frame
 
     def close(self) -> None:
         """Stop streaming and run the clean-up once (the client went away, or we are done)."""

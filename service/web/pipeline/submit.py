@@ -31,6 +31,7 @@ from service.errors import InvalidRequest
 from service.events import Failed
 from service.images import ImageLimits, park
 from service.models import Aliases
+from service.runtime import trace
 from service.runtime.logs import bind_turn
 from service.state import idempotency, streams
 from service.state.relay import last_event
@@ -75,7 +76,10 @@ def submit(
     g.model = chat.model  # labels this request's metrics (service.web.http.telemetry)
     group = admission.caller_group()  # the key's account group: its turns run on no other accounts
     admission.admit(owner, group)  # 429 at once if the group's line is too long; 503 if it is empty
-    _keep(quota.admit(gw, g.get("caller"), chat.model))  # the key's model access and limits: 403/429
+    trace.mark("admission")
+    # The key's model access and limits (403/429), with its conversation count in the same round trip.
+    _keep(quota.admit(gw, g.get("caller"), chat.model, owner=owner))
+    trace.mark("quota")
     key = _idempotency_key()
     completion_id, created = completion_id or new_completion_id(), int(time.time())
     mine = idempotency.Claim(completion_id, idempotency.body_digest(raw), created=created)
@@ -83,6 +87,7 @@ def submit(
         attached = _claim_or_attach(gw, owner, key, mine, chat, make, answer)
         if attached is not None:
             return attached
+        trace.mark("claim")
     try:
         run = _begin(gw, owner, chat, key, mine, store=store, group=group, resumable=resumable)
     except BaseException:
@@ -100,6 +105,8 @@ def _keep(admitted: quota.Admission | None) -> None:
     if admitted is None:
         return
     g.rate = admitted.decision
+    if admitted.owned is not None:
+        g.owned_count = admitted.owned  # for `conversation_limits.check_room`
     if admitted.error is not None:
         raise admitted.error
     g.ticket = admitted.ticket
@@ -171,9 +178,12 @@ def _begin(
     """Resolve the conversation and start the turn (the claim, if any, is taken)."""
     completion_id, created = mine.completion_id, mine.created
     refs = park(gw.redis, chat.images)  # before the lock: nothing to free if Redis fails here
+    trace.mark("park")
     resolution = resolve(gw, chat, owner)
+    trace.mark("resolve")
     if not resolution.continues:  # a new conversation (nothing locked): within KEY_MAX_CONVERSATIONS?
         limits.check_room(gw, owner)
+        trace.mark("room")
     turn = TurnRequest(
         completion_id=completion_id,
         conversation_id=resolution.conversation_id,
@@ -194,11 +204,13 @@ def _begin(
         instructions=resolution.instructions,
         carried=resolution.carried.to_json() if resolution.carried else {},
         group=group,
+        trace=trace.current() is not None,
     )
     if key is not None:
         idempotency.record(
             gw.redis, owner, key, dataclasses.replace(mine, conversation_id=turn.conversation_id)
         )
+        trace.mark("record")
     g.conversation_id = turn.conversation_id
     g.conversation_new = resolution.how in ("new", "branched")  # nothing kept if this turn fails
     bind_turn(job_id=turn.completion_id, conversation_id=turn.conversation_id)  # on every log line
