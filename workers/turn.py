@@ -104,7 +104,13 @@ class TurnRunner:
         except BaseException as exc:
             if not publisher.closed and not self._cancelled.is_set():
                 error = ApiError.from_exception(_describe(exc))
-                log.warning("event=turn_failed status=%s code=%s error=%s", error.status, error.code, exc)
+                log.warning(
+                    "event=turn_failed status=%s code=%s error_class=%s error=%s",
+                    error.status,
+                    error.code,
+                    exc.__class__.__name__,
+                    exc,
+                )
                 try:
                     publisher.finish(relay.Failed(error.to_event()))
                 except RedisError:  # Redis is gone: the web tier notices the lease lapse instead

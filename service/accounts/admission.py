@@ -225,7 +225,9 @@ def admit(
     raise RateLimited(
         f"Every upstream account is busy: a new turn would wait about {math.ceil(wait)} s for one "
         f"(more than QUEUE_MAX_WAIT_SECONDS={max_wait:g}); retry in {retry_after:.0f} s, when a place "
-        "is kept for this key.",
+        f"is kept for this key. Each account starts at most ACCOUNT_RPM={rpm} turns a minute and runs "
+        f"ACCOUNT_MAX_CONCURRENT={max_concurrent} at once unless set per account: GET /admin/accounts "
+        "shows their load; raise the limits there or add an account.",
         retry_after=retry_after,
     )
 

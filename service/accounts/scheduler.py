@@ -43,7 +43,7 @@ from redis import Redis
 from redis.client import Pipeline
 
 from service.accounts import capacity, groups
-from service.accounts.registry import COOLING, NEEDS_ATTENTION, READY, Account, Registry
+from service.accounts.registry import COOLING, NEEDS_ATTENTION, READY, UNREACHABLE, Account, Registry
 from service.errors import ApiError, RateLimited, UpstreamUnavailable
 
 log = logging.getLogger(__name__)
@@ -302,22 +302,41 @@ def pool_unavailable(accounts: list[Account], now: float, exclude: Collection[st
             f"retry in {max(1, round(until - now))} s.",
             retry_after=max(1.0, until - now),
         )
-    attention = [a for a in accounts if a.state(now) == NEEDS_ATTENTION]
-    notes = "; ".join(
-        f"{a.id} ({a.label or 'no label'}): {a.error_message or a.error_code}" for a in attention
-    )
-    if attention:
+    stuck = [a for a in accounts if a.state(now) in (NEEDS_ATTENTION, UNREACHABLE)]
+    if stuck:
         return UpstreamUnavailable(
             "No upstream account can take turns; the operator must act. "
-            f"{notes}. Refresh an account's cookies or token with PATCH /admin/accounts/<id> "
-            "(or `python -m service.admin update <id> --cookies …`), or add one."
+            + " ".join(advice(a, now) for a in stuck)
         )
     if exclude and any(a.id in exclude for a in accounts):
         return UpstreamUnavailable(
             "The upstream account this turn was on failed and no other account is ready; "
-            "add an account with POST /admin/accounts (or `python -m service.admin add`)."
+            "add an account with POST /admin/accounts (or `deploy/admin add`)."
         )
     return UpstreamUnavailable(
         "No upstream account is enabled; the operator must enable or add one with "
-        "POST /admin/accounts (or `python -m service.admin add`)."
+        "POST /admin/accounts (or `deploy/admin add`)."
+    )
+
+
+def advice(account: Account, now: float) -> str:
+    """One account's state, its last error, and what fixes it (said the same in /readyz and the 503).
+
+    Accounts seeded from UPSTREAM_COOKIES (`env-N`) are fixed by changing that line (the admin
+    route works for them too); accounts added at run time only through the admin route.
+    """
+    state = account.state(now)
+    error = account.error_message or account.error_code
+    what = f"{account.id} ({account.label or 'no label'}) is {state}: {error}."
+    if state == UNREACHABLE:
+        return f"{what} Nothing to refresh: the gateway cannot connect to the upstream."
+    if account.source == "env":
+        number = account.id.removeprefix("env-")
+        return (
+            f"{what} Refresh it in UPSTREAM_COOKIES (line {number}) and restart, or with "
+            f"PATCH /admin/accounts/{account.id} (`deploy/admin update {account.id} --cookies -`)."
+        )
+    return (
+        f"{what} Refresh its cookies or token with PATCH /admin/accounts/{account.id} "
+        f"(`deploy/admin update {account.id} --cookies -`)."
     )

@@ -72,7 +72,7 @@ def test_nothing_connects_at_import() -> None:
 # -- inside the web tier: the packages of service/web tell one request's story ----------
 
 WEB = ROOT / "service" / "web"
-SURFACES = ("chat", "responses", "messages", "images")
+SURFACES = ("chat", "completions", "responses", "messages", "images")
 UPSTREAM = ("workers", "websocket", "websockets", "requests", "urllib3")
 
 

@@ -41,6 +41,7 @@ from workers.upstream.errors import (
     ProtocolError,
     Throttled,
     Unauthorized,
+    Unreachable,
     UpstreamError,
     UpstreamTimeout,
 )
@@ -120,9 +121,9 @@ class WebSocketTransport:
         except (websocket.WebSocketTimeoutException, TimeoutError):
             raise UpstreamTimeout(f"no websocket handshake from {self._where} within {timeout:g}s") from None
         except (websocket.WebSocketAddressException, socket.gaierror):
-            raise UpstreamError(f"cannot resolve the upstream host of {self._where}") from None
+            raise Unreachable(f"cannot resolve the upstream host of {self._where}") from None
         except ConnectionRefusedError:
-            raise UpstreamError(f"the upstream refused the connection to {self._where}") from None
+            raise Unreachable(f"the upstream refused the connection to {self._where}") from None
         except websocket.WebSocketException as exc:
             if str(exc).startswith("Redirect"):
                 raise UpstreamError(
@@ -131,7 +132,7 @@ class WebSocketTransport:
                 ) from None
             raise UpstreamError(f"cannot open the websocket to {self._where}: {type(exc).__name__}") from None
         except OSError as exc:
-            raise UpstreamError(f"cannot open the websocket to {self._where}: {type(exc).__name__}") from None
+            raise Unreachable(f"cannot open the websocket to {self._where}: {type(exc).__name__}") from None
         self._log.debug("event=ws_open url=%s", self._where)
 
     def send(self, text: str) -> None:
@@ -266,7 +267,8 @@ def http_request(
             raise UpstreamTimeout(f"no answer from {where} within {timeout:g}s") from None
         except requests.RequestException as exc:
             if last:
-                raise UpstreamError(f"cannot reach {where}: {type(exc).__name__}") from None
+                kind = Unreachable if isinstance(exc, requests.ConnectionError) else UpstreamError
+                raise kind(f"cannot reach {where}: {type(exc).__name__}") from None
             log.info("event=http_retry url=%s attempt=%d error=%s", where, attempt + 1, type(exc).__name__)
         else:
             if response.status_code < 500 or last:
@@ -344,7 +346,13 @@ class PlainTransport:
             return Reply(response.status_code, response.headers, response.content, lines)
 
         return retrying(
-            once, where, retries=retries, backoff=backoff, sleep=sleep, transient=(requests.RequestException,)
+            once,
+            where,
+            retries=retries,
+            backoff=backoff,
+            sleep=sleep,
+            transient=(requests.RequestException,),
+            unreachable=(requests.ConnectionError,),
         )
 
     def socket(self) -> WebSocketTransport:

@@ -25,7 +25,7 @@ from typing import Protocol
 
 from service.accounts.identity import Identity, default_identity
 from workers.upstream.cloudflare import verdict
-from workers.upstream.errors import UpstreamError
+from workers.upstream.errors import Unreachable, UpstreamError
 
 log = logging.getLogger(__name__)
 
@@ -85,15 +85,21 @@ def retrying(
     backoff: float,
     sleep: Callable[[float], None] = time.sleep,
     transient: tuple[type[BaseException], ...] = (),
+    unreachable: tuple[type[BaseException], ...] = (),
 ) -> Reply:
-    """`send_once()`, retried on `transient` failures and 5xx (never on a Cloudflare challenge)."""
+    """`send_once()`, retried on `transient` failures and 5xx (never on a Cloudflare challenge).
+
+    The last failure is `Unreachable` when it is one of `unreachable` (no connection at all:
+    refused, DNS, no route), so repeated ones mark the account (service.accounts.health).
+    """
     for attempt in range(retries + 1):
         last = attempt == retries
         try:
             reply = send_once()
         except transient as exc:
             if last:
-                raise UpstreamError(f"cannot reach {where}: {type(exc).__name__}") from None
+                kind = Unreachable if isinstance(exc, unreachable) else UpstreamError
+                raise kind(f"cannot reach {where}: {type(exc).__name__}") from None
             log.info("event=http_retry url=%s attempt=%d error=%s", where, attempt + 1, type(exc).__name__)
         else:
             if reply.status < 500 or last or verdict(reply.status, reply.headers, reply.body) != "pass":

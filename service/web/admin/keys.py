@@ -27,6 +27,7 @@ from service.accounts import groups
 from service.errors import AuthenticationFailed, InvalidRequest, NotFound
 from service.runtime.settings import Settings
 from service.state.conversations import owner_of
+from service.web.admin.body import admin_json
 from service.web.http.auth import mask_key
 from service.web.http.extension import gateway
 from service.web.pipeline import quota
@@ -61,7 +62,7 @@ def _store() -> KeyStore:
 
 
 def _body() -> dict[str, Any]:
-    body = request.get_json(silent=True)
+    body = admin_json()
     if not isinstance(body, dict):
         raise InvalidRequest("The request body must be a JSON object.", param=None)
     unknown = sorted(set(body) - {"label", "group", *LIMIT_FIELDS})

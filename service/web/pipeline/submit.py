@@ -212,6 +212,7 @@ def _begin(
         )
         trace.mark("record")
     g.conversation_id = turn.conversation_id
+    g.conversation_new = resolution.how in ("new", "branched")  # nothing kept if this turn fails
     bind_turn(job_id=turn.completion_id, conversation_id=turn.conversation_id)  # on every log line
     if resolution.turns_remaining is not None:
         g.turns_remaining = resolution.turns_remaining
