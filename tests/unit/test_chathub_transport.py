@@ -31,7 +31,7 @@ from workers.upstream.errors import (
     UpstreamTimeout,
 )
 from workers.upstream.events import Done, Limits, Suggestions, TextDelta
-from workers.upstream.transport import http_get
+from workers.upstream.plain_transport import http_get
 
 RS = "\x1e"
 CONV = "51D|BingProd|9DA70F50D679FEE0C91F081A07D7DCCC4ADF946CE04399477F12708686E2AE07"

@@ -95,7 +95,7 @@ class BingClient:
         self._new_id = new_id
         if transport is None:
             from workers.upstream.copilot_session import identity_for
-            from workers.upstream.transport import PlainTransport
+            from workers.upstream.plain_transport import PlainTransport
 
             transport = PlainTransport(identity=identity_for(USER_AGENT))
         self._transport = transport

@@ -144,7 +144,7 @@ class AccountSession:
         self._rest_bearer = rest_bearer
         self._timeout = timeout
         if transport is None:
-            from workers.upstream.transport import PlainTransport
+            from workers.upstream.plain_transport import PlainTransport
 
             transport = PlainTransport(identity=identity_for(user_agent))
         self.transport = transport
