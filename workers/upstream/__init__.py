@@ -138,7 +138,7 @@ def load_handle(settings: Settings, data: Mapping[str, Any] | None) -> Handle | 
     if dialect != settings.upstream:
         return None
     if dialect == "bing":
-        from workers.upstream.chathub import BingHandle
+        from workers.upstream.chathub_conversation import BingHandle
 
         return BingHandle.from_json(data)
     if dialect == "copilot":

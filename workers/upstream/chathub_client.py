@@ -19,8 +19,8 @@ from typing import Any
 from urllib.parse import quote, urlsplit
 
 from service.runtime import trace
-from workers.upstream import chathub
-from workers.upstream.chathub import BingHandle
+from workers.upstream import chathub, chathub_conversation
+from workers.upstream.chathub_conversation import BingHandle
 from workers.upstream.chathub_decode import ChatHubDecoder
 from workers.upstream.cloudflare import raise_for_challenge
 from workers.upstream.context import TurnImage, TurnInput
@@ -119,7 +119,7 @@ class BingClient:
         reply = self._transport.request("GET", url, headers=headers, timeout=self._connect_timeout)
         status, response_headers, body = reply.status, reply.headers, reply.body
         raise_for_challenge(status, response_headers, body, "conversation create", account)
-        handle = chathub.parse_create_response(
+        handle = chathub_conversation.parse_create_response(
             status, response_headers, body, now=self._clock(), account=account
         )
         self._log.info(
@@ -319,6 +319,6 @@ class BingClient:
         handle.invocation += 1
         if decoder.limits is not None:
             handle.turns_used, handle.turns_max = decoder.limits.used, decoder.limits.max
-        expires_at = chathub.parse_expiry(decoder.expiry_time)
+        expires_at = chathub_conversation.parse_expiry(decoder.expiry_time)
         if expires_at is not None:
             handle.expires_at = expires_at
