@@ -142,7 +142,7 @@ def load_handle(settings: Settings, data: Mapping[str, Any] | None) -> Handle | 
 
         return BingHandle.from_json(data)
     if dialect == "copilot":
-        from workers.upstream.copilot import CopilotHandle
+        from workers.upstream.copilot_conversation import CopilotHandle
 
         try:
             return CopilotHandle.from_json(data)

@@ -19,7 +19,7 @@ from collections.abc import Callable, Generator
 from service.runtime import trace
 from workers.upstream import copilot
 from workers.upstream.context import TurnImage, TurnInput
-from workers.upstream.copilot import CopilotHandle
+from workers.upstream.copilot_conversation import CopilotHandle, parse_create_response
 from workers.upstream.copilot_decode import CopilotDecoder, InvalidEvent
 from workers.upstream.copilot_exchange import CONNECTED_WAIT, DONE_DRAIN, TurnExchange
 from workers.upstream.copilot_session import AccountSession, raise_for_gate
@@ -120,7 +120,7 @@ class CopilotClient:
                 self._account.forget_session()
                 continue
             break
-        handle = copilot.parse_create_response(
+        handle = parse_create_response(
             status, response_headers, body, account=account, now=self._clock()
         )
         self._log.info(
