@@ -94,7 +94,7 @@ class BingClient:
         self._clock = clock
         self._new_id = new_id
         if transport is None:
-            from workers.upstream.copilot_session import identity_for
+            from workers.upstream.copilot_browser import identity_for
             from workers.upstream.plain_transport import PlainTransport
 
             transport = PlainTransport(identity=identity_for(USER_AGENT))
