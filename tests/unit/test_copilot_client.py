@@ -27,7 +27,7 @@ from workers.upstream import Credentials, build_client, load_handle
 from workers.upstream.context import TurnInput
 from workers.upstream.copilot_client import CopilotClient
 from workers.upstream.copilot_conversation import CopilotHandle
-from workers.upstream.copilot_decode import InvalidEvent
+from workers.upstream.copilot_failures import InvalidEvent
 from workers.upstream.errors import (
     ChallengeRequired,
     ConversationExpired,

@@ -13,7 +13,8 @@ from service.errors import ApiError
 from workers.upstream import challenges, copilot
 from workers.upstream.context import TurnInput, flatten_context
 from workers.upstream.copilot_conversation import CopilotHandle, parse_create_response
-from workers.upstream.copilot_decode import Challenge, CopilotDecoder, InvalidEvent, ModeNotAvailable
+from workers.upstream.copilot_decode import Challenge, CopilotDecoder
+from workers.upstream.copilot_failures import InvalidEvent, ModeNotAvailable
 from workers.upstream.errors import (
     ChallengeRequired,
     ProtocolError,

@@ -20,8 +20,9 @@ from service.runtime import trace
 from workers.upstream import copilot
 from workers.upstream.context import TurnImage, TurnInput
 from workers.upstream.copilot_conversation import CopilotHandle, parse_create_response
-from workers.upstream.copilot_decode import CopilotDecoder, InvalidEvent
+from workers.upstream.copilot_decode import CopilotDecoder
 from workers.upstream.copilot_exchange import CONNECTED_WAIT, DONE_DRAIN, TurnExchange
+from workers.upstream.copilot_failures import InvalidEvent
 from workers.upstream.copilot_session import AccountSession, raise_for_gate
 from workers.upstream.errors import (
     ConversationExpired,
