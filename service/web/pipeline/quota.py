@@ -28,7 +28,7 @@ from redis import Redis
 from redis.exceptions import RedisError
 
 from service.access import ratelimit
-from service.access.keys import Limits
+from service.access.key_limits import Limits
 from service.access.ratelimit import Caller
 from service.errors import ApiError
 from service.events import Failed, Terminal
