@@ -25,7 +25,8 @@ from collections.abc import Mapping, Sequence
 from typing import Any
 
 from service.access import ratelimit
-from service.access.keys import KeyNotFound, KeyStore, parse_limits
+from service.access.key_limits import parse_limits
+from service.access.keys import KeyNotFound, KeyStore
 from service.accounts import groups
 from service.data_dir import cli_environ, launcher_keyed, missing_redis
 from service.errors import ApiError

@@ -8,8 +8,9 @@ import pytest
 from redis import Redis
 
 from service.accounts import admission
+from service.accounts.fair_line import new_ticket
 from service.accounts.registry import Registry
-from service.accounts.scheduler import Scheduler, new_ticket
+from service.accounts.scheduler import Scheduler
 from service.errors import RateLimited
 
 NOW = 1_000_000.0

@@ -30,6 +30,7 @@ SHARED = [
     "service.runtime.redis_conn",
     "service.runtime.logs",
     "service.access.keys",
+    "service.access.key_limits",
     "service.access.ratelimit",
     "service.keys_cli",
 ]

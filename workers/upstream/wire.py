@@ -3,7 +3,7 @@
     Transport.request(method, url, headers=…, body=…, timeout=…, kind=…) -> Reply
     Transport.socket() -> Socket          open(url, headers, timeout) / send / recv / close
 
-`plain` (`transport.PlainTransport`: requests + websocket-client) is Python's own TLS and
+`plain` (`plain_transport.PlainTransport`: requests + websocket-client) is Python's own TLS and
 header order, for upstreams that need no impersonation; `browser`
 (`browser_transport.BrowserTransport`: curl_cffi) sends the ClientHello, ALPN, HTTP/2
 settings and header order of the account's browser. Both put the account's identity on
@@ -134,7 +134,7 @@ def build_transport(
     """The `browser` or `plain` transport for one account (`key` names its connection cache)."""
     who = identity or default_identity()
     if kind == "plain":
-        from workers.upstream.transport import PlainTransport
+        from workers.upstream.plain_transport import PlainTransport
 
         return PlainTransport(identity=who, proxy=proxy, ca_file=ca_file)
     if kind == "browser":

@@ -22,7 +22,8 @@ from typing import Any
 from flask import Blueprint, Flask, Response, g, jsonify, request
 
 from service.access import ratelimit
-from service.access.keys import KeyNotFound, KeyStore, ManagedKey, parse_limits, static_key_id
+from service.access.key_limits import parse_limits
+from service.access.keys import KeyNotFound, KeyStore, ManagedKey, static_key_id
 from service.accounts import groups
 from service.errors import AuthenticationFailed, InvalidRequest, NotFound
 from service.runtime.settings import Settings
