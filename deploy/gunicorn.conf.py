@@ -38,6 +38,13 @@ graceful_timeout = 25
 keepalive = 5
 accesslog = "-"
 access_log_format = '%(h)s "%(r)s" %(s)s %(b)s %(M)sms request_id=%({x-request-id}o)s'
+# gunicorn's control socket (`gunicornc -s PATH`): one per master, not gunicorn's default one
+# path per user, which every instance on the host (tests, a second gateway) would share.
+# This file runs in the master, and again in the same master on a reload: the path stays.
+_runtime_dir = os.environ.get("XDG_RUNTIME_DIR") or tempfile.gettempdir()
+control_socket = os.environ.get("GATEWAY_CONTROL_SOCKET") or os.path.join(
+    _runtime_dir, f"gateway-web-{_settings.port}-{os.getpid()}.ctl"
+)
 
 
 def access_summary() -> tuple[str, str]:
@@ -61,6 +68,7 @@ def when_ready(server: Any) -> None:
     """Say, once the socket is bound, who can reach it."""
     level, line = access_summary()
     getattr(server.log, level)(line)
+    server.log.info("event=web_control_socket path=%s", control_socket)
 
 
 # --- Prometheus multi-process mode (service.runtime.metrics) -------------------------------------

@@ -10,7 +10,9 @@
     python -m service.admin delete ID
     python -m service.admin keys create|list|show|update|revoke|usage …   (API keys: service.keys_cli)
 
-It reads the same environment as the gateway (REDIS_URL, RQ_QUEUE, SECRET_KEY): it needs
+`deploy/admin …` runs it with the project's venv. It reads the same environment as the
+gateway (REDIS_URL, RQ_QUEUE, SECRET_KEY); with no REDIS_URL it uses the Redis and the
+SECRET_KEY that a running `deploy/start` keeps in DATA_DIR (service.data_dir). It needs
 no running web process, and what it changes reaches every worker on its next turn. A
 cookie passed as `-` is read from standard input, so it stays out of the shell history; so is a
 `--from-curl -` / `--from-har -` capture (a request copied as cURL from the browser's developer
@@ -32,9 +34,12 @@ from service import keys_cli
 from service.accounts import manage
 from service.accounts.registry import AccountNotFound, Registry
 from service.accounts.sealing import SealingError
+from service.data_dir import cli_environ, missing_redis
 from service.errors import ApiError
 from service.runtime.redis_conn import connect
 from service.runtime.settings import SettingsError, load_settings
+
+PROG = os.environ.get("GATEWAY_CLI_NAME", "python -m service.admin")  # deploy/admin says its own name
 
 
 def _limit(value: str) -> int | None:
@@ -48,7 +53,7 @@ def _limit(value: str) -> int | None:
 
 def parser() -> argparse.ArgumentParser:
     """The command line."""
-    top = argparse.ArgumentParser(prog="python -m service.admin", description="Manage upstream accounts.")
+    top = argparse.ArgumentParser(prog=PROG, description="Manage upstream accounts.")
     commands = top.add_subparsers(dest="command", required=True)
     commands.add_parser("list", help="every account, its state and load")
     for name in ("add", "update", "refresh"):
@@ -120,15 +125,16 @@ def run(argv: Sequence[str], environ: Mapping[str, str]) -> int:
     `keys …` manages API keys (`service.keys_cli`); everything else manages accounts.
     """
     if list(argv[:1]) == ["keys"]:
-        return keys_cli.run(argv[1:], environ, prog="python -m service.admin keys")
+        return keys_cli.run(argv[1:], environ, prog=f"{PROG} keys")
     args = parser().parse_args(argv)
+    environ = cli_environ(environ, "admin")
     try:
         settings = load_settings(environ)
     except SettingsError as exc:
         print(f"admin: {exc}", file=sys.stderr)
         return 2
     if not settings.redis_configured:
-        print("admin: REDIS_URL (or REDIS_SENTINELS) is required", file=sys.stderr)
+        print(missing_redis("admin", environ), file=sys.stderr)
         return 2
     redis = connect(settings.redis_url, role="admin", max_connections=2, sentinel=settings.sentinel)
     registry = Registry(redis, namespace=settings.queue_name, secret_key=settings.secret_key)

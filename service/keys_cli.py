@@ -25,8 +25,10 @@ from collections.abc import Mapping, Sequence
 from typing import Any
 
 from service.access import ratelimit
-from service.access.keys import KeyNotFound, KeyStore, parse_limits
+from service.access.key_limits import parse_limits
+from service.access.keys import KeyNotFound, KeyStore
 from service.accounts import groups
+from service.data_dir import cli_environ, launcher_keyed, missing_redis
 from service.errors import ApiError
 from service.runtime.redis_conn import connect
 from service.runtime.settings import SettingsError, load_settings
@@ -109,15 +111,16 @@ def _execute(store: KeyStore, args: argparse.Namespace) -> Any:
 def run(argv: Sequence[str], environ: Mapping[str, str], *, prog: str | None = None) -> int:
     """Run one command; returns the exit code (0 ok, 1 refused, 2 misconfigured)."""
     args = parser(prog or "python -m service.keys_cli").parse_args(argv)
+    environ = cli_environ(environ, "keys")
     try:
         settings = load_settings(environ)
     except SettingsError as exc:
         print(f"keys: {exc}", file=sys.stderr)
         return 2
     if not settings.redis_configured:
-        print("keys: REDIS_URL (or REDIS_SENTINELS) is required", file=sys.stderr)
+        print(missing_redis("keys", environ), file=sys.stderr)
         return 2
-    if args.command == "create" and not settings.auth_enabled:
+    if args.command == "create" and not (settings.auth_enabled or launcher_keyed(environ)):
         print(
             "keys: note: with neither API_KEYS nor ADMIN_KEY set the gateway runs open and "
             "asks for no key; set one of them for managed keys to be required",

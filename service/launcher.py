@@ -34,6 +34,7 @@ import urllib.request
 from collections.abc import Sequence
 from pathlib import Path
 
+from service.data_dir import PASSWORD_FILE, SECRET_FILE, data_dir, remove_redis_file, write_redis_file
 from service.runtime.embedded_redis import EmbeddedRedis, free_port, read_or_create_secret
 from service.runtime.settings import Settings, SettingsError, load_settings
 
@@ -83,6 +84,11 @@ def _start_simulator(env: dict[str, str]) -> tuple[Child, str]:
             str(free_port()),
             "--parent-pid",
             str(os.getpid()),
+            # The demo's one account would otherwise run out of turns within a minute of trying.
+            "--account-rpm",
+            "0",
+            "--account-max-concurrent",
+            "0",
         ],
         env,
         stdout=subprocess.PIPE,
@@ -133,6 +139,11 @@ def banner(settings: Settings, *, demo: bool) -> str:
             "accepted from this machine; set API_KEYS (or ALLOW_OPEN=1) to serve other machines"
         )
     upstream = f"{settings.upstream} (simulator)" if demo else settings.upstream
+    if demo:
+        upstream += (
+            f"; demo: account limits lifted (ACCOUNT_RPM={settings.account_rpm}, "
+            f"ACCOUNT_MAX_CONCURRENT={settings.account_max_concurrent}, none in the simulator)"
+        )
     return f"launcher: gateway ready at {where}, {access}; upstream: {upstream}; Ctrl-C stops everything"
 
 
@@ -151,14 +162,28 @@ def _stop(children: Sequence[Child], redis: EmbeddedRedis | None) -> None:
         redis.stop()
 
 
+DEMO_LIMITS = {"ACCOUNT_RPM": "10000", "ACCOUNT_MAX_CONCURRENT": "50"}
+"""The demo's pool limits: the real ones (12 turns a minute) would stop a first try at the fifth request."""
+
+
+def lift_demo_limits(env: dict[str, str]) -> None:
+    """Lift the per-account limits for the demo, unless the operator set them."""
+    for name, value in DEMO_LIMITS.items():
+        if not env.get(name, "").strip():
+            env[name] = value
+
+
 def _prepare(env: dict[str, str]) -> Path:
-    """Validate the settings and give a local run what a PaaS would be told: a SECRET_KEY."""
-    # Everything but the SECRET_KEY requirement, which the data directory answers.
-    settings = load_settings({**env, "API_KEYS": ""})
-    data_dir = Path(settings.data_dir).expanduser() if settings.data_dir else ROOT / ".data"
-    if not settings.secret_key:
-        env["SECRET_KEY"] = read_or_create_secret(data_dir / "secret_key")
-    return data_dir.resolve()
+    """Give a local run what a PaaS would be told, a SECRET_KEY, before the settings are checked.
+
+    The key is generated once and kept in the data directory (reused on every start: the
+    account secrets in Redis are sealed with it), so `UPSTREAM_COOKIES=… deploy/start`,
+    `ADMIN_KEY=…` and `API_KEYS=…` start without the operator inventing one.
+    """
+    directory = data_dir(env)
+    if not env.get("SECRET_KEY", "").strip():
+        env["SECRET_KEY"] = read_or_create_secret(directory / SECRET_FILE)
+    return directory
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -178,18 +203,25 @@ def main(argv: Sequence[str] | None = None) -> int:
     for signum in (signal.SIGINT, signal.SIGTERM, signal.SIGHUP):
         signal.signal(signum, request_stop)
     try:
-        data_dir = _prepare(env)
+        directory = _prepare(env)
+        if args.demo:
+            lift_demo_limits(env)
         settings = load_settings(env)
         check_port(settings.listen_host, settings.port)
         if not settings.redis_configured:
             redis = EmbeddedRedis(
-                data_dir=data_dir / "redis",
-                password=read_or_create_secret(data_dir / "redis_password"),
+                data_dir=directory / "redis",
+                password=read_or_create_secret(directory / PASSWORD_FILE),
                 detached=True,
                 maxmemory=settings.redis_maxmemory,
             ).start()
             env["REDIS_URL"] = redis.url
-            print(f"launcher: embedded redis-server at {redis.address} (data in {data_dir})", flush=True)
+            write_redis_file(directory, redis.port, keyed=settings.auth_enabled)
+            print(
+                f"launcher: embedded redis-server at {redis.address} (data in {directory}; "
+                "deploy/admin finds it there)",
+                flush=True,
+            )
         if args.demo:
             simulator, url = _start_simulator(env)
             children.append(simulator)
@@ -221,6 +253,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         for signum in (signal.SIGINT, signal.SIGTERM, signal.SIGHUP):
             signal.signal(signum, signal.SIG_IGN)
         _stop(children, redis)
+        if redis is not None:
+            remove_redis_file(data_dir(env))
 
 
 if __name__ == "__main__":

@@ -4,7 +4,7 @@ ChatHub (`UPSTREAM=bing`) has three tones; `gpt-4` is Creative with the GPT-4 Tu
 option sets, as the seed product documented. Copilot (`UPSTREAM=copilot`) has modes:
 `copilot` is "Quick response" (`chat`), `think-deeper` is `reasoning`, `gpt-5` is
 `smart`; the seed names keep working there, mapped onto the nearest mode (see the
-README's table). Names match case-insensitively, so "creative" works too.
+table in docs/api.md). Names match case-insensitively, so "creative" works too.
 
 Clients default to model names of their own (LangChain `gpt-3.5-turbo`, Codex CLI
 `gpt-5…-codex`, Claude Code `claude-opus-…`), so names that are not in the catalog go
@@ -72,6 +72,7 @@ DEFAULT_ALIASES: dict[str, tuple[tuple[str, str], ...]] = {
         ("o4*", "think-deeper"),
         ("gpt-5*", "gpt-5"),
         ("codex-*", "gpt-5"),
+        ("gpt-*", "copilot"),  # any other OpenAI model (Codex CLI's next default included)
     ),
     "bing": (
         ("claude-*", "Balanced"),
@@ -84,9 +85,19 @@ DEFAULT_ALIASES: dict[str, tuple[tuple[str, str], ...]] = {
         ("o4*", "Precise"),
         ("gpt-5*", "gpt-4"),
         ("codex-*", "gpt-4"),
+        ("gpt-*", "Balanced"),
+        ("copilot", "Balanced"),  # the Copilot dialect's default name, so one client config fits both
     ),
 }
 """What common client defaults mean on each upstream when MODEL_ALIASES does not say."""
+
+MODEL_HELP = "GET /v1/models lists the models here; MODEL_ALIASES maps other names onto them."
+"""Appended to every `model_not_found` message: where to look, and what to set."""
+
+
+def unknown_model_message(name: str) -> str:
+    """The OpenAI-worded `model_not_found` message, with where to look and what to set."""
+    return f"The model `{name}` does not exist or you do not have access to it. {MODEL_HELP}"
 
 
 def parse_aliases(value: str) -> tuple[tuple[str, str], ...]:

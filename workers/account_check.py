@@ -28,7 +28,7 @@ from service.runtime.settings import Settings
 from workers.upstream import Credentials, account_transport, build_client
 from workers.upstream.cloudflare import verdict
 from workers.upstream.context import TurnInput
-from workers.upstream.copilot_session import parse_cookie_header
+from workers.upstream.copilot_browser import parse_cookie_header
 from workers.upstream.errors import UpstreamError
 from workers.upstream.events import Done
 from workers.upstream.wire import Reply, Socket, Transport

@@ -216,6 +216,9 @@ class AccountLane:
         if verdict is None:
             return False
         account_id = self.lease.account.id
+        if verdict.kind == "unreachable":  # the upstream, not the account: the turn fails as it is
+            health.connection_failed(self.pool.registry, account_id, verdict, time.time())
+            return False
         health.record(self.pool.registry, account_id, verdict, time.time())
         self.tried.add(account_id)
         return True

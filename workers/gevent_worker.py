@@ -47,6 +47,7 @@ from rq.utils import now
 from rq.worker import SimpleWorker, WorkerStatus
 
 from service.runtime import trace
+from workers import outcomes
 
 log = logging.getLogger(__name__)
 
@@ -284,6 +285,16 @@ class GeventWorker(SimpleWorker):
             worker_registration.register(self, pipe)
             pipe.expire(self.key, self.worker_ttl + 60)
             pipe.execute()
+
+    def handle_exception(self, job: Job, *exc_info: Any) -> None:
+        """RQ's ERROR line and traceback only for the unexpected (`workers.outcomes`)."""
+        exc = exc_info[1] if len(exc_info) > 1 else None
+        if not (isinstance(exc, WorkerShutdown) or outcomes.expected(exc)):
+            super().handle_exception(job, *exc_info)
+            return
+        for handler in self._exc_handlers:  # what RQ does after logging
+            if handler(job, *exc_info) is False:
+                break
 
     def _run_job(self, job: Job, queue: Queue) -> None:
         trace.adopt(self._traces.pop(job.id, None))  # the job's greenlet counts on from its dequeue

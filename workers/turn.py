@@ -104,7 +104,13 @@ class TurnRunner:
         except BaseException as exc:
             if not publisher.closed and not self._cancelled.is_set():
                 error = ApiError.from_exception(_describe(exc))
-                log.warning("event=turn_failed status=%s code=%s error=%s", error.status, error.code, exc)
+                log.warning(
+                    "event=turn_failed status=%s code=%s error_class=%s error=%s",
+                    error.status,
+                    error.code,
+                    exc.__class__.__name__,
+                    exc,
+                )
                 try:
                     # How many turns the upstream saw: the key is charged the input they carried.
                     sent = self.upstream.turns.sent if self.upstream is not None else 0

@@ -32,7 +32,8 @@ from typing import Any
 from redis import Redis
 from redis.client import Pipeline
 
-from service.access.keys import LAST_USED, Limits
+from service.access.key_limits import Limits
+from service.access.keys import LAST_USED
 from service.accounts.groups import DEFAULT_GROUP
 from service.errors import ApiError, RateLimited
 

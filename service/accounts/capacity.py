@@ -11,7 +11,7 @@ overrides them:
     …:durations    LIST of seconds           how long the last turns held their slot (for
                                              the door's estimate when concurrency binds)
 
-Slots are taken only by the scheduler's Lua script (`scheduler.ADMIT`), which checks
+Slots are taken only by the scheduler's Lua script (`fair_line.ADMIT`), which checks
 both limits and takes both in one atomic step; this module names the keys and does the
 rest: refresh, release, and the counts the admin API shows.
 """

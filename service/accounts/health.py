@@ -6,6 +6,9 @@
     needs_attention  CAPTCHA, Cloudflare/Turnstile, unauthorized, region, expired token; keeps
                      the operator message; ends on a refresh through the admin API (new
                      cookies/token) or a successful periodic probe
+    unreachable      UNREACHABLE_AFTER connection failures (refused, DNS, no route) within
+                     UNREACHABLE_WINDOW seconds: the upstream, not the account, is the problem;
+                     ends on a successful periodic probe or a refresh
     disabled         by the operator
 
 Failures are read by their `code` / `retry_after` attributes (the contract of
@@ -20,7 +23,7 @@ from collections.abc import Callable
 
 from redis import Redis
 
-from service.accounts.registry import NEEDS_ATTENTION, Account, Registry
+from service.accounts.registry import NEEDS_ATTENTION, UNREACHABLE, Account, Registry
 from service.runtime.redis_conn import HashFields
 
 log = logging.getLogger(__name__)
@@ -37,13 +40,16 @@ ATTENTION_CODES = frozenset(
     }
 )
 DEFAULT_COOLING_SECONDS = 60.0
+UNREACHABLE_CODE = "upstream_unreachable"
+UNREACHABLE_AFTER = 3  # connection failures in a row (within the window) before the account is marked
+UNREACHABLE_WINDOW = 120  # seconds
 
 
 @dataclasses.dataclass(frozen=True)
 class Verdict:
     """What a failure means for the account: `cooling` for some seconds, or `attention`."""
 
-    kind: str  # "cooling" | "attention"
+    kind: str  # "cooling" | "attention" | "unreachable"
     code: str
     message: str
     seconds: float = 0.0
@@ -57,7 +63,29 @@ def classify(exc: BaseException) -> Verdict | None:
         return Verdict("cooling", code, str(exc), float(seconds))
     if code in ATTENTION_CODES:
         return Verdict("attention", code, str(exc))
+    if code == UNREACHABLE_CODE:
+        return Verdict("unreachable", code, str(exc))
     return None
+
+
+def connection_failed(registry: Registry, account_id: str, verdict: Verdict, now: float) -> bool:
+    """Count a connection failure; mark the account `unreachable` at the UNREACHABLE_AFTERth (True)."""
+    key = f"{registry.prefix}:unreachable:{account_id}"
+    with registry.redis.pipeline() as pipe:
+        pipe.incr(key)
+        pipe.expire(key, UNREACHABLE_WINDOW)
+        failures = int(pipe.execute()[0])
+    if failures < UNREACHABLE_AFTER:
+        log.warning("event=upstream_connection_failed account=%s failures=%d", account_id, failures)
+        return False
+    registry.redis.delete(key)
+    message = (
+        f"{verdict.message} ({failures} times in a row): check the network and the upstream URL "
+        "(COPILOT_URL / BING_*_URL); the account is probed every ACCOUNT_PROBE_SECONDS and comes back "
+        "by itself once the upstream answers"
+    )
+    record(registry, account_id, Verdict("unreachable", verdict.code, message), now)
+    return True
 
 
 def record(registry: Registry, account_id: str, verdict: Verdict, now: float) -> None:
@@ -65,6 +93,8 @@ def record(registry: Registry, account_id: str, verdict: Verdict, now: float) ->
     fields: HashFields = {"error_code": verdict.code, "error_message": verdict.message, "error_at": repr(now)}
     if verdict.kind == "cooling":
         fields["cooling_until"] = repr(now + verdict.seconds)
+    elif verdict.kind == "unreachable":
+        fields["unreachable"] = "1"
     else:
         fields["attention"] = "1"
     registry.set_health(account_id, fields)
@@ -79,7 +109,7 @@ def record(registry: Registry, account_id: str, verdict: Verdict, now: float) ->
 
 def recover(registry: Registry, account_id: str) -> None:
     """Back to ready: a probe succeeded."""
-    registry.set_health(account_id, {}, clear=("attention", "cooling_until"))
+    registry.set_health(account_id, {}, clear=("attention", "unreachable", "cooling_until"))
     log.info("event=account_recovered account=%s", account_id)
 
 
@@ -100,7 +130,7 @@ def probe_once(
         return 0
     recovered = 0
     for account in registry.all(fresh=True):
-        if account.state(now) != NEEDS_ATTENTION:
+        if account.state(now) not in (NEEDS_ATTENTION, UNREACHABLE):
             continue
         try:
             probe(account)

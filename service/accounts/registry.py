@@ -37,7 +37,8 @@ from service.accounts.sealing import Sealer
 from service.runtime.redis_conn import HashFields, text
 
 READY, COOLING, NEEDS_ATTENTION, DISABLED = "ready", "cooling", "needs_attention", "disabled"
-HEALTH_FIELDS = ("cooling_until", "attention", "error_code", "error_message", "error_at")
+UNREACHABLE = "unreachable"  # repeated connection failures to the upstream (service.accounts.health)
+HEALTH_FIELDS = ("cooling_until", "attention", "unreachable", "error_code", "error_message", "error_at")
 SNAPSHOT_SECONDS = 1.0  # how stale a worker's view of the pool may be (changes apply within it)
 
 
@@ -66,16 +67,19 @@ class Account:
     created: float = 0.0
     cooling_until: float = 0.0
     attention: bool = False
+    unreachable: bool = False
     error_code: str = ""
     error_message: str = ""
     error_at: float = 0.0
 
     def state(self, now: float) -> str:
-        """ready, cooling (until `cooling_until`), needs_attention, or disabled."""
+        """ready, cooling (until `cooling_until`), needs_attention, unreachable, or disabled."""
         if not self.enabled:
             return DISABLED
         if self.attention:
             return NEEDS_ATTENTION
+        if self.unreachable:
+            return UNREACHABLE
         if self.cooling_until > now:
             return COOLING
         return READY
@@ -145,6 +149,7 @@ class Account:
             created=float(data.get("created") or 0),
             cooling_until=float(data.get("cooling_until") or 0),
             attention=data.get("attention") == "1",
+            unreachable=data.get("unreachable") == "1",
             error_code=data.get("error_code", ""),
             error_message=data.get("error_message", ""),
             error_at=float(data.get("error_at") or 0),

@@ -3,7 +3,7 @@
 A turn asks for a slot with `Scheduler.acquire`. Its *candidates* are the ready accounts
 it may use: only its conversation's account while that one is ready (a conversation stays
 on its account), else every ready account. The answer comes from one Lua script,
-`ADMIT`, that in one atomic step
+`fair_line.ADMIT`, that in one atomic step
 
 1. puts the turn in the waiting line if it is not there yet, tagged for fairness;
 2. counts the free slots of every ready account (min of free concurrency and free rate; an
@@ -12,20 +12,10 @@ on its account), else every ready account. The answer comes from one Lua script,
    the most headroom; if a slot is left among this turn's candidates, takes it (lease +
    rate entry) and leaves the line; else reports the turn's position.
 
-Fairness across API keys is start-time fair queuing: a ticket's tag is
-`max(virtual time, the owner's last tag) + 1`, the line is ordered by tag (then arrival),
-and the virtual time advances to the tag of each ticket served. One key queuing a
-hundred turns gets tags 1…100; another key's turn arriving later gets the tag after the
-one being served, so keys take turns instead of first-come-first-served.
-
-A ticket can be served out of line: the ones in front of it want only accounts that are
-full, or (for up to a second after an operator's change) a worker's stale view of the
-pool names an account that is gone. The virtual time then stops just short of the
-earliest ticket still waiting; advancing it to the served ticket's tag would tag the next
-newcomer behind everything that was waiting, which is first-come-first-served again.
+The line and its fairness are `service.accounts.fair_line`.
 
 A waiting turn polls (it is a cheap greenlet) and keeps its ticket alive; a ticket whose
-worker died expires after `TICKET_SECONDS` and leaves the line. When no account at all
+worker died expires after `fair_line.TICKET_SECONDS` and leaves the line. When no account at all
 can take the turn, `acquire` raises at once: every enabled account cooling → 429 with
 `Retry-After` = the earliest end; otherwise 503 `upstream_unavailable` naming what the
 operator must do.
@@ -42,99 +32,13 @@ from collections.abc import Callable, Collection
 from redis import Redis
 from redis.client import Pipeline
 
-from service.accounts import capacity, groups
-from service.accounts.registry import COOLING, NEEDS_ATTENTION, READY, Account, Registry
+from service.accounts import capacity, fair_line, groups
+from service.accounts.registry import COOLING, NEEDS_ATTENTION, READY, UNREACHABLE, Account, Registry
 from service.errors import ApiError, RateLimited, UpstreamUnavailable
 
 log = logging.getLogger(__name__)
 
 POLL_SECONDS = 0.25
-TICKET_SECONDS = 10.0
-SCAN = 200  # how far down the line the script looks; a turn further back just waits
-
-ADMIT = """
-local prefix, now, ticket, owner, want = ARGV[1], tonumber(ARGV[2]), ARGV[3], ARGV[4], ARGV[5]
-local ticket_ttl, lease_ttl, window, scan = tonumber(ARGV[6]), tonumber(ARGV[7]), tonumber(ARGV[8]),
-  tonumber(ARGV[9])
-local line = prefix .. ':line'
-local wants, alive, tags, vt_key = line .. ':want', line .. ':alive', line .. ':tags', line .. ':vt'
-local tags_ttl = math.ceil(ticket_ttl * 360)  -- an idle pool forgets every owner's tag within an hour
-for _, dead in ipairs(redis.call('ZRANGEBYSCORE', alive, '-inf', now)) do
-  redis.call('ZREM', line, dead); redis.call('HDEL', wants, dead); redis.call('ZREM', alive, dead)
-end
-if not redis.call('ZSCORE', line, ticket) then
-  local vt = tonumber(redis.call('GET', vt_key) or '0')
-  local tag = math.max(vt, tonumber(redis.call('HGET', tags, owner) or '0')) + 1
-  redis.call('HSET', tags, owner, tag)
-  redis.call('EXPIRE', tags, tags_ttl)
-  redis.call('ZADD', line, tag, ticket)
-  -- An owner's tag at or behind the clock means what no tag means: forget a few such owners
-  -- on every new ticket, so the hash holds only owners with turns ahead (one per caller, else).
-  local vt_now = tonumber(redis.call('GET', vt_key) or '0')
-  local scanned = redis.call('HSCAN', tags, redis.call('GET', tags .. ':cursor') or '0', 'COUNT', 20)
-  for i = 1, #scanned[2], 2 do
-    if tonumber(scanned[2][i + 1]) <= vt_now then redis.call('HDEL', tags, scanned[2][i]) end
-  end
-  redis.call('SET', tags .. ':cursor', scanned[1], 'EX', tags_ttl)
-end
-redis.call('ZADD', alive, now + ticket_ttl, ticket)
-redis.call('HSET', wants, ticket, want)
-local free, total = {}, 0
-for i = 10, #ARGV, 3 do
-  local id = ARGV[i]
-  local leases, rate = prefix .. ':leases:' .. id, prefix .. ':rate:' .. id
-  redis.call('ZREMRANGEBYSCORE', leases, '-inf', now)
-  redis.call('ZREMRANGEBYSCORE', rate, '-inf', now - window)
-  local f = math.min(tonumber(ARGV[i + 1]) - redis.call('ZCARD', leases),
-                     tonumber(ARGV[i + 2]) - redis.call('ZCARD', rate))
-  -- The caller's view of the pool may be a second old: deleted, disabled, unwell = no slot.
-  local h = redis.call('HMGET', prefix .. ':a:' .. id, 'enabled', 'attention', 'cooling_until')
-  if h[1] ~= '1' or h[2] == '1' or tonumber(h[3] or '0') > now then f = 0 end
-  if f < 0 then f = 0 end
-  free[id] = f
-  total = total + f
-end
-local rank = redis.call('ZRANK', line, ticket)
-if total == 0 or rank >= scan then return {0, rank + 1} end
-local function best(csv)
-  local pick, most = nil, 0
-  for id in string.gmatch(csv or '', '[^,]+') do
-    local f = free[id]
-    if f and f > most then pick, most = id, f end
-  end
-  return pick
-end
-local ahead = {}
-if rank > 0 then ahead = redis.call('ZRANGE', line, 0, rank - 1) end
-for _, other in ipairs(ahead) do
-  local pick = best(redis.call('HGET', wants, other))
-  if pick then free[pick] = free[pick] - 1 end
-end
-local pick = best(want)
-if not pick then return {0, rank + 1} end
-local lease_key, rate_key = prefix .. ':leases:' .. pick, prefix .. ':rate:' .. pick
-redis.call('ZADD', lease_key, now + lease_ttl, ticket)
-redis.call('ZADD', rate_key, now, ticket)
--- KEYS[1], if given, is the owner's door claim (`admission.started`): the turn took its slot.
-if KEYS[1] and KEYS[1] ~= '' then redis.call('ZPOPMIN', KEYS[1]) end
--- KEYS[2], if given, prefixes the accounts' spare upstream conversations: the turn takes the one
--- of its account (workers/spare_conversations.py), so it needs no create before its `send`.
-local spare = false
-if KEYS[2] and KEYS[2] ~= '' then spare = redis.call('GETDEL', KEYS[2] .. pick) end
-redis.call('EXPIRE', lease_key, math.ceil(lease_ttl + window))
-redis.call('EXPIRE', rate_key, math.ceil(2 * window))
-local tag = tonumber(redis.call('ZSCORE', line, ticket))
-redis.call('ZREM', line, ticket); redis.call('HDEL', wants, ticket); redis.call('ZREM', alive, ticket)
--- Served out of line (the turns in front could not use this slot), the clock stops short of them.
-local head = redis.call('ZRANGE', line, 0, 0, 'WITHSCORES')
-if head[2] then tag = math.min(tag, tonumber(head[2]) - 1) end
-local vt = math.max(tag, tonumber(redis.call('GET', vt_key) or '0'))
-redis.call('SET', vt_key, vt)
-if tonumber(redis.call('HGET', tags, owner) or '0') <= vt then redis.call('HDEL', tags, owner) end
--- The chosen account as it is now (its credentials): the turn needs no read of its own.
-return {1, pick, redis.call('HGETALL', prefix .. ':a:' .. pick), spare}
-"""
-
 
 @dataclasses.dataclass(frozen=True)
 class Lease:
@@ -171,7 +75,7 @@ class Scheduler:
         self.lease_seconds = lease_seconds
         self.clock = clock
         self.sleep = sleep
-        self._admit = self.redis.register_script(ADMIT)
+        self._admit = self.redis.register_script(fair_line.ADMIT)
 
     def acquire(
         self,
@@ -193,7 +97,7 @@ class Scheduler:
         owner's door claim key (`admission.pending_key`), ends with the grant, in its script;
         with `spares` (a key prefix) the granted account's spare conversation comes with it.
         """
-        ticket = new_ticket()
+        ticket = fair_line.new_ticket()
         position = 0
         try:
             while True:
@@ -233,10 +137,10 @@ class Scheduler:
             ticket,
             owner,
             ",".join(a.id for a in want),
-            TICKET_SECONDS,
+            fair_line.TICKET_SECONDS,
             self.lease_seconds,
             capacity.WINDOW_SECONDS,
-            SCAN,
+            fair_line.SCAN,
         ]
         for account in ready:
             args.extend((account.id, *account.limits(self.max_concurrent, self.rpm)))
@@ -293,11 +197,6 @@ class Scheduler:
             pipe.execute()
 
 
-def new_ticket() -> str:
-    """A unique ticket that sorts by arrival (ties in the line go to the earlier turn)."""
-    return f"{time.time_ns():020d}.{random.getrandbits(40):010x}"
-
-
 def pool_unavailable(accounts: list[Account], now: float, exclude: Collection[str] = ()) -> ApiError:
     """The error for a turn no account can take: 429 while some cool, else 503 for the operator."""
     cooling = [a for a in accounts if a.state(now) == COOLING]
@@ -308,22 +207,41 @@ def pool_unavailable(accounts: list[Account], now: float, exclude: Collection[st
             f"retry in {max(1, round(until - now))} s.",
             retry_after=max(1.0, until - now),
         )
-    attention = [a for a in accounts if a.state(now) == NEEDS_ATTENTION]
-    notes = "; ".join(
-        f"{a.id} ({a.label or 'no label'}): {a.error_message or a.error_code}" for a in attention
-    )
-    if attention:
+    stuck = [a for a in accounts if a.state(now) in (NEEDS_ATTENTION, UNREACHABLE)]
+    if stuck:
         return UpstreamUnavailable(
             "No upstream account can take turns; the operator must act. "
-            f"{notes}. Refresh an account's cookies or token with PATCH /admin/accounts/<id> "
-            "(or `python -m service.admin update <id> --cookies …`), or add one."
+            + " ".join(advice(a, now) for a in stuck)
         )
     if exclude and any(a.id in exclude for a in accounts):
         return UpstreamUnavailable(
             "The upstream account this turn was on failed and no other account is ready; "
-            "add an account with POST /admin/accounts (or `python -m service.admin add`)."
+            "add an account with POST /admin/accounts (or `deploy/admin add`)."
         )
     return UpstreamUnavailable(
         "No upstream account is enabled; the operator must enable or add one with "
-        "POST /admin/accounts (or `python -m service.admin add`)."
+        "POST /admin/accounts (or `deploy/admin add`)."
+    )
+
+
+def advice(account: Account, now: float) -> str:
+    """One account's state, its last error, and what fixes it (said the same in /readyz and the 503).
+
+    Accounts seeded from UPSTREAM_COOKIES (`env-N`) are fixed by changing that line (the admin
+    route works for them too); accounts added at run time only through the admin route.
+    """
+    state = account.state(now)
+    error = account.error_message or account.error_code
+    what = f"{account.id} ({account.label or 'no label'}) is {state}: {error}."
+    if state == UNREACHABLE:
+        return f"{what} Nothing to refresh: the gateway cannot connect to the upstream."
+    if account.source == "env":
+        number = account.id.removeprefix("env-")
+        return (
+            f"{what} Refresh it in UPSTREAM_COOKIES (line {number}) and restart, or with "
+            f"PATCH /admin/accounts/{account.id} (`deploy/admin update {account.id} --cookies -`)."
+        )
+    return (
+        f"{what} Refresh its cookies or token with PATCH /admin/accounts/{account.id} "
+        f"(`deploy/admin update {account.id} --cookies -`)."
     )

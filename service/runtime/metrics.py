@@ -1,7 +1,7 @@
 """Prometheus metrics of both tiers, defined once, and how each process exposes them.
 
 The web tier and the workers import the same metric objects; each records what it
-sees. Every name is listed in the README's "Operate" section. Labels never carry a
+sees. Every name is listed in docs/operating.md (Metrics). Labels never carry a
 secret: an upstream account is named by its position (`"0"`, `"1"`, …), never by
 its cookie.
 

@@ -6,7 +6,9 @@ of touching `os.environ`. A bad value raises `SettingsError` naming the key, so 
 misconfigured deploy stops at start-up with a clear message instead of failing on
 the first request.
 
-Each key is documented where it is parsed, and in the README's table.
+Each key is documented where it is parsed, in the `# NAME: meaning` comment above its
+`_read`; docs/configuration.md is generated from those comments (`python -m
+service.settings_doc --write`) and a unit test keeps the two equal.
 """
 
 from __future__ import annotations
@@ -24,6 +26,13 @@ from service.runtime.logs import redact_passwords
 T = TypeVar("T")
 
 UPSTREAMS = ("copilot", "bing")
+
+# Where the SECRET_KEY a deploy already uses is: a new one would make stored accounts unreadable.
+KEEP_SECRET_HINT = (
+    "use the one this gateway already has: deploy/start keeps it in DATA_DIR/secret_key "
+    "(default .data/secret_key) and deploy/admin reads it from there; elsewhere give every process "
+    "the same SECRET_KEY (see docs/configuration.md)"
+)
 
 
 class SettingsError(ValueError):
@@ -357,10 +366,13 @@ def load_settings(environ: Mapping[str, str]) -> Settings:
     settings = Settings(
         # PORT: TCP port the web server listens on.
         port=_read(environ, "PORT", _port, d.port),
-        # REDIS_URL: Redis for jobs, pub/sub and conversations; unset = embedded redis-server.
+        # REDIS_URL: Redis for jobs, pub/sub and conversations; unset = `deploy/start` runs a private,
+        # password-protected, persistent redis-server on loopback (and `deploy/admin` finds it).
         # With REDIS_SENTINELS only its password, username, db and scheme (rediss = TLS) are used.
         redis_url=_read(environ, "REDIS_URL", _redis_url, d.redis_url),
-        # API_KEYS: comma-separated bearer keys clients must present; empty = open gateway (loopback only).
+        # API_KEYS: comma-separated bearer keys clients must send (`Authorization: Bearer …` or
+        # `api-key: …`); empty (and no ADMIN_KEY) = open, any key accepted, and the web tier
+        # listens on 127.0.0.1 only. With keys, managed keys (docs/operating.md) are accepted too.
         # `key@group` puts a key's turns on that account group's accounts only (default: `default`).
         api_keys=tuple(split_static_key(entry)[0] for entry in _read(environ, "API_KEYS", _csv, d.api_keys)),
         api_key_groups=tuple(
@@ -368,15 +380,22 @@ def load_settings(environ: Mapping[str, str]) -> Settings:
             for entry in _read(environ, "API_KEYS", _csv, d.api_keys)
             if (pair := split_static_key(entry))[0] != entry
         ),
-        # ALLOW_OPEN: 1 = serve without keys on every interface (an open relay of the account, on purpose).
+        # ALLOW_OPEN: 1 = serve without API_KEYS on every interface (an open relay of the account,
+        # on purpose).
         allow_open=_read(environ, "ALLOW_OPEN", _flag, d.allow_open),
-        # CORS_ALLOW_ORIGINS: comma-separated browser origins (or *); unset = * when keyed, none when open.
+        # CORS_ALLOW_ORIGINS: comma-separated origins browsers may call from (or *); unset = * when keyed,
+        # none when open.
         cors_allow_origins=_read(environ, "CORS_ALLOW_ORIGINS", _csv, d.cors_allow_origins),
-        # SECRET_KEY: server secret for owner tags (HMAC of the API key); required with API_KEYS.
+        # SECRET_KEY: server secret (16+ characters): keys the HMAC owner tags of API keys and seals
+        # account cookies and tokens in Redis. Required with API_KEYS, UPSTREAM_COOKIES,
+        # COPILOT_ACCESS_TOKEN or ADMIN_KEY; `deploy/start` generates one in DATA_DIR and keeps it.
+        # Changing it orphans existing conversations and makes stored accounts unreadable.
         secret_key=_read(environ, "SECRET_KEY", _secret, d.secret_key),
-        # DATA_DIR: where `deploy/start` keeps Redis data and generated secrets; "" = .data/ of the project.
+        # DATA_DIR: where `deploy/start` keeps Redis data, its password, the generated SECRET_KEY and
+        # redis.json (how `deploy/admin` finds that Redis); unset = .data/ of the project.
         data_dir=_read(environ, "DATA_DIR", _text, d.data_dir),
-        # UPSTREAM: which upstream dialect the workers speak: "copilot" (/c/api/chat) or "bing" (ChatHub).
+        # UPSTREAM: which upstream dialect the workers speak: `copilot` (/c/api/chat, 2024–) or `bing`
+        # (ChatHub, 2023–2024).
         upstream=_read(environ, "UPSTREAM", _choice(*UPSTREAMS), d.upstream),
         # BING_CREATE_URL: ChatHub conversation-create endpoint (HTTP GET).
         bing_create_url=_read(environ, "BING_CREATE_URL", _url("http", "https"), d.bing_create_url),
@@ -386,7 +405,8 @@ def load_settings(environ: Mapping[str, str]) -> Settings:
         copilot_url=_read(environ, "COPILOT_URL", _url("http", "https"), d.copilot_url).rstrip("/"),
         # COPILOT_ACCESS_TOKEN: optional signed-in MSAL access token (sent as accessToken on the socket).
         copilot_access_token=_read(environ, "COPILOT_ACCESS_TOKEN", _text, d.copilot_access_token),
-        # UPSTREAM_COOKIES: Cookie header string per Bing account, one per line; empty = anonymous.
+        # UPSTREAM_COOKIES: the accounts' Cookie header strings, one per line, seeding the account pool
+        # as env-1, env-2, … (docs/accounts.md); empty = one anonymous account. Never logged.
         upstream_cookies=_read(environ, "UPSTREAM_COOKIES", _lines, d.upstream_cookies),
         # UPSTREAM_TRANSPORT: "browser" (curl_cffi: each account's browser TLS fingerprint, headers and
         # proxy) or "plain" (requests + websocket-client, for upstreams that need no impersonation).
@@ -399,7 +419,8 @@ def load_settings(environ: Mapping[str, str]) -> Settings:
         queue_name=_read(environ, "RQ_QUEUE", _text, d.queue_name) or d.queue_name,
         # WORKER_CONCURRENCY: turns one worker process runs at once (gevent greenlets).
         worker_concurrency=_read(environ, "WORKER_CONCURRENCY", _positive_int, d.worker_concurrency),
-        # JOB_TIMEOUT: seconds a turn may run before the worker kills it.
+        # JOB_TIMEOUT: seconds a turn may run (waiting for an account included) before the worker kills
+        # it (504).
         job_timeout=_read(environ, "JOB_TIMEOUT", _positive_int, d.job_timeout),
         # UPSTREAM_CONNECT_TIMEOUT: seconds for the create call and the websocket handshake.
         upstream_connect_timeout=_read(
@@ -450,15 +471,19 @@ def load_settings(environ: Mapping[str, str]) -> Settings:
         log_format=_read(environ, "LOG_FORMAT", _choice("text", "json"), d.log_format),
         # WORKER_METRICS_PORT: port each worker process serves Prometheus metrics on; 0 = off.
         worker_metrics_port=_read(environ, "WORKER_METRICS_PORT", _port_or_off, d.worker_metrics_port),
-        # ADMIN_KEY: bearer key of the /admin/ API; unset = no admin API at all (404).
+        # ADMIN_KEY: bearer key (16+ characters) of the /admin/ API; unset = no admin API at all (404).
+        # Setting it turns auth on (managed keys are accepted even with no API_KEYS).
         admin_key=_read(environ, "ADMIN_KEY", _secret, d.admin_key),
-        # ACCOUNT_MAX_CONCURRENT: turns in flight per upstream account (all workers together).
+        # ACCOUNT_MAX_CONCURRENT: turns in flight per upstream account (all workers together; overridable
+        # per account). `deploy/start --demo` sets 50 unless given.
         account_max_concurrent=_read(
             environ, "ACCOUNT_MAX_CONCURRENT", _positive_int, d.account_max_concurrent
         ),
-        # ACCOUNT_RPM: turns started per upstream account per sliding minute (all workers together).
+        # ACCOUNT_RPM: turns started per upstream account per sliding minute (all workers together;
+        # overridable per account). `deploy/start --demo` sets 10000 unless given.
         account_rpm=_read(environ, "ACCOUNT_RPM", _positive_int, d.account_rpm),
-        # ACCOUNT_PROBE_SECONDS: how often one worker probes accounts needing attention (a REST call).
+        # ACCOUNT_PROBE_SECONDS: how often one worker probes accounts that need attention or are
+        # unreachable (a cheap REST call, never a chat turn).
         account_probe_seconds=_read(
             environ, "ACCOUNT_PROBE_SECONDS", _positive_float, d.account_probe_seconds
         ),
@@ -478,7 +503,8 @@ def load_settings(environ: Mapping[str, str]) -> Settings:
         max_upstream_turns_per_request=_read(
             environ, "MAX_UPSTREAM_TURNS_PER_REQUEST", _positive_int, d.max_upstream_turns_per_request
         ),
-        # MODEL_ALIASES: `glob=model,…` mapping client model names onto catalog models (before the defaults).
+        # MODEL_ALIASES: `glob=model,…` (e.g. `claude-*=copilot,o3=think-deeper`) mapping client model names
+        # onto catalog models, before the built-in defaults (docs/api.md#models).
         model_aliases=_read(environ, "MODEL_ALIASES", parse_aliases, d.model_aliases),
         # KEY_DEFAULT_RPM: turns per sliding minute per key, for static keys and managed keys without
         # their own; 0 = no limit.
@@ -507,8 +533,8 @@ def load_settings(environ: Mapping[str, str]) -> Settings:
         image_url_allow_private=_read(environ, "IMAGE_URL_ALLOW_PRIVATE", _flag, d.image_url_allow_private),
         # IMAGE_FETCH_TIMEOUT: seconds an image URL fetch may take in all (every redirect hop included).
         image_fetch_timeout=_read(environ, "IMAGE_FETCH_TIMEOUT", _positive_float, d.image_fetch_timeout),
-        # TOOL_EMULATION: on = `tools` are emulated by prompting (README); off = a request that
-        # lets the model call tools gets a 400 naming `tools` (never silently ignored).
+        # TOOL_EMULATION: on = `tools` are emulated by prompting (docs/tools-and-images.md); off = a
+        # request that lets the model call tools gets a 400 naming `tools` (never silently ignored).
         tool_emulation=_read(environ, "TOOL_EMULATION", _choice("on", "off"), "on") == "on",
         # REQUIRE_AUTH: 1 = refuse to start without API_KEYS or ADMIN_KEY (the k8s manifests set it).
         require_auth=_read(environ, "REQUIRE_AUTH", _flag, d.require_auth),
@@ -561,13 +587,12 @@ def _check(settings: Settings) -> None:
     if settings.api_keys and not settings.secret_key:
         raise SettingsError(
             "SECRET_KEY is required when API_KEYS is set: it keys the HMAC that tags each API key's "
-            "conversations (generate one: python -c 'import secrets; print(secrets.token_urlsafe(32))')"
+            f"conversations; {KEEP_SECRET_HINT}"
         )
     if (
         settings.upstream_cookies or settings.copilot_access_token or settings.admin_key
     ) and not settings.secret_key:
         raise SettingsError(
             "SECRET_KEY is required when UPSTREAM_COOKIES, COPILOT_ACCESS_TOKEN or ADMIN_KEY is set: account "
-            "secrets are encrypted with it in Redis "
-            "(generate one: python -c 'import secrets; print(secrets.token_urlsafe(32))')"
+            f"secrets are encrypted with it in Redis; {KEEP_SECRET_HINT}"
         )

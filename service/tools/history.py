@@ -16,19 +16,20 @@ gateway stored, and a tool round continues the same upstream conversation.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from typing import Any
 
 from service.tools import prompts
 
 
-def fold(messages: Sequence[dict[str, Any]]) -> list[dict[str, str]]:
+def fold(messages: Sequence[dict[str, Any]], known: Mapping[str, str] | None = None) -> list[dict[str, str]]:
     """Neutral messages (`role`, `content`, optional `tool_calls`/`tool_call_id`/`name`) → turns.
 
     `tool_calls` entries are `{"id", "name", "arguments"}`; a result's function name is
-    looked up from the call it answers when the message does not carry one.
+    looked up from the call it answers when the message does not carry one: in these
+    messages, else in `known` (call id → name of calls made in earlier, stored turns).
     """
-    names: dict[str, str] = {}
+    names: dict[str, str] = dict(known or {})
     turns: list[dict[str, str]] = []
     results: list[tuple[str, str, str]] = []
 

@@ -1,6 +1,6 @@
 """The text the gateway adds to a turn: tool instructions, repairs, tool results, transcripts.
 
-The tool-call format is one strict, documented shape (also in the README):
+The tool-call format is one strict, documented shape (also in docs/tools-and-images.md):
 
     <tool_call>{"name": "get_weather", "arguments": {"city": "Paris"}}</tool_call>
 

@@ -38,7 +38,8 @@ from service.runtime.settings import load_settings
 from service.web import console
 from service.web.admin import accounts as admin
 from service.web.admin import keys as admin_keys
-from service.web.chat import routes as completions
+from service.web.chat import routes as chat_routes
+from service.web.completions import routes as legacy_completions
 from service.web.conversations import routes as conversations
 from service.web.http import errors, health, meta, middleware, telemetry, upgrade
 from service.web.http.extension import init_app
@@ -74,10 +75,11 @@ def create_app(overrides: Mapping[str, str] | None = None) -> Flask:
     app.register_blueprint(responses.blueprint)
     app.register_blueprint(messages.blueprint)
     app.register_blueprint(conversations.blueprint)
+    app.register_blueprint(legacy_completions.blueprint)  # /v1/completions, /completions (`prompt`)
     admin_keys.init_app(app, settings)  # /admin/keys only with ADMIN_KEY
     console.init_app(app, settings)  # the playground at / and the operator console at /console
     # Its catch-all rule loses to every more specific rule, whatever the order.
-    app.register_blueprint(completions.blueprint)
+    app.register_blueprint(chat_routes.blueprint)
     # Outermost: a Responses websocket upgrade is a 426 before auth, hooks or Redis.
     app.wsgi_app = upgrade.RefuseResponsesWebsocket(app.wsgi_app)  # type: ignore[method-assign]
     return app

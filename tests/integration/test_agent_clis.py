@@ -21,11 +21,13 @@ import re
 import shutil
 import subprocess
 import time
+import tomllib
 from pathlib import Path
 from typing import Any
 
 import pytest
 
+from service.models import find_model
 from service.priming import OVERHEAD
 from service.state.conversations import owner_of
 from tests.integration.conftest import Stack
@@ -104,6 +106,22 @@ def run_full(command: list[str], env: dict[str, str], cwd: Path) -> tuple[str, s
     return done.stdout, done.stderr, time.monotonic() - started
 
 
+def readme_codex_config() -> str:
+    """The Codex CLI config block of the README (fence info string `toml codex-config`)."""
+    found = re.search(r"^```toml codex-config\n(.*?)^```$", (ROOT / "README.md").read_text(), re.M | re.S)
+    assert found is not None, "the README has no `toml codex-config` block"
+    return found.group(1)
+
+
+def test_the_readme_codex_config_names_a_model_the_gateway_serves() -> None:
+    config = tomllib.loads(readme_codex_config())
+    assert (
+        find_model(config["model"], "copilot") is not None and find_model(config["model"], "bing") is not None
+    )
+    provider = config["model_providers"][config["model_provider"]]
+    assert provider["base_url"].endswith("/v1") and provider["wire_api"] == "responses"
+
+
 def upstream_turns(gateway: Stack) -> int:
     return int(gateway.simulator.stats()["invocations"])
 
@@ -130,12 +148,10 @@ def assert_primed_fewest(texts: list[str]) -> None:
 def codex_home(tmp_path: Path, gateway: Stack, *, websockets: bool = False) -> dict[str, str]:
     home = tmp_path / "codex-home"
     home.mkdir(exist_ok=True)
-    (home / "config.toml").write_text(
-        # A model Codex knows (its metadata): no "model metadata not found" fallback warning.
-        'model = "gpt-5.5"\nmodel_provider = "gateway"\n\n[model_providers.gateway]\n'
-        f'name = "Copilot gateway"\nbase_url = "{gateway.url}/v1"\nenv_key = "GATEWAY_API_KEY"\n'
-        'wire_api = "responses"\n' + ("supports_websockets = true\n" if websockets else "")
-    )
+    # The README's config as pasted, only pointed at this gateway (issue #17: it had no `model`
+    # line, and Codex's own default model was not mapped).
+    config = readme_codex_config().replace("http://127.0.0.1:8000", gateway.url)
+    (home / "config.toml").write_text(config + ("supports_websockets = true\n" if websockets else ""))
     return {
         "PATH": os.environ["PATH"],
         "HOME": str(tmp_path),

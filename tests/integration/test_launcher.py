@@ -50,7 +50,7 @@ def marked(token: str) -> set[int]:
 class Launcher:
     """`python -m service.launcher --demo` in a session of its own, as a terminal runs it."""
 
-    def __init__(self, data_dir: Path, port: int | None = None) -> None:
+    def __init__(self, data_dir: Path, port: int | None = None, *, demo: bool = True, **extra: str) -> None:
         self.port = port or free_port()
         self.url = f"http://127.0.0.1:{self.port}"
         self.token = uuid.uuid4().hex
@@ -59,7 +59,7 @@ class Launcher:
             k: v
             for k, v in os.environ.items()
             if not k.startswith(("REDIS_URL", "UPSTREAM", "BING_", "COPILOT_", "API_KEYS", "SECRET_KEY"))
-            and not k.startswith(("ALLOW_OPEN", "CORS_", "DATA_DIR", "PORT"))
+            and not k.startswith(("ALLOW_OPEN", "CORS_", "DATA_DIR", "PORT", "ADMIN_KEY", "ACCOUNT_"))
         }
         env.update(
             PORT=str(self.port),
@@ -69,9 +69,10 @@ class Launcher:
             PYTHONUNBUFFERED="1",
             **{MARKER: self.token},
         )
+        env.update(extra)
         with self.log.open("w") as sink:
             self.process = subprocess.Popen(
-                [sys.executable, "-m", "service.launcher", "--demo"],
+                [sys.executable, "-m", "service.launcher", *(["--demo"] if demo else [])],
                 cwd=ROOT,
                 env=env,
                 stdout=sink,

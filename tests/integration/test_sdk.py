@@ -75,7 +75,7 @@ def test_sdk_raises_typed_errors(client: OpenAI) -> None:
     assert caught.value.status_code == 429
     assert caught.value.code == "rate_limit_exceeded"
     with pytest.raises(openai.NotFoundError):
-        client.chat.completions.create(model="gpt-9", messages=[{"role": "user", "content": "x"}])
+        client.chat.completions.create(model="llama-9", messages=[{"role": "user", "content": "x"}])
     with pytest.raises(openai.BadRequestError) as bad:
         client.chat.completions.create(model="Balanced", messages=[], n=1)
     assert bad.value.param == "messages"

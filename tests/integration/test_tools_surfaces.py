@@ -58,7 +58,11 @@ def test_anthropic_streamed_parallel_tool_use(claude: anthropic.Anthropic) -> No
         tools=[WEATHER_TOOL, clock],
         tool_choice={"type": "any"},
     ) as stream:
+        starts = [event.content_block.type for event in stream if event.type == "content_block_start"]
         final = stream.get_final_message()
+    # Only the calls: no empty text block ahead of them, as the non-stream answer has none (#17).
+    assert starts == ["tool_use", "tool_use"]
+    assert [block.type for block in final.content] == ["tool_use", "tool_use"]
     calls = [block for block in final.content if block.type == "tool_use"]
     assert [(c.name, c.input) for c in calls] == [("get_weather", {"city": "Paris"}), ("get_time", {})]
     assert final.stop_reason == "tool_use"

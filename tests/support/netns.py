@@ -2,9 +2,11 @@
 
 `Network` builds a private /24 the test owns: a Linux bridge in the root namespace (the
 test process itself is the ".1" host on it, so it can drive and observe the others) and
-one namespace per host, joined by a veth pair. Every name carries a per-run prefix; stale
-ones from a crashed earlier run (same base prefix) are deleted first, and `close()` kills
-every process left in the namespaces and deletes them and the bridge.
+one namespace per host, joined by a veth pair. Every name carries a per-run prefix,
+`gwmh<pid>x`, with the pid of the test process that owns it: stale ones are deleted first,
+but only those whose owner is gone (two test runs as root on one machine must not kill each
+other's hosts), and `close()` kills every process left in its own namespaces and deletes
+them and the bridge.
 
 Latency between hosts: `tc qdisc … netem delay` on each host's interface when the kernel
 has netem; otherwise `latency` is "userspace" and the test adds it with
@@ -34,7 +36,7 @@ def unavailable_reason() -> str | None:
         return "building network namespaces needs root (CI runs this test as root)"
     if shutil.which("ip") is None:
         return "`ip` (iproute2) is not installed"
-    probe = f"{BASE}probe{os.getpid()}"
+    probe = f"{BASE}{os.getpid()}xprobe"
     try:
         _ip("netns", "add", probe)
     except (subprocess.CalledProcessError, OSError) as exc:
@@ -91,8 +93,9 @@ class Network:
     """A bridge, a private /24, and hosts on it."""
 
     def __init__(self, delay_ms: float = 2.0) -> None:
-        self.run = f"{os.getpid() % 100000:05d}"
-        self.prefix = f"{BASE}{self.run}"
+        # Link names are at most 15 characters: "gwmh" + pid (≤ 7 digits) + "x" + "br"/"v10".
+        self.run = str(os.getpid())
+        self.prefix = f"{BASE}{self.run}x"
         self.bridge = f"{self.prefix}br"
         self.delay_ms = delay_ms
         self.subnet = ""
@@ -167,18 +170,42 @@ class Network:
         delete_stale(self.prefix)  # veth ends left in the root namespace, the bridge
 
 
-def delete_stale(prefix: str = BASE) -> None:
-    """Remove namespaces and links named `prefix…` (killing what still runs in them)."""
+def owner_alive(name: str) -> bool:
+    """Whether the test process named in `gwmh<pid>x…` still runs (its network is not stale)."""
+    digits = name.removeprefix(BASE).partition("x")[0]
+    if not digits.isdigit():
+        return False  # an older naming scheme, or garbage: no owner to protect
+    try:
+        os.kill(int(digits), 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
+
+
+def delete_stale(prefix: str | None = None) -> None:
+    """Remove namespaces and links named `prefix…` (killing what still runs in them).
+
+    Without a prefix: every `gwmh…` whose owner process is gone (another run's live network
+    is left alone).
+    """
+
+    def ours(name: str) -> bool:
+        if prefix is not None:
+            return name.startswith(prefix)
+        return name.startswith(BASE) and not owner_alive(name)
+
     for line in _ip("netns", "list", check=False).stdout.splitlines():
         name = line.split()[0] if line.split() else ""
-        if name.startswith(prefix):
+        if ours(name):
             Host(name, name, "").kill_all()
             _ip("netns", "del", name, check=False)
     for line in _ip("-o", "link", "show", check=False).stdout.splitlines():
         fields = line.split(":")
         if len(fields) > 1:
             link = fields[1].strip().split("@")[0]
-            if link.startswith(prefix):
+            if ours(link):
                 _ip("link", "del", link, check=False)
 
 

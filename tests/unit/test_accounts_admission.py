@@ -8,8 +8,9 @@ import pytest
 from redis import Redis
 
 from service.accounts import admission
+from service.accounts.fair_line import new_ticket
 from service.accounts.registry import Registry
-from service.accounts.scheduler import Scheduler, new_ticket
+from service.accounts.scheduler import Scheduler
 from service.errors import RateLimited
 
 NOW = 1_000_000.0
@@ -40,6 +41,10 @@ def test_the_wait_follows_the_line_and_the_pools_rate(redis_client: Redis) -> No
     with pytest.raises(RateLimited) as refused:
         admission.admit(registry, owner="y", max_concurrent=2, rpm=3, max_wait=30, now=NOW + 5)
     assert refused.value.retry_after == 110  # back 5 s (PROMISE_LEAD) before its slot: admitted
+    # The operator reading the 429 learns which limits bind and where to look (#17).
+    message = str(refused.value)
+    assert "ACCOUNT_RPM=3" in message and "ACCOUNT_MAX_CONCURRENT=2" in message
+    assert "GET /admin/accounts" in message
     # Another key is served after y's first waiting turn, not after y's whole flood.
     assert admission.expected_wait(registry, owner="z", max_concurrent=2, rpm=3, now=NOW + 5) == 55
 

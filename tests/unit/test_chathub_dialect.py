@@ -8,7 +8,7 @@ from typing import Any
 import pytest
 
 from workers.upstream import chathub, context
-from workers.upstream.chathub import BingHandle
+from workers.upstream.chathub_conversation import BingHandle, parse_create_response, parse_expiry
 from workers.upstream.chathub_decode import ChatHubDecoder
 from workers.upstream.context import TurnInput
 from workers.upstream.errors import (
@@ -436,9 +436,9 @@ def test_handle_expires_with_a_safety_margin() -> None:
 
 
 def test_parse_expiry_accepts_seven_fractional_digits() -> None:
-    assert chathub.parse_expiry("2024-02-05T14:00:07.2264051Z") == pytest.approx(1707141607.2264051, abs=1e-3)
-    assert chathub.parse_expiry("not a time") is None
-    assert chathub.parse_expiry(None) is None
+    assert parse_expiry("2024-02-05T14:00:07.2264051Z") == pytest.approx(1707141607.2264051, abs=1e-3)
+    assert parse_expiry("not a time") is None
+    assert parse_expiry(None) is None
 
 
 # --- conversation create (A1.1) -----------------------------------------------------------
@@ -453,7 +453,7 @@ def test_create_reads_signatures_from_headers_case_insensitively() -> None:
         "x-sydney-conversationsignature": "sig-abc",
         "X-SYDNEY-ENCRYPTEDCONVERSATIONSIGNATURE": "enc-XYZ+/=",
     }
-    handle = chathub.parse_create_response(200, headers, CREATED, now=1000.0, account="env-3")
+    handle = parse_create_response(200, headers, CREATED, now=1000.0, account="env-3")
     assert handle == BingHandle(
         CONV, "844426658913453", "sig-abc", "enc-XYZ+/=", expires_at=1000.0 + 6 * 3600, account="env-3"
     )
@@ -461,7 +461,7 @@ def test_create_reads_signatures_from_headers_case_insensitively() -> None:
 
 def test_create_reads_the_pre_october_2023_body_signature() -> None:
     body = json.dumps({"conversationId": CONV, "clientId": "1", "conversationSignature": "old-sig"}).encode()
-    handle = chathub.parse_create_response(200, {}, body, now=0.0)
+    handle = parse_create_response(200, {}, body, now=0.0)
     assert handle.conversation_signature == "old-sig"
     assert handle.encrypted_signature is None
 
@@ -476,28 +476,28 @@ def test_create_unauthorized_is_actionable() -> None:
         }
     ).encode()
     with pytest.raises(Unauthorized, match="UPSTREAM_COOKIES"):
-        chathub.parse_create_response(200, {}, body, now=0.0)
+        parse_create_response(200, {}, body, now=0.0)
 
 
 def test_create_404_is_throttling() -> None:
     with pytest.raises(Throttled):
-        chathub.parse_create_response(404, {}, b"", now=0.0)
+        parse_create_response(404, {}, b"", now=0.0)
 
 
 def test_create_html_body_is_an_upstream_error() -> None:
     with pytest.raises(UpstreamError, match="non-JSON") as caught:
-        chathub.parse_create_response(200, {"Content-Type": "text/html"}, b"<html>blocked</html>", now=0.0)
+        parse_create_response(200, {"Content-Type": "text/html"}, b"<html>blocked</html>", now=0.0)
     assert type(caught.value) is UpstreamError
 
 
 def test_create_5xx_is_an_upstream_error() -> None:
     with pytest.raises(UpstreamError, match="502"):
-        chathub.parse_create_response(502, {}, b"bad gateway", now=0.0)
+        parse_create_response(502, {}, b"bad gateway", now=0.0)
 
 
 def test_create_without_ids_is_a_protocol_error() -> None:
     with pytest.raises(ProtocolError):
-        chathub.parse_create_response(200, {}, b'{"result":{"value":"Success"}}', now=0.0)
+        parse_create_response(200, {}, b'{"result":{"value":"Success"}}', now=0.0)
 
 
 # --- the invocation (A2) -------------------------------------------------------------------

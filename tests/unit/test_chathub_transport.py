@@ -19,9 +19,9 @@ import pytest
 from websockets.sync.server import ServerConnection
 
 from tests.support.scripted_ws import ScriptedServer
-from workers.upstream import chathub
-from workers.upstream.chathub import BingHandle
+from workers.upstream import chathub, chathub_conversation
 from workers.upstream.chathub_client import BingClient
+from workers.upstream.chathub_conversation import BingHandle
 from workers.upstream.context import TurnInput
 from workers.upstream.errors import (
     Interrupted,
@@ -31,7 +31,7 @@ from workers.upstream.errors import (
     UpstreamTimeout,
 )
 from workers.upstream.events import Done, Limits, Suggestions, TextDelta
-from workers.upstream.transport import http_get
+from workers.upstream.plain_transport import http_get
 
 RS = "\x1e"
 CONV = "51D|BingProd|9DA70F50D679FEE0C91F081A07D7DCCC4ADF946CE04399477F12708686E2AE07"
@@ -247,7 +247,7 @@ def test_create_then_two_turns(
     assert first["isStartOfSession"] is True
     assert "[user](#message)\nearlier" in first["previousMessages"][0]["description"]
     assert (handle.invocation, handle.turns_used, handle.turns_max) == (1, 1, 30)
-    assert handle.expires_at == chathub.parse_expiry(EXPIRY)
+    assert handle.expires_at == chathub_conversation.parse_expiry(EXPIRY)
 
     hub.closed.clear()
     events = list(bing.stream_turn(handle, TurnInput("And again", "Balanced")))

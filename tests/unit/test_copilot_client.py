@@ -23,11 +23,11 @@ from websockets.sync.server import ServerConnection
 
 from service.runtime.settings import Settings
 from tests.support.scripted_ws import ScriptedServer
-from workers.upstream import Credentials, build_client, copilot, load_handle
+from workers.upstream import Credentials, build_client, load_handle
 from workers.upstream.context import TurnInput
-from workers.upstream.copilot import CopilotHandle
 from workers.upstream.copilot_client import CopilotClient
-from workers.upstream.copilot_decode import InvalidEvent
+from workers.upstream.copilot_conversation import CopilotHandle
+from workers.upstream.copilot_failures import InvalidEvent
 from workers.upstream.errors import (
     ChallengeRequired,
     ConversationExpired,
@@ -585,7 +585,7 @@ def test_boundary_builds_copilot_clients_and_loads_copilot_handles() -> None:
     assert load_handle(settings, legacy) == CopilotHandle(CONV, account="env-2", turns=1)
     assert load_handle(settings, {"dialect": "copilot"}) is None  # damaged: start afresh
     assert load_handle(Settings(upstream="bing"), stored) is None
-    assert copilot.CopilotHandle is CopilotHandle
+    assert type(load_handle(settings, stored)) is CopilotHandle
 
 
 # --- image input ------------------------------------------------------------------------------------

@@ -12,8 +12,9 @@ import pytest
 from service.errors import ApiError
 from workers.upstream import challenges, copilot
 from workers.upstream.context import TurnInput, flatten_context
-from workers.upstream.copilot import CopilotHandle
-from workers.upstream.copilot_decode import Challenge, CopilotDecoder, InvalidEvent, ModeNotAvailable
+from workers.upstream.copilot_conversation import CopilotHandle, parse_create_response
+from workers.upstream.copilot_decode import Challenge, CopilotDecoder
+from workers.upstream.copilot_failures import InvalidEvent, ModeNotAvailable
 from workers.upstream.errors import (
     ChallengeRequired,
     ProtocolError,
@@ -218,7 +219,7 @@ def test_event_stream_rejects_a_cut_that_never_ends() -> None:
 
 
 def test_create_response_gives_a_fresh_handle() -> None:
-    handle = copilot.parse_create_response(
+    handle = parse_create_response(
         200, {}, b'{"id":"dRUXwuM545tff65JPZ3rn"}', account="env-3", now=99.0
     )
     assert handle == CopilotHandle(CONV, account="env-3", turns=0, created=99.0)
@@ -228,22 +229,22 @@ def test_create_response_gives_a_fresh_handle() -> None:
 @pytest.mark.parametrize("status", [401, 403])
 def test_create_rejections_say_what_to_refresh(status: int) -> None:
     with pytest.raises(Unauthorized) as caught:
-        copilot.parse_create_response(status, {}, b"", account="env-2")
+        parse_create_response(status, {}, b"", account="env-2")
     message = str(caught.value)
     assert str(status) in message and "UPSTREAM_COOKIES" in message and "COPILOT_ACCESS_TOKEN" in message
 
 
 def test_create_failures() -> None:
     with pytest.raises(Throttled):
-        copilot.parse_create_response(429, {}, b"")
+        parse_create_response(429, {}, b"")
     with pytest.raises(UpstreamError, match="HTTP 500"):
-        copilot.parse_create_response(500, {}, b"")
+        parse_create_response(500, {}, b"")
     with pytest.raises(UpstreamError, match="non-JSON body \\(text/html"):
-        copilot.parse_create_response(200, {"Content-Type": "text/html"}, b"<html>Just a moment</html>")
+        parse_create_response(200, {"Content-Type": "text/html"}, b"<html>Just a moment</html>")
     with pytest.raises(ProtocolError):
-        copilot.parse_create_response(200, {}, b'{"title":"no id"}')
+        parse_create_response(200, {}, b'{"title":"no id"}')
     with pytest.raises(ProtocolError):
-        copilot.parse_create_response(200, {}, b"[]")
+        parse_create_response(200, {}, b"[]")
 
 
 # --- handle -----------------------------------------------------------------------------------

@@ -20,13 +20,9 @@ from tests.support.simulator import SimulatorProcess
 from workers.account_pool import Pool
 from workers.upstream import Client, build_client
 from workers.upstream.context import TurnInput
+from workers.upstream.copilot_browser import ANON_COOKIE, parse_cookie_header, parse_set_cookie
 from workers.upstream.copilot_client import CopilotClient
-from workers.upstream.copilot_session import (
-    ANON_COOKIE,
-    AccountSession,
-    parse_cookie_header,
-    parse_set_cookie,
-)
+from workers.upstream.copilot_session import AccountSession
 from workers.upstream.errors import ChallengeRequired, RegionBlocked, TokenExpired, Unauthorized
 from workers.upstream.events import Done
 

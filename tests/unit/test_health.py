@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import datetime
+import time
 from collections.abc import Iterator
 
 import pytest
@@ -11,6 +12,9 @@ from redis import Redis
 from rq import Queue, SimpleWorker
 from rq.serializers import JSONSerializer
 
+from service.accounts import health, manage
+from service.accounts.registry import Registry
+from service.accounts.scheduler import pool_unavailable
 from service.runtime.embedded_redis import free_port
 from service.web import create_app
 from service.web.http.health import WORKER_HEARTBEAT_MAX_AGE, check_workers
@@ -51,20 +55,76 @@ def test_healthz_is_liveness_only_and_needs_no_key(redis_url: str) -> None:
     assert response.get_json() == {"status": "ok", "checks": {"process": {"ok": True}}}
 
 
+def seeded(app: Flask) -> Registry:
+    """The app's account registry, seeded from its settings as a worker seeds it at start-up."""
+    registry: Registry = app.extensions["accounts"]
+    settings = app.extensions["gateway"].settings
+    registry.seed(settings.upstream_cookies, access_token=settings.copilot_access_token)
+    return registry
+
+
 def test_readyz_is_ok_with_redis_a_live_worker_and_an_account(redis_url: str, worker: SimpleWorker) -> None:
-    response = make_app(redis_url).test_client().get("/readyz")  # no API key sent
+    app = make_app(redis_url)
+    seeded(app)
+    response = app.test_client().get("/readyz")  # no API key sent
     assert response.status_code == 200
     body = response.get_json()
     assert body["status"] == "ok"
     assert body["checks"]["redis"] == {"ok": True}
     assert body["checks"]["workers"] == {"ok": True, "queue": "chat", "live": 1, "registered": 1}
-    assert body["checks"]["accounts"] == {"ok": True, "ready": 1, "configured": "anonymous"}
+    assert body["checks"]["accounts"] == {"ok": True, "ready": 1, "states": {"env-1": "ready"}}
 
 
-def test_readyz_counts_configured_accounts(redis_url: str, worker: SimpleWorker) -> None:
+def test_readyz_counts_the_pools_accounts(redis_url: str, worker: SimpleWorker) -> None:
     app = make_app(redis_url, UPSTREAM_COOKIES="_U=a\n_U=b")
+    seeded(app)
     accounts = app.test_client().get("/readyz").get_json()["checks"]["accounts"]
-    assert accounts == {"ok": True, "ready": 2, "configured": 2}
+    assert accounts == {"ok": True, "ready": 2, "states": {"env-1": "ready", "env-2": "ready"}}
+
+
+def test_readyz_fails_while_every_account_needs_attention_is_unreachable_or_disabled(
+    redis_url: str, worker: SimpleWorker
+) -> None:
+    # Issue #17 item 8: readiness used to count configured accounts, whatever their state.
+    app = make_app(redis_url, UPSTREAM_COOKIES="_U=a\n_U=b\n_U=c")
+    registry = seeded(app)
+    now = time.time()
+    health.record(registry, "env-1", health.Verdict("attention", "upstream_captcha_required", "CAPTCHA"), now)
+    registry.update("env-2", enabled=False)
+    assert app.test_client().get("/readyz").status_code == 200  # env-3 still serves
+    failure = health.Verdict("unreachable", "upstream_unreachable", "the upstream refused the connection")
+    marked = [
+        health.connection_failed(registry, "env-3", failure, now) for _ in range(health.UNREACHABLE_AFTER)
+    ]
+    assert marked == [False] * (health.UNREACHABLE_AFTER - 1) + [True]
+    response = app.test_client().get("/readyz")
+    assert response.status_code == 503
+    accounts = response.get_json()["checks"]["accounts"]
+    assert accounts == {
+        "ok": False,
+        "ready": 0,
+        "states": {"env-1": "needs_attention", "env-2": "disabled", "env-3": "unreachable"},
+    }
+    # The admin listing and the 503 a turn gets say the same.
+    listed = {a["id"]: a["state"] for a in manage.views(registry, registry.all(fresh=True))}
+    assert listed == accounts["states"]
+    message = str(pool_unavailable(registry.all(fresh=True), now))
+    assert "env-1 (no label) is needs_attention: CAPTCHA" in message
+    assert "UPSTREAM_COOKIES (line 1)" in message
+    assert "env-3 (no label) is unreachable" in message and "3 times in a row" in message
+
+
+def test_the_503_names_upstream_cookies_only_for_seeded_accounts(redis_url: str) -> None:
+    app = make_app(redis_url)
+    registry = seeded(app)
+    added = registry.add(cookies="_U=x", label="desk")
+    registry.update("env-1", enabled=False)
+    health.record(
+        registry, added.id, health.Verdict("attention", "upstream_unauthorized", "401"), time.time()
+    )
+    message = str(pool_unavailable(registry.all(fresh=True), time.time()))
+    assert f"PATCH /admin/accounts/{added.id}" in message
+    assert "UPSTREAM_COOKIES" not in message
 
 
 def test_readyz_fails_without_a_worker_on_the_queue(redis_url: str, worker: SimpleWorker) -> None:
@@ -121,6 +181,11 @@ def test_metrics_are_open_and_count_requests(redis_url: str) -> None:
         ("/v1/models/gpt-4", "models"),
         ("/v1/conversations/conv_1", "conversations"),
         ("/v1/whatever/else/entirely", "other"),
+        ("/admin/accounts", "admin"),
+        ("/admin/accounts/env-1", "admin"),
+        ("/admin/keys", "admin"),
+        ("/v1/completions", "completions"),
+        ("/completions", "completions"),
     ],
 )
 def test_surface_labels_are_bounded(path: str, surface: str) -> None:

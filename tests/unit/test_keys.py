@@ -11,7 +11,8 @@ import pytest
 from redis import Redis
 
 from service.access import ratelimit
-from service.access.keys import KeyNotFound, KeyStore, Limits, digest_of, parse_limits
+from service.access.key_limits import Limits, parse_limits
+from service.access.keys import KeyNotFound, KeyStore, digest_of
 from service.access.ratelimit import Caller, admit, duration, settle, usage
 from service.errors import InvalidRequest
 from service.keys_cli import run

@@ -30,6 +30,7 @@ SHARED = [
     "service.runtime.redis_conn",
     "service.runtime.logs",
     "service.access.keys",
+    "service.access.key_limits",
     "service.access.ratelimit",
     "service.keys_cli",
 ]
@@ -72,7 +73,7 @@ def test_nothing_connects_at_import() -> None:
 # -- inside the web tier: the packages of service/web tell one request's story ----------
 
 WEB = ROOT / "service" / "web"
-SURFACES = ("chat", "responses", "messages", "images")
+SURFACES = ("chat", "completions", "responses", "messages", "images")
 UPSTREAM = ("workers", "websocket", "websockets", "requests", "urllib3")
 
 

@@ -10,7 +10,7 @@ from redis import Redis
 
 from service import priming, turn_plan
 from service.access import ratelimit
-from service.access.keys import Limits
+from service.access.key_limits import Limits
 from service.access.ratelimit import Caller
 from service.errors import ApiError, InvalidRequest
 from service.events import Done, Failed

@@ -19,7 +19,8 @@ from rq.serializers import JSONSerializer
 
 from service.runtime.embedded_redis import free_port
 from workers.upstream.errors import Unauthorized, UpstreamError
-from workers.upstream.transport import WebSocketTransport, http_request
+from workers.upstream.plain_transport import http_request
+from workers.upstream.transport import WebSocketTransport
 
 COOKIE = "_U=ACCOUNT-COOKIE-SECRET"
 SET_COOKIE = "session=SET-COOKIE-SECRET; Path=/"

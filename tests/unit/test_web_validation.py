@@ -126,7 +126,8 @@ def test_unknown_model_is_a_404() -> None:
         parse(ok(model="dall-e-3"))
     error = info.value
     assert (error.status, error.code, error.param) == (404, "model_not_found", "model")
-    assert error.message == "The model `dall-e-3` does not exist or you do not have access to it."
+    assert error.message.startswith("The model `dall-e-3` does not exist or you do not have access to it. ")
+    assert "/v1/models" in error.message and "MODEL_ALIASES" in error.message
 
 
 def _user_then(message: dict[str, Any]) -> list[dict[str, Any]]:

@@ -69,7 +69,7 @@ class Credentials:
 def account_transport(settings: Settings, account: Credentials) -> Any:
     """The account's upstream transport (UPSTREAM_TRANSPORT), with its identity, proxy and the CA bundle."""
     from service.accounts.identity import default_identity
-    from workers.upstream.copilot_session import identity_for
+    from workers.upstream.copilot_browser import identity_for
     from workers.upstream.wire import build_transport
 
     identity = account.identity
@@ -111,8 +111,8 @@ def build_client(
             transport=transport or account_transport(settings, account),
         )
     if settings.upstream == "copilot":
+        from workers.upstream.copilot_browser import browser_session
         from workers.upstream.copilot_client import USER_AGENT, CopilotClient
-        from workers.upstream.copilot_session import browser_session
 
         transport = transport or account_transport(settings, account)
         return CopilotClient(
@@ -138,11 +138,11 @@ def load_handle(settings: Settings, data: Mapping[str, Any] | None) -> Handle | 
     if dialect != settings.upstream:
         return None
     if dialect == "bing":
-        from workers.upstream.chathub import BingHandle
+        from workers.upstream.chathub_conversation import BingHandle
 
         return BingHandle.from_json(data)
     if dialect == "copilot":
-        from workers.upstream.copilot import CopilotHandle
+        from workers.upstream.copilot_conversation import CopilotHandle
 
         try:
             return CopilotHandle.from_json(data)

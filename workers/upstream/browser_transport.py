@@ -28,14 +28,15 @@ from typing import Any, cast
 from curl_cffi.const import CurlECode, CurlInfo, CurlOpt, CurlWsFlag
 from curl_cffi.curl import CurlError
 from curl_cffi.requests import Response, Session, WebSocket
-from curl_cffi.requests.exceptions import RequestException, Timeout
+from curl_cffi.requests.exceptions import ConnectionError as CurlConnectionError
+from curl_cffi.requests.exceptions import DNSError, RequestException, Timeout
 from curl_cffi.requests.websockets import WebSocketClosed, WebSocketError, WebSocketTimeout
 
 from service.accounts.identity import Identity
 from workers.upstream.browser_headers import ACCEPT_ENCODING, compose, engine
 from workers.upstream.cloudflare import challenge_error, verdict
 from workers.upstream.cooperative import offload, wait_readable
-from workers.upstream.errors import Interrupted, ProtocolError, UpstreamError, UpstreamTimeout
+from workers.upstream.errors import Interrupted, ProtocolError, Unreachable, UpstreamError, UpstreamTimeout
 from workers.upstream.transport import _handshake_error, redact_url
 from workers.upstream.wire import Reply, ca_bundle, retrying
 
@@ -135,6 +136,7 @@ class BrowserTransport:
             backoff=backoff,
             sleep=sleep,
             transient=(RequestException, CurlError),
+            unreachable=(CurlConnectionError, DNSError),
         )
 
     def socket(self) -> CurlSocket:
@@ -174,9 +176,9 @@ class CurlSocket:
         if exc.code == CurlECode.OPERATION_TIMEDOUT:
             return UpstreamTimeout(f"no websocket handshake from {self._where} within {timeout:g}s")
         if exc.code in (CurlECode.COULDNT_RESOLVE_HOST, CurlECode.COULDNT_RESOLVE_PROXY):
-            return UpstreamError(f"cannot resolve the upstream host of {self._where}")
+            return Unreachable(f"cannot resolve the upstream host of {self._where}")
         if exc.code == CurlECode.COULDNT_CONNECT:
-            return UpstreamError(f"the upstream refused the connection to {self._where}")
+            return Unreachable(f"the upstream refused the connection to {self._where}")
         return UpstreamError(f"cannot open the websocket to {self._where}: curl error {int(exc.code)}")
 
     def send(self, text: str) -> None:

@@ -2,10 +2,11 @@
 
 `BingClient.create_conversation` makes an upstream conversation and returns its
 persistable `BingHandle`; `BingClient.stream_turn` runs one turn on a fresh websocket
-(the norm for ChatHub clients, A1.3) and yields dialect-neutral events. This is where
-the turn's deadlines live: a generous one for the first token (Bing may search the
-web first) and a shorter idle one between frames, plus a cancellation poll so a
-client that went away frees the worker within half a second.
+(the norm for ChatHub clients, A1.3) and yields dialect-neutral events. The client
+owns the account side of a turn: its cookies and headers, the kblob image upload, the
+socket URL, building the invocation and advancing the handle after `Done`. What then
+crosses the socket, and the deadlines that bound it, live in
+`chathub_exchange.TurnExchange`.
 """
 
 from __future__ import annotations
@@ -13,19 +14,19 @@ from __future__ import annotations
 import logging
 import time
 import uuid
-from collections.abc import Callable, Generator, Iterator
+from collections.abc import Callable, Generator
 from datetime import datetime
-from typing import Any
 from urllib.parse import quote, urlsplit
 
 from service.runtime import trace
-from workers.upstream import chathub
-from workers.upstream.chathub import BingHandle
+from workers.upstream import chathub, chathub_conversation
+from workers.upstream.chathub_conversation import BingHandle
 from workers.upstream.chathub_decode import ChatHubDecoder
+from workers.upstream.chathub_exchange import TurnExchange
 from workers.upstream.cloudflare import raise_for_challenge
 from workers.upstream.context import TurnImage, TurnInput
-from workers.upstream.errors import Interrupted, ProtocolError, Unauthorized, UpstreamError, UpstreamTimeout
-from workers.upstream.events import Done, Event, Limits
+from workers.upstream.errors import Unauthorized, UpstreamError
+from workers.upstream.events import Done, Event
 from workers.upstream.wire import Socket, Transport
 
 log = logging.getLogger(__name__)
@@ -37,18 +38,10 @@ USER_AGENT = (
     "Chrome/120.0.0.0 Safari/537.36 Edg/120.0.0.0"
 )
 PING_INTERVAL = 15.0  # node-chatgpt-api's keepalive; Bing drops sockets silent for ~40 s
-STOP_POLL = 0.5  # how long a cancelled turn may keep the worker
 
 
 def _new_id() -> str:
     return str(uuid.uuid4())
-
-
-def _closed_error(partial: str) -> UpstreamError:
-    """What a socket that died before `Done` means for the turn: partial text or no reply."""
-    if partial:
-        return Interrupted("Bing closed the connection mid-answer", partial=partial)
-    return UpstreamError("upstream closed the connection without replying")
 
 
 def _origin(url: str) -> str:
@@ -94,8 +87,8 @@ class BingClient:
         self._clock = clock
         self._new_id = new_id
         if transport is None:
-            from workers.upstream.copilot_session import identity_for
-            from workers.upstream.transport import PlainTransport
+            from workers.upstream.copilot_browser import identity_for
+            from workers.upstream.plain_transport import PlainTransport
 
             transport = PlainTransport(identity=identity_for(USER_AGENT))
         self._transport = transport
@@ -119,7 +112,7 @@ class BingClient:
         reply = self._transport.request("GET", url, headers=headers, timeout=self._connect_timeout)
         status, response_headers, body = reply.status, reply.headers, reply.body
         raise_for_challenge(status, response_headers, body, "conversation create", account)
-        handle = chathub.parse_create_response(
+        handle = chathub_conversation.parse_create_response(
             status, response_headers, body, now=self._clock(), account=account
         )
         self._log.info(
@@ -140,6 +133,14 @@ class BingClient:
         """
         decoder = ChatHubDecoder(account=handle.account)
         transport = self._transport_factory()
+        exchange = TurnExchange(
+            transport,
+            connect_timeout=self._connect_timeout,
+            first_token_timeout=self._first_token_timeout,
+            idle_timeout=self._idle_timeout,
+            ping_interval=self._ping_interval,
+            logger=self._log,
+        )
         started = time.monotonic()
         try:
             image_url = self._attach(handle, turn.images[0], turn.tone) if turn.images else None
@@ -147,7 +148,7 @@ class BingClient:
                 self._socket_url(handle), headers=self._socket_headers(), timeout=self._connect_timeout
             )
             trace.mark("ws_open")
-            pending = self._handshake(transport, should_stop)
+            pending = exchange.handshake(should_stop)
             if pending is None:
                 return
             trace.mark("handshake")
@@ -159,13 +160,9 @@ class BingClient:
                 timestamp=_local_timestamp(self._clock()),
                 image_url=image_url,
             )
-            try:
-                transport.send(chathub.PING)
-                transport.send(invocation)
-                trace.mark("send")
-            except Interrupted as exc:
-                raise _closed_error("") from exc
-            for event in self._read(transport, decoder, pending, should_stop):
+            exchange.send_turn(invocation)
+            trace.mark("send")
+            for event in exchange.read(decoder, pending, should_stop):
                 if isinstance(event, Done):
                     self._advance(handle, decoder)
                     self._log.info(
@@ -235,90 +232,11 @@ class BingClient:
             headers["Cookie"] = self._cookies
         return headers
 
-    def _handshake(
-        self, transport: Socket, should_stop: Callable[[], bool]
-    ) -> list[dict[str, Any]] | None:
-        """Send the SignalR handshake and wait for `{}`; returns records that came with it.
-
-        None means `should_stop` fired while waiting.
-        """
-        deadline = time.monotonic() + self._connect_timeout
-        sent = False
-        while True:
-            if should_stop():
-                self._log.info("event=bing_turn_cancelled stage=handshake")
-                return None
-            remaining = deadline - time.monotonic()
-            if remaining <= 0:
-                raise UpstreamTimeout(f"no ChatHub handshake reply within {self._connect_timeout:g}s")
-            try:
-                if not sent:
-                    transport.send(chathub.HANDSHAKE)
-                    sent = True
-                message = transport.recv(min(STOP_POLL, remaining))
-            except Interrupted as exc:
-                raise UpstreamError("the upstream closed the connection during the handshake") from exc
-            if message is None:
-                continue
-            records = [r for r in chathub.split_records(message) if r.get("type") != 6]
-            if not records:
-                continue
-            ack, rest = records[0], records[1:]
-            if ack.get("error"):
-                raise UpstreamError(f"ChatHub refused the handshake: {ack['error']}")
-            if ack:
-                raise ProtocolError("ChatHub answered the handshake with something other than {}")
-            return rest
-
-    def _read(
-        self,
-        transport: Socket,
-        decoder: ChatHubDecoder,
-        pending: list[dict[str, Any]],
-        should_stop: Callable[[], bool],
-    ) -> Iterator[Event]:
-        """Events until `Done`, enforcing the first-token and idle deadlines."""
-        now = time.monotonic()
-        deadline = now + self._first_token_timeout
-        answering = False  # a meaningful event arrived; from then on the idle deadline applies
-        last_sent = now
-        while True:
-            for record in pending:
-                if record.get("type") == 6:
-                    continue  # our own pings keep the socket alive; no need to echo
-                events = decoder.feed(record)
-                if any(not isinstance(event, Limits) for event in events):
-                    answering = True
-                if answering:
-                    deadline = time.monotonic() + self._idle_timeout
-                yield from events
-                if decoder.done:
-                    return
-            if should_stop():
-                self._log.info("event=bing_turn_cancelled stage=stream chars=%d", len(decoder.text))
-                return
-            now = time.monotonic()
-            if now >= deadline:
-                raise UpstreamTimeout(
-                    f"Bing went silent for {self._idle_timeout:g}s mid-answer"
-                    if answering
-                    else f"Bing did not start answering within {self._first_token_timeout:g}s"
-                )
-            try:
-                if now - last_sent >= self._ping_interval:
-                    transport.send(chathub.PING)
-                    last_sent = now
-                wait = min(STOP_POLL, deadline - now, last_sent + self._ping_interval - now)
-                message = transport.recv(max(wait, 0.001))
-            except Interrupted as exc:
-                raise _closed_error(decoder.text) from exc
-            pending = chathub.split_records(message) if message is not None else []
-
     def _advance(self, handle: BingHandle, decoder: ChatHubDecoder) -> None:
         """Record a completed turn on the handle so the next one resumes correctly."""
         handle.invocation += 1
         if decoder.limits is not None:
             handle.turns_used, handle.turns_max = decoder.limits.used, decoder.limits.max
-        expires_at = chathub.parse_expiry(decoder.expiry_time)
+        expires_at = chathub_conversation.parse_expiry(decoder.expiry_time)
         if expires_at is not None:
             handle.expires_at = expires_at

@@ -11,7 +11,7 @@ from __future__ import annotations
 from collections.abc import Mapping
 from typing import Any
 
-from workers.upstream.chathub import result_error
+from workers.upstream.chathub_conversation import result_error
 from workers.upstream.errors import (
     ConversationLimitReached,
     Interrupted,

@@ -13,7 +13,7 @@ from __future__ import annotations
 import select
 import sys
 from collections.abc import Callable
-from typing import TypeVar
+from typing import Any, TypeVar, cast
 
 T = TypeVar("T")
 MIN_THREADS = 32  # concurrent libcurl calls per worker; a REST call holds a thread for its duration
@@ -37,7 +37,19 @@ def offload(fn: Callable[[], T]) -> T:
     pool = gevent.get_hub().threadpool
     if pool.maxsize < MIN_THREADS:
         pool.maxsize = MIN_THREADS
-    return pool.apply(fn)
+    # The failure travels back as a value: raised inside the pool, gevent would print its
+    # traceback to stderr for every refused connection, an outcome the turn reports itself.
+    ok, value = pool.apply(_outcome, (fn,))
+    if not ok:
+        raise value
+    return cast("T", value)
+
+
+def _outcome(fn: Callable[[], T]) -> tuple[bool, Any]:
+    try:
+        return True, fn()
+    except BaseException as exc:  # re-raised in the calling greenlet by `offload`
+        return False, exc
 
 
 def wait_readable(fd: int, timeout: float) -> bool:

@@ -3,36 +3,31 @@
 `CopilotClient.create_conversation` makes a server-side conversation (`POST
 /c/api/conversations`) and returns its persistable `CopilotHandle`;
 `CopilotClient.stream_turn` runs one turn on a fresh websocket and yields
-dialect-neutral events. This is where the turn's choreography and deadlines live:
-wait briefly for `connected` (2026 servers reject frames sent before it), send the
-preamble and the `send` exactly once, answer a proof-of-work challenge and re-send the
-held `send`, drain late suggestions after `done`, and poll for cancellation so a client
-that went away frees the worker within half a second.
+dialect-neutral events. The client owns the account side of a turn: the session and
+its cookies, image uploads, opening the socket, building the preamble and the held
+`send`, and turning a refusal into the right error. What then crosses the socket, and
+the deadlines that bound it, live in `copilot_exchange.TurnExchange`.
 """
 
 from __future__ import annotations
 
-import collections
-import json
 import logging
 import time
 import uuid
-from collections.abc import Callable, Generator, Iterator
-from typing import Any
+from collections.abc import Callable, Generator
 
 from service.runtime import trace
 from workers.upstream import copilot
-from workers.upstream.challenges import solve_challenge
 from workers.upstream.context import TurnImage, TurnInput
-from workers.upstream.copilot import CopilotHandle
-from workers.upstream.copilot_decode import Challenge, CopilotDecoder, InvalidEvent
+from workers.upstream.copilot_conversation import CopilotHandle, parse_create_response
+from workers.upstream.copilot_decode import CopilotDecoder
+from workers.upstream.copilot_exchange import CONNECTED_WAIT, DONE_DRAIN, TurnExchange
+from workers.upstream.copilot_failures import InvalidEvent
 from workers.upstream.copilot_session import AccountSession, raise_for_gate
 from workers.upstream.errors import (
     ConversationExpired,
-    Interrupted,
     Unauthorized,
     UpstreamError,
-    UpstreamTimeout,
 )
 from workers.upstream.events import Done, Event
 from workers.upstream.transport import redact_url
@@ -44,10 +39,6 @@ USER_AGENT = (
     "Mozilla/5.0 (Windows NT 10.0; Win64; x64) AppleWebKit/537.36 (KHTML, like Gecko) "
     "Chrome/131.0.0.0 Safari/537.36 Edg/131.0.0.0"
 )
-STOP_POLL = 0.5  # how long a cancelled turn may keep the worker
-CONNECTED_WAIT = 2.0  # how long to wait for a 2026 server's `connected` before speaking anyway
-DONE_DRAIN = 1.0  # g4f's wait for `suggestedFollowups` after `done` (B3.2)
-FRAME_MEMORY = 8  # frames kept to explain an `invalid-event`
 # B1.1 [U]: g4f, OmniRoute and the JS/Go bots send `Authorization: Bearer` on REST; the
 # 2026 Windows-Copilot-API driver found REST must be cookie-only (Bearer → 401) and
 # only the websocket carries the token. We follow the newer report; flip to disagree.
@@ -58,47 +49,6 @@ ATTACHMENTS_BEARER = REST_BEARER
 
 def _new_id() -> str:
     return str(uuid.uuid4())
-
-
-# Frame fields whose text is protocol, not the user's words or the answer's; every other
-# string in a remembered frame is replaced by its length.
-_FRAME_WORDS = frozenset({"event", "id", "type", "mode", "method", "errorCode", "messageId", "partId"})
-
-
-def _frame_shape(frame: str) -> str:
-    """The frame with the text of every field outside `_FRAME_WORDS` replaced by `<N chars>`."""
-
-    def shape(value: object, key: str = "") -> object:
-        if isinstance(value, dict):
-            return {k: shape(v, k) for k, v in value.items()}
-        if isinstance(value, list):
-            return [shape(v, key) for v in value]
-        if isinstance(value, str) and key not in _FRAME_WORDS:
-            return f"<{len(value)} chars>"
-        return value
-
-    try:
-        return json.dumps(shape(json.loads(frame)), separators=(",", ":"))
-    except ValueError:
-        return f"<{len(frame)} chars, not one JSON object>"
-
-
-class _FrameLog:
-    """The last few frames both ways, as shapes, to show what drew an `invalid-event`.
-
-    Only the protocol's words are kept: user prompts, injected history and answers
-    never reach the log (the secrets pass is kept as a second line of defence).
-    """
-
-    def __init__(self, secrets: list[str]) -> None:
-        self._frames: collections.deque[str] = collections.deque(maxlen=FRAME_MEMORY)
-        self._secrets = secrets
-
-    def add(self, direction: str, frame: str) -> None:
-        self._frames.append(f"{direction} {copilot.redact_frame(_frame_shape(frame), self._secrets)}")
-
-    def dump(self) -> str:
-        return " | ".join(self._frames)
 
 
 class CopilotClient:
@@ -171,7 +121,7 @@ class CopilotClient:
                 self._account.forget_session()
                 continue
             break
-        handle = copilot.parse_create_response(
+        handle = parse_create_response(
             status, response_headers, body, account=account, now=self._clock()
         )
         self._log.info(
@@ -195,8 +145,6 @@ class CopilotClient:
         every exit path.
         """
         decoder = CopilotDecoder(account=handle.account, mode=turn.mode, clock=self._clock, logger=self._log)
-        frames = _FrameLog(self._secrets())
-        stream = copilot.EventStream()
         context = copilot.turn_context(turn, fresh=handle.fresh)
         url = copilot.chat_url(
             self._base_url,
@@ -205,6 +153,15 @@ class CopilotClient:
             with_page_context=bool(context),
         )
         transport = self._transport_factory()
+        exchange = TurnExchange(
+            transport,
+            secrets=self._secrets(),
+            first_token_timeout=self._first_token_timeout,
+            idle_timeout=self._idle_timeout,
+            connected_wait=self._connected_wait,
+            done_drain=self._done_drain,
+            logger=self._log,
+        )
         started = time.monotonic()
         try:
             self._account.ensure_ready()
@@ -212,17 +169,17 @@ class CopilotClient:
             held_send = copilot.send(handle.conversation_id, turn.text, turn.mode, context, images)
             self._open(transport, url, handle.account)
             trace.mark("ws_open")
-            first = self._await_connected(transport, stream, frames, should_stop)
+            first = exchange.await_connected(should_stop)
             if first is None:
                 return
             early = decoder.feed_message(first)  # a server may refuse before we speak
             challenge = decoder.take_challenge()
             if challenge is not None:
-                self._answer(transport, frames, challenge, resend=None)
+                exchange.answer(challenge, resend=None)
             for frame in (copilot.set_options(), copilot.report_local_consents(), held_send):
-                self._send(transport, frames, frame)
+                exchange.send(frame)
             trace.mark("send")
-            for event in self._read(transport, stream, decoder, frames, held_send, early, should_stop):
+            for event in exchange.read(decoder, held_send, early, should_stop):
                 if isinstance(event, Done):
                     handle.turns += 1
                     self._log.info(
@@ -238,7 +195,7 @@ class CopilotClient:
         except UpstreamError as exc:
             if isinstance(exc, InvalidEvent):
                 self._log.warning(
-                    "event=copilot_invalid_event url=%s frames=%s", redact_url(url), frames.dump()
+                    "event=copilot_invalid_event url=%s frames=%s", redact_url(url), exchange.frames.dump()
                 )
                 if not handle.fresh and not decoder.text:
                     # On a conversation that worked before, the usual cause is that Copilot no
@@ -295,122 +252,3 @@ class CopilotClient:
                 f"Copilot refused the websocket for account #{account} with HTTP {status}; an expired or "
                 f"wrong-audience COPILOT_ACCESS_TOKEN is the usual cause, else {copilot.CREDENTIALS_HINT}"
             ) from exc
-
-    def _send(self, transport: Socket, frames: _FrameLog, frame: str) -> None:
-        frames.add("C→", frame)
-        try:
-            transport.send(frame)
-        except Interrupted as exc:
-            raise UpstreamError("Copilot closed the connection without replying") from exc
-
-    def _await_connected(
-        self,
-        transport: Socket,
-        stream: copilot.EventStream,
-        frames: _FrameLog,
-        should_stop: Callable[[], bool],
-    ) -> list[dict[str, Any]] | None:
-        """Wait up to `connected_wait` for the server's first event; return what came besides `connected`.
-
-        2026 servers speak first with `connected` and answer earlier frames with
-        `invalid-event`; older servers never send it, so silence means "go ahead"
-        (B1.3). None means `should_stop` fired while waiting.
-        """
-        deadline = time.monotonic() + self._connected_wait
-        while True:
-            if should_stop():
-                self._log.info("event=copilot_turn_cancelled stage=connect")
-                return None
-            remaining = deadline - time.monotonic()
-            if remaining <= 0:
-                self._log.debug("event=copilot_no_connected waited=%.2f", self._connected_wait)
-                return []
-            try:
-                message = transport.recv(min(STOP_POLL, remaining))
-            except Interrupted as exc:
-                raise UpstreamError("Copilot closed the connection before the turn started") from exc
-            if message is None:
-                continue
-            frames.add("S→", message)
-            events = stream.feed(message)
-            if events:
-                return [event for event in events if event.get("event") != "connected"]
-
-    def _answer(
-        self, transport: Socket, frames: _FrameLog, challenge: Challenge, *, resend: str | None
-    ) -> None:
-        """Reply to a proof-of-work challenge, then re-send the held `send` (B7.4)."""
-        started = time.monotonic()
-        token = solve_challenge(challenge.method, challenge.parameter)
-        self._log.info(
-            "event=copilot_challenge_answered method=%s seconds=%.3f",
-            challenge.method,
-            time.monotonic() - started,
-        )
-        self._send(transport, frames, copilot.challenge_response(challenge.method, token, challenge.id))
-        if resend is not None:
-            self._send(transport, frames, resend)
-
-    def _silence(self, *, answering: bool) -> UpstreamTimeout:
-        """The timeout for a Copilot that never started answering, or stopped mid-answer."""
-        return UpstreamTimeout(
-            f"Copilot went silent for {self._idle_timeout:g}s mid-answer"
-            if answering
-            else f"Copilot did not start answering within {self._first_token_timeout:g}s"
-        )
-
-    def _read(
-        self,
-        transport: Socket,
-        stream: copilot.EventStream,
-        decoder: CopilotDecoder,
-        frames: _FrameLog,
-        held_send: str,
-        early: list[Event],
-        should_stop: Callable[[], bool],
-    ) -> Iterator[Event]:
-        """Events until `Done`, enforcing the first-token and idle deadlines and the drain after `done`."""
-        deadline = time.monotonic() + self._first_token_timeout
-        answering = False  # something of the answer arrived; from then on the idle deadline applies
-        drain_until: float | None = None
-        events, arrived = early, False
-        while True:
-            answering = answering or bool(events)
-            if answering and (arrived or events):
-                deadline = time.monotonic() + self._idle_timeout
-            yield from events
-            challenge = decoder.take_challenge()
-            if challenge is not None:
-                self._answer(transport, frames, challenge, resend=held_send)
-            now = time.monotonic()
-            if decoder.done:
-                drain_until = drain_until if drain_until is not None else now + self._done_drain
-                if decoder.suggested or now >= drain_until:
-                    yield decoder.finish()
-                    return
-            if should_stop():
-                self._log.info("event=copilot_turn_cancelled stage=stream chars=%d", len(decoder.text))
-                return
-            if drain_until is None and now >= deadline:
-                raise self._silence(answering=answering)
-            until = drain_until if drain_until is not None else deadline
-            try:
-                message = transport.recv(max(min(STOP_POLL, until - now), 0.001))
-            except Interrupted as exc:
-                yield _closed(decoder, exc)  # the end of the turn, or it raises
-                return
-            if message is None:
-                events, arrived = [], False
-                continue
-            frames.add("S→", message)
-            events, arrived = decoder.feed_message(stream.feed(message)), True
-
-
-def _closed(decoder: CopilotDecoder, exc: Interrupted) -> Done:
-    """A bare close of the socket: the end of the turn after `done` or with an image, else an error."""
-    if decoder.done or decoder.image is not None:
-        # After `done`, or with an image in hand, a bare close is how turns end (B3.2).
-        return decoder.finish()
-    if decoder.text:
-        raise Interrupted("Copilot closed the connection mid-answer", partial=decoder.text) from exc
-    raise UpstreamError("Copilot closed the connection without replying") from exc

@@ -7,11 +7,7 @@ onto `workers.upstream.errors`. Challenges are not events: an answerable one is 
 to the client loop as `pending_challenge` (it must send a frame), an unanswerable one
 raises `ChallengeRequired`. The end of the answer (`done`) is only marked here; the
 client drains late suggestions and then asks `finish()` for the `Done` event.
-
-Two exception classes are specific to this dialect and live here rather than in the
-shared tree: `InvalidEvent` (a `ProtocolError` the client logs with the frames that
-caused it) and `ModeNotAvailable` (a 400 `model_not_available`: the caller asked for a
-model the account may not use, so it is the client's request that must change).
+`workers.upstream.copilot_failures` words the failure events as exceptions.
 """
 
 from __future__ import annotations
@@ -20,46 +16,20 @@ import dataclasses
 import logging
 import time
 from collections.abc import Callable, Mapping, Sequence
-from datetime import UTC, datetime
 from typing import Any
 
 from workers.upstream.challenges import ANSWERABLE
-from workers.upstream.cloudflare import OPERATOR_HINT
-from workers.upstream.copilot import CREDENTIALS_HINT, THROTTLE_RETRY_AFTER
+from workers.upstream.copilot_failures import CLEARANCE_HINT, message_error, retry_after, turn_error
 from workers.upstream.errors import (
     ChallengeRequired,
     ImageThrottled,
-    InputTooLong,
-    ProtocolError,
-    RegionBlocked,
-    Throttled,
-    Unauthorized,
-    UpstreamError,
 )
 from workers.upstream.events import Citation, Done, Event, Image, Progress, Suggestions, TextDelta
 
 log = logging.getLogger(__name__)
 
-CLEARANCE_HINT = "clearance required — " + OPERATOR_HINT
-REGION_HINT = (
-    "Copilot is not available to this account from this region: sign in (UPSTREAM_COOKIES / "
-    "COPILOT_ACCESS_TOKEN) or use an egress in a supported region"
-)
 # Events that may still arrive after `done` and are worth waiting for (B3.2).
 AFTER_DONE = ("suggestedFollowups", "titleUpdate")
-
-
-class InvalidEvent(ProtocolError):
-    """Copilot rejected one of our frames (`invalid-event`): wrong order, duplicate or malformed."""
-
-
-class ModeNotAvailable(UpstreamError):
-    """The requested Copilot mode is not allowed for this account (`unsupported-mode`)."""
-
-    status = 400
-    error_type = "invalid_request_error"
-    code = "model_not_available"
-    should_retry = False
 
 
 @dataclasses.dataclass(frozen=True)
@@ -69,19 +39,6 @@ class Challenge:
     method: str
     parameter: str | None
     id: str | None
-
-
-def retry_after(next_available_at: Any, now: float) -> float:
-    """Seconds until an ISO `nextAvailableAt`, at least 1; the default when it cannot be read."""
-    if not isinstance(next_available_at, str) or not next_available_at:
-        return THROTTLE_RETRY_AFTER
-    try:
-        moment = datetime.fromisoformat(next_available_at.strip())
-    except ValueError:
-        return THROTTLE_RETRY_AFTER
-    if moment.tzinfo is None:
-        moment = moment.replace(tzinfo=UTC)
-    return max(1.0, moment.timestamp() - now)
 
 
 def _markdown_image(prompt: str, url: str) -> str:
@@ -134,7 +91,7 @@ class CopilotDecoder:
         """The events of one websocket message; a throttle in it wins over anything else (B7.3)."""
         refusal = next((e for e in events if e.get("event") == "chatMessageError"), None)
         if refusal is not None and not self.done:
-            raise self._message_error(refusal)
+            raise message_error(refusal, account=self.account, clock=self._clock)
         decoded: list[Event] = []
         for event in events:
             decoded.extend(self.feed(event))
@@ -185,9 +142,9 @@ class CopilotDecoder:
         elif kind == "challenge":
             self._challenge(event)
         elif kind == "chatMessageError":
-            raise self._message_error(event)
+            raise message_error(event, account=self.account, clock=self._clock)
         elif kind == "error":
-            raise self._error(event)
+            raise turn_error(event, account=self.account, mode=self.mode)
         # connected, ping, partCompleted, telemetry and unknown events carry nothing for us
 
     def take_challenge(self) -> Challenge | None:
@@ -283,41 +240,3 @@ class CopilotDecoder:
             parameter=None if parameter is None else str(parameter),
             id=None if challenge_id is None else str(challenge_id),
         )
-
-    def _message_error(self, event: Mapping[str, Any]) -> UpstreamError:
-        code = event.get("errorCode")
-        raw_detail = event.get("errorDetail")
-        detail: Mapping[str, Any] = raw_detail if isinstance(raw_detail, dict) else {}
-        if code == "throttled" or detail.get("type") == "throttled":
-            moment = detail.get("nextAvailableAt") or event.get("nextAvailableAt")
-            wait = retry_after(moment, self._clock())
-            until = f" until {moment}" if isinstance(moment, str) and moment else ""
-            return Throttled(f"Copilot throttled account #{self.account}{until}", retry_after=wait)
-        return UpstreamError(f"Copilot refused the message: {_describe(code, event)}")
-
-    def _error(self, event: Mapping[str, Any]) -> UpstreamError:
-        code = event.get("errorCode")
-        if code == "invalid-event":
-            return InvalidEvent(f"Copilot rejected a frame of ours: {_describe(code, event)}")
-        if code == "chat-service-unavailable":
-            return RegionBlocked(REGION_HINT)
-        if code == "text-too-long":
-            return InputTooLong(
-                "Copilot refused the message as too long (text-too-long). "
-                "Please reduce the length of the messages."
-            )
-        if code in ("unauthorized", "invalid-token"):
-            return Unauthorized(f"Copilot rejected the account's credentials ({code}): {CREDENTIALS_HINT}")
-        if code == "unsupported-mode":
-            return ModeNotAvailable(
-                f"Copilot does not allow mode {self.mode!r} for this account (unsupported-mode); "
-                "choose another model or configure a signed-in account"
-            )
-        return UpstreamError(f"Copilot failed the turn: {_describe(code, event)}")
-
-
-def _describe(code: object, event: Mapping[str, Any]) -> str:
-    """`errorCode` plus any human text, which clients find in `message` or `error` (B3 [U])."""
-    text = event.get("message") or event.get("error")
-    parts = [str(code) if code else "unknown error", str(text) if isinstance(text, str) and text else ""]
-    return ": ".join(part for part in parts if part)

@@ -18,16 +18,21 @@ worker shares the same session; `probe` is the pool's cheap health check (`GET
 
 from __future__ import annotations
 
-import email.utils
 import json
 import logging
 import time
-import uuid
 from collections.abc import Callable, Iterable, Mapping
 
-from service.accounts.identity import Identity, choose_profile
 from workers.upstream import copilot
 from workers.upstream.cloudflare import raise_for_challenge
+from workers.upstream.copilot_browser import (
+    ANON_COOKIE,
+    SIGNED_IN_COOKIE,
+    cookie_header,
+    identity_for,
+    parse_cookie_header,
+    parse_set_cookie,
+)
 from workers.upstream.errors import (
     RegionBlocked,
     TokenExpired,
@@ -38,8 +43,6 @@ from workers.upstream.wire import Transport
 
 log = logging.getLogger(__name__)
 
-ANON_COOKIE = "__Host-copilot-anon"
-SIGNED_IN_COOKIE = "_U"
 START_PATH = "/c/api/start"
 USER_PATH = "/c/api/user"
 START_BODY = {
@@ -55,68 +58,6 @@ TOKEN_HINT = (
     "refresh it: send the account a new access token with PATCH /admin/accounts/{id} "
     "(or update COPILOT_ACCESS_TOKEN); signed-in tokens go stale after about an hour"
 )
-
-
-def parse_cookie_header(header: str) -> dict[str, str]:
-    """`a=1; b=2` as an ordered name → value map (lenient: pieces without `=` are dropped)."""
-    jar: dict[str, str] = {}
-    for piece in header.split(";"):
-        name, sep, value = piece.strip().partition("=")
-        if sep and name.strip():
-            jar[name.strip()] = value.strip()
-    return jar
-
-
-def cookie_header(jar: Mapping[str, str]) -> str:
-    """The `Cookie` header for `jar`."""
-    return "; ".join(f"{name}={value}" for name, value in jar.items())
-
-
-def parse_set_cookie(line: str, *, now: float) -> tuple[str, str | None] | None:
-    """One `Set-Cookie` line as (name, value), value None when it deletes the cookie; None if unusable.
-
-    Only what a jar needs is read: the pair, and `Max-Age`/`Expires` for deletion
-    (RFC 6265: `Max-Age` wins; zero or negative, or a past date, removes the cookie).
-    Domain and path are not checked: the jar belongs to one upstream host.
-    """
-    pair, *attributes = line.split(";")
-    name, sep, value = pair.strip().partition("=")
-    if not sep or not name.strip():
-        return None
-    expired: bool | None = None
-    for attribute in attributes:
-        key, _, raw = attribute.strip().partition("=")
-        key = key.strip().lower()
-        if key == "max-age":
-            try:
-                expired = int(raw.strip()) <= 0
-            except ValueError:
-                continue
-            break  # Max-Age takes precedence over Expires
-        if key == "expires" and expired is None:
-            try:
-                expired = email.utils.parsedate_to_datetime(raw.strip()).timestamp() <= now
-            except (TypeError, ValueError, IndexError):
-                continue  # an unreadable date: treat the cookie as a session cookie
-    return name.strip(), None if expired else value.strip().strip('"')
-
-
-def identity_for(user_agent: str) -> Identity:
-    """An identity from a bare User-Agent (clients built without a transport: tests, tools)."""
-    return Identity(user_agent=user_agent, impersonate=choose_profile(user_agent)[0])
-
-
-_BROWSER_SESSIONS: dict[str, str] = {}
-
-
-def browser_session(account: str, *, renew: bool = False) -> str:
-    """The account's `clientSessionId`: one uuid4 per browser session, as the page keeps it (B5b).
-
-    One per account per process; a new anonymous session (`bootstrap`) starts a new one.
-    """
-    if renew or account not in _BROWSER_SESSIONS:
-        _BROWSER_SESSIONS[account] = str(uuid.uuid4())
-    return _BROWSER_SESSIONS[account]
 
 
 class AccountSession:
@@ -144,7 +85,7 @@ class AccountSession:
         self._rest_bearer = rest_bearer
         self._timeout = timeout
         if transport is None:
-            from workers.upstream.transport import PlainTransport
+            from workers.upstream.plain_transport import PlainTransport
 
             transport = PlainTransport(identity=identity_for(user_agent))
         self.transport = transport

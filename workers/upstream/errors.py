@@ -12,7 +12,8 @@
      ├── ConversationExpired      the upstream conversation is gone (InvalidSession); recoverable
      ├── ConversationLimitReached turn limit / Disengaged / TurnLimiter; recoverable
      ├── Interrupted              the socket dropped or closed mid-answer; `partial` text
-     ├── UpstreamTimeout          504: no first frame, or silence mid-answer
+     ├── Unreachable              502 upstream_unreachable: no connection (refused, no route, DNS)
+ ├── UpstreamTimeout          504: no first frame, or silence mid-answer
      ├── InputTooLong             400 context_length_exceeded: the upstream refused the text's length
      └── ProtocolError            frames we cannot make sense of
 
@@ -122,6 +123,13 @@ class Interrupted(UpstreamError):
     def __init__(self, message: str, *, partial: str = "") -> None:
         super().__init__(message)
         self.partial = partial
+
+
+class Unreachable(UpstreamError):
+    """No connection to the upstream at all (refused, DNS, no route): repeated, it marks the account
+    `unreachable` (service.accounts.health) so readiness and the admin listing say so."""
+
+    code = "upstream_unreachable"
 
 
 class UpstreamTimeout(UpstreamError):

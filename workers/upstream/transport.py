@@ -1,46 +1,39 @@
-"""The `plain` upstream transport (UPSTREAM_TRANSPORT=plain): requests + websocket-client.
+"""The upstream websocket: websocket-client behind the `workers.upstream.wire.Socket` shape.
 
-One of the two implementations of `workers.upstream.wire.Transport` (the other is
-`browser_transport`, curl_cffi). Dialects (`workers.upstream.chathub`) are pure; this
-module owns the websocket (`websocket-client`, which gevent's monkey-patching makes
-cooperative in the worker)
-and the plain HTTP calls (`requests`), their timeouts and retries, and maps every
-low-level failure onto the `workers.upstream.errors` tree, so callers never see a
-socket or library exception.
+Dialects (`workers.upstream.chathub`, `copilot`) are pure; this module owns the socket
+(`websocket-client`, which gevent's monkey-patching makes cooperative in the worker),
+its deadlines, and the mapping of every low-level failure onto the
+`workers.upstream.errors` tree, so callers never see a socket or library exception.
+The `plain` transport's HTTP calls live in `workers.upstream.plain_transport`.
 
 URLs may carry credentials (ChatHub's `sec_access_token`), so anything logged or put
 in an error message goes through `redact_url` first. Library exceptions are never
 chained as they are: websocket-client's `WebSocketBadStatusException` carries the
-handshake's response headers (Set-Cookie) and body in its message, and requests'
-errors the full URL with its query, and RQ stores the whole chain as the failed
-job's `exc_info`. A rejected handshake is chained as `HandshakeStatus` (the status
-alone); the rest are not chained at all.
+handshake's response headers (Set-Cookie) and body in its message, and RQ stores the
+whole chain as the failed job's `exc_info`. A rejected handshake is chained as
+`HandshakeStatus` (the status alone); the rest are not chained at all.
 
 Nothing follows redirects: the websocket's `Cookie` header (the account) would be
-re-sent to whatever host the `Location` names, and so would a REST call's.
+re-sent to whatever host the `Location` names.
 """
 
 from __future__ import annotations
 
-import http.cookiejar
 import logging
 import socket
-import time
-from collections.abc import Callable, Mapping
+from collections.abc import Mapping
 from typing import Any
 from urllib.parse import urlsplit
 
-import requests
 import websocket
 
-from service.accounts.identity import Identity
-from workers.upstream.browser_headers import compose
 from workers.upstream.cloudflare import challenge_error, verdict
 from workers.upstream.errors import (
     Interrupted,
     ProtocolError,
     Throttled,
     Unauthorized,
+    Unreachable,
     UpstreamError,
     UpstreamTimeout,
 )
@@ -120,9 +113,9 @@ class WebSocketTransport:
         except (websocket.WebSocketTimeoutException, TimeoutError):
             raise UpstreamTimeout(f"no websocket handshake from {self._where} within {timeout:g}s") from None
         except (websocket.WebSocketAddressException, socket.gaierror):
-            raise UpstreamError(f"cannot resolve the upstream host of {self._where}") from None
+            raise Unreachable(f"cannot resolve the upstream host of {self._where}") from None
         except ConnectionRefusedError:
-            raise UpstreamError(f"the upstream refused the connection to {self._where}") from None
+            raise Unreachable(f"the upstream refused the connection to {self._where}") from None
         except websocket.WebSocketException as exc:
             if str(exc).startswith("Redirect"):
                 raise UpstreamError(
@@ -131,7 +124,7 @@ class WebSocketTransport:
                 ) from None
             raise UpstreamError(f"cannot open the websocket to {self._where}: {type(exc).__name__}") from None
         except OSError as exc:
-            raise UpstreamError(f"cannot open the websocket to {self._where}: {type(exc).__name__}") from None
+            raise Unreachable(f"cannot open the websocket to {self._where}: {type(exc).__name__}") from None
         self._log.debug("event=ws_open url=%s", self._where)
 
     def send(self, text: str) -> None:
@@ -192,90 +185,6 @@ def _handshake_error(status: int, where: str) -> UpstreamError:
     return UpstreamError(f"the websocket handshake at {where} failed with HTTP {status}")
 
 
-def http_get(
-    url: str,
-    *,
-    headers: Mapping[str, str],
-    timeout: float,
-    session: requests.Session | None = None,
-    retries: int = 2,
-    backoff: float = 0.5,
-    sleep: Callable[[float], None] = time.sleep,
-) -> tuple[int, Mapping[str, str], bytes]:
-    """GET and return (status, headers, body), retrying briefly on what is transient (see `http_request`)."""
-    return http_request(
-        "GET",
-        url,
-        headers=headers,
-        timeout=timeout,
-        session=session,
-        retries=retries,
-        backoff=backoff,
-        sleep=sleep,
-    )
-
-
-_SESSION: requests.Session | None = None
-
-
-def shared_session() -> requests.Session:
-    """One `requests.Session` per process, so calls to the upstream reuse connections.
-
-    A fresh session per call (what `requests.request` does) cost a TCP connect and a
-    connection pool per conversation create. The session never stores cookies: each
-    request carries its account's `Cookie` header explicitly, and a shared jar would
-    leak one account's cookies into another's requests.
-    """
-    global _SESSION
-    if _SESSION is None:
-        session = requests.Session()
-        session.cookies.set_policy(http.cookiejar.DefaultCookiePolicy(allowed_domains=[]))
-        _SESSION = session
-    return _SESSION
-
-
-def http_request(
-    method: str,
-    url: str,
-    *,
-    headers: Mapping[str, str],
-    timeout: float,
-    body: bytes | None = None,
-    session: requests.Session | None = None,
-    retries: int = 2,
-    backoff: float = 0.5,
-    sleep: Callable[[float], None] = time.sleep,
-) -> tuple[int, Mapping[str, str], bytes]:
-    """Send one request and return (status, headers, body), retrying briefly on what is transient.
-
-    Only connection failures and 5xx are retried (Cloudflare hiccups); other statuses
-    are returned for the dialect to judge; so are redirects, never followed (the request's
-    `Cookie` header would go to the new host). A timeout is not retried, since it already
-    spent the caller's budget, and becomes `UpstreamTimeout`. A retried POST may
-    create a second upstream conversation; an orphaned one costs nothing.
-    """
-    where = redact_url(url)
-    sender = (session or shared_session()).request
-    for attempt in range(retries + 1):
-        last = attempt == retries
-        try:
-            response = sender(
-                method, url, headers=dict(headers), data=body, timeout=timeout, allow_redirects=False
-            )
-        except requests.Timeout:
-            raise UpstreamTimeout(f"no answer from {where} within {timeout:g}s") from None
-        except requests.RequestException as exc:
-            if last:
-                raise UpstreamError(f"cannot reach {where}: {type(exc).__name__}") from None
-            log.info("event=http_retry url=%s attempt=%d error=%s", where, attempt + 1, type(exc).__name__)
-        else:
-            if response.status_code < 500 or last:
-                return response.status_code, response.headers, response.content
-            log.info("event=http_retry url=%s attempt=%d status=%d", where, attempt + 1, response.status_code)
-        sleep(backoff * (attempt + 1))
-    raise AssertionError("unreachable")  # the loop always returns or raises
-
-
 def _proxy_options(proxy: str) -> dict[str, Any]:
     """websocket-client's proxy options for `proxy`, with NO_PROXY overridden (the account's proxy always)."""
     if not proxy:
@@ -291,74 +200,3 @@ def _proxy_options(proxy: str) -> dict[str, Any]:
     if parts.username:
         options["http_proxy_auth"] = (parts.username, parts.password or "")
     return options
-
-
-class PlainTransport:
-    """The `plain` transport: requests + websocket-client, Python's TLS, the account's headers and proxy."""
-
-    name = "plain"
-
-    def __init__(self, *, identity: Identity, proxy: str = "", ca_file: str = "") -> None:
-        from workers.upstream.wire import ca_bundle
-
-        self.identity = identity
-        self._proxy = proxy
-        self._ca = ca_bundle(ca_file)
-
-    @property
-    def profile(self) -> str:
-        return "python"
-
-    def request(
-        self,
-        method: str,
-        url: str,
-        *,
-        headers: Mapping[str, str],
-        timeout: float,
-        body: bytes | None = None,
-        kind: str = "fetch",
-        retries: int = 2,
-        backoff: float = 0.5,
-        sleep: Callable[[float], None] = time.sleep,
-    ) -> Any:
-        """One call with the account's identity headers; 5xx and connection failures are retried."""
-        from workers.upstream.wire import Reply, retrying
-
-        where = redact_url(url)
-        sent = dict(compose(self.identity, headers, kind))
-        extra: dict[str, Any] = {"verify": self._ca or True}
-        if self._proxy:
-            extra["proxies"] = {"http": self._proxy, "https": self._proxy}
-
-        def once() -> Reply:
-            try:
-                response = shared_session().request(
-                    method, url, headers=sent, data=body, timeout=timeout, allow_redirects=False, **extra
-                )
-            except requests.Timeout:
-                raise UpstreamTimeout(f"no answer from {where} within {timeout:g}s") from None
-            raw_headers = getattr(response.raw, "headers", None)
-            getlist = getattr(raw_headers, "getlist", None)
-            lines = tuple(getlist("Set-Cookie")) if getlist is not None else ()
-            return Reply(response.status_code, response.headers, response.content, lines)
-
-        return retrying(
-            once, where, retries=retries, backoff=backoff, sleep=sleep, transient=(requests.RequestException,)
-        )
-
-    def socket(self) -> WebSocketTransport:
-        return _IdentitySocket(self.identity, proxy=self._proxy, ca_file=self._ca)
-
-
-class _IdentitySocket(WebSocketTransport):
-    """websocket-client with the account's User-Agent and language on the upgrade."""
-
-    def __init__(self, identity: Identity, **options: Any) -> None:
-        super().__init__(**options)
-        self._identity = identity
-
-    def open(self, url: str, *, headers: Mapping[str, str], timeout: float) -> None:
-        composed = {name.title() if name in ("origin", "cookie") else name: value
-                    for name, value in compose(self._identity, headers, "websocket")}
-        super().open(url, headers=composed, timeout=timeout)

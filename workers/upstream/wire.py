@@ -3,7 +3,7 @@
     Transport.request(method, url, headers=…, body=…, timeout=…, kind=…) -> Reply
     Transport.socket() -> Socket          open(url, headers, timeout) / send / recv / close
 
-`plain` (`transport.PlainTransport`: requests + websocket-client) is Python's own TLS and
+`plain` (`plain_transport.PlainTransport`: requests + websocket-client) is Python's own TLS and
 header order, for upstreams that need no impersonation; `browser`
 (`browser_transport.BrowserTransport`: curl_cffi) sends the ClientHello, ALPN, HTTP/2
 settings and header order of the account's browser. Both put the account's identity on
@@ -25,7 +25,7 @@ from typing import Protocol
 
 from service.accounts.identity import Identity, default_identity
 from workers.upstream.cloudflare import verdict
-from workers.upstream.errors import UpstreamError
+from workers.upstream.errors import Unreachable, UpstreamError
 
 log = logging.getLogger(__name__)
 
@@ -85,15 +85,21 @@ def retrying(
     backoff: float,
     sleep: Callable[[float], None] = time.sleep,
     transient: tuple[type[BaseException], ...] = (),
+    unreachable: tuple[type[BaseException], ...] = (),
 ) -> Reply:
-    """`send_once()`, retried on `transient` failures and 5xx (never on a Cloudflare challenge)."""
+    """`send_once()`, retried on `transient` failures and 5xx (never on a Cloudflare challenge).
+
+    The last failure is `Unreachable` when it is one of `unreachable` (no connection at all:
+    refused, DNS, no route), so repeated ones mark the account (service.accounts.health).
+    """
     for attempt in range(retries + 1):
         last = attempt == retries
         try:
             reply = send_once()
         except transient as exc:
             if last:
-                raise UpstreamError(f"cannot reach {where}: {type(exc).__name__}") from None
+                kind = Unreachable if isinstance(exc, unreachable) else UpstreamError
+                raise kind(f"cannot reach {where}: {type(exc).__name__}") from None
             log.info("event=http_retry url=%s attempt=%d error=%s", where, attempt + 1, type(exc).__name__)
         else:
             if reply.status < 500 or last or verdict(reply.status, reply.headers, reply.body) != "pass":
@@ -128,7 +134,7 @@ def build_transport(
     """The `browser` or `plain` transport for one account (`key` names its connection cache)."""
     who = identity or default_identity()
     if kind == "plain":
-        from workers.upstream.transport import PlainTransport
+        from workers.upstream.plain_transport import PlainTransport
 
         return PlainTransport(identity=who, proxy=proxy, ca_file=ca_file)
     if kind == "browser":

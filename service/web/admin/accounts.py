@@ -17,13 +17,13 @@ from __future__ import annotations
 
 import hmac
 
-from flask import Blueprint, Flask, Response, jsonify, request
+from flask import Blueprint, Flask, Response, g, jsonify, request
 
 from service.accounts import checks, manage
 from service.accounts.registry import AccountNotFound
 from service.errors import AuthenticationFailed, NotFound
 from service.runtime.settings import Settings
-from service.web.http.body import read_json_or_none
+from service.web.admin.body import admin_json
 from service.web.http.extension import gateway
 from service.web.pipeline.admission import registry
 
@@ -38,6 +38,7 @@ def init_app(app: Flask, settings: Settings) -> None:
 
 @blueprint.before_request
 def _require_admin_key() -> None:
+    g.surface = "admin"  # the request counter's label (service.web.telemetry)
     settings = gateway().settings
     header = request.headers.get("Authorization", "")
     scheme, _, key = header.partition(" ")
@@ -61,7 +62,7 @@ def list_accounts() -> Response:
 def add_account() -> tuple[Response, int]:
     """Add an account (cookies and identity from `curl` / `har`, or given field by field)."""
     reg = registry()
-    changes, warnings = manage.parse_request(read_json_or_none(), creating=True, host=_host())
+    changes, warnings = manage.parse_request(admin_json(), creating=True, host=_host())
     account = manage.add(reg, changes)
     return jsonify({**manage.views(reg, [account])[0], "warnings": warnings}), 201
 
@@ -70,7 +71,7 @@ def add_account() -> tuple[Response, int]:
 def update_account(account_id: str) -> Response:
     """Refresh, enable/disable, or change the limits of an account."""
     reg = registry()
-    changes, warnings = manage.parse_request(read_json_or_none(), creating=False, host=_host())
+    changes, warnings = manage.parse_request(admin_json(), creating=False, host=_host())
     try:
         account = manage.update(reg, account_id, changes)
     except AccountNotFound:

@@ -22,13 +22,14 @@ from typing import Any
 from flask import Blueprint, Flask, Response, g, jsonify, request
 
 from service.access import ratelimit
-from service.access.keys import KeyNotFound, KeyStore, ManagedKey, parse_limits, static_key_id
+from service.access.key_limits import parse_limits
+from service.access.keys import KeyNotFound, KeyStore, ManagedKey, static_key_id
 from service.accounts import groups
 from service.errors import AuthenticationFailed, InvalidRequest, NotFound
 from service.runtime.settings import Settings
 from service.state.conversations import owner_of
+from service.web.admin.body import admin_json
 from service.web.http.auth import mask_key
-from service.web.http.body import read_json_or_none
 from service.web.http.extension import gateway
 from service.web.pipeline import quota
 
@@ -62,7 +63,7 @@ def _store() -> KeyStore:
 
 
 def _body() -> dict[str, Any]:
-    body = read_json_or_none()
+    body = admin_json()
     if not isinstance(body, dict):
         raise InvalidRequest("The request body must be a JSON object.", param=None)
     unknown = sorted(set(body) - {"label", "group", *LIMIT_FIELDS})

@@ -31,7 +31,7 @@ from service import images
 from service.errors import NotFound
 from service.images import ImageInput
 from service.limits import check_prompt
-from service.models import Aliases, find_model
+from service.models import Aliases, find_model, unknown_model_message
 from service.web.chat.schema import SCHEMA
 from service.web.http.schema_errors import invalid, raise_first
 from service.web.pipeline.request import Bounds, ChatRequest, check_chars, check_count, parse_body
@@ -43,14 +43,6 @@ from service.tools.openai_params import chat_options
 
 INSTRUCTION_ROLES = ("system", "developer")
 _FIELD_ORDER = {name: i for i, name in enumerate(SCHEMA["properties"])}
-
-
-
-
-
-
-
-
 
 
 # -- the schema ---------------------------------------------------------------------
@@ -103,10 +95,6 @@ def _images(body: dict[str, Any], bounds: Bounds, upstream: str) -> tuple[ImageI
         images.check_count(len(found) + 1, name, bounds.images)
         found.append(images.parse_image_url(part["image_url"]["url"], name, bounds.images))
     return tuple(found)
-
-
-
-
 
 
 def _messages(body: dict[str, Any], bounds: Bounds) -> list[dict[str, Any]]:
@@ -221,7 +209,7 @@ def parse_chat_request(
     spec = find_model(body["model"], upstream, aliases)
     if spec is None:
         raise NotFound(
-            f"The model `{body['model']}` does not exist or you do not have access to it.",
+            unknown_model_message(body["model"]),
             param="model",
             code="model_not_found",
         )

@@ -22,7 +22,8 @@ import logging
 from collections.abc import Callable, Mapping
 from typing import Protocol
 
-from service.access.keys import Limits, ManagedKey, static_key_id
+from service.access.key_limits import Limits
+from service.access.keys import ManagedKey, static_key_id
 from service.access.ratelimit import Caller
 from service.accounts.groups import DEFAULT_GROUP
 from service.errors import AuthenticationFailed

@@ -4,7 +4,8 @@
   outage never makes an orchestrator restart healthy web processes (which would not
   bring Redis back, only drop every open stream).
 - `/readyz` is readiness: Redis answers, at least one worker on our queue sent a
-  heartbeat recently, and at least one upstream account is ready. A load balancer
+  heartbeat recently, and at least one upstream account is ready or cooling down (not
+  every one needing attention, unreachable or disabled: the pool's own states). A load balancer
   stops sending traffic to a process that could only answer 503s.
 - `/metrics` renders `service.runtime.metrics` for Prometheus (all gunicorn processes merged).
 
@@ -17,14 +18,16 @@ from __future__ import annotations
 
 import datetime
 import logging
+import time
 from typing import Any
 
-from flask import Blueprint, Response, jsonify
+from flask import Blueprint, Response, current_app, jsonify
 from redis import Redis
 from rq import Queue
 from rq.utils import utcparse
 from rq.worker_registration import get_keys
 
+from service.accounts.registry import COOLING, READY, Registry
 from service.runtime import metrics
 from service.web.http.extension import Gateway, gateway
 
@@ -106,17 +109,25 @@ def check_workers(queue: Queue, *, now: datetime.datetime | None = None) -> Chec
     return {"ok": live > 0, "queue": queue.name, "live": live, "registered": len(keys)}
 
 
-def ready_accounts(gw: Gateway) -> int:
-    """How many upstream accounts could take a turn now.
-
-    Until the account pool reports states, every configured account (a line of
-    UPSTREAM_COOKIES, or the one anonymous account) counts as ready. Re-point this one
-    function at the pool (it gets the whole Gateway: settings and Redis).
-    """
-    return max(1, len(gw.settings.upstream_cookies))
-
-
 def check_accounts(gw: Gateway) -> Check:
-    """At least one upstream account is ready."""
-    ready = ready_accounts(gw)
-    return {"ok": ready > 0, "ready": ready, "configured": len(gw.settings.upstream_cookies) or "anonymous"}
+    """At least one upstream account can take turns now or soon (ready, or cooling down).
+
+    Reads the pool's real states, so readiness agrees with GET /admin/accounts and with the
+    503 a turn would get: every account needing attention, unreachable or disabled is "fail".
+    Only ids and states are shown here (the endpoint is open); the admin listing has the rest.
+    """
+    registry: Registry = current_app.extensions["accounts"]
+    try:
+        accounts = registry.all(fresh=True)
+    except Exception as exc:  # Redis failed: the redis check already says so
+        return {"ok": False, "error": exc.__class__.__name__}
+    if not accounts:
+        return {"ok": False, "ready": 0, "error": "no accounts yet (a worker seeds them at start-up)"}
+    now = time.time()
+    states = {account.id: account.state(now) for account in accounts}
+    usable = sum(1 for state in states.values() if state in (READY, COOLING))
+    return {
+        "ok": usable > 0,
+        "ready": sum(1 for state in states.values() if state == READY),
+        "states": states,
+    }

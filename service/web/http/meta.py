@@ -12,7 +12,7 @@ from __future__ import annotations
 from flask import Blueprint, Response, g, jsonify, request
 
 from service.errors import NotFound
-from service.models import catalog, find_model
+from service.models import catalog, find_model, unknown_model_message
 from service.web.http import model_list
 from service.web.http.extension import gateway
 
@@ -54,7 +54,7 @@ def get_model(model_id: str) -> Response:
     spec = find_model(model_id, settings.upstream, settings.model_aliases)
     if spec is None or not _allowed(spec.id):
         raise NotFound(
-            f"The model `{model_id}` does not exist or you do not have access to it.",
+            unknown_model_message(model_id),
             param="model",
             code="model_not_found",
         )

@@ -140,7 +140,8 @@ def _decorate(response: Response) -> Response:
     if allowed and "*" not in allowed:
         response.vary.add("Origin")  # the answer depends on who asks; caches must know
     conversation_id = g.get("conversation_id")
-    if conversation_id:
+    # A failed first turn kept no conversation: an id would point the client at nothing.
+    if conversation_id and not (response.status_code >= 400 and g.get("conversation_new")):
         response.headers["X-Conversation-Id"] = conversation_id
     turns_remaining = g.get("turns_remaining")
     if turns_remaining is not None:

@@ -28,7 +28,12 @@ SURFACES = {
 def surface_of(path: str) -> str:
     """The API surface a path belongs to (`chat.completions`, `responses`, …, or `other`)."""
     segments = [segment for segment in path.split("/") if segment]
-    for segment in reversed(segments[-3:]):
+    if segments[:1] == ["admin"]:
+        return "admin"
+    for index in range(len(segments) - 1, max(len(segments) - 4, -1), -1):
+        segment = segments[index]
+        if segment == "completions" and (index == 0 or segments[index - 1] != "chat"):
+            return "completions"  # the legacy Completions API (service.web.legacy_completions)
         if segment in SURFACES:
             return SURFACES[segment]
         if segment == "conversations":

@@ -25,7 +25,7 @@ from flask import Blueprint, Response
 
 from service.errors import InvalidRequest, NotFound
 from service.limits import check_prompt
-from service.models import find_model
+from service.models import find_model, unknown_model_message
 from service.web.http.body import read_body
 from service.web.http.extension import gateway
 from service.web.images.render import ImagesRenderer
@@ -97,7 +97,7 @@ def _validate(body: dict[str, Any], upstream: str) -> tuple[str, str, str]:
     spec = find_model("copilot" if name.strip().lower() in IMAGE_MODELS else name, upstream)
     if spec is None:
         raise NotFound(
-            f"The model `{name}` does not exist or you do not have access to it.",
+            unknown_model_message(name),
             param="model",
             code="model_not_found",
         )

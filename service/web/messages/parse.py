@@ -26,7 +26,7 @@ from service import images
 from service.errors import InvalidRequest, NotFound
 from service.images import ImageInput
 from service.limits import check_prompt
-from service.models import Aliases, find_model
+from service.models import MODEL_HELP, Aliases, find_model
 from service.tools import hosted
 from service.tools.history import fold
 from service.tools.openai_params import check_emulation, parse_choice, parse_stop, parse_tools
@@ -268,7 +268,7 @@ def parse_messages_request(
     _expect(model, str, "model", "a valid string")
     spec = find_model(model, upstream, aliases)
     if spec is None:
-        raise NotFound(f"model: {model}", param="model", code="model_not_found")
+        raise NotFound(f"model: {model} ({MODEL_HELP})", param="model", code="model_not_found")
     messages, instructions = _messages(body, bounds)
     system = "\n\n".join(part for part in (_system(body), *instructions) if part)
     check_chars(len(system) + sum(len(m["content"]) for m in messages), bounds)

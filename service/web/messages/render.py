@@ -4,8 +4,11 @@ Shapes follow the anthropic SDK's `anthropic.types` (Message, TextBlock, Usage a
 Raw*Event stream types), because anthropic-python and Claude Code parse them strictly.
 A stream is:
 
-    message_start → content_block_start (text) → ping → content_block_delta (text_delta)…
-      → content_block_stop → message_delta (stop_reason, usage) → message_stop
+    message_start → ping → content_block_start (text) → content_block_delta (text_delta)…
+      → content_block_stop → [tool_use blocks] → message_delta (stop_reason, usage) → message_stop
+
+(the text block opens with the first text; an answer of tool calls alone has none, as in the
+non-streamed message)
 
 with `ping` events as keep-alives and an `error` event (Anthropic's error object) for a
 failure after the 200. Copilot's citations become `web_search_result_location`
@@ -145,6 +148,7 @@ class MessageRenderer(Renderer):
     def __init__(self, builder: MessageBuilder, answer: Answer) -> None:
         super().__init__(answer)
         self.builder = builder
+        self.text_block = "none"  # none | open | closed: index 0 opens with the first text
 
     @staticmethod
     def _event(kind: str, **fields: Any) -> str:
@@ -152,24 +156,31 @@ class MessageRenderer(Renderer):
 
     def start(self) -> Iterator[str]:
         yield self._event("message_start", message=self.builder.message([], None, 1))
-        yield self._event("content_block_start", index=0, content_block={"type": "text", "text": ""})
         yield self._event("ping")
 
     def keep_alive(self) -> Iterator[str]:
         yield self._event("ping")
 
+    def _open_text(self) -> Iterator[str]:
+        if self.text_block == "none":
+            self.text_block = "open"
+            yield self._event("content_block_start", index=0, content_block={"type": "text", "text": ""})
+
     def text(self, text: str) -> Iterator[str]:
+        yield from self._open_text()
         yield self._event("content_block_delta", index=0, delta={"type": "text_delta", "text": text})
 
     def tool_call(self, event: ToolCall) -> Iterator[str]:
         """One `tool_use` block: start (empty input), `input_json_delta` pieces, stop.
 
-        The text block (index 0) is closed before the first call, as Anthropic closes
-        each block before opening the next.
+        The text block, if any text came, is closed before the first call, as Anthropic
+        closes each block before opening the next; calls follow it (or start at index 0).
         """
-        call, index = event.call(), len(self.answer.tool_calls)
-        if index == 1:
+        call = event.call()
+        if self.text_block == "open":
+            self.text_block = "closed"
             yield self._event("content_block_stop", index=0)
+        index = len(self.answer.tool_calls) - (0 if self.text_block == "closed" else 1)
         block = {"type": "tool_use", "id": call["id"], "name": call["name"], "input": {}}
         yield self._event("content_block_start", index=index, content_block=block)
         arguments = str(call["arguments"])
@@ -181,12 +192,15 @@ class MessageRenderer(Renderer):
 
     def done(self, event: Done) -> Iterator[str]:
         answer = self.answer
-        if not answer.deltas and event.text:
+        if not answer.deltas and event.text and self.text_block != "closed":
             yield from self.text(event.text)
-        for note in citations(answer) or []:
-            cited = {"type": "citations_delta", "citation": note}
-            yield self._event("content_block_delta", index=0, delta=cited)
         if not answer.tool_calls:
+            yield from self._open_text()  # an empty answer still has its text block
+        if self.text_block == "open":
+            for note in citations(answer) or []:
+                cited = {"type": "citations_delta", "citation": note}
+                yield self._event("content_block_delta", index=0, delta=cited)
+            self.text_block = "closed"
             yield self._event("content_block_stop", index=0)
         yield self._event(
             "message_delta",

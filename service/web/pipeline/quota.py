@@ -28,7 +28,7 @@ from redis import Redis
 from redis.exceptions import RedisError
 
 from service.access import ratelimit
-from service.access.keys import Limits
+from service.access.key_limits import Limits
 from service.access.ratelimit import Caller
 from service.errors import ApiError
 from service.events import Failed, Terminal
@@ -155,6 +155,28 @@ def admit(
     if caller.limits.max_concurrent:
         renewer.hold(ratelimit.turns_key(caller.id), decision.lease)
     return Admission(decision, ticket, None, owned)
+
+
+def keep(admitted: Admission | None) -> None:
+    """Keep the key's admission on the request: its headers, and the ticket a `Run` will take.
+
+    `quota`'s after-request hook reads `g.rate`; its teardown settles a ticket no `Run` took.
+    """
+    if admitted is None:
+        return
+    g.rate = admitted.decision
+    if admitted.owned is not None:
+        g.owned_count = admitted.owned  # for `conversation_limits.check_room`
+    if admitted.error is not None:
+        raise admitted.error
+    g.ticket = admitted.ticket
+
+
+def take_ticket() -> Ticket | None:
+    """Hand this request's ticket to the `Run` that will settle it when the response ends."""
+    ticket: Ticket | None = g.get("ticket")
+    g.ticket = None
+    return ticket
 
 
 def _headers(response: Response) -> Response:

@@ -11,6 +11,7 @@ and audio are a 400 naming the part. The Conversations API reads its items the s
 from __future__ import annotations
 
 import json
+from collections.abc import Mapping
 from typing import Any
 
 from service import images
@@ -130,7 +131,9 @@ def input_item(item: Any, where: str, *, last: bool = False) -> dict[str, Any] |
     )
 
 
-def input_messages(body: dict[str, Any], bounds: Bounds) -> list[dict[str, str]]:
+def input_messages(
+    body: dict[str, Any], bounds: Bounds, known: Mapping[str, str] | None = None
+) -> list[dict[str, str]]:
     """The input as `{"role", "content"}` turns: calls and their outputs folded as the worker stores them."""
     if "input" not in body or body["input"] is None:
         raise _missing("input")
@@ -144,7 +147,7 @@ def input_messages(body: dict[str, Any], bounds: Bounds) -> list[dict[str, str]]
             for i, item in enumerate(value)
             if (entry := input_item(item, f"input[{i}]", last=i == len(value) - 1)) is not None
         ]
-        items = _fold(neutral)
+        items = _fold(neutral, known or {})
     else:
         raise _wrong_type("input", "one of a string or array of objects", value)
     turns = [m for m in items if m["role"] not in INSTRUCTION_ROLES]
@@ -155,7 +158,7 @@ def input_messages(body: dict[str, Any], bounds: Bounds) -> list[dict[str, str]]
     return items
 
 
-def _fold(neutral: list[dict[str, Any]]) -> list[dict[str, str]]:
+def _fold(neutral: list[dict[str, Any]], known: Mapping[str, str]) -> list[dict[str, str]]:
     """Fold tool calls and outputs into turns, keeping instruction messages where they stand.
 
     Consecutive `function_call` items are one assistant turn (one answer with several calls).
@@ -173,9 +176,9 @@ def _fold(neutral: list[dict[str, Any]]) -> list[dict[str, str]]:
     run: list[dict[str, Any]] = []
     for entry in merged:
         if entry["role"] in INSTRUCTION_ROLES:
-            result.extend(fold(run))
+            result.extend(fold(run, known))
             run = []
             result.append(entry)
         else:
             run.append(entry)
-    return result + fold(run)
+    return result + fold(run, known)

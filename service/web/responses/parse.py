@@ -24,11 +24,12 @@ upstream as images (`service.images`); earlier ones are `[image]` lines. This mo
 from __future__ import annotations
 
 import dataclasses
+from collections.abc import Mapping
 from typing import TYPE_CHECKING, Any
 
 from service.errors import InvalidRequest, NotFound
 from service.limits import check_prompt
-from service.models import Aliases, find_model
+from service.models import Aliases, find_model, unknown_model_message
 from service.tools import hosted
 from service.tools.openai_params import check_emulation, parse_choice, parse_format, parse_tools
 from service.tools.options import TurnOptions
@@ -156,7 +157,7 @@ def _model(body: dict[str, Any], upstream: str, aliases: Aliases) -> str:
     spec = find_model(model_name, upstream, aliases)
     if spec is None:
         raise NotFound(
-            f"The model `{model_name}` does not exist or you do not have access to it.",
+            unknown_model_message(model_name),
             param="model",
             code="model_not_found",
         )
@@ -201,11 +202,14 @@ def parse_responses_request(
     bounds: Bounds | None = None,
     aliases: Aliases = (),
     tool_emulation: bool = True,
+    call_names: Mapping[str, str] | None = None,
 ) -> ResponsesRequest:
     """Validate a Responses body into a `ResponsesRequest`; 400 naming the param, 404 for a model.
 
     The same size bounds as Chat Completions (`validation.Bounds`, nesting in `parse_body`,
     the upstream's per-message limit) apply, to `input` items and `instructions`.
+    `call_names` names the calls of earlier, stored turns (`previous_response_id`), which a
+    `function_call_output` answers without repeating the function's name.
     """
     bounds = bounds or Bounds()
     body = parse_body(raw)
@@ -219,7 +223,7 @@ def parse_responses_request(
         )
     instructions = _optional(body, "instructions", str, "a string")
     previous, conversation = _continuation(body)
-    items = input_messages(body, bounds)
+    items = input_messages(body, bounds, call_names or {})
     found = input_images(body, bounds, upstream)
     echo = _echo(body)
     options = _options(body, tool_emulation=tool_emulation)

@@ -29,6 +29,7 @@ from service.web.pipeline.respond import answer_turn
 from service.web.pipeline.run import Run
 from service.web.pipeline.submit import parse_options, submit
 from service.web.responses import background
+from service.web.responses.calls import previous_call_names
 from service.web.responses.objects import ResponseBuilder
 from service.web.responses.parse import ResponsesRequest, parse_responses_request
 from service.web.responses.render import ResponseRenderer
@@ -54,7 +55,12 @@ def create_response(prefix: str = "") -> Response:
     """Run one turn and answer as a `response` object or its typed event stream."""
     gw = gateway()
     raw = read_body()
-    req = parse_responses_request(raw, request.headers, **parse_options(gw))
+    req = parse_responses_request(
+        raw,
+        request.headers,
+        **parse_options(gw),
+        call_names=previous_call_names(_responses(gw), raw, g.owner),
+    )
     make = functools.partial(_renderer, req, g.owner)
     survives = resume.Resumable(
         "responses", store=req.store, background=req.background, metadata=req.metadata

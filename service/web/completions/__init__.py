@@ -1,0 +1,1 @@
+"""OpenAI's legacy Completions API (`prompt` → `text_completion`): routes, parsing, rendering."""
