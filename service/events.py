@@ -140,11 +140,14 @@ class Failed(_Event):
     TYPE: ClassVar[str] = "error"
     error: Mapping[str, Any]
     synthetic: bool = False
+    upstream_turns: int = 0  # turns the upstream saw before the failure: the key is charged their input
 
     def to_json(self) -> dict[str, Any]:
         data: dict[str, Any] = {"type": self.TYPE, "error": dict(self.error)}
         if self.synthetic:
             data["synthetic"] = True
+        if self.upstream_turns:
+            data["upstream_turns"] = self.upstream_turns
         return data
 
 

@@ -123,6 +123,7 @@ class AccountLane:
         self.lease: Lease | None = None
         self.tried: set[str] = set()
         self.admitted = True  # the door's claim for this turn, until it takes a slot or stops waiting
+        self.turns = 0  # upstream turns started under the held lease (its first is in the ledger already)
         self.wants_spare = False  # take the account's spare conversation with the slot (`take(spare=True)`)
 
     def _acquire(self, preferred: str | None) -> Lease | None:
@@ -160,6 +161,7 @@ class AccountLane:
         if lease is None:
             return None
         self.lease = lease
+        self.turns = 0
         metrics.GROUP_TURNS.labels(group=self.group).inc()
         log.info(
             "event=account_taken account=%s group=%s preferred=%s",
@@ -220,6 +222,15 @@ class AccountLane:
         health.record(self.pool.registry, account_id, verdict, time.time())
         self.tried.add(account_id)
         return True
+
+    def note_turn(self) -> None:
+        """An upstream turn starts on the held account: every one after the lease's first is recorded."""
+        lease = self.lease
+        if lease is None:
+            return
+        self.turns += 1
+        if self.turns > 1:
+            self.pool.scheduler.note_turn(lease, self.turns)
 
     def refresh(self, pipe: Redis | Pipeline) -> None:
         """Keep the held slot's lease alive (called by the turn's watcher)."""

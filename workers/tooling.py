@@ -29,6 +29,7 @@ from collections.abc import Callable, Generator, Iterator
 from typing import Any
 
 from service import events as relay
+from service import turn_plan
 from service.errors import ApiError
 from service.tokens import count_text, encoding
 from service.tools import parser, prompts, structured
@@ -40,6 +41,7 @@ from workers.upstream.events import Done, Event, TextDelta
 log = logging.getLogger(__name__)
 
 DIGEST_KEY = "tools_digest"
+SETTLE_TAIL = 256  # characters the token limit re-counts on each delta
 
 
 class Cutter:
@@ -52,6 +54,12 @@ class Cutter:
         self.pending = ""
         self.finish: str | None = None
         self.matched: str | None = None  # the stop sequence the answer was cut at
+        # Running counts, so each delta costs its own length, not the answer's (audit N12):
+        # bytes shown, and the tokens of `shown[:settled]`, a prefix ending at a space (BPE
+        # pieces never span one) that trails the end; only the text after it is re-counted.
+        self._bytes = 0
+        self._settled = 0
+        self._settled_tokens = 0
 
     def feed(self, text: str) -> str:
         """Text to show now; sets `finish` ("stop"/"length") when the answer must end."""
@@ -73,13 +81,29 @@ class Cutter:
         return self._limit(held) if self.finish is None else ""
 
     def _limit(self, text: str) -> str:
-        total = self.shown + text
         limit = self.max_tokens
-        if limit is not None and len(total.encode()) > limit and count_text(total) > limit:
-            kept = encoding().decode(encoding().encode(total, disallowed_special=())[:limit])
-            text, self.finish = kept[len(self.shown) :] if kept.startswith(self.shown) else "", "length"
+        size = len(text.encode())
+        if limit is not None and self._bytes + size > limit:  # a token is at least one byte
+            total = self.shown + text
+            if self._settled_tokens + count_text(total[self._settled :]) > limit:
+                kept = encoding().decode(encoding().encode(total, disallowed_special=())[:limit])  # once
+                text, self.finish = kept[len(self.shown) :] if kept.startswith(self.shown) else "", "length"
+                size = len(text.encode())
+            else:
+                self._settle(total)
         self.shown += text
+        self._bytes += size
         return text
+
+    def _settle(self, total: str) -> None:
+        """Move the counted prefix up to a piece boundary at least SETTLE_TAIL characters behind the end."""
+        cut = total.rfind(" ", self._settled, max(self._settled, len(total) - SETTLE_TAIL))
+        # A lone space between two non-spaces starts a piece (" word"); in a run of spaces it may not.
+        while cut > self._settled and (total[cut - 1].isspace() or total[cut + 1].isspace()):
+            cut = total.rfind(" ", self._settled, cut)
+        if cut > self._settled:
+            self._settled_tokens += count_text(total[self._settled : cut])
+            self._settled = cut
 
 
 class Shaping:
@@ -112,12 +136,15 @@ class Shaping:
         """
         options = self.options
         self.sent_tools = options.calls_tools and (fresh or self.digest != self.previous_digest)
-        text = prompts.turn_text(prompt, options, send_tools=self.sent_tools)
-        block = prompts.instructions(options.tools) if self.sent_tools else ""
-        if fresh and len(text) > budget and len(system) + len(block) + 2 <= max_context:
-            text = prompts.turn_text(prompt, options, send_tools=False)
-            system = "\n\n".join(part for part in (system, block) if part)
-        return text, system
+        return turn_plan.directives(
+            prompt,
+            system,
+            options,
+            send_tools=self.sent_tools,
+            fresh=fresh,
+            budget=budget,
+            max_context=max_context,
+        )
 
     def handle_extra(self) -> dict[str, Any]:
         """What to keep on the stored handle: the digest of the tool set the upstream has seen."""

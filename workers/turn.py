@@ -112,7 +112,9 @@ class TurnRunner:
                     exc,
                 )
                 try:
-                    publisher.finish(relay.Failed(error.to_event()))
+                    # How many turns the upstream saw: the key is charged the input they carried.
+                    sent = self.upstream.turns.sent if self.upstream is not None else 0
+                    publisher.finish(relay.Failed(error.to_event(), upstream_turns=sent))
                 except RedisError:  # Redis is gone: the web tier notices the lease lapse instead
                     log.warning("event=turn_error_unpublished")
             raise

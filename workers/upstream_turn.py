@@ -26,7 +26,7 @@ from service.runtime.settings import Settings
 from service.state.conversations import Conversation
 from service.state.relay import Publisher
 from service.turns import TurnRequest
-from workers import spare_conversations
+from workers import spare_conversations, turn_budget
 from workers.account_pool import AccountLane
 from workers.generated_image import fetch_b64
 from workers.instrument import UpstreamTimer
@@ -82,6 +82,9 @@ class UpstreamTurn:
         self.clock = clock
         self.reached = False  # the upstream was contacted (a stored handle may now disagree)
         self.drawn = False
+        # Upstream turns started (priming parts, the turn, a repair; every account), each one an
+        # entry of its account's minute; no more than MAX_UPSTREAM_TURNS_PER_REQUEST in all.
+        self.turns = turn_budget.TurnCounter(settings.max_upstream_turns_per_request, lane.note_turn)
 
     def run(
         self,
@@ -133,7 +136,10 @@ class UpstreamTurn:
         shaping: Shaping,
     ) -> None:
         """One try on `account`: its upstream conversation, priming, the shaped stream, relayed."""
-        client = build_client(self.settings, account, on_cookies=self.lane.pool.cookie_sink(account.id))
+        client: Client = turn_budget.CountedTurns(  # every turn is an entry of the account's minute
+            build_client(self.settings, account, on_cookies=self.lane.pool.cookie_sink(account.id)),
+            self.turns.note,
+        )
         timer = UpstreamTimer(self.settings.upstream, self.request, account.id)  # metrics
         self.reached = True
         handle = attempt.handle
@@ -249,6 +255,7 @@ class UpstreamTurn:
             primed = priming.plan(
                 text, history, system, budget=budget, max_context=self.settings.context_max_chars
             )
+        turn_budget.check(len(primed.primers), shaping.options, self.settings.max_upstream_turns_per_request)
         turn = TurnInput(
             text=primed.text,
             tone=spec.tone,

@@ -76,9 +76,11 @@ if status ~= 0 then
 end
 if rpm > 0 then
   redis.call('ZADD', KEYS[1], now, ARGV[4])
+  -- A request that costs several upstream turns takes one entry of the minute per turn.
+  for i = 2, tonumber(ARGV[9] or '1') do redis.call('ZADD', KEYS[1], now, ARGV[4] .. ':' .. i) end
   redis.call('PEXPIRE', KEYS[1], 60000)
-  count = count + 1
-  if count == 1 then reset = 60000 end
+  if count == 0 then reset = 60000 end
+  count = redis.call('ZCARD', KEYS[1])
 end
 if conc > 0 then
   redis.call('ZADD', KEYS[2], now + tonumber(ARGV[5]), ARGV[4])
@@ -210,18 +212,23 @@ def usage_prefix(key_id: str) -> str:
     return f"usage:{key_id}:"
 
 
-def admit(redis: Redis, caller: Caller, *, lease_seconds: float) -> Decision:
-    """Count one turn against the caller's limits, atomically; take a turn slot if admitted.
+def admit(redis: Redis, caller: Caller, *, lease_seconds: float, turns: int = 1) -> Decision:
+    """Count one request against the caller's limits, atomically; take a turn slot if admitted.
 
     The slot is a lease of `lease_seconds` (the longest a turn can live): if the web
-    process holding it dies, it frees itself then. Raises nothing; see `Decision.error`.
+    process holding it dies, it frees itself then. A request that will cost several
+    upstream `turns` (priming, repair) takes that many entries of the key's minute
+    (rpm); it is admitted while the minute has room for one more request. Raises
+    nothing; see `Decision.error`.
     """
     with redis.pipeline(transaction=False) as pipe:
-        decide = admit_in(pipe, caller, lease_seconds=lease_seconds)
+        decide = admit_in(pipe, caller, lease_seconds=lease_seconds, turns=turns)
         return decide(pipe.execute()[0])
 
 
-def admit_in(pipe: Pipeline, caller: Caller, *, lease_seconds: float) -> Callable[[Any], Decision]:
+def admit_in(
+    pipe: Pipeline, caller: Caller, *, lease_seconds: float, turns: int = 1
+) -> Callable[[Any], Decision]:
     """`admit` as one command of the caller's pipeline (other reads share its round trip);
     the returned function reads its reply."""
     limits = caller.limits
@@ -240,6 +247,7 @@ def admit_in(pipe: Pipeline, caller: Caller, *, lease_seconds: float) -> Callabl
         usage_prefix(caller.id),
         USAGE_TTL,
         caller.id,
+        max(1, turns),
     )
 
     def decide(result: Any) -> Decision:

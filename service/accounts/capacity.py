@@ -41,6 +41,15 @@ def refresh(pipe: Redis | Pipeline, prefix: str, account_id: str, lease: str, *,
     pipe.zadd(leases_key(prefix, account_id), {lease: expires}, xx=True)
 
 
+def note_turn(redis: Redis, prefix: str, account_id: str, member: str, *, now: float) -> None:
+    """One more upstream turn started under a held lease (a priming part, a repair): one more entry
+    of the account's sliding minute, so ACCOUNT_RPM counts every turn the upstream sees."""
+    with redis.pipeline(transaction=False) as pipe:
+        pipe.zadd(rate_key(prefix, account_id), {member: now})
+        pipe.expire(rate_key(prefix, account_id), int(2 * WINDOW_SECONDS) + 1)
+        pipe.execute()
+
+
 DURATIONS_KEPT = 50
 
 

@@ -177,6 +177,12 @@ class Scheduler:
             pipe, self.prefix, lease.account.id, lease.id, expires=self.clock() + self.lease_seconds
         )
 
+    def note_turn(self, lease: Lease, number: int) -> None:
+        """Turn `number` (2, 3, ...) started under `lease`: it counts in the account's minute too."""
+        capacity.note_turn(
+            self.redis, self.prefix, lease.account.id, f"{lease.id}:{number}", now=self.clock()
+        )
+
     def release(self, lease: Lease) -> None:
         """Give the slot back."""
         capacity.release(self.redis, self.prefix, lease.account.id, lease.id, now=self.clock())

@@ -101,6 +101,7 @@ class Settings:
     image_fetch_timeout: float = 10.0
     queue_max_wait_seconds: float = 30.0
     upstream_max_turn_chars: int = 10000
+    max_upstream_turns_per_request: int = 12
     model_aliases: tuple[tuple[str, str], ...] = ()
     key_default_rpm: int = 0
     key_default_concurrent: int = 0
@@ -496,6 +497,11 @@ def load_settings(environ: Mapping[str, str]) -> Settings:
         # UPSTREAM_MAX_TURN_CHARS: most text one upstream turn carries; more is primed over several turns.
         upstream_max_turn_chars=_read(
             environ, "UPSTREAM_MAX_TURN_CHARS", _positive_int, d.upstream_max_turn_chars
+        ),
+        # MAX_UPSTREAM_TURNS_PER_REQUEST: most upstream turns one request may cause (priming parts, the
+        # turn, one repair); a request needing more is a 400 context_length_exceeded before it is enqueued.
+        max_upstream_turns_per_request=_read(
+            environ, "MAX_UPSTREAM_TURNS_PER_REQUEST", _positive_int, d.max_upstream_turns_per_request
         ),
         # MODEL_ALIASES: `glob=model,…` (e.g. `claude-*=copilot,o3=think-deeper`) mapping client model names
         # onto catalog models, before the built-in defaults (docs/api.md#models).

@@ -13,7 +13,7 @@ import json
 from typing import Any
 
 from service.errors import InvalidRequest
-from service.tools import prompts
+from service.tools import client_schema, prompts
 from service.tools.hosted import is_hosted
 from service.tools.options import CHOICES, OutputFormat, Tool, TurnOptions
 
@@ -65,9 +65,11 @@ def _tool(item: Any, where: str, *, nested: bool, hosted: bool) -> Tool | None:
     name = spec.get("name")
     if not isinstance(name, str) or not name.strip():
         raise _bad(f"{inner}.name", "a tool needs a name.")
-    parameters = spec.get("parameters", spec.get("input_schema")) or {}
+    key = "parameters" if "parameters" in spec or "input_schema" not in spec else "input_schema"
+    parameters = spec.get(key) or {}
     if not isinstance(parameters, dict):
-        raise _bad(f"{inner}.parameters", "expected an object.")
+        raise _bad(f"{inner}.{key}", "expected an object.")
+    client_schema.check(parameters, f"{inner}.{key}")  # self-contained, bounded, RE2 patterns
     return Tool(name=name, description=str(spec.get("description") or ""), parameters=parameters)
 
 
@@ -112,6 +114,8 @@ def parse_format(value: Any, param: str = "response_format") -> OutputFormat | N
         spec = value.get("json_schema", value)
         if not isinstance(spec, dict) or not isinstance(spec.get("schema", {}), dict):
             raise _bad(f"{param}.json_schema", "expected an object with a 'schema' object.")
+        where = f"{param}.json_schema.schema" if spec is not value else f"{param}.schema"
+        client_schema.check(spec.get("schema"), where)
         return OutputFormat(
             kind="json_schema",
             name=str(spec.get("name") or ""),

@@ -18,8 +18,7 @@ import json
 import re
 from typing import Any
 
-import jsonschema
-
+from service.tools import schema_check
 from service.tools.options import TurnOptions
 from service.tools.prompts import CLOSE, OPEN
 
@@ -150,10 +149,14 @@ def _candidates(text: str) -> list[tuple[int, str]]:
 
 
 def _decode(body: str) -> list[Any]:
+    """The call(s) in `body`; ValueError when it is not JSON, or nests too deeply for the parser."""
     try:
-        value = json.loads(body)
-    except ValueError:
-        value, _ = json.JSONDecoder().raw_decode(body)  # trailing junk after the object
+        try:
+            value = json.loads(body)
+        except ValueError:
+            value, _ = json.JSONDecoder().raw_decode(body)  # trailing junk after the object
+    except RecursionError:
+        raise ValueError("nested too deeply") from None
     return value if isinstance(value, list) else [value]
 
 
@@ -171,7 +174,10 @@ def parse(text: str, options: TurnOptions) -> Parsed:
             problems.append("a tool call was not valid JSON")
             continue
         for item in items:
-            call, problem = _check(item, options)
+            try:
+                call, problem = _check(item, options)
+            except RecursionError:  # arguments nested near the parser's own limit
+                call, problem = None, "a tool call nested its JSON too deeply"
             if call is not None:
                 calls.append(call)
             if problem:
@@ -201,15 +207,13 @@ def _check(item: Any, options: TurnOptions) -> tuple[Call | None, str]:
     if isinstance(arguments, str):
         try:
             arguments = json.loads(arguments) if arguments.strip() else {}
-        except ValueError:
+        except (ValueError, RecursionError):
             return None, f"the arguments of {name} were not valid JSON"
     if not isinstance(arguments, dict):
         return None, f"the arguments of {name} were not a JSON object"
     if tool.parameters:
-        try:
-            jsonschema.validate(arguments, tool.parameters)
-        except jsonschema.ValidationError as exc:
-            return None, f"the arguments of {name} were invalid ({exc.message})"
-        except jsonschema.SchemaError:
-            pass  # the client's schema is broken: we cannot hold the model to it
+        # A broken schema lets the arguments pass: we cannot hold the model to it.
+        problem = schema_check.mismatch(arguments, tool.parameters)  # no retrieval, RE2 patterns
+        if problem is not None:
+            return None, f"the arguments of {name} were invalid ({problem})"
     return Call(name=name, arguments=json.dumps(arguments, ensure_ascii=False, separators=(",", ":"))), ""

@@ -2,7 +2,8 @@
 
 Models asked for "JSON only" still wrap it in a code fence or add a sentence; the
 first JSON object (or array) found is taken. `json_object` needs an object; a
-`json_schema` format is validated with `jsonschema`.
+`json_schema` format is validated with `jsonschema` (`schema_check`: never fetches,
+matches patterns in linear time).
 """
 
 from __future__ import annotations
@@ -11,8 +12,7 @@ import json
 import re
 from typing import Any
 
-import jsonschema
-
+from service.tools import schema_check
 from service.tools.options import OutputFormat
 
 _FENCED = re.compile(r"```[A-Za-z]*\s*\n?(.*?)```", re.S)
@@ -29,6 +29,8 @@ def extract(text: str) -> Any:
                     value, _ = decoder.raw_decode(candidate, index)
                 except ValueError:
                     continue
+                except RecursionError:  # thousands of levels: no answer anyone asked for
+                    raise ValueError("the answer nested its JSON too deeply") from None
                 return value
     raise ValueError("the answer contained no JSON")
 
@@ -42,10 +44,10 @@ def check(text: str, output: OutputFormat) -> tuple[str | None, str]:
     if output.kind == "json_object" and not isinstance(value, dict):
         return None, "the answer was not a JSON object"
     if output.kind == "json_schema" and output.schema:
-        try:
-            jsonschema.validate(value, output.schema)
-        except jsonschema.ValidationError as exc:
-            return None, f"the JSON did not match the schema ({exc.message})"
-        except jsonschema.SchemaError:
-            pass
-    return json.dumps(value, ensure_ascii=False), ""
+        problem = schema_check.mismatch(value, output.schema)  # no retrieval, RE2 patterns
+        if problem is not None:
+            return None, f"the JSON did not match the schema ({problem})"
+    try:
+        return json.dumps(value, ensure_ascii=False), ""
+    except RecursionError:
+        return None, "the answer nested its JSON too deeply"

@@ -19,7 +19,7 @@ from tests.integration.conftest import Stack
 from tests.support.stack import ROOT
 
 AGENTS_ENV = ROOT / ".venv-agents"
-REQUIREMENTS = ROOT / "requirements-agents.txt"
+REQUIREMENTS = ROOT / "requirements-agents.lock"  # hash-locked from requirements-agents.txt (deploy/lock)
 
 
 def agents_python() -> Path:
@@ -30,7 +30,7 @@ def agents_python() -> Path:
         return python
     venv.create(AGENTS_ENV, with_pip=True, clear=True)
     installed = subprocess.run(
-        [str(python), "-m", "pip", "install", "-q", "-r", str(REQUIREMENTS)],
+        [str(python), "-m", "pip", "install", "-q", "--require-hashes", "-r", str(REQUIREMENTS)],
         capture_output=True,
         text=True,
         timeout=600,

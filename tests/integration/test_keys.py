@@ -21,6 +21,7 @@ from redis import Redis
 
 from service.access.ratelimit import duration, turns_key
 from service.runtime.embedded_redis import EmbeddedRedis
+from service.tokens import count_messages
 from tests.integration.conftest import body, sse_data
 from tests.support.simulator import SimulatorProcess
 from tests.support.stack import GunicornServer, WorkerProcess, gateway_env, wait_for
@@ -200,7 +201,9 @@ def test_usage_matches_the_requests_made(gw: Gateway) -> None:
     assert failed.status_code >= 500
     usages = [a.json()["usage"] for a in plain] + [sse_data(streamed.text.splitlines())[-2]["usage"]]
     day = wait_for(lambda: (u := gw.usage(key_id)) and u["requests"] == 4 and u["errors"] == 1 and u)
-    assert day["input_tokens"] == sum(u["prompt_tokens"] for u in usages)
+    # The failed turn reached the upstream: its input is charged too (audit round 3, N3), no output.
+    failed_input = count_messages([{"role": "user", "content": "[sim:internal] this one fails"}])
+    assert day["input_tokens"] == sum(u["prompt_tokens"] for u in usages) + failed_input
     assert day["output_tokens"] == sum(u["completion_tokens"] for u in usages)
     assert day["rejected"] == 0
 

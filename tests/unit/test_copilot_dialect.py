@@ -444,6 +444,14 @@ def test_arithmetic_challenge(a: str, token: str) -> None:
     assert challenges.solve_challenge("copilot", a) == token
 
 
+@pytest.mark.parametrize("a", ["1e308", "nan", "inf", "-inf", "-1e300", "100001"])
+def test_arithmetic_challenge_refuses_non_finite_and_absurd_numbers(a: str) -> None:
+    """Audit round 2 item 19: these were an OverflowError/ValueError (a 500); now the turn fails as a
+    protocol error, like any challenge the gateway cannot answer."""
+    with pytest.raises(ProtocolError, match="out of range"):
+        challenges.solve_challenge("copilot", a)
+
+
 def test_arithmetic_challenge_rejects_non_numbers() -> None:
     with pytest.raises(ProtocolError):
         challenges.solve_arithmetic("seven")

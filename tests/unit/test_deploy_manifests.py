@@ -162,7 +162,7 @@ def test_every_manifest_runs_the_same_two_entry_points() -> None:
 def test_the_image_is_small_non_root_and_has_what_the_entry_points_import() -> None:
     text = dockerfile()
     assert re.search(r"^FROM python:3\.11-slim$", text, re.MULTILINE)
-    assert "requirements-dev" not in text and "pip install -r requirements.txt" in text
+    assert "requirements-dev" not in text and "pip install --require-hashes -r requirements.lock" in text
     user = re.findall(r"^USER (\S+)$", text, re.MULTILINE)
     assert user and user[-1] not in ("root", "0")
     for needed in ("wsgi.py", "service", "workers", "deploy/gunicorn.conf.py"):

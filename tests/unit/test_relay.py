@@ -177,6 +177,33 @@ def test_a_non_text_event_does_not_hold_back_the_first_token(redis_client: Redis
     sub.close()
 
 
+def test_two_subscriptions_to_one_completion_both_get_every_event(redis_client: Redis, hub: RelayHub) -> None:
+    """Audit rounds 2 and 3, item 15: a retried request (Idempotency-Key) attaching to a run its
+    first request still streams subscribed the same channel again, and the second subscription
+    replaced the first, which then heard nothing. Each now gets every event live, and Redis is
+    unsubscribed only when the last one closes."""
+    first = hub.subscribe("chatcmpl-dup")
+    second = hub.subscribe("chatcmpl-dup")
+    assert hub.subscription_count == 2
+    publisher = Publisher(redis_client, "chatcmpl-dup", coalesce_ms=0)
+    publisher.delta("Hel")
+    assert first.next(2.0) is not None and second.next(2.0) is not None
+    redis_client.delete(log_key("chatcmpl-dup"))  # live delivery only: no catching up from the log
+    publisher.delta("lo")
+    assert (first.next(2.0) or {}).get("text") == "lo"
+    assert (second.next(2.0) or {}).get("text") == "lo"
+    first.close()
+    assert hub.subscription_count == 1
+    publisher.finish(Done("Hello"))
+    assert (second.next(2.0) or {}).get("type") == "done"
+    third = hub.subscribe("chatcmpl-dup")  # confirmed at once: the channel is live
+    second.close()
+    third.close()
+    assert hub.subscription_count == 0
+    numsub = dict(redis_client.pubsub_numsub(channel_name("chatcmpl-dup")))
+    assert numsub[channel_name("chatcmpl-dup").encode()] == 0
+
+
 def test_two_readers_of_one_completion_both_get_it_live(redis_client: Redis, hub: RelayHub) -> None:
     # A background response's collector and its streaming reader, or a resumed stream beside the
     # dropped one not yet noticed: each gets every event as it is published, not a second late.

@@ -69,6 +69,9 @@ def post(client: FlaskClient, body: dict[str, Any]) -> Any:
     return client.post("/v1/chat/completions", json=body)
 
 
+# 10,000 bodies take about 80 s of CPU: more than pytest's default timeout of wall time on a
+# machine whose two cores are shared.
+@pytest.mark.timeout(600)
 def test_valid_bodies_are_accepted(client: FlaskClient) -> None:
     @settings(FUZZ, max_examples=2500)
     @given(valid_bodies())
@@ -84,6 +87,7 @@ def test_valid_bodies_are_accepted(client: FlaskClient) -> None:
     check()
 
 
+@pytest.mark.timeout(600)
 def test_one_bad_field_is_a_400_naming_it(client: FlaskClient) -> None:
     @settings(FUZZ, max_examples=5000)
     @given(bodies_with_one_bad_field())
@@ -97,6 +101,7 @@ def test_one_bad_field_is_a_400_naming_it(client: FlaskClient) -> None:
     check()
 
 
+@pytest.mark.timeout(600)
 def test_arbitrary_json_anywhere_is_never_a_5xx(client: FlaskClient) -> None:
     @settings(FUZZ, max_examples=2500)
     @given(arbitrary_bodies())

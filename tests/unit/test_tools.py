@@ -6,12 +6,14 @@ import json
 from collections.abc import Iterator
 from typing import Any
 
+import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from service.events import ToolCall
 from service.tools import history, parser, prompts, structured
 from service.tools.options import OutputFormat, Tool, TurnOptions
+from workers import tooling
 from workers.tooling import Cutter, Shaping
 from workers.upstream.events import TextDelta
 
@@ -196,3 +198,41 @@ def test_the_quoted_format_line_is_not_a_call() -> None:
     parsed = parser.parse(filt.text, OPTIONS)
     assert parsed.calls == () and not parsed.found_markup
     assert shown + filt.rest(parsed) == text
+
+
+def test_the_token_limit_keeps_a_running_count(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Audit round 3, N12: past max_tokens' byte count, every delta re-tokenized the whole answer
+    (quadratic). Now each delta re-counts a short tail: the limit lands on the same text as one
+    tokenization of the whole answer, and the characters tokenized stay linear in the answer.
+    (The real tokenizer runs; a spy only adds up the lengths it is given.)"""
+    from service import tokens
+
+    words = " ".join(f"word{i} x{i % 7}  y,  {i}" for i in range(1500))
+    limit = len(tokens.encoding().encode(words)) - 40
+    expected = tokens.encoding().decode(tokens.encoding().encode(words)[:limit])
+    counted = [0]
+
+    def spy(text: str) -> int:
+        counted[0] += len(text)
+        return tokens.count_text(text)
+
+    monkeypatch.setattr(tooling, "count_text", spy)
+    cutter = Cutter((), limit)
+    shown = "".join(cutter.feed(words[i : i + 5]) for i in range(0, len(words), 5))
+    assert cutter.finish == "length" and shown == expected
+    assert counted[0] <= 2 * len(words) + (len(words) // 5) * (tooling.SETTLE_TAIL + 10)
+
+
+def test_answers_nested_thousands_deep_are_problems_not_crashes() -> None:
+    """Audit round 3, N12: a RecursionError in the answer parsers was a 500."""
+    deep = "[" * 5000 + "]" * 5000
+    value, problem = structured.check("```json\n" + deep + "\n```", OutputFormat(kind="json_object"))
+    assert value is None and "deeply" in problem
+    options = TurnOptions(tools=(Tool(name="f"),))
+    parsed = parser.parse('<tool_call>{"name": "f", "arguments": ' + deep + "}</tool_call>", options)
+    assert parsed.calls == () and parsed.problems
+    as_text = parser.parse('<tool_call>{"name": "f", "arguments": "' + deep + '"}</tool_call>', options)
+    assert as_text.calls == () and as_text.problems
+    near = "[" * 900 + "]" * 900
+    value, problem = structured.check('{"a": ' + near + "}", OutputFormat(kind="json_object"))
+    assert (value is None) == bool(problem)

@@ -9,7 +9,8 @@ from flask.testing import FlaskClient
 
 from service.web import create_app
 
-HUGE = {"type": "object", "properties": {"a": {"enum": ["v" * 1000] * 101}}}  # over the block's bound
+HUGE = {"type": "object", "properties": {"a": {"enum": ["v" * 1000] * 101}}}  # over one schema's bound
+LARGE = {"type": "object", "properties": {"a": {"enum": ["v" * 1000] * 26}}}  # 4 of these: over the block's
 TOOL = {"type": "function", "function": {"name": "f", "parameters": {"type": "object"}}}
 
 
@@ -60,7 +61,18 @@ def test_tool_emulation_off_is_a_400_naming_tools(redis_url: str, path: str, bod
         ({"response_format": {"type": "yaml"}}, "response_format.type"),
         ({"stop": ["a", "b", "c", "d", "e"]}, "stop"),
         ({"top_logprobs": 2}, "top_logprobs"),
-        ({"tools": [{"type": "function", "function": {"name": "f", "parameters": HUGE}}]}, "tools"),
+        (
+            {"tools": [{"type": "function", "function": {"name": "f", "parameters": HUGE}}]},
+            "tools[0].function.parameters",
+        ),
+        (
+            {
+                "tools": [
+                    {"type": "function", "function": {"name": f"f{i}", "parameters": LARGE}} for i in range(4)
+                ]
+            },
+            "tools",
+        ),
     ],
 )
 def test_bad_tool_parameters_are_400s_naming_them(redis_url: str, extra: dict[str, Any], param: str) -> None:

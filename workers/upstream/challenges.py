@@ -20,6 +20,7 @@ absurd difficulties"), sized to what one turn can afford on one core.
 from __future__ import annotations
 
 import hashlib
+import math
 import subprocess
 import sys
 from pathlib import Path
@@ -77,6 +78,10 @@ def solve_hashcash_hex(parameter: str | None, *, max_digits: int = MAX_HASHCASH_
 HASHCASH = solve_hashcash_bits
 
 
+MAX_ARITHMETIC = 100_000
+"""Largest |a| answered: Copilot sends 1-999; beyond this a³ loses the precision the answer needs."""
+
+
 def solve_arithmetic(parameter: str | None) -> str:
     """`method:"copilot"`: round(((a³/100) + 25a) mod 22) of the number `a` (B3.1 [S])."""
     try:
@@ -85,6 +90,9 @@ def solve_arithmetic(parameter: str | None) -> str:
         raise ProtocolError(
             f"Copilot sent an arithmetic challenge we cannot read: {parameter!r:.80}"
         ) from None
+    if not math.isfinite(number) or abs(number) > MAX_ARITHMETIC:
+        # nan/inf would raise deep in the arithmetic, 1e308 overflow: neither is a real challenge.
+        raise ProtocolError(f"Copilot sent an arithmetic challenge out of range: {parameter!r:.80}")
     a: float = int(number) if number.is_integer() else number
     return str(round(((a**3 / 100) + 25 * a) % 22))
 

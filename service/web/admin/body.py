@@ -15,6 +15,7 @@ from flask import request
 
 from service.errors import InvalidRequest
 from service.web.http.body import read_body
+from service.web.pipeline.request import TOO_DEEP, parse_body
 
 
 def admin_json() -> Any:
@@ -23,9 +24,13 @@ def admin_json() -> Any:
     if not raw.strip():
         return None
     try:
-        return json.loads(raw)
+        value = json.loads(raw)
+    except RecursionError:
+        raise InvalidRequest(TOO_DEEP, param=None, code="invalid_value") from None
     except (ValueError, UnicodeDecodeError):
         kind = request.content_type or "none"
         raise InvalidRequest(
             f"The body must be a JSON object; it is not valid JSON (Content-Type: {kind}).", param=None
         ) from None
+    # An object is held to the API surfaces' bounds: depth, value count, lone surrogates (400s).
+    return parse_body(raw) if isinstance(value, dict) else value

@@ -8,8 +8,12 @@ to the limit and silently cut there: the client would get a confusing "not valid
 
 from __future__ import annotations
 
+from typing import Any
+
 from flask import request
 from werkzeug.exceptions import RequestEntityTooLarge
+
+from service.web.pipeline.request import parse_body
 
 
 def read_body() -> bytes:
@@ -20,3 +24,10 @@ def read_body() -> bytes:
     if limit is not None and len(data) >= limit and request.environ["wsgi.input"].read(1):
         raise RequestEntityTooLarge()
     return data
+
+
+def read_json_or_none() -> dict[str, Any] | None:
+    """The body as a JSON object through `pipeline.request.parse_body` (bounded depth and size, a
+    400 for bad JSON), or None when it is empty; the admin API reads its bodies here."""
+    raw = read_body()
+    return parse_body(raw) if raw.strip() else None

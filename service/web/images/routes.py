@@ -24,6 +24,7 @@ from typing import Any
 from flask import Blueprint, Response
 
 from service.errors import InvalidRequest, NotFound
+from service.limits import check_prompt
 from service.models import find_model, unknown_model_message
 from service.web.http.body import read_body
 from service.web.http.extension import gateway
@@ -48,6 +49,8 @@ def generations() -> Response:
     gw = gateway()
     raw = read_body()
     prompt, model, response_format = _validate(parse_body(raw), gw.settings.upstream)
+    # Bounded like a message: a prompt over one upstream turn would otherwise be primed in parts.
+    check_prompt(REQUEST_TEXT.format(prompt=prompt), gw.settings.upstream, param="prompt")
     chat = ChatRequest(
         model=model, prompt=REQUEST_TEXT.format(prompt=prompt), kind="image", image_format=response_format
     )

@@ -68,7 +68,10 @@ class Ticket:
     renewer: slot_leases.SlotLeases | None = None  # renews the slot's lease until it is settled
 
     def settle(self, redis: Redis, terminal: Terminal | None, answer: Any | None) -> None:
-        """Free the turn slot; record tokens (none for a failed turn) and errors. Never raises.
+        """Free the turn slot; record tokens and errors. Never raises.
+
+        A failed turn is charged the input tokens only when it reached the upstream (its
+        `Failed` event counts `upstream_turns`), and no output tokens.
 
         `answer` is the `Answer` the response was built from (None: count no tokens, e.g. a
         retry attached to a turn already counted); `terminal` None means the client left.
@@ -79,10 +82,13 @@ class Ticket:
         if self.renewer is not None:
             self.renewer.drop(self.lease)
         failed = isinstance(terminal, Failed)
+        # A failed turn that reached the upstream still sent the request's text there.
+        sent = not failed or (isinstance(terminal, Failed) and terminal.upstream_turns > 0)
         input_tokens = output_tokens = 0
         try:
-            if answer is not None and not failed:
+            if answer is not None and sent:
                 input_tokens = count_messages(answer.messages)
+            if answer is not None and not failed:
                 output_tokens = count_text(answer.content)
             ratelimit.settle(
                 redis,
@@ -108,12 +114,15 @@ class Admission:
     owned: int | None = None  # the owner's stored conversations, when asked for (`admit(owner=...)`)
 
 
-def admit(gw: Gateway, caller: Caller | None, model: str, *, owner: str | None = None) -> Admission | None:
+def admit(
+    gw: Gateway, caller: Caller | None, model: str, *, owner: str | None = None, turns: int = 1
+) -> Admission | None:
     """Check the caller's model access and limits for one turn (None: the caller has no limits).
 
     Raises the 403 for a model the key may not use; a refused turn's `Admission` carries its 429.
     With `owner`, the key's stored conversations are counted in the same round trip (`owned`,
-    for `conversation_limits.check_room` when the turn starts a new conversation).
+    for `conversation_limits.check_room` when the turn starts a new conversation). `turns` is
+    what the request surely costs upstream (`turn_cost`): that many entries of the key's minute.
     """
     if caller is None or caller.id == "open":
         return None
@@ -128,7 +137,7 @@ def admit(gw: Gateway, caller: Caller | None, model: str, *, owner: str | None =
         )
     renewer = slot_leases.slot_leases()
     with gw.redis.pipeline(transaction=False) as pipe:
-        decide = ratelimit.admit_in(pipe, caller, lease_seconds=renewer.lease_seconds)
+        decide = ratelimit.admit_in(pipe, caller, lease_seconds=renewer.lease_seconds, turns=turns)
         # The key's stored conversations, in the same round trip, for the room check of a new one.
         counting = owner is not None and gw.settings.key_max_conversations > 0
         if owner is not None and counting:

@@ -16,6 +16,7 @@ from typing import Any
 from service.errors import InvalidRequest
 from service.images import ImageInput, ImageLimits
 from service.web.http.schema_errors import invalid
+from service.web.pipeline import unicode_check
 
 PARSE_ERROR = (
     "We could not parse the JSON body of your request. (HINT: This likely means you aren't using your "
@@ -99,6 +100,7 @@ def parse_body(raw: bytes) -> dict[str, Any]:
     if not isinstance(body, dict):
         raise InvalidRequest(PARSE_ERROR, param=None)
     _check_shape(body)
+    unicode_check.check(body)  # a lone surrogate: a 400 naming the field, not a 500 later
     return body
 
 

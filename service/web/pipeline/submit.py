@@ -34,7 +34,7 @@ from service.runtime.logs import bind_turn
 from service.state import idempotency
 from service.turns import TurnRequest, new_completion_id
 from service.web.http.extension import Gateway
-from service.web.pipeline import admission, attach, quota, resume
+from service.web.pipeline import admission, attach, quota, resume, turn_cost
 from service.web.pipeline import conversation_limits as limits
 from service.web.pipeline.enqueue import start
 from service.web.pipeline.request import Bounds, ChatRequest
@@ -58,6 +58,7 @@ def submit(
     store: bool = True,
     resumable: resume.Resumable | None = None,
     answer: Answerer = answer_turn,
+    param: str = "messages",
 ) -> Response:
     """Run `chat` as a turn (or attach to the run its Idempotency-Key names); `make` builds its renderer.
 
@@ -66,14 +67,17 @@ def submit(
     prefix (`resp_`, `msg_`); `store` False asks the worker to keep nothing once the
     turn is over. `resumable` makes the stream survive a disconnect (`pipeline.resume`);
     `answer` answers the running turn (a background response returns at once).
+    `param` is what a request over MAX_UPSTREAM_TURNS_PER_REQUEST names.
     """
     owner: str = g.owner  # the request's caller, read once here: helpers take it as an argument
     g.model = chat.model  # labels this request's metrics (service.web.http.telemetry)
+    turns = turn_cost.check(chat, gw.settings, param=param)  # 400 over MAX_UPSTREAM_TURNS_PER_REQUEST
     group = admission.caller_group()  # the key's account group: its turns run on no other accounts
     admission.admit(owner, group)  # 429 at once if the group's line is too long; 503 if it is empty
     trace.mark("admission")
-    # The key's model access and limits (403/429), with its conversation count in the same round trip.
-    quota.keep(quota.admit(gw, g.get("caller"), chat.model, owner=owner))
+    # The key's model access and limits (403/429), charged the turns the request surely costs,
+    # with its conversation count in the same round trip.
+    quota.keep(quota.admit(gw, g.get("caller"), chat.model, owner=owner, turns=turns))
     trace.mark("quota")
     key = attach.idempotency_key()
     completion_id, created = completion_id or new_completion_id(), int(time.time())

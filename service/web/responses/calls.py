@@ -19,8 +19,8 @@ def previous_call_names(store: ResponseStore, raw: bytes, owner: str) -> dict[st
     """call id → function name of the calls in the request's previous response ({} when none)."""
     try:
         body: Any = json.loads(raw)
-    except (ValueError, UnicodeDecodeError):
-        return {}  # the parser says what is wrong with the body
+    except (ValueError, UnicodeDecodeError, RecursionError):
+        return {}  # the parser says what is wrong with the body (too deep included)
     previous = body.get("previous_response_id") if isinstance(body, dict) else None
     if not isinstance(previous, str) or not previous:
         return {}

@@ -76,6 +76,7 @@ def create_response(prefix: str = "") -> Response:
             store=req.store,
             resumable=survives,
             answer=answer,
+            param="input",
         )
         return hosted_note.announce(answered, req.unoffered)  # hosted tools left out: say so
     except NotFound as exc:
