@@ -34,8 +34,9 @@ from redis.client import Pipeline
 from redis.exceptions import RedisError
 
 from service.accounts import admission, health
+from service.accounts.account import Account, AccountNotFound
 from service.accounts.groups import DEFAULT_GROUP
-from service.accounts.registry import Account, AccountNotFound, Registry
+from service.accounts.registry import Registry
 from service.accounts.scheduler import Lease, Scheduler
 from service.accounts.sealing import SealingError
 from service.errors import UpstreamUnavailable
