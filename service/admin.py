@@ -32,7 +32,8 @@ from typing import Any
 
 from service import keys_cli
 from service.accounts import manage
-from service.accounts.registry import AccountNotFound, Registry
+from service.accounts.account import AccountNotFound
+from service.accounts.registry import Registry
 from service.accounts.sealing import SealingError
 from service.data_dir import cli_environ, missing_redis
 from service.errors import ApiError

@@ -18,8 +18,7 @@ under QUEUE_MAX_WAIT_SECONDS, far below it; the lane ends
 the door's claim for its turn once the turn takes a slot or stops waiting.
 
 One `Pool` per worker process (`pool_for`), so the registry snapshot is shared by the
-process's turns. `run_prober` is the periodic probe of accounts needing attention: a
-cheap REST call per account, claimed by one worker per round across the deployment.
+process's turns (and by `account_prober`, which probes accounts needing attention).
 """
 
 from __future__ import annotations
@@ -34,8 +33,9 @@ from redis.client import Pipeline
 from redis.exceptions import RedisError
 
 from service.accounts import admission, health
+from service.accounts.account import Account, AccountNotFound
 from service.accounts.groups import DEFAULT_GROUP
-from service.accounts.registry import Account, AccountNotFound, Registry
+from service.accounts.registry import Registry
 from service.accounts.scheduler import Lease, Scheduler
 from service.accounts.sealing import SealingError
 from service.errors import UpstreamUnavailable
@@ -44,8 +44,7 @@ from service.runtime import metrics, trace
 from service.runtime.settings import Settings
 from service.state.relay import Publisher
 from workers import spare_conversations
-from workers.upstream import Credentials, account_transport
-from workers.upstream.errors import Unauthorized, UpstreamError
+from workers.upstream import Credentials
 
 log = logging.getLogger(__name__)
 
@@ -246,70 +245,3 @@ class AccountLane:
 
     def _queued(self, position: int) -> None:
         self.publisher.event(Queued(position))
-
-
-def probe(settings: Settings, credentials: Credentials) -> None:
-    """A cheap REST call as the account (never a chat turn); raises the upstream error if it fails."""
-    if settings.upstream == "bing":
-        from workers.upstream.chathub_client import BingClient
-
-        BingClient(
-            create_url=settings.bing_create_url,
-            chathub_url=settings.bing_chathub_url,
-            cookies=credentials.cookies,
-            connect_timeout=settings.upstream_connect_timeout,
-            transport=account_transport(settings, credentials),
-        ).create_conversation(account=credentials.id)
-        return
-    from workers.upstream.copilot_client import REST_BEARER
-    from workers.upstream.copilot_session import AccountSession, raise_for_gate
-
-    transport = account_transport(settings, credentials)
-    session = AccountSession(
-        base_url=settings.copilot_url,
-        cookies=credentials.cookies,
-        access_token=credentials.access_token,
-        user_agent=transport.identity.user_agent,
-        rest_bearer=REST_BEARER,
-        timeout=settings.upstream_connect_timeout,
-        transport=transport,
-    )
-    status, headers, body = session.request("GET", "/c/api/user")
-    raise_for_gate(status, headers, "the account probe", body)
-    if status in (401, 403):
-        raise Unauthorized(f"Copilot still refuses account {credentials.id} (HTTP {status})")
-    if status != 200:
-        raise UpstreamError(f"Copilot's account probe answered HTTP {status}")
-
-
-def run_prober(
-    settings: Settings,
-    redis: Redis,
-    *,
-    seeded: bool,
-    stop: Callable[[], bool],
-    sleep: Callable[[float], None],
-) -> None:
-    """Probe accounts needing attention every ACCOUNT_PROBE_SECONDS until `stop()` (a worker greenlet).
-
-    `seeded` False (Redis was down at start-up): seed the pool first, retrying every few seconds.
-    """
-    pool = pool_for(settings, redis)
-    every = settings.account_probe_seconds
-    while not stop():
-        sleep(min(every, 5.0) if not seeded else every)
-        try:
-            if not seeded:
-                pool.seed()
-                seeded = True
-            health.probe_once(
-                redis,
-                pool.registry,
-                lambda account: probe(settings, pool.credentials(account)),
-                every=every,
-                now=time.time(),
-            )
-        except RedisError as exc:  # Redis down: one line per round, no traceback; try again next round
-            log.warning("event=account_probe_round_failed error=%s", exc.__class__.__name__)
-        except Exception:  # a bug: try again next round
-            log.warning("event=account_probe_round_failed", exc_info=True)

@@ -11,9 +11,10 @@ heartbeats, job timeouts — but runs each job in a greenlet from a bounded pool
   worker object and concurrent jobs would otherwise overwrite each other's;
 - job timeouts are a `gevent.Timeout` raised in the job's greenlet (SIGALRM would hit
   whichever greenlet happened to be running);
-- Redis going away (a restart, a failover, a blip) never ends the process: the
-  loop backs off exponentially (RQ's own factors, capped at a few seconds so a
-  returning Redis is noticed quickly), logs one warning per outage, and on return
+- Redis going away (a restart, a failover, a blip) never ends the process
+  (`redis_outage.OutageTolerantWorker`): the loop backs off exponentially (RQ's own
+  factors, capped at a few seconds so a returning Redis is noticed quickly), logs one
+  warning per outage, and on return
   re-registers the worker if a Redis that lost its data forgot it; a worker started
   before its Redis waits for it the same way;
 - SIGTERM stops dequeuing and lets running turns finish for up to `shutdown_grace`
@@ -29,31 +30,24 @@ from __future__ import annotations
 
 import logging
 import signal
-import time
 from typing import Any
 
 import gevent
 import gevent.local
 import gevent.pool
-from redis.exceptions import ConnectionError as RedisConnectionError
-from redis.exceptions import TimeoutError as RedisTimeoutError
-from rq import worker_registration
 from rq.exceptions import DequeueTimeout, StopRequested
 from rq.executions import Execution
 from rq.job import Job, _job_stack
 from rq.queue import Queue
 from rq.timeouts import BaseDeathPenalty, JobTimeoutException
 from rq.utils import now
-from rq.worker import SimpleWorker, WorkerStatus
+from rq.worker import WorkerStatus
 
 from service.runtime import trace
 from workers import outcomes
+from workers.redis_outage import REDIS_DOWN, OutageTolerantWorker
 
 log = logging.getLogger(__name__)
-
-HEARTBEAT_EVERY = 1.0
-REDIS_DOWN = (RedisConnectionError, RedisTimeoutError)
-
 
 _AGAIN = object()  # the dequeue step found nothing to return yet; loop again
 
@@ -91,22 +85,16 @@ class WorkerShutdown(Exception):
     """Raised into jobs still running when the worker must exit."""
 
 
-class GeventWorker(SimpleWorker):
+class GeventWorker(OutageTolerantWorker):
     """RQ worker running up to `concurrency` jobs concurrently in greenlets."""
 
     death_penalty_class = GeventDeathPenalty
     job_class = TurnJob
-    # RQ's reconnect backoff (1 s, doubling), capped low: a worker that waits a minute
-    # after Redis returned would make every turn in that minute a 503.
-    max_connection_wait_time = 5.0
 
     def __init__(
         self, *args: Any, concurrency: int = 100, shutdown_grace: float = 25.0, **kwargs: Any
     ) -> None:
         self._local = gevent.local.local()
-        self._redis_down_since: float | None = None
-        if kwargs.get("connection") is not None:
-            self._await_redis(kwargs["connection"])  # RQ's constructor already talks to Redis
         super().__init__(*args, **kwargs)
         self.concurrency = concurrency
         self.shutdown_grace = shutdown_grace
@@ -202,89 +190,12 @@ class GeventWorker(SimpleWorker):
             log.info("event=job_dequeued job_id=%s queue=%s", job.id, queue.name)
         return result
 
-    def _sleep_unless_stopped(self, seconds: float) -> None:
-        deadline = time.monotonic() + seconds
-        while not self._stop_requested and time.monotonic() < deadline:
-            gevent.sleep(min(0.2, deadline - time.monotonic()))
-
-    def _redis_failed(self, exc: BaseException) -> None:
-        """Note an outage: one warning when it starts, not one per retry."""
-        if self._redis_down_since is None:
-            self._redis_down_since = time.monotonic()
-            log.warning("event=worker_redis_unreachable error=%s retrying=backoff", exc.__class__.__name__)
-
-    def _redis_back(self) -> None:
-        if self._redis_down_since is None:
-            return
-        down_for = time.monotonic() - self._redis_down_since
-        self._redis_down_since = None
-        log.warning("event=worker_redis_reachable down_seconds=%.1f", down_for)
-
-    def check_for_suspension(self, burst: bool) -> None:
-        """RQ's check, except that unreachable Redis is left to the dequeue loop's backoff."""
-        try:
-            super().check_for_suspension(burst)
-        except REDIS_DOWN as exc:
-            self._redis_failed(exc)
-
-    def run_maintenance_tasks(self) -> None:
-        """RQ's registry clean-up; skipped (retried next time) while Redis is unreachable."""
-        try:
-            super().run_maintenance_tasks()  # type: ignore[no-untyped-call]  # rq: unannotated
-        except REDIS_DOWN as exc:
-            self._redis_failed(exc)
-
-    def _pubsub_exception_handler(self, exc: Exception, pubsub: Any, pubsub_thread: Any) -> None:
-        """RQ's command listener retries on ConnectionError; also on timeouts, and quietly."""
-        if isinstance(exc, REDIS_DOWN):
-            self._redis_failed(exc)
-            time.sleep(2.0)
-            return
-        super()._pubsub_exception_handler(exc, pubsub, pubsub_thread)
-
     def execute_job(self, job: Job, queue: Queue) -> None:
         """Start the job in a greenlet, let it begin, and return."""
         self._pool.spawn(self._run_job, job, queue)
         # Yield once so the turn starts its bookkeeping now, ahead of the loop's own
         # heartbeat and suspension checks: those can wait, the first token cannot.
         gevent.sleep(0)
-
-    def heartbeat(self, timeout: int | None = None, pipeline: Any = None) -> None:
-        """RQ's heartbeat, at most once a second from the loop (its TTL is minutes).
-
-        The loop's own heartbeat also checks that the worker is still registered: a
-        Redis restarted without its data has forgotten every worker, and RQ's heartbeat
-        alone would leave a half hash that `Worker.all()` never lists.
-        """
-        if pipeline is not None or timeout is not None:
-            super().heartbeat(timeout, pipeline)
-            return
-        recent = (
-            self.last_heartbeat is not None
-            and (now() - self.last_heartbeat).total_seconds() < HEARTBEAT_EVERY
-        )
-        if recent:
-            return
-        try:
-            with self.connection.pipeline(transaction=False) as pipe:
-                super().heartbeat(None, pipe)
-                pipe.hexists(self.key, "birth")
-                registered = pipe.execute()[-1]
-            if not registered:
-                self._register_again()
-        except REDIS_DOWN as exc:  # `work()` would quit on it; the dequeue loop backs off instead
-            self._redis_failed(exc)
-
-    def _register_again(self) -> None:
-        """RQ's `register_birth` minus its "already exists" check (our own heartbeat made the hash)."""
-        log.warning("event=worker_reregistered reason=redis_forgot_worker")
-        with self.connection.pipeline() as pipe:
-            pipe.delete(self.key)
-            self.birth_date = self.last_heartbeat = now()
-            pipe.hset(self.key, mapping=self.serialize())
-            worker_registration.register(self, pipe)
-            pipe.expire(self.key, self.worker_ttl + 60)
-            pipe.execute()
 
     def handle_exception(self, job: Job, *exc_info: Any) -> None:
         """RQ's ERROR line and traceback only for the unexpected (`workers.outcomes`)."""
@@ -345,19 +256,6 @@ class GeventWorker(SimpleWorker):
             super().teardown()  # type: ignore[no-untyped-call]  # rq: unannotated
         except REDIS_DOWN as exc:  # stopped during an outage: the worker's key expires by itself
             log.warning("event=worker_deregister_failed error=%s", exc.__class__.__name__)
-
-    def _await_redis(self, connection: Any) -> None:
-        """Wait, with the loop's backoff, for a Redis that is not up yet (a worker may start first)."""
-        backoff = 1.0
-        while True:
-            try:
-                connection.ping()
-                break
-            except REDIS_DOWN as exc:
-                self._redis_failed(exc)
-                time.sleep(backoff)
-                backoff = min(backoff * self.exponential_backoff_factor, self.max_connection_wait_time)
-        self._redis_back()
 
 
 __all__ = ["GeventDeathPenalty", "GeventWorker", "JobTimeoutException", "WorkerShutdown"]

@@ -17,7 +17,8 @@ from service.accounts.warm import keep_warm
 from service.runtime.logs import configure_logging
 from service.runtime.metrics import start_worker_server
 from service.runtime.settings import Settings, SettingsError, load_settings
-from workers.account_pool import pool_for, run_prober
+from workers.account_pool import pool_for
+from workers.account_prober import run_prober
 from workers.context import build_context, set_context
 from workers.gevent_worker import GeventWorker
 from workers.instrument import publish_configured_accounts

@@ -41,8 +41,9 @@ from collections.abc import Iterator
 from redis import Redis
 
 from service.accounts import capacity, door, groups
+from service.accounts.account import READY
 from service.accounts.door import DEFAULT_TURN_SECONDS, SLOTS
-from service.accounts.registry import READY, Registry
+from service.accounts.registry import Registry
 from service.errors import RateLimited
 
 

@@ -148,11 +148,8 @@ def _host_matches(url: str, host: str) -> bool:
     return found == host or found.endswith("." + host)
 
 
-def parse_har(data: Any, host: str) -> Capture:
-    """The newest request of the HAR to `host` (or a subdomain of it)."""
-    entries = _har_object(data)["log"].get("entries")
-    if not isinstance(entries, list):
-        raise CaptureError("the HAR has no `log.entries` list")
+def _newest_request(entries: list[Any], host: str) -> Mapping[str, Any]:
+    """The request of the newest entry to `host` (the later one on a tie)."""
     matching = [
         entry
         for entry in entries
@@ -163,11 +160,26 @@ def parse_har(data: Any, host: str) -> Capture:
     if not matching:
         raise CaptureError(f"the HAR holds no request to {host}; record it while using the upstream")
     newest = max(enumerate(matching), key=lambda pair: (str(pair[1].get("startedDateTime", "")), pair[0]))[1]
-    request = newest["request"]
+    request: Mapping[str, Any] = newest["request"]
+    return request
+
+
+def _har_headers(request: Mapping[str, Any]) -> list[tuple[str, str]]:
+    """The request's headers, lower-cased, without HTTP/2 pseudo-headers."""
     headers: list[tuple[str, str]] = []
     for item in request.get("headers") or []:
         if isinstance(item, Mapping) and not str(item.get("name", "")).startswith(":"):
             headers.append((str(item.get("name", "")).strip().lower(), str(item.get("value", ""))))
+    return headers
+
+
+def parse_har(data: Any, host: str) -> Capture:
+    """The newest request of the HAR to `host` (or a subdomain of it)."""
+    entries = _har_object(data)["log"].get("entries")
+    if not isinstance(entries, list):
+        raise CaptureError("the HAR has no `log.entries` list")
+    request = _newest_request(entries, host)
+    headers = _har_headers(request)
     cookie = "; ".join(value for name, value in headers if name == "cookie")
     if not cookie:
         pairs = [c for c in request.get("cookies") or [] if isinstance(c, Mapping) and c.get("name")]

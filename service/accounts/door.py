@@ -13,7 +13,8 @@ import math
 import uuid
 
 from service.accounts import groups
-from service.accounts.registry import READY, Registry
+from service.accounts.account import READY
+from service.accounts.registry import Registry
 
 SLOTS = 600
 """How many future start times the script sees; later places extrapolate at their mean spacing."""

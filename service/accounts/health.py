@@ -23,7 +23,8 @@ from collections.abc import Callable
 
 from redis import Redis
 
-from service.accounts.registry import NEEDS_ATTENTION, UNREACHABLE, Account, Registry
+from service.accounts.account import NEEDS_ATTENTION, UNREACHABLE, Account
+from service.accounts.registry import Registry
 from service.runtime.redis_conn import HashFields
 
 log = logging.getLogger(__name__)

@@ -227,16 +227,26 @@ def check_hints(user_agent: str, hints: Mapping[str, str]) -> None:
         )
     brands = dict((name, ver) for name, ver in _BRAND.findall(hints.get("sec-ch-ua", "")))
     if brands and family in ("chrome", "edge"):
-        engine = brands.get("Chromium") or brands.get("Google Chrome") or brands.get("Microsoft Edge")
-        if engine and version and engine.split(".")[0] != version:
-            raise IdentityError(
-                f"sec-ch-ua says Chromium {engine} but the User-Agent says {family} {version}: "
-                "the hints and the User-Agent come from different browsers"
-            )
-        if family == "edge" and "Microsoft Edge" not in brands:
-            raise IdentityError("the User-Agent is Edge, but sec-ch-ua names no Microsoft Edge brand")
-        if family == "chrome" and "Microsoft Edge" in brands:
-            raise IdentityError("the User-Agent is Chrome, but sec-ch-ua names Microsoft Edge")
+        _check_brands(family, version, brands)
+    _check_device(platform, hints)
+
+
+def _check_brands(family: str, version: str, brands: Mapping[str, str]) -> None:
+    """Refuse a sec-ch-ua whose brands or engine version are not the UA's Chromium browser."""
+    engine = brands.get("Chromium") or brands.get("Google Chrome") or brands.get("Microsoft Edge")
+    if engine and version and engine.split(".")[0] != version:
+        raise IdentityError(
+            f"sec-ch-ua says Chromium {engine} but the User-Agent says {family} {version}: "
+            "the hints and the User-Agent come from different browsers"
+        )
+    if family == "edge" and "Microsoft Edge" not in brands:
+        raise IdentityError("the User-Agent is Edge, but sec-ch-ua names no Microsoft Edge brand")
+    if family == "chrome" and "Microsoft Edge" in brands:
+        raise IdentityError("the User-Agent is Chrome, but sec-ch-ua names Microsoft Edge")
+
+
+def _check_device(platform: str, hints: Mapping[str, str]) -> None:
+    """Refuse mobile and platform hints that are not the UA's device."""
     mobile = hints.get("sec-ch-ua-mobile", "").strip()
     if mobile and (mobile == "?1") != (platform in ("Android", "iOS")):
         raise IdentityError(

@@ -12,7 +12,8 @@ from collections.abc import Mapping
 from typing import Any
 
 from service.accounts import capacity, groups, imports
-from service.accounts.registry import Account, Registry
+from service.accounts.account import Account
+from service.accounts.registry import Registry
 from service.errors import InvalidRequest
 
 TEXT_FIELDS = ("cookies", "access_token", "label", "user_agent")

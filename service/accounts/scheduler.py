@@ -33,12 +33,14 @@ from redis import Redis
 from redis.client import Pipeline
 
 from service.accounts import capacity, fair_line, groups
-from service.accounts.registry import COOLING, NEEDS_ATTENTION, READY, UNREACHABLE, Account, Registry
+from service.accounts.account import COOLING, NEEDS_ATTENTION, READY, UNREACHABLE, Account
+from service.accounts.registry import Registry
 from service.errors import ApiError, RateLimited, UpstreamUnavailable
 
 log = logging.getLogger(__name__)
 
 POLL_SECONDS = 0.25
+
 
 @dataclasses.dataclass(frozen=True)
 class Lease:

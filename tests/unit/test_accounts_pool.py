@@ -7,8 +7,9 @@ from redis import Redis
 
 from service.accounts import capacity, health
 from service.accounts import registry as registry_module
+from service.accounts.account import COOLING, DISABLED, NEEDS_ATTENTION, READY
 from service.accounts.fair_line import new_ticket
-from service.accounts.registry import COOLING, DISABLED, NEEDS_ATTENTION, READY, Registry
+from service.accounts.registry import Registry
 from service.accounts.scheduler import Lease, Scheduler, pool_unavailable
 from service.accounts.sealing import SealingError
 from service.errors import RateLimited, UpstreamUnavailable

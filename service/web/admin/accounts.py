@@ -20,7 +20,7 @@ import hmac
 from flask import Blueprint, Flask, Response, g, jsonify, request
 
 from service.accounts import checks, manage
-from service.accounts.registry import AccountNotFound
+from service.accounts.account import AccountNotFound
 from service.errors import AuthenticationFailed, NotFound
 from service.runtime.settings import Settings
 from service.web.admin.body import admin_json

@@ -27,7 +27,8 @@ from rq import Queue
 from rq.utils import utcparse
 from rq.worker_registration import get_keys
 
-from service.accounts.registry import COOLING, READY, Registry
+from service.accounts.account import COOLING, READY
+from service.accounts.registry import Registry
 from service.runtime import metrics
 from service.web.http.extension import Gateway, gateway
 

@@ -61,24 +61,7 @@ class Run:
         self.closed = True
         turn = self.turn
         try:
-            finished = terminal is not None and not (isinstance(terminal, Failed) and terminal.synthetic)
-            free_claim = isinstance(terminal, Failed)
-            left = terminal is None and self.survives_disconnect
-            if not finished and not self.attached and not left:
-                if gw.queue.remove(turn.completion_id):
-                    # Never started, and now never will: free what the turn held.
-                    free_claim = True
-                    if turn.lock_token:
-                        locks.release(gw.redis, turn.conversation_id, turn.lock_token)
-                elif self.idempotency_key is None or terminal is not None:
-                    log.info("event=completion_abandoned completion_id=%s", turn.completion_id)
-                    request_cancel(gw.redis, turn.completion_id)
-                lost = isinstance(terminal, Failed) and terminal.error.get("code") == "worker_lost"
-                if turn.lock_token and lost:
-                    # Its worker died holding the conversation's lock: free it now, not in 2× the lease.
-                    locks.release(gw.redis, turn.conversation_id, turn.lock_token)
-            if self.idempotency_key and free_claim:
-                idempotency.release(gw.redis, turn.owner, self.idempotency_key, turn.completion_id)
+            self._give_back(gw, terminal)
         except RedisError as exc:  # Redis is down: the lock, claim and job expire by themselves
             log.warning("event=cleanup_failed completion_id=%s error=%r", turn.completion_id, exc)
         except Exception:
@@ -87,3 +70,31 @@ class Run:
             self.sub.close()
             if self.ticket is not None:
                 self.ticket.settle(gw.redis, terminal, None if self.attached else self.answer)
+
+    def _give_back(self, gw: Gateway, terminal: Terminal | None) -> None:
+        """Cancel or dequeue what nobody will read, and free the claim of a failed turn."""
+        turn = self.turn
+        finished = terminal is not None and not (isinstance(terminal, Failed) and terminal.synthetic)
+        free_claim = isinstance(terminal, Failed)
+        left = terminal is None and self.survives_disconnect
+        if not finished and not self.attached and not left:
+            free_claim = self._drop_unread(gw, terminal) or free_claim
+        if self.idempotency_key and free_claim:
+            idempotency.release(gw.redis, turn.owner, self.idempotency_key, turn.completion_id)
+
+    def _drop_unread(self, gw: Gateway, terminal: Terminal | None) -> bool:
+        """Dequeue or cancel the unread turn; True when it never started (its claim is then freed too)."""
+        turn = self.turn
+        dequeued = bool(gw.queue.remove(turn.completion_id))
+        if dequeued:
+            # Never started, and now never will: free what the turn held.
+            if turn.lock_token:
+                locks.release(gw.redis, turn.conversation_id, turn.lock_token)
+        elif self.idempotency_key is None or terminal is not None:
+            log.info("event=completion_abandoned completion_id=%s", turn.completion_id)
+            request_cancel(gw.redis, turn.completion_id)
+        lost = isinstance(terminal, Failed) and terminal.error.get("code") == "worker_lost"
+        if turn.lock_token and lost:
+            # Its worker died holding the conversation's lock: free it now, not in 2× the lease.
+            locks.release(gw.redis, turn.conversation_id, turn.lock_token)
+        return dequeued
