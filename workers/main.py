@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import importlib
 import logging
 import os
 import socket
@@ -49,6 +50,10 @@ def main(environ: Mapping[str, str]) -> int:
     gevent.spawn(run_prober, settings, context.redis, seeded=seeded, stop=lambda: False, sleep=gevent.sleep)
     # The grant reads the pool from a snapshot this keeps fresh, so no turn pays for its refresh.
     gevent.spawn(keep_warm, pool_for(settings, context.redis).registry, sleep=gevent.sleep)
+    # Import the job modules before the worker registers: RQ would import them on the first
+    # job, and that import (jsonschema, its format checkers, the tool and upstream modules)
+    # can take over a second, which the first turn would otherwise wait for in the queue.
+    importlib.import_module("workers.jobs")
     queue = Queue(settings.queue_name, connection=context.redis, serializer=JSONSerializer)
     worker = GeventWorker(
         [queue],
