@@ -40,7 +40,7 @@ def procfile_web_command() -> list[str]:
 def healthy(host: str, port: int) -> bool:
     try:
         return requests.get(f"http://{host}:{port}/healthz", timeout=2).status_code == 200
-    except requests.ConnectionError:
+    except (requests.ConnectionError, requests.Timeout):  # not up yet: gunicorn binds before the app loads
         return False
 
 
