@@ -39,6 +39,7 @@ def job_metrics(job: Any) -> Iterator[dict[str, Any]]:
     _enqueued_var.set(enqueued)
     # The console's Live page: this turn's counters go to the job's Redis, under its queue.
     livestats.bind(getattr(job, "connection", None), str(getattr(job, "origin", "")))
+    livestats.hold()  # written once when the turn ends: nothing here delays its first token
     if enqueued is not None:
         metrics.QUEUE_WAIT.observe(max(0.0, time.time() - enqueued))
         livestats.record(sums={"wait": max(0.0, time.time() - enqueued)})
@@ -59,6 +60,7 @@ def job_metrics(job: Any) -> Iterator[dict[str, Any]]:
         livestats.record(counts={f"turns:{summary.get('status', 'done')}": 1})
     finally:
         metrics.TURNS_IN_FLIGHT.dec()
+        livestats.flush()
 
 
 class UpstreamTimer:

@@ -31,6 +31,9 @@ TTL_SECONDS = MINUTES * 60 + 300
 
 # The Redis client and queue name of the turn this greenlet runs (set by the worker's job wrapper).
 _bound: contextvars.ContextVar[tuple[Redis, str] | None] = contextvars.ContextVar("livestats", default=None)
+_held: contextvars.ContextVar[tuple[list[tuple[str, int]], list[tuple[str, float]]] | None] = (
+    contextvars.ContextVar("livestats_held", default=None)
+)
 
 
 def minute_key(queue: str, minute: int) -> str:
@@ -43,6 +46,22 @@ def bind(redis: Redis | None, queue: str) -> None:
     _bound.set((redis, queue) if redis is not None else None)
 
 
+def hold() -> None:
+    """Keep this greenlet's records until `flush`: a turn writes its counters once, at its end,
+    so none of them costs a Redis round trip on the way to its first token."""
+    _held.set(([], []))
+
+
+def flush() -> None:
+    """Write what `hold` kept (one pipelined round trip) and stop holding."""
+    held = _held.get()
+    _held.set(None)
+    if held is not None and (held[0] or held[1]):
+        bound = _bound.get()
+        if bound is not None:
+            _write(bound[0], bound[1], held[0], held[1], time.time())
+
+
 def record(
     redis: Redis | None = None,
     queue: str = "",
@@ -53,16 +72,31 @@ def record(
 ) -> None:
     """Add `counts` (field -> n) and `sums` (field -> ms, each also counted in `<prefix>_n`)."""
     if redis is None:
+        held = _held.get()
+        if held is not None:  # a turn in progress: written with the others at its end
+            held[0].extend((counts or {}).items())
+            held[1].extend((sums or {}).items())
+            return
         bound = _bound.get()
         if bound is None:
             return
         redis, queue = bound
+    _write(redis, queue, list((counts or {}).items()), list((sums or {}).items()), now)
+
+
+def _write(
+    redis: Redis,
+    queue: str,
+    counts: list[tuple[str, int]],
+    sums: list[tuple[str, float]],
+    now: float | None,
+) -> None:
     key = minute_key(queue, int((time.time() if now is None else now) // 60))
     try:
         with redis.pipeline(transaction=False) as pipe:
-            for field, n in (counts or {}).items():
+            for field, n in counts:
                 pipe.hincrby(key, field, n)
-            for field, value in (sums or {}).items():
+            for field, value in sums:
                 pipe.hincrbyfloat(key, f"{field}_ms", round(value * 1000.0, 3))
                 pipe.hincrby(key, f"{field}_n", 1)
             pipe.expire(key, TTL_SECONDS)
