@@ -21,6 +21,7 @@ LOCKS = {
     "requirements.txt": "requirements.lock",
     "requirements-dev.txt": "requirements-dev.lock",
     "requirements-agents.txt": "requirements-agents.lock",
+    "requirements-sbom.txt": "requirements-sbom.lock",
 }
 ENTRY = re.compile(r"^([A-Za-z0-9][A-Za-z0-9._-]*)==([^\s\\;]+)")
 
@@ -94,6 +95,7 @@ def test_the_dev_lock_runs_the_runtime_lock_unchanged() -> None:
         ("render.yaml", "requirements.lock"),
         ("deploy/test", "requirements-dev.lock"),
         ("deploy/bench", "requirements-dev.lock"),
+        ("deploy/sbom", "requirements-sbom.lock"),
         ("tests/integration/test_agents_sdk.py", "requirements-agents.lock"),
     ],
 )
