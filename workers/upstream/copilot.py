@@ -46,8 +46,10 @@ def chat_url(
 ) -> str:
     """The websocket URL of one turn (B1.2): https→wss, http→ws, on the base URL's host and path.
 
-    `clientSessionId` is new per socket (2026 servers may answer `invalid-event`
-    without it); the access token rides here, never on REST by default (B1.1 [U]).
+    `clientSessionId` is a uuid4 new per socket (B1.2; the 2026 consumer_client draws one
+    per socket, and each gpt4free call is one browser session with one socket, B5b), so a
+    restarted anonymous session never carries an old one; 2026 servers may answer
+    `invalid-event` without it. The access token rides here, never on REST by default (B1.1 [U]).
     """
     parts = urlsplit(base_url)
     schemes = {"https": "wss", "http": "ws"}
