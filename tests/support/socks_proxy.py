@@ -117,14 +117,14 @@ class _SocksHandler(socketserver.BaseRequestHandler):
 
 
 class SocksProxy(ConnectProxy):
-    """A running SOCKS5 proxy; `url` is `socks5://` (or `scheme`) `[user:password@]127.0.0.1:PORT`."""
+    """A running SOCKS5 proxy; `url` is `socks5h://` (or `scheme`) `[user:password@]127.0.0.1:PORT`."""
 
     handler = _SocksHandler
 
     def __init__(
         self,
         *,
-        scheme: str = "socks5",
+        scheme: str = "socks5h",
         source_address: str = "127.0.0.2",
         host: str = "127.0.0.1",
         credentials: tuple[str, str] | None = None,
