@@ -92,14 +92,17 @@ def set_options() -> str:
 
     A client that announces only images stands out from every browser (whether the server
     reads it as a bot signal is unknown, B5b [U]); cards we cannot render arrive as events the
-    decoder ignores.
+    decoder ignores. `supportedUIComponents` and `supportedActions` are sent empty, as newer
+    captures have them (B1.3).
     """
     return encode(
         {
             "event": "setOptions",
             "supportedFeatures": list(SUPPORTED_FEATURES),
             "supportedCards": list(SUPPORTED_CARDS),
+            "supportedUIComponents": {},
             "ads": {"supportedTypes": list(AD_TYPES)},
+            "supportedActions": [],
         }
     )
 
