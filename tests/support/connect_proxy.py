@@ -21,6 +21,7 @@ import socket
 import socketserver
 import threading
 from types import TracebackType
+from typing import Self
 from urllib.parse import quote
 
 HEAD_LIMIT = 64 * 1024
@@ -178,7 +179,7 @@ class ConnectProxy:
             raise
         return sock
 
-    def start(self) -> ConnectProxy:
+    def start(self) -> Self:
         self._server = _Server((self.host, 0), self.handler)
         self._server.proxy = self
         self._thread = threading.Thread(target=self._server.serve_forever, name="connect-proxy", daemon=True)
@@ -195,7 +196,7 @@ class ConnectProxy:
             self._thread.join(timeout=5)
             self._thread = None
 
-    def __enter__(self) -> ConnectProxy:
+    def __enter__(self) -> Self:
         return self.start()
 
     def __exit__(
