@@ -111,7 +111,6 @@ def build_client(
             transport=transport or account_transport(settings, account),
         )
     if settings.upstream == "copilot":
-        from workers.upstream.copilot_browser import browser_session
         from workers.upstream.copilot_client import USER_AGENT, CopilotClient
 
         transport = transport or account_transport(settings, account)
@@ -121,7 +120,6 @@ def build_client(
             access_token=account.access_token or settings.copilot_access_token,
             user_agent=transport.identity.user_agent or USER_AGENT,
             transport=transport,
-            client_session_id=browser_session(account.id),
             on_cookies=on_cookies,
             connect_timeout=settings.upstream_connect_timeout,
             first_token_timeout=settings.upstream_first_token_timeout,

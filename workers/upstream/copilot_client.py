@@ -48,6 +48,7 @@ ATTACHMENTS_BEARER = REST_BEARER
 
 
 def _new_id() -> str:
+    """A uuid4: each socket's `clientSessionId` (B1.2: "new per socket")."""
     return str(uuid.uuid4())
 
 
@@ -75,7 +76,6 @@ class CopilotClient:
         new_id: Callable[[], str] = _new_id,
         transport: Transport | None = None,
         transport_factory: Callable[[], Socket] | None = None,
-        client_session_id: str | None = None,
         logger: logging.Logger | None = None,
     ) -> None:
         self._base_url = base_url.rstrip("/")
@@ -104,8 +104,6 @@ class CopilotClient:
         )
         # The account's REST calls and its chat socket share one transport (one identity).
         self._transport_factory = transport_factory or self._account.transport.socket
-        # One clientSessionId per browser session (B5b): the account's, when the pool gives one.
-        self._client_session_id = client_session_id or new_id()
 
     def create_conversation(self, *, account: str = "") -> CopilotHandle:
         """Create a server-side conversation; `account` is recorded so later turns use the same cookies.
@@ -148,7 +146,7 @@ class CopilotClient:
         context = copilot.turn_context(turn, fresh=handle.fresh)
         url = copilot.chat_url(
             self._base_url,
-            client_session_id=self._client_session_id,
+            client_session_id=self._new_id(),  # a new uuid4 per socket (B1.2)
             access_token=self._access_token,
             with_page_context=bool(context),
         )
