@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import json
 import math
+import statistics
 import time
 from collections.abc import Sequence
 
@@ -26,7 +27,7 @@ import requests
 
 from service.models import find_model
 from tests.benchmarks.harness import SIM_TOKEN_DELAY, BenchStack
-from tests.benchmarks.probes import Probe, Sampler, rss_kb
+from tests.benchmarks.probes import Probe, Sample, Sampler, rss_kb
 from tests.benchmarks.report import Metric, Target, percentile
 from tests.benchmarks.streams import StreamOutcome, run_streams
 from workers.upstream import Credentials, build_client
@@ -221,6 +222,7 @@ def sessions_per_worker(
     sockets = max((s.open_sockets or 0 for s in samples), default=math.nan)
     finished = sum(outcome.finished for outcome in outcomes)
     per_session = (at_peak - idle) / MB / peak if peak else math.nan
+    marginal = marginal_rss(samples, until=busiest.at if busiest else 0.0)
     at_most = Target("<=", 0.1)
     return [
         Metric("sessions_peak", "peak sessions in one worker", peak, target=Target(">=", 200), digits=0),
@@ -229,7 +231,22 @@ def sessions_per_worker(
         Metric("rss_idle", "worker RSS idle", idle / MB, unit="MB"),
         Metric("rss_peak", "worker RSS peak", rss_peak / MB, unit="MB"),
         Metric("rss_per_session", "worker RSS per session", per_session, unit="MB", target=at_most, digits=2),
+        Metric("rss_marginal", "worker RSS per added session (slope)", marginal, unit="MB", digits=2),
     ], sampler
+
+
+def marginal_rss(samples: Sequence[Sample], *, until: float) -> float:
+    """MB of worker RSS per added running turn: the least-squares slope while the load ramps up.
+
+    "RSS per session" divides all growth since idle by the peak, so it also charges the
+    sessions with what the process grows once whatever its count (the thread pool, libcurl's
+    per-thread handles and connection caches); the slope leaves that out. Both are shown.
+    """
+    ramp = [s for s in samples if s.at <= until and s.worker_rss_kb and s.running]
+    if len({s.running for s in ramp}) < 2:
+        return math.nan
+    slope, _ = statistics.linear_regression([s.running for s in ramp], [s.worker_rss_kb or 0 for s in ramp])
+    return slope / MB
 
 
 # -- 4. Redis connections per process -----------------------------------------------------
