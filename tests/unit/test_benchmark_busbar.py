@@ -1,4 +1,4 @@
-"""The Busbar and sessions figures' arithmetic: streams open at once, workers needed, RSS slope."""
+"""The Busbar and sessions figures' arithmetic: streams at once, workers needed, RSS slope."""
 
 from __future__ import annotations
 
@@ -6,23 +6,26 @@ import math
 
 import pytest
 
-from tests.benchmarks.busbar import peak_open, workers_needed
+from tests.benchmarks.busbar import peak_streaming, workers_needed
 from tests.benchmarks.measures import marginal_rss
 from tests.benchmarks.probes import Sample
 from tests.benchmarks.streams import StreamOutcome
 
 
-def test_peak_open_counts_overlapping_streams_only() -> None:
+def test_peak_streaming_counts_streams_delivering_at_the_same_time() -> None:
+    def stream(first: float, last: float) -> StreamOutcome:
+        return StreamOutcome(sent=first - 0.5, contents=[(first, " 1.0"), (last, " 2.0")])
+
     outcomes = [
-        StreamOutcome(sent=100.0, ended=102.0),
-        StreamOutcome(sent=101.0, ended=103.0),
-        StreamOutcome(sent=101.5, ended=101.8),
-        StreamOutcome(sent=102.0, ended=104.0),  # starts as the first ends: not counted together
-        StreamOutcome(ended=101.6),  # never sent (connection refused): not open
+        stream(100.0, 102.0),
+        stream(101.0, 103.0),
+        stream(101.5, 101.8),
+        stream(102.0, 104.0),  # starts as the first ends: not counted together
+        StreamOutcome(sent=100.0, ended=105.0),  # open but never streamed (queued, then failed)
     ]
 
-    assert peak_open(outcomes) == 3
-    assert peak_open([]) == 0
+    assert peak_streaming(outcomes) == 3
+    assert peak_streaming([]) == 0
 
 
 def test_workers_needed_covers_every_stream() -> None:
