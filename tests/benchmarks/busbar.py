@@ -13,19 +13,24 @@ gets as many worker processes as the streams need (`workers`, or one per
 `WORKER_CONCURRENCY` streams): a worker that cannot hold its share would only measure
 the worker. On a small machine the simulator, the workers and the client all compete
 with the web process for the same cores; the load average printed with the figures says
-how much.
+how much. The web process's own CPU time per delta is measured too (all requests, SSE
+framing and relay reads included), and with it how many such streams one core could
+carry — an extrapolation, but one that contention on the machine does not distort much.
 """
 
 from __future__ import annotations
 
 import contextlib
 import math
+import os
 from collections.abc import Iterator, Sequence
+from pathlib import Path
 
 from tests.benchmarks.harness import BenchStack
 from tests.benchmarks.measures import stamped_tokens
 from tests.benchmarks.probes import Probe, Sampler
 from tests.benchmarks.report import Metric, Target, percentile
+from tests.benchmarks.soak import web_worker_pid
 from tests.benchmarks.streams import StreamOutcome, run_streams
 from tests.support.stack import WorkerProcess
 
@@ -67,6 +72,12 @@ def peak_streaming(outcomes: Sequence[StreamOutcome]) -> int:
     return peak
 
 
+def cpu_seconds(pid: int) -> float:
+    """User + system CPU time process `pid` has used so far (/proc/<pid>/stat), in seconds."""
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")  # utime, stime
+
+
 def workers_needed(streams: int, concurrency: int) -> int:
     """Worker processes for `streams` turns at once, each holding up to `concurrency`."""
     return max(1, math.ceil(streams / max(concurrency, 1)))
@@ -95,6 +106,8 @@ def streams_per_web_process(
     with extra_workers(stack, total_workers - 1):
         run_streams(stack.completions_url, [body] * warmup, timeout=30)
         probe = Probe(stack.redis, stack.settings.queue_name)
+        web = web_worker_pid(stack)
+        cpu_before = cpu_seconds(web)
         with Sampler(probe) as sampler:
             outcomes = run_streams(
                 stack.completions_url,
@@ -102,7 +115,9 @@ def streams_per_web_process(
                 stagger=ramp / max(streams, 1),
                 timeout=ramp + deltas * pace + 120,
             )
+        web_cpu = cpu_seconds(web) - cpu_before
     delays = [latency * MS for _, latency in stamped_tokens(outcomes)]
+    cpu_per_delta = web_cpu / len(delays) if delays else math.nan
     complete = sum(
         outcome.finished and sum(len(text.split()) for _, text in outcome.contents) >= deltas
         for outcome in outcomes
@@ -128,6 +143,13 @@ def streams_per_web_process(
             unit="ms",
             target=Target("<=", ADDED_P99_MS),
             digits=1,
+        ),
+        Metric("busbar_web_cpu", "web process CPU per delta", cpu_per_delta * 1e6, unit="µs", digits=0),
+        Metric(
+            "busbar_web_core",
+            f"streams one web core could carry at that cost ({1 / pace:g} deltas/s each)",
+            pace / cpu_per_delta if cpu_per_delta else math.nan,
+            digits=0,
         ),
         Metric(
             "busbar_max",
