@@ -5,13 +5,19 @@ sockets, threads and Redis connections cooperate; that is all this file does bef
 handing over to `workers.main`. Name resolution uses gevent's c-ares resolver unless
 GEVENT_RESOLVER says otherwise: the default thread-pool resolver costs ~0.1 ms per
 lookup and queues under load, and every turn resolves the upstream host twice.
+glibc's malloc is tuned first (`workers.allocator`: fixed mmap threshold, two arenas),
+before gevent's hub starts threads: with the browser transport it cuts the resident
+memory of each open session by more than half.
 """
 
 import os
 
+from workers import allocator
+
+allocator.tune(os.environ)
 os.environ.setdefault("GEVENT_RESOLVER", "ares")
 
-from gevent import monkey
+from gevent import monkey  # noqa: E402
 
 monkey.patch_all()
 

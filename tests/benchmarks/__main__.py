@@ -6,6 +6,11 @@ first SSE byte, with each side's Redis round trips (tests/benchmarks/trace.py).
 `--soak MINUTES` runs mixed surfaces at a steady rate instead and reports the RSS slope of
 the web and worker processes (tests/benchmarks/soak.py).
 
+`--busbar` runs only the streams-per-web-process figure (`busbar`: `--streams` paced
+streams through one web process, as many workers as they need); the default run ends
+with it too (`--streams 0` skips it). `--sessions` sets how many long turns the
+sessions-per-worker figure offers one worker (default 220).
+
 `--overload` runs the Overload benchmark (`overload`: three accounts, four keys, 200
 clients; a few minutes per dialect) instead of the four default measurements.
 `--agents` runs the agent session benchmark (`agents`: Codex CLI, Claude Code, the
@@ -28,8 +33,8 @@ import sys
 import time
 from types import FrameType
 
-from tests.benchmarks import agents, matching, measures, overload, soak, surfaces, trace
-from tests.benchmarks.harness import DIALECTS, running_stack
+from tests.benchmarks import agents, busbar, matching, measures, overload, soak, surfaces, trace
+from tests.benchmarks.harness import DIALECTS, WORKER_CONCURRENCY, running_stack
 from tests.benchmarks.report import Metric, announce, table
 
 
@@ -40,7 +45,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         "--dialect", choices=[*DIALECTS, "both"], default="both", help="upstream dialect(s) to measure"
     )
     parser.add_argument(
-        "--quick", action="store_true", help="20 TTFT runs instead of 100 and shorter sessions (~1 min)"
+        "--quick", action="store_true", help="20 TTFT runs instead of 100, fewer history lookups (~1.5 min)"
     )
     parser.add_argument(
         "--overload",
@@ -64,6 +69,30 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         action="store_true",
         help="run the agent session benchmark instead (real Codex CLI and Claude Code, the Agents SDK, "
         "the anthropic SDK; a scripted 5-step task; a few minutes)",
+    )
+    parser.add_argument(
+        "--sessions",
+        type=int,
+        default=measures.SESSIONS,
+        help=f"long turns offered to one worker at once (sessions per worker; default {measures.SESSIONS})",
+    )
+    parser.add_argument(
+        "--streams",
+        type=int,
+        default=busbar.STREAMS,
+        help=f"streams at once through one web process, the Busbar method (default {busbar.STREAMS}; "
+        "64 deltas 20 ms apart; 0 skips it)",
+    )
+    parser.add_argument(
+        "--stream-workers",
+        type=int,
+        default=0,
+        help="worker processes behind the web process for --streams (default: one per WORKER_CONCURRENCY)",
+    )
+    parser.add_argument(
+        "--busbar",
+        action="store_true",
+        help="instead: only the Busbar streams figure (--streams, --stream-workers)",
     )
     parser.add_argument(
         "--turn-seconds",
@@ -112,12 +141,25 @@ def measure_overload(dialect: str, *, quick: bool, metrics: list[Metric]) -> Non
     print(f"[{dialect}] done in {time.monotonic() - started:.0f} s", flush=True)
 
 
-def measure_dialect(dialect: str, *, quick: bool, metrics: list[Metric]) -> None:
-    """Start a stack for `dialect`, run the measurements, append their figures to `metrics`."""
-    started = time.monotonic()
-    # Other work on the machine competes for the same cores; say how busy it was.
+def measure_busbar(dialect: str, *, args: argparse.Namespace, metrics: list[Metric]) -> None:
+    """Start a stack, run only the Busbar streams figure, append it to `metrics`."""
     metrics.append(Metric("load", "machine load (1-min avg) before", os.getloadavg()[0], digits=2))
     with running_stack(dialect) as stack:
+        print(f"[{dialect}] {args.streams} streams through one web process", flush=True)
+        new = busbar.streams_per_web_process(stack, streams=args.streams, workers=args.stream_workers)
+        announce(dialect, new)
+        metrics.extend(new)
+    metrics.append(Metric("load_after", "machine load (1-min avg) after", os.getloadavg()[0], digits=2))
+
+
+def measure_dialect(dialect: str, *, args: argparse.Namespace, metrics: list[Metric]) -> None:
+    """Start a stack for `dialect`, run the measurements, append their figures to `metrics`."""
+    started = time.monotonic()
+    quick = args.quick
+    # Other work on the machine competes for the same cores; say how busy it was.
+    metrics.append(Metric("load", "machine load (1-min avg) before", os.getloadavg()[0], digits=2))
+    concurrency = max(WORKER_CONCURRENCY, args.sessions + 20)  # the sessions run must not hit the pool
+    with running_stack(dialect, WORKER_CONCURRENCY=str(concurrency)) as stack:
         print(f"[{dialect}] stack up: web {stack.web.url} worker pid {stack.worker_pid}", flush=True)
 
         def record(new: list[Metric]) -> None:
@@ -128,11 +170,27 @@ def measure_dialect(dialect: str, *, quick: bool, metrics: list[Metric]) -> None
         record(surfaces.surface_ttft(stack, runs=20 if quick else 100))
         token_metrics, token_sampler = measures.per_token_latency(stack)
         record(token_metrics)
-        session_metrics, session_sampler = measures.sessions_per_worker(stack, words=30 if quick else 60)
+        session_metrics, session_sampler = measures.sessions_per_worker(stack, sessions=args.sessions)
         record(session_metrics)
         record(measures.redis_connections([token_sampler, session_sampler]))
         record(matching.history_matching(stack.redis, runs=200 if quick else 1000))
+        if args.streams > 0:
+            record(busbar.streams_per_web_process(stack, streams=args.streams, workers=args.stream_workers))
     print(f"[{dialect}] done in {time.monotonic() - started:.0f} s", flush=True)
+
+
+def measure(dialect: str, args: argparse.Namespace, metrics: list[Metric]) -> None:
+    """The run the command line asked for, on `dialect`'s stack."""
+    if args.soak is not None:
+        measure_soak(dialect, minutes=args.soak, metrics=metrics)
+    elif args.overload:
+        measure_overload(dialect, quick=args.quick, metrics=metrics)
+    elif args.trace:
+        measure_trace(dialect, quick=args.quick, metrics=metrics)
+    elif args.busbar:
+        measure_busbar(dialect, args=args, metrics=metrics)
+    else:
+        measure_dialect(dialect, args=args, metrics=metrics)
 
 
 SETTLE_SECONDS = 15
@@ -171,11 +229,7 @@ def main(argv: list[str] | None = None) -> int:
                 time.sleep(SETTLE_SECONDS)
             metrics = results.setdefault(dialect, [])
             try:
-                if args.soak is not None:
-                    measure_soak(dialect, minutes=args.soak, metrics=metrics)
-                    continue
-                run = measure_overload if args.overload else measure_trace if args.trace else measure_dialect
-                run(dialect, quick=args.quick, metrics=metrics)
+                measure(dialect, args, metrics)
             except Exception as exc:  # one dialect failing must not hide the other's figures
                 if _stopping:
                     raise KeyboardInterrupt from exc

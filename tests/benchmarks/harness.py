@@ -31,7 +31,7 @@ log = logging.getLogger(__name__)
 
 DIALECTS = ("bing", "copilot")
 SIM_TOKEN_DELAY = 0.005  # the simulator's default pace; measurements that need another set it
-WORKER_CONCURRENCY = 160  # room for the 150-session run plus stragglers of the one before
+WORKER_CONCURRENCY = 240  # room for the 220-session run plus stragglers of the one before
 
 
 @dataclasses.dataclass

@@ -6,8 +6,8 @@
 2. `per_token_latency`: with 100 streams at once, how long each token takes from the
    moment the simulator sends it (`[sim:stamp=N]` writes its send time into the text)
    to the moment the client reads it.
-3. `sessions_per_worker`: how many long turns one worker process holds at once, and
-   what each costs in resident memory.
+3. `sessions_per_worker`: how many long turns one worker process holds at once (220
+   offered by default), and what each costs in resident memory.
 4. `redis_connections`: the most Redis connections one web or worker process held
    during runs 2 and 3 (their samplers), to show the pools stay bounded.
 
@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import json
 import math
+import statistics
 import time
 from collections.abc import Sequence
 
@@ -26,7 +27,7 @@ import requests
 
 from service.models import find_model
 from tests.benchmarks.harness import SIM_TOKEN_DELAY, BenchStack
-from tests.benchmarks.probes import Probe, Sampler, rss_kb
+from tests.benchmarks.probes import Probe, Sample, Sampler, rss_kb
 from tests.benchmarks.report import Metric, Target, percentile
 from tests.benchmarks.streams import StreamOutcome, run_streams
 from workers.upstream import Credentials, build_client
@@ -190,13 +191,17 @@ def per_token_latency(
 # -- 3. sessions held by one worker process -----------------------------------------------
 
 
+SESSIONS = 220  # offered: issue #20 asks for >= 200 held by one worker, so offer a few more
+
+
 def sessions_per_worker(
-    stack: BenchStack, *, sessions: int = 150, words: int = 60, pace: float = 0.2, warmup: int = 5
+    stack: BenchStack, *, sessions: int = SESSIONS, words: int = 60, pace: float = 0.2, warmup: int = 5
 ) -> tuple[list[Metric], Sampler]:
     """`sessions` long turns at once against a fresh worker; peak running turns and RSS.
 
     The worker is restarted first so its idle memory is not already grown by earlier
     runs; a few short turns then load every module a turn needs before idle is read.
+    The stack's WORKER_CONCURRENCY must be at least `sessions`, or the peak is the pool's.
     """
     stack.restart_worker()
     run_streams(stack.completions_url, [stack.chat_body(WARMUP_PROMPT)] * warmup, timeout=30)
@@ -217,14 +222,31 @@ def sessions_per_worker(
     sockets = max((s.open_sockets or 0 for s in samples), default=math.nan)
     finished = sum(outcome.finished for outcome in outcomes)
     per_session = (at_peak - idle) / MB / peak if peak else math.nan
+    marginal = marginal_rss(samples, until=busiest.at if busiest else 0.0)
+    at_most = Target("<=", 0.1)
     return [
-        Metric("sessions_peak", "peak sessions in one worker", peak, target=Target(">=", 100), digits=0),
+        Metric("sessions_peak", "peak sessions in one worker", peak, target=Target(">=", 200), digits=0),
         Metric("sessions_sockets", "peak upstream sockets open", sockets, digits=0),
         Metric("sessions_done", "sessions finished", finished, unit=f"of {sessions}", digits=0),
         Metric("rss_idle", "worker RSS idle", idle / MB, unit="MB"),
         Metric("rss_peak", "worker RSS peak", rss_peak / MB, unit="MB"),
-        Metric("rss_per_session", "worker RSS per session", per_session, unit="MB", digits=2),
+        Metric("rss_per_session", "worker RSS per session", per_session, unit="MB", target=at_most, digits=2),
+        Metric("rss_marginal", "worker RSS per added session (slope)", marginal, unit="MB", digits=2),
     ], sampler
+
+
+def marginal_rss(samples: Sequence[Sample], *, until: float) -> float:
+    """MB of worker RSS per added running turn: the least-squares slope while the load ramps up.
+
+    "RSS per session" divides all growth since idle by the peak, so it also charges the
+    sessions with what the process grows once whatever its count (the thread pool, libcurl's
+    per-thread handles and connection caches); the slope leaves that out. Both are shown.
+    """
+    ramp = [s for s in samples if s.at <= until and s.worker_rss_kb and s.running]
+    if len({s.running for s in ramp}) < 2:
+        return math.nan
+    slope, _ = statistics.linear_regression([s.running for s in ramp], [s.worker_rss_kb or 0 for s in ramp])
+    return slope / MB
 
 
 # -- 4. Redis connections per process -----------------------------------------------------
