@@ -44,7 +44,7 @@ from service.runtime import metrics, trace
 from service.runtime.settings import Settings
 from service.state.relay import Publisher
 from workers import spare_conversations
-from workers.upstream import Credentials
+from workers.upstream import Credentials, socket_park
 
 log = logging.getLogger(__name__)
 
@@ -219,6 +219,7 @@ class AccountLane:
             health.connection_failed(self.pool.registry, account_id, verdict, time.time())
             return False
         health.record(self.pool.registry, account_id, verdict, time.time())
+        socket_park.discard(account_id, "account_unwell")  # its idle socket speaks for an unwell account
         self.tried.add(account_id)
         return True
 

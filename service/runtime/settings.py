@@ -118,6 +118,8 @@ class Settings:
     redis_maxmemory: str = "256mb"
     trace_requests: bool = False
     upstream_spare_conversations: bool = False
+    upstream_keep_sockets: bool = True
+    upstream_socket_idle_seconds: float = 120.0
 
     @property
     def sentinel(self) -> SentinelConfig | None:
@@ -556,6 +558,14 @@ def load_settings(environ: Mapping[str, str]) -> Settings:
         # account, so a new conversation's first turn pays no create (workers/spare_conversations.py).
         upstream_spare_conversations=_read(
             environ, "UPSTREAM_SPARE_CONVERSATIONS", _flag, d.upstream_spare_conversations
+        ),
+        # UPSTREAM_KEEP_SOCKETS: on = a Copilot account's websocket stays open between turns, one idle
+        # socket per account per worker process, as a browser tab keeps one (workers/upstream/socket_park.py);
+        # off = a socket per turn.
+        upstream_keep_sockets=_read(environ, "UPSTREAM_KEEP_SOCKETS", _flag, d.upstream_keep_sockets),
+        # UPSTREAM_SOCKET_IDLE_SECONDS: an idle upstream socket kept longer than this is closed.
+        upstream_socket_idle_seconds=_read(
+            environ, "UPSTREAM_SOCKET_IDLE_SECONDS", _positive_float, d.upstream_socket_idle_seconds
         ),
     )
     _refuse_placeholders(environ)

@@ -17,6 +17,9 @@ tokens). Then, per B1.3 and B3.1:
 - each socket is listed with its account (`GET /_sim/accounts`: `sockets`), with the
   `clientSessionId` of its URL (gpt4f 4aa01b58, B5b [S]) and the `supportedFeatures` /
   `supportedCards` of its `setOptions` (WCA #20's browser capture lists 6 and 28, B5b [S]);
+- one socket carries any number of turns, one after another (a browser tab keeps its socket,
+  B2: every `send` names its conversation); after a finished turn it stays open until the
+  client closes it, or for `copilot_idle_close` seconds of silence when that is set;
 - a human check (null or cloudflare challenge) left unanswered keeps the socket silent for
   `copilot_human_check_silence` seconds (B5b [S]: 60) before it closes;
 - every client message is read leniently (`copilot.decode_client`); its problems are
@@ -29,6 +32,7 @@ import asyncio
 import contextlib
 import json
 import logging
+import math
 from typing import Any
 from urllib.parse import parse_qs, urlsplit
 
@@ -111,8 +115,10 @@ class CopilotSession:
                 waiting: set[asyncio.Future[Any]] = {reading} if turn is None else {reading, turn}
                 if connect_at is not None:
                     timeout: float | None = max(0.0, connect_at - loop.time())
+                elif turn is not None or deadline == math.inf:
+                    timeout = None
                 else:
-                    timeout = None if turn is not None else max(0.0, deadline - loop.time())
+                    timeout = max(0.0, deadline - loop.time())
                 done, _ = await asyncio.wait(waiting, timeout=timeout, return_when=asyncio.FIRST_COMPLETED)
                 if not done and connect_at is not None:
                     connect_at = None
@@ -131,7 +137,10 @@ class CopilotSession:
                     if turn.result() == "closed":
                         return
                     turn = None
-                    deadline = loop.time() + self._quiet_time()
+                    if pending is None:
+                        self.accepted.clear()  # that turn is over: the same words again are a new turn
+                    quiet = self._quiet_time()
+                    deadline = loop.time() + quiet if quiet else math.inf
                 if reading in done:
                     message = reading.result()  # raises ConnectionClosed to end the session
                     reading = None
@@ -186,13 +195,18 @@ class CopilotSession:
     def _quiet_time(self) -> float:
         """How long the socket waits after a turn before closing itself.
 
-        `linger` normally; while a human check (a null or cloudflare challenge) is pending,
-        `copilot_human_check_silence` (B5b [S]: the real socket is silent for 60 s).
+        While a human check (a null or cloudflare challenge) is pending,
+        `copilot_human_check_silence` (B5b [S]: the real socket is silent for 60 s); while a
+        proof-of-work answer is awaited, `linger`; after a finished turn the socket stays open
+        for the next one (a browser tab keeps it), closed after `copilot_idle_close` seconds
+        of silence when that is set (0 = never: this returns 0).
         """
         pending = self._pending()
         if pending is not None and pending.method not in ANSWERABLE:
             return self.state.config.copilot_human_check_silence
-        return self.state.config.linger
+        if pending is not None:
+            return self.state.config.linger
+        return self.state.config.copilot_idle_close
 
     def _pending(self) -> Challenge | None:
         """The challenge this socket is waiting on, if any."""

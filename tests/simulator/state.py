@@ -43,6 +43,7 @@ CONFIG_KEYS = (
     "copilot_rotate_cookie",
     "copilot_max_text",
     "copilot_human_check_silence",
+    "copilot_idle_close",
     "turn_seconds",
 )
 """The settings the control API may change at run time."""
@@ -58,6 +59,7 @@ NON_NEGATIVE = (
     "copilot_rotate_cookie",
     "copilot_max_text",
     "copilot_human_check_silence",
+    "copilot_idle_close",
     "turn_seconds",
 )
 HASHCASH_VARIANTS = ("bits", "hex")
@@ -101,6 +103,10 @@ class SimConfig:
     """Longest user text a `send` may carry before `text-too-long` (B5a [S]); 0 = no limit."""
     copilot_human_check_silence: float = 60.0
     """Seconds a socket stays silent, then closes, after an unanswered null/cloudflare challenge (B5b)."""
+    copilot_idle_close: float = 0.0
+    """Seconds a Copilot socket may sit idle after a turn before the server closes it; 0 = never.
+    One socket carries many turns (B2: `send` names its conversation) and the reference documents
+    no idle timeout, so it is off by default; tests set it to exercise a client's reopen path."""
     copilot_rotate_cookie: bool = False
     """Every `/c/api/*` answer sets a fresh `__cf_bm`, as Cloudflare rotates it; clients must merge it."""
     # -- per account, both dialects (see `accounts`; 0 = unlimited) --

@@ -88,6 +88,8 @@ class TurnExchange:
         self.transport = transport
         self.frames = _FrameLog(secrets)
         self.stream = copilot.EventStream()
+        self.heard = 0  # frames received: none means a closed socket never saw the turn
+        self.closed = False  # the server closed the socket (it cannot carry another turn)
         self._first_token_timeout = first_token_timeout
         self._idle_timeout = idle_timeout
         self._connected_wait = connected_wait
@@ -100,6 +102,7 @@ class TurnExchange:
         try:
             self.transport.send(frame)
         except Interrupted as exc:
+            self.closed = True
             raise UpstreamError("Copilot closed the connection without replying") from exc
 
     def await_connected(self, should_stop: Callable[[], bool]) -> list[dict[str, Any]] | None:
@@ -121,9 +124,11 @@ class TurnExchange:
             try:
                 message = self.transport.recv(min(STOP_POLL, remaining))
             except Interrupted as exc:
+                self.closed = True
                 raise UpstreamError("Copilot closed the connection before the turn started") from exc
             if message is None:
                 continue
+            self.heard += 1
             self.frames.add("S→", message)
             events = self.stream.feed(message)
             if events:
@@ -185,11 +190,13 @@ class TurnExchange:
             try:
                 message = self.transport.recv(max(min(STOP_POLL, until - now), 0.001))
             except Interrupted as exc:
+                self.closed = True
                 yield _closed(decoder, exc)  # the end of the turn, or it raises
                 return
             if message is None:
                 events, arrived = [], False
                 continue
+            self.heard += 1
             self.frames.add("S→", message)
             events, arrived = decoder.feed_message(self.stream.feed(message)), True
 
