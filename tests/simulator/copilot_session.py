@@ -90,6 +90,7 @@ class CopilotSession:
         self.cleared: Challenge | None = None
         self.cleared_key = ""
         self.accepted: set[str] = set()
+        self.idle = False  # the last turn is over; the socket waits for the next (stats: idle_sockets)
 
     def violation(self, text: str) -> None:
         """Record a client violation, tagged with the dialect."""
@@ -139,6 +140,7 @@ class CopilotSession:
                     turn = None
                     if pending is None:
                         self.accepted.clear()  # that turn is over: the same words again are a new turn
+                        self._idle(True)
                     quiet = self._quiet_time()
                     deadline = loop.time() + quiet if quiet else math.inf
                 if reading in done:
@@ -146,6 +148,7 @@ class CopilotSession:
                     reading = None
                     turn = await self._receive(message, turn)
         finally:
+            self._idle(False)
             for task in (reading, turn):
                 if task is not None:
                     task.cancel()  # a no-op when done; collect the outcome so asyncio stays quiet
@@ -191,6 +194,12 @@ class CopilotSession:
             if self.strict:
                 await self.reject()
         return turn
+
+    def _idle(self, idle: bool) -> None:
+        """Note in the stats that the socket waits for a turn (True) or carries one (False)."""
+        if idle != self.idle:
+            self.idle = idle
+            self.state.stats.idled("copilot", idle)
 
     def _quiet_time(self) -> float:
         """How long the socket waits after a turn before closing itself.
@@ -249,6 +258,7 @@ class CopilotSession:
                 await self.reject()
             return turn
         self.accepted.add(key)
+        self._idle(False)
         if self.lease is not None:
             self.lease.hold()
         self.player, self.player_key = CopilotTurnPlayer(self.state, event, self.socket, cleared=cleared), key

@@ -909,7 +909,9 @@ def test_control_api_covers_both_dialects(sim: SimulatorProcess) -> None:
     assert (stats["creates"], stats["sockets"], stats["invocations"]) == (2, 1, 1)
     copilot_share = dict(stats["copilot"])
     assert 0 < copilot_share.pop("turn_seconds") < 5  # the one turn's time
-    assert copilot_share == {"creates": 1, "sockets": 1, "open_sockets": 0, "invocations": 1}
+    assert copilot_share == {
+        "creates": 1, "sockets": 1, "open_sockets": 0, "idle_sockets": 0, "busy_sockets": 0, "invocations": 1
+    }
     assert stats["chathub"]["creates"] == 1 and stats["chathub"]["invocations"] == 0
 
     config = sim.configure(copilot_strict="false", copilot_connected_twice=True, hashcash_variant="hex")
