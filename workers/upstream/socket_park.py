@@ -159,6 +159,14 @@ def park_for(idle_seconds: float) -> SocketPark:
         return park
 
 
+def clear_all() -> None:
+    """Close every idle socket of this process (a worker that stops; tests between cases)."""
+    with _PARKS_LOCK:
+        parks = list(_PARKS.values())
+    for park in parks:
+        park.clear()
+
+
 def discard(account: str, reason: str = "discarded") -> None:
     """Drop `account`'s idle socket from every park of this process."""
     with _PARKS_LOCK:

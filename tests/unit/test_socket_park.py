@@ -1,0 +1,184 @@
+"""One idle Copilot socket per account between turns (`workers.upstream.socket_park`), both transports.
+
+Real clients as the worker builds them (`build_client`, one per turn), the simulator over
+real loopback sockets; what happened is read from the simulator's counters: `sockets`
+(upgrades), `open_sockets`, `idle_sockets`, `invocations` (sends) and each conversation's turns.
+"""
+
+from __future__ import annotations
+
+import time
+from typing import Any
+
+import pytest
+
+from service.runtime.settings import Settings, load_settings
+from tests.support.simulator import SimulatorProcess
+from tests.support.stack import wait_for
+from workers.upstream import Credentials, build_client, socket_park
+from workers.upstream.context import TurnInput
+from workers.upstream.copilot_conversation import CopilotHandle
+from workers.upstream.events import Done, Event
+
+pytestmark = pytest.mark.timeout(60)
+TRANSPORTS = ("plain", "browser")
+
+
+def settings_for(sim: SimulatorProcess, transport: str, **extra: str) -> Settings:
+    return load_settings(
+        {
+            "UPSTREAM": "copilot",
+            "COPILOT_URL": sim.copilot_url,
+            "UPSTREAM_TRANSPORT": transport,
+            "REDIS_URL": "redis://127.0.0.1:1/0",
+            **extra,
+        }
+    )
+
+
+def turn(settings: Settings, account: Credentials, handle: CopilotHandle, text: str) -> Done:
+    """One turn on a client built for it, as the worker does; the answer's `Done`."""
+    client = build_client(settings, account)
+    events = list(client.stream_turn(handle, TurnInput(text), should_stop=lambda: False))
+    assert isinstance(events[-1], Done), events
+    return events[-1]
+
+
+def create(settings: Settings, account: Credentials) -> CopilotHandle:
+    handle = build_client(settings, account).create_conversation(account=account.id)
+    assert isinstance(handle, CopilotHandle)
+    return handle
+
+
+def copilot(sim: SimulatorProcess) -> dict[str, Any]:
+    stats = sim.stats()
+    assert stats["violations"] == []
+    return dict(stats["copilot"])
+
+
+def users(sim: SimulatorProcess, handle: CopilotHandle) -> list[str]:
+    return [t["user"] for t in sim.conversation(handle.conversation_id)["turns"]]
+
+
+@pytest.mark.parametrize("kind", TRANSPORTS)
+def test_the_turns_of_one_account_share_one_socket(sim: SimulatorProcess, kind: str) -> None:
+    settings, account = settings_for(sim, kind), Credentials(f"share-{kind}", cookies=f"_U=share-{kind}")
+    first = create(settings, account)
+    assert turn(settings, account, first, "one").text == "Hello! You said: one. This is turn 1."
+    assert turn(settings, account, first, "two").text == "Hello! You said: two. This is turn 2."
+    other = create(settings, account)  # another conversation, the same socket (B2: `send` names it)
+    assert turn(settings, account, other, "three").text == "Hello! You said: three. This is turn 1."
+
+    stats = copilot(sim)
+    assert (stats["sockets"], stats["invocations"], stats["idle_sockets"]) == (1, 3, 1)
+    assert (users(sim, first), users(sim, other)) == (["one", "two"], ["three"])
+    # The preamble went out once, on the one socket the account opened.
+    assert len(sim.accounts()[f"share-{kind}"]["sockets"]) == 1
+
+
+def test_keep_sockets_off_opens_a_socket_per_turn(sim: SimulatorProcess) -> None:
+    settings = settings_for(sim, "plain", UPSTREAM_KEEP_SOCKETS="0")
+    account = Credentials("off", cookies="_U=off")
+    handle = create(settings, account)
+    for text in ("one", "two"):
+        turn(settings, account, handle, text)
+
+    assert wait_for(lambda: copilot(sim)["open_sockets"] == 0)
+    assert (copilot(sim)["sockets"], copilot(sim)["invocations"]) == (2, 2)
+
+
+@pytest.mark.parametrize("kind", TRANSPORTS)
+def test_a_socket_the_server_closed_while_parked_is_replaced_without_a_second_send(
+    sim: SimulatorProcess, kind: str
+) -> None:
+    sim.configure(copilot_idle_close=0.2)
+    settings, account = settings_for(sim, kind), Credentials(f"closed-{kind}", cookies=f"_U=closed-{kind}")
+    handle = create(settings, account)
+    turn(settings, account, handle, "one")
+    wait_for(lambda: copilot(sim)["open_sockets"] == 0)  # the server closed the idle socket
+
+    assert turn(settings, account, handle, "two").text == "Hello! You said: two. This is turn 2."
+    stats = copilot(sim)
+    assert (stats["sockets"], stats["invocations"]) == (2, 2)
+    assert users(sim, handle) == ["one", "two"]
+
+
+@pytest.mark.parametrize("kind", TRANSPORTS)
+def test_a_frame_that_arrived_while_parked_discards_the_socket(sim: SimulatorProcess, kind: str) -> None:
+    settings, account = settings_for(sim, kind), Credentials(f"late-{kind}", cookies=f"_U=late-{kind}")
+    handle = create(settings, account)
+    turn(settings, account, handle, "[sim:late=0.1] one")  # a titleUpdate comes after the turn's end
+    time.sleep(0.4)
+
+    assert turn(settings, account, handle, "two").text == "Hello! You said: two. This is turn 2."
+    stats = copilot(sim)
+    assert (stats["sockets"], stats["invocations"], stats["open_sockets"]) == (2, 2, 1)
+
+
+@pytest.mark.parametrize("kind", TRANSPORTS)
+def test_an_identity_change_discards_the_parked_socket(sim: SimulatorProcess, kind: str) -> None:
+    settings = settings_for(sim, kind)
+    account = Credentials(f"who-{kind}", cookies=f"_U=who-{kind}; MUID=one")
+    handle = create(settings, account)
+    turn(settings, account, handle, "one")
+
+    # Cloudflare's rotating bot cookie is not an identity: the socket is kept.
+    rotated = Credentials(account.id, cookies=f"_U=who-{kind}; MUID=one; __cf_bm=fresh")
+    turn(settings, rotated, handle, "two")
+    assert copilot(sim)["sockets"] == 1
+
+    # Credentials refreshed (new cookies, as PATCH /admin/accounts/{id} stores): a new socket.
+    refreshed = Credentials(account.id, cookies=f"_U=who-{kind}; MUID=two")
+    turn(settings, refreshed, handle, "three")
+    assert wait_for(lambda: copilot(sim)["open_sockets"] == 1)  # the old socket was closed, not kept
+    assert copilot(sim)["sockets"] == 2
+
+    # Another browser identity (user agent) or access token: a new socket each time.
+    agent = Credentials(account.id, cookies=refreshed.cookies, user_agent="Mozilla/5.0 (X11; Linux x86_64)")
+    turn(settings, agent, handle, "four")
+    token = Credentials(account.id, cookies=refreshed.cookies, user_agent=agent.user_agent, access_token="t")
+    turn(settings, token, handle, "five")
+    assert wait_for(lambda: copilot(sim)["open_sockets"] == 1)
+    stats = copilot(sim)
+    assert (stats["sockets"], stats["invocations"]) == (4, 5)
+
+
+@pytest.mark.parametrize("kind", TRANSPORTS)
+def test_concurrent_turns_each_get_a_socket_and_one_is_parked(sim: SimulatorProcess, kind: str) -> None:
+    settings, account = settings_for(sim, kind), Credentials(f"both-{kind}", cookies=f"_U=both-{kind}")
+    first, second = create(settings, account), create(settings, account)
+    slow = build_client(settings, account).stream_turn(
+        first, TurnInput("[sim:slow=0.05][sim:long=20] a"), should_stop=lambda: False
+    )
+    started: list[Event] = [next(slow)]  # the slow turn holds its socket, mid-answer
+    assert turn(settings, account, second, "b").text  # meanwhile: a socket of its own, parked after
+    started.extend(slow)
+    assert isinstance(started[-1], Done)
+
+    stats = copilot(sim)
+    assert (stats["sockets"], stats["invocations"]) == (2, 2)
+    assert wait_for(lambda: copilot(sim)["open_sockets"] == 1)  # the slot held one: the other closed
+    turn(settings, account, first, "c")
+    assert copilot(sim)["sockets"] == 2  # the parked one carried it
+
+
+def test_a_socket_idle_past_the_limit_is_closed(sim: SimulatorProcess) -> None:
+    settings = settings_for(sim, "plain", UPSTREAM_SOCKET_IDLE_SECONDS="0.3")
+    account = Credentials("idle", cookies="_U=idle")
+    handle = create(settings, account)
+    turn(settings, account, handle, "one")
+    time.sleep(0.4)
+
+    turn(settings, account, handle, "two")
+    assert wait_for(lambda: copilot(sim)["open_sockets"] == 1)
+    assert copilot(sim)["sockets"] == 2
+
+
+def test_an_unwell_account_loses_its_parked_socket(sim: SimulatorProcess) -> None:
+    settings, account = settings_for(sim, "plain"), Credentials("unwell", cookies="_U=unwell")
+    handle = create(settings, account)
+    turn(settings, account, handle, "one")
+    assert copilot(sim)["idle_sockets"] == 1
+
+    socket_park.discard(account.id, "account_unwell")  # what AccountLane.fail_over does
+    assert wait_for(lambda: copilot(sim)["open_sockets"] == 0)
