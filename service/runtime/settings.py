@@ -117,7 +117,7 @@ class Settings:
     api_key_groups: tuple[tuple[str, str], ...] = dataclasses.field(default=(), repr=False)
     redis_maxmemory: str = "256mb"
     trace_requests: bool = False
-    upstream_spare_conversations: bool = False
+    upstream_spare_conversations: bool = True
     upstream_keep_sockets: bool = True
     upstream_socket_idle_seconds: float = 120.0
 
@@ -556,6 +556,8 @@ def load_settings(environ: Mapping[str, str]) -> Settings:
         trace_requests=_read(environ, "TRACE_REQUESTS", _flag, d.trace_requests),
         # UPSTREAM_SPARE_CONVERSATIONS: 1 = keep one upstream conversation created ahead of need per
         # account, so a new conversation's first turn pays no create (workers/spare_conversations.py).
+        # On by default for Copilot (no documented conversation expiry, creates are not turns); off
+        # by default for ChatHub (UPSTREAM=bing), whose conversations open their own sockets anyway.
         upstream_spare_conversations=_read(
             environ, "UPSTREAM_SPARE_CONVERSATIONS", _flag, d.upstream_spare_conversations
         ),
@@ -568,6 +570,8 @@ def load_settings(environ: Mapping[str, str]) -> Settings:
             environ, "UPSTREAM_SOCKET_IDLE_SECONDS", _positive_float, d.upstream_socket_idle_seconds
         ),
     )
+    if settings.upstream == "bing" and "UPSTREAM_SPARE_CONVERSATIONS" not in environ:
+        settings = dataclasses.replace(settings, upstream_spare_conversations=False)
     _refuse_placeholders(environ)
     _check(settings)
     return settings

@@ -182,3 +182,16 @@ def test_an_unwell_account_loses_its_parked_socket(sim: SimulatorProcess) -> Non
 
     socket_park.discard(account.id, "account_unwell")  # what AccountLane.fail_over does
     assert wait_for(lambda: copilot(sim)["open_sockets"] == 0)
+
+
+def test_copilot_keeps_sockets_and_spares_by_default_chathub_no_spares() -> None:
+    chosen_default = load_settings({"REDIS_URL": "redis://127.0.0.1:1/0"})
+    assert chosen_default.upstream == "copilot"
+    assert (chosen_default.upstream_keep_sockets, chosen_default.upstream_spare_conversations) == (True, True)
+    assert chosen_default.upstream_socket_idle_seconds == 120.0
+    bing = load_settings({"REDIS_URL": "redis://127.0.0.1:1/0", "UPSTREAM": "bing"})
+    assert bing.upstream_spare_conversations is False
+    chosen = load_settings(
+        {"REDIS_URL": "redis://127.0.0.1:1/0", "UPSTREAM": "bing", "UPSTREAM_SPARE_CONVERSATIONS": "on"}
+    )
+    assert chosen.upstream_spare_conversations is True
