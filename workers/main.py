@@ -23,6 +23,7 @@ from workers.account_prober import run_prober
 from workers.context import build_context, set_context
 from workers.gevent_worker import GeventWorker
 from workers.instrument import publish_configured_accounts
+from workers.upstream import socket_park
 
 log = logging.getLogger(__name__)
 
@@ -68,7 +69,10 @@ def main(environ: Mapping[str, str]) -> int:
         settings.worker_concurrency,
         settings.upstream,
     )
+    # Idle upstream sockets (`socket_park`) past their limit close even when no turn comes.
+    gevent.spawn(socket_park.keep_swept, sleep=gevent.sleep)
     worker.work(logging_level=settings.log_level)
+    socket_park.clear_all()  # close the kept sockets politely rather than by the process's exit
     return 0
 
 

@@ -195,3 +195,19 @@ def test_copilot_keeps_sockets_and_spares_by_default_chathub_no_spares() -> None
         {"REDIS_URL": "redis://127.0.0.1:1/0", "UPSTREAM": "bing", "UPSTREAM_SPARE_CONVERSATIONS": "on"}
     )
     assert chosen.upstream_spare_conversations is True
+
+
+def test_the_sweep_closes_idle_sockets_when_no_turn_comes(sim: SimulatorProcess) -> None:
+    settings = settings_for(sim, "plain", UPSTREAM_SOCKET_IDLE_SECONDS="0.2")
+    account = Credentials("swept", cookies="_U=swept")
+    turn(settings, account, create(settings, account), "one")
+    assert copilot(sim)["idle_sockets"] == 1
+    sweeps: list[float] = []
+
+    def sleep(seconds: float) -> None:
+        sweeps.append(seconds)
+        time.sleep(seconds)
+
+    socket_park.keep_swept(sleep=sleep, stop=lambda: sum(sweeps) >= 0.5)
+    assert sweeps[0] == 0.05  # a quarter of the idle limit
+    assert wait_for(lambda: copilot(sim)["open_sockets"] == 0)

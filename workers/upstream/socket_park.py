@@ -24,7 +24,8 @@ A parked socket is never used for a send unless it is still what a fresh one wou
 `discard(account)` drops an account's socket when the account is marked unwell
 (`workers.account_pool.AccountLane.fail_over`); a disabled account is never granted, so its
 socket is closed by the sweep once the idle limit passes (`sweep` runs on every park and
-take). UPSTREAM_KEEP_SOCKETS=0 turns parking off (a socket per turn, as before).
+take, and in the worker's `keep_swept` greenlet). UPSTREAM_KEEP_SOCKETS=0 turns parking off
+(a socket per turn, as before).
 """
 
 from __future__ import annotations
@@ -146,6 +147,7 @@ def _close(socket: Socket, account: str, reason: str) -> None:
     socket.close()
 
 
+SWEEP_SECONDS = 15.0  # the longest a sweep waits (a quarter of the idle limit when that is shorter)
 _PARKS: dict[float, SocketPark] = {}
 _PARKS_LOCK = threading.Lock()
 
@@ -157,6 +159,16 @@ def park_for(idle_seconds: float) -> SocketPark:
         if park is None:
             park = _PARKS[idle_seconds] = SocketPark(idle_seconds=idle_seconds)
         return park
+
+
+def keep_swept(*, sleep: Callable[[float], None], stop: Callable[[], bool] = lambda: False) -> None:
+    """Close idle sockets past their limit even when no turn comes to park or take one (a greenlet)."""
+    while not stop():
+        with _PARKS_LOCK:
+            parks = list(_PARKS.values())
+        for park in parks:
+            park.sweep()
+        sleep(min([park.idle_seconds / 4 for park in parks] + [SWEEP_SECONDS]))
 
 
 def clear_all() -> None:
