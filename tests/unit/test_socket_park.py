@@ -11,10 +11,12 @@ import time
 from typing import Any
 
 import pytest
+from redis import Redis
 
 from service.runtime.settings import Settings, load_settings
 from tests.support.simulator import SimulatorProcess
 from tests.support.stack import wait_for
+from workers.account_pool import Pool, usable_accounts
 from workers.upstream import Credentials, build_client, socket_park
 from workers.upstream.context import TurnInput
 from workers.upstream.copilot_conversation import CopilotHandle
@@ -211,3 +213,23 @@ def test_the_sweep_closes_idle_sockets_when_no_turn_comes(sim: SimulatorProcess)
     socket_park.keep_swept(sleep=sleep, stop=lambda: sum(sweeps) >= 0.5)
     assert sweeps[0] == 0.05  # a quarter of the idle limit
     assert wait_for(lambda: copilot(sim)["open_sockets"] == 0)
+
+
+def test_the_sweep_closes_the_socket_of_an_account_disabled_meanwhile(
+    sim: SimulatorProcess, redis_url: str, redis_client: Redis
+) -> None:
+    settings = settings_for(sim, "plain", REDIS_URL=redis_url, SECRET_KEY="test-secret-key-0123456789")
+    pool = Pool(settings, redis_client)
+    kept, disabled = (pool.registry.add(cookies=f"_U={name}", account_id=name) for name in ("kept", "off"))
+    for account in (kept, disabled):
+        credentials = pool.credentials(account)
+        turn(settings, credentials, create(settings, credentials), "one")
+    assert copilot(sim)["idle_sockets"] == 2
+    pool.registry.update(disabled.id, enabled=False)  # PATCH /admin/accounts/{id} {"enabled": false}
+
+    sweeps: list[float] = []
+    socket_park.keep_swept(sleep=sweeps.append, stop=lambda: bool(sweeps), usable=usable_accounts(pool))
+    assert wait_for(lambda: copilot(sim)["open_sockets"] == 1)  # the disabled account's socket is gone
+    again = pool.credentials(pool.registry.get(kept.id))
+    turn(settings, again, create(settings, again), "two")
+    assert copilot(sim)["sockets"] == 2  # the usable account's socket was kept and carried it

@@ -21,10 +21,11 @@ A parked socket is never used for a send unless it is still what a fresh one wou
   it, or sent a frame nobody read), so a late frame can never be mistaken for the next
   turn's answer and no turn is ever sent twice.
 
-`discard(account)` drops an account's socket when the account is marked unwell
-(`workers.account_pool.AccountLane.fail_over`); a disabled account is never granted, so its
-socket is closed by the sweep once the idle limit passes (`sweep` runs on every park and
-take, and in the worker's `keep_swept` greenlet). UPSTREAM_KEEP_SOCKETS=0 turns parking off
+`discard(account)` drops an account's socket when a turn marks the account unwell
+(`workers.account_pool.AccountLane.fail_over`); the worker's `keep_swept` greenlet closes
+sockets past the idle limit and those of accounts disabled, needing attention or deleted
+(from the process's pool snapshot, within SWEEP_SECONDS), with no turn needed (`sweep` also
+runs on every park and take). UPSTREAM_KEEP_SOCKETS=0 turns parking off
 (a socket per turn, as before).
 """
 
@@ -134,6 +135,13 @@ class SocketPark:
         for account, parked in expired:
             _close(parked.socket, account, "idle_limit")
 
+    def retain(self, accounts: set[str]) -> None:
+        """Close the idle sockets of every account not in `accounts` (disabled, unwell or deleted)."""
+        with self._lock:
+            gone = [account for account in self._slots if account not in accounts]
+        for account in gone:
+            self.discard(account, "account_unusable")
+
     def clear(self) -> None:
         """Close every idle socket (a worker that stops)."""
         with self._lock:
@@ -161,13 +169,25 @@ def park_for(idle_seconds: float) -> SocketPark:
         return park
 
 
-def keep_swept(*, sleep: Callable[[float], None], stop: Callable[[], bool] = lambda: False) -> None:
-    """Close idle sockets past their limit even when no turn comes to park or take one (a greenlet)."""
+def keep_swept(
+    *,
+    sleep: Callable[[float], None],
+    stop: Callable[[], bool] = lambda: False,
+    usable: Callable[[], set[str] | None] = lambda: None,
+) -> None:
+    """Close idle sockets past their limit, or of accounts no longer `usable()`, with no turn to do it.
+
+    The worker's greenlet: `usable()` names the accounts that may still run turns (not
+    disabled, not needing attention, not deleted), None when that is not known right now.
+    """
     while not stop():
         with _PARKS_LOCK:
             parks = list(_PARKS.values())
+        accounts = usable()
         for park in parks:
             park.sweep()
+            if accounts is not None:
+                park.retain(accounts)
         sleep(min([park.idle_seconds / 4 for park in parks] + [SWEEP_SECONDS]))
 
 
