@@ -7,15 +7,22 @@ real loopback sockets; what happened is read from the simulator's counters: `soc
 
 from __future__ import annotations
 
+import contextlib
+import logging
+import subprocess
+import sys
 import time
+from collections.abc import Iterator
 from typing import Any
+from urllib.parse import urlsplit
 
 import pytest
 from redis import Redis
 
+from service.runtime.embedded_redis import free_port
 from service.runtime.settings import Settings, load_settings
 from tests.support.simulator import SimulatorProcess
-from tests.support.stack import wait_for
+from tests.support.stack import ROOT, wait_for
 from workers.account_pool import Pool, usable_accounts
 from workers.upstream import Credentials, build_client, socket_park
 from workers.upstream.context import TurnInput
@@ -36,6 +43,22 @@ def settings_for(sim: SimulatorProcess, transport: str, **extra: str) -> Setting
             **extra,
         }
     )
+
+
+@contextlib.contextmanager
+def relay(target: str, *, delay_ms: float) -> Iterator[str]:
+    """`tests.support.latency_relay` in front of `target`, `delay_ms` each way; yields its base URL."""
+    parts, port = urlsplit(target), free_port()
+    args = ["127.0.0.1", str(port), parts.hostname or "", str(parts.port), str(delay_ms)]
+    process = subprocess.Popen(
+        [sys.executable, "-m", "tests.support.latency_relay", *args], cwd=ROOT, stdout=subprocess.PIPE
+    )
+    try:
+        assert process.stdout is not None and process.stdout.readline().strip() == b"READY"
+        yield f"http://127.0.0.1:{port}"
+    finally:
+        process.terminate()
+        process.wait(10)
 
 
 def turn(settings: Settings, account: Credentials, handle: CopilotHandle, text: str) -> Done:
@@ -233,3 +256,25 @@ def test_the_sweep_closes_the_socket_of_an_account_disabled_meanwhile(
     again = pool.credentials(pool.registry.get(kept.id))
     turn(settings, again, create(settings, again), "two")
     assert copilot(sim)["sockets"] == 2  # the usable account's socket was kept and carried it
+
+
+@pytest.mark.parametrize("kind", TRANSPORTS)
+def test_a_socket_closed_on_its_way_to_the_send_is_replaced_once_without_a_second_send(
+    sim: SimulatorProcess, kind: str, caplog: pytest.LogCaptureFixture
+) -> None:
+    # Through a relay that delays each way 200 ms, the server's idle close is still on the wire
+    # when the next turn takes the socket: it looks idle, the send goes out, the close comes back.
+    sim.configure(copilot_idle_close=0.3)
+    with relay(sim.copilot_url, delay_ms=200) as far:
+        settings = settings_for(sim, kind, COPILOT_URL=far)
+        account = Credentials(f"race-{kind}", cookies=f"_U=race-{kind}")
+        handle = create(settings, account)
+        turn(settings, account, handle, "one")
+        wait_for(lambda: copilot(sim)["open_sockets"] == 0, interval=0.005)  # closed at the server's end
+        with caplog.at_level(logging.INFO, logger="workers.upstream.copilot_client"):
+            assert turn(settings, account, handle, "two").text == "Hello! You said: two. This is turn 2."
+
+    assert "event=copilot_parked_socket_closed action=reopen" in caplog.text
+    stats = copilot(sim)
+    assert (stats["sockets"], stats["invocations"]) == (2, 2)
+    assert users(sim, handle) == ["one", "two"]
