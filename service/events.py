@@ -2,7 +2,7 @@
 
 One closed set of frozen dataclasses, each with `to_json` (the relay's wire object, key
 order included) and `from_json`; `decode` turns any relay object back into its class.
-The worker publishes only these (`service.state.relay.Publisher`); `Done` and `Failed`
+The worker publishes only these (`service.state.relay_publisher.Publisher`); `Done` and `Failed`
 are terminal, every other event says something happened on the way.
 
     Delta(text)                    answer text (the publisher coalesces bursts)

@@ -1,7 +1,7 @@
 """`python -m service.settings_doc [--write]`: docs/configuration.md from service/runtime/settings.py.
 
 Each setting is documented once, where it is parsed: the `# NAME: meaning` comment above
-its `_read(environ, "NAME", …, default)` in `load_settings`. This reads those comments
+its `read(environ, "NAME", …, default)` in `load_settings`. This reads those comments
 and the defaults of `Settings` (no second list to keep in step), and renders the
 reference page; `tests/unit/test_settings_doc.py` fails when the committed page and the
 settings differ. Run with `--write` after changing a setting.
@@ -83,7 +83,7 @@ def _shown(value: Any) -> str:
 
 
 def _default(call: ast.Call, defaults: Any) -> str:
-    """The `_read` call's default: `d.<field>` of `Settings()`, or a literal."""
+    """The `read` call's default: `d.<field>` of `Settings()`, or a literal."""
     node = call.args[3]
     if isinstance(node, ast.Attribute):
         return _shown(getattr(defaults, node.attr))
@@ -91,10 +91,10 @@ def _default(call: ast.Call, defaults: Any) -> str:
 
 
 def _reads(tree: ast.AST) -> list[tuple[int, str, ast.Call]]:
-    """(line, NAME, call) of every `_read(environ, "NAME", …)` in `load_settings`."""
+    """(line, NAME, call) of every `read(environ, "NAME", …)` in `load_settings`."""
     found = []
     for node in ast.walk(tree):
-        if isinstance(node, ast.Call) and getattr(node.func, "id", "") == "_read":
+        if isinstance(node, ast.Call) and getattr(node.func, "id", "") == "read":
             key = node.args[1]
             if isinstance(key, ast.Constant) and isinstance(key.value, str):
                 found.append((node.lineno, key.value, node))
@@ -109,7 +109,7 @@ def _comment(lines: list[str], line: int, name: str) -> str:
         text = lines[index]
         match = COMMENT.match(text)
         if match is None:
-            if text.strip().endswith("(") or "=_read(" in text.replace(" ", ""):
+            if text.strip().endswith("(") or "=read(" in text.replace(" ", ""):
                 index -= 1  # the keyword line of a call split over several lines
                 continue
             break

@@ -42,7 +42,7 @@ from service.errors import UpstreamUnavailable
 from service.events import Queued
 from service.runtime import metrics, trace
 from service.runtime.settings import Settings
-from service.state.relay import Publisher
+from service.state.relay_publisher import Publisher
 from workers import spare_conversations
 from workers.upstream import Credentials, socket_park
 

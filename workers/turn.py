@@ -14,10 +14,11 @@
    client that sends its next turn the moment it sees `done` finds the turn stored,
    and a failed or cancelled turn never touches the stored conversation. The
    transaction is fenced (`service.state.locks.fence`): it commits only while this turn's
-   token holds the conversation's lock and the conversation was not deleted;
+   token holds the conversation's lock and the conversation was not deleted
+   (`workers.turn_save`, which also loads the conversation in step 1);
 4. on failure publishes a terminal `Failed` event and re-raises, so RQ's failed-job
    registry tells the truth. A failed or cancelled turn that reached a stored upstream
-   conversation forgets its handle (`_forget_upstream`): the upstream saw a message our
+   conversation forgets its handle (`TurnSaver.forget_upstream`): the upstream saw a message our
    transcript lacks, so the next turn starts a new one seeded with the transcript.
 
 `workers.lease_watch` keeps the lease and lock alive and notices the cancel flag.
@@ -29,23 +30,20 @@ import contextvars
 import logging
 import threading
 import time
-from collections.abc import Callable
 from typing import Any
 
 from redis import Redis
-from redis.client import Pipeline
-from redis.exceptions import RedisError, WatchError
+from redis.exceptions import RedisError
 from rq.timeouts import JobTimeoutException
 
 from service import events as relay
 from service.errors import ApiError, NotFound
-from service.images import marked
 from service.models import ModelSpec, find_model
 from service.runtime import trace
 from service.runtime.settings import Settings
 from service.state import locks
-from service.state.conversations import Conversation, ConversationStore, handle_key
-from service.state.relay import Publisher
+from service.state.conversations import Conversation
+from service.state.relay_publisher import Publisher
 from service.tools.options import TurnOptions
 from service.turns import TurnRequest, lease_key
 from workers import continuation
@@ -55,6 +53,7 @@ from workers.gevent_worker import WorkerShutdown
 from workers.image_fetch import load_images
 from workers.lease_watch import LeaseWatcher
 from workers.tooling import Shaping
+from workers.turn_save import TurnSaver
 from workers.upstream import Handle
 from workers.upstream.errors import (
     ProtocolError,
@@ -62,8 +61,6 @@ from workers.upstream.errors import (
 from workers.upstream_turn import UpstreamTurn
 
 log = logging.getLogger(__name__)
-
-FENCE_ATTEMPTS = 5  # WATCH retries of a save (our own lock refresh can trip one)
 
 
 class TurnRunner:
@@ -73,9 +70,7 @@ class TurnRunner:
         self.settings: Settings = context.settings
         self.redis: Redis = context.redis
         self.request = request
-        self.store = ConversationStore(
-            self.redis, ttl=self.settings.conversation_ttl, handle_ttl=self.settings.upstream_handle_ttl
-        )
+        self.saver = TurnSaver(self.redis, self.settings, request)  # load, fenced save, forget
         self.clock = clock
         self.lane: AccountLane | None = None
         self.upstream: UpstreamTurn | None = None  # the account/upstream loop, once it runs
@@ -140,9 +135,9 @@ class TurnRunner:
             raise NotFound(
                 f"The model `{request.model}` does not exist.", code="model_not_found", param="model"
             )
-        conversation = self._load_conversation()
+        conversation = self.saver.load()
         # A stored handle is an upstream conversation the next turn would continue: if this
-        # turn reaches it and then does not save, it must be forgotten (`_forget_upstream`).
+        # turn reaches it and then does not save, it must be forgotten (`forget_upstream`).
         # (`store: false` never touches the stored one, so has nothing to forget.)
         stored = request.store and conversation.handle is not None
         # The stored handle, the one a `store: false` history left, or none; and changed instructions.
@@ -153,7 +148,7 @@ class TurnRunner:
             return self._converse(publisher, spec, conversation, handle, seed)
         except BaseException:
             if stored and self.reached_upstream:
-                self._forget_upstream()
+                self.saver.forget_upstream()
             raise
 
     def _converse(
@@ -198,7 +193,7 @@ class TurnRunner:
         if self._cancelled.is_set():
             log.info("event=turn_cancelled")
             if request.store and conversation.handle is not None and self.reached_upstream:
-                self._forget_upstream()
+                self.saver.forget_upstream()
             return {"status": "cancelled"}
         if done is None:
             raise ProtocolError("the upstream ended the turn without an answer")
@@ -209,85 +204,8 @@ class TurnRunner:
                 code="no_image_generated",
             )
         assert handle is not None  # the answer came on an upstream conversation
-        conversation.messages = [
-            *conversation.messages,
-            {"role": "user", "content": marked(request.prompt, len(request.images))},
-            {"role": "assistant", "content": shaping.stored_text or done.text},
-        ]
-        conversation.handle = {**handle.to_json(), **shaping.handle_extra()}
-        self._fenced(
-            lambda extra: publisher.finish(
-                relay.Done(done.text, done.finish_reason, shaping.done_extra()), extra=extra
-            ),
-            # `store: false` (Responses): no transcript, only the digest entry of its history
-            # (`service.state.ephemeral`); fenced all the same, so a turn that lost its lock
-            # never reports success.
-            (lambda pipe: self.store.save(conversation, pipe, request.completion_id))
-            if request.store
-            else (lambda pipe: continuation.remember(pipe, self.settings, request, conversation)),
-        )
+        self.saver.finish(publisher, conversation, done, handle, shaping)
         return {"status": "done", "conversation_id": conversation.id, "finish_reason": done.finish_reason}
-
-    def _fenced(
-        self, write: Callable[[Callable[[Pipeline], None]], None], queue: Callable[[Pipeline], object]
-    ) -> None:
-        """Run `write(extra)` whose `extra(pipe)` fences the transaction, then queues `queue(pipe)`.
-
-        The save happens only while this turn's token holds the conversation's lock and
-        the conversation was not deleted (`locks.fence`); a refresh of the lock by our own
-        watcher also trips the WATCH, so a `WatchError` is retried and the fence then says
-        whether it was benign.
-        """
-        request = self.request
-
-        def extra(pipe: Pipeline) -> None:
-            locks.fence(pipe, request.conversation_id, request.lock_token, exists=request.continues)
-            queue(pipe)
-
-        for attempt in range(FENCE_ATTEMPTS):
-            try:
-                write(extra)
-                return
-            except WatchError:
-                if attempt == FENCE_ATTEMPTS - 1:
-                    raise locks.LockLost() from None
-
-    def _forget_upstream(self) -> None:
-        """Drop the stored upstream handle after a turn the upstream saw but we did not save.
-
-        The upstream now holds a question (and perhaps part of an answer) that our
-        transcript lacks; ChatHub would also see the same invocation id again. With the
-        handle gone, the next turn starts a new upstream conversation seeded with our
-        transcript, so both sides agree again. Fenced like a save: never another turn's handle.
-        """
-        try:
-            self._fenced(
-                lambda extra: _execute(self.redis, extra),
-                lambda pipe: pipe.delete(handle_key(self.request.conversation_id)),
-            )
-            log.info("event=upstream_handle_forgotten reason=unsaved_turn")
-        except Exception as exc:  # lock lost, deleted, or Redis down: nothing of ours to fix
-            log.info("event=upstream_handle_kept error=%s", type(exc).__name__)
-
-    def _load_conversation(self) -> Conversation:
-        request = self.request
-        if not request.continues:
-            # A new conversation starts from the history the client brought (if any).
-            return Conversation(
-                id=request.conversation_id,
-                owner=request.owner,
-                model=request.model,
-                messages=list(request.history),
-                system=request.system,
-            )
-        conversation = self.store.get(request.conversation_id)
-        if conversation is None or conversation.owner != request.owner:
-            raise NotFound(
-                f"No conversation found with id '{request.conversation_id}'.",
-                code="conversation_not_found",
-                param="id",
-            )
-        return conversation
 
     @property
     def reached_upstream(self) -> bool:
@@ -296,12 +214,6 @@ class TurnRunner:
 
     def _should_stop(self) -> bool:
         return self._cancelled.is_set() or self._lock_lost.is_set()
-
-
-def _execute(redis: Redis, extra: Callable[[Pipeline], None]) -> None:
-    with redis.pipeline(transaction=True) as pipe:
-        extra(pipe)
-        pipe.execute()
 
 
 def _describe(exc: BaseException) -> BaseException:

@@ -24,7 +24,7 @@ from service.models import ModelSpec
 from service.runtime import trace
 from service.runtime.settings import Settings
 from service.state.conversations import Conversation
-from service.state.relay import Publisher
+from service.state.relay_publisher import Publisher
 from service.turns import TurnRequest
 from workers import spare_conversations, turn_budget
 from workers.account_pool import AccountLane

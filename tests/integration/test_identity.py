@@ -7,7 +7,7 @@ curl_cffi itself: it earns `cf_clearance` at the simulator's check page with one
 that browser would copy as cURL (or export as HAR). Then: the browser transport passes; the
 plain transport is challenged and the account needs attention with the operator message; a
 clearance replayed by another identity is challenged; an account behind a CONNECT proxy
-reaches the upstream from the proxy's address; `check` reports every step.
+reaches the upstream from the proxy's address (HTTP CONNECT and SOCKS5); `check` reports every step.
 """
 
 from __future__ import annotations
@@ -28,6 +28,7 @@ from service.runtime.embedded_redis import EmbeddedRedis
 from tests.integration.conftest import body
 from tests.support.connect_proxy import ConnectProxy
 from tests.support.simulator import SimulatorProcess
+from tests.support.socks_proxy import SocksProxy
 from tests.support.stack import ROOT, GunicornServer, WorkerProcess, gateway_env
 
 pytestmark = pytest.mark.timeout(180)
@@ -252,9 +253,14 @@ def test_a_clearance_earned_by_another_identity_is_challenged(stack: Stack) -> N
     assert stack.accounts()[account["id"]]["state"] == "needs_attention"
 
 
-def test_an_account_behind_a_proxy_reaches_the_upstream_from_the_proxys_address(stack: Stack) -> None:
+@pytest.mark.parametrize("scheme", ("http", "socks5h"))
+def test_an_account_behind_a_proxy_reaches_the_upstream_from_the_proxys_address(
+    stack: Stack, scheme: str
+) -> None:
     name = fresh("proxied")
-    with ConnectProxy(source_address="127.0.0.2", credentials=("op", "proxy-secret")) as proxy:
+    kind = SocksProxy if scheme == "socks5h" else ConnectProxy
+    with kind(source_address="127.0.0.2", credentials=("op", "proxy-secret")) as proxy:
+        assert proxy.url.startswith(f"{scheme}://")
         clearance = stack.earn(CHROME, CHROME_HINTS, "chrome146", proxy=proxy.url)  # earned from 127.0.0.2
         cookies = f"_U={name}; cf_clearance={clearance}"
         account = stack.only({"curl": chrome_curl(stack.sim.https_url, cookies), "proxy": proxy.url})

@@ -182,6 +182,12 @@ class AccountBook:
         if user_agent and user_agent not in agents and len(agents) < MAX_AGENTS:
             agents.append(user_agent)
 
+    def session_reused(self, name: str, client_session_id: str | None) -> bool:
+        """Whether one of `name`'s recent sockets carried `client_session_id` (B1.2: new per socket)."""
+        return client_session_id is not None and any(
+            record["clientSessionId"] == client_session_id for record in self.get(name).sockets
+        )
+
     def socket_opened(
         self, name: str, client_session_id: str | None, user_agent: str | None
     ) -> dict[str, Any]:

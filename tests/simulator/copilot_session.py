@@ -15,7 +15,8 @@ tokens). Then, per B1.3 and B3.1:
   correct answer clears the next `send` (the re-sent one) to be answered; a wrong one gets
   `invalid-event`. Answering a null/cloudflare challenge at all is a violation.
 - each socket is listed with its account (`GET /_sim/accounts`: `sockets`), with the
-  `clientSessionId` of its URL (gpt4f 4aa01b58, B5b [S]) and the `supportedFeatures` /
+  `clientSessionId` of its URL (gpt4f 4aa01b58, B5b [S]; a value one of the account's recent
+  sockets already carried is recorded as a violation: new per socket, B1.2) and the `supportedFeatures` /
   `supportedCards` of its `setOptions` (WCA #20's browser capture lists 6 and 28, B5b [S]);
 - one socket carries any number of turns, one after another (a browser tab keeps its socket,
   B2: every `send` names its conversation); after a finished turn it stays open until the
@@ -80,6 +81,11 @@ class CopilotSession:
             account=request_account(request, urlsplit(request.path).query) if request else account_of({}),
         )
         user_agent = request.headers.get("User-Agent") if request else None
+        if state.accounts.session_reused(self.socket.account, self.socket.client_session_id):
+            # Recorded, not refused: B1.2 says a client draws one per socket, not that servers check.
+            self.violation(
+                "clientSessionId reused from an earlier socket of this account (new per socket, B1.2)"
+            )
         self.socket.record = state.accounts.socket_opened(
             self.socket.account, self.socket.client_session_id, user_agent
         )

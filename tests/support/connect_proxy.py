@@ -21,6 +21,8 @@ import socket
 import socketserver
 import threading
 from types import TracebackType
+from typing import Self
+from urllib.parse import quote
 
 HEAD_LIMIT = 64 * 1024
 CONNECT_TIMEOUT = 10.0
@@ -81,10 +83,10 @@ class _Handler(socketserver.BaseRequestHandler):
             client.sendall(b"HTTP/1.1 200 Connection Established\r\n\r\n")
             if early:
                 upstream.sendall(early)
-            _pump(client, upstream, proxy.stopping)
+            pump(client, upstream, proxy.stopping)
 
 
-def _pump(one: socket.socket, other: socket.socket, stopping: threading.Event) -> None:
+def pump(one: socket.socket, other: socket.socket, stopping: threading.Event) -> None:
     """Copy bytes both ways until either side closes (or the proxy stops)."""
     peers = {one: other, other: one}
     while not stopping.is_set():
@@ -114,6 +116,11 @@ class ConnectProxy:
     account's proxy URL would carry them); `tunnels` lists every CONNECT seen, in order.
     """
 
+    handler: type[socketserver.BaseRequestHandler] = _Handler
+    """What serves each client connection (`socks_proxy.SocksProxy` speaks SOCKS5 instead)."""
+    scheme = "http"
+    """The scheme of `url`."""
+
     def __init__(
         self,
         *,
@@ -142,9 +149,10 @@ class ConnectProxy:
 
     @property
     def url(self) -> str:
-        """The proxy URL a client is configured with."""
-        auth = f"{self.credentials[0]}:{self.credentials[1]}@" if self.credentials else ""
-        return f"http://{auth}{self.host}:{self.port}"
+        """The proxy URL a client is configured with (credentials percent-encoded, as a URL needs)."""
+        user, password = (quote(part, safe="") for part in self.credentials or ("", ""))
+        auth = f"{user}:{password}@" if self.credentials else ""
+        return f"{self.scheme}://{auth}{self.host}:{self.port}"
 
     @property
     def targets(self) -> list[str]:
@@ -171,8 +179,8 @@ class ConnectProxy:
             raise
         return sock
 
-    def start(self) -> ConnectProxy:
-        self._server = _Server((self.host, 0), _Handler)
+    def start(self) -> Self:
+        self._server = _Server((self.host, 0), self.handler)
         self._server.proxy = self
         self._thread = threading.Thread(target=self._server.serve_forever, name="connect-proxy", daemon=True)
         self._thread.start()
@@ -188,7 +196,7 @@ class ConnectProxy:
             self._thread.join(timeout=5)
             self._thread = None
 
-    def __enter__(self) -> ConnectProxy:
+    def __enter__(self) -> Self:
         return self.start()
 
     def __exit__(

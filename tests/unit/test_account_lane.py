@@ -7,7 +7,7 @@ from redis import Redis
 
 from service.errors import RateLimited, UpstreamUnavailable
 from service.runtime.settings import Settings
-from service.state.relay import Publisher
+from service.state.relay_publisher import Publisher
 from workers.account_pool import AccountLane, Pool
 from workers.upstream.errors import CaptchaRequired, Interrupted, Throttled
 

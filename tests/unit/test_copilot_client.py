@@ -13,6 +13,7 @@ import json
 import logging
 import threading
 import time
+import uuid
 from collections.abc import Callable, Iterator
 from datetime import datetime
 from typing import Any
@@ -232,11 +233,9 @@ def test_waits_for_connected_then_speaks_once_and_streams_b71(make_server: Calla
     second = sends[1]
     assert (second["context"], second["mode"]) == ({}, "smart")
     assert "features" not in parse_qs(urlsplit(server.paths[1]).query)
-    # One clientSessionId per browser session (B5b): both sockets of this client carry the same one.
-    assert (
-        parse_qs(urlsplit(server.paths[0]).query)["clientSessionId"]
-        == parse_qs(urlsplit(server.paths[1]).query)["clientSessionId"]
-    )
+    # clientSessionId is a uuid4 new per socket (B1.2): the second socket does not reuse the first's.
+    first_id, second_id = (parse_qs(urlsplit(path).query)["clientSessionId"][0] for path in server.paths[:2])
+    assert first_id != second_id and {uuid.UUID(first_id).version, uuid.UUID(second_id).version} == {4}
 
 
 def test_a_server_that_never_says_connected_is_spoken_to_after_the_wait(

@@ -90,10 +90,15 @@ def test_preamble_frames_are_the_recorded_ones() -> None:
         "session-duration-nudge",
         "compose-email-html",
     ]
-    assert {"image", "powerPointCreator", "createCalendarEvent", "quiz", "flashcard"} <= set(
-        options["supportedCards"]
-    )
+    # The browser sends 28 cards; the reference names these 17 (B1.3's ten and four newer, B5b's rest).
+    assert set(options["supportedCards"]) == {
+        "weather", "local", "image", "sports", "video", "ads", "safetyHelpline", "quiz", "finance", "recipe",
+        "healthcareEntity", "healthcareInfo", "chart", "personal",
+        "powerPointCreator", "createCalendarEvent", "flashcard",
+    }  # fmt: skip
     assert options["ads"]["supportedTypes"][:2] == ["text", "product"]
+    # B1.3: newer captures add these two, empty.
+    assert (options["supportedUIComponents"], options["supportedActions"]) == ({}, [])
     assert copilot.report_local_consents() == '{"event":"reportLocalConsents","grantedConsents":[]}'
 
 

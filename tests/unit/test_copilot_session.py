@@ -8,6 +8,7 @@ lack a `__Host-copilot-anon` it issued, so these tests fail if the bootstrap is 
 from __future__ import annotations
 
 import logging
+import uuid
 from typing import Any
 
 import pytest
@@ -18,7 +19,7 @@ from redis import Redis
 from service.runtime.settings import Settings
 from tests.support.simulator import SimulatorProcess
 from workers.account_pool import Pool
-from workers.upstream import Client, build_client
+from workers.upstream import Client, Credentials, build_client
 from workers.upstream.context import TurnInput
 from workers.upstream.copilot_browser import ANON_COOKIE, parse_cookie_header, parse_set_cookie
 from workers.upstream.copilot_client import CopilotClient
@@ -101,6 +102,30 @@ def test_a_refused_session_is_replaced_once(sim: SimulatorProcess) -> None:
 
     new = parse_cookie_header(updates[-1])[ANON_COOKIE]
     assert new != "stale.session" and chat(copilot, handle).startswith("Hello!")
+
+
+def test_a_restarted_anonymous_session_opens_its_socket_with_a_new_client_session_id(
+    sim: SimulatorProcess,
+) -> None:
+    settings = Settings(upstream="copilot", copilot_url=sim.copilot_url)
+    updates: list[str] = []
+    first = build_client(settings, Credentials("env-1"), on_cookies=updates.append)
+    handle = first.create_conversation(account="env-1")
+    chat(first, handle)
+    old_session = parse_cookie_header(updates[-1])[ANON_COOKIE]
+    # The next worker's client for the same account finds its session refused and starts another.
+    stale = f"{ANON_COOKIE}=stale.session; MUID=m"
+    second = build_client(settings, Credentials("env-1", cookies=stale), on_cookies=updates.append)
+    chat(second, second.create_conversation(account="env-1"))
+    new_session = parse_cookie_header(updates[-1])[ANON_COOKIE]
+
+    accounts = sim.accounts()
+    [before] = accounts[f"anon:{old_session}"]["sockets"]
+    [after] = accounts[f"anon:{new_session}"]["sockets"]
+    assert old_session != new_session
+    assert before["clientSessionId"] != after["clientSessionId"]  # B1.2: new per socket
+    assert all(uuid.UUID(s["clientSessionId"]).version == 4 for s in (before, after))
+    assert sim.stats()["violations"] == []
 
 
 def test_rotated_cookies_reach_the_callback_and_the_next_request(sim: SimulatorProcess) -> None:

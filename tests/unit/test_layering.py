@@ -17,9 +17,14 @@ import pytest
 ROOT = Path(__file__).resolve().parents[2]
 SHARED = [
     "service.runtime.settings",
+    "service.runtime.settings_fields",
+    "service.runtime.settings_parsers",
+    "service.runtime.settings_checks",
     "service.errors",
     "service.turns",
     "service.state.relay",
+    "service.state.relay_publisher",
+    "service.state.relay_hub",
     "service.state.conversations",
     "service.state.locks",
     "service.state.idempotency",

@@ -12,7 +12,9 @@ from redis.exceptions import WatchError
 from service.events import Done, Failed
 from service.state import locks
 from service.state.conversations import conversation_key
-from service.state.relay import Publisher, RelayHub, read_log
+from service.state.relay import read_log
+from service.state.relay_hub import RelayHub
+from service.state.relay_publisher import Publisher
 
 
 def save(redis: Redis, conversation_id: str, token: str, value: str, *, between=None) -> None:

@@ -14,7 +14,7 @@ from redis.exceptions import ConnectionError as RedisConnectionError
 
 from service.runtime.embedded_redis import EmbeddedRedis, free_port
 from service.runtime.settings import load_settings
-from service.state.relay import Publisher
+from service.state.relay_publisher import Publisher
 from service.turns import TurnRequest, lease_key
 from workers.context import WorkerContext
 from workers.turn import TurnRunner

@@ -10,7 +10,9 @@ import pytest
 from redis import Redis
 
 from service.events import Done, Limits, Progress
-from service.state.relay import Publisher, RelayHub, Subscription, channel_name, log_key, read_log
+from service.state.relay import channel_name, log_key, read_log
+from service.state.relay_hub import RelayHub, Subscription
+from service.state.relay_publisher import Publisher
 
 
 class FakeClock:

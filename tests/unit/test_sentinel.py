@@ -15,6 +15,7 @@ import pytest
 from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import RedisError
 
+from service.runtime import settings_parsers
 from service.runtime.embedded_redis import free_port
 from service.runtime.redis_conn import BlockingSentinelConnectionPool, connect
 from service.runtime.settings import SentinelConfig, SettingsError, load_settings
@@ -59,7 +60,7 @@ def test_bad_sentinel_settings_name_the_key(environ: dict[str, str], names: str)
 
 
 def test_sentinel_password_is_treated_as_a_secret() -> None:
-    assert "REDIS_SENTINEL_PASSWORD" in __import__("service.runtime.settings").runtime.settings.SECRET_KEYS
+    assert "REDIS_SENTINEL_PASSWORD" in settings_parsers.SECRET_KEYS
 
 
 def test_credentials_and_db_come_from_redis_url_with_sentinels() -> None:

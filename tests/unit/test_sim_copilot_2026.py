@@ -86,3 +86,18 @@ def test_sockets_are_listed_with_their_session_id_and_options(sim: SimulatorProc
     }
     (turn,) = sim.conversation(conversation_id)["turns"]
     assert turn["clientSessionId"] == socket["clientSessionId"] and turn["setOptions"] == options
+
+
+def test_a_client_session_id_reused_by_a_later_socket_is_a_violation_not_a_refusal(
+    sim: SimulatorProcess,
+) -> None:
+    conversation_id = cop.create(sim, "_U=acct-reuse")
+    session_id = "8c0e2f4e-2222-4c6b-9c7e-1d2f3a4b5c6d"
+    for text in ("one", "two"):
+        ws = cop.connect(sim, "_U=acct-reuse", clientSessionId=session_id)
+        cop.emit(ws, *cop.PREAMBLE, cop.send_event(conversation_id, text))
+        assert "done" in cop.read(ws).names  # served either way: the reference says no server checks it
+        ws.close()
+    assert [v for v in cop.violations(sim) if "clientSessionId" in v] == [
+        "copilot: clientSessionId reused from an earlier socket of this account (new per socket, B1.2)"
+    ]

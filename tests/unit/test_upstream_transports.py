@@ -23,6 +23,7 @@ from service.accounts.identity import Identity, default_identity, resolve
 from service.runtime.embedded_redis import free_port
 from service.runtime.settings import load_settings
 from tests.support.simulator import SimulatorProcess
+from tests.support.socks_proxy import SocksProxy
 from tests.support.stack import ROOT
 from workers.upstream import Credentials, build_client
 from workers.upstream.context import TurnInput
@@ -179,6 +180,58 @@ def test_the_accounts_proxy_is_used_whatever_no_proxy_says(
     reply = transport.request("GET", "http://upstream.invalid/c/api/user", headers={}, timeout=5)
     assert reply.status == 200
     assert echo.heads[0].startswith("GET http://upstream.invalid/c/api/user HTTP/1.1")
+
+
+@pytest.mark.parametrize("scheme", ("socks5", "socks5h"))
+@pytest.mark.parametrize("kind", TRANSPORTS)
+def test_a_socks5_proxy_carries_every_connection_from_its_address(
+    tls_sim: SimulatorProcess, kind: str, scheme: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    for name in ("NO_PROXY", "no_proxy"):
+        monkeypatch.setenv(name, "*")
+    name = f"socks-{kind}-{scheme}"
+    # socks5h: the proxy resolves the upstream's name. socks5: the gateway sends an address; the
+    # upstream is named by its IPv4 one, since libcurl resolves "localhost" to ::1 first and the
+    # proxy leaves from 127.0.0.2, which cannot reach ::1.
+    base_url = tls_sim.https_url
+    if scheme == "socks5":
+        base_url = base_url.replace("localhost", "127.0.0.1")
+    started = time.time()
+    with SocksProxy(scheme=scheme, credentials=("op", "p@ss word")) as proxy:
+        settings = settings_for(base_url, kind, UPSTREAM_CA_BUNDLE=tls_sim.ca_file)
+        client = build_client(settings, Credentials(name, cookies=f"_U={name}", proxy=proxy.url))
+        handle = client.create_conversation(account=name)
+        events = list(client.stream_turn(handle, TurnInput("hello"), should_stop=lambda: False))
+    assert isinstance(events[-1], Done) and events[-1].text
+    target = base_url.removeprefix("https://")
+    assert proxy.tunnels and {(t.target, t.authenticated, t.established) for t in proxy.tunnels} == {
+        (target, True, True)
+    }
+    seen = [c for c in tls_sim.tls_connections() if c["at"] >= started]
+    assert seen and {c["client"] for c in seen} == {"127.0.0.2"}  # REST and the websocket alike
+
+
+@pytest.mark.parametrize("kind", TRANSPORTS)
+def test_a_socks5_proxy_refusing_the_credentials_is_an_upstream_error_without_them(
+    tls_sim: SimulatorProcess, kind: str
+) -> None:
+    with SocksProxy(scheme="socks5h", credentials=("op", "right")) as proxy:
+        wrong = proxy.url.replace(":right@", ":wrong-secret@")
+        transport = build_transport(kind, proxy=wrong, ca_file=tls_sim.ca_file, key=f"socks-wrong-{kind}")
+        with pytest.raises(UpstreamError) as rest:
+            transport.request("GET", f"{tls_sim.https_url}/c/api/user", headers={}, timeout=5, retries=0)
+        with pytest.raises(UpstreamError) as upgrade:
+            transport.socket().open(f"{tls_sim.wss_url}/c/api/chat?api-version=2", headers={}, timeout=5)
+    assert proxy.tunnels and not any(t.established for t in proxy.tunnels)
+    for caught in (rest, upgrade):
+        assert "wrong-secret" not in str(caught.value) and caught.value.__cause__ is None
+
+
+def test_the_plain_websocket_refuses_an_https_proxy_rather_than_speak_to_it_in_clear(echo: Echo) -> None:
+    transport = build_transport("plain", proxy=f"https://op:secret@127.0.0.1:{echo.port}", key="https-proxy")
+    with pytest.raises(UpstreamError, match="through an https:// proxy") as caught:
+        transport.socket().open("wss://upstream.invalid/c/api/chat?api-version=2", headers={}, timeout=5)
+    assert echo.heads == [] and "secret" not in str(caught.value)
 
 
 @pytest.mark.parametrize("kind", TRANSPORTS)

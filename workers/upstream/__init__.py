@@ -114,7 +114,6 @@ def build_client(
             transport=transport or account_transport(settings, account),
         )
     if settings.upstream == "copilot":
-        from workers.upstream.copilot_browser import browser_session
         from workers.upstream.copilot_client import USER_AGENT, CopilotClient
 
         own = transport is None  # a wrapped transport (`workers.account_check`) never shares sockets
@@ -125,7 +124,6 @@ def build_client(
             access_token=account.access_token or settings.copilot_access_token,
             user_agent=transport.identity.user_agent or USER_AGENT,
             transport=transport,
-            client_session_id=browser_session(account.id),
             on_cookies=on_cookies,
             connect_timeout=settings.upstream_connect_timeout,
             first_token_timeout=settings.upstream_first_token_timeout,

@@ -46,8 +46,10 @@ def chat_url(
 ) -> str:
     """The websocket URL of one turn (B1.2): https→wss, http→ws, on the base URL's host and path.
 
-    `clientSessionId` is new per socket (2026 servers may answer `invalid-event`
-    without it); the access token rides here, never on REST by default (B1.1 [U]).
+    `clientSessionId` is a uuid4 new per socket (B1.2; the 2026 consumer_client draws one
+    per socket, and each gpt4free call is one browser session with one socket, B5b), so a
+    restarted anonymous session never carries an old one; 2026 servers may answer
+    `invalid-event` without it. The access token rides here, never on REST by default (B1.1 [U]).
     """
     parts = urlsplit(base_url)
     schemes = {"https": "wss", "http": "ws"}
@@ -90,14 +92,17 @@ def set_options() -> str:
 
     A client that announces only images stands out from every browser (whether the server
     reads it as a bot signal is unknown, B5b [U]); cards we cannot render arrive as events the
-    decoder ignores.
+    decoder ignores. `supportedUIComponents` and `supportedActions` are sent empty, as newer
+    captures have them (B1.3).
     """
     return encode(
         {
             "event": "setOptions",
             "supportedFeatures": list(SUPPORTED_FEATURES),
             "supportedCards": list(SUPPORTED_CARDS),
+            "supportedUIComponents": {},
             "ads": {"supportedTypes": list(AD_TYPES)},
+            "supportedActions": [],
         }
     )
 

@@ -3,16 +3,16 @@
 The cookie jar travels as text (the `Cookie` header the operator pasted, persisted
 encrypted after every change), so `parse_cookie_header` and `cookie_header` convert
 between that text and an ordered map, and `parse_set_cookie` reads just enough of a
-`Set-Cookie` line to update the jar or delete from it. `identity_for` derives the
-browser identity (impersonation profile) from a bare User-Agent, and `browser_session`
-keeps the account's `clientSessionId`, one per browser session as the page does (B5b).
-`workers.upstream.copilot_session.AccountSession` holds the jar built from these.
+`Set-Cookie` line to update the jar or delete from it, and `identity_for` derives the
+browser identity (impersonation profile) from a bare User-Agent.
+`workers.upstream.copilot_session.AccountSession` holds the jar built from these. (The
+socket's `clientSessionId` is not kept here: it is new per socket, B1.2, so
+`CopilotClient.stream_turn` draws it.)
 """
 
 from __future__ import annotations
 
 import email.utils
-import uuid
 from collections.abc import Mapping
 
 from service.accounts.identity import Identity, choose_profile
@@ -69,15 +69,3 @@ def identity_for(user_agent: str) -> Identity:
     """An identity from a bare User-Agent (clients built without a transport: tests, tools)."""
     return Identity(user_agent=user_agent, impersonate=choose_profile(user_agent)[0])
 
-
-_BROWSER_SESSIONS: dict[str, str] = {}
-
-
-def browser_session(account: str, *, renew: bool = False) -> str:
-    """The account's `clientSessionId`: one uuid4 per browser session, as the page keeps it (B5b).
-
-    One per account per process; a new anonymous session (`bootstrap`) starts a new one.
-    """
-    if renew or account not in _BROWSER_SESSIONS:
-        _BROWSER_SESSIONS[account] = str(uuid.uuid4())
-    return _BROWSER_SESSIONS[account]

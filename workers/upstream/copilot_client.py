@@ -16,6 +16,7 @@ import logging
 import time
 import uuid
 from collections.abc import Callable, Generator, Mapping
+from typing import Any
 
 from service.runtime import trace
 from workers.upstream import copilot
@@ -51,6 +52,7 @@ ATTACHMENTS_BEARER = REST_BEARER
 
 
 def _new_id() -> str:
+    """A uuid4: each socket's `clientSessionId` (B1.2: "new per socket")."""
     return str(uuid.uuid4())
 
 
@@ -78,7 +80,6 @@ class CopilotClient:
         new_id: Callable[[], str] = _new_id,
         transport: Transport | None = None,
         transport_factory: Callable[[], Socket] | None = None,
-        client_session_id: str | None = None,
         sockets: SocketSlot | None = None,
         logger: logging.Logger | None = None,
     ) -> None:
@@ -108,8 +109,6 @@ class CopilotClient:
         )
         # The account's REST calls and its chat socket share one transport (one identity).
         self._transport_factory = transport_factory or self._account.transport.socket
-        # One clientSessionId per browser session (B5b): the account's, when the pool gives one.
-        self._client_session_id = client_session_id or new_id()
         # The account's idle socket between turns (`socket_park`); None = a socket per turn.
         self._sockets = sockets
 
@@ -155,12 +154,9 @@ class CopilotClient:
         """
         decoder = CopilotDecoder(account=handle.account, mode=turn.mode, clock=self._clock, logger=self._log)
         context = copilot.turn_context(turn, fresh=handle.fresh)
-        url = copilot.chat_url(
-            self._base_url,
-            client_session_id=self._client_session_id,
-            access_token=self._access_token,
-            with_page_context=bool(context),
-        )
+        # The socket's identity is its URL but for its own clientSessionId (a new uuid4 per socket,
+        # B1.2, which a parked socket keeps), its headers and its transport (`socket_park`).
+        url = self._chat_url(context, client_session_id="")
         exchange: TurnExchange | None = None
         try:
             self._account.ensure_ready()
@@ -180,6 +176,7 @@ class CopilotClient:
                         raise
                     self._log.info("event=copilot_parked_socket_closed action=reopen")
             exchange = self._exchange(self._transport_factory())
+            url = self._chat_url(context, client_session_id=self._new_id())
             self._open(exchange.transport, url, headers, handle.account)
             trace.mark("ws_open")
             yield from self._exchanged(
@@ -206,6 +203,14 @@ class CopilotClient:
             if refused is not exc:
                 raise refused from exc  # an expired token, or an anonymous session to start afresh
             raise
+
+    def _chat_url(self, context: Mapping[str, Any], *, client_session_id: str) -> str:
+        return copilot.chat_url(
+            self._base_url,
+            client_session_id=client_session_id,
+            access_token=self._access_token,
+            with_page_context=bool(context),
+        )
 
     def _exchange(self, transport: Socket) -> TurnExchange:
         return TurnExchange(

@@ -24,9 +24,10 @@ import select
 import socket
 from collections.abc import Mapping
 from typing import Any
-from urllib.parse import urlsplit
+from urllib.parse import unquote, urlsplit
 
 import websocket
+from python_socks import ProxyError as SocksProxyError
 
 from workers.upstream.cloudflare import challenge_error, verdict
 from workers.upstream.errors import (
@@ -79,6 +80,8 @@ class WebSocketTransport:
         self._log = logger or log
         self._where = ""
         self._options: dict[str, Any] = _proxy_options(proxy)
+        # websocket-client speaks to an HTTP proxy in clear: never send an https:// one's credentials so.
+        self._tls_proxy = urlsplit(proxy).scheme.lower() == "https"
         if ca_file:
             self._options["sslopt"] = {"ca_certs": ca_file}
 
@@ -89,6 +92,12 @@ class WebSocketTransport:
         would otherwise add an Origin of its own next to ours.
         """
         self._where = redact_url(url)
+        if self._tls_proxy:
+            raise UpstreamError(
+                f"the plain transport cannot open the websocket to {self._where} through an https:// proxy "
+                "(websocket-client speaks to proxies in clear); use UPSTREAM_TRANSPORT=browser, or an "
+                "http://, socks5:// or socks5h:// proxy"
+            )
         extra = {key: value for key, value in headers.items() if key.lower() not in ("origin", "cookie")}
         origin = next((v for k, v in headers.items() if k.lower() == "origin"), None)
         cookie = next((v for k, v in headers.items() if k.lower() == "cookie"), None)
@@ -105,6 +114,8 @@ class WebSocketTransport:
                 skip_utf8_validation=True,
                 # A redirect would re-send the account's Cookie header to the Location's host.
                 redirect_limit=0,
+                # A SOCKS proxy's own connect would otherwise wait python-socks' 60 s.
+                http_proxy_timeout=timeout,
                 **self._options,
             )
         except websocket.WebSocketBadStatusException as exc:
@@ -117,6 +128,10 @@ class WebSocketTransport:
             raise Unreachable(f"cannot resolve the upstream host of {self._where}") from None
         except ConnectionRefusedError:
             raise Unreachable(f"the upstream refused the connection to {self._where}") from None
+        except SocksProxyError as exc:  # not an OSError: refused credentials, a target it cannot reach
+            raise Unreachable(
+                f"the account's SOCKS proxy would not open a tunnel to {self._where}: {exc}"
+            ) from None
         except websocket.WebSocketException as exc:
             if str(exc).startswith("Redirect"):
                 raise UpstreamError(
@@ -206,7 +221,7 @@ def _proxy_options(proxy: str) -> dict[str, Any]:
     if not proxy:
         return {}
     parts = urlsplit(proxy)
-    scheme = {"https": "http", "socks5h": "socks5h"}.get(parts.scheme, parts.scheme)
+    scheme = parts.scheme.lower()  # http, or socks5/socks5h through python-socks (https: refused in `open`)
     options: dict[str, Any] = {
         "http_proxy_host": parts.hostname,
         "http_proxy_port": parts.port,
@@ -214,5 +229,6 @@ def _proxy_options(proxy: str) -> dict[str, Any]:
         "http_no_proxy": ["\x00none"],  # an empty list would make websocket-client read NO_PROXY
     }
     if parts.username:
-        options["http_proxy_auth"] = (parts.username, parts.password or "")
+        # A URL carries them percent-encoded; requests and libcurl decode them, websocket-client does not.
+        options["http_proxy_auth"] = (unquote(parts.username), unquote(parts.password or ""))
     return options

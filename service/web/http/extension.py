@@ -22,7 +22,7 @@ from rq.serializers import JSONSerializer
 from service.runtime.redis_conn import connect
 from service.runtime.settings import Settings, SettingsError
 from service.state.conversations import ConversationStore
-from service.state.relay import RelayHub
+from service.state.relay_hub import RelayHub
 
 EXTENSION = "gateway"
 

@@ -1,0 +1,277 @@
+"""The web side of the relay: one pub/sub connection per process, fanned out to subscriptions.
+
+`RelayHub`: one shared pub/sub connection per process, read by one listener thread (a
+greenlet under gevent), dispatching messages to per-request `Subscription` queues;
+several readers of one completion (a background response's collector and its stream, a
+resumed stream) share its channel and each get every message. A subscription is
+confirmed by Redis before `subscribe()` returns, so a job enqueued afterwards cannot
+publish into the void. Sequence numbers let a subscription notice a lost message and
+fill the gap from the replay log (`service.state.relay`). Apart from the worker's
+`Publisher` so each tier loads only its own side.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import logging
+import queue
+import threading
+import time
+import uuid
+from collections.abc import Iterator
+from typing import Any
+
+from redis import Redis
+from redis.client import PubSub
+from redis.exceptions import RedisError
+
+from service.events import TERMINAL
+from service.state.relay import channel_name, read_log
+
+log = logging.getLogger(__name__)
+
+
+class Subscription:
+    """One request's view of one completion's events, in sequence order."""
+
+    def __init__(self, hub: RelayHub, completion_id: str) -> None:
+        self.completion_id = completion_id
+        self.channel = channel_name(completion_id)
+        self._hub = hub
+        self._queue: queue.Queue[dict[str, Any]] = queue.Queue()
+        self._confirmed = threading.Event()
+        self._next_seq = 0
+        self._backlog: list[dict[str, Any]] = []
+        self.finished = False
+
+    def next(self, timeout: float) -> dict[str, Any] | None:
+        """The next event, or None if none arrived within `timeout` seconds."""
+        if self._backlog:
+            return self._take(self._backlog.pop(0))
+        deadline = time.monotonic() + timeout
+        while True:
+            remaining = deadline - time.monotonic()
+            if remaining <= 0:
+                return None
+            try:
+                event = self._queue.get(timeout=remaining)
+            except queue.Empty:
+                return None
+            seq = int(event.get("seq", -1))
+            if seq < self._next_seq:
+                continue  # a duplicate, already delivered from the log
+            if seq > self._next_seq:
+                self.catch_up()
+                if self._backlog:
+                    return self._take(self._backlog.pop(0))
+                continue
+            return self._take(event)
+
+    @property
+    def position(self) -> int:
+        """The sequence number of the event `next` returned last (-1 before the first)."""
+        return self._next_seq - 1
+
+    def catch_up(self) -> bool:
+        """Read events this subscription missed from the replay log; True if any."""
+        missed = read_log(self._hub.redis, self.completion_id, self._next_seq + len(self._backlog))
+        self._backlog.extend(missed)
+        return bool(missed)
+
+    def _take(self, event: dict[str, Any]) -> dict[str, Any]:
+        self._next_seq = int(event["seq"]) + 1
+        if event.get("type") in TERMINAL:
+            self.finished = True
+        return event
+
+    @property
+    def draining_over(self) -> bool:
+        """The web process is stopping and this subscription's response must end now."""
+        return self._hub.draining_over
+
+    def close(self) -> None:
+        """Stop receiving; safe to call twice."""
+        self._hub.unsubscribe(self)
+
+
+class RelayHub:
+    """The web process's single pub/sub connection and its dispatcher."""
+
+    def __init__(self, redis: Redis, *, confirm_timeout: float = 5.0) -> None:
+        self.redis = redis
+        self._confirm_timeout = confirm_timeout
+        self._subs: dict[str, list[Subscription]] = {}  # several readers of one completion share it
+        self._waiters: dict[str, list[threading.Event]] = {}
+        self._lock = threading.Lock()
+        self._pubsub: PubSub | None = None
+        self._thread: threading.Thread | None = None
+        self._closed = threading.Event()
+        self._home = f"relay:hub:{uuid.uuid4().hex}"
+        self._drain_deadline: float | None = None
+
+    def subscribe(self, completion_id: str, *, confirmed: bool = True) -> Subscription:
+        """Subscribe and return once Redis has confirmed the subscription.
+
+        `confirmed=False` returns as soon as the SUBSCRIBE is sent, so the caller's next
+        round trip overlaps its confirmation; it must then call `confirm`, then
+        `Subscription.catch_up` (an event published before the confirmation is in the log).
+        """
+        sub = Subscription(self, completion_id)
+        with self._lock:
+            pubsub = self._ensure_listener()
+            readers = self._subs.setdefault(sub.channel, [])
+            readers.append(sub)
+            # With a reader there already, the channel is subscribed (or its confirmation is coming).
+            first = readers[0] if len(readers) > 1 else None
+            if first is None:
+                try:
+                    pubsub.subscribe(sub.channel)
+                except Exception:  # Redis unreachable: forget it, the caller answers 503
+                    del self._subs[sub.channel]
+                    raise
+        if confirmed:
+            self.confirm(sub)
+        return sub
+
+    def confirm(self, sub: Subscription) -> None:
+        """Wait for Redis to confirm `sub`; TimeoutError (and no subscription) if it does not."""
+        with self._lock:
+            readers = self._subs.get(sub.channel, [])
+            first = readers[0] if readers and readers[0] is not sub else None
+        # A later reader of a subscribed channel is confirmed with the first one.
+        if first is not None and first._confirmed.wait(self._confirm_timeout):
+            sub._confirmed.set()
+        if not sub._confirmed.wait(self._confirm_timeout):
+            self.unsubscribe(sub)
+            raise TimeoutError("Redis did not confirm the relay subscription")
+
+    def drain(self, seconds: float) -> None:
+        """The process is stopping: streams still open in `seconds` must end (see `draining_over`)."""
+        self._drain_deadline = time.monotonic() + max(0.0, seconds)
+        log.info("event=relay_draining open=%d seconds=%.1f", self.subscription_count, seconds)
+
+    @property
+    def draining_over(self) -> bool:
+        """True once a drain's deadline has passed: subscribers should end their responses now."""
+        return self._drain_deadline is not None and time.monotonic() >= self._drain_deadline
+
+    def unsubscribe(self, sub: Subscription) -> None:
+        """Forget a subscription and tell Redis, once."""
+        with self._lock:
+            readers = self._subs.get(sub.channel, [])
+            if sub not in readers:
+                return
+            readers.remove(sub)
+            if readers:  # another reader still listens on the channel
+                return
+            del self._subs[sub.channel]
+            pubsub = self._pubsub
+            assert pubsub is not None  # a known subscription means the listener has started
+            try:
+                pubsub.unsubscribe(sub.channel)  # type: ignore[no-untyped-call]  # redis-py: unannotated
+            except RedisError as exc:
+                # redis-py resubscribes every channel it still lists when the listener
+                # reconnects; drop this one so no dead channel outlives the outage.
+                pubsub.channels.pop(sub.channel.encode(), None)
+                log.warning("event=relay_unsubscribe_failed channel=%s error=%r", sub.channel, exc)
+
+    @contextlib.contextmanager
+    def notifications(self, channel: str) -> Iterator[threading.Event]:
+        """While inside, the yielded event is set on every message published on `channel`.
+
+        A generic subscription on the same shared connection (e.g. a lock's release
+        channel, `service.state.locks`): several waiters in one process share one Redis
+        subscription. Not confirmed before returning, so callers keep a fallback poll.
+        """
+        event = threading.Event()
+        with self._lock:
+            pubsub = self._ensure_listener()
+            waiters = self._waiters.setdefault(channel, [])
+            waiters.append(event)
+            if len(waiters) == 1:
+                pubsub.subscribe(channel)
+        try:
+            yield event
+        finally:
+            with self._lock:
+                waiters = self._waiters.get(channel, [])
+                waiters.remove(event)
+                if not waiters:
+                    del self._waiters[channel]
+                    try:
+                        assert self._pubsub is not None  # started by the subscribe above
+                        self._pubsub.unsubscribe(channel)  # type: ignore[no-untyped-call]  # redis-py
+                    except Exception:  # the listener reconnects and resubscribes what is left
+                        log.warning("event=relay_unsubscribe_failed channel=%s", channel, exc_info=True)
+
+    @property
+    def subscription_count(self) -> int:
+        """Open subscriptions (for metrics and tests)."""
+        return sum(len(readers) for readers in self._subs.values())
+
+    def close(self) -> None:
+        """Stop the listener and release the pub/sub connection."""
+        self._closed.set()
+        with self._lock:
+            thread, self._thread = self._thread, None
+        if thread is not None:
+            thread.join(2.0)
+        if self._pubsub is not None:
+            self._pubsub.close()
+
+    def _ensure_listener(self) -> PubSub:
+        """Start the listener unless it runs; return the shared pub/sub connection it reads."""
+        if self._thread is not None and self._thread.is_alive():
+            assert self._pubsub is not None  # set before the thread is started
+            return self._pubsub
+        if self._pubsub is not None:
+            self._pubsub.close()
+        # redis-py leaves `pubsub()` unannotated.
+        pubsub: PubSub = self.redis.pubsub(ignore_subscribe_messages=False)  # type: ignore[no-untyped-call]
+        self._pubsub = pubsub
+        home = threading.Event()
+        pubsub.subscribe(self._home)  # raises while Redis is down; the next request retries
+        self._thread = threading.Thread(
+            target=self._listen, args=(pubsub, home), name="relay-hub", daemon=True
+        )
+        self._thread.start()
+        home.wait(self._confirm_timeout)
+        return pubsub
+
+    def _listen(self, pubsub: PubSub, home: threading.Event) -> None:
+        failures = 0
+        while not self._closed.is_set():
+            try:
+                message = pubsub.get_message(timeout=0.5)
+                failures = 0
+            except Exception as exc:
+                if self._closed.is_set():
+                    return
+                # One warning per outage; redis-py resubscribes every channel on reconnect,
+                # and subscriptions fill any gap from the replay log.
+                if failures == 0:
+                    log.warning("event=relay_listener_error error=%r", exc)
+                failures += 1
+                self._closed.wait(min(2.0, 0.1 * 2**failures))
+                continue
+            if message is None:
+                continue
+            channel = message["channel"]
+            channel = channel.decode() if isinstance(channel, bytes) else channel
+            kind = message["type"]
+            if channel == self._home:
+                home.set()
+                continue
+            if kind == "message" and channel in self._waiters:
+                for waiter in list(self._waiters.get(channel, ())):
+                    waiter.set()
+                continue
+            readers = list(self._subs.get(channel, ()))
+            if kind == "subscribe":
+                for sub in readers:
+                    sub._confirmed.set()
+            elif kind == "message" and readers:
+                event = json.loads(message["data"])
+                for sub in readers:
+                    sub._queue.put(event)
