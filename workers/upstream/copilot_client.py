@@ -32,7 +32,7 @@ from workers.upstream.errors import (
     Unauthorized,
     UpstreamError,
 )
-from workers.upstream.events import Done, Event
+from workers.upstream.events import Event
 from workers.upstream.socket_park import SocketSlot
 from workers.upstream.transport import redact_url
 from workers.upstream.wire import Socket, Transport
@@ -234,49 +234,14 @@ class CopilotClient:
         *,
         preamble: bool = False,
     ) -> Generator[Event, None, None]:
-        """The turn's frames on an open socket; the socket is parked after `Done`, else closed.
-
-        `preamble`: a fresh socket first waits for `connected` and sends `setOptions` and
-        `reportLocalConsents` (B1.3), once per socket; a parked socket already did.
-        """
-        started = time.monotonic()
-        transport, reusable = exchange.transport, False
+        """The turn on an open socket (`TurnExchange.turn`); parked after `Done`, else closed."""
         try:
-            early: list[Event] = []
-            if preamble:
-                first = exchange.await_connected(should_stop)
-                if first is None:
-                    return
-                early = decoder.feed_message(first)  # a server may refuse before we speak
-                challenge = decoder.take_challenge()
-                if challenge is not None:
-                    exchange.answer(challenge, resend=None)
-                exchange.send(copilot.set_options())
-                exchange.send(copilot.report_local_consents())
-            else:
-                trace.mark("ws_reused")
-            exchange.send(held_send)
-            trace.mark("send")
-            for event in exchange.read(decoder, held_send, early, should_stop):
-                if isinstance(event, Done):
-                    handle.turns += 1
-                    reusable = not exchange.closed  # a bare close can end a turn too (B3.2)
-                    self._log.info(
-                        "event=copilot_turn_done turns=%d chars=%d image=%s reused=%s seconds=%.2f",
-                        handle.turns,
-                        len(event.text),
-                        decoder.image is not None,
-                        not preamble,
-                        time.monotonic() - started,
-                    )
-                yield event
-                if isinstance(event, Done):
-                    return
+            yield from exchange.turn(decoder, handle, held_send, should_stop, preamble=preamble)
         finally:
-            if reusable and self._sockets is not None:
-                self._sockets.put(identity, transport)
+            if exchange.reusable and self._sockets is not None:
+                self._sockets.put(identity, exchange.transport)
             else:
-                transport.close()
+                exchange.transport.close()
 
     def _attach(self, handle: CopilotHandle, image: TurnImage) -> str:
         """The attachment URL of `image`: uploaded once per upstream conversation (`handle.images`)."""
