@@ -228,6 +228,22 @@ class CurlSocket:
                     raise ProtocolError("the upstream sent a text frame that is not UTF-8") from None
                 return data.decode("utf-8", errors="replace")
 
+    def idle(self) -> bool:
+        """Open with nothing unread: one non-blocking read finds no frame and no close."""
+        ws = self._ws
+        if ws is None:
+            return False
+        for _ in range(4):  # a keep-alive ping (libcurl answers it) is no reason to drop the socket
+            try:
+                _data, flags = ws.recv(timeout=0)
+            except WebSocketTimeout:
+                return True
+            except Exception:  # closed or broken: not usable, whatever the library says
+                return False
+            if not flags & (CurlWsFlag.PING | CurlWsFlag.PONG):
+                return False  # a frame was waiting: it belongs to no turn we could still answer
+        return False
+
     def close(self) -> None:
         """Close the socket; safe to call twice and never raises, so it fits `finally`."""
         ws, self._ws = self._ws, None

@@ -49,6 +49,9 @@ class Socket(Protocol):
 
     def recv(self, timeout: float) -> str | None: ...
 
+    def idle(self) -> bool:
+        """Open, and nothing (no frame, no close) arrived unread: safe to carry a new turn."""
+
     def close(self) -> None: ...
 
 
