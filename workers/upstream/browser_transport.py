@@ -38,7 +38,7 @@ from workers.upstream.cloudflare import challenge_error, verdict
 from workers.upstream.cooperative import offload, wait_readable
 from workers.upstream.errors import Interrupted, ProtocolError, Unreachable, UpstreamError, UpstreamTimeout
 from workers.upstream.transport import _handshake_error, redact_url
-from workers.upstream.wire import Reply, ca_bundle, retrying
+from workers.upstream.wire import RETRY_BACKOFF, Reply, ca_bundle, retrying
 
 log = logging.getLogger(__name__)
 
@@ -106,8 +106,6 @@ class BrowserTransport:
         body: bytes | None = None,
         kind: str = "fetch",
         retries: int = 2,
-        backoff: float = 0.5,
-        sleep: Callable[[float], None] = time.sleep,
     ) -> Reply:
         """One call as the account's browser; 5xx and connection failures are retried briefly."""
         where = redact_url(url)
@@ -138,8 +136,7 @@ class BrowserTransport:
             once,
             where,
             retries=retries,
-            backoff=backoff,
-            sleep=sleep,
+            backoff=RETRY_BACKOFF,
             transient=(RequestException, CurlError),
             unreachable=(CurlConnectionError, DNSError),
         )

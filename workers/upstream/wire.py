@@ -80,6 +80,10 @@ class Transport(Protocol):
     def socket(self) -> Socket: ...
 
 
+# Seconds before the first retry of a REST call (doubled each time): both transports use it.
+RETRY_BACKOFF = 0.5
+
+
 def retrying(
     send_once: Callable[[], Reply],
     where: str,
