@@ -142,20 +142,33 @@ def enqueue_turn(
     keeps names the turn but holds none of the user's text.
     """
     with queue.connection.pipeline() as pipe:
-        queue.enqueue(
-            JOB_FUNCTION,
-            request.to_json(),
-            job_id=request.completion_id,
-            job_timeout=settings.job_timeout,
-            result_ttl=60,
-            failure_ttl=settings.replay_ttl,
-            ttl=int(settings.queue_wait_timeout) + 5,
-            description=f"turn {request.completion_id} of {request.conversation_id}",
-            pipeline=pipe,
-        )
-        if also is not None:  # after RQ's own commands (it may WATCH first)
-            also(pipe)
+        enqueue_turn_in(pipe, queue, request, settings, also=also)
         pipe.execute()
+
+
+def enqueue_turn_in(
+    pipe: Pipeline,
+    queue: Queue,
+    request: TurnRequest,
+    settings: Settings,
+    *,
+    also: Callable[[Pipeline], object] | None = None,
+) -> None:
+    """`enqueue_turn`'s commands queued on `pipe`, not sent (the web tier's gated enqueue
+    sends them inside its admission script: `service.state.gated`)."""
+    queue.enqueue(
+        JOB_FUNCTION,
+        request.to_json(),
+        job_id=request.completion_id,
+        job_timeout=settings.job_timeout,
+        result_ttl=60,
+        failure_ttl=settings.replay_ttl,
+        ttl=int(settings.queue_wait_timeout) + 5,
+        description=f"turn {request.completion_id} of {request.conversation_id}",
+        pipeline=pipe,
+    )
+    if also is not None:  # after RQ's own commands
+        also(pipe)
 
 
 def cancel_key(completion_id: str) -> str:

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import math
 import uuid
+from typing import Any
 
 from service.accounts import groups
 from service.accounts.account import READY
@@ -177,6 +178,27 @@ def decide(
     The script reads the pool's load and builds the calendar itself (as `slots` does), so
     the door is one round trip.
     """
+    args = arguments(
+        registry, owner, max_concurrent, rpm, max_wait=max_wait, now=now, write=write, group=group
+    )
+    if args is None:
+        return None
+    return verdict(registry.redis.register_script(DOOR)(args=args), now)
+
+
+def arguments(
+    registry: Registry,
+    owner: str,
+    max_concurrent: int,
+    rpm: int,
+    *,
+    max_wait: float,
+    now: float,
+    write: bool,
+    group: str = groups.DEFAULT_GROUP,
+) -> list[str | float | int] | None:
+    """The DOOR script's ARGV (it takes no KEYS), from the pool's snapshot; None if no account is
+    ready. `service.state.gated` runs the script with the key's quota and the enqueue."""
     ready = [a for a in groups.members(registry.all(), group) if a.state(now) == READY]
     if not ready:
         return None
@@ -199,5 +221,10 @@ def decide(
     ]
     for account in ready:
         args.extend((account.id, *account.limits(max_concurrent, rpm)))
-    admitted, wait, value = registry.redis.register_script(DOOR)(args=args)
+    return args
+
+
+def verdict(reply: list[Any], now: float) -> tuple[bool, float, float]:
+    """The script's reply read: (admitted, expected wait, promised time or place)."""
+    admitted, wait, value = reply
     return bool(admitted), max(0.0, float(wait)), float(value) if value != b"promise" else now
