@@ -167,8 +167,22 @@ def enqueue_turn_in(
         description=f"turn {request.completion_id} of {request.conversation_id}",
         pipeline=pipe,
     )
+    if not request.continues and not request.carried:
+        # A new upstream conversation: the worker's dequeue grants its account in the same
+        # round trip (`workers.dequeue`), for which it needs the owner and group now.
+        hint = grant_hint_key(request.completion_id)
+        pipe.hset(hint, mapping={"owner": request.owner, "group": request.group})
+        pipe.expire(hint, int(settings.queue_wait_timeout) + 65)
     if also is not None:  # after RQ's own commands
         also(pipe)
+
+
+GRANT_HINT_PREFIX = "turn:grant:"
+
+
+def grant_hint_key(completion_id: str) -> str:
+    """Who a queued turn on a new conversation runs for (owner, group): read by `workers.dequeue`."""
+    return f"{GRANT_HINT_PREFIX}{completion_id}"
 
 
 def cancel_key(completion_id: str) -> str:
