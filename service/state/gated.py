@@ -43,6 +43,11 @@ class Check:
 
 
 _TAKE = """
+-- A full Redis refuses a script only at its first write that may grow memory; the checks'
+-- first writes only delete, after which Redis lets the script write on. SETRANGE of nothing
+-- changes nothing but is such a write: refused here, before anything, as a MULTI would be.
+local full = redis.pcall('SETRANGE', 'gate:oom-probe', 0, '')
+if type(full) == 'table' and full.err then return redis.error_reply(full.err) end
 local at = 0
 local function take()
   at = at + 1

@@ -9,8 +9,11 @@ built; a refusal is the same 429 each check raised on its own, in the same order
 then quota, then room), with what the checks wrote kept as before (the door's claim, the
 key's ticket: the request's teardown settles it).
 
-A request that writes before its turn starts — an Idempotency-Key's claim, parked images —
-checks first, as before (`submit`), so nothing is written for a turn that is then refused.
+Only a turn with nothing between its checks and its enqueue takes this path: a new
+conversation (no id, no history to match or carry) without an Idempotency-Key or images.
+Anything else reads or writes first (a claim, parked images, the conversation's lock, a
+history match that consumes a `store: false` digest) and may fail there, so it is checked
+and counted first, as a turn always was (`submit`).
 """
 
 from __future__ import annotations

@@ -77,11 +77,14 @@ def submit(
     group = admission.caller_group()  # the key's account group: its turns run on no other accounts
     key = attach.idempotency_key()
     gate: Gate | None = None
-    if key is None and not chat.images:
-        # Nothing is written before the turn starts: the door, the key's quota and the room are
-        # checked in the enqueue's own round trip (`pipeline.gate`); 403/503 from memory now.
+    if key is None and not chat.images and chat.conversation_id is None and not chat.history:
+        # A new conversation with nothing to write or read before it starts: the door, the key's
+        # quota and the room are checked in the enqueue's own round trip (`pipeline.gate`);
+        # the 403 and the empty group's 503 come from memory now.
         gate = prepare_gate(gw, owner, group, g.get("caller"), chat.model, turns)
-    else:  # a claim or parked images would be written first: check before writing them
+    else:
+        # A claim, parked images, a conversation to find (and lock) or a history to match come
+        # first, and each may fail: checked (and counted) before them, as a turn always was.
         admission.admit(owner, group)  # 429 at once if the group's line is too long; 503 if it is empty
         trace.mark("admission")
         # The key's model access and limits (403/429), charged the turns the request surely costs,
