@@ -24,6 +24,7 @@ import uuid
 from typing import Any
 
 from redis import Redis
+from rq.defaults import DEFAULT_WORKER_TTL
 from rq.executions import Execution, ExecutionRegistry
 from rq.job import Job, JobStatus
 from rq.queue import Queue
@@ -39,7 +40,7 @@ from workers.account_pool import Ahead, Pool
 DEQUEUE = (
     """
 local own, job_prefix, started_key, worker_key = ARGV[1], ARGV[2], ARGV[3], ARGV[4]
-local worker, exec_id, monitoring = ARGV[5], ARGV[6], tonumber(ARGV[7])
+local worker, exec_id, monitoring = ARGV[5], ARGV[6], tonumber(ARGV[7])  -- DEFAULT_WORKER_TTL
 local busy, started = ARGV[8], ARGV[9]
 local id = redis.call('LPOP', own)
 if not id then return false end
@@ -48,9 +49,9 @@ local raw = redis.call('HGETALL', job_key)
 if #raw == 0 then return {id, false} end  -- gone (expired, deleted): skipped, as RQ's dequeue does
 local timeout
 for i = 1, #raw, 2 do if raw[i] == 'timeout' then timeout = tonumber(raw[i + 1]) end end
--- `get_heartbeat_ttl`: the job's timeout (its working time is 0), at most the monitoring interval
-local ttl = monitoring + 60
-if timeout and timeout > 0 then ttl = math.floor(math.min(timeout, monitoring)) + 60 end
+-- `SimpleWorker.get_heartbeat_ttl` (ours is one): the job's timeout and a minute, or RQ's worker TTL
+local ttl = math.floor(timeout or monitoring) + 60
+if timeout == -1 then ttl = monitoring end
 local t = redis.call('TIME')
 local sec, usec = tonumber(t[1]), tonumber(t[2])
 local stamp = string.format('%d.%06d', sec, usec)
@@ -131,7 +132,6 @@ def dequeue(
     *,
     worker_name: str,
     worker_key: str,
-    monitoring_interval: int,
     wait: bool = True,
     timeout: int | None,
     pool: Pool,
@@ -145,7 +145,7 @@ def dequeue(
     """
     execution_id = uuid.uuid4().hex
     own = own_list(queue, worker_name)
-    args = _arguments(queue, own, worker_name, worker_key, execution_id, monitoring_interval, pool)
+    args = _arguments(queue, own, worker_name, worker_key, execution_id, pool)
     with redis.pipeline(transaction=False) as pipe:
         if not wait:  # only what an earlier, failed dequeue left on the worker's own list
             pass
@@ -195,7 +195,6 @@ def _arguments(
     worker_name: str,
     worker_key: str,
     execution_id: str,
-    monitoring_interval: int,
     pool: Pool,
 ) -> list[Any]:
     prefix = pool.registry.prefix
@@ -207,7 +206,7 @@ def _arguments(
         worker_key,
         worker_name,
         execution_id,
-        monitoring_interval,
+        DEFAULT_WORKER_TTL,  # what `SimpleWorker.get_heartbeat_ttl` falls back on
         WorkerStatus.BUSY.value,
         JobStatus.STARTED.value,
         "rq:execution:",  # `Execution.key` without its composite key (tests/unit/test_dequeue.py)

@@ -218,7 +218,6 @@ class GeventWorker(OutageTolerantWorker):
                 queue,
                 worker_name=self.name,
                 worker_key=self.key,
-                monitoring_interval=self.job_monitoring_interval,
                 wait=not drain,
                 timeout=None if burst else self.dequeue_timeout,
                 pool=self.accounts,
