@@ -62,7 +62,8 @@ def test_a_job_started_in_one_round_trip_is_what_rqs_worker_writes(
     assert theirs is not None
     rq_worker.prepare_job_execution(theirs[0], remove_from_intermediate_queue=True)
 
-    ours_hash, rq_hash = redis_client.hgetall("rq:job:ours-job"), redis_client.hgetall("rq:job:rq-job")
+    ours_hash: dict[bytes, bytes] = redis_client.hgetall("rq:job:ours-job")  # type: ignore[assignment]
+    rq_hash: dict[bytes, bytes] = redis_client.hgetall("rq:job:rq-job")  # type: ignore[assignment]
     assert ours_hash.keys() == rq_hash.keys()
     assert ours_hash[b"status"] == rq_hash[b"status"] == b"started"
     started = datetime.fromisoformat(ours_hash[b"started_at"].decode().replace("Z", "+00:00"))
@@ -71,8 +72,8 @@ def test_a_job_started_in_one_round_trip_is_what_rqs_worker_writes(
     assert redis_client.ttl("rq:job:ours-job") == redis_client.ttl("rq:job:rq-job") == -1  # persisted
     registry = StartedJobRegistry(queue=queue)
     assert set(registry.get_job_ids()) == {"ours-job", "rq-job"}
-    ours_exec = redis_client.zrange("rq:executions:ours-job", 0, -1)
-    rq_exec = redis_client.zrange("rq:executions:rq-job", 0, -1)
+    ours_exec: list[bytes] = redis_client.zrange("rq:executions:ours-job", 0, -1)  # type: ignore[assignment]
+    rq_exec: list[bytes] = redis_client.zrange("rq:executions:rq-job", 0, -1)  # type: ignore[assignment]
     assert len(ours_exec) == len(rq_exec) == 1
     ours_fields = redis_client.hgetall(f"rq:execution:ours-job:{ours_exec[0].decode()}")
     assert ours_fields.keys() == redis_client.hgetall(f"rq:execution:rq-job:{rq_exec[0].decode()}").keys()
