@@ -20,6 +20,7 @@ pool is full), its ticket is already in the line and it waits there as usual.
 from __future__ import annotations
 
 import dataclasses
+import hashlib
 import uuid
 from typing import Any
 
@@ -153,7 +154,7 @@ def dequeue(
             pipe.lmove(queue.key, own)
         else:
             pipe.blmove(queue.key, own, timeout)
-        pipe.evalsha(_sha(redis), 0, *args)
+        pipe.evalsha(SHA, 0, *args)
         reply = pipe.execute()[-1]
     if not reply:
         return None
@@ -173,20 +174,12 @@ def dequeue(
     return Dequeued(job, execution, ahead)
 
 
-_shas: dict[int, str] = {}
+SHA = hashlib.sha1(SCRIPT.encode()).hexdigest()
 
 
-def _sha(redis: Redis) -> str:
-    """The script's SHA, loaded once per client (a restarted Redis: `GeventWorker` reloads it)."""
-    sha = _shas.get(id(redis))
-    if sha is None:
-        sha = _shas[id(redis)] = str(redis.script_load(SCRIPT))
-    return sha
-
-
-def forget_script(redis: Redis) -> None:
-    """After NOSCRIPT (a Redis that restarted): load it again on the next dequeue."""
-    _shas.pop(id(redis), None)
+def load_script(redis: Redis) -> None:
+    """Load the script (after NOSCRIPT: a new or restarted Redis); the next dequeue retries."""
+    redis.script_load(SCRIPT)
 
 
 def _arguments(

@@ -35,7 +35,7 @@ from typing import Any
 import gevent
 import gevent.local
 import gevent.pool
-from redis.exceptions import ResponseError
+from redis.exceptions import NoScriptError
 from rq.exceptions import DequeueTimeout, StopRequested
 from rq.executions import Execution
 from rq.job import Job, _job_stack
@@ -226,8 +226,8 @@ class GeventWorker(OutageTolerantWorker):
             )
         except BaseException as exc:
             self._drain = True  # the BLMOVE may have moved an id the script did not take
-            if isinstance(exc, ResponseError) and "NOSCRIPT" in str(exc):
-                dequeue.forget_script(self.connection)  # a Redis that restarted: load it again
+            if isinstance(exc, NoScriptError):
+                dequeue.load_script(self.connection)  # a new or restarted Redis
                 return _AGAIN
             raise
         if got is None:  # nothing came within the timeout (RQ's DequeueTimeout): only burst ends

@@ -86,6 +86,7 @@ def source(checks: Sequence[Check]) -> str:
 
 
 def _script(redis: Redis, checks: Sequence[Check]) -> Script:
+    """The script for these checks' shape (run with the caller's client: apps in one process differ)."""
     shape = tuple((c.name, c.script, c.passes) for c in checks)
     script = _scripts.get(shape)
     if script is None:
@@ -110,7 +111,7 @@ def run(redis: Redis, checks: Sequence[Check], commands: Sequence[Command]) -> t
     Returns whether the commands ran, and the replies of the checks that ran (a refused
     turn's list ends with the reply of the check that refused it).
     """
-    passed, replies = _script(redis, checks)(args=arguments(checks, commands))
+    passed, replies = _script(redis, checks)(args=arguments(checks, commands), client=redis)
     return bool(passed), list(replies)
 
 
