@@ -6,7 +6,9 @@ RQ's bookkeeping — the started/finished/failed registries, executions, worker
 heartbeats, job timeouts — but runs each job in a greenlet from a bounded pool:
 
 - one dequeuer (the RQ work loop) pulls a job only when a pool slot is free, so a
-  process never takes more turns than `concurrency`;
+  process never takes more turns than `concurrency`; with the account pool it dequeues,
+  starts (RQ's bookkeeping) and grants a new conversation's account in one round trip
+  (`workers.dequeue`);
 - `execution` is greenlet-local, because RQ keeps the current execution on the
   worker object and concurrent jobs would otherwise overwrite each other's;
 - job timeouts are a `gevent.Timeout` raised in the job's greenlet (SIGALRM would hit

@@ -113,7 +113,8 @@ def test_round_trips_to_the_first_token(traced_stack: tuple[str, Redis], sim: Si
         "EVALSHA",
     ]
     job = Job.fetch(completion_id, connection=redis)  # an ordinary RQ job, finished by RQ's worker
-    assert job.get_status() == JobStatus.FINISHED and job.origin and job.enqueued_at is not None
+    wait_for(lambda: job.get_status() == JobStatus.FINISHED)  # recorded just after the last event
+    assert job.origin and job.enqueued_at is not None and job.started_at is not None
     # The BLMOVE and, behind it in the same send, the script that reads the job, writes RQ's start
     # (execution, started registry, worker busy, job started) and grants the account (workers.dequeue).
     assert worker["commands"][0].split()[:2] == ["BLMOVE", "EVALSHA"]

@@ -10,6 +10,10 @@ happens in between is the same for all of them and lives here:
       enqueue `workers.jobs.run_turn` (`enqueue`) → `respond.answer_turn` through the
       surface's renderer
 
+A new conversation with nothing to read or write before it starts takes the short way:
+its admission, key quota and room are checked by the enqueue's own script
+(`pipeline.gate`), one Redis round trip in all.
+
 Subscribing before enqueueing means no event can be published before we listen. A
 surface that makes its streams resumable (`resume.Resumable`) or answers in the
 background (`answer=`) says so here; the rest is the same for every surface.
