@@ -29,6 +29,7 @@ from rq.defaults import DEFAULT_WORKER_TTL
 from rq.executions import Execution, ExecutionRegistry
 from rq.job import Job, JobStatus
 from rq.queue import Queue
+from rq.utils import now
 from rq.worker import WorkerStatus
 
 from service.accounts import admission, capacity, fair_line, groups
@@ -172,6 +173,19 @@ def dequeue(
         lease: Lease | None = lease_from(grant, ticket, pool.registry.prefix, door=True) if grant[0] else None
         ahead = Ahead(ticket, lease)
     return Dequeued(job, execution, ahead)
+
+
+def mirror(worker: Any, job: Job) -> None:
+    """What the script wrote, set on the worker and job objects as RQ's own calls set them (RQ
+    reads them on): the same calls on a pipeline that is never sent."""
+    ttl = worker.get_heartbeat_ttl(job)
+    with worker.connection.pipeline() as written:
+        worker.set_state(WorkerStatus.BUSY, pipeline=written)
+        worker.set_current_job_id(job.id, pipeline=written)
+        worker.set_current_job_working_time(0, pipeline=written)
+        worker.heartbeat(ttl, pipeline=written)
+        job.heartbeat(now(), ttl, pipeline=written)
+        job.prepare_for_execution(worker.name, pipeline=written)
 
 
 SHA = hashlib.sha1(SCRIPT.encode()).hexdigest()

@@ -237,14 +237,7 @@ class GeventWorker(OutageTolerantWorker):
         if isinstance(got, str):  # gone meanwhile: RQ's dequeue skips it too
             return _AGAIN
         job = got.job
-        ttl = self.get_heartbeat_ttl(job)
-        with self.connection.pipeline() as written:  # by the script: only the objects' state, not sent
-            self.set_state(WorkerStatus.BUSY, pipeline=written)
-            self.set_current_job_id(job.id, pipeline=written)
-            self.set_current_job_working_time(0, pipeline=written)
-            self.heartbeat(ttl, pipeline=written)
-            job.heartbeat(now(), ttl, pipeline=written)
-            job.prepare_for_execution(self.name, pipeline=written)
+        dequeue.mirror(self, job)
         self._started[job.id] = got.execution
         if got.ahead is not None:
             keep_ahead(job.id, got.ahead)
