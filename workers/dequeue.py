@@ -110,6 +110,8 @@ return {id, raw, clock, ticket, owner, grant}
 """
 )
 
+WORKER_KEY_PREFIX = "rq:worker:"  # `Worker.key` (tests/unit/test_dequeue.py)
+
 SCRIPT = f"local function admit(KEYS, ARGV)\n{fair_line.ADMIT}\nend\n{DEQUEUE}"
 """The fair line's script as a local function (its parameters shadow KEYS and ARGV), then DEQUEUE."""
 
@@ -173,6 +175,25 @@ def dequeue(
         lease: Lease | None = lease_from(grant, ticket, pool.registry.prefix, door=True) if grant[0] else None
         ahead = Ahead(ticket, lease)
     return Dequeued(job, execution, ahead)
+
+
+def recover(redis: Redis, queue: Queue) -> int:
+    """Put back at the head of the queue what dead workers' own lists still hold; how many.
+
+    A worker's list is empty but for the instant between its BLMOVE and its script (or after
+    a dequeue that failed half-way, which the same worker drains next): a worker that died
+    there left its job on no RQ list, so RQ's own clean-up never sees it. Run with RQ's
+    maintenance; a worker whose key is gone (RQ's heartbeat TTL) is dead.
+    """
+    prefix = own_list(queue, "")
+    moved = 0
+    for key in redis.scan_iter(match=f"{prefix}*", count=100):
+        name = key.decode()[len(prefix) :] if isinstance(key, bytes) else str(key)[len(prefix) :]
+        if redis.exists(f"{WORKER_KEY_PREFIX}{name}"):
+            continue
+        while redis.lmove(key, queue.key, "RIGHT", "LEFT") is not None:
+            moved += 1
+    return moved
 
 
 def mirror(worker: Any, job: Job) -> None:

@@ -243,6 +243,18 @@ class GeventWorker(OutageTolerantWorker):
             keep_ahead(job.id, got.ahead)
         return job, queue
 
+    def run_maintenance_tasks(self) -> None:
+        """RQ's clean-up, and the jobs a dead worker left on its own dequeue list (`dequeue.recover`)."""
+        super().run_maintenance_tasks()
+        if self.accounts is not None and len(self._ordered_queues) == 1:
+            try:
+                moved = dequeue.recover(self.connection, self._ordered_queues[0])
+            except REDIS_DOWN as exc:
+                self._redis_failed(exc)
+                return
+            if moved:
+                log.warning("event=dequeue_recovered jobs=%d", moved)
+
     def execute_job(self, job: Job, queue: Queue) -> None:
         """Start the job in a greenlet, let it begin, and return."""
         self._pool.spawn(self._run_job, job, queue)

@@ -47,6 +47,7 @@ def test_rq_keys_are_what_the_script_writes() -> None:
     assert Execution(id="e", job_id="j", connection=connection).key == "rq:execution:j:e"
     assert ExecutionRegistry.key_template.format("j") == "rq:executions:j"
     assert Job.redis_job_namespace_prefix == "rq:job:"
+    assert GeventWorker.redis_worker_namespace_prefix == dequeue.WORKER_KEY_PREFIX
 
 
 def test_a_job_started_in_one_round_trip_is_what_rqs_worker_writes(
@@ -133,3 +134,15 @@ def test_a_full_pool_leaves_the_turn_its_place_in_the_line(redis_client: Redis, 
     ahead = granted_ahead(_take(worker, queue).id)
     assert ahead is not None and ahead.lease is None
     assert redis_client.zscore(f"{prefix}:line", ahead.ticket) is not None  # waits on with it
+
+
+def test_a_dead_workers_list_goes_back_to_the_head_of_the_queue(redis_client: Redis, redis_url: str) -> None:
+    worker, queue, _ = _worker(redis_client, redis_url, "alive")
+    queue.enqueue("math.sqrt", 1.0, job_id="waiting")
+    redis_client.rpush(dequeue.own_list(queue, "dead"), "stranded")  # died between BLMOVE and script
+    redis_client.rpush(dequeue.own_list(queue, "alive"), "its-own")  # a live worker's: left alone
+    assert dequeue.recover(redis_client, queue) == 1
+    assert queue.job_ids[:1] == ["stranded"] and "waiting" in queue.get_job_ids()
+    assert redis_client.lrange(dequeue.own_list(queue, "alive"), 0, -1) == [b"its-own"]
+    worker.run_maintenance_tasks()  # with RQ's own clean-up; nothing left to move
+    assert not redis_client.exists(dequeue.own_list(queue, "dead"))
