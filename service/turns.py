@@ -142,20 +142,47 @@ def enqueue_turn(
     keeps names the turn but holds none of the user's text.
     """
     with queue.connection.pipeline() as pipe:
-        queue.enqueue(
-            JOB_FUNCTION,
-            request.to_json(),
-            job_id=request.completion_id,
-            job_timeout=settings.job_timeout,
-            result_ttl=60,
-            failure_ttl=settings.replay_ttl,
-            ttl=int(settings.queue_wait_timeout) + 5,
-            description=f"turn {request.completion_id} of {request.conversation_id}",
-            pipeline=pipe,
-        )
-        if also is not None:  # after RQ's own commands (it may WATCH first)
-            also(pipe)
+        enqueue_turn_in(pipe, queue, request, settings, also=also)
         pipe.execute()
+
+
+def enqueue_turn_in(
+    pipe: Pipeline,
+    queue: Queue,
+    request: TurnRequest,
+    settings: Settings,
+    *,
+    also: Callable[[Pipeline], object] | None = None,
+) -> None:
+    """`enqueue_turn`'s commands queued on `pipe`, not sent (the web tier's gated enqueue
+    sends them inside its admission script: `service.state.gated`)."""
+    queue.enqueue(
+        JOB_FUNCTION,
+        request.to_json(),
+        job_id=request.completion_id,
+        job_timeout=settings.job_timeout,
+        result_ttl=60,
+        failure_ttl=settings.replay_ttl,
+        ttl=int(settings.queue_wait_timeout) + 5,
+        description=f"turn {request.completion_id} of {request.conversation_id}",
+        pipeline=pipe,
+    )
+    if not request.continues and not request.carried:
+        # A new upstream conversation: the worker's dequeue grants its account in the same
+        # round trip (`workers.dequeue`), for which it needs the owner and group now.
+        hint = grant_hint_key(request.completion_id)
+        pipe.hset(hint, mapping={"owner": request.owner, "group": request.group})
+        pipe.expire(hint, int(settings.queue_wait_timeout) + 65)
+    if also is not None:  # after RQ's own commands
+        also(pipe)
+
+
+GRANT_HINT_PREFIX = "turn:grant:"
+
+
+def grant_hint_key(completion_id: str) -> str:
+    """Who a queued turn on a new conversation runs for (owner, group): read by `workers.dequeue`."""
+    return f"{GRANT_HINT_PREFIX}{completion_id}"
 
 
 def cancel_key(completion_id: str) -> str:

@@ -49,6 +49,7 @@ from workers.upstream import Credentials, socket_park
 log = logging.getLogger(__name__)
 
 _pools: dict[tuple[int, str], Pool] = {}
+_ahead: dict[str, Ahead] = {}  # per job id: granted with its dequeue, until its turn builds its lane
 
 
 class Pool:
@@ -118,6 +119,15 @@ def usable_accounts(pool: Pool) -> Callable[[], set[str] | None]:
     return usable
 
 
+@dataclasses.dataclass(frozen=True)
+class Ahead:
+    """What a turn's dequeue did for its first `take` (`workers.dequeue`): its ticket in the fair
+    line and, unless the pool was full, the slot granted (the door's claim ended with it)."""
+
+    ticket: str
+    lease: Lease | None
+
+
 class AccountLane:
     """One turn's hold on the pool; see the module docstring."""
 
@@ -128,8 +138,10 @@ class AccountLane:
         publisher: Publisher,
         should_stop: Callable[[], bool],
         group: str = DEFAULT_GROUP,
+        ahead: Ahead | None = None,
     ) -> None:
         self.pool = pool
+        self.ahead = ahead  # granted with the job's dequeue, for the first `take` of a new conversation
         self.owner = owner
         self.group = group  # the key's account group: the only accounts this turn may use
         self.publisher = publisher
@@ -141,6 +153,18 @@ class AccountLane:
         self.wants_spare = False  # take the account's spare conversation with the slot (`take(spare=True)`)
 
     def _acquire(self, preferred: str | None) -> Lease | None:
+        ahead, self.ahead = self.ahead, None
+        if ahead is not None:
+            if ahead.lease is not None:
+                if preferred is None and self.wants_spare == self.pool.settings.upstream_spare_conversations:
+                    return ahead.lease  # what this turn asks for: any ready account of its group
+                self.pool.scheduler.release(ahead.lease)  # not what it asks for: ask again
+            else:
+                ticket = ahead.ticket  # the pool was full: wait on in the line with that ticket
+                return self._line(preferred, ticket)
+        return self._line(preferred, "")
+
+    def _line(self, preferred: str | None, ticket: str) -> Lease | None:
         return self.pool.scheduler.acquire(
             self.owner,
             preferred=preferred,
@@ -151,6 +175,7 @@ class AccountLane:
             # The door's claim ends in the granting script (one round trip, not two).
             door=admission.pending_key(self.pool.registry.prefix, self.owner) if self.admitted else None,
             spares=spare_conversations.prefix(self.pool.registry.prefix) if self.wants_spare else None,
+            ticket=ticket,
         )
 
     def take(self, preferred: str | None, *, spare: bool = False) -> Credentials | None:
@@ -159,7 +184,7 @@ class AccountLane:
         `spare`: the turn starts a new upstream conversation; the account's spare, if it has
         one, comes with the slot (`spare()`).
         """
-        self.release()
+        self._give_back()
         self.wants_spare = spare
         try:
             lease = self._waited(preferred)
@@ -254,10 +279,34 @@ class AccountLane:
             self.pool.scheduler.refresh(pipe, lease)
 
     def release(self) -> None:
-        """Give the held slot back, if any."""
+        """Give the held slot back, if any (and one granted with the dequeue but never taken)."""
+        self._give_back()
+        ahead, self.ahead = self.ahead, None
+        if ahead is not None:
+            drop(self.pool, ahead)
+
+    def _give_back(self) -> None:
         lease, self.lease = self.lease, None
         if lease is not None:
             self.pool.scheduler.release(lease)
 
     def _queued(self, position: int) -> None:
         self.publisher.event(Queued(position))
+
+
+def drop(pool: Pool, ahead: Ahead) -> None:
+    """A dequeue's grant no turn took (it failed before asking): free the slot, or leave the line."""
+    if ahead.lease is not None:
+        pool.scheduler.release(ahead.lease)
+    else:
+        pool.scheduler.leave(ahead.ticket)
+
+
+def keep_ahead(job_id: str, ahead: Ahead) -> None:
+    """Hold a dequeue's grant for the job's turn (`granted_ahead`)."""
+    _ahead[job_id] = ahead
+
+
+def granted_ahead(job_id: str) -> Ahead | None:
+    """The grant the job's dequeue made, once (the turn's lane, or the worker dropping it)."""
+    return _ahead.pop(job_id, None)

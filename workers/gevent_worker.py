@@ -6,7 +6,9 @@ RQ's bookkeeping — the started/finished/failed registries, executions, worker
 heartbeats, job timeouts — but runs each job in a greenlet from a bounded pool:
 
 - one dequeuer (the RQ work loop) pulls a job only when a pool slot is free, so a
-  process never takes more turns than `concurrency`;
+  process never takes more turns than `concurrency`; with the account pool it dequeues,
+  starts (RQ's bookkeeping) and grants a new conversation's account in one round trip
+  (`workers.dequeue`);
 - `execution` is greenlet-local, because RQ keeps the current execution on the
   worker object and concurrent jobs would otherwise overwrite each other's;
 - job timeouts are a `gevent.Timeout` raised in the job's greenlet (SIGALRM would hit
@@ -35,6 +37,7 @@ from typing import Any
 import gevent
 import gevent.local
 import gevent.pool
+from redis.exceptions import NoScriptError
 from rq.exceptions import DequeueTimeout, StopRequested
 from rq.executions import Execution
 from rq.job import Job, _job_stack
@@ -44,7 +47,8 @@ from rq.utils import now
 from rq.worker import WorkerStatus
 
 from service.runtime import trace
-from workers import outcomes
+from workers import dequeue, outcomes
+from workers.account_pool import Pool, drop, granted_ahead, keep_ahead
 from workers.redis_outage import REDIS_DOWN, OutageTolerantWorker
 
 log = logging.getLogger(__name__)
@@ -92,7 +96,12 @@ class GeventWorker(OutageTolerantWorker):
     job_class = TurnJob
 
     def __init__(
-        self, *args: Any, concurrency: int = 100, shutdown_grace: float = 25.0, **kwargs: Any
+        self,
+        *args: Any,
+        concurrency: int = 100,
+        shutdown_grace: float = 25.0,
+        accounts: Pool | None = None,
+        **kwargs: Any,
     ) -> None:
         self._local = gevent.local.local()
         super().__init__(*args, **kwargs)
@@ -100,6 +109,11 @@ class GeventWorker(OutageTolerantWorker):
         self.shutdown_grace = shutdown_grace
         self._pool = gevent.pool.Pool(concurrency)
         self._traces: dict[str, trace.Trace] = {}  # a dequeued job's round-trip counter, until it runs
+        # With the account pool, a job is dequeued, started and granted in one round trip
+        # (`workers.dequeue`); its execution waits here for its greenlet.
+        self.accounts: Pool | None = accounts
+        self._started: dict[str, Execution] = {}
+        self._drain = True  # take what a failed dequeue may have left on this worker's own list first
 
     # RQ keeps the running execution on the worker; make it per greenlet.
     @property
@@ -167,28 +181,79 @@ class GeventWorker(OutageTolerantWorker):
         if self.should_run_maintenance_tasks:
             self.run_maintenance_tasks()
         counter = trace.start("worker", keep=False)  # the dequeue's round trips count for its job
+        result: tuple[Job, Queue] | object | None
         try:
-            result = self.queue_class.dequeue_any(
-                self._ordered_queues,
-                None if burst else self.dequeue_timeout,
-                connection=self.connection,
-                job_class=self.job_class,
-                serializer=self.serializer,
-                death_penalty_class=self.death_penalty_class,
-            )
+            if self.accounts is not None and len(self._ordered_queues) == 1:
+                result = self._dequeue_started(self._ordered_queues[0], burst)
+            else:
+                result = self.queue_class.dequeue_any(
+                    self._ordered_queues,
+                    None if burst else self.dequeue_timeout,
+                    connection=self.connection,
+                    job_class=self.job_class,
+                    serializer=self.serializer,
+                    death_penalty_class=self.death_penalty_class,
+                )
         finally:
             trace.stop()  # the loop's own heartbeats and maintenance are nobody's
         self._redis_back()
+        if result is _AGAIN:
+            return _AGAIN
         if result is None and burst and self.running_jobs:
             self._pool.join(timeout=0.05)
             return _AGAIN
-        if result is not None:
+        if isinstance(result, tuple):
             job, queue = result
             counter.mark("dequeued")
             self._traces[job.id] = counter
             self.reorder_queues(reference_queue=queue)
             log.info("event=job_dequeued job_id=%s queue=%s", job.id, queue.name)
         return result
+
+    def _dequeue_started(self, queue: Queue, burst: bool) -> tuple[Job, Queue] | object | None:
+        """`workers.dequeue`: the job dequeued, started and (a new conversation's) granted at once."""
+        assert self.accounts is not None
+        drain, self._drain = self._drain, False
+        try:
+            got = dequeue.dequeue(
+                self.connection,
+                queue,
+                worker_name=self.name,
+                worker_key=self.key,
+                wait=not drain,
+                timeout=None if burst else self.dequeue_timeout,
+                pool=self.accounts,
+                job_class=self.job_class,
+                serializer=self.serializer,
+            )
+        except BaseException as exc:
+            self._drain = True  # the BLMOVE may have moved an id the script did not take
+            if isinstance(exc, NoScriptError):
+                dequeue.load_script(self.connection)  # a new or restarted Redis
+                return _AGAIN
+            raise
+        if got is None:  # nothing came within the timeout (RQ's DequeueTimeout): only burst ends
+            return None if burst and not drain else _AGAIN
+        if isinstance(got, str):  # gone meanwhile: RQ's dequeue skips it too
+            return _AGAIN
+        job = got.job
+        dequeue.mirror(self, job)
+        self._started[job.id] = got.execution
+        if got.ahead is not None:
+            keep_ahead(job.id, got.ahead)
+        return job, queue
+
+    def run_maintenance_tasks(self) -> None:
+        """RQ's clean-up, and the jobs a dead worker left on its own dequeue list (`dequeue.recover`)."""
+        super().run_maintenance_tasks()
+        if self.accounts is not None and len(self._ordered_queues) == 1:
+            try:
+                moved = dequeue.recover(self.connection, self._ordered_queues[0])
+            except REDIS_DOWN as exc:
+                self._redis_failed(exc)
+                return
+            if moved:
+                log.warning("event=dequeue_recovered jobs=%d", moved)
 
     def execute_job(self, job: Job, queue: Queue) -> None:
         """Start the job in a greenlet, let it begin, and return."""
@@ -219,6 +284,13 @@ class GeventWorker(OutageTolerantWorker):
             log.exception("event=job_bookkeeping_failed job_id=%s", job.id)
         finally:
             self.execution = None
+            self._started.pop(job.id, None)
+            leftover = granted_ahead(job.id)  # its turn never built its lane (it failed before)
+            if leftover is not None and self.accounts is not None:
+                try:
+                    drop(self.accounts, leftover)
+                except REDIS_DOWN:
+                    pass  # the slot's lease and the ticket expire by themselves
             if self.running_jobs <= 1:
                 try:
                     self.set_state(WorkerStatus.IDLE)
@@ -227,7 +299,12 @@ class GeventWorker(OutageTolerantWorker):
 
     def prepare_job_execution(self, job: Job, remove_from_intermediate_queue: bool = False) -> None:
         """RQ's bookkeeping before a job runs, in ONE transaction: its execution (started registry),
-        the worker busy on it, the job started and persisted (`TurnJob.perform` skips its own)."""
+        the worker busy on it, the job started and persisted (`TurnJob.perform` skips its own);
+        none at all for a job `workers.dequeue` started."""
+        execution = self._started.pop(job.id, None)
+        if execution is not None:
+            self.execution = execution
+            return
         with self.connection.pipeline() as pipe:
             heartbeat_ttl = self.get_heartbeat_ttl(job)
             self.execution = Execution.create(job, heartbeat_ttl, pipeline=pipe, worker_name=self.name)

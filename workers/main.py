@@ -61,6 +61,7 @@ def main(environ: Mapping[str, str]) -> int:
         connection=context.redis,
         serializer=JSONSerializer,
         concurrency=settings.worker_concurrency,
+        accounts=pool_for(settings, context.redis),  # dequeue, start and grant in one round trip
         name=f"{socket.gethostname()}.{os.getpid()}",
     )
     log.info(

@@ -47,7 +47,7 @@ from service.state.relay_publisher import Publisher
 from service.tools.options import TurnOptions
 from service.turns import TurnRequest, lease_key
 from workers import continuation
-from workers.account_pool import AccountLane, pool_for
+from workers.account_pool import AccountLane, granted_ahead, pool_for
 from workers.context import WorkerContext
 from workers.gevent_worker import WorkerShutdown
 from workers.image_fetch import load_images
@@ -169,6 +169,7 @@ class TurnRunner:
             publisher,
             self._cancelled.is_set,
             request.group,
+            ahead=granted_ahead(request.completion_id),
         )
         images = load_images(self.redis, self.settings, request.images)  # a bad URL fails before a slot
         # Tools, structured output and cuts (workers/tooling.py): directives in, answer shaped out.

@@ -231,14 +231,20 @@ def admit_in(
 ) -> Callable[[Any], Decision]:
     """`admit` as one command of the caller's pipeline (other reads share its round trip);
     the returned function reads its reply."""
+    keys, args, decide = admit_call(caller, lease_seconds=lease_seconds, turns=turns)
+    pipe.eval(ADMIT, len(keys), *keys, *args)
+    return decide
+
+
+def admit_call(
+    caller: Caller, *, lease_seconds: float, turns: int = 1
+) -> tuple[list[str], list[str | int], Callable[[Any], Decision]]:
+    """The ADMIT script's keys and args for one turn, and the function that reads its reply
+    (`admit_in`, or `service.state.gated` running it with the door and the enqueue)."""
     limits = caller.limits
     lease = uuid.uuid4().hex
-    pipe.eval(
-        ADMIT,
-        3,
-        _requests_key(caller.id),
-        turns_key(caller.id),
-        LAST_USED,
+    keys = [_requests_key(caller.id), turns_key(caller.id), LAST_USED]
+    args: list[str | int] = [
         limits.rpm or 0,
         limits.max_concurrent or 0,
         limits.tokens_per_day or 0,
@@ -248,13 +254,13 @@ def admit_in(
         USAGE_TTL,
         caller.id,
         max(1, turns),
-    )
+    ]
 
     def decide(result: Any) -> Decision:
         status, retry, count, reset, used, day_reset, busy = (int(v) for v in result)
         return Decision(status, retry, limits, count, reset, used, day_reset, busy, lease)
 
-    return decide
+    return keys, args, decide
 
 
 def peek(redis: Redis, caller: Caller) -> Decision:

@@ -70,17 +70,29 @@ def admit(
 
     Only `group`'s accounts count; a group with no account at all is a 503 naming it.
     """
-    accounts = registry.all()
-    if accounts and not groups.members(accounts, group):
-        raise groups.empty_group(group)
+    check_group(registry, group)
     decision = door.decide(
         registry, owner, max_concurrent, rpm, max_wait=max_wait, now=now, write=True, group=group
     )
     if decision is None or decision[0]:
         return
+    raise refusal(decision, now=now, max_wait=max_wait, rpm=rpm, max_concurrent=max_concurrent)
+
+
+def check_group(registry: Registry, group: str) -> None:
+    """503 naming `group` when the pool has accounts but none in it (from the pool's snapshot)."""
+    accounts = registry.all()
+    if accounts and not groups.members(accounts, group):
+        raise groups.empty_group(group)
+
+
+def refusal(
+    decision: tuple[bool, float, float], *, now: float, max_wait: float, rpm: int, max_concurrent: int
+) -> RateLimited:
+    """The 429 for a turn the door refused, its `Retry-After` the reservation it was promised."""
     _, wait, at = decision
     retry_after = max(1.0, math.ceil(at - now))
-    raise RateLimited(
+    return RateLimited(
         f"Every upstream account is busy: a new turn would wait about {math.ceil(wait)} s for one "
         f"(more than QUEUE_MAX_WAIT_SECONDS={max_wait:g}); retry in {retry_after:.0f} s, when a place "
         f"is kept for this key. Each account starts at most ACCOUNT_RPM={rpm} turns a minute and runs "

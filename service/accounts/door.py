@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import math
 import uuid
+from typing import Any
 
 from service.accounts import groups
 from service.accounts.account import READY
@@ -38,56 +39,6 @@ local max_wait, pending_ttl, grace = tonumber(ARGV[4]), tonumber(ARGV[5]), tonum
 local id, write, max_promises, early = ARGV[7], ARGV[8] == '1', tonumber(ARGV[9]), tonumber(ARGV[10])
 local lead, default_seconds, count = tonumber(ARGV[12]), tonumber(ARGV[13]), tonumber(ARGV[14])
 local door = prefix .. ':door'
--- The calendar (`slots` in Python, the reference): per ready account (ARGV[15..] in triples: id,
--- max concurrent, rpm) a rate stream and a concurrency stream from its rate set, its held leases
--- and the median recent turn; their pairwise max; merged, the `count` earliest start times.
-local recent_turns = redis.call('LRANGE', prefix .. ':durations', 0, -1)
-for i, d in ipairs(recent_turns) do recent_turns[i] = tonumber(d) end
-table.sort(recent_turns)
-local turn = default_seconds
-if #recent_turns > 0 then turn = recent_turns[math.floor(#recent_turns / 2) + 1] end
-local cal = {}
-for i = 15, #ARGV, 3 do
-  local id = ARGV[i]
-  local concurrent, per_minute = math.max(1, tonumber(ARGV[i + 1])), math.max(1, tonumber(ARGV[i + 2]))
-  local rows = redis.call('ZRANGE', prefix .. ':rate:' .. id, 0, -1, 'WITHSCORES')
-  local started, recent = {}, {}
-  for j = 1, #rows, 2 do
-    local at = tonumber(rows[j + 1])
-    started[rows[j]] = at
-    if at > now - 60 then recent[#recent + 1] = at end
-  end
-  local later = {}
-  for j = math.max(1, #recent - per_minute + 1), #recent do later[#later + 1] = recent[j] + 60 end
-  local rate, cycle = {}, 0
-  while #rate < count do
-    local shift = cycle * 60
-    for _ = 1, math.min(per_minute - #later, count - #rate) do rate[#rate + 1] = now + shift end
-    for _, at in ipairs(later) do
-      if #rate >= count then break end
-      rate[#rate + 1] = math.max(now, at) + shift
-    end
-    cycle = cycle + 1
-  end
-  local base = {}
-  local held = redis.call('ZRANGEBYSCORE', prefix .. ':leases:' .. id, '(' .. ARGV[2], '+inf')
-  for _ = 1, concurrent - #held do base[#base + 1] = now end
-  for _, lease in ipairs(held) do base[#base + 1] = math.max(now, (started[lease] or now) + turn) end
-  table.sort(base)
-  local free = {}
-  cycle = 0
-  while #free < count do
-    for j = 1, math.min(concurrent, #base) do
-      if #free >= count then break end
-      free[#free + 1] = base[j] + cycle * turn
-    end
-    cycle = cycle + 1
-  end
-  for j = 1, count do cal[#cal + 1] = math.max(rate[j], free[j]) end
-end
-table.sort(cal)
-while #cal > count do table.remove(cal) end
-local spacing = math.max((cal[#cal] - cal[1]) / math.max(#cal - 1, 1), 1e-3)
 local owners = door .. ':owners'
 local function pending(o) return door .. ':pending:' .. o end
 local function promised(o) return door .. ':promised:' .. o end
@@ -130,6 +81,62 @@ end
 -- Turns in the fair line that did not come through this door count too.
 local tag = math.max(vt, tonumber(redis.call('HGET', line .. ':tags', owner) or '0')) + 1
 local queued = redis.call('ZCOUNT', line, '-inf', tag) + 1
+-- The calendar (`slots` in Python, the reference): per ready account (ARGV[15..] in triples: id,
+-- max concurrent, rpm) a rate stream and a concurrency stream from its rate set, its held leases
+-- and the median recent turn; their pairwise max; merged, the `count` earliest start times.
+local function calendar(count)
+  local recent_turns = redis.call('LRANGE', prefix .. ':durations', 0, -1)
+  for i, d in ipairs(recent_turns) do recent_turns[i] = tonumber(d) end
+  table.sort(recent_turns)
+  local turn = default_seconds
+  if #recent_turns > 0 then turn = recent_turns[math.floor(#recent_turns / 2) + 1] end
+  local cal = {}
+  for i = 15, #ARGV, 3 do
+    local id = ARGV[i]
+    local concurrent, per_minute = math.max(1, tonumber(ARGV[i + 1])), math.max(1, tonumber(ARGV[i + 2]))
+    local rows = redis.call('ZRANGE', prefix .. ':rate:' .. id, 0, -1, 'WITHSCORES')
+    local started, recent = {}, {}
+    for j = 1, #rows, 2 do
+      local at = tonumber(rows[j + 1])
+      started[rows[j]] = at
+      if at > now - 60 then recent[#recent + 1] = at end
+    end
+    local later = {}
+    for j = math.max(1, #recent - per_minute + 1), #recent do later[#later + 1] = recent[j] + 60 end
+    local rate, cycle = {}, 0
+    while #rate < count do
+      local shift = cycle * 60
+      for _ = 1, math.min(per_minute - #later, count - #rate) do rate[#rate + 1] = now + shift end
+      for _, at in ipairs(later) do
+        if #rate >= count then break end
+        rate[#rate + 1] = math.max(now, at) + shift
+      end
+      cycle = cycle + 1
+    end
+    local base = {}
+    local held = redis.call('ZRANGEBYSCORE', prefix .. ':leases:' .. id, '(' .. ARGV[2], '+inf')
+    for _ = 1, concurrent - #held do base[#base + 1] = now end
+    for _, lease in ipairs(held) do base[#base + 1] = math.max(now, (started[lease] or now) + turn) end
+    table.sort(base)
+    local free = {}
+    cycle = 0
+    while #free < count do
+      for j = 1, math.min(concurrent, #base) do
+        if #free >= count then break end
+        free[#free + 1] = base[j] + cycle * turn
+      end
+      cycle = cycle + 1
+    end
+    for j = 1, count do cal[#cal + 1] = math.max(rate[j], free[j]) end
+  end
+  table.sort(cal)
+  while #cal > count do table.remove(cal) end
+  local spacing = math.max((cal[#cal] - cal[1]) / math.max(#cal - 1, 1), 1e-3)
+  return cal, spacing
+end
+-- Only the places asked for: the first n start times of the merge need only the first n of each
+-- account's streams, so a short line costs a short calendar (past SLOTS it extrapolates).
+local cal, spacing = calendar(math.min(count, math.max(bound, queued)))
 local function slot(place)
   place = math.max(place, queued)
   if place <= #cal then return cal[place] end
@@ -177,6 +184,27 @@ def decide(
     The script reads the pool's load and builds the calendar itself (as `slots` does), so
     the door is one round trip.
     """
+    args = arguments(
+        registry, owner, max_concurrent, rpm, max_wait=max_wait, now=now, write=write, group=group
+    )
+    if args is None:
+        return None
+    return verdict(registry.redis.register_script(DOOR)(args=args), now)
+
+
+def arguments(
+    registry: Registry,
+    owner: str,
+    max_concurrent: int,
+    rpm: int,
+    *,
+    max_wait: float,
+    now: float,
+    write: bool,
+    group: str = groups.DEFAULT_GROUP,
+) -> list[str | float | int] | None:
+    """The DOOR script's ARGV (it takes no KEYS), from the pool's snapshot; None if no account is
+    ready. `service.state.gated` runs the script with the key's quota and the enqueue."""
     ready = [a for a in groups.members(registry.all(), group) if a.state(now) == READY]
     if not ready:
         return None
@@ -199,5 +227,10 @@ def decide(
     ]
     for account in ready:
         args.extend((account.id, *account.limits(max_concurrent, rpm)))
-    admitted, wait, value = registry.redis.register_script(DOOR)(args=args)
+    return args
+
+
+def verdict(reply: list[Any], now: float) -> tuple[bool, float, float]:
+    """The script's reply read: (admitted, expected wait, promised time or place)."""
+    admitted, wait, value = reply
     return bool(admitted), max(0.0, float(wait)), float(value) if value != b"promise" else now

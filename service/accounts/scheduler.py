@@ -28,6 +28,7 @@ import logging
 import random
 import time
 from collections.abc import Callable, Collection
+from typing import Any
 
 from redis import Redis
 from redis.client import Pipeline
@@ -90,6 +91,7 @@ class Scheduler:
         group: str = groups.DEFAULT_GROUP,
         door: str | None = None,
         spares: str | None = None,
+        ticket: str = "",
     ) -> Lease | None:
         """Wait for a slot (None if `should_stop` turned true first); raises if no account can serve.
 
@@ -98,8 +100,9 @@ class Scheduler:
         `group`'s accounts are candidates (failover stays inside it too). `door`, the
         owner's door claim key (`admission.pending_key`), ends with the grant, in its script;
         with `spares` (a key prefix) the granted account's spare conversation comes with it.
+        `ticket`: one already in the line (its dequeue's grant found the pool full).
         """
-        ticket = fair_line.new_ticket()
+        ticket = ticket or fair_line.new_ticket()
         position = 0
         try:
             while True:
@@ -149,10 +152,7 @@ class Scheduler:
         keys = [door or "", spares or ""] if door or spares else []
         reply = self._admit(keys=keys, args=args)
         if reply[0]:
-            pick, fields = reply[1].decode(), reply[2]
-            chosen = Account.from_hash(pick, dict(zip(fields[::2], fields[1::2], strict=True)))
-            spare = reply[3] if len(reply) > 3 else None
-            return Lease(chosen, ticket, self.prefix, fresh=True, door_ended=door is not None, spare=spare), 0
+            return lease_from(reply, ticket, self.prefix, door=door is not None), 0
         return None, int(reply[1])
 
     def _ready(
@@ -197,6 +197,14 @@ class Scheduler:
             pipe.hdel(f"{line}:want", ticket)
             pipe.zrem(f"{line}:alive", ticket)
             pipe.execute()
+
+
+def lease_from(reply: list[Any], ticket: str, prefix: str, *, door: bool) -> Lease:
+    """The lease a granting `fair_line.ADMIT` reply holds (the account as the script read it)."""
+    pick, fields = reply[1].decode(), reply[2]
+    chosen = Account.from_hash(pick, dict(zip(fields[::2], fields[1::2], strict=True)))
+    spare = reply[3] if len(reply) > 3 else None
+    return Lease(chosen, ticket, prefix, fresh=True, door_ended=door, spare=spare or None)
 
 
 def pool_unavailable(accounts: list[Account], now: float, exclude: Collection[str] = ()) -> ApiError:

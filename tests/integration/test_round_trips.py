@@ -18,6 +18,7 @@ from typing import Any
 import pytest
 import requests
 from redis import Redis
+from rq.job import Job, JobStatus
 
 from service.runtime import trace
 from service.runtime.embedded_redis import EmbeddedRedis
@@ -30,9 +31,10 @@ KEY = "sk-round-trips-0123456789"
 # before the worker's `send` frame (dequeue included), for a new conversation. Before
 # issue #20 they were 6 (door calendar read, door script, key quota, conversation room,
 # SUBSCRIBE, enqueue) and 8 (BLMOVE, job read, RQ's execution, RQ's job start, PERSIST,
-# grant, door claim end, credentials read).
-WEB_ROUND_TRIPS = 3  # door (reads the pool itself), quota + room count, enqueue (SUBSCRIBE overlaps it)
-WORKER_ROUND_TRIPS = 4  # BLMOVE, job read, RQ's bookkeeping in one, grant+claim end+credentials
+# grant, door claim end, credentials read); then 3 and 4 (door, quota + room, enqueue;
+# BLMOVE, HGETALL, RQ's bookkeeping, grant + claim end + credentials).
+WEB_ROUND_TRIPS = 1  # door + quota + room + RQ's enqueue in one script (SUBSCRIBE overlaps it)
+WORKER_ROUND_TRIPS = 1  # BLMOVE + the script that starts the job (RQ's bookkeeping) and grants its account
 
 
 @pytest.fixture(scope="module")
@@ -104,14 +106,19 @@ def test_round_trips_to_the_first_token(traced_stack: tuple[str, Redis], sim: Si
     assert (_at(web, "enqueue"), _at(worker, "send")) == (WEB_ROUND_TRIPS, WORKER_ROUND_TRIPS)
     # The trace's phases are in order and the first byte comes after the worker's send.
     web_sends = [names.split() for names in web["commands"]]
-    assert [names[0] for names in web_sends[:3]] == [
-        "EVALSHA",  # the door, which reads the pool's load itself (its snapshot is kept warm off the path)
-        "EVAL",  # the key's quota ...
+    assert [names[0] for names in web_sends[:2]] == [
         "~SUBSCRIBE",  # not waited for before the enqueue
+        # The door (which reads the pool's load itself: its snapshot is kept warm off the path),
+        # the key's quota, its room for a new conversation and RQ's enqueue, in one script.
+        "EVALSHA",
     ]
-    assert "ZCARD" in web_sends[1]  # ... and its room for a new conversation, in the same round trip
-    worker_sends = [names.split()[0] for names in worker["commands"][:4]]
-    assert worker_sends == ["BLMOVE", "HGETALL", "MULTI", "EVALSHA"]
+    job = Job.fetch(completion_id, connection=redis)  # an ordinary RQ job, finished by RQ's worker
+    wait_for(lambda: job.get_status() == JobStatus.FINISHED)  # recorded just after the last event
+    assert job.origin and job.enqueued_at is not None and job.started_at is not None
+    # The BLMOVE and, behind it in the same send, the script that reads the job, writes RQ's start
+    # (execution, started registry, worker busy, job started) and grants the account (workers.dequeue).
+    assert worker["commands"][0].split()[:2] == ["BLMOVE", "EVALSHA"]
+    assert worker["marks"][0][0] == "dequeued" and _at(worker, "credentials") == 1
     # After the enqueue only the replay-log read that backs the overlapped SUBSCRIBE.
     assert _at(web, "first_byte") == _at(web, "enqueue") + 1
     send_at = next(when for name, when, _ in worker["marks"] if name == "send")

@@ -62,10 +62,15 @@ def check_room(gw: Gateway, owner: str) -> None:
     if kept is None:
         kept = gw.store.count_owned(owner)
     if kept >= cap:
-        metrics.KEY_LIMITED.labels(limit="max_conversations").inc()
-        raise ConversationLimit(
-            f"This API key already keeps {kept} conversations, the most it may keep at once "
-            f"(KEY_MAX_CONVERSATIONS={cap}). Delete some (DELETE /v1/conversations/{{id}}) "
-            "or wait for them to expire.",
-            should_retry=False,
-        )
+        raise over_limit(kept, cap)
+
+
+def over_limit(kept: int, cap: int) -> ConversationLimit:
+    """The 429 for a new conversation of a key that keeps `kept` of its `cap` already (counted)."""
+    metrics.KEY_LIMITED.labels(limit="max_conversations").inc()
+    return ConversationLimit(
+        f"This API key already keeps {kept} conversations, the most it may keep at once "
+        f"(KEY_MAX_CONVERSATIONS={cap}). Delete some (DELETE /v1/conversations/{{id}}) "
+        "or wait for them to expire.",
+        should_retry=False,
+    )

@@ -15,6 +15,8 @@ from service.state.relay_hub import Subscription
 from service.turns import TurnRequest, enqueue_turn, request_cancel
 from service.web.http.errors import redis_unavailable
 from service.web.http.extension import Gateway
+from service.web.pipeline.gate import Gate
+from service.web.pipeline.gate import enqueue as gated_enqueue
 
 log = logging.getLogger(__name__)
 
@@ -27,13 +29,17 @@ def subscribe(gw: Gateway, completion_id: str) -> Subscription:
         raise redis_unavailable() from exc
 
 
-def start(gw: Gateway, turn: TurnRequest, record: streams.StreamRecord | None = None) -> Subscription:
+def start(
+    gw: Gateway, turn: TurnRequest, record: streams.StreamRecord | None = None, gate: Gate | None = None
+) -> Subscription:
     """Subscribe to the turn's relay channel, enqueue it (with its stream record, in the same
-    round trip), and confirm; on failure free its lock.
+    round trip), and confirm; on failure (a refusal too) free its lock.
 
-    The SUBSCRIBE is sent first and its confirmation awaited after the enqueue, so the two
-    round trips overlap; an event the worker published before the confirmation is read
-    from the replay log (`catch_up`, while the worker is still on its way to the upstream).
+    With `gate`, the door, the key's quota and the room are checked in the enqueue's own
+    round trip (`pipeline.gate`), which raises their 429s. The SUBSCRIBE is sent first and
+    its confirmation awaited after the enqueue, so the two round trips overlap; an event the
+    worker published before the confirmation is read from the replay log (`catch_up`, while
+    the worker is still on its way to the upstream).
     """
     ttl = gw.settings.replay_ttl
     also = (lambda pipe: streams.save(pipe, record, ttl=ttl)) if record is not None else None
@@ -41,7 +47,10 @@ def start(gw: Gateway, turn: TurnRequest, record: streams.StreamRecord | None = 
         with trace.overlapped():
             sub = gw.hub.subscribe(turn.completion_id, confirmed=False)
         try:
-            enqueue_turn(gw.queue, turn, gw.settings, also=also)
+            if gate is not None:
+                gated_enqueue(gw, gate, turn, record)
+            else:
+                enqueue_turn(gw.queue, turn, gw.settings, also=also)
             trace.mark("enqueue")
         except BaseException:
             sub.close()

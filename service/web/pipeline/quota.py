@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import dataclasses
 import logging
+from collections.abc import Callable
 from typing import Any
 
 from flask import Flask, Response, g
@@ -124,8 +125,24 @@ def admit(
     for `conversation_limits.check_room` when the turn starts a new conversation). `turns` is
     what the request surely costs upstream (`turn_cost`): that many entries of the key's minute.
     """
-    if caller is None or caller.id == "open":
+    if not limited(caller, model):
         return None
+    assert caller is not None
+    renewer = slot_leases.slot_leases()
+    with gw.redis.pipeline(transaction=False) as pipe:
+        decide = ratelimit.admit_in(pipe, caller, lease_seconds=renewer.lease_seconds, turns=turns)
+        # The key's stored conversations, in the same round trip, for the room check of a new one.
+        counting = owner is not None and gw.settings.key_max_conversations > 0
+        if owner is not None and counting:
+            count_owned_in(pipe, owner)
+        replies = pipe.execute()
+    return admitted(caller, decide(replies[0]), renewer, int(replies[-1]) if counting else None)
+
+
+def limited(caller: Caller | None, model: str) -> bool:
+    """Whether the caller has limits to check; the 403 for a model its key may not use."""
+    if caller is None or caller.id == "open":
+        return False
     if not caller.limits.allows(model):
         metrics.KEY_LIMITED.labels(limit="models").inc()
         raise ApiError(
@@ -135,16 +152,21 @@ def admit(
             code="model_not_found",
             param="model",
         )
+    return True
+
+
+def staged(caller: Caller, *, turns: int) -> tuple[list[str], list[str | int], Callable[[Any], Admission]]:
+    """The quota script's keys and args for one turn, and the function that reads its reply into
+    an `Admission` (for `service.state.gated`, which runs it between the door and the enqueue)."""
     renewer = slot_leases.slot_leases()
-    with gw.redis.pipeline(transaction=False) as pipe:
-        decide = ratelimit.admit_in(pipe, caller, lease_seconds=renewer.lease_seconds, turns=turns)
-        # The key's stored conversations, in the same round trip, for the room check of a new one.
-        counting = owner is not None and gw.settings.key_max_conversations > 0
-        if owner is not None and counting:
-            count_owned_in(pipe, owner)
-        replies = pipe.execute()
-    decision = decide(replies[0])
-    owned = int(replies[-1]) if counting else None
+    keys, args, decide = ratelimit.admit_call(caller, lease_seconds=renewer.lease_seconds, turns=turns)
+    return keys, args, lambda reply: admitted(caller, decide(reply), renewer, None)
+
+
+def admitted(
+    caller: Caller, decision: ratelimit.Decision, renewer: slot_leases.SlotLeases, owned: int | None
+) -> Admission:
+    """The key's decision as an `Admission`: a ticket whose slot is renewed, or the 429."""
     error = decision.error(caller)
     if error is not None:
         limit = LIMIT_NAMES[decision.status]

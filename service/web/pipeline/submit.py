@@ -10,6 +10,10 @@ happens in between is the same for all of them and lives here:
       enqueue `workers.jobs.run_turn` (`enqueue`) → `respond.answer_turn` through the
       surface's renderer
 
+A new conversation with nothing to read or write before it starts takes the short way:
+its admission, key quota and room are checked by the enqueue's own script
+(`pipeline.gate`), one Redis round trip in all.
+
 Subscribing before enqueueing means no event can be published before we listen. A
 surface that makes its streams resumable (`resume.Resumable`) or answers in the
 background (`answer=`) says so here; the rest is the same for every surface.
@@ -37,6 +41,8 @@ from service.web.http.extension import Gateway
 from service.web.pipeline import admission, attach, quota, resume, turn_cost
 from service.web.pipeline import conversation_limits as limits
 from service.web.pipeline.enqueue import start
+from service.web.pipeline.gate import Gate
+from service.web.pipeline.gate import prepare as prepare_gate
 from service.web.pipeline.request import Bounds, ChatRequest
 from service.web.pipeline.resolve import resolve
 from service.web.pipeline.respond import MakeRenderer, answer_turn
@@ -73,13 +79,22 @@ def submit(
     g.model = chat.model  # labels this request's metrics (service.web.http.telemetry)
     turns = turn_cost.check(chat, gw.settings, param=param)  # 400 over MAX_UPSTREAM_TURNS_PER_REQUEST
     group = admission.caller_group()  # the key's account group: its turns run on no other accounts
-    admission.admit(owner, group)  # 429 at once if the group's line is too long; 503 if it is empty
-    trace.mark("admission")
-    # The key's model access and limits (403/429), charged the turns the request surely costs,
-    # with its conversation count in the same round trip.
-    quota.keep(quota.admit(gw, g.get("caller"), chat.model, owner=owner, turns=turns))
-    trace.mark("quota")
     key = attach.idempotency_key()
+    gate: Gate | None = None
+    if key is None and not chat.images and chat.conversation_id is None and not chat.history:
+        # A new conversation with nothing to write or read before it starts: the door, the key's
+        # quota and the room are checked in the enqueue's own round trip (`pipeline.gate`);
+        # the 403 and the empty group's 503 come from memory now.
+        gate = prepare_gate(gw, owner, group, g.get("caller"), chat.model, turns)
+    else:
+        # A claim, parked images, a conversation to find (and lock) or a history to match come
+        # first, and each may fail: checked (and counted) before them, as a turn always was.
+        admission.admit(owner, group)  # 429 at once if the group's line is too long; 503 if it is empty
+        trace.mark("admission")
+        # The key's model access and limits (403/429), charged the turns the request surely costs,
+        # with its conversation count in the same round trip.
+        quota.keep(quota.admit(gw, g.get("caller"), chat.model, owner=owner, turns=turns))
+        trace.mark("quota")
     completion_id, created = completion_id or new_completion_id(), int(time.time())
     mine = idempotency.Claim(completion_id, idempotency.body_digest(raw), created=created)
     if key is not None:
@@ -88,7 +103,7 @@ def submit(
             return _answer(gw, attached, chat, make, answer)
         trace.mark("claim")
     try:
-        run = _begin(gw, owner, chat, key, mine, store=store, group=group, resumable=resumable)
+        run = _begin(gw, owner, chat, key, mine, store=store, group=group, resumable=resumable, gate=gate)
     except BaseException:
         if key is not None:  # nothing will fulfil the claim: a retry must run afresh at once
             attach.release_claim(gw, owner, key, completion_id)
@@ -144,6 +159,7 @@ def _begin(
     store: bool,
     group: str,
     resumable: resume.Resumable | None,
+    gate: Gate | None = None,
 ) -> Run:
     """Resolve the conversation and start the turn (the claim, if any, is taken)."""
     completion_id, created = mine.completion_id, mine.created
@@ -151,7 +167,7 @@ def _begin(
     trace.mark("park")
     resolution = resolve(gw, chat, owner)
     trace.mark("resolve")
-    if not resolution.continues:  # a new conversation (nothing locked): within KEY_MAX_CONVERSATIONS?
+    if not resolution.continues and gate is None:  # a new conversation: within KEY_MAX_CONVERSATIONS?
         limits.check_room(gw, owner)
         trace.mark("room")
     turn = TurnRequest(
@@ -189,7 +205,7 @@ def _begin(
     grace, record = resume.remember(gw, turn, chat, key, resumable)
     run = Run(
         turn,
-        start(gw, turn, record),
+        start(gw, turn, record, gate),
         idempotency_key=key,
         ticket=quota.take_ticket(),
         grace=grace,
