@@ -283,4 +283,3 @@ class AccountLane:
 
     def _queued(self, position: int) -> None:
         self.publisher.event(Queued(position))
-
