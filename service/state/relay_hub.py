@@ -107,6 +107,13 @@ class RelayHub:
         self._pubsub: PubSub | None = None
         self._thread: threading.Thread | None = None
         self._closed = threading.Event()
+        # Set while the listener's connection works. While it is down the listener reconnects
+        # it itself (redis-py reconnects inside get_message); a request must not reconnect the
+        # same connection at the same time (two greenlets reading one socket), so it wakes the
+        # listener from its backoff and waits for it (`_await_listener`).
+        self._healthy = threading.Event()
+        self._healthy.set()
+        self._wake = threading.Event()
         self._home = f"relay:hub:{uuid.uuid4().hex}"
         self._drain_deadline: float | None = None
 
@@ -118,6 +125,7 @@ class RelayHub:
         `Subscription.catch_up` (an event published before the confirmation is in the log).
         """
         sub = Subscription(self, completion_id)
+        self._await_listener()
         with self._lock:
             pubsub = self._ensure_listener()
             readers = self._subs.setdefault(sub.channel, [])
@@ -185,6 +193,7 @@ class RelayHub:
         subscription. Not confirmed before returning, so callers keep a fallback poll.
         """
         event = threading.Event()
+        self._await_listener()
         with self._lock:
             pubsub = self._ensure_listener()
             waiters = self._waiters.setdefault(channel, [])
@@ -213,12 +222,21 @@ class RelayHub:
     def close(self) -> None:
         """Stop the listener and release the pub/sub connection."""
         self._closed.set()
+        self._wake.set()
         with self._lock:
             thread, self._thread = self._thread, None
         if thread is not None:
             thread.join(2.0)
         if self._pubsub is not None:
             self._pubsub.close()
+
+    def _await_listener(self) -> None:
+        """While the listener's connection is down, let the listener reconnect it (see __init__)."""
+        if not self._healthy.is_set():
+            self._wake.set()
+            # Long enough for a reconnect to a Redis that is back (a few ms), short enough
+            # that a request during an outage still gets its 503 promptly.
+            self._healthy.wait(min(0.5, self._confirm_timeout))
 
     def _ensure_listener(self) -> PubSub:
         """Start the listener unless it runs; return the shared pub/sub connection it reads."""
@@ -245,7 +263,9 @@ class RelayHub:
             try:
                 message = pubsub.get_message(timeout=0.5)
                 failures = 0
+                self._healthy.set()
             except Exception as exc:
+                self._healthy.clear()
                 if self._closed.is_set():
                     return
                 # One warning per outage; redis-py resubscribes every channel on reconnect,
@@ -253,7 +273,8 @@ class RelayHub:
                 if failures == 0:
                     log.warning("event=relay_listener_error error=%r", exc)
                 failures += 1
-                self._closed.wait(min(2.0, 0.1 * 2**failures))
+                self._wake.wait(min(2.0, 0.1 * 2**failures))  # a request (or close) cuts it short
+                self._wake.clear()
                 continue
             if message is None:
                 continue
