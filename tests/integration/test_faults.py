@@ -113,7 +113,8 @@ def test_slow_stream_sends_heartbeat_comments(gateway: Stack) -> None:
 
 
 def test_long_answer_arrives_whole(gateway: Stack) -> None:
-    response = gateway.post(body("[sim:long=1500] hi", stream=True), stream=True)
+    # 1500 updates, 1 ms apart: the length is the point, not the pace (the default 5 ms adds 7.5 s).
+    response = gateway.post(body("[sim:slow=0.001][sim:long=1500] hi", stream=True), stream=True)
     text = streamed_text(sse_data(sse_lines(response)))
     assert text == " ".join(f"w{i}" for i in range(1, 1501))
 
