@@ -9,6 +9,7 @@ from redis import Redis
 
 from service.runtime.embedded_redis import EmbeddedRedis
 from tests.support.simulator import SimulatorProcess
+from workers.upstream import socket_park
 
 
 @pytest.fixture(scope="session")
@@ -44,6 +45,11 @@ def simulator() -> Iterator[SimulatorProcess]:
 
 @pytest.fixture()
 def sim(simulator: SimulatorProcess) -> Iterator[SimulatorProcess]:
-    """The session's simulator, reset (conversations, counters, config) before the test."""
+    """The session's simulator, reset (conversations, counters, config) before the test.
+
+    Upstream sockets this process parked in an earlier test (`socket_park`) are closed first,
+    so they count in no later test's socket numbers.
+    """
+    socket_park.clear_all()
     simulator.reset()
     yield simulator

@@ -72,6 +72,9 @@ class _RecordingSocket:
                     self._events.append(str(name))
         return message
 
+    def idle(self) -> bool:
+        return self._inner.idle()
+
     def close(self) -> None:
         self._inner.close()
 

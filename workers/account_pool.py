@@ -33,7 +33,7 @@ from redis.client import Pipeline
 from redis.exceptions import RedisError
 
 from service.accounts import admission, health
-from service.accounts.account import Account, AccountNotFound
+from service.accounts.account import DISABLED, NEEDS_ATTENTION, Account, AccountNotFound
 from service.accounts.groups import DEFAULT_GROUP
 from service.accounts.registry import Registry
 from service.accounts.scheduler import Lease, Scheduler
@@ -44,7 +44,7 @@ from service.runtime import metrics, trace
 from service.runtime.settings import Settings
 from service.state.relay_publisher import Publisher
 from workers import spare_conversations
-from workers.upstream import Credentials
+from workers.upstream import Credentials, socket_park
 
 log = logging.getLogger(__name__)
 
@@ -101,6 +101,21 @@ def pool_for(settings: Settings, redis: Redis) -> Pool:
     if pool is None:
         pool = _pools[key] = Pool(settings, redis)
     return pool
+
+
+def usable_accounts(pool: Pool) -> Callable[[], set[str] | None]:
+    """The ids of the accounts that may run turns (not disabled or needing attention), from the
+    process's snapshot (kept fresh off the path by `keep_warm`); None while Redis is unreachable."""
+
+    def usable() -> set[str] | None:
+        now = time.time()
+        try:
+            accounts = pool.registry.all()
+        except RedisError:
+            return None
+        return {account.id for account in accounts if account.state(now) not in (DISABLED, NEEDS_ATTENTION)}
+
+    return usable
 
 
 class AccountLane:
@@ -219,6 +234,7 @@ class AccountLane:
             health.connection_failed(self.pool.registry, account_id, verdict, time.time())
             return False
         health.record(self.pool.registry, account_id, verdict, time.time())
+        socket_park.discard(account_id, "account_unwell")  # its idle socket speaks for an unwell account
         self.tried.add(account_id)
         return True
 

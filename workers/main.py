@@ -18,11 +18,12 @@ from service.accounts.warm import keep_warm
 from service.runtime.logs import configure_logging
 from service.runtime.metrics import start_worker_server
 from service.runtime.settings import Settings, SettingsError, load_settings
-from workers.account_pool import pool_for
+from workers.account_pool import pool_for, usable_accounts
 from workers.account_prober import run_prober
 from workers.context import build_context, set_context
 from workers.gevent_worker import GeventWorker
 from workers.instrument import publish_configured_accounts
+from workers.upstream import socket_park
 
 log = logging.getLogger(__name__)
 
@@ -68,7 +69,12 @@ def main(environ: Mapping[str, str]) -> int:
         settings.worker_concurrency,
         settings.upstream,
     )
+    # Idle upstream sockets (`socket_park`) past their limit, or of accounts no longer usable,
+    # close even when no turn comes.
+    usable = usable_accounts(pool_for(settings, context.redis))
+    gevent.spawn(socket_park.keep_swept, sleep=gevent.sleep, usable=usable)
     worker.work(logging_level=settings.log_level)
+    socket_park.clear_all()  # close the kept sockets politely rather than by the process's exit
     return 0
 
 

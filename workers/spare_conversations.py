@@ -7,7 +7,7 @@ started its own turn, creates the account's next spare in the background. A spar
 per account for the whole deployment (SET NX), kept SPARE_SECONDS at most (well within
 any upstream's expiry; a ChatHub handle also checks its own). The create is the same REST
 call a turn would have made; the account's per-minute budget counts turns, not creates.
-Off unless UPSTREAM_SPARE_CONVERSATIONS=1.
+On by default for Copilot, off for ChatHub (UPSTREAM_SPARE_CONVERSATIONS).
 """
 
 from __future__ import annotations

@@ -15,6 +15,7 @@ list of keys; the fields and their defaults are `settings_fields`, the value gra
 
 from __future__ import annotations
 
+import dataclasses
 from collections.abc import Mapping
 
 from service.accounts.groups import split_static_key
@@ -235,10 +236,22 @@ def load_settings(environ: Mapping[str, str]) -> Settings:
         trace_requests=read(environ, "TRACE_REQUESTS", parse.flag, d.trace_requests),
         # UPSTREAM_SPARE_CONVERSATIONS: 1 = keep one upstream conversation created ahead of need per
         # account, so a new conversation's first turn pays no create (workers/spare_conversations.py).
+        # On by default for Copilot (no documented conversation expiry, creates are not turns); off
+        # by default for ChatHub (UPSTREAM=bing), whose conversations open their own sockets anyway.
         upstream_spare_conversations=read(
             environ, "UPSTREAM_SPARE_CONVERSATIONS", parse.flag, d.upstream_spare_conversations
         ),
+        # UPSTREAM_KEEP_SOCKETS: on = a Copilot account's websocket stays open between turns, one idle
+        # socket per account per worker process, as a browser tab keeps one (workers/upstream/socket_park.py);
+        # off = a socket per turn.
+        upstream_keep_sockets=read(environ, "UPSTREAM_KEEP_SOCKETS", parse.flag, d.upstream_keep_sockets),
+        # UPSTREAM_SOCKET_IDLE_SECONDS: an idle upstream socket kept longer than this is closed.
+        upstream_socket_idle_seconds=read(
+            environ, "UPSTREAM_SOCKET_IDLE_SECONDS", parse.positive_float, d.upstream_socket_idle_seconds
+        ),
     )
+    if settings.upstream == "bing" and "UPSTREAM_SPARE_CONVERSATIONS" not in environ:
+        settings = dataclasses.replace(settings, upstream_spare_conversations=False)
     refuse_placeholders(environ)
     refuse_combinations(settings)
     return settings

@@ -94,7 +94,9 @@ class Settings:
     api_key_groups: tuple[tuple[str, str], ...] = dataclasses.field(default=(), repr=False)
     redis_maxmemory: str = "256mb"
     trace_requests: bool = False
-    upstream_spare_conversations: bool = False
+    upstream_spare_conversations: bool = True
+    upstream_keep_sockets: bool = True
+    upstream_socket_idle_seconds: float = 120.0
 
     @property
     def sentinel(self) -> SentinelConfig | None:

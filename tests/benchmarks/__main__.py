@@ -11,6 +11,11 @@ streams through one web process, as many workers as they need); the default run 
 with it too (`--streams 0` skips it). `--sessions` sets how many long turns the
 sessions-per-worker figure offers one worker (default 220).
 
+`--upstream-rtt MS` instead puts the simulator behind a relay adding MS of round trip and
+measures a Copilot turn's time to first token and upstream round trips for a new and a
+continued conversation, with the account's socket and spare conversation off and on
+(tests/benchmarks/upstream_rtt.py).
+
 `--overload` runs the Overload benchmark (`overload`: three accounts, four keys, 200
 clients; a few minutes per dialect) instead of the four default measurements.
 `--agents` runs the agent session benchmark (`agents`: Codex CLI, Claude Code, the
@@ -33,7 +38,7 @@ import sys
 import time
 from types import FrameType
 
-from tests.benchmarks import agents, busbar, matching, measures, overload, soak, surfaces, trace
+from tests.benchmarks import agents, busbar, matching, measures, overload, soak, surfaces, trace, upstream_rtt
 from tests.benchmarks.harness import DIALECTS, WORKER_CONCURRENCY, running_stack
 from tests.benchmarks.report import Metric, announce, table
 
@@ -63,6 +68,13 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         type=float,
         metavar="MINUTES",
         help="instead: mixed surfaces at a steady rate for MINUTES, web and worker RSS sampled each minute",
+    )
+    parser.add_argument(
+        "--upstream-rtt",
+        type=float,
+        metavar="MS",
+        help="instead: Copilot TTFT and upstream round trips with the simulator MS away (round trip), "
+        "parked sockets and spare conversations off vs on (~1 min; fewer runs with --quick)",
     )
     parser.add_argument(
         "--agents",
@@ -127,6 +139,19 @@ def run_agents(args: argparse.Namespace) -> int:
     results, failures = agents.run_all(dialect, args.turn_seconds)
     print("\n" + table(results, failures), flush=True)
     return 1 if not results else 0
+
+
+def run_upstream_rtt(args: argparse.Namespace) -> int:
+    """Copilot behind a latency relay, parked sockets and spares off vs on: one column."""
+    try:
+        metrics = upstream_rtt.measure(
+            args.upstream_rtt, runs=10 if args.quick else 30, announce=lambda new: announce("copilot", new)
+        )
+    except KeyboardInterrupt:
+        print("\ninterrupted; every process started was stopped", flush=True)
+        return 130
+    print("\n" + table({"copilot": metrics}, {}), flush=True)
+    return 0
 
 
 def measure_overload(dialect: str, *, quick: bool, metrics: list[Metric]) -> None:
@@ -218,6 +243,8 @@ def main(argv: list[str] | None = None) -> int:
         except KeyboardInterrupt:
             print("\ninterrupted; every process started was stopped", flush=True)
             return 130
+    if args.upstream_rtt is not None:
+        return run_upstream_rtt(args)
     dialects = list(DIALECTS) if args.dialect == "both" else [args.dialect]
     results: dict[str, list[Metric]] = {}
     failures: dict[str, str] = {}

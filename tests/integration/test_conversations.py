@@ -155,7 +155,7 @@ def test_concurrent_turns_on_one_conversation_are_serialized(gateway: Stack) -> 
     slow = threading.Thread(target=send, args=("slow", "[sim:slow=0.2][sim:long=8] A"))
     slow.start()
     wait_for(
-        lambda: gateway.simulator.stats()["open_sockets"] >= 1
+        lambda: gateway.simulator.stats()["busy_sockets"] >= 1
     )  # the slow turn holds the conversation now
     quick = threading.Thread(target=send, args=("quick", "[sim:recall] B"))
     quick.start()

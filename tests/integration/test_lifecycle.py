@@ -21,9 +21,9 @@ def test_client_disconnect_cancels_the_upstream_turn(gateway: Stack) -> None:
     lines = text_lines(response)
     first = next(line for line in lines if line.startswith("data: "))
     completion_id = sse_data([first])[0]["id"]
-    assert wait_for(lambda: gateway.simulator.stats()["open_sockets"] == 1)
+    assert wait_for(lambda: gateway.simulator.stats()["busy_sockets"] == 1)
     response.close()  # the client goes away mid-answer
-    wait_for(lambda: gateway.simulator.stats()["open_sockets"] == 0, timeout=5)
+    wait_for(lambda: gateway.simulator.stats()["busy_sockets"] == 0, timeout=5)
     job = Job.fetch(completion_id, connection=gateway.redis, serializer=JSONSerializer)
     wait_for(lambda: job.get_status(refresh=True) == JobStatus.FINISHED)
     result = job.return_value(refresh=True)

@@ -111,7 +111,7 @@ def test_during_a_redis_outage_clients_get_503s_and_streams_end(outage: Outage) 
     reader, lines = start_slow_stream(outage)
     with ThreadPoolExecutor(1) as pool:
         waiting = pool.submit(outage.post, body("[sim:slow=0.5][sim:long=60] whole"))
-        wait_for(lambda: outage.sim.stats()["open_sockets"] == 2)  # both turns are mid-answer
+        wait_for(lambda: outage.sim.stats()["busy_sockets"] == 2)  # both turns are mid-answer
         outage.kill_redis()
         # A request waiting for a whole answer gets a 503 as JSON.
         assert_redis_503(waiting.result(timeout=30))

@@ -198,11 +198,11 @@ def test_nobody_back_within_the_grace_cancels_the_turn(url: str, gateway: Stack)
     request = body("[sim:slow=0.3][sim:long=200] go", stream=True)
     completion_id, _, _ = cut_chat(url, request, auth(**{"Idempotency-Key": f"lapse-{time.monotonic_ns()}"}))
     time.sleep(GRACE / 2)
-    assert gateway.simulator.stats()["open_sockets"] == 1  # still running upstream, waiting for its client
+    assert gateway.simulator.stats()["busy_sockets"] == 1  # still running upstream, waiting for its client
     started = time.monotonic()
     assert job_result(gateway, completion_id) == {"status": "cancelled"}
     assert time.monotonic() - started < GRACE + 5
-    assert gateway.simulator.stats()["open_sockets"] == 0
+    assert gateway.simulator.stats()["busy_sockets"] == 0
     # Nothing is left to resume.
     resumed = requests.get(
         f"{url}/v1/chat/completions/{completion_id}?stream=true", headers=auth(), timeout=10
@@ -292,11 +292,11 @@ def test_cancel_reaches_the_upstream_turn_of_a_background_response(url: str, gat
     created = client.responses.create(
         model="Balanced", input="[sim:slow=0.3][sim:long=200] go", background=True
     )
-    assert wait_for(lambda: gateway.simulator.stats()["open_sockets"] == 1, timeout=20)
+    assert wait_for(lambda: gateway.simulator.stats()["busy_sockets"] == 1, timeout=20)
     cancelled = client.responses.cancel(created.id)
     assert cancelled.status == "cancelled"
     assert job_result(gateway, created.id) == {"status": "cancelled"}
-    wait_for(lambda: gateway.simulator.stats()["open_sockets"] == 0, timeout=5)
+    wait_for(lambda: gateway.simulator.stats()["busy_sockets"] == 0, timeout=5)
     time.sleep(0.5)  # the collector sees the turn end: it must not overwrite the cancel
     assert client.responses.retrieve(created.id).status == "cancelled"
 

@@ -77,7 +77,7 @@ def start_continued_turn(
     pool = ThreadPoolExecutor(1)
     pending = pool.submit(post_raw, server.url, payload, key)
     pool.shutdown(wait=False)
-    wait_for(lambda: gateway.simulator.stats()["open_sockets"] == 1)
+    wait_for(lambda: gateway.simulator.stats()["busy_sockets"] == 1)
     return conversation_id, before, payload, pending
 
 

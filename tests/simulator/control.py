@@ -105,6 +105,8 @@ class Routes:
         """
         url = urlsplit(request.path)
         if not url.path.startswith("/_sim/"):
+            if url.path not in (CHATHUB_PATH, copilot_routes.CHAT_PATH):
+                self.state.stats.rest_calls += 1  # an upstream round trip that is not an upgrade
             account = request_account(request, url.query)
             screened = cloudflare_routes.screen(self.state, connection, request, account)
             if screened is not None:

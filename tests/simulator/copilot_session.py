@@ -18,6 +18,9 @@ tokens). Then, per B1.3 and B3.1:
   `clientSessionId` of its URL (gpt4f 4aa01b58, B5b [S]; a value one of the account's recent
   sockets already carried is recorded as a violation: new per socket, B1.2) and the `supportedFeatures` /
   `supportedCards` of its `setOptions` (WCA #20's browser capture lists 6 and 28, B5b [S]);
+- one socket carries any number of turns, one after another (a browser tab keeps its socket,
+  B2: every `send` names its conversation); after a finished turn it stays open until the
+  client closes it, or for `copilot_idle_close` seconds of silence when that is set;
 - a human check (null or cloudflare challenge) left unanswered keeps the socket silent for
   `copilot_human_check_silence` seconds (B5b [S]: 60) before it closes;
 - every client message is read leniently (`copilot.decode_client`); its problems are
@@ -30,6 +33,7 @@ import asyncio
 import contextlib
 import json
 import logging
+import math
 from typing import Any
 from urllib.parse import parse_qs, urlsplit
 
@@ -92,6 +96,7 @@ class CopilotSession:
         self.cleared: Challenge | None = None
         self.cleared_key = ""
         self.accepted: set[str] = set()
+        self.idle = False  # the last turn is over; the socket waits for the next (stats: idle_sockets)
 
     def violation(self, text: str) -> None:
         """Record a client violation, tagged with the dialect."""
@@ -117,8 +122,10 @@ class CopilotSession:
                 waiting: set[asyncio.Future[Any]] = {reading} if turn is None else {reading, turn}
                 if connect_at is not None:
                     timeout: float | None = max(0.0, connect_at - loop.time())
+                elif turn is not None or deadline == math.inf:
+                    timeout = None
                 else:
-                    timeout = None if turn is not None else max(0.0, deadline - loop.time())
+                    timeout = max(0.0, deadline - loop.time())
                 done, _ = await asyncio.wait(waiting, timeout=timeout, return_when=asyncio.FIRST_COMPLETED)
                 if not done and connect_at is not None:
                     connect_at = None
@@ -137,12 +144,17 @@ class CopilotSession:
                     if turn.result() == "closed":
                         return
                     turn = None
-                    deadline = loop.time() + self._quiet_time()
+                    if pending is None:
+                        self.accepted.clear()  # that turn is over: the same words again are a new turn
+                        self._idle(True)
+                    quiet = self._quiet_time()
+                    deadline = loop.time() + quiet if quiet else math.inf
                 if reading in done:
                     message = reading.result()  # raises ConnectionClosed to end the session
                     reading = None
                     turn = await self._receive(message, turn)
         finally:
+            self._idle(False)
             for task in (reading, turn):
                 if task is not None:
                     task.cancel()  # a no-op when done; collect the outcome so asyncio stays quiet
@@ -189,16 +201,27 @@ class CopilotSession:
                 await self.reject()
         return turn
 
+    def _idle(self, idle: bool) -> None:
+        """Note in the stats that the socket waits for a turn (True) or carries one (False)."""
+        if idle != self.idle:
+            self.idle = idle
+            self.state.stats.idled("copilot", idle)
+
     def _quiet_time(self) -> float:
         """How long the socket waits after a turn before closing itself.
 
-        `linger` normally; while a human check (a null or cloudflare challenge) is pending,
-        `copilot_human_check_silence` (B5b [S]: the real socket is silent for 60 s).
+        While a human check (a null or cloudflare challenge) is pending,
+        `copilot_human_check_silence` (B5b [S]: the real socket is silent for 60 s); while a
+        proof-of-work answer is awaited, `linger`; after a finished turn the socket stays open
+        for the next one (a browser tab keeps it), closed after `copilot_idle_close` seconds
+        of silence when that is set (0 = never: this returns 0).
         """
         pending = self._pending()
         if pending is not None and pending.method not in ANSWERABLE:
             return self.state.config.copilot_human_check_silence
-        return self.state.config.linger
+        if pending is not None:
+            return self.state.config.linger
+        return self.state.config.copilot_idle_close
 
     def _pending(self) -> Challenge | None:
         """The challenge this socket is waiting on, if any."""
@@ -241,6 +264,7 @@ class CopilotSession:
                 await self.reject()
             return turn
         self.accepted.add(key)
+        self._idle(False)
         if self.lease is not None:
             self.lease.hold()
         self.player, self.player_key = CopilotTurnPlayer(self.state, event, self.socket, cleared=cleared), key

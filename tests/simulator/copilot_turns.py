@@ -252,6 +252,9 @@ class CopilotTurnPlayer:
         else:
             yield Send(copilot.encode(copilot.part_completed(bot_id, seq.next())))
             yield from self._finish(bot_id, bot_text, script.prompt)
+            if script.on("late"):  # an event after the client stopped reading (B3: events may follow `done`)
+                yield Sleep(float(script.values["late"]))
+                yield Send(copilot.encode(copilot.title_update(self.conversation_id, "Late", seq.next())))
 
     def _items(self, script: faults.Script) -> list[tuple[str, Any]]:
         """The answer as ("text", delta) / ("stamp", None) / ("cite", (title, url)) steps."""

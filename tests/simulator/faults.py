@@ -82,8 +82,9 @@ COPILOT_FLAGS = frozenset(
 )
 """Copilot's prefixes that take no value (no retraction, disengagement or expiry there)."""
 
-NUMBERS = {"slow": float, "long": int, "hang_after": int, "stamp": int, "tools": int}
-"""Prefixes that take a numeric value, and its type (both dialects)."""
+NUMBERS = {"slow": float, "long": int, "hang_after": int, "stamp": int, "tools": int, "late": float}
+"""Prefixes that take a numeric value, and its type (both dialects; `late`, a `titleUpdate`
+that many seconds after the turn's last event, is Copilot's only)."""
 
 ERROR_FAULTS = {
     "throttled": ("Throttled", chathub.THROTTLED_TEXT),

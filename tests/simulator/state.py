@@ -43,6 +43,7 @@ CONFIG_KEYS = (
     "copilot_rotate_cookie",
     "copilot_max_text",
     "copilot_human_check_silence",
+    "copilot_idle_close",
     "turn_seconds",
 )
 """The settings the control API may change at run time."""
@@ -58,6 +59,7 @@ NON_NEGATIVE = (
     "copilot_rotate_cookie",
     "copilot_max_text",
     "copilot_human_check_silence",
+    "copilot_idle_close",
     "turn_seconds",
 )
 HASHCASH_VARIANTS = ("bits", "hex")
@@ -101,6 +103,10 @@ class SimConfig:
     """Longest user text a `send` may carry before `text-too-long` (B5a [S]); 0 = no limit."""
     copilot_human_check_silence: float = 60.0
     """Seconds a socket stays silent, then closes, after an unanswered null/cloudflare challenge (B5b)."""
+    copilot_idle_close: float = 0.0
+    """Seconds a Copilot socket may sit idle after a turn before the server closes it; 0 = never.
+    One socket carries many turns (B2: `send` names its conversation) and the reference documents
+    no idle timeout, so it is off by default; tests set it to exercise a client's reopen path."""
     copilot_rotate_cookie: bool = False
     """Every `/c/api/*` answer sets a fresh `__cf_bm`, as Cloudflare rotates it; clients must merge it."""
     # -- per account, both dialects (see `accounts`; 0 = unlimited) --
@@ -204,7 +210,10 @@ class DialectStats:
 
     creates: int = 0
     sockets: int = 0
+    """Websocket upgrades accepted."""
     open_sockets: int = 0
+    idle_sockets: int = 0
+    """Open Copilot sockets whose turn is over and that wait for the next (a client keeps them)."""
     invocations: int = 0
     """ChatHub `chat` invocations, or Copilot `send` events."""
     turn_seconds: float = 0.0
@@ -222,15 +231,21 @@ class Stats:
     creates: int = 0
     sockets: int = 0
     open_sockets: int = 0
+    idle_sockets: int = 0
     invocations: int = 0
     turn_seconds: float = 0.0
+    rest_calls: int = 0
+    """HTTP requests to the upstream's routes (everything but `/_sim/*` and websocket upgrades)."""
     violations: list[str] = dataclasses.field(default_factory=list)
     chathub: DialectStats = dataclasses.field(default_factory=DialectStats)
     copilot: DialectStats = dataclasses.field(default_factory=DialectStats)
 
     def as_json(self) -> dict[str, Any]:
-        """The `GET /_sim/stats` body."""
-        return dataclasses.asdict(self)
+        """The `GET /_sim/stats` body; `busy_sockets` = open sockets carrying (or about to carry) a turn."""
+        body = dataclasses.asdict(self)
+        for share in (body, body["chathub"], body["copilot"]):
+            share["busy_sockets"] = share["open_sockets"] - share["idle_sockets"]
+        return body
 
     def dialect(self, name: str) -> DialectStats:
         """The per-dialect counters for "chathub" or "copilot"."""
@@ -253,6 +268,13 @@ class Stats:
         self.open_sockets = max(0, self.open_sockets - 1)
         share = self.dialect(dialect)
         share.open_sockets = max(0, share.open_sockets - 1)
+
+    def idled(self, dialect: str, idle: bool) -> None:
+        """Count a socket whose turn ended (`idle`) or that starts another turn (not `idle`)."""
+        step = 1 if idle else -1
+        self.idle_sockets = max(0, self.idle_sockets + step)
+        share = self.dialect(dialect)
+        share.idle_sockets = max(0, share.idle_sockets + step)
 
     def invoked(self, dialect: str) -> None:
         """Count a chat request (ChatHub invocation or Copilot send)."""
@@ -305,8 +327,11 @@ class SimulatorState:
         # Sockets still open stay counted, so their eventual close balances out.
         self.stats = Stats(
             open_sockets=old.open_sockets,
+            idle_sockets=old.idle_sockets,
             chathub=DialectStats(open_sockets=old.chathub.open_sockets),
-            copilot=DialectStats(open_sockets=old.copilot.open_sockets),
+            copilot=DialectStats(
+                open_sockets=old.copilot.open_sockets, idle_sockets=old.copilot.idle_sockets
+            ),
         )
         self.last_invocation = None
         self.last_send = None

@@ -214,10 +214,12 @@ class SimulatorProcess:
         return bool(self._get("health").get("ok"))
 
     def stats(self) -> dict[str, Any]:
-        """Counters: creates, sockets, open_sockets, invocations, violations.
+        """Counters: creates, sockets (upgrades), open_sockets, idle_sockets, busy_sockets, invocations,
+        rest_calls, violations.
 
         The top-level numbers add both dialects up; "chathub" and "copilot" hold each
-        dialect's creates, sockets, open_sockets and invocations (Copilot: `send` events).
+        dialect's creates, sockets, open_sockets, idle_sockets (Copilot sockets waiting for
+        their next turn), busy_sockets (open minus idle) and invocations (Copilot: `send` events).
         """
         return dict(self._get("stats"))
 

@@ -69,6 +69,10 @@ def gateway_env(redis_url: str, sim_http_url: str, **overrides: str) -> dict[str
             "ACCOUNT_MAX_CONCURRENT": "1000",
             "ACCOUNT_RPM": "100000",
             "ACCOUNT_HEALTH": "off",
+            # Tests count the upstream conversations a turn creates and reset the simulator between
+            # cases; a spare created in the background (on by default for Copilot) would blur both.
+            # tests/integration/test_round_trips.py and test_upstream_sockets.py run with spares on.
+            "UPSTREAM_SPARE_CONVERSATIONS": "off",
         }
     )
     env.update(overrides)

@@ -373,8 +373,8 @@ def test_follow_up_turn_reuses_the_id_on_a_new_socket(sim: SimulatorProcess) -> 
     assert [t["mode"] for t in sim.conversation(conversation_id)["turns"]] == ["chat", "smart"]
 
 
-def test_socket_stays_open_until_linger(sim: SimulatorProcess) -> None:
-    sim.configure(linger=0.3)
+def test_an_idle_socket_is_closed_after_copilot_idle_close(sim: SimulatorProcess) -> None:
+    sim.configure(copilot_idle_close=0.3, linger=0.05)  # linger is not what closes a finished turn's socket
     conversation_id = create(sim)
     ws = connect(sim)
     emit(ws, send_event(conversation_id, "hi"))
@@ -383,6 +383,40 @@ def test_socket_stays_open_until_linger(sim: SimulatorProcess) -> None:
     before = time.monotonic()
     assert read(ws, timeout=3).ending == "close"
     assert time.monotonic() - before >= 0.2
+
+
+def test_by_default_a_socket_stays_open_after_its_turn(sim: SimulatorProcess) -> None:
+    sim.configure(linger=0.05)
+    conversation_id = create(sim)
+    ws = connect(sim)
+    emit(ws, *PREAMBLE, send_event(conversation_id, "hi"))
+    assert read(ws).ending == "until"
+
+    assert read(ws, timeout=0.5).ending == "timeout"  # no idle close unless configured
+    ws.close()
+
+
+def test_one_socket_carries_several_turns_one_after_another(sim: SimulatorProcess) -> None:
+    first, second = create(sim), create(sim)
+    ws = connect(sim)
+    emit(ws, *PREAMBLE, send_event(first, "one"))
+    replies = [read(ws)]
+    for conversation_id, text in ((second, "other"), (first, "two"), (first, "two")):
+        emit(ws, send_event(conversation_id, text))  # no second preamble: once per socket
+        replies.append(read(ws))
+    ws.close()
+
+    assert [reply.text for reply in replies] == [
+        "Hello! You said: one. This is turn 1.",
+        "Hello! You said: other. This is turn 1.",
+        "Hello! You said: two. This is turn 2.",
+        "Hello! You said: two. This is turn 3.",  # the same words after `done` are a new turn
+    ]
+    assert all("done" in reply.names for reply in replies)
+    assert [t["user"] for t in sim.conversation(first)["turns"]] == ["one", "two", "two"]
+    stats = sim.stats()
+    assert (stats["copilot"]["sockets"], stats["copilot"]["invocations"]) == (1, 4)
+    assert violations(sim) == []
 
 
 # -- ordering and strictness ------------------------------------------------------------------------
@@ -875,7 +909,9 @@ def test_control_api_covers_both_dialects(sim: SimulatorProcess) -> None:
     assert (stats["creates"], stats["sockets"], stats["invocations"]) == (2, 1, 1)
     copilot_share = dict(stats["copilot"])
     assert 0 < copilot_share.pop("turn_seconds") < 5  # the one turn's time
-    assert copilot_share == {"creates": 1, "sockets": 1, "open_sockets": 0, "invocations": 1}
+    assert copilot_share == {
+        "creates": 1, "sockets": 1, "open_sockets": 0, "idle_sockets": 0, "busy_sockets": 0, "invocations": 1
+    }
     assert stats["chathub"]["creates"] == 1 and stats["chathub"]["invocations"] == 0
 
     config = sim.configure(copilot_strict="false", copilot_connected_twice=True, hashcash_variant="hex")

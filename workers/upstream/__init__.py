@@ -13,12 +13,15 @@ from __future__ import annotations
 
 import dataclasses
 from collections.abc import Callable, Iterator, Mapping
-from typing import Any, Protocol
+from typing import TYPE_CHECKING, Any, Protocol
 
 from service.accounts.identity import Identity
 from service.runtime.settings import Settings
 from workers.upstream.context import TurnInput
 from workers.upstream.events import Event
+
+if TYPE_CHECKING:
+    from workers.upstream.socket_park import SocketSlot
 
 
 class Handle(Protocol):
@@ -113,6 +116,7 @@ def build_client(
     if settings.upstream == "copilot":
         from workers.upstream.copilot_client import USER_AGENT, CopilotClient
 
+        own = transport is None  # a wrapped transport (`workers.account_check`) never shares sockets
         transport = transport or account_transport(settings, account)
         return CopilotClient(
             base_url=settings.copilot_url,
@@ -124,8 +128,29 @@ def build_client(
             connect_timeout=settings.upstream_connect_timeout,
             first_token_timeout=settings.upstream_first_token_timeout,
             idle_timeout=settings.upstream_idle_timeout,
+            sockets=socket_slot(settings, account, transport) if own else None,
         )
     raise ValueError(f"unknown upstream {settings.upstream!r}")
+
+
+def socket_slot(settings: Settings, account: Credentials, transport: Any) -> SocketSlot | None:
+    """The account's idle-socket slot in this process (UPSTREAM_KEEP_SOCKETS), or None when off.
+
+    Its identity covers what the socket goes through besides its URL and headers: the
+    transport, the browser identity (profile, client hints, language), proxy and CA bundle.
+    """
+    if not settings.upstream_keep_sockets:
+        return None
+    from workers.upstream.socket_park import SocketSlot, park_for
+
+    through = (
+        transport.name,
+        transport.profile,
+        repr(transport.identity),
+        account.proxy,
+        settings.upstream_ca_bundle,
+    )
+    return SocketSlot(park_for(settings.upstream_socket_idle_seconds), account.id, through)
 
 
 def load_handle(settings: Settings, data: Mapping[str, Any] | None) -> Handle | None:

@@ -38,7 +38,7 @@ from workers.upstream.cloudflare import challenge_error, verdict
 from workers.upstream.cooperative import offload, wait_readable
 from workers.upstream.errors import Interrupted, ProtocolError, Unreachable, UpstreamError, UpstreamTimeout
 from workers.upstream.transport import _handshake_error, redact_url
-from workers.upstream.wire import Reply, ca_bundle, retrying
+from workers.upstream.wire import RETRY_BACKOFF, Reply, ca_bundle, retrying
 
 log = logging.getLogger(__name__)
 
@@ -106,8 +106,6 @@ class BrowserTransport:
         body: bytes | None = None,
         kind: str = "fetch",
         retries: int = 2,
-        backoff: float = 0.5,
-        sleep: Callable[[float], None] = time.sleep,
     ) -> Reply:
         """One call as the account's browser; 5xx and connection failures are retried briefly."""
         where = redact_url(url)
@@ -138,8 +136,7 @@ class BrowserTransport:
             once,
             where,
             retries=retries,
-            backoff=backoff,
-            sleep=sleep,
+            backoff=RETRY_BACKOFF,
             transient=(RequestException, CurlError),
             unreachable=(CurlConnectionError, DNSError),
         )
@@ -227,6 +224,22 @@ class CurlSocket:
                 if flags & CurlWsFlag.TEXT:
                     raise ProtocolError("the upstream sent a text frame that is not UTF-8") from None
                 return data.decode("utf-8", errors="replace")
+
+    def idle(self) -> bool:
+        """Open with nothing unread: one non-blocking read finds no frame and no close."""
+        ws = self._ws
+        if ws is None:
+            return False
+        for _ in range(4):  # a keep-alive ping (libcurl answers it) is no reason to drop the socket
+            try:
+                _data, flags = ws.recv(timeout=0)
+            except WebSocketTimeout:
+                return True
+            except Exception:  # closed or broken: not usable, whatever the library says
+                return False
+            if not flags & (CurlWsFlag.PING | CurlWsFlag.PONG):
+                return False  # a frame was waiting: it belongs to no turn we could still answer
+        return False
 
     def close(self) -> None:
         """Close the socket; safe to call twice and never raises, so it fits `finally`."""

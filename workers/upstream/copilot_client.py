@@ -2,11 +2,12 @@
 
 `CopilotClient.create_conversation` makes a server-side conversation (`POST
 /c/api/conversations`) and returns its persistable `CopilotHandle`;
-`CopilotClient.stream_turn` runs one turn on a fresh websocket and yields
-dialect-neutral events. The client owns the account side of a turn: the session and
-its cookies, image uploads, opening the socket, building the preamble and the held
-`send`, and turning a refusal into the right error. What then crosses the socket, and
-the deadlines that bound it, live in `copilot_exchange.TurnExchange`.
+`CopilotClient.stream_turn` runs one turn on the account's parked websocket (or a fresh
+one, parked afterwards: `socket_park`) and yields dialect-neutral events. The client
+owns the account side of a turn: the session and its cookies, image uploads, opening the
+socket, building the preamble and the held `send`, and turning a refusal into the right
+error. What then crosses the socket, and the deadlines that bound it, live in
+`copilot_exchange.TurnExchange`.
 """
 
 from __future__ import annotations
@@ -14,7 +15,8 @@ from __future__ import annotations
 import logging
 import time
 import uuid
-from collections.abc import Callable, Generator
+from collections.abc import Callable, Generator, Mapping
+from typing import Any
 
 from service.runtime import trace
 from workers.upstream import copilot
@@ -26,10 +28,12 @@ from workers.upstream.copilot_failures import InvalidEvent
 from workers.upstream.copilot_session import AccountSession, raise_for_gate
 from workers.upstream.errors import (
     ConversationExpired,
+    Interrupted,
     Unauthorized,
     UpstreamError,
 )
-from workers.upstream.events import Done, Event
+from workers.upstream.events import Event
+from workers.upstream.socket_park import SocketSlot
 from workers.upstream.transport import redact_url
 from workers.upstream.wire import Socket, Transport
 
@@ -76,6 +80,7 @@ class CopilotClient:
         new_id: Callable[[], str] = _new_id,
         transport: Transport | None = None,
         transport_factory: Callable[[], Socket] | None = None,
+        sockets: SocketSlot | None = None,
         logger: logging.Logger | None = None,
     ) -> None:
         self._base_url = base_url.rstrip("/")
@@ -104,6 +109,8 @@ class CopilotClient:
         )
         # The account's REST calls and its chat socket share one transport (one identity).
         self._transport_factory = transport_factory or self._account.transport.socket
+        # The account's idle socket between turns (`socket_park`); None = a socket per turn.
+        self._sockets = sockets
 
     def create_conversation(self, *, account: str = "") -> CopilotHandle:
         """Create a server-side conversation; `account` is recorded so later turns use the same cookies.
@@ -138,62 +145,49 @@ class CopilotClient:
     ) -> Generator[Event, None, None]:
         """Run one turn and yield its events, ending with `Done` (or nothing if stopped).
 
-        On success `handle.turns` is advanced before `Done` is yielded, so a consumer
-        that stops at `Done` still persists the right state. The socket is closed on
-        every exit path.
+        The turn goes out on the account's parked socket when it has one (`socket_park`:
+        no upgrade and no preamble, just the `send`), else on a fresh socket. A parked
+        socket that closes before saying anything is replaced once, transparently: nothing
+        was answered, so nothing is sent twice. On success `handle.turns` is advanced before
+        `Done` is yielded, so a consumer that stops at `Done` still persists the right state.
+        A socket that ended its turn cleanly is parked for the next one; every other is closed.
         """
         decoder = CopilotDecoder(account=handle.account, mode=turn.mode, clock=self._clock, logger=self._log)
         context = copilot.turn_context(turn, fresh=handle.fresh)
-        url = copilot.chat_url(
-            self._base_url,
-            client_session_id=self._new_id(),  # a new uuid4 per socket (B1.2)
-            access_token=self._access_token,
-            with_page_context=bool(context),
-        )
-        transport = self._transport_factory()
-        exchange = TurnExchange(
-            transport,
-            secrets=self._secrets(),
-            first_token_timeout=self._first_token_timeout,
-            idle_timeout=self._idle_timeout,
-            connected_wait=self._connected_wait,
-            done_drain=self._done_drain,
-            logger=self._log,
-        )
-        started = time.monotonic()
+        # The socket's identity is its URL but for its own clientSessionId (a new uuid4 per socket,
+        # B1.2, which a parked socket keeps), its headers and its transport (`socket_park`).
+        url = self._chat_url(context, client_session_id="")
+        exchange: TurnExchange | None = None
         try:
             self._account.ensure_ready()
             images = [self._attach(handle, image) for image in turn.images]
             held_send = copilot.send(handle.conversation_id, turn.text, turn.mode, context, images)
-            self._open(transport, url, handle.account)
-            trace.mark("ws_open")
-            first = exchange.await_connected(should_stop)
-            if first is None:
-                return
-            early = decoder.feed_message(first)  # a server may refuse before we speak
-            challenge = decoder.take_challenge()
-            if challenge is not None:
-                exchange.answer(challenge, resend=None)
-            for frame in (copilot.set_options(), copilot.report_local_consents(), held_send):
-                exchange.send(frame)
-            trace.mark("send")
-            for event in exchange.read(decoder, held_send, early, should_stop):
-                if isinstance(event, Done):
-                    handle.turns += 1
-                    self._log.info(
-                        "event=copilot_turn_done turns=%d chars=%d image=%s seconds=%.2f",
-                        handle.turns,
-                        len(event.text),
-                        decoder.image is not None,
-                        time.monotonic() - started,
-                    )
-                yield event
-                if isinstance(event, Done):
+            headers = self._account.socket_headers()
+            slot = self._sockets
+            identity = slot.identity(url, headers) if slot is not None else ""
+            parked = slot.take(identity) if slot is not None else None
+            if parked is not None:
+                exchange = self._exchange(parked)
+                try:
+                    yield from self._exchanged(exchange, decoder, handle, held_send, should_stop, identity)
                     return
+                except UpstreamError as exc:
+                    if exchange.heard or not isinstance(exc.__cause__, Interrupted):
+                        raise
+                    self._log.info("event=copilot_parked_socket_closed action=reopen")
+            exchange = self._exchange(self._transport_factory())
+            url = self._chat_url(context, client_session_id=self._new_id())
+            self._open(exchange.transport, url, headers, handle.account)
+            trace.mark("ws_open")
+            yield from self._exchanged(
+                exchange, decoder, handle, held_send, should_stop, identity, preamble=True
+            )
         except UpstreamError as exc:
             if isinstance(exc, InvalidEvent):
                 self._log.warning(
-                    "event=copilot_invalid_event url=%s frames=%s", redact_url(url), exchange.frames.dump()
+                    "event=copilot_invalid_event url=%s frames=%s",
+                    redact_url(url),
+                    exchange.frames.dump() if exchange is not None else "",
                 )
                 if not handle.fresh and not decoder.text:
                     # On a conversation that worked before, the usual cause is that Copilot no
@@ -209,8 +203,45 @@ class CopilotClient:
             if refused is not exc:
                 raise refused from exc  # an expired token, or an anonymous session to start afresh
             raise
+
+    def _chat_url(self, context: Mapping[str, Any], *, client_session_id: str) -> str:
+        return copilot.chat_url(
+            self._base_url,
+            client_session_id=client_session_id,
+            access_token=self._access_token,
+            with_page_context=bool(context),
+        )
+
+    def _exchange(self, transport: Socket) -> TurnExchange:
+        return TurnExchange(
+            transport,
+            secrets=self._secrets(),
+            first_token_timeout=self._first_token_timeout,
+            idle_timeout=self._idle_timeout,
+            connected_wait=self._connected_wait,
+            done_drain=self._done_drain,
+            logger=self._log,
+        )
+
+    def _exchanged(
+        self,
+        exchange: TurnExchange,
+        decoder: CopilotDecoder,
+        handle: CopilotHandle,
+        held_send: str,
+        should_stop: Callable[[], bool],
+        identity: str,
+        *,
+        preamble: bool = False,
+    ) -> Generator[Event, None, None]:
+        """The turn on an open socket (`TurnExchange.turn`); parked after `Done`, else closed."""
+        try:
+            yield from exchange.turn(decoder, handle, held_send, should_stop, preamble=preamble)
         finally:
-            transport.close()
+            if exchange.reusable and self._sockets is not None:
+                self._sockets.put(identity, exchange.transport)
+            else:
+                exchange.transport.close()
 
     def _attach(self, handle: CopilotHandle, image: TurnImage) -> str:
         """The attachment URL of `image`: uploaded once per upstream conversation (`handle.images`)."""
@@ -239,11 +270,11 @@ class CopilotClient:
         """Values that must never reach a log: the token, the cookie string and each cookie value."""
         return self._account.secret_values()
 
-    def _open(self, transport: Socket, url: str, account: str) -> None:
+    def _open(self, transport: Socket, url: str, headers: Mapping[str, str], account: str) -> None:
         # Origin goes through the transport, which hands it to websocket-client separately so
         # it is sent exactly once (the library adds its own next to a header-list Origin).
         try:
-            transport.open(url, headers=self._account.socket_headers(), timeout=self._connect_timeout)
+            transport.open(url, headers=headers, timeout=self._connect_timeout)
         except Unauthorized as exc:
             status = getattr(exc.__cause__, "status_code", "401/403")
             raise Unauthorized(

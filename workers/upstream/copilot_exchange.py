@@ -1,8 +1,9 @@
 """One Copilot turn's frames on one open websocket: the choreography and its deadlines.
 
-`CopilotClient.stream_turn` opens the socket and builds the held `send`; a
-`TurnExchange` then owns what crosses the socket: wait briefly for `connected` (2026
-servers reject frames sent before it), answer a proof-of-work challenge and re-send
+`CopilotClient.stream_turn` opens the socket (or takes the account's parked one) and
+builds the held `send`; a `TurnExchange` then owns what crosses the socket: on a fresh
+socket the preamble, once (`turn`), waiting briefly for `connected` (2026 servers reject
+frames sent before it), answer a proof-of-work challenge and re-send
 the held `send`, enforce the first-token and idle deadlines, drain late suggestions
 after `done`, and poll for cancellation so a client that went away frees the worker
 within half a second. It also keeps the last few frames, as shapes without user text,
@@ -18,8 +19,10 @@ import time
 from collections.abc import Callable, Iterator
 from typing import Any
 
+from service.runtime import trace
 from workers.upstream import copilot
 from workers.upstream.challenges import solve_challenge
+from workers.upstream.copilot_conversation import CopilotHandle
 from workers.upstream.copilot_decode import Challenge, CopilotDecoder
 from workers.upstream.errors import Interrupted, UpstreamError, UpstreamTimeout
 from workers.upstream.events import Done, Event
@@ -88,11 +91,61 @@ class TurnExchange:
         self.transport = transport
         self.frames = _FrameLog(secrets)
         self.stream = copilot.EventStream()
+        self.heard = 0  # frames received: none means a closed socket never saw the turn
+        self.closed = False  # the server closed the socket (it cannot carry another turn)
+        self.reusable = False  # the turn reached `Done` and the socket is still open
         self._first_token_timeout = first_token_timeout
         self._idle_timeout = idle_timeout
         self._connected_wait = connected_wait
         self._done_drain = done_drain
         self._log = logger
+
+    def turn(
+        self,
+        decoder: CopilotDecoder,
+        handle: CopilotHandle,
+        held_send: str,
+        should_stop: Callable[[], bool],
+        *,
+        preamble: bool,
+    ) -> Iterator[Event]:
+        """One turn's frames through `Done`; on success `handle.turns` is advanced before `Done`.
+
+        `preamble`: a fresh socket first waits for `connected` and sends `setOptions` and
+        `reportLocalConsents` (B1.3), once per socket; a parked socket already did, so its
+        turn is the `send` alone.
+        """
+        started = time.monotonic()
+        early: list[Event] = []
+        if preamble:
+            first = self.await_connected(should_stop)
+            if first is None:
+                return
+            early = decoder.feed_message(first)  # a server may refuse before we speak
+            challenge = decoder.take_challenge()
+            if challenge is not None:
+                self.answer(challenge, resend=None)
+            self.send(copilot.set_options())
+            self.send(copilot.report_local_consents())
+        else:
+            trace.mark("ws_reused")
+        self.send(held_send)
+        trace.mark("send")
+        for event in self.read(decoder, held_send, early, should_stop):
+            if isinstance(event, Done):
+                handle.turns += 1
+                self.reusable = not self.closed  # a bare close can end a turn too (B3.2)
+                self._log.info(
+                    "event=copilot_turn_done turns=%d chars=%d image=%s reused=%s seconds=%.2f",
+                    handle.turns,
+                    len(event.text),
+                    decoder.image is not None,
+                    not preamble,
+                    time.monotonic() - started,
+                )
+            yield event
+            if isinstance(event, Done):
+                return
 
     def send(self, frame: str) -> None:
         """Send one frame, remembering its shape; a closed socket here means Copilot never replied."""
@@ -100,6 +153,7 @@ class TurnExchange:
         try:
             self.transport.send(frame)
         except Interrupted as exc:
+            self.closed = True
             raise UpstreamError("Copilot closed the connection without replying") from exc
 
     def await_connected(self, should_stop: Callable[[], bool]) -> list[dict[str, Any]] | None:
@@ -121,9 +175,11 @@ class TurnExchange:
             try:
                 message = self.transport.recv(min(STOP_POLL, remaining))
             except Interrupted as exc:
+                self.closed = True
                 raise UpstreamError("Copilot closed the connection before the turn started") from exc
             if message is None:
                 continue
+            self.heard += 1
             self.frames.add("S→", message)
             events = self.stream.feed(message)
             if events:
@@ -185,11 +241,13 @@ class TurnExchange:
             try:
                 message = self.transport.recv(max(min(STOP_POLL, until - now), 0.001))
             except Interrupted as exc:
+                self.closed = True
                 yield _closed(decoder, exc)  # the end of the turn, or it raises
                 return
             if message is None:
                 events, arrived = [], False
                 continue
+            self.heard += 1
             self.frames.add("S→", message)
             events, arrived = decoder.feed_message(self.stream.feed(message)), True
 

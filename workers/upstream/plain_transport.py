@@ -138,11 +138,9 @@ class PlainTransport:
         body: bytes | None = None,
         kind: str = "fetch",
         retries: int = 2,
-        backoff: float = 0.5,
-        sleep: Callable[[float], None] = time.sleep,
     ) -> Any:
         """One call with the account's identity headers; 5xx and connection failures are retried."""
-        from workers.upstream.wire import Reply, retrying
+        from workers.upstream.wire import RETRY_BACKOFF, Reply, retrying
 
         where = redact_url(url)
         sent = dict(compose(self.identity, headers, kind))
@@ -166,8 +164,7 @@ class PlainTransport:
             once,
             where,
             retries=retries,
-            backoff=backoff,
-            sleep=sleep,
+            backoff=RETRY_BACKOFF,
             transient=(requests.RequestException,),
             unreachable=(requests.ConnectionError,),
         )

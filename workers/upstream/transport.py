@@ -20,6 +20,7 @@ re-sent to whatever host the `Location` names.
 from __future__ import annotations
 
 import logging
+import select
 import socket
 from collections.abc import Mapping
 from typing import Any
@@ -171,6 +172,21 @@ class WebSocketTransport:
         if data == "":  # websocket-client's way of reporting a close frame
             raise Interrupted("the upstream closed the websocket")
         return data
+
+    def idle(self) -> bool:
+        """Open with nothing unread: no frame and no close waits in TLS's buffer or the kernel's."""
+        ws = self._ws
+        sock = ws.sock if ws is not None and ws.connected else None
+        if sock is None:
+            return False
+        try:
+            pending = getattr(sock, "pending", None)  # bytes TLS decrypted but nobody read
+            if pending is not None and pending():
+                return False
+            readable, _, _ = select.select([sock], [], [], 0)
+        except (OSError, ValueError):
+            return False
+        return not readable
 
     def close(self) -> None:
         """Close the socket; safe to call twice and never raises, so it fits `finally`."""

@@ -49,6 +49,9 @@ class Socket(Protocol):
 
     def recv(self, timeout: float) -> str | None: ...
 
+    def idle(self) -> bool:
+        """Open, and nothing (no frame, no close) arrived unread: safe to carry a new turn."""
+
     def close(self) -> None: ...
 
 
@@ -75,6 +78,10 @@ class Transport(Protocol):
     ) -> Reply: ...
 
     def socket(self) -> Socket: ...
+
+
+# Seconds before the first retry of a REST call (doubled each time): both transports use it.
+RETRY_BACKOFF = 0.5
 
 
 def retrying(
