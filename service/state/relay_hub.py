@@ -15,16 +15,17 @@ from __future__ import annotations
 import contextlib
 import json
 import logging
-import queue
 import threading
 import time
 import uuid
+from collections import deque
 from collections.abc import Iterator
 from typing import Any
 
 from redis import Redis
 from redis.client import PubSub
 from redis.exceptions import RedisError
+from redis.utils import DEFAULT_RESP_VERSION
 
 from service.events import TERMINAL
 from service.state.relay import channel_name, read_log
@@ -39,7 +40,11 @@ class Subscription:
         self.completion_id = completion_id
         self.channel = channel_name(completion_id)
         self._hub = hub
-        self._queue: queue.Queue[dict[str, Any]] = queue.Queue()
+        # A deque and an event rather than a `queue.Queue`: one reader, one writer, and no
+        # Condition and lock pair to allocate for every wait (its cost per delta showed up
+        # in the web process's profile under gevent).
+        self._inbox: deque[dict[str, Any]] = deque()
+        self._arrived = threading.Event()
         self._confirmed = threading.Event()
         self._next_seq = 0
         self._backlog: list[dict[str, Any]] = []
@@ -54,9 +59,8 @@ class Subscription:
             remaining = deadline - time.monotonic()
             if remaining <= 0:
                 return None
-            try:
-                event = self._queue.get(timeout=remaining)
-            except queue.Empty:
+            event = self._get(remaining)
+            if event is None:
                 return None
             seq = int(event.get("seq", -1))
             if seq < self._next_seq:
@@ -67,6 +71,23 @@ class Subscription:
                     return self._take(self._backlog.pop(0))
                 continue
             return self._take(event)
+
+    def deliver(self, event: dict[str, Any]) -> None:
+        """Hand this subscription an event (the hub's listener calls it)."""
+        self._inbox.append(event)
+        self._arrived.set()
+
+    def _get(self, timeout: float) -> dict[str, Any] | None:
+        """The next delivered event, waiting up to `timeout` s for one; None if none came.
+
+        Clear, look again, then wait: an event delivered between the look and the wait
+        has set the flag after the clear, so the wait returns at once.
+        """
+        if not self._inbox:
+            self._arrived.clear()
+            if not self._inbox and not self._arrived.wait(timeout):
+                return None
+        return self._inbox.popleft() if self._inbox else None
 
     @property
     def position(self) -> int:
@@ -246,7 +267,13 @@ class RelayHub:
         if self._pubsub is not None:
             self._pubsub.close()
         # redis-py leaves `pubsub()` unannotated.
-        pubsub: PubSub = self.redis.pubsub(ignore_subscribe_messages=False)  # type: ignore[no-untyped-call]
+        # redis-py's default handler of RESP3 pushes builds a debug line (`str()` of the
+        # whole message) and looks its logger up for every message; RESP2 has no pushes.
+        protocol = self.redis.connection_pool.connection_kwargs.get("protocol") or DEFAULT_RESP_VERSION
+        resp3 = str(protocol) == "3"
+        pubsub: PubSub = self.redis.pubsub(  # type: ignore[no-untyped-call]  # redis-py: unannotated
+            ignore_subscribe_messages=False, push_handler_func=_as_is if resp3 else None
+        )
         self._pubsub = pubsub
         home = threading.Event()
         pubsub.subscribe(self._home)  # raises while Redis is down; the next request retries
@@ -295,4 +322,9 @@ class RelayHub:
             elif kind == "message" and readers:
                 event = json.loads(message["data"])
                 for sub in readers:
-                    sub._queue.put(event)
+                    sub.deliver(event)
+
+
+def _as_is(response: Any) -> Any:
+    """A RESP3 pub/sub push, passed on to `get_message` untouched (see `_ensure_listener`)."""
+    return response
