@@ -40,8 +40,19 @@ class _Event:
     @classmethod
     def from_json(cls, data: Mapping[str, Any]) -> Any:
         """Rebuild from a relay object, ignoring keys a newer worker may add (and `seq`)."""
-        names = {f.name for f in dataclasses.fields(cls)}
+        names = _field_names(cls)
         return cls(**{key: value for key, value in data.items() if key in names})
+
+
+_NAMES: dict[type, frozenset[str]] = {}
+
+
+def _field_names(cls: type[_Event]) -> frozenset[str]:
+    """A class's field names, looked up once: every relay message is decoded through them."""
+    names = _NAMES.get(cls)
+    if names is None:
+        names = _NAMES[cls] = frozenset(f.name for f in dataclasses.fields(cls))
+    return names
 
 
 @dataclasses.dataclass(frozen=True)

@@ -7,7 +7,8 @@ resumed stream) share its channel and each get every message. A subscription is
 confirmed by Redis before `subscribe()` returns, so a job enqueued afterwards cannot
 publish into the void. Sequence numbers let a subscription notice a lost message and
 fill the gap from the replay log (`service.state.relay`). Apart from the worker's
-`Publisher` so each tier loads only its own side.
+`Publisher` so each tier loads only its own side; a `Subscription` (one request's reader)
+lives in `service.state.relay_subscription`.
 """
 
 from __future__ import annotations
@@ -15,7 +16,6 @@ from __future__ import annotations
 import contextlib
 import json
 import logging
-import queue
 import threading
 import time
 import uuid
@@ -25,74 +25,11 @@ from typing import Any
 from redis import Redis
 from redis.client import PubSub
 from redis.exceptions import RedisError
+from redis.utils import DEFAULT_RESP_VERSION
 
-from service.events import TERMINAL
-from service.state.relay import channel_name, read_log
+from service.state.relay_subscription import Subscription
 
 log = logging.getLogger(__name__)
-
-
-class Subscription:
-    """One request's view of one completion's events, in sequence order."""
-
-    def __init__(self, hub: RelayHub, completion_id: str) -> None:
-        self.completion_id = completion_id
-        self.channel = channel_name(completion_id)
-        self._hub = hub
-        self._queue: queue.Queue[dict[str, Any]] = queue.Queue()
-        self._confirmed = threading.Event()
-        self._next_seq = 0
-        self._backlog: list[dict[str, Any]] = []
-        self.finished = False
-
-    def next(self, timeout: float) -> dict[str, Any] | None:
-        """The next event, or None if none arrived within `timeout` seconds."""
-        if self._backlog:
-            return self._take(self._backlog.pop(0))
-        deadline = time.monotonic() + timeout
-        while True:
-            remaining = deadline - time.monotonic()
-            if remaining <= 0:
-                return None
-            try:
-                event = self._queue.get(timeout=remaining)
-            except queue.Empty:
-                return None
-            seq = int(event.get("seq", -1))
-            if seq < self._next_seq:
-                continue  # a duplicate, already delivered from the log
-            if seq > self._next_seq:
-                self.catch_up()
-                if self._backlog:
-                    return self._take(self._backlog.pop(0))
-                continue
-            return self._take(event)
-
-    @property
-    def position(self) -> int:
-        """The sequence number of the event `next` returned last (-1 before the first)."""
-        return self._next_seq - 1
-
-    def catch_up(self) -> bool:
-        """Read events this subscription missed from the replay log; True if any."""
-        missed = read_log(self._hub.redis, self.completion_id, self._next_seq + len(self._backlog))
-        self._backlog.extend(missed)
-        return bool(missed)
-
-    def _take(self, event: dict[str, Any]) -> dict[str, Any]:
-        self._next_seq = int(event["seq"]) + 1
-        if event.get("type") in TERMINAL:
-            self.finished = True
-        return event
-
-    @property
-    def draining_over(self) -> bool:
-        """The web process is stopping and this subscription's response must end now."""
-        return self._hub.draining_over
-
-    def close(self) -> None:
-        """Stop receiving; safe to call twice."""
-        self._hub.unsubscribe(self)
 
 
 class RelayHub:
@@ -107,6 +44,13 @@ class RelayHub:
         self._pubsub: PubSub | None = None
         self._thread: threading.Thread | None = None
         self._closed = threading.Event()
+        # Set while the listener's connection works. While it is down the listener reconnects
+        # it itself (redis-py reconnects inside get_message); a request must not reconnect the
+        # same connection at the same time (two greenlets reading one socket), so it wakes the
+        # listener from its backoff and waits for it (`_await_listener`).
+        self._healthy = threading.Event()
+        self._healthy.set()
+        self._wake = threading.Event()
         self._home = f"relay:hub:{uuid.uuid4().hex}"
         self._drain_deadline: float | None = None
 
@@ -118,6 +62,7 @@ class RelayHub:
         `Subscription.catch_up` (an event published before the confirmation is in the log).
         """
         sub = Subscription(self, completion_id)
+        self._await_listener()
         with self._lock:
             pubsub = self._ensure_listener()
             readers = self._subs.setdefault(sub.channel, [])
@@ -185,6 +130,7 @@ class RelayHub:
         subscription. Not confirmed before returning, so callers keep a fallback poll.
         """
         event = threading.Event()
+        self._await_listener()
         with self._lock:
             pubsub = self._ensure_listener()
             waiters = self._waiters.setdefault(channel, [])
@@ -213,12 +159,21 @@ class RelayHub:
     def close(self) -> None:
         """Stop the listener and release the pub/sub connection."""
         self._closed.set()
+        self._wake.set()
         with self._lock:
             thread, self._thread = self._thread, None
         if thread is not None:
             thread.join(2.0)
         if self._pubsub is not None:
             self._pubsub.close()
+
+    def _await_listener(self) -> None:
+        """While the listener's connection is down, let the listener reconnect it (see __init__)."""
+        if not self._healthy.is_set():
+            self._wake.set()
+            # Long enough for a reconnect to a Redis that is back (a few ms), short enough
+            # that a request during an outage still gets its 503 promptly.
+            self._healthy.wait(min(0.5, self._confirm_timeout))
 
     def _ensure_listener(self) -> PubSub:
         """Start the listener unless it runs; return the shared pub/sub connection it reads."""
@@ -228,7 +183,13 @@ class RelayHub:
         if self._pubsub is not None:
             self._pubsub.close()
         # redis-py leaves `pubsub()` unannotated.
-        pubsub: PubSub = self.redis.pubsub(ignore_subscribe_messages=False)  # type: ignore[no-untyped-call]
+        # redis-py's default handler of RESP3 pushes builds a debug line (`str()` of the
+        # whole message) and looks its logger up for every message; RESP2 has no pushes.
+        protocol = self.redis.connection_pool.connection_kwargs.get("protocol") or DEFAULT_RESP_VERSION
+        resp3 = str(protocol) == "3"
+        pubsub: PubSub = self.redis.pubsub(  # type: ignore[no-untyped-call]  # redis-py: unannotated
+            ignore_subscribe_messages=False, push_handler_func=_as_is if resp3 else None
+        )
         self._pubsub = pubsub
         home = threading.Event()
         pubsub.subscribe(self._home)  # raises while Redis is down; the next request retries
@@ -245,7 +206,9 @@ class RelayHub:
             try:
                 message = pubsub.get_message(timeout=0.5)
                 failures = 0
+                self._healthy.set()
             except Exception as exc:
+                self._healthy.clear()
                 if self._closed.is_set():
                     return
                 # One warning per outage; redis-py resubscribes every channel on reconnect,
@@ -253,7 +216,8 @@ class RelayHub:
                 if failures == 0:
                     log.warning("event=relay_listener_error error=%r", exc)
                 failures += 1
-                self._closed.wait(min(2.0, 0.1 * 2**failures))
+                self._wake.wait(min(2.0, 0.1 * 2**failures))  # a request (or close) cuts it short
+                self._wake.clear()
                 continue
             if message is None:
                 continue
@@ -274,4 +238,9 @@ class RelayHub:
             elif kind == "message" and readers:
                 event = json.loads(message["data"])
                 for sub in readers:
-                    sub._queue.put(event)
+                    sub.deliver(event)
+
+
+def _as_is(response: Any) -> Any:
+    """A RESP3 pub/sub push, passed on to `get_message` untouched (see `_ensure_listener`)."""
+    return response

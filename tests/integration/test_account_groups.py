@@ -9,6 +9,7 @@ fail.
 
 from __future__ import annotations
 
+import concurrent.futures
 import uuid
 from collections.abc import Iterator
 from typing import Any
@@ -73,9 +74,11 @@ class Groups:
         # The memory is real: the planter's own account brings it back in another conversation.
         own = self.chat(planter, "[sim:memory] what do you remember about me?")
         assert secret in own.json()["choices"][0]["message"]["content"]
+        question = "[sim:memory] what do you remember about me?"
+        with concurrent.futures.ThreadPoolExecutor(4) as pool:  # four at a time: the same asks, sooner
+            answers = list(pool.map(lambda _: self.chat(asker, question), range(ASKS)))
         seen = 0
-        for _ in range(ASKS):
-            answer = self.chat(asker, "[sim:memory] what do you remember about me?")
+        for answer in answers:
             assert answer.status_code == 200, answer.text
             assert self.account_of(answer) == self.account_ids[GROUP_OF[asker]]
             seen += secret in answer.json()["choices"][0]["message"]["content"]

@@ -173,6 +173,17 @@ def unstored_upstream(gateway: Stack, api_key: str) -> str:
     return str(carried["handle"]["conversation_id"])
 
 
+def quick_recall(gateway: Stack) -> None:
+    """Stream the coming `[sim:recall]` answer in sentences rather than words.
+
+    The recall echoes every earlier user text, the primed instructions included (Codex ~40 KB,
+    Claude Code 50-85 KB): word by word that is thousands of updates, each of which re-sends the
+    whole answer so far on ChatHub, about 30 s per recall on a busy machine. Still a stream of
+    many updates; the next test's `sim` reset restores one word per update.
+    """
+    gateway.simulator.configure(words_per_update=200)
+
+
 def warnings_in(output: str) -> list[str]:
     """Codex's own warning, error and reconnect lines about reconnecting, retrying or falling back
     (not the model's answer, which Codex also prints and which may say anything)."""
@@ -198,6 +209,7 @@ def test_codex_exec_primes_once_then_one_upstream_turn_per_request(
     # busy 2-core machine); the stall a refused probe causes is 10-20 s of reconnects.
     assert wall - (busy1 - busy0) < STALL, (wall, busy1 - busy0)
     # The next request of the session re-sends everything with `store: false`: one upstream turn.
+    quick_recall(gateway)
     out, err, _ = run_full(
         [codex, "exec", "--skip-git-repo-check", "resume", "--last", "[sim:recall] what did I say?"],
         env,
@@ -250,6 +262,7 @@ def claude_session(claude: str, gateway: Stack, tmp_path: Path, *, side_requests
     first = run([claude, "-p", "my name is Ada"], env, tmp_path)
     assert "my name is Ada" in first
     turns1, creates1, _ = stats(gateway)
+    quick_recall(gateway)
     second = run([claude, "-p", "--continue", "[sim:recall] who am I?"], env, tmp_path)
     assert "Earlier you said:" in second and "my name is Ada" in second
     turns2, creates2, _ = stats(gateway)

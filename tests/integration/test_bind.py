@@ -64,7 +64,8 @@ def procfile_web(redis_url: str, **settings: str) -> Iterator[tuple[int, Path]]:
             wait_for(lambda: "event=web_access" in log.read_text(), timeout=10)
             yield port, log
         finally:
-            process.send_signal(signal.SIGTERM)
+            # At once: a graceful stop would wait out the keepalive of a connection a test used.
+            process.send_signal(signal.SIGQUIT)
             try:
                 process.wait(20)
             except subprocess.TimeoutExpired:

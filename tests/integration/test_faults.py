@@ -105,15 +105,17 @@ def test_hang_mid_answer_ends_a_stream_with_an_error_event(gateway: Stack) -> No
 
 
 def test_slow_stream_sends_heartbeat_comments(gateway: Stack) -> None:
-    # SSE_HEARTBEAT_SECONDS is 2 in the test stack; updates come 2.5 s apart.
-    response = gateway.post(body("[sim:slow=2.5][sim:long=3] hi", stream=True), stream=True)
+    # SSE_HEARTBEAT_SECONDS is 2 in the test stack; the two updates come 2.5 s apart.
+    response = gateway.post(body("[sim:slow=2.5][sim:long=2] hi", stream=True), stream=True)
     lines = sse_lines(response)
-    assert ": keep-alive" in lines
-    assert streamed_text(sse_data(lines)) == "w1 w2 w3"
+    first = next(index for index, line in enumerate(lines) if '"w1"' in line)
+    assert ": keep-alive" in lines[first:]  # sent in the gap
+    assert streamed_text(sse_data(lines)) == "w1 w2"
 
 
 def test_long_answer_arrives_whole(gateway: Stack) -> None:
-    response = gateway.post(body("[sim:long=1500] hi", stream=True), stream=True)
+    # 1500 updates, 1 ms apart: the length is the point, not the pace (the default 5 ms adds 7.5 s).
+    response = gateway.post(body("[sim:slow=0.001][sim:long=1500] hi", stream=True), stream=True)
     text = streamed_text(sse_data(sse_lines(response)))
     assert text == " ".join(f"w{i}" for i in range(1, 1501))
 

@@ -14,7 +14,7 @@ from pathlib import Path
 
 import requests
 
-from tests.integration.test_launcher import ROOT, Launcher, chat
+from tests.integration.test_launcher import CLOSE, ROOT, Launcher, chat
 from tests.support.stack import wait_for
 
 ADMIN_KEY = "admin-key-0123456789abcdef"
@@ -57,13 +57,13 @@ def test_a_real_account_start_needs_no_secret_key_and_the_clis_find_its_redis(tm
             answer = requests.post(
                 f"{launcher.url}/v1/chat/completions",
                 json={"model": "copilot", "messages": [{"role": "user", "content": f"quick {number}"}]},
-                headers={"Authorization": f"Bearer {key}"},
+                headers={"Authorization": f"Bearer {key}", **CLOSE},
                 timeout=60,
             )
             assert answer.status_code == 200, answer.text  # item 7: "copilot" under UPSTREAM=bing
 
         # Item 3: the README's admin curl sends `-d` (form content type) and no JSON header.
-        headers = {"Authorization": f"Bearer {ADMIN_KEY}"}
+        headers = {"Authorization": f"Bearer {ADMIN_KEY}", **CLOSE}
         added = requests.post(
             f"{launcher.url}/admin/accounts",
             data='{"cookies": "_U=second", "label": "second"}',
@@ -102,13 +102,14 @@ def test_an_unreachable_upstream_fails_readiness_with_one_warning_per_turn(tmp_p
     )
     try:
         launcher.wait_ready()
-        wait_for(lambda: requests.get(f"{launcher.url}/readyz", timeout=5).status_code == 200, timeout=30)
+        readyz = f"{launcher.url}/readyz"
+        wait_for(lambda: requests.get(readyz, headers=CLOSE, timeout=5).status_code == 200, timeout=30)
         for _ in range(3):
             failed = chat(launcher.url, "hello")
             assert failed.status_code == 502, failed.text
             assert failed.json()["error"]["code"] == "upstream_unreachable"
             assert "X-Conversation-Id" not in failed.headers  # item 10: nothing was kept
-        ready = requests.get(f"{launcher.url}/readyz", timeout=5)
+        ready = requests.get(readyz, headers=CLOSE, timeout=5)
         assert ready.status_code == 503, ready.text
         assert ready.json()["checks"]["accounts"]["states"] == {"env-1": "unreachable"}
         refused = chat(launcher.url, "hello again")

@@ -27,6 +27,10 @@ from tests.support.stack import wait_for
 
 ROOT = Path(__file__).resolve().parents[2]
 MARKER = "GATEWAY_LAUNCHER_TEST"
+# Requests to a launcher close their connection: requests keeps the socket of a finished
+# answer open while the response lives, and gunicorn's graceful stop (Ctrl-C) waits for an
+# idle kept-alive connection until its keepalive (5 s) runs out, on every stop.
+CLOSE = {"Connection": "close"}
 
 
 def marked(token: str) -> set[int]:
@@ -119,7 +123,11 @@ def data_dir(tmp_path: Path) -> Path:
 def chat(url: str, content: str, **extra: Any) -> requests.Response:
     body: dict[str, Any] = {"model": "copilot", "messages": [{"role": "user", "content": content}], **extra}
     return requests.post(
-        f"{url}/v1/chat/completions", json=body, timeout=60, stream=bool(extra.get("stream"))
+        f"{url}/v1/chat/completions",
+        json=body,
+        headers=CLOSE,
+        timeout=60,
+        stream=bool(extra.get("stream")),
     )
 
 
@@ -195,7 +203,9 @@ def test_a_conversation_survives_a_restart(data_dir: Path) -> None:
     second = Launcher(data_dir)
     try:
         second.wait_ready()
-        stored = requests.get(f"{second.url}/v1/conversations/{conversation_id}/items?order=asc", timeout=10)
+        stored = requests.get(
+            f"{second.url}/v1/conversations/{conversation_id}/items?order=asc", headers=CLOSE, timeout=10
+        )
         assert stored.status_code == 200, stored.text
         assert [(item["role"], item["content"][0]["text"]) for item in stored.json()["data"]] == [
             ("user", "remember me"),

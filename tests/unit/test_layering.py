@@ -25,6 +25,7 @@ SHARED = [
     "service.state.relay",
     "service.state.relay_publisher",
     "service.state.relay_hub",
+    "service.state.relay_subscription",
     "service.state.conversations",
     "service.state.locks",
     "service.state.idempotency",

@@ -11,8 +11,9 @@ from redis import Redis
 
 from service.events import Done, Limits, Progress
 from service.state.relay import channel_name, log_key, read_log
-from service.state.relay_hub import RelayHub, Subscription
+from service.state.relay_hub import RelayHub
 from service.state.relay_publisher import Publisher
+from service.state.relay_subscription import Subscription
 
 
 class FakeClock:

@@ -982,7 +982,7 @@ def test_attachments_need_the_account_and_an_image(sim: SimulatorProcess) -> Non
 
 
 def test_asking_in_words_draws_and_the_image_is_served(sim: SimulatorProcess) -> None:
-    reply = turn(sim, create(sim), "Create an image: a red apple")
+    reply = turn(sim, create(sim), "Create an image: a red apple", until=("done",))  # an image turn's end
     (final,) = reply.of("imageGenerated")
     assert reply.of("generatingImage")[0]["prompt"] == "a red apple"
     path = final["url"].removeprefix("https://copilot.microsoft.com")
@@ -992,7 +992,7 @@ def test_asking_in_words_draws_and_the_image_is_served(sim: SimulatorProcess) ->
 
 
 def test_image_quota_spent(sim: SimulatorProcess) -> None:
-    reply = turn(sim, create(sim), "[sim:image_throttled] a cat")
+    reply = turn(sim, create(sim), "[sim:image_throttled] a cat", until=("done",))
     (final,) = reply.of("imageGenerated")
     assert final["url"] is None and final["nextAvailableAt"]
     assert reply.of("done")

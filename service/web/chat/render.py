@@ -20,7 +20,7 @@ from service.errors import ApiError
 from service.events import Done, Image, ToolCall
 from service.turns import TurnRequest
 from service.web.pipeline.answer import Answer, image
-from service.web.pipeline.sse import DONE, frame
+from service.web.pipeline.sse import DONE, FrameTemplate, frame
 from service.web.pipeline.stream import Renderer
 
 COMPLETION = "chat.completion"
@@ -183,12 +183,13 @@ class ChatRenderer(Renderer):
         self.chunks = ChunkBuilder(
             turn.completion_id, model=turn.model, created=turn.created, include_usage=include_usage
         )
+        self._content = FrameTemplate(self.chunks.content)  # every text delta's frame
 
     def start(self) -> Iterator[str]:
         yield frame(self.chunks.role())
 
     def text(self, text: str) -> Iterator[str]:
-        yield frame(self.chunks.content(text))
+        yield self._content(text)
 
     def image(self, event: Image) -> Iterator[str]:
         yield frame(self.chunks.images([image(event)]))

@@ -9,7 +9,7 @@ from service.errors import ApiError
 from service.events import Done, ToolCall
 from service.turns import TurnRequest
 from service.web.pipeline.answer import Answer
-from service.web.pipeline.sse import DONE, frame
+from service.web.pipeline.sse import DONE, FrameTemplate, frame
 from service.web.pipeline.stream import Renderer
 
 OBJECT = "text_completion"
@@ -27,6 +27,7 @@ class LegacyRenderer(Renderer):
     ) -> None:
         super().__init__(Answer(messages))
         self.turn, self.echo, self.include_usage = turn, echo, include_usage
+        self._text = FrameTemplate(lambda text: self._object([_choice(text, None)]))  # every delta's frame
 
     def _object(self, choices: list[dict[str, Any]], usage: dict[str, int] | None = None) -> dict[str, Any]:
         turn = self.turn
@@ -49,7 +50,7 @@ class LegacyRenderer(Renderer):
             yield frame(self._object([_choice(self.echo, None)]))
 
     def text(self, text: str) -> Iterator[str]:
-        yield frame(self._object([_choice(text, None)]))
+        yield self._text(text)
 
     def tool_call(self, call: ToolCall) -> Iterator[str]:
         return iter(())  # no tools on this surface: none are ever offered

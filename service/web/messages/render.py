@@ -26,7 +26,7 @@ from service.errors import ApiError
 from service.events import Done, ToolCall
 from service.tokens import count_messages
 from service.web.pipeline.answer import Answer
-from service.web.pipeline.sse import frame
+from service.web.pipeline.sse import FrameTemplate, frame
 from service.web.pipeline.stream import Renderer
 
 STOP_REASONS = {
@@ -86,6 +86,10 @@ def stop_fields(answer: Answer, done: dict[str, Any] | None) -> dict[str, Any]:
     if matched:
         return {"stop_reason": "stop_sequence", "stop_sequence": matched}
     return {"stop_reason": stop_reason(answer.finish_reason), "stop_sequence": None}
+
+
+def _text(text: str) -> dict[str, str]:
+    return {"type": "text_delta", "text": text}
 
 
 def error_event(error: ApiError) -> dict[str, Any]:
@@ -149,6 +153,10 @@ class MessageRenderer(Renderer):
         super().__init__(answer)
         self.builder = builder
         self.text_block = "none"  # none | open | closed: index 0 opens with the first text
+        self._text_delta = FrameTemplate(  # every text delta's frame, as `_event` writes it
+            lambda text: {"type": "content_block_delta", "index": 0, "delta": _text(text)},
+            event="content_block_delta",
+        )
 
     @staticmethod
     def _event(kind: str, **fields: Any) -> str:
@@ -168,7 +176,7 @@ class MessageRenderer(Renderer):
 
     def text(self, text: str) -> Iterator[str]:
         yield from self._open_text()
-        yield self._event("content_block_delta", index=0, delta={"type": "text_delta", "text": text})
+        yield self._text_delta(text)
 
     def tool_call(self, event: ToolCall) -> Iterator[str]:
         """One `tool_use` block: start (empty input), `input_json_delta` pieces, stop.

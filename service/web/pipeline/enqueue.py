@@ -11,7 +11,7 @@ import logging
 
 from service.runtime import trace
 from service.state import locks, streams
-from service.state.relay_hub import Subscription
+from service.state.relay_subscription import Subscription
 from service.turns import TurnRequest, enqueue_turn, request_cancel
 from service.web.http.errors import redis_unavailable
 from service.web.http.extension import Gateway

@@ -15,7 +15,7 @@ from redis.exceptions import RedisError
 
 from service.events import Failed, Terminal
 from service.state import idempotency, locks
-from service.state.relay_hub import Subscription
+from service.state.relay_subscription import Subscription
 from service.turns import TurnRequest, request_cancel
 from service.web.http.extension import Gateway
 from service.web.pipeline import quota

@@ -36,7 +36,7 @@ from redis.exceptions import RedisError
 from service.errors import ApiError, ServiceUnavailable
 from service.events import Done, Failed, RelayEvent, decode
 from service.runtime.settings import Settings
-from service.state.relay_hub import Subscription
+from service.state.relay_subscription import Subscription
 from service.turns import lease_key
 from service.web.http.errors import redis_unavailable
 

@@ -27,7 +27,7 @@ from typing import Any, Protocol
 from service.errors import ApiError
 from service.events import Done, Terminal, ToolCall
 from service.web.pipeline.answer import Answer
-from service.web.pipeline.sse import frame
+from service.web.pipeline.sse import FrameTemplate, frame
 from service.web.pipeline.stream import Renderer
 from service.web.responses.objects import (
     ResponseBuilder,
@@ -71,6 +71,20 @@ class ResponseRenderer(Renderer):
         self._seq = -1
         self._text = "none"  # the message item: none yet, open, closed
         self._where = {"item_id": builder.item_id, "output_index": 0}
+        kind = "response.output_text.delta"
+        self._text_delta = FrameTemplate(  # every text delta's frame, as `_event` writes it
+            lambda seq, text: {
+                "type": kind,
+                "sequence_number": seq,
+                **self._where,
+                "content_index": 0,
+                "delta": text,
+                "logprobs": [],
+            },
+            2,
+            event=kind,
+            id_slot=0,
+        )
 
     def _event(self, kind: str, **fields: Any) -> str:
         """One named event; `id:` is its sequence number. Nothing if a resumed client has it."""
@@ -87,8 +101,9 @@ class ResponseRenderer(Renderer):
     def text(self, text: str) -> Iterator[str]:
         if self._text == "none":
             yield from self._open_text()
-        where = self._where
-        yield self._event("response.output_text.delta", **where, content_index=0, delta=text, logprobs=[])
+        self._seq += 1
+        if self.starting_after is None or self._seq > self.starting_after:  # as `_event` skips
+            yield self._text_delta(self._seq, text)
         if not self._stored:  # stored once text flows, off the first token's path
             self._stored = True
             self._keep({}, only_if_new=True)
