@@ -24,7 +24,7 @@ import sys
 from collections.abc import Mapping, Sequence
 from typing import Any
 
-from service.access import ratelimit
+from service.access import key_usage
 from service.access.key_limits import parse_limits
 from service.access.keys import KeyNotFound, KeyStore
 from service.accounts import groups
@@ -105,7 +105,7 @@ def _execute(store: KeyStore, args: argparse.Namespace) -> Any:
         return {"id": args.id, "object": "api_key", "deleted": True}
     if not 1 <= args.days <= 35:
         raise ApiError("--days must be from 1 to 35", status=400)
-    return {"key_id": args.id, "data": ratelimit.usage(store.redis, args.id, days=args.days)}
+    return {"key_id": args.id, "data": key_usage.usage(store.redis, args.id, days=args.days)}
 
 
 def run(argv: Sequence[str], environ: Mapping[str, str], *, prog: str | None = None) -> int:

@@ -44,12 +44,12 @@ from service.runtime import metrics, trace
 from service.runtime.settings import Settings
 from service.state.relay_publisher import Publisher
 from workers import spare_conversations
+from workers.dequeue_grants import Ahead, drop
 from workers.upstream import Credentials, socket_park
 
 log = logging.getLogger(__name__)
 
 _pools: dict[tuple[int, str], Pool] = {}
-_ahead: dict[str, Ahead] = {}  # per job id: granted with its dequeue, until its turn builds its lane
 
 
 class Pool:
@@ -117,15 +117,6 @@ def usable_accounts(pool: Pool) -> Callable[[], set[str] | None]:
         return {account.id for account in accounts if account.state(now) not in (DISABLED, NEEDS_ATTENTION)}
 
     return usable
-
-
-@dataclasses.dataclass(frozen=True)
-class Ahead:
-    """What a turn's dequeue did for its first `take` (`workers.dequeue`): its ticket in the fair
-    line and, unless the pool was full, the slot granted (the door's claim ended with it)."""
-
-    ticket: str
-    lease: Lease | None
 
 
 class AccountLane:
@@ -292,21 +283,3 @@ class AccountLane:
 
     def _queued(self, position: int) -> None:
         self.publisher.event(Queued(position))
-
-
-def drop(pool: Pool, ahead: Ahead) -> None:
-    """A dequeue's grant no turn took (it failed before asking): free the slot, or leave the line."""
-    if ahead.lease is not None:
-        pool.scheduler.release(ahead.lease)
-    else:
-        pool.scheduler.leave(ahead.ticket)
-
-
-def keep_ahead(job_id: str, ahead: Ahead) -> None:
-    """Hold a dequeue's grant for the job's turn (`granted_ahead`)."""
-    _ahead[job_id] = ahead
-
-
-def granted_ahead(job_id: str) -> Ahead | None:
-    """The grant the job's dequeue made, once (the turn's lane, or the worker dropping it)."""
-    return _ahead.pop(job_id, None)

@@ -37,7 +37,8 @@ from service.accounts.account import READY
 from service.accounts.scheduler import Lease, lease_from
 from service.turns import GRANT_HINT_PREFIX
 from workers import spare_conversations
-from workers.account_pool import Ahead, Pool
+from workers.account_pool import Pool
+from workers.dequeue_grants import Ahead
 
 DEQUEUE = (
     """

@@ -12,13 +12,12 @@ heartbeats, job timeouts — but runs each job in a greenlet from a bounded pool
 - `execution` is greenlet-local, because RQ keeps the current execution on the
   worker object and concurrent jobs would otherwise overwrite each other's;
 - job timeouts are a `gevent.Timeout` raised in the job's greenlet (SIGALRM would hit
-  whichever greenlet happened to be running);
+  whichever greenlet happened to be running; `workers.gevent_job`);
 - Redis going away (a restart, a failover, a blip) never ends the process
   (`redis_outage.OutageTolerantWorker`): the loop backs off exponentially (RQ's own
   factors, capped at a few seconds so a returning Redis is noticed quickly), logs one
-  warning per outage, and on return
-  re-registers the worker if a Redis that lost its data forgot it; a worker started
-  before its Redis waits for it the same way;
+  warning per outage, and on return re-registers the worker if a Redis that lost its
+  data forgot it; a worker started before its Redis waits for it the same way;
 - SIGTERM stops dequeuing and lets running turns finish for up to `shutdown_grace`
   seconds (PaaS platforms send SIGKILL ~30 s after SIGTERM); a second SIGTERM or
   SIGINT, or the end of the grace period, kills the remaining jobs, which then fail
@@ -40,53 +39,21 @@ import gevent.pool
 from redis.exceptions import NoScriptError
 from rq.exceptions import DequeueTimeout, StopRequested
 from rq.executions import Execution
-from rq.job import Job, _job_stack
+from rq.job import Job
 from rq.queue import Queue
-from rq.timeouts import BaseDeathPenalty, JobTimeoutException
 from rq.utils import now
 from rq.worker import WorkerStatus
 
 from service.runtime import trace
 from workers import dequeue, outcomes
-from workers.account_pool import Pool, drop, granted_ahead, keep_ahead
+from workers.account_pool import Pool
+from workers.dequeue_grants import drop_untaken, keep_ahead
+from workers.gevent_job import GeventDeathPenalty, TurnJob, WorkerShutdown
 from workers.redis_outage import REDIS_DOWN, OutageTolerantWorker
 
 log = logging.getLogger(__name__)
 
 _AGAIN = object()  # the dequeue step found nothing to return yet; loop again
-
-
-class GeventDeathPenalty(BaseDeathPenalty):
-    """A job timeout raised inside the job's own greenlet."""
-
-    def setup_death_penalty(self) -> None:
-        """Arm a gevent timer for this greenlet."""
-        seconds = self._timeout if self._timeout and self._timeout > 0 else None
-        self._gtimeout = gevent.Timeout(
-            seconds, self._exception(f"Task exceeded maximum timeout value ({self._timeout} seconds)")
-        )
-        self._gtimeout.start()
-
-    def cancel_death_penalty(self) -> None:
-        """Disarm the timer."""
-        self._gtimeout.close()
-
-
-class TurnJob(Job):
-    """RQ's job, minus the PERSIST `perform` sends on its own: `prepare_job_execution` does it."""
-
-    def perform(self) -> Any:
-        """Run the job function (RQ's `Job.perform` without its round trip)."""
-        _job_stack.push(self)  # type: ignore[no-untyped-call]  # rq's LocalStack is unannotated
-        try:
-            self._result = self._execute()
-        finally:
-            assert self is _job_stack.pop()  # type: ignore[no-untyped-call]
-        return self._result
-
-
-class WorkerShutdown(Exception):
-    """Raised into jobs still running when the worker must exit."""
 
 
 class GeventWorker(OutageTolerantWorker):
@@ -285,12 +252,7 @@ class GeventWorker(OutageTolerantWorker):
         finally:
             self.execution = None
             self._started.pop(job.id, None)
-            leftover = granted_ahead(job.id)  # its turn never built its lane (it failed before)
-            if leftover is not None and self.accounts is not None:
-                try:
-                    drop(self.accounts, leftover)
-                except REDIS_DOWN:
-                    pass  # the slot's lease and the ticket expire by themselves
+            drop_untaken(self.accounts, job.id)  # its turn never built its lane (it failed before)
             if self.running_jobs <= 1:
                 try:
                     self.set_state(WorkerStatus.IDLE)
@@ -335,4 +297,4 @@ class GeventWorker(OutageTolerantWorker):
             log.warning("event=worker_deregister_failed error=%s", exc.__class__.__name__)
 
 
-__all__ = ["GeventDeathPenalty", "GeventWorker", "JobTimeoutException", "WorkerShutdown"]
+__all__ = ["GeventWorker"]

@@ -47,9 +47,10 @@ from service.state.relay_publisher import Publisher
 from service.tools.options import TurnOptions
 from service.turns import TurnRequest, lease_key
 from workers import continuation
-from workers.account_pool import AccountLane, granted_ahead, pool_for
+from workers.account_pool import AccountLane, pool_for
 from workers.context import WorkerContext
-from workers.gevent_worker import WorkerShutdown
+from workers.dequeue_grants import granted_ahead
+from workers.gevent_job import WorkerShutdown
 from workers.image_fetch import load_images
 from workers.lease_watch import LeaseWatcher
 from workers.tooling import Shaping

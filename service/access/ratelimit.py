@@ -23,7 +23,6 @@ script), like the rest of the gateway's single-Redis design.
 from __future__ import annotations
 
 import dataclasses
-import datetime as dt
 import math
 import uuid
 from collections.abc import Callable
@@ -33,12 +32,11 @@ from redis import Redis
 from redis.client import Pipeline
 
 from service.access.key_limits import Limits
+from service.access.key_usage import USAGE_TTL, usage_prefix
 from service.access.keys import LAST_USED
 from service.accounts.groups import DEFAULT_GROUP
 from service.errors import ApiError, RateLimited
 
-USAGE_TTL = 35 * 24 * 3600  # seconds a day's usage is kept
-USAGE_FIELDS = ("requests", "input_tokens", "output_tokens", "errors", "rejected")
 OK, QUOTA, RPM, CONCURRENT = 0, 1, 2, 3
 DAY_MS = 86_400_000
 
@@ -104,6 +102,7 @@ if first[2] then reset = tonumber(first[2]) + 60000 - now end
 local u = redis.call('HMGET', ARGV[1] .. day, 'input_tokens', 'output_tokens')
 return {count, reset, (tonumber(u[1]) or 0) + (tonumber(u[2]) or 0), (day + 1) * 86400000 - now}
 """
+
 
 SETTLE = """
 local t = redis.call('TIME')
@@ -207,11 +206,6 @@ def turns_key(key_id: str) -> str:
     return f"ratelimit:{key_id}:turns"
 
 
-def usage_prefix(key_id: str) -> str:
-    """Usage hashes are `<prefix><days since the epoch>`."""
-    return f"usage:{key_id}:"
-
-
 def admit(redis: Redis, caller: Caller, *, lease_seconds: float, turns: int = 1) -> Decision:
     """Count one request against the caller's limits, atomically; take a turn slot if admitted.
 
@@ -286,19 +280,3 @@ def settle(
         1 if error else 0,
         USAGE_TTL,
     )
-
-
-def usage(redis: Redis, key_id: str, *, days: int) -> list[dict[str, Any]]:
-    """The key's usage for the last `days` UTC days, today first, zeros for quiet days."""
-    seconds, _ = redis.time()
-    today = int(seconds) // 86400
-    with redis.pipeline(transaction=False) as pipe:
-        for day in range(today, today - days, -1):
-            pipe.hgetall(usage_prefix(key_id) + str(day))
-        rows = pipe.execute()
-    out = []
-    for offset, row in enumerate(rows):
-        date = dt.date(1970, 1, 1) + dt.timedelta(days=today - offset)
-        counts = {name: int(row.get(name.encode(), 0)) for name in USAGE_FIELDS}
-        out.append({"date": date.isoformat(), **counts})
-    return out

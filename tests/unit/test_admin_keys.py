@@ -10,7 +10,8 @@ from flask.testing import FlaskClient
 from prometheus_client import REGISTRY
 from redis import Redis
 
-from service.access.ratelimit import turns_key, usage
+from service.access.key_usage import usage
+from service.access.ratelimit import turns_key
 from service.runtime.settings import SettingsError, load_settings
 from service.web import create_app
 from tests.unit.test_web_app import CHAT, SECRET, MakeApp, assert_openai_error

@@ -8,7 +8,7 @@ from collections.abc import Callable
 import pytest
 from flask import Flask
 
-from service.access.ratelimit import usage
+from service.access.key_usage import usage
 from service.web import create_app
 
 KEY = "sk-limits-0123456789abcdef"

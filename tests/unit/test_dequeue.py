@@ -17,7 +17,8 @@ from service.accounts import admission
 from service.runtime.settings import load_settings
 from service.turns import grant_hint_key
 from workers import dequeue
-from workers.account_pool import Pool, granted_ahead
+from workers.account_pool import Pool
+from workers.dequeue_grants import granted_ahead
 from workers.gevent_worker import GeventWorker
 
 SECRET = "Kq3v9ZrT1mW8pL2xN7bY4cH6dF0gJ5sA"

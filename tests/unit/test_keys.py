@@ -12,8 +12,9 @@ from redis import Redis
 
 from service.access import ratelimit
 from service.access.key_limits import Limits, parse_limits
+from service.access.key_usage import USAGE_TTL, usage
 from service.access.keys import KeyNotFound, KeyStore, digest_of
-from service.access.ratelimit import Caller, admit, duration, settle, usage
+from service.access.ratelimit import Caller, admit, duration, settle
 from service.errors import InvalidRequest
 from service.keys_cli import run
 
@@ -168,7 +169,7 @@ def test_daily_tokens_and_usage(redis_client: Redis) -> None:
     assert today[0] | {"date": ""} == {
         "date": "", "requests": 1, "input_tokens": 60, "output_tokens": 50, "errors": 0, "rejected": 1
     }  # fmt: skip
-    assert 0 < redis_client.ttl(f"usage:key_test:{redis_client.time()[0] // 86400}") <= ratelimit.USAGE_TTL
+    assert 0 < redis_client.ttl(f"usage:key_test:{redis_client.time()[0] // 86400}") <= USAGE_TTL
 
 
 def test_cli_creates_lists_limits_revokes(

@@ -38,6 +38,7 @@ SHARED = [
     "service.access.keys",
     "service.access.key_limits",
     "service.access.ratelimit",
+    "service.access.key_usage",
     "service.keys_cli",
 ]
 

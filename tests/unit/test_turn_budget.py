@@ -9,7 +9,7 @@ import pytest
 from redis import Redis
 
 from service import priming, turn_plan
-from service.access import ratelimit
+from service.access import key_usage, ratelimit
 from service.access.key_limits import Limits
 from service.access.ratelimit import Caller
 from service.errors import ApiError, InvalidRequest
@@ -75,7 +75,7 @@ QUESTION = [{"role": "user", "content": "what is the capital of France?"}]
 
 
 def usage(redis: Redis, caller: Caller) -> dict[str, Any]:
-    return ratelimit.usage(redis, caller.id, days=1)[-1]
+    return key_usage.usage(redis, caller.id, days=1)[-1]
 
 
 def test_a_failed_turn_that_reached_the_upstream_is_charged_its_input(redis_client: Redis) -> None:

@@ -21,8 +21,8 @@ from typing import Any
 
 from flask import Blueprint, Flask, Response, g, jsonify, request
 
-from service.access import ratelimit
 from service.access.key_limits import parse_limits
+from service.access.key_usage import usage as usage_days
 from service.access.keys import KeyNotFound, KeyStore, ManagedKey, static_key_id
 from service.accounts import groups
 from service.errors import AuthenticationFailed, InvalidRequest, NotFound
@@ -35,7 +35,7 @@ from service.web.pipeline import quota
 
 blueprint = Blueprint("admin_keys", __name__, url_prefix="/admin/keys")
 
-MAX_USAGE_DAYS = 35  # as long as usage is kept (service.access.ratelimit.USAGE_TTL)
+MAX_USAGE_DAYS = 35  # as long as usage is kept (service.access.key_usage.USAGE_TTL)
 LIMIT_FIELDS = ("rpm", "max_concurrent", "tokens_per_day", "models")
 
 
@@ -163,5 +163,5 @@ def key_usage(key_id: str) -> Response:
     raw = request.args.get("days", "7")
     if not raw.isdigit() or not 1 <= int(raw) <= MAX_USAGE_DAYS:
         raise InvalidRequest(f"'days' must be a whole number from 1 to {MAX_USAGE_DAYS}.", param="days")
-    days = ratelimit.usage(gateway().redis, key_id, days=int(raw))
+    days = usage_days(gateway().redis, key_id, days=int(raw))
     return jsonify({"object": "list", "key_id": key_id, "data": days})

@@ -1,0 +1,60 @@
+"""The grants a dequeue makes ahead of its turn (`workers.dequeue`), until the turn takes them.
+
+They stand apart from `workers.account_pool` because two parties hand them over, not one
+lane: the worker's dequeue keeps a grant per job (`keep_ahead`), the turn's lane takes it
+with its first `take` (`granted_ahead`), and the worker drops what no turn took (`drop`).
+This module is that hand-over and nothing else; the lane that uses a grant lives in
+`workers.account_pool`.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from typing import TYPE_CHECKING
+
+from service.accounts.scheduler import Lease
+from workers.redis_outage import REDIS_DOWN
+
+if TYPE_CHECKING:
+    from workers.account_pool import Pool
+
+_ahead: dict[str, Ahead] = {}  # per job id: granted with its dequeue, until its turn builds its lane
+
+
+@dataclasses.dataclass(frozen=True)
+class Ahead:
+    """What a turn's dequeue did for its first `take` (`workers.dequeue`): its ticket in the fair
+    line and, unless the pool was full, the slot granted (the door's claim ended with it)."""
+
+    ticket: str
+    lease: Lease | None
+
+
+def drop(pool: Pool, ahead: Ahead) -> None:
+    """A dequeue's grant no turn took (it failed before asking): free the slot, or leave the line."""
+    if ahead.lease is not None:
+        pool.scheduler.release(ahead.lease)
+    else:
+        pool.scheduler.leave(ahead.ticket)
+
+
+def keep_ahead(job_id: str, ahead: Ahead) -> None:
+    """Hold a dequeue's grant for the job's turn (`granted_ahead`)."""
+    _ahead[job_id] = ahead
+
+
+def granted_ahead(job_id: str) -> Ahead | None:
+    """The grant the job's dequeue made, once (the turn's lane, or the worker dropping it)."""
+    return _ahead.pop(job_id, None)
+
+
+def drop_untaken(pool: Pool | None, job_id: str) -> None:
+    """The job ended: free the grant its dequeue made if its turn never took it (the turn failed
+    before building its lane). Redis unreachable: the slot's lease and the ticket expire by themselves."""
+    leftover = granted_ahead(job_id)
+    if leftover is None or pool is None:
+        return
+    try:
+        drop(pool, leftover)
+    except REDIS_DOWN:
+        pass
