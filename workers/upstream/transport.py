@@ -118,29 +118,9 @@ class WebSocketTransport:
                 http_proxy_timeout=timeout,
                 **self._options,
             )
-        except websocket.WebSocketBadStatusException as exc:
-            if verdict(exc.status_code, exc.resp_headers or {}, exc.resp_body or b"") == "challenge":
-                raise challenge_error(exc.status_code, f"the websocket upgrade at {self._where}") from None
-            raise _handshake_error(exc.status_code, self._where) from HandshakeStatus(exc.status_code)
-        except (websocket.WebSocketTimeoutException, TimeoutError):
-            raise UpstreamTimeout(f"no websocket handshake from {self._where} within {timeout:g}s") from None
-        except (websocket.WebSocketAddressException, socket.gaierror):
-            raise Unreachable(f"cannot resolve the upstream host of {self._where}") from None
-        except ConnectionRefusedError:
-            raise Unreachable(f"the upstream refused the connection to {self._where}") from None
-        except SocksProxyError as exc:  # not an OSError: refused credentials, a target it cannot reach
-            raise Unreachable(
-                f"the account's SOCKS proxy would not open a tunnel to {self._where}: {exc}"
-            ) from None
-        except websocket.WebSocketException as exc:
-            if str(exc).startswith("Redirect"):
-                raise UpstreamError(
-                    f"the upstream answered the websocket handshake at {self._where} with a redirect, "
-                    "which is never followed (it would carry the account's cookies to another host)"
-                ) from None
-            raise UpstreamError(f"cannot open the websocket to {self._where}: {type(exc).__name__}") from None
-        except OSError as exc:
-            raise Unreachable(f"cannot open the websocket to {self._where}: {type(exc).__name__}") from None
+        except (websocket.WebSocketException, OSError, SocksProxyError) as exc:
+            failure = _open_failure(exc, self._where, timeout)
+            raise failure from failure.__cause__  # never the library's error: it may carry the URL
         self._log.debug("event=ws_open url=%s", self._where)
 
     def send(self, text: str) -> None:
@@ -232,3 +212,29 @@ def _proxy_options(proxy: str) -> dict[str, Any]:
         # A URL carries them percent-encoded; requests and libcurl decode them, websocket-client does not.
         options["http_proxy_auth"] = (unquote(parts.username), unquote(parts.password or ""))
     return options
+
+
+def _open_failure(exc: BaseException, where: str, timeout: float) -> UpstreamError:
+    """The error tree's name for a failed websocket open (`WebSocketTransport.open`)."""
+    if isinstance(exc, websocket.WebSocketBadStatusException):
+        if verdict(exc.status_code, exc.resp_headers or {}, exc.resp_body or b"") == "challenge":
+            return challenge_error(exc.status_code, f"the websocket upgrade at {where}")
+        failure = _handshake_error(exc.status_code, where)
+        failure.__cause__ = HandshakeStatus(exc.status_code)
+        return failure
+    if isinstance(exc, (websocket.WebSocketTimeoutException, TimeoutError)):
+        return UpstreamTimeout(f"no websocket handshake from {where} within {timeout:g}s")
+    if isinstance(exc, (websocket.WebSocketAddressException, socket.gaierror)):
+        return Unreachable(f"cannot resolve the upstream host of {where}")
+    if isinstance(exc, ConnectionRefusedError):
+        return Unreachable(f"the upstream refused the connection to {where}")
+    if isinstance(exc, SocksProxyError):  # not an OSError: refused credentials, a target it cannot reach
+        return Unreachable(f"the account's SOCKS proxy would not open a tunnel to {where}: {exc}")
+    if isinstance(exc, websocket.WebSocketException):
+        if str(exc).startswith("Redirect"):
+            return UpstreamError(
+                f"the upstream answered the websocket handshake at {where} with a redirect, "
+                "which is never followed (it would carry the account's cookies to another host)"
+            )
+        return UpstreamError(f"cannot open the websocket to {where}: {type(exc).__name__}")
+    return Unreachable(f"cannot open the websocket to {where}: {type(exc).__name__}")
