@@ -33,7 +33,7 @@ from redis.client import Pipeline
 from redis.exceptions import RedisError
 
 from service.accounts import admission, health
-from service.accounts.account import DISABLED, NEEDS_ATTENTION, Account, AccountNotFound
+from service.accounts.account import DISABLED, NEEDS_ATTENTION, READY, Account, AccountNotFound
 from service.accounts.groups import DEFAULT_GROUP
 from service.accounts.registry import Registry
 from service.accounts.scheduler import Lease, Scheduler
@@ -147,9 +147,16 @@ class AccountLane:
         ahead, self.ahead = self.ahead, None
         if ahead is not None:
             if ahead.lease is not None:
-                if preferred is None and self.wants_spare == self.pool.settings.upstream_spare_conversations:
+                # The dequeue chose among the accounts ready when the worker began to wait; the
+                # grant read the account afresh, so one marked unwell meanwhile is given back.
+                fresh = ahead.lease.account.state(self.pool.scheduler.clock()) == READY
+                spares = self.pool.settings.upstream_spare_conversations
+                asked = preferred is None and self.wants_spare == spares
+                if fresh and asked:
                     return ahead.lease  # what this turn asks for: any ready account of its group
                 self.pool.scheduler.release(ahead.lease)  # not what it asks for: ask again
+                if not fresh:
+                    self.pool.registry.all(fresh=True)  # so the line does not choose from stale states
             else:
                 ticket = ahead.ticket  # the pool was full: wait on in the line with that ticket
                 return self._line(preferred, ticket)

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 from datetime import UTC, datetime, timedelta
 
+import pytest
 from redis import Redis
 from rq import Queue
 from rq.executions import Execution, ExecutionRegistry
@@ -14,10 +15,12 @@ from rq.registry import FailedJobRegistry, FinishedJobRegistry, StartedJobRegist
 from rq.serializers import JSONSerializer
 
 from service.accounts import admission
+from service.errors import UpstreamUnavailable
 from service.runtime.settings import load_settings
+from service.state.relay_publisher import Publisher
 from service.turns import grant_hint_key
 from workers import dequeue
-from workers.account_pool import Pool
+from workers.account_pool import AccountLane, Pool
 from workers.dequeue_grants import granted_ahead
 from workers.gevent_worker import GeventWorker
 
@@ -147,3 +150,25 @@ def test_a_dead_workers_list_goes_back_to_the_head_of_the_queue(redis_client: Re
     assert redis_client.lrange(dequeue.own_list(queue, "alive"), 0, -1) == [b"its-own"]
     worker.run_maintenance_tasks()  # with RQ's own clean-up; nothing left to move
     assert not redis_client.exists(dequeue.own_list(queue, "dead"))
+
+
+def test_a_grant_for_an_account_marked_unwell_since_the_wait_began_is_given_back(
+    redis_client: Redis, redis_url: str
+) -> None:
+    # The dequeue's ready list is the worker's snapshot from before it began to wait; another
+    # process marked the account unreachable meanwhile. The grant read the account afresh, so the
+    # turn gives the slot back and fails with the pool's own 503 instead of calling the upstream.
+    worker, queue, pool = _worker(redis_client, redis_url, "w")
+    prefix = pool.registry.prefix
+    pool.registry.all()  # the worker's snapshot: env-1 ready
+    marked = {"unreachable": "1", "error_code": "upstream_unreachable"}
+    redis_client.hset(pool.registry.key("env-1"), mapping=marked)
+    queue.enqueue("math.sqrt", 4.0, job_id="stale")
+    redis_client.hset(grant_hint_key("stale"), mapping={"owner": "o", "group": "default"})
+    ahead = granted_ahead(_take(worker, queue).id)
+    assert ahead is not None and ahead.lease is not None and ahead.lease.account.unreachable
+    lane = AccountLane(pool, "o", Publisher(redis_client, "chatcmpl-stale"), lambda: False, ahead=ahead)
+    lane.wants_spare = pool.settings.upstream_spare_conversations
+    with pytest.raises(UpstreamUnavailable, match="unreachable"):
+        lane.take(None)
+    assert redis_client.zcard(f"{prefix}:leases:env-1") == 0  # the stale grant's slot was given back
