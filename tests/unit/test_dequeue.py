@@ -161,8 +161,9 @@ def test_a_grant_for_an_account_marked_unwell_since_the_wait_began_is_given_back
     worker, queue, pool = _worker(redis_client, redis_url, "w")
     prefix = pool.registry.prefix
     pool.registry.all()  # the worker's snapshot: env-1 ready
-    marked = {"unreachable": "1", "error_code": "upstream_unreachable"}
-    redis_client.hset(pool.registry.key("env-1"), mapping=marked)
+    redis_client.hset(
+        pool.registry.key("env-1"), mapping={"unreachable": "1", "error_code": "upstream_unreachable"}
+    )
     queue.enqueue("math.sqrt", 4.0, job_id="stale")
     redis_client.hset(grant_hint_key("stale"), mapping={"owner": "o", "group": "default"})
     ahead = granted_ahead(_take(worker, queue).id)
