@@ -205,8 +205,9 @@ class RelayHub:
         while not self._closed.is_set():
             try:
                 message = pubsub.get_message(timeout=0.5)
-                failures = 0
-                self._healthy.set()
+                if failures:  # back after an outage (once: this loop runs per relayed message)
+                    failures = 0
+                    self._healthy.set()
             except Exception as exc:
                 self._healthy.clear()
                 if self._closed.is_set():
