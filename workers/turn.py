@@ -49,7 +49,7 @@ from service.turns import TurnRequest, lease_key
 from workers import continuation
 from workers.account_pool import AccountLane, pool_for
 from workers.context import WorkerContext
-from workers.dequeue_grants import granted_ahead
+from workers.dequeue_grants import granted_ahead, stored_ahead
 from workers.gevent_job import WorkerShutdown
 from workers.image_fetch import load_images
 from workers.lease_watch import LeaseWatcher
@@ -136,7 +136,9 @@ class TurnRunner:
             raise NotFound(
                 f"The model `{request.model}` does not exist.", code="model_not_found", param="model"
             )
-        conversation = self.saver.load()
+        # Read with the job's dequeue when it continues a stored conversation (`workers.dequeue`).
+        read = stored_ahead(request.completion_id)
+        conversation = continuation.preloaded(request, read) or self.saver.load()
         # A stored handle is an upstream conversation the next turn would continue: if this
         # turn reaches it and then does not save, it must be forgotten (`forget_upstream`).
         # (`store: false` never touches the stored one, so has nothing to forget.)

@@ -167,3 +167,77 @@ def test_the_door_reads_the_pool_once_with_turns_in_flight(
         assert _at(sides["web"], "enqueue") == WEB_ROUND_TRIPS
     finally:
         long_turn.join(timeout=30)
+
+
+# The same count for the common requests that are not a plain new conversation: a conversation
+# continued by its id, by a completion's id, by the client's whole history, and a new one with
+# an Idempotency-Key (its retry attaches to the first run instead of starting a turn).
+def _post(url: str, body: dict[str, Any], *, headers: dict[str, str] | None = None) -> tuple[str, str]:
+    """A traced streamed chat turn; (its completion id, its conversation id)."""
+    sent = {"Authorization": f"Bearer {KEY}", trace.HEADER: "1", **(headers or {})}
+    with requests.post(
+        f"{url}/v1/chat/completions", json={"model": "Balanced", "stream": True, **body}, headers=sent,
+        stream=True, timeout=30,
+    ) as r:
+        assert r.status_code == 200, r.text
+        conversation_id = r.headers["X-Conversation-Id"]
+        lines = [line for line in r.iter_lines() if line]
+    assert lines[-1] == b"data: [DONE]"
+    first = next(line for line in lines if line.startswith(b"data: {")).decode().removeprefix("data: ")
+    return str(json.loads(first)["id"]), conversation_id
+
+
+def _sides(redis: Redis, completion_id: str, *, worker: bool = True) -> dict[str, Any]:
+    want = {"web", "worker"} if worker else {"web"}
+    return dict(wait_for(lambda: (lambda s: s if want <= s.keys() else None)(trace.load(redis, completion_id))))
+
+
+def _counts(redis: Redis, completion_id: str) -> tuple[int, int]:
+    sides = _sides(redis, completion_id)
+    print("web", sides["web"]["commands"], "\nworker", sides["worker"]["commands"])
+    return _at(sides["web"], "enqueue"), _at(sides["worker"], "send")
+
+
+def _first(url: str, prompt: str) -> tuple[str, str, list[dict[str, str]]]:
+    """A new conversation's first turn: (completion id, conversation id, the history it leaves)."""
+    messages = [{"role": "user", "content": prompt}]
+    with requests.post(
+        f"{url}/v1/chat/completions",
+        json={"model": "Balanced", "messages": messages},
+        headers={"Authorization": f"Bearer {KEY}"},
+        timeout=30,
+    ) as r:
+        assert r.status_code == 200, r.text
+        body = r.json()
+    answer = {"role": "assistant", "content": body["choices"][0]["message"]["content"]}
+    return body["id"], r.headers["X-Conversation-Id"], [*messages, answer]
+
+
+@pytest.mark.parametrize("by", ["conversation_id", "completion_id", "history"])
+def test_round_trips_of_a_continued_conversation(
+    traced_stack: tuple[str, Redis], sim: SimulatorProcess, by: str
+) -> None:
+    url, redis = traced_stack
+    completion, conversation, history = _first(url, f"start a conversation to continue by {by}")
+    follow = {"role": "user", "content": f"and continue it by {by}"}
+    body: dict[str, Any] = {
+        "conversation_id": {"messages": [follow], "conversation_id": conversation},
+        "completion_id": {"messages": [follow], "id": completion},
+        "history": {"messages": [*history, follow]},
+    }[by]
+    completion_id, continued = _post(url, body)
+    assert continued == conversation
+    assert _counts(redis, completion_id) == (CONTINUED_WEB[by], CONTINUED_WORKER)
+
+
+def test_round_trips_with_an_idempotency_key(traced_stack: tuple[str, Redis], sim: SimulatorProcess) -> None:
+    url, redis = traced_stack
+    body = {"messages": [{"role": "user", "content": "count my round trips, idempotently"}]}
+    key = {"Idempotency-Key": "round-trips-1"}
+    completion_id, _ = _post(url, body, headers=key)
+    assert _counts(redis, completion_id) == (WEB_ROUND_TRIPS, WORKER_ROUND_TRIPS)
+    again, _ = _post(url, body, headers=key)  # the retry replays the first run
+    assert again == completion_id
+
+CONTINUED_WEB = {"conversation_id": 1, "completion_id": 1, "history": 1}
+CONTINUED_WORKER = 1
