@@ -185,7 +185,7 @@ GRANT_HINT_PREFIX = "turn:grant:"
 
 
 def grant_hint_key(completion_id: str) -> str:
-    """Who a queued turn runs for (owner, group; a continued one's conversation): read by `workers.dequeue`."""
+    """Who a queued turn runs for (owner, group; a continued one's conversation): `workers.dequeue`."""
     return f"{GRANT_HINT_PREFIX}{completion_id}"
 
 

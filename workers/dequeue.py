@@ -12,8 +12,9 @@ left its owner and group under `service.turns.grant_hint_key`, runs the fair lin
 script (`fair_line.ADMIT`) for it. A turn that continues a stored conversation names it
 there too: the script reads its document, handle and metadata (what `TurnSaver.load` read
 in a round trip of its own; the web tier holds the conversation's lock, so nothing changes
-it meanwhile) and asks for the handle's account, as `Scheduler.poll` does for `preferred`. Redis runs one client's commands in order, so the script sees what the BLMOVE moved,
-and the list is this worker's own, so no other worker's id comes between.
+it meanwhile) and asks for the handle's account, as `Scheduler.poll` does for `preferred`.
+Redis runs one client's commands in order, so the script sees what the BLMOVE moved, and
+the list is this worker's own, so no other worker's id comes between.
 
 The turn takes the grant (`Ahead`) with its first `AccountLane.take`; not granted (the
 pool is full), its ticket is already in the line and it waits there as usual.

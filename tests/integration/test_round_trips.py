@@ -189,7 +189,8 @@ def _post(url: str, body: dict[str, Any], *, headers: dict[str, str] | None = No
 
 def _sides(redis: Redis, completion_id: str, *, worker: bool = True) -> dict[str, Any]:
     want = {"web", "worker"} if worker else {"web"}
-    return dict(wait_for(lambda: (lambda s: s if want <= s.keys() else None)(trace.load(redis, completion_id))))
+    found = wait_for(lambda: (lambda s: s if want <= s.keys() else None)(trace.load(redis, completion_id)))
+    return dict(found)
 
 
 def _counts(redis: Redis, completion_id: str) -> tuple[int, int]:
