@@ -172,10 +172,9 @@ def enqueue_turn_in(
         # for which it needs the owner and group now; a continued turn's conversation is read
         # there too, and its upstream handle's account asked for (unless `store: false`).
         hint = grant_hint_key(request.completion_id)
-        mapping = {"owner": request.owner, "group": request.group}
+        pipe.hset(hint, mapping={"owner": request.owner, "group": request.group})
         if request.continues:
-            mapping.update(conv=request.conversation_id, pref="1" if request.store else "")
-        pipe.hset(hint, mapping=mapping)
+            pipe.hset(hint, mapping={"conv": request.conversation_id, "pref": "1" if request.store else ""})
         pipe.expire(hint, int(settings.queue_wait_timeout) + 65)
     if also is not None:  # after RQ's own commands
         also(pipe)
