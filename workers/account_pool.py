@@ -155,6 +155,7 @@ class AccountLane:
                 if fresh and asked and preferred in (None, ahead.lease.account.id):
                     return ahead.lease  # what this turn asks for: its conversation's account, or any
                 self.pool.scheduler.release(ahead.lease)  # not what it asks for: ask again
+                self.admitted = self.admitted and not ahead.lease.door_ended  # the grant ended it
                 if not fresh:
                     self.pool.registry.all(fresh=True)  # so the line does not choose from stale states
             else:
