@@ -10,9 +10,12 @@ happens in between is the same for all of them and lives here:
       enqueue `workers.jobs.run_turn` (`enqueue`) → `respond.answer_turn` through the
       surface's renderer
 
-A new conversation with nothing to read or write before it starts takes the short way:
-its admission, key quota and room are checked by the enqueue's own script
-(`pipeline.gate`), one Redis round trip in all.
+A turn without images takes the short way: its admission, key quota, Idempotency-Key
+claim and its conversation's lock (or the room for a new one) are checked by the
+enqueue's own script (`pipeline.gate`, `pipeline.gate_continue`), one Redis round trip in
+all (two when a completion id or a history must first be looked up). What that script
+cannot decide (a claimed key, a conversation gone, changed or busy) is decided the old
+way once its checks passed (`_start`).
 
 Subscribing before enqueueing means no event can be published before we listen. A
 surface that makes its streams resumable (`resume.Resumable`) or answers in the
@@ -191,7 +194,8 @@ def _begin(
     resumable: resume.Resumable | None,
     gate: Gate | None = None,
 ) -> Run:
-    """Resolve the conversation and start the turn (the claim, if any, is taken)."""
+    """Resolve the conversation and start the turn (the claim, if any, is taken, or with `gate` is
+    taken by its script)."""
     completion_id, created = mine.completion_id, mine.created
     refs = park(gw.redis, chat.images)  # before the lock: nothing to free if Redis fails here
     trace.mark("park")
