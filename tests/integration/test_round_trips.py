@@ -176,8 +176,11 @@ def _post(url: str, body: dict[str, Any], *, headers: dict[str, str] | None = No
     """A traced streamed chat turn; (its completion id, its conversation id)."""
     sent = {"Authorization": f"Bearer {KEY}", trace.HEADER: "1", **(headers or {})}
     with requests.post(
-        f"{url}/v1/chat/completions", json={"model": "Balanced", "stream": True, **body}, headers=sent,
-        stream=True, timeout=30,
+        f"{url}/v1/chat/completions",
+        json={"model": "Balanced", "stream": True, **body},
+        headers=sent,
+        stream=True,
+        timeout=30,
     ) as r:
         assert r.status_code == 200, r.text
         conversation_id = r.headers["X-Conversation-Id"]
@@ -258,3 +261,34 @@ def test_round_trips_with_an_idempotency_key(traced_stack: tuple[str, Redis], si
 # script, the conversation, the grant of its account).
 REPLAY_WEB = 7  # not on a new turn's path: nothing goes upstream
 CONTINUED_WEB = {"conversation_id": 1, "completion_id": 2, "history": 2}
+
+
+def test_round_trips_of_a_previous_response_id(
+    traced_stack: tuple[str, Redis], sim: SimulatorProcess
+) -> None:
+    url, redis = traced_stack
+    headers = {"Authorization": f"Bearer {KEY}"}
+    counted = []
+    for n in range(2):  # the second is counted: the first loads this kind's script into Redis
+        first = requests.post(
+            f"{url}/v1/responses",
+            json={"model": "Balanced", "input": f"start {n}"},
+            headers=headers,
+            timeout=30,
+        )
+        assert first.status_code == 200, first.text
+        body = {"model": "Balanced", "input": "and continue", "previous_response_id": first.json()["id"]}
+        body["stream"] = True
+        with requests.post(
+            f"{url}/v1/responses", json=body, headers={**headers, trace.HEADER: "1"}, stream=True, timeout=30
+        ) as second:
+            assert second.status_code == 200, second.text
+            events = [line for line in second.iter_lines() if line.startswith(b"data: ")]
+        completion_id = json.loads(events[0].removeprefix(b"data: "))["response"]["id"]
+        counted.append(_counts(redis, completion_id))
+    assert counted[-1] == (PREVIOUS_RESPONSE_WEB, WORKER_ROUND_TRIPS)
+
+
+# The Responses surface reads the previous response first (the names of its function calls,
+# `responses.calls`), then the pointer to its conversation, then the gate's script.
+PREVIOUS_RESPONSE_WEB = 3
