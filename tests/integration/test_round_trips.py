@@ -259,7 +259,7 @@ def test_round_trips_with_an_idempotency_key(traced_stack: tuple[str, Redis], si
 # then the same script: 2. Before, they were 6, 7 and 6 (door, quota + room, the pointer or
 # match, the lock, the conversation under the lock, the enqueue), and the worker 3 (BLMOVE +
 # script, the conversation, the grant of its account).
-REPLAY_WEB = 7  # not on a new turn's path: nothing goes upstream
+REPLAY_WEB = 7  # was 9; not on a new turn's path: nothing goes upstream
 CONTINUED_WEB = {"conversation_id": 1, "completion_id": 2, "history": 2}
 
 
@@ -290,5 +290,6 @@ def test_round_trips_of_a_previous_response_id(
 
 
 # The Responses surface reads the previous response first (the names of its function calls,
-# `responses.calls`), then the pointer to its conversation, then the gate's script.
+# `responses.calls`), then the pointer to its conversation, then the gate's script (was 8, and
+# 3 on the worker). An Idempotency-Key's first call was 5 on the web side.
 PREVIOUS_RESPONSE_WEB = 3
