@@ -10,6 +10,7 @@ lowers the numbers below).
 
 from __future__ import annotations
 
+import base64
 import json
 import threading
 from collections.abc import Iterator
@@ -22,6 +23,7 @@ from rq.job import Job, JobStatus
 
 from service.runtime import trace
 from service.runtime.embedded_redis import EmbeddedRedis
+from tests.integration.test_images import screenshot_png
 from tests.support.simulator import SimulatorProcess
 from tests.support.stack import GunicornServer, WorkerProcess, gateway_env, wait_for
 
@@ -293,3 +295,22 @@ def test_round_trips_of_a_previous_response_id(
 # `responses.calls`), then the pointer to its conversation, then the gate's script (was 8, and
 # 3 on the worker). An Idempotency-Key's first call was 5 on the web side.
 PREVIOUS_RESPONSE_WEB = 3
+
+
+def test_round_trips_of_a_turn_with_an_image(traced_stack: tuple[str, Redis], sim: SimulatorProcess) -> None:
+    url, redis = traced_stack
+    png = base64.b64encode(screenshot_png(64, 48)).decode()
+    counted = []
+    for n in range(2):  # the second is counted: the first loads this kind's script into Redis
+        content = [
+            {"type": "text", "text": f"what is in this picture {n}?"},
+            {"type": "image_url", "image_url": {"url": f"data:image/png;base64,{png}"}},
+        ]
+        completion_id, _ = _post(url, {"messages": [{"role": "user", "content": content}]})
+        counted.append(_counts(redis, completion_id))
+    assert counted[-1] == (WEB_ROUND_TRIPS, IMAGE_WORKER)
+
+
+# The image's bytes are parked by the gate's script (they were parked in a round trip of their own
+# before the door: 4 on the web side); the worker reads them back once it has the job.
+IMAGE_WORKER = 2

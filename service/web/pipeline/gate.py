@@ -10,10 +10,10 @@ then quota, then room), with what the checks wrote kept as before (the door's cl
 key's ticket: the request's teardown settles it).
 
 An Idempotency-Key's claim and a continued conversation's read and lock are two more
-checks of the same script (`pipeline.gate_continue`), after the door and the quota. Only
-images (parked first), a pointer that leads nowhere, and a history no conversation has
-(which may consume a `store: false` digest) go the old way: checked and counted first,
-as a turn always was (`submit`).
+checks of the same script (`pipeline.gate_continue`), after the door and the quota, and
+a request's image bytes are parked by its commands. Only a pointer that leads nowhere and
+a history no conversation has (which may consume a `store: false` digest) go the old way:
+checked and counted first, as a turn always was (`submit`).
 """
 
 from __future__ import annotations
@@ -30,6 +30,7 @@ from service.access.ratelimit import Caller
 from service.accounts import admission as door_admission
 from service.accounts import door
 from service.errors import UpstreamUnavailable
+from service.images import ImageInput, ImageRef, park_in
 from service.runtime import metrics
 from service.state import gated, idempotency, streams
 from service.state.conversations import owned_key
@@ -59,6 +60,17 @@ class Gate:
     turns: int
     target: Target = NEW  # the conversation to continue (`gate_continue.aim`)
     claim: tuple[str, idempotency.Claim] | None = None  # the Idempotency-Key's claim key and ours
+    parked: tuple[gated.Command, ...] = ()  # the request's image bytes, written only if the turn goes
+
+
+def park(gw: Gateway, gate: Gate, images: tuple[ImageInput, ...]) -> tuple[list[ImageRef], Gate]:
+    """The refs the job carries; the bytes are parked by the gate's script, only once the checks
+    passed (a refused turn parks nothing; `service.images.park` wrote them before the checks)."""
+    refs: list[ImageRef] = []
+    if not images:
+        return refs, gate
+    commands = gated.captured(gw.redis, lambda pipe: refs.extend(park_in(pipe, images)))
+    return refs, dataclasses.replace(gate, parked=tuple(commands))
 
 
 class ClaimTaken(Exception):
@@ -127,7 +139,8 @@ def enqueue(gw: Gateway, gate: Gate, turn: TurnRequest, record: streams.StreamRe
         if gate.claim is not None:  # claimed with its conversation known: no `record` to follow
             pipe.set(gate.claim[0], gate.claim[1].to_json(), nx=True, ex=ttl)
 
-    passed, replies = gated.run(gw.redis, checks, gated.captured(gw.redis, fill))
+    commands = [*gate.parked, *gated.captured(gw.redis, fill)]
+    passed, replies = gated.run(gw.redis, checks, commands)
     if passed:
         got = dict(zip([c.name for c in checks], replies, strict=True))
         if read_quota is not None:

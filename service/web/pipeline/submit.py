@@ -10,9 +10,9 @@ happens in between is the same for all of them and lives here:
       enqueue `workers.jobs.run_turn` (`enqueue`) → `respond.answer_turn` through the
       surface's renderer
 
-A turn without images takes the short way: its admission, key quota, Idempotency-Key
-claim and its conversation's lock (or the room for a new one) are checked by the
-enqueue's own script (`pipeline.gate`, `pipeline.gate_continue`), one Redis round trip in
+A turn takes the short way: its admission, key quota, Idempotency-Key claim and its
+conversation's lock (or the room for a new one) are checked by the enqueue's own script,
+which parks its images too (`pipeline.gate`, `pipeline.gate_continue`), one Redis round trip in
 all (two when a completion id or a history must first be looked up). What that script
 cannot decide (a claimed key, a conversation gone, changed or busy) is decided the old
 way once its checks passed (`_start`).
@@ -45,6 +45,7 @@ from service.web.pipeline import admission, attach, quota, resume, turn_cost
 from service.web.pipeline import conversation_limits as limits
 from service.web.pipeline.enqueue import start
 from service.web.pipeline.gate import ClaimTaken, Gate
+from service.web.pipeline.gate import park as park_in_gate
 from service.web.pipeline.gate import prepare as prepare_gate
 from service.web.pipeline.gate_continue import Unresolved, aim
 from service.web.pipeline.request import Bounds, ChatRequest
@@ -84,7 +85,7 @@ def submit(
     turns = turn_cost.check(chat, gw.settings, param=param)  # 400 over MAX_UPSTREAM_TURNS_PER_REQUEST
     group = admission.caller_group()  # the key's account group: its turns run on no other accounts
     key = attach.idempotency_key()
-    target = None if chat.images else aim(gw, chat, owner)  # a completion id or history: one read
+    target = aim(gw, chat, owner)  # a completion id or a history: one read
     gate: Gate | None = None
     if target is not None:
         # The door, the key's quota, the Idempotency-Key's claim, the conversation's lock (or the
@@ -92,8 +93,8 @@ def submit(
         # 403 and the empty group's 503 come from memory now.
         gate = prepare_gate(gw, owner, group, g.get("caller"), chat.model, turns, target)
     else:
-        # Parked images, a pointer to find or a history to match come first, and each may fail:
-        # checked (and counted) before them, as a turn always was.
+        # A pointer that leads nowhere (its 404), or a history no conversation has (a new one,
+        # maybe carrying a `store: false` digest): checked (and counted) first, as always.
         admission.admit(owner, group)  # 429 at once if the group's line is too long; 503 if it is empty
         trace.mark("admission")
         # The key's model access and limits (403/429), charged the turns the request surely costs,
@@ -197,7 +198,10 @@ def _begin(
     """Resolve the conversation and start the turn (the claim, if any, is taken, or with `gate` is
     taken by its script)."""
     completion_id, created = mine.completion_id, mine.created
-    refs = park(gw.redis, chat.images)  # before the lock: nothing to free if Redis fails here
+    if gate is None:
+        refs = park(gw.redis, chat.images)  # before the lock: nothing to free if Redis fails here
+    else:
+        refs, gate = park_in_gate(gw, gate, chat.images)  # parked by the gate's script
     trace.mark("park")
     if gate is not None and gate.target.conversation_id:  # checked and locked by the gate's script
         resolution = aimed(chat, gate.target.conversation_id, gate.target.how)
