@@ -18,6 +18,7 @@ from redis import Redis
 from redis.client import Pipeline
 from rq import Queue
 
+from service.images import image_key
 from service.runtime.settings import Settings
 
 JOB_FUNCTION = "workers.jobs.run_turn"
@@ -175,6 +176,9 @@ def enqueue_turn_in(
         pipe.hset(hint, mapping={"owner": request.owner, "group": request.group})
         if request.continues:
             pipe.hset(hint, mapping={"conv": request.conversation_id, "pref": "1" if request.store else ""})
+        parked = [image_key(str(ref["digest"])) for ref in request.images if ref.get("digest")]
+        if parked:  # the dequeue reads the parked image bytes too
+            pipe.hset(hint, "imgs", ",".join(parked))
         pipe.expire(hint, int(settings.queue_wait_timeout) + 65)
     if also is not None:  # after RQ's own commands
         also(pipe)

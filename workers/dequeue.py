@@ -96,11 +96,16 @@ local clock = {stamp, string.format('%011d%06d000', sec, usec)}
 -- The grant, for a turn whose hint names its owner and group (a new upstream conversation, or a
 -- stored one: its document is read here too, and its upstream handle's account preferred)
 local hint_key = ARGV[12] .. id
-local hint = redis.call('HMGET', hint_key, 'owner', 'group', 'conv', 'pref')
+local hint = redis.call('HMGET', hint_key, 'owner', 'group', 'conv', 'pref', 'imgs')
 if not hint[1] then return {id, raw, clock} end
 redis.call('DEL', hint_key)
 local owner, group = hint[1], hint[2]
-local stored, preferred, spares = false, false, ARGV[20]
+local stored, preferred, spares, images = false, false, ARGV[20], false
+if hint[5] then  -- the parked image bytes the turn will read
+  local keys = {}
+  for key in string.gmatch(hint[5], '[^,]+') do keys[#keys + 1] = key end
+  images = {keys, redis.call('MGET', unpack(keys))}
+end
 if hint[3] then
   local c = ARGV[21] .. hint[3]
   stored = redis.call('MGET', c, c .. ARGV[22], c .. ARGV[23])
@@ -122,10 +127,10 @@ for i = 24, #ARGV, 4 do
   end
 end
 -- none ready: the turn learns why the usual way
-if #ids == 0 then return {id, raw, clock, false, owner, false, stored, preferred} end
+if #ids == 0 then return {id, raw, clock, false, owner, false, stored, preferred, images} end
 args[5] = mine and preferred or table.concat(ids, ',')  -- `Scheduler.poll`'s `want`
 local grant = admit({ARGV[19] .. owner, spares}, args)
-return {id, raw, clock, ticket, owner, grant, stored, preferred}
+return {id, raw, clock, ticket, owner, grant, stored, preferred, images}
 """
 )
 
@@ -199,7 +204,9 @@ def dequeue(
         if grant and grant[0]:
             lease = lease_from(grant, ticket, pool.registry.prefix, door=True)
         preferred = reply[7].decode() if reply[7] else None
-        ahead = Ahead(ticket, lease, preferred=preferred, stored=tuple(reply[6]) if reply[6] else None)
+        stored = tuple(reply[6]) if reply[6] else None
+        images = {k.decode(): v for k, v in zip(*reply[8], strict=True) if v is not None} if reply[8] else {}
+        ahead = Ahead(ticket, lease, preferred=preferred, stored=stored, images=images)
     return Dequeued(job, execution, ahead)
 
 

@@ -10,7 +10,9 @@ This module is that hand-over and nothing else; the lane that uses a grant lives
 from __future__ import annotations
 
 import dataclasses
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
+
+from redis import Redis
 
 from service.accounts.scheduler import Lease
 from workers.redis_outage import REDIS_DOWN
@@ -31,6 +33,21 @@ class Ahead:
     preferred: str | None = None  # the account asked for: the continued conversation's handle's
     # A continued turn's stored conversation as the dequeue read it: document, handle, metadata.
     stored: tuple[bytes | None, bytes | None, bytes | None] | None = None
+    images: dict[str, bytes] = dataclasses.field(default_factory=dict)  # parked image bytes by key
+
+
+class Parked:
+    """A turn's Redis for `workers.image_fetch.load_images`: the image bytes its dequeue read, else
+    Redis itself (`service.images.unpark` reads with `get`)."""
+
+    def __init__(self, redis: Redis, read: dict[str, bytes]) -> None:
+        self.redis = redis
+        self.read = read
+
+    def get(self, key: str) -> Any:
+        """The bytes under `key`, as the dequeue read them or from Redis now."""
+        found = self.read.get(key)
+        return found if found is not None else self.redis.get(key)
 
 
 def drop(pool: Pool, ahead: Ahead) -> None:

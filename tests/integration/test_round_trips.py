@@ -312,5 +312,5 @@ def test_round_trips_of_a_turn_with_an_image(traced_stack: tuple[str, Redis], si
 
 
 # The image's bytes are parked by the gate's script (they were parked in a round trip of their own
-# before the door: 4 on the web side); the worker reads them back once it has the job.
-IMAGE_WORKER = 2
+# before the door: 4 on the web side) and read back by the dequeue's (a GET of their own: 2).
+IMAGE_WORKER = 1
