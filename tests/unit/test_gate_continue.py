@@ -6,6 +6,7 @@ old way with the same answers, the key's request counted as before."""
 
 from __future__ import annotations
 
+import base64
 import threading
 import time
 from collections.abc import Iterator
@@ -19,10 +20,12 @@ from rq.job import Job
 from rq.serializers import JSONSerializer
 
 from service.accounts.registry import Registry
+from service.images import image_key
 from service.state import idempotency, locks
 from service.state.conversations import Conversation, ConversationStore, owner_of
 from service.turns import TurnRequest, grant_hint_key
 from service.web import create_app
+from tests.integration.test_images import screenshot_png
 from tests.support.stack import wait_for
 from tests.unit.test_web_app import SECRET
 
@@ -160,3 +163,18 @@ def test_an_idempotency_key_is_claimed_with_its_conversation_known(
     assert status == 400 and "idempotency_key_reused" in text
     assert idempotency.lookup(redis_client, OWNER, "gate-claim-1") == claim
     sent.join(10)
+
+
+def test_a_refused_turn_parks_no_image(client: FlaskClient, redis_client: Redis) -> None:
+    """The image's bytes are parked by the gate's script only once its checks passed."""
+    for _ in range(3):  # the key's three requests this minute, spent on lookups that fail
+        assert _post(client, {"conversation_id": "conv_nobody", "messages": [NEXT]})[0] == 404
+    png = base64.b64encode(screenshot_png(32, 24)).decode()
+    content = [
+        {"type": "text", "text": "what is this?"},
+        {"type": "image_url", "image_url": {"url": f"data:image/png;base64,{png}"}},
+    ]
+    status, text = _post(client, {"messages": [{"role": "user", "content": content}]})
+    assert status == 429, text
+    assert list(redis_client.scan_iter(match=image_key("*"))) == []
+    assert not Queue(QUEUE, connection=redis_client).job_ids

@@ -64,8 +64,8 @@ class Gate:
 
 
 def park(gw: Gateway, gate: Gate, images: tuple[ImageInput, ...]) -> tuple[list[ImageRef], Gate]:
-    """The refs the job carries; the bytes are parked by the gate's script, only once the checks
-    passed (a refused turn parks nothing; `service.images.park` wrote them before the checks)."""
+    """The refs the job carries; the bytes are parked by the gate's script, only once its checks
+    passed (a refused turn parks nothing, as when `service.images.park` ran after the door)."""
     refs: list[ImageRef] = []
     if not images:
         return refs, gate
