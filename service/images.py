@@ -27,6 +27,7 @@ import re
 from typing import Any
 
 from redis import Redis
+from redis.client import Pipeline
 
 from service.errors import InvalidRequest
 
@@ -200,17 +201,23 @@ def image_key(digest: str) -> str:
 
 def park(redis: Redis, images: tuple[ImageInput, ...], ttl: int = IMAGE_TTL) -> list[ImageRef]:
     """Store each data: image's bytes (one pipeline) and return the refs the job carries."""
-    refs: list[ImageRef] = []
     with redis.pipeline(transaction=False) as pipe:
-        for image in images:
-            if image.url:
-                refs.append(ImageRef(part=image.part, url=image.url))
-                continue
-            digest = hashlib.sha256(image.data).hexdigest()
-            pipe.set(image_key(digest), image.data, ex=ttl)
-            refs.append(ImageRef(part=image.part, digest=digest, mime=image.mime, size=len(image.data)))
+        refs = park_in(pipe, images, ttl)
         if refs:
             pipe.execute()
+    return refs
+
+
+def park_in(pipe: Pipeline, images: tuple[ImageInput, ...], ttl: int = IMAGE_TTL) -> list[ImageRef]:
+    """`park`'s commands queued on `pipe`, not sent (the web tier's gate sends them in its script)."""
+    refs: list[ImageRef] = []
+    for image in images:
+        if image.url:
+            refs.append(ImageRef(part=image.part, url=image.url))
+            continue
+        digest = hashlib.sha256(image.data).hexdigest()
+        pipe.set(image_key(digest), image.data, ex=ttl)
+        refs.append(ImageRef(part=image.part, digest=digest, mime=image.mime, size=len(image.data)))
     return refs
 
 

@@ -18,6 +18,7 @@ from redis import Redis
 from redis.client import Pipeline
 from rq import Queue
 
+from service.images import image_key
 from service.runtime.settings import Settings
 
 JOB_FUNCTION = "workers.jobs.run_turn"
@@ -167,11 +168,17 @@ def enqueue_turn_in(
         description=f"turn {request.completion_id} of {request.conversation_id}",
         pipeline=pipe,
     )
-    if not request.continues and not request.carried:
-        # A new upstream conversation: the worker's dequeue grants its account in the same
-        # round trip (`workers.dequeue`), for which it needs the owner and group now.
+    if not request.carried:
+        # The worker's dequeue grants the turn's account in the same round trip (`workers.dequeue`),
+        # for which it needs the owner and group now; a continued turn's conversation is read
+        # there too, and its upstream handle's account asked for (unless `store: false`).
         hint = grant_hint_key(request.completion_id)
         pipe.hset(hint, mapping={"owner": request.owner, "group": request.group})
+        if request.continues:
+            pipe.hset(hint, mapping={"conv": request.conversation_id, "pref": "1" if request.store else ""})
+        parked = [image_key(str(ref["digest"])) for ref in request.images if ref.get("digest")]
+        if parked:  # the dequeue reads the parked image bytes too
+            pipe.hset(hint, "imgs", ",".join(parked))
         pipe.expire(hint, int(settings.queue_wait_timeout) + 65)
     if also is not None:  # after RQ's own commands
         also(pipe)
@@ -181,7 +188,7 @@ GRANT_HINT_PREFIX = "turn:grant:"
 
 
 def grant_hint_key(completion_id: str) -> str:
-    """Who a queued turn on a new conversation runs for (owner, group): read by `workers.dequeue`."""
+    """Who a queued turn runs for (owner, group; a continued one's conversation): `workers.dequeue`."""
     return f"{GRANT_HINT_PREFIX}{completion_id}"
 
 

@@ -150,11 +150,12 @@ class AccountLane:
                 # The dequeue chose among the accounts ready when the worker began to wait; the
                 # grant read the account afresh, so one marked unwell meanwhile is given back.
                 fresh = ahead.lease.account.state(self.pool.scheduler.clock()) == READY
-                spares = self.pool.settings.upstream_spare_conversations
-                asked = preferred is None and self.wants_spare == spares
-                if fresh and asked:
-                    return ahead.lease  # what this turn asks for: any ready account of its group
+                spares = self.pool.settings.upstream_spare_conversations and ahead.preferred is None
+                asked = preferred == ahead.preferred and self.wants_spare == spares
+                if fresh and asked and preferred in (None, ahead.lease.account.id):
+                    return ahead.lease  # what this turn asks for: its conversation's account, or any
                 self.pool.scheduler.release(ahead.lease)  # not what it asks for: ask again
+                self.admitted = self.admitted and not ahead.lease.door_ended  # the grant ended it
                 if not fresh:
                     self.pool.registry.all(fresh=True)  # so the line does not choose from stale states
             else:

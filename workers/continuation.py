@@ -55,6 +55,18 @@ def begin(settings: Settings, request: TurnRequest, conversation: Conversation) 
     return Start(handle, update)
 
 
+def preloaded(
+    request: TurnRequest, stored: tuple[bytes | None, bytes | None, bytes | None] | None
+) -> Conversation | None:
+    """The continued conversation as the job's dequeue read it (`workers.dequeue`): document, handle
+    and metadata, as `ConversationStore.get` reads them; None when it was not read or is not the
+    owner's (the turn then reads it itself, and says why it cannot continue)."""
+    if not request.continues or stored is None or not stored[0]:
+        return None
+    conversation = Conversation.from_json(stored[0], stored[1], stored[2])
+    return conversation if conversation.owner == request.owner else None
+
+
 def remember(pipe: Pipeline, settings: Settings, request: TurnRequest, conversation: Conversation) -> None:
     """Queue the digest entry a completed `store: false` turn leaves (no transcript, no text)."""
     if conversation.handle is None:

@@ -7,11 +7,14 @@ and the account's credentials). Here one pipeline sends a BLMOVE onto a list of 
 worker's own and, right behind it, `DEQUEUE`, which takes the id from that list, reads
 the job, writes RQ's start bookkeeping exactly as `GeventWorker.prepare_job_execution`
 does (same keys, fields, scores and TTLs: RQ's registries, `rq info`, failure handling
-and the started-job cleanup see an ordinary started job) and, for a turn that starts a
-new upstream conversation (the web tier left its owner and group under
-`service.turns.grant_hint_key`), runs the fair line's own script (`fair_line.ADMIT`) for
-it. Redis runs one client's commands in order, so the script sees what the BLMOVE moved,
-and the list is this worker's own, so no other worker's id comes between.
+and the started-job cleanup see an ordinary started job) and, for a turn whose web tier
+left its owner and group under `service.turns.grant_hint_key`, runs the fair line's own
+script (`fair_line.ADMIT`) for it. A turn that continues a stored conversation names it
+there too: the script reads its document, handle and metadata (what `TurnSaver.load` read
+in a round trip of its own; the web tier holds the conversation's lock, so nothing changes
+it meanwhile) and asks for the handle's account, as `Scheduler.poll` does for `preferred`.
+Redis runs one client's commands in order, so the script sees what the BLMOVE moved, and
+the list is this worker's own, so no other worker's id comes between.
 
 The turn takes the grant (`Ahead`) with its first `AccountLane.take`; not granted (the
 pool is full), its ticket is already in the line and it waits there as usual.
@@ -35,6 +38,7 @@ from rq.worker import WorkerStatus
 from service.accounts import admission, capacity, fair_line, groups
 from service.accounts.account import READY
 from service.accounts.scheduler import Lease, lease_from
+from service.state.conversations import conversation_key, handle_key, metadata_key
 from service.turns import GRANT_HINT_PREFIX
 from workers import spare_conversations
 from workers.account_pool import Pool
@@ -89,27 +93,50 @@ redis.call('HSET', job_key, 'last_heartbeat', iso, 'status', started, 'started_a
   'worker_name', worker)
 redis.call('PERSIST', job_key)
 local clock = {stamp, string.format('%011d%06d000', sec, usec)}
--- The grant, for a turn that starts a new upstream conversation (its hint names owner and group)
+-- The grant, for a turn whose hint names its owner and group (a new upstream conversation, or a
+-- stored one: its document is read here too, and its upstream handle's account preferred)
 local hint_key = ARGV[12] .. id
-local hint = redis.call('HMGET', hint_key, 'owner', 'group')
+local hint = redis.call('HMGET', hint_key, 'owner', 'group', 'conv', 'pref', 'imgs')
 if not hint[1] then return {id, raw, clock} end
 redis.call('DEL', hint_key)
 local owner, group = hint[1], hint[2]
+local stored, preferred, spares, images = false, false, ARGV[20], false
+if hint[5] then  -- the parked image bytes the turn will read
+  local keys = {}
+  for key in string.gmatch(hint[5], '[^,]+') do keys[#keys + 1] = key end
+  images = {keys, redis.call('MGET', unpack(keys))}
+end
+if hint[3] then
+  local c = ARGV[21] .. hint[3]
+  stored = redis.call('MGET', c, c .. ARGV[22], c .. ARGV[23])
+  if hint[4] == '1' and stored[2] then
+    local ok, handle = pcall(cjson.decode, stored[2])
+    if ok and type(handle) == 'table' and type(handle['account']) == 'string' then
+      preferred, spares = handle['account'], ''  -- continued upstream: no spare with its slot
+    end
+  end
+end
 local ticket = clock[2] .. ARGV[13]
 local args = {ARGV[14], stamp, ticket, owner, '', ARGV[15], ARGV[16], ARGV[17], ARGV[18]}
-local ids = {}
-for i = 21, #ARGV, 4 do
+local ids, mine = {}, false
+for i = 24, #ARGV, 4 do
   if ARGV[i] == group then
     ids[#ids + 1] = ARGV[i + 1]
+    if ARGV[i + 1] == preferred then mine = true end
     args[#args + 1] = ARGV[i + 1]; args[#args + 1] = ARGV[i + 2]; args[#args + 1] = ARGV[i + 3]
   end
 end
-if #ids == 0 then return {id, raw, clock} end  -- none ready: the turn learns why the usual way
-args[5] = table.concat(ids, ',')
-local grant = admit({ARGV[19] .. owner, ARGV[20]}, args)
-return {id, raw, clock, ticket, owner, grant}
+-- none ready: the turn learns why the usual way
+if #ids == 0 then return {id, raw, clock, false, owner, false, stored, preferred, images} end
+args[5] = mine and preferred or table.concat(ids, ',')  -- `Scheduler.poll`'s `want`
+local grant = admit({ARGV[19] .. owner, spares}, args)
+return {id, raw, clock, ticket, owner, grant, stored, preferred, images}
 """
 )
+
+_BASE = conversation_key("")
+_CONVERSATION_KEYS = (_BASE, handle_key("")[len(_BASE) :], metadata_key("")[len(_BASE) :])
+"""How the script names a conversation's document, handle and metadata (`service.state.conversations`)."""
 
 WORKER_KEY_PREFIX = "rq:worker:"  # `Worker.key` (tests/unit/test_dequeue.py)
 
@@ -172,9 +199,14 @@ def dequeue(
     execution = Execution(id=execution_id, job_id=job_id, connection=redis, worker_name=worker_name)
     ahead = None
     if len(reply) > 3:
-        ticket, grant = reply[3].decode(), reply[5]
-        lease: Lease | None = lease_from(grant, ticket, pool.registry.prefix, door=True) if grant[0] else None
-        ahead = Ahead(ticket, lease)
+        ticket, grant = (reply[3] or b"").decode(), reply[5]
+        lease: Lease | None = None
+        if grant and grant[0]:
+            lease = lease_from(grant, ticket, pool.registry.prefix, door=True)
+        preferred = reply[7].decode() if reply[7] else None
+        stored = tuple(reply[6]) if reply[6] else None
+        images = {k.decode(): v for k, v in zip(*reply[8], strict=True) if v is not None} if reply[8] else {}
+        ahead = Ahead(ticket, lease, preferred=preferred, stored=stored, images=images)
     return Dequeued(job, execution, ahead)
 
 
@@ -249,6 +281,7 @@ def _arguments(
         fair_line.SCAN,
         admission.pending_key(prefix, ""),
         spare_conversations.prefix(prefix) if settings.upstream_spare_conversations else "",
+        *_CONVERSATION_KEYS,
     ]
     now = pool.scheduler.clock()
     for account in pool.registry.all():

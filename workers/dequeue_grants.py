@@ -10,7 +10,9 @@ This module is that hand-over and nothing else; the lane that uses a grant lives
 from __future__ import annotations
 
 import dataclasses
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
+
+from redis import Redis
 
 from service.accounts.scheduler import Lease
 from workers.redis_outage import REDIS_DOWN
@@ -26,15 +28,33 @@ class Ahead:
     """What a turn's dequeue did for its first `take` (`workers.dequeue`): its ticket in the fair
     line and, unless the pool was full, the slot granted (the door's claim ended with it)."""
 
-    ticket: str
+    ticket: str  # "" when none was taken (no account of the group was ready)
     lease: Lease | None
+    preferred: str | None = None  # the account asked for: the continued conversation's handle's
+    # A continued turn's stored conversation as the dequeue read it: document, handle, metadata.
+    stored: tuple[bytes | None, bytes | None, bytes | None] | None = None
+    images: dict[str, bytes] = dataclasses.field(default_factory=dict)  # parked image bytes by key
+
+
+class Parked:
+    """A turn's Redis for `workers.image_fetch.load_images`: the image bytes its dequeue read, else
+    Redis itself (`service.images.unpark` reads with `get`)."""
+
+    def __init__(self, redis: Redis, read: dict[str, bytes]) -> None:
+        self.redis = redis
+        self.read = read
+
+    def get(self, key: str) -> Any:
+        """The bytes under `key`, as the dequeue read them or from Redis now."""
+        found = self.read.get(key)
+        return found if found is not None else self.redis.get(key)
 
 
 def drop(pool: Pool, ahead: Ahead) -> None:
     """A dequeue's grant no turn took (it failed before asking): free the slot, or leave the line."""
     if ahead.lease is not None:
         pool.scheduler.release(ahead.lease)
-    else:
+    elif ahead.ticket:
         pool.scheduler.leave(ahead.ticket)
 
 
@@ -46,6 +66,12 @@ def keep_ahead(job_id: str, ahead: Ahead) -> None:
 def granted_ahead(job_id: str) -> Ahead | None:
     """The grant the job's dequeue made, once (the turn's lane, or the worker dropping it)."""
     return _ahead.pop(job_id, None)
+
+
+def stored_ahead(job_id: str) -> tuple[bytes | None, bytes | None, bytes | None] | None:
+    """The stored conversation the job's dequeue read for its turn (the grant stays for the lane)."""
+    ahead = _ahead.get(job_id)
+    return ahead.stored if ahead is not None else None
 
 
 def drop_untaken(pool: Pool | None, job_id: str) -> None:

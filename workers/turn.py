@@ -49,7 +49,7 @@ from service.turns import TurnRequest, lease_key
 from workers import continuation
 from workers.account_pool import AccountLane, pool_for
 from workers.context import WorkerContext
-from workers.dequeue_grants import granted_ahead
+from workers.dequeue_grants import Parked, granted_ahead, stored_ahead
 from workers.gevent_job import WorkerShutdown
 from workers.image_fetch import load_images
 from workers.lease_watch import LeaseWatcher
@@ -136,7 +136,9 @@ class TurnRunner:
             raise NotFound(
                 f"The model `{request.model}` does not exist.", code="model_not_found", param="model"
             )
-        conversation = self.saver.load()
+        # Read with the job's dequeue when it continues a stored conversation (`workers.dequeue`).
+        read = stored_ahead(request.completion_id)
+        conversation = continuation.preloaded(request, read) or self.saver.load()
         # A stored handle is an upstream conversation the next turn would continue: if this
         # turn reaches it and then does not save, it must be forgotten (`forget_upstream`).
         # (`store: false` never touches the stored one, so has nothing to forget.)
@@ -164,15 +166,17 @@ class TurnRunner:
         request = self.request
         # The pool picks the account (waiting its turn if every slot is taken); an account
         # failure before any token moves the turn to another account, seeded like a rollover.
+        ahead = granted_ahead(request.completion_id)
         self.lane = lane = AccountLane(
             pool_for(self.settings, self.redis),
             request.owner,
             publisher,
             self._cancelled.is_set,
             request.group,
-            ahead=granted_ahead(request.completion_id),
+            ahead=ahead,
         )
-        images = load_images(self.redis, self.settings, request.images)  # a bad URL fails before a slot
+        parked = Parked(self.redis, ahead.images if ahead is not None else {})  # read with the dequeue
+        images = load_images(parked, self.settings, request.images)  # a bad URL fails before a slot
         # Tools, structured output and cuts (workers/tooling.py): directives in, answer shaped out.
         shaping = Shaping(TurnOptions.from_json(request.options), handle=conversation.handle)
         self.upstream = upstream = UpstreamTurn(

@@ -58,6 +58,11 @@ class Claim:
         """Stored form."""
         return json.dumps(dataclasses.asdict(self))
 
+    @classmethod
+    def from_json(cls, raw: str | bytes) -> Claim:
+        """Inverse of `to_json`."""
+        return cls(**json.loads(raw))
+
 
 def claim(redis: Redis, owner: str, key: str, mine: Claim, *, ttl: int) -> Claim | None:
     """Claim `key` for `mine`; returns None if claimed now, else the earlier claim."""

@@ -17,6 +17,7 @@ from rq.serializers import JSONSerializer
 from service.accounts import admission
 from service.errors import UpstreamUnavailable
 from service.runtime.settings import load_settings
+from service.state.conversations import Conversation, ConversationStore
 from service.state.relay_publisher import Publisher
 from service.turns import grant_hint_key
 from workers import dequeue
@@ -27,8 +28,8 @@ from workers.gevent_worker import GeventWorker
 SECRET = "Kq3v9ZrT1mW8pL2xN7bY4cH6dF0gJ5sA"
 
 
-def _worker(redis: Redis, url: str, name: str) -> tuple[GeventWorker, Queue, Pool]:
-    settings = load_settings({"REDIS_URL": url, "UPSTREAM_COOKIES": "_U=x", "SECRET_KEY": SECRET})
+def _worker(redis: Redis, url: str, name: str, cookies: str = "_U=x") -> tuple[GeventWorker, Queue, Pool]:
+    settings = load_settings({"REDIS_URL": url, "UPSTREAM_COOKIES": cookies, "SECRET_KEY": SECRET})
     pool = Pool(settings, redis)
     pool.seed()
     queue = Queue(settings.queue_name, connection=redis, serializer=JSONSerializer)
@@ -173,3 +174,57 @@ def test_a_grant_for_an_account_marked_unwell_since_the_wait_began_is_given_back
     with pytest.raises(UpstreamUnavailable, match="unreachable"):
         lane.take(None)
     assert redis_client.zcard(f"{prefix}:leases:env-1") == 0  # the stale grant's slot was given back
+
+
+def _continued(redis: Redis, queue: Queue, job_id: str, account: str) -> None:
+    """A turn continuing a stored conversation whose upstream handle is on `account`."""
+    stored = Conversation(
+        id=f"conv_{job_id}", owner="o", model="gpt-4", messages=[{"role": "user", "content": "hi"}]
+    )
+    stored.handle = {"dialect": "copilot", "account": account, "conversation_id": "up-1"}
+    ConversationStore(redis, ttl=600).save(stored)
+    queue.enqueue("math.sqrt", 4.0, job_id=job_id)
+    redis.hset(
+        grant_hint_key(job_id), mapping={"owner": "o", "group": "default", "conv": stored.id, "pref": "1"}
+    )
+
+
+def test_a_continued_conversation_is_read_and_its_account_granted_with_the_dequeue(
+    redis_client: Redis, redis_url: str
+) -> None:
+    worker, queue, pool = _worker(redis_client, redis_url, "w", cookies="_U=x\n_U=y")
+    prefix = pool.registry.prefix
+    redis_client.zadd(admission.pending_key(prefix, "o"), {"claim": 1e12})
+    _continued(redis_client, queue, "cont", "env-2")
+    ahead = granted_ahead(_take(worker, queue).id)
+    assert ahead is not None and ahead.preferred == "env-2" and ahead.stored is not None
+    assert ahead.lease is not None and ahead.lease.account.id == "env-2" and ahead.lease.spare is None
+    doc, handle, metadata = ahead.stored
+    assert doc is not None
+    read = Conversation.from_json(doc, handle, metadata)
+    assert read.id == "conv_cont" and read.handle is not None and read.handle["account"] == "env-2"
+    lane = AccountLane(pool, "o", Publisher(redis_client, "chatcmpl-cont"), lambda: False, ahead=ahead)
+    assert lane.take("env-2") is not None  # the dequeue's grant: no second one
+    assert lane.lease is ahead.lease
+    assert (
+        redis_client.zcard(f"{prefix}:leases:env-2") == 1
+        and redis_client.zcard(f"{prefix}:leases:env-1") == 0
+    )
+    assert redis_client.zcard(admission.pending_key(prefix, "o")) == 0
+
+
+def test_a_grant_the_turn_does_not_ask_for_is_given_back_its_door_claim_ended_once(
+    redis_client: Redis, redis_url: str
+) -> None:
+    # The turn found the handle unusable (say, expired): it asks for any account, with a spare.
+    worker, queue, pool = _worker(redis_client, redis_url, "w", cookies="_U=x\n_U=y")
+    prefix = pool.registry.prefix
+    redis_client.zadd(admission.pending_key(prefix, "o"), {"this turn": 1e12, "another turn": 2e12})
+    _continued(redis_client, queue, "given-back", "env-2")
+    ahead = granted_ahead(_take(worker, queue).id)
+    assert ahead is not None and ahead.lease is not None
+    lane = AccountLane(pool, "o", Publisher(redis_client, "chatcmpl-gb"), lambda: False, ahead=ahead)
+    lane.wants_spare = pool.settings.upstream_spare_conversations
+    assert lane.take(None, spare=lane.wants_spare) is not None
+    assert lane.lease is not None and lane.lease is not ahead.lease
+    assert redis_client.zrange(admission.pending_key(prefix, "o"), 0, -1) == [b"another turn"]

@@ -60,6 +60,19 @@ def claim_or_attach(
     earlier = idempotency.claim(gw.redis, owner, key, mine, ttl=gw.settings.replay_ttl)
     if earlier is None:
         return None
+    return attach_to(gw, owner, key, earlier, mine, chat)
+
+
+def attach_to(
+    gw: Gateway,
+    owner: str,
+    key: str,
+    earlier: idempotency.Claim,
+    mine: idempotency.Claim,
+    chat: ChatRequest,
+) -> Run | None:
+    """The run `earlier` claimed the key for (found claimed by `claim_or_attach` or `pipeline.gate`);
+    None when that run failed and the key is claimed for `mine` now."""
     if earlier.body != mine.body:
         raise InvalidRequest(
             "Keys for idempotent requests can only be used with the same parameters "

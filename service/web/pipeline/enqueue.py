@@ -15,8 +15,9 @@ from service.state.relay_subscription import Subscription
 from service.turns import TurnRequest, enqueue_turn, request_cancel
 from service.web.http.errors import redis_unavailable
 from service.web.http.extension import Gateway
-from service.web.pipeline.gate import Gate
+from service.web.pipeline.gate import ClaimTaken, Gate
 from service.web.pipeline.gate import enqueue as gated_enqueue
+from service.web.pipeline.gate_continue import Unresolved
 
 log = logging.getLogger(__name__)
 
@@ -55,6 +56,8 @@ def start(
         except BaseException:
             sub.close()
             raise
+    except (ClaimTaken, Unresolved):  # the gate's script stopped before the lock was ours
+        raise
     except BaseException:
         if turn.lock_token:
             locks.release(gw.redis, turn.conversation_id, turn.lock_token)

@@ -27,7 +27,9 @@ seeded with the client's history; the original stays usable.
 from __future__ import annotations
 
 import dataclasses
+import json
 import logging
+import secrets
 
 from service.errors import RateLimited
 from service.state import ephemeral, locks, streams
@@ -79,6 +81,20 @@ def resolve(gw: Gateway, chat: ChatRequest, owner: str) -> Resolution:
         system=chat.system,
         how="new" if carried is None else "digest",
         carried=carried,
+    )
+
+
+def aimed(chat: ChatRequest, conversation_id: str, how: str) -> Resolution:
+    """Continuing `conversation_id` as `pipeline.gate_continue` will check it and take its lock, in the
+    enqueue's own script (its lock token chosen here); the same as `_continue` decides when it can."""
+    return Resolution(
+        conversation_id,
+        continues=True,
+        history=[],
+        system="",
+        lock_token=secrets.token_hex(16),
+        how=how,
+        instructions=chat.system if chat.system.strip() else None,
     )
 
 
@@ -148,7 +164,19 @@ def _sees_whole_transcript(conversation: Conversation, history: list[dict[str, s
 
 def _turns_remaining(conversation: Conversation) -> int | None:
     """Turns left in the upstream conversation after this one (before a silent roll-over)."""
-    handle = conversation.handle or {}
+    return _left(conversation.handle or {})
+
+
+def turns_left(raw_handle: bytes | str) -> int | None:
+    """`_turns_remaining` from the stored handle's JSON ("" or unreadable: not known)."""
+    try:
+        handle = json.loads(raw_handle) if raw_handle else {}
+    except ValueError:
+        return None
+    return _left(handle) if isinstance(handle, dict) else None
+
+
+def _left(handle: dict[str, object]) -> int | None:
     used, limit = handle.get("turns_used"), handle.get("turns_max")
     if not isinstance(used, int) or not isinstance(limit, int) or limit <= 0:
         return None

@@ -10,9 +10,12 @@ happens in between is the same for all of them and lives here:
       enqueue `workers.jobs.run_turn` (`enqueue`) → `respond.answer_turn` through the
       surface's renderer
 
-A new conversation with nothing to read or write before it starts takes the short way:
-its admission, key quota and room are checked by the enqueue's own script
-(`pipeline.gate`), one Redis round trip in all.
+A turn takes the short way: its admission, key quota, Idempotency-Key claim and its
+conversation's lock (or the room for a new one) are checked by the enqueue's own script,
+which parks its images too (`pipeline.gate`, `pipeline.gate_continue`), one Redis round trip in
+all (two when a completion id or a history must first be looked up). What that script
+cannot decide (a claimed key, a conversation gone, changed or busy) is decided the old
+way once its checks passed (`_start`).
 
 Subscribing before enqueueing means no event can be published before we listen. A
 surface that makes its streams resumable (`resume.Resumable`) or answers in the
@@ -27,7 +30,7 @@ import dataclasses
 import logging
 import time
 from collections.abc import Callable
-from typing import TypedDict
+from typing import Any, TypedDict
 
 from flask import Response, g
 
@@ -41,10 +44,12 @@ from service.web.http.extension import Gateway
 from service.web.pipeline import admission, attach, quota, resume, turn_cost
 from service.web.pipeline import conversation_limits as limits
 from service.web.pipeline.enqueue import start
-from service.web.pipeline.gate import Gate
+from service.web.pipeline.gate import ClaimTaken, Gate
+from service.web.pipeline.gate import park as park_in_gate
 from service.web.pipeline.gate import prepare as prepare_gate
+from service.web.pipeline.gate_continue import Unresolved, aim
 from service.web.pipeline.request import Bounds, ChatRequest
-from service.web.pipeline.resolve import resolve
+from service.web.pipeline.resolve import aimed, resolve
 from service.web.pipeline.respond import MakeRenderer, answer_turn
 from service.web.pipeline.run import Run
 
@@ -80,15 +85,16 @@ def submit(
     turns = turn_cost.check(chat, gw.settings, param=param)  # 400 over MAX_UPSTREAM_TURNS_PER_REQUEST
     group = admission.caller_group()  # the key's account group: its turns run on no other accounts
     key = attach.idempotency_key()
+    target = aim(gw, chat, owner)  # a completion id or a history: one read
     gate: Gate | None = None
-    if key is None and not chat.images and chat.conversation_id is None and not chat.history:
-        # A new conversation with nothing to write or read before it starts: the door, the key's
-        # quota and the room are checked in the enqueue's own round trip (`pipeline.gate`);
-        # the 403 and the empty group's 503 come from memory now.
-        gate = prepare_gate(gw, owner, group, g.get("caller"), chat.model, turns)
+    if target is not None:
+        # The door, the key's quota, the Idempotency-Key's claim, the conversation's lock (or the
+        # room for a new one) are checked in the enqueue's own round trip (`pipeline.gate`); the
+        # 403 and the empty group's 503 come from memory now.
+        gate = prepare_gate(gw, owner, group, g.get("caller"), chat.model, turns, target)
     else:
-        # A claim, parked images, a conversation to find (and lock) or a history to match come
-        # first, and each may fail: checked (and counted) before them, as a turn always was.
+        # A pointer that leads nowhere (its 404), or a history no conversation has (a new one,
+        # maybe carrying a `store: false` digest): checked (and counted) first, as always.
         admission.admit(owner, group)  # 429 at once if the group's line is too long; 503 if it is empty
         trace.mark("admission")
         # The key's model access and limits (403/429), charged the turns the request surely costs,
@@ -97,18 +103,46 @@ def submit(
         trace.mark("quota")
     completion_id, created = completion_id or new_completion_id(), int(time.time())
     mine = idempotency.Claim(completion_id, idempotency.body_digest(raw), created=created)
-    if key is not None:
-        attached = attach.claim_or_attach(gw, owner, key, mine, chat)
-        if attached is not None:
-            return _answer(gw, attached, chat, make, answer)
-        trace.mark("claim")
     try:
-        run = _begin(gw, owner, chat, key, mine, store=store, group=group, resumable=resumable, gate=gate)
+        run = _start(gw, owner, chat, key, mine, gate, store=store, group=group, resumable=resumable)
     except BaseException:
         if key is not None:  # nothing will fulfil the claim: a retry must run afresh at once
             attach.release_claim(gw, owner, key, completion_id)
         raise
     return _answer(gw, run, chat, make, answer)
+
+
+def _start(
+    gw: Gateway,
+    owner: str,
+    chat: ChatRequest,
+    key: str | None,
+    mine: idempotency.Claim,
+    gate: Gate | None,
+    **begin: Any,
+) -> Run:
+    """The turn's run, or the earlier run its Idempotency-Key names (`Run.attached`).
+
+    Through the gate first; what its script could not decide (the key claimed already, a
+    conversation gone, changed or busy) is then decided the old way, its checks passed.
+    """
+    if gate is not None:
+        try:
+            return _begin(gw, owner, chat, key, mine, gate=gate, **begin)
+        except ClaimTaken as taken:
+            assert key is not None
+            attached = attach.attach_to(gw, owner, key, taken.earlier, mine, chat)
+            if attached is not None:
+                return attached
+            return _begin(gw, owner, chat, key, mine, **begin)  # that run failed: claimed afresh
+        except Unresolved:
+            trace.mark("unresolved")
+    if key is not None:
+        attached = attach.claim_or_attach(gw, owner, key, mine, chat)
+        if attached is not None:
+            return attached
+        trace.mark("claim")
+    return _begin(gw, owner, chat, key, mine, **begin)
 
 
 def _answer(
@@ -161,11 +195,18 @@ def _begin(
     resumable: resume.Resumable | None,
     gate: Gate | None = None,
 ) -> Run:
-    """Resolve the conversation and start the turn (the claim, if any, is taken)."""
+    """Resolve the conversation and start the turn (the claim, if any, is taken, or with `gate` is
+    taken by its script)."""
     completion_id, created = mine.completion_id, mine.created
-    refs = park(gw.redis, chat.images)  # before the lock: nothing to free if Redis fails here
+    if gate is None:
+        refs = park(gw.redis, chat.images)  # before the lock: nothing to free if Redis fails here
+    else:
+        refs, gate = park_in_gate(gw, gate, chat.images)  # parked by the gate's script
     trace.mark("park")
-    resolution = resolve(gw, chat, owner)
+    if gate is not None and gate.target.conversation_id:  # checked and locked by the gate's script
+        resolution = aimed(chat, gate.target.conversation_id, gate.target.how)
+    else:
+        resolution = resolve(gw, chat, owner)
     trace.mark("resolve")
     if not resolution.continues and gate is None:  # a new conversation: within KEY_MAX_CONVERSATIONS?
         limits.check_room(gw, owner)
@@ -192,7 +233,15 @@ def _begin(
         group=group,
         trace=trace.current() is not None,
     )
-    if key is not None:
+    if key is not None and gate is not None:  # claimed by the gate's script, conversation known
+        gate = dataclasses.replace(
+            gate,
+            claim=(
+                idempotency.claim_key(owner, key),
+                dataclasses.replace(mine, conversation_id=turn.conversation_id),
+            ),
+        )
+    elif key is not None:
         idempotency.record(
             gw.redis, owner, key, dataclasses.replace(mine, conversation_id=turn.conversation_id)
         )
