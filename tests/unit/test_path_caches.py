@@ -1,4 +1,4 @@
-"""What the worker remembers on the way to the first token, and when it must not.
+"""What the path to the first token remembers or skips, and when it must not.
 
 Each turn opens its account's secrets and (for an account without a captured identity)
 builds the default browser identity. Both are now kept between turns; these tests hold
@@ -8,6 +8,7 @@ changed: a re-sealed secret, another SECRET_KEY.
 
 from __future__ import annotations
 
+import dataclasses
 from typing import Any
 
 import pytest
@@ -89,3 +90,25 @@ def test_the_default_identity_is_built_once_and_equals_a_fresh_build() -> None:
     assert identity.newest_chrome(["chrome120", "chrome99", "firefox147"]) == "chrome120"
     built = identity.default_identity.__wrapped__()
     assert built == identity.default_identity()
+
+
+def test_the_job_argument_is_what_asdict_gave_and_round_trips() -> None:
+    from service.turns import TurnRequest
+
+    turn = TurnRequest(
+        completion_id="chatcmpl-1",
+        conversation_id="conv-1",
+        owner="owner",
+        model="gpt-4o",
+        prompt="hi",
+        history=[{"role": "user", "content": "earlier"}],
+        images=[{"kind": "url", "url": "https://example.com/a.png"}],
+        options={"tools": [{"type": "function", "function": {"name": "f"}}], "stop": ["x"]},
+        carried={"handle": {"id": "up-1"}},
+    )
+    expected = dataclasses.asdict(turn)
+    del expected["trace"]  # an untraced turn's argument is as it always was
+    assert turn.to_json() == expected
+    assert TurnRequest.from_json(turn.to_json()) == turn
+    traced = dataclasses.replace(turn, trace=True)
+    assert traced.to_json() == dataclasses.asdict(traced)
