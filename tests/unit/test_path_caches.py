@@ -112,3 +112,24 @@ def test_the_job_argument_is_what_asdict_gave_and_round_trips() -> None:
     assert TurnRequest.from_json(turn.to_json()) == turn
     traced = dataclasses.replace(turn, trace=True)
     assert traced.to_json() == dataclasses.asdict(traced)
+
+
+def test_a_jobs_function_is_imported_once_and_is_rqs(redis_url: str) -> None:
+    from redis import Redis
+    from rq.job import Job
+
+    from workers import gevent_job, jobs
+    from workers.gevent_job import TurnJob
+
+    connection = Redis.from_url(redis_url)
+    job = TurnJob.create("workers.jobs.run_turn", args=({},), connection=connection)
+    assert job.func is jobs.run_turn is Job.create("workers.jobs.run_turn", connection=connection).func
+    assert gevent_job._functions["workers.jobs.run_turn"] is jobs.run_turn
+    bound = TurnJob.create(Greeter().hello, connection=connection)
+    assert bound.func() == "hello"  # a method of an instance is RQ's own lookup, never remembered
+    assert "hello" not in gevent_job._functions
+
+
+class Greeter:
+    def hello(self) -> str:
+        return "hello"
