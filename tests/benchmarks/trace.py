@@ -14,8 +14,6 @@ import json
 import time
 from typing import Any
 
-import requests
-
 from service.runtime import trace
 from tests.benchmarks.harness import BenchStack
 from tests.support.stack import wait_for
@@ -27,7 +25,7 @@ def _turn(stack: BenchStack, prompt: str, *, traced: bool) -> tuple[str, float, 
     """(completion id, client send time, client first-byte time) of one streamed turn."""
     headers = {trace.HEADER: "1"} if traced else {}
     sent = time.time()
-    with requests.post(
+    with stack.http.post(
         stack.completions_url, json=stack.chat_body(prompt), headers=headers, stream=True, timeout=60
     ) as response:
         response.raise_for_status()
