@@ -110,8 +110,11 @@ class TurnRequest:
     trace: bool = False
 
     def to_json(self) -> dict[str, Any]:
-        """The job argument (`trace` only when set: an untraced turn's job is as it always was)."""
-        data = dataclasses.asdict(self)
+        """The job argument (`trace` only when set: an untraced turn's job is as it always was).
+
+        Shallow, not `dataclasses.asdict` (a recursive deep copy, a fifth of the enqueue's CPU):
+        the fields are JSON-plain and RQ serialises the argument as the job is enqueued."""
+        data = {name: getattr(self, name) for name in _FIELD_NAMES}
         if not self.trace:
             del data["trace"]
         return data
@@ -125,6 +128,9 @@ class TurnRequest:
         """Rebuild from a job argument, ignoring keys a newer web tier may add."""
         names = {field.name for field in dataclasses.fields(cls)}
         return cls(**{key: value for key, value in data.items() if key in names})
+
+
+_FIELD_NAMES = tuple(field.name for field in dataclasses.fields(TurnRequest))
 
 
 def enqueue_turn(

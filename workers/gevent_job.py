@@ -13,6 +13,10 @@ from typing import Any
 import gevent
 from rq.job import Job, _job_stack
 from rq.timeouts import BaseDeathPenalty
+from rq.utils import import_attribute
+
+_functions: dict[str, Any] = {}
+"""Job functions by dotted path, imported once (RQ imports the path at every `func` read, twice a job)."""
 
 
 class GeventDeathPenalty(BaseDeathPenalty):
@@ -32,7 +36,19 @@ class GeventDeathPenalty(BaseDeathPenalty):
 
 
 class TurnJob(Job):
-    """RQ's job, minus the PERSIST `perform` sends on its own: `prepare_job_execution` does it."""
+    """RQ's job, minus the PERSIST `perform` sends on its own (`prepare_job_execution` does it),
+    and with its function looked up once per process, not on every read."""
+
+    @property
+    def func(self) -> Any:
+        """RQ's `Job.func`, a module-level function's lookup remembered."""
+        name = self.func_name
+        if name is None or self.instance:
+            return super().func
+        found = _functions.get(name)
+        if found is None:
+            found = _functions[name] = import_attribute(name)
+        return found
 
     def perform(self) -> Any:
         """Run the job function (RQ's `Job.perform` without its round trip)."""

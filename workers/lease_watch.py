@@ -10,6 +10,7 @@ hold the lock now: stop, never save), and sets `stopped` when it is over.
 from __future__ import annotations
 
 import logging
+import sys
 import threading
 import time
 from collections.abc import Callable
@@ -25,6 +26,23 @@ log = logging.getLogger(__name__)
 
 CANCEL_POLL_SECONDS = 0.3
 WATCH_BACKOFF_MAX = 2.0  # longest pause between watcher retries while Redis is unreachable
+
+
+def beside(target: Callable[[], object], *, name: str) -> None:
+    """Run `target` beside the turn: a greenlet under gevent (as the worker runs), else a thread.
+
+    gevent's `Thread.start()` waits for the new thread to start, which switches to every
+    greenlet ready to run (the worker loop's next dequeue, this watcher up to its first wait)
+    while the turn is on its way to its upstream `send`; `gevent.spawn` switches to nothing,
+    so the watcher starts when the turn first waits.
+    """
+    monkey = sys.modules.get("gevent.monkey")
+    if monkey is not None and monkey.is_module_patched("threading"):
+        import gevent
+
+        gevent.spawn(target)
+        return
+    threading.Thread(target=target, name=name, daemon=True).start()
 
 
 class LeaseWatcher:

@@ -24,6 +24,8 @@ from rq.worker import SimpleWorker
 log = logging.getLogger(__name__)
 
 HEARTBEAT_EVERY = 1.0
+SUSPENSION_CHECK_EVERY = 1.0
+"""`rq suspend` is noticed within this; RQ asks Redis before every dequeue, beside each turn's path."""
 REDIS_DOWN = (RedisConnectionError, RedisTimeoutError)
 
 
@@ -36,6 +38,7 @@ class OutageTolerantWorker(SimpleWorker):
 
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         self._redis_down_since: float | None = None
+        self._suspension_checked = float("-inf")  # monotonic time of the last `rq suspend` check
         if kwargs.get("connection") is not None:
             self._await_redis(kwargs["connection"])  # RQ's constructor already talks to Redis
         super().__init__(*args, **kwargs)
@@ -59,11 +62,18 @@ class OutageTolerantWorker(SimpleWorker):
         log.warning("event=worker_redis_reachable down_seconds=%.1f", down_for)
 
     def check_for_suspension(self, burst: bool) -> None:
-        """RQ's check, except that unreachable Redis is left to the dequeue loop's backoff."""
+        """RQ's check at most once every SUSPENSION_CHECK_EVERY (RQ's loop asks before every
+        dequeue: a round trip and its CPU in the process while the turn just started is on its
+        way to its first token); unreachable Redis is left to the dequeue loop's backoff."""
+        checked = time.monotonic()
+        if checked - self._suspension_checked < SUSPENSION_CHECK_EVERY:
+            return
         try:
             super().check_for_suspension(burst)
         except REDIS_DOWN as exc:
             self._redis_failed(exc)
+            return
+        self._suspension_checked = checked
 
     def run_maintenance_tasks(self) -> None:
         """RQ's registry clean-up; skipped (retried next time) while Redis is unreachable."""

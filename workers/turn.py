@@ -28,7 +28,6 @@ from __future__ import annotations
 
 import contextvars
 import logging
-import threading
 import time
 from typing import Any
 
@@ -52,7 +51,7 @@ from workers.context import WorkerContext
 from workers.dequeue_grants import Parked, granted_ahead, stored_ahead
 from workers.gevent_job import WorkerShutdown
 from workers.image_fetch import load_images
-from workers.lease_watch import LeaseWatcher
+from workers.lease_watch import LeaseWatcher, beside
 from workers.tooling import Shaping
 from workers.turn_save import TurnSaver
 from workers.upstream import Handle
@@ -93,8 +92,7 @@ class TurnRunner:
         watch = contextvars.copy_context().run
         # Untraced: its lease refreshes are not on the path to the first token.
         untraced = trace.untraced(self.watcher.run)
-        watcher = threading.Thread(target=watch, args=(untraced,), name="turn-watch", daemon=True)
-        watcher.start()
+        beside(lambda: watch(untraced), name="turn-watch")
         try:
             return self._run(publisher)
         except BaseException as exc:

@@ -190,16 +190,22 @@ def choose_profile(user_agent: str, available: list[str] | None = None) -> tuple
 
 
 def newest_chrome(available: list[str] | None = None) -> str:
-    """The newest desktop Chrome profile curl_cffi has."""
-    names = profiles() if available is None else available
-    desktop = [
-        (key[1], name) for name in names if (key := _profile_key(name)) and key[0] == "chrome" and not key[2]
-    ]
-    return max(desktop)[1]
+    """The newest desktop Chrome profile curl_cffi has (the installed one's is found once: turns ask)."""
+    if available is None:
+        return _newest_installed_chrome()
+    keys = ((_profile_key(name), name) for name in available)
+    return max((key[1], name) for key, name in keys if key and key[0] == "chrome" and not key[2])[1]
 
 
+@functools.cache
+def _newest_installed_chrome() -> str:
+    return newest_chrome(profiles())
+
+
+@functools.cache
 def default_identity() -> Identity:
-    """For `UPSTREAM_COOKIES` lines and accounts added without a capture: the newest Chrome, consistent."""
+    """For `UPSTREAM_COOKIES` lines and accounts added without a capture: the newest Chrome, consistent.
+    Built once (frozen, from the installed curl_cffi only): each turn of such an account asks."""
     profile = newest_chrome()
     major = _profile_key(profile)[1][0]  # type: ignore[index]
     user_agent = (

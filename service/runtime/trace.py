@@ -44,13 +44,18 @@ class Trace:
     marks: list[tuple[str, float, int]] = dataclasses.field(default_factory=list)
     round_trips: int = 0
     overlapped: int = 0  # sends whose reply nobody waits for before the next one (not on the path)
-    commands: list[str] = dataclasses.field(default_factory=list)  # each round trip's first commands
+    # Each round trip's packed send ("~" first if overlapped), named only when saved: naming
+    # splits every byte of the send, which on the path would inflate the phase it measures.
+    commands: list[tuple[str, Any]] = dataclasses.field(default_factory=list)
     overlapping: bool = False  # sends now are `overlapped`
     keep: bool = False  # False: a counter only (the worker counts every dequeue, keeps a traced one's)
+    cpu: list[float] = dataclasses.field(default_factory=list)  # the thread's CPU seconds at each mark
 
     def mark(self, phase: str, at: float | None = None) -> None:
-        """Note that `phase` ended now (or at `at`)."""
+        """Note that `phase` ended now (or at `at`), and the CPU time of this thread (all its
+        greenlets) by then: on a shared machine wall time is partly others', CPU time is ours."""
         self.marks.append((phase, time.time() if at is None else at, self.round_trips))
+        self.cpu.append(time.thread_time())
 
     def to_json(self) -> str:
         """The saved form: the side, its marks and its round trips."""
@@ -59,7 +64,8 @@ class Trace:
                 "side": self.side,
                 "round_trips": self.round_trips,
                 "marks": self.marks,
-                "commands": self.commands,
+                "commands": [prefix + _names(packed) for prefix, packed in self.commands],
+                "cpu": self.cpu,
             }
         )
 
@@ -151,11 +157,11 @@ def counting(cls: type[AbstractConnection]) -> type[AbstractConnection]:
             if trace.overlapping:
                 trace.overlapped += 1
                 if named:
-                    trace.commands.append("~" + _names(command))
+                    trace.commands.append(("~", command))
             else:
                 trace.round_trips += 1
                 if named:
-                    trace.commands.append(_names(command))
+                    trace.commands.append(("", command))
         cls.send_packed_command(self, command, check_health)  # type: ignore[no-untyped-call]  # redis-py
 
     made = type(f"Counting{cls.__name__}", (cls,), {"send_packed_command": send_packed_command})

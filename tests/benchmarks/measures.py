@@ -23,8 +23,6 @@ import statistics
 import time
 from collections.abc import Sequence
 
-import requests
-
 from service.models import find_model
 from tests.benchmarks.harness import SIM_TOKEN_DELAY, BenchStack
 from tests.benchmarks.probes import Probe, Sample, Sampler, rss_kb
@@ -72,7 +70,7 @@ def _full_ttft(stack: BenchStack, prompt: str) -> float:
     body = stack.chat_body(prompt)
     started = time.perf_counter()
     first = math.nan
-    with requests.post(stack.completions_url, json=body, stream=True, timeout=30) as response:
+    with stack.http.post(stack.completions_url, json=body, stream=True, timeout=30) as response:
         response.raise_for_status()
         for line in response.iter_lines():
             if not math.isnan(first) or not line.startswith(b"data: {"):

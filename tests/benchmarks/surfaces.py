@@ -22,10 +22,12 @@ PROMPT = "[sim:long=5] hi"
 MS = 1000.0
 
 
-def _first_text(url: str, body: dict[str, Any], has_text: Callable[[dict[str, Any]], bool]) -> float:
+def _first_text(
+    http: requests.Session, url: str, body: dict[str, Any], has_text: Callable[[dict[str, Any]], bool]
+) -> float:
     started = time.perf_counter()
     first = math.nan
-    with requests.post(url, json=body, stream=True, timeout=30) as response:
+    with http.post(url, json=body, stream=True, timeout=30) as response:
         response.raise_for_status()
         for line in response.iter_lines():
             if math.isnan(first) and line.startswith(b"data: {") and has_text(json.loads(line[6:])):
@@ -37,6 +39,7 @@ def _first_text(url: str, body: dict[str, Any], has_text: Callable[[dict[str, An
 
 def _chat(stack: BenchStack) -> float:
     return _first_text(
+        stack.http,
         stack.completions_url,
         stack.chat_body(PROMPT),
         lambda chunk: any((c.get("delta") or {}).get("content") for c in chunk.get("choices") or []),
@@ -46,7 +49,10 @@ def _chat(stack: BenchStack) -> float:
 def _responses(stack: BenchStack) -> float:
     body = {"model": stack.model, "input": PROMPT, "stream": True}
     return _first_text(
-        stack.web.url + "/v1/responses", body, lambda event: event.get("type") == "response.output_text.delta"
+        stack.http,
+        stack.web.url + "/v1/responses",
+        body,
+        lambda event: event.get("type") == "response.output_text.delta",
     )
 
 
@@ -54,7 +60,10 @@ def _messages(stack: BenchStack) -> float:
     body = {"model": stack.model, "max_tokens": 64, "stream": True}
     body["messages"] = [{"role": "user", "content": PROMPT}]
     return _first_text(
-        stack.web.url + "/v1/messages", body, lambda event: event.get("type") == "content_block_delta"
+        stack.http,
+        stack.web.url + "/v1/messages",
+        body,
+        lambda event: event.get("type") == "content_block_delta",
     )
 
 

@@ -9,11 +9,10 @@ line before, and that side's Redis round trips so far.
 
 from __future__ import annotations
 
+import itertools
 import json
 import time
 from typing import Any
-
-import requests
 
 from service.runtime import trace
 from tests.benchmarks.harness import BenchStack
@@ -26,7 +25,7 @@ def _turn(stack: BenchStack, prompt: str, *, traced: bool) -> tuple[str, float, 
     """(completion id, client send time, client first-byte time) of one streamed turn."""
     headers = {trace.HEADER: "1"} if traced else {}
     sent = time.time()
-    with requests.post(
+    with stack.http.post(
         stack.completions_url, json=stack.chat_body(prompt), headers=headers, stream=True, timeout=60
     ) as response:
         response.raise_for_status()
@@ -40,22 +39,30 @@ def _turn(stack: BenchStack, prompt: str, *, traced: bool) -> tuple[str, float, 
     return completion_id, sent, first_byte
 
 
-def timeline(sides: dict[str, Any], sent: float, first_byte: float) -> list[tuple[float, str, str, int]]:
-    """Every mark of both sides plus the client's two, as (time, side, phase, round trips), in order."""
-    rows = [(sent, "client", "sent", 0), (first_byte, "client", "first_byte", 0)]
+Row = tuple[float, str, str, int, float]
+"""(time, side, phase, round trips so far, that side's CPU ms since its previous mark)."""
+
+
+def timeline(sides: dict[str, Any], sent: float, first_byte: float) -> list[Row]:
+    """Every mark of both sides plus the client's two, in order."""
+    rows: list[Row] = [(sent, "client", "sent", 0, 0.0), (first_byte, "client", "first_byte", 0, 0.0)]
     for side, data in sides.items():
-        rows.extend((when, side, phase, round_trips) for phase, when, round_trips in data["marks"])
+        cpu = data.get("cpu") or [0.0] * len(data["marks"])
+        spent = [0.0] + [(later - earlier) * 1000 for earlier, later in itertools.pairwise(cpu)]
+        for (phase, when, round_trips), ms in zip(data["marks"], spent, strict=False):
+            rows.append((when, side, phase, round_trips, ms))
     return sorted(rows)
 
 
-def render(rows: list[tuple[float, str, str, int]], sides: dict[str, Any]) -> str:
-    """The timeline as a table, then each side's round trips by their first commands."""
+def render(rows: list[Row], sides: dict[str, Any]) -> str:
+    """The timeline as a table (with each side's CPU per phase), then each side's round trips."""
     start = rows[0][0]
-    out = [f"{'ms':>8} {'+ms':>7}  {'side':<7}{'phase':<18}redis round trips"]
+    out = [f"{'ms':>8} {'+ms':>7}  {'side':<7}{'phase':<18}{'cpu ms':>7}  redis round trips"]
     previous = start
-    for when, side, phase, round_trips in rows:
+    for when, side, phase, round_trips, cpu_ms in rows:
         out.append(
-            f"{(when - start) * 1000:8.2f} {(when - previous) * 1000:7.2f}  {side:<7}{phase:<18}{round_trips}"
+            f"{(when - start) * 1000:8.2f} {(when - previous) * 1000:7.2f}  {side:<7}{phase:<18}"
+            f"{cpu_ms:7.2f}  {round_trips}"
         )
         previous = when
     for side, data in sorted(sides.items()):

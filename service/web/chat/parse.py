@@ -25,6 +25,7 @@ import functools
 import json
 from typing import TYPE_CHECKING, Any
 
+import jsonschema_rs
 from jsonschema import Draft202012Validator
 
 from service import images
@@ -53,7 +54,21 @@ def _validator() -> Draft202012Validator:
     return Draft202012Validator(SCHEMA)
 
 
+@functools.cache
+def _fast_validator() -> jsonschema_rs.Draft202012Validator:
+    return jsonschema_rs.Draft202012Validator(SCHEMA)
+
+
 def _check_schema(body: dict[str, Any]) -> None:
+    """400 unless `body` fits the schema. jsonschema-rs answers "valid" in about a microsecond
+    where jsonschema takes 150-300 µs on the way to the first token; anything it does not pass
+    (or cannot read: a number beyond 64 bits, a NaN) goes to jsonschema, which decides and names
+    the field. It is never the looser of the two: `test_chat_schema_fast_path` holds it to that."""
+    try:
+        if _fast_validator().is_valid(body):
+            return
+    except (ValueError, OverflowError):
+        pass
     raise_first(_validator().iter_errors(body), _FIELD_ORDER)
 
 
