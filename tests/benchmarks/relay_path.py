@@ -23,7 +23,7 @@ from typing import Any
 PUBLISH = """
 import json, sys, time
 from redis import Redis
-url, streams, deltas = sys.argv[1], int(sys.argv[2]), int(sys.argv[3])
+url, streams, deltas, spread = sys.argv[1], int(sys.argv[2]), int(sys.argv[3]), sys.argv[4] == "1"
 r = Redis.from_url(url)
 for i in range(deltas + 1):
     p = r.pipeline(transaction=False)
@@ -31,13 +31,21 @@ for i in range(deltas + 1):
         done = {"type": "done", "text": "x", "finish_reason": "stop", "seq": i}
         delta = {"type": "delta", "text": f"t{i} ", "seq": i}
         p.publish(f"relay:c{s}", json.dumps(done if i == deltas else delta))
+        if spread:  # one message at a time, as paced streams' deltas arrive
+            p.execute()
+            time.sleep(0.02 / streams)
     p.execute()
-    time.sleep(0.004)
+    time.sleep(0 if spread else 0.004)
 """
 
 
-def measure(streams: int, deltas: int) -> tuple[float, int]:
-    """(CPU seconds per delta, SSE bytes written) for `streams` streams of `deltas` deltas."""
+def measure(streams: int, deltas: int, spread: bool = False) -> tuple[float, int]:
+    """(CPU seconds per delta, SSE bytes written) for `streams` streams of `deltas` deltas.
+
+    By default each round of deltas (one per stream) is published in one pipeline, 4 ms
+    apart: the web side reads them in batches. `spread` publishes them one at a time, a
+    round every 20 ms (Busbar's pace): the web side wakes for nearly every delta.
+    """
     import gevent
     from redis import Redis
 
@@ -45,9 +53,10 @@ def measure(streams: int, deltas: int) -> tuple[float, int]:
     from service.state.relay_hub import RelayHub
     from service.turns import TurnRequest, lease_key
     from service.web.chat.render import ChatRenderer
-    from service.web.pipeline.stream import RenderStream
+    from service.web.pipeline import stream as stream_module
     from service.web.pipeline.watch import watch
 
+    Body = getattr(stream_module, "EncodedStream", stream_module.RenderStream)  # what the response iterates
     settings: Any = argparse.Namespace(sse_heartbeat_seconds=15.0, queue_wait_timeout=30.0)
     written = 0
     with EmbeddedRedis() as server:
@@ -62,16 +71,19 @@ def measure(streams: int, deltas: int) -> tuple[float, int]:
             turn = TurnRequest(completion_id=f"c{s}", conversation_id="c", owner="o", model="m", prompt="p")
             renderer = ChatRenderer(turn, [{"role": "user", "content": "p"}], include_usage=False)
             events = watch(sub, redis, f"c{s}", settings)
-            body = RenderStream(
-                renderer, events, None, on_close=lambda _: sub.close(), position=lambda: sub.position
+            extra: dict[str, Any] = {"ready": sub.ready} if hasattr(sub, "ready") else {}  # an older tree
+            body = Body(
+                renderer, events, None, on_close=lambda _: sub.close(), position=lambda: sub.position, **extra
             )
-            for text in body:
-                written += len(text.encode())
+            for item in body:  # bytes, or an older tree's str (werkzeug encoded those)
+                written += len(item if isinstance(item, bytes) else item.encode())
 
         consumers = [gevent.spawn(consume, s) for s in range(streams)]
         gevent.sleep(0.5)  # every subscription confirmed
         cpu = time.process_time()
-        publisher = subprocess.Popen([sys.executable, "-c", PUBLISH, server.url, str(streams), str(deltas)])
+        publisher = subprocess.Popen(
+            [sys.executable, "-c", PUBLISH, server.url, str(streams), str(deltas), str(int(spread))]
+        )
         gevent.joinall(consumers)
         cpu = time.process_time() - cpu
         publisher.wait()
@@ -85,6 +97,7 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("tree", nargs="?", help="a checkout whose service/ to measure instead of this one")
     parser.add_argument("--streams", type=int, default=50)
     parser.add_argument("--deltas", type=int, default=300)
+    parser.add_argument("--spread", action="store_true", help="publish one delta at a time, 20 ms a round")
     args = parser.parse_args(argv)
     from gevent import monkey
 
@@ -93,10 +106,15 @@ def main(argv: list[str] | None = None) -> None:
         sys.path.insert(0, args.tree)
         for name in [name for name in sys.modules if name == "service" or name.startswith("service.")]:
             del sys.modules[name]
-    per_delta, written = measure(args.streams, args.deltas)
+    per_delta, written = measure(args.streams, args.deltas, args.spread)
     print(
         json.dumps(
-            {"tree": args.tree or ".", "cpu_us_per_delta": round(per_delta * 1e6, 1), "sse_bytes": written}
+            {
+                "tree": args.tree or ".",
+                "spread": args.spread,
+                "cpu_us_per_delta": round(per_delta * 1e6, 1),
+                "sse_bytes": written,
+            }
         )
     )
 

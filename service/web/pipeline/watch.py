@@ -34,7 +34,7 @@ from redis import Redis
 from redis.exceptions import RedisError
 
 from service.errors import ApiError, ServiceUnavailable
-from service.events import Done, Failed, RelayEvent, decode
+from service.events import Delta, Done, Failed, RelayEvent, decode
 from service.runtime.settings import Settings
 from service.state.relay_subscription import Subscription
 from service.turns import lease_key
@@ -161,7 +161,8 @@ def watch(
             continue
         picked_up = True
         last_yield = clock()
-        relayed = decode(event)
+        # Text is nearly every event: built directly, not through `decode`'s generic path.
+        relayed = Delta(event["text"]) if event.get("type") == "delta" else decode(event)
         yield relayed
         if isinstance(relayed, Done | Failed):
             return
