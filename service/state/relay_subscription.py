@@ -101,28 +101,31 @@ class Subscription:
         return self._inbox.popleft() if self._inbox else None
 
     def _wait(self, timeout: float) -> bool:
-        """Wait until `deliver`/`wake` or `timeout`; True if woken (not necessarily with an event).
+        """Wait until an event is delivered or `timeout` passes; True if one was.
 
-        A long wait under gevent takes no timer of its own (one per relayed delta, otherwise):
-        while the hub's listener ticks, it wakes every subscription every `TICK_SECONDS`, and
-        a tick before the deadline just waits again. The check of `ticking` and the wait
-        run with no greenlet switch between them, so a listener that stops ticking (and
-        wakes everyone as it does) cannot be missed.
+        A long wait under gevent takes no timer of its own (one per relayed delta,
+        otherwise): while the hub's listener ticks, it wakes every subscription every
+        `TICK_SECONDS`, and a wake with nothing delivered just waits again. Checking
+        `ticking` and waiting run with no greenlet switch between them, so a listener
+        that stops ticking (and wakes everyone as it does) is not missed; a wake with
+        nothing delivered is cleared and the inbox looked at again before the next wait.
         """
         hub = self._hub
-        if timeout < UNTIMED_WAIT or not hub.ticking:
-            return self._arrived.wait(timeout)
         deadline = time.monotonic() + timeout
+        remaining = timeout
         while True:
-            self._arrived.wait()
+            if remaining >= UNTIMED_WAIT and hub.ticking:
+                self._arrived.wait()
+            elif not self._arrived.wait(remaining):
+                return bool(self._inbox)
             if self._inbox:
                 return True
             remaining = deadline - time.monotonic()
             if remaining <= 0:
                 return False
             self._arrived.clear()
-            if not hub.ticking:
-                return self._arrived.wait(remaining)
+            if self._inbox:
+                return True
 
     @property
     def position(self) -> int:
