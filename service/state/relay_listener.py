@@ -10,7 +10,6 @@ wakes them all every TICK_SECONDS instead (`Subscription._wait`).
 
 from __future__ import annotations
 
-import json
 import logging
 import threading
 import time
@@ -18,6 +17,7 @@ from typing import Any
 
 from redis.client import PubSub
 
+from service.state.relay import decode_message
 from service.state.relay_reader import is_message, next_batch
 from service.state.relay_subscription import Subscription
 
@@ -149,7 +149,7 @@ class Listener:
         assert isinstance(name, str)
         readers = self._subs.get(name)
         if readers:
-            event = json.loads(data)
+            event = decode_message(data)
             for sub in readers:
                 sub.push(event)
                 woken[id(sub)] = sub

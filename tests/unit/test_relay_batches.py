@@ -15,10 +15,13 @@ import time
 from typing import Any
 
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 from redis import Redis
 
-from service.state.relay import channel_name, log_key
+from service.state.relay import channel_name, decode_message, log_key
 from service.state.relay_hub import RelayHub
+from service.state.relay_publisher import Publisher
 from service.state.relay_reader import more_replies
 from service.state.relay_subscription import Subscription
 
@@ -177,3 +180,26 @@ def test_a_wait_on_ticks_ends_at_its_deadline_and_returns_an_event_at_once(redis
     finally:
         hub.stop.set()
         ticker.join()
+
+
+@settings(max_examples=300, deadline=None)
+@given(text=st.text(), seq=st.integers(min_value=0, max_value=10**12))
+def test_a_delta_message_decodes_as_json_loads_decodes_it(text: str, seq: int) -> None:
+    publisher = Publisher(Redis(), "chatcmpl-codec")  # `_encode` is what goes on the wire
+    publisher._seq = seq
+    raw = publisher._encode({"type": "delta", "text": text})
+    assert decode_message(raw.encode("utf-8", "surrogatepass")) == json.loads(raw)
+    assert decode_message(raw) == json.loads(raw)
+
+
+@pytest.mark.parametrize(
+    "raw",
+    [
+        '{"type":"done","text":"x","finish_reason":"stop","seq":3}',
+        '{"type":"delta","text":"a","seq":1,"extra":true}',
+        '{"type":"delta","text":"a","seq":"1"}',
+        '{"type": "delta", "text": "spaced", "seq": 2}',
+    ],
+)
+def test_any_other_message_takes_the_general_decoder(raw: str) -> None:
+    assert decode_message(raw.encode()) == json.loads(raw)
