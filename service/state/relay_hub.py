@@ -26,7 +26,7 @@ from redis.client import PubSub
 from redis.exceptions import RedisError
 from redis.utils import DEFAULT_RESP_VERSION
 
-from service.state.relay_listener import LINGER_SECONDS, Listener, threads_are_greenlets
+from service.state.relay_listener import Listener, threads_are_greenlets
 from service.state.relay_subscription import Subscription
 
 log = logging.getLogger(__name__)
@@ -35,10 +35,9 @@ log = logging.getLogger(__name__)
 class RelayHub(Listener):
     """The web process's single pub/sub connection and its dispatcher."""
 
-    def __init__(self, redis: Redis, *, confirm_timeout: float = 5.0, linger: float = LINGER_SECONDS) -> None:
+    def __init__(self, redis: Redis, *, confirm_timeout: float = 5.0) -> None:
         self.redis = redis
         self._confirm_timeout = confirm_timeout
-        self._linger = linger
         self._subs: dict[str, list[Subscription]] = {}  # several readers of one completion share it
         self._waiters: dict[str, list[threading.Event]] = {}
         self._lock = threading.Lock()

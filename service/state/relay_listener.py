@@ -2,10 +2,11 @@
 
 Apart from `service.state.relay_hub` (subscribing, confirming, closing) because this is
 the web tier's per-delta path, written for its CPU cost: replies are read a batch at a
-time (`service.state.relay_reader`), each reader is woken once per batch, and under
-dense traffic the loop lingers a moment between reads so one wake-up of the process
-serves many deltas. Readers under gevent wait without a timer of their own; the loop
-wakes them all every TICK_SECONDS instead (`Subscription._wait`).
+time (`service.state.relay_reader`) and each reader is woken once per batch; readers
+under gevent wait without a timer of their own, the loop wakes them all every
+TICK_SECONDS instead (`Subscription._wait`). (Lingering between reads so one wake-up
+serves more deltas was tried: at 500 paced streams the process is busy enough that
+batches form anyway, and the linger only added latency.)
 """
 
 from __future__ import annotations
@@ -27,12 +28,6 @@ TICK_SECONDS = 0.25
 """How often the listener wakes every subscription (a reader's longest overshoot of a long wait)."""
 
 
-LINGER_SECONDS = 0.001
-"""While relayed messages come closer together than this, the listener waits this long between
-reads: a process wake-up (kernel, event loop) per message cost more than the delta's own work
-under hundreds of paced streams, and a lone stream's deltas (20 ms apart) never wait."""
-
-
 def threads_are_greenlets() -> bool:
     """True when gevent has patched `threading` (the gevent web worker): an Event wait is a greenlet's."""
     try:
@@ -51,7 +46,6 @@ class Listener:
     _healthy: threading.Event
     _wake: threading.Event
     _home: str
-    _linger: float
     _untimed: bool
     _ticking: bool
 
@@ -77,7 +71,6 @@ class Listener:
     def _listen_loop(self, pubsub: PubSub, home: threading.Event) -> None:
         failures = 0
         next_tick = time.monotonic() + TICK_SECONDS
-        last_batch = float("-inf")
         while not self._closed.is_set():
             now = time.monotonic()
             if now >= next_tick and self._ticking:
@@ -106,11 +99,6 @@ class Listener:
                 continue
             if batch:
                 self._hand_over(pubsub, batch, home)
-                # Dense traffic (the batch before came within the linger): let the next
-                # messages gather for a moment, one wake-up of the process for many deltas.
-                started, last_batch = last_batch, time.monotonic()
-                if last_batch - started < self._linger:
-                    time.sleep(self._linger)
 
     def _hand_over(self, pubsub: PubSub, batch: list[Any], home: threading.Event) -> None:
         """A batch of replies to its readers; each reader is woken once, however many it got."""
