@@ -161,8 +161,14 @@ def watch(
             continue
         picked_up = True
         last_yield = clock()
-        # Text is nearly every event: built directly, not through `decode`'s generic path.
-        relayed = Delta(event["text"]) if event.get("type") == "delta" else decode(event)
+        relayed = _decoded(event)
         yield relayed
         if isinstance(relayed, Done | Failed):
             return
+
+
+def _decoded(event: dict[str, Any]) -> RelayEvent:
+    """A relay object as its event class; text, nearly every event, built without `decode`'s generic path."""
+    if event.get("type") == "delta":
+        return Delta(event["text"])
+    return decode(event)
