@@ -14,7 +14,6 @@ lives in `service.state.relay_subscription`.
 from __future__ import annotations
 
 import contextlib
-import json
 import logging
 import threading
 import time
@@ -27,12 +26,13 @@ from redis.client import PubSub
 from redis.exceptions import RedisError
 from redis.utils import DEFAULT_RESP_VERSION
 
+from service.state.relay_listener import Listener, threads_are_greenlets
 from service.state.relay_subscription import Subscription
 
 log = logging.getLogger(__name__)
 
 
-class RelayHub:
+class RelayHub(Listener):
     """The web process's single pub/sub connection and its dispatcher."""
 
     def __init__(self, redis: Redis, *, confirm_timeout: float = 5.0) -> None:
@@ -53,6 +53,10 @@ class RelayHub:
         self._wake = threading.Event()
         self._home = f"relay:hub:{uuid.uuid4().hex}"
         self._drain_deadline: float | None = None
+        # Under gevent a wait with a timeout costs a timer per relayed delta; readers wait
+        # without one instead while the listener ticks (`ticking`), real threads keep timers.
+        self._untimed = threads_are_greenlets()
+        self._ticking = False
 
     def subscribe(self, completion_id: str, *, confirmed: bool = True) -> Subscription:
         """Subscribe and return once Redis has confirmed the subscription.
@@ -199,47 +203,6 @@ class RelayHub:
         self._thread.start()
         home.wait(self._confirm_timeout)
         return pubsub
-
-    def _listen(self, pubsub: PubSub, home: threading.Event) -> None:
-        failures = 0
-        while not self._closed.is_set():
-            try:
-                message = pubsub.get_message(timeout=0.5)
-                if failures:  # back after an outage (once: this loop runs per relayed message)
-                    failures = 0
-                    self._healthy.set()
-            except Exception as exc:
-                self._healthy.clear()
-                if self._closed.is_set():
-                    return
-                # One warning per outage; redis-py resubscribes every channel on reconnect,
-                # and subscriptions fill any gap from the replay log.
-                if failures == 0:
-                    log.warning("event=relay_listener_error error=%r", exc)
-                failures += 1
-                self._wake.wait(min(2.0, 0.1 * 2**failures))  # a request (or close) cuts it short
-                self._wake.clear()
-                continue
-            if message is None:
-                continue
-            channel = message["channel"]
-            channel = channel.decode() if isinstance(channel, bytes) else channel
-            kind = message["type"]
-            if channel == self._home:
-                home.set()
-                continue
-            if kind == "message" and channel in self._waiters:
-                for waiter in list(self._waiters.get(channel, ())):
-                    waiter.set()
-                continue
-            readers = list(self._subs.get(channel, ()))
-            if kind == "subscribe":
-                for sub in readers:
-                    sub._confirmed.set()
-            elif kind == "message" and readers:
-                event = json.loads(message["data"])
-                for sub in readers:
-                    sub.deliver(event)
 
 
 def _as_is(response: Any) -> Any:

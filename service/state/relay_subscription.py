@@ -19,6 +19,10 @@ if TYPE_CHECKING:
     from service.state.relay_hub import RelayHub
 
 
+UNTIMED_WAIT = 0.5
+"""Waits at least this long ride the hub's ticks instead of a timer (overshoot ≤ its tick)."""
+
+
 class Subscription:
     """One request's view of one completion's events, in sequence order."""
 
@@ -59,9 +63,30 @@ class Subscription:
             return self._take(event)
 
     def deliver(self, event: dict[str, Any]) -> None:
-        """Hand this subscription an event (the hub's listener calls it)."""
+        """Hand this subscription an event and wake its reader."""
         self._inbox.append(event)
         self._arrived.set()
+
+    def push(self, event: dict[str, Any]) -> None:
+        """Hand this subscription an event without waking its reader (the hub wakes it once per batch)."""
+        self._inbox.append(event)
+
+    def wake(self) -> None:
+        """Wake the reader for what `push` handed over."""
+        self._arrived.set()
+
+    def ready(self) -> bool:
+        """True if `next` has an event to return without waiting (a stream joins such frames into one write).
+
+        Duplicates at the head of the inbox are dropped here, so a True never turns into a
+        wait; a gap still costs `next` one read of the replay log, but never a wait.
+        """
+        if self._backlog:
+            return True
+        inbox = self._inbox
+        while inbox and int(inbox[0].get("seq", -1)) < self._next_seq:
+            inbox.popleft()
+        return bool(inbox)
 
     def _get(self, timeout: float) -> dict[str, Any] | None:
         """The next delivered event, waiting up to `timeout` s for one; None if none came.
@@ -71,9 +96,36 @@ class Subscription:
         """
         if not self._inbox:
             self._arrived.clear()
-            if not self._inbox and not self._arrived.wait(timeout):
+            if not self._inbox and not self._wait(timeout):
                 return None
         return self._inbox.popleft() if self._inbox else None
+
+    def _wait(self, timeout: float) -> bool:
+        """Wait until an event is delivered or `timeout` passes; True if one was.
+
+        A long wait under gevent takes no timer of its own (one per relayed delta,
+        otherwise): while the hub's listener ticks, it wakes every subscription every
+        `TICK_SECONDS`, and a wake with nothing delivered just waits again. Checking
+        `ticking` and waiting run with no greenlet switch between them, so a listener
+        that stops ticking (and wakes everyone as it does) is not missed; a wake with
+        nothing delivered is cleared and the inbox looked at again before the next wait.
+        """
+        hub = self._hub
+        deadline = time.monotonic() + timeout
+        remaining = timeout
+        while True:
+            if remaining >= UNTIMED_WAIT and hub.ticking:
+                self._arrived.wait()
+            elif not self._arrived.wait(remaining):
+                return bool(self._inbox)
+            if self._inbox:
+                return True
+            remaining = deadline - time.monotonic()
+            if remaining <= 0:
+                return False
+            self._arrived.clear()
+            if self._inbox:
+                return True
 
     @property
     def position(self) -> int:

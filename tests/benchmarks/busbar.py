@@ -40,6 +40,7 @@ PACE = 0.02
 MAX_DELAY_MS = 200.0
 ADDED_P99_MS = 2.0
 MS = 1000.0
+SETUP_STREAMS = 100  # one-delta streams run to measure set-up CPU
 
 
 @contextlib.contextmanager
@@ -83,6 +84,18 @@ def workers_needed(streams: int, concurrency: int) -> int:
     return max(1, math.ceil(streams / max(concurrency, 1)))
 
 
+def setup_cpu_per_stream(stack: BenchStack, web: int, count: int, pace: float) -> float:
+    """The web process's CPU seconds per stream of one delta: a stream's set-up, nearly all of it.
+
+    Run after the paced streams, `count` at a time spread like them, so the figure splits
+    the web CPU per delta into set-up (spread over a stream's deltas) and the relay path.
+    """
+    body = stack.chat_body(f"[sim:slow={pace:g}][sim:stamp=1] go")
+    before = cpu_seconds(web)
+    run_streams(stack.completions_url, [body] * count, stagger=0.5 / max(count, 1), timeout=60)
+    return (cpu_seconds(web) - before) / max(count, 1)
+
+
 def streams_per_web_process(
     stack: BenchStack,
     *,
@@ -116,8 +129,10 @@ def streams_per_web_process(
                 timeout=ramp + deltas * pace + 120,
             )
         web_cpu = cpu_seconds(web) - cpu_before
+        setup_cpu = setup_cpu_per_stream(stack, web, min(streams, SETUP_STREAMS), pace)
     delays = [latency * MS for _, latency in stamped_tokens(outcomes)]
     cpu_per_delta = web_cpu / len(delays) if delays else math.nan
+    relay_cpu = (web_cpu - setup_cpu * streams) / len(delays) if delays else math.nan
     complete = sum(
         outcome.finished and sum(len(text.split()) for _, text in outcome.contents) >= deltas
         for outcome in outcomes
@@ -145,6 +160,20 @@ def streams_per_web_process(
             digits=1,
         ),
         Metric("busbar_web_cpu", "web process CPU per delta", cpu_per_delta * 1e6, unit="µs", digits=0),
+        Metric(
+            "busbar_setup_cpu",
+            "web process CPU per stream set-up (request to its one delta)",
+            setup_cpu * MS,
+            unit="ms",
+            digits=2,
+        ),
+        Metric(
+            "busbar_relay_cpu",
+            "web process CPU per delta beyond set-up",
+            relay_cpu * 1e6,
+            unit="µs",
+            digits=0,
+        ),
         Metric(
             "busbar_web_core",
             f"streams one web core could carry at that cost ({1 / pace:g} deltas/s each)",

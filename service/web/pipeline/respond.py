@@ -21,7 +21,7 @@ from service.web.pipeline import resume, tracing
 from service.web.pipeline.answer import Answer
 from service.web.pipeline.request import ChatRequest
 from service.web.pipeline.run import Run
-from service.web.pipeline.stream import Renderer, RenderStream
+from service.web.pipeline.stream import EncodedStream, Renderer
 from service.web.pipeline.watch import watch
 
 MakeRenderer = Callable[[Run, ChatRequest], Renderer]
@@ -72,10 +72,20 @@ def _answer(gw: Gateway, run: Run, chat: ChatRequest, make: MakeRenderer) -> Res
         resume.closed(app, gw, run, renderer, terminal, lambda: make(run, chat))
 
     on_first = tracing.saver(gw.redis, run.turn.completion_id)
-    body = RenderStream(
-        renderer, events, first, on_close=on_close, position=lambda: run.sub.position, on_first=on_first
+    sub = run.sub
+    body = EncodedStream(
+        renderer,
+        events,
+        first,
+        on_close=on_close,
+        position=lambda: sub.position,
+        on_first=on_first,
+        ready=sub.ready,
     )
-    return Response(body, status=200, mimetype="text/event-stream", headers=SSE_HEADERS)
+    # The body yields bytes and closes itself: the WSGI server iterates it as it is.
+    return Response(
+        body, status=200, mimetype="text/event-stream", headers=SSE_HEADERS, direct_passthrough=True
+    )
 
 
 def collect(gw: Gateway, run: Run, answer: Answer) -> Done:

@@ -91,6 +91,9 @@ class Renderer:
         """A stream's body was closed; `terminal` ended it, or None if the client left first."""
 
 
+JOIN_LIMIT = 65536
+"""Most characters of frames `RenderStream` joins into one write."""
+
 START = -1
 """The position of a stream's opening frames: before the relay's first event (seq 0)."""
 
@@ -162,6 +165,12 @@ def _hook(renderer: Renderer, event: RelayEvent) -> Frames:
 class RenderStream:
     """The SSE body of a streamed turn: `first`, then `events`, through `render`.
 
+    While the next relayed event is already waiting (`ready()` says so: the stream is
+    behind), the frames up to it and its own go out as one item, so the WSGI server writes
+    them in one send (one chunk of the chunked encoding): the same bytes, in fewer writes.
+    A frame is never held back waiting for another, and the first item is always one
+    frame alone (a hook may act after its first frame, off the first token's path).
+
     It takes plain arguments, not the request context, because it is iterated after
     the view has returned. `on_close(terminal)` runs exactly once, when the WSGI server
     closes the body (as PEP 3333 requires, also when the client went away mid-stream)
@@ -180,12 +189,16 @@ class RenderStream:
         on_close: Callable[[Terminal | None], None],
         position: Callable[[], int] = lambda: START,
         on_first: Callable[[], None] | None = None,
+        ready: Callable[[], bool] = lambda: False,
     ) -> None:
         self.terminal: Terminal | None = None
         self.position = position  # the relay sequence number of the event just read
         self._on_first = on_first  # called once the first frame is handed over (a traced turn)
         self._on_close = on_close
         self._closed = False
+        self._ready = ready  # True while the next event is there already: its frames join this write
+        self._exhausted = False
+        self._started = False
         chained = itertools.chain([first] if first is not None else [], events)
         self._frames = render(renderer, chained, self)
 
@@ -193,15 +206,38 @@ class RenderStream:
         return self
 
     def __next__(self) -> str:
+        return self._next_text()
+
+    def _next_text(self) -> str:
+        if self._exhausted:
+            self.close()
+            raise StopIteration
         try:
-            frame = next(self._frames)
+            text = next(self._frames)
         except StopIteration:
             self.close()
             raise
-        if self._on_first is not None:
-            on_first, self._on_first = self._on_first, None
-            on_first()
-        return frame
+        if not self._started:
+            self._started = True
+            if self._on_first is not None:
+                self._on_first()
+        elif self._ready():
+            text = self._join(text)
+        return text
+
+    def _join(self, text: str) -> str:
+        """`text` and the frames after it that need no wait, up to JOIN_LIMIT characters."""
+        pieces = [text]
+        size = len(text)
+        while size < JOIN_LIMIT and self._ready():
+            try:
+                more = next(self._frames)
+            except StopIteration:
+                self._exhausted = True  # the next call ends the body (and closes it)
+                break
+            pieces.append(more)
+            size += len(more)
+        return "".join(pieces)
 
     def close(self) -> None:
         """Stop streaming and run the clean-up once (the client went away, or we are done)."""
@@ -212,3 +248,14 @@ class RenderStream:
             self._frames.close()
         finally:
             self._on_close(self.terminal)
+
+
+class EncodedStream(RenderStream):
+    """`RenderStream` as UTF-8 bytes, so a response hands it to the WSGI server as it is.
+
+    With `direct_passthrough` werkzeug passes the body through untouched: no encoding
+    generator and closing iterator around every write. The server closes it (PEP 3333).
+    """
+
+    def __next__(self) -> bytes:  # type: ignore[override]  # bytes for the WSGI server
+        return self._next_text().encode()
