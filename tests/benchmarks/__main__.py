@@ -38,7 +38,7 @@ import sys
 import time
 from types import FrameType
 
-from tests.benchmarks import agents, busbar, matching, measures, overload, soak, surfaces, trace, upstream_rtt
+from tests.benchmarks import agents, busbar, matching, measures, overload, soak, trace, upstream_rtt
 from tests.benchmarks.harness import DIALECTS, WORKER_CONCURRENCY, running_stack
 from tests.benchmarks.report import Metric, announce, table
 
@@ -192,7 +192,6 @@ def measure_dialect(dialect: str, *, args: argparse.Namespace, metrics: list[Met
             metrics.extend(new)
 
         record(measures.time_to_first_token(stack, runs=20 if quick else 100))
-        record(surfaces.surface_ttft(stack, runs=20 if quick else 100))
         token_metrics, token_sampler = measures.per_token_latency(stack)
         record(token_metrics)
         session_metrics, session_sampler = measures.sessions_per_worker(stack, sessions=args.sessions)

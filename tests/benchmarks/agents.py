@@ -58,7 +58,9 @@ def agent_stack(dialect: str, turn_seconds: float) -> Iterator[tuple[str, Simula
         workdir = Path(stack.enter_context(tempfile.TemporaryDirectory(prefix="bench-agents-")))
         redis_server = stack.enter_context(EmbeddedRedis())
         simulator = stack.enter_context(SimulatorProcess(token_delay=SIM_TOKEN_DELAY, log_level="WARNING"))
-        env = stack_env(redis_server.url, simulator.http_url, dialect)
+        # The agents bring keys of their own; the gateway runs open (loopback only), as a
+        # developer's would.
+        env = stack_env(redis_server.url, simulator.http_url, dialect, API_KEYS="")
         worker = WorkerProcess(env)
         web = GunicornServer(env, workers=1, access_log=str(workdir / "access.log"))
         stack.callback(worker.stop)

@@ -92,7 +92,9 @@ def setup_cpu_per_stream(stack: BenchStack, web: int, count: int, pace: float) -
     """
     body = stack.chat_body(f"[sim:slow={pace:g}][sim:stamp=1] go")
     before = cpu_seconds(web)
-    run_streams(stack.completions_url, [body] * count, stagger=0.5 / max(count, 1), timeout=60)
+    run_streams(
+        stack.completions_url, [body] * count, stagger=0.5 / max(count, 1), timeout=60, headers=stack.headers
+    )
     return (cpu_seconds(web) - before) / max(count, 1)
 
 
@@ -117,7 +119,7 @@ def streams_per_web_process(
     total_workers = workers or workers_needed(streams, concurrency)
     body = stack.chat_body(f"[sim:slow={pace:g}][sim:stamp={deltas}] go")
     with extra_workers(stack, total_workers - 1):
-        run_streams(stack.completions_url, [body] * warmup, timeout=30)
+        run_streams(stack.completions_url, [body] * warmup, timeout=30, headers=stack.headers)
         probe = Probe(stack.redis, stack.settings.queue_name)
         web = web_worker_pid(stack)
         cpu_before = cpu_seconds(web)
@@ -127,6 +129,7 @@ def streams_per_web_process(
                 [body] * streams,
                 stagger=ramp / max(streams, 1),
                 timeout=ramp + deltas * pace + 120,
+                headers=stack.headers,
             )
         web_cpu = cpu_seconds(web) - cpu_before
         setup_cpu = setup_cpu_per_stream(stack, web, min(streams, SETUP_STREAMS), pace)

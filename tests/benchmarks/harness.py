@@ -33,6 +33,10 @@ log = logging.getLogger(__name__)
 DIALECTS = ("bing", "copilot")
 SIM_TOKEN_DELAY = 0.005  # the simulator's default pace; measurements that need another set it
 WORKER_CONCURRENCY = 240  # room for the 220-session run plus stragglers of the one before
+API_KEY = "bench-key-0123456789abcdef"
+"""The stack's one static key. Issue #20 measures with key limits on: every turn's key quota is
+checked (KEY_DEFAULT_RPM / KEY_DEFAULT_CONCURRENT, set far above what a run sends)."""
+KEY_LIMITS = {"KEY_DEFAULT_RPM": "1000000", "KEY_DEFAULT_CONCURRENT": "100000"}
 
 
 @dataclasses.dataclass
@@ -50,6 +54,15 @@ class BenchStack:
     http: requests.Session = dataclasses.field(default_factory=requests.Session)
     """The time-to-first-token client: it keeps its connection alive, as the OpenAI and Anthropic
     SDKs (httpx) do, so a fresh TCP connection per request is not counted as the gateway's time."""
+
+    def __post_init__(self) -> None:
+        self.http.headers.update(self.headers)
+
+    @property
+    def headers(self) -> dict[str, str]:
+        """What every benchmark client sends besides its body: the stack's key, when it has one."""
+        key = self.env.get("API_KEYS", "").split(",")[0].strip()
+        return {"Authorization": f"Bearer {key}"} if key else {}
 
     @property
     def completions_url(self) -> str:
@@ -99,6 +112,8 @@ def stack_env(redis_url: str, sim_url: str, dialect: str, **overrides: str) -> d
         "WORKER_LEASE_SECONDS": str(defaults.worker_lease_seconds),
         "SSE_HEARTBEAT_SECONDS": str(defaults.sse_heartbeat_seconds),
         "STREAM_HOLD_SECONDS": str(defaults.stream_hold_seconds),
+        "API_KEYS": API_KEY,
+        **KEY_LIMITS,
     }
     env = gateway_env(redis_url, sim_url, **{**env, **overrides})
     if "UPSTREAM_SPARE_CONVERSATIONS" not in overrides:

@@ -144,20 +144,28 @@ def _retry_after(head: str) -> float | None:
 
 
 async def _stream_many(
-    url: str, bodies: Sequence[dict[str, Any]], stagger: float, timeout: float
+    url: str,
+    bodies: Sequence[dict[str, Any]],
+    stagger: float,
+    timeout: float,
+    headers: dict[str, str] | None = None,
 ) -> list[StreamOutcome]:
     async def one(index: int, body: dict[str, Any]) -> StreamOutcome:
         await asyncio.sleep(index * stagger)
-        return await stream_completion(url, body, timeout=timeout)
+        return await stream_completion(url, body, timeout=timeout, headers=headers)
 
     return list(await asyncio.gather(*(one(i, body) for i, body in enumerate(bodies))))
 
 
 def run_streams(
-    url: str, bodies: Sequence[dict[str, Any]], *, stagger: float = 0.0, timeout: float = 60.0
+    url: str,
+    bodies: Sequence[dict[str, Any]],
+    *,
+    stagger: float = 0.0,
+    timeout: float = 60.0,
+    headers: dict[str, str] | None = None,
 ) -> list[StreamOutcome]:
-    """Stream every body at once (the i-th starting `i * stagger` s in); outcomes in order.
-
-    Each stream is bounded by `timeout`, so the call always returns.
+    """Stream every body at once (the i-th starting `i * stagger` s in, each with `headers`);
+    outcomes in order. Each stream is bounded by `timeout`, so the call always returns.
     """
-    return asyncio.run(_stream_many(url, bodies, stagger, timeout))
+    return asyncio.run(_stream_many(url, bodies, stagger, timeout, headers))

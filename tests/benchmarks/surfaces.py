@@ -1,8 +1,8 @@
-"""Time to first token on each API surface, next to Chat Completions.
+"""One streamed turn on each API surface, timed to its first text (`SURFACES`).
 
-All surfaces share one turn pipeline; only parsing and rendering differ. So the figure
-that matters is the difference: each surface's p50 minus Chat Completions' p50, with the
-runs interleaved (the order rotates run by run) so every surface sees the same machine.
+All surfaces share one turn pipeline; only parsing and rendering differ.
+`measures.time_to_first_token` runs them interleaved with the upstream baseline (what
+each adds, and each minus Chat Completions); the soak cycles through them.
 """
 
 from __future__ import annotations
@@ -16,10 +16,8 @@ from typing import Any
 import requests
 
 from tests.benchmarks.harness import BenchStack
-from tests.benchmarks.report import Metric, Target, percentile
 
 PROMPT = "[sim:long=5] hi"
-MS = 1000.0
 
 
 def _first_text(
@@ -72,31 +70,3 @@ SURFACES: dict[str, Callable[[BenchStack], float]] = {
     "responses": _responses,
     "messages": _messages,
 }
-
-
-def surface_ttft(stack: BenchStack, *, runs: int, warmup: int = 3) -> list[Metric]:
-    """TTFT p50 per surface, and what Responses and Messages add over Chat Completions."""
-    seconds: dict[str, list[float]] = {name: [] for name in SURFACES}
-    names = list(SURFACES)
-    for index in range(warmup + runs):
-        order = names[index % len(names) :] + names[: index % len(names)]
-        for name in order:
-            took = SURFACES[name](stack)
-            if index >= warmup:
-                seconds[name].append(took)
-    p50 = {name: percentile(values, 50) for name, values in seconds.items()}
-    metrics = [
-        Metric(f"ttft_{name}_p50", f"TTFT {name} p50 (n={runs})", p50[name] * MS, unit="ms") for name in names
-    ]
-    for name in ("responses", "messages"):
-        metrics.append(
-            Metric(
-                f"ttft_{name}_vs_chat_p50",
-                f"TTFT {name} minus chat p50",
-                (p50[name] - p50["chat"]) * MS,
-                unit="ms",
-                target=Target("<=", 1),
-                digits=2,
-            )
-        )
-    return metrics

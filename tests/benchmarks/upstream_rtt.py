@@ -32,7 +32,7 @@ from urllib.parse import urlsplit
 import requests
 
 from service.runtime.embedded_redis import EmbeddedRedis, free_port
-from tests.benchmarks.harness import SIM_TOKEN_DELAY, stack_env
+from tests.benchmarks.harness import API_KEY, SIM_TOKEN_DELAY, stack_env
 from tests.benchmarks.report import Metric, percentile
 from tests.support.simulator import SimulatorProcess
 from tests.support.stack import ROOT, GunicornServer, WorkerProcess
@@ -90,7 +90,10 @@ def _turn(url: str, simulator: SimulatorProcess, conversation: str | None) -> tu
     before = _round_trips(simulator)
     started = time.perf_counter()
     first, trips = math.nan, -1
-    with requests.post(f"{url}/v1/chat/completions", json=body, stream=True, timeout=60) as response:
+    auth = {"Authorization": f"Bearer {API_KEY}"}
+    with requests.post(
+        f"{url}/v1/chat/completions", json=body, headers=auth, stream=True, timeout=60
+    ) as response:
         response.raise_for_status()
         conversation = response.headers.get("X-Conversation-Id") or conversation or ""
         for line in response.iter_lines():
@@ -156,4 +159,3 @@ def measure(rtt_ms: float, *, runs: int, announce: Callable[[list[Metric]], None
             metrics.extend(new)
     metrics.append(Metric("load_after", "machine load (1-min avg) after", os.getloadavg()[0], digits=2))
     return metrics
-
