@@ -24,7 +24,11 @@ tokens). Then, per B1.3 and B3.1:
 - a human check (null or cloudflare challenge) left unanswered keeps the socket silent for
   `copilot_human_check_silence` seconds (B5b [S]: 60) before it closes;
 - every client message is read leniently (`copilot.decode_client`); its problems are
-  violations, and a non-JSON message is answered `invalid-event`.
+  violations, and a non-JSON message is answered `invalid-event`;
+- faults for the parked-socket paths: `copilot_refuse_reused` (a socket idle that long after
+  a turn answers its next `send` with `invalid-event` alone, no violation) and
+  `copilot_idle_ping` (websocket-level pings to a socket idle between turns; its pongs are
+  counted in its record).
 """
 
 from __future__ import annotations

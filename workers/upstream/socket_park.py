@@ -23,9 +23,12 @@ A parked socket is never used for a send unless it is still what a fresh one wou
 
 `discard(account)` drops an account's socket when a turn marks the account unwell
 (`workers.account_pool.AccountLane.fail_over`); the worker's `keep_swept` greenlet closes
-sockets past the idle limit and those of accounts disabled, needing attention or deleted
-(from the process's pool snapshot, within SWEEP_SECONDS), with no turn needed (`sweep` also
-runs on every park and take). UPSTREAM_KEEP_SOCKETS=0 turns parking off
+sockets past the idle limit, those of accounts disabled, needing attention or deleted, and
+those whose stored identity the admin API refreshed (`identity_stamp` of the account's
+cookies, token, browser identity and proxy, recorded when the socket is parked), from the
+process's pool snapshot within SWEEP_SECONDS, with no turn needed (`sweep` also runs on every
+park and take). A keep-alive ping that reaches a parked socket is answered by the transport
+and does not count against it (`Socket.idle`). UPSTREAM_KEEP_SOCKETS=0 turns parking off
 (a socket per turn, as before).
 """
 
