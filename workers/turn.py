@@ -26,9 +26,7 @@
 
 from __future__ import annotations
 
-import contextvars
 import logging
-import threading
 import time
 from typing import Any
 
@@ -39,7 +37,6 @@ from rq.timeouts import JobTimeoutException
 from service import events as relay
 from service.errors import ApiError, NotFound
 from service.models import ModelSpec, find_model
-from service.runtime import trace
 from service.runtime.settings import Settings
 from service.state import locks
 from service.state.conversations import Conversation
@@ -89,12 +86,9 @@ class TurnRunner:
             coalesce_ms=self.settings.coalesce_ms,
             replay_ttl=self.settings.replay_ttl,
         )
-        # In this turn's context, so its log lines carry the turn's ids too.
-        watch = contextvars.copy_context().run
-        # Untraced: its lease refreshes are not on the path to the first token.
-        untraced = trace.untraced(self.watcher.run)
-        watcher = threading.Thread(target=watch, args=(untraced,), name="turn-watch", daemon=True)
-        watcher.start()
+        # The process's one watching greenlet serves this turn too (`lease_watch`): no greenlet
+        # of its own, and its round trips are not on the path to the first token (untraced).
+        self.watcher.watch()
         try:
             return self._run(publisher)
         except BaseException as exc:
