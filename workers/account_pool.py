@@ -46,6 +46,7 @@ from service.state.relay_publisher import Publisher
 from workers import spare_conversations
 from workers.dequeue_grants import Ahead, drop
 from workers.upstream import Credentials, socket_park
+from workers.upstream.socket_park import identity_stamp
 
 log = logging.getLogger(__name__)
 
@@ -104,17 +105,22 @@ def pool_for(settings: Settings, redis: Redis) -> Pool:
     return pool
 
 
-def usable_accounts(pool: Pool) -> Callable[[], set[str] | None]:
-    """The ids of the accounts that may run turns (not disabled or needing attention), from the
-    process's snapshot (kept fresh off the path by `keep_warm`); None while Redis is unreachable."""
+def usable_accounts(pool: Pool) -> Callable[[], dict[str, str] | None]:
+    """The accounts that may run turns (not disabled or needing attention), each with a digest of
+    its stored identity (`socket_park.identity_stamp`), from the process's snapshot (kept fresh off
+    the path by `keep_warm`); None while Redis is unreachable."""
 
-    def usable() -> set[str] | None:
+    def usable() -> dict[str, str] | None:
         now = time.time()
         try:
             accounts = pool.registry.all()
         except RedisError:
             return None
-        return {account.id for account in accounts if account.state(now) not in (DISABLED, NEEDS_ATTENTION)}
+        return {
+            account.id: identity_stamp(account)
+            for account in accounts
+            if account.state(now) not in (DISABLED, NEEDS_ATTENTION)
+        }
 
     return usable
 

@@ -4,8 +4,9 @@ Measured with the browser transport (curl_cffi) and 100–200 concurrent turns, 
 defaults cost ~0.3 MB of resident memory per session where the plain transport costs
 ~0.04 MB. The bytes are not in use; they are how they were allocated:
 
-- each live websocket holds large, mostly empty buffers: curl_cffi's 128 KiB receive
-  buffer (`ffi.new`, i.e. `calloc`) and libcurl's 64 KiB websocket chunks (`calloc`).
+- each live websocket holds large, mostly empty buffers: libcurl's 64 KiB websocket chunks
+  (`calloc`), and before `workers.upstream.curl_socket` shared it, curl_cffi's 128 KiB
+  receive buffer (`ffi.new`, i.e. `calloc`).
   glibc raises its mmap threshold each time such a block is freed, so after the first
   turns they come from the heap, where `calloc` must zero recycled memory and every page
   becomes resident. A fixed threshold (M_MMAP_THRESHOLD) keeps them in their own

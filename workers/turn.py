@@ -26,7 +26,6 @@
 
 from __future__ import annotations
 
-import contextvars
 import logging
 import time
 from typing import Any
@@ -38,7 +37,6 @@ from rq.timeouts import JobTimeoutException
 from service import events as relay
 from service.errors import ApiError, NotFound
 from service.models import ModelSpec, find_model
-from service.runtime import trace
 from service.runtime.settings import Settings
 from service.state import locks
 from service.state.conversations import Conversation
@@ -51,7 +49,7 @@ from workers.context import WorkerContext
 from workers.dequeue_grants import Parked, granted_ahead, stored_ahead
 from workers.gevent_job import WorkerShutdown
 from workers.image_fetch import load_images
-from workers.lease_watch import LeaseWatcher, beside
+from workers.lease_watch import LeaseWatcher
 from workers.tooling import Shaping
 from workers.turn_save import TurnSaver
 from workers.upstream import Handle
@@ -88,11 +86,9 @@ class TurnRunner:
             coalesce_ms=self.settings.coalesce_ms,
             replay_ttl=self.settings.replay_ttl,
         )
-        # In this turn's context, so its log lines carry the turn's ids too.
-        watch = contextvars.copy_context().run
-        # Untraced: its lease refreshes are not on the path to the first token.
-        untraced = trace.untraced(self.watcher.run)
-        beside(lambda: watch(untraced), name="turn-watch")
+        # The process's one watching greenlet serves this turn too (`lease_watch`): no greenlet
+        # of its own, and its round trips are not on the path to the first token (untraced).
+        self.watcher.watch()
         try:
             return self._run(publisher)
         except BaseException as exc:

@@ -11,6 +11,9 @@ streams through one web process, as many workers as they need); the default run 
 with it too (`--streams 0` skips it). `--sessions` sets how many long turns the
 sessions-per-worker figure offers one worker (default 220).
 
+`--sessions-only` runs only the sessions-per-worker figure (`--sessions` long turns offered
+to one fresh worker; peak running turns and worker RSS per session).
+
 `--upstream-rtt MS` instead puts the simulator behind a relay adding MS of round trip and
 measures a Copilot turn's time to first token and upstream round trips for a new and a
 continued conversation, with the account's socket and spare conversation off and on
@@ -107,6 +110,11 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         help="instead: only the Busbar streams figure (--streams, --stream-workers)",
     )
     parser.add_argument(
+        "--sessions-only",
+        action="store_true",
+        help="instead: only the sessions-per-worker figure (--sessions long turns, one worker; ~1 min)",
+    )
+    parser.add_argument(
         "--turn-seconds",
         type=float,
         default=3.5,
@@ -177,6 +185,18 @@ def measure_busbar(dialect: str, *, args: argparse.Namespace, metrics: list[Metr
     metrics.append(Metric("load_after", "machine load (1-min avg) after", os.getloadavg()[0], digits=2))
 
 
+def measure_sessions(dialect: str, *, args: argparse.Namespace, metrics: list[Metric]) -> None:
+    """Start a stack, run only the sessions-per-worker figure, append it to `metrics`."""
+    metrics.append(Metric("load", "machine load (1-min avg) before", os.getloadavg()[0], digits=2))
+    concurrency = max(WORKER_CONCURRENCY, args.sessions + 20)
+    with running_stack(dialect, WORKER_CONCURRENCY=str(concurrency)) as stack:
+        print(f"[{dialect}] {args.sessions} sessions offered to one worker", flush=True)
+        new, _sampler = measures.sessions_per_worker(stack, sessions=args.sessions)
+        announce(dialect, new)
+        metrics.extend(new)
+    metrics.append(Metric("load_after", "machine load (1-min avg) after", os.getloadavg()[0], digits=2))
+
+
 def measure_dialect(dialect: str, *, args: argparse.Namespace, metrics: list[Metric]) -> None:
     """Start a stack for `dialect`, run the measurements, append their figures to `metrics`."""
     started = time.monotonic()
@@ -213,6 +233,8 @@ def measure(dialect: str, args: argparse.Namespace, metrics: list[Metric]) -> No
         measure_trace(dialect, quick=args.quick, metrics=metrics)
     elif args.busbar:
         measure_busbar(dialect, args=args, metrics=metrics)
+    elif args.sessions_only:
+        measure_sessions(dialect, args=args, metrics=metrics)
     else:
         measure_dialect(dialect, args=args, metrics=metrics)
 

@@ -24,7 +24,11 @@ tokens). Then, per B1.3 and B3.1:
 - a human check (null or cloudflare challenge) left unanswered keeps the socket silent for
   `copilot_human_check_silence` seconds (B5b [S]: 60) before it closes;
 - every client message is read leniently (`copilot.decode_client`); its problems are
-  violations, and a non-JSON message is answered `invalid-event`.
+  violations, and a non-JSON message is answered `invalid-event`;
+- faults for the parked-socket paths: `copilot_refuse_reused` (a socket idle that long after
+  a turn answers its next `send` with `invalid-event` alone, no violation) and
+  `copilot_idle_ping` (websocket-level pings to a socket idle between turns; its pongs are
+  counted in its record).
 """
 
 from __future__ import annotations
@@ -97,6 +101,8 @@ class CopilotSession:
         self.cleared_key = ""
         self.accepted: set[str] = set()
         self.idle = False  # the last turn is over; the socket waits for the next (stats: idle_sockets)
+        self.idle_since: float | None = None  # when it last became idle after a turn
+        self.pinger: asyncio.Task[None] | None = None  # `copilot_idle_ping` while idle
 
     def violation(self, text: str) -> None:
         """Record a client violation, tagged with the dialect."""
@@ -155,7 +161,7 @@ class CopilotSession:
                     turn = await self._receive(message, turn)
         finally:
             self._idle(False)
-            for task in (reading, turn):
+            for task in (reading, turn, self.pinger):
                 if task is not None:
                     task.cancel()  # a no-op when done; collect the outcome so asyncio stays quiet
                     with contextlib.suppress(asyncio.CancelledError, Exception):
@@ -206,6 +212,26 @@ class CopilotSession:
         if idle != self.idle:
             self.idle = idle
             self.state.stats.idled("copilot", idle)
+        loop = asyncio.get_running_loop()
+        self.idle_since = loop.time() if idle else None
+        if idle and self.state.config.copilot_idle_ping and self.pinger is None:
+            self.pinger = asyncio.ensure_future(self._ping_while_idle(self.state.config.copilot_idle_ping))
+
+    async def _ping_while_idle(self, every: float) -> None:
+        """Websocket-level pings while the socket waits between turns; each pong is counted in the
+        socket's record (`GET /_sim/accounts`: `sockets[].pongs`, present only with pings on)."""
+        while True:
+            await asyncio.sleep(every)
+            if self.idle:
+                pong = await self.ws.ping()
+                await pong
+                if self.socket.record is not None:
+                    self.socket.record["pongs"] = self.socket.record.get("pongs", 0) + 1
+
+    def _refused_as_reused(self) -> bool:
+        """`copilot_refuse_reused`: this send comes to a socket idle long enough to be refused."""
+        limit, since = self.state.config.copilot_refuse_reused, self.idle_since
+        return bool(limit) and since is not None and asyncio.get_running_loop().time() - since >= limit
 
     def _quiet_time(self) -> float:
         """How long the socket waits after a turn before closing itself.
@@ -237,6 +263,11 @@ class CopilotSession:
             return turn
         if self.strict and not self.socket.client_session_id:
             self.violation("send on a socket opened without clientSessionId")
+            await self.reject()
+            return turn
+        if turn is None and self._refused_as_reused():
+            log.info("event=copilot_reused_socket_refused")
+            self.idle_since = None  # refused once; the client's next move is its own
             await self.reject()
             return turn
         key, cleared = _send_key(event), None

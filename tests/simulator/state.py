@@ -44,6 +44,8 @@ CONFIG_KEYS = (
     "copilot_max_text",
     "copilot_human_check_silence",
     "copilot_idle_close",
+    "copilot_refuse_reused",
+    "copilot_idle_ping",
     "turn_seconds",
 )
 """The settings the control API may change at run time."""
@@ -60,6 +62,8 @@ NON_NEGATIVE = (
     "copilot_max_text",
     "copilot_human_check_silence",
     "copilot_idle_close",
+    "copilot_refuse_reused",
+    "copilot_idle_ping",
     "turn_seconds",
 )
 HASHCASH_VARIANTS = ("bits", "hex")
@@ -107,6 +111,14 @@ class SimConfig:
     """Seconds a Copilot socket may sit idle after a turn before the server closes it; 0 = never.
     One socket carries many turns (B2: `send` names its conversation) and the reference documents
     no idle timeout, so it is off by default; tests set it to exercise a client's reopen path."""
+    copilot_refuse_reused: float = 0.0
+    """A fault, off by default (0): a socket that carried a turn and then sat idle at least this
+    many seconds answers its next `send` with `invalid-event` alone (not a violation) and forgets
+    that send. What the real service does with a socket whose server-side state it dropped is
+    [U]; `invalid-event` is its answer to any frame it will not act on (B3.1)."""
+    copilot_idle_ping: float = 0.0
+    """Seconds between websocket-level pings the server sends a socket idle between turns (RFC 6455
+    keep-alive, as load balancers and servers do); 0 = none. A client must answer (pong) and keep it."""
     copilot_rotate_cookie: bool = False
     """Every `/c/api/*` answer sets a fresh `__cf_bm`, as Cloudflare rotates it; clients must merge it."""
     # -- per account, both dialects (see `accounts`; 0 = unlimited) --

@@ -25,7 +25,7 @@ import warnings
 from collections.abc import Callable, Mapping
 from typing import Any, cast
 
-from curl_cffi.const import CurlECode, CurlInfo, CurlOpt, CurlWsFlag
+from curl_cffi.const import CurlECode, CurlOpt, CurlWsFlag
 from curl_cffi.curl import CurlError
 from curl_cffi.requests import Response, Session, WebSocket
 from curl_cffi.requests.exceptions import ConnectionError as CurlConnectionError
@@ -36,6 +36,7 @@ from service.accounts.identity import Identity
 from workers.upstream.browser_headers import ACCEPT_ENCODING, compose, engine
 from workers.upstream.cloudflare import challenge_error, verdict
 from workers.upstream.cooperative import offload, wait_readable
+from workers.upstream.curl_socket import lean_websocket, settle
 from workers.upstream.errors import Interrupted, ProtocolError, Unreachable, UpstreamError, UpstreamTimeout
 from workers.upstream.transport import _handshake_error, redact_url
 from workers.upstream.wire import RETRY_BACKOFF, Reply, ca_bundle, retrying
@@ -151,6 +152,7 @@ class CurlSocket:
     def __init__(self, transport: BrowserTransport, *, logger: logging.Logger | None = None) -> None:
         self._transport = transport
         self._ws: WebSocket | None = None
+        self._fd = -1
         self._where = ""
         self._log = logger or log
 
@@ -162,12 +164,14 @@ class CurlSocket:
         extra = options.setdefault("curl_options", {})
         extra[CurlOpt.HEADERFUNCTION] = _header_sink(head)
         extra[CurlOpt.BUFFERSIZE] = HANDSHAKE_BUFFER
-        ws = WebSocket(skip_utf8_validation=True)
+        ws = lean_websocket()
         ordered = compose(self._transport.identity, headers, "websocket")
         try:
             offload(lambda: ws.connect(url, headers=ordered, timeout=timeout, **options))
         except CurlError as exc:
             raise self._refusal(exc, head, timeout) from None
+        head.clear()  # the upgrade's answer was read; the handle keeps the sink for its lifetime
+        self._fd = settle(ws)
         self._ws = ws
         self._log.debug("event=ws_open url=%s transport=browser", self._where)
 
@@ -207,7 +211,7 @@ class CurlSocket:
                 data, flags = ws.recv(timeout=0)
             except WebSocketTimeout:
                 remaining = deadline - time.monotonic()
-                if remaining <= 0 or not wait_readable(_fd(ws), remaining):
+                if remaining <= 0 or not wait_readable(self._fd, remaining):
                     return None
                 continue
             except WebSocketClosed:
@@ -266,11 +270,6 @@ def _status_and_headers(head: list[bytes]) -> tuple[int, dict[str, str]]:
             name, _, value = line.partition(":")
             headers[name.strip().lower()] = value.strip()
     return status, headers
-
-
-def _fd(ws: WebSocket) -> int:
-    """The websocket's socket, to wait on."""
-    return int(ws.curl.getinfo(CurlInfo.ACTIVESOCKET))  # type: ignore[arg-type]
 
 
 def _header_sink(head: list[bytes]) -> Callable[[bytes], int]:

@@ -4,7 +4,7 @@ libcurl (curl_cffi) does its own socket I/O in C, which gevent's monkey-patching
 reach: a `curl_easy_perform` on the loop's thread would freeze every greenlet of the
 worker for the whole request. `offload(fn)` runs such a call in the gevent hub's thread
 pool (the greenlet waits cooperatively; the GIL is released inside libcurl), and
-`wait_readable(fd, timeout)` waits for a socket the cooperative way, so a websocket read
+`wait_readable(fd, timeout)` / `wait_writable` wait for a socket the cooperative way, so a websocket read
 polls libcurl without blocking. Outside gevent (tests, the CLI) both are the plain calls.
 """
 
@@ -54,10 +54,20 @@ def _outcome(fn: Callable[[], T]) -> tuple[bool, Any]:
 
 def wait_readable(fd: int, timeout: float) -> bool:
     """Whether `fd` became readable within `timeout` seconds, waiting cooperatively under gevent."""
+    return _wait(fd, timeout, writable=False)
+
+
+def wait_writable(fd: int, timeout: float) -> bool:
+    """Whether `fd` became writable within `timeout` seconds, waiting cooperatively under gevent."""
+    return _wait(fd, timeout, writable=True)
+
+
+def _wait(fd: int, timeout: float, *, writable: bool) -> bool:
+    read, write = ([], [fd]) if writable else ([fd], [])
     if gevent_active():
         from gevent.select import select as gevent_select
 
-        readable, _, _ = gevent_select([fd], [], [], max(timeout, 0.0))
+        readable, ready, _ = gevent_select(read, write, [], max(timeout, 0.0))
     else:
-        readable, _, _ = select.select([fd], [], [], max(timeout, 0.0))
-    return bool(readable)
+        readable, ready, _ = select.select(read, write, [], max(timeout, 0.0))
+    return bool(readable or ready)

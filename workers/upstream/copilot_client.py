@@ -24,11 +24,10 @@ from workers.upstream.context import TurnImage, TurnInput
 from workers.upstream.copilot_conversation import CopilotHandle, parse_create_response
 from workers.upstream.copilot_decode import CopilotDecoder
 from workers.upstream.copilot_exchange import CONNECTED_WAIT, DONE_DRAIN, TurnExchange
-from workers.upstream.copilot_failures import InvalidEvent
+from workers.upstream.copilot_failures import InvalidEvent, refused_unheard
 from workers.upstream.copilot_session import AccountSession, raise_for_gate
 from workers.upstream.errors import (
     ConversationExpired,
-    Interrupted,
     Unauthorized,
     UpstreamError,
 )
@@ -145,14 +144,14 @@ class CopilotClient:
     ) -> Generator[Event, None, None]:
         """Run one turn and yield its events, ending with `Done` (or nothing if stopped).
 
-        The turn goes out on the account's parked socket when it has one (`socket_park`:
-        no upgrade and no preamble, just the `send`), else on a fresh socket. A parked
-        socket that closes before saying anything is replaced once, transparently: nothing
-        was answered, so nothing is sent twice. On success `handle.turns` is advanced before
-        `Done` is yielded, so a consumer that stops at `Done` still persists the right state.
-        A socket that ended its turn cleanly is parked for the next one; every other is closed.
+        The turn goes out on the account's parked socket when it has one (`socket_park`: no
+        upgrade, no preamble, just the `send`), else on a fresh socket. A parked socket that
+        closes before saying anything, or answers the `send` with `invalid-event` alone, is
+        replaced once (`refused_unheard`): the turn is never accepted twice. On success
+        `handle.turns` is advanced before `Done` is yielded, so a consumer that stops at `Done`
+        still persists the right state. A socket that ended its turn cleanly is parked.
         """
-        decoder = CopilotDecoder(account=handle.account, mode=turn.mode, clock=self._clock, logger=self._log)
+        decoder = self._decoder(handle, turn)
         context = copilot.turn_context(turn, fresh=handle.fresh)
         # The socket's identity is its URL but for its own clientSessionId (a new uuid4 per socket,
         # B1.2, which a parked socket keeps), its headers and its transport (`socket_park`).
@@ -172,9 +171,13 @@ class CopilotClient:
                     yield from self._exchanged(exchange, decoder, handle, held_send, should_stop, identity)
                     return
                 except UpstreamError as exc:
-                    if exchange.heard or not isinstance(exc.__cause__, Interrupted):
+                    if not refused_unheard(exc, exchange.heard):
                         raise
-                    self._log.info("event=copilot_parked_socket_closed action=reopen")
+                    self._log.info(
+                        "event=copilot_parked_socket_%s action=reopen",
+                        "refused" if isinstance(exc, InvalidEvent) else "closed",
+                    )
+                    decoder = self._decoder(handle, turn)  # it read the refusal: start clean
             exchange = self._exchange(self._transport_factory())
             url = self._chat_url(context, client_session_id=self._new_id())
             self._open(exchange.transport, url, headers, handle.account)
@@ -203,6 +206,9 @@ class CopilotClient:
             if refused is not exc:
                 raise refused from exc  # an expired token, or an anonymous session to start afresh
             raise
+
+    def _decoder(self, handle: CopilotHandle, turn: TurnInput) -> CopilotDecoder:
+        return CopilotDecoder(account=handle.account, mode=turn.mode, clock=self._clock, logger=self._log)
 
     def _chat_url(self, context: Mapping[str, Any], *, client_session_id: str) -> str:
         return copilot.chat_url(
@@ -281,3 +287,4 @@ class CopilotClient:
                 f"Copilot refused the websocket for account #{account} with HTTP {status}; an expired or "
                 f"wrong-audience COPILOT_ACCESS_TOKEN is the usual cause, else {copilot.CREDENTIALS_HINT}"
             ) from exc
+

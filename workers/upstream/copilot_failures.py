@@ -21,6 +21,7 @@ from workers.upstream.cloudflare import OPERATOR_HINT
 from workers.upstream.copilot import CREDENTIALS_HINT, THROTTLE_RETRY_AFTER
 from workers.upstream.errors import (
     InputTooLong,
+    Interrupted,
     ProtocolError,
     RegionBlocked,
     Throttled,
@@ -101,3 +102,16 @@ def _describe(code: object, event: Mapping[str, Any]) -> str:
     text = event.get("message") or event.get("error")
     parts = [str(code) if code else "unknown error", str(text) if isinstance(text, str) and text else ""]
     return ": ".join(part for part in parts if part)
+
+
+def refused_unheard(exc: UpstreamError, heard: int) -> bool:
+    """Whether a parked socket's turn failed before the server took its `send` (retry on a fresh one).
+
+    The socket closed before any frame (`heard` 0: dropped while parked), or its only frame
+    was `invalid-event`: Copilot refuses a frame it will not act on (out of order, duplicate,
+    a socket state it no longer holds) and never answers it, so the fresh socket's `send` is
+    the turn's only accepted one.
+    """
+    if isinstance(exc, InvalidEvent):
+        return heard == 1
+    return not heard and isinstance(exc.__cause__, Interrupted)

@@ -23,9 +23,12 @@ A parked socket is never used for a send unless it is still what a fresh one wou
 
 `discard(account)` drops an account's socket when a turn marks the account unwell
 (`workers.account_pool.AccountLane.fail_over`); the worker's `keep_swept` greenlet closes
-sockets past the idle limit and those of accounts disabled, needing attention or deleted
-(from the process's pool snapshot, within SWEEP_SECONDS), with no turn needed (`sweep` also
-runs on every park and take). UPSTREAM_KEEP_SOCKETS=0 turns parking off
+sockets past the idle limit, those of accounts disabled, needing attention or deleted, and
+those whose stored identity the admin API refreshed (`identity_stamp` of the account's
+cookies, token, browser identity and proxy, recorded when the socket is parked), from the
+process's pool snapshot within SWEEP_SECONDS, with no turn needed (`sweep` also runs on every
+park and take). A keep-alive ping that reaches a parked socket is answered by the transport
+and does not count against it (`Socket.idle`). UPSTREAM_KEEP_SOCKETS=0 turns parking off
 (a socket per turn, as before).
 """
 
@@ -37,6 +40,7 @@ import logging
 import threading
 import time
 from collections.abc import Callable, Iterable, Mapping
+from typing import Any
 
 from workers.upstream.wire import Socket
 
@@ -62,6 +66,30 @@ def fingerprint(url: str, headers: Mapping[str, str], transport: Iterable[str]) 
     return digest.hexdigest()
 
 
+IDENTITY_FIELDS = (
+    "sealed_cookies",
+    "sealed_token",
+    "user_agent",
+    "client_hints",
+    "accept_language",
+    "impersonate",
+    "sealed_proxy",
+)
+"""The stored account fields a socket's upgrade is made of (`service.accounts.account.Account`)."""
+
+
+def identity_stamp(account: Any) -> str:
+    """A digest of an account's stored identity: it changes when the admin API refreshes any of it.
+
+    Sealed values are digested as stored (never unsealed here); re-sealing them, which only a
+    refresh does, changes the stamp, which at worst closes a socket that was still good.
+    """
+    digest = hashlib.sha256()
+    for name in IDENTITY_FIELDS:
+        digest.update(f"{getattr(account, name, '')}\x00".encode())
+    return digest.hexdigest()
+
+
 def _without_rotating(cookie: str) -> str:
     kept = []
     for pair in cookie.split(";"):
@@ -76,6 +104,7 @@ class _Parked:
     socket: Socket
     identity: str
     since: float
+    stamp: str | None = None  # the account's `identity_stamp` when parked (None: not known yet)
 
 
 class SocketPark:
@@ -111,10 +140,11 @@ class SocketPark:
     def put(self, account: str, identity: str, socket: Socket) -> bool:
         """Park `socket` if the account's slot is empty (True); else close it (a browser holds one)."""
         self.sweep()
+        stamp = _stamps().get(account)
         with self._lock:
             parked = self.idle_seconds > 0 and account not in self._slots
             if parked:
-                self._slots[account] = _Parked(socket, identity, self._clock())
+                self._slots[account] = _Parked(socket, identity, self._clock(), stamp)
         if not parked:
             _close(socket, account, "slot_taken")
         return parked
@@ -135,12 +165,21 @@ class SocketPark:
         for account, parked in expired:
             _close(parked.socket, account, "idle_limit")
 
-    def retain(self, accounts: set[str]) -> None:
-        """Close the idle sockets of every account not in `accounts` (disabled, unwell or deleted)."""
+    def retain(self, accounts: Mapping[str, str]) -> None:
+        """Close the idle sockets of every account not in `accounts` (disabled, unwell or deleted),
+        or whose identity stamp changed since its socket was parked (the admin API refreshed it)."""
+        changed: list[str] = []
         with self._lock:
             gone = [account for account in self._slots if account not in accounts]
+            for account, parked in self._slots.items():
+                if account in accounts and parked.stamp is None:
+                    parked.stamp = accounts[account]  # first seen by a sweep: the identity it has now
+                elif account in accounts and parked.stamp != accounts[account]:
+                    changed.append(account)
         for account in gone:
             self.discard(account, "account_unusable")
+        for account in changed:
+            self.discard(account, "identity_changed")
 
     def clear(self) -> None:
         """Close every idle socket (a worker that stops)."""
@@ -155,9 +194,16 @@ def _close(socket: Socket, account: str, reason: str) -> None:
     socket.close()
 
 
-SWEEP_SECONDS = 15.0  # the longest a sweep waits (a quarter of the idle limit when that is shorter)
+SWEEP_SECONDS = 5.0  # the longest a sweep waits (a quarter of the idle limit when that is shorter)
 _PARKS: dict[float, SocketPark] = {}
 _PARKS_LOCK = threading.Lock()
+_USABLE: list[Callable[[], Mapping[str, str] | None]] = []
+"""The sweeper's `usable`, so a socket parked between sweeps records its account's stamp at once."""
+
+
+def _stamps() -> Mapping[str, str]:
+    """The usable accounts' identity stamps from the process's snapshot (empty if unknown)."""
+    return (_USABLE[0]() or {}) if _USABLE else {}
 
 
 def park_for(idle_seconds: float) -> SocketPark:
@@ -173,13 +219,16 @@ def keep_swept(
     *,
     sleep: Callable[[float], None],
     stop: Callable[[], bool] = lambda: False,
-    usable: Callable[[], set[str] | None] = lambda: None,
+    usable: Callable[[], Mapping[str, str] | None] = lambda: None,
 ) -> None:
-    """Close idle sockets past their limit, or of accounts no longer `usable()`, with no turn to do it.
+    """Close idle sockets past their limit, of accounts no longer `usable()`, or whose identity
+    changed, with no turn to do it.
 
-    The worker's greenlet: `usable()` names the accounts that may still run turns (not
-    disabled, not needing attention, not deleted), None when that is not known right now.
+    The worker's greenlet: `usable()` maps the accounts that may still run turns (not
+    disabled, not needing attention, not deleted) to their `identity_stamp`, None when that
+    is not known right now.
     """
+    _USABLE[:] = [usable]
     while not stop():
         with _PARKS_LOCK:
             parks = list(_PARKS.values())
@@ -193,6 +242,7 @@ def keep_swept(
 
 def clear_all() -> None:
     """Close every idle socket of this process (a worker that stops; tests between cases)."""
+    _USABLE.clear()
     with _PARKS_LOCK:
         parks = list(_PARKS.values())
     for park in parks:

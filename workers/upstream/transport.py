@@ -42,6 +42,9 @@ from workers.upstream.errors import (
 
 log = logging.getLogger(__name__)
 
+IDLE_CONTROL_FRAMES = 4  # pings/pongs read off a parked socket before it counts as busy
+IDLE_FRAME_WAIT = 0.05  # seconds to finish reading a frame that began to arrive
+
 
 class HandshakeStatus(Exception):
     """The HTTP status a websocket handshake was refused with, and nothing else it said."""
@@ -154,19 +157,28 @@ class WebSocketTransport:
         return data
 
     def idle(self) -> bool:
-        """Open with nothing unread: no frame and no close waits in TLS's buffer or the kernel's."""
+        """Open with nothing unread: no frame and no close waits in TLS's buffer or the kernel's.
+
+        A keep-alive ping that arrived while the socket was parked is answered (websocket-client
+        sends the pong as it reads the ping) and is no reason to drop the socket, as libcurl does
+        for the browser transport; any other frame, or a close, is.
+        """
         ws = self._ws
         sock = ws.sock if ws is not None and ws.connected else None
-        if sock is None:
+        if ws is None or sock is None:
             return False
         try:
-            pending = getattr(sock, "pending", None)  # bytes TLS decrypted but nobody read
-            if pending is not None and pending():
-                return False
-            readable, _, _ = select.select([sock], [], [], 0)
-        except (OSError, ValueError):
+            for _ in range(IDLE_CONTROL_FRAMES):
+                pending = getattr(sock, "pending", None)  # bytes TLS decrypted but nobody read
+                if not (pending is not None and pending()) and not select.select([sock], [], [], 0)[0]:
+                    return True
+                ws.settimeout(IDLE_FRAME_WAIT)  # a ping's 2–127 bytes arrive together; never wait long
+                opcode, _frame = ws.recv_data_frame(control_frame=True)
+                if opcode not in (websocket.ABNF.OPCODE_PING, websocket.ABNF.OPCODE_PONG):
+                    return False  # a frame (or a close) that belongs to no turn we could still answer
+        except (websocket.WebSocketException, OSError, ValueError):
             return False
-        return not readable
+        return False
 
     def close(self) -> None:
         """Close the socket; safe to call twice and never raises, so it fits `finally`."""
