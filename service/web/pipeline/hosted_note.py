@@ -19,7 +19,7 @@ HEADER = "X-Gateway-Unoffered-Tools"
 class _Prefixed:
     """A stream body with a first chunk in front; closing it closes the body (its clean-up runs)."""
 
-    def __init__(self, first: str, body: Iterable[Any]) -> None:
+    def __init__(self, first: bytes, body: Iterable[Any]) -> None:
         self.first = first
         self.body = body
 
@@ -41,5 +41,6 @@ def announce(response: Response, unoffered: tuple[str, ...]) -> Response:
     response.headers[HEADER] = listed
     if response.mimetype == "text/event-stream" and response.is_streamed:
         comment = f": gateway: hosted tools not offered to the model: {listed}\n\n"
-        response.response = _Prefixed(comment, response.response)
+        # Bytes: a stream's body goes to the WSGI server as it is (`direct_passthrough`).
+        response.response = _Prefixed(comment.encode(), response.response)
     return response
