@@ -39,7 +39,7 @@ from service.accounts import admission, capacity, fair_line, groups
 from service.accounts.account import READY
 from service.accounts.scheduler import Lease, lease_from
 from service.state.conversations import conversation_key, handle_key, metadata_key
-from service.turns import GRANT_HINT_PREFIX
+from service.turns import GRANT_HINT_PREFIX, lease_key
 from workers import spare_conversations
 from workers.account_pool import Pool
 from workers.dequeue_grants import Ahead
@@ -92,6 +92,9 @@ redis.call('EXPIRE', worker_key, ttl)
 redis.call('HSET', job_key, 'last_heartbeat', iso, 'status', started, 'started_at', iso,
   'worker_name', worker)
 redis.call('PERSIST', job_key)
+-- The turn's first liveness lease (`service.turns.lease_key`), with its start: a worker killed
+-- before its lease watcher's first round is a lost worker (502), never a missing one (503).
+redis.call('SET', ARGV[24] .. id .. ARGV[25], '1', 'EX', ARGV[26])
 local clock = {stamp, string.format('%011d%06d000', sec, usec)}
 -- The grant, for a turn whose hint names its owner and group (a new upstream conversation, or a
 -- stored one: its document is read here too, and its upstream handle's account preferred)
@@ -119,7 +122,7 @@ end
 local ticket = clock[2] .. ARGV[13]
 local args = {ARGV[14], stamp, ticket, owner, '', ARGV[15], ARGV[16], ARGV[17], ARGV[18]}
 local ids, mine = {}, false
-for i = 24, #ARGV, 4 do
+for i = 27, #ARGV, 4 do
   if ARGV[i] == group then
     ids[#ids + 1] = ARGV[i + 1]
     if ARGV[i + 1] == preferred then mine = true end
@@ -282,6 +285,8 @@ def _arguments(
         admission.pending_key(prefix, ""),
         spare_conversations.prefix(prefix) if settings.upstream_spare_conversations else "",
         *_CONVERSATION_KEYS,
+        *lease_key("\n").split("\n"),  # the lease key around the job id (a turn's completion id)
+        settings.worker_lease_seconds,
     ]
     now = pool.scheduler.clock()
     for account in pool.registry.all():

@@ -19,7 +19,7 @@ from service.errors import UpstreamUnavailable
 from service.runtime.settings import load_settings
 from service.state.conversations import Conversation, ConversationStore
 from service.state.relay_publisher import Publisher
-from service.turns import grant_hint_key
+from service.turns import grant_hint_key, lease_key
 from workers import dequeue
 from workers.account_pool import AccountLane, Pool
 from workers.dequeue_grants import granted_ahead
@@ -228,3 +228,14 @@ def test_a_grant_the_turn_does_not_ask_for_is_given_back_its_door_claim_ended_on
     assert lane.take(None, spare=lane.wants_spare) is not None
     assert lane.lease is not None and lane.lease is not ahead.lease
     assert redis_client.zrange(admission.pending_key(prefix, "o"), 0, -1) == [b"another turn"]
+
+
+def test_a_turn_starts_with_its_liveness_lease(redis_client: Redis, redis_url: str) -> None:
+    """The lease goes out with the start: a worker killed before its watcher's first round is
+    seen by the web tier as lost (the lease expires), not as never having taken the turn."""
+    worker, queue, pool = _worker(redis_client, redis_url, "w")
+    queue.enqueue("math.sqrt", 4.0, job_id="leased")
+    assert not redis_client.exists(lease_key("leased"))
+    job = _take(worker, queue)
+    assert job.id == "leased"
+    assert 0 < redis_client.ttl(lease_key("leased")) <= pool.settings.worker_lease_seconds
