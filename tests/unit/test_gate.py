@@ -26,25 +26,32 @@ KEY = "sk-gate-0123456789abcdef"
 QUEUE = "gate-test"
 
 
-@pytest.fixture()
-def client(redis_url: str, redis_client: Redis) -> FlaskClient:
-    """One account (four turns at once), a key allowed two requests a minute."""
-    Registry(redis_client, namespace=QUEUE, secret_key=SECRET).seed(["_U=x"])
+def gate_client(
+    redis_url: str, redis_client: Redis, *, queue: str, key: str, rpm: int, wait: int
+) -> FlaskClient:
+    """An app with one account (four turns at once), `key` allowed `rpm` requests a minute, no worker."""
+    Registry(redis_client, namespace=queue, secret_key=SECRET).seed(["_U=x"])
     app = create_app(
         {
             "REDIS_URL": redis_url,
             "UPSTREAM": "copilot",
             "SECRET_KEY": SECRET,
-            "RQ_QUEUE": QUEUE,
-            "API_KEYS": KEY,
-            "KEY_DEFAULT_RPM": "2",
+            "RQ_QUEUE": queue,
+            "API_KEYS": key,
+            "KEY_DEFAULT_RPM": str(rpm),
             "ACCOUNT_MAX_CONCURRENT": "4",
             "ACCOUNT_RPM": "60",
             "QUEUE_MAX_WAIT_SECONDS": "5",
-            "QUEUE_WAIT_TIMEOUT": "2",
+            "QUEUE_WAIT_TIMEOUT": str(wait),
         }
     )
     return app.test_client()
+
+
+@pytest.fixture()
+def client(redis_url: str, redis_client: Redis) -> FlaskClient:
+    """One account (four turns at once), a key allowed two requests a minute."""
+    return gate_client(redis_url, redis_client, queue=QUEUE, key=KEY, rpm=2, wait=2)
 
 
 def _post(client: FlaskClient) -> tuple[int, str]:

@@ -19,14 +19,13 @@ from rq import Queue
 from rq.job import Job
 from rq.serializers import JSONSerializer
 
-from service.accounts.registry import Registry
 from service.images import image_key
 from service.state import idempotency, locks
 from service.state.conversations import Conversation, ConversationStore, owner_of
 from service.turns import TurnRequest, grant_hint_key
-from service.web import create_app
 from tests.integration.test_images import screenshot_png
 from tests.support.stack import wait_for
+from tests.unit.test_gate import gate_client
 from tests.unit.test_web_app import SECRET
 
 KEY = "sk-gate-continue-0123456789"
@@ -39,22 +38,7 @@ NEXT = {"role": "user", "content": "and then?"}
 @pytest.fixture()
 def client(redis_url: str, redis_client: Redis) -> FlaskClient:
     """One account, a key allowed three requests a minute, no worker (turns stay queued)."""
-    Registry(redis_client, namespace=QUEUE, secret_key=SECRET).seed(["_U=x"])
-    app = create_app(
-        {
-            "REDIS_URL": redis_url,
-            "UPSTREAM": "copilot",
-            "SECRET_KEY": SECRET,
-            "RQ_QUEUE": QUEUE,
-            "API_KEYS": KEY,
-            "KEY_DEFAULT_RPM": "3",
-            "ACCOUNT_MAX_CONCURRENT": "4",
-            "ACCOUNT_RPM": "60",
-            "QUEUE_MAX_WAIT_SECONDS": "5",
-            "QUEUE_WAIT_TIMEOUT": "1",
-        }
-    )
-    return app.test_client()
+    return gate_client(redis_url, redis_client, queue=QUEUE, key=KEY, rpm=3, wait=1)
 
 
 @pytest.fixture()
