@@ -34,9 +34,14 @@ DIALECTS = ("bing", "copilot")
 SIM_TOKEN_DELAY = 0.005  # the simulator's default pace; measurements that need another set it
 WORKER_CONCURRENCY = 240  # room for the 220-session run plus stragglers of the one before
 API_KEY = "bench-key-0123456789abcdef"
-"""The stack's one static key. Issue #20 measures with key limits on: every turn's key quota is
-checked (KEY_DEFAULT_RPM / KEY_DEFAULT_CONCURRENT, set far above what a run sends)."""
-KEY_LIMITS = {"KEY_DEFAULT_RPM": "1000000", "KEY_DEFAULT_CONCURRENT": "100000"}
+"""The stack's one static key. Issue #20 measures with key limits on: every turn's key quota and
+room for a new conversation are checked (KEY_DEFAULT_RPM, KEY_DEFAULT_CONCURRENT and
+KEY_MAX_CONVERSATIONS, set far above what a run sends: a soak stores 7,200 conversations)."""
+KEY_LIMITS = {
+    "KEY_DEFAULT_RPM": "1000000",
+    "KEY_DEFAULT_CONCURRENT": "100000",
+    "KEY_MAX_CONVERSATIONS": "1000000",
+}
 
 
 @dataclasses.dataclass

@@ -111,7 +111,9 @@ def soak(
             return result
         try:
             SURFACES[names[result.turns % len(names)]](stack)
-        except Exception:  # a soak counts failures, it does not stop on them
+        except Exception as exc:  # a soak counts failures, it does not stop on them
+            if not result.failures:  # say what the first one was, once
+                announce(f"soak first failure, turn {result.turns}: {exc!r}"[:300])
             result.failures += 1
         result.turns += 1
         time.sleep(max(0.0, start + result.turns / rate - clock()))
