@@ -63,7 +63,11 @@ def test_metadata_updates_racing_turns_lose_neither(gateway: Stack) -> None:
     users = [item["content"][0]["text"] for item in items if item["role"] == "user"]
     assert users == [f"turn {index}" for index in range(turns)]  # no turn's save was overwritten
     final = requests.get(f"{gateway.url}/v1/conversations/{conv}", headers=AUTH, timeout=30).json()
-    assert written and final["metadata"] == {"v": written[-1]}  # and no turn rewrote the metadata
+    # And no turn rewrote the metadata: what stays is the last write of one of the writers. (Not
+    # necessarily `written[-1]`: two writers' answers can be read in the other order than their
+    # writes committed.)
+    last_of_each = {value.split("-")[0]: value for value in written}
+    assert written and final["metadata"]["v"] in set(last_of_each.values())
 
 
 @pytest.mark.dialects("bing", reason="the stores are the same on both dialects")
