@@ -119,8 +119,9 @@ def test_round_trips_to_the_first_token(traced_stack: tuple[str, Redis], sim: Si
     # (execution, started registry, worker busy, job started) and grants the account (workers.dequeue).
     assert worker["commands"][0].split()[:2] == ["BLMOVE", "EVALSHA"]
     assert worker["marks"][0][0] == "dequeued" and _at(worker, "credentials") == 1
-    # After the enqueue only the replay-log read that backs the overlapped SUBSCRIBE.
-    assert _at(web, "first_byte") == _at(web, "enqueue") + 1
+    # After the enqueue, nothing when the script saw our SUBSCRIBE already in place (the usual
+    # case: it was sent first); else the replay-log read that backs the overlapped SUBSCRIBE.
+    assert _at(web, "first_byte") - _at(web, "enqueue") in (0, 1)
     send_at = next(when for name, when, _ in worker["marks"] if name == "send")
     first_byte_at = next(when for name, when, _ in web["marks"] if name == "first_byte")
     assert send_at <= first_byte_at + 0.5  # different processes, same clock

@@ -51,3 +51,21 @@ def test_a_full_redis_refuses_the_script_before_it_writes(redis_client: Redis) -
     finally:
         redis_client.config_set("maxmemory", 0)
     assert not redis_client.exists("ran:a") and not redis_client.exists("gated:list")
+
+
+def test_the_listening_check_sees_a_subscription_redis_has_handled(redis_client: Redis) -> None:
+    """`gate.LISTENING` counts the turn's channel's subscribers as the job is queued: the web
+    tier reads the replay log only when its own SUBSCRIBE was not yet in place."""
+    from service.state.relay import channel_name
+    from service.web.pipeline.gate import LISTENING
+
+    channel = channel_name("chatcmpl-listening")
+    check = gated.Check("listening", LISTENING, [], [channel], "true")
+    assert gated.run(redis_client, [check], []) == (True, [0])
+    pubsub = redis_client.pubsub()
+    try:
+        pubsub.subscribe(channel)
+        assert pubsub.get_message(timeout=5) is not None  # the confirmation: Redis has it
+        assert gated.run(redis_client, [check], []) == (True, [1])
+    finally:
+        pubsub.close()

@@ -40,16 +40,19 @@ def start(
     round trip (`pipeline.gate`), which raises their 429s. The SUBSCRIBE is sent first and
     its confirmation awaited after the enqueue, so the two round trips overlap; an event the
     worker published before the confirmation is read from the replay log (`catch_up`, while
-    the worker is still on its way to the upstream).
+    the worker is still on its way to the upstream) — unless the gate's script saw our
+    subscription already in place when it queued the job: then nothing can have been missed,
+    and the web side's one round trip is the script.
     """
     ttl = gw.settings.replay_ttl
     also = (lambda pipe: streams.save(pipe, record, ttl=ttl)) if record is not None else None
     try:
         with trace.overlapped():
             sub = gw.hub.subscribe(turn.completion_id, confirmed=False)
+        listening = False
         try:
             if gate is not None:
-                gated_enqueue(gw, gate, turn, record)
+                listening = gated_enqueue(gw, gate, turn, record)
             else:
                 enqueue_turn(gw.queue, turn, gw.settings, also=also)
             trace.mark("enqueue")
@@ -67,7 +70,8 @@ def start(
     except TimeoutError as exc:
         _withdraw(gw, turn)
         raise redis_unavailable() from exc
-    sub.catch_up()
+    if not listening:
+        sub.catch_up()
     trace.mark("subscribed")
     return sub
 

@@ -21,7 +21,7 @@ from __future__ import annotations
 import dataclasses
 import time
 from collections.abc import Callable
-from typing import Any
+from typing import Any, NoReturn
 
 from flask import g
 
@@ -34,12 +34,18 @@ from service.images import ImageInput, ImageRef, park_in
 from service.runtime import metrics
 from service.state import gated, idempotency, streams
 from service.state.conversations import owned_key
+from service.state.relay import channel_name
 from service.turns import TurnRequest, enqueue_turn_in
 from service.web.http.extension import Gateway
 from service.web.pipeline import admission, quota
 from service.web.pipeline import conversation_limits as limits
 from service.web.pipeline.gate_continue import CLAIM, CONTINUE, NEW, Target, Unresolved
 from service.web.pipeline.resolve import turns_left
+
+LISTENING = "return redis.call('PUBSUB', 'NUMSUB', ARGV[1])[2]"
+"""How many subscribe to the turn's relay channel as its job is queued: ours, if Redis handled our
+SUBSCRIBE (sent first, unconfirmed) before this script. Then every event the worker publishes
+reaches us live and the replay log needs no read (`pipeline.enqueue.start`)."""
 
 ROOM = """
 redis.call('ZREMRANGEBYSCORE', KEYS[1], '-inf', ARGV[2])
@@ -100,11 +106,14 @@ def prepare(
     return Gate(owner, group, caller if limited else None, turns, target)
 
 
-def enqueue(gw: Gateway, gate: Gate, turn: TurnRequest, record: streams.StreamRecord | None) -> None:
-    """Check and enqueue `turn` (with its stream record) in one round trip; raise the refusal."""
+def enqueue(gw: Gateway, gate: Gate, turn: TurnRequest, record: streams.StreamRecord | None) -> bool:
+    """Check and enqueue `turn` (with its stream record) in one round trip; raise the refusal.
+
+    True if the turn's relay channel was already subscribed when its job was queued (`LISTENING`).
+    """
     settings = gw.settings
     now = time.time()
-    checks: list[gated.Check] = []
+    checks = [gated.Check("listening", LISTENING, [], [channel_name(turn.completion_id)], "true")]
     door_args = door.arguments(
         admission.registry(),
         gate.owner,
@@ -149,7 +158,7 @@ def enqueue(gw: Gateway, gate: Gate, turn: TurnRequest, record: streams.StreamRe
             left = turns_left(got["continue"][1])
             if left is not None:
                 g.turns_remaining = left
-        return
+        return int(got["listening"]) > 0
     _refuse(gate, settings, now, [c.name for c in checks], replies, read_quota)
 
 
@@ -160,7 +169,7 @@ def _refuse(
     names: list[str],
     replies: list[Any],
     read_quota: Callable[[Any], quota.Admission] | None,
-) -> None:
+) -> NoReturn:
     """Raise what the check that stopped the turn raises on its own (its reply is the last)."""
     got = dict(zip(names, replies, strict=False))
     if "quota" in got and read_quota is not None:
