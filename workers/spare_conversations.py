@@ -55,15 +55,22 @@ def refill(
     registry_prefix: str,
     credentials: Credentials,
     on_cookies: Callable[[str], None] | None = None,
+    current: Callable[[], Credentials] | None = None,
 ) -> None:
-    """Create the account's next spare in the background (a thread: a greenlet under gevent)."""
+    """Create the account's next spare in the background (a thread: a greenlet under gevent).
+
+    `current` reads the account's credentials as they are now (`credentials` are the turn's, as
+    it began): a turn on an anonymous account starts the upstream session it reports through
+    `on_cookies`, and a spare created with the cookies from before would start a second session
+    and store its cookies over the first, whose conversations the upstream then refuses.
+    """
     if not settings.upstream_spare_conversations:
         return
     with _guard:
         if credentials.id in _refilling:
             return
         _refilling.add(credentials.id)
-    args = (settings, redis, prefix(registry_prefix) + credentials.id, credentials, on_cookies)
+    args = (settings, redis, prefix(registry_prefix) + credentials.id, credentials, on_cookies, current)
     threading.Thread(target=_refill, args=args, name="spare-conversation", daemon=True).start()
 
 
@@ -73,10 +80,13 @@ def _refill(
     key: str,
     credentials: Credentials,
     on_cookies: Callable[[str], None] | None,
+    current: Callable[[], Credentials] | None,
 ) -> None:
     try:
         if redis.exists(key):
             return
+        if current is not None:
+            credentials = current()
         client = build_client(settings, credentials, on_cookies=on_cookies)
         handle = client.create_conversation(account=credentials.id)
         redis.set(key, json.dumps(handle.to_json()), nx=True, ex=SPARE_SECONDS)

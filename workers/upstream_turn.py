@@ -185,7 +185,12 @@ class UpstreamTurn:
         """After a turn that used up (or never had) its account's spare: make the next one."""
         pool = self.lane.pool
         spare_conversations.refill(
-            self.settings, pool.registry.redis, pool.registry.prefix, account, pool.cookie_sink(account.id)
+            self.settings,
+            pool.registry.redis,
+            pool.registry.prefix,
+            account,
+            pool.cookie_sink(account.id),
+            current=lambda: pool.credentials(pool.registry.get(account.id)),  # read in the background
         )
 
     def _shaped(
