@@ -23,7 +23,7 @@ from rq.job import Job, JobStatus
 from service.runtime import trace
 from service.runtime.embedded_redis import EmbeddedRedis
 from tests.support.simulator import SimulatorProcess
-from tests.support.stack import GunicornServer, WorkerProcess, gateway_env, wait_for
+from tests.support.stack import gateway_env, served, wait_for
 
 KEY = "sk-round-trips-0123456789"
 
@@ -55,16 +55,8 @@ def traced_stack(simulator: SimulatorProcess) -> Iterator[tuple[str, Redis]]:
             QUEUE_MAX_WAIT_SECONDS="30",
             UPSTREAM_SPARE_CONVERSATIONS="1",
         )
-        worker = WorkerProcess(env).start()
-        web = GunicornServer(env)
-        client = Redis.from_url(server.url)
-        try:
-            web.start()
-            yield web.url, client
-        finally:
-            client.close()
-            web.stop()
-            worker.stop()
+        with served(env) as stack:
+            yield stack
 
 
 def _turn(url: str, prompt: str, *, traced: bool) -> str:

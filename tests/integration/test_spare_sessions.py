@@ -19,7 +19,7 @@ from redis import Redis
 
 from service.runtime.embedded_redis import EmbeddedRedis
 from tests.support.simulator import SimulatorProcess
-from tests.support.stack import GunicornServer, WorkerProcess, gateway_env, wait_for
+from tests.support.stack import gateway_env, served, wait_for
 
 SPARE_KEY = "accounts:chat:spare:env-1"
 
@@ -35,16 +35,8 @@ def anonymous_stack(sim: SimulatorProcess) -> Iterator[tuple[str, Redis]]:
             UPSTREAM_COOKIES="",
             UPSTREAM_SPARE_CONVERSATIONS="1",
         )
-        worker = WorkerProcess(env).start()
-        web = GunicornServer(env)
-        client = Redis.from_url(server.url)
-        try:
-            web.start()
-            yield web.url, client
-        finally:
-            client.close()
-            web.stop()
-            worker.stop()
+        with served(env) as stack:
+            yield stack
 
 
 def _answer(url: str, messages: list[dict[str, str]]) -> str:

@@ -23,7 +23,7 @@ from redis import Redis
 from service.runtime import trace
 from service.runtime.embedded_redis import EmbeddedRedis
 from tests.support.simulator import SimulatorProcess
-from tests.support.stack import GunicornServer, WorkerProcess, gateway_env, wait_for
+from tests.support.stack import gateway_env, served, wait_for
 
 PAUSE = 0.4  # between turns: the spare's refill (after the turn's stream) lands meanwhile
 
@@ -38,16 +38,8 @@ def warm_stack(simulator: SimulatorProcess) -> Iterator[tuple[str, Redis]]:
             TRACE_REQUESTS="1",
             UPSTREAM_SPARE_CONVERSATIONS="on",
         )
-        worker = WorkerProcess(env).start()
-        web = GunicornServer(env, workers=1)
-        client = Redis.from_url(server.url)
-        try:
-            web.start()
-            yield web.url, client
-        finally:
-            client.close()
-            web.stop()
-            worker.stop()
+        with served(env) as stack:
+            yield stack
 
 
 def round_trips(sim: SimulatorProcess) -> int:

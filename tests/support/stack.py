@@ -5,18 +5,20 @@ Every helper talks only to loopback and stops what it started, even when a test 
 
 from __future__ import annotations
 
+import contextlib
 import os
 import signal
 import subprocess
 import sys
 import threading
 import time
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from pathlib import Path
 from typing import IO, Any
 
 import requests
 from flask import Flask
+from redis import Redis
 from werkzeug.serving import make_server
 
 from service.runtime.embedded_redis import free_port
@@ -261,3 +263,18 @@ class WerkzeugServer:
         """Shut the server down."""
         self.server.shutdown()
         self._thread.join(5)
+
+
+@contextlib.contextmanager
+def served(env: dict[str, str], *, workers: int = 1) -> Iterator[tuple[str, Redis]]:
+    """One worker and gunicorn on `env`, and a Redis client on its REDIS_URL; all stopped on exit."""
+    worker = WorkerProcess(env).start()
+    web = GunicornServer(env, workers=workers)
+    client = Redis.from_url(env["REDIS_URL"])
+    try:
+        web.start()
+        yield web.url, client
+    finally:
+        client.close()
+        web.stop()
+        worker.stop()
